@@ -1,0 +1,124 @@
+// The attention interface. Every attention kind (full softmax, Linformer, and the rest of the
+// efficient-attention family) is one class implementing Attention<T>, registered by name with a
+// factory that parses and validates its typed options from JSON and declares what it supports. The
+// model code only ever talks to this interface, so a new kind drops in without touching it.
+//
+// Dimension letters: B batch, n query length, m key/value length (m = n for self-attention),
+// d model width, h heads, d_h = d / h head width, k projected length (Linformer).
+// Layouts are PyTorch's: activations (B, n, d) row-major, linear weights (out, in).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/arena.h"
+
+namespace lf {
+
+using json = nlohmann::json;
+
+// What a kind can do. The model refuses a configuration that asks for something a kind lacks.
+struct AttentionSupport {
+  bool causal = false;            // a causal mask (position t sees only positions <= t)
+  bool key_padding_mask = false;  // per-sample padding of keys in a ragged batch
+  bool variable_length = false;   // sequences shorter than max_len
+  bool cross_attention = false;   // keys and values from a separate context sequence
+};
+
+// The options every kind shares; kind-specific options live in AttentionSpec::options.
+struct AttentionDims {
+  int64_t d_model = 0;
+  int64_t n_heads = 0;
+  int64_t max_len = 0;  // the longest key/value sequence the layer accepts
+  bool causal = false;
+  double dropout = 0;  // on the attention probabilities (or the kind's equivalent)
+};
+
+// Everything needed to build one attention layer.
+struct AttentionSpec {
+  std::string kind;                     // registry name, e.g. "linformer"
+  AttentionDims dims;
+  json options = json::object();        // the kind's typed options, validated by its factory
+  std::string prefix;                   // parameter name prefix, e.g. "layers.3.attn."
+};
+
+// One call's inputs. x (B, n, d); context (B, m, d) for cross-attention or null (then m = n and the
+// keys come from x); key_padding_mask (B, m) bytes, nonzero = padding (PyTorch's convention), or null.
+template <class T>
+struct AttentionInput {
+  const T* x = nullptr;
+  int64_t B = 0, n = 0;
+  const T* context = nullptr;
+  int64_t m = 0;  // ignored when context is null
+  const uint8_t* key_padding_mask = nullptr;
+
+  int64_t kv_len() const { return context ? m : n; }
+};
+
+template <class T>
+class Attention {
+ public:
+  virtual ~Attention() = default;
+
+  // out (B, n, d) = attention(in). With training = true the layer keeps what backward() needs (it
+  // keeps it always: inference callers simply never call backward) and applies dropout drawn from
+  // the counter RNG keyed by `seed`. Throws lf::InvalidArgument for inputs the layer cannot take.
+  virtual void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) = 0;
+
+  // Backward of the last forward(): dout (B, n, d) -> dx (B, n, d), overwritten; for cross-attention
+  // also dcontext (B, m, d), overwritten (dx then excludes the context path). Parameter gradients
+  // accumulate (+=) into the arena.
+  virtual void backward(const T* dout, T* dx, T* dcontext = nullptr) = 0;
+
+  // Multiply-adds ×2 of one forward for this input size (for `info` and the benchmarks' GFLOP/s).
+  virtual double forward_flops(int64_t B, int64_t n, int64_t m) const = 0;
+};
+
+struct AttentionKindInfo {
+  std::string name;
+  std::string summary;  // one line for `linformer info --list-attention`
+  AttentionSupport support;
+};
+
+struct AttentionFactory {
+  AttentionKindInfo info;
+  // Throws lf::InvalidArgument naming the bad option; returns the options with defaults filled in.
+  std::function<json(const AttentionDims&, const json& options)> validate;
+  std::function<std::unique_ptr<Attention<float>>(const AttentionSpec&, ParamArena<float>&)> make_f32;
+  std::function<std::unique_ptr<Attention<double>>(const AttentionSpec&, ParamArena<double>&)> make_f64;
+};
+
+// The registry of kinds. The built-in kinds are registered on first use (see registry.cpp: one line
+// per kind).
+class AttentionRegistry {
+ public:
+  static AttentionRegistry& instance();
+  void add(AttentionFactory factory);
+  bool has(const std::string& name) const;
+  // Throws lf::InvalidArgument listing the known kinds when the name is unknown.
+  const AttentionFactory& get(const std::string& name) const;
+  std::vector<std::string> names() const;  // in registration order
+
+ private:
+  std::vector<AttentionFactory> factories_;
+};
+
+// Validates the spec (dims and options) and returns the options with every default filled in.
+json validate_attention(const AttentionSpec& spec);
+
+// Builds a layer of the spec's kind, declaring its parameters in the arena (before allocate()).
+template <class T>
+std::unique_ptr<Attention<T>> make_attention(const AttentionSpec& spec, ParamArena<T>& arena);
+
+// Checks shared by every kind: positive sizes, d divisible by h, dropout in [0, 1).
+void validate_dims(const AttentionDims& dims);
+
+// Checks one call's input against the layer's dims and what the kind supports.
+template <class T>
+void validate_input(const AttentionInput<T>& in, const AttentionDims& dims, const AttentionKindInfo& info);
+
+}  // namespace lf

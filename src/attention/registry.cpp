@@ -1,0 +1,102 @@
+#include <cmath>
+
+#include "attention/attention.h"
+#include "core/error.h"
+
+namespace lf {
+
+// One line per built-in kind; each is defined in its own file under src/attention/.
+void register_full_attention(AttentionRegistry&);
+void register_linformer_attention(AttentionRegistry&);
+
+AttentionRegistry& AttentionRegistry::instance() {
+  static AttentionRegistry* registry = [] {
+    auto* r = new AttentionRegistry();
+    register_full_attention(*r);
+    register_linformer_attention(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+void AttentionRegistry::add(AttentionFactory factory) {
+  LF_REQUIRE(!has(factory.info.name), "attention kind '", factory.info.name, "' registered twice");
+  factories_.push_back(std::move(factory));
+}
+
+bool AttentionRegistry::has(const std::string& name) const {
+  for (const auto& f : factories_)
+    if (f.info.name == name) return true;
+  return false;
+}
+
+const AttentionFactory& AttentionRegistry::get(const std::string& name) const {
+  for (const auto& f : factories_)
+    if (f.info.name == name) return f;
+  std::string known;
+  for (const auto& f : factories_) known += (known.empty() ? "" : ", ") + f.info.name;
+  throw InvalidArgument(str_cat("unknown attention kind '", name, "' (known: ", known, ")"));
+}
+
+std::vector<std::string> AttentionRegistry::names() const {
+  std::vector<std::string> out;
+  for (const auto& f : factories_) out.push_back(f.info.name);
+  return out;
+}
+
+void validate_dims(const AttentionDims& dims) {
+  LF_REQUIRE(dims.d_model > 0, "d_model must be positive, got ", dims.d_model);
+  LF_REQUIRE(dims.n_heads > 0, "the number of heads must be positive, got ", dims.n_heads);
+  LF_REQUIRE(dims.d_model % dims.n_heads == 0, "d_model (", dims.d_model, ") must be divisible by the number of heads (",
+             dims.n_heads, ")");
+  LF_REQUIRE(dims.max_len > 0, "max_len must be positive, got ", dims.max_len);
+  LF_REQUIRE(std::isfinite(dims.dropout) && dims.dropout >= 0 && dims.dropout < 1,
+             "attention dropout must be in [0, 1), got ", dims.dropout);
+}
+
+json validate_attention(const AttentionSpec& spec) {
+  const AttentionFactory& f = AttentionRegistry::instance().get(spec.kind);
+  validate_dims(spec.dims);
+  LF_REQUIRE(!spec.dims.causal || f.info.support.causal, "attention kind '", spec.kind,
+             "' does not support causal masking");
+  LF_REQUIRE(spec.options.is_object(), "options of attention kind '", spec.kind, "' must be a JSON object");
+  return f.validate(spec.dims, spec.options);
+}
+
+template <>
+std::unique_ptr<Attention<float>> make_attention(const AttentionSpec& spec, ParamArena<float>& arena) {
+  AttentionSpec s = spec;
+  s.options = validate_attention(spec);
+  return AttentionRegistry::instance().get(spec.kind).make_f32(s, arena);
+}
+
+template <>
+std::unique_ptr<Attention<double>> make_attention(const AttentionSpec& spec, ParamArena<double>& arena) {
+  AttentionSpec s = spec;
+  s.options = validate_attention(spec);
+  return AttentionRegistry::instance().get(spec.kind).make_f64(s, arena);
+}
+
+template <class T>
+void validate_input(const AttentionInput<T>& in, const AttentionDims& dims, const AttentionKindInfo& info) {
+  LF_REQUIRE(in.x != nullptr, info.name, " attention: input is null");
+  LF_REQUIRE(in.B > 0 && in.n > 0, info.name, " attention: batch and length must be positive, got B=", in.B,
+             " n=", in.n);
+  const int64_t m = in.kv_len();
+  LF_REQUIRE(m > 0, info.name, " attention: context length must be positive, got ", m);
+  LF_REQUIRE(!in.context || info.support.cross_attention, "attention kind '", info.name,
+             "' does not support cross-attention");
+  LF_REQUIRE(!in.key_padding_mask || info.support.key_padding_mask, "attention kind '", info.name,
+             "' does not support a key padding mask");
+  LF_REQUIRE(m <= dims.max_len && in.n <= dims.max_len, info.name, " attention: sequence length ", std::max(in.n, m),
+             " exceeds the maximum ", dims.max_len, " the layer was built for");
+  LF_REQUIRE(info.support.variable_length || (m == dims.max_len && in.n == dims.max_len), "attention kind '",
+             info.name, "' needs sequences of exactly ", dims.max_len, " positions, got ", std::max(in.n, m));
+  LF_REQUIRE(!dims.causal || !in.context || in.n == m, info.name,
+             " attention: causal cross-attention needs equal query and key lengths");
+}
+
+template void validate_input<float>(const AttentionInput<float>&, const AttentionDims&, const AttentionKindInfo&);
+template void validate_input<double>(const AttentionInput<double>&, const AttentionDims&, const AttentionKindInfo&);
+
+}  // namespace lf

@@ -1,0 +1,34 @@
+// Multi-head scaled dot-product attention on already projected tensors, shared by the kinds that
+// build a score matrix (full: n×m scores; Linformer: n×k scores against compressed keys):
+//   O_{b,i} = dropout(softmax(scale · Q_{b,i} K_{b,g(i)}ᵀ + mask)) · V_{b,g(i)}
+// with g(i) = i when keys have h heads and g(i) = 0 when they have one (one kv head).
+// Layouts: Q (B, n, h·d_h), K and V (B, mk, hk·d_h), O (B, n, h·d_h), P (B, h, n, mk).
+#pragma once
+#include <cstdint>
+
+namespace lf {
+
+struct SdpaShape {
+  int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length
+  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
+  double scale = 1;
+  bool causal = false;               // key j hidden from query t when j > t (needs mk == n)
+  const uint8_t* key_mask = nullptr;  // (B, mk), nonzero = padding, or null
+  double dropout = 0;                // on the probabilities
+  uint64_t seed = 0;                 // dropout stream key
+};
+
+// Writes P (B, h, n, mk), the probabilities before dropout (kept for the backward), and O.
+template <class T>
+void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out);
+
+// From dO: dq (overwritten), dk and dv (overwritten). scratch: 2·n·mk elements.
+template <class T>
+void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* probs, const T* dout, T* dq,
+                   T* dk, T* dv, T* scratch);
+
+// The plain reference of the forward (loops, double accumulation).
+template <class T>
+void sdpa_forward_ref(const SdpaShape& s, const T* q, const T* k, const T* v, T* out);
+
+}  // namespace lf

@@ -1,0 +1,118 @@
+#include "cpu/gemm.h"
+
+#include <omp.h>
+
+#include <vector>
+
+#include "core/error.h"
+
+#if defined(LINFORMER_GEMM_DNNL)
+#include <oneapi/dnnl/dnnl.h>
+#elif defined(LINFORMER_GEMM_OPENBLAS)
+#include <cblas.h>
+#else
+#error "define LINFORMER_GEMM_DNNL or LINFORMER_GEMM_OPENBLAS"
+#endif
+
+namespace lf {
+
+template <class T>
+void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double acc = 0;
+      for (int64_t p = 0; p < K; ++p) {
+        const double a = trans_a ? A[p * lda + i] : A[i * lda + p];
+        const double b = trans_b ? B[j * ldb + p] : B[p * ldb + j];
+        acc += a * b;
+      }
+      T& c = C[i * ldc + j];
+      // beta = 0 must overwrite (C may hold garbage or NaN), as BLAS does.
+      c = T(alpha * acc + (beta == T(0) ? T(0) : beta * c));
+    }
+  }
+}
+
+namespace {
+
+void check_dims(int64_t M, int64_t N, int64_t K) {
+  LF_REQUIRE(M >= 0 && N >= 0 && K >= 0, "gemm: negative size M=", M, " N=", N, " K=", K);
+}
+
+// Double precision, used by tests: the reference loops, parallel over rows when not nested.
+void gemm_f64(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+              const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  if (omp_in_parallel() || M * N * K < 32768) {
+    gemm_ref<double>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < M; ++i)
+    gemm_ref<double>(ta, tb, 1, N, K, alpha, ta ? A + i : A + i * lda, lda, B, ldb, beta, C + i * ldc, ldc);
+}
+
+}  // namespace
+
+template <>
+void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  check_dims(M, N, K);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // backends disagree on K = 0; define it as C = beta·C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+    return;
+  }
+#if defined(LINFORMER_GEMM_DNNL)
+  const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (st != dnnl_success) throw Error(str_cat("dnnl_sgemm failed with status ", int(st)));
+#else
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
+              int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+#endif
+}
+
+template <>
+void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                  int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  check_dims(M, N, K);
+  gemm_f64(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <class T>
+void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                  int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C, int64_t ldc,
+                  int64_t stride_c, int64_t batch) {
+  // Each product is threaded inside the backend; items run one after the other.
+  for (int64_t b = 0; b < batch; ++b)
+    gemm<T>(ta, tb, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta, C + b * stride_c, ldc);
+}
+
+const char* gemm_backend() {
+#if defined(LINFORMER_GEMM_DNNL)
+  return "dnnl";
+#else
+  return "openblas";
+#endif
+}
+
+void set_gemm_threads(int n) {
+#if defined(LINFORMER_GEMM_OPENBLAS)
+  openblas_set_num_threads(n);
+#else
+  (void)n;  // oneDNN follows omp_set_num_threads, which configure_threads has already called
+#endif
+}
+
+template void gemm_ref<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, const float*,
+                              int64_t, float, float*, int64_t);
+template void gemm_ref<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                               const double*, int64_t, double, double*, int64_t);
+template void gemm_batched<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
+                                  const float*, int64_t, int64_t, float, float*, int64_t, int64_t, int64_t);
+template void gemm_batched<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                                   int64_t, const double*, int64_t, int64_t, double, double*, int64_t, int64_t,
+                                   int64_t);
+
+}  // namespace lf

@@ -1,0 +1,73 @@
+// Shared test helpers: random tensors, closeness checks and finite-difference gradient checks in
+// double precision.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+
+namespace lf::test {
+
+// n numbers uniform in [lo, hi), deterministic for the seed.
+template <class T = double>
+std::vector<T> random_vector(int64_t n, uint64_t seed, double lo = -1, double hi = 1) {
+  std::vector<T> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = T(lo + (hi - lo) * uniform01_f64(seed, 7, uint64_t(i)));
+  return v;
+}
+
+template <class To, class From>
+std::vector<To> cast_vector(const std::vector<From>& v) {
+  return std::vector<To>(v.begin(), v.end());
+}
+
+// max |a - b| / max(max |b|, floor): a norm-wise relative error that does not blow up on tiny entries.
+template <class A, class B>
+double max_rel_error(const A* a, const B* b, int64_t n, double floor = 1e-12) {
+  double num = 0, den = floor;
+  for (int64_t i = 0; i < n; ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::abs(double(b[i])));
+  }
+  return num / den;
+}
+
+#define LF_EXPECT_CLOSE(a, b, n, tol) \
+  EXPECT_LE(::lf::test::max_rel_error((a), (b), (n)), (tol)) << "comparing " #a " with " #b
+
+// Central differences of loss() with respect to x[0..n), compared with the analytic gradient.
+// The loss must be computed in double precision from the current contents of x. Each entry must
+// satisfy |analytic - numeric| <= tol * max(1, |numeric|).
+inline void expect_gradient_matches(const std::function<double()>& loss, double* x, int64_t n,
+                                    const double* analytic, const std::string& what, double tol = 1e-6,
+                                    double eps = 1e-6) {
+  int failures = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double saved = x[i];
+    x[i] = saved + eps;
+    const double up = loss();
+    x[i] = saved - eps;
+    const double down = loss();
+    x[i] = saved;
+    const double numeric = (up - down) / (2 * eps);
+    const double err = std::abs(analytic[i] - numeric);
+    if (err > tol * std::max(1.0, std::abs(numeric)) && failures++ < 5)
+      ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << " vs numeric " << numeric;
+  }
+  EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << n << " entries differ";
+}
+
+// sum_i w_i · y_i: a loss whose gradient with respect to y is w, to drive backward passes.
+inline double weighted_sum(const double* y, const double* w, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += y[i] * w[i];
+  return s;
+}
+
+}  // namespace lf::test
