@@ -15,7 +15,8 @@ template <class T>
 void dropout_backward(const T* dy, T* dx, int64_t n, double p, uint64_t seed, uint64_t stream,
                       uint64_t offset = 0);
 
-// Plain reference of the forward (identical by construction, kept for the test).
+// Plain reference of the forward: the same mask, the scaling computed in double (so values agree
+// with the fast path to one rounding, bitwise where 1/(1 − p) is exact).
 template <class T>
 void dropout_forward_ref(const T* x, T* y, int64_t n, double p, uint64_t seed, uint64_t stream,
                          uint64_t offset = 0);

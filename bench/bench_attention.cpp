@@ -1,0 +1,97 @@
+// The attention layer through the registry interface, as the model sees it: Linformer (k = 256,
+// default sharing) against full softmax attention, d = 512, h = 8, batch 1, max_len = n, float.
+// Forward and forward+backward are separate benchmarks, named BM_Attention/<kind>/<pass>/n:<n>.
+// Counters: GFLOP/s from Attention::forward_flops (forward+backward counted as 3× forward, the usual
+// convention) and items_per_second in tokens. Threads: LINFORMER_NUM_THREADS, else all cores.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "attention/attention.h"
+#include "core/arena.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/threading.h"
+
+namespace {
+
+constexpr int64_t kDModel = 512;
+constexpr int64_t kHeads = 8;
+constexpr uint64_t kSeed = 1234;
+
+// Honours LINFORMER_NUM_THREADS once, on first use (not at static initialisation, before main).
+void configure_threads_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { lf::configure_threads(0); });
+}
+
+void BM_Attention(benchmark::State& state, const std::string& kind, const lf::json& options, bool backward) {
+  const int64_t n = state.range(0);
+  try {
+    configure_threads_once();
+    const lf::AttentionSpec spec{kind, {kDModel, kHeads, /*max_len=*/n, /*causal=*/false, /*dropout=*/0}, options, ""};
+    lf::ParamArena<float> arena;
+    std::unique_ptr<lf::Attention<float>> layer = lf::make_attention(spec, arena);
+    arena.allocate();
+    arena.initialize(kSeed);
+
+    // x (1, n, d) and dout (1, n, d) uniform in [-1, 1).
+    const int64_t size = n * kDModel;
+    const size_t count = static_cast<size_t>(size);
+    std::vector<float> x(count), dout(count), out(count), dx(count);
+    for (int64_t i = 0; i < size; ++i) {
+      x[size_t(i)] = 2 * lf::uniform01(kSeed, 1, uint64_t(i)) - 1;
+      dout[size_t(i)] = 2 * lf::uniform01(kSeed, 2, uint64_t(i)) - 1;
+    }
+    lf::AttentionInput<float> in;
+    in.x = x.data();
+    in.B = 1;
+    in.n = n;
+
+    for (auto _ : state) {
+      layer->forward(in, out.data(), /*training=*/backward, kSeed);
+      if (backward) layer->backward(dout.data(), dx.data());
+      benchmark::DoNotOptimize(out.data());
+      benchmark::DoNotOptimize(dx.data());
+      benchmark::ClobberMemory();
+    }
+
+    const double flops = (backward ? 3.0 : 1.0) * layer->forward_flops(1, n, n);
+    state.counters["GFLOP/s"] =
+        benchmark::Counter(flops * 1e-9 * double(state.iterations()), benchmark::Counter::kIsRate);
+    state.SetItemsProcessed(state.iterations() * n);
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+struct Kind {
+  const char* name;
+  lf::json options;
+  int64_t max_n;
+};
+
+const bool registered = [] {
+  const std::vector<Kind> kinds = {
+      {"linformer", lf::json{{"k", 256}}, 16384},
+      // Full attention stops at 4096: its scores grow as h·n², and at n = 8192 every h×n×n float
+      // matrix it keeps (probabilities for the backward pass, their gradients) is 2 GiB, with
+      // seconds per iteration; Linformer's n×k scores stay small up to 16384.
+      {"full", lf::json::object(), 4096},
+  };
+  for (const Kind& k : kinds) {
+    for (const bool backward : {false, true}) {
+      const std::string name = std::string("BM_Attention/") + k.name + (backward ? "/forward_backward" : "/forward");
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Attention, std::string(k.name), k.options, backward);
+      b->ArgName("n")->Unit(benchmark::kMillisecond)->UseRealTime();
+      for (int64_t n = 512; n <= k.max_n; n *= 2) b->Arg(n);
+    }
+  }
+  return true;
+}();
+
+}  // namespace

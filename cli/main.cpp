@@ -1,0 +1,108 @@
+// The `linformer` command line. It only parses arguments and calls the library: global options
+// (--threads, --version) live here, each subcommand in its own file (cli/<name>.cpp) that adds itself
+// to the app and hands back the function that runs it. Every failure ends as one line
+// `linformer: error: <message>` on stderr and exit status 2 (usage, invalid argument) or 1 (anything
+// else); nothing escapes as an uncaught exception.
+#include <CLI/CLI.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/threading.h"
+#include "cpu/gemm.h"
+
+#ifndef LINFORMER_VERSION
+#define LINFORMER_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
+#endif
+
+namespace lf::cli {
+
+// One declaration per subcommand file: adds the subcommand to `app` and sets `run`, called after a
+// successful parse when that subcommand was given; it returns the exit status.
+CLI::App* add_info_command(CLI::App& app, std::function<int()>& run);
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// One line, whatever the message holds (JSON parse errors can quote the input, newlines included).
+int fail(int status, const std::string& message) {
+  std::string line = message;
+  for (char& c : line)
+    if (c == '\n' || c == '\r') c = ' ';
+  std::fflush(stdout);  // whatever was printed before the error comes first
+  std::fprintf(stderr, "linformer: error: %s\n", line.c_str());
+  return status;
+}
+
+// --threads N: a positive integer. Checked on the string so that 0, -1 and "abc" give one message.
+std::string check_threads(std::string& value) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(value.c_str(), &end, 10);
+  if (value.empty() || *end != '\0' || errno != 0 || v <= 0 || v > 4096)
+    return "must be a positive thread count (1 to 4096), got '" + value + "'";
+  return {};
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"Linformer: self-attention with linear complexity, on the CPU.", "linformer"};
+  app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + gemm_backend() + ")");
+  app.require_subcommand(1);
+  // Global options may also follow the subcommand: `linformer info --threads 4`.
+  app.fallthrough();
+
+  int threads = 0;
+  app.add_option("--threads", threads,
+                 "Threads for parallel loops and GEMM (default: $LINFORMER_NUM_THREADS, else all cores)")
+      ->check(CLI::Validator(check_threads, "N", "thread count"));
+
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(1);
+  commands[0].first = add_info_command(app, commands[0].second);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    std::string message = e.what();
+    if (dynamic_cast<const CLI::RequiredError*>(&e) && app.get_subcommands().empty()) {
+      const std::vector<std::string> extra = app.remaining();
+      message = extra.empty() ? message : "unknown subcommand '" + extra.front() + "'";
+      message += " (try 'linformer --help')";
+    }
+    return fail(kExitUsage, message);
+  }
+
+  // The thread count is settled before any work; a malformed LINFORMER_NUM_THREADS is reported here.
+  configure_threads(threads);
+
+  for (auto& [sub, command] : commands)
+    if (sub->parsed()) return command();
+  return fail(kExitUsage, "no subcommand given (try 'linformer --help')");
+}
+
+}  // namespace
+}  // namespace lf::cli
+
+int main(int argc, char** argv) {
+  try {
+    return lf::cli::run(argc, argv);
+  } catch (const lf::InvalidArgument& e) {
+    return lf::cli::fail(lf::cli::kExitUsage, e.what());
+  } catch (const lf::Error& e) {
+    return lf::cli::fail(lf::cli::kExitFailure, e.what());
+  } catch (const CLI::Error& e) {
+    return lf::cli::fail(lf::cli::kExitUsage, e.what());
+  } catch (const std::exception& e) {
+    return lf::cli::fail(lf::cli::kExitFailure, e.what());
+  } catch (...) {
+    return lf::cli::fail(lf::cli::kExitFailure, "unknown exception");
+  }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian 12 machine: compiler and CMake, the GEMM backends
+# (oneDNN, OpenBLAS), nlohmann-json, CLI11, GoogleTest/GoogleMock, Google Benchmark, zlib, and the
+# GCIDE dictionary (the default text corpus). Idempotent: when every package is already installed it
+# touches nothing, so a warm CI machine skips apt entirely.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential
+  cmake
+  pkg-config
+  libdnnl-dev
+  # Debian's oneDNN CMake package calls find_package(OpenCL REQUIRED) (it is built with the OpenCL GPU
+  # runtime) but only recommends this package, so --no-install-recommends would leave CMake failing.
+  ocl-icd-opencl-dev
+  libopenblas-dev
+  nlohmann-json3-dev
+  libcli11-dev
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
+  zlib1g-dev
+  dict-gcide
+)
+
+say() { echo "setup: $*"; }
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+  say "error: this script needs a Debian-based system (dpkg-query and apt-get not found)." >&2
+  say "Install by hand: ${PACKAGES[*]}" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  if [[ "$status" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  say "all ${#PACKAGES[@]} packages already installed; skipping apt."
+  exit 0
+fi
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    say "error: missing packages (${missing[*]}) and not running as root, with no sudo available." >&2
+    say "Run this script as root, or install them: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+say "installing ${#missing[@]} missing package(s): ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update
+"${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+say "done."

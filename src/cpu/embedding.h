@@ -1,0 +1,28 @@
+// Embedding lookup, as torch.nn.Embedding: the forward gathers table rows by token id, the backward
+// scatter-adds the output gradient back into those rows. The scatter is deterministic (no atomics):
+// every dtable element receives its contributions in token order whatever the thread count.
+#pragma once
+#include <cstdint>
+
+namespace lf {
+
+// out (N, d) = table (V, d)[ids (N)], or out += table[ids] when accumulate (e.g. to add positional
+// embeddings gathered by position ids onto token embeddings). Throws lf::InvalidArgument naming the
+// first id outside [0, V), before writing anything.
+template <class T>
+void embedding_forward(const int32_t* ids, const T* table, T* out, int64_t N, int64_t V, int64_t d,
+                       bool accumulate = false);
+
+// dtable (V, d) += dout (N, d) scattered by ids (N): row ids[i] of dtable gets row i of dout. Repeated
+// ids add up. Throws on out-of-range ids like the forward.
+template <class T>
+void embedding_backward(const int32_t* ids, const T* dout, T* dtable, int64_t N, int64_t V, int64_t d);
+
+// Plain references, same contracts.
+template <class T>
+void embedding_forward_ref(const int32_t* ids, const T* table, T* out, int64_t N, int64_t V, int64_t d,
+                           bool accumulate = false);
+template <class T>
+void embedding_backward_ref(const int32_t* ids, const T* dout, T* dtable, int64_t N, int64_t V, int64_t d);
+
+}  // namespace lf

@@ -1,0 +1,148 @@
+// The `linformer` command line, run as a user runs it (the built binary, LINFORMER_CLI_PATH): what it
+// prints and the exit status. Bad input must end in exit status 2 and exactly one line
+// `linformer: error: ...` on stderr that names the problem, never an abort or a stack of messages.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Result {
+  int status = -1;  // exit status; -1 when the process did not exit normally (e.g. killed by a signal)
+  std::string out, err;
+};
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream s(text);
+  for (std::string line; std::getline(s, line);) out.push_back(line);
+  return out;
+}
+
+// Runs `env LINFORMER_CLI_PATH args` through the shell; args are shell words (quote JSON).
+Result run_cli(const std::string& args, const std::string& env = "") {
+  const std::string err_path = ::testing::TempDir() + "linformer_cli_stderr_" + std::to_string(::getpid()) + ".txt";
+  const std::string cmd = env + (env.empty() ? "" : " ") + "'" LINFORMER_CLI_PATH "' " + args + " 2>'" + err_path + "'";
+  Result r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe) {
+    ADD_FAILURE() << "popen failed for: " << cmd;
+    return r;
+  }
+  char buf[4096];
+  for (size_t got; (got = std::fread(buf, 1, sizeof buf, pipe)) > 0;) r.out.append(buf, got);
+  const int raw = ::pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  std::ifstream err(err_path);
+  std::stringstream ss;
+  ss << err.rdbuf();
+  r.err = ss.str();
+  std::remove(err_path.c_str());
+  return r;
+}
+
+TEST(Cli, ListAttentionPrintsOneKindPerLine) {
+  const Result r = run_cli("info --list-attention");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<std::string> kinds = lines(r.out);
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "full"), kinds.end()) << r.out;
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "linformer"), kinds.end()) << r.out;
+  for (const std::string& k : kinds) EXPECT_EQ(k.find(' '), std::string::npos) << "not a bare name: '" << k << "'";
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(Cli, ListAttentionVerboseShowsSupports) {
+  const Result r = run_cli("info --list-attention --verbose");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("linformer"), std::string::npos);
+  EXPECT_NE(r.out.find("supports:"), std::string::npos) << r.out;
+}
+
+TEST(Cli, DescribesALinformerLayer) {
+  const Result r = run_cli("info --kind linformer --d-model 64 --heads 4 --max-len 128 --n 64 --options '{\"k\": 32}'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\"k\":32"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"sharing\":"), std::string::npos) << "defaults not filled in:\n" << r.out;
+  EXPECT_NE(r.out.find("parameters: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("forward FLOPs (B=1, n=64)"), std::string::npos) << r.out;
+}
+
+TEST(Cli, DescribesAFullLayer) {
+  const Result r = run_cli("info --kind full --d-model 32 --heads 2 --max-len 16");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("kind: full"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("parameters: "), std::string::npos) << r.out;
+}
+
+TEST(Cli, VersionAndHelpExitZero) {
+  const Result v = run_cli("--version");
+  EXPECT_EQ(v.status, 0) << v.err;
+  EXPECT_EQ(v.out.rfind("linformer ", 0), 0u) << v.out;
+  const Result h = run_cli("info --help");
+  EXPECT_EQ(h.status, 0) << h.err;
+  EXPECT_NE(h.out.find("--list-attention"), std::string::npos) << h.out;
+}
+
+TEST(Cli, ThreadsFlagOverridesEnvironment) {
+  const Result r = run_cli("--threads 3 info", "LINFORMER_NUM_THREADS=abc");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("3 threads"), std::string::npos) << r.out;
+  const Result after = run_cli("info --threads 2");  // global options may follow the subcommand
+  ASSERT_EQ(after.status, 0) << after.err;
+  EXPECT_NE(after.out.find("2 threads"), std::string::npos) << after.out;
+}
+
+struct BadInput {
+  const char* what;
+  const char* args;
+  const char* env;
+  std::vector<const char*> mentions;  // each must appear in the error line
+};
+
+TEST(Cli, BadInputExitsTwoWithOneErrorLine) {
+  const std::vector<BadInput> cases = {
+      {"unknown flag", "info --bogus", "", {"--bogus"}},
+      {"unknown global flag", "--bogus info", "", {"--bogus"}},
+      {"no subcommand", "", "", {"subcommand"}},
+      {"unknown subcommand", "frobnicate", "", {"frobnicate"}},
+      {"unknown kind", "info --kind nosuch", "", {"nosuch", "full", "linformer"}},
+      {"heads do not divide d", "info --kind full --d-model 32 --heads 3", "", {"32", "3", "divisible"}},
+      {"zero heads", "info --kind full --d-model 32 --heads 0", "", {"heads"}},
+      {"negative dropout", "info --kind full --dropout -0.5", "", {"dropout"}},
+      {"bad JSON", "info --kind linformer --options '{\"k\": 3'", "", {"--options", "JSON"}},
+      {"options not an object", "info --kind linformer --options '[1, 2]'", "", {"options", "object"}},
+      {"threads zero", "--threads 0 info", "", {"--threads", "'0'"}},
+      {"threads not a number", "--threads abc info", "", {"--threads", "'abc'"}},
+      {"threads negative", "--threads -4 info --list-attention", "", {"--threads"}},
+      {"bad thread environment", "info --list-attention", "LINFORMER_NUM_THREADS=lots", {"LINFORMER_NUM_THREADS", "lots"}},
+      {"d-model not a number", "info --kind full --d-model wide", "", {"--d-model", "wide"}},
+      {"n beyond max-len", "info --kind linformer --max-len 64 --n 65", "", {"--n", "65", "64"}},
+      {"linformer k beyond max_len", "info --kind linformer --max-len 16 --options '{\"k\": 64}'", "", {"'k'", "64", "16"}},
+      {"linformer k not positive", "info --kind linformer --max-len 16 --options '{\"k\": 0}'", "", {"'k'"}},
+      {"linformer k not an integer", "info --kind linformer --options '{\"k\": \"many\"}'", "", {"'k'", "integer"}},
+      {"linformer bad sharing", "info --kind linformer --options '{\"sharing\": \"bogus\"}'", "", {"sharing", "bogus"}},
+      {"linformer unknown option", "info --kind linformer --options '{\"kk\": 8}'", "", {"unknown option", "kk"}},
+      {"list and kind together", "info --list-attention --kind full", "", {"--list-attention", "--kind"}},
+  };
+  for (const BadInput& c : cases) {
+    SCOPED_TRACE(std::string(c.what) + ": linformer " + c.args);
+    const Result r = run_cli(c.args, c.env);
+    EXPECT_EQ(r.status, 2) << "stderr: " << r.err;
+    const std::vector<std::string> err = lines(r.err);
+    ASSERT_EQ(err.size(), 1u) << "stderr: " << r.err;
+    EXPECT_EQ(err[0].rfind("linformer: error: ", 0), 0u) << err[0];
+    for (const char* m : c.mentions) EXPECT_NE(err[0].find(m), std::string::npos) << "missing '" << m << "' in: " << err[0];
+    EXPECT_EQ(r.out, "") << "nothing on stdout for bad input";
+  }
+}
+
+}  // namespace
