@@ -1,0 +1,141 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <set>
+
+#include "core/error.h"
+
+namespace lf {
+
+const char* task_name(Task task) {
+  switch (task) {
+    case Task::MaskedLM: return "mlm";
+    case Task::Classify: return "classify";
+    case Task::CausalLM: return "clm";
+  }
+  return "?";
+}
+
+AttentionSpec ModelConfig::attention_spec(int64_t layer) const {
+  const LayerAttention& a = attention.size() == 1 ? attention[0] : attention[size_t(layer)];
+  AttentionSpec s;
+  s.kind = a.kind;
+  s.dims = AttentionDims{d_model, n_heads, max_len, task == Task::CausalLM, dropout_attention};
+  s.options = a.options;
+  s.prefix = "layers." + std::to_string(layer) + ".attn.";
+  return s;
+}
+
+void ModelConfig::validate() const {
+  LF_REQUIRE(vocab_size > 0, "vocab_size must be positive, got ", vocab_size);
+  LF_REQUIRE(d_model > 0, "d_model must be positive, got ", d_model);
+  LF_REQUIRE(n_layers > 0, "n_layers must be positive, got ", n_layers);
+  LF_REQUIRE(n_heads > 0, "n_heads must be positive, got ", n_heads);
+  LF_REQUIRE(d_model % n_heads == 0, "d_model (", d_model, ") must be divisible by n_heads (", n_heads, ")");
+  LF_REQUIRE(d_ff > 0, "d_ff must be positive, got ", d_ff);
+  LF_REQUIRE(max_len > 0, "max_len must be positive, got ", max_len);
+  for (double p : {dropout_embedding, dropout_attention, dropout_ffn})
+    LF_REQUIRE(std::isfinite(p) && p >= 0 && p < 1, "dropout rates must be in [0, 1), got ", p);
+  LF_REQUIRE(std::isfinite(ln_eps) && ln_eps > 0, "ln_eps must be positive, got ", ln_eps);
+  LF_REQUIRE(attention.size() == 1 || int64_t(attention.size()) == n_layers, "attention lists ", attention.size(),
+             " layers but n_layers is ", n_layers, " (give one entry for all layers, or one per layer)");
+  if (task == Task::Classify) {
+    LF_REQUIRE(n_classes >= 2, "a classifier needs n_classes >= 2, got ", n_classes);
+    LF_REQUIRE(pooling == "mean" || pooling == "first", "pooling must be mean or first, got '", pooling, "'");
+  }
+  for (int64_t i = 0; i < n_layers; ++i) {
+    const AttentionSpec s = attention_spec(i);
+    if (task == Task::CausalLM) {
+      const AttentionFactory& f = AttentionRegistry::instance().get(s.kind);
+      LF_REQUIRE(f.info.support.causal, "a causal LM needs causal attention, but kind '", s.kind, "' (layer ", i,
+                 ") does not support it; use e.g. 'full'");
+    }
+    try {
+      validate_attention(s);
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(str_cat("layer ", i, ": ", e.what()));
+    }
+  }
+}
+
+json ModelConfig::to_json() const {
+  json layers = json::array();
+  for (const LayerAttention& a : attention) layers.push_back({{"kind", a.kind}, {"options", a.options}});
+  json j = {{"format", "linformer-model"}, {"version", 1},
+            {"task", task_name(task)}, {"vocab_size", vocab_size}, {"d_model", d_model},
+            {"n_layers", n_layers}, {"n_heads", n_heads}, {"d_ff", d_ff}, {"max_len", max_len},
+            {"pre_ln", pre_ln}, {"dropout_embedding", dropout_embedding}, {"dropout_attention", dropout_attention},
+            {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"attention", layers}};
+  if (task == Task::Classify) {
+    j["n_classes"] = n_classes;
+    j["pooling"] = pooling;
+  }
+  return j;
+}
+
+namespace {
+
+template <class V>
+V field(const json& j, const char* key, V fallback) {
+  auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  try {
+    return it->get<V>();
+  } catch (const json::exception&) {
+    throw InvalidArgument(str_cat("model config: '", key, "' has the wrong type: ", it->dump()));
+  }
+}
+
+LayerAttention parse_layer(const json& j) {
+  LF_REQUIRE(j.is_object(), "model config: an attention entry must be an object, got ", j.dump());
+  for (const auto& [k, v] : j.items())
+    LF_REQUIRE(k == "kind" || k == "options", "model config: unknown key '", k, "' in an attention entry");
+  LayerAttention a;
+  a.kind = field<std::string>(j, "kind", a.kind);
+  a.options = j.value("options", json::object());
+  LF_REQUIRE(a.options.is_object(), "model config: attention options must be an object");
+  return a;
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j) {
+  LF_REQUIRE(j.is_object(), "model config must be a JSON object");
+  static const std::set<std::string> known = {
+      "format", "version", "task", "vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "pre_ln",
+      "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "attention", "n_classes", "pooling"};
+  for (const auto& [k, v] : j.items()) LF_REQUIRE(known.count(k), "model config: unknown key '", k, "'");
+  LF_REQUIRE(field<int64_t>(j, "version", 1) == 1, "model config: unsupported version ", j.at("version").dump(),
+             " (this build reads version 1)");
+  ModelConfig c;
+  const std::string task = field<std::string>(j, "task", "mlm");
+  LF_REQUIRE(task == "mlm" || task == "classify" || task == "clm", "model config: task must be mlm, classify or clm, got '",
+             task, "'");
+  c.task = task == "mlm" ? Task::MaskedLM : task == "classify" ? Task::Classify : Task::CausalLM;
+  c.vocab_size = field(j, "vocab_size", c.vocab_size);
+  c.d_model = field(j, "d_model", c.d_model);
+  c.n_layers = field(j, "n_layers", c.n_layers);
+  c.n_heads = field(j, "n_heads", c.n_heads);
+  c.d_ff = field(j, "d_ff", c.d_ff);
+  c.max_len = field(j, "max_len", c.max_len);
+  c.pre_ln = field(j, "pre_ln", c.pre_ln);
+  c.dropout_embedding = field(j, "dropout_embedding", c.dropout_embedding);
+  c.dropout_attention = field(j, "dropout_attention", c.dropout_attention);
+  c.dropout_ffn = field(j, "dropout_ffn", c.dropout_ffn);
+  c.ln_eps = field(j, "ln_eps", c.ln_eps);
+  c.n_classes = field(j, "n_classes", c.n_classes);
+  c.pooling = field<std::string>(j, "pooling", c.pooling);
+  if (auto it = j.find("attention"); it != j.end()) {
+    c.attention.clear();
+    if (it->is_array()) {
+      for (const json& a : *it) c.attention.push_back(parse_layer(a));
+    } else {
+      c.attention.push_back(parse_layer(*it));
+    }
+    LF_REQUIRE(!c.attention.empty(), "model config: 'attention' is empty");
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace lf

@@ -1,0 +1,55 @@
+// A model's configuration: the encoder stack (width, depth, heads, FFN width, maximum length,
+// pre- or post-LN, dropout rates), the attention kind of every layer with its options, and the task
+// head. It is what `config.json` beside a checkpoint holds, and it validates itself so that a bad
+// file or flag is refused before anything is allocated.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "attention/attention.h"
+
+namespace lf {
+
+enum class Task { MaskedLM, Classify, CausalLM };
+const char* task_name(Task task);  // "mlm", "classify", "clm"
+
+struct LayerAttention {
+  std::string kind = "linformer";
+  json options = json::object();
+};
+
+struct ModelConfig {
+  Task task = Task::MaskedLM;
+  int64_t vocab_size = 260;  // the byte tokenizer: 256 bytes + PAD, MASK, BOS, EOS
+  int64_t d_model = 256;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t d_ff = 1024;
+  int64_t max_len = 512;
+  bool pre_ln = true;  // false: post-LN (the original Transformer / BERT)
+  double dropout_embedding = 0.1;
+  double dropout_attention = 0.1;  // on attention probabilities (the kind's equivalent)
+  double dropout_ffn = 0.1;        // after the FFN and after the attention output projection
+  double ln_eps = 1e-5;
+  // One entry per layer. A config file may give a single entry ("attention": {...}) that every layer
+  // uses; from_json expands it.
+  std::vector<LayerAttention> attention = {LayerAttention{}};
+  // Classification head.
+  int64_t n_classes = 0;
+  std::string pooling = "mean";  // mean (over unpadded positions) | first
+
+  // Throws lf::InvalidArgument naming the field for anything out of range, including each layer's
+  // attention spec (validated by its kind) and a causal LM over a kind without causal support.
+  void validate() const;
+  json to_json() const;
+  // Parses and validates; unknown keys are refused. Missing keys take the defaults above.
+  static ModelConfig from_json(const json& j);
+
+  // The spec of layer i's attention, with the shared dimensions filled in.
+  AttentionSpec attention_spec(int64_t layer) const;
+};
+
+}  // namespace lf

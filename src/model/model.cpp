@@ -1,0 +1,391 @@
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "cpu/dropout.h"
+#include "cpu/embedding.h"
+#include "cpu/gelu.h"
+#include "cpu/gemm.h"
+#include "cpu/layernorm.h"
+#include "cpu/linear.h"
+
+namespace lf {
+
+namespace {
+// Dropout streams: one per (layer, site), so no two sites share a mask.
+uint64_t dropout_stream(int64_t layer, int site) { return 0xd0d0ull + uint64_t(layer) * 16 + uint64_t(site); }
+enum Site { kEmbedding = 0, kAttentionOut = 1, kFfnOut = 2 };
+uint64_t attention_seed(uint64_t seed, int64_t layer) { return seed ^ (0x9E3779B97F4A7C15ull * uint64_t(layer + 1)); }
+}  // namespace
+
+template <class T>
+struct Model<T>::Block {
+  int64_t index = 0;
+  std::unique_ptr<Attention<T>> attn;
+  int ln1_w = -1, ln1_b = -1, ln2_w = -1, ln2_b = -1, fc1_w = -1, fc1_b = -1, fc2_w = -1, fc2_b = -1;
+  // Activations, all (B·n, ·): ln1 = the attention's input (pre-LN: LN1(x); post-LN: unused, x itself),
+  // r1 = x + drop(attn) (post-LN: before LN1), x1 = the FFN sub-block's input, ln2 = LN2(x1) (pre-LN),
+  // u = fc1(.), g = gelu(u), r2 = x1 + drop(fc2(g)) (post-LN: before LN2).
+  std::vector<T> ln1, mean1, rstd1, attn_out, r1, x1, ln2, mean2, rstd2, u, g, v, r2;
+};
+
+template <class T>
+Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(config), arena_(arena) {
+  config_.validate();
+  const ModelConfig& c = config_;
+  const int64_t d = c.d_model;
+  const Init emb = Init::normal(0.02);  // BERT/RoBERTa's embedding init
+  tok_emb_ = arena.declare("embeddings.token.weight", {c.vocab_size, d}, emb);
+  pos_emb_ = arena.declare("embeddings.position.weight", {c.max_len, d}, emb);
+  if (!c.pre_ln) {
+    emb_norm_w_ = arena.declare("embeddings.norm.weight", {d}, Init::ones());
+    emb_norm_b_ = arena.declare("embeddings.norm.bias", {d}, Init::zeros());
+  }
+  const Init lin_d = Init::uniform(1 / std::sqrt(double(d))), lin_ff = Init::uniform(1 / std::sqrt(double(c.d_ff)));
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    auto blk = std::make_unique<Block>();
+    const std::string p = "layers." + std::to_string(i) + ".";
+    blk->index = i;
+    blk->ln1_w = arena.declare(p + "attn_norm.weight", {d}, Init::ones());
+    blk->ln1_b = arena.declare(p + "attn_norm.bias", {d}, Init::zeros());
+    blk->attn = make_attention<T>(c.attention_spec(i), arena);
+    blk->ln2_w = arena.declare(p + "ffn_norm.weight", {d}, Init::ones());
+    blk->ln2_b = arena.declare(p + "ffn_norm.bias", {d}, Init::zeros());
+    blk->fc1_w = arena.declare(p + "ffn.fc1.weight", {c.d_ff, d}, lin_d);
+    blk->fc1_b = arena.declare(p + "ffn.fc1.bias", {c.d_ff}, lin_d);
+    blk->fc2_w = arena.declare(p + "ffn.fc2.weight", {d, c.d_ff}, lin_ff);
+    blk->fc2_b = arena.declare(p + "ffn.fc2.bias", {d}, lin_ff);
+    blocks_.push_back(std::move(blk));
+  }
+  if (c.pre_ln) {
+    final_norm_w_ = arena.declare("final_norm.weight", {d}, Init::ones());
+    final_norm_b_ = arena.declare("final_norm.bias", {d}, Init::zeros());
+  }
+  switch (c.task) {
+    case Task::MaskedLM:
+      head_dense_w_ = arena.declare("mlm_head.dense.weight", {d, d}, lin_d);
+      head_dense_b_ = arena.declare("mlm_head.dense.bias", {d}, lin_d);
+      head_norm_w_ = arena.declare("mlm_head.norm.weight", {d}, Init::ones());
+      head_norm_b_ = arena.declare("mlm_head.norm.bias", {d}, Init::zeros());
+      head_bias_ = arena.declare("mlm_head.bias", {c.vocab_size}, Init::zeros());
+      break;
+    case Task::CausalLM:
+      head_bias_ = arena.declare("lm_head.bias", {c.vocab_size}, Init::zeros());
+      break;
+    case Task::Classify:
+      cls_w_ = arena.declare("classifier.weight", {c.n_classes, d}, lin_d);
+      cls_b_ = arena.declare("classifier.bias", {c.n_classes}, lin_d);
+      break;
+  }
+}
+
+template <class T>
+Model<T>::~Model() = default;
+
+template <class T>
+int64_t Model<T>::logits_per_row() const {
+  return config_.task == Task::Classify ? config_.n_classes : config_.vocab_size;
+}
+
+template <class T>
+void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t seed) {
+  const ModelConfig& c = config_;
+  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
+  auto resize = [](std::vector<T>& v, int64_t size) { v.resize(size_t(size)); };
+  for (auto* v : {&b.attn_out, &b.r1, &b.x1, &b.v, &b.r2}) resize(*v, N_d);
+  resize(b.u, N * c.d_ff);
+  resize(b.g, N * c.d_ff);
+  resize(b.mean1, N);
+  resize(b.rstd1, N);
+  resize(b.mean2, N);
+  resize(b.rstd2, N);
+  const double p_drop = training ? c.dropout_ffn : 0.0;
+  const uint8_t* mask = padding_.empty() ? nullptr : padding_.data();
+
+  // Attention sub-block.
+  const T* attn_in = x;
+  if (c.pre_ln) {
+    resize(b.ln1, N_d);
+    layernorm_forward(x, arena_.value(b.ln1_w), arena_.value(b.ln1_b), b.ln1.data(), b.mean1.data(), b.rstd1.data(), N,
+                      d, c.ln_eps);
+    attn_in = b.ln1.data();
+  }
+  AttentionInput<T> in;
+  in.x = attn_in;
+  in.B = B_;
+  in.n = n_;
+  in.key_padding_mask = mask;
+  b.attn->forward(in, b.attn_out.data(), training, attention_seed(seed, b.index));
+  dropout_forward(b.attn_out.data(), b.r1.data(), N_d, p_drop, seed, dropout_stream(b.index, kAttentionOut));
+  for (int64_t i = 0; i < N_d; ++i) b.r1[size_t(i)] += x[i];
+  if (c.pre_ln)
+    b.x1 = b.r1;
+  else
+    layernorm_forward(b.r1.data(), arena_.value(b.ln1_w), arena_.value(b.ln1_b), b.x1.data(), b.mean1.data(),
+                      b.rstd1.data(), N, d, c.ln_eps);
+
+  // FFN sub-block.
+  const T* ffn_in = b.x1.data();
+  if (c.pre_ln) {
+    resize(b.ln2, N_d);
+    layernorm_forward(b.x1.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), b.ln2.data(), b.mean2.data(),
+                      b.rstd2.data(), N, d, c.ln_eps);
+    ffn_in = b.ln2.data();
+  }
+  linear_forward(ffn_in, arena_.value(b.fc1_w), arena_.value(b.fc1_b), b.u.data(), N, d, c.d_ff);
+  gelu_forward(b.u.data(), b.g.data(), N * c.d_ff);
+  linear_forward(b.g.data(), arena_.value(b.fc2_w), arena_.value(b.fc2_b), b.v.data(), N, c.d_ff, d);
+  dropout_forward(b.v.data(), b.r2.data(), N_d, p_drop, seed, dropout_stream(b.index, kFfnOut));
+  for (int64_t i = 0; i < N_d; ++i) b.r2[size_t(i)] += b.x1[size_t(i)];
+  if (c.pre_ln)
+    std::copy(b.r2.begin(), b.r2.end(), y);
+  else
+    layernorm_forward(b.r2.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, b.mean2.data(), b.rstd2.data(), N,
+                      d, c.ln_eps);
+}
+
+template <class T>
+void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
+  const ModelConfig& c = config_;
+  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
+  const double p_drop = training_ ? c.dropout_ffn : 0.0;
+  std::vector<T> dr2(static_cast<size_t>(N_d)), dx1(static_cast<size_t>(N_d)), dv(static_cast<size_t>(N_d)), dg(size_t(N * c.d_ff)), dffn_in(static_cast<size_t>(N_d));
+
+  // FFN sub-block: y = r2 (pre-LN) or LN2(r2) (post-LN), r2 = x1 + drop(v).
+  if (c.pre_ln)
+    std::copy(dy, dy + N_d, dr2.begin());
+  else
+    layernorm_backward(b.r2.data(), arena_.value(b.ln2_w), b.mean2.data(), b.rstd2.data(), dy, dr2.data(),
+                       arena_.grad(b.ln2_w), arena_.grad(b.ln2_b), N, d);
+  dropout_backward(dr2.data(), dv.data(), N_d, p_drop, seed_, dropout_stream(b.index, kFfnOut));
+  linear_backward(b.g.data(), arena_.value(b.fc2_w), dv.data(), dg.data(), arena_.grad(b.fc2_w), arena_.grad(b.fc2_b),
+                  N, c.d_ff, d);
+  gelu_backward(b.u.data(), dg.data(), dg.data(), N * c.d_ff);
+  const T* ffn_in = c.pre_ln ? b.ln2.data() : b.x1.data();
+  linear_backward(ffn_in, arena_.value(b.fc1_w), dg.data(), dffn_in.data(), arena_.grad(b.fc1_w),
+                  arena_.grad(b.fc1_b), N, d, c.d_ff);
+  dx1 = dr2;  // the residual path
+  if (c.pre_ln) {
+    std::vector<T> dln(static_cast<size_t>(N_d));
+    layernorm_backward(b.x1.data(), arena_.value(b.ln2_w), b.mean2.data(), b.rstd2.data(), dffn_in.data(), dln.data(),
+                       arena_.grad(b.ln2_w), arena_.grad(b.ln2_b), N, d);
+    for (int64_t i = 0; i < N_d; ++i) dx1[size_t(i)] += dln[size_t(i)];
+  } else {
+    for (int64_t i = 0; i < N_d; ++i) dx1[size_t(i)] += dffn_in[size_t(i)];
+  }
+
+  // Attention sub-block: x1 = r1 (pre-LN) or LN1(r1) (post-LN), r1 = x + drop(attn(in)).
+  std::vector<T> dr1(static_cast<size_t>(N_d)), dattn(static_cast<size_t>(N_d)), din(static_cast<size_t>(N_d));
+  if (c.pre_ln)
+    dr1 = dx1;
+  else
+    layernorm_backward(b.r1.data(), arena_.value(b.ln1_w), b.mean1.data(), b.rstd1.data(), dx1.data(), dr1.data(),
+                       arena_.grad(b.ln1_w), arena_.grad(b.ln1_b), N, d);
+  dropout_backward(dr1.data(), dattn.data(), N_d, p_drop, seed_, dropout_stream(b.index, kAttentionOut));
+  b.attn->backward(dattn.data(), din.data());
+  if (c.pre_ln) {
+    const T* x = hidden_.data() + b.index * N_d;
+    layernorm_backward(x, arena_.value(b.ln1_w), b.mean1.data(), b.rstd1.data(), din.data(), dx, arena_.grad(b.ln1_w),
+                       arena_.grad(b.ln1_b), N, d);
+  } else {
+    std::copy(din.begin(), din.end(), dx);
+  }
+  for (int64_t i = 0; i < N_d; ++i) dx[i] += dr1[size_t(i)];
+}
+
+template <class T>
+const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_t B, int64_t n, bool training,
+                           uint64_t seed) {
+  const ModelConfig& c = config_;
+  LF_REQUIRE(B > 0 && n > 0, "model input must have positive batch and length, got B=", B, " n=", n);
+  LF_REQUIRE(n <= c.max_len, "sequence of ", n, " tokens exceeds the model's max_len of ", c.max_len);
+  B_ = B;
+  n_ = n;
+  training_ = training;
+  seed_ = seed;
+  const int64_t N = B * n, d = c.d_model, N_d = N * d;
+  tokens_.assign(tokens, tokens + N);
+  padding_.clear();
+  if (padding) {
+    padding_.assign(padding, padding + N);
+    for (int64_t b = 0; b < B; ++b)
+      LF_REQUIRE(std::any_of(padding + b * n, padding + (b + 1) * n, [](uint8_t p) { return p == 0; }), "sequence ", b,
+                 " of the batch is padding only");
+  }
+  positions_.resize(size_t(N));
+  for (int64_t i = 0; i < N; ++i) positions_[size_t(i)] = int32_t(i % n);
+
+  // Embeddings: token + position, (LayerNorm for post-LN), dropout.
+  hidden_.resize(size_t((c.n_layers + 1) * N_d));
+  emb_sum_.resize(size_t(N_d));
+  embedding_forward(tokens_.data(), arena_.value(tok_emb_), emb_sum_.data(), N, c.vocab_size, d);
+  embedding_forward(positions_.data(), arena_.value(pos_emb_), emb_sum_.data(), N, c.max_len, d, /*accumulate=*/true);
+  const T* emb = emb_sum_.data();
+  std::vector<T> normed;
+  if (!c.pre_ln) {
+    normed.resize(size_t(N_d));
+    emb_norm_mean_.resize(size_t(N));
+    emb_norm_rstd_.resize(size_t(N));
+    layernorm_forward(emb_sum_.data(), arena_.value(emb_norm_w_), arena_.value(emb_norm_b_), normed.data(),
+                      emb_norm_mean_.data(), emb_norm_rstd_.data(), N, d, c.ln_eps);
+    emb = normed.data();
+  }
+  dropout_forward(emb, hidden_.data(), N_d, training ? c.dropout_embedding : 0.0, seed, dropout_stream(-1, kEmbedding));
+
+  for (auto& blk : blocks_)
+    block_forward(*blk, hidden_.data() + blk->index * N_d, hidden_.data() + (blk->index + 1) * N_d, training, seed);
+
+  const T* h = hidden_.data() + c.n_layers * N_d;
+  if (c.pre_ln) {
+    final_.resize(size_t(N_d));
+    final_mean_.resize(size_t(N));
+    final_rstd_.resize(size_t(N));
+    layernorm_forward(h, arena_.value(final_norm_w_), arena_.value(final_norm_b_), final_.data(), final_mean_.data(),
+                      final_rstd_.data(), N, d, c.ln_eps);
+    h = final_.data();
+  }
+
+  switch (c.task) {
+    case Task::MaskedLM: {
+      head_u_.resize(size_t(N_d));
+      head_g_.resize(size_t(N_d));
+      head_z_.resize(size_t(N_d));
+      head_mean_.resize(size_t(N));
+      head_rstd_.resize(size_t(N));
+      linear_forward(h, arena_.value(head_dense_w_), arena_.value(head_dense_b_), head_u_.data(), N, d, d);
+      gelu_forward(head_u_.data(), head_g_.data(), N_d);
+      layernorm_forward(head_g_.data(), arena_.value(head_norm_w_), arena_.value(head_norm_b_), head_z_.data(),
+                        head_mean_.data(), head_rstd_.data(), N, d, c.ln_eps);
+      logits_.resize(size_t(N * c.vocab_size));
+      linear_forward(head_z_.data(), arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
+      break;
+    }
+    case Task::CausalLM:
+      logits_.resize(size_t(N * c.vocab_size));
+      linear_forward(h, arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
+      break;
+    case Task::Classify: {
+      pooled_.assign(size_t(B * d), T(0));
+      for (int64_t b = 0; b < B; ++b) {
+        T* pb = pooled_.data() + b * d;
+        if (c.pooling == "first") {
+          std::copy(h + b * n * d, h + b * n * d + d, pb);
+          continue;
+        }
+        int64_t count = 0;
+        for (int64_t t = 0; t < n; ++t) {
+          if (padding && padding[b * n + t]) continue;
+          ++count;
+          for (int64_t e = 0; e < d; ++e) pb[e] += h[(b * n + t) * d + e];
+        }
+        for (int64_t e = 0; e < d; ++e) pb[e] /= T(count);
+      }
+      logits_.resize(size_t(B * c.n_classes));
+      linear_forward(pooled_.data(), arena_.value(cls_w_), arena_.value(cls_b_), logits_.data(), B, d, c.n_classes);
+      break;
+    }
+  }
+  return logits_.data();
+}
+
+template <class T>
+void Model<T>::backward(const T* dlogits) {
+  const ModelConfig& c = config_;
+  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
+  std::vector<T> dh(size_t(N_d), T(0));
+  const T* h_top = c.pre_ln ? final_.data() : hidden_.data() + c.n_layers * N_d;
+
+  switch (c.task) {
+    case Task::MaskedLM: {
+      std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
+      linear_backward(head_z_.data(), arena_.value(tok_emb_), dlogits, dz.data(), arena_.grad(tok_emb_),
+                      arena_.grad(head_bias_), N, d, c.vocab_size);
+      layernorm_backward(head_g_.data(), arena_.value(head_norm_w_), head_mean_.data(), head_rstd_.data(), dz.data(),
+                         dg.data(), arena_.grad(head_norm_w_), arena_.grad(head_norm_b_), N, d);
+      gelu_backward(head_u_.data(), dg.data(), dg.data(), N_d);
+      linear_backward(h_top, arena_.value(head_dense_w_), dg.data(), dh.data(), arena_.grad(head_dense_w_),
+                      arena_.grad(head_dense_b_), N, d, d);
+      break;
+    }
+    case Task::CausalLM:
+      linear_backward(h_top, arena_.value(tok_emb_), dlogits, dh.data(), arena_.grad(tok_emb_), arena_.grad(head_bias_),
+                      N, d, c.vocab_size);
+      break;
+    case Task::Classify: {
+      std::vector<T> dpooled(size_t(B_ * d));
+      linear_backward(pooled_.data(), arena_.value(cls_w_), dlogits, dpooled.data(), arena_.grad(cls_w_),
+                      arena_.grad(cls_b_), B_, d, c.n_classes);
+      for (int64_t b = 0; b < B_; ++b) {
+        const T* dp = dpooled.data() + b * d;
+        if (c.pooling == "first") {
+          std::copy(dp, dp + d, dh.data() + b * n_ * d);
+          continue;
+        }
+        int64_t count = 0;
+        for (int64_t t = 0; t < n_; ++t) count += padding_.empty() || !padding_[size_t(b * n_ + t)];
+        for (int64_t t = 0; t < n_; ++t) {
+          if (!padding_.empty() && padding_[size_t(b * n_ + t)]) continue;
+          for (int64_t e = 0; e < d; ++e) dh[size_t((b * n_ + t) * d + e)] = dp[e] / T(count);
+        }
+      }
+      break;
+    }
+  }
+
+  if (c.pre_ln) {
+    std::vector<T> dfinal = dh;
+    layernorm_backward(hidden_.data() + c.n_layers * N_d, arena_.value(final_norm_w_), final_mean_.data(),
+                       final_rstd_.data(), dfinal.data(), dh.data(), arena_.grad(final_norm_w_),
+                       arena_.grad(final_norm_b_), N, d);
+  }
+  std::vector<T> dx(static_cast<size_t>(N_d));
+  for (int64_t i = c.n_layers - 1; i >= 0; --i) {
+    block_backward(*blocks_[size_t(i)], dh.data(), dx.data());
+    std::swap(dh, dx);
+  }
+  // Embeddings: dropout, (LayerNorm), then scatter into the token and position tables.
+  dropout_backward(dh.data(), dh.data(), N_d, training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
+  if (!c.pre_ln) {
+    std::vector<T> dsum(static_cast<size_t>(N_d));
+    layernorm_backward(emb_sum_.data(), arena_.value(emb_norm_w_), emb_norm_mean_.data(), emb_norm_rstd_.data(),
+                       dh.data(), dsum.data(), arena_.grad(emb_norm_w_), arena_.grad(emb_norm_b_), N, d);
+    dh.swap(dsum);
+  }
+  embedding_backward(tokens_.data(), dh.data(), arena_.grad(tok_emb_), N, c.vocab_size, d);
+  embedding_backward(positions_.data(), dh.data(), arena_.grad(pos_emb_), N, c.max_len, d);
+}
+
+template <class T>
+double Model<T>::forward_flops(int64_t n) const {
+  const ModelConfig& c = config_;
+  const double d = double(c.d_model), ff = double(c.d_ff);
+  double flops = 0;
+  for (const auto& blk : blocks_) flops += blk->attn->forward_flops(1, n, n) + 2.0 * n * d * ff * 2;
+  const double head = c.task == Task::MaskedLM ? 2.0 * n * d * d + 2.0 * n * d * double(c.vocab_size)
+                      : c.task == Task::CausalLM ? 2.0 * n * d * double(c.vocab_size)
+                                                 : 2.0 * d * double(c.n_classes);
+  return flops + head;
+}
+
+template <class T>
+double Model<T>::activation_bytes(const ModelConfig& c, int64_t B, int64_t n) {
+  // Per block: about 10 (B, n, d) tensors, 2 (B, n, d_ff), the attention's probabilities (B, h, n, m_eff)
+  // where m_eff = n for score-matrix kinds and k for Linformer, plus its Q/K/V buffers (≈ 6 (B, n, d)).
+  double bytes = 0;
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const AttentionSpec s = c.attention_spec(i);
+    int64_t m_eff = n;
+    if (s.kind == "linformer") m_eff = std::min<int64_t>(s.options.value("k", std::min<int64_t>(256, c.max_len)), n);
+    bytes += double(B) * n * (16.0 * c.d_model + 2.0 * c.d_ff + double(c.n_heads) * double(m_eff));
+  }
+  bytes += double(B) * n * (5.0 * c.d_model + 2.0 * double(c.vocab_size));  // embeddings, head, logits and their gradient
+  return bytes * sizeof(float);
+}
+
+template class Model<float>;
+template class Model<double>;
+
+}  // namespace lf

@@ -1,0 +1,68 @@
+// The encoder model: token and learned absolute position embeddings, a stack of blocks (attention of
+// the layer's kind + GELU FFN, pre-LN by default or post-LN), and one head:
+//   mlm       RoBERTa's LM head: dense → GELU → LayerNorm → tied token embedding + bias, (B, n, V)
+//   clm       causal LM (attention kinds with causal support): tied token embedding + bias, (B, n, V)
+//   classify  mean (over unpadded positions) or first-token pooling → linear, (B, C)
+// Parameter names follow PyTorch conventions (docs/model.md lists them). forward() keeps every
+// activation the backward needs; backward() accumulates parameter gradients into the arena.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "attention/attention.h"
+#include "core/arena.h"
+#include "model/config.h"
+
+namespace lf {
+
+template <class T>
+class Model {
+ public:
+  // Declares every parameter in the arena (call arena.allocate() and initialize() afterwards).
+  Model(const ModelConfig& config, ParamArena<T>& arena);
+  ~Model();
+
+  // tokens (B, n) ids in [0, vocab); padding (B, n) nonzero = padding, or null. Returns the logits:
+  // (B, n, vocab) for mlm/clm, (B, n_classes) for classify. Dropout (training only) is drawn from
+  // the counter RNG keyed by seed. Throws lf::InvalidArgument for n > max_len or bad ids.
+  const T* forward(const int32_t* tokens, const uint8_t* padding, int64_t B, int64_t n, bool training, uint64_t seed);
+
+  // dlogits: the shape forward() returned. Accumulates (+=) into the arena's gradients.
+  void backward(const T* dlogits);
+
+  int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
+  const ModelConfig& config() const { return config_; }
+
+  // Forward FLOPs of one sequence of n tokens (matrix products; ×3 for a training step).
+  double forward_flops(int64_t n) const;
+  // Estimated bytes of activations forward() keeps for B sequences of n tokens (float).
+  static double activation_bytes(const ModelConfig& config, int64_t B, int64_t n);
+
+ private:
+  struct Block;
+  void block_forward(Block& blk, const T* x, T* y, bool training, uint64_t seed);
+  void block_backward(Block& blk, const T* dy, T* dx);
+
+  ModelConfig config_;
+  ParamArena<T>& arena_;
+  int tok_emb_ = -1, pos_emb_ = -1, emb_norm_w_ = -1, emb_norm_b_ = -1, final_norm_w_ = -1, final_norm_b_ = -1;
+  int head_dense_w_ = -1, head_dense_b_ = -1, head_norm_w_ = -1, head_norm_b_ = -1, head_bias_ = -1;
+  int cls_w_ = -1, cls_b_ = -1;
+  std::vector<std::unique_ptr<Block>> blocks_;
+
+  // Kept from the last forward.
+  int64_t B_ = 0, n_ = 0;
+  bool training_ = false;
+  uint64_t seed_ = 0;
+  std::vector<int32_t> tokens_, positions_;
+  std::vector<uint8_t> padding_;
+  std::vector<T> emb_sum_, emb_norm_mean_, emb_norm_rstd_;  // post-LN: embeddings before their LayerNorm
+  std::vector<T> hidden_;                                    // (L + 1) × (B, n, d): block inputs and output
+  std::vector<T> final_, final_mean_, final_rstd_;          // after the final LayerNorm (pre-LN)
+  std::vector<T> head_u_, head_g_, head_z_, head_mean_, head_rstd_;  // MLM head
+  std::vector<T> pooled_;                                            // classify
+  std::vector<T> logits_;
+};
+
+}  // namespace lf

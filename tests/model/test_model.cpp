@@ -1,0 +1,160 @@
+// The model: finite-difference gradients of every parameter for each head, pre- and post-LN, several
+// attention kinds per layer, padding and dropout; causality of the causal LM; bad configurations.
+#include <cmath>
+
+#include "model/model.h"
+#include "test_util.h"
+
+namespace lf {
+namespace {
+
+ModelConfig tiny_config(Task task, bool pre_ln, std::vector<LayerAttention> attention) {
+  ModelConfig c;
+  c.task = task;
+  c.vocab_size = 12;
+  c.d_model = 8;
+  c.n_layers = 2;
+  c.n_heads = 2;
+  c.d_ff = 12;
+  c.max_len = 8;
+  c.pre_ln = pre_ln;
+  c.dropout_embedding = c.dropout_attention = c.dropout_ffn = 0;
+  c.attention = std::move(attention);
+  if (task == Task::Classify) c.n_classes = 3;
+  return c;
+}
+
+const LayerAttention kLinformer{"linformer", {{"k", 4}, {"qkv_bias", true}}};
+const LayerAttention kFull{"full", {{"qkv_bias", true}}};
+
+struct Batch {
+  int64_t B = 2, n = 6;
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> padding;
+};
+
+Batch tiny_batch(bool pad) {
+  Batch b;
+  for (int64_t i = 0; i < b.B * b.n; ++i) b.tokens.push_back(int32_t((i * 5 + 3) % 12));
+  if (pad) {
+    b.padding.assign(size_t(b.B * b.n), 0);
+    b.padding[size_t(b.n - 1)] = 1;
+    b.padding[size_t(2 * b.n - 1)] = b.padding[size_t(2 * b.n - 2)] = 1;
+  }
+  return b;
+}
+
+void check_model_gradients(const ModelConfig& c, const Batch& batch, bool training) {
+  ParamArena<double> arena;
+  Model<double> model(c, arena);
+  arena.allocate();
+  arena.initialize(11);
+  const int64_t rows = c.task == Task::Classify ? batch.B : batch.B * batch.n;
+  const auto w = test::random_vector<double>(rows * model.logits_per_row(), 3);
+  const uint8_t* pad = batch.padding.empty() ? nullptr : batch.padding.data();
+  auto loss = [&] {
+    const double* logits = model.forward(batch.tokens.data(), pad, batch.B, batch.n, training, 77);
+    return test::weighted_sum(logits, w.data(), int64_t(w.size()));
+  };
+  loss();
+  arena.zero_grad();
+  model.backward(w.data());
+  const std::vector<double> analytic(arena.grads(), arena.grads() + arena.numel());
+  for (const ParamInfo& p : arena.params()) {
+    if (!p.trainable) continue;
+    test::expect_gradient_matches(loss, arena.values() + p.offset, p.numel, analytic.data() + p.offset, p.name, 1e-6);
+  }
+}
+
+TEST(Model, GradientsForEveryHeadAndNorm) {
+  for (Task task : {Task::MaskedLM, Task::Classify, Task::CausalLM})
+    for (bool pre_ln : {true, false}) {
+      SCOPED_TRACE(std::string(task_name(task)) + (pre_ln ? " pre-LN" : " post-LN"));
+      const std::vector<LayerAttention> attn =
+          task == Task::CausalLM ? std::vector<LayerAttention>{kFull} : std::vector<LayerAttention>{kLinformer, kFull};
+      check_model_gradients(tiny_config(task, pre_ln, attn), tiny_batch(task == Task::Classify), false);
+    }
+}
+
+TEST(Model, GradientsWithPaddingDropoutAndLayerwiseSharing) {
+  ModelConfig c = tiny_config(Task::MaskedLM, true, {LayerAttention{"linformer", {{"k", 4}, {"sharing", "layerwise"}}}});
+  c.dropout_embedding = 0.1;
+  c.dropout_attention = 0.2;
+  c.dropout_ffn = 0.3;
+  check_model_gradients(c, tiny_batch(true), true);
+  ModelConfig first = tiny_config(Task::Classify, false, {kLinformer});
+  first.pooling = "first";
+  check_model_gradients(first, tiny_batch(true), false);
+}
+
+TEST(Model, LayerwiseSharingDeclaresOneProjection) {
+  ParamArena<float> arena;
+  Model<float> model(tiny_config(Task::MaskedLM, true, {LayerAttention{"linformer", {{"k", 4}, {"sharing", "layerwise"}}}}), arena);
+  int proj = 0;
+  for (const ParamInfo& p : arena.params()) proj += p.name.find("proj") != std::string::npos;
+  EXPECT_EQ(proj, 1);
+  EXPECT_GE(arena.find("shared_proj"), 0);
+  EXPECT_GE(arena.find("embeddings.token.weight"), 0);
+  EXPECT_GE(arena.find("layers.1.ffn.fc2.weight"), 0);
+  EXPECT_EQ(arena.info(arena.find("layers.1.ffn.fc1.weight")).shape, (std::vector<int64_t>{12, 8}));  // (out, in)
+}
+
+TEST(Model, CausalLmDoesNotSeeTheFuture) {
+  ParamArena<float> arena;
+  const ModelConfig c = tiny_config(Task::CausalLM, true, {kFull});
+  Model<float> model(c, arena);
+  arena.allocate();
+  arena.initialize(2);
+  Batch a = tiny_batch(false), b = a;
+  b.tokens[size_t(a.n - 1)] = (b.tokens[size_t(a.n - 1)] + 1) % 12;  // change sample 0's last token
+  const std::vector<float> la(model.forward(a.tokens.data(), nullptr, a.B, a.n, false, 0),
+                              model.forward(a.tokens.data(), nullptr, a.B, a.n, false, 0) + a.B * a.n * 12);
+  const float* lb = model.forward(b.tokens.data(), nullptr, b.B, b.n, false, 0);
+  for (int64_t t = 0; t + 1 < a.n; ++t)
+    for (int64_t v = 0; v < 12; ++v) EXPECT_EQ(la[size_t(t * 12 + v)], lb[t * 12 + v]) << "position " << t;
+  bool last_changed = false;
+  for (int64_t v = 0; v < 12; ++v) last_changed |= la[size_t((a.n - 1) * 12 + v)] != lb[(a.n - 1) * 12 + v];
+  EXPECT_TRUE(last_changed);
+}
+
+TEST(Model, RefusesBadConfigurationsAndInput) {
+  ParamArena<float> arena;
+  // A causal LM over Linformer, which mixes the future into its compressed keys.
+  try {
+    Model<float> m(tiny_config(Task::CausalLM, true, {kLinformer}), arena);
+    ADD_FAILURE() << "accepted a causal Linformer";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("causal"), std::string::npos) << e.what();
+  }
+  ModelConfig bad = tiny_config(Task::MaskedLM, true, {kLinformer});
+  bad.n_heads = 3;
+  EXPECT_THROW(bad.validate(), InvalidArgument);
+  bad = tiny_config(Task::MaskedLM, true, {LayerAttention{"linformer", {{"k", 64}}}});
+  EXPECT_THROW(bad.validate(), InvalidArgument);
+  bad = tiny_config(Task::Classify, true, {kFull});
+  bad.n_classes = 1;
+  EXPECT_THROW(bad.validate(), InvalidArgument);
+  EXPECT_THROW(ModelConfig::from_json({{"d_model", 8}, {"n_heads", 2}, {"bogus", 1}}), InvalidArgument);
+  EXPECT_THROW(ModelConfig::from_json({{"d_model", "wide"}}), InvalidArgument);
+
+  ParamArena<float> ok_arena;
+  Model<float> model(tiny_config(Task::MaskedLM, true, {kLinformer}), ok_arena);
+  ok_arena.allocate();
+  ok_arena.initialize(1);
+  std::vector<int32_t> long_seq(9, 1), bad_ids(6, 99);
+  EXPECT_THROW(model.forward(long_seq.data(), nullptr, 1, 9, false, 0), InvalidArgument);  // n > max_len
+  EXPECT_THROW(model.forward(bad_ids.data(), nullptr, 1, 6, false, 0), InvalidArgument);   // id >= vocab
+}
+
+TEST(ModelConfig, JsonRoundTripAndSingleAttentionEntry) {
+  ModelConfig c = tiny_config(Task::Classify, false, {kLinformer, kFull});
+  const ModelConfig back = ModelConfig::from_json(c.to_json());
+  EXPECT_EQ(back.to_json(), c.to_json());
+  const ModelConfig one = ModelConfig::from_json(
+      {{"d_model", 8}, {"n_heads", 2}, {"max_len", 8}, {"n_layers", 3}, {"attention", {{"kind", "full"}}}});
+  EXPECT_EQ(one.attention_spec(2).kind, "full");
+  EXPECT_EQ(one.attention_spec(2).prefix, "layers.2.attn.");
+}
+
+}  // namespace
+}  // namespace lf
