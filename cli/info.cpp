@@ -12,6 +12,10 @@
 #include <string>
 
 #include "attention/attention.h"
+#include "cli/common.h"
+#include "model/model.h"
+#include "train/checkpoint.h"
+#include "train/run_log.h"
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/threading.h"
@@ -31,6 +35,8 @@ struct InfoOptions {
   bool causal = false;
   double dropout = 0;
   std::string options = "{}";
+  std::string model_config, checkpoint;  // describe a whole model
+  int64_t batch = 1;
 };
 
 std::string supports_str(const AttentionSupport& s) {
@@ -99,6 +105,37 @@ int describe_kind(const InfoOptions& o) {
   return 0;
 }
 
+// A whole model: parameters, FLOPs per token and an activation-memory estimate for B sequences of n.
+int describe_model(const InfoOptions& o) {
+  ModelConfig config;
+  if (!o.checkpoint.empty()) {
+    config = read_checkpoint_config(o.checkpoint);
+  } else {
+    const json file = read_json_file(o.model_config);
+    config = ModelConfig::from_json(file.is_object() && file.contains("model") ? file["model"] : file);
+  }
+  const int64_t n = o.n > 0 ? o.n : config.max_len;
+  LF_REQUIRE(n <= config.max_len, "--n (", n, ") exceeds the model's max_len (", config.max_len, ")");
+  LF_REQUIRE(o.batch > 0, "--batch must be positive, got ", o.batch);
+  ParamArena<float> arena;  // declared only
+  Model<float> model(config, arena);
+  int64_t fixed = 0;
+  for (const ParamInfo& p : arena.params())
+    if (!p.trainable) fixed += p.numel;
+  const double flops = model.forward_flops(n);
+  const double act = Model<float>::activation_bytes(config, o.batch, n);
+  std::printf("model: %s\n", config.to_json().dump().c_str());
+  std::printf("parameters: %lld (%lld trainable, %lld fixed) in %d tensors, %s\n", (long long)arena.numel(),
+              (long long)(arena.numel() - fixed), (long long)fixed, arena.count(),
+              human_bytes(arena.numel() * int64_t(sizeof(float))).c_str());
+  std::printf("forward FLOPs per token at n=%lld: %.4g (training step: about 3x)\n", (long long)n, flops / double(n));
+  std::printf("activation memory (training, B=%lld, n=%lld): about %s\n", (long long)o.batch, (long long)n,
+              human_bytes(int64_t(act)).c_str());
+  std::printf("training memory (weights, gradients, AdamW moments, activations): about %s\n",
+              human_bytes(int64_t(act) + 4 * arena.numel() * int64_t(sizeof(float))).c_str());
+  return 0;
+}
+
 int summary() {
   std::printf("linformer: GEMM backend %s, %d threads\n", gemm_backend(), num_threads());
   std::printf("attention kinds:\n");
@@ -111,7 +148,7 @@ int summary() {
 
 CLI::App* add_info_command(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<InfoOptions>();
-  CLI::App* sub = app.add_subcommand("info", "Show the build, the attention kinds, or one attention layer's sizes");
+  CLI::App* sub = app.add_subcommand("info", "Show the build, the attention kinds, one attention layer's sizes, or a model's sizes");
   CLI::Option* list = sub->add_flag("--list-attention", o->list_attention, "List the attention kinds, one per line");
   sub->add_flag("--verbose", o->verbose, "With --list-attention: summaries and supports; with --kind: every parameter");
   CLI::Option* kind = sub->add_option("--kind", o->kind, "Describe one attention layer of this kind");
@@ -123,13 +160,18 @@ CLI::App* add_info_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--dropout", o->dropout, "Attention dropout")->capture_default_str();
   sub->add_option("--options", o->options, "The kind's options as a JSON object, e.g. '{\"k\": 256}'")
       ->capture_default_str();
+  CLI::Option* cfg = sub->add_option("--config", o->model_config, "Describe the model of this JSON config ({\"model\": {...}} or the model object)");
+  CLI::Option* ckpt = sub->add_option("--checkpoint", o->checkpoint, "Describe the model of this checkpoint directory");
+  sub->add_option("--batch", o->batch, "With --config/--checkpoint: batch size for the memory estimate (default 1)");
   list->excludes(kind);
+  cfg->excludes(kind)->excludes(ckpt)->excludes(list);
   run = [o] {
     if (o->list_attention) {
       list_attention(o->verbose);
       return 0;
     }
     if (!o->kind.empty()) return describe_kind(*o);
+    if (!o->model_config.empty() || !o->checkpoint.empty()) return describe_model(*o);
     return summary();
   };
   return sub;

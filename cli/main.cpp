@@ -26,6 +26,9 @@ namespace lf::cli {
 // One declaration per subcommand file: adds the subcommand to `app` and sets `run`, called after a
 // successful parse when that subcommand was given; it returns the exit status.
 CLI::App* add_info_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_train_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_eval_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
 
@@ -64,8 +67,11 @@ int run(int argc, char** argv) {
                  "Threads for parallel loops and GEMM (default: $LINFORMER_NUM_THREADS, else all cores)")
       ->check(CLI::Validator(check_threads, "N", "thread count"));
 
-  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(1);
-  commands[0].first = add_info_command(app, commands[0].second);
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(4);
+  commands[0].first = add_train_command(app, commands[0].second);
+  commands[1].first = add_eval_command(app, commands[1].second);
+  commands[2].first = add_predict_command(app, commands[2].second);
+  commands[3].first = add_info_command(app, commands[3].second);
 
   try {
     app.parse(argc, argv);

@@ -59,6 +59,7 @@ json validate_attention(const AttentionSpec& spec) {
   validate_dims(spec.dims);
   LF_REQUIRE(!spec.dims.causal || f.info.support.causal, "attention kind '", spec.kind,
              "' does not support causal masking");
+  if (spec.options.is_null()) return f.validate(spec.dims, json::object());  // "no options"
   LF_REQUIRE(spec.options.is_object(), "options of attention kind '", spec.kind, "' must be a JSON object");
   return f.validate(spec.dims, spec.options);
 }

@@ -1,0 +1,144 @@
+#include "cli/common.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/tokenizer.h"
+
+namespace lf::cli {
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw IoError(str_cat("cannot read '", path, "': no such file or not readable"));
+  std::stringstream s;
+  s << in.rdbuf();
+  try {
+    return json::parse(s.str());
+  } catch (const json::parse_error& e) {
+    throw InvalidArgument(str_cat("'", path, "' is not valid JSON: ", e.what()));
+  }
+}
+
+namespace {
+bool given(const CLI::App& app, const std::string& flag) {
+  const CLI::Option* o = app.get_option_no_throw(flag);
+  return o && o->count() > 0;
+}
+}  // namespace
+
+void ModelFlags::add(CLI::App& app) {
+  app.add_option("--task", task, "mlm | clm | classify (default mlm)")->check(CLI::IsMember({"mlm", "clm", "classify"}));
+  app.add_option("--d-model", d_model, "model width (default 256)");
+  app.add_option("--layers", layers, "number of blocks (default 4)");
+  app.add_option("--heads", heads, "attention heads (default 4)");
+  app.add_option("--d-ff", d_ff, "FFN width (default 4·d_model)");
+  app.add_option("--max-len", max_len, "longest sequence the model accepts (default: --seq-len)");
+  app.add_option("--attention", attention, "attention kind of every layer (default linformer; see `info --list-attention`)");
+  app.add_option("--attention-options", attention_options, "the kind's options as JSON, e.g. '{\"k\": 64}'");
+  app.add_flag("--post-ln", post_ln, "post-LN blocks (default pre-LN)");
+  app.add_option("--dropout", dropout, "one rate for embedding, attention and FFN dropout (default 0.1)");
+  app.add_option("--classes", classes, "classifier: number of classes (default: from the data)");
+  app.add_option("--pooling", pooling, "classifier pooling: mean | first")->check(CLI::IsMember({"mean", "first"}));
+}
+
+ModelConfig ModelFlags::resolve(const CLI::App& app, const json& file) const {
+  json j = file.value("model", json::object());
+  LF_REQUIRE(j.is_object(), "the config file's \"model\" must be an object");
+  if (given(app, "--task") || !j.contains("task")) j["task"] = task;
+  if (given(app, "--d-model")) j["d_model"] = d_model;
+  if (given(app, "--layers")) j["n_layers"] = layers;
+  if (given(app, "--heads")) j["n_heads"] = heads;
+  if (given(app, "--max-len")) j["max_len"] = max_len;
+  if (given(app, "--d-ff"))
+    j["d_ff"] = d_ff;
+  else if (!j.contains("d_ff") && j.contains("d_model"))
+    j["d_ff"] = 4 * j["d_model"].get<int64_t>();
+  if (given(app, "--post-ln")) j["pre_ln"] = !post_ln;
+  if (given(app, "--dropout")) j["dropout_embedding"] = j["dropout_attention"] = j["dropout_ffn"] = dropout;
+  if (given(app, "--classes")) j["n_classes"] = classes;
+  if (given(app, "--pooling")) j["pooling"] = pooling;
+  if (given(app, "--attention") || given(app, "--attention-options")) {
+    json a = {{"kind", attention.empty() ? "linformer" : attention}};
+    if (!attention_options.empty()) {
+      try {
+        a["options"] = json::parse(attention_options);
+      } catch (const json::parse_error& e) {
+        throw InvalidArgument(str_cat("--attention-options is not valid JSON: ", e.what()));
+      }
+    }
+    j["attention"] = a;
+  }
+  j["vocab_size"] = kVocabSize;
+  return ModelConfig::from_json(j);
+}
+
+void TrainFlags::add(CLI::App& app) {
+  app.add_option("--data", opt.data_path, "training data: text (plain or gzip) for mlm/clm, label<TAB>text TSV for classify");
+  app.add_option("--out", opt.run_dir, "run directory: checkpoints/, log.jsonl");
+  app.add_option("--max-bytes", opt.max_bytes, "read at most this many bytes of the data (0 = all)");
+  app.add_option("--valid-fraction", opt.valid_fraction, "held-out fraction for validation (default 0.01)");
+  app.add_option("--test-fraction", opt.test_fraction, "held-out fraction for test (default 0.01)");
+  app.add_option("--batch-size", opt.batch_size, "sequences per micro-batch (default 16)");
+  app.add_option("--seq-len", opt.seq_len, "tokens per sequence (default 256)");
+  app.add_option("--grad-accum", opt.grad_accum, "micro-batches per optimizer step (default 1)");
+  app.add_option("--steps", opt.steps, "optimizer steps (default 1000)");
+  app.add_option("--warmup", opt.warmup_steps, "linear warm-up steps (default 100)");
+  app.add_option("--lr", opt.lr, "peak learning rate (default 1e-3)");
+  app.add_option("--min-lr-ratio", opt.min_lr_ratio, "cosine floor as a fraction of --lr (default 0.1)");
+  app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay (default 0.01)");
+  app.add_option("--clip-norm", opt.clip_norm, "clip gradients to this global norm, 0 = off (default 1)");
+  app.add_option("--mask-prob", opt.mask_prob, "MLM: fraction of positions masked (default 0.15)");
+  app.add_option("--log-every", opt.log_every, "steps between log lines (default 10)");
+  app.add_option("--eval-every", opt.eval_every, "steps between evaluations, 0 = at the end (default 200)");
+  app.add_option("--eval-batches", opt.eval_batches, "batches per evaluation (default 20)");
+  app.add_option("--save-every", opt.save_every, "steps between checkpoints, 0 = at the end (default 500)");
+  app.add_option("--keep-checkpoints", opt.keep_checkpoints, "checkpoints kept (default 2)");
+  app.add_option("--seed", opt.seed, "seed for initialisation, data order, masking and dropout (default 1)");
+}
+
+TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
+  TrainOptions o = TrainOptions::from_json(file.value("train", json::object()));
+  const TrainOptions flags = opt;
+  const json from_flags = flags.to_json();
+  json merged = o.to_json();
+  // Each flag given on the command line overrides the file.
+  const std::pair<const char*, const char*> map[] = {
+      {"--data", "data_path"}, {"--out", "run_dir"}, {"--max-bytes", "max_bytes"}, {"--valid-fraction", "valid_fraction"},
+      {"--test-fraction", "test_fraction"}, {"--batch-size", "batch_size"}, {"--seq-len", "seq_len"},
+      {"--grad-accum", "grad_accum"}, {"--steps", "steps"}, {"--warmup", "warmup_steps"}, {"--lr", "lr"},
+      {"--min-lr-ratio", "min_lr_ratio"}, {"--weight-decay", "weight_decay"}, {"--clip-norm", "clip_norm"},
+      {"--mask-prob", "mask_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
+      {"--eval-batches", "eval_batches"}, {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"},
+      {"--seed", "seed"}};
+  for (const auto& [flag, key] : map)
+    if (given(app, flag)) merged[key] = from_flags[key];
+  return TrainOptions::from_json(merged);
+}
+
+}  // namespace lf::cli
+
+#include <filesystem>
+
+#include "train/checkpoint.h"
+
+namespace lf::cli {
+
+LoadedModel load_model(const std::string& path) {
+  namespace fs = std::filesystem;
+  LoadedModel m;
+  m.dir = path;
+  if (!fs::exists(fs::path(path) / "config.json")) {
+    const std::string latest = fs::is_directory(path) ? latest_checkpoint(path) : std::string();
+    if (!latest.empty()) m.dir = latest;
+  }
+  m.config = read_checkpoint_config(m.dir);
+  m.trainer_state = read_trainer_state(m.dir);
+  m.arena = std::make_unique<ParamArena<float>>();
+  m.model = std::make_unique<Model<float>>(m.config, *m.arena);
+  m.arena->allocate();
+  load_checkpoint_weights(m.dir, *m.arena, nullptr);
+  return m;
+}
+
+}  // namespace lf::cli

@@ -1,0 +1,53 @@
+// Flags shared by the subcommands that build or train a model: the model configuration (from
+// --config FILE's "model" object, then individual flags), the training options (from its "train"
+// object, then flags), and small helpers. Flags given on the command line override the file.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include <memory>
+
+#include "model/model.h"
+#include "train/trainer.h"
+
+namespace lf::cli {
+
+// Reads a JSON file; lf::IoError if missing, lf::InvalidArgument if not valid JSON.
+json read_json_file(const std::string& path);
+
+struct ModelFlags {
+  std::string task = "mlm";
+  int64_t d_model = 0, layers = 0, heads = 0, d_ff = 0, max_len = 0, classes = 0;
+  std::string attention, attention_options, pooling;
+  bool post_ln = false;
+  double dropout = -1;
+
+  void add(CLI::App& app);
+  // The configuration: defaults, then the file's "model" object, then every flag that was given.
+  ModelConfig resolve(const CLI::App& app, const json& file) const;
+};
+
+struct TrainFlags {
+  TrainOptions opt;
+  void add(CLI::App& app);
+  TrainOptions resolve(const CLI::App& app, const json& file) const;
+};
+
+}  // namespace lf::cli
+
+namespace lf::cli {
+
+// A trained model read from a checkpoint directory, or from a run directory's latest checkpoint.
+struct LoadedModel {
+  std::string dir;
+  ModelConfig config;
+  json trainer_state;
+  std::unique_ptr<ParamArena<float>> arena;
+  std::unique_ptr<Model<float>> model;
+};
+LoadedModel load_model(const std::string& path);
+
+}  // namespace lf::cli

@@ -1,0 +1,90 @@
+// `linformer predict`: use a trained model. Masked LM: fill the characters marked with the mask
+// character ('_' by default) in --text. Classifier: the class of --text with its probabilities.
+// Causal LM: continue --text greedily by --generate bytes.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+
+#include "cli/common.h"
+#include "data/mask_text.h"
+#include "data/tokenizer.h"
+
+namespace lf::cli {
+namespace {
+
+struct PredictCommand {
+  std::string checkpoint, text;
+  std::string mask_char = "_";
+  int64_t generate = 64;
+};
+
+int32_t argmax_byte(const float* row, int64_t V) {  // the most likely real byte (never a special id)
+  return int32_t(std::max_element(row, row + std::min<int64_t>(V, 256)) - row);
+}
+
+int run_predict(const PredictCommand& c) {
+  LF_REQUIRE(c.mask_char.size() == 1, "--mask-char must be a single character, got '", c.mask_char, "'");
+  LoadedModel m = load_model(c.checkpoint);
+  const ModelConfig& cfg = m.config;
+  const int64_t V = m.model->logits_per_row();
+  switch (cfg.task) {
+    case Task::MaskedLM: {
+      const MaskedText mt = mask_text(c.text, c.mask_char[0]);
+      const int64_t n = int64_t(mt.tokens.size());
+      LF_REQUIRE(n <= cfg.max_len, "the text has ", n, " bytes but the model takes at most ", cfg.max_len);
+      const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0);
+      std::string filled(c.text);
+      for (int64_t pos : mt.masked_positions) filled[size_t(pos)] = char(argmax_byte(logits + pos * V, V));
+      std::printf("%s\n", filled.c_str());
+      return 0;
+    }
+    case Task::Classify: {
+      std::vector<int32_t> ids = encode(c.text);
+      LF_REQUIRE(!ids.empty(), "--text is empty");
+      if (int64_t(ids.size()) > cfg.max_len) ids.resize(size_t(cfg.max_len));
+      const float* logits = m.model->forward(ids.data(), nullptr, 1, int64_t(ids.size()), false, 0);
+      const float mx = *std::max_element(logits, logits + V);
+      double sum = 0;
+      for (int64_t k = 0; k < V; ++k) sum += std::exp(double(logits[k] - mx));
+      const int64_t best = std::max_element(logits, logits + V) - logits;
+      std::printf("class %lld\n", (long long)best);
+      for (int64_t k = 0; k < V; ++k) std::printf("  p(%lld) = %.4f\n", (long long)k, std::exp(double(logits[k] - mx)) / sum);
+      return 0;
+    }
+    case Task::CausalLM: {
+      std::vector<int32_t> ids = encode(c.text);
+      LF_REQUIRE(!ids.empty(), "--text (the prompt) is empty");
+      LF_REQUIRE(c.generate >= 0, "--generate must be >= 0");
+      std::string out = c.text;
+      for (int64_t i = 0; i < c.generate; ++i) {
+        const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - cfg.max_len);
+        const int64_t n = int64_t(ids.size()) - start;
+        const float* logits = m.model->forward(ids.data() + start, nullptr, 1, n, false, 0);
+        const int32_t next = argmax_byte(logits + (n - 1) * V, V);
+        ids.push_back(next);
+        out.push_back(char(next));
+      }
+      std::printf("%s\n", out.c_str());
+      return 0;
+    }
+  }
+  return 1;
+}
+
+}  // namespace
+
+CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run) {
+  auto cmd = std::make_shared<PredictCommand>();
+  CLI::App* sub = app.add_subcommand("predict", "Fill masked characters, classify a text, or continue a prompt");
+  sub->add_option("--checkpoint", cmd->checkpoint, "checkpoint directory, or a run directory (its latest)")->required();
+  sub->add_option("--text", cmd->text, "the input text (MLM: mark characters to fill with the mask character)")->required();
+  sub->add_option("--mask-char", cmd->mask_char, "MLM: the character that marks a masked position (default _)");
+  sub->add_option("--generate", cmd->generate, "causal LM: bytes to generate (default 64)");
+  run = [cmd] { return run_predict(*cmd); };
+  return sub;
+}
+
+}  // namespace lf::cli

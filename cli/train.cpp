@@ -1,0 +1,64 @@
+// `linformer train`: trains a model from flags and/or a JSON config ({"model": {...}, "train": {...}};
+// flags override the file), or continues the latest checkpoint of --out with --resume. Prints
+// progress, then the held-out metrics, throughput and peak memory.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <functional>
+
+#include "cli/common.h"
+#include "core/threading.h"
+#include "train/run_log.h"
+#include "train/trainer.h"
+
+namespace lf::cli {
+namespace {
+
+struct TrainCommand {
+  ModelFlags model;
+  TrainFlags train;
+  std::string config_path;
+  bool resume = false;
+};
+
+int run_train(const CLI::App& app, const TrainCommand& c) {
+  const json file = c.config_path.empty() ? json::object() : read_json_file(c.config_path);
+  LF_REQUIRE(file.is_object(), "the config file must hold a JSON object with \"model\" and/or \"train\"");
+  for (const auto& [k, v] : file.items())
+    LF_REQUIRE(k == "model" || k == "train", "unknown key '", k, "' in the config file (expected \"model\", \"train\")");
+  const TrainOptions opt = c.train.resolve(app, file);
+  json model_file = file;
+  if (!model_file.contains("model") || !model_file["model"].contains("max_len")) model_file["model"]["max_len"] = opt.seq_len;
+  ModelConfig config;
+  if (!c.resume) {
+    if (c.model.task == "classify" && !app.get_option("--classes")->count() &&
+        !model_file["model"].contains("n_classes")) {
+      opt.validate();
+      model_file["model"]["n_classes"] = ClassificationData::load(opt.data_path).num_classes();
+    }
+    config = c.model.resolve(app, model_file);
+  }
+  std::fprintf(stderr, "train: %d threads\n", num_threads());
+  const TrainSummary s = train(config, opt, c.resume);
+  std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
+              format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
+  std::printf("valid: loss %.4f nats, %.4f bits/byte, accuracy %.4f over %lld scored tokens\n", s.valid.loss,
+              s.valid.bits_per_byte, s.valid.accuracy, (long long)s.valid.count);
+  std::printf("checkpoint: %s\n", s.checkpoint.c_str());
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_train_command(CLI::App& app, std::function<int()>& run) {
+  auto cmd = std::make_shared<TrainCommand>();
+  CLI::App* sub = app.add_subcommand("train", "Train a model (masked LM, causal LM or classifier) on a data file");
+  sub->add_option("--config", cmd->config_path, "JSON file: {\"model\": {...}, \"train\": {...}}; flags override it");
+  sub->add_flag("--resume", cmd->resume, "continue the latest checkpoint in --out (its model config and options)");
+  cmd->model.add(*sub);
+  cmd->train.add(*sub);
+  run = [sub, cmd] { return run_train(*sub, *cmd); };
+  return sub;
+}
+
+}  // namespace lf::cli

@@ -1,0 +1,233 @@
+// Deterministic batch makers: MLM (training and evaluation), CLM, classification. See batches.h.
+#include "data/batches.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <numeric>
+#include <string_view>
+#include <utility>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/corpus.h"
+#include "data/tokenizer.h"
+
+namespace lf {
+
+namespace {
+
+// Draw counters are (purpose << 48) | element, so the purposes below never share a draw. Elements
+// (b·n + t, or b) stay below 2^48 because B·n is capped at kMaxElements.
+enum Purpose : uint64_t {
+  kMlmCrop = 1, kMlmChoose, kMlmForce, kMlmAction, kMlmByte,
+  kEvalChoose, kEvalForce, kEvalAction, kEvalByte,
+  kClmCrop, kClsPick,
+};
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+
+inline uint64_t counter(Purpose p, int64_t element) { return (uint64_t(p) << 48) | uint64_t(element); }
+
+// An integer uniform in [0, count), from 53 random bits: 24 (uniform01) would leave most offsets of
+// a corpus above 16 MB unreachable.
+int64_t uniform_index(uint64_t seed, uint64_t stream, uint64_t ctr, int64_t count) {
+  const int64_t i = int64_t(uniform01_f64(seed, stream, ctr) * double(count));
+  return std::min(i, count - 1);
+}
+
+void check_shape(int64_t B, int64_t n) {
+  LF_REQUIRE(B >= 1 && n >= 1, "batch size B = ", B, " and sequence length n = ", n, " must both be at least 1");
+  LF_REQUIRE(B <= kMaxElements / n, "a batch of B = ", B, " × n = ", n, " tokens is too large");
+}
+
+void check_length(std::span<const uint8_t> data, int64_t need, const char* what) {
+  LF_REQUIRE(int64_t(data.size()) >= need, "the data has ", data.size(), " bytes, shorter than one ", what, " of ",
+             need, " bytes; use a shorter sequence length or more data (a larger split)");
+}
+
+struct MaskPurposes {
+  Purpose choose, force, action, byte;
+};
+
+// Fills tokens/targets of `batch` from the B crops starting at starts[b], masking with draws keyed by
+// (seed, stream).
+void mask_crops(std::span<const uint8_t> data, const std::vector<int64_t>& starts, double mask_prob, uint64_t seed,
+                uint64_t stream, MaskPurposes p, TokenBatch& batch) {
+  LF_REQUIRE(mask_prob > 0 && mask_prob <= 1, "mask probability ", mask_prob, " is outside (0, 1]; use e.g. 0.15");
+  const int64_t B = batch.B, n = batch.n;
+  batch.tokens.resize(size_t(B * n));
+  batch.targets.assign(size_t(B * n), kIgnoreIndex);
+  batch.padding.clear();
+  std::vector<uint8_t> chosen(static_cast<size_t>(n));
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* src = data.data() + starts[size_t(b)];
+    int32_t* tok = batch.tokens.data() + b * n;
+    int32_t* tgt = batch.targets.data() + b * n;
+    bool any = false;
+    for (int64_t t = 0; t < n; ++t) {
+      chosen[size_t(t)] = uniform01(seed, stream, counter(p.choose, b * n + t)) < mask_prob;
+      any = any || chosen[size_t(t)];
+    }
+    // A sequence with nothing to predict would contribute no gradient; choose one position instead.
+    if (!any) chosen[size_t(uniform_index(seed, stream, counter(p.force, b), n))] = 1;
+    for (int64_t t = 0; t < n; ++t) {
+      tok[t] = src[t];
+      if (!chosen[size_t(t)]) continue;
+      tgt[t] = src[t];
+      const float a = uniform01(seed, stream, counter(p.action, b * n + t));
+      if (a < 0.8f)
+        tok[t] = kMask;
+      else if (a < 0.9f)
+        tok[t] = int32_t(uniform_index(seed, stream, counter(p.byte, b * n + t), 256));
+      // else: left unchanged, so the model cannot assume an unmasked byte is always correct
+    }
+  }
+}
+
+int64_t eval_batch_count(std::span<const uint8_t> data, int64_t B, int64_t n) {
+  check_shape(B, n);
+  check_length(data, n, "evaluation window");
+  const int64_t windows = int64_t(data.size()) / n;
+  LF_REQUIRE(windows >= B, "the data has ", data.size(), " bytes: ", windows, " disjoint windows of n = ", n,
+             ", fewer than one evaluation batch of B = ", B, "; use a smaller batch or more held-out data");
+  return windows / B;
+}
+
+}  // namespace
+
+TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step,
+                     double mask_prob) {
+  check_shape(B, n);
+  check_length(data, n, "sequence");
+  const int64_t count = int64_t(data.size()) - n + 1;  // possible start offsets
+  std::vector<int64_t> starts(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) starts[size_t(b)] = uniform_index(seed, step, counter(kMlmCrop, b), count);
+  TokenBatch batch;
+  batch.B = B;
+  batch.n = n;
+  mask_crops(data, starts, mask_prob, seed, step, {kMlmChoose, kMlmForce, kMlmAction, kMlmByte}, batch);
+  return batch;
+}
+
+int64_t mlm_eval_batches(std::span<const uint8_t> data, int64_t B, int64_t n, int64_t max_batches) {
+  LF_REQUIRE(max_batches >= 0, "max_batches is ", max_batches, "; give 0 for no cap or a positive cap");
+  const int64_t total = eval_batch_count(data, B, n);
+  return max_batches > 0 ? std::min(total, max_batches) : total;
+}
+
+TokenBatch mlm_eval_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t index, uint64_t seed,
+                          double mask_prob) {
+  const int64_t total = eval_batch_count(data, B, n);
+  LF_REQUIRE(index < uint64_t(total), "evaluation batch index ", index, " is out of range: the data gives ", total,
+             " batches of B = ", B, " × n = ", n);
+  // Slot j visits window (j·s) mod W with s coprime to W, a permutation of the windows; s ≈ W/φ makes
+  // every prefix of slots spread evenly over the data (the three-distance theorem).
+  const uint64_t W = uint64_t(data.size()) / uint64_t(n);
+  uint64_t s = std::max<uint64_t>(1, uint64_t(std::llround(double(W) * 0.6180339887498949)));
+  while (std::gcd(s, W) != 1) ++s;
+  std::vector<int64_t> starts(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    const uint64_t j = index * uint64_t(B) + uint64_t(b);
+    const uint64_t w = uint64_t((static_cast<unsigned __int128>(j) * s) % W);
+    starts[size_t(b)] = int64_t(w) * n;
+  }
+  TokenBatch batch;
+  batch.B = B;
+  batch.n = n;
+  mask_crops(data, starts, mask_prob, seed, index, {kEvalChoose, kEvalForce, kEvalAction, kEvalByte}, batch);
+  return batch;
+}
+
+TokenBatch clm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step) {
+  check_shape(B, n);
+  check_length(data, n + 1, "causal sequence (n + 1 bytes: n inputs and the byte after them)");
+  const int64_t count = int64_t(data.size()) - n;  // starts of n + 1 bytes
+  TokenBatch batch;
+  batch.B = B;
+  batch.n = n;
+  batch.tokens.resize(size_t(B * n));
+  batch.targets.resize(size_t(B * n));
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* src = data.data() + uniform_index(seed, step, counter(kClmCrop, b), count);
+    for (int64_t t = 0; t < n; ++t) {
+      batch.tokens[size_t(b * n + t)] = src[t];
+      batch.targets[size_t(b * n + t)] = src[t + 1];
+    }
+  }
+  return batch;
+}
+
+ClassificationData ClassificationData::load(const std::string& path) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // a UTF-8 byte-order mark (spreadsheet exports)
+  auto bad = [&](int64_t line, const std::string& problem) {
+    throw IoError(str_cat("classification file '", path, "' line ", line, ": ", problem,
+                          "; each line must be <label><TAB><text> with an integer label from 0"));
+  };
+  std::vector<int32_t> labels;
+  std::vector<std::string> texts;
+  int64_t line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    const size_t eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.empty()) continue;
+    const size_t tab = line.find('\t');
+    if (tab == std::string_view::npos) bad(line_no, "no tab between the label and the text");
+    const std::string_view label = line.substr(0, tab);
+    int64_t value = -1;
+    const auto [end, ec] = std::from_chars(label.data(), label.data() + label.size(), value);
+    if (label.empty() || ec != std::errc() || end != label.data() + label.size() || value < 0 ||
+        value > INT32_MAX)
+      bad(line_no, str_cat("label '", label, "' is not a non-negative integer"));
+    if (tab + 1 == line.size()) bad(line_no, "empty text after the tab");
+    labels.push_back(int32_t(value));
+    texts.emplace_back(line.substr(tab + 1));
+  }
+  if (labels.empty()) throw IoError(str_cat("classification file '", path, "' has no examples (only blank lines)"));
+  return from_examples(std::move(labels), std::move(texts), path);
+}
+
+ClassificationData ClassificationData::from_examples(std::vector<int32_t> labels, std::vector<std::string> texts,
+                                                     std::string source) {
+  LF_REQUIRE(labels.size() == texts.size(), "classification data '", source, "': ", labels.size(), " labels for ",
+             texts.size(), " texts; give one label per text");
+  LF_REQUIRE(!labels.empty(), "classification data '", source, "' has no examples");
+  ClassificationData d;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    LF_REQUIRE(labels[i] >= 0, "classification data '", source, "' example ", i, ": negative label ", labels[i]);
+    LF_REQUIRE(!texts[i].empty(), "classification data '", source, "' example ", i, ": empty text");
+    d.num_classes_ = std::max<int64_t>(d.num_classes_, int64_t(labels[i]) + 1);
+  }
+  d.labels_ = std::move(labels);
+  d.texts_ = std::move(texts);
+  d.source_ = std::move(source);
+  return d;
+}
+
+TokenBatch classification_batch(const ClassificationData& data, int64_t B, int64_t n, uint64_t seed, uint64_t step) {
+  check_shape(B, n);
+  LF_REQUIRE(data.size() > 0, "classification data '", data.source(), "' has no examples");
+  TokenBatch batch;
+  batch.B = B;
+  batch.n = n;
+  batch.tokens.assign(size_t(B * n), kPad);
+  batch.padding.assign(size_t(B * n), 1);
+  batch.targets.resize(size_t(B));
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t i = uniform_index(seed, step, counter(kClsPick, b), data.size());
+    const std::string& text = data.texts()[size_t(i)];
+    const int64_t len = std::min<int64_t>(n, int64_t(text.size()));
+    for (int64_t t = 0; t < len; ++t) {
+      batch.tokens[size_t(b * n + t)] = static_cast<unsigned char>(text[size_t(t)]);
+      batch.padding[size_t(b * n + t)] = 0;
+    }
+    batch.targets[size_t(b)] = data.labels()[size_t(i)];
+  }
+  return batch;
+}
+
+}  // namespace lf

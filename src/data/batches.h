@@ -1,0 +1,80 @@
+// Batch makers for training and evaluation. Every random choice is a Philox draw keyed by
+// (seed, stream, counter), with the training step (or the evaluation batch index) as the stream, so a
+// batch is a pure function of its arguments: no generator state to save, and a run resumed from step
+// s sees exactly the batches it would have seen, on any thread count.
+//
+// Masked language modelling follows BERT/RoBERTa: each position is chosen with probability
+// mask_prob (at least one per sequence); a chosen byte becomes MASK 80% of the time, a uniformly
+// random byte 10%, and stays itself 10%; the model is scored on the chosen positions only.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cpu/cross_entropy.h"  // kIgnoreIndex (-100), the target of positions that are not scored
+
+namespace lf {
+
+struct TokenBatch {
+  int64_t B = 0, n = 0;
+  std::vector<int32_t> tokens;    // (B, n) ids in [0, kVocabSize)
+  std::vector<int32_t> targets;   // (B, n), or (B) for classification; kIgnoreIndex = not scored
+  std::vector<uint8_t> padding;   // (B, n) nonzero = padding (key padding mask), or empty: none
+};
+
+// B crops of n bytes, each starting uniformly in [0, size − n], masked as described above; targets
+// hold the original byte at chosen positions. Throws lf::InvalidArgument for data shorter than n,
+// B or n < 1, or mask_prob outside (0, 1].
+TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step,
+                     double mask_prob = 0.15);
+
+// How many evaluation batches mlm_eval_batch can make from the data: the data holds
+// W = size / n disjoint windows of n bytes, so W / B batches, capped at max_batches when that is > 0.
+// Throws lf::InvalidArgument when not even one batch fits (data shorter than B·n), or for
+// max_batches < 0.
+int64_t mlm_eval_batches(std::span<const uint8_t> data, int64_t B, int64_t n, int64_t max_batches = 0);
+
+// Evaluation batch `index` in [0, mlm_eval_batches(data, B, n)): crops at fixed offsets (the disjoint
+// windows [w·n, (w+1)·n), visited in an order that spreads every prefix of batches over the whole
+// data, so a capped evaluation still samples it evenly), masked as mlm_batch with draws that depend
+// only on (seed, index). Every evaluation of any model with the same arguments sees the same batch.
+TokenBatch mlm_eval_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t index, uint64_t seed,
+                          double mask_prob = 0.15);
+
+// Causal language modelling: B crops of n + 1 bytes starting uniformly in [0, size − n − 1]; tokens
+// are the first n, targets the last n (targets[t] = tokens[t + 1]). Throws lf::InvalidArgument for
+// data shorter than n + 1.
+TokenBatch clm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step);
+
+// Labelled texts for sequence classification.
+class ClassificationData {
+ public:
+  // A TSV file (plain or gzip), one example per line: `label<TAB>text`, the label an integer in
+  // [0, 2^31), the text everything after the first tab (a trailing \r is dropped; blank lines are
+  // skipped). Throws lf::IoError naming the path (and the line number for a bad line): unreadable or
+  // empty file, a line without a tab, a label that is not a non-negative integer, an empty text, no
+  // examples at all.
+  static ClassificationData load(const std::string& path);
+  // The same checks on examples in memory (labels[i] labels texts[i]); `source` names them in messages.
+  static ClassificationData from_examples(std::vector<int32_t> labels, std::vector<std::string> texts,
+                                          std::string source = "<memory>");
+
+  int64_t size() const { return int64_t(labels_.size()); }
+  int64_t num_classes() const { return num_classes_; }  // max label + 1
+  const std::vector<int32_t>& labels() const { return labels_; }
+  const std::vector<std::string>& texts() const { return texts_; }
+  const std::string& source() const { return source_; }
+
+ private:
+  std::vector<int32_t> labels_;
+  std::vector<std::string> texts_;
+  int64_t num_classes_ = 0;
+  std::string source_;
+};
+
+// B examples drawn uniformly (with replacement); each text is encoded and truncated to n bytes or
+// padded to n with kPad, padding marking the pad positions; targets (B) are the labels.
+TokenBatch classification_batch(const ClassificationData& data, int64_t B, int64_t n, uint64_t seed, uint64_t step);
+
+}  // namespace lf

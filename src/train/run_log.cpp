@@ -1,0 +1,231 @@
+// JSONL metrics log, progress display and memory reporting; see run_log.h.
+#include "train/run_log.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <utility>
+
+#include "core/error.h"
+
+namespace lf {
+
+namespace {
+
+std::string sys_error(int err) { return std::strerror(err); }
+
+// All of `data`, retrying short writes and EINTR; false with errno set on failure.
+bool write_all(int fd, const char* data, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t w = ::write(fd, data + done, size - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return false;
+    done += size_t(w);
+  }
+  return true;
+}
+
+std::string fmt(const char* format, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, x);
+  return buf;
+}
+
+// 950, 12.3k, 1.25M: a rate at a glance.
+std::string human_count(double x) {
+  if (!std::isfinite(x)) return "?";
+  if (x < 1e3) return fmt("%.0f", x);
+  if (x < 1e6) return fmt("%.1fk", x / 1e3);
+  if (x < 1e9) return fmt("%.2fM", x / 1e6);
+  return fmt("%.2fG", x / 1e9);
+}
+
+}  // namespace
+
+// --- JsonlLog -------------------------------------------------------------------------------------
+
+JsonlLog::JsonlLog(JsonlLog&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), path_(std::move(other.path_)) {}
+
+JsonlLog& JsonlLog::operator=(JsonlLog&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void JsonlLog::open(const std::string& path, bool append) {
+  close();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0644);
+  if (fd < 0)
+    throw IoError(str_cat("cannot open log file '", path, "': ", sys_error(errno),
+                          " (does its directory exist and is it writable?)"));
+  // A run killed in the middle of a line (or a full disk) may have left a partial last line: start a
+  // new one so that the next record is not glued to it.
+  struct stat st {};
+  char last = '\n';
+  if (append && ::fstat(fd, &st) == 0 && st.st_size > 0 && ::pread(fd, &last, 1, st.st_size - 1) == 1 &&
+      last != '\n' && !write_all(fd, "\n", 1)) {
+    const int e = errno;
+    ::close(fd);
+    throw IoError(str_cat("cannot append to log file '", path, "': ", sys_error(e)));
+  }
+  fd_ = fd;
+  path_ = path;
+}
+
+void JsonlLog::write(const nlohmann::json& record) {
+  LF_REQUIRE(is_open(), "JsonlLog::write: the log is not open (call open(path, append) first)");
+  LF_REQUIRE(record.is_object(), "JsonlLog::write: a record must be a JSON object, got ", record.type_name());
+  // One write(2) per line: the kernel has the whole line when this returns, so a killed process
+  // loses nothing it logged, and there is no user-space buffer to flush.
+  const std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  if (!write_all(fd_, line.data(), line.size()))
+    throw IoError(str_cat("cannot write to log file '", path_, "': ", sys_error(errno)));
+}
+
+void JsonlLog::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+// --- Progress -------------------------------------------------------------------------------------
+
+Progress::Progress(int64_t print_every, FILE* sink, Mode mode)
+    : sink_(sink ? sink : stderr), print_every_(print_every) {
+  LF_REQUIRE(print_every >= 1, "Progress: print_every must be >= 1, got ", print_every);
+  terminal_ = mode == Mode::Terminal || (mode == Mode::Auto && ::isatty(::fileno(sink_)));
+}
+
+std::string Progress::status_line(bool with_bar) const {
+  const double frac = std::clamp(double(step_) / double(total_), 0.0, 1.0);
+  std::string s;
+  if (with_bar) {
+    constexpr int kWidth = 24;
+    const int filled = int(frac * kWidth);
+    s += '[';
+    s.append(size_t(filled), '#').append(size_t(kWidth - filled), '.') += "] ";
+  }
+  double eta = -1;
+  if (step_ >= total_) {
+    eta = 0;
+  } else if (started_ && step_ > first_step_) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - first_time_).count();
+    if (elapsed > 0) eta = double(total_ - step_) * elapsed / double(step_ - first_step_);
+  }
+  s += str_cat("step ", step_, "/", total_, " (", fmt("%.0f", 100 * frac), "%) | loss ", fmt("%.4f", loss_), " | ",
+               human_count(tokens_per_s_), " tok/s | eta ", format_hms(eta));
+  return s;
+}
+
+void Progress::draw() {
+  const std::string line = status_line(true);
+  // Spaces blank out the tail of a longer previous line; no terminal escape codes needed.
+  const std::string pad(shown_len_ > line.size() ? shown_len_ - line.size() : 0, ' ');
+  std::fputs(("\r" + line + pad).c_str(), sink_);
+  std::fflush(sink_);
+  shown_len_ = line.size();
+  bar_shown_ = true;
+  dirty_ = false;
+  last_draw_ = std::chrono::steady_clock::now();
+}
+
+void Progress::update(int64_t step, int64_t total, double loss, double tokens_per_s) {
+  LF_REQUIRE(total >= 1, "Progress::update: total must be >= 1, got ", total);
+  LF_REQUIRE(step >= 0, "Progress::update: step must be >= 0, got ", step);
+  const auto now = std::chrono::steady_clock::now();
+  if (!started_) {
+    started_ = true;
+    first_step_ = step;
+    first_time_ = now;
+  }
+  step_ = step;
+  total_ = total;
+  loss_ = loss;
+  tokens_per_s_ = tokens_per_s;
+  dirty_ = true;
+  if (terminal_) {
+    // Redrawing every step of a fast run would spend its time in the terminal.
+    if (!bar_shown_ || step >= total || now - last_draw_ >= std::chrono::milliseconds(100)) draw();
+  } else if (step % print_every_ == 0 || step >= total) {
+    std::fputs((status_line(false) + "\n").c_str(), sink_);
+    std::fflush(sink_);
+    dirty_ = false;
+  }
+}
+
+void Progress::message(const std::string& line) {
+  if (terminal_ && bar_shown_) {
+    std::string out = "\r";
+    out.append(shown_len_, ' ').append("\r").append(line) += '\n';
+    std::fputs(out.c_str(), sink_);
+    shown_len_ = 0;
+    draw();
+  } else {
+    std::fputs((line + "\n").c_str(), sink_);
+    std::fflush(sink_);
+  }
+}
+
+void Progress::finish() {
+  if (dirty_) {
+    if (terminal_) {
+      draw();
+    } else {
+      std::fputs((status_line(false) + "\n").c_str(), sink_);
+      dirty_ = false;
+    }
+  }
+  if (terminal_ && bar_shown_) std::fputs("\n", sink_);
+  bar_shown_ = false;
+  shown_len_ = 0;
+  std::fflush(sink_);
+}
+
+// --- helpers --------------------------------------------------------------------------------------
+
+std::string format_hms(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0 || seconds > 1e9) return "-:--:--";
+  const long long s = std::llround(seconds);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  return buf;
+}
+
+int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) != 0) continue;
+    long long kb = 0;
+    char unit[8] = {};
+    if (std::sscanf(line.c_str() + 6, "%lld %7s", &kb, unit) == 2 && std::strcmp(unit, "kB") == 0 && kb >= 0)
+      return int64_t(kb) * 1024;
+    return 0;
+  }
+  return 0;
+}
+
+std::string human_bytes(int64_t bytes) {
+  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  const char* sign = bytes < 0 ? "-" : "";
+  double x = std::abs(double(bytes));  // via double: INT64_MIN has no positive int64
+  if (x < 1024) return str_cat(sign, static_cast<long long>(x), " B");
+  int u = 0;
+  // 1023.95 and up would print as "1024.0": move to the next unit instead.
+  while (x >= 1023.95 && u < 6) x /= 1024, ++u;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%s%.1f %s", sign, x, kUnits[u]);
+  return buf;
+}
+
+}  // namespace lf

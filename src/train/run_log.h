@@ -1,0 +1,93 @@
+// What a training run reports while it runs: a JSONL metrics log (one JSON object per line, each line
+// on disk before write() returns, so a killed run keeps everything it logged), a progress display for
+// the terminal (one updating line) or for logs (plain lines), and the process's peak memory.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace lf {
+
+class JsonlLog {
+ public:
+  JsonlLog() = default;
+  JsonlLog(const std::string& path, bool append) { open(path, append); }
+  ~JsonlLog() { close(); }
+  JsonlLog(const JsonlLog&) = delete;
+  JsonlLog& operator=(const JsonlLog&) = delete;
+  JsonlLog(JsonlLog&& other) noexcept;
+  JsonlLog& operator=(JsonlLog&& other) noexcept;
+
+  // Opens (creating) the file; append = false truncates it. Appending to a file whose last line was
+  // cut short starts on a fresh line, so every complete line stays parseable. Throws lf::IoError
+  // naming the path when the file cannot be opened.
+  void open(const std::string& path, bool append);
+  // Writes record.dump() and a newline with one write(2) call. record must be a JSON object
+  // (lf::InvalidArgument otherwise, or when the log is not open); NaN/inf numbers are written as null
+  // and invalid UTF-8 is replaced. lf::IoError when the write fails (full disk, ...).
+  void write(const nlohmann::json& record);
+  void close();
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+// Training progress. On a terminal: one line redrawn with '\r' (at most ~10 times a second, and always
+// for the last step) showing a bar, step/total, loss, tokens/s and the ETA as h:mm:ss. Elsewhere (a
+// log file, a pipe): a plain line every `print_every` steps and at the last step.
+class Progress {
+ public:
+  enum class Mode { Auto, Terminal, Plain };  // Auto: Terminal when isatty(fileno(sink))
+
+  // sink null: stderr. The sink is not closed.
+  explicit Progress(int64_t print_every = 100, FILE* sink = nullptr, Mode mode = Mode::Auto);
+  ~Progress() { finish(); }
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+  // `step` steps of `total` are done (1-based: the first call after the first step passes 1). The
+  // ETA comes from the wall time since the first update. Throws lf::InvalidArgument for total < 1 or
+  // step < 0.
+  void update(int64_t step, int64_t total, double loss, double tokens_per_s);
+  // A full line (e.g. an evaluation result); on a terminal the bar is cleared, the line printed and
+  // the bar drawn again beneath it.
+  void message(const std::string& line);
+  // Shows the latest update if it was not shown (throttled, or between print_every steps) and ends the
+  // bar's line on a terminal. Idempotent; later updates start a new line. Called by the destructor.
+  void finish();
+  bool terminal() const { return terminal_; }
+
+ private:
+  std::string status_line(bool with_bar) const;
+  void draw();
+
+  FILE* sink_;
+  int64_t print_every_;
+  bool terminal_;
+  bool bar_shown_ = false;  // a bar line is on screen without its newline
+  size_t shown_len_ = 0;    // its length, to blank out leftovers of a longer previous line
+  int64_t step_ = 0, total_ = 0;
+  double loss_ = 0, tokens_per_s_ = 0;
+  bool dirty_ = false;  // the latest update has not been shown
+  bool started_ = false;
+  int64_t first_step_ = 0;
+  std::chrono::steady_clock::time_point first_time_, last_draw_;
+};
+
+// Seconds as h:mm:ss ("0:00:07", "27:46:40"); "-:--:--" for a value that is negative, not finite or
+// beyond a billion seconds (an ETA that is not known yet).
+std::string format_hms(double seconds);
+
+// The process's peak resident set size (VmHWM in /proc/self/status), in bytes; 0 when unavailable.
+int64_t peak_rss_bytes();
+
+// Bytes in binary units: "512 B", "1.5 KiB", "12.0 MiB", "3.2 GiB", "1.0 TiB".
+std::string human_bytes(int64_t bytes);
+
+}  // namespace lf

@@ -1,0 +1,364 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "core/error.h"
+#include "cpu/adamw.h"
+#include "cpu/cross_entropy.h"
+#include "data/tokenizer.h"
+#include "train/checkpoint.h"
+#include "train/run_log.h"
+#include "train/schedule.h"
+
+namespace lf {
+
+// ---- options ------------------------------------------------------------------------------------
+
+void TrainOptions::validate() const {
+  LF_REQUIRE(!data_path.empty(), "no training data: give --data FILE");
+  LF_REQUIRE(!run_dir.empty(), "no run directory: give --out DIR");
+  LF_REQUIRE(max_bytes >= 0, "--max-bytes must not be negative, got ", max_bytes);
+  LF_REQUIRE(batch_size > 0, "--batch-size must be positive, got ", batch_size);
+  LF_REQUIRE(seq_len > 0, "--seq-len must be positive, got ", seq_len);
+  LF_REQUIRE(grad_accum > 0, "--grad-accum must be positive, got ", grad_accum);
+  LF_REQUIRE(steps > 0, "--steps must be positive, got ", steps);
+  LF_REQUIRE(warmup_steps >= 0 && warmup_steps <= steps, "--warmup must be in [0, steps], got ", warmup_steps);
+  LF_REQUIRE(std::isfinite(lr) && lr > 0, "--lr must be a positive number, got ", lr);
+  LF_REQUIRE(std::isfinite(min_lr_ratio) && min_lr_ratio >= 0 && min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1], got ",
+             min_lr_ratio);
+  LF_REQUIRE(std::isfinite(weight_decay) && weight_decay >= 0, "--weight-decay must be >= 0, got ", weight_decay);
+  LF_REQUIRE(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1)");
+  LF_REQUIRE(std::isfinite(eps) && eps > 0, "AdamW eps must be positive, got ", eps);
+  LF_REQUIRE(std::isfinite(clip_norm) && clip_norm >= 0, "--clip-norm must be >= 0, got ", clip_norm);
+  LF_REQUIRE(mask_prob > 0 && mask_prob < 1, "--mask-prob must be in (0, 1), got ", mask_prob);
+  LF_REQUIRE(log_every > 0, "--log-every must be positive, got ", log_every);
+  LF_REQUIRE(eval_every >= 0 && save_every >= 0, "--eval-every and --save-every must be >= 0");
+  LF_REQUIRE(eval_batches > 0, "--eval-batches must be positive, got ", eval_batches);
+  LF_REQUIRE(keep_checkpoints > 0, "--keep-checkpoints must be positive, got ", keep_checkpoints);
+}
+
+json TrainOptions::to_json() const {
+  return {{"data_path", data_path}, {"run_dir", run_dir}, {"max_bytes", max_bytes}, {"valid_fraction", valid_fraction},
+          {"test_fraction", test_fraction}, {"batch_size", batch_size}, {"seq_len", seq_len},
+          {"grad_accum", grad_accum}, {"steps", steps}, {"warmup_steps", warmup_steps}, {"lr", lr},
+          {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
+          {"eps", eps}, {"clip_norm", clip_norm}, {"mask_prob", mask_prob}, {"log_every", log_every},
+          {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"save_every", save_every},
+          {"keep_checkpoints", keep_checkpoints}, {"seed", seed}};
+}
+
+TrainOptions TrainOptions::from_json(const json& j) {
+  LF_REQUIRE(j.is_object(), "training options must be a JSON object");
+  TrainOptions o;
+  const json known = o.to_json();
+  for (const auto& [k, v] : j.items()) LF_REQUIRE(known.contains(k), "unknown training option '", k, "'");
+  auto get = [&](const char* key, auto& field) {
+    if (!j.contains(key)) return;
+    try {
+      field = j.at(key).get<std::decay_t<decltype(field)>>();
+    } catch (const json::exception&) {
+      throw InvalidArgument(str_cat("training option '", key, "' has the wrong type: ", j.at(key).dump()));
+    }
+  };
+  get("data_path", o.data_path);
+  get("run_dir", o.run_dir);
+  get("max_bytes", o.max_bytes);
+  get("valid_fraction", o.valid_fraction);
+  get("test_fraction", o.test_fraction);
+  get("batch_size", o.batch_size);
+  get("seq_len", o.seq_len);
+  get("grad_accum", o.grad_accum);
+  get("steps", o.steps);
+  get("warmup_steps", o.warmup_steps);
+  get("lr", o.lr);
+  get("min_lr_ratio", o.min_lr_ratio);
+  get("weight_decay", o.weight_decay);
+  get("beta1", o.beta1);
+  get("beta2", o.beta2);
+  get("eps", o.eps);
+  get("clip_norm", o.clip_norm);
+  get("mask_prob", o.mask_prob);
+  get("log_every", o.log_every);
+  get("eval_every", o.eval_every);
+  get("eval_batches", o.eval_batches);
+  get("save_every", o.save_every);
+  get("keep_checkpoints", o.keep_checkpoints);
+  get("seed", o.seed);
+  return o;
+}
+
+json EvalResult::to_json() const {
+  return {{"loss", loss}, {"bits_per_byte", bits_per_byte}, {"accuracy", accuracy}, {"count", count}};
+}
+
+// ---- data ---------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr uint64_t kEvalSeed = 0xe7a1ull;  // fixed: every evaluation of every model sees the same batches
+
+// Examples [begin, end) of a classification set as one padded batch.
+TokenBatch classification_slice(const ClassificationData& d, int64_t begin, int64_t end, int64_t n) {
+  TokenBatch b;
+  b.B = end - begin;
+  b.n = n;
+  b.tokens.assign(size_t(b.B * n), kPad);
+  b.padding.assign(size_t(b.B * n), 1);
+  for (int64_t i = 0; i < b.B; ++i) {
+    const std::vector<int32_t> ids = encode(d.texts()[size_t(begin + i)]);
+    const int64_t len = std::min<int64_t>(n, int64_t(ids.size()));
+    for (int64_t t = 0; t < len; ++t) {
+      b.tokens[size_t(i * n + t)] = ids[size_t(t)];
+      b.padding[size_t(i * n + t)] = 0;
+    }
+    b.targets.push_back(d.labels()[size_t(begin + i)]);
+  }
+  return b;
+}
+
+}  // namespace
+
+TaskData TaskData::load(Task task, const TrainOptions& opt) {
+  TaskData d;
+  d.task = task;
+  if (task != Task::Classify) {
+    d.corpus = std::make_unique<Corpus>(Corpus::load(opt.data_path, opt.max_bytes, {opt.valid_fraction, opt.test_fraction}));
+    return d;
+  }
+  const ClassificationData all = ClassificationData::load(opt.data_path);
+  const int64_t held = std::max<int64_t>(1, int64_t(std::round(double(all.size()) * opt.valid_fraction)));
+  LF_REQUIRE(all.size() > held, opt.data_path, ": ", all.size(), " examples are too few to hold out ", held,
+             " for validation");
+  auto part = [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> labels(all.labels().begin() + begin, all.labels().begin() + end);
+    std::vector<std::string> texts(all.texts().begin() + begin, all.texts().begin() + end);
+    return std::make_unique<ClassificationData>(ClassificationData::from_examples(labels, texts, all.source()));
+  };
+  d.train_examples = part(0, all.size() - held);
+  d.valid_examples = part(all.size() - held, all.size());
+  return d;
+}
+
+TokenBatch TaskData::train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, double mask_prob) const {
+  switch (task) {
+    case Task::MaskedLM: return mlm_batch(corpus->split(Split::Train), B, n, seed, step, mask_prob);
+    case Task::CausalLM: return clm_batch(corpus->split(Split::Train), B, n, seed, step);
+    case Task::Classify: return classification_batch(*train_examples, B, n, seed, step);
+  }
+  throw Error("unknown task");
+}
+
+int64_t TaskData::eval_batch_count(Split split, int64_t B, int64_t n, int64_t max_batches) const {
+  if (task == Task::Classify) return std::min<int64_t>(max_batches, (valid_examples->size() + B - 1) / B);
+  return mlm_eval_batches(corpus->split(split), B, task == Task::CausalLM ? n + 1 : n, max_batches);
+}
+
+TokenBatch TaskData::eval_batch(Split split, int64_t B, int64_t n, int64_t index, double mask_prob) const {
+  switch (task) {
+    case Task::MaskedLM: return mlm_eval_batch(corpus->split(split), B, n, uint64_t(index), kEvalSeed, mask_prob);
+    case Task::CausalLM: return clm_batch(corpus->split(split), B, n, kEvalSeed, uint64_t(index));
+    case Task::Classify:
+      return classification_slice(*valid_examples, index * B, std::min<int64_t>(valid_examples->size(), (index + 1) * B), n);
+  }
+  throw Error("unknown task");
+}
+
+EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches,
+                    double mask_prob) {
+  const int64_t batches = data.eval_batch_count(split, B, n, max_batches);
+  LF_REQUIRE(batches > 0, "the ", split_name(split), " split is too small for one evaluation batch of ", B, " × ", n,
+             " tokens: lower --seq-len or --batch-size, or hold out more data");
+  const int64_t V = model.logits_per_row();
+  double loss_sum = 0;
+  int64_t count = 0, correct = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    const TokenBatch b = data.eval_batch(split, B, n, i, mask_prob);
+    const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n, false, 0);
+    const int64_t rows = int64_t(b.targets.size());
+    const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
+    loss_sum += ce.loss * double(ce.count);
+    count += ce.count;
+    for (int64_t r = 0; r < rows; ++r) {
+      if (b.targets[size_t(r)] == kIgnoreIndex) continue;
+      const float* row = logits + r * V;
+      correct += std::max_element(row, row + V) - row == b.targets[size_t(r)];
+    }
+  }
+  EvalResult e;
+  e.count = count;
+  e.loss = count ? loss_sum / double(count) : 0;
+  e.bits_per_byte = e.loss / std::log(2.0);
+  e.accuracy = count ? double(correct) / double(count) : 0;
+  return e;
+}
+
+// ---- training -----------------------------------------------------------------------------------
+
+namespace {
+
+uint64_t mix64(uint64_t x) {  // splitmix64's finaliser: distinct dropout seeds per (seed, step, micro)
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The first parameter whose gradient holds a NaN or Inf, for the divergence message.
+std::string first_nonfinite_grad(ParamArena<float>& arena) {
+  for (const ParamInfo& p : arena.params()) {
+    const float* g = arena.grads() + p.offset;
+    for (int64_t i = 0; i < p.numel; ++i)
+      if (!std::isfinite(g[i])) return p.name;
+  }
+  return "?";
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume) {
+  TrainOptions opt = opt_in;
+  LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give --out DIR");
+  if (!resume) opt.validate();  // with resume, the saved options are validated once merged
+  ModelConfig config = config_in;
+  json state = json::object();
+  std::string resume_from;
+  if (resume) {
+    resume_from = latest_checkpoint(opt.run_dir);
+    LF_REQUIRE(!resume_from.empty(), "--resume: no checkpoint found in ", opt.run_dir, "/checkpoints");
+    config = read_checkpoint_config(resume_from);
+    state = read_trainer_state(resume_from);
+    LF_REQUIRE(state.contains("step") && state.contains("options"), resume_from,
+               ": trainer_state.json lacks step/options: not a training checkpoint");
+    // The saved options govern the run (data order, schedule); only the step count may change.
+    const int64_t steps = opt.steps;
+    const std::string run_dir = opt.run_dir;
+    opt = TrainOptions::from_json(state.at("options"));
+    opt.steps = std::max(steps, opt.steps);
+    opt.run_dir = run_dir;
+    opt.validate();
+  }
+  config.validate();
+  LF_REQUIRE(opt.seq_len <= config.max_len, "--seq-len ", opt.seq_len, " exceeds the model's max_len ", config.max_len);
+  const TaskData data = TaskData::load(config.task, opt);
+  if (config.task == Task::Classify)
+    LF_REQUIRE(data.train_examples->num_classes() <= config.n_classes, opt.data_path, " has labels up to ",
+               data.train_examples->num_classes() - 1, " but the model has ", config.n_classes, " classes");
+
+  ParamArena<float> arena;
+  Model<float> model(config, arena);
+  arena.allocate();
+  arena.initialize(opt.seed);
+  OptimizerMoments moments{std::vector<float>(size_t(arena.numel()), 0.f), std::vector<float>(size_t(arena.numel()), 0.f)};
+  int64_t start_step = 0;
+  double elapsed_before = 0;
+  if (!resume_from.empty()) {
+    load_checkpoint_weights(resume_from, arena, &moments);
+    start_step = state.at("step").get<int64_t>();
+    elapsed_before = state.value("elapsed_s", 0.0);
+  }
+  std::filesystem::create_directories(opt.run_dir);
+
+  const LrSchedule schedule{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio};
+  JsonlLog log(opt.run_dir + "/log.jsonl", /*append=*/!resume_from.empty());
+  Progress progress(opt.log_every);
+  if (!resume_from.empty()) progress.message(str_cat("resuming from ", resume_from, " at step ", start_step));
+  progress.message(str_cat("model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ", config.d_model,
+                           ", ", arena.numel(), " parameters; data: ", opt.data_path));
+
+  const int64_t B = opt.batch_size, n = opt.seq_len, V = model.logits_per_row();
+  const int64_t tokens_per_step = B * n * opt.grad_accum;
+  std::vector<float> dlogits;
+  TrainSummary summary;
+  EvalResult last_eval;
+  bool have_eval = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto make_state = [&](int64_t step) {
+    json s = {{"step", step}, {"options", opt.to_json()}, {"elapsed_s", elapsed_before + seconds_since(t0)},
+              {"tokens_seen", step * tokens_per_step}};
+    if (have_eval) s["valid"] = last_eval.to_json();
+    return s;
+  };
+  auto run_eval = [&](int64_t step) {
+    last_eval = evaluate(model, data, Split::Valid, B, n, opt.eval_batches, opt.mask_prob);
+    have_eval = true;
+    log.write({{"type", "eval"}, {"step", step}, {"split", "valid"}, {"loss", last_eval.loss},
+               {"bits_per_byte", last_eval.bits_per_byte}, {"accuracy", last_eval.accuracy}});
+    progress.message(str_cat("step ", step, ": valid loss ", last_eval.loss, ", ",
+                             config.task == Task::Classify ? "" : str_cat(last_eval.bits_per_byte, " bits/byte, "),
+                             "accuracy ", last_eval.accuracy));
+  };
+
+  double window_loss = 0;
+  int64_t window_steps = 0;
+  auto window_start = std::chrono::steady_clock::now();
+  for (int64_t step = start_step; step < opt.steps; ++step) {
+    arena.zero_grad();
+    double step_loss = 0;
+    for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {
+      const uint64_t counter = uint64_t(step * opt.grad_accum + micro);
+      const TokenBatch b = data.train_batch(B, n, opt.seed, counter, opt.mask_prob);
+      const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n,
+                                          true, mix64(opt.seed ^ mix64(counter)));
+      const int64_t rows = int64_t(b.targets.size());
+      const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
+      if (!std::isfinite(ce.loss))
+        throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step, ": training diverged; lower --lr or set --clip-norm"));
+      dlogits.resize(size_t(rows * V));
+      cross_entropy_backward(logits, b.targets.data(), dlogits.data(), rows, V, 1.0 / double(opt.grad_accum));
+      model.backward(dlogits.data());
+      step_loss += ce.loss / double(opt.grad_accum);
+    }
+    const double norm = grad_global_norm(arena.grads(), arena.numel());
+    if (!std::isfinite(norm))
+      throw Error(str_cat("non-finite gradient at step ", step, " in parameter '", first_nonfinite_grad(arena),
+                          "': training diverged; lower --lr or set --clip-norm"));
+    if (opt.clip_norm > 0 && norm > opt.clip_norm) scale_inplace(arena.grads(), arena.numel(), opt.clip_norm / norm);
+    const double lr = schedule.lr(step);
+    for (const ParamInfo& p : arena.params()) {
+      if (!p.trainable) continue;  // fixed projections stay as drawn (no weight decay either)
+      AdamWOptions a{lr, opt.beta1, opt.beta2, opt.eps, p.shape.size() >= 2 ? opt.weight_decay : 0.0};
+      adamw_step(arena.values() + p.offset, arena.grads() + p.offset, moments.m.data() + p.offset,
+                 moments.v.data() + p.offset, p.numel, step + 1, a);
+    }
+    summary.last_loss = step_loss;
+    window_loss += step_loss;
+    ++window_steps;
+    const int64_t done = step + 1;
+    const double tps = double(window_steps * tokens_per_step) / std::max(1e-9, seconds_since(window_start));
+    progress.update(done, opt.steps, step_loss, tps);
+    if (done % opt.log_every == 0 || done == opt.steps) {
+      log.write({{"type", "train"}, {"step", done}, {"loss", window_loss / double(window_steps)}, {"lr", lr},
+                 {"grad_norm", norm}, {"tokens_per_s", tps}, {"elapsed_s", elapsed_before + seconds_since(t0)}});
+      window_loss = 0;
+      window_steps = 0;
+      window_start = std::chrono::steady_clock::now();
+    }
+    if (opt.eval_every > 0 && done % opt.eval_every == 0 && done != opt.steps) run_eval(done);
+    if (opt.save_every > 0 && done % opt.save_every == 0 && done != opt.steps)
+      save_step_checkpoint(opt.run_dir, done, config, arena, &moments, make_state(done), opt.keep_checkpoints);
+  }
+  if (start_step < opt.steps || !have_eval) run_eval(opt.steps);
+  summary.checkpoint =
+      save_step_checkpoint(opt.run_dir, opt.steps, config, arena, &moments, make_state(opt.steps), opt.keep_checkpoints);
+  progress.finish();
+  summary.steps = opt.steps;
+  summary.valid = last_eval;
+  summary.elapsed_s = seconds_since(t0);
+  summary.tokens_per_s = double((opt.steps - start_step) * tokens_per_step) / std::max(1e-9, summary.elapsed_s);
+  summary.peak_rss = peak_rss_bytes();
+  log.write({{"type", "summary"}, {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s},
+             {"elapsed_s", summary.elapsed_s}, {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
+             {"checkpoint", summary.checkpoint}});
+  return summary;
+}
+
+}  // namespace lf

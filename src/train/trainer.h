@@ -1,0 +1,90 @@
+// Training and evaluation. A batch is a pure function of (seed, step), dropout masks of (seed, step,
+// micro-batch), and the optimizer state is saved with every checkpoint, so a run resumed from a
+// checkpoint continues bit for bit like one that was never interrupted (same thread count).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/arena.h"
+#include "data/batches.h"
+#include "data/corpus.h"
+#include "model/config.h"
+#include "model/model.h"
+
+namespace lf {
+
+struct TrainOptions {
+  std::string data_path;            // text (plain or gzip) for mlm/clm; a label<TAB>text TSV for classify
+  int64_t max_bytes = 0;            // read at most this much of the data file (0 = all)
+  double valid_fraction = 0.01;     // held out from the end of the data (before the test part)
+  double test_fraction = 0.01;
+  std::string run_dir;              // checkpoints/, log.jsonl; required
+  int64_t batch_size = 16;
+  int64_t seq_len = 256;            // n; at most the model's max_len
+  int64_t grad_accum = 1;           // micro-batches per optimizer step
+  int64_t steps = 1000;
+  int64_t warmup_steps = 100;
+  double lr = 1e-3;
+  double min_lr_ratio = 0.1;
+  double weight_decay = 0.01;       // decoupled; matrices only (not biases, norms)
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6;
+  double clip_norm = 1.0;           // 0 = no clipping
+  double mask_prob = 0.15;
+  int64_t log_every = 10;
+  int64_t eval_every = 200;         // 0 = only at the end
+  int64_t eval_batches = 20;
+  int64_t save_every = 500;         // 0 = only at the end
+  int keep_checkpoints = 2;
+  uint64_t seed = 1;
+
+  void validate() const;  // throws lf::InvalidArgument naming the option
+  json to_json() const;
+  static TrainOptions from_json(const json& j);  // missing keys keep their defaults; unknown keys refused
+};
+
+struct EvalResult {
+  double loss = 0;            // mean cross-entropy (nats) over scored positions
+  double bits_per_byte = 0;   // loss / ln 2 (bytes are tokens)
+  double accuracy = 0;        // top-1 over scored positions (or examples)
+  int64_t count = 0;          // scored positions (or examples)
+  json to_json() const;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double last_loss = 0;
+  EvalResult valid;
+  double tokens_per_s = 0;
+  double elapsed_s = 0;
+  int64_t peak_rss = 0;
+  std::string checkpoint;  // the final checkpoint's directory
+};
+
+// The data of a task, loaded once: a corpus for mlm/clm, TSV examples for classify.
+struct TaskData {
+  Task task = Task::MaskedLM;
+  std::unique_ptr<Corpus> corpus;
+  std::unique_ptr<ClassificationData> train_examples, valid_examples;
+
+  static TaskData load(Task task, const TrainOptions& opt);
+  // The data of one split (classify: valid and test share the held-out examples).
+  TokenBatch train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, double mask_prob) const;
+  int64_t eval_batch_count(Split split, int64_t B, int64_t n, int64_t max_batches) const;
+  TokenBatch eval_batch(Split split, int64_t B, int64_t n, int64_t index, double mask_prob) const;
+};
+
+// Mean loss, bits per byte and accuracy of the model over the split's fixed evaluation batches.
+EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches,
+                    double mask_prob);
+
+// Trains `config` (or, with resume, continues the latest checkpoint in opt.run_dir, whose model
+// configuration then wins) and returns the summary. Prints progress to stderr. Throws
+// lf::InvalidArgument / lf::IoError for bad options and files, lf::Error for a non-finite loss or
+// gradient (naming the step and the first parameter that went non-finite).
+TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume);
+
+}  // namespace lf

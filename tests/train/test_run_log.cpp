@@ -1,0 +1,236 @@
+// Run logging: JSONL lines parse back (also while the log is still open, and after appending to a
+// file cut mid-line), the progress display in plain and terminal modes (written to a temporary file),
+// the h:mm:ss and byte formatting, and the peak-RSS reading.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "train/run_log.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace lf {
+namespace {
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::string contents(FILE* f) {
+  std::fflush(f);
+  std::rewind(f);
+  std::string s;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, n);
+  return s;
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> lines;
+  std::istringstream in(s);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+bool has(const std::string& s, const std::string& frag) { return s.find(frag) != std::string::npos; }
+
+class RunLog : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() / ("lf_run_log_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(RunLog, JsonlLinesParseBackAndAreOnDiskAtOnce) {
+  const std::string p = path("metrics.jsonl");
+  JsonlLog log(p, /*append=*/false);
+  ASSERT_TRUE(log.is_open());
+  EXPECT_EQ(log.path(), p);
+  log.write({{"step", 1}, {"loss", 2.5}, {"split", "train"}});
+  // Read while the log is still open: a killed run keeps every line written so far.
+  ASSERT_EQ(read_lines(p).size(), 1u);
+  log.write({{"step", 2}, {"loss", std::numeric_limits<double>::quiet_NaN()}, {"text", "line\nbreak"}});
+  const std::vector<std::string> lines = read_lines(p);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(json::parse(lines[0]), (json{{"step", 1}, {"loss", 2.5}, {"split", "train"}}));
+  const json second = json::parse(lines[1]);
+  EXPECT_EQ(second["step"], 2);
+  EXPECT_TRUE(second["loss"].is_null()) << "NaN must be written as null";
+  EXPECT_EQ(second["text"], "line\nbreak");
+}
+
+TEST_F(RunLog, JsonlAppendTruncateAndCutLines) {
+  const std::string p = path("metrics.jsonl");
+  {
+    JsonlLog log(p, false);
+    log.write({{"step", 1}});
+  }
+  {
+    JsonlLog log;
+    log.open(p, /*append=*/true);
+    log.write({{"step", 2}});
+  }
+  EXPECT_EQ(read_lines(p).size(), 2u);
+  // A run killed mid-line: the next record starts on a line of its own.
+  std::ofstream(p, std::ios::app) << "{\"step\": 3, \"lo";
+  {
+    JsonlLog log(p, true);
+    log.write({{"step", 4}});
+  }
+  const std::vector<std::string> lines = read_lines(p);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(json::parse(lines[3]), (json{{"step", 4}}));
+  {
+    JsonlLog log(p, false);
+    log.write({{"step", 0}});
+  }
+  EXPECT_EQ(read_lines(p).size(), 1u) << "append = false must truncate";
+}
+
+TEST_F(RunLog, JsonlErrors) {
+  JsonlLog log;
+  EXPECT_THROW(log.write({{"a", 1}}), InvalidArgument);
+  try {
+    log.open(path("missing/metrics.jsonl"), true);
+    ADD_FAILURE() << "opening in a missing directory must throw";
+  } catch (const IoError& e) {
+    EXPECT_TRUE(has(e.what(), "missing/metrics.jsonl")) << e.what();
+  }
+  log.open(path("m.jsonl"), true);
+  EXPECT_THROW(log.write(json::array({1, 2})), InvalidArgument);
+  EXPECT_THROW(log.write(json(3)), InvalidArgument);
+  JsonlLog moved = std::move(log);
+  EXPECT_FALSE(log.is_open());
+  moved.write({{"ok", true}});
+  EXPECT_EQ(read_lines(path("m.jsonl")).size(), 1u);
+}
+
+TEST(Progress, PlainLinesEveryPrintEvery) {
+  FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  {
+    Progress p(10, sink);  // Auto: a regular file is not a terminal
+    EXPECT_FALSE(p.terminal());
+    for (int64_t step = 1; step <= 25; ++step) {
+      p.update(step, 25, 3.0 - 0.1 * double(step), 12345.0);
+      if (step == 12) p.message("eval loss 1.2345");
+    }
+    p.finish();
+  }
+  const std::string out = contents(sink);
+  std::fclose(sink);
+  EXPECT_FALSE(has(out, "\r")) << out;
+  const std::vector<std::string> lines = split_lines(out);
+  ASSERT_EQ(lines.size(), 4u) << out;
+  EXPECT_TRUE(has(lines[0], "step 10/25 (40%)")) << lines[0];
+  EXPECT_TRUE(has(lines[0], "loss 2.0000")) << lines[0];
+  EXPECT_TRUE(has(lines[0], "12.3k tok/s")) << lines[0];
+  EXPECT_TRUE(has(lines[0], "eta ")) << lines[0];
+  EXPECT_EQ(lines[1], "eval loss 1.2345");
+  EXPECT_TRUE(has(lines[2], "step 20/25")) << lines[2];
+  EXPECT_TRUE(has(lines[3], "step 25/25 (100%)")) << lines[3];
+  EXPECT_TRUE(has(lines[3], "eta 0:00:00")) << lines[3];
+}
+
+TEST(Progress, FinishShowsTheLastUnprintedStep) {
+  FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  {
+    Progress p(10, sink, Progress::Mode::Plain);
+    for (int64_t step = 1; step <= 13; ++step) p.update(step, 100, 1.0, 500);
+  }  // the destructor finishes
+  const std::vector<std::string> lines = split_lines(contents(sink));
+  std::fclose(sink);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_TRUE(has(lines[0], "step 10/100")) << lines[0];
+  EXPECT_TRUE(has(lines[1], "step 13/100")) << lines[1];
+  EXPECT_TRUE(has(lines[1], "500 tok/s")) << lines[1];
+}
+
+TEST(Progress, TerminalModeRedrawsOneLine) {
+  FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  {
+    Progress p(1000, sink, Progress::Mode::Terminal);
+    EXPECT_TRUE(p.terminal());
+    p.update(1, 4, 2.0, 1e6);
+    p.message("checkpoint saved");
+    p.update(4, 4, 1.0, 2.5e6);
+    p.finish();
+    p.finish();  // idempotent
+  }
+  const std::string out = contents(sink);
+  std::fclose(sink);
+  EXPECT_TRUE(has(out, "\r[######..................] step 1/4 (25%) | loss 2.0000 | 1.00M tok/s")) << out;
+  EXPECT_TRUE(has(out, "\rcheckpoint saved\n")) << out;
+  EXPECT_TRUE(has(out, "\r[########################] step 4/4 (100%) | loss 1.0000 | 2.50M tok/s | eta 0:00:00")) << out;
+  // Exactly two newlines: the message and the end of the bar.
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+  EXPECT_EQ(out.back(), '\n');
+}
+
+TEST(Progress, RejectsBadArguments) {
+  EXPECT_THROW(Progress(0), InvalidArgument);
+  FILE* sink = std::tmpfile();
+  Progress p(1, sink, Progress::Mode::Plain);
+  EXPECT_THROW(p.update(1, 0, 1, 1), InvalidArgument);
+  EXPECT_THROW(p.update(-1, 10, 1, 1), InvalidArgument);
+  p.finish();
+  std::fclose(sink);
+}
+
+TEST(RunLogFormat, Hms) {
+  EXPECT_EQ(format_hms(0), "0:00:00");
+  EXPECT_EQ(format_hms(7.4), "0:00:07");
+  EXPECT_EQ(format_hms(59.6), "0:01:00");
+  EXPECT_EQ(format_hms(3661), "1:01:01");
+  EXPECT_EQ(format_hms(100000), "27:46:40");
+  EXPECT_EQ(format_hms(-1), "-:--:--");
+  EXPECT_EQ(format_hms(std::numeric_limits<double>::quiet_NaN()), "-:--:--");
+  EXPECT_EQ(format_hms(std::numeric_limits<double>::infinity()), "-:--:--");
+}
+
+TEST(RunLogFormat, HumanBytes) {
+  EXPECT_EQ(human_bytes(0), "0 B");
+  EXPECT_EQ(human_bytes(1023), "1023 B");
+  EXPECT_EQ(human_bytes(1024), "1.0 KiB");
+  EXPECT_EQ(human_bytes(1536), "1.5 KiB");
+  EXPECT_EQ(human_bytes(1048575), "1.0 MiB");
+  EXPECT_EQ(human_bytes(12 * 1024 * 1024), "12.0 MiB");
+  EXPECT_EQ(human_bytes(int64_t(3.25 * 1024 * 1024 * 1024)), "3.2 GiB");
+  EXPECT_EQ(human_bytes(int64_t(1) << 40), "1.0 TiB");
+  EXPECT_EQ(human_bytes(-2048), "-2.0 KiB");
+  EXPECT_EQ(human_bytes(std::numeric_limits<int64_t>::min()), "-8.0 EiB");
+}
+
+TEST(RunLogFormat, PeakRssCoversWhatWasTouched) {
+  if (!fs::exists("/proc/self/status")) GTEST_SKIP() << "no /proc on this system";
+  constexpr size_t kBytes = 64u << 20;
+  std::vector<char> block(kBytes, 1);  // touched: resident
+  const int64_t peak = peak_rss_bytes();
+  EXPECT_GE(peak, int64_t(kBytes)) << human_bytes(peak);
+  EXPECT_LT(peak, int64_t(1) << 40);
+  EXPECT_EQ(block[kBytes / 2], 1);
+}
+
+}  // namespace
+}  // namespace lf
