@@ -1,5 +1,6 @@
 // The attention layer through the registry interface, as the model sees it: Linformer (k = 256,
-// default sharing) against full softmax attention, d = 512, h = 8, batch 1, max_len = n, float.
+// default sharing) against full softmax attention and its tiled, memory-efficient form (flash),
+// d = 512, h = 8, batch 1, max_len = n, float.
 // Forward and forward+backward are separate benchmarks, named BM_Attention/<kind>/<pass>/n:<n>.
 // Counters: GFLOP/s from Attention::forward_flops (forward+backward counted as 3× forward, the usual
 // convention) and items_per_second in tokens. Threads: LINFORMER_NUM_THREADS, else all cores.
@@ -82,6 +83,9 @@ const bool registered = [] {
       // matrix it keeps (probabilities for the backward pass, their gradients) is 2 GiB, with
       // seconds per iteration; Linformer's n×k scores stay small up to 16384.
       {"full", lf::json::object(), 4096},
+      // Flash computes the same result as full, tile by tile, keeping O(n·d) memory: it runs to the
+      // longest length (time still grows as n²).
+      {"flash", lf::json::object(), 16384},
   };
   for (const Kind& k : kinds) {
     for (const bool backward : {false, true}) {

@@ -59,7 +59,19 @@ ModelConfig ModelFlags::resolve(const CLI::App& app, const json& file) const {
   if (given(app, "--classes")) j["n_classes"] = classes;
   if (given(app, "--pooling")) j["pooling"] = pooling;
   if (given(app, "--attention") || given(app, "--attention-options")) {
-    json a = {{"kind", attention.empty() ? "linformer" : attention}};
+    // --attention-options alone keeps the config file's kind (one kind for every layer), else linformer.
+    std::string kind = attention;
+    if (kind.empty() && j.contains("attention")) {
+      const json& fa = j["attention"];
+      for (const json& e : fa.is_array() ? fa : json::array({fa})) {
+        const std::string k =
+            e.is_object() && e.contains("kind") && e["kind"].is_string() ? e["kind"].get<std::string>() : "linformer";
+        LF_REQUIRE(kind.empty() || kind == k, "--attention-options: the config file's layers use different attention "
+                   "kinds ('", kind, "', '", k, "'); give --attention too");
+        kind = k;
+      }
+    }
+    json a = {{"kind", kind.empty() ? "linformer" : kind}};
     if (!attention_options.empty()) {
       try {
         a["options"] = json::parse(attention_options);
@@ -132,8 +144,11 @@ LoadedModel load_model(const std::string& path) {
     const std::string latest = fs::is_directory(path) ? latest_checkpoint(path) : std::string();
     if (!latest.empty()) m.dir = latest;
   }
-  m.config = read_checkpoint_config(m.dir);
-  m.trainer_state = read_trainer_state(m.dir);
+  // trainer_state.json is optional here: a model-only checkpoint can be evaluated and used.
+  LoadedCheckpoint ck = load_checkpoint(m.dir);
+  m.dir = ck.dir;
+  m.config = ck.config;
+  m.trainer_state = std::move(ck.trainer_state);
   m.arena = std::make_unique<ParamArena<float>>();
   m.model = std::make_unique<Model<float>>(m.config, *m.arena);
   m.arena->allocate();

@@ -18,8 +18,18 @@ struct EvalCommand {
   bool as_json = false;
 };
 
-int run_eval(const EvalCommand& c) {
+int run_eval(const CLI::App& app, const EvalCommand& c) {
+  // A flag that was given must be valid: negative or zero values are refused, not read as "default".
+  auto given = [&](const char* flag) { return app.get_option(flag)->count() > 0; };
+  LF_REQUIRE(!given("--batch-size") || c.batch_size > 0, "--batch-size must be positive, got ", c.batch_size);
+  LF_REQUIRE(!given("--seq-len") || c.seq_len > 0, "--seq-len must be positive, got ", c.seq_len);
+  LF_REQUIRE(!given("--max-bytes") || c.max_bytes >= 0, "--max-bytes must not be negative, got ", c.max_bytes);
+  LF_REQUIRE(!given("--valid-fraction") || c.valid_fraction >= 0, "--valid-fraction must not be negative, got ",
+             c.valid_fraction);
+  LF_REQUIRE(!given("--test-fraction") || c.test_fraction >= 0, "--test-fraction must not be negative, got ",
+             c.test_fraction);
   LoadedModel m = load_model(c.checkpoint);
+  LF_REQUIRE(c.seq_len <= m.config.max_len, "--seq-len ", c.seq_len, " exceeds the model's max_len ", m.config.max_len);
   TrainOptions opt = TrainOptions::from_json(m.trainer_state.value("options", json::object()));
   if (!c.data.empty()) opt.data_path = c.data;
   LF_REQUIRE(!opt.data_path.empty(), "no data: give --data FILE (the checkpoint does not name its training data)");
@@ -38,6 +48,9 @@ int run_eval(const EvalCommand& c) {
     j["split"] = c.split;
     j["checkpoint"] = m.dir;
     std::printf("%s\n", j.dump().c_str());
+  } else if (m.config.task == Task::Classify) {
+    std::printf("%s on %s (held-out examples): loss %.4f nats, accuracy %.4f over %lld examples\n", m.dir.c_str(),
+                opt.data_path.c_str(), r.loss, r.accuracy, (long long)r.count);
   } else {
     std::printf("%s on %s (%s split): loss %.4f nats, %.4f bits/byte, accuracy %.4f over %lld scored tokens\n",
                 m.dir.c_str(), opt.data_path.c_str(), c.split.c_str(), r.loss, r.bits_per_byte, r.accuracy,
@@ -61,7 +74,7 @@ CLI::App* add_eval_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--valid-fraction", cmd->valid_fraction, "held-out fraction for validation (default: training's)");
   sub->add_option("--test-fraction", cmd->test_fraction, "held-out fraction for test (default: training's)");
   sub->add_flag("--json", cmd->as_json, "print one JSON object");
-  run = [cmd] { return run_eval(*cmd); };
+  run = [sub, cmd] { return run_eval(*sub, *cmd); };
   return sub;
 }
 

@@ -114,6 +114,7 @@ int describe_model(const InfoOptions& o) {
     const json file = read_json_file(o.model_config);
     config = ModelConfig::from_json(file.is_object() && file.contains("model") ? file["model"] : file);
   }
+  LF_REQUIRE(o.n >= 0, "--n must be positive, got ", o.n);
   const int64_t n = o.n > 0 ? o.n : config.max_len;
   LF_REQUIRE(n <= config.max_len, "--n (", n, ") exceeds the model's max_len (", config.max_len, ")");
   LF_REQUIRE(o.batch > 0, "--batch must be positive, got ", o.batch);

@@ -29,6 +29,7 @@ CLI::App* add_info_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_train_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_eval_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
 
@@ -67,11 +68,12 @@ int run(int argc, char** argv) {
                  "Threads for parallel loops and GEMM (default: $LINFORMER_NUM_THREADS, else all cores)")
       ->check(CLI::Validator(check_threads, "N", "thread count"));
 
-  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(4);
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(5);
   commands[0].first = add_train_command(app, commands[0].second);
   commands[1].first = add_eval_command(app, commands[1].second);
   commands[2].first = add_predict_command(app, commands[2].second);
   commands[3].first = add_info_command(app, commands[3].second);
+  commands[4].first = add_bench_command(app, commands[4].second);
 
   try {
     app.parse(argc, argv);

@@ -25,6 +25,12 @@ int32_t argmax_byte(const float* row, int64_t V) {  // the most likely real byte
   return int32_t(std::max_element(row, row + std::min<int64_t>(V, 256)) - row);
 }
 
+// The text and a newline, byte for byte: a predicted byte may be 0, which printf("%s") would cut at.
+void print_bytes_line(const std::string& text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
 int run_predict(const PredictCommand& c) {
   LF_REQUIRE(c.mask_char.size() == 1, "--mask-char must be a single character, got '", c.mask_char, "'");
   LoadedModel m = load_model(c.checkpoint);
@@ -38,7 +44,7 @@ int run_predict(const PredictCommand& c) {
       const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0);
       std::string filled(c.text);
       for (int64_t pos : mt.masked_positions) filled[size_t(pos)] = char(argmax_byte(logits + pos * V, V));
-      std::printf("%s\n", filled.c_str());
+      print_bytes_line(filled);
       return 0;
     }
     case Task::Classify: {
@@ -67,7 +73,7 @@ int run_predict(const PredictCommand& c) {
         ids.push_back(next);
         out.push_back(char(next));
       }
-      std::printf("%s\n", out.c_str());
+      print_bytes_line(out);
       return 0;
     }
   }

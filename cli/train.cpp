@@ -26,7 +26,12 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   LF_REQUIRE(file.is_object(), "the config file must hold a JSON object with \"model\" and/or \"train\"");
   for (const auto& [k, v] : file.items())
     LF_REQUIRE(k == "model" || k == "train", "unknown key '", k, "' in the config file (expected \"model\", \"train\")");
-  const TrainOptions opt = c.train.resolve(app, file);
+  TrainOptions opt = c.train.resolve(app, file);
+  const bool steps_given = app.get_option("--steps")->count() > 0 || file.value("train", json::object()).contains("steps");
+  if (c.resume && !steps_given) opt.steps = 0;  // resume to the saved step count
+  const bool warmup_given =
+      app.get_option("--warmup")->count() > 0 || file.value("train", json::object()).contains("warmup_steps");
+  if (!warmup_given) opt.warmup_steps = std::min(opt.warmup_steps, opt.steps / 10);  // short runs still warm up
   json model_file = file;
   if (!model_file.contains("model") || !model_file["model"].contains("max_len")) model_file["model"]["max_len"] = opt.seq_len;
   ModelConfig config;
@@ -42,8 +47,14 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   const TrainSummary s = train(config, opt, c.resume);
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
-  std::printf("valid: loss %.4f nats, %.4f bits/byte, accuracy %.4f over %lld scored tokens\n", s.valid.loss,
-              s.valid.bits_per_byte, s.valid.accuracy, (long long)s.valid.count);
+  if (config.task == Task::Classify || (c.resume && s.unigram_bits == 0))
+    std::printf("valid: loss %.4f nats, accuracy %.4f over %lld examples\n", s.valid.loss, s.valid.accuracy,
+                (long long)s.valid.count);
+  else
+    std::printf("valid: loss %.4f nats, %.4f bits/byte, accuracy %.4f over %lld scored tokens\n", s.valid.loss,
+                s.valid.bits_per_byte, s.valid.accuracy, (long long)s.valid.count);
+  if (s.unigram_bits > 0)
+    std::printf("baseline: the training text's byte-unigram entropy is %.4f bits/byte\n", s.unigram_bits);
   std::printf("checkpoint: %s\n", s.checkpoint.c_str());
   return 0;
 }

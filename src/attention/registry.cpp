@@ -8,12 +8,14 @@ namespace lf {
 // One line per built-in kind; each is defined in its own file under src/attention/.
 void register_full_attention(AttentionRegistry&);
 void register_linformer_attention(AttentionRegistry&);
+void register_flash_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
     auto* r = new AttentionRegistry();
     register_full_attention(*r);
     register_linformer_attention(*r);
+    register_flash_attention(*r);
     return r;
   }();
   return *registry;

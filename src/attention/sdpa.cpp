@@ -14,8 +14,6 @@
 namespace lf {
 namespace {
 
-constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
-
 // Sets masked scores of one (b, i) block S (n × mk) to -inf.
 template <class T>
 void apply_masks(const SdpaShape& s, int64_t b, T* S) {

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "cpu/vmath.h"
 
 namespace lf {
 namespace {
@@ -16,25 +17,8 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/√(2π), the norma
 
 // libm's erff/expf are calls that GCC vectorises only under -ffast-math, which left float GELU an
 // order of magnitude slower than the matrix product around it. The float fast path therefore uses
-// call-free approximations that vectorise; double (used for gradient checks) keeps libm.
-
-// e^x: x = k·ln2 + r with |r| ≤ ln2/2 (Cody-Waite split of ln2), e^r by Cephes' expf polynomial
-// (about 1 ulp), 2^k written into the exponent bits. 0 below −87 (no denormals), +inf above 88.
-inline float exp_f32(float x) {
-  const float xc = std::min(std::max(x, -87.f), 88.f);
-  const float f = xc * 1.44269504088896341f + 12582912.f;  // adding 1.5·2²³ rounds to an integer k
-  const float k = f - 12582912.f;
-  const int32_t ki = std::bit_cast<int32_t>(f) - 0x4B400000;  // k, read from the low mantissa bits
-  const float r = (xc - k * 0.693359375f) + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = (p * r * r + r + 1.f) * std::bit_cast<float>((ki + 127) << 23);
-  return x < -87.f ? 0.f : x > 88.f ? HUGE_VALF : y;
-}
+// call-free approximations that vectorise (exp_f32 from cpu/vmath.h); double (used for gradient
+// checks) keeps libm.
 
 // Φ(x) = erfc(−x/√2)/2 with erfc from Numerical Recipes' Chebyshev fit (erfcc, relative error below
 // 1.2e-7 for every argument): relative accuracy holds in the negative tail, where 1 + erf(x/√2)

@@ -246,6 +246,9 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     opt.run_dir = run_dir;
     opt.validate();
   }
+  if (!resume)
+    LF_REQUIRE(latest_checkpoint(opt.run_dir).empty(), "--out '", opt.run_dir,
+               "' already holds a training run: continue it with --resume, or choose a new directory");
   config.validate();
   LF_REQUIRE(opt.seq_len <= config.max_len, "--seq-len ", opt.seq_len, " exceeds the model's max_len ", config.max_len);
   const TaskData data = TaskData::load(config.task, opt);
@@ -265,7 +268,16 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     start_step = state.at("step").get<int64_t>();
     elapsed_before = state.value("elapsed_s", 0.0);
   }
-  std::filesystem::create_directories(opt.run_dir);
+  {
+    std::error_code ec;
+    std::filesystem::create_directories(opt.run_dir, ec);
+    if (ec || !std::filesystem::is_directory(opt.run_dir))
+      throw IoError(str_cat("cannot create the run directory --out '", opt.run_dir, "': ", ec ? ec.message() : "not a directory"));
+  }
+  // Every evaluation must have data: find out now, not after the last step.
+  LF_REQUIRE(data.eval_batch_count(Split::Valid, opt.batch_size, opt.seq_len, opt.eval_batches) > 0,
+             "the validation split of ", opt.data_path, " is too small for one batch of ", opt.batch_size, " × ",
+             opt.seq_len, " tokens: lower --seq-len or --batch-size, or raise --valid-fraction");
 
   const LrSchedule schedule{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio};
   JsonlLog log(opt.run_dir + "/log.jsonl", /*append=*/!resume_from.empty());
@@ -355,8 +367,10 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   summary.elapsed_s = seconds_since(t0);
   summary.tokens_per_s = double((opt.steps - start_step) * tokens_per_step) / std::max(1e-9, summary.elapsed_s);
   summary.peak_rss = peak_rss_bytes();
+  if (data.corpus) summary.unigram_bits = unigram_entropy_bits(data.corpus->split(Split::Train));
   log.write({{"type", "summary"}, {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s},
              {"elapsed_s", summary.elapsed_s}, {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
+             {"unigram_bits_per_byte", summary.unigram_bits},
              {"checkpoint", summary.checkpoint}});
   return summary;
 }

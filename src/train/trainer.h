@@ -61,6 +61,7 @@ struct TrainSummary {
   double tokens_per_s = 0;
   double elapsed_s = 0;
   int64_t peak_rss = 0;
+  double unigram_bits = 0;  // mlm/clm: byte-unigram entropy of the training split, the baseline to beat
   std::string checkpoint;  // the final checkpoint's directory
 };
 

@@ -1,0 +1,364 @@
+// `linformer bench`: time and memory of every attention kind, as a layer (forward, forward+backward)
+// and inside a whole model (training step, inference), over a grid of sequence lengths n and, for
+// Linformer, projected lengths k. Each configuration runs in a child process of its own (fork), so
+// its peak RSS is its own; the heap accounting of this binary (cli/heap_accounting.cpp) gives the
+// bytes our buffers took. Configurations whose estimated memory exceeds --max-mem-gib are skipped
+// and reported as such. Results: a CSV (the columns of scripts/peer_bench.py, so the two can be set
+// side by side) and a markdown table.
+#include <CLI/CLI.hpp>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "attention/attention.h"
+#include "cli/common.h"
+#include "cli/heap_accounting.h"
+#include "core/rng.h"
+#include "core/threading.h"
+#include "cpu/adamw.h"
+#include "cpu/cross_entropy.h"
+#include "model/model.h"
+#include "train/checkpoint.h"
+#include "train/run_log.h"
+
+namespace lf::cli {
+namespace {
+
+struct BenchOptions {
+  std::vector<std::string> kinds, whats = {"layer_forward", "layer_forward_backward", "model_train_step", "model_inference"};
+  std::vector<int64_t> ns = {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
+  std::vector<int64_t> ks = {128, 256, 512, 1024, 2048};
+  int64_t d_model = 512, heads = 8, layers = 6, batch = 1, repeats = 5, warmup = 1;
+  double max_seconds = 30, max_mem_gib = 16;
+  std::string csv = "bench/ours.csv", markdown;
+};
+
+struct Config {
+  std::string kind, what;
+  int64_t n = 0, k = 0;
+};
+
+struct Result {
+  Config c;
+  double time_ms = -1, gflops = 0;
+  int64_t rss_bytes = 0, heap_bytes = 0;
+  std::string note;
+};
+
+bool is_layer(const std::string& what) { return what.rfind("layer_", 0) == 0; }
+
+json attention_options(const Config& c) { return c.kind == "linformer" ? json{{"k", c.k}} : json::object(); }
+
+// Bytes a configuration is expected to need: score-matrix kinds hold B·h·n·m probabilities (twice
+// that in the backward), Linformer B·h·n·k, every kind about 24 (B, n, d) buffers per layer.
+double estimate_bytes(const BenchOptions& o, const Config& c) {
+  const bool backward = c.what == "layer_forward_backward" || c.what == "model_train_step";
+  const double m_eff = c.kind == "linformer" ? double(c.k) : c.kind == "flash" ? 0.0 : double(c.n);
+  const double per_layer = 4.0 * o.batch * c.n * (double(o.heads) * m_eff * (backward ? 2 : 1) + 24.0 * o.d_model);
+  return per_layer * (is_layer(c.what) ? 1 : double(o.layers)) + 4.0 * o.batch * c.n * 8.0 * 260;
+}
+
+int64_t vm_rss_bytes(const char* field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(std::string(field).size())) * 1024;
+  return 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// Runs one configuration in this (child) process and returns its result.
+Result run_one(const BenchOptions& o, const Config& c) {
+  Result r;
+  r.c = c;
+  const int64_t rss0 = vm_rss_bytes("VmRSS:");
+  heap_reset_peak();
+  const int64_t heap0 = heap_current_bytes();
+  std::function<void()> step;
+  double flops = 0;
+  ParamArena<float> arena;
+  std::unique_ptr<Attention<float>> layer;
+  std::unique_ptr<Model<float>> model;
+  std::vector<float> x, out, dout, dx, dlogits, m, v;
+  std::vector<int32_t> tokens, targets;
+  const int64_t B = o.batch, n = c.n, d = o.d_model;
+  if (is_layer(c.what)) {
+    layer = make_attention<float>({c.kind, {d, o.heads, n, false, 0.0}, attention_options(c), ""}, arena);
+    arena.allocate();
+    arena.initialize(1);
+    x.resize(size_t(B * n * d));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = 2 * uniform01(3, 0, i) - 1;
+    out.resize(x.size());
+    AttentionInput<float> in{x.data(), B, n};
+    flops = layer->forward_flops(B, n, n);
+    if (c.what == "layer_forward") {
+      step = [&, in] { layer->forward(in, out.data(), false, 0); };
+    } else {
+      dout.assign(x.size(), 1e-3f);
+      dx.resize(x.size());
+      flops *= 3;
+      step = [&, in] {
+        layer->forward(in, out.data(), true, 0);
+        layer->backward(dout.data(), dx.data());
+      };
+    }
+  } else {
+    ModelConfig mc;
+    mc.d_model = d;
+    mc.n_heads = o.heads;
+    mc.n_layers = o.layers;
+    mc.d_ff = 4 * d;
+    mc.max_len = n;
+    mc.attention = {LayerAttention{c.kind, attention_options(c)}};
+    model = std::make_unique<Model<float>>(mc, arena);
+    arena.allocate();
+    arena.initialize(1);
+    tokens.resize(size_t(B * n));
+    targets.resize(size_t(B * n));
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      tokens[i] = int32_t(uniform01(4, 0, i) * 256);
+      targets[i] = uniform01(5, 0, i) < 0.15f ? tokens[i] : kIgnoreIndex;
+    }
+    flops = double(B) * model->forward_flops(n);
+    if (c.what == "model_inference") {
+      step = [&] { model->forward(tokens.data(), nullptr, B, n, false, 0); };
+    } else {
+      flops *= 3;
+      m.assign(size_t(arena.numel()), 0.f);
+      v.assign(size_t(arena.numel()), 0.f);
+      dlogits.resize(size_t(B * n * mc.vocab_size));
+      step = [&, V = mc.vocab_size] {
+        arena.zero_grad();
+        const float* logits = model->forward(tokens.data(), nullptr, B, n, true, 1);
+        cross_entropy_forward(logits, targets.data(), B * n, V);
+        cross_entropy_backward(logits, targets.data(), dlogits.data(), B * n, V);
+        model->backward(dlogits.data());
+        adamw_step(arena.values(), arena.grads(), m.data(), v.data(), arena.numel(), 1, AdamWOptions{});
+      };
+    }
+  }
+  auto timed = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (int64_t i = 0; i < o.warmup; ++i)
+    if (timed() > 1000 * o.max_seconds) {
+      r.note = str_cat("skipped: one run took over --max-seconds ", o.max_seconds);
+      return r;
+    }
+  std::vector<double> times;
+  for (int64_t i = 0; i < o.repeats; ++i) times.push_back(timed());
+  r.time_ms = median(times);
+  r.gflops = flops / (r.time_ms * 1e-3) * 1e-9;
+  r.rss_bytes = vm_rss_bytes("VmHWM:") - rss0;
+  r.heap_bytes = heap_peak_bytes() - heap0;
+  return r;
+}
+
+json result_json(const Result& r) {
+  return {{"time_ms", r.time_ms}, {"gflops", r.gflops}, {"rss", r.rss_bytes}, {"heap", r.heap_bytes}, {"note", r.note}};
+}
+
+// Forks a child that runs the configuration and reports one JSON line through a pipe.
+Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
+  Result r;
+  r.c = c;
+  int fds[2];
+  LF_REQUIRE(pipe(fds) == 0, "bench: pipe() failed");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  LF_REQUIRE(pid >= 0, "bench: fork() failed");
+  if (pid == 0) {
+    close(fds[0]);
+    alarm(unsigned(std::ceil(o.max_seconds * double(o.repeats + o.warmup + 2))) + 60);  // a hung child dies
+    std::string line;
+    try {
+      configure_threads(threads);
+      line = result_json(run_one(o, c)).dump();
+    } catch (const std::exception& e) {
+      line = json{{"time_ms", -1}, {"note", str_cat("failed: ", e.what())}}.dump();
+    }
+    line += "\n";
+    if (write(fds[1], line.data(), line.size()) < 0) _exit(3);
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t got; (got = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, size_t(got));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (text.empty()) {
+    r.note = WIFSIGNALED(status) ? str_cat("failed: killed by signal ", WTERMSIG(status)) : "failed: no result";
+    return r;
+  }
+  const json j = json::parse(text);
+  r.time_ms = j.value("time_ms", -1.0);
+  r.gflops = j.value("gflops", 0.0);
+  r.rss_bytes = j.value("rss", int64_t(0));
+  r.heap_bytes = j.value("heap", int64_t(0));
+  r.note = j.value("note", std::string());
+  return r;
+}
+
+std::vector<int64_t> parse_list(const std::string& text, const char* flag) {
+  std::vector<int64_t> out;
+  std::stringstream s(text);
+  for (std::string item; std::getline(s, item, ',');) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    LF_REQUIRE(!item.empty() && *end == '\0' && v > 0, flag, ": '", item, "' is not a positive integer");
+    out.push_back(v);
+  }
+  LF_REQUIRE(!out.empty(), flag, " is empty");
+  return out;
+}
+
+std::string csv_line(const BenchOptions& o, const Result& r, int threads) {
+  return str_cat("linformer-cpp,", r.c.kind, ",", r.c.what, ",", r.c.n, ",", r.c.k, ",", o.d_model, ",", o.heads, ",",
+                 o.batch, ",", threads, ",", r.time_ms >= 0 ? str_cat(r.time_ms) : std::string(), ",",
+                 r.time_ms >= 0 ? str_cat(r.rss_bytes) : std::string(), ",", o.repeats, ",",
+                 r.time_ms >= 0 ? str_cat(r.heap_bytes) : std::string(), ",", r.gflops, ",", r.note, "\n");
+}
+
+int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats, const std::string& ns,
+              const std::string& ks) {
+  const AttentionRegistry& reg = AttentionRegistry::instance();
+  o.kinds.clear();
+  if (kinds.empty()) {
+    o.kinds = reg.names();
+  } else {
+    std::stringstream s(kinds);
+    for (std::string k; std::getline(s, k, ',');) o.kinds.push_back(reg.get(k).info.name);  // unknown → error
+  }
+  if (!whats.empty()) {
+    o.whats.clear();
+    std::stringstream s(whats);
+    for (std::string w; std::getline(s, w, ',');) {
+      LF_REQUIRE(w == "layer_forward" || w == "layer_forward_backward" || w == "model_train_step" || w == "model_inference",
+                 "--what: unknown measurement '", w,
+                 "' (layer_forward, layer_forward_backward, model_train_step, model_inference)");
+      o.whats.push_back(w);
+    }
+  }
+  if (!ns.empty()) o.ns = parse_list(ns, "--n");
+  if (!ks.empty()) o.ks = parse_list(ks, "--k");
+  LF_REQUIRE(o.d_model > 0 && o.heads > 0 && o.d_model % o.heads == 0, "--d-model must be a positive multiple of --heads");
+  LF_REQUIRE(o.batch > 0 && o.layers > 0 && o.repeats > 0 && o.warmup >= 0, "--batch, --layers and --repeats must be positive");
+  LF_REQUIRE(o.max_seconds > 0 && o.max_mem_gib > 0, "--max-seconds and --max-mem-gib must be positive");
+  const int threads = num_threads();
+
+  std::vector<Config> configs;
+  for (const std::string& what : o.whats)
+    for (const std::string& kind : o.kinds)
+      for (int64_t n : o.ns) {
+        if (kind == "linformer") {
+          for (int64_t k : o.ks)
+            if (k <= n) configs.push_back({kind, what, n, k});
+        } else {
+          configs.push_back({kind, what, n, 0});
+        }
+      }
+  std::string csv = "impl,kind,what,n,k,d_model,heads,batch,threads,time_ms,peak_mem_bytes,repeats,heap_peak_bytes,gflops,note\n";
+  std::vector<Result> results;
+  for (const Config& c : configs) {
+    Result r;
+  r.c = c;
+    const double need = estimate_bytes(o, c);
+    if (need > o.max_mem_gib * double(1ll << 30)) {
+      r.note = str_cat("skipped: needs about ", human_bytes(int64_t(need)), " > --max-mem-gib ", o.max_mem_gib);
+    } else {
+      r = run_isolated(o, c, threads);
+    }
+    std::fprintf(stderr, "bench: %-10s %-22s n=%-6lld k=%-5lld %s\n", c.kind.c_str(), c.what.c_str(), (long long)c.n,
+                 (long long)c.k,
+                 r.time_ms >= 0 ? str_cat(r.time_ms, " ms, ", r.gflops, " GFLOP/s, RSS +", human_bytes(r.rss_bytes),
+                                          ", heap ", human_bytes(r.heap_bytes)).c_str()
+                                : r.note.c_str());
+    csv += csv_line(o, r, threads);
+    results.push_back(r);
+  }
+  if (!o.csv.empty()) {
+    const std::filesystem::path parent = std::filesystem::path(o.csv).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    write_file_atomic(o.csv, csv);
+    std::printf("bench: wrote %s\n", o.csv.c_str());
+  }
+  // Markdown: one table per measurement, rows n, a column per kind (and k).
+  std::string md;
+  for (const std::string& what : o.whats) {
+    std::vector<std::string> cols;
+    std::map<std::pair<std::string, int64_t>, const Result*> cell;
+    for (const Result& r : results) {
+      if (r.c.what != what) continue;
+      const std::string col = r.c.kind == "linformer" ? str_cat("linformer k=", r.c.k) : r.c.kind;
+      if (std::find(cols.begin(), cols.end(), col) == cols.end()) cols.push_back(col);
+      cell[{col, r.c.n}] = &r;
+    }
+    md += str_cat("\n### ", what, " (d = ", o.d_model, ", h = ", o.heads, is_layer(what) ? "" : str_cat(", ", o.layers, " layers"),
+                  ", batch ", o.batch, ", ", threads, " threads): median ms / peak RSS growth\n\n| n |");
+    for (const auto& col : cols) md += " " + col + " |";
+    md += "\n|---|";
+    for (size_t i = 0; i < cols.size(); ++i) md += "---|";
+    md += "\n";
+    for (int64_t n : o.ns) {
+      md += str_cat("| ", n, " |");
+      for (const auto& col : cols) {
+        auto it = cell.find({col, n});
+        if (it == cell.end())
+          md += " – |";
+        else if (it->second->time_ms < 0)
+          md += " skipped |";
+        else
+          md += str_cat(" ", std::round(it->second->time_ms * 10) / 10, " / ", human_bytes(it->second->rss_bytes), " |");
+      }
+      md += "\n";
+    }
+  }
+  if (!o.markdown.empty())
+    write_file_atomic(o.markdown, md);
+  else
+    std::printf("%s", md.c_str());
+  return 0;
+}
+
+}  // namespace
+
+CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run) {
+  auto o = std::make_shared<BenchOptions>();
+  auto kinds = std::make_shared<std::string>(), whats = std::make_shared<std::string>(),
+       ns = std::make_shared<std::string>(), ks = std::make_shared<std::string>();
+  CLI::App* sub = app.add_subcommand("bench", "Time and memory of every attention kind, as a layer and in a model");
+  sub->add_option("--kinds", *kinds, "comma-separated attention kinds (default: all registered)");
+  sub->add_option("--what", *whats, "comma-separated: layer_forward, layer_forward_backward, model_train_step, model_inference (default: all)");
+  sub->add_option("--n", *ns, "comma-separated sequence lengths (default 512,...,65536)");
+  sub->add_option("--k", *ks, "comma-separated Linformer k (default 128,256,512,1024,2048; k <= n)");
+  sub->add_option("--d-model", o->d_model, "model width (default 512)");
+  sub->add_option("--heads", o->heads, "heads (default 8)");
+  sub->add_option("--layers", o->layers, "layers of the model measurements (default 6)");
+  sub->add_option("--batch", o->batch, "batch size (default 1)");
+  sub->add_option("--repeats", o->repeats, "timed runs per configuration; the median is reported (default 5)");
+  sub->add_option("--warmup", o->warmup, "untimed runs first (default 1)");
+  sub->add_option("--max-seconds", o->max_seconds, "skip a configuration whose warm-up run takes longer (default 30)");
+  sub->add_option("--max-mem-gib", o->max_mem_gib, "skip configurations estimated to need more memory (default 16)");
+  sub->add_option("--csv", o->csv, "CSV output (default bench/ours.csv; empty: none)");
+  sub->add_option("--markdown", o->markdown, "markdown output (default: print it)");
+  run = [o, kinds, whats, ns, ks] { return run_bench(*o, *kinds, *whats, *ns, *ks); };
+  return sub;
+}
+
+}  // namespace lf::cli

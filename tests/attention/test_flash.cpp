@@ -1,0 +1,353 @@
+// Flash attention: equal to `full` (same parameters, copied) in outputs and gradients for every
+// option — causal, key padding (down to one unpadded key and fully masked query rows), cross-attention,
+// lengths that are not multiples of the tile, one head and several, dropout with the same mask;
+// finite-difference gradients in double; the tile product and the kernels against plain references;
+// no n×n buffer at n = 16384 (peak RSS); the registry and bad configurations.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "attention/flash.h"
+#include "attention/sdpa.h"
+#include "attention_test_util.h"
+#include "core/error.h"
+#include "core/threading.h"
+
+namespace lf {
+namespace {
+
+using test::AttentionCase;
+using test::AttentionRig;
+
+// A self-attention case (m = 0) or a cross-attention case (m > 0) of kind `flash`.
+AttentionCase flash_case(int64_t n, int64_t heads = 2, int64_t d = 8, bool causal = false, bool bias = false,
+                         int64_t m = 0, int64_t B = 2) {
+  AttentionCase c;
+  c.kind = "flash";
+  c.dims = AttentionDims{d, heads, std::max(n, m), causal, 0};
+  c.options = {{"qkv_bias", bias}};
+  c.B = B;
+  c.n = n;
+  c.m = m;
+  return c;
+}
+
+// Key padding: sample 0 pads its last two keys; sample 1 pads every key but `keep` (so with a causal
+// mask its query rows before `keep` see no key at all); further samples pad nothing.
+AttentionCase with_mask(AttentionCase c, int64_t keep) {
+  const int64_t kv = c.m > 0 ? c.m : c.n;
+  c.mask.assign(size_t(c.B * kv), 0);
+  for (int64_t j = std::max<int64_t>(0, kv - 2); j < kv && kv > 2; ++j) c.mask[size_t(j)] = 1;
+  if (c.B > 1)
+    for (int64_t j = 0; j < kv; ++j) c.mask[size_t(kv + j)] = j == keep ? 0 : 1;
+  return c;
+}
+
+AttentionCase with_dropout(AttentionCase c, double p) {
+  c.dims.dropout = p;
+  c.training = true;
+  return c;
+}
+
+std::string describe(const AttentionCase& c) {
+  return str_cat("n=", c.n, " m=", c.m, " B=", c.B, " h=", c.dims.n_heads, " d=", c.dims.d_model,
+                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " dropout=", c.dims.dropout, " ",
+                 c.options.dump());
+}
+
+// Builds `full` and `flash` for the case, copies full's parameter values into flash by name, runs
+// forward and backward on the same input, and compares the outputs, the input (and context) gradients
+// and every parameter gradient.
+template <class T>
+void expect_flash_equals_full(const AttentionCase& c, double tol, double grad_tol) {
+  SCOPED_TRACE(describe(c));
+  AttentionCase fc = c, lc = c;
+  fc.kind = "full";
+  lc.kind = "flash";
+  AttentionRig<T> full(fc, 3), flash(lc, 5);
+  ASSERT_EQ(full.arena.params().size(), flash.arena.params().size());
+  for (const ParamInfo& p : full.arena.params()) {
+    const int id = flash.arena.find(p.name);
+    ASSERT_GE(id, 0) << p.name << " missing in flash";
+    ASSERT_EQ(flash.arena.info(id).shape, p.shape) << p.name;
+    std::copy(full.arena.values() + p.offset, full.arena.values() + p.offset + p.numel, flash.arena.value(id));
+  }
+  flash.x = full.x;
+  flash.ctx = full.ctx;
+  full.forward(fc);
+  flash.forward(lc);
+  LF_EXPECT_CLOSE(flash.out.data(), full.out.data(), int64_t(full.out.size()), tol);
+
+  const std::vector<T> w = test::random_vector<T>(int64_t(full.out.size()), 99);
+  std::vector<T> dx_full(full.x.size()), dx_flash(full.x.size()), dc_full(full.ctx.size()), dc_flash(full.ctx.size());
+  full.arena.zero_grad();
+  flash.arena.zero_grad();
+  full.layer->backward(w.data(), dx_full.data(), c.m > 0 ? dc_full.data() : nullptr);
+  flash.layer->backward(w.data(), dx_flash.data(), c.m > 0 ? dc_flash.data() : nullptr);
+  LF_EXPECT_CLOSE(dx_flash.data(), dx_full.data(), int64_t(dx_full.size()), grad_tol);
+  if (c.m > 0) {
+    LF_EXPECT_CLOSE(dc_flash.data(), dc_full.data(), int64_t(dc_full.size()), grad_tol);
+  }
+  // Relative to the largest parameter gradient: to_k.bias has an exactly zero gradient (softmax
+  // ignores a constant added to a row of scores), so both layers give rounding noise there.
+  double scale = 1e-12;
+  for (int64_t e = 0; e < full.arena.numel(); ++e) scale = std::max(scale, std::abs(double(full.arena.grads()[e])));
+  for (const ParamInfo& p : full.arena.params()) {
+    const T* g = flash.arena.grads() + flash.arena.params()[size_t(flash.arena.find(p.name))].offset;
+    EXPECT_LE(test::max_rel_error(g, full.arena.grads() + p.offset, p.numel, scale), grad_tol) << p.name;
+  }
+}
+
+void expect_flash_equals_full_both(const AttentionCase& c) {
+  expect_flash_equals_full<double>(c, 1e-12, 1e-12);
+  expect_flash_equals_full<float>(c, 1e-5, 1e-5);
+}
+
+TEST(FlashAttention, EqualsFullPlainAndCausal) {
+  for (bool causal : {false, true})
+    for (bool bias : {false, true}) expect_flash_equals_full_both(flash_case(6, 2, 8, causal, bias));
+}
+
+TEST(FlashAttention, EqualsFullWithKeyPaddingMask) {
+  // Sample 1 keeps a single key; with the causal mask its rows 0..4 see no key at all (output 0).
+  expect_flash_equals_full_both(with_mask(flash_case(7, 2, 8, false, true), 5));
+  expect_flash_equals_full_both(with_mask(flash_case(7, 2, 8, true, false), 5));
+  // Across tiles: the one kept key sits in the second key tile; rows of the first tile see nothing.
+  expect_flash_equals_full_both(with_mask(flash_case(130, 2, 8, false, false), 100));
+  expect_flash_equals_full_both(with_mask(flash_case(130, 2, 8, true, true), 100));
+}
+
+TEST(FlashAttention, EqualsFullForCrossAttention) {
+  expect_flash_equals_full_both(flash_case(5, 2, 8, false, true, 7));
+  expect_flash_equals_full_both(with_mask(flash_case(5, 2, 8, false, false, 7), 3));
+  expect_flash_equals_full_both(flash_case(65, 2, 8, false, false, 130));
+  expect_flash_equals_full_both(with_mask(flash_case(130, 4, 16, false, true, 63), 62));
+}
+
+TEST(FlashAttention, EqualsFullForLengthsAcrossTiles) {
+  for (int64_t n : {1, 63, 64, 65, 130})
+    for (bool causal : {false, true}) expect_flash_equals_full_both(flash_case(n, 2, 8, causal, false));
+  // Head width 32: the micro-kernel's full register blocks (not only its edges) in both precisions.
+  expect_flash_equals_full_both(flash_case(130, 2, 64, true, true));
+  expect_flash_equals_full_both(with_mask(flash_case(200, 2, 64, false, false, 0, 1), 0));
+}
+
+TEST(FlashAttention, EqualsFullForOneHeadAndSeveral) {
+  for (int64_t heads : {1, 2, 4}) {
+    expect_flash_equals_full_both(flash_case(65, heads, 16, false, true));
+    expect_flash_equals_full_both(with_mask(flash_case(65, heads, 16, true, false), 3));
+  }
+}
+
+TEST(FlashAttention, EqualsFullWithDropout) {
+  // training = true and the same seed: the same Philox mask on the probabilities, so the same result.
+  expect_flash_equals_full_both(with_dropout(flash_case(6, 2, 8, false, true), 0.3));
+  expect_flash_equals_full_both(with_dropout(with_mask(flash_case(130, 2, 8, true, false), 100), 0.3));
+  expect_flash_equals_full_both(with_dropout(flash_case(65, 2, 8, false, false, 70), 0.5));
+}
+
+TEST(FlashAttention, EqualsFullWithMoreThreadsThanHeads) {
+  // Fewer (batch, head) pairs than threads: the backward splits the key tiles into chunks whose dQ
+  // is summed afterwards. The result must not depend on the thread count.
+  const int saved = num_threads();
+  for (int threads : {1, 3, 4}) {
+    SCOPED_TRACE(threads);
+    configure_threads(threads);
+    // Large enough (n·m·d ≥ 2²⁰) for the kernels to go parallel.
+    expect_flash_equals_full_both(flash_case(200, 1, 64, false, true, 0, 1));
+    expect_flash_equals_full_both(with_mask(flash_case(200, 2, 64, true, false, 0, 1), 150));
+  }
+  configure_threads(saved);
+}
+
+TEST(FlashAttention, GradientsMatchFiniteDifferences) {
+  const std::vector<AttentionCase> cases = {
+      flash_case(6, 2, 8, false, false),
+      flash_case(6, 2, 8, true, true),
+      with_mask(flash_case(6, 2, 8, false, true), 2),
+      with_mask(flash_case(7, 2, 8, true, true), 4),  // fully masked query rows in sample 1
+      with_mask(flash_case(5, 2, 8, false, true, 7), 6),
+      flash_case(4, 1, 8, false, true, 3),
+      with_dropout(with_mask(flash_case(6, 2, 8, true, true), 3), 0.3),
+      with_dropout(flash_case(4, 2, 8, false, false, 6), 0.3),
+      with_mask(flash_case(70, 2, 8, true, false), 66),  // two query and two key tiles
+      with_mask(flash_case(3, 1, 4, false, true, 70, 2), 69),
+  };
+  for (const AttentionCase& c : cases) {
+    SCOPED_TRACE(describe(c));
+    test::check_attention_gradients(c);
+  }
+}
+
+TEST(FlashAttention, CausalOutputIgnoresTheFuture) {
+  AttentionCase c = flash_case(70, 2, 8, true, true);
+  AttentionRig<double> a(c), b(c);
+  for (int64_t e = 0; e < 8; ++e) b.x[size_t((c.n - 1) * 8 + e)] += 3.0;  // the last position of sample 0
+  a.forward(c);
+  b.forward(c);
+  for (int64_t t = 0; t + 1 < c.n; ++t)
+    for (int64_t e = 0; e < 8; ++e) EXPECT_EQ(a.out[size_t(t * 8 + e)], b.out[size_t(t * 8 + e)]) << t;
+}
+
+// ---- the kernels -------------------------------------------------------------------------------
+
+template <class T>
+void check_tile_gemm(double tol) {
+  for (bool trans_a : {false, true})
+    for (bool accumulate : {false, true})
+      for (int64_t M : {1, 3, 4, 5, 64, 65})
+        for (int64_t N : {1, 7, 8, 16, 17, 64, 70})
+          for (int64_t K : {1, 5, 64, 67}) {
+            SCOPED_TRACE(str_cat("M=", M, " N=", N, " K=", K, " trans_a=", trans_a, " acc=", accumulate));
+            const int64_t lda = (trans_a ? M : K) + 3, ldb = N + 2, ldc = N + 5;
+            const auto A = test::random_vector<T>((trans_a ? K : M) * lda, 1);
+            const auto B = test::random_vector<T>(K * ldb, 2);
+            auto C = test::random_vector<T>(M * ldc, 3);
+            auto R = C;
+            flash_tile_gemm<T>(trans_a, M, N, K, T(0.75), A.data(), lda, B.data(), ldb, accumulate, C.data(), ldc);
+            flash_tile_gemm_ref<T>(trans_a, M, N, K, T(0.75), A.data(), lda, B.data(), ldb, accumulate, R.data(), ldc);
+            LF_EXPECT_CLOSE(C.data(), R.data(), M * ldc, tol);  // the padding columns stay untouched too
+          }
+}
+
+TEST(FlashAttention, TileProductMatchesReference) {
+  check_tile_gemm<double>(1e-13);
+  check_tile_gemm<float>(1e-5);
+}
+
+// Projected tensors for the kernel-level tests.
+struct KernelCase {
+  SdpaShape s;
+  std::vector<double> q, k, v;
+  KernelCase(int64_t B, int64_t n, int64_t mk, int64_t h, int64_t hk, int64_t d_h, bool causal) {
+    s = SdpaShape{B, n, mk, h, hk, d_h, 1 / std::sqrt(double(d_h)), causal, nullptr, 0, 7};
+    q = test::random_vector<double>(B * n * h * d_h, 21, -2, 2);
+    k = test::random_vector<double>(B * mk * hk * d_h, 22, -2, 2);
+    v = test::random_vector<double>(B * mk * hk * d_h, 23);
+  }
+};
+
+TEST(FlashAttention, KernelsMatchSdpaWithOneKvHead) {
+  // One key/value head shared by every query head: forward against the plain reference, backward
+  // against sdpa_backward (both in double), with a mask leaving sample 1 a single key and dropout.
+  for (bool causal : {false, true})
+    for (double p : {0.0, 0.25}) {
+      SCOPED_TRACE(str_cat("causal=", causal, " dropout=", p));
+      const int64_t B = 2, n = 100, h = 3, d_h = 5;
+      KernelCase kc(B, n, n, h, 1, d_h, causal);
+      std::vector<uint8_t> mask(size_t(B * n), 0);
+      for (int64_t j = 0; j < n; ++j) mask[size_t(n + j)] = j != 80;
+      mask[3] = 1;
+      kc.s.key_mask = mask.data();
+      kc.s.dropout = p;
+      const size_t qsize = size_t(B * n * h * d_h), ksize = size_t(B * n * d_h);
+      std::vector<double> out(qsize), ref(qsize), lse(static_cast<size_t>(B * h * n));
+      flash_forward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), out.data(), lse.data());
+      sdpa_forward_ref(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), ref.data());
+      LF_EXPECT_CLOSE(out.data(), ref.data(), int64_t(qsize), 1e-12);
+      if (causal) {  // sample 1, rows before its one key: no key visible, output exactly 0, lse +inf
+        for (int64_t t = 0; t < 80; ++t)
+          for (int64_t i = 0; i < h; ++i) {
+            EXPECT_EQ(lse[size_t((1 * h + i) * n + t)], std::numeric_limits<double>::infinity());
+            for (int64_t c = 0; c < d_h; ++c) EXPECT_EQ(out[size_t(((n + t) * h + i) * d_h + c)], 0.0);
+          }
+      }
+      const auto dout = test::random_vector<double>(int64_t(qsize), 24);
+      std::vector<double> dq(qsize), dk(ksize), dv(ksize);
+      flash_backward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), out.data(), lse.data(), dout.data(), dq.data(),
+                     dk.data(), dv.data());
+      std::vector<double> probs(static_cast<size_t>(B * h * n * n)), o2(qsize), scratch(static_cast<size_t>(2 * n * n));
+      std::vector<double> dq2(qsize), dk2(ksize), dv2(ksize);
+      sdpa_forward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), probs.data(), o2.data());
+      sdpa_backward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), probs.data(), dout.data(), dq2.data(), dk2.data(),
+                    dv2.data(), scratch.data());
+      LF_EXPECT_CLOSE(dq.data(), dq2.data(), int64_t(qsize), 1e-12);
+      LF_EXPECT_CLOSE(dk.data(), dk2.data(), int64_t(ksize), 1e-12);
+      LF_EXPECT_CLOSE(dv.data(), dv2.data(), int64_t(ksize), 1e-12);
+    }
+}
+
+// ---- memory ------------------------------------------------------------------------------------
+
+// A "Vm...:" line of /proc/self/status in bytes, or -1.
+int64_t proc_status_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;  // "  123 kB"
+  return -1;
+}
+
+TEST(FlashAttention, LongSequenceDoesNotAllocateTheScores) {
+  // n = 16384, d = 64, one head: an n×n float buffer is 1 GiB (full attention keeps one for the
+  // probabilities and two more as backward scratch). flash keeps O(n·d): peak RSS may grow by far less.
+  const int64_t n = 16384, d = 64;
+  if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
+  ParamArena<float> arena;
+  auto layer = make_attention<float>({"flash", {d, 1, n, false, 0}, json::object(), ""}, arena);
+  arena.allocate();
+  arena.initialize(1);
+  const auto x = test::random_vector<float>(n * d, 1);
+  const auto dout = test::random_vector<float>(n * d, 2);
+  std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
+  AttentionInput<float> in;
+  in.x = x.data();
+  in.B = 1;
+  in.n = n;
+  // Reset the high-water mark to the current RSS (Linux ≥ 4.0); without it, measure from the old peak.
+  { std::ofstream("/proc/self/clear_refs") << "5"; }
+  const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
+  const int64_t hwm_before = proc_status_bytes("VmHWM");
+  layer->forward(in, out.data(), true, 1);
+  layer->backward(dout.data(), dx.data());
+  const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
+  RecordProperty("peak_rss_growth_bytes", std::to_string(growth));
+  EXPECT_LT(growth, int64_t(256) << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
+  for (int64_t i = 0; i < n * d; i += 4099) {
+    ASSERT_TRUE(std::isfinite(out[size_t(i)]));
+    ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
+  }
+}
+
+// ---- registry and configurations ---------------------------------------------------------------
+
+TEST(FlashAttention, IsRegisteredThirdWithFullSupport) {
+  const auto names = AttentionRegistry::instance().names();
+  ASSERT_GE(names.size(), 3u);
+  EXPECT_EQ(names[0], "full");
+  EXPECT_EQ(names[1], "linformer");
+  EXPECT_EQ(names[2], "flash");
+  const AttentionSupport s = AttentionRegistry::instance().get("flash").info.support;
+  EXPECT_TRUE(s.causal);
+  EXPECT_TRUE(s.key_padding_mask);
+  EXPECT_TRUE(s.variable_length);
+  EXPECT_TRUE(s.cross_attention);
+  EXPECT_EQ(validate_attention({"flash", {8, 2, 8, true, 0.1}, json::object(), ""}), json({{"qkv_bias", false}}));
+}
+
+TEST(FlashAttention, RefusesBadConfigurations) {
+  ParamArena<float> arena;
+  EXPECT_THROW(make_attention<float>({"flash", {8, 3, 8, false, 0}, json::object(), ""}, arena), InvalidArgument);
+  EXPECT_THROW(make_attention<float>({"flash", {8, 2, 8, false, 0}, {{"k", 4}}, ""}, arena), InvalidArgument);
+  EXPECT_THROW(make_attention<float>({"flash", {8, 2, 8, false, 0}, {{"qkv_bias", 1}}, ""}, arena), InvalidArgument);
+  EXPECT_THROW(make_attention<float>({"flash", {8, 2, 8, false, 1.0}, json::object(), ""}, arena), InvalidArgument);
+  EXPECT_THROW(make_attention<float>({"flash", {8, 2, 0, false, 0}, json::object(), ""}, arena), InvalidArgument);
+  // Longer than max_len.
+  AttentionCase c = flash_case(9);
+  AttentionRig<float> rig(c);
+  AttentionCase small = flash_case(6);
+  AttentionRig<float> layer(small);
+  std::vector<float> out(rig.out.size());
+  EXPECT_THROW(layer.layer->forward(rig.input(c), out.data(), false, 0), InvalidArgument);
+  // Causal cross-attention with different lengths.
+  AttentionCase cross = flash_case(5, 2, 8, true, false, 7);
+  AttentionRig<float> crig(cross);
+  EXPECT_THROW(crig.forward(cross), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace lf

@@ -1,0 +1,368 @@
+// The `linformer` subcommands train, eval, predict and info, run as a user runs them (the built binary,
+// LINFORMER_CLI_PATH, through the shell, inside a scratch directory): bad input of every kind ends in a
+// non-zero exit status (2: usage or invalid argument, 1: a file or runtime failure), never a signal,
+// with exactly one line `linformer: error: ...` on stderr that names the problem; and a tiny trained
+// masked LM and classifier work end to end with eval, predict and info.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliResult {
+  int status = -1;  // exit status; -1 when the process did not exit normally (killed by a signal)
+  int signal = 0;
+  std::string out, err;
+};
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream s(text);
+  for (std::string line; std::getline(s, line);) out.push_back(line);
+  return out;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
+
+void write_file(const fs::path& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+// Runs `cd dir && LINFORMER_CLI_PATH args` through the shell; args are shell words (quote JSON).
+CliResult run_in(const fs::path& dir, const std::string& args) {
+  const std::string err_path = (dir / ("stderr_" + std::to_string(::getpid()) + ".txt")).string();
+  const std::string cmd = "cd '" + dir.string() + "' && '" LINFORMER_CLI_PATH "' " + args + " 2>'" + err_path + "'";
+  CliResult r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (!pipe) {
+    ADD_FAILURE() << "popen failed for: " << cmd;
+    return r;
+  }
+  char buf[4096];
+  for (size_t got; (got = std::fread(buf, 1, sizeof buf, pipe)) > 0;) r.out.append(buf, got);
+  const int raw = ::pclose(pipe);
+  if (WIFEXITED(raw)) {
+    r.status = WEXITSTATUS(raw);
+    if (r.status > 128) r.signal = r.status - 128;  // the shell reports a killed child as 128 + signal
+  } else if (WIFSIGNALED(raw)) {
+    r.signal = WTERMSIG(raw);
+  }
+  std::ifstream err(err_path, std::ios::binary);
+  std::stringstream ss;
+  ss << err.rdbuf();
+  r.err = ss.str();
+  std::remove(err_path.c_str());
+  return r;
+}
+
+// Deterministic text of about `bytes` bytes on one line (no '_', no newline), from a small vocabulary.
+std::string make_text(size_t bytes) {
+  static const char* words[] = {"the", "cat", "sat", "on", "a",    "mat",   "and",   "dog", "ran",
+                                "to",  "park", "while", "birds", "sang", "in", "trees", "then", "home"};
+  std::string out;
+  uint64_t x = 12345;
+  while (out.size() < bytes) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    if (!out.empty()) out += ' ';
+    out += words[(x >> 33) % (sizeof words / sizeof words[0])];
+  }
+  return out;
+}
+
+// label<TAB>text, two classes told apart by their words, alternating.
+std::string make_tsv(int lines) {
+  static const char* good[] = {"good", "great", "fine", "nice", "happy"};
+  static const char* bad[] = {"bad", "awful", "sad", "poor", "ugly"};
+  std::string out;
+  uint64_t x = 777;
+  for (int i = 0; i < lines; ++i) {
+    const int label = i % 2;
+    out += std::to_string(label) + "\t";
+    for (int w = 0; w < 4; ++w) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      out += std::string(w ? " " : "") + (label ? bad : good)[(x >> 33) % 5];
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+// A tiny model: trains in a fraction of a second. --warmup must not exceed --steps (default 100).
+#define TINY_MODEL "--d-model 16 --layers 1 --heads 2 --attention-options '{\"k\": 4}'"
+#define TINY_TRAIN \
+  "--steps 10 --warmup 1 --lr 3e-3 --batch-size 2 --seq-len 16 --eval-batches 1 --valid-fraction 0.1 --test-fraction 0.1 --log-every 1"
+
+class CliCommands : public ::testing::Test {
+ protected:
+  static inline fs::path dir_;
+  static inline std::string mlm_error_, cls_error_;  // empty when that fixture model trained
+
+  static void SetUpTestSuite() {
+    dir_ = fs::path(::testing::TempDir()) / ("linformer_cli_commands_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    write_file(dir_ / "small.txt", make_text(4000));
+    write_file(dir_ / "empty.txt", "");
+    write_file(dir_ / "garbage.gz", std::string("\x1f\x8b\x08\x00", 4) + "this is not deflate data at all \xff\xfe\x00\x01");
+    write_file(dir_ / "notadir", "a regular file\n");
+    write_file(dir_ / "badjson.json", "{\"model\": {\"d_model\": 16,\n");
+    write_file(dir_ / "unknownkey.json", "{\"model\": {\"d_model\": 16}, \"training\": {}}\n");
+    write_file(dir_ / "classes.tsv", make_tsv(40));
+    fs::create_directories(dir_ / "emptyrun");
+    fs::create_directories(dir_ / "noconfig");
+
+    const CliResult mlm = run_in(dir_, "train --data small.txt --out run " TINY_MODEL " " TINY_TRAIN);
+    if (mlm.status != 0)
+      mlm_error_ = "training the fixture MLM failed (status " + std::to_string(mlm.status) + "): " + mlm.err;
+    const CliResult cls = run_in(dir_, "train --task classify --data classes.tsv --out clsrun " TINY_MODEL
+                                       " --steps 10 --warmup 1 --lr 3e-3 --batch-size 4 --seq-len 32 --eval-batches 1"
+                                       " --valid-fraction 0.1 --test-fraction 0.1 --log-every 5");
+    if (cls.status != 0)
+      cls_error_ = "training the fixture classifier failed (status " + std::to_string(cls.status) + "): " + cls.err;
+
+    // A checkpoint whose model.safetensors is cut in half.
+    if (mlm_error_.empty()) {
+      std::ifstream latest(dir_ / "run" / "checkpoints" / "latest");
+      std::string name;
+      std::getline(latest, name);
+      fs::copy(dir_ / "run" / "checkpoints" / name, dir_ / "truncated", fs::copy_options::recursive);
+      const fs::path weights = dir_ / "truncated" / "model.safetensors";
+      fs::resize_file(weights, fs::file_size(weights) / 2);
+      // A model-only checkpoint: weights and config, no optimizer or trainer state.
+      fs::copy(dir_ / "run" / "checkpoints" / name, dir_ / "modelonly", fs::copy_options::recursive);
+      fs::remove(dir_ / "modelonly" / "optimizer.safetensors");
+      fs::remove(dir_ / "modelonly" / "trainer_state.json");
+    }
+  }
+
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // The checkpoint directory `latest` names in a run.
+  static fs::path latest_of(const std::string& run) {
+    std::ifstream f(dir_ / run / "checkpoints" / "latest");
+    std::string name;
+    std::getline(f, name);
+    return dir_ / run / "checkpoints" / name;
+  }
+};
+
+struct BadCase {
+  const char* args;     // shell words after `linformer`, run inside the scratch directory
+  int status;           // expected exit status: 2 usage / invalid argument, 1 file or runtime failure
+  const char* mention;  // must appear in the one `linformer: error:` line
+  bool needs_mlm;       // uses the fixture's trained masked LM (run/, truncated/, modelonly/)
+};
+
+TEST_F(CliCommands, BadInputEndsInOneClearErrorLine) {
+  const std::vector<BadCase> cases = {
+      // train
+      {"train --out r " TINY_MODEL " " TINY_TRAIN, 2, "--data", false},
+      {"train --data nosuch.txt --out r " TINY_MODEL " " TINY_TRAIN, 1, "nosuch.txt", false},
+      {"train --data empty.txt --out r " TINY_MODEL " " TINY_TRAIN, 1, "empty", false},
+      {"train --data garbage.gz --out r " TINY_MODEL " " TINY_TRAIN, 1, "gzip", false},
+      {"train --data small.txt --out notadir/run " TINY_MODEL " " TINY_TRAIN, 1, "notadir/run", false},
+      {"train --data small.txt --out r --lr nan " TINY_MODEL, 2, "--lr", false},
+      {"train --data small.txt --out r --lr -1 " TINY_MODEL, 2, "--lr", false},
+      {"train --data small.txt --out r --lr abc " TINY_MODEL, 2, "--lr", false},
+      {"train --data small.txt --out r --steps 0 " TINY_MODEL, 2, "--steps", false},
+      {"train --data small.txt --out r --batch-size -2 " TINY_MODEL, 2, "--batch-size", false},
+      {"train --data small.txt --out r --seq-len 64 --max-len 32 --warmup 1 " TINY_MODEL, 2, "max_len", false},
+      {"train --data small.txt --out r --heads 3 --d-model 32", 2, "divisible", false},
+      {"train --data small.txt --out r --attention bogus", 2, "bogus", false},
+      {"train --data small.txt --out r --max-len 64 --attention-options '{\"k\": 1000}'", 2, "'k'", false},
+      {"train --data small.txt --out r --attention-options 'not json'", 2, "--attention-options", false},
+      {"train --data small.txt --out r --task clm", 2, "causal", false},
+      {"train --data small.txt --out r --config nosuch.json", 1, "nosuch.json", false},
+      {"train --data small.txt --out r --config badjson.json", 2, "not valid JSON", false},
+      {"train --data small.txt --out r --config unknownkey.json", 2, "'training'", false},
+      {"train --resume --out emptyrun", 2, "no checkpoint", false},
+      {"train --data small.txt --out r --bogus", 2, "--bogus", false},
+      // eval
+      {"eval", 2, "--checkpoint", false},
+      {"eval --checkpoint nosuchdir", 1, "nosuchdir", false},
+      {"eval --checkpoint noconfig", 1, "config.json", false},
+      {"eval --checkpoint truncated", 1, "model.safetensors", true},
+      {"eval --checkpoint run --split bogus", 2, "--split", true},
+      {"eval --checkpoint modelonly", 2, "--data", true},  // it does not name its data
+      {"eval --checkpoint run --batch-size -1", 2, "--batch-size", true},
+      {"eval --checkpoint run --seq-len 1000", 2, "--seq-len", true},
+      // predict
+      {"predict --checkpoint run --text 'the cat'", 2, "'_'", true},
+      {"predict --checkpoint run --text 'the cat sat on the _ mat'", 2, "at most 16", true},
+      {"predict --checkpoint run --text 'th_ cat' --mask-char ab", 2, "--mask-char", true},
+      {"predict --checkpoint run", 2, "--text", true},
+      // info
+      {"info --config nosuch.json", 1, "nosuch.json", false},
+      {"info --checkpoint nosuchdir", 1, "nosuchdir", false},
+      {"info --checkpoint run/checkpoints/step-00000010 --n 17", 2, "--n", true},
+      {"info --checkpoint run/checkpoints/step-00000010 --n -3", 2, "--n", true},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(std::string("linformer ") + c.args);
+    if (c.needs_mlm && !mlm_error_.empty()) {
+      ADD_FAILURE() << mlm_error_;
+      continue;
+    }
+    const CliResult r = run_in(dir_, c.args);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal << "; stderr: " << r.err;
+    EXPECT_EQ(r.status, c.status) << "stderr: " << r.err;
+    EXPECT_EQ(r.out, "") << "nothing on stdout for bad input";
+    const std::vector<std::string> err = split_lines(r.err);
+    std::vector<std::string> errors;
+    for (const std::string& line : err)
+      if (line.rfind("linformer: error: ", 0) == 0) errors.push_back(line);
+    if (errors.size() != 1u) {
+      ADD_FAILURE() << "expected exactly one 'linformer: error:' line, got " << errors.size() << "; stderr: " << r.err;
+      continue;
+    }
+    EXPECT_EQ(err.back(), errors[0]) << "the error line comes last; stderr: " << r.err;
+    EXPECT_TRUE(contains(errors[0], c.mention)) << "missing '" << c.mention << "' in: " << errors[0];
+    for (const char* crash : {"terminate called", "what():", "Aborted", "Segmentation", "core dumped", "Assertion"})
+      EXPECT_FALSE(contains(r.err, crash)) << "crash output in stderr: " << r.err;
+  }
+}
+
+TEST_F(CliCommands, TrainingWroteARunDirectory) {
+  ASSERT_EQ(mlm_error_, "");
+  const fs::path ck = latest_of("run");
+  EXPECT_EQ(ck.filename(), "step-00000010");
+  for (const char* f : {"config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"})
+    EXPECT_TRUE(fs::is_regular_file(ck / f)) << ck / f;
+  std::ifstream log(dir_ / "run" / "log.jsonl");
+  int train = 0, eval = 0, summary = 0;
+  for (std::string line; std::getline(log, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    const std::string type = j.at("type");
+    train += type == "train";
+    eval += type == "eval";
+    summary += type == "summary";
+  }
+  EXPECT_EQ(train, 10);  // --log-every 1
+  EXPECT_EQ(eval, 1);
+  EXPECT_EQ(summary, 1);
+}
+
+TEST_F(CliCommands, AttentionOptionsFlagKeepsTheConfigFilesKind) {
+  write_file(dir_ / "full.json", "{\"model\": {\"attention\": {\"kind\": \"full\"}}}\n");
+  const CliResult r = run_in(dir_, "train --config full.json --data small.txt --out fullrun --attention-options "
+                                   "'{\"qkv_bias\": true}' --d-model 16 --layers 1 --heads 2 --steps 1 --warmup 0 "
+                                   "--batch-size 2 --seq-len 16 --eval-batches 1 --valid-fraction 0.1 --test-fraction 0.1");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream f(dir_ / "fullrun" / "checkpoints" / "step-00000001" / "config.json");
+  const nlohmann::json config = nlohmann::json::parse(f);
+  ASSERT_EQ(config.at("attention").size(), 1u) << config.dump();
+  EXPECT_EQ(config["attention"][0].at("kind").get<std::string>(), "full") << config.dump();
+  EXPECT_EQ(config["attention"][0].at("options"), nlohmann::json({{"qkv_bias", true}})) << config.dump();
+}
+
+TEST_F(CliCommands, EvalPrintsBitsPerByte) {
+  ASSERT_EQ(mlm_error_, "");
+  const CliResult r = run_in(dir_, "eval --checkpoint run");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "bits/byte")) << r.out;
+  EXPECT_TRUE(contains(r.out, "valid split")) << r.out;
+  const CliResult test = run_in(dir_, "eval --checkpoint run/checkpoints/step-00000010 --split test --batches 2");
+  ASSERT_EQ(test.status, 0) << test.err;
+  EXPECT_TRUE(contains(test.out, "test split")) << test.out;
+}
+
+TEST_F(CliCommands, EvalJsonPrintsOneObject) {
+  ASSERT_EQ(mlm_error_, "");
+  const CliResult r = run_in(dir_, "eval --checkpoint run --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<std::string> out = split_lines(r.out);
+  ASSERT_EQ(out.size(), 1u) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(out[0]);
+  ASSERT_TRUE(j.is_object());
+  for (const char* key : {"loss", "bits_per_byte", "accuracy"}) {
+    ASSERT_TRUE(j.contains(key) && j[key].is_number()) << key << " in " << out[0];
+  }
+  EXPECT_GT(j["loss"].get<double>(), 0);
+  EXPECT_NEAR(j["bits_per_byte"].get<double>(), j["loss"].get<double>() / std::log(2.0), 1e-9);
+  EXPECT_GE(j["accuracy"].get<double>(), 0);
+  EXPECT_LE(j["accuracy"].get<double>(), 1);
+  EXPECT_EQ(j.value("split", ""), "valid");
+}
+
+TEST_F(CliCommands, PredictFillsTheMaskedBytes) {
+  ASSERT_EQ(mlm_error_, "");
+  const std::string text = "th_ cat";
+  const CliResult r = run_in(dir_, "predict --checkpoint run --text '" + text + "'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.out.size(), text.size() + 1) << "one line as long as the input: '" << r.out << "'";
+  EXPECT_EQ(r.out.back(), '\n');
+  const std::string line = r.out.substr(0, text.size());
+  EXPECT_EQ(line.find('_'), std::string::npos) << line;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '_') EXPECT_EQ(line[i], text[i]) << "byte " << i << " changed: " << line;
+  }
+  // Another mask character.
+  const CliResult star = run_in(dir_, "predict --checkpoint run --text 'th* c*t' --mask-char '*'");
+  ASSERT_EQ(star.status, 0) << star.err;
+  ASSERT_EQ(star.out.size(), 8u) << star.out;
+  EXPECT_EQ(star.out.find('*'), std::string::npos) << star.out;
+}
+
+TEST_F(CliCommands, ModelOnlyCheckpointServesEvalAndPredict) {
+  ASSERT_EQ(mlm_error_, "");
+  const CliResult p = run_in(dir_, "predict --checkpoint modelonly --text 'th_ cat'");
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_EQ(p.out.size(), 8u) << p.out;
+  const CliResult e = run_in(dir_, "eval --checkpoint modelonly --data small.txt --seq-len 16 --batch-size 2 "
+                                   "--valid-fraction 0.1 --test-fraction 0.1 --batches 2");
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_TRUE(contains(e.out, "bits/byte")) << e.out;
+}
+
+TEST_F(CliCommands, InfoDescribesTheCheckpoint) {
+  ASSERT_EQ(mlm_error_, "");
+  const CliResult r = run_in(dir_, "info --checkpoint run/checkpoints/step-00000010 --batch 2");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "parameters: ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "activation memory")) << r.out;
+  EXPECT_TRUE(contains(r.out, "B=2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"d_model\":16")) << r.out;
+}
+
+TEST_F(CliCommands, ClassifierPredictsAClassWithProbabilities) {
+  ASSERT_EQ(cls_error_, "");
+  const CliResult r = run_in(dir_, "predict --checkpoint clsrun --text 'good nice happy'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<std::string> out = split_lines(r.out);
+  ASSERT_EQ(out.size(), 3u) << r.out;
+  EXPECT_TRUE(out[0] == "class 0" || out[0] == "class 1") << out[0];
+  double sum = 0;
+  for (int k = 0; k < 2; ++k) {
+    const std::string prefix = "  p(" + std::to_string(k) + ") = ";
+    ASSERT_EQ(out[size_t(1 + k)].rfind(prefix, 0), 0u) << out[size_t(1 + k)];
+    const double p = std::stod(out[size_t(1 + k)].substr(prefix.size()));
+    EXPECT_GE(p, 0);
+    EXPECT_LE(p, 1);
+    sum += p;
+  }
+  EXPECT_NEAR(sum, 1.0, 2e-4);  // printed with 4 decimals
+  const CliResult e = run_in(dir_, "eval --checkpoint clsrun --json");
+  ASSERT_EQ(e.status, 0) << e.err;
+  const nlohmann::json j = nlohmann::json::parse(e.out);
+  EXPECT_GT(j.at("count").get<int64_t>(), 0) << e.out;
+}
+
+}  // namespace
