@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+
+#include "cpu/vmath.h"
 
 namespace lf {
 namespace {
@@ -10,16 +13,27 @@ namespace {
 template <class T>
 inline void softmax_row(const T* x, T* y, int64_t cols) {
   T mx = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < cols; ++j) mx = std::max(mx, x[j]);
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < cols; ++j) mx = mx > x[j] ? mx : x[j];
   if (mx == -std::numeric_limits<T>::infinity()) {  // every entry masked
     std::fill(y, y + cols, T(0));
     return;
   }
   T sum = 0;
-  for (int64_t j = 0; j < cols; ++j) {
-    const T e = std::exp(x[j] - mx);
-    y[j] = e;
-    sum += e;
+  if constexpr (std::is_same_v<T, float>) {
+    // The vectorisable exp (libm's expf is a call GCC will not vectorise without fast-math).
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < cols; ++j) {
+      const float e = exp_f32(x[j] - mx);
+      y[j] = e;
+      sum += e;
+    }
+  } else {
+    for (int64_t j = 0; j < cols; ++j) {
+      const T e = std::exp(x[j] - mx);
+      y[j] = e;
+      sum += e;
+    }
   }
   const T inv = T(1) / sum;
   for (int64_t j = 0; j < cols; ++j) y[j] *= inv;
