@@ -40,10 +40,18 @@ int run_predict(const PredictCommand& c) {
     case Task::MaskedLM: {
       const MaskedText mt = mask_text(c.text, c.mask_char[0]);
       const int64_t n = int64_t(mt.tokens.size());
-      LF_REQUIRE(n <= cfg.max_len, "the text has ", n, " bytes but the model takes at most ", cfg.max_len);
-      const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0);
       std::string filled(c.text);
-      for (int64_t pos : mt.masked_positions) filled[size_t(pos)] = char(argmax_byte(logits + pos * V, V));
+      if (n <= cfg.max_len) {
+        const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0);
+        for (int64_t pos : mt.masked_positions) filled[size_t(pos)] = char(argmax_byte(logits + pos * V, V));
+      } else {
+        // Longer than the model: each mask is read from the window of max_len bytes centred on it.
+        for (int64_t pos : mt.masked_positions) {
+          const int64_t start = std::clamp<int64_t>(pos - cfg.max_len / 2, 0, n - cfg.max_len);
+          const float* logits = m.model->forward(mt.tokens.data() + start, nullptr, 1, cfg.max_len, false, 0);
+          filled[size_t(pos)] = char(argmax_byte(logits + (pos - start) * V, V));
+        }
+      }
       print_bytes_line(filled);
       return 0;
     }

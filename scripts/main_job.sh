@@ -20,9 +20,9 @@ echo "main_job: training a Linformer masked LM on /usr/share/dictd/gcide.dict.dz
 build/linformer train \
   --data /usr/share/dictd/gcide.dict.dz \
   --out "$RUN" \
-  --task mlm --d-model 128 --layers 4 --heads 4 --d-ff 512 --seq-len 128 \
-  --attention linformer --attention-options '{"k": 32, "sharing": "headwise"}' \
-  --batch-size 32 --steps "$STEPS" --warmup 50 --lr 2e-3 --dropout 0 \
+  --task mlm --d-model 128 --layers 4 --heads 4 --d-ff 512 --seq-len 32 \
+  --attention linformer --attention-options '{"k": 16, "sharing": "headwise"}' \
+  --batch-size 128 --steps "$STEPS" --warmup 50 --lr 2e-3 --dropout 0 \
   --eval-every 250 --eval-batches 20 --save-every 250 --log-every 50
 
 echo

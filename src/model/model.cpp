@@ -37,7 +37,10 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
   config_.validate();
   const ModelConfig& c = config_;
   const int64_t d = c.d_model;
-  const Init emb = Init::normal(0.02);  // BERT/RoBERTa's embedding init
+  // PyTorch's nn.Embedding default N(0, 1), as in the linformer package's LinformerLM. BERT's 0.02 leaves
+  // the token signal tiny next to the blocks' outputs (nn.Linear-default weights) and, measured on
+  // GCIDE, slows masked-LM learning markedly (4.0 vs 3.8 bits/byte after 400 steps).
+  const Init emb = Init::normal(1.0);
   tok_emb_ = arena.declare("embeddings.token.weight", {c.vocab_size, d}, emb);
   pos_emb_ = arena.declare("embeddings.position.weight", {c.max_len, d}, emb);
   if (!c.pre_ln) {
