@@ -213,6 +213,13 @@ TEST_F(CliCommands, BadInputEndsInOneClearErrorLine) {
       {"info --checkpoint nosuchdir", 1, "nosuchdir", false},
       {"info --checkpoint run/checkpoints/step-00000010 --n 17", 2, "--n", true},
       {"info --checkpoint run/checkpoints/step-00000010 --n -3", 2, "--n", true},
+      // bench
+      {"bench --kinds nosuchkind --n 64", 2, "nosuchkind", false},
+      {"bench --what sideways --n 64", 2, "sideways", false},
+      {"bench --n 0", 2, "--n", false},
+      {"bench --n 64,abc", 2, "abc", false},
+      {"bench --d-model 30 --heads 4 --n 64", 2, "--d-model", false},
+      {"bench --max-seconds 0 --n 64", 2, "--max-seconds", false},
   };
   for (const BadCase& c : cases) {
     SCOPED_TRACE(std::string("linformer ") + c.args);
