@@ -1,6 +1,8 @@
 // safetensors reading (validated) and atomic writing. See safetensors.h for the format.
 #include "io/safetensors.h"
 
+#include "io/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -300,43 +302,7 @@ std::vector<uint8_t> SafeTensorsWriter::serialize() const {
 
 void SafeTensorsWriter::write(const std::string& path) const {
   const std::vector<uint8_t> bytes = serialize();
-  const std::string tmp = str_cat(path, ".tmp.", ::getpid());
-  auto error = [&](const std::string& what, int err) {
-    return IoError(str_cat("cannot write safetensors file '", path, "': ", what, ": ", sys_error(err)));
-  };
-
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw error(str_cat("cannot create the temporary file '", tmp, "'"), errno);
-  auto abandon = [&](const std::string& what) {
-    const int e = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw error(what, e);
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) abandon(str_cat("writing '", tmp, "' failed"));
-    done += size_t(w);
-  }
-  if (::fsync(fd) != 0) abandon(str_cat("fsync of '", tmp, "' failed"));
-  const int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0) abandon(str_cat("closing '", tmp, "' failed"));
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon(str_cat("renaming '", tmp, "' over the target failed"));
-
-  // Make the rename itself durable. Some file systems cannot fsync a directory (EINVAL): nothing to do.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) throw error(str_cat("the file was written but its directory '", dir, "' cannot be opened to sync it"), errno);
-  if (::fsync(dfd) != 0 && errno != EINVAL) {
-    const int e = errno;
-    ::close(dfd);
-    throw error(str_cat("the file was written but syncing its directory '", dir, "' failed"), e);
-  }
-  ::close(dfd);
+  write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace lf

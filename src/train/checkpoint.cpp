@@ -2,6 +2,8 @@
 // checkpoints with a `latest` pointer. See checkpoint.h for the layout and the crash guarantees.
 #include "train/checkpoint.h"
 
+#include "io/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,18 +52,7 @@ fs::path parent_or_dot(const fs::path& p) { return p.parent_path().empty() ? fs:
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
-// Makes renames and creations inside `dir` durable. Some file systems cannot fsync a directory
-// (EINVAL): nothing more can be done there.
-void fsync_dir(const fs::path& dir, const std::string& context) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) throw IoError(str_cat(context, ": cannot open directory '", dir.string(), "' to sync it: ", sys_error(errno)));
-  if (::fsync(fd) != 0 && errno != EINVAL) {
-    const int e = errno;
-    ::close(fd);
-    throw IoError(str_cat(context, ": syncing directory '", dir.string(), "' failed: ", sys_error(e)));
-  }
-  ::close(fd);
-}
+void fsync_dir(const fs::path& dir, const std::string& context) { fsync_directory(dir.string(), context); }
 
 std::string read_text_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -228,42 +219,6 @@ std::string read_latest_name(const fs::path& ck) {
 }
 
 }  // namespace
-
-void write_file_atomic(const std::string& path, std::string_view bytes) {
-  LF_REQUIRE(!path.empty(), "write_file_atomic: the path must not be empty");
-  // The counter keeps two threads of one process writing the same path apart.
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = str_cat(path, kTmpInfix, ::getpid(), "-", counter++);
-  const fs::path dir = parent_or_dot(fs::path(path));
-  auto error = [&](const std::string& what, int err) {
-    std::string hint;
-    if (err == ENOENT) hint = str_cat(" (does the directory '", dir.string(), "' exist?)");
-    if (err == EACCES || err == EROFS) hint = str_cat(" (is the directory '", dir.string(), "' writable?)");
-    return IoError(str_cat("cannot write '", path, "': ", what, ": ", sys_error(err), hint));
-  };
-
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw error(str_cat("cannot create the temporary file '", tmp, "'"), errno);
-  auto abandon = [&](const std::string& what) {
-    const int e = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw error(what, e);
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) abandon(str_cat("writing '", tmp, "' failed"));
-    done += size_t(w);
-  }
-  if (::fsync(fd) != 0) abandon(str_cat("fsync of '", tmp, "' failed"));
-  const int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0) abandon(str_cat("closing '", tmp, "' failed"));
-  if (::rename(tmp.c_str(), path.c_str()) != 0) abandon(str_cat("renaming '", tmp, "' over the target failed"));
-  fsync_dir(dir, str_cat("'", path, "' was written but is not yet durable"));
-}
 
 void save_checkpoint(const std::string& dir, const ModelConfig& config, const ParamArena<float>& arena,
                      const OptimizerMoments* moments, const json& trainer_state) {

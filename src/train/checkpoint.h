@@ -23,15 +23,11 @@
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
+#include "io/atomic_file.h"  // write_file_atomic
 #include "model/config.h"
 
 namespace lf {
 
-// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename over
-// `path`, fsync of the directory. On failure (missing or unwritable directory, full disk, ...) throws
-// lf::IoError naming the path and the system error; the temporary file is removed and `path` is left
-// as it was.
-void write_file_atomic(const std::string& path, std::string_view bytes);
 
 // AdamW's first (m) and second (v) moments, laid out like the arena's flat value buffer: parameter p
 // occupies [p.offset, p.offset + p.numel) of each, and both have arena.numel() elements.
