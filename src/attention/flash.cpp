@@ -15,6 +15,7 @@
 
 #include "attention/attention.h"
 #include "attention/options.h"
+#include "attention/projections.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "cpu/linear.h"
@@ -458,83 +459,37 @@ const AttentionKindInfo& flash_info() {
 template <class T>
 class FlashAttention final : public Attention<T> {
  public:
-  FlashAttention(const AttentionSpec& spec, ParamArena<T>& arena) : arena_(arena), dims_(spec.dims) {
-    opt_ = parse_flash(spec.options, nullptr);
-    const int64_t d = dims_.d_model;
-    const std::string& p = spec.prefix;
-    const Init w = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound, as `full`
-    wq_ = arena.declare(p + "to_q.weight", {d, d}, w);
-    wk_ = arena.declare(p + "to_k.weight", {d, d}, w);
-    wv_ = arena.declare(p + "to_v.weight", {d, d}, w);
-    if (opt_.qkv_bias) {
-      bq_ = arena.declare(p + "to_q.bias", {d}, w);
-      bk_ = arena.declare(p + "to_k.bias", {d}, w);
-      bv_ = arena.declare(p + "to_v.bias", {d}, w);
-    }
-    wo_ = arena.declare(p + "to_out.weight", {d, d}, w);
-    bo_ = arena.declare(p + "to_out.bias", {d}, w);
-  }
+  FlashAttention(const AttentionSpec& spec, ParamArena<T>& arena)
+      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_flash(spec.options, nullptr).qkv_bias) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, flash_info());
     in_ = in;
-    const int64_t d = dims_.d_model, B = in.B, n = in.n, m = in.kv_len();
-    const T* ctx = in.context ? in.context : in.x;
-    q_.resize(size_t(B * n * d));
-    k_.resize(size_t(B * m * d));
-    v_.resize(size_t(B * m * d));
-    o_.resize(size_t(B * n * d));
+    const int64_t B = in.B, n = in.n;
+    maps_.project_in(in, q_, k_, v_);
+    o_.resize(size_t(B * n * dims_.d_model));
     lse_.resize(size_t(B * dims_.n_heads * n));
-    linear_forward(in.x, arena_.value(wq_), bias(bq_), q_.data(), B * n, d, d);
-    linear_forward(ctx, arena_.value(wk_), bias(bk_), k_.data(), B * m, d, d);
-    linear_forward(ctx, arena_.value(wv_), bias(bv_), v_.data(), B * m, d, d);
-    shape_ = sdpa_shape(in, training, seed);
+    shape_ = dense_sdpa_shape(in, dims_, training, seed);
     flash_forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data());
-    linear_forward(o_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d, d);
+    maps_.project_out(o_.data(), out, B * n);
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
-    const T* ctx = in_.context ? in_.context : in_.x;
-    if (in_.context) LF_REQUIRE(dcontext != nullptr, "flash attention: cross-attention backward needs dcontext");
     std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
-    linear_backward(o_.data(), arena_.value(wo_), dout, d_o.data(), arena_.grad(wo_), arena_.grad(bo_), B * n, d, d);
+    maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     flash_backward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data(), d_o.data(), dq.data(), dk.data(),
                    dv.data());
-    linear_backward(in_.x, arena_.value(wq_), dq.data(), dx, arena_.grad(wq_), grad(bq_), B * n, d, d);
-    T* dc = in_.context ? dcontext : dx;  // self-attention: the key/value path adds into dx
-    const bool accumulate = !in_.context;
-    linear_backward(ctx, arena_.value(wk_), dk.data(), dc, arena_.grad(wk_), grad(bk_), B * m, d, d, accumulate);
-    linear_backward(ctx, arena_.value(wv_), dv.data(), dc, arena_.grad(wv_), grad(bv_), B * m, d, d, true);
+    maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "flash");
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
-    const double d = double(dims_.d_model);
-    return 2.0 * B * (n * d * d * 2 + m * d * d * 2 + 2.0 * n * m * d);
+    return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
   }
 
  private:
-  SdpaShape sdpa_shape(const AttentionInput<T>& in, bool training, uint64_t seed) const {
-    SdpaShape s;
-    s.B = in.B;
-    s.n = in.n;
-    s.mk = in.kv_len();
-    s.h = s.hk = dims_.n_heads;
-    s.d_h = dims_.d_model / dims_.n_heads;
-    s.scale = 1.0 / std::sqrt(double(s.d_h));
-    s.causal = dims_.causal;
-    s.key_mask = in.key_padding_mask;
-    s.dropout = training ? dims_.dropout : 0.0;
-    s.seed = seed;
-    return s;
-  }
-  const T* bias(int id) const { return id < 0 ? nullptr : arena_.value(id); }
-  T* grad(int id) { return id < 0 ? nullptr : arena_.grad(id); }
-
-  ParamArena<T>& arena_;
   AttentionDims dims_;
-  FlashOptions opt_;
-  int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
+  QkvoProjections<T> maps_;
   // Kept from the last forward for the backward (O(B·n·d)): the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
   SdpaShape shape_;

@@ -1,0 +1,98 @@
+// The four linear maps of standard multi-head attention (to_q, to_k, to_v: d → d; to_out: d → d with
+// a bias; optional Q/K/V biases), shared by the kinds that attend with h heads of width d/h over
+// uncompressed keys (full, flash). Forward and backward of the maps around the kind's own core.
+#pragma once
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "attention/attention.h"
+#include "attention/sdpa.h"
+#include "core/error.h"
+#include "cpu/linear.h"
+
+namespace lf {
+
+template <class T>
+class QkvoProjections {
+ public:
+  QkvoProjections(ParamArena<T>& arena, const std::string& prefix, int64_t d, bool qkv_bias) : arena_(arena), d_(d) {
+    const Init w = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
+    wq_ = arena.declare(prefix + "to_q.weight", {d, d}, w);
+    wk_ = arena.declare(prefix + "to_k.weight", {d, d}, w);
+    wv_ = arena.declare(prefix + "to_v.weight", {d, d}, w);
+    if (qkv_bias) {
+      bq_ = arena.declare(prefix + "to_q.bias", {d}, w);
+      bk_ = arena.declare(prefix + "to_k.bias", {d}, w);
+      bv_ = arena.declare(prefix + "to_v.bias", {d}, w);
+    }
+    wo_ = arena.declare(prefix + "to_out.weight", {d, d}, w);
+    bo_ = arena.declare(prefix + "to_out.bias", {d}, w);
+  }
+
+  // q (B, n, d) from x; k, v (B, m, d) from the context (or x).
+  void project_in(const AttentionInput<T>& in, std::vector<T>& q, std::vector<T>& k, std::vector<T>& v) const {
+    const int64_t B = in.B, n = in.n, m = in.kv_len();
+    const T* ctx = in.context ? in.context : in.x;
+    q.resize(size_t(B * n * d_));
+    k.resize(size_t(B * m * d_));
+    v.resize(size_t(B * m * d_));
+    linear_forward(in.x, arena_.value(wq_), value_or_null(bq_), q.data(), B * n, d_, d_);
+    linear_forward(ctx, arena_.value(wk_), value_or_null(bk_), k.data(), B * m, d_, d_);
+    linear_forward(ctx, arena_.value(wv_), value_or_null(bv_), v.data(), B * m, d_, d_);
+  }
+
+  // out (rows, d) = o W_oᵀ + b_o.
+  void project_out(const T* o, T* out, int64_t rows) const {
+    linear_forward(o, arena_.value(wo_), arena_.value(bo_), out, rows, d_, d_);
+  }
+
+  // d_o (rows, d) from dout; W_o and b_o gradients accumulate.
+  void backward_out(const T* o, const T* dout, T* d_o, int64_t rows) {
+    linear_backward(o, arena_.value(wo_), dout, d_o, arena_.grad(wo_), arena_.grad(bo_), rows, d_, d_);
+  }
+
+  // dx (B, n, d) from dq, and from dk, dv too for self-attention; dcontext (B, m, d) for
+  // cross-attention. Both overwritten; the maps' gradients accumulate.
+  void backward_in(const AttentionInput<T>& in, const T* dq, const T* dk, const T* dv, T* dx, T* dcontext,
+                   const std::string& kind) {
+    const int64_t B = in.B, n = in.n, m = in.kv_len();
+    const T* ctx = in.context ? in.context : in.x;
+    if (in.context) LF_REQUIRE(dcontext != nullptr, kind, " attention: cross-attention backward needs dcontext");
+    linear_backward(in.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, d_);
+    T* dc = in.context ? dcontext : dx;  // self-attention: the key/value path adds into dx
+    linear_backward(ctx, arena_.value(wk_), dk, dc, arena_.grad(wk_), grad_or_null(bk_), B * m, d_, d_,
+                    /*accumulate_dx=*/!in.context);
+    linear_backward(ctx, arena_.value(wv_), dv, dc, arena_.grad(wv_), grad_or_null(bv_), B * m, d_, d_, true);
+  }
+
+  // Multiply-adds ×2 of the four maps.
+  double flops(int64_t B, int64_t n, int64_t m) const { return 2.0 * B * double(d_) * d_ * (2 * n + 2 * m); }
+
+ private:
+  const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
+  T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
+
+  ParamArena<T>& arena_;
+  int64_t d_;
+  int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
+};
+
+// The SdpaShape of one call of an h-head kind over uncompressed keys.
+template <class T>
+SdpaShape dense_sdpa_shape(const AttentionInput<T>& in, const AttentionDims& dims, bool training, uint64_t seed) {
+  SdpaShape s;
+  s.B = in.B;
+  s.n = in.n;
+  s.mk = in.kv_len();
+  s.h = s.hk = dims.n_heads;
+  s.d_h = dims.d_model / dims.n_heads;
+  s.scale = 1.0 / std::sqrt(double(s.d_h));
+  s.causal = dims.causal;
+  s.key_mask = in.key_padding_mask;
+  s.dropout = training ? dims.dropout : 0.0;
+  s.seed = seed;
+  return s;
+}
+
+}  // namespace lf
