@@ -1,7 +1,5 @@
 #include "cpu/gelu.h"
 
-#include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
