@@ -436,19 +436,6 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
 
 namespace {
 
-struct FlashOptions {
-  bool qkv_bias = false;
-};
-
-FlashOptions parse_flash(const json& options, json* resolved) {
-  OptionReader r("flash", options);
-  FlashOptions o;
-  o.qkv_bias = r.get_bool("qkv_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
-  return o;
-}
-
 const AttentionKindInfo& flash_info() {
   static const AttentionKindInfo info{
       "flash", "exact softmax attention in tiles with an online softmax (FlashAttention-2), O(n·m) time, O(n) memory",
@@ -460,7 +447,7 @@ template <class T>
 class FlashAttention final : public Attention<T> {
  public:
   FlashAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_flash(spec.options, nullptr).qkv_bias) {}
+      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_qkv_bias_option("flash", spec.options, nullptr)) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, flash_info());
@@ -503,7 +490,7 @@ void register_flash_attention(AttentionRegistry& registry) {
   f.info = flash_info();
   f.validate = [](const AttentionDims&, const json& options) {
     json resolved;
-    parse_flash(options, &resolved);
+    parse_qkv_bias_option("flash", options, &resolved);
     return resolved;
   };
   f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<FlashAttention<float>>(s, a); };

@@ -13,19 +13,6 @@
 namespace lf {
 namespace {
 
-struct FullOptions {
-  bool qkv_bias = false;
-};
-
-FullOptions parse_full(const json& options, json* resolved) {
-  OptionReader r("full", options);
-  FullOptions o;
-  o.qkv_bias = r.get_bool("qkv_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
-  return o;
-}
-
 const AttentionKindInfo& full_info() {
   static const AttentionKindInfo info{
       "full", "exact softmax attention, O(n·m) time and memory",
@@ -37,7 +24,7 @@ template <class T>
 class FullAttention final : public Attention<T> {
  public:
   FullAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_full(spec.options, nullptr).qkv_bias) {}
+      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_qkv_bias_option("full", spec.options, nullptr)) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, full_info());
@@ -81,7 +68,7 @@ void register_full_attention(AttentionRegistry& registry) {
   f.info = full_info();
   f.validate = [](const AttentionDims&, const json& options) {
     json resolved;
-    parse_full(options, &resolved);
+    parse_qkv_bias_option("full", options, &resolved);
     return resolved;
   };
   f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<FullAttention<float>>(s, a); };

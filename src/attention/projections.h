@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "attention/options.h"
 #include "attention/sdpa.h"
 #include "core/error.h"
 #include "cpu/linear.h"
@@ -77,6 +78,16 @@ class QkvoProjections {
   int64_t d_;
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
 };
+
+// The options of a kind whose only option is `qkv_bias` (full, flash): reads it, refuses anything
+// else, and returns it; *resolved (if given) receives the options with the default filled in.
+inline bool parse_qkv_bias_option(const std::string& kind, const json& options, json* resolved) {
+  OptionReader r(kind, options);
+  const bool qkv_bias = r.get_bool("qkv_bias", false);
+  json out = r.finish();
+  if (resolved) *resolved = out;
+  return qkv_bias;
+}
 
 // The SdpaShape of one call of an h-head kind over uncompressed keys.
 template <class T>

@@ -2,8 +2,6 @@
 // prints and the exit status. Bad input must end in exit status 2 and exactly one line
 // `linformer: error: ...` on stderr that names the problem, never an abort or a stack of messages.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,40 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "cli/cli_runner.h"
+
 namespace {
 
-struct Result {
-  int status = -1;  // exit status; -1 when the process did not exit normally (e.g. killed by a signal)
-  std::string out, err;
-};
+using Result = lf::test::CliResult;
+using lf::test::split_lines;
+std::vector<std::string> lines(const std::string& text) { return split_lines(text); }
 
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream s(text);
-  for (std::string line; std::getline(s, line);) out.push_back(line);
-  return out;
-}
-
-// Runs `env LINFORMER_CLI_PATH args` through the shell; args are shell words (quote JSON).
+// Runs `env LINFORMER_CLI_PATH args`; args are shell words (quote JSON).
 Result run_cli(const std::string& args, const std::string& env = "") {
-  const std::string err_path = ::testing::TempDir() + "linformer_cli_stderr_" + std::to_string(::getpid()) + ".txt";
-  const std::string cmd = env + (env.empty() ? "" : " ") + "'" LINFORMER_CLI_PATH "' " + args + " 2>'" + err_path + "'";
-  Result r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (!pipe) {
-    ADD_FAILURE() << "popen failed for: " << cmd;
-    return r;
-  }
-  char buf[4096];
-  for (size_t got; (got = std::fread(buf, 1, sizeof buf, pipe)) > 0;) r.out.append(buf, got);
-  const int raw = ::pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream err(err_path);
-  std::stringstream ss;
-  ss << err.rdbuf();
-  r.err = ss.str();
-  std::remove(err_path.c_str());
-  return r;
+  return lf::test::run_linformer(env, args, ::testing::TempDir() + "linformer_cli_stderr_" + std::to_string(::getpid()) + ".txt");
 }
 
 TEST(Cli, ListAttentionPrintsOneKindPerLine) {

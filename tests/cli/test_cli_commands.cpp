@@ -19,22 +19,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_runner.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliResult {
-  int status = -1;  // exit status; -1 when the process did not exit normally (killed by a signal)
-  int signal = 0;
-  std::string out, err;
-};
-
-std::vector<std::string> split_lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream s(text);
-  for (std::string line; std::getline(s, line);) out.push_back(line);
-  return out;
-}
+using lf::test::CliResult;
+using lf::test::split_lines;
 
 bool contains(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
 
@@ -43,31 +35,10 @@ void write_file(const fs::path& path, const std::string& bytes) {
   f << bytes;
 }
 
-// Runs `cd dir && LINFORMER_CLI_PATH args` through the shell; args are shell words (quote JSON).
+// Runs `cd dir && LINFORMER_CLI_PATH args`; args are shell words (quote JSON).
 CliResult run_in(const fs::path& dir, const std::string& args) {
-  const std::string err_path = (dir / ("stderr_" + std::to_string(::getpid()) + ".txt")).string();
-  const std::string cmd = "cd '" + dir.string() + "' && '" LINFORMER_CLI_PATH "' " + args + " 2>'" + err_path + "'";
-  CliResult r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (!pipe) {
-    ADD_FAILURE() << "popen failed for: " << cmd;
-    return r;
-  }
-  char buf[4096];
-  for (size_t got; (got = std::fread(buf, 1, sizeof buf, pipe)) > 0;) r.out.append(buf, got);
-  const int raw = ::pclose(pipe);
-  if (WIFEXITED(raw)) {
-    r.status = WEXITSTATUS(raw);
-    if (r.status > 128) r.signal = r.status - 128;  // the shell reports a killed child as 128 + signal
-  } else if (WIFSIGNALED(raw)) {
-    r.signal = WTERMSIG(raw);
-  }
-  std::ifstream err(err_path, std::ios::binary);
-  std::stringstream ss;
-  ss << err.rdbuf();
-  r.err = ss.str();
-  std::remove(err_path.c_str());
-  return r;
+  return lf::test::run_linformer("cd '" + dir.string() + "' &&", args,
+                                 (dir / ("stderr_" + std::to_string(::getpid()) + ".txt")).string());
 }
 
 // Deterministic text of about `bytes` bytes on one line (no '_', no newline), from a small vocabulary.
