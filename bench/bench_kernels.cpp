@@ -35,20 +35,28 @@ void set_bytes(benchmark::State& state, int64_t floats_per_iteration) {
   state.SetBytesProcessed(state.iterations() * floats_per_iteration * int64_t(sizeof(float)));
 }
 
-// C (M, N) = A (M, K) · B (K, N).
+// C (M, N) = A (M, K) · B (K, N), or · Bᵀ with B stored (N, K) when the fourth argument is 1 (a linear
+// layer's x·Wᵀ).
 void BM_Gemm(benchmark::State& state) {
   configure_threads_once();
   const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  const bool trans_b = state.range(3) != 0;
   const std::vector<float> A = uniform(M * K, 1), B = uniform(K * N, 2);
   std::vector<float> C(size_t(M * N));
   for (auto _ : state) {
-    lf::gemm<float>(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, C.data(), N);
+    lf::gemm<float>(false, trans_b, M, N, K, 1.f, A.data(), K, B.data(), trans_b ? K : N, 0.f, C.data(), N);
     benchmark::DoNotOptimize(C.data());
   }
   state.counters["GFLOP/s"] =
       benchmark::Counter(2.0 * double(M) * double(N) * double(K) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_Gemm)->Args({2048, 2048, 2048})->Args({4096, 256, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Gemm)
+    ->ArgNames({"M", "N", "K", "trans_b"})
+    ->Args({2048, 2048, 2048, 0})
+    ->Args({4096, 256, 64, 0})
+    ->Args({4096, 512, 512, 0})
+    ->Args({4096, 512, 512, 1})
+    ->Args({4096, 512, 2048, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Attention probabilities: rows = n · heads (4096 · 8), cols = k (256).
 void BM_Softmax(benchmark::State& state) {

@@ -3,8 +3,12 @@
 // Linformer, projected lengths k. Each configuration runs in a child process of its own (fork), so
 // its peak RSS is its own; the heap accounting of this binary (cli/heap_accounting.cpp) gives the
 // bytes our buffers took. Configurations whose estimated memory exceeds --max-mem-gib are skipped
-// and reported as such. Results: a CSV (the columns of scripts/peer_bench.py, so the two can be set
-// side by side) and a markdown table.
+// and reported as such. Measurements: layer_forward (inference: nothing kept for a backward),
+// layer_forward_backward, model_train_step (forward, cross-entropy, backward, AdamW),
+// model_train_step_checkpointed (the same with activation checkpointing), model_inference. Every run
+// also measures the machine's sgemm rate (2048³, the row kind = sgemm, what = gemm_peak), so the
+// achieved GFLOP/s can be set against it. Results: a CSV (the columns of scripts/peer_bench.py, so
+// the two can be set side by side) and a markdown table.
 #include <CLI/CLI.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +30,7 @@
 #include "core/threading.h"
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"
+#include "cpu/gemm.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
@@ -34,7 +39,8 @@ namespace lf::cli {
 namespace {
 
 struct BenchOptions {
-  std::vector<std::string> kinds, whats = {"layer_forward", "layer_forward_backward", "model_train_step", "model_inference"};
+  std::vector<std::string> kinds, whats = {"layer_forward", "layer_forward_backward", "model_train_step",
+                                           "model_train_step_checkpointed", "model_inference"};
   std::vector<int64_t> ns = {512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
   std::vector<int64_t> ks = {128, 256, 512, 1024, 2048};
   int64_t d_model = 512, heads = 8, layers = 6, batch = 1, repeats = 5, warmup = 1;
@@ -55,15 +61,18 @@ struct Result {
 };
 
 bool is_layer(const std::string& what) { return what.rfind("layer_", 0) == 0; }
+bool is_training(const std::string& what) { return what == "layer_forward_backward" || what.rfind("model_train_step", 0) == 0; }
 
 json attention_options(const Config& c) { return c.kind == "linformer" ? json{{"k", c.k}} : json::object(); }
 
 // Bytes a configuration is expected to need: score-matrix kinds hold B·h·n·m probabilities (twice
-// that in the backward), Linformer B·h·n·k, every kind about 24 (B, n, d) buffers per layer.
+// that in the backward; one head's n·m in inference), Linformer the same with k for m, every kind
+// about 24 (B, n, d) buffers per layer.
 double estimate_bytes(const BenchOptions& o, const Config& c) {
-  const bool backward = c.what == "layer_forward_backward" || c.what == "model_train_step";
+  const bool backward = is_training(c.what);
   const double m_eff = c.kind == "linformer" ? double(c.k) : c.kind == "flash" ? 0.0 : double(c.n);
-  const double per_layer = 4.0 * o.batch * c.n * (double(o.heads) * m_eff * (backward ? 2 : 1) + 24.0 * o.d_model);
+  const double score_copies = backward ? 2.0 * double(o.heads * o.batch) : 1.0;
+  const double per_layer = 4.0 * c.n * (score_copies * m_eff + 24.0 * o.batch * o.d_model);
   return per_layer * (is_layer(c.what) ? 1 : double(o.layers)) + 4.0 * o.batch * c.n * 8.0 * 260;
 }
 
@@ -94,16 +103,23 @@ Result run_one(const BenchOptions& o, const Config& c) {
   std::vector<float> x, out, dout, dx, dlogits, m, v;
   std::vector<int32_t> tokens, targets;
   const int64_t B = o.batch, n = c.n, d = o.d_model;
-  if (is_layer(c.what)) {
+  if (c.kind == "sgemm") {  // the machine's sgemm rate: C (n×n) = A·B
+    x.assign(size_t(n * n), 0.5f);
+    out.assign(size_t(n * n), 0.25f);
+    dx.resize(size_t(n * n));
+    flops = 2.0 * double(n) * double(n) * double(n);
+    step = [&, n] { gemm<float>(false, false, n, n, n, 1.f, x.data(), n, out.data(), n, 0.f, dx.data(), n); };
+  } else if (is_layer(c.what)) {
     layer = make_attention<float>({c.kind, {d, o.heads, n, false, 0.0}, attention_options(c), ""}, arena);
-    arena.allocate();
+    arena.allocate(/*with_grads=*/c.what != "layer_forward");
     arena.initialize(1);
     x.resize(size_t(B * n * d));
     for (size_t i = 0; i < x.size(); ++i) x[i] = 2 * uniform01(3, 0, i) - 1;
     out.resize(x.size());
     AttentionInput<float> in{x.data(), B, n};
     flops = layer->forward_flops(B, n, n);
-    if (c.what == "layer_forward") {
+    if (c.what == "layer_forward") {  // inference: nothing kept for a backward
+      in.keep_for_backward = false;
       step = [&, in] { layer->forward(in, out.data(), false, 0); };
     } else {
       dout.assign(x.size(), 1e-3f);
@@ -123,7 +139,8 @@ Result run_one(const BenchOptions& o, const Config& c) {
     mc.max_len = n;
     mc.attention = {LayerAttention{c.kind, attention_options(c)}};
     model = std::make_unique<Model<float>>(mc, arena);
-    arena.allocate();
+    model->set_activation_checkpointing(c.what == "model_train_step_checkpointed");
+    arena.allocate(/*with_grads=*/c.what != "model_inference");
     arena.initialize(1);
     tokens.resize(size_t(B * n));
     targets.resize(size_t(B * n));
@@ -133,7 +150,7 @@ Result run_one(const BenchOptions& o, const Config& c) {
     }
     flops = double(B) * model->forward_flops(n);
     if (c.what == "model_inference") {
-      step = [&] { model->forward(tokens.data(), nullptr, B, n, false, 0); };
+      step = [&] { model->forward(tokens.data(), nullptr, B, n, false, 0, /*keep_for_backward=*/false); };
     } else {
       flops *= 3;
       m.assign(size_t(arena.numel()), 0.f);
@@ -249,9 +266,11 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
     o.whats.clear();
     std::stringstream s(whats);
     for (std::string w; std::getline(s, w, ',');) {
-      LF_REQUIRE(w == "layer_forward" || w == "layer_forward_backward" || w == "model_train_step" || w == "model_inference",
+      LF_REQUIRE(w == "layer_forward" || w == "layer_forward_backward" || w == "model_train_step" ||
+                     w == "model_train_step_checkpointed" || w == "model_inference",
                  "--what: unknown measurement '", w,
-                 "' (layer_forward, layer_forward_backward, model_train_step, model_inference)");
+                 "' (layer_forward, layer_forward_backward, model_train_step, model_train_step_checkpointed, "
+                 "model_inference)");
       o.whats.push_back(w);
     }
   }
@@ -262,7 +281,7 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   LF_REQUIRE(o.max_seconds > 0 && o.max_mem_gib > 0, "--max-seconds and --max-mem-gib must be positive");
   const int threads = num_threads();
 
-  std::vector<Config> configs;
+  std::vector<Config> configs = {{"sgemm", "gemm_peak", 2048, 0}};
   for (const std::string& what : o.whats)
     for (const std::string& kind : o.kinds)
       for (int64_t n : o.ns) {
@@ -277,7 +296,7 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   std::vector<Result> results;
   for (const Config& c : configs) {
     Result r;
-  r.c = c;
+    r.c = c;
     const double need = estimate_bytes(o, c);
     if (need > o.max_mem_gib * double(1ll << 30)) {
       r.note = str_cat("skipped: needs about ", human_bytes(int64_t(need)), " > --max-mem-gib ", o.max_mem_gib);
@@ -300,6 +319,10 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   }
   // Markdown: one table per measurement, rows n, a column per kind (and k).
   std::string md;
+  for (const Result& r : results)
+    if (r.c.kind == "sgemm" && r.time_ms >= 0)
+      md += str_cat("\nsgemm (", gemm_backend(), ") ", r.c.n, "³ on ", threads, " threads: ", std::round(r.gflops),
+                    " GFLOP/s, the peak the GFLOP/s figures compare with\n");
   for (const std::string& what : o.whats) {
     std::vector<std::string> cols;
     std::map<std::pair<std::string, int64_t>, const Result*> cell;
@@ -344,7 +367,9 @@ CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run) {
        ns = std::make_shared<std::string>(), ks = std::make_shared<std::string>();
   CLI::App* sub = app.add_subcommand("bench", "Time and memory of every attention kind, as a layer and in a model");
   sub->add_option("--kinds", *kinds, "comma-separated attention kinds (default: all registered)");
-  sub->add_option("--what", *whats, "comma-separated: layer_forward, layer_forward_backward, model_train_step, model_inference (default: all)");
+  sub->add_option("--what", *whats,
+                  "comma-separated: layer_forward, layer_forward_backward, model_train_step, "
+                  "model_train_step_checkpointed, model_inference (default: all)");
   sub->add_option("--n", *ns, "comma-separated sequence lengths (default 512,...,65536)");
   sub->add_option("--k", *ks, "comma-separated Linformer k (default 128,256,512,1024,2048; k <= n)");
   sub->add_option("--d-model", o->d_model, "model width (default 512)");

@@ -107,6 +107,8 @@ void TrainFlags::add(CLI::App& app) {
   app.add_option("--save-every", opt.save_every, "steps between checkpoints, 0 = at the end (default 500)");
   app.add_option("--keep-checkpoints", opt.keep_checkpoints, "checkpoints kept (default 2)");
   app.add_option("--seed", opt.seed, "seed for initialisation, data order, masking and dropout (default 1)");
+  app.add_flag("--checkpoint-activations", opt.checkpoint_activations,
+               "recompute each block's activations in the backward: less memory, one more forward");
 }
 
 TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
@@ -122,7 +124,7 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
       {"--min-lr-ratio", "min_lr_ratio"}, {"--weight-decay", "weight_decay"}, {"--clip-norm", "clip_norm"},
       {"--mask-prob", "mask_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
       {"--eval-batches", "eval_batches"}, {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"},
-      {"--seed", "seed"}};
+      {"--seed", "seed"}, {"--checkpoint-activations", "checkpoint_activations"}};
   for (const auto& [flag, key] : map)
     if (given(app, flag)) merged[key] = from_flags[key];
   return TrainOptions::from_json(merged);
@@ -151,7 +153,7 @@ LoadedModel load_model(const std::string& path) {
   m.trainer_state = std::move(ck.trainer_state);
   m.arena = std::make_unique<ParamArena<float>>();
   m.model = std::make_unique<Model<float>>(m.config, *m.arena);
-  m.arena->allocate();
+  m.arena->allocate(/*with_grads=*/false);  // eval, predict and info only run forward passes
   load_checkpoint_weights(m.dir, *m.arena, nullptr);
   return m;
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/allocator.h"
 #include "core/threading.h"
 #include "cpu/gemm.h"
 
@@ -57,6 +58,7 @@ std::string check_threads(std::string& value) {
 }
 
 int run(int argc, char** argv) {
+  keep_freed_memory_for_reuse();
   CLI::App app{"Linformer: self-attention with linear complexity, on the CPU.", "linformer"};
   app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + gemm_backend() + ")");
   app.require_subcommand(1);

@@ -42,13 +42,13 @@ int run_predict(const PredictCommand& c) {
       const int64_t n = int64_t(mt.tokens.size());
       std::string filled(c.text);
       if (n <= cfg.max_len) {
-        const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0);
+        const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0, /*keep_for_backward=*/false);
         for (int64_t pos : mt.masked_positions) filled[size_t(pos)] = char(argmax_byte(logits + pos * V, V));
       } else {
         // Longer than the model: each mask is read from the window of max_len bytes centred on it.
         for (int64_t pos : mt.masked_positions) {
           const int64_t start = std::clamp<int64_t>(pos - cfg.max_len / 2, 0, n - cfg.max_len);
-          const float* logits = m.model->forward(mt.tokens.data() + start, nullptr, 1, cfg.max_len, false, 0);
+          const float* logits = m.model->forward(mt.tokens.data() + start, nullptr, 1, cfg.max_len, false, 0, /*keep_for_backward=*/false);
           filled[size_t(pos)] = char(argmax_byte(logits + (pos - start) * V, V));
         }
       }
@@ -59,7 +59,7 @@ int run_predict(const PredictCommand& c) {
       std::vector<int32_t> ids = encode(c.text);
       LF_REQUIRE(!ids.empty(), "--text is empty");
       if (int64_t(ids.size()) > cfg.max_len) ids.resize(size_t(cfg.max_len));
-      const float* logits = m.model->forward(ids.data(), nullptr, 1, int64_t(ids.size()), false, 0);
+      const float* logits = m.model->forward(ids.data(), nullptr, 1, int64_t(ids.size()), false, 0, /*keep_for_backward=*/false);
       const float mx = *std::max_element(logits, logits + V);
       double sum = 0;
       for (int64_t k = 0; k < V; ++k) sum += std::exp(double(logits[k] - mx));
@@ -76,7 +76,7 @@ int run_predict(const PredictCommand& c) {
       for (int64_t i = 0; i < c.generate; ++i) {
         const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - cfg.max_len);
         const int64_t n = int64_t(ids.size()) - start;
-        const float* logits = m.model->forward(ids.data() + start, nullptr, 1, n, false, 0);
+        const float* logits = m.model->forward(ids.data() + start, nullptr, 1, n, false, 0, /*keep_for_backward=*/false);
         const int32_t next = argmax_byte(logits + (n - 1) * V, V);
         ids.push_back(next);
         out.push_back(char(next));

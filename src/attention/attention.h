@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
+#include "core/error.h"
 
 namespace lf {
 
@@ -55,6 +56,9 @@ struct AttentionInput {
   const T* context = nullptr;
   int64_t m = 0;  // ignored when context is null
   const uint8_t* key_padding_mask = nullptr;
+  // false: inference. The layer keeps nothing for a backward (its probabilities live in a per-head
+  // scratch, its buffers are released before forward() returns), and backward() refuses to run.
+  bool keep_for_backward = true;
 
   int64_t kv_len() const { return context ? m : n; }
 };
@@ -64,12 +68,13 @@ class Attention {
  public:
   virtual ~Attention() = default;
 
-  // out (B, n, d) = attention(in). With training = true the layer keeps what backward() needs (it
-  // keeps it always: inference callers simply never call backward) and applies dropout drawn from
-  // the counter RNG keyed by `seed`. Throws lf::InvalidArgument for inputs the layer cannot take.
+  // out (B, n, d) = attention(in). training = true applies dropout drawn from the counter RNG keyed
+  // by `seed`; in.keep_for_backward decides whether the layer keeps what backward() needs. Throws
+  // lf::InvalidArgument for inputs the layer cannot take.
   virtual void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) = 0;
 
-  // Backward of the last forward(): dout (B, n, d) -> dx (B, n, d), overwritten; for cross-attention
+  // Backward of the last forward() (which must have kept its activations; they are released here, so
+  // one backward per forward, as in PyTorch): dout (B, n, d) -> dx (B, n, d), overwritten; for cross-attention
   // also dcontext (B, m, d), overwritten (dx then excludes the context path). Parameter gradients
   // accumulate (+=) into the arena.
   virtual void backward(const T* dout, T* dx, T* dcontext = nullptr) = 0;
@@ -116,6 +121,17 @@ std::unique_ptr<Attention<T>> make_attention(const AttentionSpec& spec, ParamAre
 
 // Checks shared by every kind: positive sizes, d divisible by h, dropout in [0, 1).
 void validate_dims(const AttentionDims& dims);
+
+// For kinds' backward(): refuses to run after a forward that kept nothing (in.keep_for_backward false).
+inline void require_kept_for_backward(bool kept, const std::string& kind) {
+  LF_REQUIRE(kept, kind, " attention: backward() needs a forward() with keep_for_backward = true");
+}
+
+// Frees the buffers (an inference forward releases what it will not need again).
+template <class... Buffers>
+void release_buffers(Buffers&... buffers) {
+  (Buffers().swap(buffers), ...);
+}
 
 // Checks one call's input against the layer's dims and what the kind supports.
 template <class T>

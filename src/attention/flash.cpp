@@ -459,15 +459,20 @@ class FlashAttention final : public Attention<T> {
     shape_ = dense_sdpa_shape(in, dims_, training, seed);
     flash_forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data());
     maps_.project_out(o_.data(), out, B * n);
+    kept_ = in.keep_for_backward;
+    if (!kept_) release_buffers(q_, k_, v_, o_, lse_);
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {
+    require_kept_for_backward(kept_, "flash");
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
     std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     flash_backward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data(), d_o.data(), dq.data(), dk.data(),
                    dv.data());
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "flash");
+    release_buffers(q_, k_, v_, o_, lse_);  // one backward per forward, as in PyTorch
+    kept_ = false;
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
@@ -479,6 +484,7 @@ class FlashAttention final : public Attention<T> {
   QkvoProjections<T> maps_;
   // Kept from the last forward for the backward (O(B·n·d)): the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
+  bool kept_ = false;
   SdpaShape shape_;
   std::vector<T> q_, k_, v_, o_, lse_;
 };

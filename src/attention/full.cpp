@@ -30,22 +30,28 @@ class FullAttention final : public Attention<T> {
     validate_input(in, dims_, full_info());
     in_ = in;
     const int64_t B = in.B, n = in.n, m = in.kv_len();
+    const bool keep = in.keep_for_backward;
+    kept_ = keep;
     maps_.project_in(in, q_, k_, v_);
     o_.resize(size_t(B * n * dims_.d_model));
-    probs_.resize(size_t(B * dims_.n_heads * n * m));
+    probs_.resize(size_t((keep ? B * dims_.n_heads : 1) * n * m));  // inference: one head's n×m at a time
     shape_ = dense_sdpa_shape(in, dims_, training, seed);
-    sdpa_forward(shape_, q_.data(), k_.data(), v_.data(), probs_.data(), o_.data());
+    sdpa_forward(shape_, q_.data(), k_.data(), v_.data(), probs_.data(), o_.data(), keep);
     maps_.project_out(o_.data(), out, B * n);
+    if (!keep) release_buffers(q_, k_, v_, o_, probs_);
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {
+    require_kept_for_backward(kept_, "full");
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
     std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
-    std::vector<T> scratch(size_t(2 * n * m));
+    std::vector<T> scratch(size_t(sdpa_backward_scratch(shape_)));
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     sdpa_backward(shape_, q_.data(), k_.data(), v_.data(), probs_.data(), d_o.data(), dq.data(), dk.data(),
                   dv.data(), scratch.data());
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "full");
+    release_buffers(q_, k_, v_, o_, probs_);  // one backward per forward, as in PyTorch
+    kept_ = false;
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
@@ -57,6 +63,7 @@ class FullAttention final : public Attention<T> {
   QkvoProjections<T> maps_;
   // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
+  bool kept_ = false;
   SdpaShape shape_;
   std::vector<T> q_, k_, v_, o_, probs_;
 };

@@ -129,46 +129,59 @@ class LinformerAttention final : public Attention<T> {
         project_then_compress(p);
     }
     const T* vc = kv_identical_ ? c_[0].data() : c_[1].data();
+    const bool keep = in.keep_for_backward;
+    kept_ = keep;
     o_buf_.resize(size_t(B * n * d_));
-    probs_.resize(size_t(B * h_ * n * k_));
+    probs_.resize(size_t((keep ? B * h_ : 1) * n * k_));  // inference: one head's n×k at a time
     shape_ = SdpaShape{B, n, k_, h_, hc_, dh_, 1.0 / std::sqrt(double(dh_)), false, nullptr,
                        training ? dims_.dropout : 0.0, seed};
-    sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs_.data(), o_buf_.data());
+    sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs_.data(), o_buf_.data(), keep);
     linear_forward(o_buf_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d_, d_);
+    if (!keep) release_activations();
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {
+    require_kept_for_backward(kept_, "linformer");
     const int64_t B = in_.B, n = in_.n, m = m_;
     if (in_.context) LF_REQUIRE(dcontext != nullptr, "linformer attention: cross-attention backward needs dcontext");
-    std::vector<T> d_o(size_t(B * n * d_)), dq(size_t(B * n * d_));
-    std::vector<T> dc[2] = {std::vector<T>(size_t(B * k_ * hc_ * dh_)), std::vector<T>(size_t(B * k_ * hc_ * dh_))};
-    std::vector<T> scratch(size_t(2 * n * k_));
-    linear_backward(o_buf_.data(), arena_.value(wo_), dout, d_o.data(), arena_.grad(wo_), arena_.grad(bo_), B * n, d_, d_);
+    // Two (B, n, d) buffers serve four gradients, to keep the peak low: grad_o_ holds dO, then (dead
+    // after the attention core) the gradient of the key/value source; o_buf_ (dead once W_o's
+    // gradient is taken) receives dQ.
+    grad_o_.resize(size_t(B * std::max(n, m) * d_));
+    for (auto& g : dc_) g.resize(size_t(B * k_ * hc_ * dh_));
+    scratch_.resize(size_t(sdpa_backward_scratch(shape_)));
+    linear_backward(o_buf_.data(), arena_.value(wo_), dout, grad_o_.data(), arena_.grad(wo_), arena_.grad(bo_), B * n,
+                    d_, d_);
+    T* dq = o_buf_.data();
     const T* vc = kv_identical_ ? c_[0].data() : c_[1].data();
-    sdpa_backward(shape_, q_.data(), c_[0].data(), vc, probs_.data(), d_o.data(), dq.data(), dc[0].data(),
-                  dc[1].data(), scratch.data());
+    sdpa_backward(shape_, q_.data(), c_[0].data(), vc, probs_.data(), grad_o_.data(), dq, dc_[0].data(),
+                  dc_[1].data(), scratch_.data());
     if (kv_identical_)
-      for (size_t i = 0; i < dc[0].size(); ++i) dc[0][i] += dc[1][i];
-    linear_backward(in_.x, arena_.value(wq_), dq.data(), dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, d_);
+      for (size_t i = 0; i < dc_[0].size(); ++i) dc_[0][i] += dc_[1][i];
+    linear_backward(in_.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, d_);
 
-    dctx_.assign(size_t(B * m * d_), T(0));  // gradient reaching the key/value source
+    dctx_ = grad_o_.data();  // gradient reaching the key/value source (B, m, d)
+    std::fill_n(dctx_, B * m * d_, T(0));
     for (auto& g : dE_) std::fill(g.begin(), g.end(), T(0));
     for (int p = 0; p < 2; ++p) {
       if (p == 1 && kv_identical_) continue;
       if (compress_first_)
-        compress_then_project_backward(p, dc[p].data());
+        compress_then_project_backward(p, dc_[p].data());
       else
-        project_then_compress_backward(p, dc[p].data());
+        project_then_compress_backward(p, dc_[p].data());
     }
     if (in_.key_padding_mask)  // padded rows were replaced by zeros: nothing flows back to them
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < m; ++j)
-          if (in_.key_padding_mask[b * m + j]) std::fill_n(dctx_.data() + (b * m + j) * d_, d_, T(0));
+          if (in_.key_padding_mask[b * m + j]) std::fill_n(dctx_ + (b * m + j) * d_, d_, T(0));
     if (in_.context)
-      std::copy(dctx_.begin(), dctx_.end(), dcontext);
+      std::copy(dctx_, dctx_ + B * m * d_, dcontext);
     else
-      for (size_t i = 0; i < dctx_.size(); ++i) dx[i] += dctx_[i];
+      for (int64_t i = 0; i < B * m * d_; ++i) dx[i] += dctx_[i];
     accumulate_projection_grads();
+    release_activations();  // one backward per forward, as in PyTorch
+    release_buffers(grad_o_, dc_[0], dc_[1], scratch_);
+    dctx_ = nullptr;
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
@@ -332,7 +345,7 @@ class LinformerAttention final : public Attention<T> {
       }
     }
     if (in_.key_padding_mask) zero_padded_rows(dfull.data(), kvd_);
-    linear_backward(ctxm_, arena_.value(weight_id(p)), dfull.data(), dctx_.data(), arena_.grad(weight_id(p)),
+    linear_backward(ctxm_, arena_.value(weight_id(p)), dfull.data(), dctx_, arena_.grad(weight_id(p)),
                     grad_or_null(bias_id(p)), B * m, d_, kvd_, /*accumulate_dx=*/true);
   }
 
@@ -417,12 +430,16 @@ class LinformerAttention final : public Attention<T> {
               for (int64_t t = 0; t < m; ++t)
                 if (!padded(b, t)) dEg[j * L_ + t] += dr[size_t(j)];
         }
-        gemm<T>(true, false, m, d_, k_, T(1), Eg, L_, dxe.data(), d_, T(1), dctx_.data() + b * m * d_, d_);  // dc += Eᵀ dXe
+        gemm<T>(true, false, m, d_, k_, T(1), Eg, L_, dxe.data(), d_, T(1), dctx_ + b * m * d_, d_);  // dc += Eᵀ dXe
       }
     }
   }
 
   // --- small helpers -----------------------------------------------------------------------------
+  void release_activations() {
+    release_buffers(xm_, q_, o_buf_, probs_, c_[0], c_[1], full_[0], full_[1], xe_[0], xe_[1], rowsum_[0], rowsum_[1]);
+    kept_ = false;
+  }
   bool has_bias() const { return bk_ >= 0; }
   bool padded(int64_t b, int64_t t) const { return in_.key_padding_mask && in_.key_padding_mask[b * m_ + t]; }
   void zero_padded_rows(T* rows, int64_t width) const {
@@ -449,7 +466,11 @@ class LinformerAttention final : public Attention<T> {
   std::vector<T> xm_;
   const T* E_[2] = {nullptr, nullptr};
   std::vector<T> ebuf_[2], dE_[2];
-  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_, probs_, dctx_;
+  bool kept_ = false;
+  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_, probs_;
+  // Backward work buffers, kept between calls.
+  std::vector<T> grad_o_, dc_[2], scratch_;
+  T* dctx_ = nullptr;  // gradient of the key/value source: grad_o_'s storage during the backward
   const T* full_ptr_[2] = {nullptr, nullptr};
   const T* xe_ptr_[2] = {nullptr, nullptr};
   const T* rowsum_ptr_[2] = {nullptr, nullptr};

@@ -37,7 +37,7 @@ void check_shape(const SdpaShape& s) {
 }  // namespace
 
 template <class T>
-void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out) {
+void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out, bool keep_probs) {
   check_shape(s);
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, nm = s.n * s.mk;
   std::vector<T> dropped(s.dropout > 0 ? size_t(nm) : 0);
@@ -47,7 +47,7 @@ void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* pro
       const T* Q = q + b * s.n * ldq + i * s.d_h;
       const T* K = k + b * s.mk * ldk + g * s.d_h;
       const T* V = v + b * s.mk * ldk + g * s.d_h;
-      T* P = probs + (b * s.h + i) * nm;
+      T* P = keep_probs ? probs + (b * s.h + i) * nm : probs;
       gemm<T>(false, true, s.n, s.mk, s.d_h, T(s.scale), Q, ldq, K, ldk, T(0), P, s.mk);  // S (n × mk)
       apply_masks(s, b, P);
       softmax_forward(P, P, s.n, s.mk);
@@ -69,7 +69,7 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
   std::fill(dk, dk + s.B * s.mk * ldk, T(0));
   std::fill(dv, dv + s.B * s.mk * ldk, T(0));
   T* dP = scratch;        // (n × mk)
-  T* Pd = scratch + nm;   // dropped probabilities (n × mk)
+  T* Pd = scratch + nm;   // dropped probabilities (n × mk), with dropout only
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t i = 0; i < s.h; ++i) {
       const int64_t g = s.hk == 1 ? 0 : i;
@@ -130,7 +130,7 @@ void sdpa_forward_ref(const SdpaShape& s, const T* q, const T* k, const T* v, T*
 }
 
 #define LF_INSTANTIATE(T)                                                                                      \
-  template void sdpa_forward<T>(const SdpaShape&, const T*, const T*, const T*, T*, T*);                       \
+  template void sdpa_forward<T>(const SdpaShape&, const T*, const T*, const T*, T*, T*, bool);                       \
   template void sdpa_backward<T>(const SdpaShape&, const T*, const T*, const T*, const T*, const T*, T*, T*, T*, \
                                  T*);                                                                          \
   template void sdpa_forward_ref<T>(const SdpaShape&, const T*, const T*, const T*, T*);

@@ -23,11 +23,15 @@ struct SdpaShape {
   uint64_t seed = 0;                 // dropout stream key
 };
 
-// Writes P (B, h, n, mk), the probabilities before dropout (kept for the backward), and O.
+// Writes O and, with keep_probs, P (B, h, n, mk): the probabilities before dropout, for the backward.
+// Without keep_probs (inference) `probs` is a scratch of n·mk elements that each head overwrites.
 template <class T>
-void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out);
+void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out, bool keep_probs = true);
 
-// From dO: dq (overwritten), dk and dv (overwritten). scratch: 2·n·mk elements.
+// Elements sdpa_backward() needs in its scratch: n·mk, twice that with dropout.
+inline int64_t sdpa_backward_scratch(const SdpaShape& s) { return (s.dropout > 0 ? 2 : 1) * s.n * s.mk; }
+
+// From dO: dq (overwritten), dk and dv (overwritten). scratch: sdpa_backward_scratch(s) elements.
 template <class T>
 void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* probs, const T* dout, T* dq,
                    T* dk, T* dv, T* scratch);

@@ -93,10 +93,13 @@ class ParamArena {
   }
 
   // Allocates values and gradients (both zero) for everything declared.
-  void allocate() {
+  // with_grads = false is for inference: no gradient buffer (grad() and grads() then throw), half
+  // the parameter memory.
+  void allocate(bool with_grads = true) {
     values_.assign(size_t(total_), T(0));
-    grads_.assign(size_t(total_), T(0));
+    grads_.assign(with_grads ? size_t(total_) : 0, T(0));
     allocated_ = true;
+    has_grads_ = with_grads;
   }
 
   // Fills every parameter from its initialiser; depends only on the seed and the names.
@@ -122,7 +125,10 @@ class ParamArena {
 
   T* value(Id id) { return values_.data() + params_[size_t(id)].offset; }
   const T* value(Id id) const { return values_.data() + params_[size_t(id)].offset; }
-  T* grad(Id id) { return grads_.data() + params_[size_t(id)].offset; }
+  T* grad(Id id) {
+    LF_REQUIRE(has_grads_, "parameter gradients requested from an arena allocated for inference");
+    return grads_.data() + params_[size_t(id)].offset;
+  }
   const ParamInfo& info(Id id) const { return params_[size_t(id)]; }
   // The id of a parameter by name, or -1.
   Id find(const std::string& name) const {
@@ -133,7 +139,11 @@ class ParamArena {
   int64_t numel() const { return total_; }
   bool allocated() const { return allocated_; }
   T* values() { return values_.data(); }
-  T* grads() { return grads_.data(); }
+  bool has_grads() const { return has_grads_; }
+  T* grads() {
+    LF_REQUIRE(has_grads_, "parameter gradients requested from an arena allocated for inference");
+    return grads_.data();
+  }
   const std::vector<ParamInfo>& params() const { return params_; }
 
  private:
@@ -141,7 +151,7 @@ class ParamArena {
   std::unordered_map<std::string, Id> index_;
   std::vector<T> values_, grads_;
   int64_t total_ = 0;
-  bool allocated_ = false;
+  bool allocated_ = false, has_grads_ = false;
 };
 
 }  // namespace lf

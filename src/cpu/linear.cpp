@@ -1,5 +1,6 @@
 #include "cpu/linear.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -22,12 +23,19 @@ void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t N, int6
 template <class T>
 void add_column_sums(const T* dy, T* dbias, int64_t N, int64_t out, int64_t ldy) {
   if (ldy == 0) ldy = out;
-  // Parallel over columns: each thread owns its columns, so the sum order is fixed.
+  // Parallel over blocks of 64 columns, rows in order inside a block: each column's sum runs in the
+  // same order for any thread count, and the inner loop reads contiguous rows (it vectorises).
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (out + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (N * out > 65536)
-  for (int64_t j = 0; j < out; ++j) {
-    T s = 0;
-    for (int64_t r = 0; r < N; ++r) s += dy[r * ldy + j];
-    dbias[j] += s;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t j0 = blk * kBlock, width = std::min(kBlock, out - j0);
+    T acc[kBlock] = {};
+    for (int64_t r = 0; r < N; ++r) {
+      const T* row = dy + r * ldy + j0;
+      for (int64_t j = 0; j < width; ++j) acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) dbias[j0 + j] += acc[j];
   }
 }
 

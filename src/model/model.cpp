@@ -93,8 +93,56 @@ int64_t Model<T>::logits_per_row() const {
   return config_.task == Task::Classify ? config_.n_classes : config_.vocab_size;
 }
 
+// Rows of the FFN's (rows, d_ff) hidden activations computed at a time in inference.
+constexpr int64_t kInferenceFfnRows = 2048;
+
+// Inference (no dropout, nothing kept): two (B·n, d) buffers and the FFN's hidden activations for
+// kInferenceFfnRows rows at a time, instead of the ten (B·n, d) and two (B·n, d_ff) buffers a training
+// forward keeps.
 template <class T>
-void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t seed) {
+void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
+  const ModelConfig& c = config_;
+  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
+  std::vector<T> a(static_cast<size_t>(N_d)), s(c.pre_ln ? static_cast<size_t>(N_d) : 0), stats(static_cast<size_t>(2 * N));
+  T* mean = stats.data();
+  T* rstd = mean + N;
+  const T* attn_in = x;
+  if (c.pre_ln) {
+    layernorm_forward(x, arena_.value(b.ln1_w), arena_.value(b.ln1_b), s.data(), mean, rstd, N, d, c.ln_eps);
+    attn_in = s.data();
+  }
+  AttentionInput<T> in;
+  in.x = attn_in;
+  in.B = B_;
+  in.n = n_;
+  in.key_padding_mask = padding_.empty() ? nullptr : padding_.data();
+  in.keep_for_backward = false;
+  b.attn->forward(in, a.data(), /*training=*/false, 0);
+  for (int64_t i = 0; i < N_d; ++i) a[size_t(i)] += x[i];  // a = x1 (pre-LN) or r1
+  if (!c.pre_ln)
+    layernorm_forward(a.data(), arena_.value(b.ln1_w), arena_.value(b.ln1_b), a.data(), mean, rstd, N, d, c.ln_eps);
+  const T* ffn_in = a.data();
+  if (c.pre_ln) {
+    layernorm_forward(a.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), s.data(), mean, rstd, N, d, c.ln_eps);
+    ffn_in = s.data();
+  }
+  std::vector<T> hidden(size_t(std::min(N, kInferenceFfnRows) * ff));
+  for (int64_t r0 = 0; r0 < N; r0 += kInferenceFfnRows) {
+    const int64_t rows = std::min(kInferenceFfnRows, N - r0);
+    linear_forward(ffn_in + r0 * d, arena_.value(b.fc1_w), arena_.value(b.fc1_b), hidden.data(), rows, d, ff);
+    gelu_forward(hidden.data(), hidden.data(), rows * ff);
+    linear_forward(hidden.data(), arena_.value(b.fc2_w), arena_.value(b.fc2_b), y + r0 * d, rows, ff, d);
+  }
+  for (int64_t i = 0; i < N_d; ++i) y[i] += a[size_t(i)];
+  if (!c.pre_ln) layernorm_forward(y, arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, mean, rstd, N, d, c.ln_eps);
+}
+
+template <class T>
+void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t seed, bool keep) {
+  if (!keep && !training) {
+    block_forward_inference(b, x, y);
+    return;
+  }
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
   auto resize = [](std::vector<T>& v, int64_t size) { v.resize(size_t(size)); };
@@ -121,6 +169,7 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   in.B = B_;
   in.n = n_;
   in.key_padding_mask = mask;
+  in.keep_for_backward = keep;
   b.attn->forward(in, b.attn_out.data(), training, attention_seed(seed, b.index));
   dropout_forward(b.attn_out.data(), b.r1.data(), N_d, p_drop, seed, dropout_stream(b.index, kAttentionOut));
   for (int64_t i = 0; i < N_d; ++i) b.r1[size_t(i)] += x[i];
@@ -148,6 +197,12 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   else
     layernorm_forward(b.r2.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, b.mean2.data(), b.rstd2.data(), N,
                       d, c.ln_eps);
+  if (!keep) release_block_activations(b);
+}
+
+template <class T>
+void Model<T>::release_block_activations(Block& b) {
+  release_buffers(b.ln1, b.mean1, b.rstd1, b.attn_out, b.r1, b.x1, b.ln2, b.mean2, b.rstd2, b.u, b.g, b.v, b.r2);
 }
 
 template <class T>
@@ -201,13 +256,14 @@ void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
 
 template <class T>
 const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_t B, int64_t n, bool training,
-                           uint64_t seed) {
+                           uint64_t seed, bool keep_for_backward) {
   const ModelConfig& c = config_;
   LF_REQUIRE(B > 0 && n > 0, "model input must have positive batch and length, got B=", B, " n=", n);
   LF_REQUIRE(n <= c.max_len, "sequence of ", n, " tokens exceeds the model's max_len of ", c.max_len);
   B_ = B;
   n_ = n;
   training_ = training;
+  kept_ = keep_for_backward;
   seed_ = seed;
   const int64_t N = B * n, d = c.d_model, N_d = N * d;
   tokens_.assign(tokens, tokens + N);
@@ -222,7 +278,9 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   for (int64_t i = 0; i < N; ++i) positions_[size_t(i)] = int32_t(i % n);
 
   // Embeddings: token + position, (LayerNorm for post-LN), dropout.
-  hidden_.resize(size_t((c.n_layers + 1) * N_d));
+  hidden_.resize(size_t((keep_for_backward ? c.n_layers + 1 : 2) * N_d));
+  // Block i reads slot i and writes slot i + 1 (inference: two slots in turn).
+  auto slot = [&](int64_t i) { return hidden_.data() + (keep_for_backward ? i : i % 2) * N_d; };
   emb_sum_.resize(size_t(N_d));
   embedding_forward(tokens_.data(), arena_.value(tok_emb_), emb_sum_.data(), N, c.vocab_size, d);
   embedding_forward(positions_.data(), arena_.value(pos_emb_), emb_sum_.data(), N, c.max_len, d, /*accumulate=*/true);
@@ -238,10 +296,13 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   }
   dropout_forward(emb, hidden_.data(), N_d, training ? c.dropout_embedding : 0.0, seed, dropout_stream(-1, kEmbedding));
 
+  // With checkpointing the blocks run as in inference (their inputs stay in hidden_) and backward()
+  // runs each again, keeping its activations, just before its backward.
   for (auto& blk : blocks_)
-    block_forward(*blk, hidden_.data() + blk->index * N_d, hidden_.data() + (blk->index + 1) * N_d, training, seed);
+    block_forward(*blk, slot(blk->index), slot(blk->index + 1), training, seed, keep_for_backward && !checkpointing_);
+  recompute_ = keep_for_backward && checkpointing_;
 
-  const T* h = hidden_.data() + c.n_layers * N_d;
+  const T* h = slot(c.n_layers);
   if (c.pre_ln) {
     final_.resize(size_t(N_d));
     final_mean_.resize(size_t(N));
@@ -253,17 +314,21 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
 
   switch (c.task) {
     case Task::MaskedLM: {
+      // Inference computes dense → GELU → LayerNorm in one buffer.
+      const bool keep = keep_for_backward;
       head_u_.resize(size_t(N_d));
-      head_g_.resize(size_t(N_d));
-      head_z_.resize(size_t(N_d));
+      head_g_.resize(keep ? size_t(N_d) : 0);
+      head_z_.resize(keep ? size_t(N_d) : 0);
+      T* g = keep ? head_g_.data() : head_u_.data();
+      T* z = keep ? head_z_.data() : head_u_.data();
       head_mean_.resize(size_t(N));
       head_rstd_.resize(size_t(N));
       linear_forward(h, arena_.value(head_dense_w_), arena_.value(head_dense_b_), head_u_.data(), N, d, d);
-      gelu_forward(head_u_.data(), head_g_.data(), N_d);
-      layernorm_forward(head_g_.data(), arena_.value(head_norm_w_), arena_.value(head_norm_b_), head_z_.data(),
-                        head_mean_.data(), head_rstd_.data(), N, d, c.ln_eps);
+      gelu_forward(head_u_.data(), g, N_d);
+      layernorm_forward(g, arena_.value(head_norm_w_), arena_.value(head_norm_b_), z, head_mean_.data(),
+                        head_rstd_.data(), N, d, c.ln_eps);
       logits_.resize(size_t(N * c.vocab_size));
-      linear_forward(head_z_.data(), arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
+      linear_forward(z, arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
       break;
     }
     case Task::CausalLM:
@@ -296,6 +361,7 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
 
 template <class T>
 void Model<T>::backward(const T* dlogits) {
+  LF_REQUIRE(kept_, "model backward() needs a forward() with keep_for_backward = true");
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
   std::vector<T> dh(size_t(N_d), T(0));
@@ -346,9 +412,16 @@ void Model<T>::backward(const T* dlogits) {
   }
   std::vector<T> dx(static_cast<size_t>(N_d));
   for (int64_t i = c.n_layers - 1; i >= 0; --i) {
-    block_backward(*blocks_[size_t(i)], dh.data(), dx.data());
+    Block& blk = *blocks_[size_t(i)];
+    if (recompute_) {  // the same inputs, seed and dropout masks: the block's output is rewritten unchanged
+      T* io = hidden_.data() + i * N_d;
+      block_forward(blk, io, io + N_d, training_, seed_, /*keep=*/true);
+    }
+    block_backward(blk, dh.data(), dx.data());
+    release_block_activations(blk);
     std::swap(dh, dx);
   }
+  kept_ = false;
   // Embeddings: dropout, (LayerNorm), then scatter into the token and position tables.
   dropout_backward(dh.data(), dh.data(), N_d, training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
   if (!c.pre_ln) {

@@ -25,11 +25,22 @@ class Model {
 
   // tokens (B, n) ids in [0, vocab); padding (B, n) nonzero = padding, or null. Returns the logits:
   // (B, n, vocab) for mlm/clm, (B, n_classes) for classify. Dropout (training only) is drawn from
-  // the counter RNG keyed by seed. Throws lf::InvalidArgument for n > max_len or bad ids.
-  const T* forward(const int32_t* tokens, const uint8_t* padding, int64_t B, int64_t n, bool training, uint64_t seed);
+  // the counter RNG keyed by seed. keep_for_backward = false is inference: each block's activations
+  // are released as soon as the next block has its input, so memory is that of one block, and
+  // backward() refuses to run. Throws lf::InvalidArgument for n > max_len or bad ids.
+  const T* forward(const int32_t* tokens, const uint8_t* padding, int64_t B, int64_t n, bool training, uint64_t seed,
+                   bool keep_for_backward = true);
 
-  // dlogits: the shape forward() returned. Accumulates (+=) into the arena's gradients.
+  // dlogits: the shape forward() returned. Accumulates (+=) into the arena's gradients. Activations
+  // are released as the backward passes them (one backward per forward).
   void backward(const T* dlogits);
+
+  // Activation checkpointing (off by default): a training forward keeps only each block's input and
+  // backward() recomputes one block's activations at a time, bit for bit as the forward made them
+  // (dropout masks are a function of the seed). Memory: one block's activations instead of all of
+  // them; time: one more forward of the blocks.
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
 
   int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
   const ModelConfig& config() const { return config_; }
@@ -41,8 +52,10 @@ class Model {
 
  private:
   struct Block;
-  void block_forward(Block& blk, const T* x, T* y, bool training, uint64_t seed);
+  void block_forward(Block& blk, const T* x, T* y, bool training, uint64_t seed, bool keep);
+  void block_forward_inference(Block& blk, const T* x, T* y);
   void block_backward(Block& blk, const T* dy, T* dx);
+  static void release_block_activations(Block& blk);
 
   ModelConfig config_;
   ParamArena<T>& arena_;
@@ -53,12 +66,12 @@ class Model {
 
   // Kept from the last forward.
   int64_t B_ = 0, n_ = 0;
-  bool training_ = false;
+  bool training_ = false, kept_ = false, checkpointing_ = false, recompute_ = false;
   uint64_t seed_ = 0;
   std::vector<int32_t> tokens_, positions_;
   std::vector<uint8_t> padding_;
   std::vector<T> emb_sum_, emb_norm_mean_, emb_norm_rstd_;  // post-LN: embeddings before their LayerNorm
-  std::vector<T> hidden_;                                    // (L + 1) × (B, n, d): block inputs and output
+  std::vector<T> hidden_;  // (L + 1) × (B, n, d): block inputs and output (inference: 2, in turn)
   std::vector<T> final_, final_mean_, final_rstd_;          // after the final LayerNorm (pre-LN)
   std::vector<T> head_u_, head_g_, head_z_, head_mean_, head_rstd_;  // MLM head
   std::vector<T> pooled_;                                            // classify

@@ -49,7 +49,7 @@ json TrainOptions::to_json() const {
           {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
           {"eps", eps}, {"clip_norm", clip_norm}, {"mask_prob", mask_prob}, {"log_every", log_every},
           {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"save_every", save_every},
-          {"keep_checkpoints", keep_checkpoints}, {"seed", seed}};
+          {"keep_checkpoints", keep_checkpoints}, {"seed", seed}, {"checkpoint_activations", checkpoint_activations}};
 }
 
 TrainOptions TrainOptions::from_json(const json& j) {
@@ -89,6 +89,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
   get("save_every", o.save_every);
   get("keep_checkpoints", o.keep_checkpoints);
   get("seed", o.seed);
+  get("checkpoint_activations", o.checkpoint_activations);
   return o;
 }
 
@@ -178,7 +179,8 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
   int64_t count = 0, correct = 0;
   for (int64_t i = 0; i < batches; ++i) {
     const TokenBatch b = data.eval_batch(split, B, n, i, mask_prob);
-    const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n, false, 0);
+    const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n, false, 0,
+                                        /*keep_for_backward=*/false);
     const int64_t rows = int64_t(b.targets.size());
     const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
     loss_sum += ce.loss * double(ce.count);
@@ -258,6 +260,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
 
   ParamArena<float> arena;
   Model<float> model(config, arena);
+  model.set_activation_checkpointing(opt.checkpoint_activations);
   arena.allocate();
   arena.initialize(opt.seed);
   OptimizerMoments moments{std::vector<float>(size_t(arena.numel()), 0.f), std::vector<float>(size_t(arena.numel()), 0.f)};

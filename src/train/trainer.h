@@ -40,6 +40,7 @@ struct TrainOptions {
   int64_t save_every = 500;         // 0 = only at the end
   int keep_checkpoints = 2;
   uint64_t seed = 1;
+  bool checkpoint_activations = false;  // recompute block activations in the backward (less memory)
 
   void validate() const;  // throws lf::InvalidArgument naming the option
   json to_json() const;

@@ -66,6 +66,17 @@ TEST(ParamArena, OneBufferNamedViewsAndSharing) {
   EXPECT_THROW(a.declare("late", {1}, Init::ones()), InvalidArgument);
 }
 
+TEST(ParamArena, InferenceArenaHasNoGradients) {
+  ParamArena<float> a;
+  const int w = a.declare("w", {3, 4}, Init::ones());
+  a.allocate(/*with_grads=*/false);
+  a.initialize(1);
+  EXPECT_FALSE(a.has_grads());
+  EXPECT_EQ(a.value(w)[5], 1.0f);
+  EXPECT_THROW(a.grad(w), InvalidArgument);
+  EXPECT_THROW(a.grads(), InvalidArgument);
+}
+
 TEST(ParamArena, InitialValuesDependOnNameAndSeedNotOrder) {
   ParamArena<double> a, b;
   a.declare("x", {100}, Init::uniform(0.5));

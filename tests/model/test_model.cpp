@@ -146,6 +146,69 @@ TEST(Model, RefusesBadConfigurationsAndInput) {
   EXPECT_THROW(model.forward(bad_ids.data(), nullptr, 1, 6, false, 0), InvalidArgument);   // id >= vocab
 }
 
+// Logits of a keep_for_backward = false forward (the lean inference path: FFN in row chunks, MLM head
+// in one buffer) against the training forward's, for every head, both norm placements, padding, and
+// B·n above the FFN's 2048-row chunk.
+TEST(Model, InferenceForwardMatchesTrainingForward) {
+  for (Task task : {Task::MaskedLM, Task::Classify, Task::CausalLM})
+    for (bool pre_ln : {true, false})
+      for (int64_t n : {int64_t(6), int64_t(1100)}) {
+        SCOPED_TRACE(std::string(task_name(task)) + (pre_ln ? " pre-LN" : " post-LN") + " n=" + std::to_string(n));
+        ModelConfig c = tiny_config(task, pre_ln, task == Task::CausalLM ? std::vector<LayerAttention>{kFull}
+                                                                          : std::vector<LayerAttention>{kLinformer, kFull});
+        c.max_len = n;
+        ParamArena<float> arena;
+        Model<float> model(c, arena);
+        arena.allocate();
+        arena.initialize(5);
+        const int64_t B = 2;
+        std::vector<int32_t> tokens(size_t(B * n));
+        for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7 + 1) % 12);
+        std::vector<uint8_t> padding(size_t(B * n), 0);
+        padding[size_t(2 * n - 1)] = 1;
+        const uint8_t* pad = task == Task::CausalLM ? nullptr : padding.data();
+        const int64_t count = (task == Task::Classify ? B : B * n) * model.logits_per_row();
+        const float* p = model.forward(tokens.data(), pad, B, n, false, 0);
+        const std::vector<float> kept(p, p + count);
+        const float* q = model.forward(tokens.data(), pad, B, n, false, 0, /*keep_for_backward=*/false);
+        LF_EXPECT_CLOSE(q, kept.data(), count, 2e-6);
+        std::vector<float> dlogits(size_t(count), 0.f);
+        EXPECT_THROW(model.backward(dlogits.data()), InvalidArgument);
+      }
+}
+
+// Activation checkpointing recomputes each block before its backward: with dropout on, the gradients
+// equal those of the plain training step bit for bit, and the logits too.
+TEST(Model, ActivationCheckpointingGivesIdenticalGradients) {
+  for (bool pre_ln : {true, false}) {
+    SCOPED_TRACE(pre_ln ? "pre-LN" : "post-LN");
+    ModelConfig c = tiny_config(Task::MaskedLM, pre_ln, {kLinformer, kFull, kLinformer});
+    c.n_layers = 3;
+    c.dropout_embedding = 0.1;
+    c.dropout_attention = 0.2;
+    c.dropout_ffn = 0.3;
+    const Batch batch = tiny_batch(true);
+    std::vector<float> grads[2], logits[2];
+    for (int on = 0; on < 2; ++on) {
+      ParamArena<float> arena;
+      Model<float> model(c, arena);
+      model.set_activation_checkpointing(on == 1);
+      arena.allocate();
+      arena.initialize(3);
+      const int64_t count = batch.B * batch.n * c.vocab_size;
+      const float* l = model.forward(batch.tokens.data(), batch.padding.data(), batch.B, batch.n, true, 42);
+      logits[on].assign(l, l + count);
+      const auto w = test::random_vector<float>(count, 8);
+      arena.zero_grad();
+      model.backward(w.data());
+      grads[on].assign(arena.grads(), arena.grads() + arena.numel());
+      EXPECT_THROW(model.backward(w.data()), InvalidArgument) << "one backward per forward";
+    }
+    EXPECT_EQ(logits[0], logits[1]);
+    EXPECT_EQ(grads[0], grads[1]);
+  }
+}
+
 TEST(ModelConfig, JsonRoundTripAndSingleAttentionEntry) {
   ModelConfig c = tiny_config(Task::Classify, false, {kLinformer, kFull});
   const ModelConfig back = ModelConfig::from_json(c.to_json());

@@ -132,6 +132,19 @@ TEST_F(TrainerTest, TwoRunsWithOneSeedAreIdenticalAndSeedsDiffer) {
   EXPECT_NE(a.last_loss, c.last_loss);
 }
 
+// checkpoint_activations changes memory, not results: the same run with it is identical bit for bit.
+TEST_F(TrainerTest, ActivationCheckpointingLeavesTheRunUnchanged) {
+  TrainOptions o = small_options("plain");
+  o.steps = 5;
+  const TrainSummary a = train(small_model(), o, false);
+  o.run_dir = (dir_ / "checkpointed").string();
+  o.checkpoint_activations = true;
+  const TrainSummary b = train(small_model(), o, false);
+  EXPECT_EQ(a.last_loss, b.last_loss);
+  EXPECT_EQ(a.valid.loss, b.valid.loss);
+  EXPECT_TRUE(TrainOptions::from_json(o.to_json()).checkpoint_activations);
+}
+
 TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
   TrainOptions o = small_options("diverge");
   o.lr = 1e30;  // finite but absurd: the weights blow up within a few steps
