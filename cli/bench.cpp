@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "attention/attention.h"
 #include "cli/common.h"
@@ -294,14 +295,38 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
       }
   std::string csv = "impl,kind,what,n,k,d_model,heads,batch,threads,time_ms,peak_mem_bytes,repeats,heap_peak_bytes,gflops,note\n";
   std::vector<Result> results;
+  // Per series (kind, what, k), the (n, ms) measured so far, to skip a longer n whose run would take
+  // far longer than --max-seconds: the time is extrapolated with the series' own growth exponent
+  // (from its last two points; linear from one), so nothing about a kind's cost is assumed.
+  std::map<std::tuple<std::string, std::string, int64_t>, std::vector<std::pair<int64_t, double>>> series;
+  std::map<std::tuple<std::string, std::string, int64_t>, int64_t> too_slow_at;  // n that exceeded --max-seconds
   for (const Config& c : configs) {
     Result r;
     r.c = c;
+    const auto key = std::make_tuple(c.kind, c.what, c.k);
+    const std::vector<std::pair<int64_t, double>>& seen = series[key];
+    double predicted_ms = 0;
+    if (!seen.empty()) {
+      const auto [n1, t1] = seen.back();
+      double exponent = 1;
+      if (seen.size() >= 2) {
+        const auto [n0, t0] = seen[seen.size() - 2];
+        exponent = std::clamp(std::log(t1 / t0) / std::log(double(n1) / double(n0)), 1.0, 3.0);
+      }
+      predicted_ms = t1 * std::pow(double(c.n) / double(n1), exponent);
+    }
     const double need = estimate_bytes(o, c);
     if (need > o.max_mem_gib * double(1ll << 30)) {
       r.note = str_cat("skipped: needs about ", human_bytes(int64_t(need)), " > --max-mem-gib ", o.max_mem_gib);
+    } else if (too_slow_at.count(key) && too_slow_at[key] < c.n) {
+      r.note = str_cat("skipped: n = ", too_slow_at[key], " already took over --max-seconds ", o.max_seconds);
+    } else if (predicted_ms > 1500 * o.max_seconds) {
+      r.note = str_cat("skipped: one run predicted to take ", std::round(predicted_ms / 100) / 10,
+                       " s (from the shorter n of this series) > --max-seconds ", o.max_seconds);
     } else {
       r = run_isolated(o, c, threads);
+      if (r.time_ms > 0) series[key].emplace_back(c.n, r.time_ms);
+      if (r.note.rfind("skipped: one run took", 0) == 0) too_slow_at[key] = c.n;
     }
     std::fprintf(stderr, "bench: %-10s %-22s n=%-6lld k=%-5lld %s\n", c.kind.c_str(), c.what.c_str(), (long long)c.n,
                  (long long)c.k,

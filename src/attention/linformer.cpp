@@ -132,10 +132,12 @@ class LinformerAttention final : public Attention<T> {
     const bool keep = in.keep_for_backward;
     kept_ = keep;
     o_buf_.resize(size_t(B * n * d_));
-    probs_.resize(size_t((keep ? B * h_ : 1) * n * k_));  // inference: one head's n×k at a time
+    // One head's n×k probabilities at a time, kept by no one: the backward recomputes them (one
+    // B·h·n·k·d_h product more, B·h·n·k floats less between forward and backward).
+    std::vector<T> probs(size_t(n * k_));
     shape_ = SdpaShape{B, n, k_, h_, hc_, dh_, 1.0 / std::sqrt(double(dh_)), false, nullptr,
                        training ? dims_.dropout : 0.0, seed};
-    sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs_.data(), o_buf_.data(), keep);
+    sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs.data(), o_buf_.data(), /*keep_probs=*/false);
     linear_forward(o_buf_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d_, d_);
     if (!keep) release_activations();
   }
@@ -149,12 +151,12 @@ class LinformerAttention final : public Attention<T> {
     // gradient is taken) receives dQ.
     grad_o_.resize(size_t(B * std::max(n, m) * d_));
     for (auto& g : dc_) g.resize(size_t(B * k_ * hc_ * dh_));
-    scratch_.resize(size_t(sdpa_backward_scratch(shape_)));
+    scratch_.resize(size_t(sdpa_backward_scratch(shape_, /*recompute_probs=*/true)));
     linear_backward(o_buf_.data(), arena_.value(wo_), dout, grad_o_.data(), arena_.grad(wo_), arena_.grad(bo_), B * n,
                     d_, d_);
     T* dq = o_buf_.data();
     const T* vc = kv_identical_ ? c_[0].data() : c_[1].data();
-    sdpa_backward(shape_, q_.data(), c_[0].data(), vc, probs_.data(), grad_o_.data(), dq, dc_[0].data(),
+    sdpa_backward<T>(shape_, q_.data(), c_[0].data(), vc, /*probs=*/nullptr, grad_o_.data(), dq, dc_[0].data(),
                   dc_[1].data(), scratch_.data());
     if (kv_identical_)
       for (size_t i = 0; i < dc_[0].size(); ++i) dc_[0][i] += dc_[1][i];
@@ -437,7 +439,7 @@ class LinformerAttention final : public Attention<T> {
 
   // --- small helpers -----------------------------------------------------------------------------
   void release_activations() {
-    release_buffers(xm_, q_, o_buf_, probs_, c_[0], c_[1], full_[0], full_[1], xe_[0], xe_[1], rowsum_[0], rowsum_[1]);
+    release_buffers(xm_, q_, o_buf_, c_[0], c_[1], full_[0], full_[1], xe_[0], xe_[1], rowsum_[0], rowsum_[1]);
     kept_ = false;
   }
   bool has_bias() const { return bk_ >= 0; }
@@ -467,7 +469,7 @@ class LinformerAttention final : public Attention<T> {
   const T* E_[2] = {nullptr, nullptr};
   std::vector<T> ebuf_[2], dE_[2];
   bool kept_ = false;
-  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_, probs_;
+  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_;
   // Backward work buffers, kept between calls.
   std::vector<T> grad_o_, dc_[2], scratch_;
   T* dctx_ = nullptr;  // gradient of the key/value source: grad_o_'s storage during the backward

@@ -68,8 +68,9 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, nm = s.n * s.mk;
   std::fill(dk, dk + s.B * s.mk * ldk, T(0));
   std::fill(dv, dv + s.B * s.mk * ldk, T(0));
-  T* dP = scratch;        // (n × mk)
-  T* Pd = scratch + nm;   // dropped probabilities (n × mk), with dropout only
+  T* dP = scratch;                           // (n × mk)
+  T* Pd = scratch + nm;                      // dropped probabilities (n × mk), with dropout only
+  T* Prec = scratch + (s.dropout > 0 ? 2 : 1) * nm;  // recomputed probabilities (n × mk), without probs only
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t i = 0; i < s.h; ++i) {
       const int64_t g = s.hk == 1 ? 0 : i;
@@ -77,7 +78,12 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
       const T* K = k + b * s.mk * ldk + g * s.d_h;
       const T* V = v + b * s.mk * ldk + g * s.d_h;
       const T* dO = dout + b * s.n * ldq + i * s.d_h;
-      const T* P = probs + (b * s.h + i) * nm;
+      const T* P = probs ? probs + (b * s.h + i) * nm : Prec;
+      if (!probs) {  // exactly the forward's steps
+        gemm<T>(false, true, s.n, s.mk, s.d_h, T(s.scale), Q, ldq, K, ldk, T(0), Prec, s.mk);
+        apply_masks(s, b, Prec);
+        softmax_forward(Prec, Prec, s.n, s.mk);
+      }
       const T* Pused = P;
       if (s.dropout > 0) {
         dropout_forward(P, Pd, nm, s.dropout, s.seed, kProbsDropoutStream, uint64_t((b * s.h + i) * nm));

@@ -28,10 +28,16 @@ struct SdpaShape {
 template <class T>
 void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out, bool keep_probs = true);
 
-// Elements sdpa_backward() needs in its scratch: n·mk, twice that with dropout.
-inline int64_t sdpa_backward_scratch(const SdpaShape& s) { return (s.dropout > 0 ? 2 : 1) * s.n * s.mk; }
+// Elements sdpa_backward() needs in its scratch: n·mk, one more n·mk with dropout, one more when it
+// recomputes the probabilities (probs == null).
+inline int64_t sdpa_backward_scratch(const SdpaShape& s, bool recompute_probs = false) {
+  return (1 + (s.dropout > 0 ? 1 : 0) + (recompute_probs ? 1 : 0)) * s.n * s.mk;
+}
 
-// From dO: dq (overwritten), dk and dv (overwritten). scratch: sdpa_backward_scratch(s) elements.
+// From dO: dq (overwritten), dk and dv (overwritten). scratch: sdpa_backward_scratch(s, probs == null)
+// elements. With probs == null each head's probabilities are recomputed from q and k, bit for bit as
+// the forward made them (the same product and softmax calls): B·h·n·mk fewer elements kept between
+// forward and backward for one more scores product.
 template <class T>
 void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* probs, const T* dout, T* dq,
                    T* dk, T* dv, T* scratch);

@@ -44,6 +44,20 @@ void layernorm_forward(const T* x, const T* weight, const T* bias, T* y, T* mean
 }
 
 template <class T>
+void layernorm_apply(const T* x, const T* weight, const T* bias, const T* mean, const T* rstd, T* y, int64_t rows,
+                     int64_t C) {
+  check_sizes(rows, C);
+#pragma omp parallel for schedule(static) if (rows * C > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    const T mu = mean[r], rs = rstd[r];
+#pragma omp simd
+    for (int64_t j = 0; j < C; ++j) yr[j] = (xr[j] - mu) * rs * weight[j] + bias[j];  // as in the forward
+  }
+}
+
+template <class T>
 void layernorm_backward(const T* x, const T* weight, const T* mean, const T* rstd, const T* dy, T* dx, T* dweight,
                         T* dbias, int64_t rows, int64_t C) {
   check_sizes(rows, C);
@@ -143,6 +157,7 @@ void layernorm_backward_ref(const T* x, const T* weight, const T* mean, const T*
 
 #define LF_INSTANTIATE(T)                                                                                              \
   template void layernorm_forward<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, double);              \
+  template void layernorm_apply<T>(const T*, const T*, const T*, const T*, const T*, T*, int64_t, int64_t);            \
   template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t); \
   template void layernorm_forward_ref<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, double);          \
   template void layernorm_backward_ref<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t,       \

@@ -12,6 +12,12 @@ template <class T>
 void layernorm_forward(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows, int64_t C,
                        double eps = 1e-5);
 
+// The forward's output again from its saved statistics, bit for bit: for a backward that recomputes
+// y instead of keeping it.
+template <class T>
+void layernorm_apply(const T* x, const T* weight, const T* bias, const T* mean, const T* rstd, T* y, int64_t rows,
+                     int64_t C);
+
 // Given the forward's x (rows, C), weight (C), mean (rows), rstd (rows) and dy (rows, C): dx (rows, C) is
 // overwritten; dweight (C) and dbias (C) are accumulated (+=). Any of dx, dweight, dbias may be null to
 // skip it. dx may alias dy.

@@ -26,10 +26,11 @@ struct Model<T>::Block {
   int64_t index = 0;
   std::unique_ptr<Attention<T>> attn;
   int ln1_w = -1, ln1_b = -1, ln2_w = -1, ln2_b = -1, fc1_w = -1, fc1_b = -1, fc2_w = -1, fc2_b = -1;
-  // Activations, all (B·n, ·): ln1 = the attention's input (pre-LN: LN1(x); post-LN: unused, x itself),
-  // r1 = x + drop(attn) (post-LN: before LN1), x1 = the FFN sub-block's input, ln2 = LN2(x1) (pre-LN),
-  // u = fc1(.), g = gelu(u), r2 = x1 + drop(fc2(g)) (post-LN: before LN2).
-  std::vector<T> ln1, mean1, rstd1, attn_out, r1, x1, ln2, mean2, rstd2, u, g, v, r2;
+  // Activations kept for the backward, all (B·n, ·): ln1 = the attention's input (pre-LN: LN1(x);
+  // post-LN: unused, x itself), r1 = x + drop(attn) (post-LN only: before LN1), x1 = the FFN
+  // sub-block's input, u = fc1(LN2(x1) or x1), r2 = x1 + drop(fc2(gelu(u))) (post-LN only: before
+  // LN2), and the LayerNorm statistics. LN2(x1) and gelu(u) are recomputed in the backward.
+  std::vector<T> ln1, mean1, rstd1, r1, x1, mean2, rstd2, u, r2;
 };
 
 template <class T>
@@ -144,17 +145,17 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
     return;
   }
   const ModelConfig& c = config_;
-  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
+  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
   auto resize = [](std::vector<T>& v, int64_t size) { v.resize(size_t(size)); };
-  for (auto* v : {&b.attn_out, &b.r1, &b.x1, &b.v, &b.r2}) resize(*v, N_d);
-  resize(b.u, N * c.d_ff);
-  resize(b.g, N * c.d_ff);
+  resize(b.x1, N_d);
+  resize(b.u, N * ff);
   resize(b.mean1, N);
   resize(b.rstd1, N);
   resize(b.mean2, N);
   resize(b.rstd2, N);
   const double p_drop = training ? c.dropout_ffn : 0.0;
   const uint8_t* mask = padding_.empty() ? nullptr : padding_.data();
+  std::vector<T> tmp(static_cast<size_t>(N_d));  // attention output, then FFN output: not kept
 
   // Attention sub-block.
   const T* attn_in = x;
@@ -170,61 +171,83 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   in.n = n_;
   in.key_padding_mask = mask;
   in.keep_for_backward = keep;
-  b.attn->forward(in, b.attn_out.data(), training, attention_seed(seed, b.index));
-  dropout_forward(b.attn_out.data(), b.r1.data(), N_d, p_drop, seed, dropout_stream(b.index, kAttentionOut));
-  for (int64_t i = 0; i < N_d; ++i) b.r1[size_t(i)] += x[i];
-  if (c.pre_ln)
-    b.x1 = b.r1;
-  else
-    layernorm_forward(b.r1.data(), arena_.value(b.ln1_w), arena_.value(b.ln1_b), b.x1.data(), b.mean1.data(),
-                      b.rstd1.data(), N, d, c.ln_eps);
-
-  // FFN sub-block.
-  const T* ffn_in = b.x1.data();
-  if (c.pre_ln) {
-    resize(b.ln2, N_d);
-    layernorm_forward(b.x1.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), b.ln2.data(), b.mean2.data(),
-                      b.rstd2.data(), N, d, c.ln_eps);
-    ffn_in = b.ln2.data();
+  b.attn->forward(in, tmp.data(), training, attention_seed(seed, b.index));
+  // r1 = x + drop(attn): pre-LN it is x1 itself; post-LN x1 = LN1(r1) and r1 is kept for LN1's backward.
+  T* r1 = b.x1.data();
+  if (!c.pre_ln) {
+    resize(b.r1, N_d);
+    r1 = b.r1.data();
   }
-  linear_forward(ffn_in, arena_.value(b.fc1_w), arena_.value(b.fc1_b), b.u.data(), N, d, c.d_ff);
-  gelu_forward(b.u.data(), b.g.data(), N * c.d_ff);
-  linear_forward(b.g.data(), arena_.value(b.fc2_w), arena_.value(b.fc2_b), b.v.data(), N, c.d_ff, d);
-  dropout_forward(b.v.data(), b.r2.data(), N_d, p_drop, seed, dropout_stream(b.index, kFfnOut));
-  for (int64_t i = 0; i < N_d; ++i) b.r2[size_t(i)] += b.x1[size_t(i)];
-  if (c.pre_ln)
-    std::copy(b.r2.begin(), b.r2.end(), y);
-  else
-    layernorm_forward(b.r2.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, b.mean2.data(), b.rstd2.data(), N,
+  dropout_forward(tmp.data(), r1, N_d, p_drop, seed, dropout_stream(b.index, kAttentionOut));
+  for (int64_t i = 0; i < N_d; ++i) r1[i] += x[i];
+  if (!c.pre_ln)
+    layernorm_forward(r1, arena_.value(b.ln1_w), arena_.value(b.ln1_b), b.x1.data(), b.mean1.data(), b.rstd1.data(), N,
                       d, c.ln_eps);
+
+  // FFN sub-block. GELU's output and LN2's output are recomputed in the backward (elementwise, cheap)
+  // rather than kept.
+  const T* ffn_in = b.x1.data();
+  std::vector<T> ln2, g(static_cast<size_t>(N * ff));
+  if (c.pre_ln) {
+    ln2.resize(size_t(N_d));
+    layernorm_forward(b.x1.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), ln2.data(), b.mean2.data(),
+                      b.rstd2.data(), N, d, c.ln_eps);
+    ffn_in = ln2.data();
+  }
+  linear_forward(ffn_in, arena_.value(b.fc1_w), arena_.value(b.fc1_b), b.u.data(), N, d, ff);
+  gelu_forward(b.u.data(), g.data(), N * ff);
+  linear_forward(g.data(), arena_.value(b.fc2_w), arena_.value(b.fc2_b), tmp.data(), N, ff, d);
+  // r2 = x1 + drop(fc2): pre-LN it is the block's output; post-LN y = LN2(r2) and r2 is kept.
+  T* r2 = y;
+  if (!c.pre_ln) {
+    resize(b.r2, N_d);
+    r2 = b.r2.data();
+  }
+  dropout_forward(tmp.data(), r2, N_d, p_drop, seed, dropout_stream(b.index, kFfnOut));
+  for (int64_t i = 0; i < N_d; ++i) r2[i] += b.x1[size_t(i)];
+  if (!c.pre_ln)
+    layernorm_forward(r2, arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, b.mean2.data(), b.rstd2.data(), N, d,
+                      c.ln_eps);
   if (!keep) release_block_activations(b);
 }
 
 template <class T>
 void Model<T>::release_block_activations(Block& b) {
-  release_buffers(b.ln1, b.mean1, b.rstd1, b.attn_out, b.r1, b.x1, b.ln2, b.mean2, b.rstd2, b.u, b.g, b.v, b.r2);
+  release_buffers(b.ln1, b.mean1, b.rstd1, b.r1, b.x1, b.mean2, b.rstd2, b.u, b.r2);
 }
 
 template <class T>
 void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
   const ModelConfig& c = config_;
-  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
+  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
   const double p_drop = training_ ? c.dropout_ffn : 0.0;
-  std::vector<T> dr2(static_cast<size_t>(N_d)), dx1(static_cast<size_t>(N_d)), dv(static_cast<size_t>(N_d)), dg(size_t(N * c.d_ff)), dffn_in(static_cast<size_t>(N_d));
+  std::vector<T> dr2(static_cast<size_t>(N_d)), dx1(static_cast<size_t>(N_d)), dv(static_cast<size_t>(N_d)),
+      dg(static_cast<size_t>(N * ff)), dffn_in(static_cast<size_t>(N_d));
 
-  // FFN sub-block: y = r2 (pre-LN) or LN2(r2) (post-LN), r2 = x1 + drop(v).
+  // FFN sub-block: y = r2 (pre-LN) or LN2(r2) (post-LN), r2 = x1 + drop(v), v = fc2(gelu(fc1(ffn_in))).
   if (c.pre_ln)
     std::copy(dy, dy + N_d, dr2.begin());
   else
     layernorm_backward(b.r2.data(), arena_.value(b.ln2_w), b.mean2.data(), b.rstd2.data(), dy, dr2.data(),
                        arena_.grad(b.ln2_w), arena_.grad(b.ln2_b), N, d);
   dropout_backward(dr2.data(), dv.data(), N_d, p_drop, seed_, dropout_stream(b.index, kFfnOut));
-  linear_backward(b.g.data(), arena_.value(b.fc2_w), dv.data(), dg.data(), arena_.grad(b.fc2_w), arena_.grad(b.fc2_b),
-                  N, c.d_ff, d);
-  gelu_backward(b.u.data(), dg.data(), dg.data(), N * c.d_ff);
-  const T* ffn_in = c.pre_ln ? b.ln2.data() : b.x1.data();
+  {
+    std::vector<T> g(static_cast<size_t>(N * ff));  // recomputed: gelu(u)
+    gelu_forward(b.u.data(), g.data(), N * ff);
+    linear_backward(g.data(), arena_.value(b.fc2_w), dv.data(), dg.data(), arena_.grad(b.fc2_w), arena_.grad(b.fc2_b),
+                    N, ff, d);
+  }
+  gelu_backward(b.u.data(), dg.data(), dg.data(), N * ff);
+  std::vector<T> ln2;  // recomputed: LN2(x1) with the kept statistics (pre-LN)
+  const T* ffn_in = b.x1.data();
+  if (c.pre_ln) {
+    ln2.resize(size_t(N_d));
+    layernorm_apply(b.x1.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), b.mean2.data(), b.rstd2.data(), ln2.data(),
+                    N, d);
+    ffn_in = ln2.data();
+  }
   linear_backward(ffn_in, arena_.value(b.fc1_w), dg.data(), dffn_in.data(), arena_.grad(b.fc1_w),
-                  arena_.grad(b.fc1_b), N, d, c.d_ff);
+                  arena_.grad(b.fc1_b), N, d, ff);
   dx1 = dr2;  // the residual path
   if (c.pre_ln) {
     std::vector<T> dln(static_cast<size_t>(N_d));

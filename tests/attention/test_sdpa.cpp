@@ -60,6 +60,31 @@ TEST_P(SdpaTest, GradientsMatchFiniteDifferences) {
   test::expect_gradient_matches(loss, v.data(), int64_t(v.size()), dv.data(), "v");
 }
 
+// The backward that recomputes the probabilities (probs == null) equals the one that reads the
+// stored ones bit for bit, for every shape (masks, one kv head, dropout).
+TEST_P(SdpaTest, RecomputedProbabilitiesGiveIdenticalGradients) {
+  const SdpaCase c = GetParam();
+  std::vector<uint8_t> mask;
+  const SdpaShape s = make_shape(c, mask);
+  auto q = test::random_vector<float>(c.B * c.n * c.h * c.d_h, 1, -2, 2);
+  auto k = test::random_vector<float>(c.B * c.mk * c.hk * c.d_h, 2, -2, 2);
+  auto v = test::random_vector<float>(c.B * c.mk * c.hk * c.d_h, 3);
+  const auto dout = test::random_vector<float>(int64_t(q.size()), 4);
+  std::vector<float> probs(size_t(c.B * c.h * c.n * c.mk)), out(q.size());
+  sdpa_forward(s, q.data(), k.data(), v.data(), probs.data(), out.data());
+  std::vector<float> grads[2][3];
+  for (int recompute = 0; recompute < 2; ++recompute) {
+    std::vector<float> scratch(size_t(sdpa_backward_scratch(s, recompute == 1)));
+    auto& [dq, dk, dv] = grads[recompute];
+    dq.resize(q.size());
+    dk.resize(k.size());
+    dv.resize(v.size());
+    sdpa_backward<float>(s, q.data(), k.data(), v.data(), recompute ? nullptr : probs.data(), dout.data(), dq.data(), dk.data(),
+                  dv.data(), scratch.data());
+  }
+  for (int t = 0; t < 3; ++t) EXPECT_EQ(grads[0][t], grads[1][t]) << "tensor " << t;
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, SdpaTest,
                          ::testing::Values(SdpaCase{1, 5, 7, 2, 2, 3, false, false, 0},
                                            SdpaCase{2, 6, 6, 3, 3, 4, true, false, 0},

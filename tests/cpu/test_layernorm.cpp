@@ -69,6 +69,16 @@ TEST(LayerNorm, NormalisesRows) {
   }
 }
 
+TEST(LayerNorm, ApplyRecomputesTheForwardBitForBit) {
+  const int64_t rows = 300, C = 96;  // large enough for the parallel path
+  const std::vector<float> x = test::random_vector<float>(rows * C, 6, -3, 3), w = test::random_vector<float>(C, 7),
+                           b = test::random_vector<float>(C, 8);
+  std::vector<float> y(size_t(rows * C)), again(size_t(rows * C)), mean(rows), rstd(rows);
+  layernorm_forward(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, C);
+  layernorm_apply(x.data(), w.data(), b.data(), mean.data(), rstd.data(), again.data(), rows, C);
+  EXPECT_EQ(y, again);
+}
+
 TEST(LayerNorm, GradientsMatchFiniteDifferences) {
   const int64_t rows = 4, C = 6;
   std::vector<double> x = test::random_vector(rows * C, 6, -2, 2);
