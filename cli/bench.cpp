@@ -66,15 +66,25 @@ bool is_training(const std::string& what) { return what == "layer_forward_backwa
 
 json attention_options(const Config& c) { return c.kind == "linformer" ? json{{"k", c.k}} : json::object(); }
 
-// Bytes a configuration is expected to need: score-matrix kinds hold B·h·n·m probabilities (twice
-// that in the backward; one head's n·m in inference), Linformer the same with k for m, every kind
-// about 24 (B, n, d) buffers per layer.
+// Bytes a configuration is expected to need, from the kind's own estimate of its buffers
+// (Attention::activation_bytes), its parameters (declared in an arena that is never allocated) and
+// the benchmark's and the model's own buffers.
 double estimate_bytes(const BenchOptions& o, const Config& c) {
-  const bool backward = is_training(c.what);
-  const double m_eff = c.kind == "linformer" ? double(c.k) : c.kind == "flash" ? 0.0 : double(c.n);
-  const double score_copies = backward ? 2.0 * double(o.heads * o.batch) : 1.0;
-  const double per_layer = 4.0 * c.n * (score_copies * m_eff + 24.0 * o.batch * o.d_model);
-  return per_layer * (is_layer(c.what) ? 1 : double(o.layers)) + 4.0 * o.batch * c.n * 8.0 * 260;
+  if (c.kind == "sgemm") return 3.0 * sizeof(float) * double(c.n) * double(c.n);
+  const bool training = is_training(c.what);
+  const double B = double(o.batch), n = double(c.n), d = double(o.d_model), f = sizeof(float);
+  ParamArena<float> arena;  // declared only
+  const auto layer = make_attention<float>({c.kind, {o.d_model, o.heads, c.n, false, 0.0}, attention_options(c), ""}, arena);
+  const double attn = layer->activation_bytes(o.batch, c.n, c.n, training);
+  const double x = f * B * n * d;  // one (B, n, d) buffer
+  if (is_layer(c.what)) return attn + f * double(arena.numel()) * (training ? 2 : 1) + 4 * x;
+  // The model: per block the attention's buffers and, training, about 4 (B, n, d) and one (B, n, 4d)
+  // kept plus as much again in the backward's temporaries; inference 3 (B, n, d) and the FFN's
+  // 2048-row chunk. Parameters: values (training: + gradients and AdamW's two moments).
+  const double ffn = training ? 2 * (4 * x + 4 * x) : 3 * x + f * B * std::min(n, 2048.0) * 4 * d;
+  const double L = double(o.layers);
+  const double params = L * (double(arena.numel()) + 8 * d * d) + (260 + n) * d;
+  return L * (attn + ffn) + (L + 1) * x + f * params * (training ? 4 : 1) + 3 * f * B * n * 260;
 }
 
 int64_t vm_rss_bytes(const char* field) {
@@ -139,6 +149,8 @@ Result run_one(const BenchOptions& o, const Config& c) {
     mc.d_ff = 4 * d;
     mc.max_len = n;
     mc.attention = {LayerAttention{c.kind, attention_options(c)}};
+    // No dropout, as the peer's LinformerLM (dropout = 0 by default): the step measures the same work.
+    mc.dropout_embedding = mc.dropout_attention = mc.dropout_ffn = 0;
     model = std::make_unique<Model<float>>(mc, arena);
     model->set_activation_checkpointing(c.what == "model_train_step_checkpointed");
     arena.allocate(/*with_grads=*/c.what != "model_inference");
@@ -315,8 +327,16 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
       }
       predicted_ms = t1 * std::pow(double(c.n) / double(n1), exponent);
     }
-    const double need = estimate_bytes(o, c);
-    if (need > o.max_mem_gib * double(1ll << 30)) {
+    double need = 0;
+    std::string refused;
+    try {
+      need = estimate_bytes(o, c);
+    } catch (const std::exception& e) {  // a configuration the kind refuses (e.g. an option out of range)
+      refused = e.what();
+    }
+    if (!refused.empty()) {
+      r.note = str_cat("failed: ", refused);
+    } else if (need > o.max_mem_gib * double(1ll << 30)) {
       r.note = str_cat("skipped: needs about ", human_bytes(int64_t(need)), " > --max-mem-gib ", o.max_mem_gib);
     } else if (too_slow_at.count(key) && too_slow_at[key] < c.n) {
       r.note = str_cat("skipped: n = ", too_slow_at[key], " already took over --max-seconds ", o.max_seconds);

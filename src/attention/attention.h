@@ -81,6 +81,12 @@ class Attention {
 
   // Multiply-adds ×2 of one forward for this input size (for `info` and the benchmarks' GFLOP/s).
   virtual double forward_flops(int64_t B, int64_t n, int64_t m) const = 0;
+
+  // Estimated peak bytes of the buffers the layer allocates for one forward of this size (training:
+  // the forward with keep_for_backward and then its backward), parameters and the caller's x/out/dx
+  // excluded. Used to refuse a configuration that would not fit before allocating it, so it must not
+  // underestimate by much: count every buffer of B·n·d, B·h·n·m, ... size the kind holds at once.
+  virtual double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const = 0;
 };
 
 struct AttentionKindInfo {

@@ -479,6 +479,12 @@ class FlashAttention final : public Attention<T> {
     return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
   }
 
+  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
+    // q, k, v, o (and dO, dq, dk, dv in the backward) and the row statistics; tiles are O(1) in n.
+    const double d = double(dims_.d_model);
+    return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + 2.0 * B * dims_.n_heads * n);
+  }
+
  private:
   AttentionDims dims_;
   QkvoProjections<T> maps_;

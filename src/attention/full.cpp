@@ -58,6 +58,13 @@ class FullAttention final : public Attention<T> {
     return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
   }
 
+  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
+    const double d = double(dims_.d_model), bnm = double(B) * n * m;
+    if (!training) return sizeof(T) * (double(n) * m + B * (2.0 * n + 2.0 * m) * d);  // one head's scores; q, k, v, o
+    // Kept: q, k, v, o and the B·h·n·m probabilities; backward: dO, dq, dk, dv and 2 (n × m) scratch.
+    return sizeof(T) * (double(dims_.n_heads) * bnm + 2.0 * n * m + 2.0 * B * (2.0 * n + 2.0 * m) * d);
+  }
+
  private:
   AttentionDims dims_;
   QkvoProjections<T> maps_;

@@ -186,6 +186,15 @@ class LinformerAttention final : public Attention<T> {
     dctx_ = nullptr;
   }
 
+  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
+    // q, the attention output and one head's n×k probabilities; the compressed inputs (B, G, k, d);
+    // project-first also the full K/V maps (B, m, kvd). Backward: dO (or the key/value source's
+    // gradient), dK̂/dV̂ and 2-3 (n × k) scratch.
+    const double d = double(d_), kd = 2.0 * B * G_ * k_ * d + (use_compress_first(m) ? 0.0 : 2.0 * B * m * kvd_);
+    const double fwd = 2.0 * B * n * d + double(n) * k_ + kd;
+    return sizeof(T) * (training ? fwd + B * std::max(n, m) * d + 3.0 * n * k_ + 2.0 * B * k_ * kvd_ : fwd);
+  }
+
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
     const double kv = std::min(cost_project_first(m), cost_compress_first(m));
     const double rest = 2.0 * n * d_ * d_ * 2 + 2.0 * 2 * n * k_ * dh_ * h_;  // Q, out; scores and P·V
