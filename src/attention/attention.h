@@ -7,6 +7,7 @@
 // d model width, h heads, d_h = d / h head width, k projected length (Linformer).
 // Layouts are PyTorch's: activations (B, n, d) row-major, linear weights (out, in).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -137,6 +138,26 @@ inline void require_kept_for_backward(bool kept, const std::string& kind) {
 template <class... Buffers>
 void release_buffers(Buffers&... buffers) {
   (Buffers().swap(buffers), ...);
+}
+
+// The rows of x (B, m, d) at padded positions (mask (B, m), nonzero = padding) replaced by zeros, in
+// `clean`: a select, so whatever the padding holds (garbage, NaN) cannot reach the real positions
+// through a product with a zero weight. Returns clean's data, or x itself when there is no mask.
+template <class T>
+const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, std::vector<T>& clean) {
+  if (!mask) return x;
+  clean.assign(x, x + B * m * d);
+  for (int64_t r = 0; r < B * m; ++r)
+    if (mask[r]) std::fill_n(clean.data() + r * d, d, T(0));
+  return clean.data();
+}
+
+// The gradient of that select: zero at the padded rows of dx (B, m, d).
+template <class T>
+void zero_padded_gradient(T* dx, const uint8_t* mask, int64_t B, int64_t m, int64_t d) {
+  if (!mask) return;
+  for (int64_t r = 0; r < B * m; ++r)
+    if (mask[r]) std::fill_n(dx + r * d, d, T(0));
 }
 
 // Checks one call's input against the layer's dims and what the kind supports.

@@ -460,7 +460,10 @@ class FlashAttention final : public Attention<T> {
     flash_forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data());
     maps_.project_out(o_.data(), out, B * n);
     kept_ = in.keep_for_backward;
-    if (!kept_) release_buffers(q_, k_, v_, o_, lse_);
+    if (!kept_) {
+      release_buffers(q_, k_, v_, o_, lse_);
+      maps_.release();
+    }
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {

@@ -38,7 +38,10 @@ class FullAttention final : public Attention<T> {
     shape_ = dense_sdpa_shape(in, dims_, training, seed);
     sdpa_forward(shape_, q_.data(), k_.data(), v_.data(), probs_.data(), o_.data(), keep);
     maps_.project_out(o_.data(), out, B * n);
-    if (!keep) release_buffers(q_, k_, v_, o_, probs_);
+    if (!keep) {
+      release_buffers(q_, k_, v_, o_, probs_);
+      maps_.release();
+    }
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {

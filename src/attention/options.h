@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -37,6 +38,19 @@ class OptionReader {
     if (!v) return put(key, fallback);
     LF_REQUIRE(v->is_number(), where(key), " must be a number, got ", v->dump());
     return put(key, v->get<double>());
+  }
+
+  // A JSON array of integers (e.g. positions); an absent key gives the fallback.
+  std::vector<int64_t> get_int_list(const std::string& key, const std::vector<int64_t>& fallback) {
+    const nlohmann::json* v = take(key);
+    if (!v) return put(key, fallback);
+    LF_REQUIRE(v->is_array(), where(key), " must be an array of integers, got ", v->dump());
+    std::vector<int64_t> out;
+    for (const nlohmann::json& e : *v) {
+      LF_REQUIRE(e.is_number_integer(), where(key), " must be an array of integers, got ", v->dump());
+      out.push_back(e.get<int64_t>());
+    }
+    return put(key, out);
   }
 
   std::string get_choice(const std::string& key, const std::string& fallback,

@@ -31,14 +31,18 @@ class QkvoProjections {
     bo_ = arena.declare(prefix + "to_out.bias", {d}, w);
   }
 
-  // q (B, n, d) from x; k, v (B, m, d) from the context (or x).
-  void project_in(const AttentionInput<T>& in, std::vector<T>& q, std::vector<T>& k, std::vector<T>& v) const {
+  // q (B, n, d) from x; k, v (B, m, d) from the context (or x). With a key padding mask the padded
+  // rows of the key/value source are replaced by zeros first: nothing they hold reaches the real
+  // positions (a masked key's zero probability times a NaN value would still be NaN). Queries keep x
+  // as it is, as PyTorch does, so padded positions' own outputs are unchanged.
+  void project_in(const AttentionInput<T>& in, std::vector<T>& q, std::vector<T>& k, std::vector<T>& v) {
     const int64_t B = in.B, n = in.n, m = in.kv_len();
-    const T* ctx = in.context ? in.context : in.x;
+    const T* ctx = source(in);
+    const T* x = in.x;
     q.resize(size_t(B * n * d_));
     k.resize(size_t(B * m * d_));
     v.resize(size_t(B * m * d_));
-    linear_forward(in.x, arena_.value(wq_), value_or_null(bq_), q.data(), B * n, d_, d_);
+    linear_forward(x, arena_.value(wq_), value_or_null(bq_), q.data(), B * n, d_, d_);
     linear_forward(ctx, arena_.value(wk_), value_or_null(bk_), k.data(), B * m, d_, d_);
     linear_forward(ctx, arena_.value(wv_), value_or_null(bv_), v.data(), B * m, d_, d_);
   }
@@ -58,14 +62,29 @@ class QkvoProjections {
   void backward_in(const AttentionInput<T>& in, const T* dq, const T* dk, const T* dv, T* dx, T* dcontext,
                    const std::string& kind) {
     const int64_t B = in.B, n = in.n, m = in.kv_len();
-    const T* ctx = in.context ? in.context : in.x;
+    const T* ctx = in.key_padding_mask ? clean_.data() : in.context ? in.context : in.x;  // as in project_in
     if (in.context) LF_REQUIRE(dcontext != nullptr, kind, " attention: cross-attention backward needs dcontext");
     linear_backward(in.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, d_);
-    T* dc = in.context ? dcontext : dx;  // self-attention: the key/value path adds into dx
-    linear_backward(ctx, arena_.value(wk_), dk, dc, arena_.grad(wk_), grad_or_null(bk_), B * m, d_, d_,
-                    /*accumulate_dx=*/!in.context);
+    // The K/V path: into dcontext (cross-attention), or added to dx (self-attention). With a mask its
+    // gradient reaches only the unpadded rows (the select of project_in), so it goes through its own
+    // buffer first.
+    std::vector<T> own;
+    T* dc = in.context ? dcontext : dx;
+    if (in.key_padding_mask && !in.context) {
+      own.resize(size_t(B * m * d_));
+      dc = own.data();
+    }
+    const bool add_to_dc = dc == dx;
+    linear_backward(ctx, arena_.value(wk_), dk, dc, arena_.grad(wk_), grad_or_null(bk_), B * m, d_, d_, add_to_dc);
     linear_backward(ctx, arena_.value(wv_), dv, dc, arena_.grad(wv_), grad_or_null(bv_), B * m, d_, d_, true);
+    zero_padded_gradient(dc, in.key_padding_mask, B, m, d_);
+    if (!own.empty())
+      for (int64_t i = 0; i < B * m * d_; ++i) dx[i] += own[size_t(i)];
+    std::vector<T>().swap(clean_);
   }
+
+  // Frees the masked copy of the input (an inference forward calls it; backward_in does it itself).
+  void release() { std::vector<T>().swap(clean_); }
 
   // Multiply-adds ×2 of the four maps.
   double flops(int64_t B, int64_t n, int64_t m) const { return 2.0 * B * double(d_) * d_ * (2 * n + 2 * m); }
@@ -74,8 +93,14 @@ class QkvoProjections {
   const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
   T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
 
+  // The key/value source with padded rows zeroed (kept for backward_in), or the source itself.
+  const T* source(const AttentionInput<T>& in) {
+    return zero_padded_rows(in.context ? in.context : in.x, in.key_padding_mask, in.B, in.kv_len(), d_, clean_);
+  }
+
   ParamArena<T>& arena_;
   int64_t d_;
+  std::vector<T> clean_;
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
 };
 

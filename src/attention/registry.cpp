@@ -9,6 +9,13 @@ namespace lf {
 void register_full_attention(AttentionRegistry&);
 void register_linformer_attention(AttentionRegistry&);
 void register_flash_attention(AttentionRegistry&);
+void register_local_attention(AttentionRegistry&);
+void register_strided_attention(AttentionRegistry&);
+void register_global_attention(AttentionRegistry&);
+void register_longformer_attention(AttentionRegistry&);
+void register_bigbird_attention(AttentionRegistry&);
+void register_reformer_attention(AttentionRegistry&);
+void register_sinkhorn_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -16,6 +23,13 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_full_attention(*r);
     register_linformer_attention(*r);
     register_flash_attention(*r);
+    register_local_attention(*r);
+    register_strided_attention(*r);
+    register_global_attention(*r);
+    register_longformer_attention(*r);
+    register_bigbird_attention(*r);
+    register_reformer_attention(*r);
+    register_sinkhorn_attention(*r);
     return r;
   }();
   return *registry;

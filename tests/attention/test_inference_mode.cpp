@@ -3,6 +3,8 @@
 // releases what its forward kept (a second backward refuses too).
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "attention/attention_test_util.h"
 
 namespace lf {
@@ -46,6 +48,30 @@ TEST_P(InferenceMode, SameOutputNothingKept) {
     rig.layer->backward(dout.data(), dx.data());
     EXPECT_THROW(rig.layer->backward(dout.data(), dx.data()), InvalidArgument) << "a second backward must refuse";
   }
+}
+
+// Whatever the padded positions hold (here NaN and huge values), the outputs at the real positions
+// are those of a clean input: padded keys and values must be selected away, not multiplied by zero.
+TEST_P(InferenceMode, PaddingGarbageDoesNotLeak) {
+  const std::string kind = GetParam();
+  if (!AttentionRegistry::instance().get(kind).info.support.key_padding_mask) GTEST_SKIP();
+  // Known defect, left open (see the closing note of issue 5): reformer hashes padded positions by
+  // their content, so what they hold moves the chunk borders of the real positions.
+  if (kind == "reformer") GTEST_SKIP() << "known: padded positions' buckets depend on their content";
+  AttentionCase c = case_for(kind, false);
+  AttentionRig<float> clean(c), dirty(c);
+  const int64_t d = c.dims.d_model, t = c.n - 1;  // the padded position of sequence 0
+  for (int64_t e = 0; e < d; ++e) dirty.x[size_t(t * d + e)] = e % 2 ? std::nanf("") : 1e30f;
+  clean.forward(c);
+  dirty.forward(c);
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t p = 0; p < c.n; ++p) {
+      if (b == 0 && p == t) continue;
+      for (int64_t e = 0; e < d; ++e) {
+        const size_t i = size_t((b * c.n + p) * d + e);
+        ASSERT_EQ(clean.out[i], dirty.out[i]) << kind << ": sequence " << b << " position " << p;
+      }
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, InferenceMode, testing::ValuesIn(AttentionRegistry::instance().names()),
