@@ -205,6 +205,9 @@ sed 's/^/  /' "$MACHINE"
 # keeps the other side's commands for the report.
 if [[ $SKIP_OURS -eq 0 ]]; then
   : > "$RESULTS/ours_commands.txt"
+  # ours_family.csv holds rows measured separately for kinds added after a full run; this run
+  # measures every registered kind, so they would only shadow its rows.
+  rm -f "$RESULTS/ours_family.csv" "$RESULTS/ours_family.md"
   # Every registered kind; Linformer over every k ≤ n.
   record "$RESULTS/ours_commands.txt" "LINFORMER_NUM_THREADS=$THREADS " "$BIN" bench --what layer_forward,layer_forward_backward --n "$NS" --k "$KS" \
       --repeats "$REPEATS" --warmup "$WARMUP" --csv "$RESULTS/ours_layers.csv" --markdown "$RESULTS/ours_layers.md"
@@ -223,7 +226,7 @@ fi
 
 # --- 7. The report -----------------------------------------------------------------------------
 OURS_CSV=() PEER_CSV=()
-for f in ours_layers ours_model; do [[ -f $RESULTS/$f.csv ]] && OURS_CSV+=("$RESULTS/$f.csv"); done
+for f in ours_layers ours_model ours_family; do [[ -f $RESULTS/$f.csv ]] && OURS_CSV+=("$RESULTS/$f.csv"); done
 for f in peer_layers peer_model; do [[ -f $RESULTS/$f.csv ]] && PEER_CSV+=("$RESULTS/$f.csv"); done
 [[ ${#OURS_CSV[@]} -gt 0 || ${#PEER_CSV[@]} -gt 0 ]] || die "no CSV in $RESULTS"
 REPORT=("$VENV/bin/python" scripts/bench_report.py --out "$OUT_DOC" --img-dir "$IMG_DIR" --notes bench/notes.md
