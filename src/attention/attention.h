@@ -152,9 +152,10 @@ const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m,
   return clean.data();
 }
 
-// The gradient of that select: zero at the padded rows of dx (B, m, d).
+// Zeros at the padded rows of a (B, m, d) buffer, in place: the gradient of that select, or values
+// to select away.
 template <class T>
-void zero_padded_gradient(T* dx, const uint8_t* mask, int64_t B, int64_t m, int64_t d) {
+void zero_rows_at_padding(T* dx, const uint8_t* mask, int64_t B, int64_t m, int64_t d) {
   if (!mask) return;
   for (int64_t r = 0; r < B * m; ++r)
     if (mask[r]) std::fill_n(dx + r * d, d, T(0));

@@ -77,7 +77,7 @@ class QkvoProjections {
     const bool add_to_dc = dc == dx;
     linear_backward(ctx, arena_.value(wk_), dk, dc, arena_.grad(wk_), grad_or_null(bk_), B * m, d_, d_, add_to_dc);
     linear_backward(ctx, arena_.value(wv_), dv, dc, arena_.grad(wv_), grad_or_null(bv_), B * m, d_, d_, true);
-    zero_padded_gradient(dc, in.key_padding_mask, B, m, d_);
+    zero_rows_at_padding(dc, in.key_padding_mask, B, m, d_);
     if (!own.empty())
       for (int64_t i = 0; i < B * m * d_; ++i) dx[i] += own[size_t(i)];
     std::vector<T>().swap(clean_);

@@ -220,7 +220,10 @@ void reformer_hash(const ReformerShape& s, const T* u, const T* R, int32_t* buck
           if (hr[j] > best) best = hr[j], arg = j;
         for (int64_t j = 0; j < half; ++j)
           if (-hr[j] > best) best = -hr[j], arg = half + j;
-        out[a] = int32_t(arg);
+        // A padded position goes to the last bucket whatever it holds: its key is masked anyway, and
+        // its place in the sort (which moves chunk borders for the real positions) must not depend on
+        // what a padded row holds.
+        out[a] = s.key_mask && s.key_mask[b * s.n + t0 + a] ? int32_t(s.n_buckets - 1) : int32_t(arg);
       }
     }
   }
@@ -571,6 +574,12 @@ class ReformerAttention final : public Attention<T> {
       const T norm = std::sqrt(ss), inv = T(1) / std::max(norm, T(kNormFloor));
       norm_[size_t(row)] = norm;
       for (int64_t c = 0; c < d_h; ++c) kn_[size_t(row * d_h + c)] = x[c] * inv;
+    }
+    // Padded keys are never attended, but a zero probability times a NaN key or value is still NaN in
+    // the tile products: replace those rows by zeros (a select; their gradients are zero anyway).
+    if (in.key_padding_mask) {
+      zero_rows_at_padding(kn_.data(), in.key_padding_mask, B, n, d);
+      zero_rows_at_padding(v_.data(), in.key_padding_mask, B, n, d);
     }
     shape_ = ReformerShape{B, n, h, d_h, o_.n_hashes, buckets_for(n), o_.bucket_size, o_.bucket_chunks, dims_.causal,
                            1.0 / std::sqrt(double(d_h)), in.key_padding_mask, training ? dims_.dropout : 0.0, seed};

@@ -4,6 +4,7 @@
 //
 // Per head i and hash round r:
 //   bucket_r(t) = argmax([kn_t R_r; −kn_t R_r])           R_r: d_h × n_buckets/2, N(0, 1), fixed seed
+//                 (a padded position: n_buckets − 1, whatever it holds)
 //   sort positions by (bucket, position) (stable), cut the sorted sequence into chunks of `chunk`:
 //     global chunking (the paper): chunk c = sorted positions [c·L, (c+1)·L), across bucket borders;
 //                                  a query sees its chunk and the previous one (chunk 0: the last).

@@ -55,9 +55,6 @@ TEST_P(InferenceMode, SameOutputNothingKept) {
 TEST_P(InferenceMode, PaddingGarbageDoesNotLeak) {
   const std::string kind = GetParam();
   if (!AttentionRegistry::instance().get(kind).info.support.key_padding_mask) GTEST_SKIP();
-  // Known defect, left open (see the closing note of issue 5): reformer hashes padded positions by
-  // their content, so what they hold moves the chunk borders of the real positions.
-  if (kind == "reformer") GTEST_SKIP() << "known: padded positions' buckets depend on their content";
   AttentionCase c = case_for(kind, false);
   AttentionRig<float> clean(c), dirty(c);
   const int64_t d = c.dims.d_model, t = c.n - 1;  // the padded position of sequence 0

@@ -152,8 +152,10 @@ std::vector<int32_t> reference_buckets(const ReformerShape& s, const double* u, 
                 acc += u[(b * s.n + t) * ld + i * s.d_h + c] * R[((r * s.h + i) * s.d_h + c) * half + j];
               proj.push_back(double(sign) * acc);
             }
+          // Padded positions go to the last bucket, whatever they hold (reformer.h).
+          const bool padded = s.key_mask && s.key_mask[b * s.n + t];
           out[size_t((r * BH + b * s.h + i) * s.n + t)] =
-              int32_t(std::max_element(proj.begin(), proj.end()) - proj.begin());
+              padded ? int32_t(s.n_buckets - 1) : int32_t(std::max_element(proj.begin(), proj.end()) - proj.begin());
         }
   return out;
 }
