@@ -1,5 +1,6 @@
 // The attention layer through the registry interface, as the model sees it: Linformer (k = 256,
-// default sharing) against full softmax attention and its tiled, memory-efficient form (flash),
+// default sharing) against full softmax attention, its tiled, memory-efficient form (flash) and the
+// rest of the efficient-attention family with default options,
 // d = 512, h = 8, batch 1, max_len = n, float.
 // Forward and forward+backward are separate benchmarks, named BM_Attention/<kind>/<pass>/n:<n>.
 // Counters: GFLOP/s from Attention::forward_flops (forward+backward counted as 3× forward, the usual
@@ -86,6 +87,15 @@ const bool registered = [] {
       // Flash computes the same result as full, tile by tile, keeping O(n·d) memory: it runs to the
       // longest length (time still grows as n²).
       {"flash", lf::json::object(), 16384},
+      // The rest of the family with default options (docs/attention.md); strided's entry-by-entry
+      // path stops at 8192.
+      {"local", lf::json::object(), 16384},
+      {"strided", lf::json::object(), 8192},
+      {"global", lf::json::object(), 16384},
+      {"longformer", lf::json::object(), 16384},
+      {"bigbird", lf::json::object(), 16384},
+      {"reformer", lf::json::object(), 16384},
+      {"sinkhorn", lf::json::object(), 16384},
   };
   for (const Kind& k : kinds) {
     for (const bool backward : {false, true}) {
