@@ -99,14 +99,6 @@ inline void tile_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int6
 
 // ---- shared helpers -----------------------------------------------------------------------------
 
-template <class T>
-inline T exp_fast(T x) {
-  if constexpr (std::is_same_v<T, float>)
-    return exp_f32(x);  // vectorisable; 0 for −inf
-  else
-    return std::exp(x);
-}
-
 // Below about a million multiply-adds in Q Kᵀ a parallel region costs more than it saves (much more
 // on a loaded machine, where waking the team can take milliseconds): run on the calling thread.
 inline bool worth_threads(const SdpaShape& s) { return double(s.B) * s.h * s.n * s.mk * s.d_h >= double(1 << 20); }
@@ -123,23 +115,6 @@ inline bool all_padded(const uint8_t* km, int64_t j0, int64_t tk) {
   for (int64_t j = 0; j < tk; ++j)
     if (!km[j0 + j]) return false;
   return true;
-}
-
-// Tiles are copied out of the (B, n, h·d_h) tensors before use: their rows are h·d_h apart (2 KiB at
-// d = 512), a power-of-two stride that maps a tile's rows onto a few L1 sets, which evict each other.
-
-// Xp (rows × d_h, contiguous) = rows of X (row stride ldx).
-template <class T>
-inline void pack_rows(const T* X, int64_t ldx, int64_t rows, int64_t d_h, T* Xp) {
-  for (int64_t j = 0; j < rows; ++j) std::copy(X + j * ldx, X + j * ldx + d_h, Xp + j * d_h);
-}
-
-// Xt (d_h × ld) = the tk rows of X (row stride ldx) transposed: Qᵀ in the forward, Kᵀ and Vᵀ in the
-// backward, so that every score product is a plain product with contiguous rows of B.
-template <class T>
-inline void pack_transposed(const T* X, int64_t ldx, int64_t tk, int64_t d_h, T* Xt, int64_t ld) {
-  for (int64_t j = 0; j < tk; ++j)
-    for (int64_t c = 0; c < d_h; ++c) Xt[c * ld + j] = X[j * ldx + c];
 }
 
 // Scores S (tq × tk, row stride ldS) of query rows t0.. against keys j0..: −inf where the key is

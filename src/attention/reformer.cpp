@@ -30,14 +30,6 @@ namespace {
 constexpr int64_t kQueryBlock = 64;  // query rows of one score block
 constexpr int64_t kHashBlock = 64;   // positions of one hashing product
 
-template <class T>
-inline T exp_fast(T x) {
-  if constexpr (std::is_same_v<T, float>)
-    return exp_f32(x);  // vectorisable; 0 for −inf
-  else
-    return std::exp(x);
-}
-
 // Below about a million multiply-adds a parallel region costs more than it saves.
 inline bool worth_threads(const ReformerShape& s) {
   return double(s.B) * s.h * s.n_hashes * s.n * std::min(s.n, 2 * s.chunk) * s.d_h >= double(1 << 20);

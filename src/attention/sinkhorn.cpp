@@ -39,14 +39,6 @@ namespace lf {
 
 namespace {
 
-template <class T>
-inline T exp_t(T x) {
-  if constexpr (std::is_same_v<T, float>)
-    return exp_f32(x);  // vectorisable; 0 for −inf
-  else
-    return std::exp(x);
-}
-
 // log k for k = 0..n_b (entry 0 unused).
 template <class T>
 std::vector<T> log_table(int64_t nb) {
@@ -69,7 +61,7 @@ void row_step(T* L, int64_t nb, bool causal) {
     for (int64_t j = 1; j < cols; ++j) mx = std::max(mx, row[j]);
     T sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < cols; ++j) sum += exp_t<T>(row[j] - mx);
+    for (int64_t j = 0; j < cols; ++j) sum += exp_fast<T>(row[j] - mx);
     const T lse = mx + std::log(sum);
     for (int64_t j = 0; j < cols; ++j) row[j] -= lse;
   }
@@ -92,7 +84,7 @@ void col_step(T* L, int64_t nb, bool causal, T* m, T* s) {
     for (int64_t i = 0; i < nb; ++i) {
       const T* row = L + i * nb;
 #pragma omp simd
-      for (int64_t j = 0; j < nb; ++j) s[j] += exp_t<T>(row[j] - m[j]);
+      for (int64_t j = 0; j < nb; ++j) s[j] += exp_fast<T>(row[j] - m[j]);
     }
     for (int64_t j = 0; j < nb; ++j) m[j] += std::log(s[j]);
     for (int64_t i = 0; i < nb; ++i) {
@@ -107,7 +99,7 @@ void col_step(T* L, int64_t nb, bool causal, T* m, T* s) {
     T* row = L + i * nb;
     for (int64_t j = 0; j < i; ++j) {
       const T x = row[j], mn = std::max(m[j], x);  // m = −inf before the first row: exp gives 0
-      s[j] = s[j] * exp_t<T>(m[j] - mn) + exp_t<T>(x - mn);
+      s[j] = s[j] * exp_fast<T>(m[j] - mn) + exp_fast<T>(x - mn);
       m[j] = mn;
       row[j] = x - (mn + std::log(s[j])) + log_count[size_t(i - j)];
     }
@@ -124,7 +116,7 @@ void row_step_backward(const T* Y, T* G, int64_t nb, bool causal) {
     T* g = G + i * nb;
     T sum = 0;
     for (int64_t j = 0; j < cols; ++j) sum += g[j];
-    for (int64_t j = 0; j < cols; ++j) g[j] -= exp_t<T>(y[j]) * sum;
+    for (int64_t j = 0; j < cols; ++j) g[j] -= exp_fast<T>(y[j]) * sum;
   }
 }
 
@@ -145,7 +137,7 @@ void col_step_backward(const T* X, const T* Y, T* G, int64_t nb, bool causal, T*
       const T* y = Y + i * nb;
       T* g = G + i * nb;
 #pragma omp simd
-      for (int64_t j = 0; j < nb; ++j) g[j] -= exp_t<T>(y[j]) * a[j];
+      for (int64_t j = 0; j < nb; ++j) g[j] -= exp_fast<T>(y[j]) * a[j];
     }
     return;
   }
@@ -157,9 +149,9 @@ void col_step_backward(const T* X, const T* Y, T* G, int64_t nb, bool causal, T*
     T* g = G + i * nb;
     for (int64_t j = 0; j < i; ++j) {
       const T lam = x[j] - y[j] + log_count[size_t(i - j)];
-      a[j] = g[j] + exp_t<T>(lam - c[j]) * a[j];
+      a[j] = g[j] + exp_fast<T>(lam - c[j]) * a[j];
       c[j] = lam;
-      g[j] -= exp_t<T>(y[j]) / T(i - j) * a[j];
+      g[j] -= exp_fast<T>(y[j]) / T(i - j) * a[j];
     }
   }
 }
@@ -206,7 +198,7 @@ void sinkhorn_permutation(const T* R, int64_t ld_r, int64_t nb, int64_t iters, d
   for (int64_t i = 0; i < nb; ++i) {
     const int64_t cols = row_len(i, nb, causal);
     T* row = P + i * nb;
-    for (int64_t j = 0; j < cols; ++j) row[j] = exp_t<T>(row[j]);
+    for (int64_t j = 0; j < cols; ++j) row[j] = exp_fast<T>(row[j]);
     std::fill(row + cols, row + nb, T(0));
   }
 }
@@ -281,19 +273,6 @@ const AttentionKindInfo& sinkhorn_info() {
       "sparse Sinkhorn attention: blocks attend to themselves and a learned soft-sorted partner, O(n·(b + n/b))",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
   return info;
-}
-
-// Xp (rows × d_h, contiguous) = rows of X (row stride ldx).
-template <class T>
-inline void pack_rows(const T* X, int64_t ldx, int64_t rows, int64_t d_h, T* Xp) {
-  for (int64_t r = 0; r < rows; ++r) std::copy(X + r * ldx, X + r * ldx + d_h, Xp + r * d_h);
-}
-
-// Xt (d_h × ·, row stride ld) = the rows of X (row stride ldx) transposed.
-template <class T>
-inline void pack_transposed(const T* X, int64_t ldx, int64_t rows, int64_t d_h, T* Xt, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < d_h; ++c) Xt[c * ld + r] = X[r * ldx + c];
 }
 
 template <class T>
@@ -619,7 +598,7 @@ class SinkhornAttention final : public Attention<T> {
         continue;
       }
       T sum = 0;
-      for (int64_t c = 0; c < kw; ++c) sum += (row[c] = exp_t<T>(row[c] - mx));
+      for (int64_t c = 0; c < kw; ++c) sum += (row[c] = exp_fast<T>(row[c] - mx));
       const T inv = T(1) / sum;
       for (int64_t c = 0; c < kw; ++c) row[c] *= inv;
     }

@@ -188,14 +188,6 @@ RowKeys global_rows(int64_t n, const std::vector<int64_t>& global_positions,
 namespace {
 
 template <class T>
-inline T exp_fast(T x) {
-  if constexpr (std::is_same_v<T, float>)
-    return exp_f32(x);  // vectorisable; 0 for −inf
-  else
-    return std::exp(x);
-}
-
-template <class T>
 inline T dot(const T* __restrict a, const T* __restrict b, int64_t len) {
   T acc = 0;
 #pragma omp simd reduction(+ : acc)

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace lf {
 
@@ -27,6 +28,16 @@ inline float exp_f32(float x) {
   p = p * r + 5.0000001201e-1f;
   const float y = (p * r * r + r + 1.f) * std::bit_cast<float>((ki + 127) << 23);
   return x < -87.f ? 0.f : x > 88.f ? HUGE_VALF : y;
+}
+
+// e^x for the kernels templated on the element type: exp_f32 for float (vectorisable; 0 for −inf),
+// libm for double (the reference precision of the gradient checks).
+template <class T>
+inline T exp_fast(T x) {
+  if constexpr (std::is_same_v<T, float>)
+    return exp_f32(x);
+  else
+    return std::exp(x);
 }
 
 }  // namespace lf
