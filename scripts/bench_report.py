@@ -51,6 +51,9 @@ KIND_LABEL = {
     ("peer", "linformer_model"): "PyTorch lucidrains LinformerLM (depth 6)",
 }
 KIND_ORDER = ["linformer", "flash", "full"]  # then every other kind, alphabetically
+# The kinds compared with a PyTorch peer in the layer tables and plots; every other kind is shown in
+# the family section (one table per pass, one plot per pass).
+CORE_KINDS = set(KIND_ORDER)
 
 # The paper's Table 3: inference of one layer on one V100 GPU, speed-up over the standard Transformer
 # and memory saving (the ratio of the largest batch that fits); rows n, columns k; None = not in the
@@ -314,7 +317,8 @@ def section_layers(data, peak):
            "sgemm rate measured in the same run.", ""]
     any_rows = False
     for ours_what, peer_what, title in LAYER_PASSES:
-        pairs = pairs_for(data, [(ours_what, peer_what)], PEER_LAYER_KIND)
+        pairs = [(o, p) for o, p in pairs_for(data, [(ours_what, peer_what)], PEER_LAYER_KIND)
+                 if o is None or o in CORE_KINDS]
         if not pairs:
             continue
         out += [f"### Layer {title}", ""]
@@ -325,6 +329,46 @@ def section_layers(data, peak):
             out += comparison_table(data, ours_what, peer_what, ours_kind, peer_kind, peak) + [""]
     if not any_rows:
         out += ["No layer measurements in the inputs.", ""]
+    return out
+
+
+def family_kinds(data):
+    """Our layer kinds that have no PyTorch peer: the rest of the efficient-attention family."""
+    return [k for k in data.kinds(OURS_IMPL, [p[0] for p in LAYER_PASSES]) if k not in CORE_KINDS]
+
+
+def section_family(data, img_rel):
+    """One table per layer pass: a row per kind, a column per n, 'ms / MiB' in each cell."""
+    kinds = family_kinds(data)
+    if not kinds:
+        return []
+    out = ["## The efficient-attention family: time and memory against n", "",
+           "Every other registered kind with its default options (docs/attention.md), one layer at the "
+           "same d_model, heads and batch as above; our Linformer (k = 256) and flash rows repeat the "
+           "tables above for reference. Each cell: median time (ms) / peak memory growth (MiB). These "
+           "kinds have no PyTorch peer in this report.", ""]
+    for what, _, title in LAYER_PASSES:
+        refs = [("linformer", T_K), ("flash", 0)]
+        rows_kinds = [(k, kk) for k, kk in refs if data.select(OURS_IMPL, k, what)] + [(k, 0) for k in kinds]
+        ns = sorted({r["n"] for k, kk in rows_kinds for r in data.select(OURS_IMPL, k, what) if r["k"] == kk})
+        if not ns:
+            continue
+        notes = Footnotes()
+        rows = []
+        for kind, k in rows_kinds:
+            cells = []
+            for n in ns:
+                r = data.get(OURS_IMPL, kind, what, n, k)
+                if ok(r):
+                    cells.append(f"{f_ms(r['time_ms'])} / {f_mib(r['peak_mem_bytes'])}")
+                else:
+                    cells.append("–" if r is None else "– " + notes.ref(status_of(r)))
+            rows.append([f"{kind} (k={k})" if k else kind] + cells)
+        out += [f"### Layer {title}", ""] + md_table(["kind"] + [f"n={n}" for n in ns], rows) + [""]
+        if notes.items:
+            out += notes.lines() + [""]
+        if img_rel.get("family_" + what):
+            out += [f"![The family, layer {title}: time and memory against n]({img_rel['family_' + what]})", ""]
     return out
 
 
@@ -596,8 +640,29 @@ K_SHADES = {128: "#7fb3e0", 256: "tab:blue", 512: "#2c6aa0", 1024: "#1d4a72", 20
 EXTRA_COLOURS = ["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 
 
+def family_series(data, what):
+    """[(label, xs, ys_time, ys_mem, style)]: our Linformer (k = 256) and flash for reference, then every
+    family kind in its own colour (20 colours) and marker."""
+    import matplotlib
+    palette = [matplotlib.colormaps["tab20"](i) for i in range(20)]
+    markers = ["o", "s", "^", "v", "D", "P", "X", "<", ">", "h"]
+    series = []
+    kinds = [("linformer", T_K, "tab:blue", "o", 2.4), ("flash", 0, "tab:green", "o", 2.4)]
+    order = [2, 6, 8, 10, 12, 14, 16, 18, 3, 7, 9, 11, 13, 15, 17, 19, 1, 5]  # blue, green: the references
+    kinds += [(k, 0, palette[order[i % len(order)]], markers[i % len(markers)], 1.5)
+              for i, k in enumerate(family_kinds(data))]
+    for kind, k, colour, marker, width in kinds:
+        rows = [r for r in data.select(OURS_IMPL, kind, what) if r["k"] == k and ok(r)]
+        if rows:
+            series.append((f"{kind} k={k}" if k else kind, [r["n"] for r in rows], [r["time_ms"] for r in rows],
+                           [r["peak_mem_bytes"] / MIB if r["peak_mem_bytes"] is not None else float("nan")
+                            for r in rows],
+                           dict(color=colour, linestyle="-", marker=marker, linewidth=width, markersize=4)))
+    return series
+
+
 def series_for_plot(data, ours_what, peer_what):
-    """[(label, xs, ys_time, ys_mem, style)] for one layer pass."""
+    """[(label, xs, ys_time, ys_mem, style)] for one layer pass: the kinds with a PyTorch peer."""
     series = []
     extra = iter(EXTRA_COLOURS * 4)
 
@@ -615,6 +680,8 @@ def series_for_plot(data, ours_what, peer_what):
     main_k = T_K if T_K in lin_ks else (max(lin_ks, key=lambda k: sum(1 for r in data.select(
         OURS_IMPL, "linformer", ours_what) if r["k"] == k and ok(r))) if lin_ks else None)
     for kind in data.kinds(OURS_IMPL, [ours_what]):
+        if kind not in CORE_KINDS:
+            continue
         if kind == "linformer":
             if main_k is not None:
                 add(OURS_IMPL, kind, ours_what, main_k, f"ours linformer k={main_k}", K_SHADES.get(main_k, "tab:blue"),
@@ -653,50 +720,56 @@ def guide_lines(ax, xs_all, ys_all):
 
 
 def plot_layers(data, img_dir, plt):
-    """One PNG per layer pass, time and memory side by side. Returns {name: file path}."""
-    from matplotlib import ticker
+    """Per layer pass one PNG of the kinds with a PyTorch peer and one of the family, time and memory
+    side by side. Returns {name: file path}."""
     files = {}
     for ours_what, peer_what, title in LAYER_PASSES:
-        series = series_for_plot(data, ours_what, peer_what)
-        if not series:
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(14, 5.6))
-        for ax, idx, ylabel in ((axes[0], 2, "median time (ms)"), (axes[1], 3, "peak memory growth (MiB)")):
-            xs_all, ys_all = [], []
-            for lab, xs, yt, ym, style in series:
-                ys = yt if idx == 2 else ym
-                ax.plot(xs, ys, label=lab, **style)
-                xs_all += xs
-                ys_all += ys
-            ylim = None
-            finite = [y for y in ys_all if y == y and y > 0]
-            if finite:
-                ylim = (min(finite) / 1.6, max(finite) * 1.6)
-            guide_lines(ax, xs_all, ys_all)
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            if ylim:
-                ax.set_ylim(*ylim)  # the guides may run off the data's range
-            ns = sorted(set(xs_all))
-            ax.xaxis.set_major_locator(ticker.FixedLocator(ns))
-            ax.xaxis.set_major_formatter(ticker.FixedFormatter([str(n) for n in ns]))
-            ax.xaxis.set_minor_locator(ticker.NullLocator())
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-            ax.set_xlabel("sequence length n")
-            ax.set_ylabel(ylabel)
-            ax.grid(True, which="major", alpha=0.3)
-            ax.grid(True, which="minor", alpha=0.1)
-        axes[0].set_title(f"{title}: time")
-        axes[1].set_title(f"{title}: memory")
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=9, frameon=False)
-        fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(labels) // 5), 1, 1))
-        path = os.path.join(img_dir, f"{ours_what}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files[ours_what] = path
+        for name, series, heading in ((ours_what, series_for_plot(data, ours_what, peer_what), title),
+                                      ("family_" + ours_what, family_series(data, ours_what),
+                                       f"the family, {title}")):
+            if series:
+                files[name] = plot_series(series, heading, os.path.join(img_dir, f"{name}.png"), plt)
     return files
+
+
+def plot_series(series, title, path, plt):
+    """Time and memory against n, log-log, with O(n) and O(n²) guides. Returns the path."""
+    from matplotlib import ticker
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.6))
+    for ax, idx, ylabel in ((axes[0], 2, "median time (ms)"), (axes[1], 3, "peak memory growth (MiB)")):
+        xs_all, ys_all = [], []
+        for lab, xs, yt, ym, style in series:
+            ys = yt if idx == 2 else ym
+            ax.plot(xs, ys, label=lab, **style)
+            xs_all += xs
+            ys_all += ys
+        ylim = None
+        finite = [y for y in ys_all if y == y and y > 0]
+        if finite:
+            ylim = (min(finite) / 1.6, max(finite) * 1.6)
+        guide_lines(ax, xs_all, ys_all)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        if ylim:
+            ax.set_ylim(*ylim)  # the guides may run off the data's range
+        ns = sorted(set(xs_all))
+        ax.xaxis.set_major_locator(ticker.FixedLocator(ns))
+        ax.xaxis.set_major_formatter(ticker.FixedFormatter([str(n) for n in ns]))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel("sequence length n")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.grid(True, which="minor", alpha=0.1)
+    axes[0].set_title(f"{title}: time")
+    axes[1].set_title(f"{title}: memory")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 + 0.03 * (len(labels) // 5), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_grid(data, img_dir, plt):
@@ -890,6 +963,7 @@ def build_document(args, data, img_rel):
     for what, _, title in LAYER_PASSES:
         if img_rel.get(what):
             out += [f"![Layer {title}: time and memory against n]({img_rel[what]})", ""]
+    out += section_family(data, img_rel)
     out += section_models(data, peak)
     if img_rel.get("model"):
         out += [f"![Model: time and memory]({img_rel['model']})", ""]
