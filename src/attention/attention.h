@@ -88,6 +88,11 @@ class Attention {
   // excluded. Used to refuse a configuration that would not fit before allocating it, so it must not
   // underestimate by much: count every buffer of B·n·d, B·h·n·m, ... size the kind holds at once.
   virtual double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const = 0;
+
+  // Called by the trainer (through Model::set_training_step) before each training step's forward,
+  // with the 0-based step, and again after a resume. A kind whose state follows the training
+  // schedule (Performer's periodic feature redraw) acts on it; the default does nothing.
+  virtual void set_training_step(int64_t step) {}
 };
 
 struct AttentionKindInfo {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -18,20 +19,25 @@ namespace lf {
 // How a parameter starts. Random draws come from the counter RNG keyed by (seed, stream), where the
 // stream is the parameter's own name unless `stream` names another: two tensors with one stream get
 // the same random matrix (scaled each by its own `scale`), which is how Linformer's fixed projections
-// E = δR and F = e^{-δ}R share R.
+// E = δR and F = e^{-δ}R share R. Custom fills the whole tensor by a function of the seed (e.g.
+// Performer's orthogonal random features, which a layer also redraws itself during training).
 struct Init {
-  enum Kind { Zeros, Ones, Uniform, Normal };
+  enum Kind { Zeros, Ones, Uniform, Normal, Custom };
+  // Custom: writes numel values (in double, in the parameter's row-major order) for the arena's seed.
+  using Fill = std::function<void(uint64_t seed, double* out, int64_t numel)>;
   Kind kind = Zeros;
   double a = 0;        // Uniform: bound (draws in [-a, a]); Normal: standard deviation
   double scale = 1;    // multiplies every drawn value
   std::string stream;  // empty: the parameter's name
+  Fill fill;           // Custom only
 
-  static Init zeros() { return {Zeros, 0, 1, {}}; }
-  static Init ones() { return {Ones, 0, 1, {}}; }
-  static Init uniform(double bound) { return {Uniform, bound, 1, {}}; }
+  static Init zeros() { return {Zeros, 0, 1, {}, {}}; }
+  static Init ones() { return {Ones, 0, 1, {}, {}}; }
+  static Init uniform(double bound) { return {Uniform, bound, 1, {}, {}}; }
   static Init normal(double stddev, double scale = 1, std::string stream = {}) {
-    return {Normal, stddev, scale, std::move(stream)};
+    return {Normal, stddev, scale, std::move(stream), {}};
   }
+  static Init custom(Fill fill) { return {Custom, 0, 1, {}, std::move(fill)}; }
   // Xavier/Glorot uniform for a (fan_out, fan_in) weight, with PyTorch's gain convention.
   static Init xavier_uniform(int64_t fan_out, int64_t fan_in, double gain = 1) {
     return uniform(gain * std::sqrt(6.0 / double(fan_in + fan_out)));
@@ -107,6 +113,13 @@ class ParamArena {
     LF_REQUIRE(allocated_, "initialize() before allocate()");
     for (const ParamInfo& p : params_) {
       T* v = values_.data() + p.offset;
+      if (p.init.kind == Init::Custom) {
+        LF_REQUIRE(bool(p.init.fill), "parameter '", p.name, "' has a custom initialiser without a function");
+        std::vector<double> x(static_cast<size_t>(p.numel), 0.0);
+        p.init.fill(seed, x.data(), p.numel);
+        for (int64_t i = 0; i < p.numel; ++i) v[i] = T(x[size_t(i)] * p.init.scale);
+        continue;
+      }
       const uint64_t stream = stream_id(p.init.stream.empty() ? p.name : p.init.stream);
       for (int64_t i = 0; i < p.numel; ++i) {
         double x = 0;
@@ -115,6 +128,7 @@ class ParamArena {
           case Init::Ones: x = 1; break;
           case Init::Uniform: x = (2 * uniform01_f64(seed, stream, uint64_t(i)) - 1) * p.init.a; break;
           case Init::Normal: x = normal_f64(seed, stream, uint64_t(i)) * p.init.a; break;
+          case Init::Custom: break;  // handled above
         }
         v[i] = T(x * p.init.scale);
       }

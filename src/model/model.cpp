@@ -90,6 +90,11 @@ template <class T>
 Model<T>::~Model() = default;
 
 template <class T>
+void Model<T>::set_training_step(int64_t step) {
+  for (const auto& blk : blocks_) blk->attn->set_training_step(step);
+}
+
+template <class T>
 int64_t Model<T>::logits_per_row() const {
   return config_.task == Task::Classify ? config_.n_classes : config_.vocab_size;
 }

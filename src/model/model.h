@@ -42,6 +42,10 @@ class Model {
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
 
+  // Tells every layer's attention which training step comes next (Attention::set_training_step):
+  // the trainer calls it before each step's forward, resumed runs included.
+  void set_training_step(int64_t step);
+
   int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
   const ModelConfig& config() const { return config_; }
 

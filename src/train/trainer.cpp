@@ -316,6 +316,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   int64_t window_steps = 0;
   auto window_start = std::chrono::steady_clock::now();
   for (int64_t step = start_step; step < opt.steps; ++step) {
+    model.set_training_step(step);  // e.g. Performer's feature redraw; also right after a resume
     arena.zero_grad();
     double step_loss = 0;
     for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {

@@ -105,6 +105,29 @@ TEST(ParamArena, OneStreamTwoScales) {
   for (int i = 0; i < 50; ++i) EXPECT_DOUBLE_EQ(a.value(e)[i], 4.0 * a.value(f)[i]);
 }
 
+TEST(ParamArena, CustomInitFillsByAFunctionOfTheSeed) {
+  ParamArena<float> a;
+  int64_t seen_numel = 0;
+  const Init custom = Init::custom([&](uint64_t seed, double* out, int64_t numel) {
+    seen_numel = numel;
+    for (int64_t i = 0; i < numel; ++i) out[i] = double(seed) * 1000 + double(i) + 0.25;
+  });
+  const int w = a.declare("w", {2, 3}, custom, /*trainable=*/false);
+  const int z = a.declare("z", {2}, Init::ones());
+  a.allocate();
+  a.initialize(7);
+  EXPECT_EQ(seen_numel, 6);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(a.value(w)[i], float(7000 + i + 0.25));
+  EXPECT_EQ(a.value(z)[1], 1.0f);
+  a.initialize(2);
+  EXPECT_EQ(a.value(w)[5], 2005.25f);
+  EXPECT_FALSE(a.info(w).trainable);
+  ParamArena<float> empty;  // a custom initialiser without a function is refused, not called
+  empty.declare("e", {1}, Init::custom(nullptr));
+  empty.allocate();
+  EXPECT_THROW(empty.initialize(1), InvalidArgument);
+}
+
 TEST(Threading, ExplicitEnvironmentAndBadValues) {
   EXPECT_EQ(configure_threads(1), 1);
   EXPECT_EQ(omp_get_max_threads(), 1);

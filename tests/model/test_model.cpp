@@ -2,6 +2,7 @@
 // attention kinds per layer, padding and dropout; causality of the causal LM; bad configurations.
 #include <cmath>
 
+#include "attention/linear_core.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -26,6 +27,8 @@ ModelConfig tiny_config(Task task, bool pre_ln, std::vector<LayerAttention> atte
 
 const LayerAttention kLinformer{"linformer", {{"k", 4}, {"qkv_bias", true}}};
 const LayerAttention kFull{"full", {{"qkv_bias", true}}};
+const LayerAttention kPerformer{"performer", {{"features", 6}, {"redraw_every", 2}, {"seed", 3}, {"chunk", 4}}};
+const LayerAttention kLinear{"linear", {{"chunk", 4}}};
 
 struct Batch {
   int64_t B = 2, n = 6;
@@ -207,6 +210,37 @@ TEST(Model, ActivationCheckpointingGivesIdenticalGradients) {
     EXPECT_EQ(logits[0], logits[1]);
     EXPECT_EQ(grads[0], grads[1]);
   }
+}
+
+TEST(Model, GradientsWithLinearAndPerformerLayers) {
+  for (Task task : {Task::MaskedLM, Task::CausalLM}) {
+    SCOPED_TRACE(task_name(task));
+    check_model_gradients(tiny_config(task, true, {kPerformer, kLinear}), tiny_batch(true), false);
+  }
+}
+
+TEST(Model, TrainingStepReachesEveryLayer) {
+  // Layer 0 is a Performer redrawing every 2 steps, layer 1 full attention (the default hook: nothing).
+  ParamArena<float> arena;
+  Model<float> model(tiny_config(Task::MaskedLM, true, {kPerformer, kFull}), arena);
+  arena.allocate();
+  arena.initialize(5);
+  const int id = arena.find("layers.0.attn.features");
+  ASSERT_GE(id, 0);
+  auto draw = [](int64_t index) {
+    std::vector<double> w(6 * 4);
+    performer_orthogonal_features(3, "layers.0.attn.", index, 6, 4, w.data());
+    return std::vector<float>(w.begin(), w.end());
+  };
+  auto features = [&] { return std::vector<float>(arena.value(id), arena.value(id) + 24); };
+  EXPECT_EQ(features(), draw(0));
+  const std::vector<float> others(arena.values(), arena.values() + arena.info(id).offset);
+  for (int64_t step : {0, 1, 2, 3, 4, 9, 1}) {
+    model.set_training_step(step);
+    EXPECT_EQ(features(), draw(step / 2)) << "step " << step;
+  }
+  EXPECT_NE(draw(0), draw(1));
+  EXPECT_EQ(std::vector<float>(arena.values(), arena.values() + arena.info(id).offset), others);  // nothing else moved
 }
 
 TEST(ModelConfig, JsonRoundTripAndSingleAttentionEntry) {
