@@ -18,6 +18,7 @@ void register_reformer_attention(AttentionRegistry&);
 void register_sinkhorn_attention(AttentionRegistry&);
 void register_linear_attention(AttentionRegistry&);
 void register_performer_attention(AttentionRegistry&);
+void register_synthesizer_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -34,6 +35,7 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_sinkhorn_attention(*r);
     register_linear_attention(*r);
     register_performer_attention(*r);
+    register_synthesizer_attention(*r);
     return r;
   }();
   return *registry;

@@ -1,0 +1,648 @@
+// `synthesizer`: Synthesizer attention (Tay et al. 2021). The scores are synthesised, never formed
+// from token-token dot products; only the values come from the sequence. Per head i (h heads of
+// width d_h = d/h; a sequence of n ≤ max_len positions uses the top-left n×n of the scores):
+//   V = x W_vᵀ (+ b_v),  O^i = softmax(S^i + masks) V^i,  Y = O W_oᵀ + b_o
+//   dense:             S^i_t = W2^i ReLU(W1^i x_t + b1^i) + b2^i        (row t of S^i, in R^max_len)
+//   dense factorised:  a_t = W2a^i u_t + b2a^i ∈ R^a, b_t = W2b^i u_t + b2b^i ∈ R^b, u_t = ReLU(W1^i x_t + b1^i),
+//                      S^i_t[j] = a_t[j / b] · b_t[j mod b]             (a·b ≥ max_len)
+//   random:            S^i = R^i (max_len × max_len, learned or fixed), or R^i = A^i (B^i)ᵀ with rank r
+// Masks: causal (j > t hidden), key padding (padded keys hidden, their rows of x and V selected to 0).
+// Dropout on the probabilities. The probabilities are recomputed in the backward, never kept.
+// Time O(B·n·d² + B·n²·d + B·h·n²·hidden) (dense) or O(B·n·d² + B·n²·d + h·n²·r) (random); memory
+// O(B·n·(d + h·hidden) + n²): one head's n×n probabilities (and its gradient) at a time.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "attention/attention.h"
+#include "attention/options.h"
+#include "attention/sdpa.h"
+#include "core/error.h"
+#include "cpu/dropout.h"
+#include "cpu/gemm.h"
+#include "cpu/linear.h"
+#include "cpu/vmath.h"
+
+namespace lf {
+namespace {
+
+enum class SynthMode { Dense, Random };
+
+// Rows per block of the causal products (the blocks skip the upper triangle of the n×n scores).
+constexpr int64_t kCausalBlock = 256;
+
+struct SynthOptions {
+  SynthMode mode = SynthMode::Dense;
+  int64_t hidden = 0;        // dense: width of each head's hidden layer
+  bool factorized = false;   // dense: a_t ⊗ b_t instead of a full row
+  int64_t factor_a = 0;      // factorised dense: a
+  int64_t factor_b = 0;      //                   b = ⌈max_len / a⌉ (derived)
+  int64_t rank = 0;          // random: 0 = a full matrix, r > 0: A Bᵀ
+  bool fixed = false;        // random: not trained (still saved)
+  bool v_bias = false;       // a bias on the value map
+};
+
+// ⌈√L⌉: the smallest a with a² ≥ L.
+int64_t ceil_sqrt(int64_t L) {
+  int64_t a = std::max<int64_t>(1, int64_t(std::sqrt(double(L))));
+  while (a * a < L) ++a;
+  while (a > 1 && (a - 1) * (a - 1) >= L) --a;
+  return a;
+}
+
+SynthOptions parse_synthesizer(const AttentionDims& dims, const json& options, json* resolved) {
+  OptionReader r("synthesizer", options);
+  SynthOptions o;
+  o.mode = r.get_choice("mode", "dense", {"dense", "random"}) == "dense" ? SynthMode::Dense : SynthMode::Random;
+  const bool dense = o.mode == SynthMode::Dense;
+  // Options of the other mode are refused by name, not silently ignored.
+  auto only_for = [&](const char* key, bool applies, const char* what) {
+    LF_REQUIRE(applies || !options.contains(key), r.where(key), " applies only to ", what);
+  };
+  only_for("hidden", dense, "mode \"dense\"");
+  only_for("factorized", dense, "mode \"dense\"");
+  only_for("rank", !dense, "mode \"random\"");
+  only_for("fixed", !dense, "mode \"random\" (the dense network is always trained)");
+  if (dense) {
+    o.hidden = r.get_int("hidden", dims.d_model / dims.n_heads);
+    LF_REQUIRE(o.hidden >= 1, r.where("hidden"), " must be >= 1, got ", o.hidden);
+    o.factorized = r.get_bool("factorized", false);
+    only_for("factor_a", o.factorized, "the factorised dense mode (\"factorized\": true)");
+    if (o.factorized) {
+      o.factor_a = r.get_int("factor_a", ceil_sqrt(dims.max_len));
+      LF_REQUIRE(o.factor_a >= 1 && o.factor_a <= dims.max_len, r.where("factor_a"), " must be in [1, max_len = ",
+                 dims.max_len, "], got ", o.factor_a);
+      o.factor_b = (dims.max_len + o.factor_a - 1) / o.factor_a;
+    }
+  } else {
+    only_for("factor_a", false, "the factorised dense mode (\"factorized\": true)");
+    o.rank = r.get_int("rank", 0);
+    LF_REQUIRE(o.rank >= 0 && o.rank < dims.max_len, r.where("rank"), " must be in [0, max_len = ", dims.max_len,
+               ") (0: a full max_len × max_len matrix; a rank of max_len or more saves nothing), got ", o.rank);
+    o.fixed = r.get_bool("fixed", false);
+  }
+  o.v_bias = r.get_bool("v_bias", false);
+  json out = r.finish();
+  if (resolved) *resolved = out;
+  return o;
+}
+
+const AttentionKindInfo& synthesizer_info() {
+  static const AttentionKindInfo info{
+      "synthesizer",
+      "Synthesizer: scores synthesised per token (dense MLP) or learned/fixed (random), no dot products, O(n²)",
+      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
+  return info;
+}
+
+// Σ_{j<end} f(j) in 16 interleaved partial sums added in a fixed order: vectorised, and the same bits
+// wherever the row starts in memory (a `simd reduction` may peel a different head for each alignment,
+// so a causal row's sum would depend on n).
+template <class T, class F>
+inline T lane_sum(int64_t end, F f) {
+  constexpr int64_t kLanes = 16;
+  T acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= end; j += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += f(j + l);
+  for (int64_t l = 0; j + l < end; ++l) acc[l] += f(j + l);
+  T sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+  return sum;
+}
+
+// Row softmax over the first `end` entries in place (−inf entries get 0, an all −inf row gives 0);
+// entries end..n are set to 0. Every value depends only on the first `end` entries, bit for bit.
+template <class T>
+inline void softmax_prefix(T* row, int64_t end, int64_t n) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  T mx = neg_inf;  // a maximum is exact in any order
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < end; ++j) mx = mx > row[j] ? mx : row[j];
+  if (mx == neg_inf) {
+    std::fill(row, row + n, T(0));
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+#pragma omp simd
+    for (int64_t j = 0; j < end; ++j) row[j] = exp_f32(row[j] - mx);
+  } else {
+    for (int64_t j = 0; j < end; ++j) row[j] = std::exp(row[j] - mx);
+  }
+  const T inv = T(1) / lane_sum<T>(end, [row](int64_t j) { return row[j]; });
+  for (int64_t j = 0; j < end; ++j) row[j] *= inv;
+  std::fill(row + end, row + n, T(0));
+}
+
+template <class T>
+class SynthesizerAttention final : public Attention<T> {
+ public:
+  SynthesizerAttention(const AttentionSpec& spec, ParamArena<T>& arena)
+      : dims_(spec.dims), opt_(parse_synthesizer(spec.dims, spec.options, nullptr)), arena_(arena) {
+    const int64_t d = dims_.d_model, h = dims_.n_heads, L = dims_.max_len, hid = opt_.hidden;
+    const std::string& p = spec.prefix;
+    const Init linear = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
+    wv_ = arena.declare(p + "to_v.weight", {d, d}, linear);
+    if (opt_.v_bias) bv_ = arena.declare(p + "to_v.bias", {d}, linear);
+    wo_ = arena.declare(p + "to_out.weight", {d, d}, linear);
+    bo_ = arena.declare(p + "to_out.bias", {d}, linear);
+    if (opt_.mode == SynthMode::Dense) {
+      const Init out = Init::uniform(1.0 / std::sqrt(double(hid)));  // nn.Linear(hidden, ·)
+      w1_ = arena.declare(p + "synth.hidden.weight", {h * hid, d}, linear);
+      b1_ = arena.declare(p + "synth.hidden.bias", {h * hid}, linear);
+      if (!opt_.factorized) {
+        w2_ = arena.declare(p + "synth.out.weight", {h, L, hid}, out);
+        b2_ = arena.declare(p + "synth.out.bias", {h, L}, out);
+      } else {
+        w2a_ = arena.declare(p + "synth.out_a.weight", {h, opt_.factor_a, hid}, out);
+        b2a_ = arena.declare(p + "synth.out_a.bias", {h, opt_.factor_a}, out);
+        w2b_ = arena.declare(p + "synth.out_b.weight", {h, opt_.factor_b, hid}, out);
+        b2b_ = arena.declare(p + "synth.out_b.bias", {h, opt_.factor_b}, out);
+      }
+    } else if (opt_.rank == 0) {
+      // N(0, 1): the spread of dot-product scores q·k/√d_h at initialisation, so that the (possibly
+      // fixed) mixing is neither uniform nor one-hot.
+      r_ = arena.declare(p + "synth.random", {h, L, L}, Init::normal(1.0), !opt_.fixed);
+    } else {
+      // N(0, r^{-1/4}) each: the entries of A Bᵀ have variance 1, as in the full matrix.
+      const Init f = Init::normal(std::pow(double(opt_.rank), -0.25));
+      ra_ = arena.declare(p + "synth.random_a", {h, L, opt_.rank}, f, !opt_.fixed);
+      rb_ = arena.declare(p + "synth.random_b", {h, L, opt_.rank}, f, !opt_.fixed);
+    }
+  }
+
+  void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
+    validate_input(in, dims_, synthesizer_info());
+    in_ = in;
+    kept_ = in.keep_for_backward;
+    dropout_ = training ? dims_.dropout : 0.0;
+    seed_ = seed;
+    const int64_t B = in.B, n = in.n, d = dims_.d_model;
+    // V (B, n, d) from x with padded rows selected to 0, and padded rows of V selected to 0.
+    const T* xv = zero_padded_rows(in.x, in.key_padding_mask, B, n, d, clean_);
+    v_.resize(size_t(B * n * d));
+    linear_forward(xv, arena_.value(wv_), value_or_null(bv_), v_.data(), B * n, d, d);
+    zero_rows_at_padding(v_.data(), in.key_padding_mask, B, n, d);
+    if (opt_.mode == SynthMode::Dense) generator_forward();
+    o_.resize(size_t(B * n * d));
+    if (opt_.mode == SynthMode::Dense)
+      dense_core_forward();
+    else
+      random_core_forward();
+    linear_forward(o_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d, d);
+    if (!kept_) release();
+  }
+
+  void backward(const T* dout, T* dx, T* dcontext) override {
+    require_kept_for_backward(kept_, "synthesizer");
+    (void)dcontext;  // no cross-attention
+    const int64_t B = in_.B, n = in_.n, d = dims_.d_model;
+    std::vector<T> d_o(size_t(B * n * d)), dv(size_t(B * n * d));
+    linear_backward(o_.data(), arena_.value(wo_), dout, d_o.data(), arena_.grad(wo_), arena_.grad(bo_), B * n, d, d);
+    release_buffers(o_);
+    if (opt_.mode == SynthMode::Dense)
+      dense_core_backward(d_o.data(), dv.data(), dx);  // dx = the score network's path
+    else
+      random_core_backward(d_o.data(), dv.data());
+    release_buffers(d_o);
+    // The value path: the gradient of the selects of forward() (padded rows of V and of x).
+    zero_rows_at_padding(dv.data(), in_.key_padding_mask, B, n, d);
+    const T* xv = in_.key_padding_mask ? clean_.data() : in_.x;
+    const bool add = opt_.mode == SynthMode::Dense;
+    if (!in_.key_padding_mask) {
+      linear_backward(xv, arena_.value(wv_), dv.data(), dx, arena_.grad(wv_), grad_or_null(bv_), B * n, d, d, add);
+    } else {
+      std::vector<T> dxv(size_t(B * n * d));
+      linear_backward(xv, arena_.value(wv_), dv.data(), dxv.data(), arena_.grad(wv_), grad_or_null(bv_), B * n, d, d);
+      zero_rows_at_padding(dxv.data(), in_.key_padding_mask, B, n, d);
+      for (int64_t e = 0; e < B * n * d; ++e) dx[e] = add ? dx[e] + dxv[size_t(e)] : dxv[size_t(e)];
+    }
+    release();  // one backward per forward, as in PyTorch
+    kept_ = false;
+  }
+
+  double forward_flops(int64_t B, int64_t n, int64_t m) const override {
+    (void)m;
+    const double d = double(dims_.d_model), h = double(dims_.n_heads), nn = double(n) * n;
+    double f = 2.0 * 2.0 * B * n * d * d + 2.0 * B * nn * d;  // to_v, to_out; P·V over every head
+    if (opt_.mode == SynthMode::Dense) {
+      const double hid = double(opt_.hidden);
+      f += 2.0 * B * n * d * h * hid;  // the hidden layer
+      f += opt_.factorized ? 2.0 * B * n * h * hid * double(opt_.factor_a + opt_.factor_b) + B * h * nn
+                           : 2.0 * B * h * nn * hid;
+    } else if (opt_.rank > 0) {
+      f += 2.0 * h * nn * double(opt_.rank);  // A Bᵀ, once per head for the whole batch
+    }
+    return f;
+  }
+
+  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
+    (void)m;
+    const double nd = double(B) * n * dims_.d_model, nn = double(n) * n, h = double(dims_.n_heads);
+    const double net = opt_.mode == SynthMode::Dense ? double(B) * n * h * opt_.hidden : 0.0;
+    const double fac = opt_.factorized ? double(B) * n * h * double(opt_.factor_a + opt_.factor_b) : 0.0;
+    const bool random = opt_.mode == SynthMode::Random, drop = dims_.dropout > 0;
+    // Forward: the masked copy of x, V, O; the hidden units and factors; n×n scratch: P, (random) its
+    // dropped copy and A Bᵀ.
+    const double fwd = 3.0 * nd + net + fac;
+    const double fwd_nn = 1.0 + (random && drop ? 1.0 : 0.0) + (opt_.rank > 0 ? 1.0 : 0.0);
+    if (!training) return sizeof(T) * (fwd + fwd_nn * nn);
+    // Backward: dO, dV, the value path's dx; dU and the factors' gradients; n×n scratch: P, dP and
+    // (random) the summed dS and A Bᵀ.
+    const double bwd_nn = 2.0 + (random ? 1.0 : 0.0) + (opt_.rank > 0 ? 1.0 : 0.0);
+    return sizeof(T) * (fwd + 3.0 * nd + net + fac + std::max(fwd_nn, bwd_nn) * nn);
+  }
+
+ private:
+  const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
+  T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
+  int64_t head_width() const { return dims_.d_model / dims_.n_heads; }
+  const uint8_t* key_mask(int64_t b) const {
+    return in_.key_padding_mask ? in_.key_padding_mask + b * in_.n : nullptr;
+  }
+  // Row t sees keys 0..end: end = t + 1 when causal, else n.
+  int64_t row_end(int64_t t) const { return dims_.causal ? t + 1 : in_.n; }
+  bool rows_in_parallel() const { return in_.n * in_.n > 16384; }
+  uint64_t dropout_offset(int64_t b, int64_t i) const {
+    return uint64_t((b * dims_.n_heads + i) * in_.n * in_.n);  // sdpa's index ((b·h + i)·n + t)·n + j
+  }
+
+  // Calls f(r0, r1, kend) for the row blocks [r0, r1) of an n×n score matrix and the keys [0, kend)
+  // they see: causal, blocks of kCausalBlock rows with kend = r1, so the products skip (most of) the
+  // upper triangle; otherwise one block with kend = n. Entries of a row past its last visible key are
+  // 0 in P and in dS, so the products may read them.
+  template <class F>
+  void row_blocks(F&& f) const {
+    const int64_t n = in_.n, rows = dims_.causal ? kCausalBlock : n;
+    for (int64_t r0 = 0; r0 < n; r0 += rows) {
+      const int64_t r1 = std::min(n, r0 + rows);
+      f(r0, r1, dims_.causal ? r1 : n);
+    }
+  }
+
+  // O (n × d_h, row stride d) = P V, V (n × d_h, row stride d).
+  void probs_times_values(const T* P, const T* V, T* O) const {
+    const int64_t n = in_.n, d = dims_.d_model, dh = head_width();
+    row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+      gemm<T>(false, false, r1 - r0, dh, kend, T(1), P + r0 * n, n, V, d, T(0), O + r0 * d, d);
+    });
+  }
+
+  // dV (n × d_h, row stride d) = Pᵀ dO, overwritten.
+  void probs_transposed_times_grad(const T* P, const T* dO, T* dV) const {
+    const int64_t n = in_.n, d = dims_.d_model, dh = head_width();
+    for (int64_t t = 0; t < n; ++t) std::fill(dV + t * d, dV + t * d + dh, T(0));
+    row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+      gemm<T>(true, false, kend, dh, r1 - r0, T(1), P + r0 * n, n, dO + r0 * d, d, T(1), dV, d);
+    });
+  }
+
+  // G (n × n) = dO Vᵀ + beta·G on the visible blocks (∂loss/∂P̃ of one sample and head).
+  void grad_times_values_transposed(const T* dO, const T* V, T beta, T* G) const {
+    const int64_t n = in_.n, d = dims_.d_model, dh = head_width();
+    row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+      gemm<T>(false, true, r1 - r0, kend, dh, T(1), dO + r0 * d, d, V, d, beta, G + r0 * n, n);
+    });
+  }
+
+  // ---- the score generator (dense mode) ----
+
+  // hid_ (B·n, h·hidden) = ReLU(x W1ᵀ + b1); factorised: fa_ (B·n, h·a), fb_ (B·n, h·b) per head.
+  void generator_forward() {
+    const int64_t rows = in_.B * in_.n, d = dims_.d_model, h = dims_.n_heads, hid = opt_.hidden, hw = h * hid;
+    hid_.resize(size_t(rows * hw));
+    linear_forward(in_.x, arena_.value(w1_), arena_.value(b1_), hid_.data(), rows, d, hw);
+    for (T& e : hid_) e = e > T(0) ? e : T(0);
+    if (!opt_.factorized) return;
+    const int64_t fa = opt_.factor_a, fb = opt_.factor_b;
+    fa_.resize(size_t(rows * h * fa));
+    fb_.resize(size_t(rows * h * fb));
+    for (int64_t i = 0; i < h; ++i) {
+      linear_forward(hid_.data() + i * hid, arena_.value(w2a_) + i * fa * hid, arena_.value(b2a_) + i * fa,
+                     fa_.data() + i * fa, rows, hid, fa, hw, h * fa);
+      linear_forward(hid_.data() + i * hid, arena_.value(w2b_) + i * fb * hid, arena_.value(b2b_) + i * fb,
+                     fb_.data() + i * fb, rows, hid, fb, hw, h * fb);
+    }
+  }
+
+  // P (n × n) = the probabilities of head i, sample b, from its scores: raw (row stride ld; may be P
+  // itself) plus bias (or null), or (factorised) the products of a_t and b_t. Rows in parallel.
+  void probs(int64_t b, int64_t i, const T* raw, int64_t ld, const T* bias, T* P) const {
+    const int64_t n = in_.n, h = dims_.n_heads, fa = opt_.factor_a, fb = opt_.factor_b;
+    const uint8_t* km = key_mask(b);
+    const T neg_inf = -std::numeric_limits<T>::infinity();
+#pragma omp parallel for schedule(static) if (rows_in_parallel())
+    for (int64_t t = 0; t < n; ++t) {
+      T* row = P + t * n;
+      const int64_t end = row_end(t);
+      if (opt_.factorized) {
+        const T* a = fa_.data() + ((b * n + t) * h + i) * fa;
+        const T* c = fb_.data() + ((b * n + t) * h + i) * fb;
+        for (int64_t q = 0, j0 = 0; j0 < end; ++q, j0 += fb) {
+          const int64_t w = std::min(fb, end - j0);
+          for (int64_t r = 0; r < w; ++r) row[j0 + r] = a[q] * c[r];
+        }
+      } else {
+        const T* src = raw + t * ld;
+        if (bias) {
+          for (int64_t j = 0; j < end; ++j) row[j] = src[j] + bias[j];
+        } else if (src != row) {
+          std::copy(src, src + end, row);
+        }
+      }
+      if (km)
+        for (int64_t j = 0; j < end; ++j)
+          if (km[j]) row[j] = neg_inf;
+      softmax_prefix(row, end, n);
+    }
+  }
+
+  // G (n × n): ∂loss/∂P̃ on entry (∂loss/∂P without undo_dropout), ∂loss/∂S on return, given P (the
+  // probabilities before dropout).
+  void probs_backward(int64_t b, int64_t i, const T* P, T* G, bool undo_dropout = true) const {
+    const int64_t n = in_.n;
+    if (undo_dropout && dropout_ > 0) dropout_backward(G, G, n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+#pragma omp parallel for schedule(static) if (rows_in_parallel())
+    for (int64_t t = 0; t < n; ++t) {
+      const T* p = P + t * n;
+      T* g = G + t * n;
+      const int64_t end = row_end(t);
+      const T dot = lane_sum<T>(end, [p, g](int64_t j) { return p[j] * g[j]; });
+      for (int64_t j = 0; j < end; ++j) g[j] = p[j] * (g[j] - dot);
+      std::fill(g + end, g + n, T(0));
+    }
+  }
+
+  // Scores of head i, sample b, in P (dense mode), then its probabilities.
+  void dense_probs(int64_t b, int64_t i, T* P) const {
+    const int64_t n = in_.n, h = dims_.n_heads, hid = opt_.hidden;
+    if (opt_.factorized) {
+      probs(b, i, nullptr, 0, nullptr, P);
+      return;
+    }
+    // S (n × n) = U_b^i W2^i[:n]ᵀ, U_b^i (n × hidden) the head's hidden units; b2 added in probs().
+    const T* U = hid_.data() + b * n * h * hid + i * hid;
+    const T* W2 = arena_.value(w2_) + i * dims_.max_len * hid;
+    row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+      gemm<T>(false, true, r1 - r0, kend, hid, T(1), U + r0 * h * hid, h * hid, W2, hid, T(0), P + r0 * n, n);
+    });
+    probs(b, i, P, n, arena_.value(b2_) + i * dims_.max_len, P);
+  }
+
+  void dense_core_forward() {
+    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width();
+    std::vector<T> P(size_t(n * n));  // one head's n×n at a time
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < h; ++i) {
+        dense_probs(b, i, P.data());
+        if (dropout_ > 0)
+          dropout_forward(P.data(), P.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+        probs_times_values(P.data(), v_.data() + b * n * d + i * dh, o_.data() + b * n * d + i * dh);
+      }
+  }
+
+  // dv (B, n, d) overwritten; dx (B, n, d) = the score network's part of the input gradient.
+  void dense_core_backward(const T* d_o, T* dv, T* dx) {
+    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width(), L = dims_.max_len;
+    const int64_t hid = opt_.hidden, hw = h * hid, fa = opt_.factor_a, fb = opt_.factor_b, rows = B * n;
+    std::vector<T> dhid(size_t(rows * hw)), dfa, dfb;
+    if (opt_.factorized) {
+      dfa.resize(size_t(rows * h * fa));
+      dfb.resize(size_t(rows * h * fb));
+    }
+    std::vector<T> P(size_t(n * n)), G(size_t(n * n));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < h; ++i) {
+        const T* dO = d_o + b * n * d + i * dh;
+        const T* V = v_.data() + b * n * d + i * dh;
+        dense_probs(b, i, P.data());  // exactly the forward's steps
+        value_and_prob_grads(b, i, P.data(), dO, V, dv + b * n * d + i * dh, G.data());
+        if (!opt_.factorized) {
+          // dU_b^i = dS W2^i[:n];  dW2^i[:n] += dSᵀ U_b^i;  db2^i[:n] += Σ_t dS_t.
+          const T* U = hid_.data() + b * n * hw + i * hid;
+          const T* W2 = arena_.value(w2_) + i * L * hid;
+          T* dU = dhid.data() + b * n * hw + i * hid;
+          T* dW2 = arena_.grad(w2_) + i * L * hid;
+          row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+            gemm<T>(false, false, r1 - r0, hid, kend, T(1), G.data() + r0 * n, n, W2, hid, T(0), dU + r0 * hw, hw);
+            gemm<T>(true, false, kend, hid, r1 - r0, T(1), G.data() + r0 * n, n, U + r0 * hw, hw, T(1), dW2, hid);
+          });
+          add_column_sums(G.data(), arena_.grad(b2_) + i * L, n, n);
+        } else {
+          factor_backward(b, i, G.data(), dfa.data(), dfb.data());
+        }
+      }
+    release_buffers(P, G);
+    if (opt_.factorized) {
+      // dU^i = dA^i W2a^i + dB^i W2b^i; the output layers' gradients.
+      for (int64_t i = 0; i < h; ++i) {
+        const T* U = hid_.data() + i * hid;
+        T* dU = dhid.data() + i * hid;
+        linear_backward(U, arena_.value(w2a_) + i * fa * hid, dfa.data() + i * fa, dU, arena_.grad(w2a_) + i * fa * hid,
+                        arena_.grad(b2a_) + i * fa, rows, hid, fa, false, hw, h * fa);
+        linear_backward(U, arena_.value(w2b_) + i * fb * hid, dfb.data() + i * fb, dU, arena_.grad(w2b_) + i * fb * hid,
+                        arena_.grad(b2b_) + i * fb, rows, hid, fb, true, hw, h * fb);
+      }
+    }
+    for (size_t e = 0; e < dhid.size(); ++e)
+      if (!(hid_[e] > T(0))) dhid[e] = T(0);  // through the ReLU
+    linear_backward(in_.x, arena_.value(w1_), dhid.data(), dx, arena_.grad(w1_), arena_.grad(b1_), rows, dims_.d_model,
+                    hw);
+  }
+
+  // With P (n × n) of head i, sample b: dV_b^i = P̃ᵀ dO (overwritten), and G = ∂loss/∂S.
+  void value_and_prob_grads(int64_t b, int64_t i, const T* P, const T* dO, const T* V, T* dV, T* G) const {
+    const int64_t n = in_.n;
+    const T* Pv = P;
+    if (dropout_ > 0) {
+      dropout_forward(P, G, n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+      Pv = G;
+    }
+    probs_transposed_times_grad(Pv, dO, dV);
+    grad_times_values_transposed(dO, V, T(0), G);  // ∂loss/∂P̃
+    probs_backward(b, i, P, G);
+  }
+
+  // From G = ∂loss/∂S of head i, sample b: the factors' gradients (rows of dfa, dfb, overwritten).
+  void factor_backward(int64_t b, int64_t i, const T* G, T* dfa, T* dfb) const {
+    const int64_t n = in_.n, h = dims_.n_heads, fa = opt_.factor_a, fb = opt_.factor_b;
+#pragma omp parallel for schedule(static) if (rows_in_parallel())
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t off = (b * n + t) * h + i, end = row_end(t);
+      const T* a = fa_.data() + off * fa;
+      const T* c = fb_.data() + off * fb;
+      T* da = dfa + off * fa;
+      T* dc = dfb + off * fb;
+      std::fill(da, da + fa, T(0));
+      std::fill(dc, dc + fb, T(0));
+      const T* g = G + t * n;
+      for (int64_t q = 0, j0 = 0; j0 < end; ++q, j0 += fb) {
+        const int64_t w = std::min(fb, end - j0);
+        T acc = 0;
+        for (int64_t r = 0; r < w; ++r) {
+          acc += g[j0 + r] * c[r];
+          dc[r] += g[j0 + r] * a[q];
+        }
+        da[q] = acc;
+      }
+    }
+  }
+
+  // ---- random mode ----
+
+  // The probabilities do not depend on the input: without a key padding mask they are the same for
+  // every sample and computed once per head.
+  bool shared_probs() const { return in_.key_padding_mask == nullptr; }
+
+  // Scores of head i (its top-left n×n): R^i itself (row stride max_len), or A^i[:n] B^i[:n]ᵀ in raw.
+  const T* random_scores(int64_t i, T* raw, int64_t& ld) const {
+    const int64_t n = in_.n, L = dims_.max_len, r = opt_.rank;
+    if (r == 0) {
+      ld = L;
+      return arena_.value(r_) + i * L * L;
+    }
+    const T* A = arena_.value(ra_) + i * L * r;
+    const T* Bf = arena_.value(rb_) + i * L * r;
+    row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+      gemm<T>(false, true, r1 - r0, kend, r, T(1), A + r0 * r, r, Bf, r, T(0), raw + r0 * n, n);
+    });
+    ld = n;
+    return raw;
+  }
+
+  void random_core_forward() {
+    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width();
+    std::vector<T> P(size_t(n * n)), D(dropout_ > 0 ? size_t(n * n) : 0), raw(opt_.rank > 0 ? size_t(n * n) : 0);
+    for (int64_t i = 0; i < h; ++i) {
+      int64_t ld = 0;
+      const T* S = random_scores(i, raw.data(), ld);
+      if (shared_probs()) probs(0, i, S, ld, nullptr, P.data());
+      for (int64_t b = 0; b < B; ++b) {
+        if (!shared_probs()) probs(b, i, S, ld, nullptr, P.data());
+        const T* Pv = P.data();
+        if (dropout_ > 0) {
+          dropout_forward(P.data(), D.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+          Pv = D.data();
+        }
+        probs_times_values(Pv, v_.data() + b * n * d + i * dh, o_.data() + b * n * d + i * dh);
+      }
+    }
+  }
+
+  void random_core_backward(const T* d_o, T* dv) {
+    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width(), L = dims_.max_len;
+    const int64_t r = opt_.rank;
+    const bool shared = shared_probs(), train_scores = !opt_.fixed;
+    std::vector<T> P(size_t(n * n)), G(size_t(n * n)), raw(r > 0 ? size_t(n * n) : 0);
+    // acc: Σ_b ∂loss/∂S^i (with shared probabilities, Σ_b ∂loss/∂P̃ first: the softmax backward is
+    // linear in it). It reuses raw once the shared probabilities are formed.
+    std::vector<T> own_acc(train_scores && (r == 0 || !shared) ? size_t(n * n) : 0);
+    T* acc = own_acc.empty() ? raw.data() : own_acc.data();
+    for (int64_t i = 0; i < h; ++i) {
+      int64_t ld = 0;
+      const T* S = random_scores(i, raw.data(), ld);
+      if (shared) probs(0, i, S, ld, nullptr, P.data());
+      for (int64_t b = 0; b < B; ++b) {
+        const T* dO = d_o + b * n * d + i * dh;
+        const T* V = v_.data() + b * n * d + i * dh;
+        if (!shared) probs(b, i, S, ld, nullptr, P.data());  // exactly the forward's steps
+        if (!train_scores) {  // fixed: only the values need a gradient
+          const T* Pv = P.data();
+          if (dropout_ > 0) {
+            dropout_forward(P.data(), G.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+            Pv = G.data();
+          }
+          probs_transposed_times_grad(Pv, dO, dv + b * n * d + i * dh);
+          continue;
+        }
+        if (shared) {
+          // dV as in value_and_prob_grads; ∂loss/∂P (after the dropout's backward) summed over b.
+          const T* Pv = P.data();
+          if (dropout_ > 0) {
+            dropout_forward(P.data(), G.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+            Pv = G.data();
+          }
+          probs_transposed_times_grad(Pv, dO, dv + b * n * d + i * dh);
+          if (dropout_ == 0) {
+            grad_times_values_transposed(dO, V, b == 0 ? T(0) : T(1), acc);
+            continue;
+          }
+          grad_times_values_transposed(dO, V, T(0), G.data());
+          dropout_backward(G.data(), G.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+        } else {
+          value_and_prob_grads(b, i, P.data(), dO, V, dv + b * n * d + i * dh, G.data());
+        }
+        add_into(acc, G.data(), b == 0);
+      }
+      if (!train_scores) continue;
+      if (shared) probs_backward(0, i, P.data(), acc, /*undo_dropout=*/false);
+      // ∂loss/∂R^i[:n, :n] = acc, or through the factors: dA^i[:n] += acc B^i[:n], dB^i[:n] += accᵀ A^i[:n].
+      if (r == 0) {
+        T* g = arena_.grad(r_) + i * L * L;
+#pragma omp parallel for schedule(static) if (rows_in_parallel())
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t j = 0; j < n; ++j) g[t * L + j] += acc[t * n + j];
+      } else {
+        const T* A = arena_.value(ra_) + i * L * r;
+        const T* Bf = arena_.value(rb_) + i * L * r;
+        T* dA = arena_.grad(ra_) + i * L * r;
+        T* dB = arena_.grad(rb_) + i * L * r;
+        row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
+          gemm<T>(false, false, r1 - r0, r, kend, T(1), acc + r0 * n, n, Bf, r, T(1), dA + r0 * r, r);
+          gemm<T>(true, false, kend, r, r1 - r0, T(1), acc + r0 * n, n, A + r0 * r, r, T(1), dB, r);
+        });
+      }
+    }
+  }
+
+  // acc (n × n) = G (first) or acc += G, rows in parallel.
+  void add_into(T* acc, const T* G, bool first) const {
+    const int64_t n = in_.n;
+#pragma omp parallel for schedule(static) if (rows_in_parallel())
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = 0; j < n; ++j) acc[t * n + j] = first ? G[t * n + j] : acc[t * n + j] + G[t * n + j];
+  }
+
+  void release() { release_buffers(clean_, v_, o_, hid_, fa_, fb_); }
+
+  AttentionDims dims_;
+  SynthOptions opt_;
+  ParamArena<T>& arena_;
+  int wv_ = -1, bv_ = -1, wo_ = -1, bo_ = -1;
+  int w1_ = -1, b1_ = -1, w2_ = -1, b2_ = -1, w2a_ = -1, b2a_ = -1, w2b_ = -1, b2b_ = -1;  // dense
+  int r_ = -1, ra_ = -1, rb_ = -1;                                                       // random
+
+  // Kept from the last forward for the backward: the caller keeps in_.x alive.
+  AttentionInput<T> in_;
+  bool kept_ = false;
+  double dropout_ = 0;
+  uint64_t seed_ = 0;
+  std::vector<T> clean_;    // (B, n, d): x with padded rows 0 (with a mask only)
+  std::vector<T> v_, o_;    // (B, n, d)
+  std::vector<T> hid_;      // (B·n, h·hidden): the dense network's hidden units
+  std::vector<T> fa_, fb_;  // (B·n, h·a), (B·n, h·b): the factors
+};
+
+}  // namespace
+
+void register_synthesizer_attention(AttentionRegistry& registry) {
+  AttentionFactory f;
+  f.info = synthesizer_info();
+  f.validate = [](const AttentionDims& dims, const json& options) {
+    json resolved;
+    parse_synthesizer(dims, options, &resolved);
+    return resolved;
+  };
+  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) {
+    return std::make_unique<SynthesizerAttention<float>>(s, a);
+  };
+  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
+    return std::make_unique<SynthesizerAttention<double>>(s, a);
+  };
+  registry.add(std::move(f));
+}
+
+}  // namespace lf
