@@ -19,6 +19,8 @@ void register_sinkhorn_attention(AttentionRegistry&);
 void register_linear_attention(AttentionRegistry&);
 void register_performer_attention(AttentionRegistry&);
 void register_synthesizer_attention(AttentionRegistry&);
+void register_aft_full_attention(AttentionRegistry&);
+void register_aft_local_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -36,6 +38,8 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_linear_attention(*r);
     register_performer_attention(*r);
     register_synthesizer_attention(*r);
+    register_aft_full_attention(*r);
+    register_aft_local_attention(*r);
     return r;
   }();
   return *registry;
