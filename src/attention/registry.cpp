@@ -16,6 +16,8 @@ void register_longformer_attention(AttentionRegistry&);
 void register_bigbird_attention(AttentionRegistry&);
 void register_reformer_attention(AttentionRegistry&);
 void register_sinkhorn_attention(AttentionRegistry&);
+void register_aft_simple_attention(AttentionRegistry&);
+void register_aft_conv_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -30,6 +32,8 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_bigbird_attention(*r);
     register_reformer_attention(*r);
     register_sinkhorn_attention(*r);
+    register_aft_simple_attention(*r);
+    register_aft_conv_attention(*r);
     return r;
   }();
   return *registry;
