@@ -21,6 +21,8 @@ void register_performer_attention(AttentionRegistry&);
 void register_synthesizer_attention(AttentionRegistry&);
 void register_aft_full_attention(AttentionRegistry&);
 void register_aft_local_attention(AttentionRegistry&);
+void register_aft_simple_attention(AttentionRegistry&);
+void register_aft_conv_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -40,6 +42,8 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_synthesizer_attention(*r);
     register_aft_full_attention(*r);
     register_aft_local_attention(*r);
+    register_aft_simple_attention(*r);
+    register_aft_conv_attention(*r);
     return r;
   }();
   return *registry;
