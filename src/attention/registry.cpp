@@ -16,6 +16,7 @@ void register_longformer_attention(AttentionRegistry&);
 void register_bigbird_attention(AttentionRegistry&);
 void register_reformer_attention(AttentionRegistry&);
 void register_sinkhorn_attention(AttentionRegistry&);
+void register_mixer_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -30,6 +31,7 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_bigbird_attention(*r);
     register_reformer_attention(*r);
     register_sinkhorn_attention(*r);
+    register_mixer_attention(*r);
     return r;
   }();
   return *registry;
