@@ -23,6 +23,7 @@ void register_aft_full_attention(AttentionRegistry&);
 void register_aft_local_attention(AttentionRegistry&);
 void register_aft_simple_attention(AttentionRegistry&);
 void register_aft_conv_attention(AttentionRegistry&);
+void register_mixer_attention(AttentionRegistry&);
 
 AttentionRegistry& AttentionRegistry::instance() {
   static AttentionRegistry* registry = [] {
@@ -44,6 +45,7 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_aft_local_attention(*r);
     register_aft_simple_attention(*r);
     register_aft_conv_attention(*r);
+    register_mixer_attention(*r);
     return r;
   }();
   return *registry;
