@@ -96,6 +96,15 @@ const bool registered = [] {
       {"bigbird", lf::json::object(), 16384},
       {"reformer", lf::json::object(), 16384},
       {"sinkhorn", lf::json::object(), 16384},
+      {"linear", lf::json::object(), 16384},
+      {"performer", lf::json::object(), 16384},
+      // synthesizer forms n×n scores, mixer holds h max_len² parameters: both stop at 4096.
+      {"synthesizer", lf::json::object(), 4096},
+      {"aft_full", lf::json::object(), 8192},
+      {"aft_local", lf::json::object(), 16384},
+      {"aft_simple", lf::json::object(), 16384},
+      {"aft_conv", lf::json::object(), 16384},
+      {"mixer", lf::json::object(), 4096},
   };
   for (const Kind& k : kinds) {
     for (const bool backward : {false, true}) {
