@@ -158,6 +158,10 @@ class ParamArena {
     LF_REQUIRE(has_grads_, "parameter gradients requested from an arena allocated for inference");
     return grads_.data();
   }
+  const T* grads() const {
+    LF_REQUIRE(has_grads_, "parameter gradients requested from an arena allocated for inference");
+    return grads_.data();
+  }
   const std::vector<ParamInfo>& params() const { return params_; }
 
  private:

@@ -462,6 +462,27 @@ void Model<T>::backward(const T* dlogits) {
   embedding_backward(positions_.data(), dh.data(), arena_.grad(pos_emb_), N, c.max_len, d);
 }
 
+namespace {
+template <class T>
+bool all_finite(const std::vector<T>& v, size_t begin, size_t count) {
+  for (size_t i = begin; i < begin + count; ++i)
+    if (!std::isfinite(v[i])) return false;
+  return true;
+}
+}  // namespace
+
+template <class T>
+std::string Model<T>::nonfinite_activation_site() const {
+  LF_REQUIRE(kept_, "nonfinite_activation_site() needs a forward() with keep_for_backward = true");
+  const size_t N_d = size_t(B_ * n_ * config_.d_model);
+  if (!all_finite(hidden_, 0, N_d)) return "the embeddings";
+  for (int64_t i = 0; i < config_.n_layers; ++i)
+    if (!all_finite(hidden_, size_t(i + 1) * N_d, N_d)) return str_cat("layer ", i);
+  if (config_.pre_ln && !all_finite(final_, 0, final_.size())) return "the final LayerNorm";
+  if (!all_finite(logits_, 0, logits_.size())) return "the output head";
+  return "";
+}
+
 template <class T>
 double Model<T>::forward_flops(int64_t n) const {
   const ModelConfig& c = config_;

@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "attention/attention.h"
@@ -45,6 +46,11 @@ class Model {
   // Tells every layer's attention which training step comes next (Attention::set_training_step):
   // the trainer calls it before each step's forward, resumed runs included.
   void set_training_step(int64_t step);
+
+  // After a forward that kept its activations: where the first NaN or Inf appears going up the network,
+  // as "the embeddings", "layer i" (the block's output), "the final LayerNorm" or "the output head";
+  // "" when every activation is finite. For the trainer's divergence message; costs one pass over them.
+  std::string nonfinite_activation_site() const;
 
   int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
   const ModelConfig& config() const { return config_; }

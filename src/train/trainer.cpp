@@ -210,21 +210,53 @@ uint64_t mix64(uint64_t x) {  // splitmix64's finaliser: distinct dropout seeds 
   return x ^ (x >> 31);
 }
 
-// The first parameter whose gradient holds a NaN or Inf, for the divergence message.
-std::string first_nonfinite_grad(ParamArena<float>& arena) {
-  for (const ParamInfo& p : arena.params()) {
-    const float* g = arena.grads() + p.offset;
-    for (int64_t i = 0; i < p.numel; ++i)
-      if (!std::isfinite(g[i])) return p.name;
-  }
-  return "?";
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace
+
+std::string nonfinite_gradient_site(const ParamArena<float>& arena) {
+  // Backward order: the head (final norm, mlm_head.*, lm_head.*, classifier.*), the layers top down,
+  // parameters shared by all layers (e.g. linformer's shared_proj), then the embeddings. The first
+  // group holding a NaN or Inf is where it entered the backward.
+  constexpr int64_t kShared = int64_t(1) << 40, kEmbeddings = kShared + 1;
+  auto layer_of = [](const std::string& name) -> int64_t {  // -1 unless "layers.<digits>."
+    if (name.rfind("layers.", 0) != 0) return -1;
+    const size_t dot = name.find('.', 7);
+    if (dot == std::string::npos || dot == 7 || dot > 7 + 9) return -1;
+    for (size_t i = 7; i < dot; ++i)
+      if (name[i] < '0' || name[i] > '9') return -1;
+    return std::stoll(name.substr(7, dot - 7));
+  };
+  auto rank_of = [&](const std::string& name) -> int64_t {
+    if (const int64_t layer = layer_of(name); layer >= 0) return kShared - 1 - layer;
+    if (name.rfind("embeddings.", 0) == 0) return kEmbeddings;
+    if (name.rfind("final_norm.", 0) == 0 || name.rfind("mlm_head.", 0) == 0 || name.rfind("lm_head.", 0) == 0 ||
+        name.rfind("classifier.", 0) == 0)
+      return 0;
+    return kShared;
+  };
+  const ParamInfo* found = nullptr;
+  int64_t found_rank = 0;
+  for (const ParamInfo& p : arena.params()) {
+    const int64_t rank = rank_of(p.name);
+    if (found && rank >= found_rank) continue;
+    const float* g = arena.grads() + p.offset;
+    for (int64_t i = 0; i < p.numel; ++i)
+      if (!std::isfinite(g[i])) {
+        found = &p, found_rank = rank;
+        break;
+      }
+  }
+  if (!found) return "";
+  const std::string& name = found->name;
+  const std::string where = found_rank == 0            ? std::string("the output head")
+                            : found_rank == kEmbeddings ? std::string("the embeddings")
+                            : found_rank == kShared     ? std::string("the parameters shared by all layers")
+                                                        : str_cat("layer ", layer_of(name));
+  return str_cat(where, " (parameter '", name, "')");
+}
 
 TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume) {
   TrainOptions opt = opt_in;
@@ -326,8 +358,12 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
                                           true, mix64(opt.seed ^ mix64(counter)));
       const int64_t rows = int64_t(b.targets.size());
       const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
-      if (!std::isfinite(ce.loss))
-        throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step, ": training diverged; lower --lr or set --clip-norm"));
+      if (!std::isfinite(ce.loss)) {
+        const std::string site = model.nonfinite_activation_site();
+        throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step,
+                            site.empty() ? "" : str_cat(", first non-finite activation in ", site),
+                            ": training diverged; lower --lr or set --clip-norm"));
+      }
       dlogits.resize(size_t(rows * V));
       cross_entropy_backward(logits, b.targets.data(), dlogits.data(), rows, V, 1.0 / double(opt.grad_accum));
       model.backward(dlogits.data());
@@ -335,8 +371,8 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     }
     const double norm = grad_global_norm(arena.grads(), arena.numel());
     if (!std::isfinite(norm))
-      throw Error(str_cat("non-finite gradient at step ", step, " in parameter '", first_nonfinite_grad(arena),
-                          "': training diverged; lower --lr or set --clip-norm"));
+      throw Error(str_cat("non-finite gradient at step ", step, ", first in ", nonfinite_gradient_site(arena),
+                          ": training diverged; lower --lr or set --clip-norm"));
     if (opt.clip_norm > 0 && norm > opt.clip_norm) scale_inplace(arena.grads(), arena.numel(), opt.clip_norm / norm);
     const double lr = schedule.lr(step);
     for (const ParamInfo& p : arena.params()) {

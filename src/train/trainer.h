@@ -86,7 +86,12 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
 // Trains `config` (or, with resume, continues the latest checkpoint in opt.run_dir, whose model
 // configuration then wins) and returns the summary. Prints progress to stderr. Throws
 // lf::InvalidArgument / lf::IoError for bad options and files, lf::Error for a non-finite loss or
-// gradient (naming the step and the first parameter that went non-finite).
+// gradient, naming the step and the layer (Model::nonfinite_activation_site, nonfinite_gradient_site).
 TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume);
+
+// Where a NaN or Inf among the arena's gradients entered the backward: the first of the output head,
+// layer L-1 … layer 0, the embeddings that holds one, with the first such parameter, e.g.
+// "layer 2 (parameter 'layers.2.ffn.fc1.weight')"; "" when every gradient is finite.
+std::string nonfinite_gradient_site(const ParamArena<float>& arena);
 
 }  // namespace lf

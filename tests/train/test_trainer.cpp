@@ -2,9 +2,12 @@
 // uninterrupted one bit for bit, and bad options are refused.
 #include <unistd.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "core/threading.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
@@ -119,17 +122,56 @@ TEST_F(TrainerTest, ResumeIsBitIdenticalToAnUninterruptedRun) {
     EXPECT_EQ(0, std::memcmp(ma.get(name).data, mb.get(name).data, ma.get(name).nbytes)) << name;
 }
 
-TEST_F(TrainerTest, TwoRunsWithOneSeedAreIdenticalAndSeedsDiffer) {
-  TrainOptions o = small_options("a");
-  o.steps = 5;
-  const TrainSummary a = train(small_model(), o, false);
-  o.run_dir = (dir_ / "b").string();
-  const TrainSummary b = train(small_model(), o, false);
-  EXPECT_EQ(a.last_loss, b.last_loss);
-  o.run_dir = (dir_ / "c").string();
-  o.seed = 2;
-  const TrainSummary c = train(small_model(), o, false);
-  EXPECT_NE(a.last_loss, c.last_loss);
+// Every tensor of two checkpoint files holds the same bytes (`same`), or at least one differs (!same).
+void expect_tensor_files_equal(const std::string& path_a, const std::string& path_b, bool same = true) {
+  const SafeTensorsFile a = SafeTensorsFile::read(path_a), b = SafeTensorsFile::read(path_b);
+  ASSERT_EQ(a.names(), b.names());
+  bool all_equal = true;
+  for (const std::string& name : a.names()) {
+    const TensorView ta = a.get(name), tb = b.get(name);
+    ASSERT_EQ(ta.nbytes, tb.nbytes) << name;
+    const bool equal = std::memcmp(ta.data, tb.data, ta.nbytes) == 0;
+    if (same) {
+      EXPECT_TRUE(equal) << name << " differs between " << path_a << " and " << path_b;
+    }
+    all_equal = all_equal && equal;
+  }
+  if (!same) {
+    EXPECT_FALSE(all_equal) << path_a << " and " << path_b << " are identical";
+  }
+}
+
+// Determinism: with the same seed and thread count, two runs give the same weights and optimizer
+// state bit for bit, for kinds that draw random numbers of their own (Performer's features, Reformer's
+// hashes, BigBird's random blocks) as well as Linformer, with dropout and gradient accumulation on.
+// Another seed changes them (so the comparison can fail).
+TEST_F(TrainerTest, TwoRunsWithOneSeedAndThreadCountAreBitwiseIdentical) {
+  const int threads_before = num_threads();
+  configure_threads(2);
+  for (const LayerAttention& attention :
+       {LayerAttention{"linformer", {{"k", 8}}}, LayerAttention{"performer", {{"features", 16}, {"redraw_every", 2}}},
+        LayerAttention{"reformer", {{"bucket_size", 4}}}, LayerAttention{"bigbird", {{"block", 4}, {"random_blocks", 2}}}}) {
+    SCOPED_TRACE(attention.kind);
+    ModelConfig c = small_model();
+    c.attention = {attention};
+    TrainOptions o = small_options(attention.kind + "_a");
+    o.steps = 4;
+    o.warmup_steps = 1;
+    o.grad_accum = 2;
+    const TrainSummary a = train(c, o, false);
+    o.run_dir = (dir_ / (attention.kind + "_b")).string();
+    const TrainSummary b = train(c, o, false);
+    EXPECT_EQ(a.last_loss, b.last_loss);
+    EXPECT_EQ(a.valid.loss, b.valid.loss);
+    expect_tensor_files_equal(a.checkpoint + "/model.safetensors", b.checkpoint + "/model.safetensors");
+    expect_tensor_files_equal(a.checkpoint + "/optimizer.safetensors", b.checkpoint + "/optimizer.safetensors");
+    o.run_dir = (dir_ / (attention.kind + "_c")).string();
+    o.seed = 2;
+    const TrainSummary other = train(c, o, false);
+    EXPECT_NE(a.last_loss, other.last_loss);
+    expect_tensor_files_equal(a.checkpoint + "/model.safetensors", other.checkpoint + "/model.safetensors", false);
+  }
+  configure_threads(threads_before);
 }
 
 // checkpoint_activations changes memory, not results: the same run with it is identical bit for bit.
@@ -155,9 +197,63 @@ TEST_F(TrainerTest, NonFiniteLossStopsWithTheStep) {
     train(small_model(), o, false);
     ADD_FAILURE() << "training with lr 1e30 did not report divergence";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("at step"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+    const std::string message = e.what();
+    EXPECT_NE(message.find("at step"), std::string::npos) << message;
+    EXPECT_NE(message.find("non-finite"), std::string::npos) << message;
+    // Where it happened: a layer, the embeddings or the head.
+    EXPECT_TRUE(message.find("layer ") != std::string::npos || message.find("the embeddings") != std::string::npos ||
+                message.find("the output head") != std::string::npos || message.find("LayerNorm") != std::string::npos)
+        << message;
   }
+}
+
+// A NaN planted in layer 1's FFN weights (through the checkpoint) makes the next step's loss NaN; the
+// message names that step and layer 1, where the first non-finite activation appears.
+TEST_F(TrainerTest, NonFiniteLossNamesTheStepAndTheLayer) {
+  TrainOptions o = small_options("poisoned");
+  o.steps = 2;
+  o.warmup_steps = 0;
+  const TrainSummary s = train(small_model(), o, false);
+  const LoadedCheckpoint ck = load_checkpoint(s.checkpoint);
+  ParamArena<float> arena;
+  Model<float> model(ck.config, arena);
+  arena.allocate();
+  OptimizerMoments moments;
+  load_checkpoint_weights(ck.dir, arena, &moments);
+  const ParamInfo& poisoned = arena.info(arena.find("layers.1.ffn.fc1.weight"));
+  std::fill(arena.values() + poisoned.offset, arena.values() + poisoned.offset + poisoned.numel, std::nanf(""));
+  save_checkpoint(ck.dir, ck.config, arena, &moments, ck.trainer_state);
+  o.steps = 4;
+  try {
+    train(ModelConfig{}, o, /*resume=*/true);
+    ADD_FAILURE() << "training with NaN weights did not stop";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("non-finite loss (nan) at step 2"), std::string::npos) << message;
+    EXPECT_NE(message.find("first non-finite activation in layer 1"), std::string::npos) << message;
+  }
+}
+
+// The gradient locator reports where a NaN entered the backward: the head before the layers, the
+// top layer first, the embeddings last; nothing when every gradient is finite.
+TEST_F(TrainerTest, NonFiniteGradientSiteFollowsTheBackwardOrder) {
+  ModelConfig c = small_model();
+  c.n_layers = 3;
+  ParamArena<float> arena;
+  Model<float> model(c, arena);
+  arena.allocate();
+  auto poison = [&](const std::string& name) { arena.grad(arena.find(name))[1] = std::nanf(""); };
+  EXPECT_EQ(nonfinite_gradient_site(arena), "");
+  poison("embeddings.token.weight");
+  EXPECT_EQ(nonfinite_gradient_site(arena), "the embeddings (parameter 'embeddings.token.weight')");
+  poison("layers.0.ffn.fc2.bias");
+  EXPECT_EQ(nonfinite_gradient_site(arena), "layer 0 (parameter 'layers.0.ffn.fc2.bias')");
+  arena.grad(arena.find("layers.2.attn_norm.weight"))[0] = INFINITY;
+  EXPECT_EQ(nonfinite_gradient_site(arena), "layer 2 (parameter 'layers.2.attn_norm.weight')");
+  poison("layers.1.ffn.fc1.weight");  // below layer 2 in the backward order: layer 2 stays the answer
+  EXPECT_EQ(nonfinite_gradient_site(arena), "layer 2 (parameter 'layers.2.attn_norm.weight')");
+  poison("mlm_head.dense.weight");
+  EXPECT_EQ(nonfinite_gradient_site(arena), "the output head (parameter 'mlm_head.dense.weight')");
 }
 
 TEST_F(TrainerTest, RefusesBadOptions) {
