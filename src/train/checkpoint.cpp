@@ -5,6 +5,7 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "io/safetensors.h"
@@ -37,8 +39,13 @@ constexpr const char* kLatestFile = "latest";
 constexpr const char* kStepPrefix = "step-";
 constexpr const char* kOldInfix = ".old-";
 constexpr const char* kTmpInfix = ".tmp-";
+constexpr const char* kDelInfix = ".del-";  // a directory being deleted (see discard_dir)
 
 std::string sys_error(int err) { return std::strerror(err); }
+
+void crash_point(const char* point) {
+  if (checkpoint_crash_hook) checkpoint_crash_hook(point);
+}
 
 // "a/b/" and "a/b" name the same checkpoint; the trailing slash would make filename() empty.
 fs::path normalized(const std::string& dir) {
@@ -123,11 +130,73 @@ std::optional<int64_t> parse_step_name(const std::string& name) {
 
 // The checkpoint name a (run's) directory entry belongs to: "step-5.old-12" belongs to "step-5".
 std::string base_name(const std::string& name) {
-  for (const char* infix : {kOldInfix, kTmpInfix}) {
-    const size_t at = name.find(infix);
-    if (at != std::string::npos) return name.substr(0, at);
+  size_t cut = name.size();
+  for (const char* infix : {kOldInfix, kTmpInfix, kDelInfix}) cut = std::min(cut, name.find(infix));
+  return name.substr(0, cut);
+}
+
+// Deletes a directory without ever leaving it half-deleted under its name (where a reader would take
+// what is left for a checkpoint): it is renamed to <name>.del-<pid> first, then removed. A crash in
+// between leaves a .del-* directory that nothing reads and the next sweep removes. Best effort.
+void discard_dir(const fs::path& p) {
+  std::error_code ec;
+  const fs::path trash = parent_or_dot(p) / str_cat(p.filename().string(), kDelInfix, ::getpid());
+  fs::remove_all(trash, ec);
+  fs::rename(p, trash, ec);
+  if (ec) {  // cannot rename (gone already?): remove in place
+    fs::remove_all(p, ec);
+    return;
   }
-  return name;
+  crash_point("discarding");
+  fs::remove_all(trash, ec);
+}
+
+// The pid in a "<name>.tmp-<pid>[-<counter>]" entry, or 0.
+pid_t tmp_owner(const std::string& entry) {
+  const size_t at = entry.find(kTmpInfix);
+  if (at == std::string::npos) return 0;
+  long long pid = 0;
+  for (size_t i = at + std::strlen(kTmpInfix); i < entry.size() && entry[i] >= '0' && entry[i] <= '9'; ++i)
+    pid = pid * 10 + (entry[i] - '0');
+  return pid > 0 && pid < (1ll << 31) ? pid_t(pid) : 0;
+}
+
+bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+
+// Tidies a run's checkpoints/ after killed processes: removes .del-* directories and the .tmp-*
+// directories and files (interrupted saves, an interrupted write of `latest`) of processes that no
+// longer run; renames the newest .old-* copy of a checkpoint that is missing (an overwrite killed
+// between its renames) back into place, and drops .old-* copies of checkpoints that are in place.
+// Best effort: a leftover only costs space, and readers find an .old-* copy anyway.
+void sweep_leftovers(const fs::path& ck) {
+  std::vector<fs::path> doomed, discarded;
+  std::set<fs::path> missing;
+  std::error_code ec;
+  for (fs::directory_iterator it(ck, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string entry = it->path().filename().string();
+    if (entry.find(kDelInfix) != std::string::npos) {
+      doomed.push_back(it->path());
+    } else if (const pid_t pid = tmp_owner(entry)) {
+      if (pid != ::getpid() && !process_alive(pid)) doomed.push_back(it->path());
+    } else if (entry.find(kOldInfix) != std::string::npos) {
+      const fs::path base = ck / base_name(entry);
+      if (is_complete(base)) {
+        discarded.push_back(it->path());
+      } else if (!exists_nothrow(base)) {
+        missing.insert(base);
+      }
+    }
+  }
+  for (const fs::path& p : doomed) fs::remove_all(p, ec);
+  for (const fs::path& p : discarded) discard_dir(p);
+  for (const fs::path& base : missing)
+    if (const auto old = newest_old_copy(base)) fs::rename(*old, base, ec);
+  if (!missing.empty()) {
+    try {
+      fsync_dir(ck, "tidying checkpoints");
+    } catch (const IoError&) {  // the rename may be lost in a power cut: the .old-* copy is read then
+    }
+  }
 }
 
 std::string shape_dtype_str(const std::vector<int64_t>& shape, const std::string& dtype) {
@@ -258,8 +327,10 @@ void save_checkpoint(const std::string& dir, const ModelConfig& config, const Pa
   const fs::path old = parent / str_cat(name, kOldInfix, ::getpid());
 
   std::error_code ec;
+  const bool parent_existed = fs::is_directory(parent, ec);
   fs::create_directories(parent, ec);
   if (ec) throw IoError(str_cat(context, ": cannot create directory '", parent.string(), "': ", ec.message()));
+  if (!parent_existed) fsync_dir(parent_or_dot(parent), context);  // the new directory's own entry
   remove_all_or_throw(tmp, context);  // a leftover of an earlier crash of a process with our pid
   fs::create_directory(tmp, ec);
   if (ec) throw IoError(str_cat(context, ": cannot create directory '", tmp.string(), "': ", ec.message()));
@@ -275,6 +346,7 @@ void save_checkpoint(const std::string& dir, const ModelConfig& config, const Pa
   }
 
   // The swap: at every instant a complete checkpoint is at `target` or at `old` (see the header).
+  crash_point("tmp-written");
   const bool replacing = exists_nothrow(target);
   if (replacing) {
     fs::remove_all(old, ec);
@@ -284,6 +356,7 @@ void save_checkpoint(const std::string& dir, const ModelConfig& config, const Pa
       fs::remove_all(tmp, ec);
       throw IoError(str_cat(context, ": cannot move the previous checkpoint aside to '", old.string(), "': ", msg));
     }
+    crash_point("moved-aside");
   }
   fs::rename(tmp, target, ec);
   if (ec) {
@@ -293,12 +366,18 @@ void save_checkpoint(const std::string& dir, const ModelConfig& config, const Pa
     throw IoError(str_cat(context, ": cannot rename '", tmp.string(), "' into place: ", msg));
   }
   fsync_dir(parent, context);
+  crash_point("renamed-in");
   // The new checkpoint is in place: the old one and leftovers of interrupted saves (any pid) go.
+  std::vector<fs::path> leftovers;
   for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string entry = it->path().filename().string();
-    if (starts_with(entry, name + kOldInfix) || starts_with(entry, name + kTmpInfix)) {
-      std::error_code rec;
-      fs::remove_all(it->path(), rec);  // best effort: a leftover only costs space
+    if (starts_with(entry, name + kOldInfix) || starts_with(entry, name + kTmpInfix)) leftovers.push_back(it->path());
+  }
+  for (const fs::path& p : leftovers) {
+    if (starts_with(p.filename().string(), name + kOldInfix)) {
+      discard_dir(p);  // a complete copy: never leave a part of it under a readable name
+    } else {
+      fs::remove_all(p, ec);  // best effort: a leftover only costs space
     }
   }
   fsync_dir(parent, context);
@@ -395,8 +474,11 @@ std::string save_step_checkpoint(const std::string& run_dir, int64_t step, const
   LF_REQUIRE(keep >= 0, "save_step_checkpoint: keep must be >= 0 (0: keep all), got ", keep);
   const std::string dir = checkpoint_dir_for_step(run_dir, step);
   save_checkpoint(dir, config, arena, moments, trainer_state);
+  crash_point("saved");
   const fs::path ck = fs::path(run_dir) / "checkpoints";
   write_file_atomic((ck / kLatestFile).string(), fs::path(dir).filename().string() + "\n");
+  crash_point("latest-written");
+  sweep_leftovers(ck);
   if (keep > 0) prune_checkpoints(run_dir, keep);
   return dir;
 }
@@ -430,7 +512,7 @@ void prune_checkpoints(const std::string& run_dir, int keep) {
   std::map<int64_t, std::vector<fs::path>, std::greater<>> steps;
   for (fs::directory_iterator it(ck, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string entry = it->path().filename().string();
-    if (entry.find(kTmpInfix) != std::string::npos) continue;
+    if (entry.find(kTmpInfix) != std::string::npos || entry.find(kDelInfix) != std::string::npos) continue;
     if (const auto step = parse_step_name(base_name(entry))) steps[*step].push_back(it->path());
   }
   if (ec) throw IoError(str_cat("cannot list '", ck.string(), "': ", ec.message()));
@@ -442,7 +524,10 @@ void prune_checkpoints(const std::string& run_dir, int keep) {
       continue;
     }
     if (!latest.empty() && parse_step_name(latest) == step) continue;  // an older `latest` stays readable
-    for (const fs::path& p : paths) remove_all_or_throw(p, "cannot prune old checkpoints");
+    for (const fs::path& p : paths) {
+      discard_dir(p);
+      if (exists_nothrow(p)) remove_all_or_throw(p, "cannot prune old checkpoints");
+    }
   }
 }
 

@@ -12,8 +12,13 @@
 // <dir> or <dir>.old-<pid>. Recovery is automatic: every reader below, given <dir>, falls back to the
 // newest complete <dir>.old-* when <dir> itself is missing (a crash between the two renames).
 //
+// Deleting one (pruning, dropping an .old-* copy) renames it to <name>.del-<pid> first, so no crash
+// leaves a partial directory under a name that readers use.
+//
 // A run keeps rolling checkpoints in <run_dir>/checkpoints/step-00001000 ..., with the file
-// <run_dir>/checkpoints/latest naming the newest ("step-00001000\n").
+// <run_dir>/checkpoints/latest naming the newest ("step-00001000\n"). A step's save is committed when
+// `latest` names it: a process killed before that resumes from the previous one. Every step save
+// also removes what killed processes left behind (.tmp-* of dead pids, .del-*, stale .old-* copies).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -80,8 +85,8 @@ json read_trainer_state(const std::string& dir);
 std::string checkpoint_dir_for_step(const std::string& run_dir, int64_t step);
 
 // save_checkpoint into checkpoint_dir_for_step(run_dir, step), then points
-// <run_dir>/checkpoints/latest at it, then (keep > 0) prune_checkpoints(run_dir, keep). Returns the
-// checkpoint's directory.
+// <run_dir>/checkpoints/latest at it, removes leftovers of killed processes, then (keep > 0)
+// prune_checkpoints(run_dir, keep). Returns the checkpoint's directory.
 std::string save_step_checkpoint(const std::string& run_dir, int64_t step, const ModelConfig& config,
                                  const ParamArena<float>& arena, const OptimizerMoments* moments,
                                  const json& trainer_state, int keep = 0);
@@ -91,6 +96,11 @@ std::string save_step_checkpoint(const std::string& run_dir, int64_t step, const
 // exist, falls back to the highest-numbered complete step-* directory (ignoring .tmp-* directories of
 // interrupted saves).
 std::string latest_checkpoint(const std::string& run_dir);
+
+// Test-only: when set, called at the points of a save where a crash leaves a distinct state on disk
+// ("tmp-written", "moved-aside", "renamed-in", "saved", "latest-written", "discarding"); crash tests
+// end the process there. Null otherwise.
+inline void (*checkpoint_crash_hook)(const char* point) = nullptr;
 
 // Removes all step-* checkpoints of the run but the `keep` newest (by step number), never removing the
 // one `latest` names. Throws lf::InvalidArgument for keep < 1 and lf::IoError when a removal fails.

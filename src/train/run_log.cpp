@@ -32,6 +32,24 @@ bool write_all(int fd, const char* data, size_t size) {
   return true;
 }
 
+// The offset just past the last '\n' among the file's first `size` bytes (0 when none), reading
+// backwards in blocks; -1 with errno set on a read error.
+int64_t complete_lines_end(int fd, int64_t size) {
+  char buf[4096];
+  for (int64_t end = size; end > 0;) {
+    const int64_t begin = std::max<int64_t>(0, end - int64_t(sizeof buf));
+    const ssize_t got = ::pread(fd, buf, size_t(end - begin), begin);
+    if (got != end - begin) {
+      if (got >= 0) errno = EIO;
+      return -1;
+    }
+    for (int64_t i = end - begin - 1; i >= 0; --i)
+      if (buf[i] == '\n') return begin + i + 1;
+    end = begin;
+  }
+  return 0;
+}
+
 std::string fmt(const char* format, double x) {
   char buf[64];
   std::snprintf(buf, sizeof buf, format, x);
@@ -69,15 +87,16 @@ void JsonlLog::open(const std::string& path, bool append) {
   if (fd < 0)
     throw IoError(str_cat("cannot open log file '", path, "': ", sys_error(errno),
                           " (does its directory exist and is it writable?)"));
-  // A run killed in the middle of a line (or a full disk) may have left a partial last line: start a
-  // new one so that the next record is not glued to it.
-  struct stat st {};
-  char last = '\n';
-  if (append && ::fstat(fd, &st) == 0 && st.st_size > 0 && ::pread(fd, &last, 1, st.st_size - 1) == 1 &&
-      last != '\n' && !write_all(fd, "\n", 1)) {
-    const int e = errno;
-    ::close(fd);
-    throw IoError(str_cat("cannot append to log file '", path, "': ", sys_error(e)));
+  // A run killed in the middle of a line (or a full disk) may have left a partial last line: drop it
+  // so that the next record is not glued to it and every line parses.
+  if (append) {
+    const int64_t size = ::lseek(fd, 0, SEEK_END);
+    const int64_t keep = size > 0 ? complete_lines_end(fd, size) : 0;
+    if (size < 0 || keep < 0 || (keep < size && ::ftruncate(fd, keep) != 0)) {
+      const int e = errno;
+      ::close(fd);
+      throw IoError(str_cat("cannot repair the end of log file '", path, "': ", sys_error(e)));
+    }
   }
   fd_ = fd;
   path_ = path;
@@ -96,6 +115,38 @@ void JsonlLog::write(const nlohmann::json& record) {
 void JsonlLog::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+}
+
+void rewind_jsonl_log(const std::string& path, int64_t step) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return;
+  if (fd < 0) throw IoError(str_cat("cannot open log file '", path, "': ", sys_error(errno)));
+  auto fail = [&](const char* what) {
+    const int e = errno;
+    ::close(fd);
+    return IoError(str_cat("cannot ", what, " log file '", path, "': ", sys_error(e)));
+  };
+  std::string text;
+  char buf[1 << 16];
+  for (ssize_t got; (got = ::read(fd, buf, sizeof buf)) != 0;) {
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) throw fail("read");
+    text.append(buf, size_t(got));
+  }
+  // Keep whole lines up to the first record of a later step; a line that does not parse (written by
+  // an older version after a torn line) is kept as it is.
+  size_t keep = 0;
+  for (size_t end; (end = text.find('\n', keep)) != std::string::npos; keep = end + 1) {
+    const auto record = nlohmann::json::parse(text.begin() + std::ptrdiff_t(keep), text.begin() + std::ptrdiff_t(end),
+                                              nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object()) continue;
+    const auto at = record.contains("step") ? record.find("step") : record.find("steps");
+    if (at != record.end() && at->is_number_integer() && at->get<int64_t>() > step) break;
+  }
+  if (keep < text.size()) {
+    if (::ftruncate(fd, off_t(keep)) != 0 || ::fsync(fd) != 0) throw fail("truncate");
+  }
+  ::close(fd);
 }
 
 // --- Progress -------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ class JsonlLog {
   JsonlLog& operator=(JsonlLog&& other) noexcept;
 
   // Opens (creating) the file; append = false truncates it. Appending to a file whose last line was
-  // cut short starts on a fresh line, so every complete line stays parseable. Throws lf::IoError
-  // naming the path when the file cannot be opened.
+  // cut short (a killed run) first drops that partial line, so every line stays parseable. Throws
+  // lf::IoError naming the path when the file cannot be opened or repaired.
   void open(const std::string& path, bool append);
   // Writes record.dump() and a newline with one write(2) call. record must be a JSON object
   // (lf::InvalidArgument otherwise, or when the log is not open); NaN/inf numbers are written as null
@@ -37,6 +37,13 @@ class JsonlLog {
   int fd_ = -1;
   std::string path_;
 };
+
+// Makes a run's log fit a run resumed at `step`: drops a partial last line (a run killed mid-write)
+// and every record from the first one of a later step ("step", or "steps" for a summary) on: those
+// steps ran after the checkpoint resumed from and will be logged again. The log then reads as if the
+// run had never been interrupted. One truncation, so a crash leaves the log before or after it.
+// A missing file is left missing; lf::IoError when the file cannot be read or truncated.
+void rewind_jsonl_log(const std::string& path, int64_t step);
 
 // Training progress. On a terminal: one line redrawn with '\r' (at most ~10 times a second, and always
 // for the last step) showing a bar, step/total, loss, tokens/s and the ETA as h:mm:ss. Elsewhere (a

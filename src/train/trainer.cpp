@@ -267,7 +267,9 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   std::string resume_from;
   if (resume) {
     resume_from = latest_checkpoint(opt.run_dir);
-    LF_REQUIRE(!resume_from.empty(), "--resume: no checkpoint found in ", opt.run_dir, "/checkpoints");
+    LF_REQUIRE(!resume_from.empty(), "--resume: no checkpoint found in '", opt.run_dir,
+               "/checkpoints' (a run stopped before its first checkpoint was saved has none): start the run "
+               "again without --resume");
     config = read_checkpoint_config(resume_from);
     state = read_trainer_state(resume_from);
     LF_REQUIRE(state.contains("step") && state.contains("options"), resume_from,
@@ -315,7 +317,10 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
              opt.seq_len, " tokens: lower --seq-len or --batch-size, or raise --valid-fraction");
 
   const LrSchedule schedule{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio};
-  JsonlLog log(opt.run_dir + "/log.jsonl", /*append=*/!resume_from.empty());
+  const std::string log_path = opt.run_dir + "/log.jsonl";
+  // After a kill the log may run ahead of the checkpoint (and end in a torn line): cut it back.
+  if (!resume_from.empty()) rewind_jsonl_log(log_path, start_step);
+  JsonlLog log(log_path, /*append=*/!resume_from.empty());
   Progress progress(opt.log_every);
   if (!resume_from.empty()) progress.message(str_cat("resuming from ", resume_from, " at step ", start_step));
   progress.message(str_cat("model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ", config.d_model,

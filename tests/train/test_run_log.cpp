@@ -1,5 +1,5 @@
 // Run logging: JSONL lines parse back (also while the log is still open, and after appending to a
-// file cut mid-line), the progress display in plain and terminal modes (written to a temporary file),
+// file cut mid-line), the log cut back for a resumed run, the progress display in plain and terminal modes (written to a temporary file),
 // the h:mm:ss and byte formatting, and the peak-RSS reading.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -90,20 +90,50 @@ TEST_F(RunLog, JsonlAppendTruncateAndCutLines) {
     log.write({{"step", 2}});
   }
   EXPECT_EQ(read_lines(p).size(), 2u);
-  // A run killed mid-line: the next record starts on a line of its own.
+  // A run killed mid-line: the partial line is dropped, every line parses.
   std::ofstream(p, std::ios::app) << "{\"step\": 3, \"lo";
   {
     JsonlLog log(p, true);
     log.write({{"step", 4}});
   }
   const std::vector<std::string> lines = read_lines(p);
-  ASSERT_EQ(lines.size(), 4u);
-  EXPECT_EQ(json::parse(lines[3]), (json{{"step", 4}}));
+  ASSERT_EQ(lines.size(), 3u);
+  for (const std::string& line : lines) EXPECT_NO_THROW(json::parse(line)) << line;
+  EXPECT_EQ(json::parse(lines[2]), (json{{"step", 4}}));
+  // A file that is one partial line (killed during its first write) becomes empty.
+  std::ofstream(path("torn.jsonl")) << "{\"st";
+  JsonlLog(path("torn.jsonl"), true).write({{"step", 1}});
+  EXPECT_EQ(read_lines(path("torn.jsonl")), std::vector<std::string>{"{\"step\":1}"});
   {
     JsonlLog log(p, false);
     log.write({{"step", 0}});
   }
   EXPECT_EQ(read_lines(p).size(), 1u) << "append = false must truncate";
+}
+
+// A run killed after logging steps its last checkpoint does not hold: resuming from step 3 cuts the
+// log back to what an uninterrupted run had logged by then.
+TEST_F(RunLog, RewindForResume) {
+  const std::string p = path("log.jsonl");
+  const std::string head =
+      "{\"type\":\"train\",\"step\":1}\n{\"type\":\"train\",\"step\":2}\nnot json (an old torn line)\n"
+      "{\"type\":\"train\",\"step\":3}\n{\"type\":\"eval\",\"step\":3}\n";
+  std::ofstream(p) << head << "{\"type\":\"train\",\"step\":4}\n{\"type\":\"eval\",\"step\":3}\n{\"type\":\"tr";
+  rewind_jsonl_log(p, 3);
+  EXPECT_EQ(read_lines(p), split_lines(head)) << "records from the first later step on are dropped";
+  rewind_jsonl_log(p, 3);
+  EXPECT_EQ(read_lines(p), split_lines(head)) << "idempotent";
+  // Only the torn tail goes when nothing is ahead of the step; a summary counts by its "steps".
+  std::ofstream(p, std::ios::app) << "{\"type\":\"summary\",\"steps\":3}\n{\"type\":\"tra";
+  rewind_jsonl_log(p, 3);
+  EXPECT_EQ(read_lines(p).size(), 6u);
+  EXPECT_EQ(json::parse(read_lines(p).back())["steps"], 3);
+  rewind_jsonl_log(p, 2);
+  EXPECT_EQ(read_lines(p).size(), 3u);
+  rewind_jsonl_log(p, 0);
+  EXPECT_TRUE(read_lines(p).empty());
+  EXPECT_NO_THROW(rewind_jsonl_log(path("missing.jsonl"), 5));
+  EXPECT_FALSE(fs::exists(path("missing.jsonl")));
 }
 
 TEST_F(RunLog, JsonlErrors) {
