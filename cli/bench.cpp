@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <tuple>
@@ -32,6 +33,7 @@
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"
 #include "cpu/gemm.h"
+#include "model/memory.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
@@ -265,6 +267,24 @@ std::string csv_line(const BenchOptions& o, const Result& r, int threads) {
                  r.time_ms >= 0 ? str_cat(r.heap_bytes) : std::string(), ",", r.gflops, ",", r.note, "\n");
 }
 
+// Fails now, not after the whole run, when an output file cannot be written: its directory is created
+// and a probe file written there and removed.
+void check_writable(const std::string& path, const char* flag) {
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (ec || (!parent.empty() && !fs::is_directory(parent)))
+    throw IoError(str_cat(flag, " '", path, "': cannot create the directory '", parent.string(), "': ",
+                          ec ? ec.message() : "not a directory"));
+  const fs::path probe = (parent.empty() ? fs::path(".") : parent) / str_cat(".linformer-probe-", getpid());
+  {
+    std::ofstream f(probe);
+    if (!f) throw IoError(str_cat(flag, " '", path, "': the directory '", parent.string(), "' is not writable"));
+  }
+  fs::remove(probe, ec);
+}
+
 int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats, const std::string& ns,
               const std::string& ks) {
   const AttentionRegistry& reg = AttentionRegistry::instance();
@@ -292,6 +312,19 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   LF_REQUIRE(o.d_model > 0 && o.heads > 0 && o.d_model % o.heads == 0, "--d-model must be a positive multiple of --heads");
   LF_REQUIRE(o.batch > 0 && o.layers > 0 && o.repeats > 0 && o.warmup >= 0, "--batch, --layers and --repeats must be positive");
   LF_REQUIRE(o.max_seconds > 0 && o.max_mem_gib > 0, "--max-seconds and --max-mem-gib must be positive");
+  const bool linformer = std::find(o.kinds.begin(), o.kinds.end(), "linformer") != o.kinds.end();
+  if (linformer && !ks.empty())  // an explicit k that fits no n would silently measure nothing
+    for (int64_t k : o.ks)
+      LF_REQUIRE(k <= *std::max_element(o.ns.begin(), o.ns.end()), "--k ", k, " exceeds every --n (largest ",
+                 *std::max_element(o.ns.begin(), o.ns.end()), "): Linformer's k must not exceed n");
+  if (!o.csv.empty()) check_writable(o.csv, "--csv");
+  if (!o.markdown.empty()) check_writable(o.markdown, "--markdown");
+  // The memory limit: --max-mem-gib, or less when the machine (--max-memory, LINFORMER_MAX_MEMORY,
+  // available memory) has less.
+  const double gib_limit = o.max_mem_gib * double(1ll << 30), machine_limit = memory_limit_bytes();
+  const double mem_limit = std::min(gib_limit, machine_limit);
+  const std::string limit_name = gib_limit <= machine_limit ? str_cat("--max-mem-gib ", o.max_mem_gib)
+                                                            : str_cat(format_bytes(mem_limit), " (", memory_limit_source(), ")");
   const int threads = num_threads();
 
   std::vector<Config> configs = {{"sgemm", "gemm_peak", 2048, 0}};
@@ -305,6 +338,21 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
           configs.push_back({kind, what, n, 0});
         }
       }
+  // Estimates first, before anything runs: when no configuration fits in memory there is nothing to measure.
+  std::vector<double> need(configs.size(), 0);
+  std::vector<std::string> refused(configs.size());
+  double smallest = std::numeric_limits<double>::infinity();
+  for (size_t i = 0; i < configs.size(); ++i) {
+    try {
+      need[i] = estimate_bytes(o, configs[i]);
+    } catch (const std::exception& e) {  // a configuration the kind refuses (e.g. an option out of range)
+      refused[i] = e.what();
+    }
+    if (configs[i].kind != "sgemm" && refused[i].empty()) smallest = std::min(smallest, need[i]);
+  }
+  if (configs.size() > 1 && std::isfinite(smallest) && smallest > mem_limit)
+    throw Error(str_cat("bench: every configuration needs more memory than the limit: the smallest needs about ",
+                        format_bytes(smallest), " > ", limit_name, "; lower --n, --d-model, --layers or --batch"));
   std::string csv = "impl,kind,what,n,k,d_model,heads,batch,threads,time_ms,peak_mem_bytes,repeats,heap_peak_bytes,gflops,note\n";
   std::vector<Result> results;
   // Per series (kind, what, k), the (n, ms) measured so far, to skip a longer n whose run would take
@@ -312,7 +360,8 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   // (from its last two points; linear from one), so nothing about a kind's cost is assumed.
   std::map<std::tuple<std::string, std::string, int64_t>, std::vector<std::pair<int64_t, double>>> series;
   std::map<std::tuple<std::string, std::string, int64_t>, int64_t> too_slow_at;  // n that exceeded --max-seconds
-  for (const Config& c : configs) {
+  for (size_t ci = 0; ci < configs.size(); ++ci) {
+    const Config& c = configs[ci];
     Result r;
     r.c = c;
     const auto key = std::make_tuple(c.kind, c.what, c.k);
@@ -327,17 +376,10 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
       }
       predicted_ms = t1 * std::pow(double(c.n) / double(n1), exponent);
     }
-    double need = 0;
-    std::string refused;
-    try {
-      need = estimate_bytes(o, c);
-    } catch (const std::exception& e) {  // a configuration the kind refuses (e.g. an option out of range)
-      refused = e.what();
-    }
-    if (!refused.empty()) {
-      r.note = str_cat("failed: ", refused);
-    } else if (need > o.max_mem_gib * double(1ll << 30)) {
-      r.note = str_cat("skipped: needs about ", human_bytes(int64_t(need)), " > --max-mem-gib ", o.max_mem_gib);
+    if (!refused[ci].empty()) {
+      r.note = str_cat("failed: ", refused[ci]);
+    } else if (need[ci] > mem_limit) {
+      r.note = str_cat("skipped: needs about ", format_bytes(need[ci]), " > ", limit_name);
     } else if (too_slow_at.count(key) && too_slow_at[key] < c.n) {
       r.note = str_cat("skipped: n = ", too_slow_at[key], " already took over --max-seconds ", o.max_seconds);
     } else if (predicted_ms > 1500 * o.max_seconds) {

@@ -52,7 +52,7 @@ ModelConfig ModelFlags::resolve(const CLI::App& app, const json& file) const {
   if (given(app, "--max-len")) j["max_len"] = max_len;
   if (given(app, "--d-ff"))
     j["d_ff"] = d_ff;
-  else if (!j.contains("d_ff") && j.contains("d_model"))
+  else if (!j.contains("d_ff") && j.contains("d_model") && j["d_model"].is_number_integer())  // else from_json names the bad field
     j["d_ff"] = 4 * j["d_model"].get<int64_t>();
   if (given(app, "--post-ln")) j["pre_ln"] = !post_ln;
   if (given(app, "--dropout")) j["dropout_embedding"] = j["dropout_attention"] = j["dropout_ffn"] = dropout;
@@ -134,11 +134,12 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
 
 #include <filesystem>
 
+#include "model/memory.h"
 #include "train/checkpoint.h"
 
 namespace lf::cli {
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel open_model(const std::string& path) {
   namespace fs = std::filesystem;
   LoadedModel m;
   m.dir = path;
@@ -151,11 +152,18 @@ LoadedModel load_model(const std::string& path) {
   m.dir = ck.dir;
   m.config = ck.config;
   m.trainer_state = std::move(ck.trainer_state);
+  return m;
+}
+
+void build_model(LoadedModel& m, int64_t B, int64_t n, double extra_bytes, const std::string& command,
+                 const std::string& advice) {
+  MemoryEstimate need = estimate_memory(m.config, Workload::Inference, B, n, false, extra_bytes);
+  need.buffers += need.parameters;  // model.safetensors is read whole
+  require_memory(need, command, advice);
   m.arena = std::make_unique<ParamArena<float>>();
   m.model = std::make_unique<Model<float>>(m.config, *m.arena);
   m.arena->allocate(/*with_grads=*/false);  // eval, predict and info only run forward passes
   load_checkpoint_weights(m.dir, *m.arena, nullptr);
-  return m;
 }
 
 }  // namespace lf::cli

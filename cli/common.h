@@ -48,6 +48,11 @@ struct LoadedModel {
   std::unique_ptr<ParamArena<float>> arena;
   std::unique_ptr<Model<float>> model;
 };
-LoadedModel load_model(const std::string& path);
+// open_model reads config.json and trainer_state.json only; build_model then refuses a model whose
+// inference on B sequences of n tokens (plus extra_bytes of data) would exceed the memory limit, and
+// only then allocates the parameters and loads the weights.
+LoadedModel open_model(const std::string& path);
+void build_model(LoadedModel& m, int64_t B, int64_t n, double extra_bytes, const std::string& command,
+                 const std::string& advice);
 
 }  // namespace lf::cli

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "cli/common.h"
+#include "model/memory.h"
 #include "train/trainer.h"
 
 namespace lf::cli {
@@ -28,7 +29,7 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
              c.valid_fraction);
   LF_REQUIRE(!given("--test-fraction") || c.test_fraction >= 0, "--test-fraction must not be negative, got ",
              c.test_fraction);
-  LoadedModel m = load_model(c.checkpoint);
+  LoadedModel m = open_model(c.checkpoint);
   LF_REQUIRE(c.seq_len <= m.config.max_len, "--seq-len ", c.seq_len, " exceeds the model's max_len ", m.config.max_len);
   TrainOptions opt = TrainOptions::from_json(m.trainer_state.value("options", json::object()));
   if (!c.data.empty()) opt.data_path = c.data;
@@ -40,6 +41,8 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
   if (c.seq_len > 0) opt.seq_len = c.seq_len;
   opt.seq_len = std::min(opt.seq_len, m.config.max_len);
   LF_REQUIRE(opt.batch_size > 0 && c.batches > 0, "--batch-size and --batches must be positive");
+  build_model(m, opt.batch_size, opt.seq_len, data_file_bytes(opt.data_path, opt.max_bytes), "eval",
+              "reduce --batch-size or --seq-len, or evaluate a smaller model");
   const Split split = c.split == "test" ? Split::Test : c.split == "train" ? Split::Train : Split::Valid;
   const TaskData data = TaskData::load(m.config.task, opt);
   const EvalResult r = evaluate(*m.model, data, split, opt.batch_size, opt.seq_len, c.batches, opt.mask_prob);

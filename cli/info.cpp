@@ -13,6 +13,7 @@
 
 #include "attention/attention.h"
 #include "cli/common.h"
+#include "model/memory.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
@@ -124,16 +125,16 @@ int describe_model(const InfoOptions& o) {
   for (const ParamInfo& p : arena.params())
     if (!p.trainable) fixed += p.numel;
   const double flops = model.forward_flops(n);
-  const double act = Model<float>::activation_bytes(config, o.batch, n);
+  const MemoryEstimate need = estimate_memory(config, Workload::Training, o.batch, n);  // in double: no overflow
   std::printf("model: %s\n", config.to_json().dump().c_str());
   std::printf("parameters: %lld (%lld trainable, %lld fixed) in %d tensors, %s\n", (long long)arena.numel(),
               (long long)(arena.numel() - fixed), (long long)fixed, arena.count(),
-              human_bytes(arena.numel() * int64_t(sizeof(float))).c_str());
+              format_bytes(double(arena.numel()) * sizeof(float)).c_str());
   std::printf("forward FLOPs per token at n=%lld: %.4g (training step: about 3x)\n", (long long)n, flops / double(n));
   std::printf("activation memory (training, B=%lld, n=%lld): about %s\n", (long long)o.batch, (long long)n,
-              human_bytes(int64_t(act)).c_str());
+              format_bytes(need.activations).c_str());
   std::printf("training memory (weights, gradients, AdamW moments, activations): about %s\n",
-              human_bytes(int64_t(act) + 4 * arena.numel() * int64_t(sizeof(float))).c_str());
+              format_bytes(need.total()).c_str());
   return 0;
 }
 

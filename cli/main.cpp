@@ -17,6 +17,7 @@
 #include "core/allocator.h"
 #include "core/threading.h"
 #include "cpu/gemm.h"
+#include "model/memory.h"
 
 #ifndef LINFORMER_VERSION
 #define LINFORMER_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
@@ -70,6 +71,11 @@ int run(int argc, char** argv) {
                  "Threads for parallel loops and GEMM (default: $LINFORMER_NUM_THREADS, else all cores)")
       ->check(CLI::Validator(check_threads, "N", "thread count"));
 
+  std::string max_memory;
+  app.add_option("--max-memory", max_memory,
+                 "Memory limit for the estimate that refuses too large a configuration, e.g. 512M, 8G "
+                 "(default: $LINFORMER_MAX_MEMORY, else the available memory)");
+
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands(5);
   commands[0].first = add_train_command(app, commands[0].second);
   commands[1].first = add_eval_command(app, commands[1].second);
@@ -92,6 +98,9 @@ int run(int argc, char** argv) {
 
   // The thread count is settled before any work; a malformed LINFORMER_NUM_THREADS is reported here.
   configure_threads(threads);
+  // Likewise the memory limit: a malformed --max-memory or LINFORMER_MAX_MEMORY is refused here.
+  if (app.get_option("--max-memory")->count() > 0) set_memory_limit(parse_memory_size(max_memory, "--max-memory"));
+  memory_limit_bytes();
 
   for (auto& [sub, command] : commands)
     if (sub->parsed()) return command();

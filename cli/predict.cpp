@@ -33,8 +33,11 @@ void print_bytes_line(const std::string& text) {
 
 int run_predict(const PredictCommand& c) {
   LF_REQUIRE(c.mask_char.size() == 1, "--mask-char must be a single character, got '", c.mask_char, "'");
-  LoadedModel m = load_model(c.checkpoint);
+  LF_REQUIRE(c.generate >= 0, "--generate must be >= 0, got ", c.generate);
+  LoadedModel m = open_model(c.checkpoint);
   const ModelConfig& cfg = m.config;
+  build_model(m, 1, std::clamp<int64_t>(int64_t(c.text.size()), 1, cfg.max_len), 0, "predict",
+              "this checkpoint's model is too large for this machine");
   const int64_t V = m.model->logits_per_row();
   switch (cfg.task) {
     case Task::MaskedLM: {
@@ -71,7 +74,6 @@ int run_predict(const PredictCommand& c) {
     case Task::CausalLM: {
       std::vector<int32_t> ids = encode(c.text);
       LF_REQUIRE(!ids.empty(), "--text (the prompt) is empty");
-      LF_REQUIRE(c.generate >= 0, "--generate must be >= 0");
       std::string out = c.text;
       for (int64_t i = 0; i < c.generate; ++i) {
         const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - cfg.max_len);

@@ -43,7 +43,6 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
     }
     config = c.model.resolve(app, model_file);
   }
-  std::fprintf(stderr, "train: %d threads\n", num_threads());
   const TrainSummary s = train(config, opt, c.resume);
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());

@@ -8,9 +8,11 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/threading.h"
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"
 #include "data/tokenizer.h"
+#include "model/memory.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
 #include "train/schedule.h"
@@ -287,6 +289,13 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
                "' already holds a training run: continue it with --resume, or choose a new directory");
   config.validate();
   LF_REQUIRE(opt.seq_len <= config.max_len, "--seq-len ", opt.seq_len, " exceeds the model's max_len ", config.max_len);
+  {  // Refused from an estimate before anything is allocated (resuming also reads the checkpoint's files whole).
+    MemoryEstimate need = estimate_memory(config, Workload::Training, opt.batch_size, opt.seq_len,
+                                          opt.checkpoint_activations, data_file_bytes(opt.data_path, opt.max_bytes));
+    if (resume) need.buffers += 3 * need.parameters;  // model.safetensors and optimizer.safetensors
+    require_memory(need, "train", "reduce --batch-size, --seq-len, --d-model, --d-ff or --layers, or use "
+                   "--checkpoint-activations");
+  }
   const TaskData data = TaskData::load(config.task, opt);
   if (config.task == Task::Classify)
     LF_REQUIRE(data.train_examples->num_classes() <= config.n_classes, opt.data_path, " has labels up to ",
@@ -323,7 +332,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   JsonlLog log(log_path, /*append=*/!resume_from.empty());
   Progress progress(opt.log_every);
   if (!resume_from.empty()) progress.message(str_cat("resuming from ", resume_from, " at step ", start_step));
-  progress.message(str_cat("model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ", config.d_model,
+  progress.message(str_cat(num_threads(), " threads; model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ", config.d_model,
                            ", ", arena.numel(), " parameters; data: ", opt.data_path));
 
   const int64_t B = opt.batch_size, n = opt.seq_len, V = model.logits_per_row();
