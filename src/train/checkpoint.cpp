@@ -67,7 +67,7 @@ std::string read_text_file(const fs::path& path) {
 json parse_json_text(std::string_view text, const std::string& source) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
     throw IoError(str_cat("'", source, "' is not valid JSON (", e.what(),
                           "): the checkpoint is corrupt; load another checkpoint or save this one again"));
   }
