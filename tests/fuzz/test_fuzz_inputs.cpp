@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@
 namespace fs = std::filesystem;
 
 namespace lf::fuzz {
+
+void PrintTo(const Target& t, std::ostream* os) { *os << t.name; }  // for gtest's test names
+
 namespace {
 
 const fs::path kFuzzDir = LINFORMER_FUZZ_DIR;
