@@ -13,11 +13,14 @@ json read_json_file(const std::string& path) {
   if (!in) throw IoError(str_cat("cannot read '", path, "': no such file or not readable"));
   std::stringstream s;
   s << in.rdbuf();
+  json j;
   try {
-    return json::parse(s.str());
-  } catch (const json::parse_error& e) {
+    j = json::parse(s.str());
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
     throw InvalidArgument(str_cat("'", path, "' is not valid JSON: ", e.what()));
   }
+  LF_REQUIRE(j.is_object(), "'", path, "' must hold a JSON object, got ", j.type_name());
+  return j;
 }
 
 namespace {

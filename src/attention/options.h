@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_value.h"
 
 namespace lf {
 
@@ -29,8 +30,9 @@ class OptionReader {
   int64_t get_int(const std::string& key, int64_t fallback) {
     const nlohmann::json* v = take(key);
     if (!v) return put(key, fallback);
-    LF_REQUIRE(v->is_number_integer(), where(key), " must be an integer, got ", v->dump());
-    return put(key, v->get<int64_t>());
+    int64_t value = 0;
+    LF_REQUIRE(json_value_to(*v, value), where(key), " must be an integer in the int64 range, got ", v->dump());
+    return put(key, value);
   }
 
   double get_double(const std::string& key, double fallback) {
@@ -47,8 +49,9 @@ class OptionReader {
     LF_REQUIRE(v->is_array(), where(key), " must be an array of integers, got ", v->dump());
     std::vector<int64_t> out;
     for (const nlohmann::json& e : *v) {
-      LF_REQUIRE(e.is_number_integer(), where(key), " must be an array of integers, got ", v->dump());
-      out.push_back(e.get<int64_t>());
+      int64_t value = 0;
+      LF_REQUIRE(json_value_to(e, value), where(key), " must be an array of integers, got ", v->dump());
+      out.push_back(value);
     }
     return put(key, out);
   }

@@ -92,12 +92,20 @@ class ParamArena {
                " has too many elements");
     ParamInfo p;
     p.name = name;
-    p.numel = shape_numel(shape);
+    // Sizes come from configs: an absurd one is refused here rather than wrapping around.
+    int64_t numel = 1;
+    for (int64_t s : shape)
+      LF_REQUIRE(!__builtin_mul_overflow(numel, s, &numel), "parameter '", name, "' of shape ", shape_str(shape),
+                 " is too large");
+    int64_t new_total = 0;
+    LF_REQUIRE(!__builtin_add_overflow(total_, numel, &new_total), "parameter '", name,
+               "' makes the model's parameter count overflow");
+    p.numel = numel;
     p.shape = std::move(shape);
     p.offset = total_;
     p.init = std::move(init);
     p.trainable = trainable;
-    total_ += p.numel;
+    total_ = new_total;
     params_.push_back(std::move(p));
     index_[params_.back().name] = Id(params_.size() - 1);
     return Id(params_.size() - 1);

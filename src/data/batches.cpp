@@ -159,7 +159,10 @@ TokenBatch clm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64
 
 ClassificationData ClassificationData::load(const std::string& path) {
   const std::vector<uint8_t> bytes = read_file_bytes(path);
-  std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path);
+}
+
+ClassificationData ClassificationData::parse(std::string_view text, const std::string& path) {
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // a UTF-8 byte-order mark (spreadsheet exports)
   auto bad = [&](int64_t line, const std::string& problem) {
     throw IoError(str_cat("classification file '", path, "' line ", line, ": ", problem,

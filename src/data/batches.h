@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cpu/cross_entropy.h"  // kIgnoreIndex (-100), the target of positions that are not scored
@@ -56,6 +57,8 @@ class ClassificationData {
   // empty file, a line without a tab, a label that is not a non-negative integer, an empty text, no
   // examples at all.
   static ClassificationData load(const std::string& path);
+  // The same on the (decompressed) contents of such a file; `source` names it in messages.
+  static ClassificationData parse(std::string_view text, const std::string& source);
   // The same checks on examples in memory (labels[i] labels texts[i]); `source` names them in messages.
   static ClassificationData from_examples(std::vector<int32_t> labels, std::vector<std::string> texts,
                                           std::string source = "<memory>");

@@ -16,6 +16,16 @@ namespace lf {
 // truncated gzip data. When max_bytes stops the read early, the rest of the file is not checked.
 std::vector<uint8_t> read_file_bytes(const std::string& path, int64_t max_bytes = 0);
 
+// The most bytes a corpus may hold (after decompression): half the machine's physical memory. A
+// larger file, or a gzip bomb, is refused with lf::IoError before memory runs out.
+uint64_t default_corpus_cap();
+
+// read_file_bytes on bytes already in memory (the file's contents): decompressed when they start with
+// the gzip magic, at most max_bytes of them (0 = all), and no more than `cap` (more is lf::IoError
+// unless max_bytes stops the read first). `source` names the bytes in messages.
+std::vector<uint8_t> decode_corpus_bytes(std::span<const uint8_t> bytes, int64_t max_bytes, const std::string& source,
+                                         uint64_t cap = default_corpus_cap());
+
 enum class Split { Train, Valid, Test };
 const char* split_name(Split which);  // "train", "valid", "test"
 

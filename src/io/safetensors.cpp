@@ -37,11 +37,13 @@ std::string sys_error(int err) { return std::strerror(err); }
   throw IoError(str_cat("safetensors file '", source, "': ", problem));
 }
 
-// n × itemsize over the shape, or false on overflow.
+// n × itemsize over the shape, or false on overflow. The element count (every prefix product, as
+// TensorView::numel() computes it) must also fit in int64, even when a later zero makes it 0.
 bool byte_size(const std::vector<int64_t>& shape, size_t itemsize, size_t* out) {
   uint64_t n = itemsize;
+  int64_t numel = 1;
   for (int64_t s : shape)
-    if (__builtin_mul_overflow(n, uint64_t(s), &n)) return false;
+    if (__builtin_mul_overflow(n, uint64_t(s), &n) || __builtin_mul_overflow(numel, s, &numel)) return false;
   *out = size_t(n);
   return true;
 }

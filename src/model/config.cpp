@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
+#include "core/json_value.h"
 
 namespace lf {
 
@@ -34,6 +36,13 @@ void ModelConfig::validate() const {
   LF_REQUIRE(d_model % n_heads == 0, "d_model (", d_model, ") must be divisible by n_heads (", n_heads, ")");
   LF_REQUIRE(d_ff > 0, "d_ff must be positive, got ", d_ff);
   LF_REQUIRE(max_len > 0, "max_len must be positive, got ", max_len);
+  // Upper bounds far beyond any model that fits in memory, so that size arithmetic (parameter counts,
+  // B·h·n·m buffer sizes) stays inside int64 and a huge n_layers cannot stall validation.
+  for (const auto& [name, value, limit] :
+       {std::tuple{"vocab_size", vocab_size, kMaxVocabSize}, std::tuple{"d_model", d_model, kMaxWidth},
+        std::tuple{"d_ff", d_ff, kMaxWidth}, std::tuple{"max_len", max_len, kMaxLen},
+        std::tuple{"n_layers", n_layers, kMaxLayers}})
+    LF_REQUIRE(value <= limit, name, " is ", value, ", above the limit of ", limit);
   for (double p : {dropout_embedding, dropout_attention, dropout_ffn})
     LF_REQUIRE(std::isfinite(p) && p >= 0 && p < 1, "dropout rates must be in [0, 1), got ", p);
   LF_REQUIRE(std::isfinite(ln_eps) && ln_eps > 0, "ln_eps must be positive, got ", ln_eps);
@@ -41,6 +50,7 @@ void ModelConfig::validate() const {
              " layers but n_layers is ", n_layers, " (give one entry for all layers, or one per layer)");
   if (task == Task::Classify) {
     LF_REQUIRE(n_classes >= 2, "a classifier needs n_classes >= 2, got ", n_classes);
+    LF_REQUIRE(n_classes <= kMaxVocabSize, "n_classes is ", n_classes, ", above the limit of ", kMaxVocabSize);
     LF_REQUIRE(pooling == "mean" || pooling == "first", "pooling must be mean or first, got '", pooling, "'");
   }
   for (int64_t i = 0; i < n_layers; ++i) {
@@ -79,11 +89,10 @@ template <class V>
 V field(const json& j, const char* key, V fallback) {
   auto it = j.find(key);
   if (it == j.end()) return fallback;
-  try {
-    return it->get<V>();
-  } catch (const json::exception&) {
-    throw InvalidArgument(str_cat("model config: '", key, "' has the wrong type: ", it->dump()));
-  }
+  V value = fallback;
+  if (!json_value_to(*it, value))
+    throw InvalidArgument(str_cat("model config: '", key, "' has the wrong type or is out of range: ", it->dump()));
+  return value;
 }
 
 LayerAttention parse_layer(const json& j) {

@@ -21,6 +21,12 @@ struct LayerAttention {
   json options = json::object();
 };
 
+// Upper bounds validate() enforces (far beyond what fits in memory; they keep size arithmetic in int64).
+inline constexpr int64_t kMaxVocabSize = int64_t(1) << 24;  // also bounds n_classes
+inline constexpr int64_t kMaxWidth = int64_t(1) << 16;      // d_model, d_ff
+inline constexpr int64_t kMaxLen = int64_t(1) << 20;        // max_len
+inline constexpr int64_t kMaxLayers = 1024;                 // n_layers
+
 struct ModelConfig {
   Task task = Task::MaskedLM;
   int64_t vocab_size = 260;  // the byte tokenizer: 256 bytes + PAD, MASK, BOS, EOS

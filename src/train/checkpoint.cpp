@@ -71,15 +71,16 @@ std::string read_text_file(const fs::path& path) {
 }
 
 // A JSON file of the checkpoint; corrupt contents are reported as such, naming the file.
-json read_json_file(const fs::path& path) {
-  const std::string text = read_text_file(path);
+json parse_json_text(std::string_view text, const std::string& source) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw IoError(str_cat("'", path.string(), "' is not valid JSON (", e.what(),
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e999
+    throw IoError(str_cat("'", source, "' is not valid JSON (", e.what(),
                           "): the checkpoint is corrupt; load another checkpoint or save this one again"));
   }
 }
+
+json read_json_file(const fs::path& path) { return parse_json_text(read_text_file(path), path.string()); }
 
 bool exists_nothrow(const fs::path& p) {
   std::error_code ec;
@@ -240,8 +241,18 @@ void check_tensors(const SafeTensorsFile& file, const ParamArena<float>& arena,
                         "this configuration."));
 }
 
-// A file of the checkpoint, read and checked for our format marker (absent is accepted: a file
-// converted from elsewhere may have no metadata).
+// Our format marker (absent is accepted: a file converted from elsewhere may have no metadata).
+void check_format_marker(const SafeTensorsFile& f) {
+  const auto& meta = f.metadata();
+  if (auto it = meta.find("format"); it != meta.end() && it->second != kFormat)
+    throw IoError(str_cat("'", f.source(), "' has format '", it->second, "' in its metadata, expected '", kFormat,
+                          "': it is not a linformer checkpoint file"));
+  if (auto it = meta.find("version"); it != meta.end() && it->second != kVersion)
+    throw IoError(str_cat("'", f.source(), "' has checkpoint version '", it->second, "'; this build reads version ",
+                          kVersion));
+}
+
+// A file of the checkpoint, read and checked for our format marker.
 SafeTensorsFile read_tensor_file(const fs::path& path, const char* missing_hint) {
   if (!exists_nothrow(path))
     throw IoError(str_cat("'", path.string(), "' is missing: ", missing_hint));
@@ -252,13 +263,7 @@ SafeTensorsFile read_tensor_file(const fs::path& path, const char* missing_hint)
       throw IoError(str_cat(e.what(), " (the checkpoint is corrupt; load an earlier checkpoint)"));
     }
   }();
-  const auto& meta = f.metadata();
-  if (auto it = meta.find("format"); it != meta.end() && it->second != kFormat)
-    throw IoError(str_cat("'", path.string(), "' has format '", it->second, "' in its metadata, expected '", kFormat,
-                          "': it is not a linformer checkpoint file"));
-  if (auto it = meta.find("version"); it != meta.end() && it->second != kVersion)
-    throw IoError(str_cat("'", path.string(), "' has checkpoint version '", it->second, "'; this build reads version ",
-                          kVersion));
+  check_format_marker(f);
   return f;
 }
 
@@ -401,12 +406,21 @@ std::string resolve_checkpoint_dir(const std::string& dir) {
 
 ModelConfig read_checkpoint_config(const std::string& dir) {
   const fs::path file = fs::path(resolve_checkpoint_dir(dir)) / kConfigFile;
-  const json j = read_json_file(file);
+  return parse_checkpoint_config(read_text_file(file), file.string());
+}
+
+ModelConfig parse_checkpoint_config(std::string_view text, const std::string& source) {
+  const json j = parse_json_text(text, source);
   try {
     return ModelConfig::from_json(j);
   } catch (const InvalidArgument& e) {
-    throw IoError(str_cat("'", file.string(), "' is not a valid model configuration: ", e.what()));
+    throw IoError(str_cat("'", source, "' is not a valid model configuration: ", e.what()));
   }
+}
+
+void check_model_tensors(const SafeTensorsFile& file, const ParamArena<float>& arena) {
+  check_format_marker(file);
+  check_tensors(file, arena, {""});
 }
 
 json read_trainer_state(const std::string& dir) {

@@ -29,6 +29,7 @@
 
 #include "core/arena.h"
 #include "io/atomic_file.h"  // write_file_atomic
+#include "io/safetensors.h"
 #include "model/config.h"
 
 namespace lf {
@@ -68,6 +69,8 @@ LoadedCheckpoint load_checkpoint(const std::string& dir);
 // config.json, parsed and validated. lf::IoError naming the file when it is missing, not JSON or not
 // a valid model configuration.
 ModelConfig read_checkpoint_config(const std::string& dir);
+// The same on config.json's text already in memory; `source` names the file in messages.
+ModelConfig parse_checkpoint_config(std::string_view text, const std::string& source);
 
 // Fills the arena's values from model.safetensors and, when moments is not null, moments (resized to
 // arena.numel()) from optimizer.safetensors. Every arena parameter must be in the file as F32 with the
@@ -75,6 +78,9 @@ ModelConfig read_checkpoint_config(const std::string& dir);
 // offending tensors with their expected and found shapes, and nothing is modified. Also lf::IoError
 // for a missing, truncated or corrupt file, or for moments requested from a model-only checkpoint.
 void load_checkpoint_weights(const std::string& dir, ParamArena<float>& arena, OptimizerMoments* moments);
+// The checks load_checkpoint_weights makes on model.safetensors (our format marker, if any, and
+// exactly the arena's parameters as F32 of their shapes), on a file already read. lf::IoError.
+void check_model_tensors(const SafeTensorsFile& file, const ParamArena<float>& arena);
 
 // trainer_state.json (a JSON object). lf::IoError when missing (a model-only checkpoint) or corrupt.
 json read_trainer_state(const std::string& dir);

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/threading.h"
+#include "core/json_value.h"
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"
 #include "data/tokenizer.h"
@@ -61,11 +62,9 @@ TrainOptions TrainOptions::from_json(const json& j) {
   for (const auto& [k, v] : j.items()) LF_REQUIRE(known.contains(k), "unknown training option '", k, "'");
   auto get = [&](const char* key, auto& field) {
     if (!j.contains(key)) return;
-    try {
-      field = j.at(key).get<std::decay_t<decltype(field)>>();
-    } catch (const json::exception&) {
-      throw InvalidArgument(str_cat("training option '", key, "' has the wrong type: ", j.at(key).dump()));
-    }
+    if (!json_value_to(j.at(key), field))
+      throw InvalidArgument(
+          str_cat("training option '", key, "' has the wrong type or is out of range: ", j.at(key).dump()));
   };
   get("data_path", o.data_path);
   get("run_dir", o.run_dir);

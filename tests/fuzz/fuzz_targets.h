@@ -1,0 +1,35 @@
+// libFuzzer targets for the loaders, one per input format. Each feeds the bytes to the loader the way
+// the tool reads that file and returns 1 when the loader accepts them, 0 when it refuses them with
+// lf::Error (the clean refusal). Anything else is a bug the fuzzer reports: another exception type
+// escapes, a check in the target aborts, or a sanitizer fires. The fuzzer mains (fuzz/fuzz_*.cpp) and
+// the normal test binary (test_fuzz_inputs.cpp, over the seed corpus and the regression inputs) both
+// call these.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lf::fuzz {
+
+int fuzz_safetensors(const uint8_t* data, size_t size);  // SafeTensorsFile::parse, every view read
+int fuzz_checkpoint(const uint8_t* data, size_t size);   // model.safetensors against a tiny model
+int fuzz_config(const uint8_t* data, size_t size);       // config.json; {"model":…, "train":…} files
+int fuzz_corpus(const uint8_t* data, size_t size);       // corpus bytes (plain or gzip), tokenizer
+int fuzz_tsv(const uint8_t* data, size_t size);          // classification TSV (plain or gzip)
+
+struct Target {
+  const char* name;
+  int (*run)(const uint8_t*, size_t);
+};
+const std::vector<Target>& targets();
+
+// The seed corpus, generated: file name -> contents, per target. A name starting with "ok-" must be
+// accepted, "bad-" refused; test_fuzz_inputs.cpp checks both and that the committed files match.
+struct Seed {
+  std::string name;
+  std::vector<uint8_t> bytes;
+};
+std::vector<Seed> seed_corpus(const std::string& target);
+
+}  // namespace lf::fuzz
