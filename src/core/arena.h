@@ -85,11 +85,6 @@ class ParamArena {
                  " but it has ", shape_str(p.shape));
       return it->second;
     }
-    // Element counts must fit int64 (an absurd configuration is refused here, not wrapped around).
-    double elements = 1;
-    for (int64_t s : shape) elements *= double(s);
-    LF_REQUIRE(elements + double(total_) < 9.2e18, "parameter '", name, "' of shape ", shape_str(shape),
-               " has too many elements");
     ParamInfo p;
     p.name = name;
     // Sizes come from configs: an absurd one is refused here rather than wrapping around.
