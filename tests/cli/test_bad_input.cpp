@@ -226,8 +226,8 @@ class Fixtures {
     copy_with_config(ck, dir / "ckpt_heads", [](json& c) { c["n_heads"] = 3; });
     copy_with_config(ck, dir / "ckpt_zero", [](json& c) { c["n_layers"] = 0; });
     copy_with_config(ck, dir / "ckpt_huge", [](json& c) {
-      c["d_model"] = 65536;
-      c["d_ff"] = 262144;
+      c["d_model"] = 32768;
+      c["d_ff"] = 65536;
       c["n_layers"] = 64;
     });
     make_run(dir / "ckpt_f16", dir / "run_f16");
