@@ -215,7 +215,10 @@ Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
   LF_REQUIRE(pid >= 0, "bench: fork() failed");
   if (pid == 0) {
     close(fds[0]);
-    alarm(unsigned(std::ceil(o.max_seconds * double(o.repeats + o.warmup + 2))) + 60);  // a hung child dies
+    // A hung child dies. In double and clamped to a day: huge --repeats/--warmup/--max-seconds must
+    // overflow neither the sum nor the conversion to unsigned.
+    const double limit_s = std::min(o.max_seconds * (double(o.repeats) + double(o.warmup) + 2), 86400.0);
+    alarm(unsigned(std::ceil(limit_s)) + 60);
     std::string line;
     try {
       configure_threads(threads);

@@ -14,6 +14,19 @@
 
 namespace lf::test {
 
+// True in the sanitizer build (cmake -DLINFORMER_SANITIZE=ON, see scripts/test_sanitizers.sh).
+#ifdef LINFORMER_SANITIZERS
+inline constexpr bool kSanitizerBuild = true;
+#else
+inline constexpr bool kSanitizerBuild = false;
+#endif
+
+// Ends a test that measures the process's memory when it runs under ASan, whose shadow memory and
+// quarantine of freed blocks inflate the RSS. Only such tests may skip there.
+#define LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS()                                                   \
+  if (::lf::test::kSanitizerBuild)                                                              \
+  GTEST_SKIP() << "measures peak RSS, which ASan's shadow memory and quarantine distort"
+
 // n numbers uniform in [lo, hi), deterministic for the seed.
 template <class T = double>
 std::vector<T> random_vector(int64_t n, uint64_t seed, double lo = -1, double hi = 1) {

@@ -426,6 +426,7 @@ TEST(AftConvAttention, LongSequenceNeedsNoQuadraticMemory) {
     ParamArena<float> arena;
     auto layer = make_attention<float>({"aft_conv", {d, 2, n, causal, 0}, window(15), ""}, arena);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n * 4 / 8);
+    LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
     if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
     arena.allocate();
     arena.initialize(1);

@@ -582,6 +582,7 @@ void expect_no_square_buffer(const std::string& kind, int64_t n, bool causal, in
   ParamArena<float> arena;
   auto layer = make_attention<float>({kind, {d, 1, n, causal, 0}, {{"bias_rank", 16}}, ""}, arena);
   EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n * sizeof(float) / 8);
+  LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
   if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
   arena.allocate();
   arena.initialize(1);

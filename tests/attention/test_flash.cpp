@@ -286,6 +286,7 @@ TEST(FlashAttention, LongSequenceDoesNotAllocateTheScores) {
   // n = 16384, d = 64, one head: an n×n float buffer is 1 GiB (full attention keeps one for the
   // probabilities and two more as backward scratch). flash keeps O(n·d): peak RSS may grow by far less.
   const int64_t n = 16384, d = 64;
+  LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
   if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
   ParamArena<float> arena;
   auto layer = make_attention<float>({"flash", {d, 1, n, false, 0}, json::object(), ""}, arena);

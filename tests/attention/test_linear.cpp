@@ -561,6 +561,7 @@ TEST(LinearAttention, LongSequenceKeepsNeitherScoresNorPerPositionStates) {
     ParamArena<float> arena;
     auto layer = make_attention<float>({"linear", {d, 1, n, causal, 0}, json::object(), ""}, arena);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * d * d);
+    LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
     if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
     arena.allocate();
     arena.initialize(1);

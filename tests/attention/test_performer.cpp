@@ -644,6 +644,7 @@ TEST(PerformerAttention, LongSequenceKeepsNeitherScoresNorPerPositionStates) {
     ParamArena<float> arena;
     auto layer = make_attention<float>({"performer", {d, 1, n, causal, 0}, json::object(), ""}, arena);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * 266 * d);
+    LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
     if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
     arena.allocate();
     arena.initialize(1);

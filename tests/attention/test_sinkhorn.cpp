@@ -523,6 +523,7 @@ TEST(SinkhornAttention, LongSequenceDoesNotAllocateTheScores) {
   ParamArena<float> arena;
   auto layer = make_attention<float>({"sinkhorn", {d, 1, n, false, 0}, json::object(), ""}, arena);
   EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n);
+  LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
   if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
   arena.allocate();
   arena.initialize(1);

@@ -320,6 +320,7 @@ TEST(SparsePatternKinds, LongSequenceHasNoQuadraticBuffer) {
   // n = 16384, d = 64, one head, default options: an n×n float buffer would be 1 GiB. Each kind's
   // forward and backward must raise the peak RSS by far less, and its own estimate must say so too.
   const int64_t n = 16384, d = 64;
+  LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
   if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
   const auto x = test::random_vector<float>(n * d, 1);
   const auto dout = test::random_vector<float>(n * d, 2);

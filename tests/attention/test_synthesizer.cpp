@@ -401,6 +401,7 @@ TEST(SynthesizerAttention, TrainingKeepsNoProbabilities) {
     auto layer = make_attention<float>({"synthesizer", {d, h, n, true, 0.1}, opt, ""}, arena);
     const double estimate = layer->activation_bytes(B, n, n, true);
     EXPECT_LT(estimate, double(B) * h * n * n * 4 / 2);
+    LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
     if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
     arena.allocate();
     arena.initialize(1);
