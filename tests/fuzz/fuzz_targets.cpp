@@ -22,6 +22,7 @@
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+#include "tiny_model_config.h"
 
 namespace lf::fuzz {
 namespace {
@@ -70,14 +71,7 @@ void touch_views(const SafeTensorsFile& f) {
 
 // A tiny model's parameter arena (allocated, no gradients): what the checkpoint target loads into.
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 16;
-  c.d_model = 8;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.d_ff = 16;
-  c.max_len = 16;
-  c.attention = {LayerAttention{"linformer", json{{"k", 4}}}};
+  ModelConfig c = test::tiny_model_config();
   c.dropout_attention = c.dropout_embedding = c.dropout_ffn = 0;
   return c;
 }

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "tiny_model_config.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -39,19 +40,6 @@ ParamArena<float> make_arena(uint64_t seed, Variant variant = Variant::Same) {
   a.allocate();
   a.initialize(seed);
   return a;
-}
-
-ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 16;
-  c.d_model = 8;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.d_ff = 16;
-  c.max_len = 16;
-  c.attention = {LayerAttention{"linformer", json{{"k", 4}}}};
-  c.validate();
-  return c;
 }
 
 OptimizerMoments make_moments(const ParamArena<float>& a, uint64_t seed) {
@@ -104,7 +92,7 @@ class Checkpoint : public ::testing::Test {
 };
 
 TEST_F(Checkpoint, RoundTripWithOptimizerAndTrainerState) {
-  const ModelConfig config = small_config();
+  const ModelConfig config = test::tiny_model_config();
   ParamArena<float> a = make_arena(1);
   const OptimizerMoments moments = make_moments(a, 5);
   const json state = {{"step", 42}, {"seed", 7}, {"data_position", {{"epoch", 1}, {"offset", 1234}}}, {"best", 1.5}};
@@ -151,7 +139,7 @@ TEST_F(Checkpoint, RoundTripWithOptimizerAndTrainerState) {
 TEST_F(Checkpoint, ModelOnly) {
   ParamArena<float> a = make_arena(1);
   const std::string dir = path("export");
-  save_checkpoint(dir, small_config(), a, nullptr, json());
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json());
   EXPECT_EQ(entries(dir), (std::vector<std::string>{"config.json", "model.safetensors"}));
   const LoadedCheckpoint loaded = load_checkpoint(dir);
   EXPECT_FALSE(loaded.has_optimizer);
@@ -167,16 +155,16 @@ TEST_F(Checkpoint, ModelOnly) {
 TEST_F(Checkpoint, RejectsBadSaveArguments) {
   ParamArena<float> a = make_arena(1);
   OptimizerMoments short_moments{std::vector<float>(3), std::vector<float>(3)};
-  expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), small_config(), a, &short_moments, json::object()); },
+  expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), test::tiny_model_config(), a, &short_moments, json::object()); },
                                 {"moments", "elements"});
-  expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), small_config(), a, nullptr, json::array()); },
+  expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), test::tiny_model_config(), a, nullptr, json::array()); },
                                 {"trainer_state must be a JSON object"});
-  ModelConfig bad = small_config();
+  ModelConfig bad = test::tiny_model_config();
   bad.n_heads = 3;
   expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), bad, a, nullptr, json()); }, {"n_heads"});
   ParamArena<float> unallocated;
   unallocated.declare("w", {2}, Init::zeros());
-  expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), small_config(), unallocated, nullptr, json()); },
+  expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), test::tiny_model_config(), unallocated, nullptr, json()); },
                                 {"not allocated"});
   EXPECT_TRUE(entries(root_).empty()) << "a refused save left files behind";
 }
@@ -185,7 +173,7 @@ TEST_F(Checkpoint, LoadIntoMismatchedModelNamesTheTensor) {
   ParamArena<float> a = make_arena(1);
   const OptimizerMoments moments = make_moments(a, 5);
   const std::string dir = path("ckpt");
-  save_checkpoint(dir, small_config(), a, &moments, json::object());
+  save_checkpoint(dir, test::tiny_model_config(), a, &moments, json::object());
 
   {  // The file has a tensor the model lacks.
     ParamArena<float> b = make_arena(2, Variant::MissingOne);
@@ -225,7 +213,7 @@ TEST_F(Checkpoint, LoadIntoMismatchedModelNamesTheTensor) {
 TEST_F(Checkpoint, WrongDtypeIsRefused) {
   ParamArena<float> a = make_arena(1);
   const std::string dir = path("ckpt");
-  save_checkpoint(dir, small_config(), a, nullptr, json());
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json());
   SafeTensorsWriter w;
   for (const ParamInfo& p : a.params()) {
     if (p.name == "embed.weight") w.add_f64(p.name, p.shape, std::vector<double>(size_t(p.numel)));
@@ -239,7 +227,7 @@ TEST_F(Checkpoint, WrongDtypeIsRefused) {
 TEST_F(Checkpoint, TruncatedModelFileIsAnIoError) {
   ParamArena<float> a = make_arena(1);
   const std::string dir = path("ckpt");
-  save_checkpoint(dir, small_config(), a, nullptr, json());
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json());
   const fs::path file = fs::path(dir) / "model.safetensors";
   fs::resize_file(file, fs::file_size(file) - 100);
   ParamArena<float> b = make_arena(2);
@@ -253,7 +241,7 @@ TEST_F(Checkpoint, TruncatedModelFileIsAnIoError) {
 TEST_F(Checkpoint, MissingOrCorruptConfigIsAnIoError) {
   ParamArena<float> a = make_arena(1);
   const std::string dir = path("ckpt");
-  save_checkpoint(dir, small_config(), a, nullptr, json::object());
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json::object());
   std::ofstream(fs::path(dir) / "config.json") << "{\"d_model\": 8,";
   expect_error<IoError>([&] { read_checkpoint_config(dir); }, {"config.json", "not valid JSON"});
   std::ofstream(fs::path(dir) / "config.json") << "{\"d_model\": 7, \"n_heads\": 2}";
@@ -269,8 +257,8 @@ TEST_F(Checkpoint, MissingOrCorruptConfigIsAnIoError) {
 TEST_F(Checkpoint, OverwriteKeepsALoadableCheckpoint) {
   const std::string dir = path("ckpt");
   ParamArena<float> a = make_arena(1), b = make_arena(2);
-  save_checkpoint(dir, small_config(), a, nullptr, json{{"step", 1}});
-  save_checkpoint(dir, small_config(), b, nullptr, json{{"step", 2}});
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json{{"step", 1}});
+  save_checkpoint(dir, test::tiny_model_config(), b, nullptr, json{{"step", 2}});
   EXPECT_EQ(entries(root_), std::vector<std::string>{"ckpt"}) << "the old checkpoint was not removed";
   ParamArena<float> c = make_arena(3);
   load_checkpoint_weights(dir, c, nullptr);
@@ -290,7 +278,7 @@ TEST_F(Checkpoint, OverwriteKeepsALoadableCheckpoint) {
   EXPECT_EQ(values_of(d), values_of(b));
 
   // The next save puts a checkpoint back under the name and clears the leftovers.
-  save_checkpoint(dir, small_config(), a, nullptr, json{{"step", 3}});
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json{{"step", 3}});
   EXPECT_EQ(entries(root_), std::vector<std::string>{"ckpt"});
   EXPECT_EQ(read_trainer_state(dir)["step"], 3);
 }
@@ -298,10 +286,10 @@ TEST_F(Checkpoint, OverwriteKeepsALoadableCheckpoint) {
 TEST_F(Checkpoint, FailedSaveLeavesThePreviousOne) {
   const std::string dir = path("ckpt");
   ParamArena<float> a = make_arena(1);
-  save_checkpoint(dir, small_config(), a, nullptr, json{{"step", 1}});
+  save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json{{"step", 1}});
   // The parent path is a file: the save cannot even start, the old checkpoint is untouched.
   std::ofstream(path("blocker")) << "x";
-  expect_error<IoError>([&] { save_checkpoint(path("blocker") + "/ckpt", small_config(), a, nullptr, json()); },
+  expect_error<IoError>([&] { save_checkpoint(path("blocker") + "/ckpt", test::tiny_model_config(), a, nullptr, json()); },
                         {"blocker"});
   EXPECT_EQ(read_trainer_state(dir)["step"], 1);
   EXPECT_EQ(entries(root_), (std::vector<std::string>{"blocker", "ckpt"}));
@@ -317,7 +305,7 @@ TEST_F(Checkpoint, StepDirectoriesAndLatestPointer) {
   ParamArena<float> a = make_arena(1);
   const OptimizerMoments m = make_moments(a, 3);
   for (int64_t step : {10, 20, 30})
-    EXPECT_EQ(save_step_checkpoint(run, step, small_config(), a, &m, json{{"step", step}}),
+    EXPECT_EQ(save_step_checkpoint(run, step, test::tiny_model_config(), a, &m, json{{"step", step}}),
               checkpoint_dir_for_step(run, step));
   const fs::path ck = fs::path(run) / "checkpoints";
   EXPECT_EQ(read_file(ck / "latest"), "step-00000030\n");
@@ -349,19 +337,19 @@ TEST_F(Checkpoint, StepDirectoriesAndLatestPointer) {
 TEST_F(Checkpoint, Prune) {
   const std::string run = path("run");
   ParamArena<float> a = make_arena(1);
-  for (int64_t step = 1; step <= 5; ++step) save_step_checkpoint(run, step, small_config(), a, nullptr, json::object());
+  for (int64_t step = 1; step <= 5; ++step) save_step_checkpoint(run, step, test::tiny_model_config(), a, nullptr, json::object());
   const fs::path ck = fs::path(run) / "checkpoints";
   prune_checkpoints(run, 2);
   EXPECT_EQ(entries(ck), (std::vector<std::string>{"latest", "step-00000004", "step-00000005"}));
 
   // The checkpoint `latest` names survives even when older than the kept ones.
-  for (int64_t step = 6; step <= 7; ++step) save_step_checkpoint(run, step, small_config(), a, nullptr, json::object());
+  for (int64_t step = 6; step <= 7; ++step) save_step_checkpoint(run, step, test::tiny_model_config(), a, nullptr, json::object());
   write_file_atomic((ck / "latest").string(), "step-00000004\n");
   prune_checkpoints(run, 1);
   EXPECT_EQ(entries(ck), (std::vector<std::string>{"latest", "step-00000004", "step-00000007"}));
 
   // save_step_checkpoint prunes when asked.
-  save_step_checkpoint(run, 8, small_config(), a, nullptr, json::object(), /*keep=*/2);
+  save_step_checkpoint(run, 8, test::tiny_model_config(), a, nullptr, json::object(), /*keep=*/2);
   EXPECT_EQ(entries(ck), (std::vector<std::string>{"latest", "step-00000007", "step-00000008"}));
   EXPECT_EQ(latest_checkpoint(run), checkpoint_dir_for_step(run, 8));
 

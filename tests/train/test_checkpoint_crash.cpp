@@ -16,6 +16,7 @@
 
 #include "core/arena.h"
 #include "test_util.h"
+#include "tiny_model_config.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -35,19 +36,6 @@ ParamArena<float> step_arena(int64_t step) {
   return a;
 }
 
-ModelConfig small_config() {
-  ModelConfig c;
-  c.vocab_size = 16;
-  c.d_model = 8;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.d_ff = 16;
-  c.max_len = 16;
-  c.attention = {LayerAttention{"linformer", json{{"k", 4}}}};
-  c.validate();
-  return c;
-}
-
 OptimizerMoments step_moments(const ParamArena<float>& a, int64_t step) {
   return {test::random_vector<float>(a.numel(), uint64_t(step)), test::random_vector<float>(a.numel(), uint64_t(step) + 1, 0, 1)};
 }
@@ -56,7 +44,7 @@ OptimizerMoments step_moments(const ParamArena<float>& a, int64_t step) {
 void save_step(const std::string& run, int64_t step) {
   const ParamArena<float> a = step_arena(step);
   const OptimizerMoments m = step_moments(a, step);
-  save_step_checkpoint(run, step, small_config(), a, &m, json{{"step", step}}, /*keep=*/2);
+  save_step_checkpoint(run, step, test::tiny_model_config(), a, &m, json{{"step", step}}, /*keep=*/2);
 }
 
 // Loads `dir` completely and checks it holds what save_step(step) saved.
