@@ -15,6 +15,7 @@
 #include "core/arena.h"
 #include "model/memory.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace {
 
@@ -115,6 +116,7 @@ double train_peak_rss(const fs::path& dir, const std::string& name, const std::s
 // configurations of 50-100 MB whose memory is dominated by activations (measured 0.97-1.14; larger
 // runs by hand, 230-730 MB: 0.9-1.4).
 TEST(MemoryEstimate, TrainingEstimateMatchesPeakRss) {
+  LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
   const fs::path dir = fs::path(::testing::TempDir()) / ("linformer_memory_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
