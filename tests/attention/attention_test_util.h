@@ -1,11 +1,13 @@
 // Helpers for attention tests: build a layer of any kind in double or float, run it on random input,
 // and check its gradients against finite differences.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "attention/attention.h"
+#include "core/threading.h"
 #include "test_util.h"
 
 namespace lf::test {
@@ -72,6 +74,37 @@ inline void check_attention_gradients(const AttentionCase& c, double tol = 1e-6)
     }
     expect_gradient_matches(loss, rig.arena.values() + p.offset, p.numel, analytic.data(), p.name, tol);
   }
+}
+
+// The layer's output, input gradient and parameter gradients (double) are bitwise the same with 1, 3
+// and 2 threads. `prepare` (optional) edits each freshly initialised rig before its forward. The
+// thread count is restored.
+inline void expect_results_independent_of_threads(const AttentionCase& c,
+                                                  const std::function<void(AttentionRig<double>&)>& prepare = {}) {
+  const int saved = num_threads();
+  std::vector<double> ref_out, ref_dx, ref_grads;
+  for (int threads : {1, 3, 2}) {
+    SCOPED_TRACE("threads=" + std::to_string(threads));
+    configure_threads(threads);
+    AttentionRig<double> rig(c);
+    if (prepare) prepare(rig);
+    rig.forward(c);
+    const auto w = random_vector<double>(int64_t(rig.out.size()), 7);
+    std::vector<double> dx(rig.x.size());
+    rig.arena.zero_grad();
+    rig.layer->backward(w.data(), dx.data());
+    const std::vector<double> grads(rig.arena.grads(), rig.arena.grads() + rig.arena.numel());
+    if (ref_out.empty()) {
+      ref_out = rig.out;
+      ref_dx = dx;
+      ref_grads = grads;
+      continue;
+    }
+    EXPECT_EQ(rig.out, ref_out);
+    EXPECT_EQ(dx, ref_dx);
+    EXPECT_EQ(grads, ref_grads);
+  }
+  configure_threads(saved);
 }
 
 }  // namespace lf::test

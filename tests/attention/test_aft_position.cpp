@@ -532,37 +532,15 @@ TEST(AftAttention, LocalWithAWindowOfAtLeastNEqualsFull) {
 // ---- threads ------------------------------------------------------------------------------------
 
 TEST(AftAttention, ResultsDoNotDependOnTheThreadCount) {
-  const int saved = num_threads();
   for (const std::string kind : {"aft_full", "aft_local"})
     for (bool causal : {false, true})
       for (int64_t rank : {0, 4}) {
         json o = {{"bias_rank", rank}};
         if (kind == "aft_local") o["window"] = 9;
         const AttentionCase c = with_mask(aft_case(kind, 200, causal, o, 200, 40), 150);
-        std::vector<double> ref_out, ref_dx, ref_grads;
-        for (int threads : {1, 3, 2}) {
-          SCOPED_TRACE(str_cat(describe(c), " threads=", threads));
-          configure_threads(threads);
-          AttentionRig<double> rig(c);
-          randomise_bias(rig.arena, 1.0);
-          rig.forward(c);
-          const auto w = test::random_vector<double>(int64_t(rig.out.size()), 7);
-          std::vector<double> dx(rig.x.size());
-          rig.arena.zero_grad();
-          rig.layer->backward(w.data(), dx.data());
-          const std::vector<double> grads(rig.arena.grads(), rig.arena.grads() + rig.arena.numel());
-          if (ref_out.empty()) {
-            ref_out = rig.out;
-            ref_dx = dx;
-            ref_grads = grads;
-            continue;
-          }
-          EXPECT_EQ(rig.out, ref_out);
-          EXPECT_EQ(dx, ref_dx);
-          EXPECT_EQ(grads, ref_grads);
-        }
+        SCOPED_TRACE(describe(c));
+        test::expect_results_independent_of_threads(c, [](AttentionRig<double>& rig) { randomise_bias(rig.arena, 1.0); });
       }
-  configure_threads(saved);
 }
 
 // ---- memory -------------------------------------------------------------------------------------

@@ -357,32 +357,11 @@ TEST(LinearAttention, GradientsMatchFiniteDifferences) {
 }
 
 TEST(LinearAttention, ResultsDoNotDependOnTheThreadCount) {
-  const int saved = num_threads();
   for (bool causal : {false, true}) {
     const AttentionCase c = with_mask(lin_case(300, causal, {{"chunk", 16}}, 300, 4, 64), 200);
-    std::vector<double> ref_out, ref_dx, ref_grads;
-    for (int threads : {1, 3, 2}) {
-      SCOPED_TRACE(str_cat(describe(c), " threads=", threads));
-      configure_threads(threads);
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      const auto w = test::random_vector<double>(int64_t(rig.out.size()), 7);
-      std::vector<double> dx(rig.x.size());
-      rig.arena.zero_grad();
-      rig.layer->backward(w.data(), dx.data());
-      const std::vector<double> grads(rig.arena.grads(), rig.arena.grads() + rig.arena.numel());
-      if (ref_out.empty()) {
-        ref_out = rig.out;
-        ref_dx = dx;
-        ref_grads = grads;
-        continue;
-      }
-      EXPECT_EQ(rig.out, ref_out);
-      EXPECT_EQ(dx, ref_dx);
-      EXPECT_EQ(grads, ref_grads);
-    }
+    SCOPED_TRACE(describe(c));
+    test::expect_results_independent_of_threads(c);
   }
-  configure_threads(saved);
 }
 
 // ---- causality -----------------------------------------------------------------------------------

@@ -265,34 +265,13 @@ TEST(MixerAttention, BackwardMatchesPlainReferenceOverSeveralCausalBlocks) {
 
 TEST(MixerAttention, ResultsDoNotDependOnTheThreadCount) {
   // Large enough for every parallel loop (packing, bias rows and sums) and several causal blocks.
-  const int saved = num_threads();
   std::vector<AttentionCase> cases = {with_mask(mx_case(300, true, kOut, 300, 4, 64), 200),
                                       with_mask(mx_case(300, false, json::object(), 310, 4, 64), 200),
                                       with_dropout(with_mask(mx_case(300, false, {{"hidden", 40}}, 300, 4, 64), 100), 0.1)};
   for (const AttentionCase& c : cases) {
-    std::vector<double> ref_out, ref_dx, ref_grads;
-    for (int threads : {1, 3, 2}) {
-      SCOPED_TRACE(str_cat(describe(c), " threads=", threads));
-      configure_threads(threads);
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      const auto w = test::random_vector<double>(int64_t(rig.out.size()), 7);
-      std::vector<double> dx(rig.x.size());
-      rig.arena.zero_grad();
-      rig.layer->backward(w.data(), dx.data());
-      const std::vector<double> grads(rig.arena.grads(), rig.arena.grads() + rig.arena.numel());
-      if (ref_out.empty()) {
-        ref_out = rig.out;
-        ref_dx = dx;
-        ref_grads = grads;
-        continue;
-      }
-      EXPECT_EQ(rig.out, ref_out);
-      EXPECT_EQ(dx, ref_dx);
-      EXPECT_EQ(grads, ref_grads);
-    }
+    SCOPED_TRACE(describe(c));
+    test::expect_results_independent_of_threads(c);
   }
-  configure_threads(saved);
 }
 
 // ---- causality ---------------------------------------------------------------------------------
