@@ -41,6 +41,12 @@ void ModelFlags::add(CLI::App& app) {
   app.add_option("--attention-options", attention_options, "the kind's options as JSON, e.g. '{\"k\": 64}'");
   app.add_flag("--post-ln", post_ln, "post-LN blocks (default pre-LN)");
   app.add_option("--dropout", dropout, "one rate for embedding, attention and FFN dropout (default 0.1)");
+  app.add_option("--position", position, "position information: learned | sinusoidal | none (default learned)")
+      ->check(CLI::IsMember({"learned", "sinusoidal", "none"}));
+  app.add_option("--conv-kernel", conv_kernel,
+                 "taps of a depthwise convolution along the sequence before each attention, odd; 0 = none (default 0)");
+  app.add_flag("--scale-tied-output", scale_tied_output,
+               "scale the LM head's input by d^-1/2 before the tied embedding (T5; default off)");
   app.add_option("--classes", classes, "classifier: number of classes (default: from the data)");
   app.add_option("--pooling", pooling, "classifier pooling: mean | first")->check(CLI::IsMember({"mean", "first"}));
 }
@@ -59,6 +65,9 @@ ModelConfig ModelFlags::resolve(const CLI::App& app, const json& file) const {
     j["d_ff"] = 4 * j["d_model"].get<int64_t>();
   if (given(app, "--post-ln")) j["pre_ln"] = !post_ln;
   if (given(app, "--dropout")) j["dropout_embedding"] = j["dropout_attention"] = j["dropout_ffn"] = dropout;
+  if (given(app, "--position")) j["position"] = position;
+  if (given(app, "--conv-kernel")) j["conv_kernel"] = conv_kernel;
+  if (given(app, "--scale-tied-output")) j["scale_tied_output"] = scale_tied_output;
   if (given(app, "--classes")) j["n_classes"] = classes;
   if (given(app, "--pooling")) j["pooling"] = pooling;
   if (given(app, "--attention") || given(app, "--attention-options")) {
