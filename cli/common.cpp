@@ -113,6 +113,8 @@ void TrainFlags::add(CLI::App& app) {
   app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay (default 0.01)");
   app.add_option("--clip-norm", opt.clip_norm, "clip gradients to this global norm, 0 = off (default 1)");
   app.add_option("--mask-prob", opt.mask_prob, "MLM: fraction of positions masked (default 0.15)");
+  app.add_option("--short-seq-prob", opt.short_seq_prob,
+                 "MLM: fraction of training sequences cut to a random shorter length and padded (default 0)");
   app.add_option("--log-every", opt.log_every, "steps between log lines (default 10)");
   app.add_option("--eval-every", opt.eval_every, "steps between evaluations, 0 = at the end (default 200)");
   app.add_option("--eval-batches", opt.eval_batches, "batches per evaluation (default 20)");
@@ -134,7 +136,7 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
       {"--test-fraction", "test_fraction"}, {"--batch-size", "batch_size"}, {"--seq-len", "seq_len"},
       {"--grad-accum", "grad_accum"}, {"--steps", "steps"}, {"--warmup", "warmup_steps"}, {"--lr", "lr"},
       {"--min-lr-ratio", "min_lr_ratio"}, {"--weight-decay", "weight_decay"}, {"--clip-norm", "clip_norm"},
-      {"--mask-prob", "mask_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
+      {"--mask-prob", "mask_prob"}, {"--short-seq-prob", "short_seq_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
       {"--eval-batches", "eval_batches"}, {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"},
       {"--seed", "seed"}, {"--checkpoint-activations", "checkpoint_activations"}};
   for (const auto& [flag, key] : map)
