@@ -226,10 +226,11 @@ class LinformerAttention final : public Attention<T> {
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
     // Forward: q and the attention output (B, n, h·d_h), one head's n×k probabilities, K̂ and V̂
     // (B, k, hc·d_h); compress-first E c (B, G, k, d) per distinct E, project-first the full K/V maps
-    // (B, m, kv_dim); max pooling its argmax indices, conv_full its rearranged weights.
+    // (B, m, kv_dim); max pooling its argmax indices, conv_full its rearranged weights; the key/value
+    // source with padded rows zeroed (B, m, d), counted as if a key padding mask came.
     const bool cf = use_compress_first(m);
     const double c = double(B) * k_ * ldc(), tensors = kv_identical_ && !scaled_ ? 1 : 2;
-    double fwd = 2.0 * B * n * qd_ + double(n) * k_ + tensors * c;
+    double fwd = 2.0 * B * n * qd_ + double(n) * k_ + tensors * c + double(B) * m * d_;
     fwd += cf ? double(B) * G_ * k_ * d_ * (same_op_ ? 1 : 2) : double(B) * m * kvd_ * (o_.share_kv_linear ? 1 : 2);
     if (o_.projection == Projection::Max) fwd += (kv_identical_ ? 1 : 2) * c * double(sizeof(int32_t)) / sizeof(T);
     if (o_.projection == Projection::ConvFull) fwd += conv_full_numel();
