@@ -27,9 +27,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import study  # noqa: E402  (the run-directory readers are shared)
 
 LN2 = math.log(2)
-# Issue 13's targets.
-GAP_SINGLE = 0.02   # Linformer k = 128 at n = 512 and k = 256 at n = 1024: within 2 % of flash
-GAP_SHARING = 0.03  # every sharing mode within 3 %
+# Issue 13's targets; a grid may set its own ("targets", e.g. the smoke grid's smaller n).
+DEFAULT_TARGETS = {
+    "single": [{"k": 128, "n": 512}, {"k": 256, "n": 1024}],  # Linformer within single_gap of flash
+    "single_gap": 0.02,
+    "sharing": {"k": 128, "n": 512},  # every sharing mode within sharing_gap of flash
+    "sharing_gap": 0.03,
+    "k_order": [512, 1024],  # bits/byte not higher as k grows, at each of these n
+    "time": 4096,  # equal wall-clock time: Linformer below flash at this n
+}
 SHARING_MODES = ["none", "headwise", "kv", "layerwise"]
 DEFAULT_SHARING = "headwise"  # linformer's default (docs/attention.md)
 
@@ -125,19 +131,19 @@ def non_increasing(points):
     return all(b <= a for (_, a), (_, b) in zip(points, points[1:]))
 
 
-def evaluate_targets(runs):
-    """The issue's targets from the measured numbers. Each: {"id", "target", "measured", "status", "missing"}
-    with status 'met', 'not met' or 'not measured' (runs missing)."""
+def evaluate_targets(runs, spec=None):
+    """The issue's targets from the measured numbers (spec: a grid's "targets", else the issue's,
+    DEFAULT_TARGETS). Each: {"id", "target", "measured", "status", "missing"} with status 'met',
+    'not met', 'not measured' (runs missing or not in the grid), or 'info: ...' for a row that is no target."""
+    spec = dict(DEFAULT_TARGETS, **(spec or {}))
     out = []
 
-    def missing_names(*cands):
-        return [c for c in cands if c]
-
-    for k, n in ((128, 512), (256, 1024)):
+    for pair in spec["single"]:
+        k, n, limit = pair["k"], pair["n"], spec["single_gap"]
         lin = find(runs, "linformer", n, k, DEFAULT_SHARING)
         ref = reference(runs, n, False)
         t = {"id": f"k{k}_n{n}",
-             "target": f"Linformer k = {k} at n = {n} within {GAP_SINGLE:.0%} of exact attention (equal steps)"}
+             "target": f"Linformer k = {k} at n = {n} within {limit:.0%} of exact attention (equal steps)"}
         if lin is None or ref is None:
             t.update(status="not measured", measured="no such run in the grid", missing=[])
         elif lin["test_bpb"] is None or ref["test_bpb"] is None:
@@ -145,32 +151,36 @@ def evaluate_targets(runs):
                      missing=[r["name"] for r in (lin, ref) if r["test_bpb"] is None])
         else:
             g = gap(lin, runs)
-            t.update(status="met" if g <= GAP_SINGLE else "not met", missing=[],
+            t.update(status="met" if g <= limit else "not met", missing=[],
                      measured=f"{bpb(lin['test_bpb'])} vs {bpb(ref['test_bpb'])} bits/byte ({pct(g)})")
         out.append(t)
 
-    t = {"id": "sharing", "target": f"every sharing mode (n = 512, k = 128) within {GAP_SHARING:.0%} of exact attention"}
+    k, n, limit = spec["sharing"]["k"], spec["sharing"]["n"], spec["sharing_gap"]
+    t = {"id": "sharing", "target": f"every sharing mode (n = {n}, k = {k}) within {limit:.0%} of exact attention"}
     parts, missing, worst = [], [], None
-    ref = reference(runs, 512, False)
+    ref = reference(runs, n, False)
     for mode in SHARING_MODES:
-        r = find(runs, "linformer", 512, 128, mode)
+        r = find(runs, "linformer", n, k, mode)
         if r is None or r["test_bpb"] is None or ref is None or ref["test_bpb"] is None:
-            missing.append(r["name"] if r else f"sharing {mode} (not in the grid)")
+            if r is None or r["test_bpb"] is None:
+                missing.append(r["name"] if r else f"sharing {mode} (not in the grid)")
             continue
         g = gap(r, runs)
         worst = g if worst is None else max(worst, g)
         parts.append(f"{mode} {pct(g)}")
-    if ref is not None and ref["test_bpb"] is None:
-        missing.append(ref["name"])
+    if ref is None or ref["test_bpb"] is None:
+        missing.append(ref["name"] if ref else f"flash at n = {n} (not in the grid)")
     if missing:
         t.update(status="not measured", measured=", ".join(parts) or "–", missing=missing)
     else:
-        t.update(status="met" if worst <= GAP_SHARING else "not met", measured=", ".join(parts), missing=[])
+        t.update(status="met" if worst <= limit else "not met", measured=", ".join(parts), missing=[])
     out.append(t)
 
-    t = {"id": "k_order", "target": "larger k closer to exact attention (bits/byte not higher as k grows), n = 512 and 1024"}
+    ns = spec["k_order"]
+    t = {"id": "k_order", "target": "larger k closer to exact attention (bits/byte not higher as k grows), n = "
+         + " and ".join(str(n) for n in ns)}
     parts, missing, ok = [], [], True
-    for n in (512, 1024):
+    for n in ns:
         cands = sorted([r for r in runs if r["kind"] == "linformer" and r["n"] == n and not r["timed"]
                         and r["sharing"] == DEFAULT_SHARING and r["k"] is not None], key=lambda r: r["k"])
         missing += [r["name"] for r in cands if r["test_bpb"] is None]
@@ -178,36 +188,35 @@ def evaluate_targets(runs):
         if len(cands) < 2:
             missing.append(f"n = {n}: fewer than two k in the grid")
         ok = ok and non_increasing(pts)
-        parts.append(f"n = {n}: " + ", ".join(f"k={k} {bpb(b)}" for k, b in pts))
-    t.update(status="not measured" if missing else ("met" if ok else "not met"), measured="; ".join(parts),
+        if pts:
+            parts.append(f"n = {n}: " + ", ".join(f"k={k} {bpb(b)}" for k, b in pts))
+    t.update(status="not measured" if missing else ("met" if ok else "not met"), measured="; ".join(parts) or "–",
              missing=missing)
     out.append(t)
 
     t = {"id": "n_order", "target": "bits/byte not worse as n grows at fixed k (Fig. 3(d))"}
     fixed = [r for r in runs if "3d" in r["panels"] and r["kind"] == "linformer" and not r["timed"]]
-    ks = sorted({r["k"] for r in fixed if r["k"] is not None})
-    if not fixed:
-        fixed = [r for r in runs if r["kind"] == "linformer" and not r["timed"] and r["k"] == 256
-                 and r["sharing"] == DEFAULT_SHARING]
-        ks = [256] if fixed else []
     parts, missing, ok = [], [], True
-    for k in ks:
+    for k in sorted({r["k"] for r in fixed if r["k"] is not None}):
         cands = sorted([r for r in fixed if r["k"] == k], key=lambda r: r["n"])
         missing += [r["name"] for r in cands if r["test_bpb"] is None]
         pts = [(r["n"], r["test_bpb"]) for r in cands if r["test_bpb"] is not None]
         ok = ok and non_increasing(pts)
-        parts.append(f"k = {k}: " + ", ".join(f"n={n} {bpb(b)}" for n, b in pts))
-    if not ks:
-        missing.append("no fixed-k runs in the grid")
+        if pts:
+            parts.append(f"k = {k}: " + ", ".join(f"n={n} {bpb(b)}" for n, b in pts))
+    if not fixed:
+        missing.append("no run in panel 3d")
     t.update(status="not measured" if missing else ("met" if ok else "not met"), measured="; ".join(parts) or "–",
              missing=missing)
     out.append(t)
 
-    for n, is_target in ((4096, True), (2048, False)):
+    timed_ns = sorted({r["n"] for r in runs if r["timed"]} | {spec["time"]})
+    for n in [spec["time"]] + [m for m in timed_ns if m != spec["time"]]:
+        is_target = n == spec["time"]
         flash = reference(runs, n, True)
         lins = [r for r in runs if r["kind"] == "linformer" and r["n"] == n and r["timed"]]
-        t = {"id": f"time_n{n}", "target": f"equal wall-clock time at n = {n}: Linformer lower held-out bits/byte than exact attention"
-             + ("" if is_target else " (for information, not a target)")}
+        t = {"id": f"time_n{n}", "target": f"equal wall-clock time at n = {n}: Linformer lower held-out bits/byte "
+             "than exact attention" + ("" if is_target else " (for information, not a target)")}
         if flash is None or not lins:
             t.update(status="not measured", measured="no such runs in the grid", missing=[])
         elif flash["test_bpb"] is None or any(r["test_bpb"] is None for r in lins):
@@ -252,7 +261,9 @@ def run_row(r, runs, timed_panel):
     row = [f"`{r['name']}`", attention_label(r), r["n"], r["batch"]]
     if timed_panel:
         probe = r["probe"] or {}
-        row += [f"{r['budget_s']:g} s", f"{probe['seconds_per_step']:.3f}" if probe else "–"]
+        load = probe.get("load_average")
+        row += [f"{r['budget_s']:g} s", (f"{probe['seconds_per_step']:.3f}" + (f" (load {load:g})" if load is not None else ""))
+                if probe else "–"]
     row += [r["steps"] if r["steps"] is not None else "–", tokens, last_valid, test, pct(gap(r, runs)),
             hms(r["train_seconds"]) if r["state"] == "done" else "–"]
     return row
@@ -347,7 +358,8 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
     # Targets
     L.append("## Targets of issue 13")
     L.append("")
-    targets = evaluate_targets(runs)
+    targets = evaluate_targets(runs, next((s["definition"]["targets"] for _, s in studies
+                                           if "targets" in s["definition"]), None))
     L.append(table(["target", "measured (test bits/byte)", "status"],
                    [[t["target"], t["measured"], "**not met**" if t["status"] == "not met" else t["status"]]
                     for t in targets]))

@@ -42,8 +42,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GRIDS = os.path.join(REPO, "scripts", "study", "grids.json")
 DEFAULT_LINFORMER = os.path.join(REPO, "build", "linformer")
 
-GRID_KEYS = {"description", "tokens_per_step", "test_batches", "probe_steps", "base", "panels", "runs"}
+GRID_KEYS = {"description", "tokens_per_step", "test_batches", "probe_steps", "base", "panels", "targets", "runs"}
 RUN_KEYS = {"name", "panels", "seq_len", "attention", "model", "train", "args", "time_budget_s", "label"}
+# What only the report reads: changing it changes no run, so it is left out of the hashes.
+GRID_REPORT_KEYS = {"description", "panels", "targets"}
+RUN_REPORT_KEYS = {"panels", "label"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -144,6 +147,10 @@ def validate_grid(name, g):
     base = g["base"]
     if not isinstance(base, dict) or set(base) - {"model", "train"}:
         bad("base must be a `linformer train --config` object: {\"model\": {...}, \"train\": {...}}")
+    targets = g.get("targets", {})
+    known = {"single", "single_gap", "sharing", "sharing_gap", "k_order", "time"}
+    if not isinstance(targets, dict) or set(targets) - known:
+        bad(f"targets must be an object with keys among {sorted(known)} (scripts/quality_report.py, DEFAULT_TARGETS)")
     panels = g.get("panels", {})
     if not isinstance(panels, dict):
         bad("panels must be an object (id -> {\"title\": ..., \"x\": \"step\" | \"seconds\"})")
@@ -210,7 +217,7 @@ def expand_run(g, r):
         "config": cfg,
         "args": list(r.get("args", [])),
     }
-    run["hash"] = canonical_hash(run)[:16]
+    run["hash"] = canonical_hash({k: v for k, v in run.items() if k not in RUN_REPORT_KEYS})[:16]
     return run
 
 
@@ -218,10 +225,16 @@ def expand_grid(g):
     return [expand_run(g, r) for r in g["runs"]]
 
 
+def grid_hash(g):
+    """The hash of what the runs of a grid depend on (not titles, panels, targets)."""
+    return canonical_hash({k: v for k, v in g.items() if k not in GRID_REPORT_KEYS} |
+                          {"runs": [{k: v for k, v in r.items() if k not in RUN_REPORT_KEYS} for r in g["runs"]]})
+
+
 def describe_changes(old, new):
     """Human-readable differences between two grid definitions."""
     out = []
-    for key in sorted(GRID_KEYS - {"runs"}):
+    for key in sorted(GRID_KEYS - GRID_REPORT_KEYS - {"runs"}):
         if old.get(key) != new.get(key):
             out.append(f"'{key}' changed")
     old_runs = {r["name"]: r for r in expand_grid(old)}
@@ -390,6 +403,8 @@ class Runner:
         """Runs one linformer command, its output appended to run_dir/output.log (stdout also returned
         with capture), and records the attempt (time, exit status, machine) in run.json."""
         started = time.time()
+        # Other work on the machine slows a run (and an equal-time probe): the 1-minute load average.
+        load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         out_path = os.path.join(run_dir, "output.log")
         with open(out_path, "a") as log:
             log.write(f"=== {now_iso()} {action}: {' '.join(cmd)}\n")
@@ -420,7 +435,7 @@ class Runner:
                     "action": action, "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
                     .strftime("%Y-%m-%dT%H:%M:%SZ"), "wall_s": round(time.time() - started, 3),
                     "rc": rc if rc is not None else "interrupted", "machine": self.machine(meta["threads"]),
-                    "command": cmd})
+                    "load_average": load_before, "command": cmd})
                 write_json_atomic(os.path.join(run_dir, "run.json"), meta)
         return rc, "".join(lines)
 
@@ -439,7 +454,7 @@ class Runner:
                "--out", os.path.join(pdir, "run")] + run["args"]
         rc, out = self.attempt(run_dir, meta, "probe", cmd)
         if rc != 0:
-            raise StudyError(f"run '{run['name']}': the timing probe failed (exit {rc}); see {run_dir}/output.log")
+            raise StudyError(f"run '{run['name']}': the timing probe (linformer train) failed (exit {rc}); see {run_dir}/output.log")
         recs = {r["step"]: r["elapsed_s"] for r in read_log(os.path.join(pdir, "run", "log.jsonl"))["train"]}
         if any(s not in recs for s in range(1, P + 1)):
             raise StudyError(f"run '{run['name']}': the timing probe's log lacks some of steps 1 to {P}")
@@ -451,7 +466,8 @@ class Runner:
         base_warmup = run["config"]["train"].get("warmup_steps", 100)
         # As `linformer train` does for short runs: at most a tenth of the steps warm up.
         warmup = min(base_warmup, steps // 10)
-        meta["probe"] = {"steps": P, "seconds_per_step": sps, "step_seconds": deltas, "budget_s": run["time_budget_s"], "steps_fit": steps,
+        meta["probe"] = {"steps": P, "seconds_per_step": sps, "step_seconds": deltas,
+                         "load_average": meta["attempts"][-1].get("load_average"), "budget_s": run["time_budget_s"], "steps_fit": steps,
                          "warmup_steps": warmup, "measured": now_iso(), "machine": self.machine(meta["threads"])}
         shutil.rmtree(pdir, ignore_errors=True)
         return steps, warmup
@@ -507,14 +523,14 @@ class Runner:
                 cmd = lf + ["train", "--config", config_path, "--out", run_dir] + run["args"]
             rc, _ = self.attempt(run_dir, meta, "resume" if st["checkpoint"] else "train", cmd)
             if rc != 0:
-                raise StudyError(f"run '{name}': `linformer train` failed (exit {rc}); see {run_dir}/output.log")
+                raise StudyError(f"run '{name}': linformer train failed (exit {rc}); see {run_dir}/output.log")
             st = run_state(run_dir, target)
             if st["state"] != "trained":
                 raise StudyError(f"run '{name}': training ended without a final summary at step {target} in log.jsonl")
         cmd = lf + ["eval", "--checkpoint", run_dir, "--split", "test", "--batches", str(run["test_batches"]), "--json"]
         rc, out = self.attempt(run_dir, meta, "eval", cmd)
         if rc != 0:
-            raise StudyError(f"run '{name}': `linformer eval` failed (exit {rc}); see {run_dir}/output.log")
+            raise StudyError(f"run '{name}': linformer eval failed (exit {rc}); see {run_dir}/output.log")
         result = None
         for line in reversed(out.splitlines()):
             try:
@@ -557,7 +573,7 @@ def open_study(study_dir, grid_name, grid, grids_file, accept_changes, dry_run):
     """Checks (and creates, or updates with accept_changes) STUDY_DIR/study.json. Refuses a directory of
     another grid, or one made by a different definition of this grid."""
     path = os.path.join(study_dir, "study.json")
-    h = canonical_hash(grid)
+    h = grid_hash(grid)
     s = read_json(path)
     if s is None:
         if os.path.isdir(study_dir) and os.listdir(study_dir):
@@ -593,6 +609,9 @@ def open_study(study_dir, grid_name, grid, grids_file, accept_changes, dry_run):
             s["history"].append({"hash": s["hash"], "replaced": now_iso(), "changes": changes})
             s["hash"], s["definition"] = h, grid
             write_json_atomic(path, s)
+    elif s.get("definition") != grid and not dry_run:  # titles, panels or targets: no run changes
+        s["definition"] = grid
+        write_json_atomic(path, s)
     return s
 
 
@@ -612,7 +631,7 @@ def lock_study(study_dir):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.EACCES):
-            raise StudyError(f"another `study.py run` is working on '{study_dir}'; wait for it or stop it")
+            raise StudyError(f"another study.py run is working on '{study_dir}'; wait for it or stop it")
         raise
     return fd
 
@@ -687,11 +706,14 @@ def cmd_status(args):
         st = run_state(os.path.join(study_dir, "runs", r["name"]))
         state = st["state"]
         if st["failed"] and state != "done":
-            state += f" (last {st['failed']['action']} exit {st['failed']['rc']})"
+            rc = st["failed"]["rc"]
+            state += f" (last {st['failed']['action']} " + ("interrupted)" if rc == "interrupted" else f"exit {rc})")
         counts[st["state"]] = counts.get(st["state"], 0) + 1
         machine += st["machine_seconds"]
         evals = st["log"]["eval"]
-        target = st["target_steps"] if st["target_steps"] is not None else "?"
+        target = st["target_steps"]
+        if target is None:  # not started: the grid's step count, or the budget of an equal-time run
+            target = f"({r['time_budget_s']:g} s)" if r["time_budget_s"] else r["config"]["train"].get("steps", "?")
         rows.append((r["name"], state, f"{st['step']}/{target}",
                      f"{evals[-1]['bits_per_byte']:.4f}" if evals else "-",
                      f"{st['test']['bits_per_byte']:.4f}" if st["test"] else "-", fmt_seconds(st["train_seconds"])))

@@ -117,6 +117,11 @@ class GridTest(unittest.TestCase):
         g2 = copy.deepcopy(grid)
         g2["base"]["train"]["lr"] = 1e-3
         self.assertTrue(all(a["hash"] != b["hash"] for a, b in zip(runs, study.expand_grid(g2))))
+        self.assertNotEqual(study.grid_hash(grid), study.grid_hash(g2))
+        g3 = copy.deepcopy(grid)
+        g3["panels"]["3a"]["title"] = "another title"
+        g3["runs"][0]["panels"] = []
+        self.assertEqual(study.grid_hash(grid), study.grid_hash(g3))
         self.assertEqual([r["hash"] for r in runs], [r["hash"] for r in study.expand_grid(copy.deepcopy(grid))])
 
     def test_the_smoke_grid_is_valid(self):
@@ -169,12 +174,20 @@ class StudyDirTest(unittest.TestCase):
         grid = study.load_grid(self.grids, "tiny")
         study.open_study(self.dir, "tiny", grid, self.grids, False, False)
         s = load(os.path.join(self.dir, "study.json"))
-        self.assertEqual((s["grid"], s["hash"]), ("tiny", study.canonical_hash(grid)))
+        self.assertEqual((s["grid"], s["hash"]), ("tiny", study.grid_hash(grid)))
         rc, _, err = call(["run", "--grid", "other", "--dir", self.dir, "--grids", self.grids, "--dry-run"])
         self.assertEqual(rc, 1)
         self.assertIn("holds a study of grid 'tiny', not 'other'", err)
-        # The same grid, changed: refused, naming the change.
+        # What only the report reads (titles, panels, targets) may change: the definition is updated.
         g = load(self.grids)
+        g["grids"]["tiny"]["panels"]["a"]["title"] = "renamed"
+        g["grids"]["tiny"]["runs"][0]["label"] = "exact"
+        write_grids(self.grids, g["grids"])
+        rc, _, err = call(["run", "--grid", "tiny", "--dir", self.dir, "--grids", self.grids, "--only", "zz"])
+        self.assertEqual(rc, 2)  # a usage error comes before the study directory is touched
+        study.open_study(self.dir, "tiny", study.load_grid(self.grids, "tiny"), self.grids, False, False)
+        self.assertEqual(load(os.path.join(self.dir, "study.json"))["definition"]["panels"]["a"]["title"], "renamed")
+        # The same grid, changed: refused, naming the change.
         g["grids"]["tiny"]["base"]["train"]["lr"] = 1e-3
         write_grids(self.grids, g["grids"])
         rc, _, err = call(["run", "--grid", "tiny", "--dir", self.dir, "--grids", self.grids, "--dry-run"])
@@ -185,7 +198,7 @@ class StudyDirTest(unittest.TestCase):
         grid2 = study.load_grid(self.grids, "tiny")
         with contextlib.redirect_stdout(io.StringIO()):
             study.open_study(self.dir, "tiny", grid2, self.grids, True, False)
-        self.assertEqual(load(os.path.join(self.dir, "study.json"))["hash"], study.canonical_hash(grid2))
+        self.assertEqual(load(os.path.join(self.dir, "study.json"))["hash"], study.grid_hash(grid2))
         # ... but not once a changed run has a directory.
         os.makedirs(os.path.join(self.dir, "runs", "flash"))
         g["grids"]["tiny"]["base"]["train"]["lr"] = 5e-4
@@ -225,6 +238,39 @@ class StudyDirTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertIn("is not an executable", err)
         self.assertFalse(os.path.exists(self.dir))  # nothing written on a usage error
+        with open(self.grids, "w") as f:
+            f.write("{not json")
+        rc, _, err = call(["run", "--grid", "tiny", "--dir", self.dir, "--grids", self.grids])
+        self.assertEqual(rc, 2)
+        self.assertIn("is not valid JSON", err)
+
+    def test_one_runner_per_study_directory(self):
+        grid = study.load_grid(self.grids, "tiny")
+        study.open_study(self.dir, "tiny", grid, self.grids, False, False)
+        fd = study.lock_study(self.dir)
+        try:
+            rc, _, err = call(["run", "--grid", "tiny", "--dir", self.dir, "--grids", self.grids, "--linformer",
+                               sys.executable])
+        finally:
+            os.close(fd)
+        self.assertEqual(rc, 1)
+        self.assertIn("another study.py run is working on", err)
+
+    def test_a_failing_run_is_reported_and_the_others_go_on(self):
+        fake = os.path.join(self.tmp, "fake-linformer")
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\necho 'linformer: error: something broke' >&2\nexit 1\n")
+        os.chmod(fake, 0o755)
+        rc, out, err = call(["run", "--grid", "tiny", "--dir", self.dir, "--grids", self.grids, "--linformer", fake,
+                             "--only", "flash,lin_k8"])
+        self.assertEqual(rc, 1)
+        self.assertIn("run 'flash': linformer train failed (exit 1)", err)
+        self.assertIn("run 'lin_k8': linformer train failed (exit 1)", err)
+        self.assertIn("2 run(s) failed: flash, lin_k8", err)
+        log = read(os.path.join(self.dir, "runs", "flash", "output.log"))
+        self.assertIn("linformer: error: something broke", log)
+        rc, out, _ = call(["status", "--dir", self.dir])
+        self.assertIn("training (last train exit 1)", out)
 
 
 @unittest.skipUnless(HAVE_CLI, f"no linformer executable at {LINFORMER} (set LINFORMER_CLI)")
