@@ -238,7 +238,9 @@ def evaluate_targets(runs, spec=None):
 
 
 def hms(s):
-    return "–" if s is None else study.fmt_seconds(s)
+    if s is None:
+        return "–"
+    return f"{s:.1f} s" if s < 60 else study.fmt_seconds(s)
 
 
 def attention_label(r):
@@ -264,7 +266,9 @@ def run_row(r, runs, timed_panel):
         load = probe.get("load_average")
         row += [f"{r['budget_s']:g} s", (f"{probe['seconds_per_step']:.3f}" + (f" (load {load:g})" if load is not None else ""))
                 if probe else "–"]
-    row += [r["steps"] if r["steps"] is not None else "–", tokens, last_valid, test, pct(gap(r, runs)),
+    ref = reference(runs, r["n"], r["timed"])
+    row += [r["steps"] if r["steps"] is not None else "–", tokens, last_valid, test,
+            "(reference)" if ref is r else pct(gap(r, runs)),
             hms(r["train_seconds"]) if r["state"] == "done" else "–"]
     return row
 
@@ -284,6 +288,11 @@ def plot_panel(plt, pid, panel, members, runs, path):
                             label=f"{attention_label(r)} ({r['steps']} steps)")
                 if r["test_bpb"] is not None and r["train_seconds"]:
                     ax.plot([r["train_seconds"]], [r["test_bpb"]], "*", color=color, ms=11)
+            budgets = sorted({m["budget_s"] for m in members if m["n"] == n and m["budget_s"]})
+            for b in budgets:
+                ax.axvline(b, ls="--", color="gray", lw=0.8)
+                ax.annotate(f"budget {b:g} s", (b, 1), xycoords=("data", "axes fraction"), fontsize=7,
+                            ha="right", va="top", rotation=90, color="gray")
             ax.set_xlabel("training time (s)")
             ax.set_ylabel("bits/byte (valid; star: final test)")
             ax.set_title(f"n = {n}")
@@ -299,6 +308,11 @@ def plot_panel(plt, pid, panel, members, runs, path):
             if r["valid"]:
                 ax.plot([s for s, _ in r["valid"]], [b for _, b in r["valid"]], "o-", color=color, ms=3,
                         label=f"n={r['n']} {attention_label(r)}" + ("" if r["state"] == "done" else f" ({r['state']})"))
+        valid = [b for r in members for _, b in r["valid"]]
+        low = min([b for r in members for _, b in r["train"]] + valid) if valid else None
+        if valid and max(valid) > low:  # the early training loss would flatten the validation curves
+            span = max(valid) - low
+            ax.set_ylim(low - 0.05 * span, max(valid) + 0.3 * span)
         ax.set_xlabel("step")
         ax.set_ylabel("bits/byte (markers: valid; faint: training loss)")
         ax.set_title(panel.get("title", pid), fontsize=10)

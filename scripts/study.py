@@ -399,9 +399,9 @@ class Runner:
             self._machine = machine_info(threads, self.linformer)
         return dict(self._machine, threads=threads)
 
-    def attempt(self, run_dir, meta, action, cmd, capture=False):
-        """Runs one linformer command, its output appended to run_dir/output.log (stdout also returned
-        with capture), and records the attempt (time, exit status, machine) in run.json."""
+    def attempt(self, run_dir, meta, action, cmd):
+        """Runs one linformer command, its output appended to run_dir/output.log and returned, and
+        records the attempt (time, exit status, machine, load) in run.json."""
         started = time.time()
         # Other work on the machine slows a run (and an equal-time probe): the 1-minute load average.
         load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
@@ -440,8 +440,8 @@ class Runner:
         return rc, "".join(lines)
 
     def probe(self, run, run_dir, meta):
-        """Seconds per training step of this run's configuration: the median of probe_steps - 1 step
-        times of a short run of it (the first step, which allocates, is left out)."""
+        """Seconds per training step of this run's configuration: the fastest of steps 2 ... probe_steps
+        of a short run of it (the first step, which allocates, is left out)."""
         pdir = os.path.join(run_dir, "probe")
         shutil.rmtree(pdir, ignore_errors=True)
         os.makedirs(pdir)
@@ -458,10 +458,13 @@ class Runner:
         recs = {r["step"]: r["elapsed_s"] for r in read_log(os.path.join(pdir, "run", "log.jsonl"))["train"]}
         if any(s not in recs for s in range(1, P + 1)):
             raise StudyError(f"run '{run['name']}': the timing probe's log lacks some of steps 1 to {P}")
-        # The median step time: the first steps also allocate and warm up (measured: step 2 of a tiny
-        # model took 100 times longer than steps 3-6), so neither they nor a mean over them count.
-        deltas = sorted(recs[s] - recs[s - 1] for s in range(2, P + 1))
-        sps = deltas[len(deltas) // 2] if len(deltas) % 2 else (deltas[len(deltas) // 2 - 1] + deltas[len(deltas) // 2]) / 2
+        # The fastest step: the first steps also allocate and warm up (measured: step 2 of a tiny model
+        # took 100 times longer than steps 3-6), and other work on the machine only ever adds time
+        # (measured under a load of 10 on 2 cores: 0.14 to 6 s for one step), so the minimum is the
+        # step's own cost and the same measure for every kind; a mean or median would charge one kind
+        # for the load of its moment.
+        deltas = [recs[s] - recs[s - 1] for s in range(2, P + 1)]
+        sps = min(deltas)
         steps = max(1, int(math.floor(run["time_budget_s"] / max(sps, 1e-9))))
         base_warmup = run["config"]["train"].get("warmup_steps", 100)
         # As `linformer train` does for short runs: at most a tenth of the steps warm up.
@@ -533,11 +536,12 @@ class Runner:
             raise StudyError(f"run '{name}': linformer eval failed (exit {rc}); see {run_dir}/output.log")
         result = None
         for line in reversed(out.splitlines()):
-            try:
-                result = json.loads(line)
-                break
-            except json.JSONDecodeError:
-                continue
+            if line.startswith("{"):
+                try:
+                    result = json.loads(line)
+                    break
+                except json.JSONDecodeError:
+                    continue
         if not isinstance(result, dict) or "bits_per_byte" not in result:
             raise StudyError(f"run '{name}': `linformer eval --json` printed no JSON result")
         result.update({"step": checkpoint_step(result.get("checkpoint")), "batches": run["test_batches"],
@@ -559,7 +563,7 @@ class Runner:
                 print(f"  would write {run_dir}/train_config.json:\n    {json.dumps(run['config'], sort_keys=True)}")
         if st["state"] in ("not started", "training"):
             if st["checkpoint"]:
-                print(f"  would run: {' '.join(lf + ['train', '--out', run_dir, '--resume', '--steps', str(meta['steps'])])}")
+                print(f"  would run: {' '.join(lf + ['train', '--out', run_dir, '--resume', '--steps', str((meta or {}).get('steps'))])}")
             else:
                 print(f"  would run: {' '.join(lf + ['train', '--config', run_dir + '/train_config.json', '--out', run_dir] + run['args'])}")
         print(f"  would run: {' '.join(lf + ['eval', '--checkpoint', run_dir, '--split', 'test', '--batches', str(run['test_batches']), '--json'])}")
@@ -720,9 +724,9 @@ def cmd_status(args):
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(f"{counts.get('done', 0)} of {len(runs)} runs done; "
-          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != "done")
-          + f"; machine time so far {fmt_seconds(machine)}")
+    others = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()) if k != "done")
+    print(f"{counts.get('done', 0)} of {len(runs)} runs done; " + (others + "; " if others else "")
+          + f"machine time so far {fmt_seconds(machine)}")
     return 0
 
 

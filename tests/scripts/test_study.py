@@ -474,15 +474,33 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(by["sharing"]["status"], "not met")
         self.assertIn("kv +3.50 %", by["sharing"]["measured"])
 
+    def test_a_grid_sets_its_own_targets(self):
+        self.fake("n512_flash", 2.00)
+        self.fake("n512_linformer_k64", 2.09)
+        runs, _, _ = quality_report.load_runs([self.dir])
+        by = {t["id"]: t for t in quality_report.evaluate_targets(runs, {"single": [{"k": 64, "n": 512}],
+                                                                         "single_gap": 0.05})}
+        self.assertEqual(by["k64_n512"]["status"], "met")
+        self.assertIn("within 5%", by["k64_n512"]["target"])
+        self.assertNotIn("k128_n512", by)
+        by = {t["id"]: t for t in quality_report.evaluate_targets(runs, {"single": [{"k": 64, "n": 512}]})}
+        self.assertEqual(by["k64_n512"]["status"], "not met")  # +4.5 % against the 2 %
+
     def test_a_partial_study_is_reported(self):
         self.fake("n512_flash", 2.00)
         self.fake("n512_linformer_k128", 2.10)  # +5 %: not met
         self.fake("n1024_flash", 1.9, done=False)
         out = os.path.join(self.tmp, "docs", "quality.md")
+        spectrum = os.path.join(self.tmp, "spectrum")
+        os.makedirs(spectrum)
+        with open(os.path.join(spectrum, "cumulative.png"), "wb") as f:
+            f.write(b"\x89PNG not really")
         with contextlib.redirect_stdout(io.StringIO()):
-            rc = quality_report.main(["--dir", self.dir, "--out", out, "--no-plots"])
+            rc = quality_report.main(["--dir", self.dir, "--out", out, "--no-plots", "--spectrum", spectrum])
         self.assertEqual(rc, 0)
         text = read(out)
+        self.assertIn("![cumulative.png](img/quality/spectrum/cumulative.png)", text)  # copied beside the report
+        self.assertTrue(os.path.isfile(os.path.join(self.tmp, "docs", "img", "quality", "spectrum", "cumulative.png")))
         self.assertIn("2 of 23 runs are done", text)
         self.assertIn("| **not met** |", text)
         self.assertIn("Reason found: _(to be filled in", text)
