@@ -346,7 +346,11 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def available_threads():
+def default_threads():
+    """As `linformer` chooses: $LINFORMER_NUM_THREADS, else every core this process may use."""
+    env = os.environ.get("LINFORMER_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -661,12 +665,12 @@ def cmd_run(args):
     open_study(study_dir, args.grid, grid, os.path.abspath(args.grids), args.accept_changes, args.dry_run)
     if args.dry_run:
         print(f"study: dry run of grid '{args.grid}' in {study_dir}: {len(runs)} run(s); nothing is written")
-        runner = Runner(study_dir, linformer, args.threads or available_threads(), False)
+        runner = Runner(study_dir, linformer, args.threads or default_threads(), False)
         for r in runs:
             runner.run(r, dry_run=True)
         return 0
     lock = lock_study(study_dir)
-    runner = Runner(study_dir, linformer, args.threads or available_threads(), args.verbose)
+    runner = Runner(study_dir, linformer, args.threads or default_threads(), args.verbose)
     failed = []
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -743,7 +747,7 @@ def main(argv=None):
     r.add_argument("--dry-run", action="store_true", help="print what would run; write nothing")
     r.add_argument("--linformer", default=DEFAULT_LINFORMER, help="the linformer executable (default build/linformer)")
     r.add_argument("--threads", type=int, default=0,
-                   help="threads for new runs (default: all available cores); a started run keeps its own")
+                   help="threads for new runs (default $LINFORMER_NUM_THREADS, else all cores); a started run keeps its own")
     r.add_argument("--accept-changes", action="store_true",
                    help="continue a study whose grid definition changed (runs added or removed, or changed runs "
                         "that have not started)")
