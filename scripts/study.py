@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -571,6 +572,24 @@ class Runner:
             else:
                 print(f"  would run: {' '.join(lf + ['train', '--config', run_dir + '/train_config.json', '--out', run_dir] + run['args'])}")
         print(f"  would run: {' '.join(lf + ['eval', '--checkpoint', run_dir, '--split', 'test', '--batches', str(run['test_batches']), '--json'])}")
+        if st["state"] == "not started" and os.access(self.linformer, os.X_OK):
+            self._check_model(run)
+
+    def _check_model(self, run):
+        """`linformer info --config` on the run's model: a bad option or kind is found before hours of
+        other runs, and the parameters and training memory are shown."""
+
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump(run["config"], f)
+            f.flush()
+            p = subprocess.run([self.linformer, "info", "--config", f.name, "--n", str(run["seq_len"]),
+                                "--batch", str(run["batch_size"])], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise StudyError(f"run '{run['name']}': its model is refused by linformer info --config: "
+                             f"{p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f'exit {p.returncode}'}")
+        keep = [ln for ln in p.stdout.splitlines() if ln.startswith(("parameters:", "training memory"))]
+        for ln in keep:
+            print(f"  {ln}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -666,9 +685,16 @@ def cmd_run(args):
     if args.dry_run:
         print(f"study: dry run of grid '{args.grid}' in {study_dir}: {len(runs)} run(s); nothing is written")
         runner = Runner(study_dir, linformer, args.threads or default_threads(), False)
+        bad = 0
         for r in runs:
-            runner.run(r, dry_run=True)
-        return 0
+            try:
+                runner.run(r, dry_run=True)
+            except UsageError:
+                raise
+            except StudyError as e:
+                print(f"study: error: {e}", file=sys.stderr)
+                bad += 1
+        return 1 if bad else 0
     lock = lock_study(study_dir)
     runner = Runner(study_dir, linformer, args.threads or default_threads(), args.verbose)
     failed = []

@@ -373,6 +373,22 @@ class RealRunTest(unittest.TestCase):
                 self.assertEqual(study.read_log(os.path.join(d, "log.jsonl"))["eval"], want_evals)
                 self.assertEqual(study.run_state(d)["state"], "done")
 
+    def test_5_a_dry_run_checks_every_model_of_the_issue_grid(self):
+        d = os.path.join(self.tmp, "dry")
+        rc, out, err = call(["run", "--grid", "fig3", "--dir", d, "--dry-run", "--linformer", LINFORMER])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.count("  parameters: "), 23)
+        self.assertFalse(os.path.exists(d))
+        # A bad attention option is found by the dry run, naming the run.
+        g = tiny_grid("/nonexistent")
+        g["runs"][1]["attention"]["options"]["bogus"] = 1
+        grids = os.path.join(self.tmp, "bad_grids.json")
+        write_grids(grids, {"bad": g})
+        rc, out, err = call(["run", "--grid", "bad", "--dir", d, "--grids", grids, "--dry-run", "--linformer", LINFORMER])
+        self.assertEqual(rc, 1)
+        self.assertIn("run 'lin_k8': its model is refused by linformer info --config", err)
+        self.assertIn("bogus", err)
+
     def test_4_the_report_reads_the_real_study(self):
         out = os.path.join(self.tmp, "docs", "quality.md")
         with contextlib.redirect_stdout(io.StringIO()):
