@@ -53,7 +53,8 @@ def attention_of(run):
 
 def load_runs(dirs):
     """Every run of the study directories, read into one record each; a name in several directories is
-    taken from the first that finished it (else the first). Returns (runs, panels, studies)."""
+    taken from the first that finished it (else the first), its machine time summed over all of them.
+    Returns (runs, panels, studies)."""
     runs, panels, studies = {}, {}, []
     for d in dirs:
         d = os.path.abspath(d)
@@ -64,8 +65,11 @@ def load_runs(dirs):
         for r in expanded:
             rec = read_run(d, r)
             old = runs.get(r["name"])
-            if old is None or (old["state"] != "done" and rec["state"] == "done"):
-                runs[r["name"]] = rec
+            if old is not None:
+                if old["state"] == "done" or rec["state"] != "done":
+                    rec, old = old, rec
+                rec["machine_seconds"] += old["machine_seconds"]  # every attempt in every directory counts
+            runs[r["name"]] = rec
     return list(runs.values()), panels, studies
 
 

@@ -490,6 +490,21 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(by["sharing"]["status"], "not met")
         self.assertIn("kv +3.50 %", by["sharing"]["measured"])
 
+    def test_several_study_directories_are_merged(self):
+        self.fake("n512_flash", 2.0, done=False)
+        other = os.path.join(self.tmp, "study2")
+        study.open_study(other, "fig3", self.grid, study.DEFAULT_GRIDS, False, False)
+        self.dir, first = other, self.dir
+        self.fake("n512_flash", 2.1)
+        self.fake("n512_linformer_k32", 2.2)
+        runs, _, studies = quality_report.load_runs([first, other])
+        by = {r["name"]: r for r in runs}
+        self.assertEqual(len(runs), 23)
+        self.assertEqual(len(studies), 2)
+        self.assertEqual((by["n512_flash"]["state"], by["n512_flash"]["test_bpb"]), ("done", 2.1))
+        self.assertEqual(by["n512_flash"]["machine_seconds"], 210)  # both directories' attempts
+        self.assertEqual(by["n512_linformer_k32"]["machine_seconds"], 105)
+
     def test_a_grid_sets_its_own_targets(self):
         self.fake("n512_flash", 2.00)
         self.fake("n512_linformer_k64", 2.09)
