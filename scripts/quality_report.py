@@ -346,7 +346,8 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
     L.append("")
     L.append(f"Written by `{command or 'scripts/quality_report.py'}` on "
              f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
-             f"{len(studies)} study director{'y' if len(studies) == 1 else 'ies'} (scripts/study.py, docs/study.md). "
+             f"{len(studies)} study director{'y' if len(studies) == 1 else 'ies'} made by scripts/study.py "
+             "(`bash scripts/study.sh` runs what is not done and writes this report: docs/study.md). "
              f"Every figure below is measured; {len(done)} of {len(runs)} runs are done. Bits per byte are the "
              "masked-LM cross-entropy on masked bytes in bits (lower is better); \"test\" is the held-out test "
              "split after the last step, \"valid\" the last validation evaluation during training. The gap is "
