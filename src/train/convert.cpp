@@ -139,6 +139,22 @@ void pooling_matrix(float* dst, int64_t k, int64_t L) {
   }
 }
 
+// k × L rows merged into k2 < k: row j = mean of rows [⌊jk/k2⌋, ⌊(j+1)k/k2⌋), adjacent compressed
+// slots merged. Mean pooling over k windows becomes mean pooling over k2 windows when k2 divides k
+// (the identity at k = L becomes mean pooling).
+std::vector<float> merge_rows(const std::vector<float>& m, int64_t k, int64_t L, int64_t k2) {
+  std::vector<float> out(size_t(k2 * L));
+  for (int64_t j = 0; j < k2; ++j) {
+    const int64_t a = j * k / k2, b = (j + 1) * k / k2;
+    for (int64_t c = 0; c < L; ++c) {
+      double s = 0;
+      for (int64_t r = a; r < b; ++r) s += m[size_t(r * L + c)];
+      out[size_t(j * L + c)] = float(s / double(b - a));
+    }
+  }
+  return out;
+}
+
 // A conv kernel of w taps resampled to w' taps as a step function over [0, 1): new tap t' = w·∫ of
 // the old kernel over [t'/w', (t'+1)/w'). Keeps the kernel's sum, and maps w-tap mean pooling to
 // w'-tap mean pooling; the identity when w' = w.
@@ -195,13 +211,19 @@ std::string fill_projection(const ProjGroup& grp, const ProjGeom& to, const Conv
     return join(str_cat("kernel resampled from ", w, " to ", w2, " taps (not exact)"));
   }
   if (to.projection == "fixed" && to.k != from.k) return "redrawn for the new k";
-  copy_leading_block(m.data(), {from.k, from.L}, grp.dst, {to.k, to.L});
   std::string more;
-  if (to.k < from.k) more = str_cat("rows 0-", to.k - 1, " of ", from.k, " kept (not exact)");
+  int64_t kr = from.k;  // rows of m
+  if (to.k < from.k) {
+    m = merge_rows(m, from.k, from.L, to.k);
+    kr = to.k;
+    more = str_cat("k ", from.k, " → ", to.k, ": row j = mean of old rows [⌊j·", from.k, "/", to.k, "⌋, ⌊(j+1)·", from.k,
+                   "/", to.k, "⌋) (not exact)");
+  }
   if (to.k > from.k) more = str_cat("rows ", from.k, "-", to.k - 1, " new (the kind's initialisation; not exact)");
+  copy_leading_block(m.data(), {kr, from.L}, grp.dst, {to.k, to.L});
   const bool tile = to.projection == "learned" && opt.extend == "tile";
   if (to.L > from.L) {
-    for (int64_t r = 0; tile && r < std::min(to.k, from.k); ++r)
+    for (int64_t r = 0; tile && r < kr; ++r)
       for (int64_t c = from.L; c < to.L; ++c) grp.dst[r * to.L + c] = m[size_t(r * from.L + c % from.L)];
     more += str_cat(more.empty() ? "" : ", ", "columns ", from.L, "-", to.L - 1,
                     tile ? " tiled (column t = old column t mod " + std::to_string(from.L) + ")"

@@ -198,7 +198,7 @@ TEST(Convert, KindsWithoutAResizeRuleAreRefusedByName) {
 
 // --- k ------------------------------------------------------------------------------------------------
 
-TEST(Convert, NewKKeepsLeadingRowsOrRedrawsFixedProjections) {
+TEST(Convert, NewKMergesOrAddsRowsAndRedrawsFixedProjections) {
   Built src(tiny("linformer", {{"k", 4}, {"sharing", "none"}}));
   for (int64_t k : {2, 8}) {
     ConvertOptions o;
@@ -208,9 +208,15 @@ TEST(Convert, NewKKeepsLeadingRowsOrRedrawsFixedProjections) {
     const float* e = dst->value("layers.0.attn.proj_k");
     const float* es = src.value("layers.0.attn.proj_k");
     for (int64_t h = 0; h < 2; ++h)
-      for (int64_t r = 0; r < k; ++r)
+      for (int64_t r = 0; r < k; ++r) {
+        if (k == 2) {  // adjacent slots merged: row r = mean of old rows 2r, 2r + 1
+          for (int64_t c = 0; c < 16; ++c)
+            ASSERT_NEAR(e[(h * k + r) * 16 + c], (es[(h * 4 + 2 * r) * 16 + c] + es[(h * 4 + 2 * r + 1) * 16 + c]) / 2, 1e-6);
+          continue;
+        }
         expect_equal(r < 4 ? es + (h * 4 + r) * 16 : fresh.value("layers.0.attn.proj_k") + (h * k + r) * 16,
                      e + (h * k + r) * 16, 16, "row " + std::to_string(r));
+      }
     expect_copied(src, *dst);
     dst->logits(16);
   }
@@ -220,6 +226,23 @@ TEST(Convert, NewKKeepsLeadingRowsOrRedrawsFixedProjections) {
   auto dst = convert(fixed, o);
   Built fresh(dst->config, 3, false);
   expect_equal(fresh.value("layers.1.attn.proj_v"), dst->value("layers.1.attn.proj_v"), 8 * 16, "redrawn F");
+}
+
+TEST(Convert, ExactToLinformerThenSmallerKIsMeanPooling) {
+  // k = max_len (the identity), then k = 4: merged rows are the mean pooling over 4 windows, the same
+  // E as converting straight to k = 4.
+  Built src(tiny("full", json::object()));
+  ConvertOptions o;
+  o.attention = "linformer";
+  o.k = 16;
+  auto id = convert(src, o);
+  ConvertOptions o2;
+  o2.k = 4;
+  auto pooled = convert(*id, o2);
+  o.k = 4;
+  auto direct = convert(src, o);
+  expect_equal(direct->value("layers.0.attn.proj_v"), pooled->value("layers.0.attn.proj_v"), 4 * 16, "F");
+  expect_near_all(direct->logits(16), pooled->logits(16), 0, "outputs");
 }
 
 // --- sharing ---------------------------------------------------------------------------------------
