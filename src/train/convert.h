@@ -70,7 +70,8 @@ struct ConvertResult {
 // options are the source's training options (a model-only checkpoint: the defaults) with
 // `train_overrides` (TrainOptions keys) applied; unless overridden, seq_len becomes the new max_len
 // when max_len changed (else the source's, at most max_len) and steps the warm-up length (at least 1;
-// `train --resume --steps S` raises it). lf::IoError for a missing or corrupt checkpoint or an
+// `train --resume --steps S` raises it). What the rules leave to a fresh initialisation is drawn from
+// the converted run's seed, as `train` would draw it for a new model of the converted configuration. lf::IoError for a missing or corrupt checkpoint or an
 // unwritable output; lf::InvalidArgument for an impossible conversion or an --out that already
 // holds a run.
 ConvertResult convert_checkpoint(const std::string& source, const std::string& out_run, const ConvertOptions& options,
