@@ -323,6 +323,10 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
         "heads not dividing d", "zero or negative size"}},
       {"bench", {"k > n", "heads not dividing d", "zero or negative size", "unwritable output directory",
                  "too large for memory"}},
+      {"convert",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
+        "heads not dividing d", "zero or negative size", "non-finite learning rate", "unwritable output directory",
+        "too large for memory", "impossible conversion"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;
