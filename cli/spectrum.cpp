@@ -138,7 +138,7 @@ int run_spectrum(const CLI::App& app, const SpectrumCommand& c) {
   json extra = {{"checkpoint", m.dir}, {"data", topt.data_path}, {"split", c.split}, {"heatmap_k", heat_k}};
   write_spectrum_files(r, c.out, extra);
 
-  std::printf("spectrum of %s: %lld sequences of n = %lld from the %s split of %s, %lld layers × %lld heads\n",
+  std::printf("spectrum of %s: %lld sequences of n = %lld from the %s split of %s; layers × heads: %lld × %lld\n",
               m.dir.c_str(), (long long)r.sequences, (long long)n, c.split.c_str(), topt.data_path.c_str(),
               (long long)r.n_layers, (long long)r.n_heads);
   const size_t j = size_t(std::find(r.k_list.begin(), r.k_list.end(), heat_k) - r.k_list.begin());
