@@ -65,9 +65,9 @@ double best_rank_k_error(const std::vector<double>& sigma, int64_t k) {
 void context_mapping(const double* q, int64_t ldq, const double* k, int64_t ldk, int64_t n, int64_t m, int64_t d_h,
                      double scale, bool causal, double* P) {
   // Serial on purpose (here and in matmul_rows): the analysis makes thousands of these small products,
-  // and a parallel region for each waits at its barrier whenever a core is busy with something else
-  // (measured on a shared two-core machine, 8 sequences at n = 128: 8.7 min wall with 2 threads,
-  // 4.5 s with 1, the same few seconds of CPU either way). The SVDs, which dominate, run in LAPACK.
+  // and a parallel region for each spins at its barrier whenever a core is busy with something else
+  // (measured on a shared two-core machine, 8 sequences at n = 128 with parallel regions: 5.8 s of CPU
+  // with 2 threads against 0.7 s with 1). The SVDs, which dominate at large n, run in LAPACK.
   const double masked = -std::numeric_limits<double>::infinity();
   for (int64_t i = 0; i < n; ++i) {
     double* row = P + i * m;
