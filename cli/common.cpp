@@ -43,6 +43,12 @@ void ModelFlags::add(CLI::App& app) {
   app.add_option("--attention-options", attention_options, "the kind's options as JSON, e.g. '{\"k\": 64}'");
   app.add_flag("--post-ln", post_ln, "post-LN blocks (default pre-LN)");
   app.add_option("--dropout", dropout, "one rate for embedding, attention and FFN dropout (default 0.1)");
+  app.add_option("--position", position, "position information: learned | sinusoidal | none (default learned)")
+      ->check(CLI::IsMember({"learned", "sinusoidal", "none"}));
+  app.add_option("--conv-kernel", conv_kernel,
+                 "taps of a depthwise convolution along the sequence before each attention, odd; 0 = none (default 0)");
+  app.add_flag("--scale-tied-output", scale_tied_output,
+               "scale the LM head's input by d^-1/2 before the tied embedding (T5; default off)");
   app.add_option("--classes", classes, "classifier: number of classes (default: from the data)");
   app.add_option("--pooling", pooling, "classifier pooling: mean | first")->check(CLI::IsMember({"mean", "first"}));
 }
@@ -61,6 +67,9 @@ ModelConfig ModelFlags::resolve(const CLI::App& app, const json& file) const {
     j["d_ff"] = 4 * j["d_model"].get<int64_t>();
   if (given(app, "--post-ln")) j["pre_ln"] = !post_ln;
   if (given(app, "--dropout")) j["dropout_embedding"] = j["dropout_attention"] = j["dropout_ffn"] = dropout;
+  if (given(app, "--position")) j["position"] = position;
+  if (given(app, "--conv-kernel")) j["conv_kernel"] = conv_kernel;
+  if (given(app, "--scale-tied-output")) j["scale_tied_output"] = scale_tied_output;
   if (given(app, "--classes")) j["n_classes"] = classes;
   if (given(app, "--pooling")) j["pooling"] = pooling;
   if (given(app, "--attention") || given(app, "--attention-options")) {
@@ -106,6 +115,8 @@ void TrainFlags::add(CLI::App& app) {
   app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay (default 0.01)");
   app.add_option("--clip-norm", opt.clip_norm, "clip gradients to this global norm, 0 = off (default 1)");
   app.add_option("--mask-prob", opt.mask_prob, "MLM: fraction of positions masked (default 0.15)");
+  app.add_option("--short-seq-prob", opt.short_seq_prob,
+                 "MLM: fraction of training sequences cut to a random shorter length and padded (default 0)");
   app.add_option("--log-every", opt.log_every, "steps between log lines (default 10)");
   app.add_option("--eval-every", opt.eval_every, "steps between evaluations, 0 = at the end (default 200)");
   app.add_option("--eval-batches", opt.eval_batches, "batches per evaluation (default 20)");
@@ -127,7 +138,7 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
       {"--test-fraction", "test_fraction"}, {"--batch-size", "batch_size"}, {"--seq-len", "seq_len"},
       {"--grad-accum", "grad_accum"}, {"--steps", "steps"}, {"--warmup", "warmup_steps"}, {"--lr", "lr"},
       {"--min-lr-ratio", "min_lr_ratio"}, {"--weight-decay", "weight_decay"}, {"--clip-norm", "clip_norm"},
-      {"--mask-prob", "mask_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
+      {"--mask-prob", "mask_prob"}, {"--short-seq-prob", "short_seq_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
       {"--eval-batches", "eval_batches"}, {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"},
       {"--seed", "seed"}, {"--checkpoint-activations", "checkpoint_activations"}};
   for (const auto& [flag, key] : map)

@@ -22,8 +22,9 @@ json read_json_file(const std::string& path);
 struct ModelFlags {
   std::string task = "mlm";
   int64_t d_model = 0, layers = 0, heads = 0, d_ff = 0, max_len = 0, classes = 0;
-  std::string attention, attention_options, pooling;
-  bool post_ln = false;
+  std::string attention, attention_options, pooling, position;
+  bool post_ln = false, scale_tied_output = false;
+  int64_t conv_kernel = 0;
   double dropout = -1;
 
   void add(CLI::App& app);

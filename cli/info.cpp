@@ -93,8 +93,9 @@ int describe_kind(const InfoOptions& o) {
   std::printf("kind: %s\n", o.kind.c_str());
   std::printf("summary: %s\n", info.summary.c_str());
   std::printf("supports: %s\n", supports_str(info.support).c_str());
+  // d_head: d/h, unless the kind takes another head width (linformer's dim_head).
   std::printf("dims: d_model=%lld heads=%lld d_head=%lld max_len=%lld causal=%s dropout=%g\n",
-              (long long)o.d_model, (long long)o.heads, (long long)(o.d_model / o.heads), (long long)o.max_len,
+              (long long)o.d_model, (long long)o.heads, (long long)resolved.value("dim_head", o.d_model / o.heads), (long long)o.max_len,
               o.causal ? "true" : "false", o.dropout);
   std::printf("options: %s\n", resolved.dump().c_str());
   std::printf("parameters: %lld (%lld trainable, %lld fixed) in %d tensors\n", (long long)arena.numel(),

@@ -131,17 +131,9 @@ import torch, linformer  # noqa: E401,F401  (importable, not only installed)
 EOF
 }
 
-if [[ ! -x $VENV/bin/python ]]; then
-  run python3 -m venv "$VENV"
-fi
 # The report needs matplotlib and numpy only: install those pins first (small), unless present.
-mapfile -t REPORT_PINS < <(grep -E '^(matplotlib|numpy)==' "$REQ")
-if ! "$VENV/bin/python" - "${REPORT_PINS[@]}" <<'EOF' 2>/dev/null; then
-import sys, importlib.metadata as md
-sys.exit(any(md.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))
-EOF
-  run "$VENV/bin/pip" install -q "${REPORT_PINS[@]}"
-fi
+source scripts/report_venv.sh
+ensure_report_venv "$VENV" "$REQ"
 
 # The peer's python (also looked for with --skip-peer, for machine.txt; installed only without it).
 PEER=""

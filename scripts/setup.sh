@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian 12 machine: compiler and CMake, the GEMM backends
 # (oneDNN, OpenBLAS), LAPACKE (the singular values of `linformer spectrum`), nlohmann-json, CLI11,
-# GoogleTest/GoogleMock, Google Benchmark, zlib, and the GCIDE dictionary (the default text corpus).
-# Idempotent: when every package is already installed it touches nothing, so a warm CI machine skips
-# apt entirely.
+# GoogleTest/GoogleMock, Google Benchmark, zlib, the GCIDE dictionary (the default text corpus) and
+# Python 3 (scripts/study.py and its test). Idempotent: when every package is already installed it
+# touches nothing, so a warm CI machine skips apt entirely.
 set -euo pipefail
 
 PACKAGES=(
@@ -23,6 +23,9 @@ PACKAGES=(
   libbenchmark-dev
   zlib1g-dev
   dict-gcide
+  # scripts/study.py and the ctest test of it; python3-venv for the report's plots (matplotlib in a venv).
+  python3
+  python3-venv
 )
 
 say() { echo "setup: $*"; }

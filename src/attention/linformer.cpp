@@ -4,14 +4,20 @@
 //   head_i = softmax( Q_i (E_i K_i)ᵀ / √d_h ) (F_i V_i),  K = c W_kᵀ + b_k,  V = c W_vᵀ + b_v.
 // Options (docs/attention.md has the full table): k; sharing of E/F none (per head) | headwise (one E,
 // one F per layer) | kv (E = F) | layerwise (one matrix for all layers, model-level name
-// `shared_proj`); one kv head; lucidrains' share_kv_linear (V reuses W_k); projection learned
-// (U(±1/√k) or xavier) | fixed (Theorem 2: E = δR, F = e^{-δ}R, R ~ N(0, 1/k), stored as
-// non-trainable parameters) | mean pooling | strided convolution (kernel = stride = max_len/k, one
-// kernel per E); sequences shorter than max_len use the first m columns of E/F; a key padding mask
-// zeroes padded positions before compression, so they contribute nothing (not even their bias).
-// Two association orders give the same result: project-then-compress E (c W_kᵀ + 1 b_kᵀ) (lucidrains)
-// and compress-then-project (E c) W_kᵀ + (E 1) b_kᵀ (fairseq, bias exact); `order: auto` takes the
-// one with fewer FLOPs.
+// `shared_proj`); one kv head; lucidrains' share_kv_linear (V reuses W_k) and dim_head (head width
+// d_h other than d/h); projection learned (U(±1/√k) or xavier) | fixed (Theorem 2: E = δR,
+// F = e^{-δ}R, R ~ N(0, 1/k), stored as non-trainable parameters) | pooling over windows of
+// w = max_len/k positions: mean, max, conv (one shared kernel of w taps per E) or conv_full (a
+// channel-mixing strided Conv1d with bias, memory-compressed attention). Sequences shorter than
+// max_len use the first m columns of E/F; a key padding mask zeroes padded positions before
+// compression, so they contribute nothing (not even their bias). A pooled slot (window) with no real
+// position behind it (past the sequence's end, or all padding) is hidden from the softmax, and mean
+// pooling divides by the number of real positions of its window.
+// Two association orders give the same result for the projections that are linear along the
+// sequence and shared by all channels (learned, fixed, mean, conv): project-then-compress
+// E (c W_kᵀ + 1 b_kᵀ) (lucidrains) and compress-then-project (E c) W_kᵀ + (E 1) b_kᵀ (fairseq, bias
+// exact); `order: auto` takes the one with fewer FLOPs. max and conv_full act on the projected
+// channels, so they always project first.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -26,11 +32,15 @@ namespace lf {
 namespace {
 
 enum class Sharing { None, Headwise, Kv, Layerwise };
-enum class Projection { Learned, Fixed, Mean, Conv };
+enum class Projection { Learned, Fixed, Mean, Conv, Max, ConvFull };
 enum class Order { Auto, ProjectFirst, CompressFirst };
+
+// The largest head width `dim_head` takes: h·dim_head must stay a sane tensor width.
+constexpr int64_t kMaxDimHead = 65536;
 
 struct LinformerOptions {
   int64_t k = 256;
+  int64_t dim_head = 0;
   Sharing sharing = Sharing::Headwise;
   bool one_kv_head = false;
   bool share_kv_linear = false;
@@ -41,6 +51,12 @@ struct LinformerOptions {
   Order order = Order::Auto;
 };
 
+// Projections that compress windows of max_len/k positions (and so can leave a slot empty).
+bool pools_windows(Projection p) { return p != Projection::Learned && p != Projection::Fixed; }
+// Projections that act on the projected K/V channels (not linear along the sequence with one weight
+// for every channel): only project-then-compress computes them.
+bool needs_project_first(Projection p) { return p == Projection::Max || p == Projection::ConvFull; }
+
 LinformerOptions parse_linformer(const AttentionDims& dims, const json& options, json* resolved) {
   OptionReader r("linformer", options);
   LinformerOptions o;
@@ -48,6 +64,9 @@ LinformerOptions parse_linformer(const AttentionDims& dims, const json& options,
   LF_REQUIRE(o.k > 0, r.where("k"), " must be positive, got ", o.k);
   LF_REQUIRE(o.k <= dims.max_len, r.where("k"), " (", o.k, ") must not exceed max_len (", dims.max_len,
              "): the projection compresses max_len positions to k");
+  o.dim_head = r.get_int("dim_head", dims.n_heads > 0 ? dims.d_model / dims.n_heads : 1);
+  LF_REQUIRE(o.dim_head >= 1 && o.dim_head <= kMaxDimHead, r.where("dim_head"), " must be in 1 … ", kMaxDimHead,
+             ", got ", o.dim_head);
   const std::string sharing = r.get_choice("sharing", "headwise", {"none", "headwise", "kv", "layerwise"});
   o.sharing = sharing == "none" ? Sharing::None
               : sharing == "headwise" ? Sharing::Headwise
@@ -56,19 +75,26 @@ LinformerOptions parse_linformer(const AttentionDims& dims, const json& options,
   o.one_kv_head = r.get_bool("one_kv_head", false);
   o.share_kv_linear = r.get_bool("share_kv_linear", false);
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  const std::string proj = r.get_choice("projection", "learned", {"learned", "fixed", "mean", "conv"});
+  const std::string proj =
+      r.get_choice("projection", "learned", {"learned", "fixed", "mean", "max", "conv", "conv_full"});
   o.projection = proj == "learned" ? Projection::Learned
                  : proj == "fixed" ? Projection::Fixed
                  : proj == "mean"  ? Projection::Mean
-                                   : Projection::Conv;
+                 : proj == "max"   ? Projection::Max
+                 : proj == "conv"  ? Projection::Conv
+                                   : Projection::ConvFull;
   o.xavier_init = r.get_choice("init", "uniform", {"uniform", "xavier"}) == "xavier";
   o.delta = r.get_double("delta", 1.0);
   LF_REQUIRE(std::isfinite(o.delta) && o.delta > 0, r.where("delta"), " must be a positive number, got ", o.delta);
   const std::string order = r.get_choice("order", "auto", {"auto", "project_first", "compress_first"});
   o.order = order == "auto" ? Order::Auto : order == "project_first" ? Order::ProjectFirst : Order::CompressFirst;
-  if (o.projection == Projection::Mean || o.projection == Projection::Conv)
+  if (pools_windows(o.projection))
     LF_REQUIRE(dims.max_len % o.k == 0, "linformer projection '", proj, "' pools windows of max_len / k positions: max_len (",
                dims.max_len, ") must be divisible by k (", o.k, ")");
+  if (needs_project_first(o.projection))
+    LF_REQUIRE(o.order != Order::CompressFirst, r.where("order"), " cannot be compress_first with projection '", proj,
+               "': it pools the projected keys and values channel by channel, so it needs them first; use auto or "
+               "project_first");
   json out = r.finish();
   if (resolved) *resolved = out;
   return o;
@@ -88,15 +114,28 @@ class LinformerAttention final : public Attention<T> {
     o_ = parse_linformer(dims_, spec.options, nullptr);
     d_ = dims_.d_model;
     h_ = dims_.n_heads;
-    dh_ = d_ / h_;
+    dh_ = o_.dim_head;
+    qd_ = h_ * dh_;
     L_ = dims_.max_len;
     k_ = o_.k;
+    w_ = pools_windows(o_.projection) ? L_ / k_ : 0;
     hk_ = o_.one_kv_head ? 1 : h_;
     kvd_ = hk_ * dh_;
     G_ = o_.sharing == Sharing::None ? h_ : 1;
     hc_ = G_ == h_ ? h_ : hk_;
+    groups_ = G_ == 1 ? 1 : h_;
+    gw_ = G_ == 1 ? kvd_ : dh_;
     e_is_f_ = o_.sharing == Sharing::Kv || o_.sharing == Sharing::Layerwise;
-    kv_identical_ = e_is_f_ && o_.share_kv_linear;
+    // E c = F c for any input: one tensor for both, or a pooling without parameters.
+    same_op_ = e_is_f_ || o_.projection == Projection::Mean || o_.projection == Projection::Max;
+    kv_identical_ = same_op_ && o_.share_kv_linear;
+    // Theorem 2 with one stored matrix (kv, layerwise): it holds R, and E = δR, F = e^{-δ}R are applied
+    // as scales of the compressed keys and values.
+    scaled_ = o_.projection == Projection::Fixed && e_is_f_;
+    if (scaled_) {
+      scale_[0] = T(o_.delta);
+      scale_[1] = T(std::exp(-o_.delta));
+    }
     declare_params(spec.prefix);
   }
 
@@ -107,38 +146,37 @@ class LinformerAttention final : public Attention<T> {
     m_ = m;
     compress_first_ = use_compress_first(m);
     // The key/value source with padded rows zeroed (a select, so garbage or NaN there cannot leak).
-    const T* ctx = in.context ? in.context : in.x;
-    ctxm_ = ctx;
-    if (in.key_padding_mask) {
-      xm_.assign(ctx, ctx + B * m * d_);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < m; ++j)
-          if (in.key_padding_mask[b * m + j]) std::fill_n(xm_.data() + (b * m + j) * d_, d_, T(0));
-      ctxm_ = xm_.data();
-    }
-    build_projections();
+    ctxm_ = zero_padded_rows(in.context ? in.context : in.x, in.key_padding_mask, B, m, d_, xm_);
+    if (pools_windows(o_.projection)) count_window_positions();
 
-    q_.resize(size_t(B * n * d_));
-    linear_forward(in.x, arena_.value(wq_), value_or_null(bq_), q_.data(), B * n, d_, d_);
+    q_.resize(size_t(B * n * qd_));
+    linear_forward(in.x, arena_.value(wq_), value_or_null(bq_), q_.data(), B * n, d_, qd_);
+    const int64_t csize = B * k_ * ldc();
     for (int p = 0; p < 2; ++p) {
-      c_[p].resize(size_t(B * k_ * hc_ * dh_));
-      if (p == 1 && kv_identical_) continue;  // V̂ = K̂
+      if (p == 1 && kv_identical_) {  // V̂ = K̂ (times F's scale over E's when they differ)
+        if (scaled_) c_[1].assign(c_[0].begin(), c_[0].end());
+        continue;
+      }
+      c_[p].resize(size_t(csize));
       if (compress_first_)
         compress_then_project(p);
       else
         project_then_compress(p);
     }
-    const T* vc = kv_identical_ ? c_[0].data() : c_[1].data();
+    if (scaled_)
+      for (int p = 0; p < 2; ++p)
+        for (T& v : c_[p]) v *= scale_[p];
+    const T* vc = values_c();
     const bool keep = in.keep_for_backward;
     kept_ = keep;
-    o_buf_.resize(size_t(B * n * d_));
+    o_buf_.resize(size_t(B * n * qd_));
     // One head's n×k probabilities at a time, kept by no one: the backward recomputes them (one
     // B·h·n·k·d_h product more, B·h·n·k floats less between forward and backward).
     std::vector<T> probs(size_t(n * k_));
-    shape_ = SdpaShape{B, n, k_, h_, hc_, dh_, 1.0 / std::sqrt(double(dh_)), false, nullptr,
-                       training ? dims_.dropout : 0.0, seed};
+    shape_ = SdpaShape{B, n, k_, h_, hc_, dh_, 1.0 / std::sqrt(double(dh_)), false,
+                       pools_windows(o_.projection) ? slot_mask_.data() : nullptr, training ? dims_.dropout : 0.0, seed};
     sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs.data(), o_buf_.data(), /*keep_probs=*/false);
-    linear_forward(o_buf_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d_, d_);
+    linear_forward(o_buf_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, qd_, d_);
     if (!keep) release_activations();
   }
 
@@ -146,25 +184,27 @@ class LinformerAttention final : public Attention<T> {
     require_kept_for_backward(kept_, "linformer");
     const int64_t B = in_.B, n = in_.n, m = m_;
     if (in_.context) LF_REQUIRE(dcontext != nullptr, "linformer attention: cross-attention backward needs dcontext");
-    // Two (B, n, d) buffers serve four gradients, to keep the peak low: grad_o_ holds dO, then (dead
-    // after the attention core) the gradient of the key/value source; o_buf_ (dead once W_o's
-    // gradient is taken) receives dQ.
-    grad_o_.resize(size_t(B * std::max(n, m) * d_));
-    for (auto& g : dc_) g.resize(size_t(B * k_ * hc_ * dh_));
+    // Two buffers serve four gradients, to keep the peak low: grad_o_ holds dO (B, n, h·d_h), then
+    // (dead after the attention core) the gradient of the key/value source (B, m, d); o_buf_ (dead
+    // once W_o's gradient is taken) receives dQ.
+    grad_o_.resize(size_t(B * std::max(n * qd_, m * d_)));
+    for (auto& g : dc_) g.resize(size_t(B * k_ * ldc()));
     scratch_.resize(size_t(sdpa_backward_scratch(shape_, /*recompute_probs=*/true)));
     linear_backward(o_buf_.data(), arena_.value(wo_), dout, grad_o_.data(), arena_.grad(wo_), arena_.grad(bo_), B * n,
-                    d_, d_);
+                    qd_, d_);
     T* dq = o_buf_.data();
-    const T* vc = kv_identical_ ? c_[0].data() : c_[1].data();
-    sdpa_backward<T>(shape_, q_.data(), c_[0].data(), vc, /*probs=*/nullptr, grad_o_.data(), dq, dc_[0].data(),
-                  dc_[1].data(), scratch_.data());
+    sdpa_backward<T>(shape_, q_.data(), c_[0].data(), values_c(), /*probs=*/nullptr, grad_o_.data(), dq, dc_[0].data(),
+                     dc_[1].data(), scratch_.data());
+    // Back through the scales of Theorem 2's shared R, and V̂ = K̂.
+    for (int p = 0; p < 2; ++p)
+      if (scaled_)
+        for (T& v : dc_[p]) v *= scale_[p];
     if (kv_identical_)
       for (size_t i = 0; i < dc_[0].size(); ++i) dc_[0][i] += dc_[1][i];
-    linear_backward(in_.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, d_);
+    linear_backward(in_.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, qd_);
 
     dctx_ = grad_o_.data();  // gradient reaching the key/value source (B, m, d)
     std::fill_n(dctx_, B * m * d_, T(0));
-    for (auto& g : dE_) std::fill(g.begin(), g.end(), T(0));
     for (int p = 0; p < 2; ++p) {
       if (p == 1 && kv_identical_) continue;
       if (compress_first_)
@@ -172,56 +212,65 @@ class LinformerAttention final : public Attention<T> {
       else
         project_then_compress_backward(p, dc_[p].data());
     }
-    if (in_.key_padding_mask)  // padded rows were replaced by zeros: nothing flows back to them
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < m; ++j)
-          if (in_.key_padding_mask[b * m + j]) std::fill_n(dctx_ + (b * m + j) * d_, d_, T(0));
+    // Padded rows were replaced by zeros: nothing flows back to them.
+    zero_rows_at_padding(dctx_, in_.key_padding_mask, B, m, d_);
     if (in_.context)
       std::copy(dctx_, dctx_ + B * m * d_, dcontext);
     else
       for (int64_t i = 0; i < B * m * d_; ++i) dx[i] += dctx_[i];
-    accumulate_projection_grads();
     release_activations();  // one backward per forward, as in PyTorch
     release_buffers(grad_o_, dc_[0], dc_[1], scratch_);
     dctx_ = nullptr;
   }
 
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
-    // q, the attention output and one head's n×k probabilities; the compressed inputs (B, G, k, d);
-    // project-first also the full K/V maps (B, m, kvd). Backward: dO (or the key/value source's
-    // gradient), dK̂/dV̂ and 2-3 (n × k) scratch.
-    const double d = double(d_), kd = 2.0 * B * G_ * k_ * d + (use_compress_first(m) ? 0.0 : 2.0 * B * m * kvd_);
-    const double fwd = 2.0 * B * n * d + double(n) * k_ + kd;
-    return sizeof(T) * (training ? fwd + B * std::max(n, m) * d + 3.0 * n * k_ + 2.0 * B * k_ * kvd_ : fwd);
+    // Forward: q and the attention output (B, n, h·d_h), one head's n×k probabilities, K̂ and V̂
+    // (B, k, hc·d_h); compress-first E c (B, G, k, d) per distinct E, project-first the full K/V maps
+    // (B, m, kv_dim); max pooling its argmax indices, conv_full its rearranged weights; the key/value
+    // source with padded rows zeroed (B, m, d), counted as if a key padding mask came.
+    const bool cf = use_compress_first(m);
+    const double c = double(B) * k_ * ldc(), tensors = kv_identical_ && !scaled_ ? 1 : 2;
+    double fwd = 2.0 * B * n * qd_ + double(n) * k_ + tensors * c + double(B) * m * d_;
+    fwd += cf ? double(B) * G_ * k_ * d_ * (same_op_ ? 1 : 2) : double(B) * m * kvd_ * (o_.share_kv_linear ? 1 : 2);
+    if (o_.projection == Projection::Max) fwd += (kv_identical_ ? 1 : 2) * c * double(sizeof(int32_t)) / sizeof(T);
+    if (o_.projection == Projection::ConvFull) fwd += conv_full_numel();
+    if (!training) return sizeof(T) * fwd;
+    // Backward: dO / the key-value source's gradient, dK̂ and dV̂, 3 (n × k) scratch; project-first one
+    // dK (B, m, kv_dim) at a time; conv_full its weights' gradient.
+    double bwd = double(B) * std::max(n * qd_, m * d_) + 2.0 * c + 3.0 * n * k_;
+    if (!cf) bwd += double(B) * m * kvd_;
+    if (o_.projection == Projection::ConvFull) bwd += conv_full_numel();
+    return sizeof(T) * (fwd + bwd);
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
-    const double kv = std::min(cost_project_first(m), cost_compress_first(m));
-    const double rest = 2.0 * n * d_ * d_ * 2 + 2.0 * 2 * n * k_ * dh_ * h_;  // Q, out; scores and P·V
+    const double kv = needs_project_first(o_.projection) ? cost_project_first(m)
+                                                         : std::min(cost_project_first(m), cost_compress_first(m));
+    const double rest = 2.0 * n * d_ * qd_ * 2 + 2.0 * 2 * n * k_ * dh_ * h_;  // Q, out; scores and P·V
     return double(B) * (kv + rest);
   }
 
  private:
   // --- parameters --------------------------------------------------------------------------------
   void declare_params(const std::string& prefix) {
-    const Init w = Init::uniform(1.0 / std::sqrt(double(d_)));  // nn.Linear's default bound
-    wq_ = arena_.declare(prefix + "to_q.weight", {d_, d_}, w);
+    const Init w = Init::uniform(1.0 / std::sqrt(double(d_)));  // nn.Linear's default bound (fan_in d)
+    wq_ = arena_.declare(prefix + "to_q.weight", {qd_, d_}, w);
     wk_ = arena_.declare(prefix + "to_k.weight", {kvd_, d_}, w);
     wv_ = o_.share_kv_linear ? wk_ : arena_.declare(prefix + "to_v.weight", {kvd_, d_}, w);
     if (o_.qkv_bias) {
-      bq_ = arena_.declare(prefix + "to_q.bias", {d_}, w);
+      bq_ = arena_.declare(prefix + "to_q.bias", {qd_}, w);
       bk_ = arena_.declare(prefix + "to_k.bias", {kvd_}, w);
       bv_ = o_.share_kv_linear ? bk_ : arena_.declare(prefix + "to_v.bias", {kvd_}, w);
     }
-    wo_ = arena_.declare(prefix + "to_out.weight", {d_, d_}, w);
-    bo_ = arena_.declare(prefix + "to_out.bias", {d_}, w);
+    const Init wout = Init::uniform(1.0 / std::sqrt(double(qd_)));  // fan_in h·d_h
+    wo_ = arena_.declare(prefix + "to_out.weight", {d_, qd_}, wout);
+    bo_ = arena_.declare(prefix + "to_out.bias", {d_}, wout);
 
     const bool layerwise = o_.sharing == Sharing::Layerwise;
     const std::string names[2] = {layerwise ? "shared_proj" : prefix + "proj_k", prefix + "proj_v"};
     const std::string r_stream = layerwise ? "shared_proj.R" : prefix + "proj.R";
     std::vector<int64_t> eshape = {k_, L_};
     if (G_ == h_) eshape.insert(eshape.begin(), h_);
-    const int64_t window = L_ / k_;
     for (int p = 0; p < (e_is_f_ ? 1 : 2); ++p) {
       switch (o_.projection) {
         case Projection::Learned:
@@ -230,157 +279,337 @@ class LinformerAttention final : public Attention<T> {
                                                    : Init::uniform(1 / std::sqrt(double(k_))),
                                     true, layerwise);
           break;
-        case Projection::Fixed:  // E = δR, F = e^{-δ}R: one random stream, two scales
-          proj_[p] = arena_.declare(names[p], eshape,
-                                    Init::normal(1 / std::sqrt(double(k_)), p == 0 ? o_.delta : std::exp(-o_.delta), r_stream),
-                                    false, layerwise);
+        case Projection::Fixed: {  // E = δR, F = e^{-δ}R: one random stream; one stored R when E and F share it
+          const double scale = e_is_f_ ? 1.0 : p == 0 ? o_.delta : std::exp(-o_.delta);
+          proj_[p] = arena_.declare(names[p], eshape, Init::normal(1 / std::sqrt(double(k_)), scale, r_stream), false,
+                                    layerwise);
           break;
+        }
         case Projection::Conv:
-          proj_[p] = arena_.declare(names[p] + "_kernel", G_ == h_ ? std::vector<int64_t>{h_, window} : std::vector<int64_t>{window},
-                                    Init::uniform(1 / std::sqrt(double(window))), true, layerwise);
+          proj_[p] = arena_.declare(names[p] + "_kernel", G_ == h_ ? std::vector<int64_t>{h_, w_} : std::vector<int64_t>{w_},
+                                    Init::uniform(1 / std::sqrt(double(w_))), true, layerwise);
           break;
+        case Projection::ConvFull: {  // nn.Conv1d(gw, groups·gw, w, stride w): (out, in, kernel), U(±1/√(in·w))
+          const Init ci = Init::uniform(1 / std::sqrt(double(gw_ * w_)));
+          proj_[p] = arena_.declare(names[p] + "_conv.weight", {groups_ * gw_, gw_, w_}, ci, true, layerwise);
+          conv_bias_[p] = arena_.declare(names[p] + "_conv.bias", {groups_ * gw_}, ci, true, layerwise);
+          break;
+        }
         case Projection::Mean:
+        case Projection::Max:
           break;
       }
     }
-    if (e_is_f_) proj_[1] = proj_[0];
+    if (e_is_f_) {
+      proj_[1] = proj_[0];
+      conv_bias_[1] = conv_bias_[0];
+    }
   }
 
-  // E (p = 0) and F (p = 1) as dense (G, k, L) matrices: parameters themselves when learned or fixed,
-  // otherwise built from the pooling rule or the convolution kernel.
-  void build_projections() {
-    if (o_.projection == Projection::Learned || o_.projection == Projection::Fixed) {
-      E_[0] = arena_.value(proj_[0]);
-      E_[1] = arena_.value(proj_[1]);
+  int64_t conv_full_numel() const { return groups_ * gw_ * gw_ * w_; }
+
+  // --- windows -----------------------------------------------------------------------------------
+  // count_ (B, k): the real (existing, unpadded) positions of window j = [j·w, (j+1)·w) of each
+  // sample; slot_mask_ (B, k): the windows with none, hidden from the softmax (nonzero = hidden).
+  void count_window_positions() {
+    const int64_t B = in_.B;
+    count_.assign(size_t(B * k_), 0);
+    slot_mask_.assign(size_t(B * k_), 0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < k_; ++j) {
+        int32_t c = 0;
+        for (int64_t t = j * w_; t < std::min(m_, (j + 1) * w_); ++t) c += !padded(b, t);
+        count_[size_t(b * k_ + j)] = c;
+        slot_mask_[size_t(b * k_ + j)] = c == 0;
+      }
+  }
+  bool empty_slot(int64_t b, int64_t j) const { return slot_mask_[size_t(b * k_ + j)] != 0; }
+  // The weight of position j·w + τ in window j under the linear poolings: mean 1/count, conv the
+  // kernel tap (one kernel per E: per head g with sharing none).
+  T window_weight(int p, int64_t b, int64_t g, int64_t j, int64_t tau) const {
+    if (o_.projection == Projection::Mean) return T(1) / T(count_[size_t(b * k_ + j)]);
+    return arena_.value(proj_[p])[g * w_ + tau];
+  }
+  // Slots j whose window holds position j·w + τ of an m-long sequence (positions past m do not exist).
+  int64_t slots_reaching(int64_t tau) const { return tau < m_ ? std::min(k_, (m_ - tau + w_ - 1) / w_) : 0; }
+
+  // --- compression along the sequence, by the projections that are linear in it ------------------
+  bool dense_projection() const { return o_.projection == Projection::Learned || o_.projection == Projection::Fixed; }
+
+  // dst (k × width) = E_g src (m × width): learned and fixed E as a product with their first m
+  // columns; mean and conv window by window over the real positions.
+  void seq_compress(int p, int64_t b, int64_t g, const T* src, int64_t lds, int64_t width, T* dst, int64_t ldd) const {
+    if (dense_projection()) {
+      gemm<T>(false, false, k_, width, m_, T(1), arena_.value(proj_[p]) + g * k_ * L_, L_, src, lds, T(0), dst, ldd);
       return;
     }
-    const int64_t window = L_ / k_;
-    for (int p = 0; p < (e_is_f_ ? 1 : 2); ++p) {
-      ebuf_[p].assign(size_t(G_ * k_ * L_), T(0));
-      for (int64_t g = 0; g < G_; ++g)
-        for (int64_t j = 0; j < k_; ++j)
-          for (int64_t t = 0; t < window; ++t)
-            ebuf_[p][size_t((g * k_ + j) * L_ + j * window + t)] =
-                o_.projection == Projection::Mean ? T(1) / T(window) : arena_.value(proj_[p])[g * window + t];
-      E_[p] = ebuf_[p].data();
+    for (int64_t j = 0; j < k_; ++j) {
+      T* row = dst + j * ldd;
+      std::fill_n(row, width, T(0));
+      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau) {
+        if (padded(b, j * w_ + tau)) continue;
+        const T a = window_weight(p, b, g, j, tau);
+        const T* s = src + (j * w_ + tau) * lds;
+        for (int64_t c = 0; c < width; ++c) row[c] += a * s[c];
+      }
     }
-    if (e_is_f_) E_[1] = E_[0];
   }
 
-  // dE for the parameters that train: learned E/F take it directly, conv kernels sum it over the
-  // positions that share a kernel entry.
-  T* projection_grad(int p) {
-    if (o_.projection == Projection::Learned) return arena_.grad(proj_[p]);
-    if (o_.projection == Projection::Conv) {
-      const int q = e_is_f_ ? 0 : p;
-      dE_[q].resize(size_t(G_ * k_ * L_));
-      return dE_[q].data();
+  // From ddst (k × width): dsrc (m × width) += E_gᵀ ddst, and the trainable projection's gradient
+  // (learned dE_g += ddst srcᵀ; conv dkernel_g[τ] += Σ_j ddst_j · src_{j·w+τ}).
+  void seq_compress_backward(int p, int64_t b, int64_t g, const T* src, int64_t lds, int64_t width, const T* ddst,
+                             int64_t ldd, T* dsrc, int64_t ldds) {
+    if (dense_projection()) {
+      const T* E = arena_.value(proj_[p]) + g * k_ * L_;
+      if (o_.projection == Projection::Learned)
+        gemm<T>(false, true, k_, m_, width, T(1), ddst, ldd, src, lds, T(1), arena_.grad(proj_[p]) + g * k_ * L_, L_);
+      gemm<T>(true, false, m_, width, k_, T(1), E, L_, ddst, ldd, T(1), dsrc, ldds);
+      return;
     }
-    return nullptr;  // fixed and mean projections do not train
+    T* dker = o_.projection == Projection::Conv ? arena_.grad(proj_[p]) + g * w_ : nullptr;
+    for (int64_t j = 0; j < k_; ++j) {
+      const T* dr = ddst + j * ldd;
+      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau) {
+        const int64_t t = j * w_ + tau;
+        if (padded(b, t)) continue;
+        const T a = window_weight(p, b, g, j, tau);
+        T* ds = dsrc + t * ldds;
+        const T* s = src + t * lds;
+        T dot = 0;
+        for (int64_t c = 0; c < width; ++c) {
+          ds[c] += a * dr[c];
+          dot += dr[c] * s[c];
+        }
+        if (dker) dker[tau] += dot;
+      }
+    }
   }
 
-  void accumulate_projection_grads() {
-    if (o_.projection != Projection::Conv) return;
-    const int64_t window = L_ / k_;
-    for (int p = 0; p < (e_is_f_ ? 1 : 2); ++p) {
-      if (dE_[p].empty()) continue;
-      T* dw = arena_.grad(proj_[p]);
-      for (int64_t g = 0; g < G_; ++g)
-        for (int64_t j = 0; j < k_; ++j)
-          for (int64_t t = 0; t < window; ++t) dw[g * window + t] += dE_[p][size_t((g * k_ + j) * L_ + j * window + t)];
+  // Σ_t E_g[j, t] over the real positions t < m: the weight of the bias in compress-first (mean: 1 for
+  // a slot with a real position, so the bias is averaged like the keys).
+  T row_weight_sum(int p, int64_t b, int64_t g, int64_t j) const {
+    T s = 0;
+    if (dense_projection()) {
+      const T* E = arena_.value(proj_[p]) + (g * k_ + j) * L_;
+      for (int64_t t = 0; t < m_; ++t)
+        if (!padded(b, t)) s += E[t];
+      return s;
     }
+    for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau)
+      if (!padded(b, j * w_ + tau)) s += window_weight(p, b, g, j, tau);
+    return s;
+  }
+
+  // The projection's gradient from dr = d(row_weight_sum(p, b, g, j)).
+  void row_weight_sum_backward(int p, int64_t b, int64_t g, int64_t j, T dr) {
+    if (o_.projection == Projection::Learned) {
+      T* dE = arena_.grad(proj_[p]) + (g * k_ + j) * L_;
+      for (int64_t t = 0; t < m_; ++t)
+        if (!padded(b, t)) dE[t] += dr;
+    } else if (o_.projection == Projection::Conv) {
+      T* dker = arena_.grad(proj_[p]) + g * w_;
+      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau)
+        if (!padded(b, j * w_ + tau)) dker[tau] += dr;
+    }
+  }
+
+  // --- pooling of the projected channels (project-first only) -------------------------------------
+  // dst (k × width, ldd) = per channel max over each window's real positions of src (m × width, lds);
+  // amax (k × width, ldd): the winning position (the first on ties), -1 for an empty slot (dst 0).
+  void max_pool(int64_t b, const T* src, int64_t lds, int64_t width, T* dst, int32_t* amax, int64_t ldd) const {
+    for (int64_t j = 0; j < k_; ++j) {
+      T* row = dst + j * ldd;
+      int32_t* am = amax + j * ldd;
+      std::fill_n(row, width, T(0));
+      std::fill_n(am, width, int32_t(-1));
+      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau) {
+        const int64_t t = j * w_ + tau;
+        if (padded(b, t)) continue;
+        const T* s = src + t * lds;
+        for (int64_t c = 0; c < width; ++c)
+          if (am[c] < 0 || s[c] > row[c]) {
+            row[c] = s[c];
+            am[c] = int32_t(t);
+          }
+      }
+    }
+  }
+
+  // The max's gradient goes to the position that won.
+  void max_pool_backward(const int32_t* amax, const T* ddst, int64_t ldd, int64_t width, T* dsrc, int64_t ldds) const {
+    for (int64_t j = 0; j < k_; ++j)
+      for (int64_t c = 0; c < width; ++c) {
+        const int32_t t = amax[j * ldd + c];
+        if (t >= 0) dsrc[t * ldds + c] += ddst[j * ldd + c];
+      }
+  }
+
+  // conv_full's weight (groups·gw, gw, w) rearranged to wt_ (groups, w, gw, gw): one (out × in) matrix
+  // per group and tap, so that a tap is one product over the rows j·w + τ of every window.
+  void arrange_conv_full(int p) {
+    const T* W = arena_.value(proj_[p]);
+    wt_.resize(size_t(conv_full_numel()));
+    for (int64_t i = 0; i < groups_; ++i)
+      for (int64_t o = 0; o < gw_; ++o)
+        for (int64_t c = 0; c < gw_; ++c)
+          for (int64_t tau = 0; tau < w_; ++tau)
+            wt_[size_t(((i * w_ + tau) * gw_ + o) * gw_ + c)] = W[((i * gw_ + o) * gw_ + c) * w_ + tau];
+  }
+
+  // dst (k × gw, ldd) = the stride-w convolution of group i: Σ_τ src_{j·w+τ} Wt_{i,τ}ᵀ + bias for
+  // slots with a real position (padded rows of src are zero; positions past m do not exist, as in a
+  // zero-padded input), 0 for empty slots.
+  void conv_full_forward(int p, int64_t b, int64_t i, const T* src, int64_t lds, T* dst, int64_t ldd) const {
+    const T* bias = arena_.value(conv_bias_[p]) + i * gw_;
+    for (int64_t j = 0; j < k_; ++j) {
+      if (empty_slot(b, j))
+        std::fill_n(dst + j * ldd, gw_, T(0));
+      else
+        std::copy(bias, bias + gw_, dst + j * ldd);
+    }
+    for (int64_t tau = 0; tau < w_; ++tau)
+      if (const int64_t rows = slots_reaching(tau); rows > 0)
+        gemm<T>(false, true, rows, gw_, gw_, T(1), src + tau * lds, w_ * lds, wt_.data() + (i * w_ + tau) * gw_ * gw_, gw_,
+                T(1), dst, ldd);
+    for (int64_t j = 0; j < k_; ++j)  // a window of padding only: its product added zeros; keep it exactly 0
+      if (empty_slot(b, j)) std::fill_n(dst + j * ldd, gw_, T(0));
+  }
+
+  // From ddst: dsrc += Σ_τ (rows j·w+τ) ddst Wt_τ; dwt_ += ddstᵀ src rows; the bias from non-empty slots.
+  void conv_full_backward(int p, int64_t b, int64_t i, const T* src, int64_t lds, const T* ddst, int64_t ldd, T* dsrc,
+                          int64_t ldds) {
+    T* dbias = arena_.grad(conv_bias_[p]) + i * gw_;
+    for (int64_t j = 0; j < k_; ++j)
+      if (!empty_slot(b, j))
+        for (int64_t o = 0; o < gw_; ++o) dbias[o] += ddst[j * ldd + o];
+    for (int64_t tau = 0; tau < w_; ++tau) {
+      const int64_t rows = slots_reaching(tau);
+      if (rows == 0) continue;
+      const int64_t off = (i * w_ + tau) * gw_ * gw_;
+      gemm<T>(true, false, gw_, gw_, rows, T(1), ddst, ldd, src + tau * lds, w_ * lds, T(1), dwt_.data() + off, gw_);
+      gemm<T>(false, false, rows, gw_, gw_, T(1), ddst, ldd, wt_.data() + off, gw_, T(1), dsrc + tau * ldds, w_ * ldds);
+    }
+  }
+
+  // dwt_ (groups, w, gw, gw) added to the weight's gradient in its (out, in, kernel) layout.
+  void scatter_conv_full_grad(int p) {
+    T* dW = arena_.grad(proj_[p]);
+    for (int64_t i = 0; i < groups_; ++i)
+      for (int64_t o = 0; o < gw_; ++o)
+        for (int64_t c = 0; c < gw_; ++c)
+          for (int64_t tau = 0; tau < w_; ++tau)
+            dW[((i * gw_ + o) * gw_ + c) * w_ + tau] += dwt_[size_t(((i * w_ + tau) * gw_ + o) * gw_ + c)];
   }
 
   // --- association orders ------------------------------------------------------------------------
+  // Multiply-adds ×2 (max: comparisons) of compressing one tensor of `width` channels, `groups` times,
+  // over m positions.
+  double seq_compress_cost(int64_t m, int64_t width, int64_t groups) const {
+    const double per = double(width) * groups;
+    switch (o_.projection) {
+      case Projection::Learned:
+      case Projection::Fixed:
+        return 2.0 * k_ * m * per;
+      case Projection::Mean:
+      case Projection::Conv:
+        return 2.0 * m * per;
+      case Projection::Max:
+        return double(m) * per;
+      case Projection::ConvFull:
+        return 2.0 * m * per * width;
+    }
+    return 0;
+  }
   double cost_project_first(int64_t m) const {
     const double linears = 2.0 * m * d_ * kvd_ * (o_.share_kv_linear ? 1 : 2);
-    const double compress = 2.0 * k_ * m * dh_ * hc_ * (kv_identical_ ? 1 : 2);
-    return linears + compress;
+    return linears + seq_compress_cost(m, gw_, groups_) * (kv_identical_ ? 1 : 2);
   }
   double cost_compress_first(int64_t m) const {
-    const double compress = 2.0 * G_ * k_ * m * d_ * (e_is_f_ ? 1 : 2);
+    const double compress = seq_compress_cost(m, d_, G_) * (same_op_ ? 1 : 2);
     const double linears = 2.0 * k_ * d_ * dh_ * hc_ * (kv_identical_ ? 1 : 2);
     return compress + linears;
   }
   bool use_compress_first(int64_t m) const {
+    if (needs_project_first(o_.projection)) return false;
     if (o_.order != Order::Auto) return o_.order == Order::CompressFirst;
     return cost_compress_first(m) < cost_project_first(m);
   }
 
+  int64_t ldc() const { return hc_ * dh_; }  // row stride of K̂, V̂ (B, k, hc·d_h)
+  const T* values_c() const { return kv_identical_ && !scaled_ ? c_[0].data() : c_[1].data(); }
   int head_of(int64_t i) const { return o_.one_kv_head ? 0 : int(i); }  // kv head read by query head i
+  // First channel of K (B, m, kv_dim) read by compressed-head group i (all kv channels when G = 1).
+  int64_t src_col(int64_t i) const { return G_ == 1 ? 0 : head_of(i) * dh_; }
   int weight_id(int p) const { return p == 0 ? wk_ : wv_; }
   int bias_id(int p) const { return p == 0 ? bk_ : bv_; }
 
-  // K̂ = E (c W_kᵀ + b_k) with padded rows zeroed after the bias. full_[p]: (B, m, kvd).
+  // K̂ = pool(c W_kᵀ + b_k) with padded rows zeroed after the bias. full_[p]: (B, m, kv_dim). Group i
+  // (one with G = 1, else per query head) compresses gw channels of K into its gw columns of K̂.
   void project_then_compress(int p) {
-    const int64_t B = in_.B, m = m_, ldc = hc_ * dh_;
+    const int64_t B = in_.B, m = m_;
     if (p == 1 && o_.share_kv_linear) {
       full_ptr_[1] = full_ptr_[0];  // V uses K's projection
     } else {
       full_[p].resize(size_t(B * m * kvd_));
       linear_forward(ctxm_, arena_.value(weight_id(p)), value_or_null(bias_id(p)), full_[p].data(), B * m, d_, kvd_);
-      if (in_.key_padding_mask && bias_id(p) >= 0) zero_padded_rows(full_[p].data(), kvd_);
+      if (bias_id(p) >= 0) zero_rows_at_padding(full_[p].data(), in_.key_padding_mask, B, m, kvd_);
       full_ptr_[p] = full_[p].data();
     }
-    const T* E = E_[p];
-    for (int64_t b = 0; b < B; ++b) {
-      const T* Kb = full_ptr_[p] + b * m * kvd_;
-      T* Cb = c_[p].data() + b * k_ * ldc;
-      if (G_ == 1) {
-        gemm<T>(false, false, k_, kvd_, m, T(1), E, L_, Kb, kvd_, T(0), Cb, ldc);
-      } else {
-        for (int64_t i = 0; i < h_; ++i)
-          gemm<T>(false, false, k_, dh_, m, T(1), E + i * k_ * L_, L_, Kb + head_of(i) * dh_, kvd_, T(0), Cb + i * dh_, ldc);
+    if (o_.projection == Projection::Max) amax_[p].resize(size_t(B * k_ * ldc()));
+    if (o_.projection == Projection::ConvFull) arrange_conv_full(p);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < groups_; ++i) {
+        const T* src = full_ptr_[p] + b * m * kvd_ + src_col(i);
+        const int64_t off = b * k_ * ldc() + i * gw_;
+        T* dst = c_[p].data() + off;
+        if (o_.projection == Projection::Max)
+          max_pool(b, src, kvd_, gw_, dst, amax_[p].data() + off, ldc());
+        else if (o_.projection == Projection::ConvFull)
+          conv_full_forward(p, b, i, src, kvd_, dst, ldc());
+        else
+          seq_compress(p, b, i, src, kvd_, gw_, dst, ldc());
       }
-    }
   }
 
   void project_then_compress_backward(int p, const T* dC) {
-    const int64_t B = in_.B, m = m_, ldc = hc_ * dh_;
-    const T* E = E_[p];
-    T* dE = projection_grad(p);
+    const int64_t B = in_.B, m = m_;
     std::vector<T> dfull(size_t(B * m * kvd_), T(0));
-    for (int64_t b = 0; b < B; ++b) {
-      const T* Kb = full_ptr_[p] + b * m * kvd_;
-      const T* dCb = dC + b * k_ * ldc;
-      T* dKb = dfull.data() + b * m * kvd_;
-      if (G_ == 1) {
-        if (dE) gemm<T>(false, true, k_, m, kvd_, T(1), dCb, ldc, Kb, kvd_, T(1), dE, L_);  // dE += dK̂ Kᵀ
-        gemm<T>(true, false, m, kvd_, k_, T(1), E, L_, dCb, ldc, T(1), dKb, kvd_);           // dK += Eᵀ dK̂
-      } else {
-        for (int64_t i = 0; i < h_; ++i) {
-          const int64_t g = head_of(i);
-          if (dE) gemm<T>(false, true, k_, m, dh_, T(1), dCb + i * dh_, ldc, Kb + g * dh_, kvd_, T(1), dE + i * k_ * L_, L_);
-          gemm<T>(true, false, m, dh_, k_, T(1), E + i * k_ * L_, L_, dCb + i * dh_, ldc, T(1), dKb + g * dh_, kvd_);
-        }
-      }
+    if (o_.projection == Projection::ConvFull) {
+      arrange_conv_full(p);
+      dwt_.assign(size_t(conv_full_numel()), T(0));
     }
-    if (in_.key_padding_mask) zero_padded_rows(dfull.data(), kvd_);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < groups_; ++i) {
+        const T* src = full_ptr_[p] + b * m * kvd_ + src_col(i);
+        T* dsrc = dfull.data() + b * m * kvd_ + src_col(i);
+        const int64_t off = b * k_ * ldc() + i * gw_;
+        if (o_.projection == Projection::Max)
+          max_pool_backward(amax_[p].data() + off, dC + off, ldc(), gw_, dsrc, kvd_);
+        else if (o_.projection == Projection::ConvFull)
+          conv_full_backward(p, b, i, src, kvd_, dC + off, ldc(), dsrc, kvd_);
+        else
+          seq_compress_backward(p, b, i, src, kvd_, gw_, dC + off, ldc(), dsrc, kvd_);
+      }
+    if (o_.projection == Projection::ConvFull) scatter_conv_full_grad(p);
+    zero_rows_at_padding(dfull.data(), in_.key_padding_mask, B, m, kvd_);
     linear_backward(ctxm_, arena_.value(weight_id(p)), dfull.data(), dctx_, arena_.grad(weight_id(p)),
                     grad_or_null(bias_id(p)), B * m, d_, kvd_, /*accumulate_dx=*/true);
   }
 
-  // K̂ = (E c) W_kᵀ + (E 1_unpadded) b_kᵀ. xe_[p]: (B, G, k, d); rowsum_[p]: (B, G, k).
+  // K̂ = (E c) W_kᵀ + (E 1_real) b_kᵀ. xe_[p]: (B, G, k, d); rowsum_[p]: (B, G, k).
   void compress_then_project(int p) {
-    const int64_t B = in_.B, m = m_, ldc = hc_ * dh_;
-    const T* E = E_[p];
-    const bool reuse = p == 1 && e_is_f_;  // F = E: E c is already there
+    const int64_t B = in_.B, m = m_, ldc = this->ldc();
+    const bool reuse = p == 1 && same_op_;  // F c = E c: already there
     if (!reuse) {
       xe_[p].resize(size_t(B * G_ * k_ * d_));
       for (int64_t b = 0; b < B; ++b)
         for (int64_t g = 0; g < G_; ++g)
-          gemm<T>(false, false, k_, d_, m, T(1), E + g * k_ * L_, L_, ctxm_ + b * m * d_, d_, T(0),
-                  xe_[p].data() + (b * G_ + g) * k_ * d_, d_);
+          seq_compress(p, b, g, ctxm_ + b * m * d_, d_, d_, xe_[p].data() + (b * G_ + g) * k_ * d_, d_);
       if (has_bias()) {
-        rowsum_[p].assign(size_t(B * G_ * k_), T(0));
+        rowsum_[p].resize(size_t(B * G_ * k_));
         for (int64_t b = 0; b < B; ++b)
           for (int64_t g = 0; g < G_; ++g)
-            for (int64_t j = 0; j < k_; ++j) {
-              T s = 0;
-              for (int64_t t = 0; t < m; ++t)
-                if (!padded(b, t)) s += E[(g * k_ + j) * L_ + t];
-              rowsum_[p][size_t((b * G_ + g) * k_ + j)] = s;
-            }
+            for (int64_t j = 0; j < k_; ++j) rowsum_[p][size_t((b * G_ + g) * k_ + j)] = row_weight_sum(p, b, g, j);
       }
     }
     xe_ptr_[p] = reuse ? xe_[0].data() : xe_[p].data();
@@ -389,59 +618,48 @@ class LinformerAttention final : public Attention<T> {
     const T* bias = value_or_null(bias_id(p));
     for (int64_t b = 0; b < B; ++b) {
       T* Cb = c_[p].data() + b * k_ * ldc;
-      for (int64_t i = 0; i < (G_ == 1 ? 1 : h_); ++i) {
-        // G = 1: all kv heads at once (k × kvd); G = h: head i reads its own E_i c and W rows of head_of(i).
-        const int64_t g = G_ == 1 ? 0 : i, width = G_ == 1 ? kvd_ : dh_, wrow = G_ == 1 ? 0 : head_of(i) * dh_;
-        T* C = Cb + (G_ == 1 ? 0 : i * dh_);
-        gemm<T>(false, true, k_, width, d_, T(1), xe_ptr_[p] + (b * G_ + g) * k_ * d_, d_, W + wrow * d_, d_, T(0), C, ldc);
+      for (int64_t i = 0; i < groups_; ++i) {
+        // G = 1: all kv heads at once (k × kv_dim); G = h: head i reads its own E_i c and W rows of head_of(i).
+        const int64_t g = i, wrow = src_col(i);
+        T* C = Cb + i * gw_;
+        gemm<T>(false, true, k_, gw_, d_, T(1), xe_ptr_[p] + (b * G_ + g) * k_ * d_, d_, W + wrow * d_, d_, T(0), C, ldc);
         if (bias) {
           const T* r = rowsum_ptr_[p] + (b * G_ + g) * k_;
           for (int64_t j = 0; j < k_; ++j)
-            for (int64_t c = 0; c < width; ++c) C[j * ldc + c] += r[j] * bias[wrow + c];
+            for (int64_t c = 0; c < gw_; ++c) C[j * ldc + c] += r[j] * bias[wrow + c];
         }
       }
     }
   }
 
   void compress_then_project_backward(int p, const T* dC) {
-    const int64_t B = in_.B, m = m_, ldc = hc_ * dh_;
-    const T* E = E_[p];
-    T* dE = projection_grad(p);
+    const int64_t B = in_.B, m = m_, ldc = this->ldc();
     const T* W = arena_.value(weight_id(p));
     T* dW = arena_.grad(weight_id(p));
     const T* bias = value_or_null(bias_id(p));
     T* dbias = grad_or_null(bias_id(p));
     std::vector<T> dxe(size_t(k_ * d_));
-    std::vector<T> dr(static_cast<size_t>(k_));
     for (int64_t b = 0; b < B; ++b) {
       const T* dCb = dC + b * k_ * ldc;
-      for (int64_t i = 0; i < (G_ == 1 ? 1 : h_); ++i) {
-        const int64_t g = G_ == 1 ? 0 : i, width = G_ == 1 ? kvd_ : dh_, wrow = G_ == 1 ? 0 : head_of(i) * dh_;
-        const T* dCi = dCb + (G_ == 1 ? 0 : i * dh_);
+      for (int64_t i = 0; i < groups_; ++i) {
+        const int64_t g = i, wrow = src_col(i);
+        const T* dCi = dCb + i * gw_;
         const T* xe = xe_ptr_[p] + (b * G_ + g) * k_ * d_;
-        const T* Eg = E + g * k_ * L_;
-        gemm<T>(false, false, k_, d_, width, T(1), dCi, ldc, W + wrow * d_, d_, T(0), dxe.data(), d_);  // dXe = dK̂ W
-        gemm<T>(true, false, width, d_, k_, T(1), dCi, ldc, xe, d_, T(1), dW + wrow * d_, d_);           // dW += dK̂ᵀ Xe
+        gemm<T>(false, false, k_, d_, gw_, T(1), dCi, ldc, W + wrow * d_, d_, T(0), dxe.data(), d_);  // dXe = dK̂ W
+        gemm<T>(true, false, gw_, d_, k_, T(1), dCi, ldc, xe, d_, T(1), dW + wrow * d_, d_);          // dW += dK̂ᵀ Xe
         if (bias) {
           const T* r = rowsum_ptr_[p] + (b * G_ + g) * k_;
           for (int64_t j = 0; j < k_; ++j) {
             T s = 0;
-            for (int64_t c = 0; c < width; ++c) {
+            for (int64_t c = 0; c < gw_; ++c) {
               dbias[wrow + c] += dCi[j * ldc + c] * r[j];
               s += dCi[j * ldc + c] * bias[wrow + c];
             }
-            dr[size_t(j)] = s;
+            row_weight_sum_backward(p, b, g, j, s);
           }
         }
-        if (dE) {
-          T* dEg = dE + g * k_ * L_;
-          gemm<T>(false, true, k_, m, d_, T(1), dxe.data(), d_, ctxm_ + b * m * d_, d_, T(1), dEg, L_);  // dE += dXe cᵀ
-          if (bias)
-            for (int64_t j = 0; j < k_; ++j)
-              for (int64_t t = 0; t < m; ++t)
-                if (!padded(b, t)) dEg[j * L_ + t] += dr[size_t(j)];
-        }
-        gemm<T>(true, false, m, d_, k_, T(1), Eg, L_, dxe.data(), d_, T(1), dctx_ + b * m * d_, d_);  // dc += Eᵀ dXe
+        // dc += Eᵀ dXe, and the projection's own gradient.
+        seq_compress_backward(p, b, g, ctxm_ + b * m * d_, d_, d_, dxe.data(), d_, dctx_ + b * m * d_, d_);
       }
     }
   }
@@ -449,25 +667,26 @@ class LinformerAttention final : public Attention<T> {
   // --- small helpers -----------------------------------------------------------------------------
   void release_activations() {
     release_buffers(xm_, q_, o_buf_, c_[0], c_[1], full_[0], full_[1], xe_[0], xe_[1], rowsum_[0], rowsum_[1]);
+    release_buffers(amax_[0], amax_[1], wt_, dwt_, count_, slot_mask_);
     kept_ = false;
   }
   bool has_bias() const { return bk_ >= 0; }
   bool padded(int64_t b, int64_t t) const { return in_.key_padding_mask && in_.key_padding_mask[b * m_ + t]; }
-  void zero_padded_rows(T* rows, int64_t width) const {
-    for (int64_t b = 0; b < in_.B; ++b)
-      for (int64_t t = 0; t < m_; ++t)
-        if (padded(b, t)) std::fill_n(rows + (b * m_ + t) * width, width, T(0));
-  }
   const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
   T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
 
   ParamArena<T>& arena_;
   AttentionDims dims_;
   LinformerOptions o_;
-  int64_t d_ = 0, h_ = 0, dh_ = 0, L_ = 0, k_ = 0, hk_ = 0, kvd_ = 0, G_ = 1, hc_ = 0;
-  bool e_is_f_ = false, kv_identical_ = false;
+  // d_h = dim_head; qd = h·d_h (Q and the attention output); w the pooling window; groups × gw: the
+  // compressed-head groups of K̂ (one of kv_dim channels with G = 1, else h of d_h).
+  int64_t d_ = 0, h_ = 0, dh_ = 0, qd_ = 0, L_ = 0, k_ = 0, w_ = 0, hk_ = 0, kvd_ = 0, G_ = 1, hc_ = 0;
+  int64_t groups_ = 1, gw_ = 0;
+  bool e_is_f_ = false, same_op_ = false, kv_identical_ = false, scaled_ = false;
+  T scale_[2] = {T(1), T(1)};  // Theorem 2's δ and e^{-δ} on one stored R
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
-  int proj_[2] = {-1, -1};  // E and F parameters (or conv kernels); -1 for mean pooling
+  int proj_[2] = {-1, -1};       // E and F parameters (conv kernels, conv_full weights); -1 for mean and max
+  int conv_bias_[2] = {-1, -1};  // conv_full's biases
 
   // Kept from the last forward for the backward (the caller keeps in_.x / in_.context alive).
   AttentionInput<T> in_;
@@ -475,12 +694,12 @@ class LinformerAttention final : public Attention<T> {
   bool compress_first_ = false;
   const T* ctxm_ = nullptr;  // key/value source with padded rows zeroed
   std::vector<T> xm_;
-  const T* E_[2] = {nullptr, nullptr};
-  std::vector<T> ebuf_[2], dE_[2];
   bool kept_ = false;
-  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_;
+  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_, wt_;
+  std::vector<int32_t> count_, amax_[2];
+  std::vector<uint8_t> slot_mask_;
   // Backward work buffers, kept between calls.
-  std::vector<T> grad_o_, dc_[2], scratch_;
+  std::vector<T> grad_o_, dc_[2], scratch_, dwt_;
   T* dctx_ = nullptr;  // gradient of the key/value source: grad_o_'s storage during the backward
   const T* full_ptr_[2] = {nullptr, nullptr};
   const T* xe_ptr_[2] = {nullptr, nullptr};

@@ -23,6 +23,7 @@ enum Purpose : uint64_t {
   kMlmCrop = 1, kMlmChoose, kMlmForce, kMlmAction, kMlmByte,
   kEvalChoose, kEvalForce, kEvalAction, kEvalByte,
   kClmCrop, kClsPick,
+  kMlmShort, kMlmLength,  // appended: the draws of the purposes above stay what they were
 };
 constexpr int64_t kMaxElements = int64_t(1) << 40;
 
@@ -51,26 +52,34 @@ struct MaskPurposes {
 
 // Fills tokens/targets of `batch` from the B crops starting at starts[b], masking with draws keyed by
 // (seed, stream).
+// lengths[b] < n (or empty: all n) cuts crop b there; the rest is padding.
 void mask_crops(std::span<const uint8_t> data, const std::vector<int64_t>& starts, double mask_prob, uint64_t seed,
-                uint64_t stream, MaskPurposes p, TokenBatch& batch) {
+                uint64_t stream, MaskPurposes p, TokenBatch& batch, const std::vector<int64_t>& lengths = {}) {
   LF_REQUIRE(mask_prob > 0 && mask_prob <= 1, "mask probability ", mask_prob, " is outside (0, 1]; use e.g. 0.15");
   const int64_t B = batch.B, n = batch.n;
   batch.tokens.resize(size_t(B * n));
   batch.targets.assign(size_t(B * n), kIgnoreIndex);
   batch.padding.clear();
+  const bool cut = std::any_of(lengths.begin(), lengths.end(), [n](int64_t L) { return L < n; });
+  if (cut) batch.padding.assign(size_t(B * n), 0);
   std::vector<uint8_t> chosen(static_cast<size_t>(n));
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* src = data.data() + starts[size_t(b)];
     int32_t* tok = batch.tokens.data() + b * n;
     int32_t* tgt = batch.targets.data() + b * n;
+    const int64_t L = lengths.empty() ? n : lengths[size_t(b)];
     bool any = false;
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = 0; t < L; ++t) {
       chosen[size_t(t)] = uniform01(seed, stream, counter(p.choose, b * n + t)) < mask_prob;
       any = any || chosen[size_t(t)];
     }
     // A sequence with nothing to predict would contribute no gradient; choose one position instead.
-    if (!any) chosen[size_t(uniform_index(seed, stream, counter(p.force, b), n))] = 1;
-    for (int64_t t = 0; t < n; ++t) {
+    if (!any) chosen[size_t(uniform_index(seed, stream, counter(p.force, b), L))] = 1;
+    for (int64_t t = L; t < n; ++t) {
+      tok[t] = kPad;
+      batch.padding[size_t(b * n + t)] = 1;
+    }
+    for (int64_t t = 0; t < L; ++t) {
       tok[t] = src[t];
       if (!chosen[size_t(t)]) continue;
       tgt[t] = src[t];
@@ -96,8 +105,10 @@ int64_t eval_batch_count(std::span<const uint8_t> data, int64_t B, int64_t n) {
 }  // namespace
 
 TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step,
-                     double mask_prob) {
+                     double mask_prob, double short_seq_prob) {
   check_shape(B, n);
+  LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "short-sequence probability ", short_seq_prob,
+             " is outside [0, 1]; use e.g. 0.1");
   check_length(data, n, "sequence");
   const int64_t count = int64_t(data.size()) - n + 1;  // possible start offsets
   std::vector<int64_t> starts(static_cast<size_t>(B));
@@ -105,7 +116,14 @@ TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64
   TokenBatch batch;
   batch.B = B;
   batch.n = n;
-  mask_crops(data, starts, mask_prob, seed, step, {kMlmChoose, kMlmForce, kMlmAction, kMlmByte}, batch);
+  std::vector<int64_t> lengths;
+  if (short_seq_prob > 0) {
+    lengths.assign(size_t(B), n);
+    for (int64_t b = 0; b < B; ++b)
+      if (uniform01_f64(seed, step, counter(kMlmShort, b)) < short_seq_prob)
+        lengths[size_t(b)] = 1 + uniform_index(seed, step, counter(kMlmLength, b), n);
+  }
+  mask_crops(data, starts, mask_prob, seed, step, {kMlmChoose, kMlmForce, kMlmAction, kMlmByte}, batch, lengths);
   return batch;
 }
 

@@ -25,10 +25,14 @@ struct TokenBatch {
 };
 
 // B crops of n bytes, each starting uniformly in [0, size − n], masked as described above; targets
-// hold the original byte at chosen positions. Throws lf::InvalidArgument for data shorter than n,
-// B or n < 1, or mask_prob outside (0, 1].
+// hold the original byte at chosen positions. With probability short_seq_prob a crop is cut to a
+// length L drawn uniformly in [1, n] and positions L … n−1 become padding (PAD, marked in `padding`,
+// not scored), as BERT's short_seq_prob: a model trained only at n otherwise meets shorter inputs
+// (a short text to fill) for the first time at inference, and Linformer's E/F columns beyond L never
+// learned to be absent. Throws lf::InvalidArgument for data shorter than n, B or n < 1, mask_prob
+// outside (0, 1] or short_seq_prob outside [0, 1].
 TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step,
-                     double mask_prob = 0.15);
+                     double mask_prob = 0.15, double short_seq_prob = 0.0);
 
 // How many evaluation batches mlm_eval_batch can make from the data: the data holds
 // W = size / n disjoint windows of n bytes, so W / B batches, capped at max_batches when that is > 0.

@@ -46,6 +46,12 @@ void ModelConfig::validate() const {
   for (double p : {dropout_embedding, dropout_attention, dropout_ffn})
     LF_REQUIRE(std::isfinite(p) && p >= 0 && p < 1, "dropout rates must be in [0, 1), got ", p);
   LF_REQUIRE(std::isfinite(ln_eps) && ln_eps > 0, "ln_eps must be positive, got ", ln_eps);
+  LF_REQUIRE(position == "learned" || position == "sinusoidal" || position == "none",
+             "position must be learned, sinusoidal or none, got '", position, "'");
+  LF_REQUIRE(conv_kernel >= 0 && conv_kernel <= kMaxConvKernel, "conv_kernel must be in [0, ", kMaxConvKernel,
+             "] (0 = no convolution), got ", conv_kernel);
+  LF_REQUIRE(conv_kernel % 2 == 1 || conv_kernel == 0 || task == Task::CausalLM, "conv_kernel (", conv_kernel,
+             ") must be odd: the convolution is centred on each position (only a causal LM's may be even)");
   LF_REQUIRE(attention.size() == 1 || int64_t(attention.size()) == n_layers, "attention lists ", attention.size(),
              " layers but n_layers is ", n_layers, " (give one entry for all layers, or one per layer)");
   if (task == Task::Classify) {
@@ -75,7 +81,8 @@ json ModelConfig::to_json() const {
             {"task", task_name(task)}, {"vocab_size", vocab_size}, {"d_model", d_model},
             {"n_layers", n_layers}, {"n_heads", n_heads}, {"d_ff", d_ff}, {"max_len", max_len},
             {"pre_ln", pre_ln}, {"dropout_embedding", dropout_embedding}, {"dropout_attention", dropout_attention},
-            {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"attention", layers}};
+            {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"position", position},
+            {"conv_kernel", conv_kernel}, {"scale_tied_output", scale_tied_output}, {"attention", layers}};
   if (task == Task::Classify) {
     j["n_classes"] = n_classes;
     j["pooling"] = pooling;
@@ -112,7 +119,8 @@ ModelConfig ModelConfig::from_json(const json& j) {
   LF_REQUIRE(j.is_object(), "model config must be a JSON object");
   static const std::set<std::string> known = {
       "format", "version", "task", "vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "pre_ln",
-      "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "attention", "n_classes", "pooling"};
+      "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "position", "conv_kernel",
+      "scale_tied_output", "attention", "n_classes", "pooling"};
   for (const auto& [k, v] : j.items()) LF_REQUIRE(known.count(k), "model config: unknown key '", k, "'");
   LF_REQUIRE(field<int64_t>(j, "version", 1) == 1, "model config: unsupported version ", j.at("version").dump(),
              " (this build reads version 1)");
@@ -132,6 +140,10 @@ ModelConfig ModelConfig::from_json(const json& j) {
   c.dropout_attention = field(j, "dropout_attention", c.dropout_attention);
   c.dropout_ffn = field(j, "dropout_ffn", c.dropout_ffn);
   c.ln_eps = field(j, "ln_eps", c.ln_eps);
+  // Missing in files written before these options existed: their defaults are what those models did.
+  c.position = field<std::string>(j, "position", c.position);
+  c.conv_kernel = field(j, "conv_kernel", c.conv_kernel);
+  c.scale_tied_output = field(j, "scale_tied_output", c.scale_tied_output);
   c.n_classes = field(j, "n_classes", c.n_classes);
   c.pooling = field<std::string>(j, "pooling", c.pooling);
   if (auto it = j.find("attention"); it != j.end()) {

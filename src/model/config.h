@@ -26,6 +26,7 @@ inline constexpr int64_t kMaxVocabSize = int64_t(1) << 24;  // also bounds n_cla
 inline constexpr int64_t kMaxWidth = int64_t(1) << 16;      // d_model, d_ff
 inline constexpr int64_t kMaxLen = int64_t(1) << 20;        // max_len
 inline constexpr int64_t kMaxLayers = 1024;                 // n_layers
+inline constexpr int64_t kMaxConvKernel = 4096;             // conv_kernel
 
 struct ModelConfig {
   Task task = Task::MaskedLM;
@@ -40,6 +41,16 @@ struct ModelConfig {
   double dropout_attention = 0.1;  // on attention probabilities (the kind's equivalent)
   double dropout_ffn = 0.1;        // after the FFN and after the attention output projection
   double ln_eps = 1e-5;
+  // Position information: "learned" absolute embeddings (max_len × d, BERT/RoBERTa), fixed
+  // "sinusoidal" ones (Vaswani et al. 2017; no parameters, sin/cos interleaved), or "none".
+  std::string position = "learned";
+  // > 0: a depthwise convolution of this many taps along the sequence on every block's attention input
+  // (centred, odd sizes; causal for clm), so each position sees its neighbours whatever the attention
+  // kind. It acts before Linformer's compression along the sequence, so it is valid under it.
+  int64_t conv_kernel = 0;
+  // Multiply the LM head's input by d^{-1/2} before the tied token embedding (as T5 does): with N(0, 1)
+  // embeddings the first logits then have unit scale instead of √d (a first MLM loss near ln V).
+  bool scale_tied_output = false;
   // One entry per layer. A config file may give a single entry ("attention": {...}) that every layer
   // uses; from_json expands it.
   std::vector<LayerAttention> attention = {LayerAttention{}};

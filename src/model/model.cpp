@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "cpu/conv1d.h"
 #include "cpu/dropout.h"
 #include "cpu/embedding.h"
 #include "cpu/gelu.h"
@@ -26,11 +27,15 @@ struct Model<T>::Block {
   int64_t index = 0;
   std::unique_ptr<Attention<T>> attn;
   int ln1_w = -1, ln1_b = -1, ln2_w = -1, ln2_b = -1, fc1_w = -1, fc1_b = -1, fc2_w = -1, fc2_b = -1;
+  int conv_w = -1, conv_b = -1;  // conv_kernel > 0
   // Activations kept for the backward, all (B·n, ·): ln1 = the attention's input (pre-LN: LN1(x);
   // post-LN: unused, x itself), r1 = x + drop(attn) (post-LN only: before LN1), x1 = the FFN
   // sub-block's input, u = fc1(LN2(x1) or x1), r2 = x1 + drop(fc2(gelu(u))) (post-LN only: before
   // LN2), and the LayerNorm statistics. LN2(x1) and gelu(u) are recomputed in the backward.
   std::vector<T> ln1, mean1, rstd1, r1, x1, mean2, rstd2, u, r2;
+  // conv_kernel > 0: the convolution's input (the attention input with padded rows zeroed) and output
+  // (what the attention sees).
+  std::vector<T> conv_in, conv_out;
 };
 
 template <class T>
@@ -43,7 +48,7 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
   // GCIDE, slows masked-LM learning markedly (4.0 vs 3.8 bits/byte after 400 steps).
   const Init emb = Init::normal(1.0);
   tok_emb_ = arena.declare("embeddings.token.weight", {c.vocab_size, d}, emb);
-  pos_emb_ = arena.declare("embeddings.position.weight", {c.max_len, d}, emb);
+  if (c.position == "learned") pos_emb_ = arena.declare("embeddings.position.weight", {c.max_len, d}, emb);
   if (!c.pre_ln) {
     emb_norm_w_ = arena.declare("embeddings.norm.weight", {d}, Init::ones());
     emb_norm_b_ = arena.declare("embeddings.norm.bias", {d}, Init::zeros());
@@ -55,6 +60,11 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
     blk->index = i;
     blk->ln1_w = arena.declare(p + "attn_norm.weight", {d}, Init::ones());
     blk->ln1_b = arena.declare(p + "attn_norm.bias", {d}, Init::zeros());
+    if (c.conv_kernel > 0) {  // nn.Conv1d(d, d, K, groups=d)'s default init: U(±1/√fan_in), fan_in = K
+      const Init conv = Init::uniform(1 / std::sqrt(double(c.conv_kernel)));
+      blk->conv_w = arena.declare(p + "attn_conv.weight", {d, 1, c.conv_kernel}, conv);
+      blk->conv_b = arena.declare(p + "attn_conv.bias", {d}, conv);
+    }
     blk->attn = make_attention<T>(c.attention_spec(i), arena);
     blk->ln2_w = arena.declare(p + "ffn_norm.weight", {d}, Init::ones());
     blk->ln2_b = arena.declare(p + "ffn_norm.bias", {d}, Init::zeros());
@@ -90,6 +100,41 @@ template <class T>
 Model<T>::~Model() = default;
 
 template <class T>
+bool Model<T>::conv_causal() const {
+  return config_.task == Task::CausalLM;
+}
+
+// The block's convolution before its attention: conv_in = attn_in with padded rows zeroed (nothing
+// behind the padding reaches a real position), out = conv(conv_in). Both (B·n, d).
+template <class T>
+void Model<T>::conv_forward(const Block& b, const T* attn_in, T* conv_in, T* out) const {
+  const int64_t N_d = B_ * n_ * config_.d_model;
+  std::copy(attn_in, attn_in + N_d, conv_in);
+  if (!padding_.empty())
+    for (int64_t r = 0; r < B_ * n_; ++r)
+      if (padding_[size_t(r)]) std::fill_n(conv_in + r * config_.d_model, config_.d_model, T(0));
+  depthwise_conv1d_forward(conv_in, arena_.value(b.conv_w), arena_.value(b.conv_b), out, B_, n_, config_.d_model,
+                           config_.conv_kernel, conv_causal());
+}
+
+// dattn_in (B·n, d) from dout, the gradient of the convolution's output; padded rows get none (the
+// forward replaced them by zeros).
+template <class T>
+void Model<T>::conv_backward(Block& b, const T* dout, T* dattn_in) {
+  depthwise_conv1d_backward(b.conv_in.data(), arena_.value(b.conv_w), dout, dattn_in, arena_.grad(b.conv_w),
+                            arena_.grad(b.conv_b), B_, n_, config_.d_model, config_.conv_kernel, conv_causal());
+  if (!padding_.empty())
+    for (int64_t r = 0; r < B_ * n_; ++r)
+      if (padding_[size_t(r)]) std::fill_n(dattn_in + r * config_.d_model, config_.d_model, T(0));
+}
+
+// The tied LM head's input scale: d^{-1/2} with scale_tied_output (T5), else 1.
+template <class T>
+T Model<T>::tied_output_scale() const {
+  return config_.scale_tied_output ? T(1 / std::sqrt(double(config_.d_model))) : T(1);
+}
+
+template <class T>
 void Model<T>::set_training_step(int64_t step) {
   for (const auto& blk : blocks_) blk->attn->set_training_step(step);
 }
@@ -116,6 +161,13 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   if (c.pre_ln) {
     layernorm_forward(x, arena_.value(b.ln1_w), arena_.value(b.ln1_b), s.data(), mean, rstd, N, d, c.ln_eps);
     attn_in = s.data();
+  }
+  std::vector<T> conv_in, conv_out;
+  if (c.conv_kernel > 0) {
+    conv_in.resize(size_t(N_d));
+    conv_out.resize(size_t(N_d));
+    conv_forward(b, attn_in, conv_in.data(), conv_out.data());
+    attn_in = conv_out.data();
   }
   AttentionInput<T> in;
   in.x = attn_in;
@@ -171,6 +223,12 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
                       d, c.ln_eps);
     attn_in = b.ln1.data();
   }
+  if (c.conv_kernel > 0) {
+    resize(b.conv_in, N_d);
+    resize(b.conv_out, N_d);
+    conv_forward(b, attn_in, b.conv_in.data(), b.conv_out.data());
+    attn_in = b.conv_out.data();
+  }
   AttentionInput<T> in;
   in.x = attn_in;
   in.B = B_;
@@ -220,7 +278,7 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
 
 template <class T>
 void Model<T>::release_block_activations(Block& b) {
-  release_buffers(b.ln1, b.mean1, b.rstd1, b.r1, b.x1, b.mean2, b.rstd2, b.u, b.r2);
+  release_buffers(b.ln1, b.mean1, b.rstd1, b.r1, b.x1, b.mean2, b.rstd2, b.u, b.r2, b.conv_in, b.conv_out);
 }
 
 template <class T>
@@ -274,6 +332,10 @@ void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
                        arena_.grad(b.ln1_w), arena_.grad(b.ln1_b), N, d);
   dropout_backward(dr1.data(), dattn.data(), N_d, p_drop, seed_, dropout_stream(b.index, kAttentionOut));
   b.attn->backward(dattn.data(), din.data());
+  if (c.conv_kernel > 0) {
+    std::vector<T> dconv_out = din;
+    conv_backward(b, dconv_out.data(), din.data());
+  }
   if (c.pre_ln) {
     const T* x = hidden_.data() + b.index * N_d;
     layernorm_backward(x, arena_.value(b.ln1_w), b.mean1.data(), b.rstd1.data(), din.data(), dx, arena_.grad(b.ln1_w),
@@ -313,7 +375,10 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   auto slot = [&](int64_t i) { return hidden_.data() + (keep_for_backward ? i : i % 2) * N_d; };
   emb_sum_.resize(size_t(N_d));
   embedding_forward(tokens_.data(), arena_.value(tok_emb_), emb_sum_.data(), N, c.vocab_size, d);
-  embedding_forward(positions_.data(), arena_.value(pos_emb_), emb_sum_.data(), N, c.max_len, d, /*accumulate=*/true);
+  if (c.position == "learned")
+    embedding_forward(positions_.data(), arena_.value(pos_emb_), emb_sum_.data(), N, c.max_len, d, /*accumulate=*/true);
+  else if (c.position == "sinusoidal")
+    sinusoidal_positions_add(emb_sum_.data(), B, n, d);
   const T* emb = emb_sum_.data();
   std::vector<T> normed;
   if (!c.pre_ln) {
@@ -357,11 +422,18 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
       gelu_forward(head_u_.data(), g, N_d);
       layernorm_forward(g, arena_.value(head_norm_w_), arena_.value(head_norm_b_), z, head_mean_.data(),
                         head_rstd_.data(), N, d, c.ln_eps);
+      if (const T s = tied_output_scale(); s != T(1))  // z is kept scaled: the tied product's input
+        for (int64_t i = 0; i < N_d; ++i) z[i] *= s;
       logits_.resize(size_t(N * c.vocab_size));
       linear_forward(z, arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
       break;
     }
     case Task::CausalLM:
+      if (const T s = tied_output_scale(); s != T(1)) {
+        head_u_.resize(size_t(N_d));  // the scaled input of the tied product, kept for its backward
+        for (int64_t i = 0; i < N_d; ++i) head_u_[size_t(i)] = s * h[i];
+        h = head_u_.data();
+      }
       logits_.resize(size_t(N * c.vocab_size));
       linear_forward(h, arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
       break;
@@ -402,6 +474,8 @@ void Model<T>::backward(const T* dlogits) {
       std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
       linear_backward(head_z_.data(), arena_.value(tok_emb_), dlogits, dz.data(), arena_.grad(tok_emb_),
                       arena_.grad(head_bias_), N, d, c.vocab_size);
+      if (const T s = tied_output_scale(); s != T(1))
+        for (T& v : dz) v *= s;
       layernorm_backward(head_g_.data(), arena_.value(head_norm_w_), head_mean_.data(), head_rstd_.data(), dz.data(),
                          dg.data(), arena_.grad(head_norm_w_), arena_.grad(head_norm_b_), N, d);
       gelu_backward(head_u_.data(), dg.data(), dg.data(), N_d);
@@ -409,10 +483,14 @@ void Model<T>::backward(const T* dlogits) {
                       arena_.grad(head_dense_b_), N, d, d);
       break;
     }
-    case Task::CausalLM:
-      linear_backward(h_top, arena_.value(tok_emb_), dlogits, dh.data(), arena_.grad(tok_emb_), arena_.grad(head_bias_),
-                      N, d, c.vocab_size);
+    case Task::CausalLM: {
+      const T s = tied_output_scale();
+      linear_backward(s != T(1) ? head_u_.data() : h_top, arena_.value(tok_emb_), dlogits, dh.data(),
+                      arena_.grad(tok_emb_), arena_.grad(head_bias_), N, d, c.vocab_size);
+      if (s != T(1))
+        for (T& v : dh) v *= s;
       break;
+    }
     case Task::Classify: {
       std::vector<T> dpooled(size_t(B_ * d));
       linear_backward(pooled_.data(), arena_.value(cls_w_), dlogits, dpooled.data(), arena_.grad(cls_w_),
@@ -461,7 +539,7 @@ void Model<T>::backward(const T* dlogits) {
     dh.swap(dsum);
   }
   embedding_backward(tokens_.data(), dh.data(), arena_.grad(tok_emb_), N, c.vocab_size, d);
-  embedding_backward(positions_.data(), dh.data(), arena_.grad(pos_emb_), N, c.max_len, d);
+  if (c.position == "learned") embedding_backward(positions_.data(), dh.data(), arena_.grad(pos_emb_), N, c.max_len, d);
 }
 
 namespace {
@@ -490,7 +568,8 @@ double Model<T>::forward_flops(int64_t n) const {
   const ModelConfig& c = config_;
   const double d = double(c.d_model), ff = double(c.d_ff);
   double flops = 0;
-  for (const auto& blk : blocks_) flops += blk->attn->forward_flops(1, n, n) + 2.0 * n * d * ff * 2;
+  for (const auto& blk : blocks_)
+    flops += blk->attn->forward_flops(1, n, n) + 2.0 * n * d * ff * 2 + 2.0 * n * d * double(c.conv_kernel);
   const double head = c.task == Task::MaskedLM ? 2.0 * n * d * d + 2.0 * n * d * double(c.vocab_size)
                       : c.task == Task::CausalLM ? 2.0 * n * d * double(c.vocab_size)
                                                  : 2.0 * d * double(c.n_classes);
@@ -506,7 +585,8 @@ double Model<T>::activation_bytes(const ModelConfig& c, int64_t B, int64_t n) {
     const AttentionSpec s = c.attention_spec(i);
     int64_t m_eff = n;
     if (s.kind == "linformer") m_eff = std::min<int64_t>(s.options.value("k", std::min<int64_t>(256, c.max_len)), n);
-    bytes += double(B) * n * (16.0 * c.d_model + 2.0 * c.d_ff + double(c.n_heads) * double(m_eff));
+    const double conv = c.conv_kernel > 0 ? 3.0 : 0.0;  // its input and output kept, its gradient
+    bytes += double(B) * n * ((16.0 + conv) * c.d_model + 2.0 * c.d_ff + double(c.n_heads) * double(m_eff));
   }
   bytes += double(B) * n * (5.0 * c.d_model + 2.0 * double(c.vocab_size));  // embeddings, head, logits and their gradient
   return bytes * sizeof(float);

@@ -1,5 +1,6 @@
-// The encoder model: token and learned absolute position embeddings, a stack of blocks (attention of
-// the layer's kind + GELU FFN, pre-LN by default or post-LN), and one head:
+// The encoder model: token embeddings plus positions (learned absolute, sinusoidal or none), a stack of
+// blocks ([depthwise convolution →] attention of the layer's kind + GELU FFN, pre-LN by default or
+// post-LN), and one head:
 //   mlm       RoBERTa's LM head: dense → GELU → LayerNorm → tied token embedding + bias, (B, n, V)
 //   clm       causal LM (attention kinds with causal support): tied token embedding + bias, (B, n, V)
 //   classify  mean (over unpadded positions) or first-token pooling → linear, (B, C)
@@ -74,6 +75,10 @@ class Model {
   void block_forward_inference(Block& blk, const T* x, T* y);
   void block_backward(Block& blk, const T* dy, T* dx);
   static void release_block_activations(Block& blk);
+  bool conv_causal() const;
+  void conv_forward(const Block& blk, const T* attn_in, T* conv_in, T* out) const;
+  void conv_backward(Block& blk, const T* dout, T* dattn_in);
+  T tied_output_scale() const;
 
   ModelConfig config_;
   ParamArena<T>& arena_;

@@ -65,6 +65,57 @@ TEST(MlmBatch, ShapesAndDeterminism) {
   for (int32_t t : a.tokens) EXPECT_TRUE((t >= 0 && t < 256) || t == kMask) << t;
 }
 
+// short_seq_prob: the chosen crops end at a length L in [1, n], padding after it (PAD, marked, never
+// scored), at least one scored position before it; the full-length rows are what short_seq_prob = 0
+// gives, bit for bit, and 0 leaves the batch exactly as before the option existed.
+TEST(MlmBatch, ShortSequencesArePaddedAndNeverScoredThere) {
+  const std::vector<uint8_t> data = random_bytes(20000, 5);
+  const int64_t B = 64, n = 48;
+  const TokenBatch plain = mlm_batch(data, B, n, 3, 9), zero = mlm_batch(data, B, n, 3, 9, 0.15, 0.0);
+  EXPECT_TRUE(same(plain, zero));
+  for (double p : {0.25, 1.0}) {
+    SCOPED_TRACE(testing::Message() << "short_seq_prob=" << p);
+    const TokenBatch b = mlm_batch(data, B, n, 3, 9, 0.15, p);
+    ASSERT_EQ(b.padding.size(), size_t(B * n));
+    int64_t cut = 0;
+    std::set<int64_t> lengths;
+    for (int64_t r = 0; r < B; ++r) {
+      int64_t L = n;
+      while (L > 0 && b.padding[size_t(r * n + L - 1)]) --L;
+      ASSERT_GE(L, 1);
+      lengths.insert(L);
+      cut += L < n;
+      bool scored = false;
+      for (int64_t t = 0; t < n; ++t) {
+        const size_t i = size_t(r * n + t);
+        if (t >= L) {
+          EXPECT_EQ(b.padding[i], 1);
+          EXPECT_EQ(b.tokens[i], kPad);
+          EXPECT_EQ(b.targets[i], kIgnoreIndex);
+        } else {
+          EXPECT_EQ(b.padding[i], 0);  // padding is a suffix
+          scored = scored || b.targets[i] != kIgnoreIndex;
+        }
+      }
+      EXPECT_TRUE(scored) << "row " << r;
+      if (L == n)  // an uncut row is the row of the plain batch
+        for (int64_t t = 0; t < n; ++t) {
+          EXPECT_EQ(b.tokens[size_t(r * n + t)], plain.tokens[size_t(r * n + t)]);
+          EXPECT_EQ(b.targets[size_t(r * n + t)], plain.targets[size_t(r * n + t)]);
+        }
+    }
+    if (p == 1.0) {
+      EXPECT_GT(cut, B * 9 / 10);         // L = n is one draw in n
+      EXPECT_GT(lengths.size(), 20u);     // lengths spread over [1, n]
+    } else {
+      EXPECT_GT(cut, 4);
+      EXPECT_LT(cut, B / 2);
+    }
+  }
+  EXPECT_THROW(mlm_batch(data, B, n, 3, 9, 0.15, -0.1), InvalidArgument);
+  EXPECT_THROW(mlm_batch(data, B, n, 3, 9, 0.15, 1.5), InvalidArgument);
+}
+
 TEST(MlmBatch, TargetsHoldTheOriginalBytes) {
   const std::vector<uint8_t> data = random_bytes(4000, 2);
   for (uint64_t step = 0; step < 5; ++step) {

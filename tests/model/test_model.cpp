@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "attention/linear_core.h"
+#include "cpu/embedding.h"
 #include "model/model.h"
 #include "test_util.h"
 
@@ -241,6 +242,155 @@ TEST(Model, TrainingStepReachesEveryLayer) {
   }
   EXPECT_NE(draw(0), draw(1));
   EXPECT_EQ(std::vector<float>(arena.values(), arena.values() + arena.info(id).offset), others);  // nothing else moved
+}
+
+// The long-sequence options: sinusoidal or no positions, the depthwise convolution before attention
+// (centred; causal for clm), and the d^{-1/2} scale of the tied LM head. Gradients of every parameter
+// against finite differences, with padding and dropout, pre- and post-LN, each head.
+ModelConfig with_long_sequence_options(ModelConfig c, const std::string& position, int64_t conv, bool scale) {
+  c.position = position;
+  c.conv_kernel = conv;
+  c.scale_tied_output = scale;
+  return c;
+}
+
+TEST(Model, GradientsWithPositionsConvolutionAndOutputScale) {
+  for (Task task : {Task::MaskedLM, Task::CausalLM, Task::Classify})
+    for (bool pre_ln : {true, false}) {
+      SCOPED_TRACE(std::string(task_name(task)) + (pre_ln ? " pre-LN" : " post-LN"));
+      const std::vector<LayerAttention> attn =
+          task == Task::CausalLM ? std::vector<LayerAttention>{kFull} : std::vector<LayerAttention>{kLinformer, kFull};
+      ModelConfig c = with_long_sequence_options(tiny_config(task, pre_ln, attn), "sinusoidal",
+                                                 task == Task::CausalLM ? 2 : 3, true);
+      check_model_gradients(c, tiny_batch(task != Task::CausalLM), false);
+    }
+  ModelConfig drop = with_long_sequence_options(tiny_config(Task::MaskedLM, true, {kLinformer}), "none", 5, true);
+  drop.dropout_embedding = drop.dropout_attention = drop.dropout_ffn = 0.2;
+  check_model_gradients(drop, tiny_batch(true), true);
+}
+
+TEST(Model, PositionAndConvolutionParameters) {
+  ParamArena<float> arena;
+  Model<float> model(with_long_sequence_options(tiny_config(Task::MaskedLM, true, {kFull}), "sinusoidal", 3, true), arena);
+  EXPECT_LT(arena.find("embeddings.position.weight"), 0);  // nothing learned for sinusoidal positions
+  const int conv = arena.find("layers.1.attn_conv.weight");
+  ASSERT_GE(conv, 0);
+  EXPECT_EQ(arena.info(conv).shape, (std::vector<int64_t>{8, 1, 3}));  // nn.Conv1d(d, d, 3, groups=d)
+  EXPECT_EQ(arena.info(arena.find("layers.1.attn_conv.bias")).shape, (std::vector<int64_t>{8}));
+  ParamArena<float> plain;
+  Model<float> legacy(tiny_config(Task::MaskedLM, true, {kFull}), plain);
+  EXPECT_GE(plain.find("embeddings.position.weight"), 0);
+  EXPECT_LT(plain.find("layers.0.attn_conv.weight"), 0);
+}
+
+// Sinusoidal positions add exactly sin(t·ω_i), cos(t·ω_i) to the token embedding: with a zero token
+// table the embedding sum is the table itself (read through the model's logits would mix it, so
+// through the kernel; the model test above covers its use).
+TEST(Model, SinusoidalPositionsFormula) {
+  const int64_t B = 2, n = 5, d = 6;
+  std::vector<double> out(size_t(B * n * d), 1.0);
+  sinusoidal_positions_add(out.data(), B, n, d);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < d / 2; ++i) {
+        const double w = std::pow(10000.0, -2.0 * double(i) / double(d));
+        EXPECT_DOUBLE_EQ(out[size_t((b * n + t) * d + 2 * i)], 1.0 + std::sin(double(t) * w));
+        EXPECT_DOUBLE_EQ(out[size_t((b * n + t) * d + 2 * i + 1)], 1.0 + std::cos(double(t) * w));
+      }
+}
+
+// The convolution sees no padding: changing the tokens behind the padding changes no real position's
+// logits (it would through the convolution's window if padded rows were not zeroed).
+TEST(Model, ConvolutionIgnoresPaddedPositions) {
+  ParamArena<float> arena;
+  const ModelConfig c = with_long_sequence_options(tiny_config(Task::MaskedLM, true, {kLinformer, kFull}), "sinusoidal", 5, false);
+  Model<float> model(c, arena);
+  arena.allocate();
+  arena.initialize(4);
+  Batch a = tiny_batch(true), b = a;
+  b.tokens[size_t(a.n - 1)] = (b.tokens[size_t(a.n - 1)] + 3) % 12;  // sample 0's padded last position
+  const int64_t V = 12, count = a.B * a.n * V;
+  const float* p = model.forward(a.tokens.data(), a.padding.data(), a.B, a.n, false, 0);
+  const std::vector<float> la(p, p + count);
+  const float* lb = model.forward(b.tokens.data(), b.padding.data(), b.B, b.n, false, 0);
+  for (int64_t r = 0; r < a.B * a.n; ++r) {
+    if (a.padding[size_t(r)]) continue;
+    for (int64_t v = 0; v < V; ++v) EXPECT_EQ(la[size_t(r * V + v)], lb[r * V + v]) << "row " << r;
+  }
+}
+
+// A causal LM with a (causal) convolution still never sees the future.
+TEST(Model, CausalConvolutionDoesNotSeeTheFuture) {
+  ParamArena<float> arena;
+  const ModelConfig c = with_long_sequence_options(tiny_config(Task::CausalLM, true, {kFull}), "sinusoidal", 4, true);
+  Model<float> model(c, arena);
+  arena.allocate();
+  arena.initialize(2);
+  Batch a = tiny_batch(false), b = a;
+  b.tokens[size_t(3)] = (b.tokens[size_t(3)] + 1) % 12;  // sample 0, position 3
+  const int64_t V = 12;
+  const float* p = model.forward(a.tokens.data(), nullptr, a.B, a.n, false, 0);
+  const std::vector<float> la(p, p + a.B * a.n * V);
+  const float* lb = model.forward(b.tokens.data(), nullptr, b.B, b.n, false, 0);
+  for (int64_t t = 0; t < 3; ++t)
+    for (int64_t v = 0; v < V; ++v) EXPECT_EQ(la[size_t(t * V + v)], lb[t * V + v]) << "position " << t;
+}
+
+// The tied head's scale: with N(0, 1) embeddings the first masked-LM loss is near ln V with the scale
+// (logits of unit size) and far above it without (logits of size √d).
+TEST(Model, ScaledTiedOutputStartsNearUniform) {
+  for (bool scale : {false, true}) {
+    ModelConfig c = with_long_sequence_options(tiny_config(Task::MaskedLM, true, {kFull}), "learned", 0, scale);
+    c.vocab_size = 260;
+    c.d_model = 128;
+    c.n_heads = 4;
+    c.d_ff = 256;
+    ParamArena<float> arena;
+    Model<float> model(c, arena);
+    arena.allocate();
+    arena.initialize(9);
+    const int64_t B = 4, n = 8, V = c.vocab_size;
+    std::vector<int32_t> tokens(size_t(B * n));
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 37 + 5) % 256);
+    const float* logits = model.forward(tokens.data(), nullptr, B, n, false, 0);
+    double loss = 0;
+    for (int64_t r = 0; r < B * n; ++r) {
+      double mx = -1e30, s = 0;
+      for (int64_t v = 0; v < V; ++v) mx = std::max(mx, double(logits[r * V + v]));
+      for (int64_t v = 0; v < V; ++v) s += std::exp(double(logits[r * V + v]) - mx);
+      loss += mx + std::log(s) - double(logits[r * V + tokens[size_t(r)]]);
+    }
+    loss /= double(B * n);
+    if (scale)
+      EXPECT_LT(std::abs(loss - std::log(double(V))), 1.0) << loss;
+    else
+      EXPECT_GT(loss, 3 * std::log(double(V))) << loss;
+  }
+}
+
+TEST(ModelConfig, LongSequenceOptionsValidatedAndRoundTripped) {
+  ModelConfig c = with_long_sequence_options(tiny_config(Task::MaskedLM, true, {kFull}), "sinusoidal", 3, true);
+  const ModelConfig back = ModelConfig::from_json(c.to_json());
+  EXPECT_EQ(back.position, "sinusoidal");
+  EXPECT_EQ(back.conv_kernel, 3);
+  EXPECT_TRUE(back.scale_tied_output);
+  // A file from before these options: the behaviour those models had.
+  json old = c.to_json();
+  old.erase("position");
+  old.erase("conv_kernel");
+  old.erase("scale_tied_output");
+  const ModelConfig legacy = ModelConfig::from_json(old);
+  EXPECT_EQ(legacy.position, "learned");
+  EXPECT_EQ(legacy.conv_kernel, 0);
+  EXPECT_FALSE(legacy.scale_tied_output);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{
+           {"position", "rotary"}, {"conv_kernel", 4}, {"conv_kernel", -1}, {"scale_tied_output", "yes"}}) {
+    json j = c.to_json();
+    j[key] = value;
+    EXPECT_THROW(ModelConfig::from_json(j), InvalidArgument) << key << " = " << value.dump();
+  }
+  json causal = with_long_sequence_options(tiny_config(Task::CausalLM, true, {kFull}), "none", 4, false).to_json();
+  EXPECT_EQ(ModelConfig::from_json(causal).conv_kernel, 4);  // a causal convolution may have an even size
 }
 
 TEST(ModelConfig, JsonRoundTripAndSingleAttentionEntry) {

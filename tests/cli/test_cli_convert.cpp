@@ -1,0 +1,72 @@
+// `linformer convert` as a user runs it: train a tiny exact-attention model, convert it to Linformer
+// with a longer max_len, fine-tune the converted run with `train --resume`, evaluate and predict
+// with it. Bad input of the subcommand is in docs/bad_input.md (tests/cli/test_bad_input.cpp).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_runner.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+TEST(CliConvert, ExactToLinformerThenResumeEvalPredict) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("linformer_cli_convert_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream out(dir / "data.txt");
+    for (int i = 0; i < 300; ++i) out << "the cat sat on the mat and the dog ran to the park. ";
+  }
+  auto run = [&](const std::string& args) {
+    return lf::test::run_linformer("cd '" + dir.string() + "' &&", args, (dir / "stderr.txt").string());
+  };
+  lf::test::CliResult r = run(
+      "train --data data.txt --out exact --attention flash --d-model 16 --layers 1 --heads 2 --seq-len 16 --steps 2 "
+      "--warmup 1 --batch-size 2 --eval-batches 1 --valid-fraction 0.1 --test-fraction 0.1");
+  ASSERT_EQ(r.status, 0) << r.err;
+
+  r = run("convert --help");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "--max-len") && contains(r.out, "--sharing") && contains(r.out, "--init-projection")) << r.out;
+
+  r = run("convert --checkpoint exact --out lin --attention linformer --k 8 --max-len 32 --lr 2e-3");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "embeddings.position.weight: rows 0-15 kept, rows 16-31 tiled")) << r.out;
+  EXPECT_TRUE(contains(r.out, "layers.0.attn.proj_k: new: mean pooling over 8 windows of max_len 32")) << r.out;
+  EXPECT_TRUE(contains(r.out, "checkpoints/step-00000000")) << r.out;
+  std::ifstream state_file(dir / "lin" / "checkpoints" / "step-00000000" / "trainer_state.json");
+  const json state = json::parse(state_file);
+  EXPECT_EQ(state.at("step"), 0);
+  EXPECT_EQ(state.at("options").at("seq_len"), 32);
+  EXPECT_EQ(state.at("options").at("lr"), 2e-3);
+  EXPECT_TRUE(contains(state.at("converted_from").at("checkpoint").get<std::string>(), "step-00000002"));
+
+  r = run("train --resume --out lin --steps 3");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "resuming from") && contains(r.err, "step-00000000")) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "lin" / "checkpoints" / "step-00000003"));
+  r = run("eval --checkpoint lin --batches 1");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "bits/byte")) << r.out;
+  r = run("predict --checkpoint lin --text 'the c_t sat'");
+  ASSERT_EQ(r.status, 0) << r.err;
+
+  // Converting into a run that exists is refused, and leaves it alone.
+  r = run("convert --checkpoint exact --out lin --attention linformer --k 8");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.err, "already holds a training run")) << r.err;
+  EXPECT_TRUE(fs::exists(dir / "lin" / "checkpoints" / "step-00000003"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
