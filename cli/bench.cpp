@@ -250,42 +250,11 @@ Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
   return r;
 }
 
-std::vector<int64_t> parse_list(const std::string& text, const char* flag) {
-  std::vector<int64_t> out;
-  std::stringstream s(text);
-  for (std::string item; std::getline(s, item, ',');) {
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    LF_REQUIRE(!item.empty() && *end == '\0' && v > 0, flag, ": '", item, "' is not a positive integer");
-    out.push_back(v);
-  }
-  LF_REQUIRE(!out.empty(), flag, " is empty");
-  return out;
-}
-
 std::string csv_line(const BenchOptions& o, const Result& r, int threads) {
   return str_cat("linformer-cpp,", r.c.kind, ",", r.c.what, ",", r.c.n, ",", r.c.k, ",", o.d_model, ",", o.heads, ",",
                  o.batch, ",", threads, ",", r.time_ms >= 0 ? str_cat(r.time_ms) : std::string(), ",",
                  r.time_ms >= 0 ? str_cat(r.rss_bytes) : std::string(), ",", o.repeats, ",",
                  r.time_ms >= 0 ? str_cat(r.heap_bytes) : std::string(), ",", r.gflops, ",", r.note, "\n");
-}
-
-// Fails now, not after the whole run, when an output file cannot be written: its directory is created
-// and a probe file written there and removed.
-void check_writable(const std::string& path, const char* flag) {
-  namespace fs = std::filesystem;
-  const fs::path parent = fs::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) fs::create_directories(parent, ec);
-  if (ec || (!parent.empty() && !fs::is_directory(parent)))
-    throw IoError(str_cat(flag, " '", path, "': cannot create the directory '", parent.string(), "': ",
-                          ec ? ec.message() : "not a directory"));
-  const fs::path probe = (parent.empty() ? fs::path(".") : parent) / str_cat(".linformer-probe-", getpid());
-  {
-    std::ofstream f(probe);
-    if (!f) throw IoError(str_cat(flag, " '", path, "': the directory '", parent.string(), "' is not writable"));
-  }
-  fs::remove(probe, ec);
 }
 
 int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats, const std::string& ns,

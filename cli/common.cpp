@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include <unistd.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -178,6 +180,35 @@ void build_model(LoadedModel& m, int64_t B, int64_t n, double extra_bytes, const
   m.model = std::make_unique<Model<float>>(m.config, *m.arena);
   m.arena->allocate(/*with_grads=*/false);  // eval, predict and info only run forward passes
   load_checkpoint_weights(m.dir, *m.arena, nullptr);
+}
+
+std::vector<int64_t> parse_list(const std::string& text, const char* flag) {
+  std::vector<int64_t> out;
+  std::stringstream s(text);
+  for (std::string item; std::getline(s, item, ',');) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    LF_REQUIRE(!item.empty() && *end == '\0' && v > 0, flag, ": '", item, "' is not a positive integer");
+    out.push_back(v);
+  }
+  LF_REQUIRE(!out.empty(), flag, " is empty");
+  return out;
+}
+
+void check_writable(const std::string& path, const char* flag) {
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (ec || (!parent.empty() && !fs::is_directory(parent)))
+    throw IoError(str_cat(flag, " '", path, "': cannot create the directory '", parent.string(), "': ",
+                          ec ? ec.message() : "not a directory"));
+  const fs::path probe = (parent.empty() ? fs::path(".") : parent) / str_cat(".linformer-probe-", getpid());
+  {
+    std::ofstream f(probe);
+    if (!f) throw IoError(str_cat(flag, " '", path, "': the directory '", parent.string(), "' is not writable"));
+  }
+  fs::remove(probe, ec);
 }
 
 }  // namespace lf::cli

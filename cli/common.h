@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include <memory>
@@ -30,6 +31,14 @@ struct ModelFlags {
   // The configuration: defaults, then the file's "model" object, then every flag that was given.
   ModelConfig resolve(const CLI::App& app, const json& file) const;
 };
+
+// "64,128,256" → {64, 128, 256}; lf::InvalidArgument naming `flag` for an empty list or an item that
+// is not a positive integer.
+std::vector<int64_t> parse_list(const std::string& text, const char* flag);
+
+// Fails now, not after the whole run, when an output file cannot be written: its directory is created
+// and a probe file written there and removed. lf::IoError naming `flag` and the path.
+void check_writable(const std::string& path, const char* flag);
 
 struct TrainFlags {
   TrainOptions opt;

@@ -33,6 +33,7 @@ CLI::App* add_eval_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_convert_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_spectrum_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
 
@@ -77,13 +78,14 @@ int run(int argc, char** argv) {
                  "Memory limit for the estimate that refuses too large a configuration, e.g. 512M, 8G "
                  "(default: $LINFORMER_MAX_MEMORY, else the available memory)");
 
-  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(6);
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(7);
   commands[0].first = add_train_command(app, commands[0].second);
   commands[1].first = add_eval_command(app, commands[1].second);
   commands[2].first = add_predict_command(app, commands[2].second);
   commands[3].first = add_info_command(app, commands[3].second);
   commands[4].first = add_bench_command(app, commands[4].second);
   commands[5].first = add_convert_command(app, commands[5].second);
+  commands[6].first = add_spectrum_command(app, commands[6].second);
 
   try {
     app.parse(argc, argv);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian 12 machine: compiler and CMake, the GEMM backends
-# (oneDNN, OpenBLAS), nlohmann-json, CLI11, GoogleTest/GoogleMock, Google Benchmark, zlib, the
-# GCIDE dictionary (the default text corpus) and Python 3 (scripts/study.py and its test). Idempotent:
-# when every package is already installed it touches nothing, so a warm CI machine skips apt entirely.
+# (oneDNN, OpenBLAS), LAPACKE (the singular values of `linformer spectrum`), nlohmann-json, CLI11,
+# GoogleTest/GoogleMock, Google Benchmark, zlib, the GCIDE dictionary (the default text corpus) and
+# Python 3 (scripts/study.py and its test). Idempotent: when every package is already installed it
+# touches nothing, so a warm CI machine skips apt entirely.
 set -euo pipefail
 
 PACKAGES=(
@@ -14,6 +15,7 @@ PACKAGES=(
   # runtime) but only recommends this package, so --no-install-recommends would leave CMake failing.
   ocl-icd-opencl-dev
   libopenblas-dev
+  liblapacke-dev
   nlohmann-json3-dev
   libcli11-dev
   libgtest-dev

@@ -175,6 +175,7 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   in.n = n_;
   in.key_padding_mask = padding_.empty() ? nullptr : padding_.data();
   in.keep_for_backward = false;
+  if (attention_observer_) attention_observer_(b.index, attn_in, B_, n_);
   b.attn->forward(in, a.data(), /*training=*/false, 0);
   for (int64_t i = 0; i < N_d; ++i) a[size_t(i)] += x[i];  // a = x1 (pre-LN) or r1
   if (!c.pre_ln)
@@ -234,6 +235,7 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   in.n = n_;
   in.key_padding_mask = mask;
   in.keep_for_backward = keep;
+  if (attention_observer_) attention_observer_(b.index, attn_in, B_, n_);
   b.attn->forward(in, tmp.data(), training, attention_seed(seed, b.index));
   // r1 = x + drop(attn): pre-LN it is x1 itself; post-LN x1 = LN1(r1) and r1 is kept for LN1's backward.
   T* r1 = b.x1.data();

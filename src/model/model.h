@@ -8,6 +8,7 @@
 // activation the backward needs; backward() accumulates parameter gradients into the arena.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,13 @@ class Model {
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
 
+  // For analysis (`linformer spectrum`, src/analysis/): when set, every forward calls it with each
+  // layer's attention input just before that attention runs, x (B, n, d): LN1(block input) pre-LN,
+  // the block input itself post-LN (with activation checkpointing, again in backward()). Unset (the
+  // default) costs nothing; set an empty function to stop.
+  using AttentionInputObserver = std::function<void(int64_t layer, const T* x, int64_t B, int64_t n)>;
+  void set_attention_input_observer(AttentionInputObserver f) { attention_observer_ = std::move(f); }
+
   // Tells every layer's attention which training step comes next (Attention::set_training_step):
   // the trainer calls it before each step's forward, resumed runs included.
   void set_training_step(int64_t step);
@@ -78,6 +86,7 @@ class Model {
   int head_dense_w_ = -1, head_dense_b_ = -1, head_norm_w_ = -1, head_norm_b_ = -1, head_bias_ = -1;
   int cls_w_ = -1, cls_b_ = -1;
   std::vector<std::unique_ptr<Block>> blocks_;
+  AttentionInputObserver attention_observer_;
 
   // Kept from the last forward.
   int64_t B_ = 0, n_ = 0;

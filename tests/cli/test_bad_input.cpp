@@ -230,6 +230,19 @@ class Fixtures {
       c["d_ff"] = 65536;
       c["n_layers"] = 64;
     });
+    // An exact-attention model (every layer `full`) for `spectrum`, which refuses any other kind.
+    const CliResult exact = lf::test::run_linformer(
+        "cd '" + dir.string() + "' &&",
+        "train --data data.txt --out run_exact --d-model 16 --layers 1 --heads 2 --attention full --steps 2 "
+        "--warmup 1 --batch-size 2 --seq-len 16 --eval-batches 1 --valid-fraction 0.1 --test-fraction 0.1",
+        (dir / "train_exact_stderr.txt").string());
+    if (exact.status != 0) {
+      error = "training the exact-attention fixture checkpoint failed: " + exact.err;
+      return;
+    }
+    const fs::path ck_exact = dir / "run_exact" / "checkpoints" / "step-00000002";
+    fs::copy(ck_exact, dir / "ckpt_exact", fs::copy_options::recursive);
+    copy_with_dtype(ck_exact, dir / "ckpt_exact_f16", "F16");
     make_run(dir / "ckpt_f16", dir / "run_f16");
     make_run(dir / "ckpt_huge", dir / "run_huge");
   }
@@ -250,7 +263,7 @@ std::string substitute(std::string text, const std::string& id) {
       {"ckpt_garbage", "ckpt_garbage"}, {"ckpt_config_empty", "ckpt_config_empty"},
       {"ckpt_config_garbage", "ckpt_config_garbage"}, {"ckpt_config_type", "ckpt_config_type"}, {"ckpt_k", "ckpt_k"},
       {"ckpt_heads", "ckpt_heads"}, {"ckpt_zero", "ckpt_zero"}, {"ckpt_huge", "ckpt_huge"}, {"run_f16", "run_f16"},
-      {"run_huge", "run_huge"}, {"out", ""}};
+      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"}, {"out", ""}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -327,6 +340,10 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "non-finite learning rate", "unwritable output directory",
         "too large for memory", "impossible conversion"}},
+      {"spectrum",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
+        "heads not dividing d", "zero or negative size", "unwritable output directory", "too large for memory",
+        "wrong attention kind", "bad option value"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;
