@@ -383,12 +383,21 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
                    [[t["target"], t["measured"], "**not met**" if t["status"] == "not met" else t["status"]]
                     for t in targets]))
     L.append("")
+    # What was found: STUDY_DIR/findings.md, written by hand, kept with the runs it explains.
+    findings = [open(os.path.join(d, "findings.md"), encoding="utf-8").read().strip()
+                for d, _ in studies if os.path.isfile(os.path.join(d, "findings.md"))]
     for t in targets:
         if t["status"] == "not met":
-            L.append(f"- Not met: {t['target']}. Reason found: _(to be filled in: what was found)_")
+            reason = "see 'What was found' below" if findings else "_(to be filled in: what was found)_"
+            L.append(f"- Not met: {t['target']}. Reason found: {reason}")
         elif t["status"] == "not measured" and t["missing"]:
             L.append(f"- Not measured yet: {t['target']} (missing: {', '.join(t['missing'])})")
     L.append("")
+    if findings:
+        L.append("### What was found")
+        L.append("")
+        L.extend(findings)
+        L.append("")
     # Panels
     for pid, panel in panels.items():
         members = [r for r in runs if pid in r["panels"]]

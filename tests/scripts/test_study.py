@@ -542,6 +542,16 @@ class ReportTest(unittest.TestCase):
         self.assertIn("total machine time: 0:05:15", text)  # 105 s for each of the 3 runs
         self.assertIn("Fig. 3(a)", text)
         self.assertIn("Not measured yet", text)
+        # findings.md in the study directory explains what was not met, and the report includes it.
+        with open(os.path.join(self.dir, "findings.md"), "w") as f:
+            f.write("- k = 128 misses by 3 points: one seed.\n")
+        with contextlib.redirect_stdout(io.StringIO()):
+            rc = quality_report.main(["--dir", self.dir, "--out", out, "--no-plots"])
+        self.assertEqual(rc, 0)
+        text = read(out)
+        self.assertNotIn("Reason found: _(to be filled in", text)
+        self.assertIn("Reason found: see 'What was found' below", text)
+        self.assertIn("### What was found\n\n- k = 128 misses by 3 points: one seed.", text)
 
 
 if __name__ == "__main__":
