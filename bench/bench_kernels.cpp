@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "core/threading.h"
 #include "cpu/adamw.h"
+#include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
 #include "cpu/gelu.h"
 #include "cpu/gemm.h"
@@ -96,6 +97,25 @@ void BM_LayerNorm(benchmark::State& state) {
   set_bytes(state, (backward ? 3 : 2) * n);
 }
 BENCHMARK(BM_LayerNorm)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// The depthwise convolution before attention (conv_kernel = 5) on 8 × 512 tokens of width 128, the
+// main job's shape.
+void BM_DepthwiseConv1d(benchmark::State& state) {
+  configure_threads_once();
+  const bool backward = state.range(0);
+  const int64_t B = 8, n = 512, d = 128, K = 5, N = B * n * d;
+  const std::vector<float> x = uniform(N, 13), w = uniform(d * K, 14), b = uniform(d, 15), dy = uniform(N, 16);
+  std::vector<float> y(N), dw(static_cast<size_t>(d * K)), db(static_cast<size_t>(d));
+  for (auto _ : state) {
+    if (backward)
+      lf::depthwise_conv1d_backward(x.data(), w.data(), dy.data(), y.data(), dw.data(), db.data(), B, n, d, K, false);
+    else
+      lf::depthwise_conv1d_forward(x.data(), w.data(), b.data(), y.data(), B, n, d, K, false);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, (backward ? 3 : 2) * N);
+}
+BENCHMARK(BM_DepthwiseConv1d)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // Feed-forward hidden activations: 4096 tokens × 4·512.
 void BM_Gelu(benchmark::State& state) {
