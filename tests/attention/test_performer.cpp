@@ -28,6 +28,7 @@
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+#include "tiny_model_config.h"
 
 namespace lf {
 namespace {
@@ -531,19 +532,10 @@ class PerformerTraining : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   TrainOptions options(const std::string& run) const {
-    TrainOptions o;
-    o.data_path = (dir_ / "corpus.txt").string();
-    o.run_dir = (dir_ / run).string();
-    o.batch_size = 4;
-    o.seq_len = 16;
+    TrainOptions o = test::tiny_train_options(dir_, run);
     o.steps = 7;
     o.warmup_steps = 2;
-    o.eval_every = 0;
     o.eval_batches = 2;
-    o.save_every = 0;
-    o.log_every = 10;
-    o.valid_fraction = 0.05;
-    o.test_fraction = 0.05;
     return o;
   }
   fs::path dir_;

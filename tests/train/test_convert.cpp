@@ -15,6 +15,7 @@
 #include "train/checkpoint.h"
 #include "train/convert.h"
 #include "train/trainer.h"
+#include "tiny_model_config.h"
 
 namespace lf {
 namespace {
@@ -422,18 +423,10 @@ class ConvertRunTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   TrainOptions options(const std::string& run) const {
-    TrainOptions o;
-    o.data_path = (dir_ / "corpus.txt").string();
-    o.run_dir = (dir_ / run).string();
-    o.batch_size = 4;
-    o.seq_len = 16;
+    TrainOptions o = test::tiny_train_options(dir_, run);
     o.steps = 3;
     o.warmup_steps = 1;
-    o.eval_every = 0;
     o.eval_batches = 1;
-    o.save_every = 0;
-    o.valid_fraction = 0.05;
-    o.test_fraction = 0.05;
     return o;
   }
   fs::path dir_;
