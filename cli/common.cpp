@@ -115,6 +115,9 @@ void TrainFlags::add(CLI::App& app) {
   app.add_option("--weight-decay", opt.weight_decay, "AdamW decoupled weight decay (default 0.01)");
   app.add_option("--clip-norm", opt.clip_norm, "clip gradients to this global norm, 0 = off (default 1)");
   app.add_option("--mask-prob", opt.mask_prob, "MLM: fraction of positions masked (default 0.15)");
+  app.add_option("--mask-span", opt.mask_span,
+                 "MLM: mean length of masked spans; 1 = BERT's per-position masking, > 1 = SpanBERT's geometric "
+                 "spans (default 1)");
   app.add_option("--short-seq-prob", opt.short_seq_prob,
                  "MLM: fraction of training sequences cut to a random shorter length and padded (default 0)");
   app.add_option("--log-every", opt.log_every, "steps between log lines (default 10)");
@@ -127,22 +130,26 @@ void TrainFlags::add(CLI::App& app) {
                "recompute each block's activations in the backward: less memory, one more forward");
 }
 
-TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
-  TrainOptions o = TrainOptions::from_json(file.value("train", json::object()));
-  const TrainOptions flags = opt;
-  const json from_flags = flags.to_json();
-  json merged = o.to_json();
-  // Each flag given on the command line overrides the file.
+json TrainFlags::given_options(const CLI::App& app) const {
+  const json from_flags = opt.to_json();
+  json out = json::object();
   const std::pair<const char*, const char*> map[] = {
       {"--data", "data_path"}, {"--out", "run_dir"}, {"--max-bytes", "max_bytes"}, {"--valid-fraction", "valid_fraction"},
       {"--test-fraction", "test_fraction"}, {"--batch-size", "batch_size"}, {"--seq-len", "seq_len"},
       {"--grad-accum", "grad_accum"}, {"--steps", "steps"}, {"--warmup", "warmup_steps"}, {"--lr", "lr"},
       {"--min-lr-ratio", "min_lr_ratio"}, {"--weight-decay", "weight_decay"}, {"--clip-norm", "clip_norm"},
-      {"--mask-prob", "mask_prob"}, {"--short-seq-prob", "short_seq_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
-      {"--eval-batches", "eval_batches"}, {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"},
-      {"--seed", "seed"}, {"--checkpoint-activations", "checkpoint_activations"}};
+      {"--mask-prob", "mask_prob"}, {"--mask-span", "mask_span"}, {"--short-seq-prob", "short_seq_prob"},
+      {"--log-every", "log_every"}, {"--eval-every", "eval_every"}, {"--eval-batches", "eval_batches"},
+      {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"}, {"--seed", "seed"},
+      {"--checkpoint-activations", "checkpoint_activations"}};
   for (const auto& [flag, key] : map)
-    if (given(app, flag)) merged[key] = from_flags[key];
+    if (app.get_option(flag)->count() > 0) out[key] = from_flags.at(key);
+  return out;
+}
+
+TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
+  json merged = TrainOptions::from_json(file.value("train", json::object())).to_json();
+  merged.update(given_options(app));
   return TrainOptions::from_json(merged);
 }
 

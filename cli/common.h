@@ -43,6 +43,9 @@ void check_writable(const std::string& path, const char* flag);
 struct TrainFlags {
   TrainOptions opt;
   void add(CLI::App& app);
+  // The training options of the flags given on the command line, as TrainOptions JSON keys.
+  json given_options(const CLI::App& app) const;
+  // The options of `file`'s "train" object, each flag given overriding it.
   TrainOptions resolve(const CLI::App& app, const json& file) const;
 };
 

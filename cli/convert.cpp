@@ -29,20 +29,10 @@ int run_convert(const CLI::App& app, ConvertCommand& c) {
       throw InvalidArgument(str_cat("--attention-options is not valid JSON: ", e.what()));
     }
   }
-  // The training options given as flags override the source's (TrainFlags' own merge, minus --out).
+  // The training options given as flags override the source's; --out names the new run instead.
   const TrainOptions all = c.train.resolve(app, json::object());
-  const json flags = all.to_json();
-  json overrides = json::object();
-  const std::pair<const char*, const char*> map[] = {
-      {"--data", "data_path"}, {"--max-bytes", "max_bytes"}, {"--valid-fraction", "valid_fraction"},
-      {"--test-fraction", "test_fraction"}, {"--batch-size", "batch_size"}, {"--seq-len", "seq_len"},
-      {"--grad-accum", "grad_accum"}, {"--steps", "steps"}, {"--warmup", "warmup_steps"}, {"--lr", "lr"},
-      {"--min-lr-ratio", "min_lr_ratio"}, {"--weight-decay", "weight_decay"}, {"--clip-norm", "clip_norm"},
-      {"--mask-prob", "mask_prob"}, {"--log-every", "log_every"}, {"--eval-every", "eval_every"},
-      {"--eval-batches", "eval_batches"}, {"--save-every", "save_every"}, {"--keep-checkpoints", "keep_checkpoints"},
-      {"--seed", "seed"}, {"--checkpoint-activations", "checkpoint_activations"}};
-  for (const auto& [flag, key] : map)
-    if (given(flag)) overrides[key] = flags[key];
+  json overrides = c.train.given_options(app);
+  overrides.erase("run_dir");
   const ConvertResult r = convert_checkpoint(c.checkpoint, all.run_dir, c.opt, overrides);
   std::printf("converted %s\n", r.source_dir.c_str());
   for (const std::string& note : r.report.notes) std::printf("  %s\n", note.c_str());

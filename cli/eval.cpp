@@ -15,7 +15,7 @@ namespace {
 struct EvalCommand {
   std::string checkpoint, data, split = "valid";
   int64_t batch_size = 0, seq_len = 0, batches = 50, max_bytes = -1;
-  double valid_fraction = -1, test_fraction = -1;
+  double valid_fraction = -1, test_fraction = -1, mask_prob = -1;
   bool as_json = false;
 };
 
@@ -29,6 +29,8 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
              c.valid_fraction);
   LF_REQUIRE(!given("--test-fraction") || c.test_fraction >= 0, "--test-fraction must not be negative, got ",
              c.test_fraction);
+  LF_REQUIRE(!given("--mask-prob") || (c.mask_prob > 0 && c.mask_prob < 1), "--mask-prob must be in (0, 1), got ",
+             c.mask_prob);
   LoadedModel m = open_model(c.checkpoint);
   LF_REQUIRE(c.seq_len <= m.config.max_len, "--seq-len ", c.seq_len, " exceeds the model's max_len ", m.config.max_len);
   TrainOptions opt = TrainOptions::from_json(m.trainer_state.value("options", json::object()));
@@ -39,6 +41,7 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
   if (c.test_fraction >= 0) opt.test_fraction = c.test_fraction;
   if (c.batch_size > 0) opt.batch_size = c.batch_size;
   if (c.seq_len > 0) opt.seq_len = c.seq_len;
+  if (given("--mask-prob")) opt.mask_prob = c.mask_prob;
   opt.seq_len = std::min(opt.seq_len, m.config.max_len);
   LF_REQUIRE(opt.batch_size > 0 && c.batches > 0, "--batch-size and --batches must be positive");
   build_model(m, opt.batch_size, opt.seq_len, data_file_bytes(opt.data_path, opt.max_bytes), "eval",
@@ -76,6 +79,9 @@ CLI::App* add_eval_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--max-bytes", cmd->max_bytes, "read at most this many bytes of the data");
   sub->add_option("--valid-fraction", cmd->valid_fraction, "held-out fraction for validation (default: training's)");
   sub->add_option("--test-fraction", cmd->test_fraction, "held-out fraction for test (default: training's)");
+  sub->add_option("--mask-prob", cmd->mask_prob,
+                  "MLM: fraction of positions masked and scored (default: training's; give 0.15 to compare models "
+                  "trained at other rates)");
   sub->add_flag("--json", cmd->as_json, "print one JSON object");
   run = [sub, cmd] { return run_eval(*sub, *cmd); };
   return sub;

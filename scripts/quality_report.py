@@ -62,14 +62,21 @@ def load_runs(dirs):
         studies.append((d, s))
         for pid, p in s["definition"].get("panels", {}).items():
             panels.setdefault(pid, p)
+        base_steps = s["definition"]["base"].get("train", {}).get("steps")
         for r in expanded:
             rec = read_run(d, r)
+            # Only runs from scratch with the grid's step count stand for a kind in the targets; a run
+            # continued from another's checkpoint or given its own steps is shown in its own panels.
+            rec["aux"] = bool(rec["from"]) or (not rec["timed"] and r["config"]["train"].get("steps") != base_steps)
             old = runs.get(r["name"])
             if old is not None:
                 if old["state"] == "done" or rec["state"] != "done":
                     rec, old = old, rec
                 rec["machine_seconds"] += old["machine_seconds"]  # every attempt in every directory counts
             runs[r["name"]] = rec
+    for rec in runs.values():  # a run converted from another continues that run's steps
+        src = runs.get(rec["from"]["run"]) if rec["from"] else None
+        rec["offset"] = (src["steps"] or 0) if src else 0
     return list(runs.values()), panels, studies
 
 
@@ -92,7 +99,8 @@ def read_run(study_dir, r):
         "train": [(t["step"], t["loss"] / LN2) for t in st["log"]["train"] if t.get("loss") is not None],
         "elapsed": elapsed, "train_seconds": st["train_seconds"], "machine_seconds": st["machine_seconds"],
         "cpu": machine.get("cpu"), "threads": machine.get("threads", meta.get("threads")), "commit": machine.get("commit"),
-        "study": study_dir,
+        "study": study_dir, "from": r.get("from"), "offset": 0, "aux": False,
+        "converted": study.read_json(os.path.join(study_dir, "runs", r["name"], "converted_eval.json")),
     }
 
 
@@ -103,7 +111,7 @@ def read_run(study_dir, r):
 def reference(runs, n, timed):
     """The exact-attention (flash) run at n, of the same kind of comparison (equal steps or equal time)."""
     for r in runs:
-        if r["kind"] == "flash" and r["n"] == n and r["timed"] == timed:
+        if r["kind"] == "flash" and r["n"] == n and r["timed"] == timed and not r["aux"]:
             return r
     return None
 
@@ -117,7 +125,7 @@ def gap(r, runs):
 
 
 def find(runs, kind, n, k=None, sharing=None, timed=False):
-    out = [r for r in runs if r["kind"] == kind and r["n"] == n and r["timed"] == timed
+    out = [r for r in runs if r["kind"] == kind and r["n"] == n and r["timed"] == timed and not r["aux"]
            and (k is None or r["k"] == k) and (sharing is None or r["sharing"] == sharing)]
     return out[0] if out else None
 
@@ -185,7 +193,7 @@ def evaluate_targets(runs, spec=None):
          + " and ".join(str(n) for n in ns)}
     parts, missing, ok = [], [], True
     for n in ns:
-        cands = sorted([r for r in runs if r["kind"] == "linformer" and r["n"] == n and not r["timed"]
+        cands = sorted([r for r in runs if r["kind"] == "linformer" and r["n"] == n and not r["timed"] and not r["aux"]
                         and r["sharing"] == DEFAULT_SHARING and r["k"] is not None], key=lambda r: r["k"])
         missing += [r["name"] for r in cands if r["test_bpb"] is None]
         pts = [(r["k"], r["test_bpb"]) for r in cands if r["test_bpb"] is not None]
@@ -199,7 +207,7 @@ def evaluate_targets(runs, spec=None):
     out.append(t)
 
     t = {"id": "n_order", "target": "bits/byte not worse as n grows at fixed k (Fig. 3(d))"}
-    fixed = [r for r in runs if "3d" in r["panels"] and r["kind"] == "linformer" and not r["timed"]]
+    fixed = [r for r in runs if "3d" in r["panels"] and r["kind"] == "linformer" and not r["timed"] and not r["aux"]]
     parts, missing, ok = [], [], True
     for k in sorted({r["k"] for r in fixed if r["k"] is not None}):
         cands = sorted([r for r in fixed if r["k"] == k], key=lambda r: r["n"])
@@ -218,7 +226,7 @@ def evaluate_targets(runs, spec=None):
     for n in [spec["time"]] + [m for m in timed_ns if m != spec["time"]]:
         is_target = n == spec["time"]
         flash = reference(runs, n, True)
-        lins = [r for r in runs if r["kind"] == "linformer" and r["n"] == n and r["timed"]]
+        lins = [r for r in runs if r["kind"] == "linformer" and r["n"] == n and r["timed"] and not r["aux"]]
         t = {"id": f"time_n{n}", "target": f"equal wall-clock time at n = {n}: Linformer lower held-out bits/byte "
              "than exact attention" + ("" if is_target else " (for information, not a target)")}
         if flash is None or not lins:
@@ -261,7 +269,7 @@ def table(header, rows):
 
 
 def run_row(r, runs, timed_panel):
-    tokens = "–" if r["steps"] is None else f"{r['steps'] * r['tokens_per_step'] / 1e6:.2f} M"
+    tokens = "–" if r["steps"] is None else f"{(r['offset'] + r['steps']) * r['tokens_per_step'] / 1e6:.2f} M"
     last_valid = bpb(r["valid"][-1][1]) if r["valid"] and r["state"] == "done" else "–"
     test = bpb(r["test_bpb"]) if r["state"] == "done" else ("not run" if r["state"] == "not started" else r["state"])
     row = [f"`{r['name']}`", attention_label(r), r["n"], r["batch"]]
@@ -271,7 +279,8 @@ def run_row(r, runs, timed_panel):
         row += [f"{r['budget_s']:g} s", (f"{probe['seconds_per_step']:.3f}" + (f" (load {load:g})" if load is not None else ""))
                 if probe else "–"]
     ref = reference(runs, r["n"], r["timed"])
-    row += [r["steps"] if r["steps"] is not None else "–", tokens, last_valid, test,
+    steps = "–" if r["steps"] is None else (f"{r['offset']} + {r['steps']}" if r["from"] else r["steps"])
+    row += [steps, tokens, last_valid, test,
             "(reference)" if ref is r else pct(gap(r, runs)),
             hms(r["train_seconds"]) if r["state"] == "done" else "–"]
     return row
@@ -307,10 +316,11 @@ def plot_panel(plt, pid, panel, members, runs, path):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, r in enumerate(members):
             color = f"C{i % 10}"
+            x0 = r["offset"]  # a converted run continues its source's steps
             if r["train"]:
-                ax.plot([s for s, _ in r["train"]], [b for _, b in r["train"]], "-", color=color, alpha=0.25, lw=0.8)
+                ax.plot([x0 + s for s, _ in r["train"]], [b for _, b in r["train"]], "-", color=color, alpha=0.25, lw=0.8)
             if r["valid"]:
-                ax.plot([s for s, _ in r["valid"]], [b for _, b in r["valid"]], "o-", color=color, ms=3,
+                ax.plot([x0 + s for s, _ in r["valid"]], [b for _, b in r["valid"]], "o-", color=color, ms=3,
                         label=f"n={r['n']} {attention_label(r)}" + ("" if r["state"] == "done" else f" ({r['state']})"))
         valid = [b for r in members for _, b in r["valid"]]
         low = min([b for r in members for _, b in r["train"]] + valid) if valid else None
@@ -415,6 +425,30 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
             plot_panel(plt, pid, panel, members, runs, path)
             L.append(f"![{panel.get('title', pid)}]({rel(path)})")
             L.append("")
+    # Conversions
+    converted = [r for r in runs if r["from"]]
+    if converted:
+        L.append("## Runs continued from another run's checkpoint (`linformer convert`)")
+        L.append("")
+        L.append("Each converts its source run's final checkpoint (fresh optimizer, the warm-up and schedule of its own "
+                 "options) and fine-tunes it; \"before\" is the converted model on the validation split before any step; "
+                 "\"within 2 %\" the first fine-tuning step whose validation bits/byte is within 2 % of the source's last "
+                 "(at the source's n; for a change of n a reference point, not a target).")
+        L.append("")
+        rows = []
+        by_name = {r["name"]: r for r in runs}
+        for r in converted:
+            src = by_name.get(r["from"]["run"])
+            src_valid = src["valid"][-1][1] if src and src["valid"] else None
+            before = r["converted"]["bits_per_byte"] if r["converted"] else None
+            hit = next((s for s, b in r["valid"] if src_valid is not None and b <= 1.02 * src_valid), None)
+            rows.append([f"`{r['name']}`", f"`{r['from']['run']}`", f"`{' '.join(r['from'].get('convert', []))}`",
+                         bpb(src_valid), bpb(before), r["valid"][0][0] if r["valid"] else "–",
+                         bpb(r["valid"][0][1]) if r["valid"] else "–",
+                         "–" if hit is None else hit, bpb(r["valid"][-1][1]) if r["valid"] else "–", bpb(r["test_bpb"])])
+        L.append(table(["run", "from", "convert", "source's last valid", "before", "first eval step", "valid there",
+                        "within 2 % at step", "last valid", "test"], rows))
+        L.append("")
     # Spectrum
     if spectrum:
         pngs = sorted(f for f in os.listdir(spectrum) if f.lower().endswith(".png")) if os.path.isdir(spectrum) else []

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The probes behind the long-sequence recipe (docs/long_sequences.md): short byte-level MLM runs on
 # GCIDE at n = 512, each changing one thing, all with the same tokens (300 steps of 8 × 512 bytes) and
-# the same evaluation (10 validation batches). Resumable: a probe whose run directory holds a final
+# the same evaluation (10 validation batches, 15 % of the bytes masked per position whatever the
+# training masking: a probe trained at another --mask-prob is evaluated again at 0.15). Resumable: a probe whose run directory holds a final
 # summary is skipped. Writes one CSV row per probe.
 # Usage: scripts/recipe_probes.sh [OUT_DIR (default runs/recipe-probes)] [CSV (default docs/data/recipe_probes.csv)]
 # Environment: LINFORMER (default build/linformer), LINFORMER_NUM_THREADS (default 2).
@@ -34,6 +35,9 @@ PROBES=(
   "L_b16_150|150|16|2e-3|$LIN $NEW --conv-kernel 5"
   "M_noscale|300|8|2e-3|$LIN --position sinusoidal --conv-kernel 5"
   "N_lr8e-3|300|8|8e-3|$LIN $NEW --conv-kernel 5"
+  "O_mask25|300|8|4e-3|$LIN $NEW --conv-kernel 5 --mask-prob 0.25"
+  "P_mask40|300|8|4e-3|$LIN $NEW --conv-kernel 5 --mask-prob 0.4"
+  "Q_span3|300|8|4e-3|$LIN $NEW --conv-kernel 5 --mask-span 3"
 )
 
 echo "name,steps,batch,seq_len,lr,flags,train_loss_step50,valid_bits_per_byte,valid_accuracy,tokens_per_s,elapsed_s" > "$CSV"
@@ -46,12 +50,16 @@ for p in "${PROBES[@]}"; do
     eval "\"$BIN\" train ${BASE[*]@Q} --out \"$dir\" --steps $steps --batch-size $batch --lr $lr --warmup $((steps / 6)) $flags" \
       > "$OUT/$name.log" 2>&1
   fi
-  python3 - "$dir/log.jsonl" "$name" "$steps" "$batch" "$lr" "$flags" >> "$CSV" <<'PY'
+  eval_json=""
+  if [[ $flags == *--mask-prob* ]]; then
+    eval_json=$("$BIN" eval --checkpoint "$dir" --split valid --batches 10 --mask-prob 0.15 --json | tail -1)
+  fi
+  python3 - "$dir/log.jsonl" "$name" "$steps" "$batch" "$lr" "$flags" "$eval_json" >> "$CSV" <<'PY'
 import json, sys
-path, name, steps, batch, lr, flags = sys.argv[1:]
+path, name, steps, batch, lr, flags, eval_json = sys.argv[1:]
 rows = [json.loads(l) for l in open(path)]
 first = next(r["loss"] for r in rows if r.get("type") == "train" and r["step"] == 50)
-ev = [r for r in rows if r.get("type") == "eval"][-1]
+ev = json.loads(eval_json) if eval_json else [r for r in rows if r.get("type") == "eval"][-1]
 s = next(r for r in rows if r.get("type") == "summary")
 flags = flags.replace('"', '""')
 print(f'{name},{steps},{batch},512,{lr},"{flags}",{first:.3f},{ev["bits_per_byte"]:.4f},{ev["accuracy"]:.4f},{s["tokens_per_s"]:.0f},{s["elapsed_s"]:.0f}')

@@ -44,7 +44,16 @@ DEFAULT_GRIDS = os.path.join(REPO, "scripts", "study", "grids.json")
 DEFAULT_LINFORMER = os.path.join(REPO, "build", "linformer")
 
 GRID_KEYS = {"description", "tokens_per_step", "test_batches", "probe_steps", "base", "panels", "targets", "runs"}
-RUN_KEYS = {"name", "panels", "seq_len", "attention", "model", "train", "args", "time_budget_s", "label"}
+RUN_KEYS = {"name", "panels", "seq_len", "attention", "model", "train", "args", "time_budget_s", "label", "from"}
+# `linformer train` flags of the training options a run that starts from another run's checkpoint
+# passes to `linformer convert` (its own "train" merged over the grid's base).
+TRAIN_FLAGS = {"data_path": "--data", "max_bytes": "--max-bytes", "valid_fraction": "--valid-fraction",
+               "test_fraction": "--test-fraction", "batch_size": "--batch-size", "seq_len": "--seq-len",
+               "grad_accum": "--grad-accum", "steps": "--steps", "warmup_steps": "--warmup", "lr": "--lr",
+               "min_lr_ratio": "--min-lr-ratio", "weight_decay": "--weight-decay", "clip_norm": "--clip-norm",
+               "mask_prob": "--mask-prob", "mask_span": "--mask-span", "short_seq_prob": "--short-seq-prob",
+               "log_every": "--log-every", "eval_every": "--eval-every", "eval_batches": "--eval-batches",
+               "save_every": "--save-every", "keep_checkpoints": "--keep-checkpoints", "seed": "--seed"}
 # What only the report reads: changing it changes no run, so it is left out of the hashes.
 GRID_REPORT_KEYS = {"description", "panels", "targets"}
 RUN_REPORT_KEYS = {"panels", "label"}
@@ -187,6 +196,16 @@ def validate_grid(name, g):
         for p in r.get("panels", []):
             if p not in panels:
                 bad(f"run '{rn}': panel '{p}' is not defined in the grid's panels")
+        if "from" in r:
+            f = r["from"]
+            if (not isinstance(f, dict) or set(f) - {"run", "convert"} or f.get("run") not in seen - {rn}
+                    or not isinstance(f.get("convert", []), list) or not all(isinstance(a, str) for a in f.get("convert", []))):
+                bad(f"run '{rn}': from must be {{\"run\": an earlier run's name, \"convert\": [`linformer convert` flags]}}")
+            if tb is not None:
+                bad(f"run '{rn}': a run that starts from another run's checkpoint has no time budget")
+            unknown = set(r.get("train", {})) - set(TRAIN_FLAGS)
+            if unknown:
+                bad(f"run '{rn}': train option(s) {sorted(unknown)} cannot be passed to `linformer convert`")
 
 
 def expand_run(g, r):
@@ -217,6 +236,8 @@ def expand_run(g, r):
         "test_batches": g.get("test_batches", 50),
         "config": cfg,
         "args": list(r.get("args", [])),
+        # Start from another run's final checkpoint, converted (`linformer convert`), instead of from scratch.
+        "from": copy.deepcopy(r.get("from")),
     }
     run["hash"] = canonical_hash({k: v for k, v in run.items() if k not in RUN_REPORT_KEYS})[:16]
     return run
@@ -292,6 +313,30 @@ def latest_checkpoint(run_dir):
         if best[1] is None or step > best[1]:
             best = (os.path.join(run_dir, "checkpoints", f"step-{m.group(1)}"), step)
     return best
+
+
+def last_json(out):
+    """The last line of a command's output that is a JSON object, or None."""
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    return None
+
+
+def convert_train_flags(train, steps):
+    """A run's training options as `linformer convert` flags (the converted run trains with these)."""
+    out = []
+    for key, value in sorted(dict(train, steps=steps).items()):
+        if key not in TRAIN_FLAGS:
+            raise UsageError(f"training option '{key}' cannot be passed to `linformer convert` (study.py TRAIN_FLAGS)")
+        if value is not None:
+            out += [TRAIN_FLAGS[key], str(value)]
+    return out
 
 
 def run_state(run_dir, target_steps=None):
@@ -522,6 +567,9 @@ class Runner:
             write_json_atomic(config_path, cfg)
         target = meta["steps"]
         st = run_state(run_dir, target)
+        if run["from"] and not st["checkpoint"]:
+            self.convert_source(run, run_dir, meta, lf)
+            st = run_state(run_dir, target)
         if st["state"] in ("not started", "training"):
             if st["checkpoint"]:
                 print(f"study: {name}: resuming from step {st['checkpoint_step']} of {target}")
@@ -539,14 +587,7 @@ class Runner:
         rc, out = self.attempt(run_dir, meta, "eval", cmd)
         if rc != 0:
             raise StudyError(f"run '{name}': linformer eval failed (exit {rc}); see {run_dir}/output.log")
-        result = None
-        for line in reversed(out.splitlines()):
-            if line.startswith("{"):
-                try:
-                    result = json.loads(line)
-                    break
-                except json.JSONDecodeError:
-                    continue
+        result = last_json(out)
         if not isinstance(result, dict) or "bits_per_byte" not in result:
             raise StudyError(f"run '{name}': `linformer eval --json` printed no JSON result")
         result.update({"step": checkpoint_step(result.get("checkpoint")), "batches": run["test_batches"],
@@ -557,6 +598,32 @@ class Runner:
               f"{(st['train_seconds'] or 0):.0f} s of training")
         return st["state"]
 
+    def convert_source(self, run, run_dir, meta, lf):
+        """A run with "from": converts the source run's final checkpoint into run_dir (step 0, the run's
+        training options) and evaluates it before any fine-tuning (converted_eval.json); training then
+        resumes from it."""
+        src_name = run["from"]["run"]
+        src = run_state(os.path.join(self.study_dir, "runs", src_name))
+        if src["state"] != "done":
+            raise StudyError(f"run '{run['name']}' starts from run '{src_name}', which is {src['state']}: run that "
+                             "first (it comes earlier in the grid; add it to --only)")
+        print(f"study: {run['name']}: converting {src_name} (step {src['checkpoint_step']}): "
+              f"{' '.join(run['from'].get('convert', []))}")
+        cmd = lf + ["convert", "--checkpoint", src["checkpoint"], "--out", run_dir] + run["from"].get("convert", []) \
+            + convert_train_flags(run["config"]["train"], meta["steps"]) + run["args"]
+        rc, _ = self.attempt(run_dir, meta, "convert", cmd)
+        if rc != 0:
+            raise StudyError(f"run '{run['name']}': linformer convert failed (exit {rc}); see {run_dir}/output.log")
+        batches = run["config"]["train"].get("eval_batches", 20)
+        rc, out = self.attempt(run_dir, meta, "eval", lf + ["eval", "--checkpoint", run_dir, "--split", "valid",
+                                                            "--batches", str(batches), "--json"])
+        result = last_json(out)
+        if rc != 0 or result is None:
+            raise StudyError(f"run '{run['name']}': evaluating the converted checkpoint failed; see {run_dir}/output.log")
+        result.update({"source": src_name, "source_step": src["checkpoint_step"], "batches": batches})
+        write_json_atomic(os.path.join(run_dir, "converted_eval.json"), result)
+        print(f"study: {run['name']}: converted, before fine-tuning: valid {result['bits_per_byte']:.4f} bits/byte")
+
     def _print_plan(self, run, run_dir, meta, st, lf):
         name = run["name"]
         print(f"study: {name}: {st['state']}; n = {run['seq_len']}, batch {run['batch_size']} "
@@ -566,7 +633,10 @@ class Runner:
                 print(f"  would probe {run['probe_steps']} steps, then train {run['time_budget_s']} s / (seconds per step) steps")
             if meta is None:
                 print(f"  would write {run_dir}/train_config.json:\n    {json.dumps(run['config'], sort_keys=True)}")
-        if st["state"] in ("not started", "training"):
+        if run["from"] and not st["checkpoint"]:
+            print(f"  would run: {' '.join(lf + ['convert', '--checkpoint', 'runs/' + run['from']['run'], '--out', run_dir] + run['from'].get('convert', []) + convert_train_flags(run['config']['train'], run['config']['train'].get('steps')))}")
+            print(f"  would run: {' '.join(lf + ['train', '--out', run_dir, '--resume', '--steps', str(run['config']['train'].get('steps'))])}")
+        elif st["state"] in ("not started", "training"):
             if st["checkpoint"]:
                 print(f"  would run: {' '.join(lf + ['train', '--out', run_dir, '--resume', '--steps', str((meta or {}).get('steps'))])}")
             else:

@@ -24,6 +24,7 @@ enum Purpose : uint64_t {
   kEvalChoose, kEvalForce, kEvalAction, kEvalByte,
   kClmCrop, kClsPick,
   kMlmShort, kMlmLength,  // appended: the draws of the purposes above stay what they were
+  kMlmSpanStart, kMlmSpanLength, kMlmSpanAction,
 };
 constexpr int64_t kMaxElements = int64_t(1) << 40;
 
@@ -50,12 +51,40 @@ struct MaskPurposes {
   Purpose choose, force, action, byte;
 };
 
+// Span masking of row b (positions [0, L)): spans at uniform starts with Geometric(1/mean_span)
+// lengths until round(mask_prob · L) positions are chosen; action[t] is the span's 80/10/10 draw.
+// The draw count is capped (8L + 64 spans) so a probability near 1 cannot loop for long; the cap is
+// far above what covering the budget needs.
+void choose_spans(int64_t b, int64_t L, int64_t n, double mask_prob, double mean_span, uint64_t seed,
+                  uint64_t stream, std::vector<uint8_t>& chosen, std::vector<float>& action) {
+  const int64_t budget = std::max<int64_t>(1, std::llround(mask_prob * double(L)));
+  const int64_t max_draws = 8 * L + 64, cap = int64_t(std::ceil(3 * mean_span));
+  const double log_q = std::log1p(-1.0 / mean_span);  // P(length > l) = q^l, q = 1 − 1/mean
+  int64_t count = 0;
+  for (int64_t i = 0; i < max_draws && count < budget; ++i) {
+    const int64_t element = b * (8 * n + 64) + i;
+    const int64_t start = uniform_index(seed, stream, counter(kMlmSpanStart, element), L);
+    const double u = uniform01_f64(seed, stream, counter(kMlmSpanLength, element));
+    const int64_t length = std::min(cap, 1 + int64_t(std::floor(std::log1p(-u) / log_q)));
+    const float a = uniform01(seed, stream, counter(kMlmSpanAction, element));
+    for (int64_t t = start; t < std::min(L, start + length); ++t) {
+      if (chosen[size_t(t)]) continue;
+      chosen[size_t(t)] = 1;
+      action[size_t(t)] = a;
+      ++count;
+    }
+  }
+}
+
 // Fills tokens/targets of `batch` from the B crops starting at starts[b], masking with draws keyed by
-// (seed, stream).
+// (seed, stream); mean_span > 1 masks spans (choose_spans) instead of single positions.
 // lengths[b] < n (or empty: all n) cuts crop b there; the rest is padding.
 void mask_crops(std::span<const uint8_t> data, const std::vector<int64_t>& starts, double mask_prob, uint64_t seed,
-                uint64_t stream, MaskPurposes p, TokenBatch& batch, const std::vector<int64_t>& lengths = {}) {
+                uint64_t stream, MaskPurposes p, TokenBatch& batch, const std::vector<int64_t>& lengths = {},
+                double mean_span = 1.0) {
   LF_REQUIRE(mask_prob > 0 && mask_prob <= 1, "mask probability ", mask_prob, " is outside (0, 1]; use e.g. 0.15");
+  LF_REQUIRE(mean_span >= 1 && mean_span <= kMaxMaskSpan, "mean mask span ", mean_span, " is outside [1, ",
+             kMaxMaskSpan, "]; use 1 for BERT's per-position masking or e.g. 3 for spans");
   const int64_t B = batch.B, n = batch.n;
   batch.tokens.resize(size_t(B * n));
   batch.targets.assign(size_t(B * n), kIgnoreIndex);
@@ -63,18 +92,26 @@ void mask_crops(std::span<const uint8_t> data, const std::vector<int64_t>& start
   const bool cut = std::any_of(lengths.begin(), lengths.end(), [n](int64_t L) { return L < n; });
   if (cut) batch.padding.assign(size_t(B * n), 0);
   std::vector<uint8_t> chosen(static_cast<size_t>(n));
+  std::vector<float> action(static_cast<size_t>(n));
   for (int64_t b = 0; b < B; ++b) {
     const uint8_t* src = data.data() + starts[size_t(b)];
     int32_t* tok = batch.tokens.data() + b * n;
     int32_t* tgt = batch.targets.data() + b * n;
     const int64_t L = lengths.empty() ? n : lengths[size_t(b)];
-    bool any = false;
-    for (int64_t t = 0; t < L; ++t) {
-      chosen[size_t(t)] = uniform01(seed, stream, counter(p.choose, b * n + t)) < mask_prob;
-      any = any || chosen[size_t(t)];
+    if (mean_span > 1) {
+      std::fill(chosen.begin(), chosen.end(), 0);
+      choose_spans(b, L, n, mask_prob, mean_span, seed, stream, chosen, action);
+    } else {
+      bool any = false;
+      for (int64_t t = 0; t < L; ++t) {
+        chosen[size_t(t)] = uniform01(seed, stream, counter(p.choose, b * n + t)) < mask_prob;
+        any = any || chosen[size_t(t)];
+      }
+      // A sequence with nothing to predict would contribute no gradient; choose one position instead.
+      if (!any) chosen[size_t(uniform_index(seed, stream, counter(p.force, b), L))] = 1;
+      for (int64_t t = 0; t < L; ++t)
+        if (chosen[size_t(t)]) action[size_t(t)] = uniform01(seed, stream, counter(p.action, b * n + t));
     }
-    // A sequence with nothing to predict would contribute no gradient; choose one position instead.
-    if (!any) chosen[size_t(uniform_index(seed, stream, counter(p.force, b), L))] = 1;
     for (int64_t t = L; t < n; ++t) {
       tok[t] = kPad;
       batch.padding[size_t(b * n + t)] = 1;
@@ -83,7 +120,7 @@ void mask_crops(std::span<const uint8_t> data, const std::vector<int64_t>& start
       tok[t] = src[t];
       if (!chosen[size_t(t)]) continue;
       tgt[t] = src[t];
-      const float a = uniform01(seed, stream, counter(p.action, b * n + t));
+      const float a = action[size_t(t)];
       if (a < 0.8f)
         tok[t] = kMask;
       else if (a < 0.9f)
@@ -105,7 +142,8 @@ int64_t eval_batch_count(std::span<const uint8_t> data, int64_t B, int64_t n) {
 }  // namespace
 
 TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step,
-                     double mask_prob, double short_seq_prob) {
+                     const MlmMasking& masking) {
+  const double short_seq_prob = masking.short_seq_prob;
   check_shape(B, n);
   LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "short-sequence probability ", short_seq_prob,
              " is outside [0, 1]; use e.g. 0.1");
@@ -123,7 +161,8 @@ TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64
       if (uniform01_f64(seed, step, counter(kMlmShort, b)) < short_seq_prob)
         lengths[size_t(b)] = 1 + uniform_index(seed, step, counter(kMlmLength, b), n);
   }
-  mask_crops(data, starts, mask_prob, seed, step, {kMlmChoose, kMlmForce, kMlmAction, kMlmByte}, batch, lengths);
+  mask_crops(data, starts, masking.prob, seed, step, {kMlmChoose, kMlmForce, kMlmAction, kMlmByte}, batch, lengths,
+             masking.span);
   return batch;
 }
 

@@ -5,7 +5,9 @@
 //
 // Masked language modelling follows BERT/RoBERTa: each position is chosen with probability
 // mask_prob (at least one per sequence); a chosen byte becomes MASK 80% of the time, a uniformly
-// random byte 10%, and stays itself 10%; the model is scored on the chosen positions only.
+// random byte 10%, and stays itself 10%; the model is scored on the chosen positions only. Training
+// batches may instead mask contiguous spans (SpanBERT); evaluation batches always mask per position,
+// so held-out figures stay comparable across training choices.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -24,15 +26,32 @@ struct TokenBatch {
   std::vector<uint8_t> padding;   // (B, n) nonzero = padding (key padding mask), or empty: none
 };
 
-// B crops of n bytes, each starting uniformly in [0, size − n], masked as described above; targets
+// How a training batch is masked.
+//   prob            fraction of each sequence's positions scored, in (0, 1].
+//   span            mean masked span length. 1: BERT, each position chosen independently with
+//                   probability prob. > 1: SpanBERT, spans of Geometric(1/span) length (support 1, 2,
+//                   …, capped at ⌈3·span⌉, so the realised mean is a little below `span`) at uniform
+//                   starts are masked until round(prob · L) positions of the sequence's L are chosen
+//                   (the last span may overshoot); the 80/10/10 choice is drawn once per span, as
+//                   SpanBERT does. At most kMaxMaskSpan.
+//   short_seq_prob  see mlm_batch.
+struct MlmMasking {
+  double prob = 0.15;
+  double span = 1.0;
+  double short_seq_prob = 0.0;
+};
+inline constexpr double kMaxMaskSpan = 64;
+
+// B crops of n bytes, each starting uniformly in [0, size − n], masked as `masking` says; targets
 // hold the original byte at chosen positions. With probability short_seq_prob a crop is cut to a
 // length L drawn uniformly in [1, n] and positions L … n−1 become padding (PAD, marked in `padding`,
 // not scored), as BERT's short_seq_prob: a model trained only at n otherwise meets shorter inputs
 // (a short text to fill) for the first time at inference, and Linformer's E/F columns beyond L never
-// learned to be absent. Throws lf::InvalidArgument for data shorter than n, B or n < 1, mask_prob
-// outside (0, 1] or short_seq_prob outside [0, 1].
+// learned to be absent. Throws lf::InvalidArgument for data shorter than n, B or n < 1, prob outside
+// (0, 1], span outside [1, kMaxMaskSpan] or short_seq_prob outside [0, 1]. The default masking
+// draws exactly what it drew before spans existed.
 TokenBatch mlm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step,
-                     double mask_prob = 0.15, double short_seq_prob = 0.0);
+                     const MlmMasking& masking = {});
 
 // How many evaluation batches mlm_eval_batch can make from the data: the data holds
 // W = size / n disjoint windows of n bytes, so W / B batches, capped at max_batches when that is > 0.

@@ -39,6 +39,8 @@ void TrainOptions::validate() const {
   LF_REQUIRE(std::isfinite(eps) && eps > 0, "AdamW eps must be positive, got ", eps);
   LF_REQUIRE(std::isfinite(clip_norm) && clip_norm >= 0, "--clip-norm must be >= 0, got ", clip_norm);
   LF_REQUIRE(mask_prob > 0 && mask_prob < 1, "--mask-prob must be in (0, 1), got ", mask_prob);
+  LF_REQUIRE(mask_span >= 1 && mask_span <= kMaxMaskSpan, "--mask-span must be in [1, ", kMaxMaskSpan, "], got ",
+             mask_span);
   LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "--short-seq-prob must be in [0, 1], got ", short_seq_prob);
   LF_REQUIRE(log_every > 0, "--log-every must be positive, got ", log_every);
   LF_REQUIRE(eval_every >= 0 && save_every >= 0, "--eval-every and --save-every must be >= 0");
@@ -51,7 +53,7 @@ json TrainOptions::to_json() const {
           {"test_fraction", test_fraction}, {"batch_size", batch_size}, {"seq_len", seq_len},
           {"grad_accum", grad_accum}, {"steps", steps}, {"warmup_steps", warmup_steps}, {"lr", lr},
           {"min_lr_ratio", min_lr_ratio}, {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
-          {"eps", eps}, {"clip_norm", clip_norm}, {"mask_prob", mask_prob},
+          {"eps", eps}, {"clip_norm", clip_norm}, {"mask_prob", mask_prob}, {"mask_span", mask_span},
           {"short_seq_prob", short_seq_prob}, {"log_every", log_every},
           {"eval_every", eval_every}, {"eval_batches", eval_batches}, {"save_every", save_every},
           {"keep_checkpoints", keep_checkpoints}, {"seed", seed}, {"checkpoint_activations", checkpoint_activations}};
@@ -86,6 +88,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
   get("eps", o.eps);
   get("clip_norm", o.clip_norm);
   get("mask_prob", o.mask_prob);
+  get("mask_span", o.mask_span);
   get("short_seq_prob", o.short_seq_prob);
   get("log_every", o.log_every);
   get("eval_every", o.eval_every);
@@ -149,10 +152,9 @@ TaskData TaskData::load(Task task, const TrainOptions& opt) {
   return d;
 }
 
-TokenBatch TaskData::train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, double mask_prob,
-                                 double short_seq_prob) const {
+TokenBatch TaskData::train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, const MlmMasking& masking) const {
   switch (task) {
-    case Task::MaskedLM: return mlm_batch(corpus->split(Split::Train), B, n, seed, step, mask_prob, short_seq_prob);
+    case Task::MaskedLM: return mlm_batch(corpus->split(Split::Train), B, n, seed, step, masking);
     case Task::CausalLM: return clm_batch(corpus->split(Split::Train), B, n, seed, step);
     case Task::Classify: return classification_batch(*train_examples, B, n, seed, step);
   }
@@ -370,7 +372,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     double step_loss = 0;
     for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {
       const uint64_t counter = uint64_t(step * opt.grad_accum + micro);
-      const TokenBatch b = data.train_batch(B, n, opt.seed, counter, opt.mask_prob, opt.short_seq_prob);
+      const TokenBatch b = data.train_batch(B, n, opt.seed, counter, {opt.mask_prob, opt.mask_span, opt.short_seq_prob});
       const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n,
                                           true, mix64(opt.seed ^ mix64(counter)));
       const int64_t rows = int64_t(b.targets.size());

@@ -34,6 +34,7 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.98, eps = 1e-6;
   double clip_norm = 1.0;           // 0 = no clipping
   double mask_prob = 0.15;
+  double mask_span = 1.0;           // mlm: mean masked span (1 = per position; > 1 = SpanBERT spans), training only
   double short_seq_prob = 0.0;      // mlm: fraction of training crops cut short and padded (BERT's short_seq_prob)
   int64_t log_every = 10;
   int64_t eval_every = 200;         // 0 = only at the end
@@ -75,8 +76,7 @@ struct TaskData {
 
   static TaskData load(Task task, const TrainOptions& opt);
   // The data of one split (classify: valid and test share the held-out examples).
-  TokenBatch train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, double mask_prob,
-                         double short_seq_prob = 0.0) const;
+  TokenBatch train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, const MlmMasking& masking) const;
   int64_t eval_batch_count(Split split, int64_t B, int64_t n, int64_t max_batches) const;
   TokenBatch eval_batch(Split split, int64_t B, int64_t n, int64_t index, double mask_prob) const;
 };

@@ -154,6 +154,8 @@ TEST_F(CliCommands, BadInputEndsInOneClearErrorLine) {
       {"train --data small.txt --out r --lr -1 " TINY_MODEL, 2, "--lr", false},
       {"train --data small.txt --out r --lr abc " TINY_MODEL, 2, "--lr", false},
       {"train --data small.txt --out r --steps 0 " TINY_MODEL, 2, "--steps", false},
+      {"train --data small.txt --out r --mask-span 0.5 " TINY_MODEL, 2, "--mask-span", false},
+      {"train --data small.txt --out r --mask-span 100 " TINY_MODEL, 2, "--mask-span", false},
       {"train --data small.txt --out r --batch-size -2 " TINY_MODEL, 2, "--batch-size", false},
       {"train --data small.txt --out r --seq-len 64 --max-len 32 --warmup 1 " TINY_MODEL, 2, "max_len", false},
       {"train --data small.txt --out r --heads 3 --d-model 32", 2, "divisible", false},
@@ -175,6 +177,8 @@ TEST_F(CliCommands, BadInputEndsInOneClearErrorLine) {
       {"eval --checkpoint modelonly", 2, "--data", true},  // it does not name its data
       {"eval --checkpoint run --batch-size -1", 2, "--batch-size", true},
       {"eval --checkpoint run --seq-len 1000", 2, "--seq-len", true},
+      {"eval --checkpoint run --mask-prob 1.5", 2, "--mask-prob", true},
+      {"eval --checkpoint run --mask-prob 0", 2, "--mask-prob", true},
       // predict
       {"predict --checkpoint run --text 'the cat'", 2, "'_'", true},
       {"predict --checkpoint run --text 'th_ cat' --mask-char ab", 2, "--mask-char", true},
@@ -277,6 +281,20 @@ TEST_F(CliCommands, EvalJsonPrintsOneObject) {
   EXPECT_GE(j["accuracy"].get<double>(), 0);
   EXPECT_LE(j["accuracy"].get<double>(), 1);
   EXPECT_EQ(j.value("split", ""), "valid");
+  // --mask-prob scores that fraction of the same windows instead of the training run's 0.15.
+  const CliResult more = run_in(dir_, "eval --checkpoint run --json --mask-prob 0.6");
+  ASSERT_EQ(more.status, 0) << more.err;
+  const nlohmann::json m = nlohmann::json::parse(split_lines(more.out).at(0));
+  EXPECT_GT(m["count"].get<double>(), 2.5 * j["count"].get<double>()) << out[0] << " vs " << more.out;
+}
+
+// --mask-span trains with SpanBERT masking and is saved with the run's options.
+TEST_F(CliCommands, MaskSpanIsATrainingOption) {
+  const CliResult r = run_in(dir_, "train --data small.txt --out spanrun --mask-span 3 " TINY_MODEL " " TINY_TRAIN);
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream f(latest_of("spanrun") / "trainer_state.json");
+  const nlohmann::json state = nlohmann::json::parse(f);
+  EXPECT_EQ(state["options"]["mask_span"].get<double>(), 3.0) << state.dump();
 }
 
 TEST_F(CliCommands, PredictFillsTheMaskedBytes) {

@@ -39,7 +39,8 @@ TEST(CliConvert, ExactToLinformerThenResumeEvalPredict) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "--max-len") && contains(r.out, "--sharing") && contains(r.out, "--init-projection")) << r.out;
 
-  r = run("convert --checkpoint exact --out lin --attention linformer --k 8 --max-len 32 --lr 2e-3");
+  r = run("convert --checkpoint exact --out lin --attention linformer --k 8 --max-len 32 --lr 2e-3"
+          " --short-seq-prob 0.25 --mask-span 2");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "embeddings.position.weight: rows 0-15 kept, rows 16-31 tiled")) << r.out;
   EXPECT_TRUE(contains(r.out, "layers.0.attn.proj_k: new: mean pooling over 8 windows of max_len 32")) << r.out;
@@ -49,6 +50,8 @@ TEST(CliConvert, ExactToLinformerThenResumeEvalPredict) {
   EXPECT_EQ(state.at("step"), 0);
   EXPECT_EQ(state.at("options").at("seq_len"), 32);
   EXPECT_EQ(state.at("options").at("lr"), 2e-3);
+  EXPECT_EQ(state.at("options").at("short_seq_prob"), 0.25);  // every train flag overrides the source's
+  EXPECT_EQ(state.at("options").at("mask_span"), 2.0);
   EXPECT_TRUE(contains(state.at("converted_from").at("checkpoint").get<std::string>(), "step-00000002"));
 
   r = run("train --resume --out lin --steps 3");

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -71,11 +72,11 @@ TEST(MlmBatch, ShapesAndDeterminism) {
 TEST(MlmBatch, ShortSequencesArePaddedAndNeverScoredThere) {
   const std::vector<uint8_t> data = random_bytes(20000, 5);
   const int64_t B = 64, n = 48;
-  const TokenBatch plain = mlm_batch(data, B, n, 3, 9), zero = mlm_batch(data, B, n, 3, 9, 0.15, 0.0);
+  const TokenBatch plain = mlm_batch(data, B, n, 3, 9), zero = mlm_batch(data, B, n, 3, 9, {.prob = 0.15, .short_seq_prob = 0.0});
   EXPECT_TRUE(same(plain, zero));
   for (double p : {0.25, 1.0}) {
     SCOPED_TRACE(testing::Message() << "short_seq_prob=" << p);
-    const TokenBatch b = mlm_batch(data, B, n, 3, 9, 0.15, p);
+    const TokenBatch b = mlm_batch(data, B, n, 3, 9, {.prob = 0.15, .short_seq_prob = p});
     ASSERT_EQ(b.padding.size(), size_t(B * n));
     int64_t cut = 0;
     std::set<int64_t> lengths;
@@ -112,8 +113,8 @@ TEST(MlmBatch, ShortSequencesArePaddedAndNeverScoredThere) {
       EXPECT_LT(cut, B / 2);
     }
   }
-  EXPECT_THROW(mlm_batch(data, B, n, 3, 9, 0.15, -0.1), InvalidArgument);
-  EXPECT_THROW(mlm_batch(data, B, n, 3, 9, 0.15, 1.5), InvalidArgument);
+  EXPECT_THROW(mlm_batch(data, B, n, 3, 9, {.short_seq_prob = -0.1}), InvalidArgument);
+  EXPECT_THROW(mlm_batch(data, B, n, 3, 9, {.short_seq_prob = 1.5}), InvalidArgument);
 }
 
 TEST(MlmBatch, TargetsHoldTheOriginalBytes) {
@@ -173,11 +174,76 @@ TEST(MlmBatch, MaskProbabilityIsHonoured) {
   const std::vector<uint8_t> data = random_bytes(20000, 6);
   int64_t chosen = 0, positions = 0;
   for (uint64_t step = 0; step < 50; ++step) {
-    const TokenBatch batch = mlm_batch(data, 8, 128, 1, step, 0.4);
+    const TokenBatch batch = mlm_batch(data, 8, 128, 1, step, {.prob = 0.4});
     positions += int64_t(batch.targets.size());
     for (int32_t t : batch.targets) chosen += t != kIgnoreIndex;
   }
   EXPECT_NEAR(double(chosen) / double(positions), 0.4, 0.01);
+}
+
+// Span masking (SpanBERT): the same fraction of positions, in runs whose mean length grows with the
+// span (per position at 0.15 the mean run is 1/(1 − 0.15) ≈ 1.18); the 80/10/10 choice is the span's,
+// so within a run that came from one span every position is MASK or none is; targets hold the data
+// bytes; span = 1 is the per-position masking bit for bit; bad spans are refused.
+TEST(MlmBatch, SpanMaskingChoosesRunsAtTheSameRate) {
+  const std::vector<uint8_t> data = random_bytes(30000, 8);
+  const int64_t B = 8, n = 256;
+  EXPECT_TRUE(same(mlm_batch(data, B, n, 4, 2), mlm_batch(data, B, n, 4, 2, {.prob = 0.15, .span = 1.0})));
+  double previous_run = 0;
+  for (double span : {1.0, 3.0, 8.0}) {
+    SCOPED_TRACE(testing::Message() << "span=" << span);
+    int64_t chosen = 0, positions = 0, runs = 0, masked = 0, mixed_short_runs = 0, short_runs = 0;
+    for (uint64_t step = 0; step < 40; ++step) {
+      const TokenBatch batch = mlm_batch(data, B, n, 4, step, {.prob = 0.15, .span = span});
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t t = 0; t < n; ++t) {
+          const size_t i = size_t(b * n + t);
+          ++positions;
+          if (batch.targets[i] == kIgnoreIndex) continue;
+          ++chosen;
+          masked += batch.tokens[i] == kMask;
+          if (t > 0 && batch.targets[i - 1] != kIgnoreIndex) continue;
+          ++runs;
+          int64_t end = t;  // a run [t, end)
+          while (end < n && batch.targets[size_t(b * n + end)] != kIgnoreIndex) ++end;
+          // Runs of 2 or 3 positions are mostly one span (two spans rarely touch): all MASK or none.
+          if (span > 1 && end - t >= 2 && end - t <= 3) {
+            ++short_runs;
+            int64_t m = 0;
+            for (int64_t u = t; u < end; ++u) m += batch.tokens[size_t(b * n + u)] == kMask;
+            mixed_short_runs += m != 0 && m != end - t;
+          }
+        }
+        for (int64_t t = 0; t < n; ++t) {  // unscored positions are the data bytes, never masks
+          if (batch.targets[size_t(b * n + t)] == kIgnoreIndex) {
+            EXPECT_NE(batch.tokens[size_t(b * n + t)], kMask);
+          }
+        }
+      }
+      if (step == 0) {
+        for (int64_t b = 0; b < B; ++b) EXPECT_EQ(mlm_row_origins(data, batch, b).size(), 1u) << "row " << b;
+      }
+    }
+    const double rate = double(chosen) / double(positions), mean_run = double(chosen) / double(runs);
+    EXPECT_NEAR(rate, 0.15, span > 1 ? 0.02 : 0.01);
+    EXPECT_NEAR(double(masked) / double(chosen), 0.8, 0.05);
+    EXPECT_GT(mean_run, previous_run + 0.5) << "mean run " << mean_run;
+    if (span == 1.0) {
+      EXPECT_NEAR(mean_run, 1.0 / 0.85, 0.05);
+    }
+    if (span > 1) {
+      ASSERT_GT(short_runs, 50);
+      EXPECT_LT(double(mixed_short_runs) / double(short_runs), 0.1);
+    }
+    previous_run = mean_run;
+  }
+  for (double bad : {0.5, 0.0, 65.0, std::nan("")})
+    EXPECT_THROW(mlm_batch(data, B, n, 4, 2, {.span = bad}), InvalidArgument) << bad;
+  // A rate near 1 with long spans ends (the draw cap) with nearly every position chosen.
+  const TokenBatch all = mlm_batch(data, 2, 64, 1, 1, {.prob = 1.0, .span = 4.0});
+  int64_t scored = 0;
+  for (int32_t t : all.targets) scored += t != kIgnoreIndex;
+  EXPECT_GE(scored, 120);
 }
 
 TEST(MlmBatch, AtLeastOnePositionPerSequence) {
@@ -185,7 +251,7 @@ TEST(MlmBatch, AtLeastOnePositionPerSequence) {
   const std::vector<uint8_t> data = random_bytes(3000, 7);
   std::set<int64_t> where;
   for (uint64_t step = 0; step < 20; ++step) {
-    const TokenBatch batch = mlm_batch(data, 8, 64, 3, step, 1e-7);
+    const TokenBatch batch = mlm_batch(data, 8, 64, 3, step, {.prob = 1e-7});
     for (int64_t b = 0; b < batch.B; ++b) {
       int64_t count = 0;
       for (int64_t t = 0; t < batch.n; ++t)
@@ -211,8 +277,8 @@ TEST(MlmBatch, Refusals) {
   EXPECT_THROW(mlm_batch({}, 1, 1, 0, 0), InvalidArgument);
   EXPECT_THROW(mlm_batch(data, 0, 10, 0, 0), InvalidArgument);
   EXPECT_THROW(mlm_batch(data, 2, 0, 0, 0), InvalidArgument);
-  EXPECT_THROW(mlm_batch(data, 2, 10, 0, 0, 0.0), InvalidArgument);
-  EXPECT_THROW(mlm_batch(data, 2, 10, 0, 0, 1.5), InvalidArgument);
+  EXPECT_THROW(mlm_batch(data, 2, 10, 0, 0, {.prob = 0.0}), InvalidArgument);
+  EXPECT_THROW(mlm_batch(data, 2, 10, 0, 0, {.prob = 1.5}), InvalidArgument);
   EXPECT_NO_THROW(mlm_batch(data, 2, 100, 0, 0));
 }
 

@@ -46,7 +46,8 @@ def call(argv):
 
 
 def tiny_grid(data_path):
-    """Two equal-step runs and one equal-time run of a 1-layer d = 16 model at n = 32, 4 steps."""
+    """Two equal-step runs, one equal-time run of a 1-layer d = 16 model at n = 32, 4 steps, and one run
+    continuing the flash run's checkpoint converted to Linformer for 2 steps."""
     return {
         "description": "test grid",
         "tokens_per_step": 128,
@@ -64,6 +65,9 @@ def tiny_grid(data_path):
             {"name": "lin_k8", "panels": ["a"], "seq_len": 32, "attention": {"kind": "linformer", "options": {"k": 8}}},
             {"name": "timed_k8", "panels": ["time"], "seq_len": 16, "time_budget_s": 0.05, "train": {"eval_every": 0, "save_every": 0},
              "attention": {"kind": "linformer", "options": {"k": 8}}},
+            {"name": "from_flash", "panels": ["a"], "seq_len": 32, "attention": {"kind": "linformer", "options": {"k": 8}},
+             "from": {"run": "flash", "convert": ["--attention", "linformer", "--k", "8"]},
+             "train": {"steps": 2, "eval_every": 1, "lr": 1e-3}},
         ],
     }
 
@@ -139,6 +143,11 @@ class GridTest(unittest.TestCase):
             (lambda g: g["runs"][0].update(name="../x"), "names a directory"),
             (lambda g: g["runs"][0].pop("attention"), "attention must be an object"),
             (lambda g: g.update(probe_steps=1), "probe_steps"),
+            (lambda g: g["runs"][3]["from"].update(run="nosuch"), "an earlier run's name"),
+            (lambda g: g["runs"][0].update({"from": {"run": "from_flash"}}), "an earlier run's name"),  # a later run
+            (lambda g: g["runs"][3]["from"].update(convert="--k 8"), "from must be"),
+            (lambda g: g["runs"][3].update(time_budget_s=5), "no time budget"),
+            (lambda g: g["runs"][3]["train"].update(checkpoint_activations=True), "cannot be passed"),
         ]
         for mutate, message in cases:
             g = copy.deepcopy(good)
@@ -271,6 +280,11 @@ class StudyDirTest(unittest.TestCase):
         self.assertIn("linformer: error: something broke", log)
         rc, out, _ = call(["status", "--dir", self.dir])
         self.assertIn("training (last train exit 1)", out)
+        # A run that continues another's checkpoint waits for that run to be done.
+        rc, out, err = call(["run", "--grid", "tiny", "--dir", self.dir, "--grids", self.grids, "--linformer", fake,
+                             "--only", "from_flash"])
+        self.assertEqual(rc, 1)
+        self.assertIn("run 'from_flash' starts from run 'flash', which is training: run that first", err)
 
 
 @unittest.skipUnless(HAVE_CLI, f"no linformer executable at {LINFORMER} (set LINFORMER_CLI)")
@@ -303,7 +317,7 @@ class RealRunTest(unittest.TestCase):
     def test_1_every_run_is_trained_evaluated_and_recorded(self):
         rc, out, err = self.first
         self.assertEqual(rc, 0, out + err)
-        for name in ("flash", "lin_k8", "timed_k8"):
+        for name in ("flash", "lin_k8", "timed_k8", "from_flash"):
             st = study.run_state(self.run_dir(name))
             self.assertEqual(st["state"], "done", name)
             self.assertEqual(st["summary"]["steps"], st["target_steps"])
@@ -330,13 +344,27 @@ class RealRunTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.run_dir("timed_k8"), "probe")))
         rc, out, _ = call(["status", "--dir", self.dir])
         self.assertEqual(rc, 0)
-        self.assertIn("3 of 3 runs done", out)
+        self.assertIn("4 of 4 runs done", out)
+        # The converted run: converted from flash's final checkpoint, evaluated before fine-tuning, then
+        # trained 2 steps on from step 0 with its own options.
+        meta = study.run_state(self.run_dir("from_flash"))["meta"]
+        self.assertEqual([a["action"] for a in meta["attempts"]], ["convert", "eval", "resume", "eval"])
+        convert = meta["attempts"][0]["command"]
+        self.assertIn("step-00000004", " ".join(convert))
+        for flag, value in (("--attention", "linformer"), ("--k", "8"), ("--steps", "2"), ("--lr", "0.001")):
+            self.assertEqual(convert[convert.index(flag) + 1], value, convert)
+        before = load(os.path.join(self.run_dir("from_flash"), "converted_eval.json"))
+        self.assertEqual((before["source"], before["source_step"], before["split"]), ("flash", 4, "valid"))
+        self.assertGreater(before["bits_per_byte"], 0)
+        log = study.read_log(os.path.join(self.run_dir("from_flash"), "log.jsonl"))
+        self.assertEqual([e["step"] for e in log["eval"]], [1, 2])
 
     def test_2_finished_runs_are_skipped(self):
-        before = {n: len(study.run_state(self.run_dir(n))["meta"]["attempts"]) for n in ("flash", "lin_k8", "timed_k8")}
+        before = {n: len(study.run_state(self.run_dir(n))["meta"]["attempts"])
+                  for n in ("flash", "lin_k8", "timed_k8", "from_flash")}
         rc, out, err = call(self.argv)
         self.assertEqual(rc, 0, out + err)
-        self.assertEqual(out.count("skipped"), 3, out)
+        self.assertEqual(out.count("skipped"), 4, out)
         after = {n: len(study.run_state(self.run_dir(n))["meta"]["attempts"]) for n in before}
         self.assertEqual(before, after)
 
@@ -377,7 +405,7 @@ class RealRunTest(unittest.TestCase):
         d = os.path.join(self.tmp, "dry")
         rc, out, err = call(["run", "--grid", "fig3", "--dir", d, "--dry-run", "--linformer", LINFORMER])
         self.assertEqual(rc, 0, err)
-        self.assertEqual(out.count("  parameters: "), 23)
+        self.assertEqual(out.count("  parameters: "), 26)
         self.assertFalse(os.path.exists(d))
         # A bad attention option is found by the dry run, naming the run.
         g = tiny_grid("/nonexistent")
@@ -398,6 +426,10 @@ class RealRunTest(unittest.TestCase):
         self.assertIn("`lin_k8`", text)
         self.assertIn("total machine time", text)
         self.assertIn("None: every run of the grid is done.", text)
+        # The converted run's section: its source, its figure before fine-tuning, steps counted on.
+        self.assertIn("continued from another run's checkpoint", text)
+        self.assertIn("| `from_flash` | `flash` | `--attention linformer --k 8` |", text)
+        self.assertIn("| 4 + 2 |", text)
 
 
 class ReportTest(unittest.TestCase):
@@ -499,7 +531,7 @@ class ReportTest(unittest.TestCase):
         self.fake("n512_linformer_k32", 2.2)
         runs, _, studies = quality_report.load_runs([first, other])
         by = {r["name"]: r for r in runs}
-        self.assertEqual(len(runs), 23)
+        self.assertEqual(len(runs), 26)
         self.assertEqual(len(studies), 2)
         self.assertEqual((by["n512_flash"]["state"], by["n512_flash"]["test_bpb"]), ("done", 2.1))
         self.assertEqual(by["n512_flash"]["machine_seconds"], 210)  # both directories' attempts
@@ -532,7 +564,7 @@ class ReportTest(unittest.TestCase):
         text = read(out)
         self.assertIn("![cumulative.png](img/quality/spectrum/cumulative.png)", text)  # copied beside the report
         self.assertTrue(os.path.isfile(os.path.join(self.tmp, "docs", "img", "quality", "spectrum", "cumulative.png")))
-        self.assertIn("2 of 23 runs are done", text)
+        self.assertIn("2 of 26 runs are done", text)
         self.assertIn("| **not met** |", text)
         self.assertIn("Reason found: _(to be filled in", text)
         self.assertIn("| `n1024_linformer_k32` | not run |", text)
