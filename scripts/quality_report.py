@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import sys
+import textwrap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import study  # noqa: E402  (the run-directory readers are shared)
@@ -311,7 +312,7 @@ def plot_panel(plt, pid, panel, members, runs, path):
             ax.set_title(f"n = {n}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        fig.suptitle(panel.get("title", pid), fontsize=10)
+        fig.suptitle("\n".join(textwrap.wrap(panel.get("title", pid), 120)), fontsize=10)
     else:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, r in enumerate(members):
@@ -321,7 +322,7 @@ def plot_panel(plt, pid, panel, members, runs, path):
                 ax.plot([x0 + s for s, _ in r["train"]], [b for _, b in r["train"]], "-", color=color, alpha=0.25, lw=0.8)
             if r["valid"]:
                 ax.plot([x0 + s for s, _ in r["valid"]], [b for _, b in r["valid"]], "o-", color=color, ms=3,
-                        label=f"n={r['n']} {attention_label(r)}" + ("" if r["state"] == "done" else f" ({r['state']})"))
+                        label=r["label"] + ("" if r["state"] == "done" else f" ({r['state']})"))
         valid = [b for r in members for _, b in r["valid"]]
         low = min([b for r in members for _, b in r["train"]] + valid) if valid else None
         if valid and max(valid) > low:  # the early training loss would flatten the validation curves
@@ -329,7 +330,7 @@ def plot_panel(plt, pid, panel, members, runs, path):
             ax.set_ylim(low - 0.05 * span, max(valid) + 0.3 * span)
         ax.set_xlabel("step")
         ax.set_ylabel("bits/byte (markers: valid; faint: training loss)")
-        ax.set_title(panel.get("title", pid), fontsize=10)
+        ax.set_title("\n".join(textwrap.wrap(panel.get("title", pid), 80)), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()

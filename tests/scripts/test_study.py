@@ -116,7 +116,7 @@ class GridTest(unittest.TestCase):
         ctx = {r["config"]["model"]["attention"]["kind"] for r in runs if "context" in r["panels"]}
         self.assertTrue({"local", "longformer", "performer", "aft_local", "flash", "linformer"} <= ctx)
         timed = sorted((r["seq_len"], r["config"]["model"]["attention"]["kind"]) for r in runs if r["time_budget_s"])
-        self.assertEqual(timed, [(2048, "flash"), (2048, "linformer"), (4096, "flash"), (4096, "linformer")])
+        self.assertEqual(timed, [(2048, "flash"), (2048, "linformer"), (4096, "flash"), (4096, "linformer"), (4096, "linformer")])
         # The hash identifies the definition: a changed base changes every run's hash.
         g2 = copy.deepcopy(grid)
         g2["base"]["train"]["lr"] = 1e-3
@@ -405,7 +405,7 @@ class RealRunTest(unittest.TestCase):
         d = os.path.join(self.tmp, "dry")
         rc, out, err = call(["run", "--grid", "fig3", "--dir", d, "--dry-run", "--linformer", LINFORMER])
         self.assertEqual(rc, 0, err)
-        self.assertEqual(out.count("  parameters: "), 26)
+        self.assertEqual(out.count("  parameters: "), 30)
         self.assertFalse(os.path.exists(d))
         # A bad attention option is found by the dry run, naming the run.
         g = tiny_grid("/nonexistent")
@@ -531,7 +531,7 @@ class ReportTest(unittest.TestCase):
         self.fake("n512_linformer_k32", 2.2)
         runs, _, studies = quality_report.load_runs([first, other])
         by = {r["name"]: r for r in runs}
-        self.assertEqual(len(runs), 26)
+        self.assertEqual(len(runs), 30)
         self.assertEqual(len(studies), 2)
         self.assertEqual((by["n512_flash"]["state"], by["n512_flash"]["test_bpb"]), ("done", 2.1))
         self.assertEqual(by["n512_flash"]["machine_seconds"], 210)  # both directories' attempts
@@ -564,7 +564,7 @@ class ReportTest(unittest.TestCase):
         text = read(out)
         self.assertIn("![cumulative.png](img/quality/spectrum/cumulative.png)", text)  # copied beside the report
         self.assertTrue(os.path.isfile(os.path.join(self.tmp, "docs", "img", "quality", "spectrum", "cumulative.png")))
-        self.assertIn("2 of 26 runs are done", text)
+        self.assertIn("2 of 30 runs are done", text)
         self.assertIn("| **not met** |", text)
         self.assertIn("Reason found: _(to be filled in", text)
         self.assertIn("| `n1024_linformer_k32` | not run |", text)
