@@ -1,7 +1,6 @@
-// The attention layer through the registry interface, as the model sees it: Linformer (k = 256,
-// default sharing) against full softmax attention, its tiled, memory-efficient form (flash) and the
-// rest of the efficient-attention family with default options,
-// d = 512, h = 8, batch 1, max_len = n, float.
+// The attention layer through the registry interface, as the model sees it: every registered kind
+// with the options and up to the length its AttentionKindInfo names (bench_options, bench_max_len;
+// Linformer k = 256, the rest their defaults), d = 512, h = 8, batch 1, max_len = n, float.
 // Forward and forward+backward are separate benchmarks, named BM_Attention/<kind>/<pass>/n:<n>.
 // Counters: GFLOP/s from Attention::forward_flops (forward+backward counted as 3× forward, the usual
 // convention) and items_per_second in tokens. Threads: LINFORMER_NUM_THREADS, else all cores.
@@ -71,47 +70,15 @@ void BM_Attention(benchmark::State& state, const std::string& kind, const lf::js
   }
 }
 
-struct Kind {
-  const char* name;
-  lf::json options;
-  int64_t max_n;
-};
-
+// Every registered kind, with the options and the longest length its info names.
 const bool registered = [] {
-  const std::vector<Kind> kinds = {
-      {"linformer", lf::json{{"k", 256}}, 16384},
-      // Full attention stops at 4096: its scores grow as h·n², and at n = 8192 every h×n×n float
-      // matrix it keeps (probabilities for the backward pass, their gradients) is 2 GiB, with
-      // seconds per iteration; Linformer's n×k scores stay small up to 16384.
-      {"full", lf::json::object(), 4096},
-      // Flash computes the same result as full, tile by tile, keeping O(n·d) memory: it runs to the
-      // longest length (time still grows as n²).
-      {"flash", lf::json::object(), 16384},
-      // The rest of the family with default options (docs/attention.md); strided's entry-by-entry
-      // path stops at 8192.
-      {"local", lf::json::object(), 16384},
-      {"strided", lf::json::object(), 8192},
-      {"global", lf::json::object(), 16384},
-      {"longformer", lf::json::object(), 16384},
-      {"bigbird", lf::json::object(), 16384},
-      {"reformer", lf::json::object(), 16384},
-      {"sinkhorn", lf::json::object(), 16384},
-      {"linear", lf::json::object(), 16384},
-      {"performer", lf::json::object(), 16384},
-      // synthesizer forms n×n scores, mixer holds h max_len² parameters: both stop at 4096.
-      {"synthesizer", lf::json::object(), 4096},
-      {"aft_full", lf::json::object(), 8192},
-      {"aft_local", lf::json::object(), 16384},
-      {"aft_simple", lf::json::object(), 16384},
-      {"aft_conv", lf::json::object(), 16384},
-      {"mixer", lf::json::object(), 4096},
-  };
-  for (const Kind& k : kinds) {
+  for (const std::string& kind : lf::AttentionRegistry::instance().names()) {
+    const lf::AttentionKindInfo& info = lf::AttentionRegistry::instance().get(kind).info;
     for (const bool backward : {false, true}) {
-      const std::string name = std::string("BM_Attention/") + k.name + (backward ? "/forward_backward" : "/forward");
-      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Attention, std::string(k.name), k.options, backward);
+      const std::string name = "BM_Attention/" + kind + (backward ? "/forward_backward" : "/forward");
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Attention, kind, info.bench_options, backward);
       b->ArgName("n")->Unit(benchmark::kMillisecond)->UseRealTime();
-      for (int64_t n = 512; n <= k.max_n; n *= 2) b->Arg(n);
+      for (int64_t n = 512; n <= info.bench_max_len; n *= 2) b->Arg(n);
     }
   }
   return true;

@@ -5,7 +5,8 @@
 #   safetensors checkpoint config corpus tsv  (see tests/fuzz/fuzz_targets.h)
 # Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_WORK_DIR (scratch: working corpus, artifacts
 # and logs; default a new mktemp -d, never inside the repository), FUZZ_JOBS (build jobs, default 2).
-# Each fuzzer starts from tests/fuzz/corpus/<target>/ and tests/fuzz/regressions/<target>/. An input
+# Each fuzzer starts from tests/fuzz/corpus/<target>/ and tests/fuzz/regressions/<target>/ (the config
+# fuzzer also from one config per registered attention kind, written into its working corpus). An input
 # that crashes, hangs (-timeout) or runs out of memory is copied to tests/fuzz/regressions/<target>/;
 # the script then exits 1: fix the loader, re-run, and commit the input (the normal tests replay it).
 set -euo pipefail
@@ -68,7 +69,7 @@ for t in "${TARGETS[@]}"; do
   log="$work/fuzz.log"
   echo "fuzz: $t ..."
   rc=0
-  "$BUILD_DIR/fuzz_$t" "$work/corpus" "tests/fuzz/corpus/$t" "tests/fuzz/regressions/$t" \
+  LINFORMER_FUZZ_REGISTRY_SEEDS="$work/corpus" "$BUILD_DIR/fuzz_$t" "$work/corpus" "tests/fuzz/corpus/$t" "tests/fuzz/regressions/$t" \
     -max_total_time="$SECONDS_PER_TARGET" -max_len="$(max_len_for "$t")" -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=512 -use_value_profile=1 -artifact_prefix="$work/artifacts/" -print_final_stats=1 \
     >"$log" 2>&1 || rc=$?

@@ -80,8 +80,8 @@ inline T sigmoid(T x) {
 template <class T>
 class AftConvAttention final : public Attention<T> {
  public:
-  AftConvAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), opt_(parse_aft_conv(spec.dims, spec.options, nullptr)), arena_(arena) {
+  AftConvAttention(const AttentionSpec& spec, const AftConvOptions& options, ParamArena<T>& arena)
+      : dims_(spec.dims), opt_(options), arena_(arena) {
     const int64_t d = dims_.d_model, h = dims_.n_heads;
     const Init lin = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
     wq_ = arena.declare(spec.prefix + "to_q.weight", {d, d}, lin);
@@ -534,18 +534,7 @@ class AftConvAttention final : public Attention<T> {
 }  // namespace
 
 void register_aft_conv_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = aft_conv_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_aft_conv(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<AftConvAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<AftConvAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<AftConvAttention>(registry, aft_conv_info(), parse_aft_conv);
 }
 
 }  // namespace lf

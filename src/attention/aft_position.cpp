@@ -143,10 +143,10 @@ void exact_output_backward(const T* k, const T* v, int64_t d, const uint8_t* val
 template <class T>
 class AftBase : public Attention<T> {
  public:
-  AftBase(const AttentionSpec& spec, ParamArena<T>& arena, const AttentionKindInfo& info)
+  AftBase(const AttentionSpec& spec, const AftOptions& options, ParamArena<T>& arena, const AttentionKindInfo& info)
       : info_(info),
         dims_(spec.dims),
-        opts_(parse_aft_options(info.name, spec.dims, spec.options, nullptr)),
+        opts_(options),
         arena_(arena),
         maps_(arena, spec.prefix, spec.dims.d_model, opts_.qkv_bias),
         R_(row_block(spec.dims)) {}
@@ -255,7 +255,9 @@ const AttentionKindInfo& aft_full_info() {
   static const AttentionKindInfo info{
       "aft_full", "Attention Free Transformer, full position bias w = U Vᵀ, O(n²·d) time, O(n·d) memory",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true,
-                       /*cross_attention=*/false}};
+                       /*cross_attention=*/false},
+      // O(n²·d) time: the benchmarks stop at 8192.
+      /*quadratic_memory=*/false, /*bench_options=*/json::object(), /*bench_max_len=*/8192};
   return info;
 }
 
@@ -278,7 +280,8 @@ class AftFull final : public AftBase<T> {
       Base::valid_;
 
  public:
-  AftFull(const AttentionSpec& spec, ParamArena<T>& arena) : Base(spec, arena, aft_full_info()) {
+  AftFull(const AttentionSpec& spec, const AftOptions& options, ParamArena<T>& arena)
+      : Base(spec, options, arena, aft_full_info()) {
     const int64_t L = dims_.max_len, r = opts_.bias_rank;
     if (r > 0) {
       u_ = arena.declare(spec.prefix + "pos_bias.u", {L, r}, factor_init(r));
@@ -595,8 +598,8 @@ class AftLocal final : public AftBase<T> {
       Base::valid_;
 
  public:
-  AftLocal(const AttentionSpec& spec, ParamArena<T>& arena)
-      : Base(spec, arena, aft_local_info()), s_(opts_.window), W_(dims_.causal ? s_ : 2 * s_ - 1) {
+  AftLocal(const AttentionSpec& spec, const AftOptions& options, ParamArena<T>& arena)
+      : Base(spec, options, arena, aft_local_info()), s_(opts_.window), W_(dims_.causal ? s_ : 2 * s_ - 1) {
     const int64_t L = dims_.max_len, r = opts_.bias_rank;
     if (r > 0) {
       u_ = arena.declare(spec.prefix + "pos_bias.u", {L, r}, factor_init(r));
@@ -975,25 +978,20 @@ class AftLocal final : public AftBase<T> {
   std::vector<T> rho_;      // backward: (B, n, d) H/D (0 on the exact path)
 };
 
-template <template <class> class Kind>
-AttentionFactory aft_factory(const AttentionKindInfo& info) {
-  AttentionFactory f;
-  f.info = info;
-  f.validate = [name = info.name](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_aft_options(name, dims, options, &resolved);
-    return resolved;
+// parse_aft_options for one of the two kinds (for register_kind).
+auto aft_parser(const std::string& kind) {
+  return [kind](const AttentionDims& dims, const json& options, json* resolved) {
+    return parse_aft_options(kind, dims, options, resolved);
   };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<Kind<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) { return std::make_unique<Kind<double>>(s, a); };
-  return f;
 }
 
 }  // namespace
 
-void register_aft_full_attention(AttentionRegistry& registry) { registry.add(aft_factory<AftFull>(aft_full_info())); }
+void register_aft_full_attention(AttentionRegistry& registry) {
+  register_kind<AftFull>(registry, aft_full_info(), aft_parser("aft_full"));
+}
 void register_aft_local_attention(AttentionRegistry& registry) {
-  registry.add(aft_factory<AftLocal>(aft_local_info()));
+  register_kind<AftLocal>(registry, aft_local_info(), aft_parser("aft_local"));
 }
 
 }  // namespace lf

@@ -43,9 +43,9 @@ inline T sigmoid(T x) {
 template <class T>
 class AftSimpleAttention final : public Attention<T> {
  public:
-  AftSimpleAttention(const AttentionSpec& spec, ParamArena<T>& arena)
+  AftSimpleAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
       : dims_(spec.dims),
-        maps_(arena, spec.prefix, spec.dims.d_model, parse_qkv_bias_option("aft_simple", spec.options, nullptr)) {}
+        maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool /*training: no dropout*/, uint64_t /*seed*/) override {
     validate_input(in, dims_, aft_simple_info());
@@ -296,20 +296,7 @@ class AftSimpleAttention final : public Attention<T> {
 }  // namespace
 
 void register_aft_simple_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = aft_simple_info();
-  f.validate = [](const AttentionDims&, const json& options) {
-    json resolved;
-    parse_qkv_bias_option("aft_simple", options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) {
-    return std::make_unique<AftSimpleAttention<float>>(s, a);
-  };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<AftSimpleAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<AftSimpleAttention>(registry, aft_simple_info(), qkv_bias_parser("aft_simple"));
 }
 
 }  // namespace lf

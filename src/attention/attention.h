@@ -99,18 +99,26 @@ struct AttentionKindInfo {
   std::string name;
   std::string summary;  // one line for `linformer info --list-attention`
   AttentionSupport support;
+  // The kind's definition holds an n×n matrix (scores or parameters), so its memory grows as n²
+  // whatever the implementation: the O(n)-memory test skips it.
+  bool quadratic_memory = false;
+  // What the benchmarks run (bench/bench_attention.cpp): these options (the defaults when empty) at
+  // n = 512, 1024, ... up to bench_max_len.
+  json bench_options = json::object();
+  int64_t bench_max_len = 16384;
 };
 
 struct AttentionFactory {
   AttentionKindInfo info;
   // Throws lf::InvalidArgument naming the bad option; returns the options with defaults filled in.
   std::function<json(const AttentionDims&, const json& options)> validate;
+  // Build a layer from a spec whose dims were checked; they parse the options once.
   std::function<std::unique_ptr<Attention<float>>(const AttentionSpec&, ParamArena<float>&)> make_f32;
   std::function<std::unique_ptr<Attention<double>>(const AttentionSpec&, ParamArena<double>&)> make_f64;
 };
 
 // The registry of kinds. The built-in kinds are registered on first use (see registry.cpp: one line
-// per kind).
+// per kind). Nothing may depend on the order of names().
 class AttentionRegistry {
  public:
   static AttentionRegistry& instance();
@@ -118,11 +126,33 @@ class AttentionRegistry {
   bool has(const std::string& name) const;
   // Throws lf::InvalidArgument listing the known kinds when the name is unknown.
   const AttentionFactory& get(const std::string& name) const;
-  std::vector<std::string> names() const;  // in registration order
+  std::vector<std::string> names() const;
 
  private:
   std::vector<AttentionFactory> factories_;
 };
+
+// The one registration every kind uses. `parse(dims, options, resolved)` returns the kind's typed
+// options, throwing lf::InvalidArgument on a bad one, and writes them with every default filled in
+// to `resolved` when it is not null; `Layer<T>(spec, options, arena)` builds the layer for T = float
+// and double.
+template <template <class> class Layer, class Parse>
+void register_kind(AttentionRegistry& registry, AttentionKindInfo info, Parse parse) {
+  AttentionFactory f;
+  f.info = std::move(info);
+  f.validate = [parse](const AttentionDims& dims, const json& options) {
+    json resolved;
+    parse(dims, options, &resolved);
+    return resolved;
+  };
+  f.make_f32 = [parse](const AttentionSpec& s, ParamArena<float>& a) -> std::unique_ptr<Attention<float>> {
+    return std::make_unique<Layer<float>>(s, parse(s.dims, s.options, nullptr), a);
+  };
+  f.make_f64 = [parse](const AttentionSpec& s, ParamArena<double>& a) -> std::unique_ptr<Attention<double>> {
+    return std::make_unique<Layer<double>>(s, parse(s.dims, s.options, nullptr), a);
+  };
+  registry.add(std::move(f));
+}
 
 // Validates the spec (dims and options) and returns the options with every default filled in.
 json validate_attention(const AttentionSpec& spec);

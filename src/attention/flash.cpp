@@ -421,8 +421,8 @@ const AttentionKindInfo& flash_info() {
 template <class T>
 class FlashAttention final : public Attention<T> {
  public:
-  FlashAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_qkv_bias_option("flash", spec.options, nullptr)) {}
+  FlashAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
+      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, flash_info());
@@ -476,16 +476,7 @@ class FlashAttention final : public Attention<T> {
 }  // namespace
 
 void register_flash_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = flash_info();
-  f.validate = [](const AttentionDims&, const json& options) {
-    json resolved;
-    parse_qkv_bias_option("flash", options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<FlashAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) { return std::make_unique<FlashAttention<double>>(s, a); };
-  registry.add(std::move(f));
+  register_kind<FlashAttention>(registry, flash_info(), qkv_bias_parser("flash"));
 }
 
 #define LF_INSTANTIATE(T)                                                                                         \

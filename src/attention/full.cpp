@@ -16,15 +16,18 @@ namespace {
 const AttentionKindInfo& full_info() {
   static const AttentionKindInfo info{
       "full", "exact softmax attention, O(n·m) time and memory",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/true}};
+      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/true},
+      // Its h×n×n probabilities (kept for the backward) and their gradients are 2 GiB each at n = 8192,
+      // with seconds per iteration: the benchmarks stop at 4096.
+      /*quadratic_memory=*/true, /*bench_options=*/json::object(), /*bench_max_len=*/4096};
   return info;
 }
 
 template <class T>
 class FullAttention final : public Attention<T> {
  public:
-  FullAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, parse_qkv_bias_option("full", spec.options, nullptr)) {}
+  FullAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
+      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, full_info());
@@ -81,16 +84,7 @@ class FullAttention final : public Attention<T> {
 }  // namespace
 
 void register_full_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = full_info();
-  f.validate = [](const AttentionDims&, const json& options) {
-    json resolved;
-    parse_qkv_bias_option("full", options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<FullAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) { return std::make_unique<FullAttention<double>>(s, a); };
-  registry.add(std::move(f));
+  register_kind<FullAttention>(registry, full_info(), qkv_bias_parser("full"));
 }
 
 }  // namespace lf

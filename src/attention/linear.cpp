@@ -29,7 +29,7 @@ struct LinearOptions {
   int64_t chunk = 64;
 };
 
-LinearOptions parse_linear(const json& options, json* resolved) {
+LinearOptions parse_linear(const AttentionDims&, const json& options, json* resolved) {
   OptionReader r("linear", options);
   LinearOptions o;
   o.qkv_bias = r.get_bool("qkv_bias", false);
@@ -74,8 +74,8 @@ void elu_plus_one_backward(const std::vector<T>& phi, std::vector<T>& g) {
 template <class T>
 class LinearAttention final : public Attention<T> {
  public:
-  LinearAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), opt_(parse_linear(spec.options, nullptr)), maps_(arena, spec.prefix, spec.dims.d_model, opt_.qkv_bias) {}
+  LinearAttention(const AttentionSpec& spec, const LinearOptions& options, ParamArena<T>& arena)
+      : dims_(spec.dims), opt_(options), maps_(arena, spec.prefix, spec.dims.d_model, opt_.qkv_bias) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, linear_info());
@@ -158,18 +158,7 @@ class LinearAttention final : public Attention<T> {
 }  // namespace
 
 void register_linear_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = linear_info();
-  f.validate = [](const AttentionDims&, const json& options) {
-    json resolved;
-    parse_linear(options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<LinearAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<LinearAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<LinearAttention>(registry, linear_info(), parse_linear);
 }
 
 }  // namespace lf

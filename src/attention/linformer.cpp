@@ -103,15 +103,16 @@ LinformerOptions parse_linformer(const AttentionDims& dims, const json& options,
 const AttentionKindInfo& linformer_info() {
   static const AttentionKindInfo info{
       "linformer", "low-rank attention: keys and values projected along the sequence to k, O(n·k)",
-      AttentionSupport{/*causal=*/false, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/true}};
+      AttentionSupport{/*causal=*/false, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/true},
+      /*quadratic_memory=*/false, /*bench_options=*/json{{"k", 256}}};  // the paper's largest k
   return info;
 }
 
 template <class T>
 class LinformerAttention final : public Attention<T> {
  public:
-  LinformerAttention(const AttentionSpec& spec, ParamArena<T>& arena) : arena_(arena), dims_(spec.dims) {
-    o_ = parse_linformer(dims_, spec.options, nullptr);
+  LinformerAttention(const AttentionSpec& spec, const LinformerOptions& options, ParamArena<T>& arena) : arena_(arena), dims_(spec.dims) {
+    o_ = options;
     d_ = dims_.d_model;
     h_ = dims_.n_heads;
     dh_ = o_.dim_head;
@@ -710,20 +711,7 @@ class LinformerAttention final : public Attention<T> {
 }  // namespace
 
 void register_linformer_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = linformer_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_linformer(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) {
-    return std::make_unique<LinformerAttention<float>>(s, a);
-  };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<LinformerAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<LinformerAttention>(registry, linformer_info(), parse_linformer);
 }
 
 }  // namespace lf

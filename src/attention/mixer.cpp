@@ -51,7 +51,10 @@ MixerOptions parse_mixer(const AttentionDims& dims, const json& options, json* r
 const AttentionKindInfo& mixer_info() {
   static const AttentionKindInfo info{
       "mixer", "MLP-Mixer token mixing: a learned max_len×max_len mixing over positions per channel group, O(n²·d)",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
+      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false},
+      // Its default parameters are h learned max_len × max_len mixings (2 GiB at n = 16384): the
+      // benchmarks stop at 4096.
+      /*quadratic_memory=*/true, /*bench_options=*/json::object(), /*bench_max_len=*/4096};
   return info;
 }
 
@@ -62,8 +65,8 @@ constexpr int64_t kCausalBlock = 256;
 template <class T>
 class MixerAttention final : public Attention<T> {
  public:
-  MixerAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), opt_(parse_mixer(spec.dims, spec.options, nullptr)), arena_(arena) {
+  MixerAttention(const AttentionSpec& spec, const MixerOptions& options, ParamArena<T>& arena)
+      : dims_(spec.dims), opt_(options), arena_(arena) {
     const int64_t G = dims_.n_heads, L = dims_.max_len, H = opt_.hidden, d = dims_.d_model;
     const Init by_len = Init::uniform(1.0 / std::sqrt(double(L)));  // nn.Linear's bound, fan_in = max_len
     if (H == 0) {
@@ -352,16 +355,7 @@ class MixerAttention final : public Attention<T> {
 }  // namespace
 
 void register_mixer_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = mixer_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_mixer(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<MixerAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) { return std::make_unique<MixerAttention<double>>(s, a); };
-  registry.add(std::move(f));
+  register_kind<MixerAttention>(registry, mixer_info(), parse_mixer);
 }
 
 }  // namespace lf

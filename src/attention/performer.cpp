@@ -76,9 +76,9 @@ const AttentionKindInfo& performer_info() {
 template <class T>
 class PerformerAttention final : public Attention<T> {
  public:
-  PerformerAttention(const AttentionSpec& spec, ParamArena<T>& arena)
+  PerformerAttention(const AttentionSpec& spec, const PerformerOptions& options, ParamArena<T>& arena)
       : dims_(spec.dims),
-        opt_(parse_performer(spec.dims, spec.options, nullptr)),
+        opt_(options),
         maps_(arena, spec.prefix, spec.dims.d_model, opt_.qkv_bias),
         arena_(arena),
         prefix_(spec.prefix),
@@ -300,20 +300,7 @@ class PerformerAttention final : public Attention<T> {
 }  // namespace
 
 void register_performer_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = performer_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_performer(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) {
-    return std::make_unique<PerformerAttention<float>>(s, a);
-  };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<PerformerAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<PerformerAttention>(registry, performer_info(), parse_performer);
 }
 
 }  // namespace lf

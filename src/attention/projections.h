@@ -106,12 +106,15 @@ class QkvoProjections {
 
 // The options of a kind whose only option is `qkv_bias` (full, flash): reads it, refuses anything
 // else, and returns it; *resolved (if given) receives the options with the default filled in.
-inline bool parse_qkv_bias_option(const std::string& kind, const json& options, json* resolved) {
-  OptionReader r(kind, options);
-  const bool qkv_bias = r.get_bool("qkv_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
-  return qkv_bias;
+// The parser of a kind whose only option is qkv_bias (for register_kind).
+inline auto qkv_bias_parser(std::string kind) {
+  return [kind = std::move(kind)](const AttentionDims&, const json& options, json* resolved) {
+    OptionReader r(kind, options);
+    const bool qkv_bias = r.get_bool("qkv_bias", false);
+    json out = r.finish();
+    if (resolved) *resolved = out;
+    return qkv_bias;
+  };
 }
 
 // The SdpaShape of one call of an h-head kind over uncompressed keys.

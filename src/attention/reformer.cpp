@@ -532,8 +532,8 @@ const AttentionKindInfo& reformer_info() {
 template <class T>
 class ReformerAttention final : public Attention<T> {
  public:
-  ReformerAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : arena_(arena), dims_(spec.dims), o_(parse_reformer(spec.dims, spec.options, nullptr)),
+  ReformerAttention(const AttentionSpec& spec, const ReformerOptions& options, ParamArena<T>& arena)
+      : arena_(arena), dims_(spec.dims), o_(options),
         stream_(reformer_rotation_stream(spec.prefix)) {
     const int64_t d = dims_.d_model;
     const Init w = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
@@ -680,18 +680,7 @@ class ReformerAttention final : public Attention<T> {
 }  // namespace
 
 void register_reformer_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = reformer_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_reformer(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<ReformerAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<ReformerAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<ReformerAttention>(registry, reformer_info(), parse_reformer);
 }
 
 #define LF_INSTANTIATE(T)                                                                                            \

@@ -86,28 +86,37 @@ void validate_dims(const AttentionDims& dims) {
              "attention dropout must be in [0, 1), got ", dims.dropout);
 }
 
-json validate_attention(const AttentionSpec& spec) {
-  const AttentionFactory& f = AttentionRegistry::instance().get(spec.kind);
+namespace {
+
+// The checks every kind shares; returns the spec with a null ("no") options replaced by {}.
+AttentionSpec checked_spec(const AttentionSpec& spec, const AttentionFactory& f) {
   validate_dims(spec.dims);
   LF_REQUIRE(!spec.dims.causal || f.info.support.causal, "attention kind '", spec.kind,
              "' does not support causal masking");
-  if (spec.options.is_null()) return f.validate(spec.dims, json::object());  // "no options"
-  LF_REQUIRE(spec.options.is_object(), "options of attention kind '", spec.kind, "' must be a JSON object");
-  return f.validate(spec.dims, spec.options);
+  AttentionSpec s = spec;
+  if (s.options.is_null()) s.options = json::object();
+  LF_REQUIRE(s.options.is_object(), "options of attention kind '", spec.kind, "' must be a JSON object");
+  return s;
+}
+
+}  // namespace
+
+json validate_attention(const AttentionSpec& spec) {
+  const AttentionFactory& f = AttentionRegistry::instance().get(spec.kind);
+  const AttentionSpec s = checked_spec(spec, f);
+  return f.validate(s.dims, s.options);
 }
 
 template <>
 std::unique_ptr<Attention<float>> make_attention(const AttentionSpec& spec, ParamArena<float>& arena) {
-  AttentionSpec s = spec;
-  s.options = validate_attention(spec);
-  return AttentionRegistry::instance().get(spec.kind).make_f32(s, arena);
+  const AttentionFactory& f = AttentionRegistry::instance().get(spec.kind);
+  return f.make_f32(checked_spec(spec, f), arena);
 }
 
 template <>
 std::unique_ptr<Attention<double>> make_attention(const AttentionSpec& spec, ParamArena<double>& arena) {
-  AttentionSpec s = spec;
-  s.options = validate_attention(spec);
-  return AttentionRegistry::instance().get(spec.kind).make_f64(s, arena);
+  const AttentionFactory& f = AttentionRegistry::instance().get(spec.kind);
+  return f.make_f64(checked_spec(spec, f), arena);
 }
 
 template <class T>

@@ -278,9 +278,9 @@ const AttentionKindInfo& sinkhorn_info() {
 template <class T>
 class SinkhornAttention final : public Attention<T> {
  public:
-  SinkhornAttention(const AttentionSpec& spec, ParamArena<T>& arena)
+  SinkhornAttention(const AttentionSpec& spec, const SinkhornOptions& options, ParamArena<T>& arena)
       : dims_(spec.dims),
-        opt_(parse_sinkhorn(spec.dims, spec.options, nullptr)),
+        opt_(options),
         maps_(arena, spec.prefix, spec.dims.d_model, opt_.qkv_bias),
         arena_(arena) {
     const int64_t d = dims_.d_model;
@@ -729,18 +729,7 @@ class SinkhornAttention final : public Attention<T> {
 }  // namespace
 
 void register_sinkhorn_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = sinkhorn_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_sinkhorn(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) { return std::make_unique<SinkhornAttention<float>>(s, a); };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<SinkhornAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<SinkhornAttention>(registry, sinkhorn_info(), parse_sinkhorn);
 }
 
 #define LF_INSTANTIATE(T)                                                                                      \

@@ -549,16 +549,23 @@ std::shared_ptr<const SparsePattern> shared_pattern(const std::string& key, int6
   return p;
 }
 
+// What register_sparse_pattern_kind's parser hands the layer: the kind's pattern configuration, its
+// options with the defaults filled in (the key of the shared pattern cache) and the kind's info.
+struct SparseKindOptions {
+  SparseKindConfig config;
+  json resolved;
+  AttentionKindInfo info;
+};
+
 template <class T>
 class SparsePatternAttention final : public Attention<T> {
  public:
-  SparsePatternAttention(const AttentionSpec& spec, ParamArena<T>& arena, const AttentionKindInfo& info,
-                         SparseKindConfig config)
-      : info_(info),
+  SparsePatternAttention(const AttentionSpec& spec, const SparseKindOptions& options, ParamArena<T>& arena)
+      : info_(options.info),
         dims_(spec.dims),
-        family_(std::move(config.family)),
-        maps_(arena, spec.prefix, spec.dims.d_model, config.qkv_bias),
-        pattern_key_(str_cat(info.name, spec.dims.causal ? " causal " : " ", spec.options.dump())) {}
+        family_(options.config.family),
+        maps_(arena, spec.prefix, spec.dims.d_model, options.config.qkv_bias),
+        pattern_key_(str_cat(info_.name, spec.dims.causal ? " causal " : " ", options.resolved.dump())) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, info_);
@@ -648,20 +655,13 @@ SparsePattern sparse_kind_pattern(const std::string& kind, const AttentionDims& 
 
 void register_sparse_pattern_kind(AttentionRegistry& registry, const AttentionKindInfo& info, SparseKindParser parse) {
   sparse_kind_parsers()[info.name] = parse;
-  AttentionFactory f;
-  f.info = info;
-  f.validate = [parse](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [info, parse](const AttentionSpec& s, ParamArena<float>& a) -> std::unique_ptr<Attention<float>> {
-    return std::make_unique<SparsePatternAttention<float>>(s, a, info, parse(s.dims, s.options, nullptr));
-  };
-  f.make_f64 = [info, parse](const AttentionSpec& s, ParamArena<double>& a) -> std::unique_ptr<Attention<double>> {
-    return std::make_unique<SparsePatternAttention<double>>(s, a, info, parse(s.dims, s.options, nullptr));
-  };
-  registry.add(std::move(f));
+  register_kind<SparsePatternAttention>(registry, info, [parse, info](const AttentionDims& dims, const json& options,
+                                                                       json* resolved) {
+    SparseKindOptions o{SparseKindConfig(), json(), info};
+    o.config = parse(dims, options, &o.resolved);
+    if (resolved) *resolved = o.resolved;
+    return o;
+  });
 }
 
 #define LF_INSTANTIATE(T)                                                                                          \

@@ -16,7 +16,9 @@ namespace {
 const AttentionKindInfo& strided_info() {
   static const AttentionKindInfo info{
       "strided", "Sparse Transformer strided attention: keys every s positions plus a local band, O(n·(n/s + l))",
-      sparse_pattern_support()};
+      sparse_pattern_support(),
+      // The entry-by-entry path of its strided keys: the benchmarks stop at 8192.
+      /*quadratic_memory=*/false, /*bench_options=*/json::object(), /*bench_max_len=*/8192};
   return info;
 }
 

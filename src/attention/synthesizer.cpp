@@ -94,7 +94,9 @@ const AttentionKindInfo& synthesizer_info() {
   static const AttentionKindInfo info{
       "synthesizer",
       "Synthesizer: scores synthesised per token (dense MLP) or learned/fixed (random), no dot products, O(n²)",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
+      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false},
+      // It forms n×n scores: the benchmarks stop at 4096.
+      /*quadratic_memory=*/true, /*bench_options=*/json::object(), /*bench_max_len=*/4096};
   return info;
 }
 
@@ -140,8 +142,8 @@ inline void softmax_prefix(T* row, int64_t end, int64_t n) {
 template <class T>
 class SynthesizerAttention final : public Attention<T> {
  public:
-  SynthesizerAttention(const AttentionSpec& spec, ParamArena<T>& arena)
-      : dims_(spec.dims), opt_(parse_synthesizer(spec.dims, spec.options, nullptr)), arena_(arena) {
+  SynthesizerAttention(const AttentionSpec& spec, const SynthOptions& options, ParamArena<T>& arena)
+      : dims_(spec.dims), opt_(options), arena_(arena) {
     const int64_t d = dims_.d_model, h = dims_.n_heads, L = dims_.max_len, hid = opt_.hidden;
     const std::string& p = spec.prefix;
     const Init linear = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
@@ -629,20 +631,7 @@ class SynthesizerAttention final : public Attention<T> {
 }  // namespace
 
 void register_synthesizer_attention(AttentionRegistry& registry) {
-  AttentionFactory f;
-  f.info = synthesizer_info();
-  f.validate = [](const AttentionDims& dims, const json& options) {
-    json resolved;
-    parse_synthesizer(dims, options, &resolved);
-    return resolved;
-  };
-  f.make_f32 = [](const AttentionSpec& s, ParamArena<float>& a) {
-    return std::make_unique<SynthesizerAttention<float>>(s, a);
-  };
-  f.make_f64 = [](const AttentionSpec& s, ParamArena<double>& a) {
-    return std::make_unique<SynthesizerAttention<double>>(s, a);
-  };
-  registry.add(std::move(f));
+  register_kind<SynthesizerAttention>(registry, synthesizer_info(), parse_synthesizer);
 }
 
 }  // namespace lf

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attention/attention.h"
@@ -76,24 +77,25 @@ inline void check_attention_gradients(const AttentionCase& c, double tol = 1e-6)
   }
 }
 
-// The layer's output, input gradient and parameter gradients (double) are bitwise the same with 1, 3
-// and 2 threads. `prepare` (optional) edits each freshly initialised rig before its forward. The
-// thread count is restored.
-inline void expect_results_independent_of_threads(const AttentionCase& c,
-                                                  const std::function<void(AttentionRig<double>&)>& prepare = {}) {
+// The layer's output, input gradient and parameter gradients are bitwise the same with 1, 3 and 2
+// threads, in double (the reference GEMM) or float (the fast paths and the GEMM backend). `prepare`
+// (optional) edits each freshly initialised rig before its forward. The thread count is restored.
+template <class T = double>
+void expect_results_independent_of_threads(
+    const AttentionCase& c, const std::type_identity_t<std::function<void(AttentionRig<T>&)>>& prepare = {}) {
   const int saved = num_threads();
-  std::vector<double> ref_out, ref_dx, ref_grads;
+  std::vector<T> ref_out, ref_dx, ref_grads;
   for (int threads : {1, 3, 2}) {
     SCOPED_TRACE("threads=" + std::to_string(threads));
     configure_threads(threads);
-    AttentionRig<double> rig(c);
+    AttentionRig<T> rig(c);
     if (prepare) prepare(rig);
     rig.forward(c);
-    const auto w = random_vector<double>(int64_t(rig.out.size()), 7);
-    std::vector<double> dx(rig.x.size());
+    const auto w = random_vector<T>(int64_t(rig.out.size()), 7);
+    std::vector<T> dx(rig.x.size());
     rig.arena.zero_grad();
     rig.layer->backward(w.data(), dx.data());
-    const std::vector<double> grads(rig.arena.grads(), rig.arena.grads() + rig.arena.numel());
+    const std::vector<T> grads(rig.arena.grads(), rig.arena.grads() + rig.arena.numel());
     if (ref_out.empty()) {
       ref_out = rig.out;
       ref_dx = dx;

@@ -101,11 +101,7 @@ TEST(FullAttention, RefusesBadInput) {
   EXPECT_THROW(layer.layer->forward(rig.input(c), out.data(), false, 0), InvalidArgument);
 }
 
-TEST(AttentionRegistry, ListsTheBuiltInKinds) {
-  const auto names = AttentionRegistry::instance().names();
-  ASSERT_GE(names.size(), 2u);
-  EXPECT_EQ(names[0], "full");
-  EXPECT_EQ(names[1], "linformer");
+TEST(AttentionRegistry, DeclaresWhatFullAndLinformerSupport) {
   EXPECT_TRUE(AttentionRegistry::instance().get("full").info.support.causal);
   EXPECT_FALSE(AttentionRegistry::instance().get("linformer").info.support.causal);
   EXPECT_TRUE(AttentionRegistry::instance().get("linformer").info.support.key_padding_mask);

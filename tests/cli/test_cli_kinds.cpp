@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <string>
 
@@ -19,10 +18,6 @@ namespace lf {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Kinds whose definition holds an n×n matrix: exempt from the memory test. `synthesizer` forms n×n
-// scores; `mixer`'s default parameters are h learned max_len × max_len mixings (2 GiB at n = 16384).
-const std::set<std::string> kQuadraticByDefinition = {"full", "synthesizer", "mixer"};
 
 class CliKind : public testing::TestWithParam<std::string> {
  protected:
@@ -67,7 +62,8 @@ TEST_P(CliKind, TrainsAMaskedLmAndACausalLmWhenSupported) {
 
 TEST_P(CliKind, NoQuadraticBufferAtSixteenThousandTokens) {
   const std::string kind = GetParam();
-  if (kQuadraticByDefinition.count(kind)) GTEST_SKIP() << kind << " holds n×n scores by definition";
+  if (AttentionRegistry::instance().get(kind).info.quadratic_memory)
+    GTEST_SKIP() << kind << " holds an n×n matrix by definition";
   // A memory measurement at full size: under ASan the O(n²)-time kinds take minutes here (flash outlives
   // the bench's alarm) and the small-n CLI tests above already run every kind under the sanitizers.
   if (test::kSanitizerBuild) GTEST_SKIP() << "a memory measurement at n = 16384, too slow under ASan";

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -322,7 +324,7 @@ std::vector<Seed> seed_corpus(const std::string& target) {
       } catch (const InvalidArgument&) {
         continue;
       }
-      add("ok-kind-" + kind + ".json", json_bytes(c.to_json()));
+      s.push_back({"ok-kind-" + kind + ".json", json_bytes(c.to_json()), /*from_registry=*/true});
     }
     ModelConfig layers = base;
     layers.n_layers = 3;
@@ -382,6 +384,14 @@ std::vector<Seed> seed_corpus(const std::string& target) {
     return s;
   }
   throw InvalidArgument(str_cat("no fuzz target named '", target, "'"));
+}
+
+void write_registry_seeds(const std::string& target, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  for (const Seed& seed : seed_corpus(target))
+    if (seed.from_registry)
+      std::ofstream(std::filesystem::path(dir) / seed.name, std::ios::binary)
+          .write(reinterpret_cast<const char*>(seed.bytes.data()), std::streamsize(seed.bytes.size()));
 }
 
 }  // namespace lf::fuzz

@@ -26,10 +26,17 @@ const std::vector<Target>& targets();
 
 // The seed corpus, generated: file name -> contents, per target. A name starting with "ok-" must be
 // accepted, "bad-" refused; test_fuzz_inputs.cpp checks both and that the committed files match.
+// Seeds derived from the attention registry (one config per kind) are not committed: the suite runs
+// them in memory and the config fuzzer writes them into its working corpus (write_registry_seeds), so
+// a new kind needs no seed file.
 struct Seed {
   std::string name;
   std::vector<uint8_t> bytes;
+  bool from_registry = false;
 };
 std::vector<Seed> seed_corpus(const std::string& target);
+
+// Writes the target's from_registry seeds into `dir` (for the libFuzzer mains).
+void write_registry_seeds(const std::string& target, const std::string& dir);
 
 }  // namespace lf::fuzz

@@ -2,7 +2,7 @@
 // regression input of tests/fuzz/regressions/<target>/ (inputs that once crashed a fuzzer) runs
 // without an escaping exception, abort or (under LINFORMER_SANITIZE) a sanitizer report. Seeds named
 // ok-* must be accepted and bad-* refused with lf::Error, and the committed seeds must be exactly what
-// seed_corpus() generates. To regenerate them after changing the generator:
+// seed_corpus() generates (those derived from the attention registry run from memory, uncommitted). To regenerate them after changing the generator:
 //   LINFORMER_WRITE_FUZZ_SEEDS=1 build-h/linformer_tests --gtest_filter='FuzzInputs/*.SeedsMatchGenerator*'
 #include <gtest/gtest.h>
 
@@ -51,10 +51,16 @@ TEST_P(FuzzInputs, SeedsMatchGenerator) {
   ASSERT_GE(seeds.size(), 3u);
   if (std::getenv("LINFORMER_WRITE_FUZZ_SEEDS")) {
     fs::create_directories(dir);
-    for (const Seed& s : seeds) std::ofstream(dir / s.name, std::ios::binary)
-                                    .write(reinterpret_cast<const char*>(s.bytes.data()), std::streamsize(s.bytes.size()));
+    for (const Seed& s : seeds)
+      if (!s.from_registry)
+        std::ofstream(dir / s.name, std::ios::binary)
+            .write(reinterpret_cast<const char*>(s.bytes.data()), std::streamsize(s.bytes.size()));
   }
   for (const Seed& s : seeds) {
+    if (s.from_registry) {
+      EXPECT_FALSE(fs::exists(dir / s.name)) << dir / s.name << " comes from the registry: it must not be committed";
+      continue;
+    }
     ASSERT_TRUE(fs::exists(dir / s.name)) << dir / s.name << " is missing; regenerate the seeds (see this file's header)";
     EXPECT_EQ(read_bytes(dir / s.name), s.bytes) << dir / s.name << " differs from the generator";
   }
@@ -76,6 +82,10 @@ TEST_P(FuzzInputs, SeedCorpusRunsAndIsJudgedRight) {
       EXPECT_EQ(accepted, 0) << f << " should be refused";
       ++bad;
     }
+  }
+  for (const Seed& s : seed_corpus(t.name)) {  // the seeds derived from the registry, in memory
+    if (!s.from_registry) continue;
+    EXPECT_EQ(t.run(s.bytes.data(), s.bytes.size()), starts_with(s.name, "ok-") ? 1 : 0) << s.name;
   }
   EXPECT_GT(ok, 0) << "the seed corpus of " << t.name << " has no input known to be valid";
   EXPECT_GT(bad, 0) << "the seed corpus of " << t.name << " has no input known to be invalid";
