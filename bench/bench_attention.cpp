@@ -16,7 +16,7 @@
 #include "core/arena.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 
 namespace {
 

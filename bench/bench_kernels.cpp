@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/adamw.h"
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"

@@ -29,7 +29,7 @@
 #include "cli/common.h"
 #include "cli/heap_accounting.h"
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"
 #include "cpu/gemm.h"
@@ -68,25 +68,39 @@ bool is_training(const std::string& what) { return what == "layer_forward_backwa
 
 json attention_options(const Config& c) { return c.kind == "linformer" ? json{{"k", c.k}} : json::object(); }
 
-// Bytes a configuration is expected to need, from the kind's own estimate of its buffers
+// The model a model_* configuration measures: LinformerLM's shape (d_ff = 4d), without dropout, as
+// the peer's LinformerLM (dropout = 0 by default), so the step measures the same work.
+ModelConfig bench_model_config(const BenchOptions& o, const Config& c) {
+  ModelConfig mc;
+  mc.d_model = o.d_model;
+  mc.n_heads = o.heads;
+  mc.n_layers = o.layers;
+  mc.d_ff = 4 * o.d_model;
+  mc.max_len = c.n;
+  mc.attention = {LayerAttention{c.kind, attention_options(c)}};
+  mc.dropout_embedding = mc.dropout_attention = mc.dropout_ffn = 0;
+  return mc;
+}
+
+// Bytes a configuration is expected to need: a layer, from the kind's own estimate of its buffers
 // (Attention::activation_bytes), its parameters (declared in an arena that is never allocated) and
-// the benchmark's and the model's own buffers.
+// the benchmark's (B, n, d) buffers; a model, the library's estimate of a training step or an
+// inference forward (estimate_memory).
 double estimate_bytes(const BenchOptions& o, const Config& c) {
   if (c.kind == "sgemm") return 3.0 * sizeof(float) * double(c.n) * double(c.n);
   const bool training = is_training(c.what);
-  const double B = double(o.batch), n = double(c.n), d = double(o.d_model), f = sizeof(float);
+  if (!is_layer(c.what)) {
+    const ModelConfig mc = bench_model_config(o, c);
+    mc.validate();
+    return estimate_memory(mc, training ? Workload::Training : Workload::Inference, o.batch, c.n,
+                           c.what == "model_train_step_checkpointed")
+        .total();
+  }
   ParamArena<float> arena;  // declared only
   const auto layer = make_attention<float>({c.kind, {o.d_model, o.heads, c.n, false, 0.0}, attention_options(c), ""}, arena);
-  const double attn = layer->activation_bytes(o.batch, c.n, c.n, training);
-  const double x = f * B * n * d;  // one (B, n, d) buffer
-  if (is_layer(c.what)) return attn + f * double(arena.numel()) * (training ? 2 : 1) + 4 * x;
-  // The model: per block the attention's buffers and, training, about 4 (B, n, d) and one (B, n, 4d)
-  // kept plus as much again in the backward's temporaries; inference 3 (B, n, d) and the FFN's
-  // 2048-row chunk. Parameters: values (training: + gradients and AdamW's two moments).
-  const double ffn = training ? 2 * (4 * x + 4 * x) : 3 * x + f * B * std::min(n, 2048.0) * 4 * d;
-  const double L = double(o.layers);
-  const double params = L * (double(arena.numel()) + 8 * d * d) + (260 + n) * d;
-  return L * (attn + ffn) + (L + 1) * x + f * params * (training ? 4 : 1) + 3 * f * B * n * 260;
+  const double x = sizeof(float) * double(o.batch) * double(c.n) * double(o.d_model);  // one (B, n, d) buffer
+  return layer->activation_bytes(o.batch, c.n, c.n, training) + sizeof(float) * double(arena.numel()) * (training ? 2 : 1) +
+         4 * x;
 }
 
 int64_t vm_rss_bytes(const char* field) {
@@ -144,15 +158,7 @@ Result run_one(const BenchOptions& o, const Config& c) {
       };
     }
   } else {
-    ModelConfig mc;
-    mc.d_model = d;
-    mc.n_heads = o.heads;
-    mc.n_layers = o.layers;
-    mc.d_ff = 4 * d;
-    mc.max_len = n;
-    mc.attention = {LayerAttention{c.kind, attention_options(c)}};
-    // No dropout, as the peer's LinformerLM (dropout = 0 by default): the step measures the same work.
-    mc.dropout_embedding = mc.dropout_attention = mc.dropout_ffn = 0;
+    const ModelConfig mc = bench_model_config(o, c);
     model = std::make_unique<Model<float>>(mc, arena);
     model->set_activation_checkpointing(c.what == "model_train_step_checkpointed");
     arena.allocate(/*with_grads=*/c.what != "model_inference");

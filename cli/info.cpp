@@ -19,7 +19,7 @@
 #include "train/run_log.h"
 #include "core/arena.h"
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/gemm.h"
 
 namespace lf::cli {

@@ -15,7 +15,7 @@
 
 #include "core/error.h"
 #include "core/allocator.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/gemm.h"
 #include "model/memory.h"
 
@@ -55,8 +55,8 @@ std::string check_threads(std::string& value) {
   char* end = nullptr;
   errno = 0;
   const long v = std::strtol(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || errno != 0 || v <= 0 || v > 4096)
-    return "must be a positive thread count (1 to 4096), got '" + value + "'";
+  if (value.empty() || *end != '\0' || errno != 0 || v <= 0 || v > kMaxThreads)
+    return str_cat("must be a positive thread count (1 to ", kMaxThreads, "), got '", value, "'");
   return {};
 }
 

@@ -7,7 +7,7 @@
 #include <functional>
 
 #include "cli/common.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "train/run_log.h"
 #include "train/trainer.h"
 

@@ -16,7 +16,7 @@
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/vmath.h"
 
 namespace lf {

@@ -22,7 +22,7 @@
 #include "attention/flash.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 
 namespace lf {
 namespace {

@@ -20,7 +20,7 @@
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/linear.h"
 #include "cpu/vmath.h"
 

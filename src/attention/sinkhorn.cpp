@@ -27,7 +27,7 @@
 #include "attention/sdpa.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "cpu/gemm.h"
 #include "cpu/linear.h"
 #include "cpu/vmath.h"

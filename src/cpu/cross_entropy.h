@@ -4,10 +4,9 @@
 #pragma once
 #include <cstdint>
 
-namespace lf {
+#include "core/tokens.h"  // kIgnoreIndex, PyTorch's default ignore_index
 
-// PyTorch's default ignore_index.
-inline constexpr int32_t kIgnoreIndex = -100;
+namespace lf {
 
 struct CrossEntropyResult {
   double loss = 0;    // mean over counted rows; 0 when every row is ignored

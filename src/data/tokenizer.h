@@ -7,13 +7,9 @@
 #include <string_view>
 #include <vector>
 
-namespace lf {
+#include "core/tokens.h"  // the ids: kPad, kMask, kBos, kEos, kVocabSize
 
-inline constexpr int32_t kPad = 256;   // padding (classification batches; masked out of attention)
-inline constexpr int32_t kMask = 257;  // masked-language-model mask
-inline constexpr int32_t kBos = 258;   // beginning of sequence
-inline constexpr int32_t kEos = 259;   // end of sequence
-inline constexpr int32_t kVocabSize = 260;
+namespace lf {
 
 // One id per byte of text, in order.
 std::vector<int32_t> encode(std::string_view text);

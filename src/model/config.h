@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attention/attention.h"
+#include "core/tokens.h"
 
 namespace lf {
 
@@ -30,7 +31,7 @@ inline constexpr int64_t kMaxConvKernel = 4096;             // conv_kernel
 
 struct ModelConfig {
   Task task = Task::MaskedLM;
-  int64_t vocab_size = 260;  // the byte tokenizer: 256 bytes + PAD, MASK, BOS, EOS
+  int64_t vocab_size = kVocabSize;  // the byte tokenizer: 256 bytes + PAD, MASK, BOS, EOS
   int64_t d_model = 256;
   int64_t n_layers = 4;
   int64_t n_heads = 4;

@@ -84,7 +84,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, Workload workload, int64_t 
       attn = make_attention<float>(c.attention_spec(i), arena)->activation_bytes(B_in, n_in, n_in, training);
     }
     const double rest = training ? kFloat * B * n * (10 * d + 2 * ff)
-                                 : kFloat * (4 * B * n * d + std::min(B * n, 2048.0) * ff * 2);
+                                 : kFloat * (4 * B * n * d + std::min(B * n, double(kInferenceFfnRows)) * ff * 2);
     blocks += attn + rest;
     largest_block = std::max(largest_block, attn + rest);
   }

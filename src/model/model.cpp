@@ -144,9 +144,6 @@ int64_t Model<T>::logits_per_row() const {
   return config_.task == Task::Classify ? config_.n_classes : config_.vocab_size;
 }
 
-// Rows of the FFN's (rows, d_ff) hidden activations computed at a time in inference.
-constexpr int64_t kInferenceFfnRows = 2048;
-
 // Inference (no dropout, nothing kept): two (B·n, d) buffers and the FFN's hidden activations for
 // kInferenceFfnRows rows at a time, instead of the ten (B·n, d) and two (B·n, d_ff) buffers a training
 // forward keeps.

@@ -18,6 +18,12 @@
 #include "model/config.h"
 
 namespace lf {
+// Rows of the FFN's (rows, d_ff) hidden activations computed at a time in inference (the memory
+// estimate counts them too).
+inline constexpr int64_t kInferenceFfnRows = 2048;
+}  // namespace lf
+
+namespace lf {
 
 template <class T>
 class Model {

@@ -8,7 +8,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "core/json_value.h"
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "test_util.h"
 
 namespace lf::test {

@@ -15,7 +15,7 @@
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 
 namespace lf {
 namespace {

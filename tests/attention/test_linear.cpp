@@ -19,7 +19,7 @@
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 
 namespace lf {
 namespace {

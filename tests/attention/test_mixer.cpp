@@ -18,7 +18,7 @@
 #include "attention_test_util.h"
 #include "core/error.h"
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 
 namespace lf {
 namespace {

@@ -23,7 +23,7 @@
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
 #include "core/error.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "train/checkpoint.h"

@@ -6,7 +6,7 @@
 
 #include "core/arena.h"
 #include "core/rng.h"
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "test_util.h"
 
 namespace lf {

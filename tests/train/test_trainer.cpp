@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/threading.h"
+#include "cpu/threading.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 #include "train/checkpoint.h"

@@ -1,4 +1,4 @@
-#include "core/threading.h"
+#include "cpu/threading.h"
 
 #include <omp.h>
 
@@ -19,7 +19,7 @@ int configure_threads(int requested) {
     if (const char* env = std::getenv(kThreadsEnv); env && *env) {
       char* end = nullptr;
       const long v = std::strtol(env, &end, 10);
-      LF_REQUIRE(end && *end == '\0' && v > 0 && v <= 4096, kThreadsEnv, "='", env,
+      LF_REQUIRE(end && *end == '\0' && v > 0 && v <= kMaxThreads, kThreadsEnv, "='", env,
                  "' is not a positive thread count");
       n = int(v);
     } else {
