@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -54,13 +55,18 @@ double max_rel_error(const A* a, const B* b, int64_t n, double floor = 1e-12) {
 #define LF_EXPECT_CLOSE(a, b, n, tol) \
   EXPECT_LE(::lf::test::max_rel_error((a), (b), (n)), (tol)) << "comparing " #a " with " #b
 
-// Central differences of loss() with respect to x[0..n), compared with the analytic gradient.
-// The loss must be computed in double precision from the current contents of x. Each entry must
-// satisfy |analytic - numeric| <= tol * max(1, |numeric|).
+// Central differences of loss() with respect to x[0..n), compared with the analytic gradient entry by
+// entry: |analytic − numeric| ≤ tol · max(|numeric|, 1e-3 · G) + the difference's own rounding error,
+// G the gradient's largest |numeric| entry. The bound is relative to the gradient's size, so a gradient
+// whose entries are all around 1e-4 is held to tol of them (an absolute floor of 1 would let a 1 %
+// error through); entries a thousand times below the largest share its floor, since a difference of
+// two nearly equal losses cannot resolve them further. The rounding term is 64 ulp of the loss over
+// 2·eps (the loss must be computed in double precision from the current contents of x).
 inline void expect_gradient_matches(const std::function<double()>& loss, double* x, int64_t n,
                                     const double* analytic, const std::string& what, double tol = 1e-6,
                                     double eps = 1e-6) {
-  int failures = 0;
+  std::vector<double> numeric(static_cast<size_t>(n)), rounding(static_cast<size_t>(n));
+  double largest = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double saved = x[i];
     x[i] = saved + eps;
@@ -68,10 +74,17 @@ inline void expect_gradient_matches(const std::function<double()>& loss, double*
     x[i] = saved - eps;
     const double down = loss();
     x[i] = saved;
-    const double numeric = (up - down) / (2 * eps);
-    const double err = std::abs(analytic[i] - numeric);
-    if (err > tol * std::max(1.0, std::abs(numeric)) && failures++ < 5)
-      ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << " vs numeric " << numeric;
+    numeric[size_t(i)] = (up - down) / (2 * eps);
+    rounding[size_t(i)] = 64 * std::numeric_limits<double>::epsilon() * std::max(std::abs(up), std::abs(down)) / (2 * eps);
+    largest = std::max(largest, std::abs(numeric[size_t(i)]));
+  }
+  int failures = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double num = numeric[size_t(i)];
+    const double bound = tol * std::max(std::abs(num), 1e-3 * largest) + rounding[size_t(i)];
+    if (std::abs(analytic[i] - num) > bound && failures++ < 5)
+      ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << " vs numeric " << num << " (bound "
+                    << bound << ", largest entry " << largest << ")";
   }
   EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << n << " entries differ";
 }
