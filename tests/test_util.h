@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <iomanip>
+#include <sstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -60,8 +62,10 @@ double max_rel_error(const A* a, const B* b, int64_t n, double floor = 1e-12) {
 // G the gradient's largest |numeric| entry. The bound is relative to the gradient's size, so a gradient
 // whose entries are all around 1e-4 is held to tol of them (an absolute floor of 1 would let a 1 %
 // error through); entries a thousand times below the largest share its floor, since a difference of
-// two nearly equal losses cannot resolve them further. The rounding term is 64 ulp of the loss over
-// 2·eps (the loss must be computed in double precision from the current contents of x).
+// two nearly equal losses cannot resolve them further. The rounding term is 64 ulp of max(|loss|, 1)
+// over 2·eps: a loss summed from O(1) terms carries their rounding even when it is small itself. The
+// loss must be computed in double precision from the current contents of x. One failure is reported
+// per call, naming the first entries that differ.
 inline void expect_gradient_matches(const std::function<double()>& loss, double* x, int64_t n,
                                     const double* analytic, const std::string& what, double tol = 1e-6,
                                     double eps = 1e-6) {
@@ -75,21 +79,25 @@ inline void expect_gradient_matches(const std::function<double()>& loss, double*
     const double down = loss();
     x[i] = saved;
     numeric[size_t(i)] = (up - down) / (2 * eps);
-    rounding[size_t(i)] = 64 * std::numeric_limits<double>::epsilon() * std::max(std::abs(up), std::abs(down)) / (2 * eps);
+    const double scale = std::max({std::abs(up), std::abs(down), 1.0});
+    rounding[size_t(i)] = 64 * std::numeric_limits<double>::epsilon() * scale / (2 * eps);
     largest = std::max(largest, std::abs(numeric[size_t(i)]));
   }
   int failures = 0;
+  std::string first;
   for (int64_t i = 0; i < n; ++i) {
     const double num = numeric[size_t(i)];
     const double bound = tol * std::max(std::abs(num), 1e-3 * largest) + rounding[size_t(i)];
     if (std::abs(analytic[i] - num) > bound && failures++ < 5)
-      ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << " vs numeric " << num << " (bound "
-                    << bound << ", largest entry " << largest << ")";
+      first += (std::ostringstream() << std::setprecision(10) << "\n  " << what << "[" << i << "]: analytic "
+                                     << analytic[i] << " vs numeric " << num << " (difference "
+                                     << std::abs(analytic[i] - num) << ", bound " << bound << ")")
+                   .str();
   }
-  EXPECT_EQ(failures, 0) << what << ": " << failures << " of " << n << " entries differ";
+  if (failures > 0)
+    ADD_FAILURE() << what << ": " << failures << " of " << n << " entries differ (largest entry " << largest << "):" << first;
 }
 
-// sum_i w_i · y_i: a loss whose gradient with respect to y is w, to drive backward passes.
 inline double weighted_sum(const double* y, const double* w, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += y[i] * w[i];

@@ -330,9 +330,10 @@ TEST(AftAttention, ExactPathMatchesReferenceAndFiniteDifferences) {
       LF_EXPECT_CLOSE(out.data(), ref.data(), int64_t(ref.size()),
                       precision == 64 ? 1e-12 : 5e-4);  // float: K ≈ −1000 carries 6·10⁻⁵ of rounding
     }
-    // Key 0 dominates (K + w ≈ 0 against K ≈ 0 elsewhere), so the test exercises both paths.
+    // Key 0 dominates (K + w ≈ 0 against K ≈ 0 elsewhere), so the test exercises both paths. tol 1e-5
+    // of each entry: the extreme keys' third derivative sets the central differences' own error.
     check_gradients(
-        c, 0.5, [&](AttentionRig<double>& rig) { make_key0_extreme(rig, c); }, 2e-6);
+        c, 0.5, [&](AttentionRig<double>& rig) { make_key0_extreme(rig, c); }, 1e-5);
   }
 }
 

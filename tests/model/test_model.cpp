@@ -66,7 +66,9 @@ void check_model_gradients(const ModelConfig& c, const Batch& batch, bool traini
   const std::vector<double> analytic(arena.grads(), arena.grads() + arena.numel());
   for (const ParamInfo& p : arena.params()) {
     if (!p.trainable) continue;
-    test::expect_gradient_matches(loss, arena.values() + p.offset, p.numel, analytic.data() + p.offset, p.name, 1e-6);
+    // tol 1e-4 of each entry: the loss sums B·n·V weighted logits of either sign, whose rounding (about
+    // 1e-14, far above 64 ulp of the small sum) limits the differences for entries far below the largest.
+    test::expect_gradient_matches(loss, arena.values() + p.offset, p.numel, analytic.data() + p.offset, p.name, 1e-4);
   }
 }
 
