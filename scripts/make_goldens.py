@@ -720,6 +720,20 @@ REFERENCES = {
 }
 
 
+def save(tensors, path, metadata):
+    """save_file, then the __metadata__ keys in sorted order: safetensors writes them in hash order,
+    which changes from run to run; sorted, regenerating gives the same bytes."""
+    save_file(tensors, str(path), metadata=metadata)
+    raw = pathlib.Path(path).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(text) <= n, "the sorted header is longer than the original"
+    text += b" " * (n - len(text))  # the same length: the data offsets stay valid
+    pathlib.Path(path).write_bytes(raw[:8] + text + raw[8 + n:])
+
+
 def versions(packages):
     meta = {"torch_version": torch.__version__, "python_version": platform.python_version(),
             "packages": json.dumps(sorted(packages))}
@@ -765,7 +779,7 @@ def make_golden(path, seed, kind, options, n, shape=SHAPE1, causal=False, pad_la
     spec = {"kind": kind, "dims": dims, "options": options, "B": B, "n": n}
     packages = ["torch", "numpy", "safetensors"] + (["linformer"] if kind == "linformer" else [])
     meta = {"spec": json.dumps(spec, sort_keys=True), "reference": reference, **versions(packages)}
-    save_file(tensors, str(path), metadata=meta)
+    save(tensors, path, meta)
     return spec
 
 
@@ -916,9 +930,13 @@ def make_lm_golden(path, seed=4242, B=3):
     tensors["output.loss"] = loss.detach().reshape(1)
     for name, (param, tr) in params.items():
         tensors[f"grad.param.{name}"] = param.grad.t() if tr else param.grad
-    # Ten AdamW steps on the same batch, every parameter decayed (as the engine's AdamW does).
-    opt = torch.optim.AdamW(model.parameters(), lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
-                            weight_decay=ADAMW["weight_decay"])
+    # Ten AdamW steps on the same batch. The engine's trainer decays only tensors of two or more
+    # dimensions (weights, embeddings, E and F), not biases and LayerNorm: two param groups.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"])
     losses = []
     for _ in range(ADAMW_STEPS):
         opt.zero_grad()
@@ -932,10 +950,12 @@ def make_lm_golden(path, seed=4242, B=3):
     tensors = {k: v.contiguous() for k, v in tensors.items()}
 
     spec = {"model": "LinformerLM", "lucidrains": {**LM, "dropout": 0.0},
-            "adamw": {**ADAMW, "betas": list(ADAMW["betas"]), "steps": ADAMW_STEPS}, "B": B, "n": LM["seq_len"]}
+            "adamw": {**ADAMW, "betas": list(ADAMW["betas"]), "steps": ADAMW_STEPS,
+                      "weight_decay_on": "tensors of 2 or more dimensions"},
+            "loss": "mean cross-entropy over every position", "B": B, "n": LM["seq_len"]}
     meta = {"spec": json.dumps(spec, sort_keys=True), "reference": "lucidrains linformer.LinformerLM",
             **versions(["torch", "numpy", "safetensors", "linformer"])}
-    save_file(tensors, str(path), metadata=meta)
+    save(tensors, path, meta)
     return spec
 
 
