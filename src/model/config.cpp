@@ -54,6 +54,14 @@ void ModelConfig::validate() const {
              ") must be odd: the convolution is centred on each position (only a causal LM's may be even)");
   LF_REQUIRE(attention.size() == 1 || int64_t(attention.size()) == n_layers, "attention lists ", attention.size(),
              " layers but n_layers is ", n_layers, " (give one entry for all layers, or one per layer)");
+  LF_REQUIRE(output_head == "default" || output_head == "linear", "output_head must be default or linear, got '",
+             output_head, "'");
+  LF_REQUIRE(output_head == "default" || task != Task::Classify,
+             "output_head 'linear' is an LM head (mlm, clm); a classifier has its own");
+  LF_REQUIRE(output_head == "default" || !scale_tied_output,
+             "scale_tied_output scales the input of the tied output matrix; output_head 'linear' is untied");
+  LF_REQUIRE(final_norm || pre_ln, "final_norm: false drops the final LayerNorm of a pre-LN model; a post-LN model "
+             "has none");
   if (task == Task::Classify) {
     LF_REQUIRE(n_classes >= 2, "a classifier needs n_classes >= 2, got ", n_classes);
     LF_REQUIRE(n_classes <= kMaxVocabSize, "n_classes is ", n_classes, ", above the limit of ", kMaxVocabSize);
@@ -82,7 +90,8 @@ json ModelConfig::to_json() const {
             {"n_layers", n_layers}, {"n_heads", n_heads}, {"d_ff", d_ff}, {"max_len", max_len},
             {"pre_ln", pre_ln}, {"dropout_embedding", dropout_embedding}, {"dropout_attention", dropout_attention},
             {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"position", position},
-            {"conv_kernel", conv_kernel}, {"scale_tied_output", scale_tied_output}, {"attention", layers}};
+            {"conv_kernel", conv_kernel}, {"scale_tied_output", scale_tied_output}, {"final_norm", final_norm},
+            {"output_head", output_head}, {"attention", layers}};
   if (task == Task::Classify) {
     j["n_classes"] = n_classes;
     j["pooling"] = pooling;
@@ -120,7 +129,7 @@ ModelConfig ModelConfig::from_json(const json& j) {
   static const std::set<std::string> known = {
       "format", "version", "task", "vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "pre_ln",
       "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "position", "conv_kernel",
-      "scale_tied_output", "attention", "n_classes", "pooling"};
+      "scale_tied_output", "final_norm", "output_head", "attention", "n_classes", "pooling"};
   for (const auto& [k, v] : j.items()) LF_REQUIRE(known.count(k), "model config: unknown key '", k, "'");
   LF_REQUIRE(field<int64_t>(j, "version", 1) == 1, "model config: unsupported version ", j.at("version").dump(),
              " (this build reads version 1)");
@@ -144,6 +153,8 @@ ModelConfig ModelConfig::from_json(const json& j) {
   c.position = field<std::string>(j, "position", c.position);
   c.conv_kernel = field(j, "conv_kernel", c.conv_kernel);
   c.scale_tied_output = field(j, "scale_tied_output", c.scale_tied_output);
+  c.final_norm = field(j, "final_norm", c.final_norm);
+  c.output_head = field<std::string>(j, "output_head", c.output_head);
   c.n_classes = field(j, "n_classes", c.n_classes);
   c.pooling = field<std::string>(j, "pooling", c.pooling);
   if (auto it = j.find("attention"); it != j.end()) {

@@ -52,6 +52,13 @@ struct ModelConfig {
   // Multiply the LM head's input by d^{-1/2} before the tied token embedding (as T5 does): with N(0, 1)
   // embeddings the first logits then have unit scale instead of √d (a first MLM loss near ln V).
   bool scale_tied_output = false;
+  // false: no LayerNorm after the last block of a pre-LN model (lucidrains' LinformerLM has none).
+  // Pre-LN only: a post-LN model has no final LayerNorm to drop.
+  bool final_norm = true;
+  // The LM heads' output layer: "default" is the task's head (docs/model.md; the output matrix is the
+  // token embedding); "linear" maps the last hidden states straight to the logits through an untied
+  // `lm_head.weight` (V, d) and `lm_head.bias` (V), as LinformerLM's to_logits. mlm and clm only.
+  std::string output_head = "default";
   // One entry per layer. A config file may give a single entry ("attention": {...}) that every layer
   // uses; from_json expands it.
   std::vector<LayerAttention> attention = {LayerAttention{}};

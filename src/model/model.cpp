@@ -74,25 +74,30 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
     blk->fc2_b = arena.declare(p + "ffn.fc2.bias", {d}, lin_ff);
     blocks_.push_back(std::move(blk));
   }
-  if (c.pre_ln) {
+  if (c.pre_ln && c.final_norm) {
     final_norm_w_ = arena.declare("final_norm.weight", {d}, Init::ones());
     final_norm_b_ = arena.declare("final_norm.bias", {d}, Init::zeros());
   }
-  switch (c.task) {
-    case Task::MaskedLM:
-      head_dense_w_ = arena.declare("mlm_head.dense.weight", {d, d}, lin_d);
-      head_dense_b_ = arena.declare("mlm_head.dense.bias", {d}, lin_d);
-      head_norm_w_ = arena.declare("mlm_head.norm.weight", {d}, Init::ones());
-      head_norm_b_ = arena.declare("mlm_head.norm.bias", {d}, Init::zeros());
-      head_bias_ = arena.declare("mlm_head.bias", {c.vocab_size}, Init::zeros());
-      break;
-    case Task::CausalLM:
-      head_bias_ = arena.declare("lm_head.bias", {c.vocab_size}, Init::zeros());
-      break;
-    case Task::Classify:
-      cls_w_ = arena.declare("classifier.weight", {c.n_classes, d}, lin_d);
-      cls_b_ = arena.declare("classifier.bias", {c.n_classes}, lin_d);
-      break;
+  if (c.output_head == "linear") {  // nn.Linear(d, V)'s default init (validate() allows it for mlm, clm)
+    head_w_ = arena.declare("lm_head.weight", {c.vocab_size, d}, lin_d);
+    head_bias_ = arena.declare("lm_head.bias", {c.vocab_size}, lin_d);
+  } else {
+    switch (c.task) {
+      case Task::MaskedLM:
+        head_dense_w_ = arena.declare("mlm_head.dense.weight", {d, d}, lin_d);
+        head_dense_b_ = arena.declare("mlm_head.dense.bias", {d}, lin_d);
+        head_norm_w_ = arena.declare("mlm_head.norm.weight", {d}, Init::ones());
+        head_norm_b_ = arena.declare("mlm_head.norm.bias", {d}, Init::zeros());
+        head_bias_ = arena.declare("mlm_head.bias", {c.vocab_size}, Init::zeros());
+        break;
+      case Task::CausalLM:
+        head_bias_ = arena.declare("lm_head.bias", {c.vocab_size}, Init::zeros());
+        break;
+      case Task::Classify:
+        cls_w_ = arena.declare("classifier.weight", {c.n_classes, d}, lin_d);
+        cls_b_ = arena.declare("classifier.bias", {c.n_classes}, lin_d);
+        break;
+    }
   }
 }
 
@@ -395,7 +400,7 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   recompute_ = keep_for_backward && checkpointing_;
 
   const T* h = slot(c.n_layers);
-  if (c.pre_ln) {
+  if (final_norm_w_ >= 0) {
     final_.resize(size_t(N_d));
     final_mean_.resize(size_t(N));
     final_rstd_.resize(size_t(N));
@@ -404,6 +409,11 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
     h = final_.data();
   }
 
+  if (head_w_ >= 0) {  // output_head "linear": logits = h W_lmᵀ + b_lm
+    logits_.resize(size_t(N * c.vocab_size));
+    linear_forward(h, arena_.value(head_w_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
+    return logits_.data();
+  }
   switch (c.task) {
     case Task::MaskedLM: {
       // Inference computes dense → GELU → LayerNorm in one buffer.
@@ -464,52 +474,57 @@ void Model<T>::backward(const T* dlogits) {
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
   std::vector<T> dh(size_t(N_d), T(0));
-  const T* h_top = c.pre_ln ? final_.data() : hidden_.data() + c.n_layers * N_d;
+  const T* h_top = final_norm_w_ >= 0 ? final_.data() : hidden_.data() + c.n_layers * N_d;
 
-  switch (c.task) {
-    case Task::MaskedLM: {
-      std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
-      linear_backward(head_z_.data(), arena_.value(tok_emb_), dlogits, dz.data(), arena_.grad(tok_emb_),
-                      arena_.grad(head_bias_), N, d, c.vocab_size);
-      if (const T s = tied_output_scale(); s != T(1))
-        for (T& v : dz) v *= s;
-      layernorm_backward(head_g_.data(), arena_.value(head_norm_w_), head_mean_.data(), head_rstd_.data(), dz.data(),
-                         dg.data(), arena_.grad(head_norm_w_), arena_.grad(head_norm_b_), N, d);
-      gelu_backward(head_u_.data(), dg.data(), dg.data(), N_d);
-      linear_backward(h_top, arena_.value(head_dense_w_), dg.data(), dh.data(), arena_.grad(head_dense_w_),
-                      arena_.grad(head_dense_b_), N, d, d);
-      break;
-    }
-    case Task::CausalLM: {
-      const T s = tied_output_scale();
-      linear_backward(s != T(1) ? head_u_.data() : h_top, arena_.value(tok_emb_), dlogits, dh.data(),
-                      arena_.grad(tok_emb_), arena_.grad(head_bias_), N, d, c.vocab_size);
-      if (s != T(1))
-        for (T& v : dh) v *= s;
-      break;
-    }
-    case Task::Classify: {
-      std::vector<T> dpooled(size_t(B_ * d));
-      linear_backward(pooled_.data(), arena_.value(cls_w_), dlogits, dpooled.data(), arena_.grad(cls_w_),
-                      arena_.grad(cls_b_), B_, d, c.n_classes);
-      for (int64_t b = 0; b < B_; ++b) {
-        const T* dp = dpooled.data() + b * d;
-        if (c.pooling == "first") {
-          std::copy(dp, dp + d, dh.data() + b * n_ * d);
-          continue;
-        }
-        int64_t count = 0;
-        for (int64_t t = 0; t < n_; ++t) count += padding_.empty() || !padding_[size_t(b * n_ + t)];
-        for (int64_t t = 0; t < n_; ++t) {
-          if (!padding_.empty() && padding_[size_t(b * n_ + t)]) continue;
-          for (int64_t e = 0; e < d; ++e) dh[size_t((b * n_ + t) * d + e)] = dp[e] / T(count);
-        }
+  if (head_w_ >= 0) {  // output_head "linear"
+    linear_backward(h_top, arena_.value(head_w_), dlogits, dh.data(), arena_.grad(head_w_), arena_.grad(head_bias_), N,
+                    d, c.vocab_size);
+  } else {
+    switch (c.task) {
+      case Task::MaskedLM: {
+        std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
+        linear_backward(head_z_.data(), arena_.value(tok_emb_), dlogits, dz.data(), arena_.grad(tok_emb_),
+                        arena_.grad(head_bias_), N, d, c.vocab_size);
+        if (const T s = tied_output_scale(); s != T(1))
+          for (T& v : dz) v *= s;
+        layernorm_backward(head_g_.data(), arena_.value(head_norm_w_), head_mean_.data(), head_rstd_.data(), dz.data(),
+                           dg.data(), arena_.grad(head_norm_w_), arena_.grad(head_norm_b_), N, d);
+        gelu_backward(head_u_.data(), dg.data(), dg.data(), N_d);
+        linear_backward(h_top, arena_.value(head_dense_w_), dg.data(), dh.data(), arena_.grad(head_dense_w_),
+                        arena_.grad(head_dense_b_), N, d, d);
+        break;
       }
-      break;
+      case Task::CausalLM: {
+        const T s = tied_output_scale();
+        linear_backward(s != T(1) ? head_u_.data() : h_top, arena_.value(tok_emb_), dlogits, dh.data(),
+                        arena_.grad(tok_emb_), arena_.grad(head_bias_), N, d, c.vocab_size);
+        if (s != T(1))
+          for (T& v : dh) v *= s;
+        break;
+      }
+      case Task::Classify: {
+        std::vector<T> dpooled(size_t(B_ * d));
+        linear_backward(pooled_.data(), arena_.value(cls_w_), dlogits, dpooled.data(), arena_.grad(cls_w_),
+                        arena_.grad(cls_b_), B_, d, c.n_classes);
+        for (int64_t b = 0; b < B_; ++b) {
+          const T* dp = dpooled.data() + b * d;
+          if (c.pooling == "first") {
+            std::copy(dp, dp + d, dh.data() + b * n_ * d);
+            continue;
+          }
+          int64_t count = 0;
+          for (int64_t t = 0; t < n_; ++t) count += padding_.empty() || !padding_[size_t(b * n_ + t)];
+          for (int64_t t = 0; t < n_; ++t) {
+            if (!padding_.empty() && padding_[size_t(b * n_ + t)]) continue;
+            for (int64_t e = 0; e < d; ++e) dh[size_t((b * n_ + t) * d + e)] = dp[e] / T(count);
+          }
+        }
+        break;
+      }
     }
   }
 
-  if (c.pre_ln) {
+  if (final_norm_w_ >= 0) {
     std::vector<T> dfinal = dh;
     layernorm_backward(hidden_.data() + c.n_layers * N_d, arena_.value(final_norm_w_), final_mean_.data(),
                        final_rstd_.data(), dfinal.data(), dh.data(), arena_.grad(final_norm_w_),
@@ -555,7 +570,7 @@ std::string Model<T>::nonfinite_activation_site() const {
   if (!all_finite(hidden_, 0, N_d)) return "the embeddings";
   for (int64_t i = 0; i < config_.n_layers; ++i)
     if (!all_finite(hidden_, size_t(i + 1) * N_d, N_d)) return str_cat("layer ", i);
-  if (config_.pre_ln && !all_finite(final_, 0, final_.size())) return "the final LayerNorm";
+  if (final_norm_w_ >= 0 && !all_finite(final_, 0, final_.size())) return "the final LayerNorm";
   if (!all_finite(logits_, 0, logits_.size())) return "the output head";
   return "";
 }
@@ -567,7 +582,8 @@ double Model<T>::forward_flops(int64_t n) const {
   double flops = 0;
   for (const auto& blk : blocks_)
     flops += blk->attn->forward_flops(1, n, n) + 2.0 * n * d * ff * 2 + 2.0 * n * d * double(c.conv_kernel);
-  const double head = c.task == Task::MaskedLM ? 2.0 * n * d * d + 2.0 * n * d * double(c.vocab_size)
+  const double head = c.output_head == "linear" ? 2.0 * n * d * double(c.vocab_size)
+                      : c.task == Task::MaskedLM ? 2.0 * n * d * d + 2.0 * n * d * double(c.vocab_size)
                       : c.task == Task::CausalLM ? 2.0 * n * d * double(c.vocab_size)
                                                  : 2.0 * d * double(c.n_classes);
   return flops + head;

@@ -4,6 +4,8 @@
 //   mlm       RoBERTa's LM head: dense → GELU → LayerNorm → tied token embedding + bias, (B, n, V)
 //   clm       causal LM (attention kinds with causal support): tied token embedding + bias, (B, n, V)
 //   classify  mean (over unpadded positions) or first-token pooling → linear, (B, C)
+// With output_head "linear" the LM heads are one untied linear map with bias instead (LinformerLM's
+// to_logits), and final_norm = false drops the pre-LN stack's final LayerNorm.
 // Parameter names follow PyTorch conventions (docs/model.md lists them). forward() keeps every
 // activation the backward needs; backward() accumulates parameter gradients into the arena.
 #pragma once
@@ -90,6 +92,7 @@ class Model {
   ParamArena<T>& arena_;
   int tok_emb_ = -1, pos_emb_ = -1, emb_norm_w_ = -1, emb_norm_b_ = -1, final_norm_w_ = -1, final_norm_b_ = -1;
   int head_dense_w_ = -1, head_dense_b_ = -1, head_norm_w_ = -1, head_norm_b_ = -1, head_bias_ = -1;
+  int head_w_ = -1;  // output_head "linear": the untied lm_head.weight
   int cls_w_ = -1, cls_b_ = -1;
   std::vector<std::unique_ptr<Block>> blocks_;
   AttentionInputObserver attention_observer_;

@@ -223,6 +223,18 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+template <class T>
+void adamw_step_params(ParamArena<T>& arena, T* m, T* v, int64_t t, const AdamWOptions& options) {
+  for (const ParamInfo& p : arena.params()) {
+    if (!p.trainable) continue;  // fixed projections stay as drawn (no weight decay either)
+    AdamWOptions a = options;
+    if (p.shape.size() < 2) a.weight_decay = 0;
+    adamw_step(arena.values() + p.offset, arena.grads() + p.offset, m + p.offset, v + p.offset, p.numel, t, a);
+  }
+}
+template void adamw_step_params<float>(ParamArena<float>&, float*, float*, int64_t, const AdamWOptions&);
+template void adamw_step_params<double>(ParamArena<double>&, double*, double*, int64_t, const AdamWOptions&);
+
 std::string nonfinite_gradient_site(const ParamArena<float>& arena) {
   // Backward order: the head (final norm, mlm_head.*, lm_head.*, classifier.*), the layers top down,
   // parameters shared by all layers (e.g. linformer's shared_proj), then the embeddings. The first
@@ -394,12 +406,8 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
                           ": training diverged; lower --lr or set --clip-norm"));
     if (opt.clip_norm > 0 && norm > opt.clip_norm) scale_inplace(arena.grads(), arena.numel(), opt.clip_norm / norm);
     const double lr = schedule.lr(step);
-    for (const ParamInfo& p : arena.params()) {
-      if (!p.trainable) continue;  // fixed projections stay as drawn (no weight decay either)
-      AdamWOptions a{lr, opt.beta1, opt.beta2, opt.eps, p.shape.size() >= 2 ? opt.weight_decay : 0.0};
-      adamw_step(arena.values() + p.offset, arena.grads() + p.offset, moments.m.data() + p.offset,
-                 moments.v.data() + p.offset, p.numel, step + 1, a);
-    }
+    adamw_step_params(arena, moments.m.data(), moments.v.data(), step + 1,
+                      AdamWOptions{lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay});
     summary.last_loss = step_loss;
     window_loss += step_loss;
     ++window_steps;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
+#include "cpu/adamw.h"
 #include "data/batches.h"
 #include "data/corpus.h"
 #include "model/config.h"
@@ -90,6 +91,13 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
 // lf::InvalidArgument / lf::IoError for bad options and files, lf::Error for a non-finite loss or
 // gradient, naming the step and the layer (Model::nonfinite_activation_site, nonfinite_gradient_site).
 TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume);
+
+// One AdamW step t (1-based) of the trainer over every parameter of the arena with the moments m, v
+// (each arena.numel(), zero before step 1): fixed (non-trainable) tensors are skipped, and weight
+// decay applies only to tensors of two or more dimensions (weight matrices, embeddings, projections),
+// not to biases and LayerNorm parameters. options.weight_decay is that decay.
+template <class T>
+void adamw_step_params(ParamArena<T>& arena, T* m, T* v, int64_t t, const AdamWOptions& options);
 
 // Where a NaN or Inf among the arena's gradients entered the backward: the first of the output head,
 // layer L-1 … layer 0, the embeddings that holds one, with the first such parameter, e.g.

@@ -3,6 +3,7 @@
 // respect to the input and every parameter for a random upstream gradient. Each file becomes one
 // test that builds the same layer from the file's "spec" metadata, loads the parameters by name, and
 // compares forward and backward in float and double.
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,12 +11,14 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "attention/attention.h"
 #include "io/safetensors.h"
+#include "golden_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -47,6 +50,8 @@ GoldenSpec parse_spec(const SafeTensorsFile& f) {
   const json j = json::parse(it->second);
   GoldenSpec g;
   g.attention.kind = j.at("kind").get<std::string>();
+  if (!AttentionRegistry::instance().has(g.attention.kind))
+    throw IoError(str_cat(f.source(), ": the golden's attention kind '", g.attention.kind, "' is not registered"));
   const json& dims = j.at("dims");
   g.attention.dims.d_model = dims.at("d_model").get<int64_t>();
   g.attention.dims.n_heads = dims.at("n_heads").get<int64_t>();
@@ -173,6 +178,7 @@ class GoldenParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenParity, MatchesPyTorch) {
   const SafeTensorsFile f = SafeTensorsFile::read(GetParam());
+  test::expect_golden_versions(f);
   const GoldenSpec g = parse_spec(f);
   check_parity<float>(f, g, 1e-5, 1e-4);
   check_parity<double>(f, g, 1e-10, 1e-10);
@@ -191,6 +197,36 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenParity);
 TEST(GoldenParityFiles, ArePresent) {
   EXPECT_FALSE(golden_files().empty()) << "no *.safetensors goldens in " << kGoldenDir
                                        << " (regenerate them: docs/goldens.md)";
+}
+
+// The provenance check itself must be able to fail: a golden without the version fields, or with a
+// package listed but not its version, is refused.
+TEST(GoldenParityFiles, MetadataWithoutVersionsFails) {
+  auto file_with = [](const std::map<std::string, std::string>& meta) {
+    SafeTensorsWriter w;
+    w.add_f64("output", {1}, std::vector<double>{1.0});
+    for (const auto& [k, v] : meta) w.set_metadata(k, v);
+    return SafeTensorsFile::parse(w.serialize(), "in-memory golden");
+  };
+  const std::map<std::string, std::string> full = {{"spec", "{}"},
+                                                   {"reference", "r"},
+                                                   {"torch_version", "2.15.0"},
+                                                   {"python_version", "3.11.7"},
+                                                   {"packages", "[\"torch\", \"linformer\"]"},
+                                                   {"linformer_version", "0.2.3"}};
+  test::expect_golden_versions(file_with(full));  // complete: no failure
+  for (const char* drop : {"torch_version", "python_version", "linformer_version", "packages", "reference"}) {
+    std::map<std::string, std::string> meta = full;
+    meta.erase(drop);
+    SCOPED_TRACE(std::string("without ") + drop);
+    const SafeTensorsFile f = file_with(meta);
+    EXPECT_NONFATAL_FAILURE(test::expect_golden_versions(f), "lacks");
+  }
+}
+
+// Every file under the directory, as what a golden means depends on its place.
+TEST(GoldenParityFiles, EveryGoldenCarriesItsVersions) {
+  for (const std::string& path : golden_files()) test::expect_golden_versions(SafeTensorsFile::read(path));
 }
 
 }  // namespace

@@ -340,6 +340,10 @@ std::vector<Seed> seed_corpus(const std::string& target) {
     clm.task = Task::CausalLM;
     clm.attention = {LayerAttention{"full", json::object()}};
     add("ok-clm.json", json_bytes(clm.to_json()));
+    ModelConfig lm = base;  // lucidrains' LinformerLM: no final LayerNorm, an untied linear head
+    lm.final_norm = false;
+    lm.output_head = "linear";
+    add("ok-linformer-lm.json", json_bytes(lm.to_json()));
     TrainOptions t;
     t.data_path = "data.txt";
     t.run_dir = "runs/a";
