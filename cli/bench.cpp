@@ -4,7 +4,7 @@
 // its peak RSS is its own; the heap accounting of this binary (cli/heap_accounting.cpp) gives the
 // bytes our buffers took. Configurations whose estimated memory exceeds --max-mem-gib are skipped
 // and reported as such. Measurements: layer_forward (inference: nothing kept for a backward),
-// layer_forward_backward, model_train_step (forward, cross-entropy, backward, AdamW),
+// layer_forward_backward, model_train_step (the library's Trainer::step: forward, cross-entropy, backward, clipping, AdamW),
 // model_train_step_checkpointed (the same with activation checkpointing), model_inference. Every run
 // also measures the machine's sgemm rate (2048³, the row kind = sgemm, what = gemm_peak), so the
 // achieved GFLOP/s can be set against it. Results: a CSV (the columns of scripts/peer_bench.py, so
@@ -30,13 +30,12 @@
 #include "cli/heap_accounting.h"
 #include "core/rng.h"
 #include "cpu/threading.h"
-#include "cpu/adamw.h"
-#include "cpu/cross_entropy.h"
 #include "cpu/gemm.h"
 #include "model/memory.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/run_log.h"
+#include "train/trainer.h"
 
 namespace lf::cli {
 namespace {
@@ -127,8 +126,9 @@ Result run_one(const BenchOptions& o, const Config& c) {
   ParamArena<float> arena;
   std::unique_ptr<Attention<float>> layer;
   std::unique_ptr<Model<float>> model;
-  std::vector<float> x, out, dout, dx, dlogits, m, v;
-  std::vector<int32_t> tokens, targets;
+  std::unique_ptr<Trainer> trainer;
+  std::vector<TokenBatch> batch;
+  std::vector<float> x, out, dout, dx;
   const int64_t B = o.batch, n = c.n, d = o.d_model;
   if (c.kind == "sgemm") {  // the machine's sgemm rate: C (n×n) = A·B
     x.assign(size_t(n * n), 0.5f);
@@ -159,32 +159,32 @@ Result run_one(const BenchOptions& o, const Config& c) {
     }
   } else {
     const ModelConfig mc = bench_model_config(o, c);
-    model = std::make_unique<Model<float>>(mc, arena);
-    model->set_activation_checkpointing(c.what == "model_train_step_checkpointed");
-    arena.allocate(/*with_grads=*/c.what != "model_inference");
-    arena.initialize(1);
-    tokens.resize(size_t(B * n));
-    targets.resize(size_t(B * n));
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      tokens[i] = int32_t(uniform01(4, 0, i) * 256);
-      targets[i] = uniform01(5, 0, i) < 0.15f ? tokens[i] : kIgnoreIndex;
+    batch.resize(1);
+    TokenBatch& b = batch[0];
+    b.B = B;
+    b.n = n;
+    b.tokens.resize(size_t(B * n));
+    b.targets.resize(size_t(B * n));
+    for (size_t i = 0; i < b.tokens.size(); ++i) {
+      b.tokens[i] = int32_t(uniform01(4, 0, i) * 256);
+      b.targets[i] = uniform01(5, 0, i) < 0.15f ? b.tokens[i] : kIgnoreIndex;
     }
-    flops = double(B) * model->forward_flops(n);
     if (c.what == "model_inference") {
-      step = [&] { model->forward(tokens.data(), nullptr, B, n, false, 0, /*keep_for_backward=*/false); };
-    } else {
-      flops *= 3;
-      m.assign(size_t(arena.numel()), 0.f);
-      v.assign(size_t(arena.numel()), 0.f);
-      dlogits.resize(size_t(B * n * mc.vocab_size));
-      step = [&, V = mc.vocab_size] {
-        arena.zero_grad();
-        const float* logits = model->forward(tokens.data(), nullptr, B, n, true, 1);
-        cross_entropy_forward(logits, targets.data(), B * n, V);
-        cross_entropy_backward(logits, targets.data(), dlogits.data(), B * n, V);
-        model->backward(dlogits.data());
-        adamw_step(arena.values(), arena.grads(), m.data(), v.data(), arena.numel(), 1, AdamWOptions{});
-      };
+      model = std::make_unique<Model<float>>(mc, arena);
+      arena.allocate(/*with_grads=*/false);
+      arena.initialize(1);
+      flops = double(B) * model->forward_flops(n);
+      step = [&] { model->forward(b.tokens.data(), nullptr, B, n, false, 0, /*keep_for_backward=*/false); };
+    } else {  // the library's training step: forward, cross-entropy, backward, clipping, AdamW
+      TrainOptions to;
+      to.batch_size = B;
+      to.seq_len = n;
+      to.steps = std::numeric_limits<int32_t>::max();  // the schedule's peak rate after warm-up, for every run
+      to.warmup_steps = 0;
+      to.checkpoint_activations = c.what == "model_train_step_checkpointed";
+      trainer = std::make_unique<Trainer>(mc, to);
+      flops = 3.0 * double(B) * trainer->model().forward_flops(n);
+      step = [&] { trainer->step(batch); };
     }
   }
   auto timed = [&] {

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <memory>
 
 #include "cli/common.h"
 #include "cpu/threading.h"
@@ -43,7 +44,16 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
     }
     config = c.model.resolve(app, model_file);
   }
-  const TrainSummary s = train(config, opt, c.resume);
+  // Progress on stderr: a bar on a terminal, a line every log_every steps otherwise.
+  std::unique_ptr<Progress> progress;
+  TrainCallbacks callbacks;
+  callbacks.start = [&](const TrainOptions& resolved) { progress = std::make_unique<Progress>(resolved.log_every); };
+  callbacks.message = [&](const std::string& line) { progress->message(line); };
+  callbacks.step = [&](const StepResult& r, int64_t total, double tokens_per_s) {
+    progress->update(r.step, total, r.loss, tokens_per_s);
+  };
+  const TrainSummary s = train(config, opt, c.resume, callbacks);
+  progress->finish();
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
   if (config.task == Task::Classify || (c.resume && s.unigram_bits == 0))

@@ -26,6 +26,18 @@ void TrainOptions::validate() const {
   LF_REQUIRE(!data_path.empty(), "no training data: give --data FILE");
   LF_REQUIRE(!run_dir.empty(), "no run directory: give --out DIR");
   LF_REQUIRE(max_bytes >= 0, "--max-bytes must not be negative, got ", max_bytes);
+  validate_step_options();
+  LF_REQUIRE(mask_prob > 0 && mask_prob < 1, "--mask-prob must be in (0, 1), got ", mask_prob);
+  LF_REQUIRE(mask_span >= 1 && mask_span <= kMaxMaskSpan, "--mask-span must be in [1, ", kMaxMaskSpan, "], got ",
+             mask_span);
+  LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "--short-seq-prob must be in [0, 1], got ", short_seq_prob);
+  LF_REQUIRE(log_every > 0, "--log-every must be positive, got ", log_every);
+  LF_REQUIRE(eval_every >= 0 && save_every >= 0, "--eval-every and --save-every must be >= 0");
+  LF_REQUIRE(eval_batches > 0, "--eval-batches must be positive, got ", eval_batches);
+  LF_REQUIRE(keep_checkpoints > 0, "--keep-checkpoints must be positive, got ", keep_checkpoints);
+}
+
+void TrainOptions::validate_step_options() const {
   LF_REQUIRE(batch_size > 0, "--batch-size must be positive, got ", batch_size);
   LF_REQUIRE(seq_len > 0, "--seq-len must be positive, got ", seq_len);
   LF_REQUIRE(grad_accum > 0, "--grad-accum must be positive, got ", grad_accum);
@@ -38,14 +50,6 @@ void TrainOptions::validate() const {
   LF_REQUIRE(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1)");
   LF_REQUIRE(std::isfinite(eps) && eps > 0, "AdamW eps must be positive, got ", eps);
   LF_REQUIRE(std::isfinite(clip_norm) && clip_norm >= 0, "--clip-norm must be >= 0, got ", clip_norm);
-  LF_REQUIRE(mask_prob > 0 && mask_prob < 1, "--mask-prob must be in (0, 1), got ", mask_prob);
-  LF_REQUIRE(mask_span >= 1 && mask_span <= kMaxMaskSpan, "--mask-span must be in [1, ", kMaxMaskSpan, "], got ",
-             mask_span);
-  LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "--short-seq-prob must be in [0, 1], got ", short_seq_prob);
-  LF_REQUIRE(log_every > 0, "--log-every must be positive, got ", log_every);
-  LF_REQUIRE(eval_every >= 0 && save_every >= 0, "--eval-every and --save-every must be >= 0");
-  LF_REQUIRE(eval_batches > 0, "--eval-batches must be positive, got ", eval_batches);
-  LF_REQUIRE(keep_checkpoints > 0, "--keep-checkpoints must be positive, got ", keep_checkpoints);
 }
 
 json TrainOptions::to_json() const {
@@ -277,7 +281,78 @@ std::string nonfinite_gradient_site(const ParamArena<float>& arena) {
   return str_cat(where, " (parameter '", name, "')");
 }
 
-TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume) {
+// ---- the step-level trainer ----------------------------------------------------------------------
+
+Trainer::Trainer(const ModelConfig& config, const TrainOptions& opt)
+    : config_(config), opt_(opt), schedule_{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio} {
+  config_.validate();
+  opt_.validate_step_options();
+  model_ = std::make_unique<Model<float>>(config_, arena_);
+  model_->set_activation_checkpointing(opt_.checkpoint_activations);
+  arena_.allocate();
+  arena_.initialize(opt_.seed);
+  moments_.m.assign(size_t(arena_.numel()), 0.f);
+  moments_.v.assign(size_t(arena_.numel()), 0.f);
+}
+
+StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
+  LF_REQUIRE(int64_t(micro_batches.size()) == opt_.grad_accum, "a training step takes ", opt_.grad_accum,
+             " micro-batches (grad_accum), got ", micro_batches.size());
+  const int64_t step = steps_done_, V = model_->logits_per_row();
+  model_->set_training_step(step);  // e.g. Performer's feature redraw; also right after a resume
+  arena_.zero_grad();
+  StepResult r;
+  for (int64_t micro = 0; micro < opt_.grad_accum; ++micro) {
+    const TokenBatch& b = micro_batches[size_t(micro)];
+    const uint64_t counter = uint64_t(step * opt_.grad_accum + micro);
+    const float* logits = model_->forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n,
+                                          true, mix64(opt_.seed ^ mix64(counter)));
+    const int64_t rows = int64_t(b.targets.size());
+    const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
+    if (!std::isfinite(ce.loss)) {
+      const std::string site = model_->nonfinite_activation_site();
+      throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step,
+                          site.empty() ? "" : str_cat(", first non-finite activation in ", site),
+                          ": training diverged; lower --lr or set --clip-norm"));
+    }
+    dlogits_.resize(size_t(rows * V));
+    cross_entropy_backward(logits, b.targets.data(), dlogits_.data(), rows, V, 1.0 / double(opt_.grad_accum));
+    model_->backward(dlogits_.data());
+    r.loss += ce.loss / double(opt_.grad_accum);
+  }
+  r.grad_norm = grad_global_norm(arena_.grads(), arena_.numel());
+  if (!std::isfinite(r.grad_norm))
+    throw Error(str_cat("non-finite gradient at step ", step, ", first in ", nonfinite_gradient_site(arena_),
+                        ": training diverged; lower --lr or set --clip-norm"));
+  if (opt_.clip_norm > 0 && r.grad_norm > opt_.clip_norm)
+    scale_inplace(arena_.grads(), arena_.numel(), opt_.clip_norm / r.grad_norm);
+  r.lr = schedule_.lr(step);
+  adamw_step_params(arena_, moments_.m.data(), moments_.v.data(), step + 1,
+                    AdamWOptions{r.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay});
+  r.step = ++steps_done_;
+  return r;
+}
+
+EvalResult Trainer::evaluate(const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches,
+                             double mask_prob) {
+  return lf::evaluate(*model_, data, split, B, n, max_batches, mask_prob);
+}
+
+std::string Trainer::save(const std::string& run_dir, json state, int keep) const {
+  LF_REQUIRE(state.is_object(), "the trainer state must be a JSON object");
+  state["step"] = steps_done_;
+  return save_step_checkpoint(run_dir, steps_done_, config_, arena_, &moments_, state, keep);
+}
+
+void Trainer::load(const std::string& checkpoint_dir, int64_t steps_done) {
+  LF_REQUIRE(steps_done >= 0, "a checkpoint's step count must not be negative, got ", steps_done);
+  load_checkpoint_weights(checkpoint_dir, arena_, &moments_);
+  steps_done_ = steps_done;
+}
+
+// ---- train(): the trainer over a data file, with a log and checkpoints -----------------------------
+
+TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks) {
   TrainOptions opt = opt_in;
   LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give --out DIR");
   if (!resume) opt.validate();  // with resume, the saved options are validated once merged
@@ -318,17 +393,12 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     LF_REQUIRE(data.train_examples->num_classes() <= config.n_classes, opt.data_path, " has labels up to ",
                data.train_examples->num_classes() - 1, " but the model has ", config.n_classes, " classes");
 
-  ParamArena<float> arena;
-  Model<float> model(config, arena);
-  model.set_activation_checkpointing(opt.checkpoint_activations);
-  arena.allocate();
-  arena.initialize(opt.seed);
-  OptimizerMoments moments{std::vector<float>(size_t(arena.numel()), 0.f), std::vector<float>(size_t(arena.numel()), 0.f)};
+  Trainer trainer(config, opt);
   int64_t start_step = 0;
   double elapsed_before = 0;
   if (!resume_from.empty()) {
-    load_checkpoint_weights(resume_from, arena, &moments);
     start_step = state.at("step").get<int64_t>();
+    trainer.load(resume_from, start_step);
     elapsed_before = state.value("elapsed_s", 0.0);
   }
   {
@@ -342,93 +412,68 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
              "the validation split of ", opt.data_path, " is too small for one batch of ", opt.batch_size, " × ",
              opt.seq_len, " tokens: lower --seq-len or --batch-size, or raise --valid-fraction");
 
-  const LrSchedule schedule{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio};
   const std::string log_path = opt.run_dir + "/log.jsonl";
   // After a kill the log may run ahead of the checkpoint (and end in a torn line): cut it back.
   if (!resume_from.empty()) rewind_jsonl_log(log_path, start_step);
   JsonlLog log(log_path, /*append=*/!resume_from.empty());
-  Progress progress(opt.log_every);
-  if (!resume_from.empty()) progress.message(str_cat("resuming from ", resume_from, " at step ", start_step));
-  progress.message(str_cat(num_threads(), " threads; model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ", config.d_model,
-                           ", ", arena.numel(), " parameters; data: ", opt.data_path));
+  auto message = [&](const std::string& line) {
+    if (callbacks.message) callbacks.message(line);
+  };
+  if (callbacks.start) callbacks.start(opt);
+  if (!resume_from.empty()) message(str_cat("resuming from ", resume_from, " at step ", start_step));
+  message(str_cat(num_threads(), " threads; model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ",
+                  config.d_model, ", ", trainer.arena().numel(), " parameters; data: ", opt.data_path));
 
-  const int64_t B = opt.batch_size, n = opt.seq_len, V = model.logits_per_row();
+  const int64_t B = opt.batch_size, n = opt.seq_len;
   const int64_t tokens_per_step = B * n * opt.grad_accum;
-  std::vector<float> dlogits;
   TrainSummary summary;
   EvalResult last_eval;
   bool have_eval = false;
   const auto t0 = std::chrono::steady_clock::now();
-  auto make_state = [&](int64_t step) {
-    json s = {{"step", step}, {"options", opt.to_json()}, {"elapsed_s", elapsed_before + seconds_since(t0)},
-              {"tokens_seen", step * tokens_per_step}};
+  auto make_state = [&] {
+    json s = {{"options", opt.to_json()}, {"elapsed_s", elapsed_before + seconds_since(t0)},
+              {"tokens_seen", trainer.steps_done() * tokens_per_step}};
     if (have_eval) s["valid"] = last_eval.to_json();
     return s;
   };
   auto run_eval = [&](int64_t step) {
-    last_eval = evaluate(model, data, Split::Valid, B, n, opt.eval_batches, opt.mask_prob);
+    last_eval = trainer.evaluate(data, Split::Valid, B, n, opt.eval_batches, opt.mask_prob);
     have_eval = true;
     log.write({{"type", "eval"}, {"step", step}, {"split", "valid"}, {"loss", last_eval.loss},
                {"bits_per_byte", last_eval.bits_per_byte}, {"accuracy", last_eval.accuracy}});
-    progress.message(str_cat("step ", step, ": valid loss ", last_eval.loss, ", ",
-                             config.task == Task::Classify ? "" : str_cat(last_eval.bits_per_byte, " bits/byte, "),
-                             "accuracy ", last_eval.accuracy));
+    message(str_cat("step ", step, ": valid loss ", last_eval.loss, ", ",
+                    config.task == Task::Classify ? "" : str_cat(last_eval.bits_per_byte, " bits/byte, "), "accuracy ",
+                    last_eval.accuracy));
   };
 
   double window_loss = 0;
   int64_t window_steps = 0;
   auto window_start = std::chrono::steady_clock::now();
+  std::vector<TokenBatch> micro(size_t(opt.grad_accum));
   for (int64_t step = start_step; step < opt.steps; ++step) {
-    model.set_training_step(step);  // e.g. Performer's feature redraw; also right after a resume
-    arena.zero_grad();
-    double step_loss = 0;
-    for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {
-      const uint64_t counter = uint64_t(step * opt.grad_accum + micro);
-      const TokenBatch b = data.train_batch(B, n, opt.seed, counter, {opt.mask_prob, opt.mask_span, opt.short_seq_prob});
-      const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n,
-                                          true, mix64(opt.seed ^ mix64(counter)));
-      const int64_t rows = int64_t(b.targets.size());
-      const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
-      if (!std::isfinite(ce.loss)) {
-        const std::string site = model.nonfinite_activation_site();
-        throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step,
-                            site.empty() ? "" : str_cat(", first non-finite activation in ", site),
-                            ": training diverged; lower --lr or set --clip-norm"));
-      }
-      dlogits.resize(size_t(rows * V));
-      cross_entropy_backward(logits, b.targets.data(), dlogits.data(), rows, V, 1.0 / double(opt.grad_accum));
-      model.backward(dlogits.data());
-      step_loss += ce.loss / double(opt.grad_accum);
-    }
-    const double norm = grad_global_norm(arena.grads(), arena.numel());
-    if (!std::isfinite(norm))
-      throw Error(str_cat("non-finite gradient at step ", step, ", first in ", nonfinite_gradient_site(arena),
-                          ": training diverged; lower --lr or set --clip-norm"));
-    if (opt.clip_norm > 0 && norm > opt.clip_norm) scale_inplace(arena.grads(), arena.numel(), opt.clip_norm / norm);
-    const double lr = schedule.lr(step);
-    adamw_step_params(arena, moments.m.data(), moments.v.data(), step + 1,
-                      AdamWOptions{lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay});
-    summary.last_loss = step_loss;
-    window_loss += step_loss;
+    for (int64_t m = 0; m < opt.grad_accum; ++m)
+      micro[size_t(m)] = data.train_batch(B, n, opt.seed, uint64_t(step * opt.grad_accum + m),
+                                          {opt.mask_prob, opt.mask_span, opt.short_seq_prob});
+    const StepResult r = trainer.step(micro);
+    summary.last_loss = r.loss;
+    window_loss += r.loss;
     ++window_steps;
-    const int64_t done = step + 1;
+    const int64_t done = r.step;
     const double tps = double(window_steps * tokens_per_step) / std::max(1e-9, seconds_since(window_start));
-    progress.update(done, opt.steps, step_loss, tps);
+    if (callbacks.step) callbacks.step(r, opt.steps, tps);
     if (done % opt.log_every == 0 || done == opt.steps) {
-      log.write({{"type", "train"}, {"step", done}, {"loss", window_loss / double(window_steps)}, {"lr", lr},
-                 {"grad_norm", norm}, {"tokens_per_s", tps}, {"elapsed_s", elapsed_before + seconds_since(t0)}});
+      log.write({{"type", "train"}, {"step", done}, {"loss", window_loss / double(window_steps)}, {"lr", r.lr},
+                 {"grad_norm", r.grad_norm}, {"tokens_per_s", tps}, {"elapsed_s", elapsed_before + seconds_since(t0)}});
       window_loss = 0;
       window_steps = 0;
       window_start = std::chrono::steady_clock::now();
     }
     if (opt.eval_every > 0 && done % opt.eval_every == 0 && done != opt.steps) run_eval(done);
     if (opt.save_every > 0 && done % opt.save_every == 0 && done != opt.steps)
-      save_step_checkpoint(opt.run_dir, done, config, arena, &moments, make_state(done), opt.keep_checkpoints);
+      trainer.save(opt.run_dir, make_state(), opt.keep_checkpoints);
   }
   if (start_step < opt.steps || !have_eval) run_eval(opt.steps);
-  summary.checkpoint =
-      save_step_checkpoint(opt.run_dir, opt.steps, config, arena, &moments, make_state(opt.steps), opt.keep_checkpoints);
-  progress.finish();
+  summary.checkpoint = trainer.save(opt.run_dir, make_state(), opt.keep_checkpoints);
   summary.steps = opt.steps;
   summary.valid = last_eval;
   summary.elapsed_s = seconds_since(t0);

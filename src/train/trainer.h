@@ -15,6 +15,8 @@
 #include "data/corpus.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "train/checkpoint.h"
+#include "train/schedule.h"
 
 namespace lf {
 
@@ -46,6 +48,9 @@ struct TrainOptions {
   bool checkpoint_activations = false;  // recompute block activations in the backward (less memory)
 
   void validate() const;  // throws lf::InvalidArgument naming the option
+  // The options one optimizer step uses (batch and schedule sizes, lr, AdamW, clipping): what
+  // Trainer checks, without the data and run directory that only train() needs.
+  void validate_step_options() const;
   json to_json() const;
   static TrainOptions from_json(const json& j);  // missing keys keep their defaults; unknown keys refused
 };
@@ -86,11 +91,75 @@ struct TaskData {
 EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches,
                     double mask_prob);
 
+// What one optimizer step did.
+struct StepResult {
+  int64_t step = 0;      // steps done after it (1-based)
+  double loss = 0;       // mean cross-entropy over its micro-batches
+  double grad_norm = 0;  // the global gradient norm before clipping
+  double lr = 0;         // the rate it used
+};
+
+// The step-level trainer: a model of `config` in its own parameter arena, AdamW's moments, and the
+// schedule, clipping and micro-batching of `opt` (batch_size and seq_len are the caller's business:
+// a step takes whatever batches it is given). It reads no data file and prints nothing: train()
+// drives it over a data file with checkpoints and a log, `linformer bench` times its step(), and a
+// host program can call it with its own batches. Not copyable (the model refers to the arena).
+class Trainer {
+ public:
+  // Parameters initialised from opt.seed. Throws lf::InvalidArgument for a bad config or step option.
+  Trainer(const ModelConfig& config, const TrainOptions& opt);
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // One optimizer step over opt.grad_accum micro-batches (each: forward with dropout drawn from
+  // (seed, step, micro-batch), cross-entropy, backward), the global gradient norm clipped to
+  // opt.clip_norm, and AdamW at the schedule's rate. Throws lf::InvalidArgument for a wrong number of
+  // micro-batches, lf::Error for a non-finite loss or gradient, naming the step and where it arose
+  // (Model::nonfinite_activation_site, nonfinite_gradient_site); the parameters are then unchanged.
+  StepResult step(const std::vector<TokenBatch>& micro_batches);
+
+  // Mean loss, bits per byte and accuracy over the split's fixed evaluation batches of B × n.
+  EvalResult evaluate(const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches, double mask_prob);
+
+  // Saves the weights, the optimizer moments and `state` (a JSON object; "step" is set to steps_done())
+  // as run_dir/checkpoints/step-<steps_done> (atomic), keeping the newest `keep` (0: all); returns its
+  // directory.
+  std::string save(const std::string& run_dir, json state, int keep = 0) const;
+  // Restores the weights and moments of a checkpoint of the same model configuration and continues
+  // from `steps_done` (trainer_state.json's "step").
+  void load(const std::string& checkpoint_dir, int64_t steps_done);
+
+  int64_t steps_done() const { return steps_done_; }
+  const ModelConfig& config() const { return config_; }
+  const TrainOptions& options() const { return opt_; }
+  Model<float>& model() { return *model_; }
+  ParamArena<float>& arena() { return arena_; }
+
+ private:
+  ModelConfig config_;
+  TrainOptions opt_;
+  LrSchedule schedule_;
+  ParamArena<float> arena_;
+  std::unique_ptr<Model<float>> model_;
+  OptimizerMoments moments_;
+  int64_t steps_done_ = 0;
+  std::vector<float> dlogits_;
+};
+
+// What train() reports while it runs; every callback is optional (none: train() prints nothing).
+struct TrainCallbacks {
+  // Once, with the options the run follows (on resume, the saved ones with the new step count).
+  std::function<void(const TrainOptions& resolved)> start;
+  std::function<void(const std::string& line)> message;  // resuming, the model and data, each evaluation
+  // After every step: its result, the run's step count and the tokens per second since the last log line.
+  std::function<void(const StepResult& step, int64_t total_steps, double tokens_per_s)> step;
+};
+
 // Trains `config` (or, with resume, continues the latest checkpoint in opt.run_dir, whose model
-// configuration then wins) and returns the summary. Prints progress to stderr. Throws
-// lf::InvalidArgument / lf::IoError for bad options and files, lf::Error for a non-finite loss or
-// gradient, naming the step and the layer (Model::nonfinite_activation_site, nonfinite_gradient_site).
-TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume);
+// configuration then wins) with a Trainer over opt.data_path, writing the log and checkpoints to
+// opt.run_dir, and returns the summary. Throws lf::InvalidArgument / lf::IoError for bad options and
+// files, lf::Error for a non-finite loss or gradient (Trainer::step).
+TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume, const TrainCallbacks& callbacks = {});
 
 // One AdamW step t (1-based) of the trainer over every parameter of the arena with the moments m, v
 // (each arena.numel(), zero before step 1): fixed (non-trainable) tensors are skipped, and weight

@@ -283,3 +283,109 @@ TEST_F(TrainerTest, RefusesBadOptions) {
 
 }  // namespace
 }  // namespace lf
+
+namespace lf {
+namespace {
+
+// ---- the step-level trainer -------------------------------------------------------------------------
+
+// The training batches train() draws for steps [0, steps) of `o`.
+std::vector<std::vector<TokenBatch>> train_batches(const TaskData& data, const TrainOptions& o, int64_t steps) {
+  std::vector<std::vector<TokenBatch>> out(static_cast<size_t>(steps));
+  for (int64_t s = 0; s < steps; ++s)
+    for (int64_t m = 0; m < o.grad_accum; ++m)
+      out[size_t(s)].push_back(data.train_batch(o.batch_size, o.seq_len, o.seed, uint64_t(s * o.grad_accum + m),
+                                                {o.mask_prob, o.mask_span, o.short_seq_prob}));
+  return out;
+}
+
+// The arena's values equal those of a checkpoint's model.safetensors, bit for bit.
+void expect_arena_equals_checkpoint(ParamArena<float>& arena, const std::string& checkpoint) {
+  const SafeTensorsFile f = SafeTensorsFile::read(checkpoint + "/model.safetensors");
+  for (const ParamInfo& p : arena.params()) {
+    const TensorView t = f.get(p.name);
+    ASSERT_EQ(t.nbytes, size_t(p.numel) * sizeof(float)) << p.name;
+    EXPECT_EQ(0, std::memcmp(t.data, arena.values() + p.offset, t.nbytes)) << p.name << " differs";
+  }
+}
+
+TEST_F(TrainerTest, TrainerStepsReproduceTrainBitForBit) {
+  TrainOptions o = small_options("run");
+  o.steps = 6;
+  o.grad_accum = 2;
+  const TrainSummary s = train(small_model(), o, false);
+  const TaskData data = TaskData::load(Task::MaskedLM, o);
+  Trainer trainer(small_model(), o);
+  double last = 0;
+  for (const std::vector<TokenBatch>& step : train_batches(data, o, o.steps)) last = trainer.step(step).loss;
+  EXPECT_EQ(trainer.steps_done(), 6);
+  EXPECT_EQ(last, s.last_loss);
+  expect_arena_equals_checkpoint(trainer.arena(), s.checkpoint);
+}
+
+TEST_F(TrainerTest, TrainerSaveAndLoadContinueBitForBit) {
+  TrainOptions o = small_options("run");
+  o.steps = 4;
+  o.warmup_steps = 2;
+  const TaskData data = TaskData::load(Task::MaskedLM, o);
+  const auto batches = train_batches(data, o, o.steps);
+  Trainer straight(small_model(), o);
+  for (const auto& step : batches) straight.step(step);
+
+  Trainer first(small_model(), o);
+  first.step(batches[0]);
+  first.step(batches[1]);
+  const std::string checkpoint = first.save(o.run_dir, json{{"note", "half way"}});
+  EXPECT_EQ(read_trainer_state(checkpoint).at("step"), 2);
+  Trainer second(small_model(), o);
+  second.load(checkpoint, 2);
+  second.step(batches[2]);
+  const StepResult r = second.step(batches[3]);
+  EXPECT_EQ(r.step, 4);
+  const std::string end = second.save(o.run_dir, json::object());
+  expect_arena_equals_checkpoint(straight.arena(), end);
+}
+
+TEST_F(TrainerTest, TrainerRefusesAWrongMicroBatchCountAndBadOptions) {
+  TrainOptions o = small_options("run");
+  o.grad_accum = 2;
+  const TaskData data = TaskData::load(Task::MaskedLM, o);
+  Trainer trainer(small_model(), o);
+  const auto batches = train_batches(data, o, 1);
+  EXPECT_THROW(trainer.step({batches[0][0]}), InvalidArgument);
+  EXPECT_EQ(trainer.steps_done(), 0);
+  o.lr = -1;
+  EXPECT_THROW(Trainer(small_model(), o), InvalidArgument);
+  TrainOptions no_files = small_options("run");
+  no_files.data_path.clear();  // the trainer reads no file: only train() needs one
+  no_files.run_dir.clear();
+  EXPECT_NO_THROW(Trainer(small_model(), no_files));
+}
+
+TEST_F(TrainerTest, CallbacksSeeTheOptionsEveryStepAndEachEvaluation) {
+  TrainOptions o = small_options("run");
+  o.steps = 8;
+  o.eval_every = 4;
+  int starts = 0, steps = 0, evals = 0;
+  int64_t last_step = 0;
+  TrainCallbacks cb;
+  cb.start = [&](const TrainOptions& resolved) {
+    ++starts;
+    EXPECT_EQ(resolved.steps, 8);
+  };
+  cb.step = [&](const StepResult& r, int64_t total, double tokens_per_s) {
+    ++steps;
+    EXPECT_EQ(r.step, last_step + 1);
+    last_step = r.step;
+    EXPECT_EQ(total, 8);
+    EXPECT_TRUE(std::isfinite(r.loss) && r.grad_norm > 0 && r.lr > 0 && tokens_per_s > 0);
+  };
+  cb.message = [&](const std::string& line) { evals += line.find("valid loss") != std::string::npos; };
+  train(small_model(), o, false, cb);
+  EXPECT_EQ(starts, 1);
+  EXPECT_EQ(steps, 8);
+  EXPECT_EQ(evals, 2);  // at step 4 and at the end
+}
+
+}  // namespace
+}  // namespace lf
