@@ -230,7 +230,7 @@ Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
       configure_threads(threads);
       line = result_json(run_one(o, c)).dump();
     } catch (const std::exception& e) {
-      line = json{{"time_ms", -1}, {"note", str_cat("failed: ", e.what())}}.dump();
+      line = json{{"time_ms", -1}, {"note", str_cat("failed: ", with_flag_names(e.what()))}}.dump();
     }
     line += "\n";
     if (write(fds[1], line.data(), line.size()) < 0) _exit(3);
@@ -324,7 +324,7 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
     try {
       need[i] = estimate_bytes(o, configs[i]);
     } catch (const std::exception& e) {  // a configuration the kind refuses (e.g. an option out of range)
-      refused[i] = e.what();
+      refused[i] = with_flag_names(e.what());
     }
     if (configs[i].kind != "sgemm" && refused[i].empty()) smallest = std::min(smallest, need[i]);
   }

@@ -2,13 +2,40 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
 #include "data/tokenizer.h"
 
 namespace lf::cli {
+
+std::string with_flag_names(const std::string& message) {
+  static const std::map<std::string, std::string> kRenamed = {
+      {"run_dir", "out"}, {"data_path", "data"}, {"warmup_steps", "warmup"}, {"n_layers", "layers"}};
+  std::string out;
+  size_t i = 0;
+  while (i < message.size()) {
+    size_t end = message[i] == '`' ? i + 1 : std::string::npos;
+    if (end != std::string::npos)
+      while (end < message.size() && (std::islower(static_cast<unsigned char>(message[end])) ||
+                                      std::isdigit(static_cast<unsigned char>(message[end])) || message[end] == '_'))
+        ++end;
+    if (end == std::string::npos || end == i + 1 || end >= message.size() || message[end] != '`') {
+      out += message[i++];
+      continue;
+    }
+    std::string name = message.substr(i + 1, end - i - 1);
+    if (const auto it = kRenamed.find(name); it != kRenamed.end()) name = it->second;
+    for (char& c : name)
+      if (c == '_') c = '-';
+    out += "--" + name;
+    i = end + 1;
+  }
+  return out;
+}
 
 json read_json_file(const std::string& path) {
   std::ifstream in(path);

@@ -19,6 +19,12 @@ namespace lf::cli {
 // Reads a JSON file; lf::IoError if missing, lf::InvalidArgument if not valid JSON.
 json read_json_file(const std::string& path);
 
+// A library message names options in backticks by their own names (`seq_len`, `run_dir`); on the
+// command line they are flags: each `name` becomes --name with dashes for underscores, or the flag
+// whose name differs (`run_dir` → --out, `data_path` → --data, `warmup_steps` → --warmup,
+// `n_layers` → --layers). Other text is left as it is.
+std::string with_flag_names(const std::string& message);
+
 struct ModelFlags {
   std::string task = "mlm";
   int64_t d_model = 0, layers = 0, heads = 0, d_ff = 0, max_len = 0, classes = 0;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/common.h"
 #include "core/error.h"
 #include "core/allocator.h"
 #include "cpu/threading.h"
@@ -40,9 +41,10 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
 
-// One line, whatever the message holds (JSON parse errors can quote the input, newlines included).
+// One line, whatever the message holds (JSON parse errors can quote the input, newlines included),
+// with the library's option names shown as this CLI's flags.
 int fail(int status, const std::string& message) {
-  std::string line = message;
+  std::string line = with_flag_names(message);
   for (char& c : line)
     if (c == '\n' || c == '\r') c = ' ';
   std::fflush(stdout);  // whatever was printed before the error comes first

@@ -145,17 +145,17 @@ void require_exact_attention(const ModelConfig& config) {
   for (int64_t i = 0; i < config.n_layers; ++i) {
     const std::string kind = config.attention_spec(i).kind;
     LF_REQUIRE(kind == "full" || kind == "flash", "spectrum needs exact attention in every layer (full or flash), but "
-               "layer ", i, " is '", kind, "': give a checkpoint trained with --attention full or flash");
+               "layer ", i, " is '", kind, "': give a checkpoint trained with `attention` full or flash");
   }
 }
 
 void validate_spectrum_options(const SpectrumOptions& opt, int64_t n) {
-  LF_REQUIRE(std::isfinite(opt.delta) && opt.delta > 0, "--delta must be a positive number, got ", opt.delta);
+  LF_REQUIRE(std::isfinite(opt.delta) && opt.delta > 0, "`delta` must be a positive number, got ", opt.delta);
   for (size_t i = 0; i < opt.k_list.size(); ++i) {
     const int64_t k = opt.k_list[i];
-    LF_REQUIRE(k >= 1, "--k-list: k must be positive, got ", k);
-    LF_REQUIRE(k <= n, "--k-list: k = ", k, " exceeds the sequence length n = ", n);
-    LF_REQUIRE(i == 0 || k > opt.k_list[i - 1], "--k-list must be strictly increasing, got ", opt.k_list[i - 1],
+    LF_REQUIRE(k >= 1, "`k_list`: k must be positive, got ", k);
+    LF_REQUIRE(k <= n, "`k_list`: k = ", k, " exceeds the sequence length n = ", n);
+    LF_REQUIRE(i == 0 || k > opt.k_list[i - 1], "`k_list` must be strictly increasing, got ", opt.k_list[i - 1],
                " then ", k);
   }
 }

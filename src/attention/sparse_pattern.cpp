@@ -92,7 +92,7 @@ SparsePattern build_sparse_pattern(int64_t n, int64_t m, bool causal, const RowK
   const int64_t nnz = p.row_ptr[size_t(n)];
   LF_REQUIRE(nnz <= kMaxEntries, "sparse attention: the pattern of ", n, " positions has ", nnz,
              " entries, more than 2^31 - 1; use a sparser pattern (a smaller window, fewer global positions) or "
-             "`flash` for dense attention");
+             "'flash' for dense attention");
   p.cols.resize(size_t(nnz));
 #pragma omp parallel if (n >= 4 * kBuildRows)
   {

@@ -1,6 +1,7 @@
 // Errors. User mistakes (bad shapes, configs, files) throw typed exceptions carrying a message that
 // says what is wrong and how to fix it; the CLI prints it and exits non-zero. Asserts are only for
-// programmer bugs.
+// programmer bugs. A message names a user-facing option by its own name in backticks (`seq_len`,
+// `run_dir`), never by a command-line flag: the CLI shows the flag in its place (--seq-len, --out).
 #pragma once
 #include <sstream>
 #include <stdexcept>

@@ -105,7 +105,7 @@ bool inflate_gzip(std::vector<uint8_t>& out, uint64_t limit, ReadIn read_in, con
 void check_cap(bool ended, uint64_t cap, uint64_t limit, bool gzip, const std::string& source) {
   if (ended || limit < cap) return;
   fail(source, str_cat(gzip ? "decompresses to" : "holds", " more than ", cap,
-                       " bytes, the most a corpus may hold in memory; read a prefix with --max-bytes"));
+                       " bytes, the most a corpus may hold in memory; read a prefix with `max_bytes`"));
 }
 
 uint64_t limit_for(int64_t max_bytes, uint64_t cap) {

@@ -157,9 +157,9 @@ double memory_limit_bytes() {
 }
 
 std::string memory_limit_source() {
-  if (g_limit > 0) return "--max-memory";
+  if (g_limit > 0) return "`max_memory`";
   if (const char* env = std::getenv("LINFORMER_MAX_MEMORY"); env && *env) return "LINFORMER_MAX_MEMORY";
-  return available_memory_bytes() > 0 ? "the available memory; raise it with --max-memory" : "none";
+  return available_memory_bytes() > 0 ? "the available memory; raise it with `max_memory`" : "none";
 }
 
 void require_memory(const MemoryEstimate& estimate, const std::string& command, const std::string& advice) {

@@ -237,14 +237,14 @@ std::string fill_projection(const ProjGroup& grp, const ProjGeom& to, const Conv
 }  // namespace
 
 void ConvertOptions::validate() const {
-  LF_REQUIRE(max_len >= 0, "--max-len must be positive, got ", max_len);
-  LF_REQUIRE(k >= 0, "--k must be positive, got ", k);
+  LF_REQUIRE(max_len >= 0, "`max_len` must be positive, got ", max_len);
+  LF_REQUIRE(k >= 0, "`k` must be positive, got ", k);
   LF_REQUIRE(sharing.empty() || sharing == "none" || sharing == "headwise" || sharing == "kv" || sharing == "layerwise",
-             "--sharing must be one of none | headwise | kv | layerwise, got '", sharing, "'");
-  LF_REQUIRE(extend == "tile" || extend == "init", "--extend must be tile or init, got '", extend, "'");
-  LF_REQUIRE(init_projection == "pool" || init_projection == "init", "--init-projection must be pool or init, got '",
+             "`sharing` must be one of none | headwise | kv | layerwise, got '", sharing, "'");
+  LF_REQUIRE(extend == "tile" || extend == "init", "`extend` must be tile or init, got '", extend, "'");
+  LF_REQUIRE(init_projection == "pool" || init_projection == "init", "`init_projection` must be pool or init, got '",
              init_projection, "'");
-  LF_REQUIRE(attention_options.is_object(), "--attention-options must be a JSON object, got ", attention_options.dump());
+  LF_REQUIRE(attention_options.is_object(), "`attention_options` must be a JSON object, got ", attention_options.dump());
 }
 
 ModelConfig convert_config(const ModelConfig& source, const ConvertOptions& o) {
@@ -270,8 +270,8 @@ ModelConfig convert_config(const ModelConfig& source, const ConvertOptions& o) {
     }
     for (const auto& [key, v] : o.attention_options.items()) opts[key] = v;
     if (o.k > 0 || !o.sharing.empty()) {
-      LF_REQUIRE(kind == "linformer", "--k and --sharing apply to linformer layers, but layer ", i, " is '", kind,
-                 "' (add --attention linformer to convert it)");
+      LF_REQUIRE(kind == "linformer", "`k` and `sharing` apply to linformer layers, but layer ", i, " is '", kind,
+                 "' (add `attention` linformer to convert it)");
       if (o.k > 0) opts["k"] = o.k;
       if (!o.sharing.empty()) opts["sharing"] = o.sharing;
     }
@@ -439,7 +439,7 @@ ConvertResult convert_checkpoint(const std::string& source, const std::string& o
                                  const json& overrides) {
   namespace fs = std::filesystem;
   o.validate();
-  LF_REQUIRE(!out_run.empty(), "no output run directory: give --out DIR");
+  LF_REQUIRE(!out_run.empty(), "no output run directory: give `run_dir` DIR");
   LF_REQUIRE(overrides.is_object(), "training option overrides must be a JSON object");
   ConvertResult r;
   std::string dir = source;
@@ -450,7 +450,7 @@ ConvertResult convert_checkpoint(const std::string& source, const std::string& o
   const LoadedCheckpoint ck = load_checkpoint(dir);  // lf::IoError: missing, not a checkpoint, bad config.json
   r.source_dir = ck.dir;
   r.config = convert_config(ck.config, o);
-  LF_REQUIRE(latest_checkpoint(out_run).empty(), "--out '", out_run,
+  LF_REQUIRE(latest_checkpoint(out_run).empty(), "`run_dir` '", out_run,
              "' already holds a training run: choose a new directory for the converted model");
 
   // The training options of the converted run.
@@ -463,7 +463,7 @@ ConvertResult convert_checkpoint(const std::string& source, const std::string& o
   TrainOptions topt = TrainOptions::from_json(merged);
   if (!overrides.contains("steps")) topt.steps = std::max<int64_t>(1, topt.warmup_steps);
   topt.validate();
-  LF_REQUIRE(topt.seq_len <= r.config.max_len, "--seq-len ", topt.seq_len, " exceeds the converted model's max_len ",
+  LF_REQUIRE(topt.seq_len <= r.config.max_len, "`seq_len` ", topt.seq_len, " exceeds the converted model's max_len ",
              r.config.max_len);
   r.train_options = topt.to_json();
 

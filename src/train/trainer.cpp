@@ -23,33 +23,33 @@ namespace lf {
 // ---- options ------------------------------------------------------------------------------------
 
 void TrainOptions::validate() const {
-  LF_REQUIRE(!data_path.empty(), "no training data: give --data FILE");
-  LF_REQUIRE(!run_dir.empty(), "no run directory: give --out DIR");
-  LF_REQUIRE(max_bytes >= 0, "--max-bytes must not be negative, got ", max_bytes);
+  LF_REQUIRE(!data_path.empty(), "no training data: give `data_path` FILE");
+  LF_REQUIRE(!run_dir.empty(), "no run directory: give `run_dir` DIR");
+  LF_REQUIRE(max_bytes >= 0, "`max_bytes` must not be negative, got ", max_bytes);
   validate_step_options();
-  LF_REQUIRE(mask_prob > 0 && mask_prob < 1, "--mask-prob must be in (0, 1), got ", mask_prob);
-  LF_REQUIRE(mask_span >= 1 && mask_span <= kMaxMaskSpan, "--mask-span must be in [1, ", kMaxMaskSpan, "], got ",
+  LF_REQUIRE(mask_prob > 0 && mask_prob < 1, "`mask_prob` must be in (0, 1), got ", mask_prob);
+  LF_REQUIRE(mask_span >= 1 && mask_span <= kMaxMaskSpan, "`mask_span` must be in [1, ", kMaxMaskSpan, "], got ",
              mask_span);
-  LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "--short-seq-prob must be in [0, 1], got ", short_seq_prob);
-  LF_REQUIRE(log_every > 0, "--log-every must be positive, got ", log_every);
-  LF_REQUIRE(eval_every >= 0 && save_every >= 0, "--eval-every and --save-every must be >= 0");
-  LF_REQUIRE(eval_batches > 0, "--eval-batches must be positive, got ", eval_batches);
-  LF_REQUIRE(keep_checkpoints > 0, "--keep-checkpoints must be positive, got ", keep_checkpoints);
+  LF_REQUIRE(short_seq_prob >= 0 && short_seq_prob <= 1, "`short_seq_prob` must be in [0, 1], got ", short_seq_prob);
+  LF_REQUIRE(log_every > 0, "`log_every` must be positive, got ", log_every);
+  LF_REQUIRE(eval_every >= 0 && save_every >= 0, "`eval_every` and `save_every` must be >= 0");
+  LF_REQUIRE(eval_batches > 0, "`eval_batches` must be positive, got ", eval_batches);
+  LF_REQUIRE(keep_checkpoints > 0, "`keep_checkpoints` must be positive, got ", keep_checkpoints);
 }
 
 void TrainOptions::validate_step_options() const {
-  LF_REQUIRE(batch_size > 0, "--batch-size must be positive, got ", batch_size);
-  LF_REQUIRE(seq_len > 0, "--seq-len must be positive, got ", seq_len);
-  LF_REQUIRE(grad_accum > 0, "--grad-accum must be positive, got ", grad_accum);
-  LF_REQUIRE(steps > 0, "--steps must be positive, got ", steps);
-  LF_REQUIRE(warmup_steps >= 0 && warmup_steps <= steps, "--warmup must be in [0, steps], got ", warmup_steps);
-  LF_REQUIRE(std::isfinite(lr) && lr > 0, "--lr must be a positive number, got ", lr);
-  LF_REQUIRE(std::isfinite(min_lr_ratio) && min_lr_ratio >= 0 && min_lr_ratio <= 1, "--min-lr-ratio must be in [0, 1], got ",
+  LF_REQUIRE(batch_size > 0, "`batch_size` must be positive, got ", batch_size);
+  LF_REQUIRE(seq_len > 0, "`seq_len` must be positive, got ", seq_len);
+  LF_REQUIRE(grad_accum > 0, "`grad_accum` must be positive, got ", grad_accum);
+  LF_REQUIRE(steps > 0, "`steps` must be positive, got ", steps);
+  LF_REQUIRE(warmup_steps >= 0 && warmup_steps <= steps, "`warmup_steps` must be in [0, steps], got ", warmup_steps);
+  LF_REQUIRE(std::isfinite(lr) && lr > 0, "`lr` must be a positive number, got ", lr);
+  LF_REQUIRE(std::isfinite(min_lr_ratio) && min_lr_ratio >= 0 && min_lr_ratio <= 1, "`min_lr_ratio` must be in [0, 1], got ",
              min_lr_ratio);
-  LF_REQUIRE(std::isfinite(weight_decay) && weight_decay >= 0, "--weight-decay must be >= 0, got ", weight_decay);
+  LF_REQUIRE(std::isfinite(weight_decay) && weight_decay >= 0, "`weight_decay` must be >= 0, got ", weight_decay);
   LF_REQUIRE(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "AdamW betas must be in [0, 1)");
   LF_REQUIRE(std::isfinite(eps) && eps > 0, "AdamW eps must be positive, got ", eps);
-  LF_REQUIRE(std::isfinite(clip_norm) && clip_norm >= 0, "--clip-norm must be >= 0, got ", clip_norm);
+  LF_REQUIRE(std::isfinite(clip_norm) && clip_norm >= 0, "`clip_norm` must be >= 0, got ", clip_norm);
 }
 
 json TrainOptions::to_json() const {
@@ -184,7 +184,7 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
                     double mask_prob) {
   const int64_t batches = data.eval_batch_count(split, B, n, max_batches);
   LF_REQUIRE(batches > 0, "the ", split_name(split), " split is too small for one evaluation batch of ", B, " × ", n,
-             " tokens: lower --seq-len or --batch-size, or hold out more data");
+             " tokens: lower `seq_len` or `batch_size`, or hold out more data");
   const int64_t V = model.logits_per_row();
   double loss_sum = 0;
   int64_t count = 0, correct = 0;
@@ -313,7 +313,7 @@ StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
       const std::string site = model_->nonfinite_activation_site();
       throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step,
                           site.empty() ? "" : str_cat(", first non-finite activation in ", site),
-                          ": training diverged; lower --lr or set --clip-norm"));
+                          ": training diverged; lower `lr` or set `clip_norm`"));
     }
     dlogits_.resize(size_t(rows * V));
     cross_entropy_backward(logits, b.targets.data(), dlogits_.data(), rows, V, 1.0 / double(opt_.grad_accum));
@@ -323,7 +323,7 @@ StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
   r.grad_norm = grad_global_norm(arena_.grads(), arena_.numel());
   if (!std::isfinite(r.grad_norm))
     throw Error(str_cat("non-finite gradient at step ", step, ", first in ", nonfinite_gradient_site(arena_),
-                        ": training diverged; lower --lr or set --clip-norm"));
+                        ": training diverged; lower `lr` or set `clip_norm`"));
   if (opt_.clip_norm > 0 && r.grad_norm > opt_.clip_norm)
     scale_inplace(arena_.grads(), arena_.numel(), opt_.clip_norm / r.grad_norm);
   r.lr = schedule_.lr(step);
@@ -354,16 +354,16 @@ void Trainer::load(const std::string& checkpoint_dir, int64_t steps_done) {
 
 TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks) {
   TrainOptions opt = opt_in;
-  LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give --out DIR");
+  LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give `run_dir` DIR");
   if (!resume) opt.validate();  // with resume, the saved options are validated once merged
   ModelConfig config = config_in;
   json state = json::object();
   std::string resume_from;
   if (resume) {
     resume_from = latest_checkpoint(opt.run_dir);
-    LF_REQUIRE(!resume_from.empty(), "--resume: no checkpoint found in '", opt.run_dir,
+    LF_REQUIRE(!resume_from.empty(), "`resume`: no checkpoint found in '", opt.run_dir,
                "/checkpoints' (a run stopped before its first checkpoint was saved has none): start the run "
-               "again without --resume");
+               "again without `resume`");
     config = read_checkpoint_config(resume_from);
     state = read_trainer_state(resume_from);
     LF_REQUIRE(state.contains("step") && state.contains("options"), resume_from,
@@ -377,16 +377,16 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     opt.validate();
   }
   if (!resume)
-    LF_REQUIRE(latest_checkpoint(opt.run_dir).empty(), "--out '", opt.run_dir,
-               "' already holds a training run: continue it with --resume, or choose a new directory");
+    LF_REQUIRE(latest_checkpoint(opt.run_dir).empty(), "`run_dir` '", opt.run_dir,
+               "' already holds a training run: continue it with `resume`, or choose a new directory");
   config.validate();
-  LF_REQUIRE(opt.seq_len <= config.max_len, "--seq-len ", opt.seq_len, " exceeds the model's max_len ", config.max_len);
+  LF_REQUIRE(opt.seq_len <= config.max_len, "`seq_len` ", opt.seq_len, " exceeds the model's max_len ", config.max_len);
   {  // Refused from an estimate before anything is allocated (resuming also reads the checkpoint's files whole).
     MemoryEstimate need = estimate_memory(config, Workload::Training, opt.batch_size, opt.seq_len,
                                           opt.checkpoint_activations, data_file_bytes(opt.data_path, opt.max_bytes));
     if (resume) need.buffers += 3 * need.parameters;  // model.safetensors and optimizer.safetensors
-    require_memory(need, "train", "reduce --batch-size, --seq-len, --d-model, --d-ff or --layers, or use "
-                   "--checkpoint-activations");
+    require_memory(need, "train", "reduce `batch_size`, `seq_len`, `d_model`, `d_ff` or `n_layers`, or use "
+                   "`checkpoint_activations`");
   }
   const TaskData data = TaskData::load(config.task, opt);
   if (config.task == Task::Classify)
@@ -405,12 +405,12 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     std::error_code ec;
     std::filesystem::create_directories(opt.run_dir, ec);
     if (ec || !std::filesystem::is_directory(opt.run_dir))
-      throw IoError(str_cat("cannot create the run directory --out '", opt.run_dir, "': ", ec ? ec.message() : "not a directory"));
+      throw IoError(str_cat("cannot create the run directory `run_dir` '", opt.run_dir, "': ", ec ? ec.message() : "not a directory"));
   }
   // Every evaluation must have data: find out now, not after the last step.
   LF_REQUIRE(data.eval_batch_count(Split::Valid, opt.batch_size, opt.seq_len, opt.eval_batches) > 0,
              "the validation split of ", opt.data_path, " is too small for one batch of ", opt.batch_size, " × ",
-             opt.seq_len, " tokens: lower --seq-len or --batch-size, or raise --valid-fraction");
+             opt.seq_len, " tokens: lower `seq_len` or `batch_size`, or raise `valid_fraction`");
 
   const std::string log_path = opt.run_dir + "/log.jsonl";
   // After a kill the log may run ahead of the checkpoint (and end in a torn line): cut it back.

@@ -87,7 +87,7 @@ TEST(MemoryEstimate, GuardComparesWithTheLimit) {
   } catch (const lf::Error& err) {
     const std::string m = err.what();
     EXPECT_NE(m.find("train needs about " + lf::format_bytes(e.total())), std::string::npos) << m;
-    EXPECT_NE(m.find("the memory limit is " + lf::format_bytes(e.total() * 0.99) + " (--max-memory)"), std::string::npos) << m;
+    EXPECT_NE(m.find("the memory limit is " + lf::format_bytes(e.total() * 0.99) + " (`max_memory`)"), std::string::npos) << m;
     EXPECT_NE(m.find("reduce --batch-size"), std::string::npos) << m;
   }
   lf::set_memory_limit(0);  // back to the environment / available memory

@@ -395,13 +395,13 @@ TEST(Convert, ImpossibleConversionsAreRefused) {
   expect_refused(lin, o, "cannot change option 'one_kv_head'");
   o = {};
   o.k = 8;
-  expect_refused(tiny("full", json::object()), o, "--k and --sharing apply to linformer layers");
+  expect_refused(tiny("full", json::object()), o, "`k` and `sharing` apply to linformer layers");
   o = {};
   o.attention_options = {{"qkv_bias", false}};
   expect_refused(tiny("linformer", {{"k", 4}, {"qkv_bias", true}}), o, "cannot drop the Q/K/V biases");
   o = {};
   o.sharing = "sideways";
-  expect_refused(lin, o, "--sharing must be one of");
+  expect_refused(lin, o, "`sharing` must be one of");
   ModelConfig clm = tiny("full", json::object());
   clm.task = Task::CausalLM;
   o = {};

@@ -260,12 +260,12 @@ TEST_F(TrainerTest, RefusesBadOptions) {
   const std::vector<std::pair<std::function<void(TrainOptions&)>, std::string>> table = {
       {[](TrainOptions& o) { o.data_path = ""; }, "no training data"},
       {[](TrainOptions& o) { o.data_path = "/nonexistent/corpus.txt"; }, "/nonexistent/corpus.txt"},
-      {[](TrainOptions& o) { o.lr = std::nan(""); }, "--lr"},
-      {[](TrainOptions& o) { o.lr = -1; }, "--lr"},
-      {[](TrainOptions& o) { o.batch_size = 0; }, "--batch-size"},
-      {[](TrainOptions& o) { o.seq_len = 64; }, "exceeds the model's max_len"},
-      {[](TrainOptions& o) { o.steps = -3; }, "--steps"},
-      {[](TrainOptions& o) { o.warmup_steps = 1000; }, "--warmup"},
+      {[](TrainOptions& o) { o.lr = std::nan(""); }, "`lr`"},
+      {[](TrainOptions& o) { o.lr = -1; }, "`lr`"},
+      {[](TrainOptions& o) { o.batch_size = 0; }, "`batch_size`"},
+      {[](TrainOptions& o) { o.seq_len = 64; }, "`seq_len` 64 exceeds the model's max_len"},
+      {[](TrainOptions& o) { o.steps = -3; }, "`steps`"},
+      {[](TrainOptions& o) { o.warmup_steps = 1000; }, "`warmup_steps`"},
   };
   for (const auto& [mutate, expect] : table) {
     TrainOptions o = small_options("bad");
@@ -275,6 +275,8 @@ TEST_F(TrainerTest, RefusesBadOptions) {
       ADD_FAILURE() << "accepted: " << expect;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
+      // The library names options by their own names; only the CLI speaks of flags.
+      EXPECT_EQ(std::string(e.what()).find("--"), std::string::npos) << e.what();
     }
   }
   TrainOptions o = small_options("empty");
