@@ -60,8 +60,7 @@ AftConvOptions parse_aft_conv(const AttentionDims& dims, const json& options, js
   LF_REQUIRE(o.window <= widest, r.where("window"), " (", o.window, ") is wider than a sequence of max_len ",
              dims.max_len, " can use: at most ", widest, dims.causal ? " (causal: max_len)" : " (2·max_len − 1)");
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 
@@ -70,11 +69,6 @@ const AttentionKindInfo& aft_conv_info() {
       "aft_conv", "AFT-conv: per-head 1-D kernel exp(ŵ)−1 on exp(K)⊙V plus the global sum, O(n·d·s), no n×n",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
   return info;
-}
-
-template <class T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + exp_fast<T>(-x));
 }
 
 template <class T>

@@ -94,8 +94,7 @@ AftOptions parse_aft_options(const std::string& kind, const AttentionDims& dims,
              " must be in [0, max_len = ", dims.max_len,
              "] (0: the bias stored unfactorised; a rank above max_len adds nothing), got ", o.bias_rank);
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  const json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 
@@ -139,6 +138,10 @@ void exact_output_backward(const T* k, const T* v, int64_t d, const uint8_t* val
 }
 
 // ---- what both kinds share: the maps, the gate σ(Q), the buffers ---------------------------------
+
+// U, V (max_len × d') initialised N(0, 0.1/√d'), so that w = U Vᵀ starts with entries of standard
+// deviation 0.1; the unfactorised bias starts at 0.
+Init factor_init(int64_t rank) { return Init::normal(std::sqrt(0.1 / std::sqrt(double(rank)))); }
 
 template <class T>
 class AftBase : public Attention<T> {
@@ -236,6 +239,26 @@ class AftBase : public Attention<T> {
     maps_.release();
   }
 
+  // The factored bias w = U Vᵀ (pos_bias.u, pos_bias.v) when bias_rank > 0; false when the kind is
+  // to declare its own unfactored one.
+  bool declare_bias_factors(const AttentionSpec& spec, ParamArena<T>& arena) {
+    const int64_t L = dims_.max_len, r = opts_.bias_rank;
+    if (r <= 0) return false;
+    u_ = arena.declare(spec.prefix + "pos_bias.u", {L, r}, factor_init(r));
+    pv_ = arena.declare(spec.prefix + "pos_bias.v", {L, r}, factor_init(r));
+    return true;
+  }
+
+  // Key row u's share of a query's sums (d channels): e = a · exp(K_u − m), N += e ⊙ V_u, D += e.
+  void add_key(T a, const T* kr, const T* m, const T* vr, T* N, T* D) const {
+    const int64_t d = dims_.d_model;
+    for (int64_t c = 0; c < d; ++c) {
+      const T e = a * exp_fast<T>(kr[c] - m[c]);
+      N[c] += e * vr[c];
+      D[c] += e;
+    }
+  }
+
   const AttentionKindInfo& info_;
   AttentionDims dims_;
   AftOptions opts_;
@@ -247,6 +270,7 @@ class AftBase : public Attention<T> {
   int64_t B_ = 0, n_ = 0;
   std::vector<T> q_, k_, v_, a_, den_, o_;  // (B, n, d); q_ holds σ(Q)
   std::vector<uint8_t> valid_;              // (B, n): 1 = a real key
+  int u_ = -1, pv_ = -1;                    // the bias factors U, V (max_len × d'), when factored
 };
 
 // ---- aft_full -----------------------------------------------------------------------------------
@@ -269,26 +293,17 @@ const AttentionKindInfo& aft_local_info() {
   return info;
 }
 
-// U, V (max_len × d') initialised N(0, 0.1/√d'), so that w = U Vᵀ starts with entries of standard
-// deviation 0.1; the unfactorised bias starts at 0.
-Init factor_init(int64_t rank) { return Init::normal(std::sqrt(0.1 / std::sqrt(double(rank)))); }
-
 template <class T>
 class AftFull final : public AftBase<T> {
   using Base = AftBase<T>;
   using Base::a_, Base::arena_, Base::B_, Base::R_, Base::den_, Base::dims_, Base::k_, Base::n_, Base::opts_, Base::v_,
-      Base::valid_;
+      Base::valid_, Base::u_, Base::pv_;
 
  public:
   AftFull(const AttentionSpec& spec, const AftOptions& options, ParamArena<T>& arena)
       : Base(spec, options, arena, aft_full_info()) {
-    const int64_t L = dims_.max_len, r = opts_.bias_rank;
-    if (r > 0) {
-      u_ = arena.declare(spec.prefix + "pos_bias.u", {L, r}, factor_init(r));
-      pv_ = arena.declare(spec.prefix + "pos_bias.v", {L, r}, factor_init(r));
-    } else {
-      w_ = arena.declare(spec.prefix + "pos_bias.w", {L, L}, Init::zeros());
-    }
+    if (!this->declare_bias_factors(spec, arena))
+      w_ = arena.declare(spec.prefix + "pos_bias.w", {dims_.max_len, dims_.max_len}, Init::zeros());
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
@@ -515,14 +530,7 @@ class AftFull final : public AftBase<T> {
     }
     for (int64_t u = r0; u <= t; ++u) {
       if (!valid_[size_t(b * n + u)]) continue;
-      const T a = ew_[size_t(i * ncols + u)];
-      const T* kr = k_.data() + (b * n + u) * d;
-      const T* vr = v_.data() + (b * n + u) * d;
-      for (int64_t c = 0; c < d; ++c) {
-        const T e = a * exp_fast<T>(kr[c] - m[c]);
-        N[c] += e * vr[c];
-        D[c] += e;
-      }
+      this->add_key(ew_[size_t(i * ncols + u)], k_.data() + (b * n + u) * d, m, v_.data() + (b * n + u) * d, N, D);
     }
   }
 
@@ -580,7 +588,7 @@ class AftFull final : public AftBase<T> {
                         dims_.causal ? t + 1 : n_, [wr](int64_t u) { return wr[u]; });
   }
 
-  int u_ = -1, pv_ = -1, w_ = -1;
+  int w_ = -1;
   std::vector<T> F_;          // (n, B, 2d) key table
   std::vector<T> mrun_;       // causal: (B, n, d) running maximum of K
   std::vector<T> mcur_;       // causal: (B, d) the shift F_ is built at
@@ -595,18 +603,13 @@ template <class T>
 class AftLocal final : public AftBase<T> {
   using Base = AftBase<T>;
   using Base::a_, Base::arena_, Base::B_, Base::R_, Base::den_, Base::dims_, Base::k_, Base::n_, Base::opts_, Base::v_,
-      Base::valid_;
+      Base::valid_, Base::u_, Base::pv_;
 
  public:
   AftLocal(const AttentionSpec& spec, const AftOptions& options, ParamArena<T>& arena)
       : Base(spec, options, arena, aft_local_info()), s_(opts_.window), W_(dims_.causal ? s_ : 2 * s_ - 1) {
-    const int64_t L = dims_.max_len, r = opts_.bias_rank;
-    if (r > 0) {
-      u_ = arena.declare(spec.prefix + "pos_bias.u", {L, r}, factor_init(r));
-      pv_ = arena.declare(spec.prefix + "pos_bias.v", {L, r}, factor_init(r));
-    } else {
-      band_ = arena.declare(spec.prefix + "pos_bias.band", {L, W_}, Init::zeros());
-    }
+    if (!this->declare_bias_factors(spec, arena))
+      band_ = arena.declare(spec.prefix + "pos_bias.band", {dims_.max_len, W_}, Init::zeros());
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
@@ -685,13 +688,7 @@ class AftLocal final : public AftBase<T> {
             const T al = al_[size_t(i * W_ + u - t + s_ - 1)];
             const T* vr = v_.data() + (b * n + u) * d;
             if (causal) {
-              const T* kr = k_.data() + (b * n + u) * d;
-              const T* m = mrun_.data() + (b * n + t) * d;
-              for (int64_t c = 0; c < d; ++c) {
-                const T e = al * exp_fast<T>(kr[c] - m[c]);
-                N[c] += e * vr[c];
-                D[c] += e;
-              }
+              this->add_key(al, k_.data() + (b * n + u) * d, mrun_.data() + (b * n + t) * d, vr, N, D);
             } else {
               const T* er = ek_.data() + (b * n + u) * d;
               for (int64_t c = 0; c < d; ++c) {
@@ -969,7 +966,7 @@ class AftLocal final : public AftBase<T> {
   void release_core() override { release_buffers(ek_, mrun_, beta_, wb_, al_, span_, rho_); }
 
   int64_t s_, W_;
-  int u_ = -1, pv_ = -1, band_ = -1;
+  int band_ = -1;
   std::vector<T> ek_;       // non-causal: (B, n, d) exp(K − m), 0 at padding
   std::vector<T> mrun_;     // causal: (B, n, d) running maximum of K
   std::vector<T> beta_;     // (n): the outside keys' weight exp(−μ_t)

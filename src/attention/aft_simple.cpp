@@ -36,11 +36,6 @@ const AttentionKindInfo& aft_simple_info() {
 }
 
 template <class T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + exp_fast<T>(-x));
-}
-
-template <class T>
 class AftSimpleAttention final : public Attention<T> {
  public:
   AftSimpleAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
@@ -220,18 +215,11 @@ class AftSimpleAttention final : public Attention<T> {
     }
     for (int64_t t = 0; t < n; ++t) {
       const int64_t row = (b * n + t) * d + c0;
-      if (!visible(b, t)) {
-        std::fill_n(dk + row, w, T(0));
-        std::fill_n(dv + row, w, T(0));
-        continue;
-      }
-      const T* k = k_.data() + row;
-      const T* v = v_.data() + row;
-      for (int64_t c = 0; c < w; ++c) {
-        const T pg = exp_fast<T>(k[c] - mx[c]) / sum[c] * G[c];
+      key_grads(b, t, row, w, mx, sum, [&](int64_t c, T p, T v) {
+        const T pg = p * G[c];
         dv[row + c] = pg;
-        dk[row + c] = pg * (v[c] - r[c]);
-      }
+        dk[row + c] = pg * (v - r[c]);
+      }, dk, dv);
     }
   }
 
@@ -269,19 +257,26 @@ class AftSimpleAttention final : public Attention<T> {
         H[c] += g;
         J[c] += g * r[c];
       }
-      if (!visible(b, t)) {
-        std::fill_n(dk + row, w, T(0));
-        std::fill_n(dv + row, w, T(0));
-        continue;
-      }
-      const T* k = k_.data() + row;
-      const T* v = v_.data() + row;
-      for (int64_t c = 0; c < w; ++c) {
-        const T p = exp_fast<T>(k[c] - mx[c]) / sum[c];
+      key_grads(b, t, row, w, mx, sum, [&](int64_t c, T p, T v) {
         dv[row + c] = p * H[c];
-        dk[row + c] = p * (v[c] * H[c] - J[c]);
-      }
+        dk[row + c] = p * (v * H[c] - J[c]);
+      }, dk, dv);
     }
+  }
+
+  // Row t's dK, dV (w channels at `row`): zeros at a hidden key; else grad(c, p, V_tc) writes them from
+  // the key's weight p = exp(K_tc − m_c) / s_c (m, s: the shift and denominator of its softmax).
+  template <class Grad>
+  void key_grads(int64_t b, int64_t t, int64_t row, int64_t w, const T* mx, const T* sum, Grad grad, T* dk,
+                 T* dv) const {
+    if (!visible(b, t)) {
+      std::fill_n(dk + row, w, T(0));
+      std::fill_n(dv + row, w, T(0));
+      return;
+    }
+    const T* k = k_.data() + row;
+    const T* v = v_.data() + row;
+    for (int64_t c = 0; c < w; ++c) grad(c, exp_fast<T>(k[c] - mx[c]) / sum[c], v[c]);
   }
 
   AttentionDims dims_;

@@ -87,19 +87,14 @@ SparseKindConfig parse_bigbird(const AttentionDims& dims, const json& options, j
   const int64_t seed = r.get_int("seed", 0);
   LF_REQUIRE(seed >= 0, r.where("seed"), " must be >= 0, got ", seed);
   o.seed = uint64_t(seed);
-  SparseKindConfig c;
-  c.qkv_bias = r.get_bool("qkv_bias", false);
-  const json out = r.finish();
-  if (resolved) *resolved = out;
-  c.family = [o](int64_t n) -> RowKeys {
+  return finish_sparse_kind(r, resolved, [o](int64_t n) -> RowKeys {
     const int64_t nb = (n + o.block - 1) / o.block;
     auto layout = std::make_shared<const std::vector<std::vector<int32_t>>>(bigbird_layout(o, nb));
     return [layout, n, block = o.block](int64_t t, std::vector<int32_t>& keys) {
       for (int32_t kb : (*layout)[size_t(t / block)])
         for (int64_t j = int64_t(kb) * block; j < std::min(n, (int64_t(kb) + 1) * block); ++j) keys.push_back(int32_t(j));
     };
-  };
-  return c;
+  });
 }
 
 }  // namespace

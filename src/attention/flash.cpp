@@ -418,60 +418,34 @@ const AttentionKindInfo& flash_info() {
   return info;
 }
 
+// The tiled online softmax above: only the row statistics are kept for the backward.
 template <class T>
-class FlashAttention final : public Attention<T> {
- public:
-  FlashAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
+struct FlashCore {
+  static const AttentionKindInfo& info() { return flash_info(); }
 
-  void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
-    validate_input(in, dims_, flash_info());
-    in_ = in;
-    const int64_t B = in.B, n = in.n;
-    maps_.project_in(in, q_, k_, v_);
-    o_.resize(size_t(B * n * dims_.d_model));
-    lse_.resize(size_t(B * dims_.n_heads * n));
-    shape_ = dense_sdpa_shape(in, dims_, training, seed);
-    flash_forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data());
-    maps_.project_out(o_.data(), out, B * n);
-    kept_ = in.keep_for_backward;
-    if (!kept_) {
-      release_buffers(q_, k_, v_, o_, lse_);
-      maps_.release();
-    }
+  void forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* o, bool /*keep*/) {
+    lse.resize(size_t(s.B * s.h * s.n));
+    flash_forward(s, q, k, v, o, lse.data());
   }
 
-  void backward(const T* dout, T* dx, T* dcontext) override {
-    require_kept_for_backward(kept_, "flash");
-    const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
-    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
-    maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
-    flash_backward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), lse_.data(), d_o.data(), dq.data(), dk.data(),
-                   dv.data());
-    maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "flash");
-    release_buffers(q_, k_, v_, o_, lse_);  // one backward per forward, as in PyTorch
-    kept_ = false;
+  void backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* o, const T* d_o, T* dq, T* dk,
+                T* dv) const {
+    flash_backward(s, q, k, v, o, lse.data(), d_o, dq, dk, dv);
   }
 
-  double forward_flops(int64_t B, int64_t n, int64_t m) const override {
-    return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
-  }
+  void release() { release_buffers(lse); }
 
-  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
+  double activation_bytes(const AttentionDims& dims, int64_t B, int64_t n, int64_t m, bool training) const {
     // q, k, v, o (and dO, dq, dk, dv in the backward) and the row statistics; tiles are O(1) in n.
-    const double d = double(dims_.d_model);
-    return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + 2.0 * B * dims_.n_heads * n);
+    const double d = double(dims.d_model);
+    return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + 2.0 * B * dims.n_heads * n);
   }
 
- private:
-  AttentionDims dims_;
-  QkvoProjections<T> maps_;
-  // Kept from the last forward for the backward (O(B·n·d)): the caller keeps in_.x / in_.context alive.
-  AttentionInput<T> in_;
-  bool kept_ = false;
-  SdpaShape shape_;
-  std::vector<T> q_, k_, v_, o_, lse_;
+  std::vector<T> lse;  // (B, h, n) log-sum-exp of each query's scores
 };
+
+template <class T>
+using FlashAttention = DenseAttention<T, FlashCore<T>>;
 
 }  // namespace
 

@@ -23,63 +23,36 @@ const AttentionKindInfo& full_info() {
   return info;
 }
 
+// The exact softmax of sdpa.h, its probabilities kept for the backward.
 template <class T>
-class FullAttention final : public Attention<T> {
- public:
-  FullAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
+struct FullCore {
+  static const AttentionKindInfo& info() { return full_info(); }
 
-  void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
-    validate_input(in, dims_, full_info());
-    in_ = in;
-    const int64_t B = in.B, n = in.n, m = in.kv_len();
-    const bool keep = in.keep_for_backward;
-    kept_ = keep;
-    maps_.project_in(in, q_, k_, v_);
-    o_.resize(size_t(B * n * dims_.d_model));
-    probs_.resize(size_t((keep ? B * dims_.n_heads : 1) * n * m));  // inference: one head's n×m at a time
-    shape_ = dense_sdpa_shape(in, dims_, training, seed);
-    sdpa_forward(shape_, q_.data(), k_.data(), v_.data(), probs_.data(), o_.data(), keep);
-    maps_.project_out(o_.data(), out, B * n);
-    if (!keep) {
-      release_buffers(q_, k_, v_, o_, probs_);
-      maps_.release();
-    }
+  void forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* o, bool keep) {
+    probs.resize(size_t((keep ? s.B * s.h : 1) * s.n * s.mk));  // inference: one head's n×m at a time
+    sdpa_forward(s, q, k, v, probs.data(), o, keep);
   }
 
-  void backward(const T* dout, T* dx, T* dcontext) override {
-    require_kept_for_backward(kept_, "full");
-    const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
-    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
-    std::vector<T> scratch(size_t(sdpa_backward_scratch(shape_)));
-    maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
-    sdpa_backward(shape_, q_.data(), k_.data(), v_.data(), probs_.data(), d_o.data(), dq.data(), dk.data(),
-                  dv.data(), scratch.data());
-    maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "full");
-    release_buffers(q_, k_, v_, o_, probs_);  // one backward per forward, as in PyTorch
-    kept_ = false;
+  void backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* /*o*/, const T* d_o, T* dq, T* dk,
+                T* dv) const {
+    std::vector<T> scratch(size_t(sdpa_backward_scratch(s)));
+    sdpa_backward(s, q, k, v, probs.data(), d_o, dq, dk, dv, scratch.data());
   }
 
-  double forward_flops(int64_t B, int64_t n, int64_t m) const override {
-    return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
-  }
+  void release() { release_buffers(probs); }
 
-  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
-    const double d = double(dims_.d_model), bnm = double(B) * n * m;
+  double activation_bytes(const AttentionDims& dims, int64_t B, int64_t n, int64_t m, bool training) const {
+    const double d = double(dims.d_model), bnm = double(B) * n * m;
     if (!training) return sizeof(T) * (double(n) * m + B * (2.0 * n + 2.0 * m) * d);  // one head's scores; q, k, v, o
     // Kept: q, k, v, o and the B·h·n·m probabilities; backward: dO, dq, dk, dv and 2 (n × m) scratch.
-    return sizeof(T) * (double(dims_.n_heads) * bnm + 2.0 * n * m + 2.0 * B * (2.0 * n + 2.0 * m) * d);
+    return sizeof(T) * (double(dims.n_heads) * bnm + 2.0 * n * m + 2.0 * B * (2.0 * n + 2.0 * m) * d);
   }
 
- private:
-  AttentionDims dims_;
-  QkvoProjections<T> maps_;
-  // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
-  AttentionInput<T> in_;
-  bool kept_ = false;
-  SdpaShape shape_;
-  std::vector<T> q_, k_, v_, o_, probs_;
+  std::vector<T> probs;  // (B, h, n, m), or one head's (n, m) in inference
 };
+
+template <class T>
+using FullAttention = DenseAttention<T, FullCore<T>>;
 
 }  // namespace
 

@@ -28,17 +28,12 @@ SparseKindConfig parse_global(const AttentionDims& dims, const json& options, js
   const int64_t window = r.get_int("window", 0);
   LF_REQUIRE(window >= 0, r.where("window"), " must be >= 0 (0: the other positions see only themselves and G), got ",
              window);
-  SparseKindConfig c;
-  c.qkv_bias = r.get_bool("qkv_bias", false);
-  const json out = r.finish();
-  if (resolved) *resolved = out;
   const bool causal = dims.causal;
-  c.family = [globals, window, causal](int64_t n) -> RowKeys {
+  return finish_sparse_kind(r, resolved, [globals, window, causal](int64_t n) -> RowKeys {
     return global_rows(n, globals, [=](int64_t t, std::vector<int32_t>& keys) {
       append_window(t, n, window, 1, causal, keys);
     });
-  };
-  return c;
+  });
 }
 
 }  // namespace

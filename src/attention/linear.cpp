@@ -33,10 +33,8 @@ LinearOptions parse_linear(const AttentionDims&, const json& options, json* reso
   OptionReader r("linear", options);
   LinearOptions o;
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  o.chunk = r.get_int("chunk", 64);
-  LF_REQUIRE(o.chunk >= 1 && o.chunk <= 1024, r.where("chunk"), " must be in [1, 1024], got ", o.chunk);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  o.chunk = read_linear_chunk(r);
+  r.finish(resolved);
   return o;
 }
 
@@ -85,7 +83,7 @@ class LinearAttention final : public Attention<T> {
     maps_.project_in(in, q_, k_, v_);
     elu_plus_one(q_, B * n, d, nullptr);
     elu_plus_one(k_, B * m, d, in.key_padding_mask);  // φk (B, m, d); v's padded rows are skipped by the core
-    shape_ = core_shape(in);
+    shape_ = core_shape(B, n, m, in.key_padding_mask);
     o_.resize(size_t(B * n * d));
     den_.resize(size_t(B * dims_.n_heads * n));
     linear_core_forward<T>(shape_, q_.data(), k_.data(), v_.data(), nullptr, o_.data(), den_.data());
@@ -126,22 +124,8 @@ class LinearAttention final : public Attention<T> {
   }
 
  private:
-  LinearCoreShape core_shape(int64_t B, int64_t n, int64_t m) const {
-    LinearCoreShape s;
-    s.B = B;
-    s.h = dims_.n_heads;
-    s.n = n;
-    s.m = m;
-    s.r = s.dv = dims_.d_model / dims_.n_heads;
-    s.causal = dims_.causal;
-    s.chunk = opt_.chunk;
-    s.eps = kLinearEps;
-    return s;
-  }
-  LinearCoreShape core_shape(const AttentionInput<T>& in) const {
-    LinearCoreShape s = core_shape(in.B, in.n, in.kv_len());
-    s.key_mask = in.key_padding_mask;
-    return s;
+  LinearCoreShape core_shape(int64_t B, int64_t n, int64_t m, const uint8_t* key_mask = nullptr) const {
+    return linear_core_shape(dims_, dims_.d_model / dims_.n_heads, opt_.chunk, kLinearEps, B, n, m, key_mask);
   }
 
   AttentionDims dims_;

@@ -17,6 +17,9 @@
 #include <cstdint>
 #include <string>
 
+#include "attention/attention.h"
+#include "attention/options.h"
+
 namespace lf {
 
 // One call. Layouts are the projections' (PyTorch order), each (batch, head) a strided view:
@@ -34,6 +37,30 @@ struct LinearCoreShape {
 
   int64_t key_chunks() const { return (m + chunk - 1) / chunk; }
 };
+
+// The shape of one call of an h-head kind on this core: r features per head, values d_h = d/h wide.
+inline LinearCoreShape linear_core_shape(const AttentionDims& dims, int64_t r, int64_t chunk, double eps, int64_t B,
+                                         int64_t n, int64_t m, const uint8_t* key_mask = nullptr) {
+  LinearCoreShape s;
+  s.B = B;
+  s.h = dims.n_heads;
+  s.n = n;
+  s.m = m;
+  s.r = r;
+  s.dv = dims.d_model / dims.n_heads;
+  s.causal = dims.causal;
+  s.chunk = chunk;
+  s.eps = eps;
+  s.key_mask = key_mask;
+  return s;
+}
+
+// The `chunk` option (C above) of the kinds on this core, with its default and range.
+inline int64_t read_linear_chunk(OptionReader& r) {
+  const int64_t chunk = r.get_int("chunk", 64);
+  LF_REQUIRE(chunk >= 1 && chunk <= 1024, r.where("chunk"), " must be in [1, 1024], got ", chunk);
+  return chunk;
+}
 
 // key_shift (causal only; null for none): (B, h, ⌈m/C⌉) log-scales M_c, non-decreasing in c: the
 // φk rows of chunk c were computed divided by e^{M_c} (Performer's running-max stabiliser). The

@@ -95,8 +95,7 @@ LinformerOptions parse_linformer(const AttentionDims& dims, const json& options,
     LF_REQUIRE(o.order != Order::CompressFirst, r.where("order"), " cannot be compress_first with projection '", proj,
                "': it pools the projected keys and values channel by channel, so it needs them first; use auto or "
                "project_first");
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 

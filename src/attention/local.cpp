@@ -21,15 +21,10 @@ SparseKindConfig parse_local(const AttentionDims& dims, const json& options, jso
   OptionReader r("local", options);
   const int64_t window = r.get_int("window", std::min<int64_t>(256, dims.max_len));
   LF_REQUIRE(window >= 0, r.where("window"), " must be >= 0 (0: each position sees only itself), got ", window);
-  SparseKindConfig c;
-  c.qkv_bias = r.get_bool("qkv_bias", false);
-  const json out = r.finish();
-  if (resolved) *resolved = out;
   const bool causal = dims.causal;
-  c.family = [window, causal](int64_t n) -> RowKeys {
+  return finish_sparse_kind(r, resolved, [window, causal](int64_t n) -> RowKeys {
     return [=](int64_t t, std::vector<int32_t>& keys) { append_window(t, n, window, 1, causal, keys); };
-  };
-  return c;
+  });
 }
 
 }  // namespace

@@ -25,17 +25,12 @@ SparseKindConfig parse_longformer(const AttentionDims& dims, const json& options
   const int64_t dilation = r.get_int("dilation", 1);
   LF_REQUIRE(dilation >= 1, r.where("dilation"), " must be >= 1 (1: no gaps), got ", dilation);
   const std::vector<int64_t> globals = read_global_positions(r, dims, 1);  // [CLS], as in the paper's tasks
-  SparseKindConfig c;
-  c.qkv_bias = r.get_bool("qkv_bias", false);
-  const json out = r.finish();
-  if (resolved) *resolved = out;
   const bool causal = dims.causal;
-  c.family = [globals, window, dilation, causal](int64_t n) -> RowKeys {
+  return finish_sparse_kind(r, resolved, [globals, window, dilation, causal](int64_t n) -> RowKeys {
     return global_rows(n, globals, [=](int64_t t, std::vector<int32_t>& keys) {
       append_window(t, n, window, dilation, causal, keys);
     });
-  };
-  return c;
+  });
 }
 
 }  // namespace

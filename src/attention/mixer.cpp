@@ -43,8 +43,7 @@ MixerOptions parse_mixer(const AttentionDims& dims, const json& options, json* r
              ": the token-mixing MLP mixes every position into every other and has no causal form; use hidden = 0 "
              "(a lower-triangular linear mixing) for a causal model");
   o.out_proj = r.get_bool("out_proj", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 

@@ -79,6 +79,12 @@ class OptionReader {
     return out_;
   }
 
+  // The same, the resolved options written to *resolved when it is not null (a parser's last step).
+  void finish(nlohmann::json* resolved) const {
+    nlohmann::json out = finish();
+    if (resolved) *resolved = std::move(out);
+  }
+
   std::string where(const std::string& key) const { return str_cat("option '", key, "' of attention kind '", kind_, "'"); }
 
  private:

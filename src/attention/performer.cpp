@@ -59,10 +59,8 @@ PerformerOptions parse_performer(const AttentionDims& dims, const json& options,
   o.seed = r.get_int("seed", 0);
   LF_REQUIRE(o.seed >= 0, r.where("seed"), " must be non-negative, got ", o.seed);
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  o.chunk = r.get_int("chunk", 64);
-  LF_REQUIRE(o.chunk >= 1 && o.chunk <= 1024, r.where("chunk"), " must be in [1, 1024], got ", o.chunk);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  o.chunk = read_linear_chunk(r);
+  r.finish(resolved);
   return o;
 }
 
@@ -112,7 +110,7 @@ class PerformerAttention final : public Attention<T> {
     kept_ = in.keep_for_backward;
     const int64_t B = in.B, n = in.n, m = in.kv_len(), d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
     maps_.project_in(in, q_, k_, v_);
-    shape_ = core_shape(in);
+    shape_ = core_shape(B, n, m, in.key_padding_mask);
     // U = x Wᵀ for every (position, head) row of d_h: (B·n·h, m_f), then the feature maps in place.
     fq_.resize(size_t(B * n * h * mf));
     fk_.resize(size_t(B * m * h * mf));
@@ -182,23 +180,8 @@ class PerformerAttention final : public Attention<T> {
   }
 
  private:
-  LinearCoreShape core_shape(int64_t B, int64_t n, int64_t m) const {
-    LinearCoreShape s;
-    s.B = B;
-    s.h = dims_.n_heads;
-    s.n = n;
-    s.m = m;
-    s.r = opt_.features;
-    s.dv = dh_;
-    s.causal = dims_.causal;
-    s.chunk = opt_.chunk;
-    s.eps = kPerformerEps;
-    return s;
-  }
-  LinearCoreShape core_shape(const AttentionInput<T>& in) const {
-    LinearCoreShape s = core_shape(in.B, in.n, in.kv_len());
-    s.key_mask = in.key_padding_mask;
-    return s;
+  LinearCoreShape core_shape(int64_t B, int64_t n, int64_t m, const uint8_t* key_mask = nullptr) const {
+    return linear_core_shape(dims_, opt_.features, opt_.chunk, kPerformerEps, B, n, m, key_mask);
   }
 
   const T* shift_or_null() const { return dims_.causal ? shift_.data() : nullptr; }

@@ -1,6 +1,7 @@
 // The four linear maps of standard multi-head attention (to_q, to_k, to_v: d → d; to_out: d → d with
-// a bias; optional Q/K/V biases), shared by the kinds that attend with h heads of width d/h over
-// uncompressed keys (full, flash). Forward and backward of the maps around the kind's own core.
+// a bias; optional Q/K/V biases), shared by the kinds that attend with h heads of width d/h (full,
+// flash, linear, performer, ...). Forward and backward of the maps around the kind's own core, and
+// the whole layer of the exact-softmax kinds (DenseAttention).
 #pragma once
 #include <cmath>
 #include <string>
@@ -104,15 +105,14 @@ class QkvoProjections {
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
 };
 
-// The options of a kind whose only option is `qkv_bias` (full, flash): reads it, refuses anything
-// else, and returns it; *resolved (if given) receives the options with the default filled in.
-// The parser of a kind whose only option is qkv_bias (for register_kind).
+// The parser of a kind whose only option is `qkv_bias` (full, flash; for register_kind): reads it,
+// refuses anything else, and returns it; *resolved (if given) receives the options with the default
+// filled in.
 inline auto qkv_bias_parser(std::string kind) {
   return [kind = std::move(kind)](const AttentionDims&, const json& options, json* resolved) {
     OptionReader r(kind, options);
     const bool qkv_bias = r.get_bool("qkv_bias", false);
-    json out = r.finish();
-    if (resolved) *resolved = out;
+    r.finish(resolved);
     return qkv_bias;
   };
 }
@@ -133,5 +133,67 @@ SdpaShape dense_sdpa_shape(const AttentionInput<T>& in, const AttentionDims& dim
   s.seed = seed;
   return s;
 }
+
+// An h-head kind over uncompressed keys (full, flash): the four maps around the kind's exact-softmax
+// core. Core (default-constructible, one per layer) keeps what its backward needs between the calls:
+//   static const AttentionKindInfo& info();
+//   void forward(const SdpaShape&, q, k, v, o, bool keep);   // o (B, n, d) overwritten
+//   void backward(const SdpaShape&, q, k, v, o, d_o, dq, dk, dv);  // dq (B, n, d), dk, dv (B, m, d)
+//   void release();                                           // frees what forward kept
+//   double activation_bytes(const AttentionDims&, B, n, m, bool training) const;
+template <class T, class Core>
+class DenseAttention final : public Attention<T> {
+ public:
+  DenseAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
+      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
+
+  void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
+    validate_input(in, dims_, Core::info());
+    in_ = in;
+    const int64_t B = in.B, n = in.n;
+    kept_ = in.keep_for_backward;
+    maps_.project_in(in, q_, k_, v_);
+    o_.resize(size_t(B * n * dims_.d_model));
+    shape_ = dense_sdpa_shape(in, dims_, training, seed);
+    core_.forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), kept_);
+    maps_.project_out(o_.data(), out, B * n);
+    if (!kept_) {
+      release_buffers(q_, k_, v_, o_);
+      core_.release();
+      maps_.release();
+    }
+  }
+
+  void backward(const T* dout, T* dx, T* dcontext) override {
+    const std::string& kind = Core::info().name;
+    require_kept_for_backward(kept_, kind);
+    const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
+    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
+    maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
+    core_.backward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), d_o.data(), dq.data(), dk.data(), dv.data());
+    maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, kind);
+    release_buffers(q_, k_, v_, o_);  // one backward per forward, as in PyTorch
+    core_.release();
+    kept_ = false;
+  }
+
+  double forward_flops(int64_t B, int64_t n, int64_t m) const override {
+    return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
+  }
+
+  double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
+    return core_.activation_bytes(dims_, B, n, m, training);
+  }
+
+ private:
+  AttentionDims dims_;
+  QkvoProjections<T> maps_;
+  // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
+  AttentionInput<T> in_;
+  bool kept_ = false;
+  SdpaShape shape_;
+  std::vector<T> q_, k_, v_, o_;  // Q (B, n, d), K, V (B, m, d), O (B, n, d) before the output map
+  Core core_;
+};
 
 }  // namespace lf

@@ -515,8 +515,7 @@ ReformerOptions parse_reformer(const AttentionDims& dims, const json& options, j
   LF_REQUIRE(seed >= 0, r.where("seed"), " must be non-negative, got ", seed);
   o.seed = uint64_t(seed);
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 

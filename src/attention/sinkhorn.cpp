@@ -262,8 +262,7 @@ SinkhornOptions parse_sinkhorn(const AttentionDims& dims, const json& options, j
              " must be a positive number, got ", o.temperature);
   o.sort_net = r.get_choice("sort_net", "mlp", {"mlp", "linear"}) == "mlp" ? SortNet::Mlp : SortNet::Linear;
   o.qkv_bias = r.get_bool("qkv_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 
@@ -617,10 +616,22 @@ class SinkhornAttention final : public Attention<T> {
     }
   }
 
+  // Task `task` of the core's loops over (sample, head, block), task = (b·h + hd)·n_b + i: block i of
+  // head hd of sample b, bh = b·h + hd; its nq ≤ b rows from t0; where they start in the head-major
+  // (B·h, n_p, d_h) buffers (off) and in the (B, n, d) ones (at).
+  struct BlockTask {
+    int64_t i, b, bh, t0, nq, off, at;
+  };
+  BlockTask block_task(int64_t task) const {
+    const int64_t h = dims_.n_heads, dh = dims_.d_model / h, blk = opt_.block, np = nb_ * blk;
+    const int64_t i = task % nb_, bh = task / nb_, b = bh / h, hd = bh % h, t0 = i * blk;
+    return {i, b, bh, t0, std::min(blk, in_.n - t0), (bh * np + t0) * dh, (b * in_.n + t0) * dims_.d_model + hd * dh};
+  }
+
   // o_ (B, n, d) from q_, K, V, K̃, Ṽ: parallel over (sample, head, block), each task owning its rows.
   void core_forward() {
-    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = d / h, blk = opt_.block;
-    const int64_t nb = nb_, np = nb * blk, kw = 2 * blk, tasks = B * h * nb;
+    const int64_t B = in_.B, d = dims_.d_model, h = dims_.n_heads, dh = d / h, blk = opt_.block;
+    const int64_t np = nb_ * blk, kw = 2 * blk, tasks = B * h * nb_;
     const T scale = T(1.0 / std::sqrt(double(dh)));
 #pragma omp parallel if (core_in_parallel())
     {
@@ -628,9 +639,8 @@ class SinkhornAttention final : public Attention<T> {
           Pd(dropout_ > 0 ? size_t(blk * kw) : 0);
 #pragma omp for schedule(static)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t i = task % nb, bh = task / nb, b = bh / h, hd = bh % h;
-        const int64_t t0 = i * blk, nq = std::min(blk, n - t0), off = (bh * np + t0) * dh;
-        pack_rows(q_.data() + (b * n + t0) * d + hd * dh, d, nq, dh, Qp.data());
+        const auto [i, b, bh, t0, nq, off, at] = block_task(task);
+        pack_rows(q_.data() + at, d, nq, dh, Qp.data());
         pack_transposed(kh_.data() + off, dh, blk, dh, Kt.data(), kw);
         pack_transposed(ks_.data() + off, dh, blk, dh, Kt.data() + blk, kw);
         T* S = kept_ ? probs_.data() + (bh * np + t0) * kw : scratch.data();
@@ -641,7 +651,7 @@ class SinkhornAttention final : public Attention<T> {
           dropout_block(bh, t0, nq, S, Pd.data());
           Pv = Pd.data();
         }
-        T* O = o_.data() + (b * n + t0) * d + hd * dh;
+        T* O = o_.data() + at;
         flash_tile_gemm<T>(false, nq, dh, blk, T(1), Pv, kw, vh_.data() + off, dh, false, O, d);
         flash_tile_gemm<T>(false, nq, dh, blk, T(1), Pv + blk, kw, vs_.data() + off, dh, true, O, d);
       }
@@ -651,8 +661,8 @@ class SinkhornAttention final : public Attention<T> {
   // From dO (B, n, d): dq (B, n, d), and the gradients of the own-block keys/values dkh, dvh and of
   // the sorted ones dks, dvs (head-major), all overwritten.
   void core_backward(const T* d_o, T* dq, T* dkh, T* dvh, T* dks, T* dvs) const {
-    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = d / h, blk = opt_.block;
-    const int64_t nb = nb_, np = nb * blk, kw = 2 * blk, tasks = B * h * nb;
+    const int64_t B = in_.B, d = dims_.d_model, h = dims_.n_heads, dh = d / h, blk = opt_.block;
+    const int64_t np = nb_ * blk, kw = 2 * blk, tasks = B * h * nb_;
     const T scale = T(1.0 / std::sqrt(double(dh)));
     const T drop_scale = T(1.0 / (1.0 - dropout_));
 #pragma omp parallel if (core_in_parallel())
@@ -661,10 +671,9 @@ class SinkhornAttention final : public Attention<T> {
           Pd(dropout_ > 0 ? size_t(blk * kw) : 0);
 #pragma omp for schedule(static)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t i = task % nb, bh = task / nb, b = bh / h, hd = bh % h;
-        const int64_t t0 = i * blk, nq = std::min(blk, n - t0), off = (bh * np + t0) * dh;
-        pack_rows(q_.data() + (b * n + t0) * d + hd * dh, d, nq, dh, Qp.data());
-        pack_rows(d_o + (b * n + t0) * d + hd * dh, d, nq, dh, dOp.data());
+        const auto [i, b, bh, t0, nq, off, at] = block_task(task);
+        pack_rows(q_.data() + at, d, nq, dh, Qp.data());
+        pack_rows(d_o + at, d, nq, dh, dOp.data());
         pack_transposed(vh_.data() + off, dh, blk, dh, Vt.data(), kw);
         pack_transposed(vs_.data() + off, dh, blk, dh, Vt.data() + blk, kw);
         const T* P = probs_.data() + (bh * np + t0) * kw;
@@ -690,7 +699,7 @@ class SinkhornAttention final : public Attention<T> {
           for (int64_t c = 0; c < kw; ++c) g[c] = scale * p[c] * (g[c] - dot);
         }
         // dQ = dS [K; K̃];  dK (own and partner rows) = dSᵀ Q.
-        T* dQ = dq + (b * n + t0) * d + hd * dh;
+        T* dQ = dq + at;
         flash_tile_gemm<T>(false, nq, dh, blk, T(1), dS.data(), kw, kh_.data() + off, dh, false, dQ, d);
         flash_tile_gemm<T>(false, nq, dh, blk, T(1), dS.data() + blk, kw, ks_.data() + off, dh, true, dQ, d);
         flash_tile_gemm<T>(true, blk, dh, nq, T(1), dS.data(), kw, Qp.data(), dh, false, dkh + off, dh);

@@ -41,8 +41,31 @@ void check_pattern_size(int64_t n, int64_t m) {
   LF_REQUIRE(n <= kMaxEntries && m <= kMaxEntries, "sparse attention: sequence too long for 32-bit positions");
 }
 
+// Row t's keys into `keys` (its old contents dropped), normalised.
+void pattern_row(int64_t t, int64_t m, bool causal, const RowKeys& row_keys, std::vector<int32_t>& keys) {
+  keys.clear();
+  row_keys(t, keys);
+  normalise_row(t, m, causal, keys);
+}
+
 // Rows per parallel task when building (the row functions are pure, so rows build independently).
 constexpr int64_t kBuildRows = 256;
+
+// use(t, keys) for every row t < n with its normalised keys, rows in parallel; use must only touch
+// row t's own output.
+template <class Use>
+void for_each_pattern_row(int64_t n, int64_t m, bool causal, const RowKeys& row_keys, Use use) {
+#pragma omp parallel if (n >= 4 * kBuildRows)
+  {
+    std::vector<int32_t> keys;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t0 = 0; t0 < n; t0 += kBuildRows)
+      for (int64_t t = t0; t < std::min(n, t0 + kBuildRows); ++t) {
+        pattern_row(t, m, causal, row_keys, keys);
+        use(t, keys);
+      }
+  }
+}
 
 }  // namespace
 
@@ -61,9 +84,7 @@ int64_t count_pattern_entries(int64_t n, int64_t m, bool causal, const RowKeys& 
   int64_t total = 0;
   std::vector<int32_t> keys;
   for (int64_t t = 0; t < n; ++t) {
-    keys.clear();
-    row_keys(t, keys);
-    normalise_row(t, m, causal, keys);
+    pattern_row(t, m, causal, row_keys, keys);
     total += int64_t(keys.size());
   }
   return total;
@@ -76,36 +97,18 @@ SparsePattern build_sparse_pattern(int64_t n, int64_t m, bool causal, const RowK
   p.m = m;
   // Two passes (row lengths, then the keys into their place) so that cols is allocated once, exactly.
   p.row_ptr.assign(size_t(n + 1), 0);
-#pragma omp parallel if (n >= 4 * kBuildRows)
-  {
-    std::vector<int32_t> keys;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t0 = 0; t0 < n; t0 += kBuildRows)
-      for (int64_t t = t0; t < std::min(n, t0 + kBuildRows); ++t) {
-        keys.clear();
-        row_keys(t, keys);
-        normalise_row(t, m, causal, keys);
-        p.row_ptr[size_t(t + 1)] = int64_t(keys.size());
-      }
-  }
+  for_each_pattern_row(n, m, causal, row_keys, [&](int64_t t, const std::vector<int32_t>& keys) {
+    p.row_ptr[size_t(t + 1)] = int64_t(keys.size());
+  });
   for (int64_t t = 0; t < n; ++t) p.row_ptr[size_t(t + 1)] += p.row_ptr[size_t(t)];
   const int64_t nnz = p.row_ptr[size_t(n)];
   LF_REQUIRE(nnz <= kMaxEntries, "sparse attention: the pattern of ", n, " positions has ", nnz,
              " entries, more than 2^31 - 1; use a sparser pattern (a smaller window, fewer global positions) or "
              "'flash' for dense attention");
   p.cols.resize(size_t(nnz));
-#pragma omp parallel if (n >= 4 * kBuildRows)
-  {
-    std::vector<int32_t> keys;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t0 = 0; t0 < n; t0 += kBuildRows)
-      for (int64_t t = t0; t < std::min(n, t0 + kBuildRows); ++t) {
-        keys.clear();
-        row_keys(t, keys);
-        normalise_row(t, m, causal, keys);
-        std::copy(keys.begin(), keys.end(), p.cols.begin() + p.row_ptr[size_t(t)]);
-      }
-  }
+  for_each_pattern_row(n, m, causal, row_keys, [&](int64_t t, const std::vector<int32_t>& keys) {
+    std::copy(keys.begin(), keys.end(), p.cols.begin() + p.row_ptr[size_t(t)]);
+  });
   if (with_transpose) add_transpose(p);
   return p;
 }

@@ -122,6 +122,16 @@ struct SparseKindConfig {
 // every default filled in to *resolved when given, and returns the kind's configuration.
 using SparseKindParser = std::function<SparseKindConfig(const AttentionDims&, const json& options, json* resolved)>;
 
+// A pattern kind's parser's last step: reads qkv_bias, refuses unknown options and writes *resolved
+// (r.finish), and returns the configuration with the kind's pattern family.
+inline SparseKindConfig finish_sparse_kind(OptionReader& r, json* resolved, PatternFamily family) {
+  SparseKindConfig c;
+  c.qkv_bias = r.get_bool("qkv_bias", false);
+  r.finish(resolved);
+  c.family = std::move(family);
+  return c;
+}
+
 // Registers a sparse-pattern kind: self-attention with the standard Q/K/V/out maps (QkvoProjections)
 // around the core above. Layers whose kind, options and causality agree share one pattern per length
 // (a process-wide cache of weak references), so a deep model holds one copy.

@@ -36,18 +36,13 @@ SparseKindConfig parse_strided(const AttentionDims& dims, const json& options, j
   LF_REQUIRE(stride >= 1, r.where("stride"), " must be >= 1, got ", stride);
   const int64_t local_window = r.get_int("local_window", stride);
   LF_REQUIRE(local_window >= 0, r.where("local_window"), " must be >= 0 (0: no local band), got ", local_window);
-  SparseKindConfig c;
-  c.qkv_bias = r.get_bool("qkv_bias", false);
-  const json out = r.finish();
-  if (resolved) *resolved = out;
   const bool causal = dims.causal;
-  c.family = [stride, local_window, causal](int64_t n) -> RowKeys {
+  return finish_sparse_kind(r, resolved, [stride, local_window, causal](int64_t n) -> RowKeys {
     return [=](int64_t t, std::vector<int32_t>& keys) {
       for (int64_t j = t % stride; j < (causal ? t + 1 : n); j += stride) keys.push_back(int32_t(j));
       if (local_window > 0) append_window(t, n, local_window, 1, causal, keys);
     };
-  };
-  return c;
+  });
 }
 
 }  // namespace

@@ -85,8 +85,7 @@ SynthOptions parse_synthesizer(const AttentionDims& dims, const json& options, j
     o.fixed = r.get_bool("fixed", false);
   }
   o.v_bias = r.get_bool("v_bias", false);
-  json out = r.finish();
-  if (resolved) *resolved = out;
+  r.finish(resolved);
   return o;
 }
 

@@ -21,6 +21,27 @@ std::vector<T> taps_by_offset(const T* w, int64_t d, int64_t K) {
   return wt;
 }
 
+// out (B, n, d): row (b, t) = (bias or 0) + Σ_j wt[j] ⊙ in row (b, t + first + Step·j), over the j
+// whose row lies in [0, n); j in order, rows in parallel (each task owns its row).
+template <int Step, class T>
+void window_rows(const T* in, const std::vector<T>& wt, const T* bias, T* out, int64_t B, int64_t n, int64_t d,
+                 int64_t K, int64_t first) {
+#pragma omp parallel for schedule(static) if (B * n * d * K > 65536)
+  for (int64_t r = 0; r < B * n; ++r) {
+    const int64_t b = r / n, t = r % n;
+    T* outr = out + r * d;
+    for (int64_t c = 0; c < d; ++c) outr[c] = bias ? bias[c] : T(0);
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t s = t + first + Step * j;
+      if (s < 0 || s >= n) continue;
+      const T* ins = in + (b * n + s) * d;
+      const T* wj = wt.data() + j * d;
+#pragma omp simd
+      for (int64_t c = 0; c < d; ++c) outr[c] += wj[c] * ins[c];
+    }
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -28,21 +49,8 @@ void depthwise_conv1d_forward(const T* x, const T* w, const T* bias, T* y, int64
                               bool causal) {
   check_sizes(B, n, d, K);
   const int64_t left = conv1d_left(K, causal);
-  const std::vector<T> wt = taps_by_offset(w, d, K);
-#pragma omp parallel for schedule(static) if (B * n * d * K > 65536)
-  for (int64_t r = 0; r < B * n; ++r) {
-    const int64_t b = r / n, t = r % n;
-    T* yr = y + r * d;
-    for (int64_t c = 0; c < d; ++c) yr[c] = bias ? bias[c] : T(0);
-    for (int64_t j = 0; j < K; ++j) {
-      const int64_t s = t - left + j;
-      if (s < 0 || s >= n) continue;
-      const T* xs = x + (b * n + s) * d;
-      const T* wj = wt.data() + j * d;
-#pragma omp simd
-      for (int64_t c = 0; c < d; ++c) yr[c] += wj[c] * xs[c];
-    }
-  }
+  // y[t] = bias + Σ_j w[j] x[t − left + j].
+  window_rows<+1>(x, taps_by_offset(w, d, K), bias, y, B, n, d, K, -left);
 }
 
 template <class T>
@@ -50,22 +58,8 @@ void depthwise_conv1d_backward(const T* x, const T* w, const T* dy, T* dx, T* dw
                                int64_t d, int64_t K, bool causal) {
   check_sizes(B, n, d, K);
   const int64_t left = conv1d_left(K, causal);
-  const std::vector<T> wt = taps_by_offset(w, d, K);
   // dx[s] = Σ_j w[j] dy[s + left − j]: the transposed window.
-#pragma omp parallel for schedule(static) if (B * n * d * K > 65536)
-  for (int64_t r = 0; r < B * n; ++r) {
-    const int64_t b = r / n, s = r % n;
-    T* dxr = dx + r * d;
-    for (int64_t c = 0; c < d; ++c) dxr[c] = T(0);
-    for (int64_t j = 0; j < K; ++j) {
-      const int64_t t = s + left - j;
-      if (t < 0 || t >= n) continue;
-      const T* dyt = dy + (b * n + t) * d;
-      const T* wj = wt.data() + j * d;
-#pragma omp simd
-      for (int64_t c = 0; c < d; ++c) dxr[c] += wj[c] * dyt[c];
-    }
-  }
+  window_rows<-1>(dy, taps_by_offset(w, d, K), static_cast<const T*>(nullptr), dx, B, n, d, K, left);
   // Weight and bias gradients: one pass in row order on one thread (O(B·n·d·K), small next to the
   // attention), so the sums do not depend on the thread count.
   std::vector<T> dwt(size_t(K * d), T(0));

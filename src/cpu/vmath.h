@@ -40,4 +40,10 @@ inline T exp_fast(T x) {
     return std::exp(x);
 }
 
+// The logistic sigmoid 1 / (1 + e^{−x}) through exp_fast.
+template <class T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_fast<T>(-x));
+}
+
 }  // namespace lf
