@@ -1,16 +1,20 @@
-// Shared test helpers: random tensors, closeness checks and finite-difference gradient checks in
-// double precision.
+// Shared test helpers: random tensors, closeness checks, finite-difference gradient checks in
+// double precision, temporary directories, and the process's memory from /proc/self/status.
 #pragma once
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iomanip>
 #include <sstream>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -103,5 +107,88 @@ inline double weighted_sum(const double* y, const double* w, int64_t n) {
   for (int64_t i = 0; i < n; ++i) s += y[i] * w[i];
   return s;
 }
+
+// ---- temporary directories -------------------------------------------------------------------------
+
+// The running test's name ("" outside a test). A parameterised test's name holds a '/': callers that
+// put it in a path use their parameter instead.
+inline std::string current_test_name() {
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return info ? info->name() : "";
+}
+
+// A fresh, empty directory temp_directory_path()/<prefix>_<pid>_<suffix> (emptied first if it exists).
+inline std::filesystem::path make_temp_dir(const std::string& prefix, const std::string& suffix = current_test_name()) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / (prefix + "_" + std::to_string(::getpid()) + "_" + suffix);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// make_temp_dir as an object: the directory goes with it.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix, const std::string& suffix = current_test_name())
+      : dir_(make_temp_dir(prefix, suffix)) {}
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return dir_; }
+  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+// A fixture with a fresh directory dir_ (make_temp_dir(prefix), named after the test) made in SetUp
+// and removed in TearDown — kept for inspection after a failure where keep_on_failure. A derived
+// SetUp that writes files calls TempDirTest::SetUp() first.
+class TempDirTest : public ::testing::Test {
+ protected:
+  explicit TempDirTest(std::string prefix, bool keep_on_failure = false)
+      : prefix_(std::move(prefix)), keep_on_failure_(keep_on_failure) {}
+  void SetUp() override { dir_ = make_temp_dir(prefix_); }
+  void TearDown() override {
+    if (!(keep_on_failure_ && HasFailure())) std::filesystem::remove_all(dir_);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  std::filesystem::path dir_;
+
+ private:
+  std::string prefix_;
+  bool keep_on_failure_;
+};
+
+// ---- the process's memory ----------------------------------------------------------------------------
+
+// A "Vm...:" line of /proc/self/status ("VmHWM:   123 kB") in bytes, or -1 where there is none.
+inline int64_t proc_status_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
+  return -1;
+}
+
+// How far the peak RSS (VmHWM) rises above the current RSS while `work` runs, in bytes. The
+// high-water mark is first reset to the current RSS (clear_refs 5, Linux ≥ 4.0); where it cannot be,
+// the growth is measured from the old peak. A test calls LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS() and
+// LF_SKIP_WITHOUT_PROC_STATUS() first.
+inline int64_t peak_rss_growth(const std::function<void()>& work) {
+  { std::ofstream("/proc/self/clear_refs") << "5"; }
+  const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
+  const int64_t hwm_before = proc_status_bytes("VmHWM");
+  work();
+  return proc_status_bytes("VmHWM") - std::max(before, hwm_before);
+}
+
+// Ends a test that reads the peak RSS where /proc/self/status has none.
+#define LF_SKIP_WITHOUT_PROC_STATUS() \
+  if (::lf::test::proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status"
 
 }  // namespace lf::test

@@ -41,17 +41,6 @@ inline AttentionCase with_padding(AttentionCase c, int64_t keep = 1) {
   return c;
 }
 
-inline AttentionCase with_dropout(AttentionCase c, double p = 0.3) {
-  c.dims.dropout = p;
-  c.training = true;
-  return c;
-}
-
-inline std::string describe(const AttentionCase& c) {
-  return str_cat(c.kind, " n=", c.n, " max_len=", c.dims.max_len, " causal=", c.dims.causal, " mask=", !c.mask.empty(),
-                 " dropout=", c.dims.dropout, " ", c.options.dump());
-}
-
 // The pattern the kind builds equals {(t, j) : allowed(t, j, n), j ≤ t when causal}.
 inline void expect_pattern_is(const AttentionCase& c, const Allowed& allowed) {
   SCOPED_TRACE(describe(c));

@@ -24,6 +24,8 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with_mask;
 
 AttentionCase aft_case(const std::string& kind, int64_t n, bool causal, json options = json::object(),
                        int64_t max_len = 0, int64_t d = 8, int64_t B = 2) {
@@ -36,27 +38,6 @@ AttentionCase aft_case(const std::string& kind, int64_t n, bool causal, json opt
   return c;
 }
 
-// Key padding: sample 0 pads key 1 and its last key; sample 1 pads every key but `keep`.
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  c.mask.assign(size_t(c.B * c.n), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(c.n - 1)] = 1;
-  for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(c.n + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat(c.kind, " n=", c.n, " max_len=", c.dims.max_len, " d=", c.dims.d_model, " causal=", c.dims.causal,
-                 " mask=", !c.mask.empty(), " ", c.options.dump());
-}
-
-template <class T>
-std::vector<double> param(const ParamArena<T>& a, const std::string& name) {
-  const int id = a.find(name);
-  if (id < 0) return {};
-  return std::vector<double>(a.value(id), a.value(id) + a.info(id).numel);
-}
-
 // The bias starts near 0 (the unfactorised one at exactly 0): draw it from ±scale so that it matters.
 template <class T>
 void randomise_bias(ParamArena<T>& arena, double scale, uint64_t seed = 21) {
@@ -67,6 +48,9 @@ void randomise_bias(ParamArena<T>& arena, double scale, uint64_t seed = 21) {
     std::copy(r.begin(), r.end(), arena.value(id));
   }
 }
+
+// randomise_bias(1.0) as the `prepare` of the shared checks.
+const auto random_bias = [](auto& rig) { randomise_bias(rig.arena, 1.0); };
 
 // Inputs growing along the sequence, so that the running maximum of K keeps growing across the row
 // blocks (the causal rescale of the earlier blocks' sums is then not 1).
@@ -87,10 +71,10 @@ std::vector<double> reference_forward(const AttentionCase& c, const ParamArena<T
   const bool local = c.kind == "aft_local", causal = c.dims.causal;
   const int64_t B = c.B, n = c.n, d = c.dims.d_model, L = c.dims.max_len;
   const int64_t rank = o.at("bias_rank").get<int64_t>(), s = local ? o.at("window").get<int64_t>() : 0;
-  const auto Wq = param(arena, "to_q.weight"), Wk = param(arena, "to_k.weight"), Wv = param(arena, "to_v.weight"),
-             Wo = param(arena, "to_out.weight"), bq = param(arena, "to_q.bias"), bk = param(arena, "to_k.bias"),
-             bv = param(arena, "to_v.bias"), bo = param(arena, "to_out.bias"), U = param(arena, "pos_bias.u"),
-             P = param(arena, "pos_bias.v"), Wfull = param(arena, "pos_bias.w"), band = param(arena, "pos_bias.band");
+  const auto Wq = test::param_values(arena, "to_q.weight"), Wk = test::param_values(arena, "to_k.weight"), Wv = test::param_values(arena, "to_v.weight"),
+             Wo = test::param_values(arena, "to_out.weight"), bq = test::param_values(arena, "to_q.bias"), bk = test::param_values(arena, "to_k.bias"),
+             bv = test::param_values(arena, "to_v.bias"), bo = test::param_values(arena, "to_out.bias"), U = test::param_values(arena, "pos_bias.u"),
+             P = test::param_values(arena, "pos_bias.v"), Wfull = test::param_values(arena, "pos_bias.w"), band = test::param_values(arena, "pos_bias.band");
   // w̃_tt': the factorised or stored bias; aft_local: 0 outside |t − t'| < s.
   auto bias = [&](int64_t t, int64_t u) {
     if (local && std::abs(t - u) >= s) return 0.0;
@@ -104,13 +88,7 @@ std::vector<double> reference_forward(const AttentionCase& c, const ParamArena<T
     return band[size_t(t * width + (u - t + s - 1))];
   };
   auto linear = [&](const std::vector<double>& W, const std::vector<double>& b, const double* x) {
-    std::vector<double> y(static_cast<size_t>(d));
-    for (int64_t r = 0; r < d; ++r) {
-      double acc = b.empty() ? 0.0 : b[size_t(r)];
-      for (int64_t e = 0; e < d; ++e) acc += W[size_t(r * d + e)] * x[e];
-      y[size_t(r)] = acc;
-    }
-    return y;
+    return test::affine(W, b, x, d, d);
   };
   std::vector<double> out(static_cast<size_t>(B * n * d));
   for (int64_t b = 0; b < B; ++b) {
@@ -148,21 +126,15 @@ std::vector<double> reference_forward(const AttentionCase& c, const ParamArena<T
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol, bool growing) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  randomise_bias(rig.arena, 1.0);
-  if (growing) grow_inputs(rig.x, c);
-  rig.forward(c);
-  const std::vector<double> ref = reference_forward(c, rig.arena, rig.x);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
+// With random biases (and, growing, inputs that grow along the sequence); float within 3e-5.
 void expect_matches_reference_both(const AttentionCase& c, bool growing = false) {
-  expect_matches_reference<double>(c, 1e-12, growing);
-  expect_matches_reference<float>(c, 3e-5, growing);
+  test::expect_matches_reference_both(
+      c, [&](const auto& rig) { return reference_forward(c, rig.arena, rig.x); },
+      [&](auto& rig) {
+        randomise_bias(rig.arena, 1.0);
+        if (growing) grow_inputs(rig.x, c);
+      },
+      3e-5);
 }
 
 TEST(AftAttention, FullMatchesReference) {
@@ -212,24 +184,11 @@ TEST(AftAttention, LocalMatchesReference) {
 template <class Setup>
 void check_gradients(const AttentionCase& c, double bias_scale, const Setup& setup, double tol = 1e-6) {
   SCOPED_TRACE(describe(c));
-  AttentionRig<double> rig(c);
-  randomise_bias(rig.arena, bias_scale);
-  setup(rig);
-  const int64_t d = c.dims.d_model;
-  const std::vector<double> w = test::random_vector<double>(c.B * c.n * d, 99);
-  auto loss = [&] {
-    rig.forward(c);
-    return test::weighted_sum(rig.out.data(), w.data(), int64_t(w.size()));
-  };
-  loss();
-  std::vector<double> dx(rig.x.size());
-  rig.arena.zero_grad();
-  rig.layer->backward(w.data(), dx.data());
-  test::expect_gradient_matches(loss, rig.x.data(), int64_t(rig.x.size()), dx.data(), "input", tol);
-  for (const ParamInfo& p : rig.arena.params()) {
-    const std::vector<double> analytic(rig.arena.grads() + p.offset, rig.arena.grads() + p.offset + p.numel);
-    test::expect_gradient_matches(loss, rig.arena.values() + p.offset, p.numel, analytic.data(), p.name, tol);
-  }
+  test::check_attention_gradients(c, tol, [&](AttentionRig<double>& rig) {
+    for (const ParamInfo& p : rig.arena.params()) EXPECT_TRUE(p.trainable) << p.name;  // every one is checked
+    randomise_bias(rig.arena, bias_scale);
+    setup(rig);
+  });
 }
 void check_gradients(const AttentionCase& c, double bias_scale = 1.0) {
   check_gradients(c, bias_scale, [](AttentionRig<double>&) {});
@@ -364,7 +323,7 @@ TEST(AftAttention, LargeKeysAndBiasesStayFinite) {
         const std::vector<double> ref_d = reference_forward(c, rd.arena, rd.x);
         const std::vector<double> ref_f = reference_forward(c, rf.arena, rf.x);
         double kmax = 0;  // the test does reach the overflow range
-        const auto Wk = param(rd.arena, "to_k.weight");
+        const auto Wk = test::param_values(rd.arena, "to_k.weight");
         for (int64_t t = 0; t < c.n; ++t)
           for (int64_t r = 0; r < c.dims.d_model; ++r) {
             double k = 0;
@@ -397,57 +356,17 @@ std::vector<AttentionCase> causal_cases() {
           aft_case("aft_local", 80, true, {{"bias_rank", 2}, {"window", 5}}, 80, 4, 1)};
 }
 
-template <class T>
-void expect_outputs_ignore_the_future(const AttentionCase& c) {
-  const int64_t d = c.dims.d_model, n = c.n;
-  for (int64_t t : {int64_t(0), int64_t(2), int64_t(5), n / 2, n - 2}) {
-    SCOPED_TRACE(str_cat(describe(c), " t=", t));
-    AttentionRig<T> a(c), b(c);
-    randomise_bias(a.arena, 1.0);
-    randomise_bias(b.arena, 1.0);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = t + 1; u < n; ++u)
-        for (int64_t e = 0; e < d; ++e) b.x[size_t((s * n + u) * d + e)] += T(0.5 + 0.1 * double(e));
-    a.forward(c);
-    b.forward(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e)
-          ASSERT_EQ(a.out[size_t((s * n + u) * d + e)], b.out[size_t((s * n + u) * d + e)])
-              << "sample " << s << " t " << u;
-    bool differs = false;
-    for (int64_t e = (t + 1) * d; e < n * d; ++e) differs = differs || a.out[size_t(e)] != b.out[size_t(e)];
-    EXPECT_TRUE(differs);
-  }
-}
-
 TEST(AftAttention, CausalOutputIgnoresTheFuture) {
   for (const AttentionCase& c : causal_cases()) {
-    expect_outputs_ignore_the_future<double>(c);
-    expect_outputs_ignore_the_future<float>(c);
+    const std::vector<int64_t> ts = {0, 2, 5, c.n / 2, c.n - 2};
+    test::expect_outputs_ignore_the_future<double>(c, ts, test::LaterOutputs::kChange, random_bias);
+    test::expect_outputs_ignore_the_future<float>(c, ts, test::LaterOutputs::kChange, random_bias);
   }
 }
 
 TEST(AftAttention, CausalJacobianIsZeroAboveTheDiagonal) {
-  for (const AttentionCase& c : causal_cases()) {
-    const int64_t d = c.dims.d_model, n = c.n;
-    for (int64_t t = 0; t < n; t += (n > 20 ? 7 : 1)) {
-      SCOPED_TRACE(str_cat(describe(c), " t=", t));
-      AttentionRig<double> rig(c);
-      randomise_bias(rig.arena, 1.0);
-      rig.forward(c);
-      std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-      const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-      std::copy(w.begin(), w.end(), dout.begin() + t * d);  // d(w · out_t)/dx, sample 0
-      rig.arena.zero_grad();
-      rig.layer->backward(dout.data(), dx.data());
-      double past = 0;
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-      EXPECT_GT(past, 0.0);
-      for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-    }
-  }
+  for (const AttentionCase& c : causal_cases())
+    test::expect_causal_jacobian_is_zero_above_the_diagonal(c, c.n > 20 ? 7 : 1, true, random_bias);
 }
 
 TEST(AftAttention, ShorterCausalSequenceGivesTheSamePrefix) {
@@ -459,19 +378,7 @@ TEST(AftAttention, ShorterCausalSequenceGivesTheSamePrefix) {
       for (int64_t part_n : {7, 100}) {
         json oo = o;
         if (kind == "aft_local") oo["window"] = 6;
-        const int64_t d = 8;
-        AttentionCase full = aft_case(kind, 150, true, oo), part = aft_case(kind, part_n, true, oo, 150);
-        SCOPED_TRACE(str_cat(describe(part)));
-        AttentionRig<double> a(full, 4), b(part, 4);
-        randomise_bias(a.arena, 1.0);
-        randomise_bias(b.arena, 1.0);
-        for (int64_t s = 0; s < 2; ++s)
-          std::copy(a.x.begin() + s * 150 * d, a.x.begin() + (s * 150 + part_n) * d, b.x.begin() + s * part_n * d);
-        a.forward(full);
-        b.forward(part);
-        for (int64_t s = 0; s < 2; ++s)
-          for (int64_t e = 0; e < part_n * d; ++e)
-            ASSERT_EQ(b.out[size_t(s * part_n * d + e)], a.out[size_t(s * 150 * d + e)]) << "sample " << s << " " << e;
+        test::expect_same_prefix<double>(aft_case(kind, 150, true, oo), aft_case(kind, part_n, true, oo, 150), random_bias);
       }
 }
 
@@ -479,19 +386,7 @@ TEST(AftAttention, PaddedPositionsHaveNoInfluence) {
   for (const std::string kind : {"aft_full", "aft_local"})
     for (bool causal : {false, true}) {
       const AttentionCase c = with_mask(aft_case(kind, 11, causal, {{"bias_rank", 2}}, 12), 6);
-      AttentionRig<double> a(c), b(c);
-      randomise_bias(a.arena, 1.0);
-      randomise_bias(b.arena, 1.0);
-      const int64_t d = 8;
-      for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-        if (c.mask[size_t(bt)])
-          for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] = e % 2 ? NAN : 1e300;
-      a.forward(c);
-      b.forward(c);
-      for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-        if (!c.mask[size_t(bt)]) {
-          for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-        }
+      test::expect_padded_positions_have_no_influence<double>(c, test::nan_or(1e300), false, random_bias);
     }
 }
 
@@ -546,14 +441,6 @@ TEST(AftAttention, ResultsDoNotDependOnTheThreadCount) {
 
 // ---- memory -------------------------------------------------------------------------------------
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
-
 // Forward + backward at length n: peak RSS growth well below one n×n float matrix.
 void expect_no_square_buffer(const std::string& kind, int64_t n, bool causal, int64_t limit_mib) {
   SCOPED_TRACE(str_cat(kind, " n=", n, " causal=", causal));
@@ -562,29 +449,9 @@ void expect_no_square_buffer(const std::string& kind, int64_t n, bool causal, in
   auto layer = make_attention<float>({kind, {d, 1, n, causal, 0}, {{"bias_rank", 16}}, ""}, arena);
   EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n * sizeof(float) / 8);
   LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-  if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-  arena.allocate();
-  arena.initialize(1);
-  const auto x = test::random_vector<float>(n * d, 1);
-  const auto dout = test::random_vector<float>(n * d, 2);
-  std::vector<float> out(static_cast<size_t>(n * d)), dx(static_cast<size_t>(n * d));
-  AttentionInput<float> in;
-  in.x = x.data();
-  in.B = 1;
-  in.n = n;
-  { std::ofstream("/proc/self/clear_refs") << "5"; }  // reset the high-water mark (Linux ≥ 4.0)
-  const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-  const int64_t hwm_before = proc_status_bytes("VmHWM");
-  layer->forward(in, out.data(), true, 1);
-  layer->backward(dout.data(), dx.data());
-  const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-  testing::Test::RecordProperty(str_cat("peak_rss_growth_bytes_", kind, causal ? "_causal" : ""),
-                                std::to_string(growth));
-  EXPECT_LT(growth, limit_mib << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
-  for (int64_t i = 0; i < n * d; i += 4099) {
-    ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-    ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-  }
+  LF_SKIP_WITHOUT_PROC_STATUS();
+  test::expect_peak_rss_growth_below(arena, *layer, n, d, limit_mib << 20,
+                                     str_cat("peak_rss_growth_bytes_", kind, causal ? "_causal" : ""));
 }
 
 TEST(AftAttention, LongSequenceDoesNotAllocateAnNxNBuffer) {
@@ -634,7 +501,7 @@ TEST(AftAttention, IsRegisteredWithItsSupportAndDefaults) {
   make_attention<double>({"aft_full", {8, 2, 256, false, 0}, json::object(), ""}, a);
   a.allocate();
   a.initialize(3);
-  const auto U = param(a, "pos_bias.u"), P = param(a, "pos_bias.v");
+  const auto U = test::param_values(a, "pos_bias.u"), P = test::param_values(a, "pos_bias.v");
   double ss = 0;
   for (int64_t t = 0; t < 256; ++t)
     for (int64_t u = 0; u < 256; ++u) {

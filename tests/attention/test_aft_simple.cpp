@@ -22,6 +22,8 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with_mask;
 
 AttentionCase aft_case(int64_t n, bool causal, json options = json::object(), int64_t max_len = 0, int64_t d = 8,
                        int64_t B = 2) {
@@ -34,46 +36,18 @@ AttentionCase aft_case(int64_t n, bool causal, json options = json::object(), in
   return c;
 }
 
-// Key padding: sample 0 pads key 1 and its last key; sample 1 pads every key but `keep` (none when
-// keep < 0); further samples pad nothing.
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  c.mask.assign(size_t(c.B * c.n), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(c.n - 1)] = 1;
-  for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(c.n + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " max_len=", c.dims.max_len, " d=", c.dims.d_model, " B=", c.B, " causal=", c.dims.causal,
-                 " mask=", !c.mask.empty(), " ", c.options.dump());
-}
-
 // ---- the reference ------------------------------------------------------------------------------
-
-template <class T>
-std::vector<double> param(const AttentionRig<T>& rig, const std::string& name) {
-  const int id = rig.arena.find(name);
-  if (id < 0) return {};
-  return std::vector<double>(rig.arena.value(id), rig.arena.value(id) + rig.arena.info(id).numel);
-}
 
 // Y_tc = σ(Q_tc) Σ_{t'} softmax_{t'}(K_{·c}) V_{t'c} over the visible keys, in plain loops, in double;
 // the softmax shifted by its own maximum (stable for any K).
 template <class T>
 std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig<T>& rig) {
   const int64_t B = c.B, n = c.n, d = c.dims.d_model;
-  const auto Wq = param(rig, "to_q.weight"), Wk = param(rig, "to_k.weight"), Wv = param(rig, "to_v.weight"),
-             Wo = param(rig, "to_out.weight"), bq = param(rig, "to_q.bias"), bk = param(rig, "to_k.bias"),
-             bv = param(rig, "to_v.bias"), bo = param(rig, "to_out.bias");
+  const auto Wq = test::param_values(rig, "to_q.weight"), Wk = test::param_values(rig, "to_k.weight"), Wv = test::param_values(rig, "to_v.weight"),
+             Wo = test::param_values(rig, "to_out.weight"), bq = test::param_values(rig, "to_q.bias"), bk = test::param_values(rig, "to_k.bias"),
+             bv = test::param_values(rig, "to_v.bias"), bo = test::param_values(rig, "to_out.bias");
   auto linear = [&](const std::vector<double>& W, const std::vector<double>& b, const double* x) {
-    std::vector<double> y(static_cast<size_t>(d));
-    for (int64_t r = 0; r < d; ++r) {
-      double acc = b.empty() ? 0.0 : b[size_t(r)];
-      for (int64_t e = 0; e < d; ++e) acc += W[size_t(r * d + e)] * x[e];
-      y[size_t(r)] = acc;
-    }
-    return y;
+    return test::affine(W, b, x, d, d);
   };
   std::vector<double> out(size_t(B * n * d));
   for (int64_t b = 0; b < B; ++b) {
@@ -111,19 +85,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  rig.forward(c);
-  const std::vector<double> ref = reference_forward(c, rig);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
 void expect_matches_reference_both(const AttentionCase& c) {
-  expect_matches_reference<double>(c, 1e-12);
-  expect_matches_reference<float>(c, 2e-5);
+  test::expect_matches_reference_both(c, [&](const auto& rig) { return reference_forward(c, rig); });
 }
 
 TEST(AftSimpleAttention, MatchesReference) {
@@ -159,26 +122,12 @@ TEST(AftSimpleAttention, HugeKeysGiveFiniteOutputsEqualToTheStableReference) {
     for (bool masked : {false, true}) {
       AttentionCase c = aft_case(12, causal, {{"qkv_bias", true}}, 0, 20);
       if (masked) c = with_mask(c, 4);
-      SCOPED_TRACE(describe(c));
-      AttentionRig<double> rd(c, 3);
-      make_keys_huge(rd);
-      rd.forward(c);
-      const std::vector<double> ref = reference_forward(c, rd);
-      LF_EXPECT_CLOSE(rd.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
-      AttentionRig<float> rf(c, 3);
-      make_keys_huge(rf);
-      rf.forward(c);
-      const std::vector<double> ref_f = reference_forward(c, rf);
+      const auto reference = [&](const auto& rig) { return reference_forward(c, rig); };
+      const auto huge = [](auto& rig) { make_keys_huge(rig); };
+      test::expect_matches_reference<double>(c, 1e-12, reference, huge);
       // K ≈ 1000 in float carries an absolute error of ~1e-4, which the weights inherit.
-      LF_EXPECT_CLOSE(rf.out.data(), ref_f.data(), int64_t(ref_f.size()), 2e-3);
-      for (float e : rf.out) ASSERT_TRUE(std::isfinite(e));
-      // The backward stays finite too.
-      std::vector<float> dx(rf.x.size());
-      const auto w = test::random_vector<float>(int64_t(rf.out.size()), 4);
-      rf.arena.zero_grad();
-      rf.layer->backward(w.data(), dx.data());
-      for (float e : dx) ASSERT_TRUE(std::isfinite(e));
-      for (int64_t e = 0; e < rf.arena.numel(); ++e) ASSERT_TRUE(std::isfinite(rf.arena.grads()[e]));
+      test::expect_matches_reference<float>(c, 2e-3, reference, huge);
+      test::expect_finite_backward<float>(c, huge);  // the backward stays finite too
     }
 }
 
@@ -238,74 +187,28 @@ TEST(AftSimpleAttention, ResultsDoNotDependOnTheThreadCount) {
 // ---- causality ---------------------------------------------------------------------------------
 
 TEST(AftSimpleAttention, CausalJacobianIsZeroAboveTheDiagonal) {
-  for (const AttentionCase& c : {aft_case(9, true), with_mask(aft_case(8, true, {{"qkv_bias", true}}, 12, 20), 5)}) {
-    const int64_t d = c.dims.d_model, n = c.n;
-    for (int64_t t = 0; t < n; ++t) {
-      SCOPED_TRACE(str_cat(describe(c), " t=", t));
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      // d(w · out_t)/dx for sample 0, row t.
-      std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-      const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-      std::copy(w.begin(), w.end(), dout.begin() + t * d);
-      rig.arena.zero_grad();
-      rig.layer->backward(dout.data(), dx.data());
-      double past = 0;
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-      EXPECT_GT(past, 0.0);
-      for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-    }
-  }
-}
-
-template <class T>
-void expect_same_prefix() {
-  // A causal layer built for 16 positions gives, on the first 7 positions alone, exactly the outputs
-  // it gives them inside the 16-position sequence.
-  const int64_t d = 20;
-  AttentionCase full = aft_case(16, true, {{"qkv_bias", true}}, 0, d), part = aft_case(7, true, {{"qkv_bias", true}}, 16, d);
-  AttentionRig<T> a(full, 4), b(part, 4);
-  for (int64_t s = 0; s < 2; ++s)
-    std::copy(a.x.begin() + s * 16 * d, a.x.begin() + (s * 16 + 7) * d, b.x.begin() + s * 7 * d);
-  a.forward(full);
-  b.forward(part);
-  for (int64_t s = 0; s < 2; ++s)
-    for (int64_t e = 0; e < 7 * d; ++e) ASSERT_EQ(b.out[size_t(s * 7 * d + e)], a.out[size_t(s * 16 * d + e)]);
+  for (const AttentionCase& c : {aft_case(9, true), with_mask(aft_case(8, true, {{"qkv_bias", true}}, 12, 20), 5)})
+    test::expect_causal_jacobian_is_zero_above_the_diagonal(c);
 }
 
 TEST(AftSimpleAttention, ShorterCausalSequenceGivesTheSamePrefix) {
   // In double only: the float GEMM of the maps (oneDNN) blocks by the row count, so a row's Q, K, V
   // can differ in the last bit between 7 and 16 rows; the AFT core itself reads rows ≤ t only.
-  expect_same_prefix<double>();
+  // A causal layer built for 16 positions gives, on the first 7 positions alone, exactly the outputs
+  // it gives them inside the 16-position sequence.
+  const int64_t d = 20;
+  test::expect_same_prefix<double>(aft_case(16, true, {{"qkv_bias", true}}, 0, d),
+                                   aft_case(7, true, {{"qkv_bias", true}}, 16, d));
 }
 
 TEST(AftSimpleAttention, PaddedPositionsHaveNoInfluence) {
   for (bool causal : {false, true}) {
     const AttentionCase c = with_mask(aft_case(11, causal, json::object(), 12), 6);
-    AttentionRig<float> a(c), b(c);
-    const int64_t d = c.dims.d_model;
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (c.mask[size_t(bt)])
-        for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] = e % 2 ? std::nanf("") : 1e30f;
-    a.forward(c);
-    b.forward(c);
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (!c.mask[size_t(bt)]) {
-        for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-      }
+    test::expect_padded_positions_have_no_influence<float>(c, test::nan_or(1e30));
   }
 }
 
 // ---- memory ------------------------------------------------------------------------------------
-
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
 
 TEST(AftSimpleAttention, LongSequenceNeedsNoQuadraticMemory) {
   // n = 16384, d = 64: an n×n float buffer is 1 GiB; AFT-simple keeps about 13 (B, n, d) buffers (54 MiB).
@@ -316,28 +219,8 @@ TEST(AftSimpleAttention, LongSequenceNeedsNoQuadraticMemory) {
     auto layer = make_attention<float>({"aft_simple", {d, 1, n, causal, 0}, json::object(), ""}, arena);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n * 4 / 8);
     LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-    if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-    arena.allocate();
-    arena.initialize(1);
-    const auto x = test::random_vector<float>(n * d, 1);
-    const auto dout = test::random_vector<float>(n * d, 2);
-    std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
-    AttentionInput<float> in;
-    in.x = x.data();
-    in.B = 1;
-    in.n = n;
-    { std::ofstream("/proc/self/clear_refs") << "5"; }
-    const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-    const int64_t hwm_before = proc_status_bytes("VmHWM");
-    layer->forward(in, out.data(), true, 1);
-    layer->backward(dout.data(), dx.data());
-    const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-    RecordProperty("peak_rss_growth_bytes", std::to_string(growth));
-    EXPECT_LT(growth, int64_t(128) << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
-    for (int64_t i = 0; i < n * d; i += 4099) {
-      ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-      ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-    }
+    LF_SKIP_WITHOUT_PROC_STATUS();
+    test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(128) << 20);
   }
 }
 

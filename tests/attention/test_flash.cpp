@@ -22,6 +22,8 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with_dropout;
 
 // A self-attention case (m = 0) or a cross-attention case (m > 0) of kind `flash`.
 AttentionCase flash_case(int64_t n, int64_t heads = 2, int64_t d = 8, bool causal = false, bool bias = false,
@@ -38,25 +40,13 @@ AttentionCase flash_case(int64_t n, int64_t heads = 2, int64_t d = 8, bool causa
 
 // Key padding: sample 0 pads its last two keys; sample 1 pads every key but `keep` (so with a causal
 // mask its query rows before `keep` see no key at all); further samples pad nothing.
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
+AttentionCase with_tail_padding(AttentionCase c, int64_t keep) {
   const int64_t kv = c.m > 0 ? c.m : c.n;
   c.mask.assign(size_t(c.B * kv), 0);
   for (int64_t j = std::max<int64_t>(0, kv - 2); j < kv && kv > 2; ++j) c.mask[size_t(j)] = 1;
   if (c.B > 1)
     for (int64_t j = 0; j < kv; ++j) c.mask[size_t(kv + j)] = j == keep ? 0 : 1;
   return c;
-}
-
-AttentionCase with_dropout(AttentionCase c, double p) {
-  c.dims.dropout = p;
-  c.training = true;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " m=", c.m, " B=", c.B, " h=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " dropout=", c.dims.dropout, " ",
-                 c.options.dump());
 }
 
 // Builds `full` and `flash` for the case, copies full's parameter values into flash by name, runs
@@ -114,18 +104,18 @@ TEST(FlashAttention, EqualsFullPlainAndCausal) {
 
 TEST(FlashAttention, EqualsFullWithKeyPaddingMask) {
   // Sample 1 keeps a single key; with the causal mask its rows 0..4 see no key at all (output 0).
-  expect_flash_equals_full_both(with_mask(flash_case(7, 2, 8, false, true), 5));
-  expect_flash_equals_full_both(with_mask(flash_case(7, 2, 8, true, false), 5));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(7, 2, 8, false, true), 5));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(7, 2, 8, true, false), 5));
   // Across tiles: the one kept key sits in the second key tile; rows of the first tile see nothing.
-  expect_flash_equals_full_both(with_mask(flash_case(130, 2, 8, false, false), 100));
-  expect_flash_equals_full_both(with_mask(flash_case(130, 2, 8, true, true), 100));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(130, 2, 8, false, false), 100));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(130, 2, 8, true, true), 100));
 }
 
 TEST(FlashAttention, EqualsFullForCrossAttention) {
   expect_flash_equals_full_both(flash_case(5, 2, 8, false, true, 7));
-  expect_flash_equals_full_both(with_mask(flash_case(5, 2, 8, false, false, 7), 3));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(5, 2, 8, false, false, 7), 3));
   expect_flash_equals_full_both(flash_case(65, 2, 8, false, false, 130));
-  expect_flash_equals_full_both(with_mask(flash_case(130, 4, 16, false, true, 63), 62));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(130, 4, 16, false, true, 63), 62));
 }
 
 TEST(FlashAttention, EqualsFullForLengthsAcrossTiles) {
@@ -133,20 +123,20 @@ TEST(FlashAttention, EqualsFullForLengthsAcrossTiles) {
     for (bool causal : {false, true}) expect_flash_equals_full_both(flash_case(n, 2, 8, causal, false));
   // Head width 32: the micro-kernel's full register blocks (not only its edges) in both precisions.
   expect_flash_equals_full_both(flash_case(130, 2, 64, true, true));
-  expect_flash_equals_full_both(with_mask(flash_case(200, 2, 64, false, false, 0, 1), 0));
+  expect_flash_equals_full_both(with_tail_padding(flash_case(200, 2, 64, false, false, 0, 1), 0));
 }
 
 TEST(FlashAttention, EqualsFullForOneHeadAndSeveral) {
   for (int64_t heads : {1, 2, 4}) {
     expect_flash_equals_full_both(flash_case(65, heads, 16, false, true));
-    expect_flash_equals_full_both(with_mask(flash_case(65, heads, 16, true, false), 3));
+    expect_flash_equals_full_both(with_tail_padding(flash_case(65, heads, 16, true, false), 3));
   }
 }
 
 TEST(FlashAttention, EqualsFullWithDropout) {
   // training = true and the same seed: the same Philox mask on the probabilities, so the same result.
   expect_flash_equals_full_both(with_dropout(flash_case(6, 2, 8, false, true), 0.3));
-  expect_flash_equals_full_both(with_dropout(with_mask(flash_case(130, 2, 8, true, false), 100), 0.3));
+  expect_flash_equals_full_both(with_dropout(with_tail_padding(flash_case(130, 2, 8, true, false), 100), 0.3));
   expect_flash_equals_full_both(with_dropout(flash_case(65, 2, 8, false, false, 70), 0.5));
 }
 
@@ -159,7 +149,7 @@ TEST(FlashAttention, EqualsFullWithMoreThreadsThanHeads) {
     configure_threads(threads);
     // Large enough (n·m·d ≥ 2²⁰) for the kernels to go parallel.
     expect_flash_equals_full_both(flash_case(200, 1, 64, false, true, 0, 1));
-    expect_flash_equals_full_both(with_mask(flash_case(200, 2, 64, true, false, 0, 1), 150));
+    expect_flash_equals_full_both(with_tail_padding(flash_case(200, 2, 64, true, false, 0, 1), 150));
   }
   configure_threads(saved);
 }
@@ -168,14 +158,14 @@ TEST(FlashAttention, GradientsMatchFiniteDifferences) {
   const std::vector<AttentionCase> cases = {
       flash_case(6, 2, 8, false, false),
       flash_case(6, 2, 8, true, true),
-      with_mask(flash_case(6, 2, 8, false, true), 2),
-      with_mask(flash_case(7, 2, 8, true, true), 4),  // fully masked query rows in sample 1
-      with_mask(flash_case(5, 2, 8, false, true, 7), 6),
+      with_tail_padding(flash_case(6, 2, 8, false, true), 2),
+      with_tail_padding(flash_case(7, 2, 8, true, true), 4),  // fully masked query rows in sample 1
+      with_tail_padding(flash_case(5, 2, 8, false, true, 7), 6),
       flash_case(4, 1, 8, false, true, 3),
-      with_dropout(with_mask(flash_case(6, 2, 8, true, true), 3), 0.3),
+      with_dropout(with_tail_padding(flash_case(6, 2, 8, true, true), 3), 0.3),
       with_dropout(flash_case(4, 2, 8, false, false, 6), 0.3),
-      with_mask(flash_case(70, 2, 8, true, false), 66),  // two query and two key tiles
-      with_mask(flash_case(3, 1, 4, false, true, 70, 2), 69),
+      with_tail_padding(flash_case(70, 2, 8, true, false), 66),  // two query and two key tiles
+      with_tail_padding(flash_case(3, 1, 4, false, true, 70, 2), 69),
   };
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
@@ -273,45 +263,15 @@ TEST(FlashAttention, KernelsMatchSdpaWithOneKvHead) {
 
 // ---- memory ------------------------------------------------------------------------------------
 
-// A "Vm...:" line of /proc/self/status in bytes, or -1.
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;  // "  123 kB"
-  return -1;
-}
-
 TEST(FlashAttention, LongSequenceDoesNotAllocateTheScores) {
   // n = 16384, d = 64, one head: an n×n float buffer is 1 GiB (full attention keeps one for the
   // probabilities and two more as backward scratch). flash keeps O(n·d): peak RSS may grow by far less.
   const int64_t n = 16384, d = 64;
   LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-  if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
+  LF_SKIP_WITHOUT_PROC_STATUS();
   ParamArena<float> arena;
   auto layer = make_attention<float>({"flash", {d, 1, n, false, 0}, json::object(), ""}, arena);
-  arena.allocate();
-  arena.initialize(1);
-  const auto x = test::random_vector<float>(n * d, 1);
-  const auto dout = test::random_vector<float>(n * d, 2);
-  std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
-  AttentionInput<float> in;
-  in.x = x.data();
-  in.B = 1;
-  in.n = n;
-  // Reset the high-water mark to the current RSS (Linux ≥ 4.0); without it, measure from the old peak.
-  { std::ofstream("/proc/self/clear_refs") << "5"; }
-  const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-  const int64_t hwm_before = proc_status_bytes("VmHWM");
-  layer->forward(in, out.data(), true, 1);
-  layer->backward(dout.data(), dx.data());
-  const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-  RecordProperty("peak_rss_growth_bytes", std::to_string(growth));
-  EXPECT_LT(growth, int64_t(256) << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
-  for (int64_t i = 0; i < n * d; i += 4099) {
-    ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-    ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-  }
+  test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(256) << 20);
 }
 
 // ---- registry and configurations ---------------------------------------------------------------

@@ -26,6 +26,9 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::cross;
+using test::describe;
+using test::with_mask;
 
 // ---- the core ------------------------------------------------------------------------------------
 
@@ -225,46 +228,16 @@ AttentionCase lin_case(int64_t n, bool causal, json options = {{"chunk", 4}}, in
   return c;
 }
 
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  const int64_t m = c.m > 0 ? c.m : c.n;
-  c.mask.assign(size_t(c.B * m), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(m - 1)] = 1;
-  for (int64_t j = 0; j < m; ++j) c.mask[size_t(m + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-AttentionCase cross(AttentionCase c, int64_t m) {
-  c.m = m;
-  c.dims.max_len = std::max({c.dims.max_len, m, c.n});
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " m=", c.m, " max_len=", c.dims.max_len, " h=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " ", c.options.dump());
-}
-
 // The layer by its definition, in double, from the rig's parameters by name.
 template <class T>
 std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig<T>& rig) {
   const int64_t B = c.B, n = c.n, m = c.m > 0 ? c.m : c.n, d = c.dims.d_model, h = c.dims.n_heads, dh = d / h;
-  auto param = [&](const std::string& name) {
-    const int id = rig.arena.find(name);
-    if (id < 0) return std::vector<double>();
-    return std::vector<double>(rig.arena.value(id), rig.arena.value(id) + rig.arena.info(id).numel);
-  };
+  auto param = [&](const std::string& name) { return test::param_values(rig, name); };
   const auto Wq = param("to_q.weight"), Wk = param("to_k.weight"), Wv = param("to_v.weight"),
              Wo = param("to_out.weight"), bq = param("to_q.bias"), bk = param("to_k.bias"), bv = param("to_v.bias"),
              bo = param("to_out.bias");
   auto linear = [&](const std::vector<double>& W, const std::vector<double>& b, const T* x) {
-    std::vector<double> y(static_cast<size_t>(d));
-    for (int64_t r = 0; r < d; ++r) {
-      double acc = b.empty() ? 0.0 : b[size_t(r)];
-      for (int64_t e = 0; e < d; ++e) acc += W[size_t(r * d + e)] * double(x[e]);
-      y[size_t(r)] = acc;
-    }
-    return y;
+    return test::affine(W, b, x, d, d);
   };
   auto phi = [](double x) { return x > 0 ? x + 1 : std::exp(x); };
   std::vector<double> out(size_t(B * n * d));
@@ -302,19 +275,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  rig.forward(c);
-  const std::vector<double> ref = reference_forward(c, rig);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
 void expect_matches_reference_both(const AttentionCase& c) {
-  expect_matches_reference<double>(c, 1e-12);
-  expect_matches_reference<float>(c, 2e-5);
+  test::expect_matches_reference_both(c, [&](const auto& rig) { return reference_forward(c, rig); });
 }
 
 TEST(LinearAttention, MatchesReference) {
@@ -371,74 +333,21 @@ std::vector<AttentionCase> causal_cases() {
           lin_case(5, true, {{"chunk", 8}})};
 }
 
-template <class T>
-void expect_outputs_ignore_the_future(const AttentionCase& c) {
-  const int64_t d = c.dims.d_model, n = c.n;
-  for (int64_t t = 0; t < n - 1; ++t) {
-    SCOPED_TRACE(str_cat(describe(c), " t=", t));
-    AttentionRig<T> a(c), b(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = t + 1; u < n; ++u)
-        for (int64_t e = 0; e < d; ++e) b.x[size_t((s * n + u) * d + e)] += T(0.5 + 0.1 * double(e));
-    a.forward(c);
-    b.forward(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e)
-          ASSERT_EQ(a.out[size_t((s * n + u) * d + e)], b.out[size_t((s * n + u) * d + e)]) << "sample " << s << " t " << u;
-    bool differs = false;
-    for (int64_t e = (t + 1) * d; e < n * d; ++e) differs = differs || a.out[size_t(e)] != b.out[size_t(e)];
-    EXPECT_TRUE(differs);
-  }
-}
-
 TEST(LinearAttention, CausalOutputIgnoresTheFuture) {
   for (const AttentionCase& c : causal_cases()) {
-    expect_outputs_ignore_the_future<double>(c);
-    expect_outputs_ignore_the_future<float>(c);
+    test::expect_outputs_ignore_the_future<double>(c);
+    test::expect_outputs_ignore_the_future<float>(c);
   }
 }
 
 TEST(LinearAttention, CausalJacobianIsZeroAboveTheDiagonal) {
-  for (const AttentionCase& c : causal_cases()) {
-    const int64_t d = c.dims.d_model, n = c.n;
-    for (int64_t t = 0; t < n; ++t) {
-      SCOPED_TRACE(str_cat(describe(c), " t=", t));
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-      const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-      std::copy(w.begin(), w.end(), dout.begin() + t * d);
-      rig.arena.zero_grad();
-      rig.layer->backward(dout.data(), dx.data());
-      double past = 0;
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-      EXPECT_GT(past, 0.0);
-      for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-    }
-  }
+  for (const AttentionCase& c : causal_cases()) test::expect_causal_jacobian_is_zero_above_the_diagonal(c);
 }
 
-template <class T>
-void expect_same_prefix(int64_t chunk, int64_t full_n, int64_t part_n) {
-  SCOPED_TRACE(str_cat("chunk=", chunk, " n=", full_n, " prefix=", part_n));
-  AttentionCase full = lin_case(full_n, true, {{"chunk", chunk}}), part = lin_case(part_n, true, {{"chunk", chunk}}, full_n);
-  AttentionRig<T> a(full, 4), b(part, 4);
-  const int64_t d = 8;
-  for (int64_t s = 0; s < 2; ++s)
-    std::copy(a.x.begin() + s * full_n * d, a.x.begin() + (s * full_n + part_n) * d, b.x.begin() + s * part_n * d);
-  a.forward(full);
-  b.forward(part);
-  for (int64_t s = 0; s < 2; ++s)
-    for (int64_t e = 0; e < part_n * d; ++e) {
-      const double x = double(b.out[size_t(s * part_n * d + e)]), y = double(a.out[size_t(s * full_n * d + e)]);
-      if (std::is_same_v<T, double>) {
-        ASSERT_EQ(x, y) << "sample " << s << " e " << e;
-      } else {  // the float GEMM backend of the Q/K/V maps may round differently for another row count
-        ASSERT_NEAR(x, y, 1e-6) << "sample " << s << " e " << e;
-      }
-    }
+void expect_same_prefix_float(const AttentionCase& full, const AttentionCase& part) {
+  // The float GEMM backend of the Q/K/V maps may round differently for another row count.
+  const test::PrefixOutputs<float> r = test::prefix_outputs<float>(full, part);
+  for (size_t i = 0; i < r.part.size(); ++i) ASSERT_NEAR(r.part[i], r.full[i], 1e-6) << "element " << i;
 }
 
 std::vector<std::tuple<int64_t, int64_t, int64_t>> prefix_cases() {  // chunk, n, shorter n
@@ -447,9 +356,12 @@ std::vector<std::tuple<int64_t, int64_t, int64_t>> prefix_cases() {  // chunk, n
 
 TEST(LinearAttention, ShorterCausalSequenceGivesTheSamePrefixBitwise) {
   // Bitwise in double; float within 1e-6 (the maps' GEMM), the core itself bitwise in both (below).
-  for (auto [chunk, full, part] : prefix_cases()) {
-    expect_same_prefix<double>(chunk, full, part);
-    expect_same_prefix<float>(chunk, full, part);
+  for (auto [chunk, full_n, part_n] : prefix_cases()) {
+    SCOPED_TRACE(str_cat("chunk=", chunk, " n=", full_n, " prefix=", part_n));
+    const AttentionCase full = lin_case(full_n, true, {{"chunk", chunk}});
+    const AttentionCase part = lin_case(part_n, true, {{"chunk", chunk}}, full_n);
+    test::expect_same_prefix<double>(full, part);
+    expect_same_prefix_float(full, part);
   }
 }
 
@@ -495,17 +407,7 @@ TEST(LinearCore, ShorterCausalSequenceGivesTheSamePrefixBitwise) {
 TEST(LinearAttention, PaddedPositionsHaveNoInfluence) {
   for (bool causal : {false, true}) {
     const AttentionCase c = with_mask(lin_case(11, causal, {{"chunk", 4}}, 12), 6);
-    AttentionRig<double> a(c), b(c);
-    const int64_t d = 8;
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (c.mask[size_t(bt)])
-        for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] = e % 2 ? std::nan("") : 1e30;
-    a.forward(c);
-    b.forward(c);
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (!c.mask[size_t(bt)]) {
-        for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-      }
+    test::expect_padded_positions_have_no_influence<double>(c, test::nan_or(1e30));
   }
 }
 
@@ -523,14 +425,6 @@ TEST(LinearAttention, EveryKeyPaddedGivesZeroAttention) {
 
 // ---- memory --------------------------------------------------------------------------------------
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
-
 TEST(LinearAttention, LongSequenceKeepsNeitherScoresNorPerPositionStates) {
   // n = 16384, d = d_h = 64, one head: an n×n float matrix is 1 GiB, and per-position d_h×d_h causal
   // states would be n·d_h² floats = 256 MiB. The layer keeps O(n·d): a few MiB per buffer.
@@ -541,29 +435,9 @@ TEST(LinearAttention, LongSequenceKeepsNeitherScoresNorPerPositionStates) {
     auto layer = make_attention<float>({"linear", {d, 1, n, causal, 0}, json::object(), ""}, arena);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * d * d);
     LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-    if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-    arena.allocate();
-    arena.initialize(1);
-    const auto x = test::random_vector<float>(n * d, 1);
-    const auto dout = test::random_vector<float>(n * d, 2);
-    std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
-    AttentionInput<float> in;
-    in.x = x.data();
-    in.B = 1;
-    in.n = n;
-    { std::ofstream("/proc/self/clear_refs") << "5"; }
-    const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-    const int64_t hwm_before = proc_status_bytes("VmHWM");
-    layer->forward(in, out.data(), true, 1);
-    layer->backward(dout.data(), dx.data());
-    const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-    RecordProperty(causal ? "causal_peak_rss_growth_bytes" : "peak_rss_growth_bytes", std::to_string(growth));
-    EXPECT_LT(growth, int64_t(64) << 20) << "peak RSS grew by " << growth << " bytes (n·d_h² floats: " << n * d * d * 4
-                                         << ")";
-    for (int64_t i = 0; i < n * d; i += 4099) {
-      ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-      ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-    }
+    LF_SKIP_WITHOUT_PROC_STATUS();
+    test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(64) << 20,
+                                       causal ? "causal_peak_rss_growth_bytes" : "peak_rss_growth_bytes");
   }
 }
 

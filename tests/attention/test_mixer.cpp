@@ -25,6 +25,9 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with_dropout;
+using test::with_mask;
 
 AttentionCase mx_case(int64_t n, bool causal, json options = json::object(), int64_t max_len = 0, int64_t groups = 2,
                       int64_t d = 8, int64_t B = 2) {
@@ -37,36 +40,7 @@ AttentionCase mx_case(int64_t n, bool causal, json options = json::object(), int
   return c;
 }
 
-// Key padding: sample 0 pads position 1 and its last position; sample 1 pads every position but `keep`.
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  c.mask.assign(size_t(c.B * c.n), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(c.n - 1)] = 1;
-  if (c.B > 1)
-    for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(c.n + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-AttentionCase with_dropout(AttentionCase c, double p) {
-  c.dims.dropout = p;
-  c.training = true;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("B=", c.B, " n=", c.n, " max_len=", c.dims.max_len, " groups=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " dropout=", c.dims.dropout, " ",
-                 c.options.dump());
-}
-
 // ---- the plain reference ------------------------------------------------------------------------
-
-template <class T>
-std::vector<double> param(const AttentionRig<T>& rig, const std::string& name) {
-  const int id = rig.arena.find(name);
-  if (id < 0) return {};
-  return std::vector<double>(rig.arena.value(id), rig.arena.value(id) + rig.arena.info(id).numel);
-}
 
 double gelu(double v) { return 0.5 * v * std::erfc(-v / std::sqrt(2.0)); }
 
@@ -78,9 +52,9 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   const bool out_proj = o.at("out_proj").get<bool>();
   const int64_t B = c.B, n = c.n, d = c.dims.d_model, G = c.dims.n_heads, dh = d / G, L = c.dims.max_len;
   const double p = c.training && H > 0 ? c.dims.dropout : 0.0;
-  const auto W = param(rig, "mix.weight"), bias = param(rig, "mix.bias"), W1 = param(rig, "mix1.weight"),
-             b1 = param(rig, "mix1.bias"), W2 = param(rig, "mix2.weight"), b2 = param(rig, "mix2.bias"),
-             Wo = param(rig, "to_out.weight"), bo = param(rig, "to_out.bias");
+  const auto W = test::param_values(rig, "mix.weight"), bias = test::param_values(rig, "mix.bias"), W1 = test::param_values(rig, "mix1.weight"),
+             b1 = test::param_values(rig, "mix1.bias"), W2 = test::param_values(rig, "mix2.weight"), b2 = test::param_values(rig, "mix2.bias"),
+             Wo = test::param_values(rig, "to_out.weight"), bo = test::param_values(rig, "to_out.bias");
   // The layer's input with padded rows replaced by zeros.
   auto xin = [&](int64_t b, int64_t s, int64_t ch) {
     if (!c.mask.empty() && c.mask[size_t(b * n + s)]) return 0.0;
@@ -125,19 +99,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  rig.forward(c);  // seed 1234
-  const std::vector<double> ref = reference_forward(c, rig, 1234);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
 void expect_matches_reference_both(const AttentionCase& c) {
-  expect_matches_reference<double>(c, 1e-12);
-  expect_matches_reference<float>(c, 2e-5);
+  test::expect_matches_reference_both(c, [&](const auto& rig) { return reference_forward(c, rig, rig.kForwardSeed); });
 }
 
 const json kMlp = {{"hidden", 6}};
@@ -216,7 +179,7 @@ struct LinearMixingGrads {
 template <class T>
 LinearMixingGrads reference_backward(const AttentionCase& c, const AttentionRig<T>& rig, const std::vector<double>& w) {
   const int64_t B = c.B, n = c.n, d = c.dims.d_model, G = c.dims.n_heads, dh = d / G, L = c.dims.max_len;
-  const auto W = param(rig, "mix.weight");
+  const auto W = test::param_values(rig, "mix.weight");
   LinearMixingGrads r{std::vector<double>(size_t(B * n * d), 0.0), std::vector<double>(size_t(G * L * L), 0.0),
                       std::vector<double>(size_t(G * L), 0.0)};
   auto padded = [&](int64_t b, int64_t s) { return !c.mask.empty() && c.mask[size_t(b * n + s)]; };
@@ -281,56 +244,17 @@ std::vector<AttentionCase> causal_cases() {
           mx_case(270, true, json::object(), 300, 2, 4, 1)};
 }
 
-template <class T>
-void expect_outputs_ignore_the_future(const AttentionCase& c) {
-  const int64_t d = c.dims.d_model, n = c.n;
-  for (int64_t t : {int64_t(0), int64_t(2), int64_t(7), n / 2, n - 2}) {
-    SCOPED_TRACE(str_cat(describe(c), " t=", t));
-    AttentionRig<T> a(c), b(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = t + 1; u < n; ++u)
-        for (int64_t e = 0; e < d; ++e) b.x[size_t((s * n + u) * d + e)] += T(0.5 + 0.1 * double(e));
-    a.forward(c);
-    b.forward(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e)
-          ASSERT_EQ(a.out[size_t((s * n + u) * d + e)], b.out[size_t((s * n + u) * d + e)]) << "sample " << s << " t " << u;
-    // The perturbation does reach the later outputs (of sample 0, when it has a later real position).
-    bool differs = false, later_real = false;
-    for (int64_t e = (t + 1) * d; e < n * d; ++e) differs = differs || a.out[size_t(e)] != b.out[size_t(e)];
-    for (int64_t u = t + 1; u < n; ++u) later_real = later_real || c.mask.empty() || !c.mask[size_t(u)];
-    EXPECT_EQ(differs, later_real);
-  }
-}
-
 TEST(MixerAttention, CausalOutputIgnoresTheFuture) {
   for (const AttentionCase& c : causal_cases()) {
-    expect_outputs_ignore_the_future<double>(c);
-    expect_outputs_ignore_the_future<float>(c);
+    // The perturbation does reach the later outputs (of sample 0, when it has a later real position).
+    const std::vector<int64_t> ts = {0, 2, 7, c.n / 2, c.n - 2};
+    test::expect_outputs_ignore_the_future<double>(c, ts, test::LaterOutputs::kChangeUnlessPadded);
+    test::expect_outputs_ignore_the_future<float>(c, ts, test::LaterOutputs::kChangeUnlessPadded);
   }
 }
 
 TEST(MixerAttention, CausalJacobianIsZeroAboveTheDiagonal) {
-  for (const AttentionCase& c : causal_cases()) {
-    const int64_t d = c.dims.d_model, n = c.n;
-    AttentionRig<double> rig(c);
-    for (int64_t t = 0; t < n; t += n > 20 ? 23 : 1) {
-      SCOPED_TRACE(str_cat(describe(c), " t=", t));
-      rig.forward(c);
-      // d(w · out_t)/dx for sample 0, row t.
-      std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-      const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-      std::copy(w.begin(), w.end(), dout.begin() + t * d);
-      rig.arena.zero_grad();
-      rig.layer->backward(dout.data(), dx.data());
-      double past = 0;
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-      EXPECT_GT(past, 0.0);
-      for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-    }
-  }
+  for (const AttentionCase& c : causal_cases()) test::expect_causal_jacobian_is_zero_above_the_diagonal(c, c.n > 20 ? 23 : 1);
 }
 
 // Variable length: a causal layer built for max_len positions gives, on the first positions alone,
@@ -349,15 +273,7 @@ void expect_same_prefix() {
     SCOPED_TRACE(str_cat(len, " ", part_len, " ", out_proj));
     const int64_t d = 4;
     const json o = {{"out_proj", out_proj}};
-    AttentionCase full = mx_case(len, true, o, 0, 2, d), part = mx_case(part_len, true, o, len, 2, d);
-    AttentionRig<T> a(full, 4), b(part, 4);
-    for (int64_t s = 0; s < 2; ++s)
-      std::copy(a.x.begin() + s * len * d, a.x.begin() + (s * len + part_len) * d, b.x.begin() + s * part_len * d);
-    a.forward(full);
-    b.forward(part);
-    for (int64_t s = 0; s < 2; ++s)
-      for (int64_t e = 0; e < part_len * d; ++e)
-        ASSERT_EQ(b.out[size_t(s * part_len * d + e)], a.out[size_t(s * len * d + e)]) << "sample " << s << " " << e;
+    test::expect_same_prefix<T>(mx_case(len, true, o, 0, 2, d), mx_case(part_len, true, o, len, 2, d));
   }
 }
 
@@ -369,32 +285,8 @@ TEST(MixerAttention, ShorterCausalSequenceGivesTheSamePrefix) {
 TEST(MixerAttention, PaddedPositionsHaveNoInfluence) {
   for (const AttentionCase& c0 : {mx_case(11, false, json::object(), 12), mx_case(11, true, kOut, 12),
                                   mx_case(11, false, kMlp, 12)}) {
-    const AttentionCase c = with_mask(c0, 6);
-    SCOPED_TRACE(describe(c));
-    AttentionRig<double> a(c), b(c);
-    const int64_t d = 8;
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (c.mask[size_t(bt)])
-        for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] = e % 2 ? std::nan("") : 1e300;
-    a.forward(c);
-    b.forward(c);
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (!c.mask[size_t(bt)]) {
-        for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-      }
     // The gradient reaches no padded row and stays finite.
-    const auto w = test::random_vector<double>(int64_t(b.out.size()), 3);
-    std::vector<double> dx(b.x.size());
-    b.arena.zero_grad();
-    b.layer->backward(w.data(), dx.data());
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      for (int64_t e = 0; e < d; ++e) {
-        ASSERT_TRUE(std::isfinite(dx[size_t(bt * d + e)]));
-        if (c.mask[size_t(bt)]) {
-          ASSERT_EQ(dx[size_t(bt * d + e)], 0.0);
-        }
-      }
-    for (int64_t i = 0; i < b.arena.numel(); ++i) ASSERT_TRUE(std::isfinite(b.arena.grads()[i])) << i;
+    test::expect_padded_positions_have_no_influence<double>(with_mask(c0, 6), test::nan_or(1e300), /*gradients=*/true);
   }
 }
 

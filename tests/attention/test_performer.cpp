@@ -8,8 +8,6 @@
 // orthogonal random features (orthogonal blocks, Gaussian row norms, deterministic draws), the redraw
 // hook through the layer and the trainer (a resumed run redraws as the uninterrupted one), features
 // kept by a checkpoint, memory at n = 16384, the registry and bad options.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -36,6 +34,10 @@ namespace {
 namespace fs = std::filesystem;
 using test::AttentionCase;
 using test::AttentionRig;
+using test::cross;
+using test::describe;
+using test::with;
+using test::with_mask;
 
 AttentionCase pf_case(int64_t n, bool causal, json options = {{"chunk", 4}, {"features", 7}}, int64_t max_len = 0,
                       int64_t heads = 2, int64_t d = 8) {
@@ -48,32 +50,7 @@ AttentionCase pf_case(int64_t n, bool causal, json options = {{"chunk", 4}, {"fe
   return c;
 }
 
-json with(json base, const json& extra) {
-  for (const auto& [k, v] : extra.items()) base[k] = v;
-  return base;
-}
-
 const json kSmall = {{"chunk", 4}, {"features", 7}};
-
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  const int64_t m = c.m > 0 ? c.m : c.n;
-  c.mask.assign(size_t(c.B * m), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(m - 1)] = 1;
-  for (int64_t j = 0; j < m; ++j) c.mask[size_t(m + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-AttentionCase cross(AttentionCase c, int64_t m) {
-  c.m = m;
-  c.dims.max_len = std::max({c.dims.max_len, m, c.n});
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " m=", c.m, " max_len=", c.dims.max_len, " h=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " ", c.options.dump());
-}
 
 // ---- the reference -------------------------------------------------------------------------------
 
@@ -82,23 +59,13 @@ std::string describe(const AttentionCase& c) {
 template <class T>
 std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig<T>& rig, bool with_output = true) {
   const int64_t B = c.B, n = c.n, m = c.m > 0 ? c.m : c.n, d = c.dims.d_model, h = c.dims.n_heads, dh = d / h;
-  auto param = [&](const std::string& name) {
-    const int id = rig.arena.find(name);
-    if (id < 0) return std::vector<double>();
-    return std::vector<double>(rig.arena.value(id), rig.arena.value(id) + rig.arena.info(id).numel);
-  };
+  auto param = [&](const std::string& name) { return test::param_values(rig, name); };
   const auto Wq = param("to_q.weight"), Wk = param("to_k.weight"), Wv = param("to_v.weight"),
              Wo = param("to_out.weight"), bq = param("to_q.bias"), bk = param("to_k.bias"), bv = param("to_v.bias"),
              bo = param("to_out.bias"), W = param("features");
   const int64_t mf = int64_t(W.size()) / dh;
   auto linear = [&](const std::vector<double>& Wm, const std::vector<double>& b, const T* x) {
-    std::vector<double> y(static_cast<size_t>(d));
-    for (int64_t r = 0; r < d; ++r) {
-      double acc = b.empty() ? 0.0 : b[size_t(r)];
-      for (int64_t e = 0; e < d; ++e) acc += Wm[size_t(r * d + e)] * double(x[e]);
-      y[size_t(r)] = acc;
-    }
-    return y;
+    return test::affine(Wm, b, x, d, d);
   };
   const double c4 = std::pow(double(dh), -0.25);
   auto phi = [&](const std::vector<double>& q, int64_t hd) {
@@ -150,19 +117,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  rig.forward(c);
-  const std::vector<double> ref = reference_forward(c, rig);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
 void expect_matches_reference_both(const AttentionCase& c) {
-  expect_matches_reference<double>(c, 1e-12);
-  expect_matches_reference<float>(c, 2e-5);
+  test::expect_matches_reference_both(c, [&](const auto& rig) { return reference_forward(c, rig); });
 }
 
 TEST(PerformerAttention, MatchesReference) {
@@ -249,24 +205,7 @@ TEST(PerformerAttention, CausalOutputIgnoresTheFuture) {
 }
 
 TEST(PerformerAttention, CausalJacobianIsZeroAboveTheDiagonal) {
-  for (const AttentionCase& c : causal_cases()) {
-    const int64_t d = c.dims.d_model, n = c.n;
-    for (int64_t t = 0; t < n; ++t) {
-      SCOPED_TRACE(str_cat(describe(c), " t=", t));
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-      const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-      std::copy(w.begin(), w.end(), dout.begin() + t * d);
-      rig.arena.zero_grad();
-      rig.layer->backward(dout.data(), dx.data());
-      double past = 0;
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-      EXPECT_GT(past, 0.0);
-      for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-    }
-  }
+  for (const AttentionCase& c : causal_cases()) test::expect_causal_jacobian_is_zero_above_the_diagonal(c);
 }
 
 TEST(PerformerAttention, ShorterCausalSequenceGivesTheSamePrefixWithinRounding) {
@@ -276,35 +215,17 @@ TEST(PerformerAttention, ShorterCausalSequenceGivesTheSamePrefixWithinRounding) 
                                        {3, 20, 13}, {64, 100, 65}}) {
     SCOPED_TRACE(str_cat("chunk=", chunk, " n=", full_n, " prefix=", part_n));
     const json o = {{"chunk", chunk}, {"features", 11}};
-    AttentionCase full = pf_case(full_n, true, o), part = pf_case(part_n, true, o, full_n);
-    AttentionRig<double> a(full, 4), b(part, 4);
-    const int64_t d = 8;
-    for (int64_t s = 0; s < 2; ++s)
-      std::copy(a.x.begin() + s * full_n * d, a.x.begin() + (s * full_n + part_n) * d, b.x.begin() + s * part_n * d);
-    a.forward(full);
-    b.forward(part);
-    for (int64_t s = 0; s < 2; ++s)
-      for (int64_t e = 0; e < part_n * d; ++e) {
-        const double x = b.out[size_t(s * part_n * d + e)], y = a.out[size_t(s * full_n * d + e)];
-        ASSERT_NEAR(x, y, 1e-12 * std::max(1.0, std::abs(y))) << "sample " << s << " e " << e;
-      }
+    const test::PrefixOutputs<double> r =
+        test::prefix_outputs<double>(pf_case(full_n, true, o), pf_case(part_n, true, o, full_n));
+    for (size_t i = 0; i < r.part.size(); ++i)
+      ASSERT_NEAR(r.part[i], r.full[i], 1e-12 * std::max(1.0, std::abs(r.full[i]))) << "element " << i;
   }
 }
 
 TEST(PerformerAttention, PaddedPositionsHaveNoInfluence) {
   for (bool causal : {false, true}) {
     const AttentionCase c = with_mask(pf_case(11, causal, kSmall, 12), 6);
-    AttentionRig<double> a(c), b(c);
-    const int64_t d = 8;
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (c.mask[size_t(bt)])
-        for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] = e % 2 ? std::nan("") : 1e30;
-    a.forward(c);
-    b.forward(c);
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (!c.mask[size_t(bt)]) {
-        for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-      }
+    test::expect_padded_positions_have_no_influence<double>(c, test::nan_or(1e30));
   }
 }
 
@@ -520,17 +441,14 @@ ModelConfig performer_model(int64_t redraw_every) {
   return c;
 }
 
-class PerformerTraining : public ::testing::Test {
+class PerformerTraining : public test::TempDirTest {
  protected:
+  PerformerTraining() : TempDirTest("lf_performer") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("lf_performer_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     std::ofstream out(dir_ / "corpus.txt");
     for (int i = 0; i < 2000; ++i) out << (i % 3 ? "the cat sat on the mat. " : "a dog ran in the park. ");
   }
-  void TearDown() override { fs::remove_all(dir_); }
   TrainOptions options(const std::string& run) const {
     TrainOptions o = test::tiny_train_options(dir_, run);
     o.steps = 7;
@@ -538,7 +456,6 @@ class PerformerTraining : public ::testing::Test {
     o.eval_batches = 2;
     return o;
   }
-  fs::path dir_;
 };
 
 TEST_F(PerformerTraining, TrainerRedrawsAndAResumedRunMatches) {
@@ -597,14 +514,6 @@ TEST_F(PerformerTraining, CheckpointKeepsTheFeatures) {
 
 // ---- memory --------------------------------------------------------------------------------------
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
-
 TEST(PerformerAttention, LongSequenceKeepsNeitherScoresNorPerPositionStates) {
   // n = 16384, d = d_h = 64, one head, m_f = 266: n×n floats are 1 GiB and per-position m_f×d_h causal
   // states n·m_f·d_h floats = 1.1 GiB; the layer keeps O(n·(d + m_f)): φq, φk and their gradients are
@@ -616,28 +525,9 @@ TEST(PerformerAttention, LongSequenceKeepsNeitherScoresNorPerPositionStates) {
     auto layer = make_attention<float>({"performer", {d, 1, n, causal, 0}, json::object(), ""}, arena);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * 266 * d);
     LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-    if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-    arena.allocate();
-    arena.initialize(1);
-    const auto x = test::random_vector<float>(n * d, 1);
-    const auto dout = test::random_vector<float>(n * d, 2);
-    std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
-    AttentionInput<float> in;
-    in.x = x.data();
-    in.B = 1;
-    in.n = n;
-    { std::ofstream("/proc/self/clear_refs") << "5"; }
-    const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-    const int64_t hwm_before = proc_status_bytes("VmHWM");
-    layer->forward(in, out.data(), true, 1);
-    layer->backward(dout.data(), dx.data());
-    const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-    RecordProperty(causal ? "causal_peak_rss_growth_bytes" : "peak_rss_growth_bytes", std::to_string(growth));
-    EXPECT_LT(growth, int64_t(256) << 20) << "peak RSS grew by " << growth << " bytes";
-    for (int64_t i = 0; i < n * d; i += 4099) {
-      ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-      ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-    }
+    LF_SKIP_WITHOUT_PROC_STATUS();
+    test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(256) << 20,
+                                       causal ? "causal_peak_rss_growth_bytes" : "peak_rss_growth_bytes");
   }
 }
 

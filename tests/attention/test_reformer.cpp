@@ -27,6 +27,8 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with_dropout;
 
 AttentionCase reformer_case(int64_t n, json options, bool causal = false, int64_t heads = 2, int64_t d = 8,
                             int64_t B = 2, int64_t max_len = 0) {
@@ -47,18 +49,6 @@ AttentionCase with_mask(AttentionCase c) {
   if (c.B > 1)
     for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(c.n + j)] = j % 3 == 0;
   return c;
-}
-
-AttentionCase with_dropout(AttentionCase c, double p) {
-  c.dims.dropout = p;
-  c.training = true;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " max_len=", c.dims.max_len, " B=", c.B, " h=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " dropout=", c.dims.dropout, " ",
-                 c.options.dump());
 }
 
 // ---- the dense reference of the definition ------------------------------------------------------
@@ -575,14 +565,6 @@ TEST(ReformerAttention, DefaultOptionsWorkForShortAndLongMaxLen) {
 
 // ---- memory --------------------------------------------------------------------------------------
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;  // "  123 kB"
-  return -1;
-}
-
 TEST(ReformerAttention, LongSequenceDoesNotAllocateTheScores) {
   // n = 16384, d = 64, one head: an n×n float buffer would be 1 GiB; the layer keeps O(n·d).
   const int64_t n = 16384, d = 64;
@@ -590,28 +572,8 @@ TEST(ReformerAttention, LongSequenceDoesNotAllocateTheScores) {
   auto layer = make_attention<float>({"reformer", {d, 1, n, true, 0}, json::object(), ""}, arena);
   EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n) << "the estimate should be far below n²";
   LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-  if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-  arena.allocate();
-  arena.initialize(1);
-  const auto x = test::random_vector<float>(n * d, 1);
-  const auto dout = test::random_vector<float>(n * d, 2);
-  std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
-  AttentionInput<float> in;
-  in.x = x.data();
-  in.B = 1;
-  in.n = n;
-  { std::ofstream("/proc/self/clear_refs") << "5"; }
-  const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-  const int64_t hwm_before = proc_status_bytes("VmHWM");
-  layer->forward(in, out.data(), true, 1);
-  layer->backward(dout.data(), dx.data());
-  const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-  RecordProperty("peak_rss_growth_bytes", std::to_string(growth));
-  EXPECT_LT(growth, int64_t(128) << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
-  for (int64_t i = 0; i < n * d; i += 4099) {
-    ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-    ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-  }
+  LF_SKIP_WITHOUT_PROC_STATUS();
+  test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(128) << 20);
 }
 
 // ---- registry and configurations -----------------------------------------------------------------

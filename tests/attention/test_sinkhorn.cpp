@@ -33,6 +33,10 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with;
+using test::with_dropout;
+using test::with_mask;
 
 // Small blocks and few iterations, so that tiny sequences have several blocks.
 const json kSmall = {{"block", 4}, {"sinkhorn_iters", 3}};
@@ -46,32 +50,6 @@ AttentionCase sk_case(int64_t n, bool causal, json options = kSmall, int64_t max
   c.B = 2;
   c.n = n;
   return c;
-}
-
-json with(json base, const json& extra) {
-  for (const auto& [k, v] : extra.items()) base[k] = v;
-  return base;
-}
-
-// Key padding: sample 0 pads key 1 and its last key; sample 1 pads every key but `keep`.
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  c.mask.assign(size_t(c.B * c.n), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(c.n - 1)] = 1;
-  for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(c.n + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-AttentionCase with_dropout(AttentionCase c, double p) {
-  c.dims.dropout = p;
-  c.training = true;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " max_len=", c.dims.max_len, " h=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " dropout=", c.dims.dropout, " ",
-                 c.options.dump());
 }
 
 // ---- the dense reference ------------------------------------------------------------------------
@@ -95,26 +73,12 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   const int64_t B = c.B, n = c.n, d = c.dims.d_model, h = c.dims.n_heads, dh = d / h;
   const int64_t nb = (n + blk - 1) / blk, np = nb * blk, NB = (c.dims.max_len + blk - 1) / blk;
   const double p = c.training ? c.dims.dropout : 0.0, scale = 1 / std::sqrt(double(dh));
-  auto param = [&](const std::string& name) {
-    const int id = rig.arena.find(name);
-    if (id < 0) return std::vector<double>();
-    return std::vector<double>(rig.arena.value(id), rig.arena.value(id) + rig.arena.info(id).numel);
-  };
+  auto param = [&](const std::string& name) { return test::param_values(rig, name); };
   const auto Wq = param("to_q.weight"), Wk = param("to_k.weight"), Wv = param("to_v.weight"),
              Wo = param("to_out.weight"), bq = param("to_q.bias"), bk = param("to_k.bias"), bv = param("to_v.bias"),
              bo = param("to_out.bias"), W1 = param("sort_net.hidden.weight"), b1 = param("sort_net.hidden.bias"),
              W2 = param("sort_net.out.weight"), b2 = param("sort_net.out.bias");
-  // y (fan_out) = W x + b.
-  auto linear = [](const std::vector<double>& W, const std::vector<double>& b, const double* x, int64_t fan_in,
-                   int64_t fan_out) {
-    std::vector<double> y(static_cast<size_t>(fan_out));
-    for (int64_t r = 0; r < fan_out; ++r) {
-      double acc = b.empty() ? 0.0 : b[size_t(r)];
-      for (int64_t e = 0; e < fan_in; ++e) acc += W[size_t(r * fan_in + e)] * x[e];
-      y[size_t(r)] = acc;
-    }
-    return y;
-  };
+  const auto linear = test::affine<double>;  // y (fan_out) = W x + b
   auto exists = [&](int64_t i, int64_t j) { return !causal || j < i; };
 
   std::vector<double> out(size_t(B * n * d));
@@ -245,19 +209,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  rig.forward(c);  // seed 1234
-  const std::vector<double> ref = reference_forward(c, rig, 1234);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
 void expect_matches_reference_both(const AttentionCase& c) {
-  expect_matches_reference<double>(c, 1e-12);
-  expect_matches_reference<float>(c, 2e-5);
+  test::expect_matches_reference_both(c, [&](const auto& rig) { return reference_forward(c, rig, rig.kForwardSeed); });
 }
 
 TEST(SinkhornAttention, MatchesDenseReference) {
@@ -318,85 +271,29 @@ std::vector<AttentionCase> causal_cases() {
           with_dropout(sk_case(13, true, with(kSmall, {{"block", 3}})), 0.2)};
 }
 
-template <class T>
-void expect_outputs_ignore_the_future(const AttentionCase& c) {
-  const int64_t d = c.dims.d_model, n = c.n;
-  for (int64_t t : {int64_t(0), int64_t(2), int64_t(3), int64_t(4), int64_t(7), n - 2}) {
-    SCOPED_TRACE(str_cat(describe(c), " t=", t));
-    AttentionRig<T> a(c), b(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = t + 1; u < n; ++u)
-        for (int64_t e = 0; e < d; ++e) b.x[size_t((s * n + u) * d + e)] += T(0.5 + 0.1 * double(e));
-    a.forward(c);
-    b.forward(c);
-    for (int64_t s = 0; s < c.B; ++s)
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e)
-          ASSERT_EQ(a.out[size_t((s * n + u) * d + e)], b.out[size_t((s * n + u) * d + e)]) << "sample " << s << " t " << u;
-    bool differs = false;  // the perturbation does reach the later outputs
-    for (int64_t e = (t + 1) * d; e < n * d; ++e) differs = differs || a.out[size_t(e)] != b.out[size_t(e)];
-    EXPECT_TRUE(differs);
-  }
-}
-
 TEST(SinkhornAttention, CausalOutputIgnoresTheFuture) {
   for (const AttentionCase& c : causal_cases()) {
-    expect_outputs_ignore_the_future<double>(c);
-    expect_outputs_ignore_the_future<float>(c);
+    const std::vector<int64_t> ts = {0, 2, 3, 4, 7, c.n - 2};
+    test::expect_outputs_ignore_the_future<double>(c, ts);
+    test::expect_outputs_ignore_the_future<float>(c, ts);
   }
 }
 
 TEST(SinkhornAttention, CausalJacobianIsZeroAboveTheDiagonal) {
-  for (const AttentionCase& c : causal_cases()) {
-    const int64_t d = c.dims.d_model, n = c.n;
-    for (int64_t t = 0; t < n; ++t) {
-      SCOPED_TRACE(str_cat(describe(c), " t=", t));
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      // d(w · out_t)/dx for sample 0, row t.
-      std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-      const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-      std::copy(w.begin(), w.end(), dout.begin() + t * d);
-      rig.arena.zero_grad();
-      rig.layer->backward(dout.data(), dx.data());
-      double past = 0;
-      for (int64_t u = 0; u <= t; ++u)
-        for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-      if (c.dims.dropout == 0) {  // (with dropout, a query's only key may be dropped)
-        EXPECT_GT(past, 0.0);
-      }
-      for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-    }
-  }
+  for (const AttentionCase& c : causal_cases())  // (with dropout, a query's only key may be dropped)
+    test::expect_causal_jacobian_is_zero_above_the_diagonal(c, 1, /*past_nonzero=*/c.dims.dropout == 0);
 }
 
 TEST(SinkhornAttention, ShorterCausalSequenceGivesTheSamePrefix) {
   // Variable length: a causal layer built for 16 positions gives, on the first 7 positions alone,
   // exactly the outputs it gives them inside the 16-position sequence.
-  AttentionCase full = sk_case(16, true, kSmall), part = sk_case(7, true, kSmall, 16);
-  AttentionRig<double> a(full, 4), b(part, 4);
-  for (int64_t s = 0; s < 2; ++s)
-    std::copy(a.x.begin() + s * 16 * 8, a.x.begin() + (s * 16 + 7) * 8, b.x.begin() + s * 7 * 8);
-  a.forward(full);
-  b.forward(part);
-  for (int64_t s = 0; s < 2; ++s)
-    for (int64_t e = 0; e < 7 * 8; ++e) ASSERT_EQ(b.out[size_t(s * 7 * 8 + e)], a.out[size_t(s * 16 * 8 + e)]);
+  test::expect_same_prefix<double>(sk_case(16, true, kSmall), sk_case(7, true, kSmall, 16));
 }
 
 TEST(SinkhornAttention, PaddedPositionsHaveNoInfluence) {
   for (bool causal : {false, true}) {
     const AttentionCase c = with_mask(sk_case(11, causal, kSmall, 12), 6);
-    AttentionRig<double> a(c), b(c);
-    const int64_t d = 8;
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (c.mask[size_t(bt)])
-        for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] += 1.5;
-    a.forward(c);
-    b.forward(c);
-    for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-      if (!c.mask[size_t(bt)]) {
-        for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-      }
+    test::expect_padded_positions_have_no_influence<double>(c, [](double x, int64_t) { return x + 1.5; });
   }
 }
 
@@ -488,14 +385,6 @@ TEST(SinkhornAttention, PermutationBackwardMatchesFiniteDifferences) {
 
 // ---- memory ------------------------------------------------------------------------------------
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
-
 TEST(SinkhornAttention, LongSequenceDoesNotAllocateTheScores) {
   // n = 16384, d = 64, one head: an n×n float buffer is 1 GiB. Sinkhorn keeps O(n·b + (n/b)²).
   const int64_t n = 16384, d = 64;
@@ -503,28 +392,8 @@ TEST(SinkhornAttention, LongSequenceDoesNotAllocateTheScores) {
   auto layer = make_attention<float>({"sinkhorn", {d, 1, n, false, 0}, json::object(), ""}, arena);
   EXPECT_LT(layer->activation_bytes(1, n, n, true), double(n) * n);
   LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-  if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-  arena.allocate();
-  arena.initialize(1);
-  const auto x = test::random_vector<float>(n * d, 1);
-  const auto dout = test::random_vector<float>(n * d, 2);
-  std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
-  AttentionInput<float> in;
-  in.x = x.data();
-  in.B = 1;
-  in.n = n;
-  { std::ofstream("/proc/self/clear_refs") << "5"; }
-  const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-  const int64_t hwm_before = proc_status_bytes("VmHWM");
-  layer->forward(in, out.data(), true, 1);
-  layer->backward(dout.data(), dx.data());
-  const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-  RecordProperty("peak_rss_growth_bytes", std::to_string(growth));
-  EXPECT_LT(growth, int64_t(256) << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
-  for (int64_t i = 0; i < n * d; i += 4099) {
-    ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-    ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-  }
+  LF_SKIP_WITHOUT_PROC_STATUS();
+  test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(256) << 20);
 }
 
 // ---- registry and configurations ---------------------------------------------------------------

@@ -307,47 +307,18 @@ TEST(SparsePatternKinds, OneLayerServesSeveralLengths) {
     }
 }
 
-// A "Vm...:" line of /proc/self/status in bytes, or -1.
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
-
 TEST(SparsePatternKinds, LongSequenceHasNoQuadraticBuffer) {
   // n = 16384, d = 64, one head, default options: an n×n float buffer would be 1 GiB. Each kind's
   // forward and backward must raise the peak RSS by far less, and its own estimate must say so too.
   const int64_t n = 16384, d = 64;
   LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-  if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
-  const auto x = test::random_vector<float>(n * d, 1);
-  const auto dout = test::random_vector<float>(n * d, 2);
-  std::vector<float> out(size_t(n * d)), dx(size_t(n * d));
+  LF_SKIP_WITHOUT_PROC_STATUS();
   for (const std::string& kind : kKinds) {
     SCOPED_TRACE(kind);
     ParamArena<float> arena;
     auto layer = make_attention<float>({kind, {d, 1, n, false, 0}, json::object(), ""}, arena);
-    arena.allocate();
-    arena.initialize(1);
     EXPECT_LT(layer->activation_bytes(1, n, n, true), 256.0 * (1 << 20));
-    AttentionInput<float> in;
-    in.x = x.data();
-    in.B = 1;
-    in.n = n;
-    { std::ofstream("/proc/self/clear_refs") << "5"; }  // reset the high-water mark (Linux ≥ 4.0)
-    const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-    const int64_t hwm_before = proc_status_bytes("VmHWM");
-    layer->forward(in, out.data(), true, 1);
-    layer->backward(dout.data(), dx.data());
-    const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
-    RecordProperty(kind + "_peak_rss_growth_bytes", std::to_string(growth));
-    EXPECT_LT(growth, int64_t(256) << 20) << "peak RSS grew by " << growth << " bytes (n² floats: " << n * n * 4 << ")";
-    for (int64_t i = 0; i < n * d; i += 4099) {
-      ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-      ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-    }
+    test::expect_peak_rss_growth_below(arena, *layer, n, d, int64_t(256) << 20, kind + "_peak_rss_growth_bytes");
   }
 }
 

@@ -24,6 +24,9 @@ namespace {
 
 using test::AttentionCase;
 using test::AttentionRig;
+using test::describe;
+using test::with_dropout;
+using test::with_mask;
 
 const json kDense = json::object();
 const json kDenseFactorized = {{"factorized", true}};
@@ -55,27 +58,6 @@ AttentionCase syn_case(int64_t n, bool causal, json options = kDense, int64_t ma
   return c;
 }
 
-// Key padding: sample 0 pads key 1 and its last key; sample 1 pads every key but `keep`.
-AttentionCase with_mask(AttentionCase c, int64_t keep) {
-  c.mask.assign(size_t(c.B * c.n), 0);
-  c.mask[1] = 1;
-  c.mask[size_t(c.n - 1)] = 1;
-  for (int64_t j = 0; j < c.n; ++j) c.mask[size_t(c.n + j)] = j == keep ? 0 : 1;
-  return c;
-}
-
-AttentionCase with_dropout(AttentionCase c, double p) {
-  c.dims.dropout = p;
-  c.training = true;
-  return c;
-}
-
-std::string describe(const AttentionCase& c) {
-  return str_cat("n=", c.n, " max_len=", c.dims.max_len, " h=", c.dims.n_heads, " d=", c.dims.d_model,
-                 " causal=", c.dims.causal, " mask=", !c.mask.empty(), " dropout=", c.dims.dropout, " ",
-                 c.options.dump());
-}
-
 // ---- the reference --------------------------------------------------------------------------------
 
 // The layer's definition in plain loops, in double, from the rig's parameters and input.
@@ -89,11 +71,7 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   const int64_t fa = factorized ? o.at("factor_a").get<int64_t>() : 0, fb = factorized ? (L + fa - 1) / fa : 0;
   const int64_t rank = dense ? 0 : o.at("rank").get<int64_t>();
   const double p = c.training ? c.dims.dropout : 0.0;
-  auto param = [&](const std::string& name) {
-    const int id = rig.arena.find(name);
-    if (id < 0) return std::vector<double>();
-    return std::vector<double>(rig.arena.value(id), rig.arena.value(id) + rig.arena.info(id).numel);
-  };
+  auto param = [&](const std::string& name) { return test::param_values(rig, name); };
   const auto Wv = param("to_v.weight"), bv = param("to_v.bias"), Wo = param("to_out.weight"), bo = param("to_out.bias"),
              W1 = param("synth.hidden.weight"), b1 = param("synth.hidden.bias"), W2 = param("synth.out.weight"),
              b2 = param("synth.out.bias"), W2a = param("synth.out_a.weight"), b2a = param("synth.out_a.bias"),
@@ -172,19 +150,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
   return out;
 }
 
-template <class T>
-void expect_matches_reference(const AttentionCase& c, double tol) {
-  SCOPED_TRACE(describe(c));
-  AttentionRig<T> rig(c, 3);
-  rig.forward(c);  // seed 1234
-  const std::vector<double> ref = reference_forward(c, rig, 1234);
-  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), tol);
-  for (T e : rig.out) ASSERT_TRUE(std::isfinite(double(e)));
-}
-
 void expect_matches_reference_both(const AttentionCase& c) {
-  expect_matches_reference<double>(c, 1e-12);
-  expect_matches_reference<float>(c, 2e-5);
+  test::expect_matches_reference_both(c, [&](const auto& rig) { return reference_forward(c, rig, rig.kForwardSeed); });
 }
 
 TEST(SynthesizerAttention, MatchesReference) {
@@ -237,25 +204,7 @@ TEST(SynthesizerAttention, CausalJacobianIsZeroAboveTheDiagonal) {
   for (const json& opt : all_variants())
     for (const AttentionCase& c : {syn_case(9, true, opt, 12), with_mask(syn_case(8, true, opt), 5),
                                    with_dropout(syn_case(8, true, opt), 0.2)}) {
-      const int64_t d = c.dims.d_model, n = c.n;
-      for (int64_t t = 0; t < n; ++t) {
-        SCOPED_TRACE(str_cat(describe(c), " t=", t));
-        AttentionRig<double> rig(c);
-        rig.forward(c);
-        // d(w · out_t)/dx for sample 0, row t.
-        std::vector<double> dout(rig.out.size(), 0.0), dx(rig.x.size());
-        const auto w = test::random_vector<double>(d, 5 + uint64_t(t));
-        std::copy(w.begin(), w.end(), dout.begin() + t * d);
-        rig.arena.zero_grad();
-        rig.layer->backward(dout.data(), dx.data());
-        double past = 0;
-        for (int64_t u = 0; u <= t; ++u)
-          for (int64_t e = 0; e < d; ++e) past = std::max(past, std::abs(dx[size_t(u * d + e)]));
-        if (c.dims.dropout == 0 && c.mask.empty()) {
-          EXPECT_GT(past, 0.0);
-        }
-        for (int64_t e = (t + 1) * d; e < c.B * n * d; ++e) ASSERT_EQ(dx[size_t(e)], 0.0) << "element " << e;
-      }
+      test::expect_causal_jacobian_is_zero_above_the_diagonal(c, 1, /*past_nonzero=*/c.dims.dropout == 0 && c.mask.empty());
     }
 }
 
@@ -276,13 +225,10 @@ TEST(SynthesizerAttention, ShorterCausalSequenceGivesTheSamePrefix) {
         full.mask[16 + 5] = part.mask[7 + 5] = 1;
         full.mask[16 + 12] = 1;
       }
-      AttentionRig<double> a(full, 4), b(part, 4);
-      for (int64_t s = 0; s < 2; ++s)
-        std::copy(a.x.begin() + s * 16 * 8, a.x.begin() + (s * 16 + 7) * 8, b.x.begin() + s * 7 * 8);
+      const test::PrefixOutputs<double> r = test::prefix_outputs<double>(full, part);
+      for (int64_t s = 0; s < 2; ++s) LF_EXPECT_CLOSE(r.part.data() + s * 7 * 8, r.full.data() + s * 7 * 8, 7 * 8, 1e-14);
+      AttentionRig<double> a(full, 4);
       a.forward(full);
-      b.forward(part);
-      for (int64_t s = 0; s < 2; ++s)
-        LF_EXPECT_CLOSE(b.out.data() + s * 7 * 8, a.out.data() + s * 16 * 8, 7 * 8, 1e-14);
       // Changing the later positions changes nothing in the prefix (beyond that rounding, nothing at all).
       AttentionRig<double> c(full, 4);
       c.x = a.x;
@@ -332,18 +278,7 @@ TEST(SynthesizerAttention, PaddedPositionsHaveNoInfluence) {
   for (const json& opt : all_variants())
     for (bool causal : {false, true}) {
       const AttentionCase c = with_mask(syn_case(11, causal, opt, 12), 6);
-      SCOPED_TRACE(describe(c));
-      AttentionRig<double> a(c), b(c);
-      const int64_t d = 8;
-      for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-        if (c.mask[size_t(bt)])
-          for (int64_t e = 0; e < d; ++e) b.x[size_t(bt * d + e)] = e % 2 ? NAN : 1e30;
-      a.forward(c);
-      b.forward(c);
-      for (int64_t bt = 0; bt < c.B * c.n; ++bt)
-        if (!c.mask[size_t(bt)]) {
-          for (int64_t e = 0; e < d; ++e) ASSERT_EQ(a.out[size_t(bt * d + e)], b.out[size_t(bt * d + e)]) << bt;
-        }
+      test::expect_padded_positions_have_no_influence<double>(c, test::nan_or(1e30));
     }
 }
 
@@ -362,14 +297,6 @@ TEST(SynthesizerAttention, FullyPaddedSampleGivesTheOutputBias) {
 
 // ---- memory -----------------------------------------------------------------------------------------
 
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
-
 TEST(SynthesizerAttention, TrainingKeepsNoProbabilities) {
   // B = 2, h = 8, n = 2048: the probabilities of every (sample, head) would be 256 MiB of floats;
   // the layer holds one head's n×n (16 MiB) and its gradient at a time, and recomputes them.
@@ -381,30 +308,14 @@ TEST(SynthesizerAttention, TrainingKeepsNoProbabilities) {
     const double estimate = layer->activation_bytes(B, n, n, true);
     EXPECT_LT(estimate, double(B) * h * n * n * 4 / 2);
     LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
-    if (proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status";
+    LF_SKIP_WITHOUT_PROC_STATUS();
     arena.allocate();
     arena.initialize(1);
-    const auto x = test::random_vector<float>(B * n * d, 1);
-    const auto dout = test::random_vector<float>(B * n * d, 2);
-    std::vector<float> out(size_t(B * n * d)), dx(size_t(B * n * d));
-    AttentionInput<float> in;
-    in.x = x.data();
-    in.B = B;
-    in.n = n;
-    { std::ofstream("/proc/self/clear_refs") << "5"; }
-    const int64_t before = std::max(proc_status_bytes("VmRSS"), int64_t(0));
-    const int64_t hwm_before = proc_status_bytes("VmHWM");
-    layer->forward(in, out.data(), true, 1);
-    layer->backward(dout.data(), dx.data());
-    const int64_t growth = proc_status_bytes("VmHWM") - std::max(before, hwm_before);
+    const int64_t growth = test::forward_backward_peak_rss_growth(*layer, B, n, d);
     // (The GEMM backend's own buffers, e.g. gemm.cpp's packed operand of up to 4 MiB per thread, are
     // not the layer's.)
     EXPECT_LT(double(growth), estimate + double(8 << 20)) << "activation_bytes underestimates the peak";
     EXPECT_LT(growth, int64_t(96) << 20) << "peak RSS grew by " << growth << " bytes";
-    for (int64_t i = 0; i < B * n * d; i += 4099) {
-      ASSERT_TRUE(std::isfinite(out[size_t(i)]));
-      ASSERT_TRUE(std::isfinite(dx[size_t(i)]));
-    }
   }
 }
 

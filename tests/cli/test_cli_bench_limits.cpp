@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli/cli_runner.h"
+#include "test_util.h"
 
 namespace lf {
 namespace {
@@ -17,9 +18,8 @@ namespace fs = std::filesystem;
 
 // Runs a one-configuration bench with `limits` and returns its CSV row ("" when there is none).
 std::string bench_row(const std::string& limits) {
-  const fs::path dir = fs::temp_directory_path() / ("lf_cli_bench_limits_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const test::TempDir tmp("lf_cli_bench_limits");
+  const fs::path& dir = tmp.path();
   const test::CliResult r = test::run_linformer(
       "cd '" + dir.string() + "' &&",
       "bench --kinds linformer --what layer_forward --n 64 --k 16 --d-model 16 --heads 2 " + limits +
@@ -30,7 +30,6 @@ std::string bench_row(const std::string& limits) {
   std::string line, row;
   while (std::getline(csv, line))
     if (line.find(",linformer,layer_forward,") != std::string::npos) row = line;
-  fs::remove_all(dir);
   return row;
 }
 

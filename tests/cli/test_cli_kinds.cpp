@@ -22,9 +22,7 @@ namespace fs = std::filesystem;
 class CliKind : public testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("lf_cli_kind_" + std::to_string(::getpid()) + "_" + GetParam());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = test::make_temp_dir("lf_cli_kind", GetParam());  // (the test's name holds a '/')
     std::ofstream text(dir_ / "text.txt");
     for (int i = 0; i < 400; ++i) text << "the cat sat on the mat while a dog ran to the park. ";
   }

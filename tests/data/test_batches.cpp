@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "data/batches.h"
 #include "data/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
@@ -374,15 +375,9 @@ TEST(ClmBatch, NeedsNPlusOneBytes) {
   }
 }
 
-class ClassificationFiles : public ::testing::Test {
+class ClassificationFiles : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("lf_cls_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  ClassificationFiles() : TempDirTest("lf_cls") {}
 
   std::string write(const std::string& content) {
     const std::string p = (dir_ / ("f" + std::to_string(counter_++) + ".tsv")).string();
@@ -402,7 +397,6 @@ class ClassificationFiles : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
   int counter_ = 0;
 };
 

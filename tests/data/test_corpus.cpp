@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/corpus.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
@@ -34,17 +35,9 @@ std::vector<uint8_t> sample_text(int64_t n, uint64_t seed) {
   return v;
 }
 
-class CorpusFiles : public ::testing::Test {
+class CorpusFiles : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("lf_corpus_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  CorpusFiles() : TempDirTest("lf_corpus") {}
 
   std::string write_plain(const std::string& name, const std::vector<uint8_t>& bytes) {
     const std::string p = path(name);
@@ -78,8 +71,6 @@ class CorpusFiles : public ::testing::Test {
       EXPECT_NE(msg.find(problem), std::string::npos) << "expected '" << problem << "' in: " << msg;
     }
   }
-
-  fs::path dir_;
 };
 
 TEST_F(CorpusFiles, GzipReadsLikePlain) {

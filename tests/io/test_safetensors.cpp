@@ -15,23 +15,16 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace lf {
 namespace {
 
-class SafeTensors : public ::testing::Test {
+class SafeTensors : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("lf_safetensors_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  SafeTensors() : TempDirTest("lf_safetensors") {}
 
   // A file with the given header text and data bytes; the 8-byte length is the header's own unless
   // `length` overrides it.
@@ -72,7 +65,6 @@ class SafeTensors : public ::testing::Test {
     return out;
   }
 
-  fs::path dir_;
   int counter_ = 0;
 };
 

@@ -70,25 +70,16 @@ void expect_error(F&& f, const std::vector<std::string>& fragments) {
   }
 }
 
-class Checkpoint : public ::testing::Test {
+class Checkpoint : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    root_ = fs::temp_directory_path() / ("lf_checkpoint_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
-  void TearDown() override { fs::remove_all(root_); }
+  Checkpoint() : TempDirTest("lf_checkpoint") {}
 
-  std::string path(const std::string& name) const { return (root_ / name).string(); }
   std::vector<std::string> entries(const fs::path& dir) const {
     std::vector<std::string> names;
     for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
     return names;
   }
-
-  fs::path root_;
 };
 
 TEST_F(Checkpoint, RoundTripWithOptimizerAndTrainerState) {
@@ -101,7 +92,7 @@ TEST_F(Checkpoint, RoundTripWithOptimizerAndTrainerState) {
 
   EXPECT_EQ(entries(dir), (std::vector<std::string>{"config.json", "model.safetensors", "optimizer.safetensors",
                                                      "trainer_state.json"}));
-  EXPECT_EQ(entries(root_), std::vector<std::string>{"ckpt"}) << "temporary directories left behind";
+  EXPECT_EQ(entries(dir_), std::vector<std::string>{"ckpt"}) << "temporary directories left behind";
   EXPECT_NE(read_file(fs::path(dir) / "config.json").find("\n  \""), std::string::npos) << "not pretty-printed";
 
   // The files follow the documented layout.
@@ -166,7 +157,7 @@ TEST_F(Checkpoint, RejectsBadSaveArguments) {
   unallocated.declare("w", {2}, Init::zeros());
   expect_error<InvalidArgument>([&] { save_checkpoint(path("c"), test::tiny_model_config(), unallocated, nullptr, json()); },
                                 {"not allocated"});
-  EXPECT_TRUE(entries(root_).empty()) << "a refused save left files behind";
+  EXPECT_TRUE(entries(dir_).empty()) << "a refused save left files behind";
 }
 
 TEST_F(Checkpoint, LoadIntoMismatchedModelNamesTheTensor) {
@@ -259,7 +250,7 @@ TEST_F(Checkpoint, OverwriteKeepsALoadableCheckpoint) {
   ParamArena<float> a = make_arena(1), b = make_arena(2);
   save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json{{"step", 1}});
   save_checkpoint(dir, test::tiny_model_config(), b, nullptr, json{{"step", 2}});
-  EXPECT_EQ(entries(root_), std::vector<std::string>{"ckpt"}) << "the old checkpoint was not removed";
+  EXPECT_EQ(entries(dir_), std::vector<std::string>{"ckpt"}) << "the old checkpoint was not removed";
   ParamArena<float> c = make_arena(3);
   load_checkpoint_weights(dir, c, nullptr);
   EXPECT_EQ(values_of(c), values_of(b));
@@ -279,7 +270,7 @@ TEST_F(Checkpoint, OverwriteKeepsALoadableCheckpoint) {
 
   // The next save puts a checkpoint back under the name and clears the leftovers.
   save_checkpoint(dir, test::tiny_model_config(), a, nullptr, json{{"step", 3}});
-  EXPECT_EQ(entries(root_), std::vector<std::string>{"ckpt"});
+  EXPECT_EQ(entries(dir_), std::vector<std::string>{"ckpt"});
   EXPECT_EQ(read_trainer_state(dir)["step"], 3);
 }
 
@@ -292,7 +283,7 @@ TEST_F(Checkpoint, FailedSaveLeavesThePreviousOne) {
   expect_error<IoError>([&] { save_checkpoint(path("blocker") + "/ckpt", test::tiny_model_config(), a, nullptr, json()); },
                         {"blocker"});
   EXPECT_EQ(read_trainer_state(dir)["step"], 1);
-  EXPECT_EQ(entries(root_), (std::vector<std::string>{"blocker", "ckpt"}));
+  EXPECT_EQ(entries(dir_), (std::vector<std::string>{"blocker", "ckpt"}));
 }
 
 TEST_F(Checkpoint, StepDirectoriesAndLatestPointer) {
@@ -364,7 +355,7 @@ TEST_F(Checkpoint, WriteFileAtomic) {
   EXPECT_EQ(read_file(p), "second\n");
   write_file_atomic(p, "");
   EXPECT_EQ(read_file(p), "");
-  EXPECT_EQ(entries(root_), std::vector<std::string>{"file.txt"}) << "temporary files left behind";
+  EXPECT_EQ(entries(dir_), std::vector<std::string>{"file.txt"}) << "temporary files left behind";
 
   // A missing directory: an error naming the path, and nothing created.
   const std::string missing = path("no_dir/file.txt");
@@ -373,7 +364,7 @@ TEST_F(Checkpoint, WriteFileAtomic) {
   // The target is a non-empty directory: the rename fails, the temporary file is removed.
   fs::create_directories(path("target/inner"));
   expect_error<IoError>([&] { write_file_atomic(path("target"), "x"); }, {path("target")});
-  EXPECT_EQ(entries(root_), (std::vector<std::string>{"file.txt", "target"}));
+  EXPECT_EQ(entries(dir_), (std::vector<std::string>{"file.txt", "target"}));
 }
 
 }  // namespace

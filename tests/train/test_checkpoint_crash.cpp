@@ -92,16 +92,9 @@ pid_t crash_during_save(const std::string& run, int64_t step, const char* point)
   return pid;
 }
 
-class CheckpointCrash : public ::testing::Test {
+class CheckpointCrash : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("lf_ckpt_crash_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
+  CheckpointCrash() : TempDirTest("lf_ckpt_crash") {}
 };
 
 struct CrashCase {

@@ -16,6 +16,7 @@
 #include "train/convert.h"
 #include "train/trainer.h"
 #include "tiny_model_config.h"
+#include "test_util.h"
 
 namespace lf {
 namespace {
@@ -411,17 +412,14 @@ TEST(Convert, ImpossibleConversionsAreRefused) {
 
 // --- whole runs --------------------------------------------------------------------------------------
 
-class ConvertRunTest : public ::testing::Test {
+class ConvertRunTest : public test::TempDirTest {
  protected:
+  ConvertRunTest() : TempDirTest("lf_convert") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("lf_convert_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     std::ofstream out(dir_ / "corpus.txt");
     for (int i = 0; i < 600; ++i) out << "the cat sat on the mat. a dog ran in the park. ";
   }
-  void TearDown() override { fs::remove_all(dir_); }
   TrainOptions options(const std::string& run) const {
     TrainOptions o = test::tiny_train_options(dir_, run);
     o.steps = 3;
@@ -429,7 +427,6 @@ class ConvertRunTest : public ::testing::Test {
     o.eval_batches = 1;
     return o;
   }
-  fs::path dir_;
 };
 
 TEST_F(ConvertRunTest, AConvertedRunResumesTraining) {

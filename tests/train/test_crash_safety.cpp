@@ -27,6 +27,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
+#include "test_util.h"
 
 extern char** environ;
 
@@ -139,13 +140,11 @@ std::vector<std::string> entries(const fs::path& dir) {
   return names;
 }
 
-class CrashSafety : public ::testing::Test {
+class CrashSafety : public test::TempDirTest {
  protected:
+  CrashSafety() : TempDirTest("lf_crash_safety", /*keep_on_failure=*/true) {}
   void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("lf_crash_safety_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     // ~8 KB of text from a small vocabulary: a few milliseconds to load.
     static const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "park", "home"};
     std::string text;
@@ -154,9 +153,6 @@ class CrashSafety : public ::testing::Test {
       text += std::string(text.empty() ? "" : " ") + words[(x >> 33) % 12];
     }
     std::ofstream(dir_ / "data.txt") << text;
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
   }
 
   // `linformer train` of a ~125k-parameter model (a checkpoint of 1.5 MB: model and moments) saving
@@ -171,8 +167,6 @@ class CrashSafety : public ::testing::Test {
   std::vector<std::string> resume_args(const fs::path& run) const {
     return {"--threads", "1", "train", "--resume", "--out", run.string(), "--steps", std::to_string(kSteps)};
   }
-
-  fs::path dir_;
 };
 
 TEST_F(CrashSafety, FiftyRandomKillsLoseNothing) {

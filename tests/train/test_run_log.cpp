@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "train/run_log.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -47,17 +48,9 @@ std::vector<std::string> split_lines(const std::string& s) {
 
 bool has(const std::string& s, const std::string& frag) { return s.find(frag) != std::string::npos; }
 
-class RunLog : public ::testing::Test {
+class RunLog : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() / ("lf_run_log_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
+  RunLog() : TempDirTest("lf_run_log") {}
 };
 
 TEST_F(RunLog, JsonlLinesParseBackAndAreOnDiskAtOnce) {

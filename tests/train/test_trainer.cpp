@@ -18,20 +18,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class TrainerTest : public ::testing::Test {
+class TrainerTest : public test::TempDirTest {
  protected:
+  TrainerTest() : TempDirTest("lf_trainer") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("lf_trainer_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     // Text with structure a small model learns quickly: a few sentences in shuffled order.
     const char* sentences[] = {"the cat sat on the mat. ", "a dog ran in the park. ", "the sun is warm today. ",
                                "we read a good book. ", "birds sing in the morning. "};
     std::ofstream out(dir_ / "corpus.txt");
     for (int i = 0; i < 4000; ++i) out << sentences[(i * 7 + i / 5) % 5];
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   ModelConfig small_model() const {
     ModelConfig c;
@@ -61,7 +58,6 @@ class TrainerTest : public ::testing::Test {
     o.test_fraction = 0.05;
     return o;
   }
-  fs::path dir_;
 };
 
 TEST_F(TrainerTest, LossFalls) {
