@@ -102,13 +102,6 @@ double estimate_bytes(const BenchOptions& o, const Config& c) {
          4 * x;
 }
 
-int64_t vm_rss_bytes(const char* field) {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(std::string(field).size())) * 1024;
-  return 0;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
@@ -118,7 +111,7 @@ double median(std::vector<double> v) {
 Result run_one(const BenchOptions& o, const Config& c) {
   Result r;
   r.c = c;
-  const int64_t rss0 = vm_rss_bytes("VmRSS:");
+  const int64_t rss0 = std::max<int64_t>(proc_status_bytes("VmRSS"), 0);
   heap_reset_peak();
   const int64_t heap0 = heap_current_bytes();
   std::function<void()> step;
@@ -201,7 +194,7 @@ Result run_one(const BenchOptions& o, const Config& c) {
   for (int64_t i = 0; i < o.repeats; ++i) times.push_back(timed());
   r.time_ms = median(times);
   r.gflops = flops / (r.time_ms * 1e-3) * 1e-9;
-  r.rss_bytes = vm_rss_bytes("VmHWM:") - rss0;
+  r.rss_bytes = peak_rss_bytes() - rss0;
   r.heap_bytes = heap_peak_bytes() - heap0;
   return r;
 }

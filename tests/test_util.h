@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "train/run_log.h"  // proc_status_bytes
 
 namespace lf::test {
 
@@ -166,14 +167,8 @@ class TempDirTest : public ::testing::Test {
 
 // ---- the process's memory ----------------------------------------------------------------------------
 
-// A "Vm...:" line of /proc/self/status ("VmHWM:   123 kB") in bytes, or -1 where there is none.
-inline int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
-  return -1;
-}
+// A "Vm...:" line of /proc/self/status in bytes, or -1 where there is none (the library's reader).
+using ::lf::proc_status_bytes;
 
 // How far the peak RSS (VmHWM) rises above the current RSS while `work` runs, in bytes. The
 // high-water mark is first reset to the current RSS (clear_refs 5, Linux ≥ 4.0); where it cannot be,

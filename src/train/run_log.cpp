@@ -252,19 +252,22 @@ std::string format_hms(double seconds) {
   return buf;
 }
 
-int64_t peak_rss_bytes() {
+int64_t proc_status_bytes(const std::string& key) {
   std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) != 0) continue;
+  const std::string prefix = key + ":";
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(prefix, 0) != 0) continue;
     long long kb = 0;
     char unit[8] = {};
-    if (std::sscanf(line.c_str() + 6, "%lld %7s", &kb, unit) == 2 && std::strcmp(unit, "kB") == 0 && kb >= 0)
+    if (std::sscanf(line.c_str() + prefix.size(), "%lld %7s", &kb, unit) == 2 && std::strcmp(unit, "kB") == 0 &&
+        kb >= 0)
       return int64_t(kb) * 1024;
-    return 0;
+    return -1;
   }
-  return 0;
+  return -1;
 }
+
+int64_t peak_rss_bytes() { return std::max<int64_t>(proc_status_bytes("VmHWM"), 0); }
 
 std::string human_bytes(int64_t bytes) {
   static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};

@@ -91,6 +91,10 @@ class Progress {
 // beyond a billion seconds (an ETA that is not known yet).
 std::string format_hms(double seconds);
 
+// A memory line of /proc/self/status ("VmHWM:   123 kB") in bytes, by its key ("VmHWM", "VmRSS");
+// -1 when there is no such line (no /proc, or a malformed one).
+int64_t proc_status_bytes(const std::string& key);
+
 // The process's peak resident set size (VmHWM in /proc/self/status), in bytes; 0 when unavailable.
 int64_t peak_rss_bytes();
 

@@ -255,5 +255,15 @@ TEST(RunLogFormat, PeakRssCoversWhatWasTouched) {
   EXPECT_EQ(block[kBytes / 2], 1);
 }
 
+TEST(RunLogFormat, ProcStatusLinesByKey) {
+  if (!fs::exists("/proc/self/status")) GTEST_SKIP() << "no /proc on this system";
+  const int64_t rss = proc_status_bytes("VmRSS"), hwm = proc_status_bytes("VmHWM");
+  EXPECT_GT(rss, 0);
+  EXPECT_GE(hwm, rss);  // the peak is at least what is resident now
+  EXPECT_EQ(hwm, peak_rss_bytes());
+  EXPECT_EQ(proc_status_bytes("VmNoSuchLine"), -1);
+  EXPECT_EQ(proc_status_bytes("Name"), -1);  // a line without a kB figure
+}
+
 }  // namespace
 }  // namespace lf
