@@ -68,7 +68,9 @@ TEST(DepthwiseConv1d, CausalNeverSeesTheFuture) {
   depthwise_conv1d_forward(x.data(), w.data(), static_cast<const double*>(nullptr), y1.data(), B, n, d, K, true);
   for (int64_t i = 0; i < B * n * d; ++i) {
     const int64_t b = i / (n * d), t = (i / d) % n;
-    if (b == 0 || t <= 5) EXPECT_EQ(y0[size_t(i)], y1[size_t(i)]) << "b=" << b << " t=" << t;
+    if (b == 0 || t <= 5) {
+      EXPECT_EQ(y0[size_t(i)], y1[size_t(i)]) << "b=" << b << " t=" << t;
+    }
   }
 }
 
