@@ -260,7 +260,7 @@ TEST(RunLogFormat, ProcStatusLinesByKey) {
   const int64_t rss = proc_status_bytes("VmRSS"), hwm = proc_status_bytes("VmHWM");
   EXPECT_GT(rss, 0);
   EXPECT_GE(hwm, rss);  // the peak is at least what is resident now
-  EXPECT_EQ(hwm, peak_rss_bytes());
+  EXPECT_LE(hwm, peak_rss_bytes());  // the peak only grows (under ASan, between the two reads too)
   EXPECT_EQ(proc_status_bytes("VmNoSuchLine"), -1);
   EXPECT_EQ(proc_status_bytes("Name"), -1);  // a line without a kB figure
 }
