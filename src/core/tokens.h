@@ -15,4 +15,10 @@ inline constexpr int32_t kVocabSize = 260;
 // The target of a position that is not scored (PyTorch's default ignore_index).
 inline constexpr int32_t kIgnoreIndex = -100;
 
+// A cross-entropy over token targets (what the kernel, its op and the trainer pass around).
+struct CrossEntropyResult {
+  double loss = 0;    // mean over counted rows; 0 when every row is ignored
+  int64_t count = 0;  // rows whose target is not ignore_index
+};
+
 }  // namespace lf

@@ -4,14 +4,10 @@
 #pragma once
 #include <cstdint>
 
-#include "core/tokens.h"  // kIgnoreIndex, PyTorch's default ignore_index
+#include "core/tokens.h"  // kIgnoreIndex (PyTorch's default ignore_index), CrossEntropyResult
 
 namespace lf {
 
-struct CrossEntropyResult {
-  double loss = 0;    // mean over counted rows; 0 when every row is ignored
-  int64_t count = 0;  // rows whose target is not ignore_index
-};
 
 // logits (N, V), targets (N) in [0, V) or ignore_index. Throws lf::InvalidArgument naming the first
 // out-of-range target.

@@ -1,0 +1,65 @@
+// How an op reaches its backend. Every op in src/ops/ checks its views (shapes, layouts), finds the
+// one device they are on and calls that device's implementation through LF_DISPATCH: today
+// src/cpu/; a src/cuda/ folder adds a case here and its own implementations, and no kind or model
+// changes. A device the op has no implementation for is an lf::Error naming both.
+#pragma once
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace lf::ops {
+
+[[noreturn]] inline void no_backend(const char* op, Device device) {
+  throw Error(str_cat(op, ": no implementation for device ", device_name(device)));
+}
+
+// The device of an op's views (empty views, data() == null, are ignored); views on different devices
+// are refused.
+template <class... Views>
+Device device_of(const char* op, const Views&... views) {
+  Device found = Device::CPU;
+  bool any = false;
+  auto visit = [&](const auto& v) {
+    if (!v.data()) return;
+    LF_REQUIRE(!any || v.device() == found, op, ": views on different devices (", device_name(found), " and ",
+               device_name(v.device()), ")");
+    found = v.device();
+    any = true;
+  };
+  (visit(views), ...);
+  return found;
+}
+
+// Checks that a view holds uniformly strided rows of its last dimension (what row-wise kernels take).
+template <class View>
+void require_rows(const char* op, const char* name, const View& v) {
+  LF_REQUIRE(v.uniform_rows(), op, ": `", name, "` ", v.shape_string(), " must be rows with unit column stride");
+}
+
+// Checks that two views have the same rows × cols.
+template <class A, class B>
+void require_same_matrix(const char* op, const A& a, const B& b) {
+  LF_REQUIRE(a.rows() == b.rows() && a.cols() == b.cols(), op, ": shapes ", a.shape_string(), " and ",
+             b.shape_string(), " differ");
+}
+
+// Checks that an optional view (null = absent) has n elements in a row.
+template <class View>
+void require_vector_or_empty(const char* op, const char* name, const View& v, int64_t n) {
+  if (!v.data()) return;
+  LF_REQUIRE(v.numel() == n && v.contiguous(), op, ": `", name, "` must have ", n, " contiguous elements, not ",
+             v.shape_string());
+}
+
+}  // namespace lf::ops
+
+// The device's implementation: `call` is a return statement on the CPU's function, e.g.
+// LF_DISPATCH("softmax", device, return softmax_forward(x, y, rows, cols)).
+#define LF_DISPATCH(op, device, call)     \
+  do {                                    \
+    switch (device) {                     \
+      case ::lf::Device::CPU: call;       \
+    }                                     \
+    ::lf::ops::no_backend(op, device);    \
+  } while (0)

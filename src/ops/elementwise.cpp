@@ -1,0 +1,52 @@
+#include "ops/elementwise.h"
+
+#include "cpu/elementwise.h"
+#include "ops/dispatch.h"
+
+namespace lf::ops {
+
+template <class T>
+void fill(TensorView<T> y, double value) {
+  require_rows("fill", "y", y);
+  LF_DISPATCH("fill", y.device(), return fill_rows<T>(y.data(), y.rows(), y.cols(), y.row_stride(), T(value)));
+}
+
+template <class T>
+void copy(In<T> x, TensorView<T> y) {
+  require_rows("copy", "x", x);
+  require_rows("copy", "y", y);
+  require_same_matrix("copy", x, y);
+  LF_DISPATCH("copy", device_of("copy", x, y),
+              return copy_rows<T>(x.data(), x.row_stride(), y.data(), y.row_stride(), y.rows(), y.cols()));
+}
+
+template <class T>
+void axpby(double alpha, In<T> x, double beta, TensorView<T> y) {
+  require_rows("axpby", "x", x);
+  require_rows("axpby", "y", y);
+  require_same_matrix("axpby", x, y);
+  LF_DISPATCH("axpby", device_of("axpby", x, y),
+              return axpby_rows<T>(T(alpha), x.data(), x.row_stride(), T(beta), y.data(), y.row_stride(), y.rows(),
+                                   y.cols()));
+}
+
+template <class T>
+void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y) {
+  if (!mask.data()) return;
+  require_rows("zero_masked_rows", "y", y);
+  LF_REQUIRE(mask.contiguous() && mask.numel() == y.rows(), "zero_masked_rows: a mask of ", mask.numel(),
+             " for ", y.rows(), " rows");
+  LF_DISPATCH("zero_masked_rows", device_of("zero_masked_rows", mask, y),
+              return lf::zero_masked_rows<T>(y.data(), y.row_stride(), mask.data(), y.rows(), y.cols()));
+}
+
+#define LF_INSTANTIATE(T)                                               \
+  template void fill<T>(TensorView<T>, double);                         \
+  template void copy<T>(In<T>, TensorView<T>);                          \
+  template void axpby<T>(double, In<T>, double, TensorView<T>);         \
+  template void zero_masked_rows<T>(TensorView<const uint8_t>, TensorView<T>);
+LF_INSTANTIATE(float)
+LF_INSTANTIATE(double)
+#undef LF_INSTANTIATE
+
+}  // namespace lf::ops

@@ -1,0 +1,25 @@
+// Element-wise ops on views of rows (any leading dimensions fold into rows; a row stride addresses
+// columns of a wider activation): fill, copy, y = beta·y + alpha·x, and zeroing padded rows.
+#pragma once
+#include <cstdint>
+
+#include "ops/view_args.h"
+
+namespace lf::ops {
+
+template <class T>
+void fill(TensorView<T> y, double value);
+template <class T>
+void copy(In<T> x, TensorView<T> y);
+// y = beta·y + alpha·x (beta = 1: y += alpha·x).
+template <class T>
+void axpby(double alpha, In<T> x, double beta, TensorView<T> y);
+template <class T>
+void add(In<T> x, TensorView<T> y) {
+  axpby<T>(1, x, 1, y);
+}
+// Row r of y (rows, d) set to zeros where mask (rows) is nonzero; a mask without data does nothing.
+template <class T>
+void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y);
+
+}  // namespace lf::ops
