@@ -179,22 +179,12 @@ void release_buffers(Buffers&... buffers) {
 // `clean`: a select, so whatever the padding holds (garbage, NaN) cannot reach the real positions
 // through a product with a zero weight. Returns clean's data, or x itself when there is no mask.
 template <class T>
-const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, std::vector<T>& clean) {
-  if (!mask) return x;
-  clean.assign(x, x + B * m * d);
-  for (int64_t r = 0; r < B * m; ++r)
-    if (mask[r]) std::fill_n(clean.data() + r * d, d, T(0));
-  return clean.data();
-}
+const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, std::vector<T>& clean);
 
 // Zeros at the padded rows of a (B, m, d) buffer, in place: the gradient of that select, or values
 // to select away.
 template <class T>
-void zero_rows_at_padding(T* dx, const uint8_t* mask, int64_t B, int64_t m, int64_t d) {
-  if (!mask) return;
-  for (int64_t r = 0; r < B * m; ++r)
-    if (mask[r]) std::fill_n(dx + r * d, d, T(0));
-}
+void zero_rows_at_padding(T* dx, const uint8_t* mask, int64_t B, int64_t m, int64_t d);
 
 // Checks one call's input against the layer's dims and what the kind supports.
 template <class T>

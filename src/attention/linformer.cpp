@@ -25,8 +25,10 @@
 #include "attention/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
-#include "cpu/gemm.h"
-#include "cpu/linear.h"
+#include "core/tensor.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/matmul.h"
 
 namespace lf {
 namespace {
@@ -150,7 +152,7 @@ class LinformerAttention final : public Attention<T> {
     if (pools_windows(o_.projection)) count_window_positions();
 
     q_.resize(size_t(B * n * qd_));
-    linear_forward(in.x, arena_.value(wq_), value_or_null(bq_), q_.data(), B * n, d_, qd_);
+    ops::linear_forward(matrix(in.x, B * n, d_), arena_.value_view(wq_), arena_.value_view(bq_), matrix(q_.data(), B * n, qd_));
     const int64_t csize = B * k_ * ldc();
     for (int p = 0; p < 2; ++p) {
       if (p == 1 && kv_identical_) {  // V̂ = K̂ (times F's scale over E's when they differ)
@@ -164,8 +166,7 @@ class LinformerAttention final : public Attention<T> {
         project_then_compress(p);
     }
     if (scaled_)
-      for (int p = 0; p < 2; ++p)
-        for (T& v : c_[p]) v *= scale_[p];
+      for (int p = 0; p < 2; ++p) ops::scale(vector_view(c_[p].data(), int64_t(c_[p].size())), scale_[p]);
     const T* vc = values_c();
     const bool keep = in.keep_for_backward;
     kept_ = keep;
@@ -176,7 +177,7 @@ class LinformerAttention final : public Attention<T> {
     shape_ = SdpaShape{B, n, k_, h_, hc_, dh_, 1.0 / std::sqrt(double(dh_)), false,
                        pools_windows(o_.projection) ? slot_mask_.data() : nullptr, training ? dims_.dropout : 0.0, seed};
     sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs.data(), o_buf_.data(), /*keep_probs=*/false);
-    linear_forward(o_buf_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, qd_, d_);
+    ops::linear_forward(matrix(o_buf_.data(), B * n, qd_), arena_.value_view(wo_), arena_.value_view(bo_), matrix(out, B * n, d_));
     if (!keep) release_activations();
   }
 
@@ -190,21 +191,20 @@ class LinformerAttention final : public Attention<T> {
     grad_o_.resize(size_t(B * std::max(n * qd_, m * d_)));
     for (auto& g : dc_) g.resize(size_t(B * k_ * ldc()));
     scratch_.resize(size_t(sdpa_backward_scratch(shape_, /*recompute_probs=*/true)));
-    linear_backward(o_buf_.data(), arena_.value(wo_), dout, grad_o_.data(), arena_.grad(wo_), arena_.grad(bo_), B * n,
-                    qd_, d_);
+    ops::linear_backward<T>(matrix(o_buf_.data(), B * n, qd_), arena_.value_view(wo_), matrix(dout, B * n, d_),
+                            matrix(grad_o_.data(), B * n, qd_), arena_.grad_view(wo_), arena_.grad_view(bo_));
     T* dq = o_buf_.data();
     sdpa_backward<T>(shape_, q_.data(), c_[0].data(), values_c(), /*probs=*/nullptr, grad_o_.data(), dq, dc_[0].data(),
                      dc_[1].data(), scratch_.data());
     // Back through the scales of Theorem 2's shared R, and V̂ = K̂.
     for (int p = 0; p < 2; ++p)
-      if (scaled_)
-        for (T& v : dc_[p]) v *= scale_[p];
-    if (kv_identical_)
-      for (size_t i = 0; i < dc_[0].size(); ++i) dc_[0][i] += dc_[1][i];
-    linear_backward(in_.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, qd_);
+      if (scaled_) ops::scale(vector_view(dc_[p].data(), int64_t(dc_[p].size())), scale_[p]);
+    if (kv_identical_) ops::add<T>(vector_view(dc_[1].data(), int64_t(dc_[1].size())), vector_view(dc_[0].data(), int64_t(dc_[0].size())));
+    ops::linear_backward<T>(matrix(in_.x, B * n, d_), arena_.value_view(wq_), matrix(dq, B * n, qd_), matrix(dx, B * n, d_),
+                            arena_.grad_view(wq_), arena_.grad_view(bq_));
 
     dctx_ = grad_o_.data();  // gradient reaching the key/value source (B, m, d)
-    std::fill_n(dctx_, B * m * d_, T(0));
+    ops::fill(matrix(dctx_, B * m, d_), 0);
     for (int p = 0; p < 2; ++p) {
       if (p == 1 && kv_identical_) continue;
       if (compress_first_)
@@ -215,9 +215,9 @@ class LinformerAttention final : public Attention<T> {
     // Padded rows were replaced by zeros: nothing flows back to them.
     zero_rows_at_padding(dctx_, in_.key_padding_mask, B, m, d_);
     if (in_.context)
-      std::copy(dctx_, dctx_ + B * m * d_, dcontext);
+      ops::copy<T>(matrix(dctx_, B * m, d_), matrix(dcontext, B * m, d_));
     else
-      for (int64_t i = 0; i < B * m * d_; ++i) dx[i] += dctx_[i];
+      ops::add<T>(matrix(dctx_, B * m, d_), matrix(dx, B * n, d_));
     release_activations();  // one backward per forward, as in PyTorch
     release_buffers(grad_o_, dc_[0], dc_[1], scratch_);
     dctx_ = nullptr;
@@ -340,7 +340,7 @@ class LinformerAttention final : public Attention<T> {
   // columns; mean and conv window by window over the real positions.
   void seq_compress(int p, int64_t b, int64_t g, const T* src, int64_t lds, int64_t width, T* dst, int64_t ldd) const {
     if (dense_projection()) {
-      gemm<T>(false, false, k_, width, m_, T(1), arena_.value(proj_[p]) + g * k_ * L_, L_, src, lds, T(0), dst, ldd);
+      ops::matmul(matrix(arena_.value(proj_[p]) + g * k_ * L_, k_, m_, L_), matrix(src, m_, width, lds), matrix(dst, k_, width, ldd));
       return;
     }
     for (int64_t j = 0; j < k_; ++j) {
@@ -362,8 +362,9 @@ class LinformerAttention final : public Attention<T> {
     if (dense_projection()) {
       const T* E = arena_.value(proj_[p]) + g * k_ * L_;
       if (o_.projection == Projection::Learned)
-        gemm<T>(false, true, k_, m_, width, T(1), ddst, ldd, src, lds, T(1), arena_.grad(proj_[p]) + g * k_ * L_, L_);
-      gemm<T>(true, false, m_, width, k_, T(1), E, L_, ddst, ldd, T(1), dsrc, ldds);
+        ops::matmul(matrix(ddst, k_, width, ldd), matrix(src, m_, width, lds).t(),
+                    matrix(arena_.grad(proj_[p]) + g * k_ * L_, k_, m_, L_), 1, 1);
+      ops::matmul(matrix(E, k_, m_, L_).t(), matrix(ddst, k_, width, ldd), matrix(dsrc, m_, width, ldds), 1, 1);
       return;
     }
     T* dker = o_.projection == Projection::Conv ? arena_.grad(proj_[p]) + g * w_ : nullptr;
@@ -469,8 +470,8 @@ class LinformerAttention final : public Attention<T> {
     }
     for (int64_t tau = 0; tau < w_; ++tau)
       if (const int64_t rows = slots_reaching(tau); rows > 0)
-        gemm<T>(false, true, rows, gw_, gw_, T(1), src + tau * lds, w_ * lds, wt_.data() + (i * w_ + tau) * gw_ * gw_, gw_,
-                T(1), dst, ldd);
+        ops::matmul(matrix(src + tau * lds, rows, gw_, w_ * lds), matrix(wt_.data() + (i * w_ + tau) * gw_ * gw_, gw_, gw_).t(),
+                    matrix(dst, rows, gw_, ldd), 1, 1);
     for (int64_t j = 0; j < k_; ++j)  // a window of padding only: its product added zeros; keep it exactly 0
       if (empty_slot(b, j)) std::fill_n(dst + j * ldd, gw_, T(0));
   }
@@ -486,8 +487,9 @@ class LinformerAttention final : public Attention<T> {
       const int64_t rows = slots_reaching(tau);
       if (rows == 0) continue;
       const int64_t off = (i * w_ + tau) * gw_ * gw_;
-      gemm<T>(true, false, gw_, gw_, rows, T(1), ddst, ldd, src + tau * lds, w_ * lds, T(1), dwt_.data() + off, gw_);
-      gemm<T>(false, false, rows, gw_, gw_, T(1), ddst, ldd, wt_.data() + off, gw_, T(1), dsrc + tau * ldds, w_ * ldds);
+      const auto dd = matrix(ddst, rows, gw_, ldd);
+      ops::matmul(dd.t(), matrix(src + tau * lds, rows, gw_, w_ * lds), matrix(dwt_.data() + off, gw_, gw_), 1, 1);
+      ops::matmul(dd, matrix(wt_.data() + off, gw_, gw_), matrix(dsrc + tau * ldds, rows, gw_, w_ * ldds), 1, 1);
     }
   }
 
@@ -551,7 +553,8 @@ class LinformerAttention final : public Attention<T> {
       full_ptr_[1] = full_ptr_[0];  // V uses K's projection
     } else {
       full_[p].resize(size_t(B * m * kvd_));
-      linear_forward(ctxm_, arena_.value(weight_id(p)), value_or_null(bias_id(p)), full_[p].data(), B * m, d_, kvd_);
+      ops::linear_forward(matrix(ctxm_, B * m, d_), arena_.value_view(weight_id(p)), arena_.value_view(bias_id(p)),
+                          matrix(full_[p].data(), B * m, kvd_));
       if (bias_id(p) >= 0) zero_rows_at_padding(full_[p].data(), in_.key_padding_mask, B, m, kvd_);
       full_ptr_[p] = full_[p].data();
     }
@@ -592,8 +595,9 @@ class LinformerAttention final : public Attention<T> {
       }
     if (o_.projection == Projection::ConvFull) scatter_conv_full_grad(p);
     zero_rows_at_padding(dfull.data(), in_.key_padding_mask, B, m, kvd_);
-    linear_backward(ctxm_, arena_.value(weight_id(p)), dfull.data(), dctx_, arena_.grad(weight_id(p)),
-                    grad_or_null(bias_id(p)), B * m, d_, kvd_, /*accumulate_dx=*/true);
+    ops::linear_backward<T>(matrix(ctxm_, B * m, d_), arena_.value_view(weight_id(p)), matrix(dfull.data(), B * m, kvd_),
+                            matrix(dctx_, B * m, d_), arena_.grad_view(weight_id(p)), arena_.grad_view(bias_id(p)),
+                            /*accumulate_dx=*/true);
   }
 
   // K̂ = (E c) W_kᵀ + (E 1_real) b_kᵀ. xe_[p]: (B, G, k, d); rowsum_[p]: (B, G, k).
@@ -622,7 +626,7 @@ class LinformerAttention final : public Attention<T> {
         // G = 1: all kv heads at once (k × kv_dim); G = h: head i reads its own E_i c and W rows of head_of(i).
         const int64_t g = i, wrow = src_col(i);
         T* C = Cb + i * gw_;
-        gemm<T>(false, true, k_, gw_, d_, T(1), xe_ptr_[p] + (b * G_ + g) * k_ * d_, d_, W + wrow * d_, d_, T(0), C, ldc);
+        ops::matmul(matrix(xe_ptr_[p] + (b * G_ + g) * k_ * d_, k_, d_), matrix(W + wrow * d_, gw_, d_).t(), matrix(C, k_, gw_, ldc));
         if (bias) {
           const T* r = rowsum_ptr_[p] + (b * G_ + g) * k_;
           for (int64_t j = 0; j < k_; ++j)
@@ -645,8 +649,9 @@ class LinformerAttention final : public Attention<T> {
         const int64_t g = i, wrow = src_col(i);
         const T* dCi = dCb + i * gw_;
         const T* xe = xe_ptr_[p] + (b * G_ + g) * k_ * d_;
-        gemm<T>(false, false, k_, d_, gw_, T(1), dCi, ldc, W + wrow * d_, d_, T(0), dxe.data(), d_);  // dXe = dK̂ W
-        gemm<T>(true, false, gw_, d_, k_, T(1), dCi, ldc, xe, d_, T(1), dW + wrow * d_, d_);          // dW += dK̂ᵀ Xe
+        const auto dc = matrix(dCi, k_, gw_, ldc);
+        ops::matmul(dc, matrix(W + wrow * d_, gw_, d_), matrix(dxe.data(), k_, d_));            // dXe = dK̂ W
+        ops::matmul(dc.t(), matrix(xe, k_, d_), matrix(dW + wrow * d_, gw_, d_), 1, 1);     // dW += dK̂ᵀ Xe
         if (bias) {
           const T* r = rowsum_ptr_[p] + (b * G_ + g) * k_;
           for (int64_t j = 0; j < k_; ++j) {

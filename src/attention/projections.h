@@ -11,7 +11,9 @@
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "core/error.h"
-#include "cpu/linear.h"
+#include "core/tensor.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
 
 namespace lf {
 
@@ -43,19 +45,20 @@ class QkvoProjections {
     q.resize(size_t(B * n * d_));
     k.resize(size_t(B * m * d_));
     v.resize(size_t(B * m * d_));
-    linear_forward(x, arena_.value(wq_), value_or_null(bq_), q.data(), B * n, d_, d_);
-    linear_forward(ctx, arena_.value(wk_), value_or_null(bk_), k.data(), B * m, d_, d_);
-    linear_forward(ctx, arena_.value(wv_), value_or_null(bv_), v.data(), B * m, d_, d_);
+    ops::linear_forward(rows(x, B * n), arena_.value_view(wq_), arena_.value_view(bq_), rows(q.data(), B * n));
+    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wk_), arena_.value_view(bk_), rows(k.data(), B * m));
+    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wv_), arena_.value_view(bv_), rows(v.data(), B * m));
   }
 
   // out (rows, d) = o W_oᵀ + b_o.
   void project_out(const T* o, T* out, int64_t rows) const {
-    linear_forward(o, arena_.value(wo_), arena_.value(bo_), out, rows, d_, d_);
+    ops::linear_forward(this->rows(o, rows), arena_.value_view(wo_), arena_.value_view(bo_), this->rows(out, rows));
   }
 
   // d_o (rows, d) from dout; W_o and b_o gradients accumulate.
   void backward_out(const T* o, const T* dout, T* d_o, int64_t rows) {
-    linear_backward(o, arena_.value(wo_), dout, d_o, arena_.grad(wo_), arena_.grad(bo_), rows, d_, d_);
+    ops::linear_backward<T>(this->rows(o, rows), arena_.value_view(wo_), this->rows(dout, rows), this->rows(d_o, rows),
+                            arena_.grad_view(wo_), arena_.grad_view(bo_));
   }
 
   // dx (B, n, d) from dq, and from dk, dv too for self-attention; dcontext (B, m, d) for
@@ -65,7 +68,8 @@ class QkvoProjections {
     const int64_t B = in.B, n = in.n, m = in.kv_len();
     const T* ctx = in.key_padding_mask ? clean_.data() : in.context ? in.context : in.x;  // as in project_in
     if (in.context) LF_REQUIRE(dcontext != nullptr, kind, " attention: cross-attention backward needs dcontext");
-    linear_backward(in.x, arena_.value(wq_), dq, dx, arena_.grad(wq_), grad_or_null(bq_), B * n, d_, d_);
+    ops::linear_backward<T>(rows(in.x, B * n), arena_.value_view(wq_), rows(dq, B * n), rows(dx, B * n), arena_.grad_view(wq_),
+                            arena_.grad_view(bq_));
     // The K/V path: into dcontext (cross-attention), or added to dx (self-attention). With a mask its
     // gradient reaches only the unpadded rows (the select of project_in), so it goes through its own
     // buffer first.
@@ -76,11 +80,12 @@ class QkvoProjections {
       dc = own.data();
     }
     const bool add_to_dc = dc == dx;
-    linear_backward(ctx, arena_.value(wk_), dk, dc, arena_.grad(wk_), grad_or_null(bk_), B * m, d_, d_, add_to_dc);
-    linear_backward(ctx, arena_.value(wv_), dv, dc, arena_.grad(wv_), grad_or_null(bv_), B * m, d_, d_, true);
+    ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wk_), rows(dk, B * m), rows(dc, B * m), arena_.grad_view(wk_),
+                            arena_.grad_view(bk_), add_to_dc);
+    ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wv_), rows(dv, B * m), rows(dc, B * m), arena_.grad_view(wv_),
+                            arena_.grad_view(bv_), true);
     zero_rows_at_padding(dc, in.key_padding_mask, B, m, d_);
-    if (!own.empty())
-      for (int64_t i = 0; i < B * m * d_; ++i) dx[i] += own[size_t(i)];
+    if (!own.empty()) ops::add<T>(rows(own.data(), B * m), rows(dx, B * n));
     std::vector<T>().swap(clean_);
   }
 
@@ -91,8 +96,11 @@ class QkvoProjections {
   double flops(int64_t B, int64_t n, int64_t m) const { return 2.0 * B * double(d_) * d_ * (2 * n + 2 * m); }
 
  private:
-  const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
-  T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
+  // A view of (rows, d) activations.
+  template <class P>
+  TensorView<P> rows(P* data, int64_t n_rows) const {
+    return matrix(data, n_rows, d_);
+  }
 
   // The key/value source with padded rows zeroed (kept for backward_in), or the source itself.
   const T* source(const AttentionInput<T>& in) {

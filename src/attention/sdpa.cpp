@@ -7,27 +7,15 @@
 
 #include "core/error.h"
 #include "core/rng.h"
-#include "cpu/dropout.h"
-#include "cpu/gemm.h"
-#include "cpu/softmax.h"
+#include "core/tensor.h"
+#include "ops/elementwise.h"
+#include "ops/matmul.h"
+#include "ops/norm_act.h"
+#include "ops/score_masks.h"
+#include "ops/softmax.h"
 
 namespace lf {
 namespace {
-
-// Sets masked scores of one (b, i) block S (n × mk) to -inf.
-template <class T>
-void apply_masks(const SdpaShape& s, int64_t b, T* S) {
-  const T neg_inf = -std::numeric_limits<T>::infinity();
-  if (s.key_mask) {
-    const uint8_t* km = s.key_mask + b * s.mk;
-    for (int64_t t = 0; t < s.n; ++t)
-      for (int64_t j = 0; j < s.mk; ++j)
-        if (km[j]) S[t * s.mk + j] = neg_inf;
-  }
-  if (s.causal)
-    for (int64_t t = 0; t < s.n; ++t)
-      for (int64_t j = t + 1; j < s.mk; ++j) S[t * s.mk + j] = neg_inf;
-}
 
 // Where head i of sample b starts: in q, out, dq (rows of h·d_h) and, through its kv head g (0 when
 // the heads share one, hk = 1), in k, v, dk, dv (rows of hk·d_h).
@@ -42,9 +30,11 @@ HeadOffsets head_offsets(const SdpaShape& s, int64_t b, int64_t i) {
 // P (n × mk) = softmax(scale · Q Kᵀ + masks) of one (b, i) block; Q, K at head_offsets.
 template <class T>
 void head_probs(const SdpaShape& s, int64_t b, const T* Q, const T* K, T* P) {
-  gemm<T>(false, true, s.n, s.mk, s.d_h, T(s.scale), Q, s.h * s.d_h, K, s.hk * s.d_h, T(0), P, s.mk);  // S (n × mk)
-  apply_masks(s, b, P);
-  softmax_forward(P, P, s.n, s.mk);
+  const auto probs = matrix(P, s.n, s.mk);
+  ops::matmul(matrix(Q, s.n, s.d_h, s.h * s.d_h), matrix(K, s.mk, s.d_h, s.hk * s.d_h).t(), probs, s.scale);  // S
+  ops::mask_scores(probs, s.key_mask ? vector_view(s.key_mask + b * s.mk, s.mk) : TensorView<const uint8_t>(),
+                   s.causal);
+  ops::softmax_forward<T>(probs, probs);
 }
 
 void check_shape(const SdpaShape& s) {
@@ -66,10 +56,11 @@ void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* pro
       head_probs(s, b, q + at.q, k + at.kv, P);
       const T* Pd = P;
       if (s.dropout > 0) {
-        dropout_forward(P, dropped.data(), nm, s.dropout, s.seed, kProbsDropoutStream, uint64_t((b * s.h + i) * nm));
+        ops::dropout_forward<T>(vector_view(P, nm), vector_view(dropped.data(), nm), s.dropout, s.seed,
+                                kProbsDropoutStream, uint64_t((b * s.h + i) * nm));
         Pd = dropped.data();
       }
-      gemm<T>(false, false, s.n, s.d_h, s.mk, T(1), Pd, s.mk, v + at.kv, ldk, T(0), out + at.q, ldq);
+      ops::matmul(matrix(Pd, s.n, s.mk), matrix(v + at.kv, s.mk, s.d_h, ldk), matrix(out + at.q, s.n, s.d_h, ldq));
     }
   }
 }
@@ -79,8 +70,8 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
                    T* dk, T* dv, T* scratch) {
   check_shape(s);
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, nm = s.n * s.mk;
-  std::fill(dk, dk + s.B * s.mk * ldk, T(0));
-  std::fill(dv, dv + s.B * s.mk * ldk, T(0));
+  ops::fill(vector_view(dk, s.B * s.mk * ldk), 0);
+  ops::fill(vector_view(dv, s.B * s.mk * ldk), 0);
   T* dP = scratch;                           // (n × mk)
   T* Pd = scratch + nm;                      // dropped probabilities (n × mk), with dropout only
   T* Prec = scratch + (s.dropout > 0 ? 2 : 1) * nm;  // recomputed probabilities (n × mk), without probs only
@@ -92,18 +83,24 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
       if (!probs) head_probs(s, b, Q, K, Prec);  // exactly the forward's steps
       const T* Pused = P;
       if (s.dropout > 0) {
-        dropout_forward(P, Pd, nm, s.dropout, s.seed, kProbsDropoutStream, uint64_t((b * s.h + i) * nm));
+        ops::dropout_forward<T>(vector_view(P, nm), vector_view(Pd, nm), s.dropout, s.seed, kProbsDropoutStream,
+                                uint64_t((b * s.h + i) * nm));
         Pused = Pd;
       }
+      const auto q_head = matrix(Q, s.n, s.d_h, ldq), do_head = matrix(dO, s.n, s.d_h, ldq);
+      const auto k_head = matrix(K, s.mk, s.d_h, ldk);
+      const auto dp = matrix(dP, s.n, s.mk);
       // dV (mk × d_h) += P̃ᵀ dO; heads sharing one kv head accumulate.
-      gemm<T>(true, false, s.mk, s.d_h, s.n, T(1), Pused, s.mk, dO, ldq, T(1), dv + at.kv, ldk);
+      ops::matmul(matrix(Pused, s.n, s.mk).t(), do_head, matrix(dv + at.kv, s.mk, s.d_h, ldk), 1, 1);
       // dP̃ (n × mk) = dO Vᵀ, then back through dropout and softmax (masked entries have P = 0, so dS = 0).
-      gemm<T>(false, true, s.n, s.mk, s.d_h, T(1), dO, ldq, V, ldk, T(0), dP, s.mk);
-      if (s.dropout > 0) dropout_backward(dP, dP, nm, s.dropout, s.seed, kProbsDropoutStream, uint64_t((b * s.h + i) * nm));
-      softmax_backward(P, dP, dP, s.n, s.mk);
+      ops::matmul(do_head, matrix(V, s.mk, s.d_h, ldk).t(), dp);
+      if (s.dropout > 0)
+        ops::dropout_backward<T>(vector_view(dP, nm), vector_view(dP, nm), s.dropout, s.seed, kProbsDropoutStream,
+                                 uint64_t((b * s.h + i) * nm));
+      ops::softmax_backward<T>(matrix(P, s.n, s.mk), dp, dp);
       // dQ (n × d_h) = scale · dS K;  dK (mk × d_h) += scale · dSᵀ Q.
-      gemm<T>(false, false, s.n, s.d_h, s.mk, T(s.scale), dP, s.mk, K, ldk, T(0), dq + at.q, ldq);
-      gemm<T>(true, false, s.mk, s.d_h, s.n, T(s.scale), dP, s.mk, Q, ldq, T(1), dk + at.kv, ldk);
+      ops::matmul(dp, k_head, matrix(dq + at.q, s.n, s.d_h, ldq), s.scale);
+      ops::matmul(dp.t(), q_head, matrix(dk + at.kv, s.mk, s.d_h, ldk), s.scale, 1);
     }
   }
 }

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/tensor.h"
 
 namespace lf {
 
@@ -152,6 +153,10 @@ class ParamArena {
     return grads_.data() + params_[size_t(id)].offset;
   }
   const ParamInfo& info(Id id) const { return params_[size_t(id)]; }
+  // A parameter's values or gradient as a view of its declared shape (what ops take); id < 0, a
+  // parameter the layer does not have (a bias switched off), is the empty view.
+  TensorView<const T> value_view(Id id) const { return id < 0 ? TensorView<const T>() : shaped(value(id), id); }
+  TensorView<T> grad_view(Id id) { return id < 0 ? TensorView<T>() : shaped(grad(id), id); }
   // The id of a parameter by name, or -1.
   Id find(const std::string& name) const {
     auto it = index_.find(name);
@@ -173,6 +178,18 @@ class ParamArena {
   const std::vector<ParamInfo>& params() const { return params_; }
 
  private:
+  template <class P>
+  TensorView<P> shaped(P* data, Id id) const {
+    const std::vector<int64_t>& s = params_[size_t(id)].shape;
+    LF_REQUIRE(!s.empty() && s.size() <= size_t(kMaxRank), "parameter '", params_[size_t(id)].name, "' of rank ",
+               s.size(), " has no view");
+    switch (s.size()) {
+      case 1: return TensorView<P>(data, {s[0]});
+      case 2: return TensorView<P>(data, {s[0], s[1]});
+      case 3: return TensorView<P>(data, {s[0], s[1], s[2]});
+      default: return TensorView<P>(data, {s[0], s[1], s[2], s[3]});
+    }
+  }
   std::vector<ParamInfo> params_;
   std::unordered_map<std::string, Id> index_;
   std::vector<T> values_, grads_;

@@ -38,7 +38,7 @@ std::string sys_error(int err) { return std::strerror(err); }
 }
 
 // n × itemsize over the shape, or false on overflow. The element count (every prefix product, as
-// TensorView::numel() computes it) must also fit in int64, even when a later zero makes it 0.
+// StoredTensor::numel() computes it) must also fit in int64, even when a later zero makes it 0.
 bool byte_size(const std::vector<int64_t>& shape, size_t itemsize, size_t* out) {
   uint64_t n = itemsize;
   int64_t numel = 1;
@@ -209,11 +209,11 @@ SafeTensorsFile SafeTensorsFile::parse(std::vector<uint8_t> bytes, const std::st
   return f;
 }
 
-TensorView SafeTensorsFile::get(const std::string& name) const {
+StoredTensor SafeTensorsFile::get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) fail(source_, str_cat("no tensor named '", name, "'"));
   const Entry& e = it->second;
-  TensorView v;
+  StoredTensor v;
   v.dtype = e.dtype;
   v.shape = e.shape;
   v.data = bytes_.data() + data_start_ + e.begin;

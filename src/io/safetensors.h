@@ -27,7 +27,7 @@ size_t safetensors_dtype_size(const std::string& dtype);
 
 // One tensor of a loaded file. `data` points into the file's buffer (valid while the SafeTensorsFile
 // lives) and may be unaligned: read it with memcpy or to_vector().
-struct TensorView {
+struct StoredTensor {
   std::string dtype;
   std::vector<int64_t> shape;  // [] for a scalar
   const uint8_t* data = nullptr;
@@ -55,7 +55,7 @@ class SafeTensorsFile {
 
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
   // Throws lf::IoError when the file has no tensor of that name.
-  TensorView get(const std::string& name) const;
+  StoredTensor get(const std::string& name) const;
   std::vector<std::string> names() const;  // sorted
   size_t size() const { return entries_.size(); }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -77,7 +77,7 @@ class SafeTensorsFile {
 // The tensor's elements converted to T. Converts F64, F32, I64, I32, I16, I8, U64, U32, U16, U8 and
 // BOOL; throws lf::IoError for any other dtype (F16, BF16, F8: convert those yourself).
 template <class T>
-std::vector<T> to_vector(const TensorView& t);
+std::vector<T> to_vector(const StoredTensor& t);
 
 // Builds a safetensors file and writes it atomically.
 class SafeTensorsWriter {
@@ -131,7 +131,7 @@ void convert_elements(const uint8_t* src, size_t count, std::vector<T>& out) {
 }  // namespace detail
 
 template <class T>
-std::vector<T> to_vector(const TensorView& t) {
+std::vector<T> to_vector(const StoredTensor& t) {
   std::vector<T> out;
   const size_t itemsize = safetensors_dtype_size(t.dtype);
   const size_t count = itemsize ? t.nbytes / itemsize : 0;

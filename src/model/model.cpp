@@ -5,13 +5,15 @@
 
 #include "core/error.h"
 #include "core/rng.h"
-#include "cpu/conv1d.h"
+#include "core/tensor.h"
 #include "cpu/dropout.h"
-#include "cpu/embedding.h"
 #include "cpu/gelu.h"
-#include "cpu/gemm.h"
 #include "cpu/layernorm.h"
 #include "cpu/linear.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/norm_act.h"
+#include "ops/sequence.h"
 
 namespace lf {
 
@@ -114,23 +116,22 @@ bool Model<T>::conv_causal() const {
 template <class T>
 void Model<T>::conv_forward(const Block& b, const T* attn_in, T* conv_in, T* out) const {
   const int64_t N_d = B_ * n_ * config_.d_model;
-  std::copy(attn_in, attn_in + N_d, conv_in);
-  if (!padding_.empty())
-    for (int64_t r = 0; r < B_ * n_; ++r)
-      if (padding_[size_t(r)]) std::fill_n(conv_in + r * config_.d_model, config_.d_model, T(0));
-  depthwise_conv1d_forward(conv_in, arena_.value(b.conv_w), arena_.value(b.conv_b), out, B_, n_, config_.d_model,
-                           config_.conv_kernel, conv_causal());
+  const int64_t d = config_.d_model;
+  ops::copy<T>(vector_view(attn_in, N_d), vector_view(conv_in, N_d));
+  ops::zero_masked_rows(padding_view(), matrix(conv_in, B_ * n_, d));
+  ops::depthwise_conv1d_forward(TensorView<const T>(conv_in, {B_, n_, d}), arena_.value_view(b.conv_w),
+                                arena_.value_view(b.conv_b), TensorView<T>(out, {B_, n_, d}), conv_causal());
 }
 
 // dattn_in (B·n, d) from dout, the gradient of the convolution's output; padded rows get none (the
 // forward replaced them by zeros).
 template <class T>
 void Model<T>::conv_backward(Block& b, const T* dout, T* dattn_in) {
-  depthwise_conv1d_backward(b.conv_in.data(), arena_.value(b.conv_w), dout, dattn_in, arena_.grad(b.conv_w),
-                            arena_.grad(b.conv_b), B_, n_, config_.d_model, config_.conv_kernel, conv_causal());
-  if (!padding_.empty())
-    for (int64_t r = 0; r < B_ * n_; ++r)
-      if (padding_[size_t(r)]) std::fill_n(dattn_in + r * config_.d_model, config_.d_model, T(0));
+  const int64_t d = config_.d_model;
+  ops::depthwise_conv1d_backward(TensorView<const T>(b.conv_in.data(), {B_, n_, d}), arena_.value_view(b.conv_w),
+                                 TensorView<const T>(dout, {B_, n_, d}), TensorView<T>(dattn_in, {B_, n_, d}),
+                                 arena_.grad_view(b.conv_w), arena_.grad_view(b.conv_b), conv_causal());
+  ops::zero_masked_rows(padding_view(), matrix(dattn_in, B_ * n_, d));
 }
 
 // The tied LM head's input scale: d^{-1/2} with scale_tied_output (T5), else 1.
@@ -161,7 +162,8 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   T* rstd = mean + N;
   const T* attn_in = x;
   if (c.pre_ln) {
-    layernorm_forward(x, arena_.value(b.ln1_w), arena_.value(b.ln1_b), s.data(), mean, rstd, N, d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(s.data(), N, d), vector_view(mean, N),
+                           vector_view(rstd, N), c.ln_eps);
     attn_in = s.data();
   }
   std::vector<T> conv_in, conv_out;
@@ -179,23 +181,26 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   in.keep_for_backward = false;
   if (attention_observer_) attention_observer_(b.index, attn_in, B_, n_);
   b.attn->forward(in, a.data(), /*training=*/false, 0);
-  for (int64_t i = 0; i < N_d; ++i) a[size_t(i)] += x[i];  // a = x1 (pre-LN) or r1
+  ops::add<T>(vector_view(x, N_d), vector_view(a.data(), N_d));  // a = x1 (pre-LN) or r1
   if (!c.pre_ln)
-    layernorm_forward(a.data(), arena_.value(b.ln1_w), arena_.value(b.ln1_b), a.data(), mean, rstd, N, d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(a.data(), N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(a.data(), N, d), vector_view(mean, N),
+                           vector_view(rstd, N), c.ln_eps);
   const T* ffn_in = a.data();
   if (c.pre_ln) {
-    layernorm_forward(a.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), s.data(), mean, rstd, N, d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(a.data(), N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(s.data(), N, d), vector_view(mean, N),
+                           vector_view(rstd, N), c.ln_eps);
     ffn_in = s.data();
   }
   std::vector<T> hidden(size_t(std::min(N, kInferenceFfnRows) * ff));
   for (int64_t r0 = 0; r0 < N; r0 += kInferenceFfnRows) {
     const int64_t rows = std::min(kInferenceFfnRows, N - r0);
-    linear_forward(ffn_in + r0 * d, arena_.value(b.fc1_w), arena_.value(b.fc1_b), hidden.data(), rows, d, ff);
-    gelu_forward(hidden.data(), hidden.data(), rows * ff);
-    linear_forward(hidden.data(), arena_.value(b.fc2_w), arena_.value(b.fc2_b), y + r0 * d, rows, ff, d);
+    ops::linear_forward(matrix<const T>(ffn_in + r0 * d, rows, d), arena_.value_view(b.fc1_w), arena_.value_view(b.fc1_b), matrix(hidden.data(), rows, ff));
+    ops::gelu_forward<T>(vector_view(hidden.data(), rows * ff), vector_view(hidden.data(), rows * ff));
+    ops::linear_forward(matrix<const T>(hidden.data(), rows, ff), arena_.value_view(b.fc2_w), arena_.value_view(b.fc2_b), matrix(y + r0 * d, rows, d));
   }
-  for (int64_t i = 0; i < N_d; ++i) y[i] += a[size_t(i)];
-  if (!c.pre_ln) layernorm_forward(y, arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, mean, rstd, N, d, c.ln_eps);
+  ops::add<T>(vector_view(a.data(), N_d), vector_view(y, N_d));
+  if (!c.pre_ln) ops::layernorm_forward(matrix<const T>(y, N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(y, N, d), vector_view(mean, N),
+                           vector_view(rstd, N), c.ln_eps);
 }
 
 template <class T>
@@ -221,8 +226,8 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   const T* attn_in = x;
   if (c.pre_ln) {
     resize(b.ln1, N_d);
-    layernorm_forward(x, arena_.value(b.ln1_w), arena_.value(b.ln1_b), b.ln1.data(), b.mean1.data(), b.rstd1.data(), N,
-                      d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(b.ln1.data(), N, d), vector_view(b.mean1.data(), N),
+                           vector_view(b.rstd1.data(), N), c.ln_eps);
     attn_in = b.ln1.data();
   }
   if (c.conv_kernel > 0) {
@@ -245,11 +250,11 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
     resize(b.r1, N_d);
     r1 = b.r1.data();
   }
-  dropout_forward(tmp.data(), r1, N_d, p_drop, seed, dropout_stream(b.index, kAttentionOut));
-  for (int64_t i = 0; i < N_d; ++i) r1[i] += x[i];
+  ops::dropout_forward<T>(vector_view(tmp.data(), N_d), vector_view(r1, N_d), p_drop, seed, dropout_stream(b.index, kAttentionOut));
+  ops::add<T>(vector_view(x, N_d), vector_view(r1, N_d));
   if (!c.pre_ln)
-    layernorm_forward(r1, arena_.value(b.ln1_w), arena_.value(b.ln1_b), b.x1.data(), b.mean1.data(), b.rstd1.data(), N,
-                      d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(r1, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(b.x1.data(), N, d), vector_view(b.mean1.data(), N),
+                           vector_view(b.rstd1.data(), N), c.ln_eps);
 
   // FFN sub-block. GELU's output and LN2's output are recomputed in the backward (elementwise, cheap)
   // rather than kept.
@@ -257,24 +262,24 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   std::vector<T> ln2, g(static_cast<size_t>(N * ff));
   if (c.pre_ln) {
     ln2.resize(size_t(N_d));
-    layernorm_forward(b.x1.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), ln2.data(), b.mean2.data(),
-                      b.rstd2.data(), N, d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(b.x1.data(), N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(ln2.data(), N, d), vector_view(b.mean2.data(), N),
+                           vector_view(b.rstd2.data(), N), c.ln_eps);
     ffn_in = ln2.data();
   }
-  linear_forward(ffn_in, arena_.value(b.fc1_w), arena_.value(b.fc1_b), b.u.data(), N, d, ff);
-  gelu_forward(b.u.data(), g.data(), N * ff);
-  linear_forward(g.data(), arena_.value(b.fc2_w), arena_.value(b.fc2_b), tmp.data(), N, ff, d);
+  ops::linear_forward(matrix<const T>(ffn_in, N, d), arena_.value_view(b.fc1_w), arena_.value_view(b.fc1_b), matrix(b.u.data(), N, ff));
+  ops::gelu_forward<T>(vector_view(b.u.data(), N * ff), vector_view(g.data(), N * ff));
+  ops::linear_forward(matrix<const T>(g.data(), N, ff), arena_.value_view(b.fc2_w), arena_.value_view(b.fc2_b), matrix(tmp.data(), N, d));
   // r2 = x1 + drop(fc2): pre-LN it is the block's output; post-LN y = LN2(r2) and r2 is kept.
   T* r2 = y;
   if (!c.pre_ln) {
     resize(b.r2, N_d);
     r2 = b.r2.data();
   }
-  dropout_forward(tmp.data(), r2, N_d, p_drop, seed, dropout_stream(b.index, kFfnOut));
-  for (int64_t i = 0; i < N_d; ++i) r2[i] += b.x1[size_t(i)];
+  ops::dropout_forward<T>(vector_view(tmp.data(), N_d), vector_view(r2, N_d), p_drop, seed, dropout_stream(b.index, kFfnOut));
+  ops::add<T>(vector_view(b.x1.data(), N_d), vector_view(r2, N_d));
   if (!c.pre_ln)
-    layernorm_forward(r2, arena_.value(b.ln2_w), arena_.value(b.ln2_b), y, b.mean2.data(), b.rstd2.data(), N, d,
-                      c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(r2, N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(y, N, d), vector_view(b.mean2.data(), N),
+                           vector_view(b.rstd2.data(), N), c.ln_eps);
   if (!keep) release_block_activations(b);
 }
 
@@ -293,36 +298,38 @@ void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
 
   // FFN sub-block: y = r2 (pre-LN) or LN2(r2) (post-LN), r2 = x1 + drop(v), v = fc2(gelu(fc1(ffn_in))).
   if (c.pre_ln)
-    std::copy(dy, dy + N_d, dr2.begin());
+    ops::copy<T>(vector_view(dy, N_d), vector_view(dr2.data(), N_d));
   else
-    layernorm_backward(b.r2.data(), arena_.value(b.ln2_w), b.mean2.data(), b.rstd2.data(), dy, dr2.data(),
-                       arena_.grad(b.ln2_w), arena_.grad(b.ln2_b), N, d);
-  dropout_backward(dr2.data(), dv.data(), N_d, p_drop, seed_, dropout_stream(b.index, kFfnOut));
+    ops::layernorm_backward(matrix<const T>(b.r2.data(), N, d), arena_.value_view(b.ln2_w), vector_view<const T>(b.mean2.data(), N),
+                            vector_view<const T>(b.rstd2.data(), N), matrix<const T>(dy, N, d), matrix(dr2.data(), N, d),
+                            arena_.grad_view(b.ln2_w), arena_.grad_view(b.ln2_b));
+  ops::dropout_backward<T>(vector_view(dr2.data(), N_d), vector_view(dv.data(), N_d), p_drop, seed_, dropout_stream(b.index, kFfnOut));
   {
     std::vector<T> g(static_cast<size_t>(N * ff));  // recomputed: gelu(u)
-    gelu_forward(b.u.data(), g.data(), N * ff);
-    linear_backward(g.data(), arena_.value(b.fc2_w), dv.data(), dg.data(), arena_.grad(b.fc2_w), arena_.grad(b.fc2_b),
-                    N, ff, d);
+    ops::gelu_forward<T>(vector_view(b.u.data(), N * ff), vector_view(g.data(), N * ff));
+    ops::linear_backward<T>(matrix<const T>(g.data(), N, ff), arena_.value_view(b.fc2_w), matrix<const T>(dv.data(), N, d), matrix(dg.data(), N, ff),
+                            arena_.grad_view(b.fc2_w), arena_.grad_view(b.fc2_b));
   }
-  gelu_backward(b.u.data(), dg.data(), dg.data(), N * ff);
+  ops::gelu_backward<T>(vector_view(b.u.data(), N * ff), vector_view(dg.data(), N * ff), vector_view(dg.data(), N * ff));
   std::vector<T> ln2;  // recomputed: LN2(x1) with the kept statistics (pre-LN)
   const T* ffn_in = b.x1.data();
   if (c.pre_ln) {
     ln2.resize(size_t(N_d));
-    layernorm_apply(b.x1.data(), arena_.value(b.ln2_w), arena_.value(b.ln2_b), b.mean2.data(), b.rstd2.data(), ln2.data(),
-                    N, d);
+    ops::layernorm_apply(matrix<const T>(b.x1.data(), N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), vector_view<const T>(b.mean2.data(), N),
+                         vector_view<const T>(b.rstd2.data(), N), matrix(ln2.data(), N, d));
     ffn_in = ln2.data();
   }
-  linear_backward(ffn_in, arena_.value(b.fc1_w), dg.data(), dffn_in.data(), arena_.grad(b.fc1_w),
-                  arena_.grad(b.fc1_b), N, d, ff);
+  ops::linear_backward<T>(matrix<const T>(ffn_in, N, d), arena_.value_view(b.fc1_w), matrix<const T>(dg.data(), N, ff), matrix(dffn_in.data(), N, d),
+                            arena_.grad_view(b.fc1_w), arena_.grad_view(b.fc1_b));
   dx1 = dr2;  // the residual path
   if (c.pre_ln) {
     std::vector<T> dln(static_cast<size_t>(N_d));
-    layernorm_backward(b.x1.data(), arena_.value(b.ln2_w), b.mean2.data(), b.rstd2.data(), dffn_in.data(), dln.data(),
-                       arena_.grad(b.ln2_w), arena_.grad(b.ln2_b), N, d);
-    for (int64_t i = 0; i < N_d; ++i) dx1[size_t(i)] += dln[size_t(i)];
+    ops::layernorm_backward(matrix<const T>(b.x1.data(), N, d), arena_.value_view(b.ln2_w), vector_view<const T>(b.mean2.data(), N),
+                            vector_view<const T>(b.rstd2.data(), N), matrix<const T>(dffn_in.data(), N, d), matrix(dln.data(), N, d),
+                            arena_.grad_view(b.ln2_w), arena_.grad_view(b.ln2_b));
+    ops::add<T>(vector_view(dln.data(), N_d), vector_view(dx1.data(), N_d));
   } else {
-    for (int64_t i = 0; i < N_d; ++i) dx1[size_t(i)] += dffn_in[size_t(i)];
+    ops::add<T>(vector_view(dffn_in.data(), N_d), vector_view(dx1.data(), N_d));
   }
 
   // Attention sub-block: x1 = r1 (pre-LN) or LN1(r1) (post-LN), r1 = x + drop(attn(in)).
@@ -330,9 +337,10 @@ void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
   if (c.pre_ln)
     dr1 = dx1;
   else
-    layernorm_backward(b.r1.data(), arena_.value(b.ln1_w), b.mean1.data(), b.rstd1.data(), dx1.data(), dr1.data(),
-                       arena_.grad(b.ln1_w), arena_.grad(b.ln1_b), N, d);
-  dropout_backward(dr1.data(), dattn.data(), N_d, p_drop, seed_, dropout_stream(b.index, kAttentionOut));
+    ops::layernorm_backward(matrix<const T>(b.r1.data(), N, d), arena_.value_view(b.ln1_w), vector_view<const T>(b.mean1.data(), N),
+                            vector_view<const T>(b.rstd1.data(), N), matrix<const T>(dx1.data(), N, d), matrix(dr1.data(), N, d),
+                            arena_.grad_view(b.ln1_w), arena_.grad_view(b.ln1_b));
+  ops::dropout_backward<T>(vector_view(dr1.data(), N_d), vector_view(dattn.data(), N_d), p_drop, seed_, dropout_stream(b.index, kAttentionOut));
   b.attn->backward(dattn.data(), din.data());
   if (c.conv_kernel > 0) {
     std::vector<T> dconv_out = din;
@@ -340,12 +348,13 @@ void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
   }
   if (c.pre_ln) {
     const T* x = hidden_.data() + b.index * N_d;
-    layernorm_backward(x, arena_.value(b.ln1_w), b.mean1.data(), b.rstd1.data(), din.data(), dx, arena_.grad(b.ln1_w),
-                       arena_.grad(b.ln1_b), N, d);
+    ops::layernorm_backward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), vector_view<const T>(b.mean1.data(), N),
+                            vector_view<const T>(b.rstd1.data(), N), matrix<const T>(din.data(), N, d), matrix(dx, N, d),
+                            arena_.grad_view(b.ln1_w), arena_.grad_view(b.ln1_b));
   } else {
-    std::copy(din.begin(), din.end(), dx);
+    ops::copy<T>(vector_view(din.data(), N_d), vector_view(dx, N_d));
   }
-  for (int64_t i = 0; i < N_d; ++i) dx[i] += dr1[size_t(i)];
+  ops::add<T>(vector_view(dr1.data(), N_d), vector_view(dx, N_d));
 }
 
 template <class T>
@@ -376,22 +385,22 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   // Block i reads slot i and writes slot i + 1 (inference: two slots in turn).
   auto slot = [&](int64_t i) { return hidden_.data() + (keep_for_backward ? i : i % 2) * N_d; };
   emb_sum_.resize(size_t(N_d));
-  embedding_forward(tokens_.data(), arena_.value(tok_emb_), emb_sum_.data(), N, c.vocab_size, d);
+  ops::embedding_forward(vector_view<const int32_t>(tokens_.data(), N), arena_.value_view(tok_emb_), matrix(emb_sum_.data(), N, d));
   if (c.position == "learned")
-    embedding_forward(positions_.data(), arena_.value(pos_emb_), emb_sum_.data(), N, c.max_len, d, /*accumulate=*/true);
+    ops::embedding_forward(vector_view<const int32_t>(positions_.data(), N), arena_.value_view(pos_emb_), matrix(emb_sum_.data(), N, d), true);
   else if (c.position == "sinusoidal")
-    sinusoidal_positions_add(emb_sum_.data(), B, n, d);
+    ops::sinusoidal_positions_add(TensorView<T>(emb_sum_.data(), {B, n, d}));
   const T* emb = emb_sum_.data();
   std::vector<T> normed;
   if (!c.pre_ln) {
     normed.resize(size_t(N_d));
     emb_norm_mean_.resize(size_t(N));
     emb_norm_rstd_.resize(size_t(N));
-    layernorm_forward(emb_sum_.data(), arena_.value(emb_norm_w_), arena_.value(emb_norm_b_), normed.data(),
-                      emb_norm_mean_.data(), emb_norm_rstd_.data(), N, d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(emb_sum_.data(), N, d), arena_.value_view(emb_norm_w_), arena_.value_view(emb_norm_b_), matrix(normed.data(), N, d), vector_view(emb_norm_mean_.data(), N),
+                           vector_view(emb_norm_rstd_.data(), N), c.ln_eps);
     emb = normed.data();
   }
-  dropout_forward(emb, hidden_.data(), N_d, training ? c.dropout_embedding : 0.0, seed, dropout_stream(-1, kEmbedding));
+  ops::dropout_forward<T>(vector_view(emb, N_d), vector_view(hidden_.data(), N_d), training ? c.dropout_embedding : 0.0, seed, dropout_stream(-1, kEmbedding));
 
   // With checkpointing the blocks run as in inference (their inputs stay in hidden_) and backward()
   // runs each again, keeping its activations, just before its backward.
@@ -404,8 +413,8 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
     final_.resize(size_t(N_d));
     final_mean_.resize(size_t(N));
     final_rstd_.resize(size_t(N));
-    layernorm_forward(h, arena_.value(final_norm_w_), arena_.value(final_norm_b_), final_.data(), final_mean_.data(),
-                      final_rstd_.data(), N, d, c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(h, N, d), arena_.value_view(final_norm_w_), arena_.value_view(final_norm_b_), matrix(final_.data(), N, d), vector_view(final_mean_.data(), N),
+                           vector_view(final_rstd_.data(), N), c.ln_eps);
     h = final_.data();
   }
 
@@ -526,9 +535,7 @@ void Model<T>::backward(const T* dlogits) {
 
   if (final_norm_w_ >= 0) {
     std::vector<T> dfinal = dh;
-    layernorm_backward(hidden_.data() + c.n_layers * N_d, arena_.value(final_norm_w_), final_mean_.data(),
-                       final_rstd_.data(), dfinal.data(), dh.data(), arena_.grad(final_norm_w_),
-                       arena_.grad(final_norm_b_), N, d);
+    ops::layernorm_backward(matrix<const T>(hidden_.data() + c.n_layers * N_d, N, d), arena_.value_view(final_norm_w_), vector_view<const T>(final_mean_.data(), N), vector_view<const T>(final_rstd_.data(), N), matrix<const T>(dfinal.data(), N, d), matrix(dh.data(), N, d), arena_.grad_view(final_norm_w_), arena_.grad_view(final_norm_b_));
   }
   std::vector<T> dx(static_cast<size_t>(N_d));
   for (int64_t i = c.n_layers - 1; i >= 0; --i) {
@@ -543,15 +550,14 @@ void Model<T>::backward(const T* dlogits) {
   }
   kept_ = false;
   // Embeddings: dropout, (LayerNorm), then scatter into the token and position tables.
-  dropout_backward(dh.data(), dh.data(), N_d, training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
+  ops::dropout_backward<T>(vector_view(dh.data(), N_d), vector_view(dh.data(), N_d), training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
   if (!c.pre_ln) {
     std::vector<T> dsum(static_cast<size_t>(N_d));
-    layernorm_backward(emb_sum_.data(), arena_.value(emb_norm_w_), emb_norm_mean_.data(), emb_norm_rstd_.data(),
-                       dh.data(), dsum.data(), arena_.grad(emb_norm_w_), arena_.grad(emb_norm_b_), N, d);
+    ops::layernorm_backward(matrix<const T>(emb_sum_.data(), N, d), arena_.value_view(emb_norm_w_), vector_view<const T>(emb_norm_mean_.data(), N), vector_view<const T>(emb_norm_rstd_.data(), N), matrix<const T>(dh.data(), N, d), matrix(dsum.data(), N, d), arena_.grad_view(emb_norm_w_), arena_.grad_view(emb_norm_b_));
     dh.swap(dsum);
   }
-  embedding_backward(tokens_.data(), dh.data(), arena_.grad(tok_emb_), N, c.vocab_size, d);
-  if (c.position == "learned") embedding_backward(positions_.data(), dh.data(), arena_.grad(pos_emb_), N, c.max_len, d);
+  ops::embedding_backward(vector_view<const int32_t>(tokens_.data(), N), matrix<const T>(dh.data(), N, d), arena_.grad_view(tok_emb_));
+  if (c.position == "learned") ops::embedding_backward(vector_view<const int32_t>(positions_.data(), N), matrix<const T>(dh.data(), N, d), arena_.grad_view(pos_emb_));
 }
 
 namespace {

@@ -1,5 +1,6 @@
 #include "ops/elementwise.h"
 
+#include "cpu/adamw.h"
 #include "cpu/elementwise.h"
 #include "ops/dispatch.h"
 
@@ -31,6 +32,12 @@ void axpby(double alpha, In<T> x, double beta, TensorView<T> y) {
 }
 
 template <class T>
+void scale(TensorView<T> y, double s) {
+  LF_REQUIRE(y.contiguous(), "scale: y ", y.shape_string(), " must be contiguous");
+  LF_DISPATCH("scale", y.device(), return scale_inplace<T>(y.data(), y.numel(), s));
+}
+
+template <class T>
 void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y) {
   if (!mask.data()) return;
   require_rows("zero_masked_rows", "y", y);
@@ -44,6 +51,7 @@ void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y) {
   template void fill<T>(TensorView<T>, double);                         \
   template void copy<T>(In<T>, TensorView<T>);                          \
   template void axpby<T>(double, In<T>, double, TensorView<T>);         \
+  template void scale<T>(TensorView<T>, double);                        \
   template void zero_masked_rows<T>(TensorView<const uint8_t>, TensorView<T>);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)

@@ -18,6 +18,9 @@ template <class T>
 void add(In<T> x, TensorView<T> y) {
   axpby<T>(1, x, 1, y);
 }
+// y *= s (contiguous y).
+template <class T>
+void scale(TensorView<T> y, double s);
 // Row r of y (rows, d) set to zeros where mask (rows) is nonzero; a mask without data does nothing.
 template <class T>
 void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y);

@@ -18,8 +18,9 @@ template <class X, class W>
 void require_conv(const char* op, const X& x, const W& w) {
   require_contiguous(op, "x", x);
   require_contiguous(op, "w", w);
-  LF_REQUIRE(x.rank() == 3 && w.rank() == 2 && w.size(0) == x.size(2), op, ": x ", x.shape_string(), " (B, n, d) and w ",
-             w.shape_string(), " (d, K)");
+  // w: (d, K), or PyTorch's depthwise Conv1d weight (d, 1, K).
+  LF_REQUIRE(x.rank() == 3 && w.size(0) == x.size(2) && w.numel() == w.size(0) * w.size(-1), op, ": x ",
+             x.shape_string(), " (B, n, d) and w ", w.shape_string(), " (d, K) or (d, 1, K)");
 }
 
 // logits (N, V) and targets (N).
@@ -73,7 +74,7 @@ void depthwise_conv1d_forward(In<T> x, In<T> w, In<T> bias, TensorView<T> y, boo
   require_vector_or_empty(op, "bias", bias, w.size(0));
   LF_DISPATCH(op, device_of(op, x, w, bias, y),
               return lf::depthwise_conv1d_forward<T>(x.data(), w.data(), bias.data(), y.data(), x.size(0), x.size(1),
-                                                     x.size(2), w.size(1), causal));
+                                                     x.size(2), w.size(-1), causal));
 }
 
 template <class T>
@@ -88,7 +89,7 @@ void depthwise_conv1d_backward(In<T> x, In<T> w, In<T> dy, TensorView<T> dx, Out
   require_vector_or_empty(op, "dbias", dbias, w.size(0));
   LF_DISPATCH(op, device_of(op, x, w, dy, dx, dw, dbias),
               return lf::depthwise_conv1d_backward<T>(x.data(), w.data(), dy.data(), dx.data(), dw.data(), dbias.data(),
-                                                      x.size(0), x.size(1), x.size(2), w.size(1), causal));
+                                                      x.size(0), x.size(1), x.size(2), w.size(-1), causal));
 }
 
 template <class T>

@@ -18,7 +18,7 @@ void embedding_backward(TensorView<const int32_t> ids, In<T> dout, TensorView<T>
 template <class T>
 void sinusoidal_positions_add(TensorView<T> out);
 
-// Depthwise convolution along n of x (B, n, d) with w (d, K) and bias (d) (or {}): y (B, n, d). Causal:
+// Depthwise convolution along n of x (B, n, d) with w (d, K) or (d, 1, K) and bias (d) (or {}): y (B, n, d). Causal:
 // position t sees t−K+1..t; otherwise the window is centred. Backward: dx overwritten, dw/dbias +=.
 template <class T>
 void depthwise_conv1d_forward(In<T> x, In<T> w, In<T> bias, TensorView<T> y, bool causal);

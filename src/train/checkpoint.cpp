@@ -218,7 +218,7 @@ void check_tensors(const SafeTensorsFile& file, const ParamArena<float>& arena,
         problems.push_back(str_cat("tensor '", name, "' (expected ", shape_dtype_str(p.shape, "F32"), ") is missing"));
         continue;
       }
-      const TensorView t = file.get(name);
+      const StoredTensor t = file.get(name);
       if (t.shape != p.shape || t.dtype != "F32")
         problems.push_back(str_cat("tensor '", name, "': expected ", shape_dtype_str(p.shape, "F32"), ", found ",
                                    shape_dtype_str(t.shape, t.dtype)));
@@ -226,7 +226,7 @@ void check_tensors(const SafeTensorsFile& file, const ParamArena<float>& arena,
   }
   for (const std::string& name : file.names()) {
     if (expected.count(name)) continue;
-    const TensorView t = file.get(name);
+    const StoredTensor t = file.get(name);
     problems.push_back(str_cat("unexpected tensor '", name, "' ", shape_dtype_str(t.shape, t.dtype),
                                " (the model has no such parameter)"));
   }

@@ -67,7 +67,7 @@ GoldenSpec parse_spec(const SafeTensorsFile& f) {
 template <class T>
 std::vector<T> load(const SafeTensorsFile& f, const std::string& name, const std::vector<int64_t>& shape) {
   if (!f.has(name)) throw IoError(str_cat(f.source(), ": golden tensor '", name, "' is missing"));
-  const TensorView v = f.get(name);
+  const StoredTensor v = f.get(name);
   if (v.shape != shape)
     throw IoError(str_cat(f.source(), ": golden tensor '", name, "' has shape ", shape_str(v.shape), ", expected ",
                           shape_str(shape)));
@@ -102,7 +102,7 @@ void check_parity(const SafeTensorsFile& f, const GoldenSpec& g, double forward_
       ++problems;
       continue;
     }
-    const TensorView v = f.get(name);
+    const StoredTensor v = f.get(name);
     if (v.shape != arena.info(id).shape) {
       ADD_FAILURE() << "parameter '" << pname << "': golden shape " << shape_str(v.shape) << ", layer shape "
                     << shape_str(arena.info(id).shape);

@@ -484,7 +484,7 @@ TEST_F(PerformerTraining, TrainerRedrawsAndAResumedRunMatches) {
   const SafeTensorsFile b = SafeTensorsFile::read(cont.checkpoint + "/model.safetensors");
   ASSERT_EQ(file.names(), b.names());
   for (const std::string& name : file.names()) {
-    const TensorView ta = file.get(name), tb = b.get(name);
+    const StoredTensor ta = file.get(name), tb = b.get(name);
     ASSERT_EQ(ta.nbytes, tb.nbytes);
     EXPECT_EQ(0, std::memcmp(ta.data, tb.data, ta.nbytes)) << name << " differs after resume";
   }

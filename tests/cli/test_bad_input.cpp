@@ -157,7 +157,7 @@ void copy_with_dtype(const fs::path& src, const fs::path& dst, const std::string
   const lf::SafeTensorsFile in = lf::SafeTensorsFile::read((src / "model.safetensors").string());
   lf::SafeTensorsWriter out;
   for (const std::string& name : in.names()) {
-    const lf::TensorView t = in.get(name);
+    const lf::StoredTensor t = in.get(name);
     if (name == "embeddings.token.weight") {
       const std::vector<uint8_t> bytes(size_t(t.numel()) * lf::safetensors_dtype_size(dtype), 0);
       out.add(name, dtype, t.shape, bytes.data(), bytes.size());

@@ -59,7 +59,7 @@ int accepted(F&& load) {
 
 void touch_views(const SafeTensorsFile& f) {
   for (const std::string& name : f.names()) {
-    const TensorView t = f.get(name);
+    const StoredTensor t = f.get(name);
     const size_t itemsize = safetensors_dtype_size(t.dtype);
     FUZZ_CHECK(itemsize > 0);
     FUZZ_CHECK(t.numel() >= 0 && uint64_t(t.numel()) * itemsize == t.nbytes);
@@ -178,7 +178,7 @@ int fuzz_checkpoint(const uint8_t* data, size_t size) {
     check_model_tensors(f, tiny.arena);
     // What load_checkpoint_weights then copies: each parameter's bytes, exactly numel floats.
     for (const ParamInfo& p : tiny.arena.params()) {
-      const TensorView t = f.get(p.name);
+      const StoredTensor t = f.get(p.name);
       FUZZ_CHECK(t.dtype == "F32" && t.nbytes == size_t(p.numel) * sizeof(float));
       std::memcpy(tiny.arena.values() + p.offset, t.data, t.nbytes);
     }

@@ -107,7 +107,7 @@ TEST_F(SafeTensors, RoundTripsDtypesShapesScalarsAndEmptyTensors) {
   EXPECT_EQ(f.metadata().at("format"), "pt");
   EXPECT_EQ(f.metadata().at("note"), "{\"json\": \"inside a string\"}");
 
-  TensorView t = f.get("weights.f32");
+  StoredTensor t = f.get("weights.f32");
   EXPECT_EQ(t.dtype, "F32");
   EXPECT_EQ(t.shape, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(t.nbytes, 24u);

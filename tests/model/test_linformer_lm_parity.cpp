@@ -72,7 +72,7 @@ void check_parity(const SafeTensorsFile& f, const Tolerances& tol) {
     const std::string pname = name.substr(6);
     const int id = arena.find(pname);
     ASSERT_GE(id, 0) << "the golden has parameter '" << pname << "' but the model declares none of that name";
-    const TensorView v = f.get(name);
+    const StoredTensor v = f.get(name);
     ASSERT_EQ(v.shape, arena.info(id).shape) << pname;
     const std::vector<T> values = to_vector<T>(v);
     std::copy(values.begin(), values.end(), arena.value(id));

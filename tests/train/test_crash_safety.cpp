@@ -112,7 +112,7 @@ void expect_same_tensors(const fs::path& a_path, const fs::path& b_path) {
   const SafeTensorsFile a = SafeTensorsFile::read(a_path.string()), b = SafeTensorsFile::read(b_path.string());
   ASSERT_EQ(a.names(), b.names()) << a_path << " vs " << b_path;
   for (const std::string& name : a.names()) {
-    const TensorView ta = a.get(name), tb = b.get(name);
+    const StoredTensor ta = a.get(name), tb = b.get(name);
     ASSERT_EQ(ta.nbytes, tb.nbytes) << name;
     EXPECT_EQ(0, std::memcmp(ta.data, tb.data, ta.nbytes)) << name << " differs from the uninterrupted run";
   }

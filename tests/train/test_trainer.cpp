@@ -108,7 +108,7 @@ TEST_F(TrainerTest, ResumeIsBitIdenticalToAnUninterruptedRun) {
   const SafeTensorsFile b = SafeTensorsFile::read(cont.checkpoint + "/model.safetensors");
   ASSERT_EQ(a.names(), b.names());
   for (const std::string& name : a.names()) {
-    const TensorView ta = a.get(name), tb = b.get(name);
+    const StoredTensor ta = a.get(name), tb = b.get(name);
     ASSERT_EQ(ta.nbytes, tb.nbytes);
     EXPECT_EQ(0, std::memcmp(ta.data, tb.data, ta.nbytes)) << name << " differs after resume";
   }
@@ -124,7 +124,7 @@ void expect_tensor_files_equal(const std::string& path_a, const std::string& pat
   ASSERT_EQ(a.names(), b.names());
   bool all_equal = true;
   for (const std::string& name : a.names()) {
-    const TensorView ta = a.get(name), tb = b.get(name);
+    const StoredTensor ta = a.get(name), tb = b.get(name);
     ASSERT_EQ(ta.nbytes, tb.nbytes) << name;
     const bool equal = std::memcmp(ta.data, tb.data, ta.nbytes) == 0;
     if (same) {
@@ -301,7 +301,7 @@ std::vector<std::vector<TokenBatch>> train_batches(const TaskData& data, const T
 void expect_arena_equals_checkpoint(ParamArena<float>& arena, const std::string& checkpoint) {
   const SafeTensorsFile f = SafeTensorsFile::read(checkpoint + "/model.safetensors");
   for (const ParamInfo& p : arena.params()) {
-    const TensorView t = f.get(p.name);
+    const StoredTensor t = f.get(p.name);
     ASSERT_EQ(t.nbytes, size_t(p.numel) * sizeof(float)) << p.name;
     EXPECT_EQ(0, std::memcmp(t.data, arena.values() + p.offset, t.nbytes)) << p.name << " differs";
   }
