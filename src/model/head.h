@@ -24,7 +24,7 @@ enum class HeadTargets {
 
 struct HeadInfo {
   std::string name;     // the config's `task`
-  std::string summary;  // one line, for `linformer info --list-heads`
+  std::string summary;  // one line: what it predicts and from what
   // Position t's logits may depend on positions <= t only: every layer's attention must support causal
   // masking, and the convolution before it (conv_kernel) is causal.
   bool causal = false;
