@@ -137,8 +137,9 @@ TEST_P(EveryHead, MemoryEstimateCoversWhatTheForwardKeeps) {
       t.head->forward(h.data(), pad, B, n, training);
       const double kept = heap_in_use() - before;
       const double dlogits = training ? sizeof(float) * double(t.head->logits().size()) : 0;  // the trainer's
-      // The slack is malloc's chunk headers and the backend's bookkeeping, below the smallest buffer (2 KiB).
-      EXPECT_GE(head_activation_bytes(c, double(B), double(n), training) + 1024, kept + dlogits);
+      // The slack is malloc's chunk headers and the kernels' small bookkeeping (up to ~1.3 KiB seen),
+      // far below a (B, n, d) buffer (128 KiB) or the logits (22 KiB).
+      EXPECT_GE(head_activation_bytes(c, double(B), double(n), training) + 4096, kept + dlogits);
       EXPECT_GT(kept, 0);
     }
   }
