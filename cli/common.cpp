@@ -8,7 +8,9 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/join.h"
 #include "data/tokenizer.h"
+#include "model/head.h"
 
 namespace lf::cli {
 
@@ -60,7 +62,8 @@ bool given(const CLI::App& app, const std::string& flag) {
 }  // namespace
 
 void ModelFlags::add(CLI::App& app) {
-  app.add_option("--task", task, "mlm | clm | classify (default mlm)")->check(CLI::IsMember({"mlm", "clm", "classify"}));
+  app.add_option("--task", task, "the model's head: " + join(HeadRegistry::instance().names(), " | ") + " (default mlm)")
+      ->check(CLI::IsMember(HeadRegistry::instance().names()));
   app.add_option("--d-model", d_model, "model width (default 256)");
   app.add_option("--layers", layers, "number of blocks (default 4)");
   app.add_option("--heads", heads, "attention heads (default 4)");

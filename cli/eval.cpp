@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "cli/common.h"
+#include "model/head.h"
 #include "model/memory.h"
 #include "train/trainer.h"
 
@@ -54,7 +55,7 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
     j["split"] = c.split;
     j["checkpoint"] = m.dir;
     std::printf("%s\n", j.dump().c_str());
-  } else if (m.config.task == Task::Classify) {
+  } else if (m.model->head().info().targets == HeadTargets::kClasses) {
     std::printf("%s on %s (held-out examples): loss %.4f nats, accuracy %.4f over %lld examples\n", m.dir.c_str(),
                 opt.data_path.c_str(), r.loss, r.accuracy, (long long)r.count);
   } else {

@@ -9,6 +9,7 @@
 
 #include "cli/common.h"
 #include "cpu/threading.h"
+#include "model/head.h"
 #include "train/run_log.h"
 #include "train/trainer.h"
 
@@ -37,7 +38,7 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   if (!model_file.contains("model") || !model_file["model"].contains("max_len")) model_file["model"]["max_len"] = opt.seq_len;
   ModelConfig config;
   if (!c.resume) {
-    if (c.model.task == "classify" && !app.get_option("--classes")->count() &&
+    if (head_info(c.model.task).targets == HeadTargets::kClasses && !app.get_option("--classes")->count() &&
         !model_file["model"].contains("n_classes")) {
       opt.validate();
       model_file["model"]["n_classes"] = ClassificationData::load(opt.data_path).num_classes();
@@ -56,7 +57,8 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   progress->finish();
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
-  if (config.task == Task::Classify || (c.resume && s.unigram_bits == 0))
+  // A resumed run's config is the checkpoint's, not read here: only an LM's corpus has a unigram baseline.
+  if (c.resume ? s.unigram_bits == 0 : head_info(config.task).targets == HeadTargets::kClasses)
     std::printf("valid: loss %.4f nats, accuracy %.4f over %lld examples\n", s.valid.loss, s.valid.accuracy,
                 (long long)s.valid.count);
   else

@@ -13,6 +13,7 @@
 #include "cpu/linear.h"
 #include "cpu/softmax.h"
 #include "io/atomic_file.h"
+#include "model/head.h"
 
 namespace lf {
 
@@ -140,8 +141,8 @@ std::vector<int64_t> default_k_list(int64_t n) {
 }
 
 void require_exact_attention(const ModelConfig& config) {
-  LF_REQUIRE(config.task != Task::Classify,
-             "spectrum reads text sequences: it needs a masked or causal LM (task mlm or clm), not a classifier");
+  LF_REQUIRE(head_info(config.task).targets == HeadTargets::kTokens, "spectrum reads text sequences: it needs a ",
+             "language model (a `task` that predicts tokens, e.g. mlm or clm), not the ", config.task, " head");
   for (int64_t i = 0; i < config.n_layers; ++i) {
     const std::string kind = config.attention_spec(i).kind;
     LF_REQUIRE(kind == "full" || kind == "flash", "spectrum needs exact attention in every layer (full or flash), but "
@@ -212,7 +213,7 @@ SpectrumResult analyse_spectrum(Model<float>& model, const ParamArena<float>& ar
   r.k_list = opt.k_list;
   r.delta = opt.delta;
   r.seed = opt.seed;
-  r.causal = c.task == Task::CausalLM;
+  r.causal = head_info(c.task).causal;
   r.cumulative.resize(size_t(L * H * S * n));
   r.rank_k_error.resize(size_t(L * H * S * K));
   r.linformer_error.resize(size_t(L * H * S * K));

@@ -5,30 +5,33 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/join.h"
 #include "core/json_value.h"
+#include "model/head.h"
 
 namespace lf {
 
-const char* task_name(Task task) {
-  switch (task) {
-    case Task::MaskedLM: return "mlm";
-    case Task::Classify: return "classify";
-    case Task::CausalLM: return "clm";
-  }
-  return "?";
+namespace {
+std::string linear_output_heads() {  // "mlm, clm": the heads output_head "linear" may replace
+  std::vector<std::string> names;
+  for (const std::string& name : HeadRegistry::instance().names())
+    if (head_info(name).linear_output_head) names.push_back(name);
+  return join(names);
 }
+}  // namespace
 
 AttentionSpec ModelConfig::attention_spec(int64_t layer) const {
   const LayerAttention& a = attention.size() == 1 ? attention[0] : attention[size_t(layer)];
   AttentionSpec s;
   s.kind = a.kind;
-  s.dims = AttentionDims{d_model, n_heads, max_len, task == Task::CausalLM, dropout_attention};
+  s.dims = AttentionDims{d_model, n_heads, max_len, head_info(task).causal, dropout_attention};
   s.options = a.options;
   s.prefix = "layers." + std::to_string(layer) + ".attn.";
   return s;
 }
 
 void ModelConfig::validate() const {
+  const HeadFactory& head = HeadRegistry::instance().get(task);  // "`task` must be one of ..."
   LF_REQUIRE(vocab_size > 0, "vocab_size must be positive, got ", vocab_size);
   LF_REQUIRE(d_model > 0, "d_model must be positive, got ", d_model);
   LF_REQUIRE(n_layers > 0, "n_layers must be positive, got ", n_layers);
@@ -50,26 +53,26 @@ void ModelConfig::validate() const {
              "position must be learned, sinusoidal or none, got '", position, "'");
   LF_REQUIRE(conv_kernel >= 0 && conv_kernel <= kMaxConvKernel, "conv_kernel must be in [0, ", kMaxConvKernel,
              "] (0 = no convolution), got ", conv_kernel);
-  LF_REQUIRE(conv_kernel % 2 == 1 || conv_kernel == 0 || task == Task::CausalLM, "conv_kernel (", conv_kernel,
+  LF_REQUIRE(conv_kernel % 2 == 1 || conv_kernel == 0 || head.info.causal, "conv_kernel (", conv_kernel,
              ") must be odd: the convolution is centred on each position (only a causal LM's may be even)");
   LF_REQUIRE(attention.size() == 1 || int64_t(attention.size()) == n_layers, "attention lists ", attention.size(),
              " layers but n_layers is ", n_layers, " (give one entry for all layers, or one per layer)");
   LF_REQUIRE(output_head == "default" || output_head == "linear", "output_head must be default or linear, got '",
              output_head, "'");
-  LF_REQUIRE(output_head == "default" || task != Task::Classify,
-             "output_head 'linear' is an LM head (mlm, clm); a classifier has its own");
+  LF_REQUIRE(output_head == "default" || head.info.linear_output_head, "output_head 'linear' replaces an LM head ",
+             "(", linear_output_heads(), "); the `task` ", task, " has its own");
   LF_REQUIRE(output_head == "default" || !scale_tied_output,
              "scale_tied_output scales the input of the tied output matrix; output_head 'linear' is untied");
   LF_REQUIRE(final_norm || pre_ln, "final_norm: false drops the final LayerNorm of a pre-LN model; a post-LN model "
              "has none");
-  if (task == Task::Classify) {
+  if (head.info.targets == HeadTargets::kClasses) {
     LF_REQUIRE(n_classes >= 2, "a classifier needs n_classes >= 2, got ", n_classes);
     LF_REQUIRE(n_classes <= kMaxVocabSize, "n_classes is ", n_classes, ", above the limit of ", kMaxVocabSize);
-    LF_REQUIRE(pooling == "mean" || pooling == "first", "pooling must be mean or first, got '", pooling, "'");
   }
+  if (head.validate) head.validate(*this);
   for (int64_t i = 0; i < n_layers; ++i) {
     const AttentionSpec s = attention_spec(i);
-    if (task == Task::CausalLM) {
+    if (head.info.causal) {
       const AttentionFactory& f = AttentionRegistry::instance().get(s.kind);
       LF_REQUIRE(f.info.support.causal, "a causal LM needs causal attention, but kind '", s.kind, "' (layer ", i,
                  ") does not support it; use e.g. 'full'");
@@ -86,13 +89,13 @@ json ModelConfig::to_json() const {
   json layers = json::array();
   for (const LayerAttention& a : attention) layers.push_back({{"kind", a.kind}, {"options", a.options}});
   json j = {{"format", "linformer-model"}, {"version", 1},
-            {"task", task_name(task)}, {"vocab_size", vocab_size}, {"d_model", d_model},
+            {"task", task}, {"vocab_size", vocab_size}, {"d_model", d_model},
             {"n_layers", n_layers}, {"n_heads", n_heads}, {"d_ff", d_ff}, {"max_len", max_len},
             {"pre_ln", pre_ln}, {"dropout_embedding", dropout_embedding}, {"dropout_attention", dropout_attention},
             {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"position", position},
             {"conv_kernel", conv_kernel}, {"scale_tied_output", scale_tied_output}, {"final_norm", final_norm},
             {"output_head", output_head}, {"attention", layers}};
-  if (task == Task::Classify) {
+  if (head_info(task).targets == HeadTargets::kClasses) {
     j["n_classes"] = n_classes;
     j["pooling"] = pooling;
   }
@@ -134,10 +137,7 @@ ModelConfig ModelConfig::from_json(const json& j) {
   LF_REQUIRE(field<int64_t>(j, "version", 1) == 1, "model config: unsupported version ", j.at("version").dump(),
              " (this build reads version 1)");
   ModelConfig c;
-  const std::string task = field<std::string>(j, "task", "mlm");
-  LF_REQUIRE(task == "mlm" || task == "classify" || task == "clm", "model config: task must be mlm, classify or clm, got '",
-             task, "'");
-  c.task = task == "mlm" ? Task::MaskedLM : task == "classify" ? Task::Classify : Task::CausalLM;
+  c.task = field<std::string>(j, "task", c.task);  // validate() checks it against the head registry
   c.vocab_size = field(j, "vocab_size", c.vocab_size);
   c.d_model = field(j, "d_model", c.d_model);
   c.n_layers = field(j, "n_layers", c.n_layers);

@@ -1,6 +1,6 @@
 // A model's configuration: the encoder stack (width, depth, heads, FFN width, maximum length,
-// pre- or post-LN, dropout rates), the attention kind of every layer with its options, and the task
-// head. It is what `config.json` beside a checkpoint holds, and it validates itself so that a bad
+// pre- or post-LN, dropout rates), the attention kind of every layer with its options, and the head
+// (`task`, a name in the head registry, model/head.h). It is what `config.json` beside a checkpoint holds, and it validates itself so that a bad
 // file or flag is refused before anything is allocated.
 #pragma once
 #include <cstdint>
@@ -13,9 +13,6 @@
 #include "core/tokens.h"
 
 namespace lf {
-
-enum class Task { MaskedLM, Classify, CausalLM };
-const char* task_name(Task task);  // "mlm", "classify", "clm"
 
 struct LayerAttention {
   std::string kind = "linformer";
@@ -30,7 +27,7 @@ inline constexpr int64_t kMaxLayers = 1024;                 // n_layers
 inline constexpr int64_t kMaxConvKernel = 4096;             // conv_kernel
 
 struct ModelConfig {
-  Task task = Task::MaskedLM;
+  std::string task = "mlm";  // the head: a name in HeadRegistry (mlm, clm, classify, ...)
   int64_t vocab_size = kVocabSize;  // the byte tokenizer: 256 bytes + PAD, MASK, BOS, EOS
   int64_t d_model = 256;
   int64_t n_layers = 4;
@@ -57,17 +54,19 @@ struct ModelConfig {
   bool final_norm = true;
   // The LM heads' output layer: "default" is the task's head (docs/model.md; the output matrix is the
   // token embedding); "linear" maps the last hidden states straight to the logits through an untied
-  // `lm_head.weight` (V, d) and `lm_head.bias` (V), as LinformerLM's to_logits. mlm and clm only.
+  // `lm_head.weight` (V, d) and `lm_head.bias` (V), as LinformerLM's to_logits. Heads whose HeadInfo
+  // has linear_output_head only (mlm, clm).
   std::string output_head = "default";
   // One entry per layer. A config file may give a single entry ("attention": {...}) that every layer
   // uses; from_json expands it.
   std::vector<LayerAttention> attention = {LayerAttention{}};
-  // Classification head.
+  // Heads that predict classes (HeadTargets::kClasses: classify).
   int64_t n_classes = 0;
   std::string pooling = "mean";  // mean (over unpadded positions) | first
 
-  // Throws lf::InvalidArgument naming the field for anything out of range, including each layer's
-  // attention spec (validated by its kind) and a causal LM over a kind without causal support.
+  // Throws lf::InvalidArgument naming the field for anything out of range, including an unknown head,
+  // each layer's attention spec (validated by its kind) and a causal head over a kind without causal
+  // support.
   void validate() const;
   json to_json() const;
   // Parses and validates; unknown keys are refused. Missing keys take the defaults above.

@@ -11,6 +11,7 @@
 
 #include "core/arena.h"
 #include "core/error.h"
+#include "model/head.h"
 #include "model/model.h"
 
 namespace lf {
@@ -63,8 +64,6 @@ MemoryEstimate estimate_memory(const ModelConfig& c, Workload workload, int64_t 
                                bool checkpoint_activations, double extra_bytes) {
   const bool training = workload == Workload::Training;
   const double B = double(B_in), n = double(n_in), d = double(c.d_model), ff = double(c.d_ff);
-  const double V = c.task == Task::Classify ? double(c.n_classes) : double(c.vocab_size);
-  const double rows = c.task == Task::Classify ? B : B * n;  // logits rows
   MemoryEstimate e;
   const double P = parameter_count(c);
   e.parameters = kFloat * P;
@@ -88,8 +87,9 @@ MemoryEstimate estimate_memory(const ModelConfig& c, Workload workload, int64_t 
     blocks += attn + rest;
     largest_block = std::max(largest_block, attn + rest);
   }
-  // Embeddings and head: about five (B, n, d), the logits and (training) their gradient.
-  const double head = kFloat * (5 * B * n * d + (training ? 2 : 1) * rows * V);
+  // Embeddings, the final LayerNorm and the gradient flowing back to the blocks: about five (B, n, d);
+  // the head's logits and buffers (and, training, their gradients) by its own count.
+  const double head = kFloat * 5 * B * n * d + head_activation_bytes(c, B, n, training);
   if (!training)
     e.activations = largest_block + head;
   else if (checkpoint_activations)

@@ -80,27 +80,7 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
     final_norm_w_ = arena.declare("final_norm.weight", {d}, Init::ones());
     final_norm_b_ = arena.declare("final_norm.bias", {d}, Init::zeros());
   }
-  if (c.output_head == "linear") {  // nn.Linear(d, V)'s default init (validate() allows it for mlm, clm)
-    head_w_ = arena.declare("lm_head.weight", {c.vocab_size, d}, lin_d);
-    head_bias_ = arena.declare("lm_head.bias", {c.vocab_size}, lin_d);
-  } else {
-    switch (c.task) {
-      case Task::MaskedLM:
-        head_dense_w_ = arena.declare("mlm_head.dense.weight", {d, d}, lin_d);
-        head_dense_b_ = arena.declare("mlm_head.dense.bias", {d}, lin_d);
-        head_norm_w_ = arena.declare("mlm_head.norm.weight", {d}, Init::ones());
-        head_norm_b_ = arena.declare("mlm_head.norm.bias", {d}, Init::zeros());
-        head_bias_ = arena.declare("mlm_head.bias", {c.vocab_size}, Init::zeros());
-        break;
-      case Task::CausalLM:
-        head_bias_ = arena.declare("lm_head.bias", {c.vocab_size}, Init::zeros());
-        break;
-      case Task::Classify:
-        cls_w_ = arena.declare("classifier.weight", {c.n_classes, d}, lin_d);
-        cls_b_ = arena.declare("classifier.bias", {c.n_classes}, lin_d);
-        break;
-    }
-  }
+  head_ = make_head<T>(HeadContext<T>{c, arena, tok_emb_});
 }
 
 template <class T>
@@ -108,7 +88,7 @@ Model<T>::~Model() = default;
 
 template <class T>
 bool Model<T>::conv_causal() const {
-  return config_.task == Task::CausalLM;
+  return head_->info().causal;
 }
 
 // The block's convolution before its attention: conv_in = attn_in with padded rows zeroed (nothing
@@ -134,20 +114,9 @@ void Model<T>::conv_backward(Block& b, const T* dout, T* dattn_in) {
   ops::zero_masked_rows(padding_view(), matrix(dattn_in, B_ * n_, d));
 }
 
-// The tied LM head's input scale: d^{-1/2} with scale_tied_output (T5), else 1.
-template <class T>
-T Model<T>::tied_output_scale() const {
-  return config_.scale_tied_output ? T(1 / std::sqrt(double(config_.d_model))) : T(1);
-}
-
 template <class T>
 void Model<T>::set_training_step(int64_t step) {
   for (const auto& blk : blocks_) blk->attn->set_training_step(step);
-}
-
-template <class T>
-int64_t Model<T>::logits_per_row() const {
-  return config_.task == Task::Classify ? config_.n_classes : config_.vocab_size;
 }
 
 // Inference (no dropout, nothing kept): two (B·n, d) buffers and the FFN's hidden activations for
@@ -418,63 +387,7 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
     h = final_.data();
   }
 
-  if (head_w_ >= 0) {  // output_head "linear": logits = h W_lmᵀ + b_lm
-    logits_.resize(size_t(N * c.vocab_size));
-    linear_forward(h, arena_.value(head_w_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
-    return logits_.data();
-  }
-  switch (c.task) {
-    case Task::MaskedLM: {
-      // Inference computes dense → GELU → LayerNorm in one buffer.
-      const bool keep = keep_for_backward;
-      head_u_.resize(size_t(N_d));
-      head_g_.resize(keep ? size_t(N_d) : 0);
-      head_z_.resize(keep ? size_t(N_d) : 0);
-      T* g = keep ? head_g_.data() : head_u_.data();
-      T* z = keep ? head_z_.data() : head_u_.data();
-      head_mean_.resize(size_t(N));
-      head_rstd_.resize(size_t(N));
-      linear_forward(h, arena_.value(head_dense_w_), arena_.value(head_dense_b_), head_u_.data(), N, d, d);
-      gelu_forward(head_u_.data(), g, N_d);
-      layernorm_forward(g, arena_.value(head_norm_w_), arena_.value(head_norm_b_), z, head_mean_.data(),
-                        head_rstd_.data(), N, d, c.ln_eps);
-      if (const T s = tied_output_scale(); s != T(1))  // z is kept scaled: the tied product's input
-        for (int64_t i = 0; i < N_d; ++i) z[i] *= s;
-      logits_.resize(size_t(N * c.vocab_size));
-      linear_forward(z, arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
-      break;
-    }
-    case Task::CausalLM:
-      if (const T s = tied_output_scale(); s != T(1)) {
-        head_u_.resize(size_t(N_d));  // the scaled input of the tied product, kept for its backward
-        for (int64_t i = 0; i < N_d; ++i) head_u_[size_t(i)] = s * h[i];
-        h = head_u_.data();
-      }
-      logits_.resize(size_t(N * c.vocab_size));
-      linear_forward(h, arena_.value(tok_emb_), arena_.value(head_bias_), logits_.data(), N, d, c.vocab_size);
-      break;
-    case Task::Classify: {
-      pooled_.assign(size_t(B * d), T(0));
-      for (int64_t b = 0; b < B; ++b) {
-        T* pb = pooled_.data() + b * d;
-        if (c.pooling == "first") {
-          std::copy(h + b * n * d, h + b * n * d + d, pb);
-          continue;
-        }
-        int64_t count = 0;
-        for (int64_t t = 0; t < n; ++t) {
-          if (padding && padding[b * n + t]) continue;
-          ++count;
-          for (int64_t e = 0; e < d; ++e) pb[e] += h[(b * n + t) * d + e];
-        }
-        for (int64_t e = 0; e < d; ++e) pb[e] /= T(count);
-      }
-      logits_.resize(size_t(B * c.n_classes));
-      linear_forward(pooled_.data(), arena_.value(cls_w_), arena_.value(cls_b_), logits_.data(), B, d, c.n_classes);
-      break;
-    }
-  }
-  return logits_.data();
+  return head_->forward(h, padding, B, n, keep_for_backward);
 }
 
 template <class T>
@@ -485,53 +398,7 @@ void Model<T>::backward(const T* dlogits) {
   std::vector<T> dh(size_t(N_d), T(0));
   const T* h_top = final_norm_w_ >= 0 ? final_.data() : hidden_.data() + c.n_layers * N_d;
 
-  if (head_w_ >= 0) {  // output_head "linear"
-    linear_backward(h_top, arena_.value(head_w_), dlogits, dh.data(), arena_.grad(head_w_), arena_.grad(head_bias_), N,
-                    d, c.vocab_size);
-  } else {
-    switch (c.task) {
-      case Task::MaskedLM: {
-        std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
-        linear_backward(head_z_.data(), arena_.value(tok_emb_), dlogits, dz.data(), arena_.grad(tok_emb_),
-                        arena_.grad(head_bias_), N, d, c.vocab_size);
-        if (const T s = tied_output_scale(); s != T(1))
-          for (T& v : dz) v *= s;
-        layernorm_backward(head_g_.data(), arena_.value(head_norm_w_), head_mean_.data(), head_rstd_.data(), dz.data(),
-                           dg.data(), arena_.grad(head_norm_w_), arena_.grad(head_norm_b_), N, d);
-        gelu_backward(head_u_.data(), dg.data(), dg.data(), N_d);
-        linear_backward(h_top, arena_.value(head_dense_w_), dg.data(), dh.data(), arena_.grad(head_dense_w_),
-                        arena_.grad(head_dense_b_), N, d, d);
-        break;
-      }
-      case Task::CausalLM: {
-        const T s = tied_output_scale();
-        linear_backward(s != T(1) ? head_u_.data() : h_top, arena_.value(tok_emb_), dlogits, dh.data(),
-                        arena_.grad(tok_emb_), arena_.grad(head_bias_), N, d, c.vocab_size);
-        if (s != T(1))
-          for (T& v : dh) v *= s;
-        break;
-      }
-      case Task::Classify: {
-        std::vector<T> dpooled(size_t(B_ * d));
-        linear_backward(pooled_.data(), arena_.value(cls_w_), dlogits, dpooled.data(), arena_.grad(cls_w_),
-                        arena_.grad(cls_b_), B_, d, c.n_classes);
-        for (int64_t b = 0; b < B_; ++b) {
-          const T* dp = dpooled.data() + b * d;
-          if (c.pooling == "first") {
-            std::copy(dp, dp + d, dh.data() + b * n_ * d);
-            continue;
-          }
-          int64_t count = 0;
-          for (int64_t t = 0; t < n_; ++t) count += padding_.empty() || !padding_[size_t(b * n_ + t)];
-          for (int64_t t = 0; t < n_; ++t) {
-            if (!padding_.empty() && padding_[size_t(b * n_ + t)]) continue;
-            for (int64_t e = 0; e < d; ++e) dh[size_t((b * n_ + t) * d + e)] = dp[e] / T(count);
-          }
-        }
-        break;
-      }
-    }
-  }
+  head_->backward(h_top, dlogits, dh.data());
 
   if (final_norm_w_ >= 0) {
     std::vector<T> dfinal = dh;
@@ -577,7 +444,7 @@ std::string Model<T>::nonfinite_activation_site() const {
   for (int64_t i = 0; i < config_.n_layers; ++i)
     if (!all_finite(hidden_, size_t(i + 1) * N_d, N_d)) return str_cat("layer ", i);
   if (final_norm_w_ >= 0 && !all_finite(final_, 0, final_.size())) return "the final LayerNorm";
-  if (!all_finite(logits_, 0, logits_.size())) return "the output head";
+  if (!all_finite(head_->logits(), 0, head_->logits().size())) return "the output head";
   return "";
 }
 
@@ -588,11 +455,7 @@ double Model<T>::forward_flops(int64_t n) const {
   double flops = 0;
   for (const auto& blk : blocks_)
     flops += blk->attn->forward_flops(1, n, n) + 2.0 * n * d * ff * 2 + 2.0 * n * d * double(c.conv_kernel);
-  const double head = c.output_head == "linear" ? 2.0 * n * d * double(c.vocab_size)
-                      : c.task == Task::MaskedLM ? 2.0 * n * d * d + 2.0 * n * d * double(c.vocab_size)
-                      : c.task == Task::CausalLM ? 2.0 * n * d * double(c.vocab_size)
-                                                 : 2.0 * d * double(c.n_classes);
-  return flops + head;
+  return flops + head_->forward_flops(n);
 }
 
 template <class T>

@@ -1,11 +1,7 @@
 // The encoder model: token embeddings plus positions (learned absolute, sinusoidal or none), a stack of
 // blocks ([depthwise convolution →] attention of the layer's kind + GELU FFN, pre-LN by default or
-// post-LN), and one head:
-//   mlm       RoBERTa's LM head: dense → GELU → LayerNorm → tied token embedding + bias, (B, n, V)
-//   clm       causal LM (attention kinds with causal support): tied token embedding + bias, (B, n, V)
-//   classify  mean (over unpadded positions) or first-token pooling → linear, (B, C)
-// With output_head "linear" the LM heads are one untied linear map with bias instead (LinformerLM's
-// to_logits), and final_norm = false drops the pre-LN stack's final LayerNorm.
+// post-LN), and the head the config's `task` names (model/head.h: mlm, clm, classify, ...).
+// final_norm = false drops the pre-LN stack's final LayerNorm.
 // Parameter names follow PyTorch conventions (docs/model.md lists them). forward() keeps every
 // activation the backward needs; backward() accumulates parameter gradients into the arena.
 #pragma once
@@ -19,6 +15,7 @@
 #include "core/arena.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/head.h"
 
 namespace lf {
 // Rows of the FFN's (rows, d_ff) hidden activations computed at a time in inference (the memory
@@ -70,7 +67,8 @@ class Model {
   // "" when every activation is finite. For the trainer's divergence message; costs one pass over them.
   std::string nonfinite_activation_site() const;
 
-  int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
+  int64_t logits_per_row() const { return head_->logits_per_row(); }  // vocab (LM heads) or n_classes (classify)
+  const Head<T>& head() const { return *head_; }
   const ModelConfig& config() const { return config_; }
 
   // Forward FLOPs of one sequence of n tokens (matrix products; ×3 for a training step).
@@ -87,15 +85,12 @@ class Model {
   bool conv_causal() const;
   void conv_forward(const Block& blk, const T* attn_in, T* conv_in, T* out) const;
   void conv_backward(Block& blk, const T* dout, T* dattn_in);
-  T tied_output_scale() const;
 
   ModelConfig config_;
   ParamArena<T>& arena_;
   int tok_emb_ = -1, pos_emb_ = -1, emb_norm_w_ = -1, emb_norm_b_ = -1, final_norm_w_ = -1, final_norm_b_ = -1;
-  int head_dense_w_ = -1, head_dense_b_ = -1, head_norm_w_ = -1, head_norm_b_ = -1, head_bias_ = -1;
-  int head_w_ = -1;  // output_head "linear": the untied lm_head.weight
-  int cls_w_ = -1, cls_b_ = -1;
   std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<Head<T>> head_;
   AttentionInputObserver attention_observer_;
 
   // Kept from the last forward.
@@ -111,9 +106,6 @@ class Model {
   std::vector<T> emb_sum_, emb_norm_mean_, emb_norm_rstd_;  // post-LN: embeddings before their LayerNorm
   std::vector<T> hidden_;  // (L + 1) × (B, n, d): block inputs and output (inference: 2, in turn)
   std::vector<T> final_, final_mean_, final_rstd_;          // after the final LayerNorm (pre-LN)
-  std::vector<T> head_u_, head_g_, head_z_, head_mean_, head_rstd_;  // MLM head
-  std::vector<T> pooled_;                                            // classify
-  std::vector<T> logits_;
 };
 
 }  // namespace lf

@@ -11,10 +11,10 @@
 #include "cpu/threading.h"
 #include "core/json_value.h"
 #include "cpu/adamw.h"
-#include "cpu/cross_entropy.h"
-#include "data/tokenizer.h"
+#include "model/head.h"
 #include "model/memory.h"
 #include "train/checkpoint.h"
+#include "train/objective.h"
 #include "train/run_log.h"
 #include "train/schedule.h"
 
@@ -110,74 +110,23 @@ json EvalResult::to_json() const {
 
 // ---- data ---------------------------------------------------------------------------------------
 
-namespace {
-
-constexpr uint64_t kEvalSeed = 0xe7a1ull;  // fixed: every evaluation of every model sees the same batches
-
-// Examples [begin, end) of a classification set as one padded batch.
-TokenBatch classification_slice(const ClassificationData& d, int64_t begin, int64_t end, int64_t n) {
-  TokenBatch b;
-  b.B = end - begin;
-  b.n = n;
-  b.tokens.assign(size_t(b.B * n), kPad);
-  b.padding.assign(size_t(b.B * n), 1);
-  for (int64_t i = 0; i < b.B; ++i) {
-    const std::vector<int32_t> ids = encode(d.texts()[size_t(begin + i)]);
-    const int64_t len = std::min<int64_t>(n, int64_t(ids.size()));
-    for (int64_t t = 0; t < len; ++t) {
-      b.tokens[size_t(i * n + t)] = ids[size_t(t)];
-      b.padding[size_t(i * n + t)] = 0;
-    }
-    b.targets.push_back(d.labels()[size_t(begin + i)]);
-  }
-  return b;
-}
-
-}  // namespace
-
-TaskData TaskData::load(Task task, const TrainOptions& opt) {
+TaskData TaskData::load(const std::string& task, const TrainOptions& opt) {
   TaskData d;
-  d.task = task;
-  if (task != Task::Classify) {
-    d.corpus = std::make_unique<Corpus>(Corpus::load(opt.data_path, opt.max_bytes, {opt.valid_fraction, opt.test_fraction}));
-    return d;
-  }
-  const ClassificationData all = ClassificationData::load(opt.data_path);
-  const int64_t held = std::max<int64_t>(1, int64_t(std::round(double(all.size()) * opt.valid_fraction)));
-  LF_REQUIRE(all.size() > held, opt.data_path, ": ", all.size(), " examples are too few to hold out ", held,
-             " for validation");
-  auto part = [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> labels(all.labels().begin() + begin, all.labels().begin() + end);
-    std::vector<std::string> texts(all.texts().begin() + begin, all.texts().begin() + end);
-    return std::make_unique<ClassificationData>(ClassificationData::from_examples(labels, texts, all.source()));
-  };
-  d.train_examples = part(0, all.size() - held);
-  d.valid_examples = part(all.size() - held, all.size());
+  d.objective = &head_objective(task);
+  d.objective->load(opt, d);
   return d;
 }
 
 TokenBatch TaskData::train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, const MlmMasking& masking) const {
-  switch (task) {
-    case Task::MaskedLM: return mlm_batch(corpus->split(Split::Train), B, n, seed, step, masking);
-    case Task::CausalLM: return clm_batch(corpus->split(Split::Train), B, n, seed, step);
-    case Task::Classify: return classification_batch(*train_examples, B, n, seed, step);
-  }
-  throw Error("unknown task");
+  return objective->train_batch(*this, B, n, seed, step, masking);
 }
 
 int64_t TaskData::eval_batch_count(Split split, int64_t B, int64_t n, int64_t max_batches) const {
-  if (task == Task::Classify) return std::min<int64_t>(max_batches, (valid_examples->size() + B - 1) / B);
-  return mlm_eval_batches(corpus->split(split), B, task == Task::CausalLM ? n + 1 : n, max_batches);
+  return objective->eval_batch_count(*this, split, B, n, max_batches);
 }
 
 TokenBatch TaskData::eval_batch(Split split, int64_t B, int64_t n, int64_t index, double mask_prob) const {
-  switch (task) {
-    case Task::MaskedLM: return mlm_eval_batch(corpus->split(split), B, n, uint64_t(index), kEvalSeed, mask_prob);
-    case Task::CausalLM: return clm_batch(corpus->split(split), B, n, kEvalSeed, uint64_t(index));
-    case Task::Classify:
-      return classification_slice(*valid_examples, index * B, std::min<int64_t>(valid_examples->size(), (index + 1) * B), n);
-  }
-  throw Error("unknown task");
+  return objective->eval_batch(*this, split, B, n, index, mask_prob);
 }
 
 EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches,
@@ -192,15 +141,10 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
     const TokenBatch b = data.eval_batch(split, B, n, i, mask_prob);
     const float* logits = model.forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n, false, 0,
                                         /*keep_for_backward=*/false);
-    const int64_t rows = int64_t(b.targets.size());
-    const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
-    loss_sum += ce.loss * double(ce.count);
-    count += ce.count;
-    for (int64_t r = 0; r < rows; ++r) {
-      if (b.targets[size_t(r)] == kIgnoreIndex) continue;
-      const float* row = logits + r * V;
-      correct += std::max_element(row, row + V) - row == b.targets[size_t(r)];
-    }
+    const ObjectiveLoss l = data.objective->loss(logits, b, V, nullptr, 1.0);
+    loss_sum += l.loss * double(l.count);
+    count += l.count;
+    correct += l.correct;
   }
   EvalResult e;
   e.count = count;
@@ -299,6 +243,7 @@ StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
   LF_REQUIRE(int64_t(micro_batches.size()) == opt_.grad_accum, "a training step takes ", opt_.grad_accum,
              " micro-batches (grad_accum), got ", micro_batches.size());
   const int64_t step = steps_done_, V = model_->logits_per_row();
+  const Objective& objective = head_objective(config_.task);
   model_->set_training_step(step);  // e.g. Performer's feature redraw; also right after a resume
   arena_.zero_grad();
   StepResult r;
@@ -307,18 +252,16 @@ StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
     const uint64_t counter = uint64_t(step * opt_.grad_accum + micro);
     const float* logits = model_->forward(b.tokens.data(), b.padding.empty() ? nullptr : b.padding.data(), b.B, b.n,
                                           true, mix64(opt_.seed ^ mix64(counter)));
-    const int64_t rows = int64_t(b.targets.size());
-    const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
-    if (!std::isfinite(ce.loss)) {
+    dlogits_.resize(b.targets.size() * size_t(V));
+    const ObjectiveLoss l = objective.loss(logits, b, V, dlogits_.data(), 1.0 / double(opt_.grad_accum));
+    if (!std::isfinite(l.loss)) {
       const std::string site = model_->nonfinite_activation_site();
-      throw Error(str_cat("non-finite loss (", ce.loss, ") at step ", step,
+      throw Error(str_cat("non-finite loss (", l.loss, ") at step ", step,
                           site.empty() ? "" : str_cat(", first non-finite activation in ", site),
                           ": training diverged; lower `lr` or set `clip_norm`"));
     }
-    dlogits_.resize(size_t(rows * V));
-    cross_entropy_backward(logits, b.targets.data(), dlogits_.data(), rows, V, 1.0 / double(opt_.grad_accum));
     model_->backward(dlogits_.data());
-    r.loss += ce.loss / double(opt_.grad_accum);
+    r.loss += l.loss / double(opt_.grad_accum);
   }
   r.grad_norm = grad_global_norm(arena_.grads(), arena_.numel());
   if (!std::isfinite(r.grad_norm))
@@ -389,7 +332,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
                    "`checkpoint_activations`");
   }
   const TaskData data = TaskData::load(config.task, opt);
-  if (config.task == Task::Classify)
+  if (data.train_examples)
     LF_REQUIRE(data.train_examples->num_classes() <= config.n_classes, opt.data_path, " has labels up to ",
                data.train_examples->num_classes() - 1, " but the model has ", config.n_classes, " classes");
 
@@ -421,7 +364,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   };
   if (callbacks.start) callbacks.start(opt);
   if (!resume_from.empty()) message(str_cat("resuming from ", resume_from, " at step ", start_step));
-  message(str_cat(num_threads(), " threads; model: ", task_name(config.task), ", ", config.n_layers, " layers, d_model ",
+  message(str_cat(num_threads(), " threads; model: ", config.task, ", ", config.n_layers, " layers, d_model ",
                   config.d_model, ", ", trainer.arena().numel(), " parameters; data: ", opt.data_path));
 
   const int64_t B = opt.batch_size, n = opt.seq_len;
@@ -442,7 +385,10 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     log.write({{"type", "eval"}, {"step", step}, {"split", "valid"}, {"loss", last_eval.loss},
                {"bits_per_byte", last_eval.bits_per_byte}, {"accuracy", last_eval.accuracy}});
     message(str_cat("step ", step, ": valid loss ", last_eval.loss, ", ",
-                    config.task == Task::Classify ? "" : str_cat(last_eval.bits_per_byte, " bits/byte, "), "accuracy ",
+                    head_info(config.task).targets == HeadTargets::kClasses
+                        ? ""
+                        : str_cat(last_eval.bits_per_byte, " bits/byte, "),
+                    "accuracy ",
                     last_eval.accuracy));
   };
 

@@ -74,13 +74,15 @@ struct TrainSummary {
   std::string checkpoint;  // the final checkpoint's directory
 };
 
-// The data of a task, loaded once: a corpus for mlm/clm, TSV examples for classify.
+struct Objective;  // train/objective.h
+
+// The data of a head's training objective, loaded once: a corpus for mlm/clm, TSV examples for classify.
 struct TaskData {
-  Task task = Task::MaskedLM;
+  const Objective* objective = nullptr;  // of the head; makes the batches below
   std::unique_ptr<Corpus> corpus;
   std::unique_ptr<ClassificationData> train_examples, valid_examples;
 
-  static TaskData load(Task task, const TrainOptions& opt);
+  static TaskData load(const std::string& task, const TrainOptions& opt);  // task: the config's head
   // The data of one split (classify: valid and test share the held-out examples).
   TokenBatch train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, const MlmMasking& masking) const;
   int64_t eval_batch_count(Split split, int64_t B, int64_t n, int64_t max_batches) const;

@@ -332,12 +332,12 @@ std::vector<Seed> seed_corpus(const std::string& target) {
                         LayerAttention{"local", json::object()}};
     add("ok-per-layer.json", json_bytes(layers.to_json()));
     ModelConfig cls = base;
-    cls.task = Task::Classify;
+    cls.task = "classify";
     cls.n_classes = 3;
     cls.pooling = "first";
     add("ok-classify.json", json_bytes(cls.to_json()));
     ModelConfig clm = base;
-    clm.task = Task::CausalLM;
+    clm.task = "clm";
     clm.attention = {LayerAttention{"full", json::object()}};
     add("ok-clm.json", json_bytes(clm.to_json()));
     ModelConfig lm = base;  // lucidrains' LinformerLM: no final LayerNorm, an untied linear head

@@ -33,7 +33,7 @@ const std::string kGolden = LINFORMER_TEST_DATA "/golden/model/linformer_lm.safe
 // loss below scores every position, as the golden's does.
 ModelConfig linformer_lm_config(const json& lucid) {
   ModelConfig c;
-  c.task = Task::MaskedLM;
+  c.task = "mlm";
   c.vocab_size = lucid.at("num_tokens").get<int64_t>();
   c.d_model = lucid.at("dim").get<int64_t>();
   c.n_layers = lucid.at("depth").get<int64_t>();
@@ -189,7 +189,7 @@ TEST(LinformerLmParity, ConfigOptionsAreValidatedAndSaved) {
     EXPECT_THROW(ModelConfig::from_json(j), InvalidArgument) << key << " = " << value.dump();
   }
   ModelConfig bad = c;
-  bad.task = Task::Classify;
+  bad.task = "classify";
   bad.n_classes = 3;
   EXPECT_THROW(bad.validate(), InvalidArgument);  // a classifier has its own head
   bad = c;

@@ -35,10 +35,10 @@ lf::ModelConfig make_config(const std::string& kind, const lf::json& options, in
 
 TEST(MemoryEstimate, ParametersAreThoseTheModelDeclares) {
   lf::ModelConfig classify = make_config("full", lf::json::object(), 32, 2, 64);
-  classify.task = lf::Task::Classify;
+  classify.task = "classify";
   classify.n_classes = 5;
   lf::ModelConfig clm = make_config("full", lf::json::object(), 32, 3, 64);
-  clm.task = lf::Task::CausalLM;
+  clm.task = "clm";
   for (const lf::ModelConfig& c : {make_config("linformer", {{"k", 16}, {"sharing", "none"}}, 64, 2, 128), classify, clm}) {
     lf::ParamArena<float> arena;
     lf::Model<float> model(c, arena);

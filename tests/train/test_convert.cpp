@@ -404,7 +404,7 @@ TEST(Convert, ImpossibleConversionsAreRefused) {
   o.sharing = "sideways";
   expect_refused(lin, o, "`sharing` must be one of");
   ModelConfig clm = tiny("full", json::object());
-  clm.task = Task::CausalLM;
+  clm.task = "clm";
   o = {};
   o.attention = "linformer";
   EXPECT_THROW(convert_config(clm, o), InvalidArgument);  // linformer has no causal mode

@@ -312,7 +312,7 @@ TEST_F(TrainerTest, TrainerStepsReproduceTrainBitForBit) {
   o.steps = 6;
   o.grad_accum = 2;
   const TrainSummary s = train(small_model(), o, false);
-  const TaskData data = TaskData::load(Task::MaskedLM, o);
+  const TaskData data = TaskData::load("mlm", o);
   Trainer trainer(small_model(), o);
   double last = 0;
   for (const std::vector<TokenBatch>& step : train_batches(data, o, o.steps)) last = trainer.step(step).loss;
@@ -325,7 +325,7 @@ TEST_F(TrainerTest, TrainerSaveAndLoadContinueBitForBit) {
   TrainOptions o = small_options("run");
   o.steps = 4;
   o.warmup_steps = 2;
-  const TaskData data = TaskData::load(Task::MaskedLM, o);
+  const TaskData data = TaskData::load("mlm", o);
   const auto batches = train_batches(data, o, o.steps);
   Trainer straight(small_model(), o);
   for (const auto& step : batches) straight.step(step);
@@ -347,7 +347,7 @@ TEST_F(TrainerTest, TrainerSaveAndLoadContinueBitForBit) {
 TEST_F(TrainerTest, TrainerRefusesAWrongMicroBatchCountAndBadOptions) {
   TrainOptions o = small_options("run");
   o.grad_accum = 2;
-  const TaskData data = TaskData::load(Task::MaskedLM, o);
+  const TaskData data = TaskData::load("mlm", o);
   Trainer trainer(small_model(), o);
   const auto batches = train_batches(data, o, 1);
   EXPECT_THROW(trainer.step({batches[0][0]}), InvalidArgument);

@@ -1,0 +1,102 @@
+// `classify`: sequence classification. Pools the hidden states over the sequence — `mean` over the
+// unpadded positions or the `first` position — then `classifier` (d → C): logits (B, C).
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "cpu/linear.h"
+#include "model/head.h"
+
+namespace lf {
+namespace {
+
+template <class T>
+class ClassifyHead final : public Head<T> {
+ public:
+  ClassifyHead(const HeadInfo& info, const HeadContext<T>& ctx) : Head<T>(info, ctx) {
+    const ModelConfig& c = ctx.config;
+    const Init lin_d = Init::uniform(1 / std::sqrt(double(c.d_model)));  // nn.Linear(d, C)'s default
+    weight_ = ctx.arena.declare("classifier.weight", {c.n_classes, c.d_model}, lin_d);
+    bias_ = ctx.arena.declare("classifier.bias", {c.n_classes}, lin_d);
+  }
+
+  const T* forward(const T* h, const uint8_t* padding, int64_t B, int64_t n, bool) override {
+    T* logits = this->begin_forward(B, n);
+    const ModelConfig& c = this->config_;
+    const int64_t d = c.d_model;
+    padding_.assign(padding, padding ? padding + B * n : padding);
+    pooled_.assign(size_t(B * d), T(0));
+    for (int64_t b = 0; b < B; ++b) {
+      T* pb = pooled_.data() + b * d;
+      if (c.pooling == "first") {
+        std::copy(h + b * n * d, h + b * n * d + d, pb);
+        continue;
+      }
+      int64_t count = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        if (padding && padding[b * n + t]) continue;
+        ++count;
+        for (int64_t e = 0; e < d; ++e) pb[e] += h[(b * n + t) * d + e];
+      }
+      for (int64_t e = 0; e < d; ++e) pb[e] /= T(count);
+    }
+    linear_forward(pooled_.data(), this->arena_.value(weight_), this->arena_.value(bias_), logits, B, d, c.n_classes);
+    return logits;
+  }
+
+  void backward(const T*, const T* dlogits, T* dh) override {
+    const ModelConfig& c = this->config_;
+    ParamArena<T>& a = this->arena_;
+    const int64_t B = this->B_, n = this->n_, d = c.d_model;
+    std::vector<T> dpooled(size_t(B * d));
+    linear_backward(pooled_.data(), a.value(weight_), dlogits, dpooled.data(), a.grad(weight_), a.grad(bias_), B, d,
+                    c.n_classes);
+    std::fill_n(dh, B * n * d, T(0));  // positions outside the pooling get none
+    for (int64_t b = 0; b < B; ++b) {
+      const T* dp = dpooled.data() + b * d;
+      if (c.pooling == "first") {
+        std::copy(dp, dp + d, dh + b * n * d);
+        continue;
+      }
+      int64_t count = 0;
+      for (int64_t t = 0; t < n; ++t) count += padding_.empty() || !padding_[size_t(b * n + t)];
+      for (int64_t t = 0; t < n; ++t) {
+        if (!padding_.empty() && padding_[size_t(b * n + t)]) continue;
+        for (int64_t e = 0; e < d; ++e) dh[(b * n + t) * d + e] = dp[e] / T(count);
+      }
+    }
+  }
+
+  double forward_flops(int64_t) const override {
+    return 2.0 * double(this->config_.d_model) * double(this->config_.n_classes);
+  }
+
+  // The padding mask and pooled (B, d), the logits (B, C) and, training, their gradient and dpooled.
+  static double activation_bytes(const ModelConfig& c, double B, double n, bool training) {
+    const double d = double(c.d_model), C = double(c.n_classes);
+    return B * n + sizeof(float) * B * (training ? 2 * d + 2 * C : d + C);
+  }
+
+  static void validate(const ModelConfig& c) {
+    LF_REQUIRE(c.pooling == "mean" || c.pooling == "first", "`pooling` must be mean or first, got '", c.pooling, "'");
+  }
+
+ private:
+  int weight_ = -1, bias_ = -1;
+  std::vector<uint8_t> padding_;  // (B, n) of the last forward, or empty
+  std::vector<T> pooled_;         // (B, d)
+};
+
+}  // namespace
+
+void register_classify_head(HeadRegistry& r) {
+  register_head<ClassifyHead>(r,
+                              {.name = "classify",
+                               .summary = "sequence classification (mean or first-position pooling, linear), (B, C)",
+                               .causal = false,
+                               .targets = HeadTargets::kClasses,
+                               .objective = "classification"},
+                              &ClassifyHead<float>::validate);
+}
+
+}  // namespace lf

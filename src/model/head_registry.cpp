@@ -1,0 +1,83 @@
+// The head registry (one line per head; each is defined in its own file src/model/head_<name>.cpp) and
+// what every head shares: its logits' shape, the tied output scale, and make_head.
+#include <cmath>
+
+#include "core/error.h"
+#include "core/join.h"
+#include "model/head.h"
+
+namespace lf {
+
+void register_mlm_head(HeadRegistry&);
+void register_clm_head(HeadRegistry&);
+void register_classify_head(HeadRegistry&);
+
+HeadRegistry& HeadRegistry::instance() {
+  static HeadRegistry* registry = [] {
+    auto* r = new HeadRegistry();
+    register_mlm_head(*r);
+    register_clm_head(*r);
+    register_classify_head(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+void HeadRegistry::add(HeadFactory factory) {
+  LF_REQUIRE(!has(factory.info.name), "head '", factory.info.name, "' registered twice");
+  factories_.push_back(std::move(factory));
+}
+
+bool HeadRegistry::has(const std::string& name) const {
+  for (const auto& f : factories_)
+    if (f.info.name == name) return true;
+  return false;
+}
+
+const HeadFactory& HeadRegistry::get(const std::string& name) const {
+  for (const auto& f : factories_)
+    if (f.info.name == name) return f;
+  throw InvalidArgument(str_cat("`task` must be one of ", join(names()), " (the model heads), got '", name, "'"));
+}
+
+std::vector<std::string> HeadRegistry::names() const {
+  std::vector<std::string> out;
+  for (const auto& f : factories_) out.push_back(f.info.name);
+  return out;
+}
+
+const HeadInfo& head_info(const std::string& task) { return HeadRegistry::instance().get(task).info; }
+
+int64_t logits_rows(const HeadInfo& info, int64_t B, int64_t n) {
+  return info.targets == HeadTargets::kClasses ? B : B * n;
+}
+
+int64_t logits_per_row(const HeadInfo& info, const ModelConfig& config) {
+  return info.targets == HeadTargets::kClasses ? config.n_classes : config.vocab_size;
+}
+
+template <class T>
+T tied_output_scale(const ModelConfig& c) {
+  return c.scale_tied_output ? T(1 / std::sqrt(double(c.d_model))) : T(1);
+}
+template float tied_output_scale<float>(const ModelConfig&);
+template double tied_output_scale<double>(const ModelConfig&);
+
+template <>
+std::unique_ptr<Head<float>> make_head(const HeadContext<float>& ctx) {
+  const HeadFactory& f = HeadRegistry::instance().get(ctx.config.task);
+  return ctx.config.output_head == "linear" ? make_untied_linear_head(f.info, ctx) : f.make_f32(ctx);
+}
+
+template <>
+std::unique_ptr<Head<double>> make_head(const HeadContext<double>& ctx) {
+  const HeadFactory& f = HeadRegistry::instance().get(ctx.config.task);
+  return ctx.config.output_head == "linear" ? make_untied_linear_head(f.info, ctx) : f.make_f64(ctx);
+}
+
+double head_activation_bytes(const ModelConfig& config, double B, double n, bool training) {
+  if (config.output_head == "linear") return untied_linear_head_activation_bytes(config, B, n, training);
+  return HeadRegistry::instance().get(config.task).activation_bytes(config, B, n, training);
+}
+
+}  // namespace lf

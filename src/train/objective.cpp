@@ -1,0 +1,135 @@
+// The training objectives (train/objective.h), one block each, and the table naming them.
+#include "train/objective.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/join.h"
+#include "cpu/cross_entropy.h"
+#include "data/tokenizer.h"
+#include "model/head.h"
+
+namespace lf {
+namespace {
+
+constexpr uint64_t kEvalSeed = 0xe7a1ull;  // fixed: every evaluation of every model sees the same batches
+
+ObjectiveLoss cross_entropy_loss(const float* logits, const TokenBatch& b, int64_t V, float* dlogits,
+                                 double grad_scale) {
+  const int64_t rows = int64_t(b.targets.size());
+  const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
+  ObjectiveLoss r{ce.loss, ce.count, 0};
+  for (int64_t i = 0; i < rows; ++i) {
+    if (b.targets[size_t(i)] == kIgnoreIndex) continue;
+    const float* row = logits + i * V;
+    r.correct += std::max_element(row, row + V) - row == b.targets[size_t(i)];
+  }
+  if (dlogits) cross_entropy_backward(logits, b.targets.data(), dlogits, rows, V, grad_scale);
+  return r;
+}
+
+// ---- the LM objectives: a text corpus -----------------------------------------------------------
+
+void load_corpus(const TrainOptions& opt, TaskData& d) {
+  d.corpus = std::make_unique<Corpus>(Corpus::load(opt.data_path, opt.max_bytes, {opt.valid_fraction, opt.test_fraction}));
+}
+
+// masked_lm: BERT-style masking; evaluation masks per position at fixed draws.
+TokenBatch masked_lm_train_batch(const TaskData& d, int64_t B, int64_t n, uint64_t seed, uint64_t step,
+                                 const MlmMasking& masking) {
+  return mlm_batch(d.corpus->split(Split::Train), B, n, seed, step, masking);
+}
+int64_t masked_lm_eval_batch_count(const TaskData& d, Split split, int64_t B, int64_t n, int64_t max_batches) {
+  return mlm_eval_batches(d.corpus->split(split), B, n, max_batches);
+}
+TokenBatch masked_lm_eval_batch(const TaskData& d, Split split, int64_t B, int64_t n, int64_t index, double mask_prob) {
+  return mlm_eval_batch(d.corpus->split(split), B, n, uint64_t(index), kEvalSeed, mask_prob);
+}
+
+// causal_lm: crops of n + 1 bytes, each position predicting the next.
+TokenBatch causal_lm_train_batch(const TaskData& d, int64_t B, int64_t n, uint64_t seed, uint64_t step,
+                                 const MlmMasking&) {
+  return clm_batch(d.corpus->split(Split::Train), B, n, seed, step);
+}
+int64_t causal_lm_eval_batch_count(const TaskData& d, Split split, int64_t B, int64_t n, int64_t max_batches) {
+  return mlm_eval_batches(d.corpus->split(split), B, n + 1, max_batches);
+}
+TokenBatch causal_lm_eval_batch(const TaskData& d, Split split, int64_t B, int64_t n, int64_t index, double) {
+  return clm_batch(d.corpus->split(split), B, n, kEvalSeed, uint64_t(index));
+}
+
+// ---- classification: labelled examples ------------------------------------------------------------
+
+// The last valid_fraction of the examples (at least one) is held out; valid and test share them.
+void load_labelled(const TrainOptions& opt, TaskData& d) {
+  const ClassificationData all = ClassificationData::load(opt.data_path);
+  const int64_t held = std::max<int64_t>(1, int64_t(std::round(double(all.size()) * opt.valid_fraction)));
+  LF_REQUIRE(all.size() > held, opt.data_path, ": ", all.size(), " examples are too few to hold out ", held,
+             " for validation");
+  auto part = [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> labels(all.labels().begin() + begin, all.labels().begin() + end);
+    std::vector<std::string> texts(all.texts().begin() + begin, all.texts().begin() + end);
+    return std::make_unique<ClassificationData>(ClassificationData::from_examples(labels, texts, all.source()));
+  };
+  d.train_examples = part(0, all.size() - held);
+  d.valid_examples = part(all.size() - held, all.size());
+}
+
+TokenBatch classification_train_batch(const TaskData& d, int64_t B, int64_t n, uint64_t seed, uint64_t step,
+                                      const MlmMasking&) {
+  return classification_batch(*d.train_examples, B, n, seed, step);
+}
+int64_t classification_eval_batch_count(const TaskData& d, Split, int64_t B, int64_t, int64_t max_batches) {
+  return std::min<int64_t>(max_batches, (d.valid_examples->size() + B - 1) / B);
+}
+// Held-out examples [index·B, (index + 1)·B) as one padded batch.
+TokenBatch classification_eval_batch(const TaskData& d, Split, int64_t B, int64_t n, int64_t index, double) {
+  const ClassificationData& examples = *d.valid_examples;
+  const int64_t begin = index * B, end = std::min<int64_t>(examples.size(), (index + 1) * B);
+  TokenBatch b;
+  b.B = end - begin;
+  b.n = n;
+  b.tokens.assign(size_t(b.B * n), kPad);
+  b.padding.assign(size_t(b.B * n), 1);
+  for (int64_t i = 0; i < b.B; ++i) {
+    const std::vector<int32_t> ids = encode(examples.texts()[size_t(begin + i)]);
+    const int64_t len = std::min<int64_t>(n, int64_t(ids.size()));
+    for (int64_t t = 0; t < len; ++t) {
+      b.tokens[size_t(i * n + t)] = ids[size_t(t)];
+      b.padding[size_t(i * n + t)] = 0;
+    }
+    b.targets.push_back(examples.labels()[size_t(begin + i)]);
+  }
+  return b;
+}
+
+const std::vector<Objective>& objectives() {
+  static const std::vector<Objective> table = {
+      {"masked_lm", load_corpus, masked_lm_train_batch, masked_lm_eval_batch_count, masked_lm_eval_batch,
+       cross_entropy_loss},
+      {"causal_lm", load_corpus, causal_lm_train_batch, causal_lm_eval_batch_count, causal_lm_eval_batch,
+       cross_entropy_loss},
+      {"classification", load_labelled, classification_train_batch, classification_eval_batch_count,
+       classification_eval_batch, cross_entropy_loss},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> objective_names() {
+  std::vector<std::string> names;
+  for (const Objective& o : objectives()) names.push_back(o.name);
+  return names;
+}
+
+const Objective& objective(const std::string& name) {
+  for (const Objective& o : objectives())
+    if (o.name == name) return o;
+  throw InvalidArgument(str_cat("unknown training objective '", name, "' (known: ", join(objective_names()), ")"));
+}
+
+const Objective& head_objective(const std::string& task) { return objective(head_info(task).objective); }
+
+}  // namespace lf
