@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "core/arena.h"
-#include "cpu/linear.h"
 #include "model/config.h"
+#include "core/tensor.h"
+#include "ops/linear.h"
 
 namespace lf {
 
@@ -100,12 +101,12 @@ struct TiedOutput {
   int token_embedding = -1, bias = -1;
 
   void forward(const ParamArena<T>& a, const ModelConfig& c, const T* z, T* logits, int64_t N) const {
-    linear_forward(z, a.value(token_embedding), a.value(bias), logits, N, c.d_model, c.vocab_size);
+    ops::linear_forward(matrix<const T>(z, N, c.d_model), a.value_view(token_embedding), a.value_view(bias), matrix(logits, N, c.vocab_size));
   }
   // Overwrites dx (N, d), the gradient of the unscaled input.
   void backward(ParamArena<T>& a, const ModelConfig& c, const T* z, const T* dlogits, T* dx, int64_t N) const {
-    linear_backward(z, a.value(token_embedding), dlogits, dx, a.grad(token_embedding), a.grad(bias), N, c.d_model,
-                    c.vocab_size);
+    ops::linear_backward<T>(matrix<const T>(z, N, c.d_model), a.value_view(token_embedding), matrix<const T>(dlogits, N, c.vocab_size), matrix(dx, N, c.d_model),
+                            a.grad_view(token_embedding), a.grad_view(bias));
     if (const T s = tied_output_scale<T>(c); s != T(1))
       for (int64_t i = 0; i < N * c.d_model; ++i) dx[i] *= s;
   }

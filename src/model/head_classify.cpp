@@ -4,8 +4,9 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "cpu/linear.h"
 #include "model/head.h"
+#include "core/tensor.h"
+#include "ops/linear.h"
 
 namespace lf {
 namespace {
@@ -40,7 +41,7 @@ class ClassifyHead final : public Head<T> {
       }
       for (int64_t e = 0; e < d; ++e) pb[e] /= T(count);
     }
-    linear_forward(pooled_.data(), this->arena_.value(weight_), this->arena_.value(bias_), logits, B, d, c.n_classes);
+    ops::linear_forward(matrix<const T>(pooled_.data(), B, d), this->arena_.value_view(weight_), this->arena_.value_view(bias_), matrix(logits, B, c.n_classes));
     return logits;
   }
 
@@ -49,8 +50,8 @@ class ClassifyHead final : public Head<T> {
     ParamArena<T>& a = this->arena_;
     const int64_t B = this->B_, n = this->n_, d = c.d_model;
     std::vector<T> dpooled(size_t(B * d));
-    linear_backward(pooled_.data(), a.value(weight_), dlogits, dpooled.data(), a.grad(weight_), a.grad(bias_), B, d,
-                    c.n_classes);
+    ops::linear_backward<T>(matrix<const T>(pooled_.data(), B, d), a.value_view(weight_), matrix<const T>(dlogits, B, c.n_classes), matrix(dpooled.data(), B, d),
+                            a.grad_view(weight_), a.grad_view(bias_));
     std::fill_n(dh, B * n * d, T(0));  // positions outside the pooling get none
     for (int64_t b = 0; b < B; ++b) {
       const T* dp = dpooled.data() + b * d;

@@ -3,8 +3,9 @@
 // token head whose HeadInfo has linear_output_head (mlm, clm), which then only decides the training.
 #include <cmath>
 
-#include "cpu/linear.h"
 #include "model/head.h"
+#include "core/tensor.h"
+#include "ops/linear.h"
 
 namespace lf {
 namespace {
@@ -22,15 +23,15 @@ class UntiedLinearHead final : public Head<T> {
   const T* forward(const T* h, const uint8_t*, int64_t B, int64_t n, bool) override {
     T* logits = this->begin_forward(B, n);
     const ModelConfig& c = this->config_;
-    linear_forward(h, this->arena_.value(weight_), this->arena_.value(bias_), logits, B * n, c.d_model, c.vocab_size);
+    ops::linear_forward(matrix<const T>(h, B * n, c.d_model), this->arena_.value_view(weight_), this->arena_.value_view(bias_), matrix(logits, B * n, c.vocab_size));
     return logits;
   }
 
   void backward(const T* h, const T* dlogits, T* dh) override {
     const ModelConfig& c = this->config_;
     ParamArena<T>& a = this->arena_;
-    linear_backward(h, a.value(weight_), dlogits, dh, a.grad(weight_), a.grad(bias_), this->B_ * this->n_, c.d_model,
-                    c.vocab_size);
+    ops::linear_backward<T>(matrix<const T>(h, this->B_ * this->n_, c.d_model), a.value_view(weight_), matrix<const T>(dlogits, this->B_ * this->n_, c.vocab_size), matrix(dh, this->B_ * this->n_, c.d_model),
+                            a.grad_view(weight_), a.grad_view(bias_));
   }
 
   double forward_flops(int64_t n) const override {

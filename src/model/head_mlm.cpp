@@ -2,10 +2,10 @@
 // token embedding (its input scaled by d^{-1/2} with scale_tied_output). Trained on BERT-style masking.
 #include <cmath>
 
-#include "cpu/gelu.h"
-#include "cpu/layernorm.h"
-#include "cpu/linear.h"
 #include "model/head.h"
+#include "core/tensor.h"
+#include "ops/linear.h"
+#include "ops/norm_act.h"
 
 namespace lf {
 namespace {
@@ -38,9 +38,10 @@ class MlmHead final : public Head<T> {
     T* z = keep ? z_.data() : u_.data();
     mean_.resize(size_t(N));
     rstd_.resize(size_t(N));
-    linear_forward(h, a.value(dense_w_), a.value(dense_b_), u_.data(), N, d, d);
-    gelu_forward(u_.data(), g, N_d);
-    layernorm_forward(g, a.value(norm_w_), a.value(norm_b_), z, mean_.data(), rstd_.data(), N, d, c.ln_eps);
+    ops::linear_forward(matrix<const T>(h, N, d), a.value_view(dense_w_), a.value_view(dense_b_), matrix(u_.data(), N, d));
+    ops::gelu_forward<T>(vector_view(u_.data(), N_d), vector_view(g, N_d));
+    ops::layernorm_forward(matrix<const T>(g, N, d), a.value_view(norm_w_), a.value_view(norm_b_), matrix(z, N, d), vector_view(mean_.data(), N),
+                           vector_view(rstd_.data(), N), c.ln_eps);
     if (const T s = tied_output_scale<T>(c); s != T(1))  // z is kept scaled: the tied product's input
       for (int64_t i = 0; i < N_d; ++i) z[i] *= s;
     out_.forward(a, c, z, logits, N);
@@ -53,10 +54,12 @@ class MlmHead final : public Head<T> {
     const int64_t N = this->B_ * this->n_, d = c.d_model, N_d = N * d;
     std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
     out_.backward(a, c, z_.data(), dlogits, dz.data(), N);
-    layernorm_backward(g_.data(), a.value(norm_w_), mean_.data(), rstd_.data(), dz.data(), dg.data(), a.grad(norm_w_),
-                       a.grad(norm_b_), N, d);
-    gelu_backward(u_.data(), dg.data(), dg.data(), N_d);
-    linear_backward(h, a.value(dense_w_), dg.data(), dh, a.grad(dense_w_), a.grad(dense_b_), N, d, d);
+    ops::layernorm_backward(matrix<const T>(g_.data(), N, d), a.value_view(norm_w_), vector_view<const T>(mean_.data(), N),
+                            vector_view<const T>(rstd_.data(), N), matrix<const T>(dz.data(), N, d), matrix(dg.data(), N, d),
+                            a.grad_view(norm_w_), a.grad_view(norm_b_));
+    ops::gelu_backward<T>(vector_view(u_.data(), N_d), vector_view(dg.data(), N_d), vector_view(dg.data(), N_d));
+    ops::linear_backward<T>(matrix<const T>(h, N, d), a.value_view(dense_w_), matrix<const T>(dg.data(), N, d), matrix(dh, N, d),
+                            a.grad_view(dense_w_), a.grad_view(dense_b_));
   }
 
   double forward_flops(int64_t n) const override {

@@ -55,7 +55,6 @@ const std::set<std::string> kNotYetOnOps = {
     "attention/mixer.cpp",        "attention/performer.cpp",
     "attention/reformer.cpp",
     "attention/sinkhorn.cpp",     "attention/sparse_pattern.cpp", "attention/synthesizer.cpp",
-    "model/model.cpp",
 };
 
 // The kinds and the model are written on ops (src/ops/): no backend header, no OpenMP loop of their
