@@ -19,83 +19,11 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "cpu/linear.h"
+#include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
 
 namespace lf {
 namespace {
-
-// ---- the tile product -------------------------------------------------------------------------
-
-// Register block: kRows rows of C × kCols columns (64 bytes: two AVX2 vectors of float or double).
-constexpr int kRows = 4;
-template <class T>
-constexpr int kCols = int(64 / sizeof(T));
-
-// One full kRows × kCols block of C, K-long dot products kept in registers. a(r, k) is A[r·lda + k]
-// (or A[k·lda + r] transposed): kRows broadcasts and one contiguous row of B per k.
-template <class T, bool TA>
-inline void micro_block(int64_t K, T alpha, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
-                        bool accumulate, T* __restrict C, int64_t ldc) {
-  constexpr int R = kRows, JB = kCols<T>;
-  T acc[R][JB] = {};
-  for (int64_t k = 0; k < K; ++k) {
-    const T* __restrict b = B + k * ldb;
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const T a = TA ? A[k * lda + r] : A[r * lda + k];
-#pragma omp simd
-      for (int j = 0; j < JB; ++j) acc[r][j] += a * b[j];
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    T* __restrict c = C + r * ldc;
-    if (accumulate) {
-#pragma omp simd
-      for (int j = 0; j < JB; ++j) c[j] += alpha * acc[r][j];
-    } else {
-#pragma omp simd
-      for (int j = 0; j < JB; ++j) c[j] = alpha * acc[r][j];
-    }
-  }
-}
-
-// A partial block at the right or bottom edge: rows ≤ kRows, cols ≤ kCols.
-template <class T, bool TA>
-inline void micro_edge(int rows, int cols, int64_t K, T alpha, const T* __restrict A, int64_t lda,
-                       const T* __restrict B, int64_t ldb, bool accumulate, T* __restrict C, int64_t ldc) {
-  T acc[kRows][kCols<T>] = {};
-  for (int64_t k = 0; k < K; ++k) {
-    const T* __restrict b = B + k * ldb;
-    for (int r = 0; r < rows; ++r) {
-      const T a = TA ? A[k * lda + r] : A[r * lda + k];
-#pragma omp simd
-      for (int j = 0; j < cols; ++j) acc[r][j] += a * b[j];
-    }
-  }
-  for (int r = 0; r < rows; ++r) {
-    T* c = C + r * ldc;
-    for (int j = 0; j < cols; ++j) c[j] = accumulate ? c[j] + alpha * acc[r][j] : alpha * acc[r][j];
-  }
-}
-
-// Blocks of C row panel by row panel: the K×kCols panel of B stays in L1 across the row blocks (a
-// whole 64×64 tile of B is 16 KiB in float).
-template <class T, bool TA>
-inline void tile_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
-                      bool accumulate, T* C, int64_t ldc) {
-  constexpr int R = kRows, JB = kCols<T>;
-  for (int64_t i0 = 0; i0 < M; i0 += R) {
-    const int rows = int(std::min<int64_t>(R, M - i0));
-    const T* Ai = TA ? A + i0 : A + i0 * lda;
-    for (int64_t j0 = 0; j0 < N; j0 += JB) {
-      const int cols = int(std::min<int64_t>(JB, N - j0));
-      if (rows == R && cols == JB)
-        micro_block<T, TA>(K, alpha, Ai, lda, B + j0, ldb, accumulate, C + i0 * ldc + j0, ldc);
-      else
-        micro_edge<T, TA>(rows, cols, K, alpha, Ai, lda, B + j0, ldb, accumulate, C + i0 * ldc + j0, ldc);
-    }
-  }
-}
 
 // ---- shared helpers -----------------------------------------------------------------------------
 
@@ -149,26 +77,6 @@ inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, int64_
 
 }  // namespace
 
-template <class T>
-void flash_tile_gemm(bool trans_a, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-                     int64_t ldb, bool accumulate, T* C, int64_t ldc) {
-  if (trans_a)
-    tile_gemm<T, true>(M, N, K, alpha, A, lda, B, ldb, accumulate, C, ldc);
-  else
-    tile_gemm<T, false>(M, N, K, alpha, A, lda, B, ldb, accumulate, C, ldc);
-}
-
-template <class T>
-void flash_tile_gemm_ref(bool trans_a, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-                         const T* B, int64_t ldb, bool accumulate, T* C, int64_t ldc) {
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double acc = 0;
-      for (int64_t k = 0; k < K; ++k)
-        acc += double(trans_a ? A[k * lda + i] : A[i * lda + k]) * double(B[k * ldb + j]);
-      C[i * ldc + j] = T((accumulate ? double(C[i * ldc + j]) : 0.0) + double(alpha) * acc);
-    }
-}
 
 // ---- forward --------------------------------------------------------------------------------------
 
@@ -213,7 +121,7 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
         pack_rows(Kb + j0 * ldk, ldk, tk, d_h, Kp.data());
         pack_rows(Vb + j0 * ldk, ldk, tk, d_h, Vp.data());
         T* S = St.data();
-        tile_gemm<T, false>(tk, tq, d_h, T(s.scale), Kp.data(), d_h, Qt.data(), Tq, false, S, Tq);  // scale·K Qᵀ
+        flash_tile_gemm<T>(false, tk, tq, d_h, T(s.scale), Kp.data(), d_h, Qt.data(), Tq, false, S, Tq);  // scale·K Qᵀ
         mask_scores_transposed(s, km, t0, j0, tq, tk, S, Tq);
         // The tile's max per query, the new running max, and the factor rescaling the earlier tiles.
         for (int64_t r = 0; r < tq; ++r) msub[size_t(r)] = mrow[size_t(r)];
@@ -261,7 +169,7 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
               row[r] = uniform01(s.seed, kProbsDropoutStream, base + uint64_t(r * s.mk)) >= keep_p ? row[r] * drop_scale
                                                                                                      : T(0);
           }
-        tile_gemm<T, true>(tq, d_h, tk, T(1), S, Tq, Vp.data(), d_h, true, acc.data(), d_h);  // += P̃ V
+        flash_tile_gemm<T>(true, tq, d_h, tk, T(1), S, Tq, Vp.data(), d_h, true, acc.data(), d_h);  // += P̃ V
       }
       for (int64_t r = 0; r < tq; ++r) {
         const T l = lrow[size_t(r)];
@@ -346,7 +254,7 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
             const T* lse_t = lse + (b * s.h + i) * s.n + t0;
             const T* D_t = D.data() + (b * s.h + i) * s.n + t0;
             // P = exp(scale·Q Kᵀ + masks − lse), the forward's probabilities, recomputed.
-            tile_gemm<T, false>(tq, tk, d_h, scale, Qp.data(), d_h, Kt.data(), Tk, false, P.data(), Tk);
+            flash_tile_gemm<T>(false, tq, tk, d_h, scale, Qp.data(), d_h, Kt.data(), Tk, false, P.data(), Tk);
             mask_scores(s, km, t0, j0, tq, tk, P.data(), Tk);
             for (int64_t r = 0; r < tq; ++r) {
               T* p = P.data() + r * Tk;
@@ -364,10 +272,10 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
               }
             }
             // dV (tk × d_h) += P̃ᵀ dO.
-            tile_gemm<T, true>(tk, d_h, tq, T(1), dropout ? Pd.data() : P.data(), Tk, dOp.data(), d_h, true, dVacc.data(),
+            flash_tile_gemm<T>(true, tk, d_h, tq, T(1), dropout ? Pd.data() : P.data(), Tk, dOp.data(), d_h, true, dVacc.data(),
                                d_h);
             // dP̃ (tq × tk) = dO Vᵀ, then dS = scale · P ∘ (dP − D) with dP = dP̃ ∘ mask/(1 − p).
-            tile_gemm<T, false>(tq, tk, d_h, T(1), dOp.data(), d_h, Vt.data(), Tk, false, dP.data(), Tk);
+            flash_tile_gemm<T>(false, tq, tk, d_h, T(1), dOp.data(), d_h, Vt.data(), Tk, false, dP.data(), Tk);
             for (int64_t r = 0; r < tq; ++r) {
               const T* p = P.data() + r * Tk;
               T* ds = dP.data() + r * Tk;
@@ -382,9 +290,9 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
               }
             }
             // dQ (tq × d_h) += dS K;  dK (tk × d_h) += dSᵀ Q.
-            tile_gemm<T, false>(tq, d_h, tk, T(1), dP.data(), Tk, Kp.data(), d_h, true,
+            flash_tile_gemm<T>(false, tq, d_h, tk, T(1), dP.data(), Tk, Kp.data(), d_h, true,
                                 dq_out + (b * s.n + t0) * ldq + i * d_h, ldq);
-            tile_gemm<T, true>(tk, d_h, tq, T(1), dP.data(), Tk, Qp.data(), d_h, true, dKacc.data(), d_h);
+            flash_tile_gemm<T>(true, tk, d_h, tq, T(1), dP.data(), Tk, Qp.data(), d_h, true, dKacc.data(), d_h);
           }
         }
         for (int64_t j = 0; j < tk; ++j) {
@@ -457,10 +365,7 @@ void register_flash_attention(AttentionRegistry& registry) {
   template void flash_forward<T>(const SdpaShape&, const T*, const T*, const T*, T*, T*);                         \
   template void flash_backward<T>(const SdpaShape&, const T*, const T*, const T*, const T*, const T*, const T*, T*, \
                                   T*, T*);                                                                        \
-  template void flash_tile_gemm<T>(bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, bool,  \
-                                   T*, int64_t);                                                                  \
-  template void flash_tile_gemm_ref<T>(bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t,    \
-                                       bool, T*, int64_t);
+
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

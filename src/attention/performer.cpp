@@ -1,6 +1,6 @@
 // `performer`: FAVOR+ (Choromanski et al. 2021, "Rethinking Attention with Performers"). Softmax's
 // kernel exp(q·k/√d_h) is estimated with positive orthogonal random features, so attention runs as
-// linear attention (linear_core.h) over m features:
+// linear attention (ops/linear_attention.h) over m features:
 //   Q = x W_qᵀ, K = c W_kᵀ, V = c W_vᵀ; per head x = Q_t / d_h^{1/4} (same for K)
 //   φ(x)_j = exp(w_jᵀx − ‖x‖²/2 − stabiliser) / √m,  j < m,   W = (w_j) (m × d_h) shared by the heads
 //   O_t = φ(Q_t) Σ_s φ(K_s)ᵀ V_s / (φ(Q_t) · Σ_s φ(K_s) + eps),   Y = O W_oᵀ + b_o
@@ -19,7 +19,6 @@
 // Time O(B·(n + m)·h·m_f·d_h) (+ O(B·n·h·C·(m_f + d_h)) causal), memory O(B·(n + m)·h·m_f).
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "attention/attention.h"
@@ -27,9 +26,8 @@
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "core/error.h"
-#include "cpu/threading.h"
-#include "cpu/gemm.h"
-#include "cpu/vmath.h"
+#include "ops/linear_attention.h"
+#include "ops/matmul.h"
 
 namespace lf {
 namespace {
@@ -109,20 +107,24 @@ class PerformerAttention final : public Attention<T> {
     in_ = in;
     kept_ = in.keep_for_backward;
     const int64_t B = in.B, n = in.n, m = in.kv_len(), d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
+    const TensorView<const uint8_t> key_mask = ops::key_mask_view(in.key_padding_mask, B, m);
     maps_.project_in(in, q_, k_, v_);
-    shape_ = core_shape(B, n, m, in.key_padding_mask);
-    // U = x Wᵀ for every (position, head) row of d_h: (B·n·h, m_f), then the feature maps in place.
+    // U = c·x Wᵀ for every (position, head) row of d_h: (B·n·h, m_f), then the feature maps in place.
     fq_.resize(size_t(B * n * h * mf));
     fk_.resize(size_t(B * m * h * mf));
-    const T c = T(std::pow(double(dh_), -0.25));
-    const T* W = arena_.value(w_);
-    gemm<T>(false, true, B * n * h, mf, dh_, c, q_.data(), dh_, W, dh_, T(0), fq_.data(), mf);
-    gemm<T>(false, true, B * m * h, mf, dh_, c, k_.data(), dh_, W, dh_, T(0), fk_.data(), mf);
-    query_features();
-    key_features();
+    const TensorView<const T> Wt = features().t();
+    ops::matmul<T>(matrix(q_.data(), B * n * h, dh_), Wt, matrix(fq_.data(), B * n * h, mf), feature_scale());
+    ops::matmul<T>(matrix(k_.data(), B * m * h, dh_), Wt, matrix(fk_.data(), B * m * h, mf), feature_scale());
+    const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
+    ops::favor_query_features<T>(fq, fq);
+    // The keys' stabilisers M (B, h, chunks), one chunk of every key when not causal.
+    shift_.resize(size_t(B * h * (dims_.causal ? (m + opt_.chunk - 1) / opt_.chunk : 1)));
+    ops::favor_key_features<T>(heads(k_, B, m, dh_), fk, key_mask, 0.5 / std::sqrt(double(dh_)), core_options(), fk,
+                               stabilisers(B));
     o_.resize(size_t(B * n * d));
     den_.resize(size_t(B * h * n));
-    linear_core_forward<T>(shape_, fq_.data(), fk_.data(), v_.data(), shift_or_null(), o_.data(), den_.data());
+    ops::linear_attention_forward<T>(fq, fk, heads(v_, B, m, dh_), key_mask, core_key_shift(B), core_options(),
+                                     heads(o_, B, n, dh_), TensorView<T>(den_.data(), {B, h, n}));
     maps_.project_out(o_.data(), out, B * n);
     if (!kept_) {
       release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);
@@ -136,27 +138,22 @@ class PerformerAttention final : public Attention<T> {
     std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     std::vector<T> dfq(size_t(B * n * h * mf)), dfk(size_t(B * m * h * mf));
-    linear_core_backward<T>(shape_, fq_.data(), fk_.data(), v_.data(), shift_or_null(), o_.data(), den_.data(),
-                            d_o.data(), dfq.data(), dfk.data(), dv.data());
+    const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
+    const TensorView<T> gq = heads(dfq, B, n, mf), gk = heads(dfk, B, m, mf);
+    ops::linear_attention_backward<T>(fq, fk, heads(v_, B, m, dh_), ops::key_mask_view(in_.key_padding_mask, B, m),
+                                      core_key_shift(B), core_options(), heads(o_, B, n, dh_),
+                                      TensorView<T>(den_.data(), {B, h, n}), heads(d_o, B, n, dh_), gq, gk,
+                                      heads(dv, B, m, dh_));
     // φ_j = exp(c·w_jᵀq − c²‖q‖²/2 − M)/√m_f (keys; queries without the norm term, which their row's
     // stabiliser absorbs): dq = c·Σ_j g_j w_j − c²·q·Σ_j g_j with g = dφ ∘ φ.
-    const T c = T(std::pow(double(dh_), -0.25));
-    const T* W = arena_.value(w_);
+    const T c = feature_scale();
     const int64_t qrows = B * n * h, krows = B * m * h;
-    multiply_in_place(dfq, fq_);
-    multiply_in_place(dfk, fk_);
-    gemm<T>(false, false, qrows, dh_, mf, c, dfq.data(), mf, W, dh_, T(0), dq.data(), dh_);
-    gemm<T>(false, false, krows, dh_, mf, c, dfk.data(), mf, W, dh_, T(0), dk.data(), dh_);
-    const T c2 = c * c;
-#pragma omp parallel for schedule(static) if (krows * mf > 65536)
-    for (int64_t i = 0; i < krows; ++i) {
-      const T* g = dfk.data() + i * mf;
-      T sum = 0;
-      for (int64_t j = 0; j < mf; ++j) sum += g[j];
-      const T* kr = k_.data() + i * dh_;
-      T* dkr = dk.data() + i * dh_;
-      for (int64_t e = 0; e < dh_; ++e) dkr[e] -= c2 * sum * kr[e];
-    }
+    ops::favor_features_backward<T>(fq, gq, gq);
+    ops::favor_features_backward<T>(fk, gk, gk);
+    ops::matmul<T>(matrix(dfq.data(), qrows, mf), features(), matrix(dq.data(), qrows, dh_), c);
+    ops::matmul<T>(matrix(dfk.data(), krows, mf), features(), matrix(dk.data(), krows, dh_), c);
+    ops::favor_key_norm_backward<T>(matrix(k_.data(), krows, dh_), matrix(dfk.data(), krows, mf), c * c,
+                                    matrix(dk.data(), krows, dh_));
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "performer");
     release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);  // one backward per forward
     kept_ = false;
@@ -164,14 +161,14 @@ class PerformerAttention final : public Attention<T> {
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
     const double features = 2.0 * B * double(n + m) * dims_.n_heads * opt_.features * dh_;
-    return maps_.flops(B, n, m) + features + linear_core_flops(core_shape(B, n, m));
+    return maps_.flops(B, n, m) + features + ops::linear_attention_flops(core_sizes(B, n, m), core_options());
   }
 
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
     const double d = double(dims_.d_model), h = double(dims_.n_heads), mf = double(opt_.features);
     const double nd = double(B) * n * d, md = double(B) * m * d, nf = double(B) * n * h * mf, kf = double(B) * m * h * mf;
     const double small = double(B) * h * (n + m);  // denominators, chunk shifts
-    const double scratch = linear_core_scratch_bytes(core_shape(B, n, m), sizeof(T));
+    const double scratch = ops::linear_attention_scratch_bytes(core_sizes(B, n, m), core_options(), sizeof(T));
     // q, o (B, n, d); k, v, the masked context copy (B, m, d); φq (B, n, h·m_f), φk (B, m, h·m_f).
     const double fwd = sizeof(T) * (2.0 * nd + 3.0 * md + nf + kf + small) + scratch;
     if (!training) return fwd;
@@ -180,86 +177,27 @@ class PerformerAttention final : public Attention<T> {
   }
 
  private:
-  LinearCoreShape core_shape(int64_t B, int64_t n, int64_t m, const uint8_t* key_mask = nullptr) const {
-    return linear_core_shape(dims_, opt_.features, opt_.chunk, kPerformerEps, B, n, m, key_mask);
+  ops::LinearAttentionOptions core_options() const { return {dims_.causal, opt_.chunk, kPerformerEps}; }
+  // m_f features per head, values d_h wide.
+  ops::LinearAttentionSizes core_sizes(int64_t B, int64_t n, int64_t m) const {
+    return {B, dims_.n_heads, n, m, opt_.features, dims_.d_model / dims_.n_heads};
   }
 
-  const T* shift_or_null() const { return dims_.causal ? shift_.data() : nullptr; }
-
-  static void multiply_in_place(std::vector<T>& g, const std::vector<T>& phi) {
-    const int64_t n = int64_t(g.size());
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) g[size_t(i)] *= phi[size_t(i)];
+  // c = d_h^{-1/4}: queries and keys enter the features as x / d_h^{1/4}.
+  T feature_scale() const { return T(std::pow(double(dh_), -0.25)); }
+  // W (m_f, d_h).
+  TensorView<const T> features() const { return matrix<const T>(arena_.value(w_), opt_.features, dh_); }
+  // x (B, len, h·w) seen per head: (B, len, h, w).
+  TensorView<T> heads(std::vector<T>& x, int64_t B, int64_t len, int64_t w) const {
+    return TensorView<T>(x.data(), {B, len, dims_.n_heads, w});
   }
-
-  // fq_ rows (B·n·h, m_f) from U = c·Q Wᵀ: φ_j = exp(u_j − max_j u_j) / √m_f.
-  void query_features() {
-    const int64_t rows = in_.B * in_.n * dims_.n_heads, mf = opt_.features;
-    const T inv_sqrt = T(1.0 / std::sqrt(double(mf)));
-#pragma omp parallel for schedule(static) if (rows * mf > 65536)
-    for (int64_t i = 0; i < rows; ++i) {
-      T* u = fq_.data() + i * mf;
-      T mx = u[0];
-      for (int64_t j = 1; j < mf; ++j) mx = std::max(mx, u[j]);
-#pragma omp simd
-      for (int64_t j = 0; j < mf; ++j) u[j] = exp_fast<T>(u[j] - mx) * inv_sqrt;
-    }
+  // The keys' stabilisers M (B, h, chunks), from shift_.
+  TensorView<T> stabilisers(int64_t B) {
+    const int64_t h = dims_.n_heads;
+    return TensorView<T>(shift_.data(), {B, h, int64_t(shift_.size()) / (B * h)});
   }
-
-  // fk_ rows (B·m·h, m_f) from U = c·K Wᵀ: e_j = u_j − c²‖k‖²/2, φ_j = exp(e_j − M)/√m_f with M the
-  // shared max of e over the valid keys of the (batch, head) (causal: of the chunk and the ones
-  // before it, kept in shift_ (B, h, chunks)); padded keys' rows selected to 0.
-  void key_features() {
-    const int64_t B = in_.B, m = in_.kv_len(), h = dims_.n_heads, mf = opt_.features;
-    const T c2_half = T(0.5 / std::sqrt(double(dh_)));  // c²/2 with c = d_h^{-1/4}
-    const T inv_sqrt = T(1.0 / std::sqrt(double(mf)));
-    const T neg_inf = -std::numeric_limits<T>::infinity();
-    const uint8_t* mask = in_.key_padding_mask;
-    const int64_t C = opt_.chunk, chunks = dims_.causal ? shape_.key_chunks() : 1, span = dims_.causal ? C : m;
-    // e_j in place, and the max per (batch, head, chunk): rows are (b, s, head).
-    std::vector<T> chunk_max(size_t(B * h * chunks), neg_inf);
-#pragma omp parallel for schedule(static) if (B * m * h * mf > 65536)
-    for (int64_t bh = 0; bh < B * h; ++bh) {
-      const int64_t b = bh / h, hd = bh % h;
-      for (int64_t s = 0; s < m; ++s) {
-        if (mask && mask[b * m + s]) continue;
-        const int64_t row = (b * m + s) * h + hd;
-        const T* kr = k_.data() + row * dh_;
-        T sq = 0;
-        for (int64_t e = 0; e < dh_; ++e) sq += kr[e] * kr[e];
-        const T half = c2_half * sq;
-        T* u = fk_.data() + row * mf;
-        T mx = neg_inf;
-        for (int64_t j = 0; j < mf; ++j) {
-          u[j] -= half;
-          mx = std::max(mx, u[j]);
-        }
-        T& cm = chunk_max[size_t(bh * chunks + s / span)];
-        cm = std::max(cm, mx);
-      }
-    }
-    // Causal: a running max over the chunks.
-    if (dims_.causal) {
-      for (int64_t bh = 0; bh < B * h; ++bh)
-        for (int64_t c = 1; c < chunks; ++c)
-          chunk_max[size_t(bh * chunks + c)] = std::max(chunk_max[size_t(bh * chunks + c)], chunk_max[size_t(bh * chunks + c - 1)]);
-      shift_ = chunk_max;
-    }
-#pragma omp parallel for schedule(static) if (B * m * h * mf > 65536)
-    for (int64_t bs = 0; bs < B * m; ++bs) {
-      const int64_t b = bs / m, s = bs % m;
-      for (int64_t hd = 0; hd < h; ++hd) {
-        T* u = fk_.data() + (bs * h + hd) * mf;
-        if (mask && mask[bs]) {
-          std::fill(u, u + mf, T(0));
-          continue;
-        }
-        const T M = chunk_max[size_t((b * h + hd) * chunks + s / span)];
-#pragma omp simd
-        for (int64_t j = 0; j < mf; ++j) u[j] = exp_fast<T>(u[j] - M) * inv_sqrt;
-      }
-    }
-  }
+  // The core's key shifts: the stabilisers when causal; otherwise one M per (batch, head), which cancels.
+  TensorView<const T> core_key_shift(int64_t B) { return dims_.causal ? stabilisers(B) : TensorView<T>(); }
 
   AttentionDims dims_;
   PerformerOptions opt_;
@@ -267,17 +205,18 @@ class PerformerAttention final : public Attention<T> {
   ParamArena<T>& arena_;
   std::string prefix_;
   int64_t dh_ = 0;
-  int w_ = -1;               // features (m_f, d_h), fixed
-  int64_t held_draw_ = -1;   // the draw set_training_step last wrote (-1: none yet, e.g. loaded weights)
+  int w_ = -1;              // features (m_f, d_h), fixed
+  int64_t held_draw_ = -1;  // the draw set_training_step last wrote (-1: none
+                            // yet, e.g. loaded weights)
 
   // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
   bool kept_ = false;
-  LinearCoreShape shape_;
   std::vector<T> q_, k_, v_;  // (B, n, d), (B, m, d), (B, m, d)
-  std::vector<T> fq_, fk_;    // φ(Q) (B, n, h·m_f), φ(K) (B, m, h·m_f) (zero rows at padding)
-  std::vector<T> o_, den_;    // O (B, n, d); denominators (B, h, n)
-  std::vector<T> shift_;      // causal: key stabilisers (B, h, chunks)
+  std::vector<T> fq_,
+      fk_;                  // φ(Q) (B, n, h·m_f), φ(K) (B, m, h·m_f) (zero rows at padding)
+  std::vector<T> o_, den_;  // O (B, n, d); denominators (B, h, n)
+  std::vector<T> shift_;    // key stabilisers (B, h, chunks) (not causal: one chunk)
 };
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "cpu/threading.h"
 #include "cpu/gemm.h"
 #include "cpu/linear.h"
+#include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
 
 namespace lf {

@@ -18,6 +18,7 @@
 #include "attention/sdpa.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
 
 namespace lf {

@@ -19,6 +19,7 @@
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
 #include "core/error.h"
+#include "cpu/linear_attention.h"
 #include "cpu/threading.h"
 
 namespace lf {

@@ -1,0 +1,51 @@
+// The feature maps of the linear-attention kinds (ops/linear_attention.h has their definitions): `linear`'s
+// elu(x) + 1 and performer's FAVOR+ positive random features, forward and backward, on dense row-major
+// buffers. Each threads over rows above a size threshold; every element is computed the same way for any
+// thread count. The FAVOR+ maps have plain references (libm's exp, no threads).
+#pragma once
+#include <cstdint>
+
+namespace lf {
+
+// y (rows, d) = elu(x) + 1, rows where row_mask (rows, or null) is nonzero set to 0. y may be x.
+template <class T>
+void elu_plus_one_forward(const T* x, const uint8_t* row_mask, T* y, int64_t rows, int64_t d);
+// dx (n) = dy ⊙ min(φ, 1). dx may be dy.
+template <class T>
+void elu_plus_one_backward(const T* phi, const T* dy, T* dx, int64_t n);
+
+// phi (rows, m_f) = exp(u − max_j u_j) / √m_f. phi may be u.
+template <class T>
+void favor_query_features(const T* u, T* phi, int64_t rows, int64_t mf);
+template <class T>
+void favor_query_features_ref(const T* u, T* phi, int64_t rows, int64_t mf);
+
+// The keys' sizes: k (B, m, h, d_h), u and phi (B, m, h, m_f), key_mask (B, m) or null; M is shared by `span`
+// consecutive keys (non-causal: span = m), key_max (B, h, ⌈m/span⌉).
+struct FavorKeyShape {
+  int64_t B = 0, m = 0, h = 0, d_h = 0, mf = 0;
+  int64_t span = 0;      // keys per max
+  bool running = false;  // causal: each max also covers every earlier span
+  int64_t spans() const { return (m + span - 1) / span; }
+};
+
+// e = u − half_sq_scale·‖k‖², M per (batch, head, span) the max of e over valid keys (a running max over the
+// spans when s.running), phi = exp(e − M) / √m_f, 0 at padded keys. phi may be u.
+template <class T>
+void favor_key_features(const FavorKeyShape& s, const T* k, const T* u, const uint8_t* key_mask, T half_sq_scale,
+                        T* phi, T* key_max);
+template <class T>
+void favor_key_features_ref(const FavorKeyShape& s, const T* k, const T* u, const uint8_t* key_mask, T half_sq_scale,
+                            T* phi, T* key_max);
+
+// du (n) = dphi ⊙ phi. du may be dphi.
+template <class T>
+void favor_features_backward(const T* phi, const T* dphi, T* du, int64_t n);
+
+// dk (rows, d_h) −= sq_scale · (Σ_j du_j) · k, du (rows, m_f).
+template <class T>
+void favor_key_norm_backward(const T* k, const T* du, T sq_scale, int64_t rows, int64_t d_h, int64_t mf, T* dk);
+template <class T>
+void favor_key_norm_backward_ref(const T* k, const T* du, T sq_scale, int64_t rows, int64_t d_h, int64_t mf, T* dk);
+
+}  // namespace lf
