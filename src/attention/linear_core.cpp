@@ -19,7 +19,7 @@
 #include <limits>
 #include <vector>
 
-#include "attention/flash.h"
+#include "cpu/flash.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "cpu/threading.h"

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/flash.h"
+#include "cpu/flash.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"

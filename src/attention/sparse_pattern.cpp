@@ -13,7 +13,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "attention/flash.h"
+#include "cpu/flash.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"
 #include "core/error.h"
