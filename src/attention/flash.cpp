@@ -2,321 +2,16 @@
 // `full` (Q = x W_qᵀ, K = c W_kᵀ, V = c W_vᵀ, O_i = softmax(Q_i K_iᵀ/√d_h + masks) V_i, Y = O W_oᵀ + b_o),
 // but the scores are computed tile by tile with an online softmax and recomputed in the backward
 // (FlashAttention-2), so only O and the per-row log-sum-exp are kept: time O(B·h·n·m·d_h), memory
-// O(B·n·d) plus O(tile²) scratch per thread. The kernels are declared in flash.h.
-#include "attention/flash.h"
-
-#include <omp.h>
-
-#include <algorithm>
-#include <cmath>
-#include <limits>
-#include <type_traits>
+// O(B·n·d) plus O(tile²) scratch per thread. The op is ops/flash.h.
+#include <cstdint>
 #include <vector>
 
 #include "attention/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "cpu/linear.h"
-#include "cpu/tile_gemm.h"
-#include "cpu/vmath.h"
+#include "ops/flash.h"
 
 namespace lf {
-namespace {
-
-// ---- shared helpers -----------------------------------------------------------------------------
-
-// Below about a million multiply-adds in Q Kᵀ a parallel region costs more than it saves (much more
-// on a loaded machine, where waking the team can take milliseconds): run on the calling thread.
-inline bool worth_threads(const SdpaShape& s) { return double(s.B) * s.h * s.n * s.mk * s.d_h >= double(1 << 20); }
-
-void check_flash_shape(const SdpaShape& s) {
-  LF_REQUIRE(s.hk == s.h || s.hk == 1, "flash attention: key heads must equal query heads or be 1, got ", s.hk);
-  LF_REQUIRE(!s.causal || s.mk == s.n, "flash attention: causal masking needs as many keys as queries");
-  LF_REQUIRE(s.dropout >= 0 && s.dropout < 1, "flash attention: dropout must be in [0, 1), got ", s.dropout);
-}
-
-// True when every key of [j0, j0 + tk) is padding (the tile contributes nothing).
-inline bool all_padded(const uint8_t* km, int64_t j0, int64_t tk) {
-  if (!km) return false;
-  for (int64_t j = 0; j < tk; ++j)
-    if (!km[j0 + j]) return false;
-  return true;
-}
-
-// Scores S (tq × tk, row stride ldS) of query rows t0.. against keys j0..: −inf where the key is
-// padding or (causal) in the future.
-template <class T>
-inline void mask_scores(const SdpaShape& s, const uint8_t* km, int64_t t0, int64_t j0, int64_t tq, int64_t tk, T* S,
-                        int64_t ldS) {
-  const T neg_inf = -std::numeric_limits<T>::infinity();
-  for (int64_t r = 0; r < tq; ++r) {
-    T* row = S + r * ldS;
-    if (km)
-      for (int64_t j = 0; j < tk; ++j)
-        if (km[j0 + j]) row[j] = neg_inf;
-    if (s.causal)
-      for (int64_t j = std::max<int64_t>(0, t0 + r + 1 - j0); j < tk; ++j) row[j] = neg_inf;
-  }
-}
-
-// The same on transposed scores St (tk × tq, row stride ldS): row j is key j0 + j, column r query t0 + r.
-template <class T>
-inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, int64_t t0, int64_t j0, int64_t tq,
-                                   int64_t tk, T* St, int64_t ldS) {
-  const T neg_inf = -std::numeric_limits<T>::infinity();
-  for (int64_t j = 0; j < tk; ++j) {
-    T* row = St + j * ldS;
-    if (km && km[j0 + j])
-      std::fill(row, row + tq, neg_inf);
-    else if (s.causal)  // query t0 + r sees key j0 + j only when r ≥ j0 + j − t0
-      std::fill(row, row + std::clamp<int64_t>(j0 + j - t0, 0, tq), neg_inf);
-  }
-}
-
-}  // namespace
-
-
-// ---- forward --------------------------------------------------------------------------------------
-
-// The forward works on transposed scores Sᵀ (keys × queries): the query tile is transposed once and
-// reused against every key tile, key and value rows are plain copies, and the online softmax's
-// per-query max, exp and sums run along contiguous rows of Sᵀ (vectorised, without reductions).
-template <class T>
-void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
-  check_flash_shape(s);
-  constexpr int64_t Tq = kFlashTile, Tk = kFlashTile;
-  const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, d_h = s.d_h;
-  const int64_t nq = (s.n + Tq - 1) / Tq;
-  const int64_t tasks = s.B * s.h * nq;
-  const T neg_inf = -std::numeric_limits<T>::infinity();
-  const float keep_p = float(s.dropout);
-  const T drop_scale = T(1.0 / (1.0 - s.dropout));
-
-  const bool parallel = tasks > 1 && worth_threads(s);
-#pragma omp parallel if (parallel)
-  {
-    // Per-thread scratch: Sᵀ then P̃ᵀ (Tk × Tq), the transposed query tile, the key and value rows, the
-    // output accumulator (Tq × d_h), and per query row the running max m, sum ℓ and this tile's terms.
-    std::vector<T> St(static_cast<size_t>(Tk * Tq)), Qt(static_cast<size_t>(d_h * Tq)),
-        Kp(static_cast<size_t>(Tk * d_h)), Vp(static_cast<size_t>(Tk * d_h)), acc(static_cast<size_t>(Tq * d_h));
-    std::vector<T> mrow(static_cast<size_t>(Tq)), lrow(static_cast<size_t>(Tq)), msub(static_cast<size_t>(Tq)),
-        alpha(static_cast<size_t>(Tq)), tsum(static_cast<size_t>(Tq));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = s.hk == 1 ? 0 : i;
-      const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
-      const T* Kb = k + b * s.mk * ldk + g * d_h;
-      const T* Vb = v + b * s.mk * ldk + g * d_h;
-      const uint8_t* km = s.key_mask ? s.key_mask + b * s.mk : nullptr;
-      pack_transposed(q + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, Qt.data(), Tq);
-      std::fill(acc.begin(), acc.end(), T(0));
-      std::fill(mrow.begin(), mrow.end(), neg_inf);
-      std::fill(lrow.begin(), lrow.end(), T(0));
-      const int64_t kv_end = s.causal ? std::min(s.mk, t0 + tq) : s.mk;  // later key tiles are all in the future
-      for (int64_t j0 = 0; j0 < kv_end; j0 += Tk) {
-        const int64_t tk = std::min(Tk, kv_end - j0);
-        if (all_padded(km, j0, tk)) continue;
-        pack_rows(Kb + j0 * ldk, ldk, tk, d_h, Kp.data());
-        pack_rows(Vb + j0 * ldk, ldk, tk, d_h, Vp.data());
-        T* S = St.data();
-        flash_tile_gemm<T>(false, tk, tq, d_h, T(s.scale), Kp.data(), d_h, Qt.data(), Tq, false, S, Tq);  // scale·K Qᵀ
-        mask_scores_transposed(s, km, t0, j0, tq, tk, S, Tq);
-        // The tile's max per query, the new running max, and the factor rescaling the earlier tiles.
-        for (int64_t r = 0; r < tq; ++r) msub[size_t(r)] = mrow[size_t(r)];
-        for (int64_t j = 0; j < tk; ++j) {
-          const T* row = S + j * Tq;
-          T* mx = msub.data();
-#pragma omp simd
-          for (int64_t r = 0; r < tq; ++r) mx[r] = row[r] > mx[r] ? row[r] : mx[r];
-        }
-        bool rescale = false;
-        for (int64_t r = 0; r < tq; ++r) {
-          const T m_new = msub[size_t(r)];
-          // A query that has seen no key yet (m = −inf) subtracts 0 instead, so that exp(−inf) = 0.
-          alpha[size_t(r)] = m_new == neg_inf ? T(1) : exp_fast<T>(mrow[size_t(r)] - m_new);
-          if (m_new == neg_inf) msub[size_t(r)] = 0;
-          mrow[size_t(r)] = m_new;
-          rescale |= alpha[size_t(r)] != T(1);
-        }
-        // P = exp(S − m) (masked entries are −inf: exp_fast gives 0) and its column sums.
-        std::fill(tsum.begin(), tsum.end(), T(0));
-        for (int64_t j = 0; j < tk; ++j) {
-          T* row = S + j * Tq;
-          const T* m = msub.data();
-          T* sum = tsum.data();
-#pragma omp simd
-          for (int64_t r = 0; r < tq; ++r) {
-            const T e = exp_fast<T>(row[r] - m[r]);
-            row[r] = e;
-            sum[r] += e;
-          }
-        }
-        for (int64_t r = 0; r < tq; ++r) lrow[size_t(r)] = lrow[size_t(r)] * alpha[size_t(r)] + tsum[size_t(r)];
-        if (rescale)
-          for (int64_t r = 0; r < tq; ++r) {
-            T* o = acc.data() + r * d_h;
-            const T a = alpha[size_t(r)];
-#pragma omp simd
-            for (int64_t c = 0; c < d_h; ++c) o[c] *= a;
-          }
-        if (s.dropout > 0)
-          for (int64_t j = 0; j < tk; ++j) {
-            T* row = S + j * Tq;
-            const uint64_t base = uint64_t(((b * s.h + i) * s.n + t0) * s.mk + j0 + j);
-            for (int64_t r = 0; r < tq; ++r)
-              row[r] = uniform01(s.seed, kProbsDropoutStream, base + uint64_t(r * s.mk)) >= keep_p ? row[r] * drop_scale
-                                                                                                     : T(0);
-          }
-        flash_tile_gemm<T>(true, tq, d_h, tk, T(1), S, Tq, Vp.data(), d_h, true, acc.data(), d_h);  // += P̃ V
-      }
-      for (int64_t r = 0; r < tq; ++r) {
-        const T l = lrow[size_t(r)];
-        const T inv = l > 0 ? T(1) / l : T(0);  // all keys masked: output 0
-        T* o = out + (b * s.n + t0 + r) * ldq + i * d_h;
-        const T* a = acc.data() + r * d_h;
-#pragma omp simd
-        for (int64_t c = 0; c < d_h; ++c) o[c] = a[c] * inv;
-        lse[(b * s.h + i) * s.n + t0 + r] = l > 0 ? mrow[size_t(r)] + std::log(l) : std::numeric_limits<T>::infinity();
-      }
-    }
-  }
-}
-
-// ---- backward -------------------------------------------------------------------------------------
-
-template <class T>
-void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* out, const T* lse,
-                    const T* dout, T* dq, T* dk, T* dv) {
-  check_flash_shape(s);
-  constexpr int64_t Tq = kFlashTile, Tk = kFlashTile;
-  const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, d_h = s.d_h;
-  const int64_t nq = (s.n + Tq - 1) / Tq, nk = (s.mk + Tk - 1) / Tk;
-  const bool dropout = s.dropout > 0;
-  const float keep_p = float(s.dropout);
-  const T drop_scale = T(1.0 / (1.0 - s.dropout));
-  const T scale = T(s.scale);
-
-  // D (B, h, n) = rowsum(dO ∘ O): the softmax backward's Σ_j P̃_tj dP̃_tj without the scores.
-  std::vector<T> D(size_t(s.B * s.h * s.n));
-#pragma omp parallel for schedule(static) if (s.B * s.n * ldq > 32768)
-  for (int64_t bt = 0; bt < s.B * s.n; ++bt)
-    for (int64_t i = 0; i < s.h; ++i) {
-      const T* o = out + bt * ldq + i * d_h;
-      const T* g = dout + bt * ldq + i * d_h;
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t c = 0; c < d_h; ++c) acc += o[c] * g[c];
-      D[size_t(((bt / s.n) * s.h + i) * s.n + bt % s.n)] = acc;
-    }
-
-  // Tasks: (batch, key head, chunk of key tiles). With fewer (batch, key head) pairs than threads the
-  // key tiles of a head are dealt to several chunks (tile c, c + C, c + 2C, … for balance under the
-  // causal mask); chunk 0 adds its dQ into dq, chunk c > 0 into its own buffer.
-  const int64_t groups = s.B * s.hk;
-  const int64_t threads = worth_threads(s) ? omp_get_max_threads() : 1;
-  const int64_t chunks = groups >= threads ? 1 : std::min(nk, (threads + groups - 1) / groups);
-  const int64_t qsize = s.B * s.n * ldq;
-  std::fill(dq, dq + qsize, T(0));
-  std::vector<T> dq_part(size_t((chunks - 1) * qsize), T(0));
-  std::fill(dk, dk + s.B * s.mk * ldk, T(0));
-  std::fill(dv, dv + s.B * s.mk * ldk, T(0));
-  const int64_t tasks = groups * chunks;
-
-#pragma omp parallel if (tasks > 1 && threads > 1)
-  {
-    const size_t tile = size_t(Tq * Tk);
-    const size_t panel = size_t(Tk * d_h);  // Tq = Tk
-    std::vector<T> P(tile), Pd(dropout ? tile : 0), Md(dropout ? tile : 0), dP(tile), Kt(panel), Vt(panel), Kp(panel),
-        Qp(panel), dOp(panel), dKacc(panel), dVacc(panel);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t c = task % chunks, bg = task / chunks, b = bg / s.hk, g = bg % s.hk;
-      T* dq_out = c == 0 ? dq : dq_part.data() + (c - 1) * qsize;
-      const T* Kb = k + b * s.mk * ldk + g * d_h;
-      const T* Vb = v + b * s.mk * ldk + g * d_h;
-      const uint8_t* km = s.key_mask ? s.key_mask + b * s.mk : nullptr;
-      for (int64_t kt = c; kt < nk; kt += chunks) {
-        const int64_t j0 = kt * Tk, tk = std::min(Tk, s.mk - j0);
-        if (all_padded(km, j0, tk)) continue;  // padded keys get zero gradients (already filled)
-        pack_transposed(Kb + j0 * ldk, ldk, tk, d_h, Kt.data(), Tk);
-        pack_transposed(Vb + j0 * ldk, ldk, tk, d_h, Vt.data(), Tk);
-        pack_rows(Kb + j0 * ldk, ldk, tk, d_h, Kp.data());
-        std::fill(dKacc.begin(), dKacc.end(), T(0));
-        std::fill(dVacc.begin(), dVacc.end(), T(0));
-        for (int64_t i = (s.hk == 1 ? 0 : g); i < (s.hk == 1 ? s.h : g + 1); ++i) {
-          const int64_t first_qt = s.causal ? j0 / Tq : 0;  // earlier query rows see none of these keys
-          for (int64_t qt = first_qt; qt < nq; ++qt) {
-            const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
-            pack_rows(q + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, Qp.data());
-            pack_rows(dout + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, dOp.data());
-            const T* lse_t = lse + (b * s.h + i) * s.n + t0;
-            const T* D_t = D.data() + (b * s.h + i) * s.n + t0;
-            // P = exp(scale·Q Kᵀ + masks − lse), the forward's probabilities, recomputed.
-            flash_tile_gemm<T>(false, tq, tk, d_h, scale, Qp.data(), d_h, Kt.data(), Tk, false, P.data(), Tk);
-            mask_scores(s, km, t0, j0, tq, tk, P.data(), Tk);
-            for (int64_t r = 0; r < tq; ++r) {
-              T* p = P.data() + r * Tk;
-              const T l = lse_t[r];
-#pragma omp simd
-              for (int64_t j = 0; j < tk; ++j) p[j] = exp_fast<T>(p[j] - l);  // −inf − l and x − ∞ give 0
-              if (dropout) {
-                const uint64_t base = uint64_t(((b * s.h + i) * s.n + t0 + r) * s.mk + j0);
-                T* md = Md.data() + r * Tk;
-                T* pd = Pd.data() + r * Tk;
-                for (int64_t j = 0; j < tk; ++j) {
-                  md[j] = uniform01(s.seed, kProbsDropoutStream, base + uint64_t(j)) >= keep_p ? drop_scale : T(0);
-                  pd[j] = p[j] * md[j];
-                }
-              }
-            }
-            // dV (tk × d_h) += P̃ᵀ dO.
-            flash_tile_gemm<T>(true, tk, d_h, tq, T(1), dropout ? Pd.data() : P.data(), Tk, dOp.data(), d_h, true, dVacc.data(),
-                               d_h);
-            // dP̃ (tq × tk) = dO Vᵀ, then dS = scale · P ∘ (dP − D) with dP = dP̃ ∘ mask/(1 − p).
-            flash_tile_gemm<T>(false, tq, tk, d_h, T(1), dOp.data(), d_h, Vt.data(), Tk, false, dP.data(), Tk);
-            for (int64_t r = 0; r < tq; ++r) {
-              const T* p = P.data() + r * Tk;
-              T* ds = dP.data() + r * Tk;
-              const T Dr = D_t[r];
-              if (dropout) {
-                const T* md = Md.data() + r * Tk;
-#pragma omp simd
-                for (int64_t j = 0; j < tk; ++j) ds[j] = scale * p[j] * (ds[j] * md[j] - Dr);
-              } else {
-#pragma omp simd
-                for (int64_t j = 0; j < tk; ++j) ds[j] = scale * p[j] * (ds[j] - Dr);
-              }
-            }
-            // dQ (tq × d_h) += dS K;  dK (tk × d_h) += dSᵀ Q.
-            flash_tile_gemm<T>(false, tq, d_h, tk, T(1), dP.data(), Tk, Kp.data(), d_h, true,
-                                dq_out + (b * s.n + t0) * ldq + i * d_h, ldq);
-            flash_tile_gemm<T>(true, tk, d_h, tq, T(1), dP.data(), Tk, Qp.data(), d_h, true, dKacc.data(), d_h);
-          }
-        }
-        for (int64_t j = 0; j < tk; ++j) {
-          T* dkr = dk + (b * s.mk + j0 + j) * ldk + g * d_h;
-          T* dvr = dv + (b * s.mk + j0 + j) * ldk + g * d_h;
-          std::copy(dKacc.begin() + j * d_h, dKacc.begin() + (j + 1) * d_h, dkr);
-          std::copy(dVacc.begin() + j * d_h, dVacc.begin() + (j + 1) * d_h, dvr);
-        }
-      }
-    }
-  }
-
-  if (chunks > 1) {
-#pragma omp parallel for schedule(static) if (qsize > 32768)
-    for (int64_t e = 0; e < qsize; ++e) {
-      T sum = dq[e];
-      for (int64_t c = 1; c < chunks; ++c) sum += dq_part[size_t((c - 1) * qsize + e)];
-      dq[e] = sum;
-    }
-  }
-}
-
-// ---- the layer ------------------------------------------------------------------------------------
-
 namespace {
 
 const AttentionKindInfo& flash_info() {
@@ -326,19 +21,35 @@ const AttentionKindInfo& flash_info() {
   return info;
 }
 
-// The tiled online softmax above: only the row statistics are kept for the backward.
+// The views of ops/flash.h over DenseAttention's buffers: queries and outputs (B, n, h·d_h), keys and
+// values (B, mk, hk·d_h), the log-sum-exp (B, h, n).
+template <class T>
+TensorView<T> queries(const SdpaShape& s, T* x) {
+  return TensorView<T>(x, {s.B, s.n, s.h * s.d_h});
+}
+template <class T>
+TensorView<T> keys(const SdpaShape& s, T* x) {
+  return TensorView<T>(x, {s.B, s.mk, s.hk * s.d_h});
+}
+template <class T>
+TensorView<T> stats(const SdpaShape& s, T* x) {
+  return TensorView<T>(x, {s.B, s.h, s.n});
+}
+
+// The tiled online softmax of ops/flash.h: only the row statistics are kept for the backward.
 template <class T>
 struct FlashCore {
   static const AttentionKindInfo& info() { return flash_info(); }
 
   void forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* o, bool /*keep*/) {
     lse.resize(size_t(s.B * s.h * s.n));
-    flash_forward(s, q, k, v, o, lse.data());
+    ops::flash_attention_forward<T>(s, queries(s, q), keys(s, k), keys(s, v), queries(s, o), stats(s, lse.data()));
   }
 
   void backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* o, const T* d_o, T* dq, T* dk,
                 T* dv) const {
-    flash_backward(s, q, k, v, o, lse.data(), d_o, dq, dk, dv);
+    ops::flash_attention_backward<T>(s, queries(s, q), keys(s, k), keys(s, v), queries(s, o), stats(s, lse.data()),
+                                     queries(s, d_o), queries(s, dq), keys(s, dk), keys(s, dv));
   }
 
   void release() { release_buffers(lse); }
@@ -360,14 +71,5 @@ using FlashAttention = DenseAttention<T, FlashCore<T>>;
 void register_flash_attention(AttentionRegistry& registry) {
   register_kind<FlashAttention>(registry, flash_info(), qkv_bias_parser("flash"));
 }
-
-#define LF_INSTANTIATE(T)                                                                                         \
-  template void flash_forward<T>(const SdpaShape&, const T*, const T*, const T*, T*, T*);                         \
-  template void flash_backward<T>(const SdpaShape&, const T*, const T*, const T*, const T*, const T*, const T*, T*, \
-                                  T*, T*);                                                                        \
-
-LF_INSTANTIATE(float)
-LF_INSTANTIATE(double)
-#undef LF_INSTANTIATE
 
 }  // namespace lf

@@ -21,10 +21,12 @@
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "core/error.h"
-#include "cpu/dropout.h"
-#include "cpu/gelu.h"
-#include "cpu/gemm.h"
-#include "cpu/linear.h"
+#include "core/tensor.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/matmul.h"
+#include "ops/norm_act.h"
+#include "ops/token_mixing.h"
 
 namespace lf {
 namespace {
@@ -97,32 +99,32 @@ class MixerAttention final : public Attention<T> {
     const int64_t np = np_;
 
     xp_.resize(size_t(G * np * N));
-    pack(in.x, in.key_padding_mask, xp_.data());
+    ops::token_mixing_pack<T>(activation(in.x), mask_view(in.key_padding_mask), packed(xp_.data(), np));
     std::vector<T> yp(static_cast<size_t>(G * np * N));
     if (H == 0) {
-      fill_rows(arena_.value(b_), L, np, N, yp.data());  // Y_g = b_g 1ᵀ, then += W_g X_g
+      // Y_g = b_g 1ᵀ, then += W_g X_g.
+      ops::broadcast_rows<T>(matrix(arena_.value(b_), G, np, L), packed(yp.data(), np));
       mix_forward(arena_.value(w_), xp_.data(), yp.data());
     } else {
       // (Non-causal: n_p = n.) Hidden (G, H, N): pre-activation kept in hp_, GELU then dropout in ap_.
       hp_.resize(size_t(G * H * N));
-      fill_rows(arena_.value(b1_), H, H, N, hp_.data());
-      gemm_batched<T>(false, false, H, N, n, T(1), arena_.value(w1_), L, H * L, xp_.data(), N, n * N, T(1), hp_.data(),
-                      N, H * N, G);
+      ops::broadcast_rows<T>(matrix(arena_.value(b1_), G, H, H), packed(hp_.data(), H));
+      ops::matmul<T>(w1(arena_.value(w1_)), packed(xp_.data(), n), packed(hp_.data(), H), 1, 1);
       std::vector<T>& a = kept_ ? ap_ : hp_;  // inference: in place
       a.resize(hp_.size());
-      gelu_forward(hp_.data(), a.data(), G * H * N);
-      dropout_forward(a.data(), a.data(), G * H * N, dropout_, seed_, kProbsDropoutStream);
-      fill_rows(arena_.value(b2_), L, n, N, yp.data());
-      gemm_batched<T>(false, false, n, N, H, T(1), arena_.value(w2_), H, L * H, a.data(), N, H * N, T(1), yp.data(), N,
-                      n * N, G);
+      ops::gelu_forward<T>(packed(hp_.data(), H), packed(a.data(), H));
+      ops::dropout_forward<T>(packed(a.data(), H), packed(a.data(), H), dropout_, seed_, kProbsDropoutStream);
+      ops::broadcast_rows<T>(matrix(arena_.value(b2_), G, n, L), packed(yp.data(), n));
+      ops::matmul<T>(w2(arena_.value(w2_)), packed(a.data(), H), packed(yp.data(), n), 1, 1);
     }
     if (opt_.out_proj) {
       o_.resize(size_t(B * n * d));
-      unpack(yp.data(), o_.data());
+      ops::token_mixing_unpack<T>(packed(yp.data(), np), activation(o_.data()));
       release_buffers(yp);
-      linear_forward(o_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d, d);
+      ops::linear_forward<T>(activation(o_.data()), matrix(arena_.value(wo_), d, d), vector_view(arena_.value(bo_), d),
+                             activation(out));
     } else {
-      unpack(yp.data(), out);
+      ops::token_mixing_unpack<T>(packed(yp.data(), np), activation(out));
     }
     if (!kept_) release();
   }
@@ -136,37 +138,34 @@ class MixerAttention final : public Attention<T> {
     std::vector<T> dyp(static_cast<size_t>(G * np * N));
     if (opt_.out_proj) {
       std::vector<T> d_o(static_cast<size_t>(B * n * d));
-      linear_backward(o_.data(), arena_.value(wo_), dout, d_o.data(), arena_.grad(wo_), arena_.grad(bo_), B * n, d, d);
+      ops::linear_backward<T>(activation(o_.data()), matrix(arena_.value(wo_), d, d), activation(dout),
+                              activation(d_o.data()), matrix(arena_.grad(wo_), d, d), vector_view(arena_.grad(bo_), d));
       release_buffers(o_);
-      pack(d_o.data(), nullptr, dyp.data());
+      ops::token_mixing_pack<T>(activation(d_o.data()), {}, packed(dyp.data(), np));
     } else {
-      pack(dout, nullptr, dyp.data());
+      ops::token_mixing_pack<T>(activation(dout), {}, packed(dyp.data(), np));
     }
     std::vector<T> dxp(static_cast<size_t>(G * np * N));
     if (H == 0) {
-      add_row_sums(dyp.data(), G, np, N, arena_.grad(b_), L);
+      ops::add_row_sums<T>(packed(dyp.data(), np), matrix(arena_.grad(b_), G, np, L));
       mix_backward(arena_.value(w_), arena_.grad(w_), xp_.data(), dyp.data(), dxp.data());
     } else {
-      add_row_sums(dyp.data(), G, n, N, arena_.grad(b2_), L);
+      ops::add_row_sums<T>(packed(dyp.data(), n), matrix(arena_.grad(b2_), G, n, L));
       // dW2_g[0:n] += dY_g Aᵀ;  dA_g = W2_g[0:n]ᵀ dY_g, back through dropout and GELU.
-      gemm_batched<T>(false, true, n, H, N, T(1), dyp.data(), N, n * N, ap_.data(), N, H * N, T(1), arena_.grad(w2_), H,
-                      L * H, G);
+      ops::matmul<T>(packed(dyp.data(), n), packed(ap_.data(), H).t(), w2(arena_.grad(w2_)), 1, 1);
       release_buffers(ap_);
       std::vector<T> dh(static_cast<size_t>(G * H * N));
-      gemm_batched<T>(true, false, H, N, n, T(1), arena_.value(w2_), H, L * H, dyp.data(), N, n * N, T(0), dh.data(), N,
-                      H * N, G);
-      dropout_backward(dh.data(), dh.data(), G * H * N, dropout_, seed_, kProbsDropoutStream);
-      gelu_backward(hp_.data(), dh.data(), dh.data(), G * H * N);
-      add_row_sums(dh.data(), G, H, N, arena_.grad(b1_), H);
+      ops::matmul<T>(w2(arena_.value(w2_)).t(), packed(dyp.data(), n), packed(dh.data(), H));
+      ops::dropout_backward<T>(packed(dh.data(), H), packed(dh.data(), H), dropout_, seed_, kProbsDropoutStream);
+      ops::gelu_backward<T>(packed(hp_.data(), H), packed(dh.data(), H), packed(dh.data(), H));
+      ops::add_row_sums<T>(packed(dh.data(), H), matrix(arena_.grad(b1_), G, H, H));
       // dW1_g[:, 0:n] += dH_g X_gᵀ;  dX_g = W1_g[:, 0:n]ᵀ dH_g.
-      gemm_batched<T>(false, true, H, n, N, T(1), dh.data(), N, H * N, xp_.data(), N, n * N, T(1), arena_.grad(w1_), L,
-                      H * L, G);
-      gemm_batched<T>(true, false, n, N, H, T(1), arena_.value(w1_), L, H * L, dh.data(), N, H * N, T(0), dxp.data(), N,
-                      n * N, G);
+      ops::matmul<T>(packed(dh.data(), H), packed(xp_.data(), n).t(), w1(arena_.grad(w1_)), 1, 1);
+      ops::matmul<T>(w1(arena_.value(w1_)).t(), packed(dh.data(), H), packed(dxp.data(), n));
     }
     release_buffers(dyp);
-    unpack(dxp.data(), dx);
-    zero_rows_at_padding(dx, in_.key_padding_mask, B, n, d);  // the gradient of pack's select
+    ops::token_mixing_unpack<T>(packed(dxp.data(), np), activation(dx));
+    ops::zero_masked_rows<T>(mask_view(in_.key_padding_mask), activation(dx));  // the gradient of pack's select
     release();  // one backward per forward, as in PyTorch
     kept_ = false;
   }
@@ -211,56 +210,33 @@ class MixerAttention final : public Attention<T> {
     return pairs;
   }
 
-  // dst (G, n_p, B·d_h) from src (B, n, d): dst[g][t][b·d_h + c] = src[b][t][g·d_h + c], zero at the rows
-  // where mask (B, n) is nonzero (a select: NaN in the padding does not pass) and at the rows t ≥ n.
-  void pack(const T* src, const uint8_t* mask, T* dst) const {
-    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, G = dims_.n_heads, dh = d / G, N = B * dh, np = np_;
-#pragma omp parallel for schedule(static) if (B * np * d > 32768)
-    for (int64_t bt = 0; bt < B * np; ++bt) {
-      const int64_t b = bt / np, t = bt % np;
-      const bool zero = t >= n || (mask && mask[b * n + t]);
-      for (int64_t g = 0; g < G; ++g) {
-        T* o = dst + (g * np + t) * N + b * dh;
-        if (zero) {
-          std::fill(o, o + dh, T(0));
-        } else {
-          const T* row = src + (b * n + t) * d + g * dh;
-          std::copy(row, row + dh, o);
-        }
-      }
-    }
+  // Views of this call's buffers: an activation (B, n, d), the packed layout (G, rows, B·d_h) of
+  // ops/token_mixing.h, the mask (B·n), and the used parts of the MLP's weights, W1 (G, H, n) and
+  // W2 (G, n, H).
+  template <class U>
+  TensorView<U> activation(U* x) const {
+    return TensorView<U>(x, {in_.B, in_.n, dims_.d_model});
   }
-
-  // The inverse of pack: dst (B, n, d) from the first n rows of src (G, n_p, B·d_h).
-  void unpack(const T* src, T* dst) const {
-    const int64_t B = in_.B, n = in_.n, d = dims_.d_model, G = dims_.n_heads, dh = d / G, N = B * dh, np = np_;
-#pragma omp parallel for schedule(static) if (B * n * d > 32768)
-    for (int64_t bt = 0; bt < B * n; ++bt) {
-      const int64_t b = bt / n, t = bt % n;
-      T* row = dst + bt * d;
-      for (int64_t g = 0; g < G; ++g) {
-        const T* s = src + (g * np + t) * N + b * dh;
-        std::copy(s, s + dh, row + g * dh);
-      }
-    }
+  template <class U>
+  TensorView<U> packed(U* x, int64_t rows) const {
+    return TensorView<U>(x, {dims_.n_heads, rows, in_.B * (dims_.d_model / dims_.n_heads)});
   }
-
-  // dst (G, rows, N): row r of group g filled with bias[g·ld + r] (bias (G, ld), its first `rows` used).
-  void fill_rows(const T* bias, int64_t ld, int64_t rows, int64_t N, T* dst) const {
-    const int64_t G = dims_.n_heads;
-#pragma omp parallel for schedule(static) if (G * rows * N > 65536)
-    for (int64_t gr = 0; gr < G * rows; ++gr) std::fill(dst + gr * N, dst + (gr + 1) * N, bias[(gr / rows) * ld + gr % rows]);
+  TensorView<const uint8_t> mask_view(const uint8_t* mask) const { return TensorView<const uint8_t>(mask, {in_.B * in_.n}); }
+  template <class U>
+  TensorView<U> w1(U* w) const {
+    const int64_t H = opt_.hidden, L = dims_.max_len;
+    return matrices(w, dims_.n_heads, H * L, H, in_.n, L);
   }
-
-  // dbias[g·ld + r] += Σ_j src[g][r][j] for src (G, rows, N): each row summed in order (deterministic).
-  static void add_row_sums(const T* src, int64_t G, int64_t rows, int64_t N, T* dbias, int64_t ld) {
-#pragma omp parallel for schedule(static) if (G * rows * N > 65536)
-    for (int64_t gr = 0; gr < G * rows; ++gr) {
-      const T* s = src + gr * N;
-      T acc = 0;
-      for (int64_t j = 0; j < N; ++j) acc += s[j];
-      dbias[(gr / rows) * ld + gr % rows] += acc;
-    }
+  template <class U>
+  TensorView<U> w2(U* w) const {
+    const int64_t H = opt_.hidden, L = dims_.max_len;
+    return matrices(w, dims_.n_heads, L * H, in_.n, H, H);
+  }
+  // The (G, rows, rows) top-left blocks of the mixings W (G, L, L).
+  template <class U>
+  TensorView<U> mixing(U* w, int64_t rows) const {
+    const int64_t L = dims_.max_len;
+    return matrices(w, dims_.n_heads, L * L, rows, rows, L);
   }
 
   // Yp_g += W_g[0:n, 0:n] Xp_g for every group (causal: W_g's lower triangle, over the n_p padded
@@ -268,7 +244,7 @@ class MixerAttention final : public Attention<T> {
   void mix_forward(const T* W, const T* xp, T* yp) const {
     const int64_t G = dims_.n_heads, L = dims_.max_len, N = in_.B * (dims_.d_model / G), np = np_;
     if (!dims_.causal) {
-      gemm_batched<T>(false, false, np, N, np, T(1), W, L, L * L, xp, N, np * N, T(1), yp, N, np * N, G);
+      ops::matmul<T>(mixing(W, np), packed(xp, np), packed(yp, np), 1, 1);
       return;
     }
     std::vector<T> diag(static_cast<size_t>(kCausalBlock * kCausalBlock));
@@ -279,10 +255,10 @@ class MixerAttention final : public Attention<T> {
       for (int64_t i0 = 0; i0 < np; i0 += kCausalBlock) {
         const int64_t bs = std::min(kCausalBlock, np - i0);  // = min(256, L − i0): independent of n
         // The columns before the block: Y[i0:i0+bs] += W[i0:i0+bs, 0:i0] X[0:i0].
-        if (i0 > 0) gemm<T>(false, false, bs, N, i0, T(1), Wg + i0 * L, L, X, N, T(1), Y + i0 * N, N);
+        if (i0 > 0) ops::matmul<T>(matrix(Wg + i0 * L, bs, i0, L), matrix(X, i0, N), matrix(Y + i0 * N, bs, N), 1, 1);
         // The block's own columns: W[i0 + r, i0 + c] for c ≤ r, selected (not multiplied) from W.
-        lower_triangle(Wg + i0 * L + i0, L, bs, diag.data());
-        gemm<T>(false, false, bs, N, bs, T(1), diag.data(), bs, X + i0 * N, N, T(1), Y + i0 * N, N);
+        ops::lower_triangle<T>(matrix(Wg + i0 * L + i0, bs, bs, L), matrix(diag.data(), bs, bs));
+        ops::matmul<T>(matrix(diag.data(), bs, bs), matrix(X + i0 * N, bs, N), matrix(Y + i0 * N, bs, N), 1, 1);
       }
     }
   }
@@ -291,8 +267,8 @@ class MixerAttention final : public Attention<T> {
   void mix_backward(const T* W, T* dW, const T* xp, const T* dyp, T* dxp) const {
     const int64_t G = dims_.n_heads, L = dims_.max_len, N = in_.B * (dims_.d_model / G), np = np_;
     if (!dims_.causal) {
-      gemm_batched<T>(false, true, np, np, N, T(1), dyp, N, np * N, xp, N, np * N, T(1), dW, L, L * L, G);
-      gemm_batched<T>(true, false, np, N, np, T(1), W, L, L * L, dyp, N, np * N, T(0), dxp, N, np * N, G);
+      ops::matmul<T>(packed(dyp, np), packed(xp, np).t(), mixing(dW, np), 1, 1);
+      ops::matmul<T>(mixing(W, np).t(), packed(dyp, np), packed(dxp, np));
       return;
     }
     std::vector<T> diag(static_cast<size_t>(kCausalBlock * kCausalBlock));
@@ -305,32 +281,18 @@ class MixerAttention final : public Attention<T> {
       for (int64_t i0 = 0; i0 < np; i0 += kCausalBlock) {
         const int64_t bs = std::min(kCausalBlock, np - i0), i1 = i0 + bs;
         // dW: the block's rows against the columns before it, then its diagonal block's lower triangle.
-        if (i0 > 0) gemm<T>(false, true, bs, i0, N, T(1), dY + i0 * N, N, X, N, T(1), dWg + i0 * L, L);
-        gemm<T>(false, true, bs, bs, N, T(1), dY + i0 * N, N, X + i0 * N, N, T(0), diag.data(), bs);
-        add_lower_triangle(diag.data(), bs, dWg + i0 * L + i0, L);
+        const auto dY_block = matrix(dY + i0 * N, bs, N), dX_block = matrix(dX + i0 * N, bs, N);
+        const auto diag_block = matrix(diag.data(), bs, bs);
+        if (i0 > 0) ops::matmul<T>(dY_block, matrix(X, i0, N).t(), matrix(dWg + i0 * L, bs, i0, L), 1, 1);
+        ops::matmul<T>(dY_block, matrix(X + i0 * N, bs, N).t(), diag_block);
+        ops::add_lower_triangle<T>(diag_block, matrix(dWg + i0 * L + i0, bs, bs, L));
         // dX[i0:i1] = W[i0:i1, i0:i1]ᵀ (lower) dY[i0:i1] + W[i1:n_p, i0:i1]ᵀ dY[i1:n_p].
-        lower_triangle(Wg + i0 * L + i0, L, bs, diag.data());
-        gemm<T>(true, false, bs, N, bs, T(1), diag.data(), bs, dY + i0 * N, N, T(0), dX + i0 * N, N);
+        ops::lower_triangle<T>(matrix(Wg + i0 * L + i0, bs, bs, L), diag_block);
+        ops::matmul<T>(diag_block.t(), dY_block, dX_block);
         if (i1 < np)
-          gemm<T>(true, false, bs, N, np - i1, T(1), Wg + i1 * L + i0, L, dY + i1 * N, N, T(1), dX + i0 * N, N);
+          ops::matmul<T>(matrix(Wg + i1 * L + i0, np - i1, bs, L).t(), matrix(dY + i1 * N, np - i1, N), dX_block, 1, 1);
       }
     }
-  }
-
-  // dst (bs × bs, dense) = the lower triangle (c ≤ r) of src (row stride ld), zeros above.
-  static void lower_triangle(const T* src, int64_t ld, int64_t bs, T* dst) {
-#pragma omp parallel for schedule(static) if (bs * bs > 16384)
-    for (int64_t r = 0; r < bs; ++r) {
-      std::copy(src + r * ld, src + r * ld + r + 1, dst + r * bs);
-      std::fill(dst + r * bs + r + 1, dst + (r + 1) * bs, T(0));
-    }
-  }
-
-  // dst (row stride ld) += the lower triangle of src (bs × bs, dense).
-  static void add_lower_triangle(const T* src, int64_t bs, T* dst, int64_t ld) {
-#pragma omp parallel for schedule(static) if (bs * bs > 16384)
-    for (int64_t r = 0; r < bs; ++r)
-      for (int64_t c = 0; c <= r; ++c) dst[r * ld + c] += src[r * bs + c];
   }
 
   void release() { release_buffers(xp_, hp_, ap_, o_); }

@@ -1,485 +1,24 @@
 // `reformer` (Kitaev et al. 2020): LSH attention with shared QK. The layer:
 //   U = x W_qkᵀ (+ b_qk), V = x W_vᵀ (+ b_v); per head, queries q_t = U_t and keys kn_t = U_t/‖U_t‖;
-//   n_hashes rounds of random-rotation hashing, sort by bucket, attention within chunks (reformer.h
+//   n_hashes rounds of random-rotation hashing, sort by bucket, attention within chunks (cpu/reformer.h
 //   has the exact definition); Y = O W_oᵀ + b_o.
 // Time O(B·n·(n_hashes·(2·bucket_size + n_buckets/2)·d + d²)), memory O(B·n·d + n_hashes·B·h·n):
 // never an n×n buffer (a chunk's scores, 64 queries × 2·bucket_size keys, per thread).
-#include "attention/reformer.h"
-
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <map>
-#include <type_traits>
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/flash.h"
 #include "attention/options.h"
-#include "attention/sdpa.h"
 #include "core/error.h"
-#include "cpu/threading.h"
-#include "cpu/linear.h"
-#include "cpu/tile_gemm.h"
-#include "cpu/vmath.h"
+#include "core/tensor.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/parallelism.h"
+#include "ops/reformer.h"
 
 namespace lf {
-namespace {
-
-constexpr int64_t kQueryBlock = 64;  // query rows of one score block
-constexpr int64_t kHashBlock = 64;   // positions of one hashing product
-
-// Below about a million multiply-adds a parallel region costs more than it saves.
-inline bool worth_threads(const ReformerShape& s) {
-  return double(s.B) * s.h * s.n_hashes * s.n * std::min(s.n, 2 * s.chunk) * s.d_h >= double(1 << 20);
-}
-
-void check_shape(const ReformerShape& s) {
-  LF_REQUIRE(s.B > 0 && s.n > 0 && s.h > 0 && s.d_h > 0, "reformer attention: sizes must be positive");
-  LF_REQUIRE(s.n_hashes >= 1, "reformer attention: n_hashes must be at least 1, got ", s.n_hashes);
-  LF_REQUIRE(s.n_buckets >= 2 && s.n_buckets % 2 == 0 && s.n_buckets <= (int64_t(1) << 24),
-             "reformer attention: n_buckets must be even and in [2, 2^24], got ", s.n_buckets);
-  LF_REQUIRE(s.chunk >= 1, "reformer attention: the chunk length must be positive, got ", s.chunk);
-  LF_REQUIRE(s.n < (int64_t(1) << 31), "reformer attention: length ", s.n, " too large");
-  LF_REQUIRE(s.dropout >= 0 && s.dropout < 1, "reformer attention: dropout must be in [0, 1), got ", s.dropout);
-}
-
-// One chunk of one round of one (batch, head): queries at sorted indices [q0, q1); keys at [p0, p1)
-// (the previous chunk, possibly empty) followed by [q0, q1).
-struct Chunk {
-  int64_t bi;  // b·h + i
-  int64_t q0, q1, p0, p1;
-  int colour;  // backward pass: chunks of one colour share no rows
-};
-
-std::vector<Chunk> round_chunks(const ReformerShape& s, const int32_t* buckets, const int32_t* perm, int64_t r) {
-  const int64_t n = s.n, L = s.chunk, BH = s.B * s.h;
-  std::vector<Chunk> out;
-  if (!s.bucket_chunks) {
-    // The paper's: chunk c looks back at chunk c − 1, chunk 0 at the last one. Chunks c and c' share
-    // rows only when adjacent (cyclically): colour by parity, and the last chunk alone when the count
-    // is odd (it is adjacent to chunk 0).
-    const int64_t nc = (n + L - 1) / L;
-    out.reserve(size_t(BH * nc));
-    for (int64_t bi = 0; bi < BH; ++bi)
-      for (int64_t c = 0; c < nc; ++c) {
-        Chunk ch{bi, c * L, std::min(n, (c + 1) * L), 0, 0, int(c % 2)};
-        if (nc > 1) {
-          const int64_t pc = (c + nc - 1) % nc;
-          ch.p0 = pc * L;
-          ch.p1 = std::min(n, (pc + 1) * L);
-          if (nc % 2 == 1 && c == nc - 1) ch.colour = 2;
-        }
-        out.push_back(ch);
-      }
-    return out;
-  }
-  // Bucket chunking: the k-th L sorted positions of each bucket, looking back at the (k−1)-th.
-  for (int64_t bi = 0; bi < BH; ++bi) {
-    const int32_t* P = perm + (r * BH + bi) * n;
-    const int32_t* bk = buckets + (r * BH + bi) * n;
-    for (int64_t s0 = 0; s0 < n;) {
-      int64_t s1 = s0 + 1;
-      while (s1 < n && bk[P[s1]] == bk[P[s0]]) ++s1;
-      for (int64_t k = 0, q0 = s0; q0 < s1; ++k, q0 += L)
-        out.push_back(Chunk{bi, q0, std::min(s1, q0 + L), k > 0 ? q0 - L : q0, q0, int(k % 2)});
-      s0 = s1;
-    }
-  }
-  return out;
-}
-
-// Per-thread buffers for one chunk: keys (tk ≤ 2L) and one block of queries (tq ≤ kQueryBlock).
-template <class T>
-struct ChunkScratch {
-  std::vector<T> Kt, Kp, Vp, Vt, Qp, dOp, S, Pd, dP, Md, Ob, dKs, dVs, mx, sum;
-  std::vector<int32_t> kpos, qpos, self_slot;
-  ChunkScratch(int64_t L, int64_t d_h, bool backward) {
-    const size_t keys = size_t(2 * L * d_h), block = size_t(kQueryBlock * 2 * L), rows = size_t(kQueryBlock * d_h);
-    Kt.resize(keys);
-    Vp.resize(keys);
-    Qp.resize(rows);
-    S.resize(block);
-    Ob.resize(rows);
-    mx.resize(size_t(kQueryBlock));
-    sum.resize(size_t(kQueryBlock));
-    kpos.resize(size_t(2 * L));
-    qpos.resize(size_t(kQueryBlock));
-    self_slot.resize(size_t(kQueryBlock));
-    if (backward) {
-      Kp.resize(keys);
-      Vt.resize(keys);
-      dOp.resize(rows);
-      Pd.resize(block);
-      dP.resize(block);
-      Md.resize(block);
-      dKs.resize(keys);
-      dVs.resize(keys);
-    }
-  }
-};
-
-// kpos (tk) = the chunk's key positions; returns tk.
-inline int64_t gather_keys(const Chunk& ch, const int32_t* P, int32_t* kpos) {
-  int64_t tk = 0;
-  for (int64_t j = ch.p0; j < ch.p1; ++j) kpos[tk++] = P[j];
-  for (int64_t j = ch.q0; j < ch.q1; ++j) kpos[tk++] = P[j];
-  return tk;
-}
-
-// Rows of X (B, n, ld) at positions pos, head columns [c0, c0 + d_h): Xp (rows × d_h) or, transposed,
-// Xt (d_h × rows).
-template <class T>
-inline void pack_rows(const T* Xb, int64_t ld, const int32_t* pos, int64_t rows, int64_t d_h, T* Xp) {
-  for (int64_t j = 0; j < rows; ++j) std::copy_n(Xb + int64_t(pos[j]) * ld, d_h, Xp + j * d_h);
-}
-template <class T>
-inline void pack_transposed(const T* Xb, int64_t ld, const int32_t* pos, int64_t rows, int64_t d_h, T* Xt) {
-  for (int64_t j = 0; j < rows; ++j) {
-    const T* x = Xb + int64_t(pos[j]) * ld;
-    for (int64_t c = 0; c < d_h; ++c) Xt[c * rows + j] = x[c];
-  }
-}
-
-// S (tq × tk) = scale · Qp Ktᵀ with the masks: −inf for padding and (causal) future keys, the self
-// score for the query's own position; self_slot[a] = the slot of query a's own key, or −1.
-template <class T>
-void chunk_scores(const ReformerShape& s, const uint8_t* km, ChunkScratch<T>& w, int64_t tq, int64_t tk) {
-  const int64_t d_h = s.d_h;
-  flash_tile_gemm<T>(false, tq, tk, d_h, T(s.scale), w.Qp.data(), d_h, w.Kt.data(), tk, false, w.S.data(), tk);
-  const T neg_inf = -std::numeric_limits<T>::infinity(), self = T(kReformerSelfScore);
-  for (int64_t a = 0; a < tq; ++a) {
-    const int32_t t = w.qpos[size_t(a)];
-    T* row = w.S.data() + a * tk;
-    w.self_slot[size_t(a)] = -1;
-    for (int64_t j = 0; j < tk; ++j) {
-      const int32_t p = w.kpos[size_t(j)];
-      if ((km && km[p]) || (s.causal && p > t)) {
-        row[j] = neg_inf;
-      } else if (p == t) {
-        row[j] = self;
-        w.self_slot[size_t(a)] = int32_t(j);
-      }
-    }
-  }
-}
-
-// Dropout factor of probability (round r, b, head i, query t, key j): the stream and element index of
-// sdpa's mask for round 0 ((b·h + i)·n + t)·n + j, so one round over every key draws `full`'s mask.
-template <class T>
-inline T drop_factor(const ReformerShape& s, int64_t r, int64_t bi, int64_t t, int64_t j, float p, T keep_scale) {
-  const uint64_t e = uint64_t(((r * s.B * s.h + bi) * s.n + t) * s.n + j);
-  return uniform01(s.seed, kProbsDropoutStream, e) >= p ? keep_scale : T(0);
-}
-
-}  // namespace
-
-template <class T>
-void reformer_rotations(uint64_t seed, uint64_t stream, int64_t n_hashes, int64_t h, int64_t d_h, int64_t n_buckets,
-                        T* R) {
-  LF_REQUIRE(n_buckets >= 2 && n_buckets % 2 == 0 && n_buckets <= (int64_t(1) << 24),
-             "reformer attention: n_buckets must be even and in [2, 2^24], got ", n_buckets);
-  const int64_t half = n_buckets / 2, rows = n_hashes * h * d_h;
-#pragma omp parallel for schedule(static) if (rows * half > 65536)
-  for (int64_t row = 0; row < rows; ++row)
-    for (int64_t j = 0; j < half; ++j)
-      R[row * half + j] = T(normal_f64(seed, stream, (uint64_t(row) << 24) + uint64_t(j)));
-}
-
-template <class T>
-void reformer_hash(const ReformerShape& s, const T* u, const T* R, int32_t* buckets) {
-  check_shape(s);
-  const int64_t half = s.n_buckets / 2, BH = s.B * s.h, ld = s.h * s.d_h;
-  const int64_t blocks = (s.n + kHashBlock - 1) / kHashBlock, tasks = s.n_hashes * BH * blocks;
-  const bool parallel = tasks > 1 && double(s.n_hashes) * BH * s.n * half * s.d_h >= double(1 << 20);
-#pragma omp parallel if (parallel)
-  {
-    std::vector<T> H(size_t(kHashBlock * half));  // the block's projections u R
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t blk = task % blocks, rbi = task / blocks, r = rbi / BH, bi = rbi % BH, b = bi / s.h, i = bi % s.h;
-      const int64_t t0 = blk * kHashBlock, rows = std::min(kHashBlock, s.n - t0);
-      flash_tile_gemm<T>(false, rows, half, s.d_h, T(1), u + (b * s.n + t0) * ld + i * s.d_h, ld,
-                         R + (r * s.h + i) * s.d_h * half, half, false, H.data(), half);
-      int32_t* out = buckets + rbi * s.n + t0;
-      for (int64_t a = 0; a < rows; ++a) {
-        const T* hr = H.data() + a * half;
-        // argmax over [uR, −uR] in index order, the first on ties.
-        T best = hr[0];
-        int64_t arg = 0;
-        for (int64_t j = 1; j < half; ++j)
-          if (hr[j] > best) best = hr[j], arg = j;
-        for (int64_t j = 0; j < half; ++j)
-          if (-hr[j] > best) best = -hr[j], arg = half + j;
-        // A padded position goes to the last bucket whatever it holds: its key is masked anyway, and
-        // its place in the sort (which moves chunk borders for the real positions) must not depend on
-        // what a padded row holds.
-        out[a] = s.key_mask && s.key_mask[b * s.n + t0 + a] ? int32_t(s.n_buckets - 1) : int32_t(arg);
-      }
-    }
-  }
-}
-
-void reformer_sort(const ReformerShape& s, const int32_t* buckets, int32_t* perm) {
-  check_shape(s);
-  const int64_t lists = s.n_hashes * s.B * s.h, n = s.n, nb = s.n_buckets;
-#pragma omp parallel if (lists > 1 && lists * n >= 65536)
-  {
-    std::vector<int64_t> start(static_cast<size_t>(nb));
-#pragma omp for schedule(static)
-    for (int64_t l = 0; l < lists; ++l) {
-      const int32_t* bk = buckets + l * n;
-      int32_t* P = perm + l * n;
-      std::fill(start.begin(), start.end(), 0);
-      for (int64_t t = 0; t < n; ++t) ++start[size_t(bk[t])];
-      int64_t sum = 0;
-      for (int64_t& c : start) {
-        const int64_t count = c;
-        c = sum;
-        sum += count;
-      }
-      for (int64_t t = 0; t < n; ++t) P[start[size_t(bk[t])]++] = int32_t(t);  // positions in order: stable
-    }
-  }
-}
-
-template <class T>
-void reformer_forward(const ReformerShape& s, const T* q, const T* kn, const T* v, const int32_t* buckets,
-                      const int32_t* perm, T* out, T* stats) {
-  check_shape(s);
-  const int64_t n = s.n, d_h = s.d_h, ld = s.h * d_h, BH = s.B * s.h;
-  const T neg_inf = -std::numeric_limits<T>::infinity();
-  const float drop_p = float(s.dropout);
-  const T keep_scale = T(1.0 / (1.0 - s.dropout));
-  // Running over the rounds, per query: the largest score M, ℓ = Σ exp(s − M) over the (round, key)
-  // pairs so far, and out = Σ exp(s − M) dropout(v) (divided by ℓ at the end). Kept apart rather than
-  // as one log-sum-exp: a query alone in its chunk has the score −1e5, where a float log-sum-exp
-  // would carry an error of 1e5·2⁻²⁴ ≈ 0.006 into its weights.
-  T* M = stats;
-  T* ell = stats + BH * n;
-  std::fill(out, out + s.B * n * ld, T(0));
-  std::fill(M, M + BH * n, neg_inf);
-  std::fill(ell, ell + BH * n, T(0));
-  const bool parallel = worth_threads(s);
-
-  for (int64_t r = 0; r < s.n_hashes; ++r) {
-    const std::vector<Chunk> chunks = round_chunks(s, buckets, perm, r);
-    const int64_t tasks = int64_t(chunks.size());
-#pragma omp parallel if (parallel && tasks > 1)
-    {
-      ChunkScratch<T> w(s.chunk, d_h, false);
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t task = 0; task < tasks; ++task) {
-        const Chunk& ch = chunks[size_t(task)];
-        const int64_t b = ch.bi / s.h, i = ch.bi % s.h;
-        const int32_t* P = perm + (r * BH + ch.bi) * n;
-        const uint8_t* km = s.key_mask ? s.key_mask + b * n : nullptr;
-        const T* qb = q + b * n * ld + i * d_h;
-        const int64_t tk = gather_keys(ch, P, w.kpos.data());
-        pack_transposed(kn + b * n * ld + i * d_h, ld, w.kpos.data(), tk, d_h, w.Kt.data());
-        pack_rows(v + b * n * ld + i * d_h, ld, w.kpos.data(), tk, d_h, w.Vp.data());
-        for (int64_t a0 = ch.q0; a0 < ch.q1; a0 += kQueryBlock) {
-          const int64_t tq = std::min(kQueryBlock, ch.q1 - a0);
-          std::copy_n(P + a0, tq, w.qpos.data());
-          pack_rows(qb, ld, w.qpos.data(), tq, d_h, w.Qp.data());
-          chunk_scores(s, km, w, tq, tk);
-          // Per row: the max (masked keys are −inf), exp(S − max), their sum, and dropout.
-          for (int64_t a = 0; a < tq; ++a) {
-            T* row = w.S.data() + a * tk;
-            T mx = neg_inf;
-            int64_t end = 0;  // one past the last visible key
-            for (int64_t j = 0; j < tk; ++j)
-              if (row[j] != neg_inf) mx = std::max(mx, row[j]), end = j + 1;
-            w.mx[size_t(a)] = mx;
-            if (mx == neg_inf) {  // no key in this round
-              std::fill(row, row + tk, T(0));
-              continue;
-            }
-#pragma omp simd
-            for (int64_t j = 0; j < tk; ++j) row[j] = exp_fast<T>(row[j] - mx);
-            // The sum stops at the last visible key: with causal bucket chunking the visible keys are a
-            // prefix of the slots, so the rounding of a query's sum depends on no later position.
-            T sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < end; ++j) sum += row[j];
-            w.sum[size_t(a)] = sum;
-            if (s.dropout > 0)
-              for (int64_t j = 0; j < tk; ++j)
-                row[j] *= drop_factor<T>(s, r, ch.bi, w.qpos[size_t(a)], w.kpos[size_t(j)], drop_p, keep_scale);
-          }
-          // This round's Σ exp(S − mx) dropout(V) (tq × d_h), merged into the running sums.
-          flash_tile_gemm<T>(false, tq, d_h, tk, T(1), w.S.data(), tk, w.Vp.data(), d_h, false, w.Ob.data(), d_h);
-          for (int64_t a = 0; a < tq; ++a) {
-            const T mr = w.mx[size_t(a)];
-            if (mr == neg_inf) continue;
-            const int64_t t = w.qpos[size_t(a)];
-            T* o = out + (b * n + t) * ld + i * d_h;
-            const T* ob = w.Ob.data() + a * d_h;
-            T& Mt = M[ch.bi * n + t];
-            T& lt = ell[ch.bi * n + t];
-            if (Mt == neg_inf) {
-              std::copy_n(ob, d_h, o);
-              Mt = mr;
-              lt = w.sum[size_t(a)];
-            } else if (mr > Mt) {  // rescale the earlier rounds
-              const T alpha = std::exp(Mt - mr);
-#pragma omp simd
-              for (int64_t c = 0; c < d_h; ++c) o[c] = alpha * o[c] + ob[c];
-              lt = alpha * lt + w.sum[size_t(a)];
-              Mt = mr;
-            } else {
-              const T beta = std::exp(mr - Mt);
-#pragma omp simd
-              for (int64_t c = 0; c < d_h; ++c) o[c] += beta * ob[c];
-              lt += beta * w.sum[size_t(a)];
-            }
-          }
-        }
-      }
-    }
-  }
-  // out /= ℓ; stats become (M, log ℓ). A query with no key at all: output 0, M = +inf, so that
-  // P = exp(s − M − log ℓ) = 0 in the backward.
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t e = 0; e < BH * n; ++e) {
-    const int64_t bi = e / n, t = e % n;
-    T* o = out + ((bi / s.h) * n + t) * ld + (bi % s.h) * d_h;
-    if (M[e] == neg_inf) {
-      M[e] = std::numeric_limits<T>::infinity();
-      ell[e] = 0;
-      continue;
-    }
-    const T inv = T(1) / ell[e];
-    for (int64_t c = 0; c < d_h; ++c) o[c] *= inv;
-    ell[e] = std::log(ell[e]);
-  }
-}
-
-template <class T>
-void reformer_backward(const ReformerShape& s, const T* q, const T* kn, const T* v, const int32_t* buckets,
-                       const int32_t* perm, const T* out, const T* stats, const T* dout, T* dq, T* dkn, T* dv) {
-  check_shape(s);
-  const T* M = stats;                       // (B, h, n) the largest score
-  const T* log_ell = stats + s.B * s.h * s.n;  // (B, h, n) log Σ exp(s − M)
-  const int64_t n = s.n, d_h = s.d_h, ld = s.h * d_h, BH = s.B * s.h;
-  const float drop_p = float(s.dropout);
-  const T keep_scale = T(1.0 / (1.0 - s.dropout));
-  const T scale = T(s.scale);
-  const bool dropout = s.dropout > 0, parallel = worth_threads(s);
-
-  // D (B, h, n) = dO · O per query and head: Σ over every (round, key) of P̃ dP̃.
-  std::vector<T> D(size_t(BH * n));
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t bt = 0; bt < s.B * n; ++bt)
-    for (int64_t i = 0; i < s.h; ++i) {
-      const T* o = out + bt * ld + i * d_h;
-      const T* g = dout + bt * ld + i * d_h;
-      T acc = 0;
-      for (int64_t c = 0; c < d_h; ++c) acc += o[c] * g[c];
-      D[size_t(((bt / n) * s.h + i) * n + bt % n)] = acc;
-    }
-  std::fill(dq, dq + s.B * n * ld, T(0));
-  std::fill(dkn, dkn + s.B * n * ld, T(0));
-  std::fill(dv, dv + s.B * n * ld, T(0));
-
-  // Every (round, key) pair of query t has probability P = exp(s − Z_t) in the combined softmax, so
-  // per chunk: dV += P̃ᵀ dO, dP̃ = dO Vᵀ, dS = scale · P ∘ (dropout'(dP̃) − D) (0 for the constant self
-  // score), dQ += dS Kn, dKn += dSᵀ Q.
-  for (int64_t r = 0; r < s.n_hashes; ++r) {
-    const std::vector<Chunk> chunks = round_chunks(s, buckets, perm, r);
-    for (int colour = 0; colour < 3; ++colour) {
-      std::vector<int64_t> ids;
-      for (int64_t c = 0; c < int64_t(chunks.size()); ++c)
-        if (chunks[size_t(c)].colour == colour) ids.push_back(c);
-      const int64_t tasks = int64_t(ids.size());
-      if (tasks == 0) continue;
-#pragma omp parallel if (parallel && tasks > 1)
-      {
-        ChunkScratch<T> w(s.chunk, d_h, true);
-        std::vector<T> dQb(size_t(kQueryBlock * d_h));
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t task = 0; task < tasks; ++task) {
-          const Chunk& ch = chunks[size_t(ids[size_t(task)])];
-          const int64_t b = ch.bi / s.h, i = ch.bi % s.h;
-          const int32_t* P = perm + (r * BH + ch.bi) * n;
-          const uint8_t* km = s.key_mask ? s.key_mask + b * n : nullptr;
-          const int64_t off = b * n * ld + i * d_h;  // head i of sample b
-          const int64_t tk = gather_keys(ch, P, w.kpos.data());
-          pack_transposed(kn + off, ld, w.kpos.data(), tk, d_h, w.Kt.data());
-          pack_rows(kn + off, ld, w.kpos.data(), tk, d_h, w.Kp.data());
-          pack_transposed(v + off, ld, w.kpos.data(), tk, d_h, w.Vt.data());
-          std::fill_n(w.dKs.data(), tk * d_h, T(0));
-          std::fill_n(w.dVs.data(), tk * d_h, T(0));
-          for (int64_t a0 = ch.q0; a0 < ch.q1; a0 += kQueryBlock) {
-            const int64_t tq = std::min(kQueryBlock, ch.q1 - a0);
-            std::copy_n(P + a0, tq, w.qpos.data());
-            pack_rows(q + off, ld, w.qpos.data(), tq, d_h, w.Qp.data());
-            pack_rows(dout + off, ld, w.qpos.data(), tq, d_h, w.dOp.data());
-            chunk_scores(s, km, w, tq, tk);
-            for (int64_t a = 0; a < tq; ++a) {  // P = exp(S − M − log ℓ): −inf − M and x − ∞ give 0
-              T* p = w.S.data() + a * tk;
-              const T Ma = M[ch.bi * n + w.qpos[size_t(a)]], la = log_ell[ch.bi * n + w.qpos[size_t(a)]];
-#pragma omp simd
-              for (int64_t j = 0; j < tk; ++j) p[j] = exp_fast<T>((p[j] - Ma) - la);
-              if (dropout) {
-                T* md = w.Md.data() + a * tk;
-                T* pd = w.Pd.data() + a * tk;
-                for (int64_t j = 0; j < tk; ++j) {
-                  md[j] = drop_factor<T>(s, r, ch.bi, w.qpos[size_t(a)], w.kpos[size_t(j)], drop_p, keep_scale);
-                  pd[j] = p[j] * md[j];
-                }
-              }
-            }
-            // dV (tk × d_h) += P̃ᵀ dO;  dP̃ (tq × tk) = dO Vᵀ.
-            flash_tile_gemm<T>(true, tk, d_h, tq, T(1), dropout ? w.Pd.data() : w.S.data(), tk, w.dOp.data(), d_h, true,
-                               w.dVs.data(), d_h);
-            flash_tile_gemm<T>(false, tq, tk, d_h, T(1), w.dOp.data(), d_h, w.Vt.data(), tk, false, w.dP.data(), tk);
-            for (int64_t a = 0; a < tq; ++a) {
-              const T* p = w.S.data() + a * tk;
-              T* ds = w.dP.data() + a * tk;
-              const T Da = D[size_t(ch.bi * n + w.qpos[size_t(a)])];
-              if (dropout) {
-                const T* md = w.Md.data() + a * tk;
-#pragma omp simd
-                for (int64_t j = 0; j < tk; ++j) ds[j] = scale * p[j] * (ds[j] * md[j] - Da);
-              } else {
-#pragma omp simd
-                for (int64_t j = 0; j < tk; ++j) ds[j] = scale * p[j] * (ds[j] - Da);
-              }
-              if (w.self_slot[size_t(a)] >= 0) ds[w.self_slot[size_t(a)]] = 0;  // a constant score
-            }
-            // dQ (tq × d_h) = dS Kn into the queries' rows (this chunk's alone in this round);
-            // dKn (tk × d_h) += dSᵀ Q.
-            flash_tile_gemm<T>(false, tq, d_h, tk, T(1), w.dP.data(), tk, w.Kp.data(), d_h, false, dQb.data(), d_h);
-            for (int64_t a = 0; a < tq; ++a) {
-              T* g = dq + off + int64_t(w.qpos[size_t(a)]) * ld;
-              const T* src = dQb.data() + a * d_h;
-#pragma omp simd
-              for (int64_t c = 0; c < d_h; ++c) g[c] += src[c];
-            }
-            flash_tile_gemm<T>(true, tk, d_h, tq, T(1), w.dP.data(), tk, w.Qp.data(), d_h, true, w.dKs.data(), d_h);
-          }
-          for (int64_t j = 0; j < tk; ++j) {
-            T* gk = dkn + off + int64_t(w.kpos[size_t(j)]) * ld;
-            T* gv = dv + off + int64_t(w.kpos[size_t(j)]) * ld;
-            const T* sk = w.dKs.data() + j * d_h;
-            const T* sv = w.dVs.data() + j * d_h;
-#pragma omp simd
-            for (int64_t c = 0; c < d_h; ++c) {
-              gk[c] += sk[c];
-              gv[c] += sv[c];
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-// ---- the layer ------------------------------------------------------------------------------------
-
 namespace {
 
 // Keys are U/max(‖U‖, kNormFloor) per head.
@@ -534,7 +73,7 @@ class ReformerAttention final : public Attention<T> {
  public:
   ReformerAttention(const AttentionSpec& spec, const ReformerOptions& options, ParamArena<T>& arena)
       : arena_(arena), dims_(spec.dims), o_(options),
-        stream_(reformer_rotation_stream(spec.prefix)) {
+        stream_(ops::reformer_rotation_stream(spec.prefix)) {
     const int64_t d = dims_.d_model;
     const Init w = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
     wqk_ = arena.declare(spec.prefix + "to_qk.weight", {d, d}, w);
@@ -553,37 +92,31 @@ class ReformerAttention final : public Attention<T> {
     const int64_t B = in.B, n = in.n, d = dims_.d_model, h = dims_.n_heads, d_h = d / h;
     u_.resize(size_t(B * n * d));
     v_.resize(size_t(B * n * d));
-    linear_forward(in.x, arena_.value(wqk_), value_or_null(bqk_), u_.data(), B * n, d, d);
-    linear_forward(in.x, arena_.value(wv_), value_or_null(bv_), v_.data(), B * n, d, d);
+    const auto x = rows(in.x);
+    ops::linear_forward<T>(x, weight(wqk_), bias_or_empty(bqk_), rows(u_.data()));
+    ops::linear_forward<T>(x, weight(wv_), bias_or_empty(bv_), rows(v_.data()));
     // Keys: each head's slice of U scaled to unit length.
     kn_.resize(u_.size());
     norm_.resize(size_t(B * n * h));
-#pragma omp parallel for schedule(static) if (B * n * d > 32768)
-    for (int64_t row = 0; row < B * n * h; ++row) {
-      const T* x = u_.data() + row * d_h;
-      T ss = 0;
-      for (int64_t c = 0; c < d_h; ++c) ss += x[c] * x[c];
-      const T norm = std::sqrt(ss), inv = T(1) / std::max(norm, T(kNormFloor));
-      norm_[size_t(row)] = norm;
-      for (int64_t c = 0; c < d_h; ++c) kn_[size_t(row * d_h + c)] = x[c] * inv;
-    }
+    ops::l2_normalize_rows<T>(matrix(u_.data(), B * n * h, d_h), matrix(kn_.data(), B * n * h, d_h),
+                              vector_view(norm_.data(), B * n * h), kNormFloor);
     // Padded keys are never attended, but a zero probability times a NaN key or value is still NaN in
     // the tile products: replace those rows by zeros (a select; their gradients are zero anyway).
-    if (in.key_padding_mask) {
-      zero_rows_at_padding(kn_.data(), in.key_padding_mask, B, n, d);
-      zero_rows_at_padding(v_.data(), in.key_padding_mask, B, n, d);
-    }
+    const TensorView<const uint8_t> mask(in.key_padding_mask, {B * n});
+    ops::zero_masked_rows<T>(mask, rows(kn_.data()));
+    ops::zero_masked_rows<T>(mask, rows(v_.data()));
     shape_ = ReformerShape{B, n, h, d_h, o_.n_hashes, buckets_for(n), o_.bucket_size, o_.bucket_chunks, dims_.causal,
                            1.0 / std::sqrt(double(d_h)), in.key_padding_mask, training ? dims_.dropout : 0.0, seed};
-    const size_t lists = size_t(o_.n_hashes * B * h * n);
-    buckets_.resize(lists);
-    perm_.resize(lists);
-    reformer_hash(shape_, kn_.data(), rotations(shape_.n_buckets), buckets_.data());
-    reformer_sort(shape_, buckets_.data(), perm_.data());
+    buckets_.resize(size_t(o_.n_hashes * B * h * n));
+    perm_.resize(buckets_.size());
+    ops::lsh_hash<T>(shape_, sequence(kn_.data()), rotations(shape_.n_buckets), lists(buckets_.data()));
+    ops::lsh_sort(shape_, lists(buckets_.data()), lists(perm_.data()));
     o_buf_.resize(u_.size());
     stats_.resize(size_t(2 * B * h * n));
-    reformer_forward(shape_, u_.data(), kn_.data(), v_.data(), buckets_.data(), perm_.data(), o_buf_.data(), stats_.data());
-    linear_forward(o_buf_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d, d);
+    ops::lsh_attention_forward<T>(shape_, sequence(u_.data()), sequence(kn_.data()), sequence(v_.data()),
+                                  lists(buckets_.data()), lists(perm_.data()), sequence(o_buf_.data()),
+                                  stats(stats_.data()));
+    ops::linear_forward<T>(rows(o_buf_.data()), weight(wo_), bias_or_empty(bo_), rows(out));
     kept_ = in.keep_for_backward;
     if (!kept_) release_buffers(u_, v_, kn_, norm_, o_buf_, stats_, buckets_, perm_);
   }
@@ -593,27 +126,20 @@ class ReformerAttention final : public Attention<T> {
     (void)dcontext;  // self-attention only
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, d_h = d / h;
     std::vector<T> d_o(size_t(B * n * d)), du(size_t(B * n * d)), dkn(size_t(B * n * d)), dv(size_t(B * n * d));
-    linear_backward(o_buf_.data(), arena_.value(wo_), dout, d_o.data(), arena_.grad(wo_), arena_.grad(bo_), B * n, d, d);
-    reformer_backward(shape_, u_.data(), kn_.data(), v_.data(), buckets_.data(), perm_.data(), o_buf_.data(),
-                      stats_.data(), d_o.data(), du.data(), dkn.data(), dv.data());
-    // U is the query and, normalised, the key: dU += (dKn − kn (kn·dKn)) / ‖U‖ (dKn/floor below the floor).
-#pragma omp parallel for schedule(static) if (B * n * d > 32768)
-    for (int64_t row = 0; row < B * n * h; ++row) {
-      const T* k = kn_.data() + row * d_h;
-      const T* g = dkn.data() + row * d_h;
-      T* o = du.data() + row * d_h;
-      const T norm = norm_[size_t(row)];
-      if (norm > T(kNormFloor)) {
-        T dot = 0;
-        for (int64_t c = 0; c < d_h; ++c) dot += k[c] * g[c];
-        for (int64_t c = 0; c < d_h; ++c) o[c] += (g[c] - k[c] * dot) / norm;
-      } else {
-        for (int64_t c = 0; c < d_h; ++c) o[c] += g[c] / T(kNormFloor);
-      }
-    }
-    linear_backward(in_.x, arena_.value(wqk_), du.data(), dx, arena_.grad(wqk_), grad_or_null(bqk_), B * n, d, d);
-    linear_backward(in_.x, arena_.value(wv_), dv.data(), dx, arena_.grad(wv_), grad_or_null(bv_), B * n, d, d,
-                    /*accumulate_dx=*/true);
+    ops::linear_backward<T>(rows(o_buf_.data()), weight(wo_), rows(dout), rows(d_o.data()), weight_grad(wo_),
+                            bias_grad_or_empty(bo_));
+    ops::lsh_attention_backward<T>(shape_, sequence(u_.data()), sequence(kn_.data()), sequence(v_.data()),
+                                   lists(buckets_.data()), lists(perm_.data()), sequence(o_buf_.data()),
+                                   stats(stats_.data()), sequence(d_o.data()), sequence(du.data()),
+                                   sequence(dkn.data()), sequence(dv.data()));
+    // U is the query and, normalised, the key: dU += the gradient through the normalisation.
+    ops::l2_normalize_rows_backward<T>(matrix(kn_.data(), B * n * h, d_h), vector_view(norm_.data(), B * n * h),
+                                       matrix(dkn.data(), B * n * h, d_h), matrix(du.data(), B * n * h, d_h),
+                                       kNormFloor);
+    const auto x = rows(in_.x);
+    ops::linear_backward<T>(x, weight(wqk_), rows(du.data()), rows(dx), weight_grad(wqk_), bias_grad_or_empty(bqk_));
+    ops::linear_backward<T>(x, weight(wv_), rows(dv.data()), rows(dx), weight_grad(wv_), bias_grad_or_empty(bv_),
+                            /*accumulate_dx=*/true);
     release_buffers(u_, v_, kn_, norm_, o_buf_, stats_, buckets_, perm_);  // one backward per forward
     kept_ = false;
   }
@@ -634,9 +160,9 @@ class ReformerAttention final : public Attention<T> {
     // Kept: U, V, Kn, O (B·n·d each), M, log ℓ and the norms (B·h·n), buckets and sort (int32, R·B·h·n).
     const double kept = f * (4.0 * B * n * d + 3.0 * B * h * n) + 8.0 * R * B * h * n;
     // The rotations, one round's chunk list, per-thread tiles (keys 2L × d_h, scores 64 × 2L, hashing).
-    const double threads = double(num_threads());
+    const double threads = double(ops::workers());
     const double chunks = 48.0 * B * h * (n / L + nb + 1);
-    const double tiles = threads * f * (6.0 * 2 * L * d_h + 4.0 * kQueryBlock * 2 * L + kHashBlock * nb / 2);
+    const double tiles = threads * f * (6.0 * 2 * L * d_h + 4.0 * kReformerQueryBlock * 2 * L + kReformerHashBlock * nb / 2);
     const double fixed = f * R * h * d_h * nb / 2 + chunks + tiles;
     // The backward adds dO, dU, dKn, dV and D.
     return kept + fixed + (training ? f * (4.0 * B * n * d + B * h * n) : 0.0);
@@ -649,19 +175,41 @@ class ReformerAttention final : public Attention<T> {
     return std::max<int64_t>(2, chunks + chunks % 2);  // about bucket_size positions per bucket
   }
 
-  // The rotations for nb buckets, drawn once per bucket count.
-  const T* rotations(int64_t nb) {
+  // The rotations (n_hashes, h, d_h, nb/2) for nb buckets, drawn once per bucket count.
+  TensorView<const T> rotations(int64_t nb) {
+    const int64_t h = dims_.n_heads, d_h = dims_.d_model / h;
     std::vector<T>& R = rotations_[nb];
-    if (R.empty()) {
-      const int64_t h = dims_.n_heads, d_h = dims_.d_model / h;
-      R.resize(size_t(o_.n_hashes * h * d_h * (nb / 2)));
-      reformer_rotations(o_.seed, stream_, o_.n_hashes, h, d_h, nb, R.data());
-    }
-    return R.data();
+    const bool drawn = !R.empty();
+    R.resize(size_t(o_.n_hashes * h * d_h * (nb / 2)));
+    const TensorView<T> view(R.data(), {o_.n_hashes, h, d_h, nb / 2});
+    if (!drawn) ops::lsh_rotations<T>(o_.seed, stream_, view);
+    return view;
   }
 
-  const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
-  T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
+  // Views of this call's buffers and the parameters: rows (B·n, d) of an activation, the sequences
+  // (B, n, d) and lists (n_hashes, B, h, n) of ops/reformer.h, the statistics (2, B, h, n).
+  template <class U>
+  TensorView<U> rows(U* x) const {
+    return matrix(x, in_.B * in_.n, dims_.d_model);
+  }
+  template <class U>
+  TensorView<U> sequence(U* x) const {
+    return TensorView<U>(x, {in_.B, in_.n, dims_.d_model});
+  }
+  template <class U>
+  TensorView<U> lists(U* x) const {
+    return TensorView<U>(x, {o_.n_hashes, in_.B, dims_.n_heads, in_.n});
+  }
+  template <class U>
+  TensorView<U> stats(U* x) const {
+    return TensorView<U>(x, {2, in_.B, dims_.n_heads, in_.n});
+  }
+  TensorView<const T> weight(int id) const { return matrix(arena_.value(id), dims_.d_model, dims_.d_model); }
+  TensorView<T> weight_grad(int id) { return matrix(arena_.grad(id), dims_.d_model, dims_.d_model); }
+  TensorView<const T> bias_or_empty(int id) const {
+    return id < 0 ? TensorView<const T>() : vector_view(arena_.value(id), dims_.d_model);
+  }
+  TensorView<T> bias_grad_or_empty(int id) { return id < 0 ? TensorView<T>() : vector_view(arena_.grad(id), dims_.d_model); }
 
   ParamArena<T>& arena_;
   AttentionDims dims_;
@@ -682,16 +230,5 @@ class ReformerAttention final : public Attention<T> {
 void register_reformer_attention(AttentionRegistry& registry) {
   register_kind<ReformerAttention>(registry, reformer_info(), parse_reformer);
 }
-
-#define LF_INSTANTIATE(T)                                                                                            \
-  template void reformer_rotations<T>(uint64_t, uint64_t, int64_t, int64_t, int64_t, int64_t, T*);                   \
-  template void reformer_hash<T>(const ReformerShape&, const T*, const T*, int32_t*);                                \
-  template void reformer_forward<T>(const ReformerShape&, const T*, const T*, const T*, const int32_t*, const int32_t*, \
-                                    T*, T*);                                                                         \
-  template void reformer_backward<T>(const ReformerShape&, const T*, const T*, const T*, const int32_t*,              \
-                                     const int32_t*, const T*, const T*, const T*, T*, T*, T*);
-LF_INSTANTIATE(float)
-LF_INSTANTIATE(double)
-#undef LF_INSTANTIATE
 
 }  // namespace lf

@@ -6,22 +6,9 @@
 #pragma once
 #include <cstdint>
 
+#include "core/attention_shape.h"
+
 namespace lf {
-
-// Philox stream of the dropout on the attention probabilities: element (b, i, t, j) of P (B, h, n, mk)
-// is kept when uniform01(seed, kProbsDropoutStream, ((b·h + i)·n + t)·mk + j) >= p. Every kind that
-// drops probabilities uses it, so that `flash` and `full` draw the same mask.
-inline constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
-
-struct SdpaShape {
-  int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length
-  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
-  double scale = 1;
-  bool causal = false;               // key j hidden from query t when j > t (needs mk == n)
-  const uint8_t* key_mask = nullptr;  // (B, mk), nonzero = padding, or null
-  double dropout = 0;                // on the probabilities
-  uint64_t seed = 0;                 // dropout stream key
-};
 
 // Writes O and, with keep_probs, P (B, h, n, mk): the probabilities before dropout, for the backward.
 // Without keep_probs (inference) `probs` is a scratch of n·mk elements that each head overwrites.

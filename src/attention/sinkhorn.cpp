@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "attention/attention.h"
-#include "attention/flash.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"

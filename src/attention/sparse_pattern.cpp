@@ -13,7 +13,6 @@
 #include <type_traits>
 #include <utility>
 
-#include "attention/flash.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"
 #include "core/error.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "attention/flash.h"
+#include "cpu/flash.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
 #include "core/error.h"

@@ -15,7 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "attention/reformer.h"
+#include "cpu/reformer.h"
+#include "ops/reformer.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
 #include "core/error.h"
@@ -221,7 +222,7 @@ std::vector<double> reference_layer(const AttentionRig<double>& rig, const Atten
   const json o = validate_attention({"reformer", c.dims, c.options, ""});
   const Projected p = project(rig, c);
   std::vector<double> R(size_t(s.n_hashes * s.h * s.d_h * s.n_buckets / 2));
-  reformer_rotations(o["seed"].get<uint64_t>(), reformer_rotation_stream(""), s.n_hashes, s.h, s.d_h, s.n_buckets,
+  reformer_rotations(o["seed"].get<uint64_t>(), ops::reformer_rotation_stream(""), s.n_hashes, s.h, s.d_h, s.n_buckets,
                      R.data());
   const std::vector<int32_t> buckets = reference_buckets(s, p.kn.data(), R.data());
   std::vector<double> attn(p.u.size());

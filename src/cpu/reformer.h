@@ -1,6 +1,6 @@
 // `reformer` (Kitaev et al. 2020): LSH attention with shared QK. These are the kernels on already
-// projected tensors; the layer in reformer.cpp adds the maps (to_qk, to_v, to_out), the key
-// normalisation and registers the kind.
+// projected tensors, checked and dispatched by ops/reformer.h; the layer in attention/reformer.cpp adds
+// the maps (to_qk, to_v, to_out) and registers the kind.
 //
 // Per head i and hash round r:
 //   bucket_r(t) = argmax([kn_t R_r; −kn_t R_r])           R_r: d_h × n_buckets/2, N(0, 1), fixed seed
@@ -20,29 +20,14 @@
 // Layouts: q, kn, v, o (B, n, h·d_h); buckets and perm (n_hashes, B, h, n) int32; stats (2, B, h, n).
 #pragma once
 #include <cstdint>
-#include <string>
 
-#include "core/rng.h"
+#include "core/attention_shape.h"
 
 namespace lf {
 
 // The score a query gives itself (replacing scale·q·k): low enough to vanish beside any other key,
 // finite so that a query with no other key still attends to itself.
 inline constexpr double kReformerSelfScore = -1e5;
-
-struct ReformerShape {
-  int64_t B = 0, n = 0, h = 0, d_h = 0;
-  int64_t n_hashes = 1, n_buckets = 2, chunk = 64;  // rounds, buckets (even), chunk length L
-  bool bucket_chunks = false;                       // bucket chunking (else global)
-  bool causal = false;                              // key j hidden from query t when j > t
-  double scale = 1;
-  const uint8_t* key_mask = nullptr;  // (B, n), nonzero = padding, or null
-  double dropout = 0;                 // on the probabilities
-  uint64_t seed = 0;                  // dropout stream key
-};
-
-// The Philox stream of a layer's rotations: each layer (parameter prefix) hashes differently.
-inline uint64_t reformer_rotation_stream(const std::string& prefix) { return stream_id(prefix + "lsh_rotations"); }
 
 // R (n_hashes, h, d_h, n_buckets/2): entry (r, i, c, j) = normal_f64(seed, stream, ((r·h + i)·d_h + c)·2²⁴ + j),
 // so the rotations for fewer buckets are the first columns of those for more.
@@ -72,5 +57,16 @@ void reformer_forward(const ReformerShape& s, const T* q, const T* kn, const T* 
 template <class T>
 void reformer_backward(const ReformerShape& s, const T* q, const T* kn, const T* v, const int32_t* buckets,
                        const int32_t* perm, const T* out, const T* stats, const T* dout, T* dq, T* dkn, T* dv);
+
+// The keys of shared QK: kn (rows, d_h) = u / max(‖u‖, floor) row by row, with the norms (rows) kept
+// for the backward.
+template <class T>
+void l2_normalize_rows(const T* u, int64_t rows, int64_t d_h, double floor, T* kn, T* norms);
+
+// Its backward, added into du (rows, d_h): du += (dkn − kn (kn·dkn)) / ‖u‖, or dkn / floor where the
+// norm is below the floor.
+template <class T>
+void l2_normalize_rows_backward(const T* kn, const T* norms, const T* dkn, int64_t rows, int64_t d_h, double floor,
+                                T* du);
 
 }  // namespace lf

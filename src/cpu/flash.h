@@ -1,7 +1,8 @@
 // `flash`: exact softmax attention computed tile by tile with an online softmax (FlashAttention-2,
 // Dao 2023, here on the CPU), never materialising the n×mk score matrix. These are the kernels on
-// already projected tensors, with sdpa.h's shape and layouts; the layer in flash.cpp adds the
-// Q/K/V/output maps and registers the kind.
+// already projected tensors, with SdpaShape's layouts (core/attention_shape.h); ops/flash.h checks and
+// dispatches them, and the layer in attention/flash.cpp adds the Q/K/V/output maps. The tile product
+// and the packing copies are shared with the other tiled kernels.
 //   forward:  per query tile, for each key tile: S = scale·Q Kᵀ + masks, running row max m and sum ℓ,
 //             O = Σ_j dropout(exp(S − m)) V rescaled as m grows; O /= ℓ, lse = m + log ℓ.
 //   backward: D_t = dO_t · O_t; per key tile, for each query tile: P = exp(S − lse), dV += P̃ᵀ dO,
@@ -11,7 +12,7 @@
 #pragma once
 #include <cstdint>
 
-#include "attention/sdpa.h"
+#include "core/attention_shape.h"
 
 namespace lf {
 

@@ -1,0 +1,42 @@
+// The shapes of the attention cores that the ops (src/ops/) and their kernels (src/cpu/) share: the
+// sizes and options of one call of scaled dot-product attention (SdpaShape) and of LSH attention
+// (ReformerShape), and the Philox stream of the dropout on attention probabilities.
+#pragma once
+#include <cstdint>
+
+namespace lf {
+
+// Philox stream of the dropout on the attention probabilities: element (b, i, t, j) of P (B, h, n, mk)
+// is kept when uniform01(seed, kProbsDropoutStream, ((b·h + i)·n + t)·mk + j) >= p. Every kind that
+// drops probabilities uses it, so that `flash` and `full` draw the same mask.
+inline constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
+
+// Layouts: Q (B, n, h·d_h), K and V (B, mk, hk·d_h), O (B, n, h·d_h), P (B, h, n, mk).
+struct SdpaShape {
+  int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length
+  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
+  double scale = 1;
+  bool causal = false;               // key j hidden from query t when j > t (needs mk == n)
+  const uint8_t* key_mask = nullptr;  // (B, mk), nonzero = padding, or null
+  double dropout = 0;                // on the probabilities
+  uint64_t seed = 0;                 // dropout stream key
+};
+
+// LSH attention with shared QK (src/cpu/reformer.h has the definition). Layouts: q, kn, v, o
+// (B, n, h·d_h); buckets and perm (n_hashes, B, h, n) int32; stats (2, B, h, n).
+struct ReformerShape {
+  int64_t B = 0, n = 0, h = 0, d_h = 0;
+  int64_t n_hashes = 1, n_buckets = 2, chunk = 64;  // rounds, buckets (even), chunk length L
+  bool bucket_chunks = false;                       // bucket chunking (else global)
+  bool causal = false;                              // key j hidden from query t when j > t
+  double scale = 1;
+  const uint8_t* key_mask = nullptr;  // (B, n), nonzero = padding, or null
+  double dropout = 0;                 // on the probabilities
+  uint64_t seed = 0;                  // dropout stream key
+};
+
+// The LSH kernels' blocks: query rows of one score block, positions of one hashing product (the
+// layer's memory estimate counts their per-thread scratch).
+inline constexpr int64_t kReformerQueryBlock = 64, kReformerHashBlock = 64;
+
+}  // namespace lf

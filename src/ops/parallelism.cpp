@@ -1,0 +1,10 @@
+#include "ops/parallelism.h"
+
+#include "cpu/threading.h"
+#include "ops/dispatch.h"
+
+namespace lf::ops {
+
+int workers(Device device) { LF_DISPATCH("workers", device, return num_threads()); }
+
+}  // namespace lf::ops
