@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "cpu/threading.h"
+#include "cpu/tile_gemm.h"
 
 namespace lf {
 namespace {

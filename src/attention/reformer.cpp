@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "cpu/threading.h"
 #include "cpu/linear.h"
+#include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
 
 namespace lf {

@@ -6,12 +6,9 @@
 #pragma once
 #include <cstdint>
 
-namespace lf {
+#include "core/rng.h"  // kProbsDropoutStream
 
-// Philox stream of the dropout on the attention probabilities: element (b, i, t, j) of P (B, h, n, mk)
-// is kept when uniform01(seed, kProbsDropoutStream, ((b·h + i)·n + t)·mk + j) >= p. Every kind that
-// drops probabilities uses it, so that `flash` and `full` draw the same mask.
-inline constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
+namespace lf {
 
 struct SdpaShape {
   int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length

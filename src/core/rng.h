@@ -35,6 +35,11 @@ inline float uniform01(uint64_t seed, uint64_t stream, uint64_t i) {
   return static_cast<float>(c[0] >> 8) * (1.0f / 16777216.0f);
 }
 
+// Philox stream of the dropout on the attention probabilities: element (b, i, t, j) of P (B, h, n, mk)
+// is kept when uniform01(seed, kProbsDropoutStream, ((b·h + i)·n + t)·mk + j) >= p. Every kind (and
+// every backend's kernel) that drops probabilities uses it, so that `flash` and `full` draw the same mask.
+inline constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
+
 // The i-th uniform number in [0, 1) with 53 random bits, for initialisation in double precision.
 inline double uniform01_f64(uint64_t seed, uint64_t stream, uint64_t i) {
   uint32_t c[4] = {static_cast<uint32_t>(i), static_cast<uint32_t>(i >> 32),

@@ -16,6 +16,7 @@
 #include "attention_test_util.h"
 #include "core/error.h"
 #include "cpu/threading.h"
+#include "cpu/tile_gemm.h"
 
 namespace lf {
 namespace {

@@ -54,7 +54,7 @@ const std::set<std::string> kNotYetOnOps = {
     "attention/flash.cpp",        "attention/linear.cpp",       "attention/linear_core.cpp",
     "attention/linformer.cpp",    "attention/mixer.cpp",        "attention/performer.cpp",
     "attention/projections.h",    "attention/reformer.cpp",     "attention/sdpa.cpp",
-    "attention/sinkhorn.cpp",     "attention/sparse_pattern.cpp", "attention/synthesizer.cpp",
+    "attention/synthesizer.cpp",
     "model/model.cpp",
 };
 
