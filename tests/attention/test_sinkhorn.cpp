@@ -17,18 +17,10 @@
 #include "attention_test_util.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "cpu/sinkhorn.h"
 #include "cpu/threading.h"
 
 namespace lf {
-
-// The Sinkhorn kernel, exported by src/attention/sinkhorn.cpp for this test.
-template <class T>
-void sinkhorn_permutation(const T* R, int64_t ld_r, int64_t nb, int64_t iters, double temperature, bool causal, T* P,
-                          T* states);
-template <class T>
-void sinkhorn_permutation_backward(const T* R, int64_t ld_r, int64_t nb, int64_t iters, double temperature,
-                                   bool causal, const T* P, const T* dP, T* dR, int64_t ld_dr, T* states, T* G);
-
 namespace {
 
 using test::AttentionCase;

@@ -16,6 +16,7 @@
 #include "attention/sparse_pattern.h"
 #include "attention_test_util.h"
 #include "core/rng.h"
+#include "cpu/sparse_attention.h"
 
 namespace lf {
 namespace {

@@ -53,8 +53,6 @@ const std::set<std::string> kNotYetOnOps = {
     "attention/aft_conv.cpp",
     "attention/aft_position.cpp",
     "attention/aft_simple.cpp",
-    "attention/sinkhorn.cpp",
-    "attention/sparse_pattern.cpp",
     "attention/synthesizer.cpp",
 };
 
