@@ -1,17 +1,30 @@
 #include "ops/aft.h"
 
+#include <initializer_list>
+#include <string>
+
+#include "cpu/aft_conv.h"
 #include "cpu/aft_simple.h"
 #include "ops/dispatch.h"
 
 namespace lf::ops {
 namespace {
 
-// x is a contiguous (B, n, d) tensor of the same shape as ref.
+// x: contiguous with the given sizes.
+template <class V>
+void require_shape(const char* op, const char* name, const V& x, std::initializer_list<int64_t> sizes) {
+  bool ok = x.contiguous() && x.rank() == int(sizes.size());
+  int dim = 0;
+  for (int64_t size : sizes) ok = ok && x.size(dim++) == size;
+  std::string want = "(";
+  for (int64_t size : sizes) want += (want.size() > 1 ? ", " : "") + std::to_string(size);
+  LF_REQUIRE(ok, op, ": `", name, "` must be contiguous ", want, "), not ", x.shape_string());
+}
+
+// x: contiguous (B, n, d) of the same shape as ref (of rank 3).
 template <class V, class R>
 void require_like(const char* op, const char* name, const V& x, const R& ref) {
-  LF_REQUIRE(x.rank() == 3 && x.contiguous() && x.size(0) == ref.size(0) && x.size(1) == ref.size(1) &&
-                 x.size(2) == ref.size(2),
-             op, ": `", name, "` must be contiguous ", ref.shape_string(), ", not ", x.shape_string());
+  require_shape(op, name, x, {ref.size(0), ref.size(1), ref.size(2)});
 }
 
 // q (B, n, d) contiguous and the mask (B, n) or empty.
@@ -30,6 +43,17 @@ void require_stats(const char* op, const V& r, const V& m, const V& s, const Q& 
   for (const V* x : {&r, &m, &s})
     LF_REQUIRE(x->data() && x->contiguous() && x->numel() == want, op, ": the statistics r, m, s need ", want,
                causal ? " (B·n·d)" : " (B·d)", " contiguous elements each, not ", x->shape_string());
+}
+
+// The heads of AFT-conv: K (B, n, h) with h dividing d, ω (h, s).
+template <class Q, class K, class W>
+void require_conv_heads(const char* op, const Q& q, const K& k, const W& omega) {
+  LF_REQUIRE(k.rank() == 3 && omega.rank() == 2, op, ": k (B, n, h) and omega (h, s), not ", k.shape_string(), " and ",
+             omega.shape_string());
+  const int64_t h = omega.size(0);
+  LF_REQUIRE(h >= 1 && q.size(2) % h == 0, op, ": ", h, " heads do not divide the width ", q.size(2));
+  require_shape(op, "k", k, {q.size(0), q.size(1), h});
+  require_shape(op, "omega", omega, {h, omega.size(1)});
 }
 
 }  // namespace
@@ -67,11 +91,91 @@ void aft_simple_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8
                                                 sigma_q.size(1), sigma_q.size(2), causal));
 }
 
+template <class T>
+void aft_conv_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> omega, Out<T> o,
+                      Out<T> r, Out<T> den, Out<T> m, bool causal) {
+  const char* op = "aft_conv_forward";
+  require_activation(op, q, mask);
+  require_conv_heads(op, q, k, omega);
+  require_like(op, "v", v, q);
+  require_like(op, "o", o, q);
+  if (r.data()) require_like(op, "r", r, q);
+  const int64_t B = q.size(0), n = q.size(1), d = q.size(2), h = omega.size(0);
+  require_shape(op, "den", den, {B, h, n});
+  require_shape(op, "m", m, {B, h, n});
+  LF_DISPATCH(op, device_of(op, q, k, v, mask, omega, o, r, den, m),
+              return lf::aft_conv_forward<T>(q.data(), k.data(), v.data(), mask.data(), omega.data(), o.data(),
+                                             r.data(), den.data(), m.data(), B, n, d, h, omega.size(1), causal));
+}
+
+template <class T>
+void aft_conv_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> omega, In<T> r,
+                       In<T> den, In<T> m, In<T> d_o, TensorView<T> dq, Out<T> dk, Out<T> dv, TensorView<double> dwhat,
+                       bool causal) {
+  const char* op = "aft_conv_backward";
+  require_activation(op, sigma_q, mask);
+  require_conv_heads(op, sigma_q, k, omega);
+  for (const In<T>* x : {&v, &r, &d_o}) require_like(op, "v, r and d_o", *x, sigma_q);
+  require_like(op, "dq", dq, sigma_q);
+  require_like(op, "dv", dv, sigma_q);
+  require_shape(op, "dk", dk, {k.size(0), k.size(1), k.size(2)});
+  const int64_t B = sigma_q.size(0), n = sigma_q.size(1), d = sigma_q.size(2), h = omega.size(0), s = omega.size(1);
+  require_shape(op, "den", den, {B, h, n});
+  require_shape(op, "m", m, {B, h, n});
+  require_shape(op, "dwhat", dwhat, {h, s});
+  LF_DISPATCH(op, device_of(op, sigma_q, k, v, mask, omega, r, den, m, d_o, dq, dk, dv, dwhat),
+              return lf::aft_conv_backward<T>(sigma_q.data(), k.data(), v.data(), mask.data(), omega.data(), r.data(),
+                                              den.data(), m.data(), d_o.data(), dq.data(), dk.data(), dv.data(),
+                                              dwhat.data(), B, n, d, h, s, causal));
+}
+
+template <class T>
+void aft_conv_kernel_forward(In<T> w, In<T> gamma, In<T> beta, TensorView<T> omega, TensorView<double> z,
+                             TensorView<double> inv_std, double eps) {
+  const char* op = "aft_conv_kernel_forward";
+  LF_REQUIRE(w.rank() == 2, op, ": w must be (h, s), not ", w.shape_string());
+  const int64_t h = w.size(0), s = w.size(1);
+  require_shape(op, "w", w, {h, s});
+  require_shape(op, "omega", omega, {h, s});
+  require_shape(op, "z", z, {h, s});
+  for (const In<T>* x : {&gamma, &beta}) require_shape(op, "gamma and beta", *x, {h});
+  require_shape(op, "inv_std", inv_std, {h});
+  LF_DISPATCH(op, device_of(op, w, gamma, beta, omega, z, inv_std),
+              return lf::aft_conv_kernel_forward<T>(w.data(), gamma.data(), beta.data(), omega.data(), z.data(),
+                                                    inv_std.data(), h, s, eps));
+}
+
+template <class T>
+void aft_conv_kernel_backward(In<T> gamma, TensorView<const double> z, TensorView<const double> inv_std,
+                              TensorView<const double> dwhat, TensorView<T> dw, Out<T> dgamma, Out<T> dbeta) {
+  const char* op = "aft_conv_kernel_backward";
+  LF_REQUIRE(z.rank() == 2, op, ": z must be (h, s), not ", z.shape_string());
+  const int64_t h = z.size(0), s = z.size(1);
+  require_shape(op, "z", z, {h, s});
+  require_shape(op, "dwhat", dwhat, {h, s});
+  require_shape(op, "dw", dw, {h, s});
+  require_shape(op, "inv_std", inv_std, {h});
+  require_shape(op, "gamma", gamma, {h});
+  require_shape(op, "dgamma", dgamma, {h});
+  require_shape(op, "dbeta", dbeta, {h});
+  LF_DISPATCH(op, device_of(op, gamma, z, inv_std, dwhat, dw, dgamma, dbeta),
+              return lf::aft_conv_kernel_backward<T>(gamma.data(), z.data(), inv_std.data(), dwhat.data(), dw.data(),
+                                                     dgamma.data(), dbeta.data(), h, s));
+}
+
 #define LF_INSTANTIATE(T)                                                                                        \
   template void aft_simple_forward<T>(TensorView<T>, In<T>, In<T>, TensorView<const uint8_t>, Out<T>, Out<T>,    \
                                       Out<T>, Out<T>, bool);                                                     \
   template void aft_simple_backward<T>(In<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>,      \
-                                       In<T>, TensorView<T>, Out<T>, Out<T>, bool);
+                                       In<T>, TensorView<T>, Out<T>, Out<T>, bool);                             \
+  template void aft_conv_forward<T>(TensorView<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, Out<T>, Out<T>, \
+                                    Out<T>, Out<T>, bool);                                                       \
+  template void aft_conv_backward<T>(In<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>, In<T>,  \
+                                     In<T>, TensorView<T>, Out<T>, Out<T>, TensorView<double>, bool);             \
+  template void aft_conv_kernel_forward<T>(In<T>, In<T>, In<T>, TensorView<T>, TensorView<double>,               \
+                                           TensorView<double>, double);                                         \
+  template void aft_conv_kernel_backward<T>(In<T>, TensorView<const double>, TensorView<const double>,           \
+                                            TensorView<const double>, TensorView<T>, Out<T>, Out<T>);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE
