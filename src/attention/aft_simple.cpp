@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "attention/attention.h"
+#include "attention/kind_views.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "ops/aft.h"
@@ -92,9 +93,7 @@ class AftSimpleAttention final : public Attention<T> {
   // A (B, n, d) buffer of this call, and the statistics (empty when not kept).
   TensorView<T> activation(std::vector<T>& x) const { return TensorView<T>(x.data(), {in_.B, in_.n, dims_.d_model}); }
   TensorView<T> stats(std::vector<T>& x) const { return kept_ ? vector_view(x.data(), int64_t(x.size())) : TensorView<T>(); }
-  TensorView<const uint8_t> mask() const {
-    return in_.key_padding_mask ? vector_view(in_.key_padding_mask, in_.B * in_.n) : TensorView<const uint8_t>();
-  }
+  TensorView<const uint8_t> mask() const { return key_mask_view(in_); }
 
   AttentionDims dims_;
   QkvoProjections<T> maps_;

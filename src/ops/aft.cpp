@@ -21,6 +21,12 @@ void require_shape(const char* op, const char* name, const V& x, std::initialize
   LF_REQUIRE(ok, op, ": `", name, "` must be contiguous ", want, "), not ", x.shape_string());
 }
 
+// Every view contiguous with the given sizes (`names` lists them for the message).
+template <class... V>
+void require_shapes(const char* op, const char* names, std::initializer_list<int64_t> sizes, const V&... views) {
+  (require_shape(op, names, views, sizes), ...);
+}
+
 // x: contiguous (B, n, d) of the same shape as ref (of rank 3).
 template <class V, class R>
 void require_like(const char* op, const char* name, const V& x, const R& ref) {
@@ -101,8 +107,7 @@ void aft_conv_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint8_
   require_like(op, "o", o, q);
   if (r.data()) require_like(op, "r", r, q);
   const int64_t B = q.size(0), n = q.size(1), d = q.size(2), h = omega.size(0);
-  require_shape(op, "den", den, {B, h, n});
-  require_shape(op, "m", m, {B, h, n});
+  require_shapes(op, "den and m", {B, h, n}, den, m);
   LF_DISPATCH(op, device_of(op, q, k, v, mask, omega, o, r, den, m),
               return lf::aft_conv_forward<T>(q.data(), k.data(), v.data(), mask.data(), omega.data(), o.data(),
                                              r.data(), den.data(), m.data(), B, n, d, h, omega.size(1), causal));
@@ -115,13 +120,10 @@ void aft_conv_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t
   const char* op = "aft_conv_backward";
   require_activation(op, sigma_q, mask);
   require_conv_heads(op, sigma_q, k, omega);
-  for (const In<T>* x : {&v, &r, &d_o}) require_like(op, "v, r and d_o", *x, sigma_q);
-  require_like(op, "dq", dq, sigma_q);
-  require_like(op, "dv", dv, sigma_q);
-  require_shape(op, "dk", dk, {k.size(0), k.size(1), k.size(2)});
   const int64_t B = sigma_q.size(0), n = sigma_q.size(1), d = sigma_q.size(2), h = omega.size(0), s = omega.size(1);
-  require_shape(op, "den", den, {B, h, n});
-  require_shape(op, "m", m, {B, h, n});
+  require_shapes(op, "v, r, d_o, dq and dv", {B, n, d}, v, r, d_o, dq, dv);
+  require_shape(op, "dk", dk, {B, n, h});
+  require_shapes(op, "den and m", {B, h, n}, den, m);
   require_shape(op, "dwhat", dwhat, {h, s});
   LF_DISPATCH(op, device_of(op, sigma_q, k, v, mask, omega, r, den, m, d_o, dq, dk, dv, dwhat),
               return lf::aft_conv_backward<T>(sigma_q.data(), k.data(), v.data(), mask.data(), omega.data(), r.data(),
@@ -135,11 +137,8 @@ void aft_conv_kernel_forward(In<T> w, In<T> gamma, In<T> beta, TensorView<T> ome
   const char* op = "aft_conv_kernel_forward";
   LF_REQUIRE(w.rank() == 2, op, ": w must be (h, s), not ", w.shape_string());
   const int64_t h = w.size(0), s = w.size(1);
-  require_shape(op, "w", w, {h, s});
-  require_shape(op, "omega", omega, {h, s});
-  require_shape(op, "z", z, {h, s});
-  for (const In<T>* x : {&gamma, &beta}) require_shape(op, "gamma and beta", *x, {h});
-  require_shape(op, "inv_std", inv_std, {h});
+  require_shapes(op, "w, omega and z", {h, s}, w, omega, z);
+  require_shapes(op, "gamma, beta and inv_std", {h}, gamma, beta, inv_std);
   LF_DISPATCH(op, device_of(op, w, gamma, beta, omega, z, inv_std),
               return lf::aft_conv_kernel_forward<T>(w.data(), gamma.data(), beta.data(), omega.data(), z.data(),
                                                     inv_std.data(), h, s, eps));
@@ -151,13 +150,8 @@ void aft_conv_kernel_backward(In<T> gamma, TensorView<const double> z, TensorVie
   const char* op = "aft_conv_kernel_backward";
   LF_REQUIRE(z.rank() == 2, op, ": z must be (h, s), not ", z.shape_string());
   const int64_t h = z.size(0), s = z.size(1);
-  require_shape(op, "z", z, {h, s});
-  require_shape(op, "dwhat", dwhat, {h, s});
-  require_shape(op, "dw", dw, {h, s});
-  require_shape(op, "inv_std", inv_std, {h});
-  require_shape(op, "gamma", gamma, {h});
-  require_shape(op, "dgamma", dgamma, {h});
-  require_shape(op, "dbeta", dbeta, {h});
+  require_shapes(op, "z, dwhat and dw", {h, s}, z, dwhat, dw);
+  require_shapes(op, "gamma, inv_std, dgamma and dbeta", {h}, gamma, inv_std, dgamma, dbeta);
   LF_DISPATCH(op, device_of(op, gamma, z, inv_std, dwhat, dw, dgamma, dbeta),
               return lf::aft_conv_kernel_backward<T>(gamma.data(), z.data(), inv_std.data(), dwhat.data(), dw.data(),
                                                      dgamma.data(), dbeta.data(), h, s));
