@@ -92,7 +92,9 @@ class AftSimpleAttention final : public Attention<T> {
  private:
   // A (B, n, d) buffer of this call, and the statistics (empty when not kept).
   TensorView<T> activation(std::vector<T>& x) const { return TensorView<T>(x.data(), {in_.B, in_.n, dims_.d_model}); }
-  TensorView<T> stats(std::vector<T>& x) const { return kept_ ? vector_view(x.data(), int64_t(x.size())) : TensorView<T>(); }
+  TensorView<T> stats(std::vector<T>& x) const {
+    return kept_ ? vector_view(x.data(), int64_t(x.size())) : TensorView<T>();
+  }
   TensorView<const uint8_t> mask() const { return key_mask_view(in_); }
 
   AttentionDims dims_;

@@ -48,7 +48,8 @@ void check_aft_simple(const Case& c, bool causal, bool masked, double tol) {
   const std::vector<T> q0 = test::random_vector<T>(N, 1, -3, 3), k = test::random_vector<T>(N, 2, -3, 3),
                        v = test::random_vector<T>(N, 3), d_o = test::random_vector<T>(N, 4);
   std::vector<uint8_t> mask = masked ? some_padding(c.B, c.n) : std::vector<uint8_t>();
-  const TensorView<const uint8_t> mv = masked ? vector_view<const uint8_t>(mask.data(), c.B * c.n) : TensorView<const uint8_t>();
+  const TensorView<const uint8_t> mv =
+      masked ? vector_view<const uint8_t>(mask.data(), c.B * c.n) : TensorView<const uint8_t>();
   std::vector<T> q = q0, kk = k, vv = v, o(N), r(stats), m(stats), s(stats), oref(N);
   ops::aft_simple_forward<T>(bnd(q, c), bnd(kk, c), bnd(vv, c), mv, bnd(o, c), vector_view(r.data(), stats),
                              vector_view(m.data(), stats), vector_view(s.data(), stats), causal);
@@ -85,9 +86,10 @@ TEST(OpsAft, SimpleRefusesBadShapes) {
   EXPECT_THROW(ops::aft_simple_forward<float>(bnd(x, c), TensorView<float>(small.data(), {2, 3, 2}), bnd(x, c), {},
                                               bnd(y, c), none, none, none, false),
                InvalidArgument);
-  EXPECT_THROW(ops::aft_simple_forward<float>(bnd(x, c), bnd(x, c), bnd(x, c), vector_view<const uint8_t>(mask.data(), 5),
-                                              bnd(y, c), none, none, none, false),
-               InvalidArgument);
+  EXPECT_THROW(
+      ops::aft_simple_forward<float>(bnd(x, c), bnd(x, c), bnd(x, c), vector_view<const uint8_t>(mask.data(), 5),
+                                     bnd(y, c), none, none, none, false),
+      InvalidArgument);
   EXPECT_THROW(ops::aft_simple_forward<float>(bnd(x, c), bnd(x, c), bnd(x, c), {}, bnd(y, c), vector_view(y.data(), 24),
                                               vector_view(y.data(), 24), vector_view(y.data(), 24), false),
                InvalidArgument);
