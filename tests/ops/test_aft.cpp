@@ -1,0 +1,209 @@
+// The AFT cores (src/ops/aft.h, src/cpu/aft_*.cpp): each op's kernel against its plain reference in
+// double and float, causal and not, with a padding mask, at odd sizes; bad shapes refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "cpu/aft_conv.h"
+#include "cpu/aft_simple.h"
+#include "ops/aft.h"
+#include "test_util.h"
+
+namespace lf {
+namespace {
+
+struct Case {
+  int64_t B, n, d;
+};
+const Case kCases[] = {{1, 1, 1}, {2, 5, 3}, {1, 7, 17}, {3, 11, 20}};
+
+// Padding at every third position of the second sample onwards (the first keeps all its keys).
+std::vector<uint8_t> some_padding(int64_t B, int64_t n) {
+  std::vector<uint8_t> mask(static_cast<size_t>(B * n), 0);
+  for (int64_t b = 1; b < B; ++b)
+    for (int64_t t = 0; t < n; t += 3) mask[size_t(b * n + t)] = 1;
+  return mask;
+}
+
+// Relative to the result's size, at least 1: a gradient that is 0 in exact arithmetic (one key) is
+// rounding in the fast path.
+template <class T>
+void expect_close(const std::vector<T>& a, const std::vector<T>& ref, double tol, const char* what) {
+  EXPECT_LE(test::max_rel_error(a.data(), ref.data(), int64_t(a.size()), 1.0), tol) << what;
+}
+
+template <class T>
+TensorView<T> bnd(std::vector<T>& x, const Case& c) {
+  return TensorView<T>(x.data(), {c.B, c.n, c.d});
+}
+
+template <class T>
+void check_aft_simple(const Case& c, bool causal, bool masked, double tol) {
+  SCOPED_TRACE(testing::Message() << "B=" << c.B << " n=" << c.n << " d=" << c.d << " causal=" << causal
+                                  << " masked=" << masked);
+  const int64_t N = c.B * c.n * c.d, stats = (causal ? c.B * c.n : c.B) * c.d;
+  const std::vector<T> q0 = test::random_vector<T>(N, 1, -3, 3), k = test::random_vector<T>(N, 2, -3, 3),
+                       v = test::random_vector<T>(N, 3), d_o = test::random_vector<T>(N, 4);
+  std::vector<uint8_t> mask = masked ? some_padding(c.B, c.n) : std::vector<uint8_t>();
+  const TensorView<const uint8_t> mv =
+      masked ? vector_view<const uint8_t>(mask.data(), c.B * c.n) : TensorView<const uint8_t>();
+  std::vector<T> q = q0, kk = k, vv = v, o(N), r(stats), m(stats), s(stats), oref(N);
+  ops::aft_simple_forward<T>(bnd(q, c), bnd(kk, c), bnd(vv, c), mv, bnd(o, c), vector_view(r.data(), stats),
+                             vector_view(m.data(), stats), vector_view(s.data(), stats), causal);
+  aft_simple_forward_ref(q0.data(), k.data(), v.data(), mask.empty() ? nullptr : mask.data(), oref.data(), c.B, c.n,
+                         c.d, causal);
+  expect_close(o, oref, tol, "o");
+
+  std::vector<T> go = d_o, dq(N), dk(N), dv(N), dqr(N), dkr(N), dvr(N);
+  ops::aft_simple_backward<T>(bnd(q, c), bnd(kk, c), bnd(vv, c), mv, vector_view(r.data(), stats),
+                              vector_view(m.data(), stats), vector_view(s.data(), stats), bnd(go, c), bnd(dq, c),
+                              bnd(dk, c), bnd(dv, c), causal);
+  aft_simple_backward_ref(q0.data(), k.data(), v.data(), mask.empty() ? nullptr : mask.data(), d_o.data(), dqr.data(),
+                          dkr.data(), dvr.data(), c.B, c.n, c.d, causal);
+  expect_close(dq, dqr, tol, "dq");
+  expect_close(dk, dkr, tol, "dk");
+  expect_close(dv, dvr, tol, "dv");
+}
+
+TEST(OpsAft, SimpleMatchesReference) {
+  for (const Case& c : kCases)
+    for (bool causal : {false, true})
+      for (bool masked : {false, true}) {
+        check_aft_simple<double>(c, causal, masked, 1e-12);
+        check_aft_simple<float>(c, causal, masked, 2e-5);
+      }
+}
+
+TEST(OpsAft, SimpleRefusesBadShapes) {
+  const Case c{2, 3, 4};
+  std::vector<float> x(24), y(24), small(12);
+  std::vector<uint8_t> mask(5);
+  const TensorView<float> none;
+  // k of another shape; a mask of the wrong length; statistics of the causal size for a global call.
+  EXPECT_THROW(ops::aft_simple_forward<float>(bnd(x, c), TensorView<float>(small.data(), {2, 3, 2}), bnd(x, c), {},
+                                              bnd(y, c), none, none, none, false),
+               InvalidArgument);
+  EXPECT_THROW(
+      ops::aft_simple_forward<float>(bnd(x, c), bnd(x, c), bnd(x, c), vector_view<const uint8_t>(mask.data(), 5),
+                                     bnd(y, c), none, none, none, false),
+      InvalidArgument);
+  EXPECT_THROW(ops::aft_simple_forward<float>(bnd(x, c), bnd(x, c), bnd(x, c), {}, bnd(y, c), vector_view(y.data(), 24),
+                                              vector_view(y.data(), 24), vector_view(y.data(), 24), false),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_simple_backward<float>(bnd(x, c), bnd(x, c), bnd(x, c), {}, none, none, none, bnd(x, c),
+                                               bnd(y, c), bnd(y, c), bnd(y, c), true),
+               InvalidArgument);
+}
+
+struct ConvCase {
+  int64_t B, n, h, dh, s;
+};
+
+template <class T>
+void check_aft_conv(const ConvCase& c, bool causal, bool masked, double tol) {
+  SCOPED_TRACE(testing::Message() << "B=" << c.B << " n=" << c.n << " h=" << c.h << " d_h=" << c.dh << " s=" << c.s
+                                  << " causal=" << causal << " masked=" << masked);
+  const int64_t d = c.h * c.dh, N = c.B * c.n * d, NK = c.B * c.n * c.h;
+  const std::vector<T> q0 = test::random_vector<T>(N, 1, -3, 3), k = test::random_vector<T>(NK, 2, -3, 3),
+                       v = test::random_vector<T>(N, 3), d_o = test::random_vector<T>(N, 4),
+                       omega = test::random_vector<T>(c.h * c.s, 5, 0.2, 3);
+  std::vector<uint8_t> mask = masked ? some_padding(c.B, c.n) : std::vector<uint8_t>();
+  const uint8_t* mp = mask.empty() ? nullptr : mask.data();
+  const TensorView<const uint8_t> mv = masked ? vector_view<const uint8_t>(mp, c.B * c.n) : TensorView<const uint8_t>();
+  auto act = [&](std::vector<T>& x, int64_t w) { return TensorView<T>(x.data(), {c.B, c.n, w}); };
+  auto per_head = [&](std::vector<T>& x) { return TensorView<T>(x.data(), {c.B, c.h, c.n}); };
+  std::vector<T> q = q0, kk = k, vv = v, om = omega, o(N), r(N), den(c.B * c.h * c.n), m(den.size()), oref(N);
+  ops::aft_conv_forward<T>(act(q, d), act(kk, c.h), act(vv, d), mv, matrix(om.data(), c.h, c.s), act(o, d), act(r, d),
+                           per_head(den), per_head(m), causal);
+  aft_conv_forward_ref(q0.data(), k.data(), v.data(), mp, omega.data(), oref.data(), c.B, c.n, d, c.h, c.s, causal);
+  expect_close(o, oref, tol, "o");
+
+  std::vector<T> go = d_o, dq(N), dk(NK), dv(N), dqr(N), dkr(NK), dvr(N);
+  std::vector<double> dw(size_t(c.h * c.s)), dwr(dw.size());
+  ops::aft_conv_backward<T>(act(q, d), act(kk, c.h), act(vv, d), mv, matrix(om.data(), c.h, c.s), act(r, d),
+                            per_head(den), per_head(m), act(go, d), act(dq, d), act(dk, c.h), act(dv, d),
+                            matrix(dw.data(), c.h, c.s), causal);
+  aft_conv_backward_ref(q0.data(), k.data(), v.data(), mp, omega.data(), d_o.data(), dqr.data(), dkr.data(), dvr.data(),
+                        dwr.data(), c.B, c.n, d, c.h, c.s, causal);
+  expect_close(dq, dqr, tol, "dq");
+  expect_close(dk, dkr, tol, "dk");
+  expect_close(dv, dvr, tol, "dv");
+  expect_close(dw, dwr, tol, "dwhat");
+}
+
+TEST(OpsAft, ConvMatchesReference) {
+  const ConvCase cases[] = {{1, 1, 1, 1, 1}, {2, 5, 1, 3, 3}, {1, 9, 3, 2, 5}, {3, 13, 2, 5, 7}, {2, 4, 2, 3, 9}};
+  for (const ConvCase& c : cases)
+    for (bool causal : {false, true})
+      for (bool masked : {false, true}) {
+        check_aft_conv<double>(c, causal, masked, 1e-12);
+        check_aft_conv<float>(c, causal, masked, 2e-5);
+      }
+}
+
+// The kernel's normalisation against its formula, and its backward against central differences of
+// Σ dwhat ⊙ ŵ(w, γ, β).
+TEST(OpsAft, ConvKernelNormalisation) {
+  const int64_t h = 2, s = 5;
+  std::vector<double> w = test::random_vector<double>(h * s, 1), gamma = {0.7, -1.3}, beta = {0.2, 0.5};
+  const std::vector<double> dwhat = test::random_vector<double>(h * s, 2);
+  auto what = [&](std::vector<double>& z, std::vector<double>& omega, std::vector<double>& inv_std) {
+    ops::aft_conv_kernel_forward<double>(matrix(w.data(), h, s), vector_view(gamma.data(), h),
+                                         vector_view(beta.data(), h), matrix(omega.data(), h, s),
+                                         matrix(z.data(), h, s), vector_view(inv_std.data(), h), 1e-5);
+  };
+  std::vector<double> z(size_t(h * s)), omega(z.size()), inv_std(static_cast<size_t>(h));
+  what(z, omega, inv_std);
+  for (int64_t i = 0; i < h; ++i) {
+    double mean = 0, var = 0;
+    for (int64_t j = 0; j < s; ++j) mean += w[size_t(i * s + j)] / double(s);
+    for (int64_t j = 0; j < s; ++j) var += (w[size_t(i * s + j)] - mean) * (w[size_t(i * s + j)] - mean) / double(s);
+    for (int64_t j = 0; j < s; ++j)
+      EXPECT_NEAR(omega[size_t(i * s + j)],
+                  std::exp(gamma[size_t(i)] * (w[size_t(i * s + j)] - mean) / std::sqrt(var + 1e-5) + beta[size_t(i)]),
+                  1e-12);
+  }
+  std::vector<double> dw(w.size(), 0.0), dg(size_t(h), 0.0), db(size_t(h), 0.0);
+  ops::aft_conv_kernel_backward<double>(vector_view(gamma.data(), h), matrix<const double>(z.data(), h, s),
+                                        vector_view<const double>(inv_std.data(), h),
+                                        matrix<const double>(dwhat.data(), h, s), matrix(dw.data(), h, s),
+                                        vector_view(dg.data(), h), vector_view(db.data(), h));
+  auto loss = [&] {
+    std::vector<double> z2(z.size()), om2(z.size()), is2(static_cast<size_t>(h));
+    what(z2, om2, is2);
+    double sum = 0;
+    for (size_t e = 0; e < z2.size(); ++e) sum += dwhat[e] * std::log(om2[e]);  // log ω = ŵ
+    return sum;
+  };
+  test::expect_gradient_matches(loss, w.data(), h * s, dw.data(), "dw");
+  test::expect_gradient_matches(loss, gamma.data(), h, dg.data(), "dgamma");
+  test::expect_gradient_matches(loss, beta.data(), h, db.data(), "dbeta");
+}
+
+TEST(OpsAft, ConvRefusesBadShapes) {
+  std::vector<float> x(24), y(24), kk(12), om(6), den(12), m(12);
+  const TensorView<float> q(x.data(), {2, 3, 4}), o(y.data(), {2, 3, 4});
+  // 3 heads do not divide d = 4; K with the wrong number of heads; den of the wrong shape.
+  EXPECT_THROW(ops::aft_conv_forward<float>(q, TensorView<float>(kk.data(), {2, 3, 2}), q, {}, matrix(om.data(), 3, 2),
+                                            o, {}, TensorView<float>(den.data(), {2, 3, 2}),
+                                            TensorView<float>(m.data(), {2, 3, 2}), false),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_conv_forward<float>(q, TensorView<float>(kk.data(), {2, 3, 2}), q, {}, matrix(om.data(), 1, 6),
+                                            o, {}, TensorView<float>(den.data(), {2, 1, 3}),
+                                            TensorView<float>(m.data(), {2, 1, 3}), false),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_conv_forward<float>(q, TensorView<float>(kk.data(), {2, 3, 2}), q, {}, matrix(om.data(), 2, 3),
+                                            o, {}, TensorView<float>(den.data(), {2, 3, 2}),
+                                            TensorView<float>(m.data(), {2, 2, 3}), false),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_conv_kernel_forward<float>(matrix(om.data(), 2, 3), vector_view(kk.data(), 3),
+                                                   vector_view(kk.data(), 2), matrix(om.data(), 2, 3),
+                                                   TensorView<double>(), TensorView<double>(), 1e-5),
+               InvalidArgument);
+}
+
+}  // namespace
+}  // namespace lf
