@@ -31,6 +31,7 @@
 #include "core/rng.h"
 #include "cpu/threading.h"
 #include "cpu/gemm.h"
+#include "io/atomic_file.h"
 #include "model/memory.h"
 #include "model/model.h"
 #include "train/checkpoint.h"

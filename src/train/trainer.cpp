@@ -13,6 +13,7 @@
 #include "cpu/cross_entropy.h"
 #include "data/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/optimizer_step.h"
 #include "train/run_log.h"
 #include "train/schedule.h"
 

@@ -15,6 +15,7 @@
 #include "model/memory.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "train/optimizer_step.h"
 #include "train/trainer.h"
 
 namespace lf {
