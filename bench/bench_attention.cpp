@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,11 +23,9 @@ constexpr int64_t kDModel = 512;
 constexpr int64_t kHeads = 8;
 constexpr uint64_t kSeed = 1234;
 
-// Honours LINFORMER_NUM_THREADS once, on first use (not at static initialisation, before main).
-void configure_threads_once() {
-  static std::once_flag once;
-  std::call_once(once, [] { lf::configure_threads(0); });
-}
+// Honours LINFORMER_NUM_THREADS once, on first use (not at static initialisation, before main), on the
+// thread that runs the benchmarks, for the rest of the process.
+void configure_threads_once() { static const lf::RuntimeScope scope{lf::RuntimeOptions{}}; }
 
 void BM_Attention(benchmark::State& state, const std::string& kind, const lf::json& options, bool backward) {
   const int64_t n = state.range(0);

@@ -5,7 +5,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "core/rng.h"
@@ -20,11 +19,9 @@
 
 namespace {
 
-// Honours LINFORMER_NUM_THREADS once, on first use (not at static initialisation, before main).
-void configure_threads_once() {
-  static std::once_flag once;
-  std::call_once(once, [] { lf::configure_threads(0); });
-}
+// Honours LINFORMER_NUM_THREADS once, on first use (not at static initialisation, before main), on the
+// thread that runs the benchmarks, for the rest of the process.
+void configure_threads_once() { static const lf::RuntimeScope scope{lf::RuntimeOptions{}}; }
 
 std::vector<float> uniform(int64_t n, uint64_t stream, float lo = -1, float hi = 1) {
   std::vector<float> v(n);

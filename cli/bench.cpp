@@ -31,6 +31,7 @@
 #include "core/rng.h"
 #include "cpu/threading.h"
 #include "cpu/gemm.h"
+#include "io/atomic_file.h"
 #include "model/memory.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
@@ -175,7 +176,7 @@ Result run_one(const BenchOptions& o, const Config& c) {
       to.steps = std::numeric_limits<int32_t>::max();  // the schedule's peak rate after warm-up, for every run
       to.warmup_steps = 0;
       to.checkpoint_activations = c.what == "model_train_step_checkpointed";
-      trainer = std::make_unique<Trainer>(mc, to);
+      trainer = std::make_unique<Trainer>(mc, to, runtime_options());
       flops = 3.0 * double(B) * trainer->model().forward_flops(n);
       step = [&] { trainer->step(batch); };
     }
@@ -220,7 +221,7 @@ Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
     alarm(unsigned(std::ceil(limit_s)) + 60);
     std::string line;
     try {
-      configure_threads(threads);
+      const RuntimeScope scope(RuntimeOptions{threads, runtime_options().max_memory});
       line = result_json(run_one(o, c)).dump();
     } catch (const std::exception& e) {
       line = json{{"time_ms", -1}, {"note", str_cat("failed: ", with_flag_names(e.what()))}}.dump();
@@ -292,11 +293,11 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   if (!o.markdown.empty()) check_writable(o.markdown, "--markdown");
   // The memory limit: --max-mem-gib, or less when the machine (--max-memory, LINFORMER_MAX_MEMORY,
   // available memory) has less.
-  const double gib_limit = o.max_mem_gib * double(1ll << 30), machine_limit = memory_limit_bytes();
+  const double gib_limit = o.max_mem_gib * double(1ll << 30), machine_limit = memory_limit_bytes(runtime_options());
   const double mem_limit = std::min(gib_limit, machine_limit);
   const std::string limit_name = gib_limit <= machine_limit ? str_cat("--max-mem-gib ", o.max_mem_gib)
-                                                            : str_cat(format_bytes(mem_limit), " (", memory_limit_source(), ")");
-  const int threads = num_threads();
+                                                            : str_cat(format_bytes(mem_limit), " (", memory_limit_source(runtime_options()), ")");
+  const int threads = runtime_options().threads;
 
   std::vector<Config> configs = {{"sgemm", "gemm_peak", 2048, 0}};
   for (const std::string& what : o.whats)

@@ -39,6 +39,13 @@ std::string with_flag_names(const std::string& message) {
   return out;
 }
 
+namespace {
+RuntimeOptions g_runtime;  // the CLI's own: one command per process
+}
+
+const RuntimeOptions& runtime_options() { return g_runtime; }
+void set_runtime_options(const RuntimeOptions& options) { g_runtime = options; }
+
 json read_json_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw IoError(str_cat("cannot read '", path, "': no such file or not readable"));
@@ -212,7 +219,7 @@ void build_model(LoadedModel& m, int64_t B, int64_t n, double extra_bytes, const
                  const std::string& advice) {
   MemoryEstimate need = estimate_memory(m.config, Workload::Inference, B, n, false, extra_bytes);
   need.buffers += need.parameters;  // model.safetensors is read whole
-  require_memory(need, command, advice);
+  require_memory(need, runtime_options(), command, advice);
   m.arena = std::make_unique<ParamArena<float>>();
   m.model = std::make_unique<Model<float>>(m.config, *m.arena);
   m.arena->allocate(/*with_grads=*/false);  // eval, predict and info only run forward passes

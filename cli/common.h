@@ -25,6 +25,11 @@ json read_json_file(const std::string& path);
 // `n_layers` → --layers). Other text is left as it is.
 std::string with_flag_names(const std::string& message);
 
+// The runtime options the commands pass to the library: --threads and --max-memory, whose defaults
+// are LINFORMER_NUM_THREADS and LINFORMER_MAX_MEMORY. Set once by main before any command runs.
+const RuntimeOptions& runtime_options();
+void set_runtime_options(const RuntimeOptions& options);
+
 struct ModelFlags {
   std::string task = "mlm";
   int64_t d_model = 0, layers = 0, heads = 0, d_ff = 0, max_len = 0, classes = 0;

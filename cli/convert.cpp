@@ -33,7 +33,7 @@ int run_convert(const CLI::App& app, ConvertCommand& c) {
   const TrainOptions all = c.train.resolve(app, json::object());
   json overrides = c.train.given_options(app);
   overrides.erase("run_dir");
-  const ConvertResult r = convert_checkpoint(c.checkpoint, all.run_dir, c.opt, overrides);
+  const ConvertResult r = convert_checkpoint(c.checkpoint, all.run_dir, c.opt, overrides, runtime_options());
   std::printf("converted %s\n", r.source_dir.c_str());
   for (const std::string& note : r.report.notes) std::printf("  %s\n", note.c_str());
   std::printf("every other parameter copied unchanged\n");

@@ -103,10 +103,14 @@ int run(int argc, char** argv) {
   }
 
   // The thread count is settled before any work; a malformed LINFORMER_NUM_THREADS is reported here.
-  configure_threads(threads);
+  RuntimeOptions runtime;
+  runtime.threads = resolve_threads(threads);
   // Likewise the memory limit: a malformed --max-memory or LINFORMER_MAX_MEMORY is refused here.
-  if (app.get_option("--max-memory")->count() > 0) set_memory_limit(parse_memory_size(max_memory, "--max-memory"));
-  memory_limit_bytes();
+  if (app.get_option("--max-memory")->count() > 0) runtime.max_memory = parse_memory_size(max_memory, "--max-memory");
+  memory_limit_bytes(runtime);
+  set_runtime_options(runtime);
+  // The commands' own model passes (eval, predict, info, bench) run with it; library calls get it passed.
+  const RuntimeScope scope(runtime);
 
   for (auto& [sub, command] : commands)
     if (sub->parsed()) return command();

@@ -134,7 +134,7 @@ int run_spectrum(const CLI::App& app, const SpectrumCommand& c) {
   const Split split = c.split == "test" ? Split::Test : Split::Valid;
   const auto sequences = pick_sequences(corpus.split(split), c.split, c.sequences, n);
 
-  const SpectrumResult r = analyse_spectrum(*m.model, *m.arena, sequences, opt);
+  const SpectrumResult r = analyse_spectrum(*m.model, *m.arena, sequences, opt, runtime_options());
   json extra = {{"checkpoint", m.dir}, {"data", topt.data_path}, {"split", c.split}, {"heatmap_k", heat_k}};
   write_spectrum_files(r, c.out, extra);
 

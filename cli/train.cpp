@@ -53,7 +53,7 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   callbacks.step = [&](const StepResult& r, int64_t total, double tokens_per_s) {
     progress->update(r.step, total, r.loss, tokens_per_s);
   };
-  const TrainSummary s = train(config, opt, c.resume, callbacks);
+  const TrainSummary s = train(config, opt, c.resume, callbacks, runtime_options());
   progress->finish();
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());

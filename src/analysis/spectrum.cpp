@@ -191,7 +191,9 @@ std::vector<std::vector<double>> attention_qkv(const ParamArena<float>& arena, i
 }
 
 SpectrumResult analyse_spectrum(Model<float>& model, const ParamArena<float>& arena,
-                                const std::vector<std::vector<int32_t>>& sequences, const SpectrumOptions& options) {
+                                const std::vector<std::vector<int32_t>>& sequences, const SpectrumOptions& options,
+                                const RuntimeOptions& runtime) {
+  const RuntimeScope scope(runtime);
   const ModelConfig& c = model.config();
   require_exact_attention(c);
   LF_REQUIRE(!sequences.empty(), "spectrum needs at least one sequence");

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
+#include "cpu/threading.h"
 #include "model/config.h"
 #include "model/model.h"
 
@@ -107,9 +108,10 @@ struct SpectrumResult {
 // Runs the model (inference) on each sequence — all of one length n ≤ max_len, ids in [0, vocab) —
 // and measures every layer and head as described at the top. The arena holds the model's weights.
 // Throws lf::InvalidArgument for a model that is not exact attention, no sequences, sequences of
-// different lengths, or bad options.
+// different lengths, or bad options. Runs with `runtime`'s threads.
 SpectrumResult analyse_spectrum(Model<float>& model, const ParamArena<float>& arena,
-                                const std::vector<std::vector<int32_t>>& sequences, const SpectrumOptions& opt);
+                                const std::vector<std::vector<int32_t>>& sequences, const SpectrumOptions& opt,
+                                const RuntimeOptions& runtime = {});
 
 // Mean, standard deviation (population) and extremes of values.
 struct SampleStats {

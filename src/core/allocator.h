@@ -1,4 +1,4 @@
-// The process's heap policy. Layers allocate their activation buffers with std::vector and an
+// A heap policy the host program may opt into. Layers allocate their activation buffers with std::vector and an
 // inference forward releases them before it returns, so that a model holds one block's activations
 // at a time. With glibc's defaults every such buffer over its dynamic mmap threshold goes back to
 // the kernel when freed and the next forward page-faults it in again (measured: the Linformer layer's
@@ -9,7 +9,9 @@
 
 namespace lf {
 
-// Call once at start-up, before large allocations (the CLI's main does). No-op on non-glibc systems.
+// The policy is glibc's, so it holds for the whole process and every allocation in it: the library
+// never sets it; a host program calls this once at start-up, before large allocations, if it wants it
+// (the `linformer` CLI does). No-op on non-glibc systems.
 void keep_freed_memory_for_reuse();
 
 }  // namespace lf

@@ -130,7 +130,15 @@ void set_gemm_threads(int n) {
 #if defined(LINFORMER_GEMM_OPENBLAS)
   openblas_set_num_threads(n);
 #else
-  (void)n;  // oneDNN follows omp_set_num_threads, which configure_threads has already called
+  (void)n;  // oneDNN follows the calling thread's omp_set_num_threads, which RuntimeScope has already called
+#endif
+}
+
+int gemm_threads() {
+#if defined(LINFORMER_GEMM_OPENBLAS)
+  return openblas_get_num_threads();
+#else
+  return omp_get_max_threads();
 #endif
 }
 

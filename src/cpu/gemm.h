@@ -27,7 +27,8 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
 
 // Name of the float backend compiled in ("dnnl" or "openblas").
 const char* gemm_backend();
-// Sets the backend's own thread count (called by configure_threads).
+// The backend's own thread count: set and restored by RuntimeScope.
 void set_gemm_threads(int n);
+int gemm_threads();
 
 }  // namespace lf

@@ -2,39 +2,46 @@
 
 #include <omp.h>
 
+#include <cmath>
 #include <cstdlib>
-#include <string>
 
 #include "core/error.h"
 #include "cpu/gemm.h"
 
 namespace lf {
-namespace {
-int g_threads = 0;
+
+void RuntimeOptions::validate() const {
+  LF_REQUIRE(threads >= 0 && threads <= kMaxThreads, "`threads` must be a thread count from 1 to ", kMaxThreads,
+             " (0: the default), got ", threads);
+  LF_REQUIRE(std::isfinite(max_memory) && max_memory >= 0,
+             "`max_memory` must be a positive size in bytes (0: the default), got ", max_memory);
 }
 
-int configure_threads(int requested) {
-  int n = requested;
-  if (n <= 0) {
-    if (const char* env = std::getenv(kThreadsEnv); env && *env) {
-      char* end = nullptr;
-      const long v = std::strtol(env, &end, 10);
-      LF_REQUIRE(end && *end == '\0' && v > 0 && v <= kMaxThreads, kThreadsEnv, "='", env,
-                 "' is not a positive thread count");
-      n = int(v);
-    } else {
-      n = omp_get_num_procs();
-    }
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  if (const char* env = std::getenv(kThreadsEnv); env && *env) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    LF_REQUIRE(end && *end == '\0' && v > 0 && v <= kMaxThreads, kThreadsEnv, "='", env,
+               "' is not a positive thread count");
+    return int(v);
   }
-  omp_set_num_threads(n);
-  set_gemm_threads(n);
-  g_threads = n;
-  return n;
+  return omp_get_num_procs();
 }
 
-int num_threads() {
-  if (g_threads == 0) configure_threads(0);
-  return g_threads;
+int num_threads() { return omp_get_max_threads(); }
+
+RuntimeScope::RuntimeScope(const RuntimeOptions& options)
+    : threads_(0), saved_threads_(omp_get_max_threads()), saved_gemm_threads_(gemm_threads()) {
+  options.validate();
+  threads_ = resolve_threads(options.threads);
+  omp_set_num_threads(threads_);
+  set_gemm_threads(threads_);
+}
+
+RuntimeScope::~RuntimeScope() {
+  omp_set_num_threads(saved_threads_);
+  set_gemm_threads(saved_gemm_threads_);
 }
 
 }  // namespace lf

@@ -19,7 +19,6 @@ namespace lf {
 namespace {
 
 constexpr double kFloat = sizeof(float);
-double g_limit = 0;  // set_memory_limit(); 0 = not set
 
 // A quick lower bound on the parameters, without building anything: embeddings, the FFNs and the
 // four d×d attention maps. Guards the exact count below against configurations whose attention
@@ -143,31 +142,27 @@ double available_memory_bytes() {
   return 0;
 }
 
-void set_memory_limit(double bytes) {
-  LF_REQUIRE(std::isfinite(bytes) && bytes >= 0, "memory limit must be a positive size, got ", bytes);
-  g_limit = bytes;
-}
-
-double memory_limit_bytes() {
-  if (g_limit > 0) return g_limit;
-  if (const char* env = std::getenv("LINFORMER_MAX_MEMORY"); env && *env)
-    return parse_memory_size(env, "LINFORMER_MAX_MEMORY");
+double memory_limit_bytes(const RuntimeOptions& runtime) {
+  runtime.validate();
+  if (runtime.max_memory > 0) return runtime.max_memory;
+  if (const char* env = std::getenv(kMaxMemoryEnv); env && *env) return parse_memory_size(env, kMaxMemoryEnv);
   const double available = available_memory_bytes();
   return available > 0 ? available : std::numeric_limits<double>::infinity();
 }
 
-std::string memory_limit_source() {
-  if (g_limit > 0) return "`max_memory`";
-  if (const char* env = std::getenv("LINFORMER_MAX_MEMORY"); env && *env) return "LINFORMER_MAX_MEMORY";
+std::string memory_limit_source(const RuntimeOptions& runtime) {
+  if (runtime.max_memory > 0) return "`max_memory`";
+  if (const char* env = std::getenv(kMaxMemoryEnv); env && *env) return kMaxMemoryEnv;
   return available_memory_bytes() > 0 ? "the available memory; raise it with `max_memory`" : "none";
 }
 
-void require_memory(const MemoryEstimate& estimate, const std::string& command, const std::string& advice) {
-  const double limit = memory_limit_bytes();
+void require_memory(const MemoryEstimate& estimate, const RuntimeOptions& runtime, const std::string& command,
+                    const std::string& advice) {
+  const double limit = memory_limit_bytes(runtime);
   const double need = estimate.total();
   if (need <= limit) return;
   throw Error(str_cat(command, " needs about ", format_bytes(need), " (", estimate.breakdown(), ") but the memory limit is ",
-                      format_bytes(limit), " (", memory_limit_source(), "): ", advice));
+                      format_bytes(limit), " (", memory_limit_source(runtime), "): ", advice));
 }
 
 }  // namespace lf

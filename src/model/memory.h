@@ -2,12 +2,13 @@
 // the guard that refuses a configuration above the memory limit with a one-line reason. Everything
 // is computed in double, so absurd sizes give a huge estimate instead of an overflow.
 //
-// The limit: set_memory_limit() (the CLI's --max-memory), else $LINFORMER_MAX_MEMORY, else
+// The limit is the instance's: RuntimeOptions::max_memory, else $LINFORMER_MAX_MEMORY, else
 // MemAvailable from /proc/meminfo, else none.
 #pragma once
 #include <cstdint>
 #include <string>
 
+#include "cpu/threading.h"
 #include "model/config.h"
 
 namespace lf {
@@ -45,14 +46,15 @@ double data_file_bytes(const std::string& path, int64_t max_bytes);
 double parse_memory_size(const std::string& text, const std::string& what);
 
 double available_memory_bytes();  // MemAvailable; 0 when unknown
-void set_memory_limit(double bytes);  // > 0; 0 clears (back to the environment / MemAvailable)
-// The limit in bytes (+inf when none is known) and where it comes from, for messages.
-double memory_limit_bytes();
-std::string memory_limit_source();
+// The limit of `runtime` in bytes (+inf when none is known) and where it comes from, for messages.
+// Throws lf::InvalidArgument for a malformed $LINFORMER_MAX_MEMORY.
+double memory_limit_bytes(const RuntimeOptions& runtime);
+std::string memory_limit_source(const RuntimeOptions& runtime);
 
-// Throws lf::Error when estimate.total() exceeds the limit: "<command> needs about X (breakdown) but
-// the memory limit is Y (source); <advice>".
-void require_memory(const MemoryEstimate& estimate, const std::string& command, const std::string& advice);
+// Throws lf::Error when estimate.total() exceeds the limit of `runtime`: "<command> needs about X
+// (breakdown) but the memory limit is Y (source); <advice>".
+void require_memory(const MemoryEstimate& estimate, const RuntimeOptions& runtime, const std::string& command,
+                    const std::string& advice);
 
 std::string format_bytes(double bytes);  // "1.5 GiB"
 

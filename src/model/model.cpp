@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "model/head.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm_act.h"
@@ -81,6 +82,11 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
 
 template <class T>
 Model<T>::~Model() = default;
+
+template <class T>
+int64_t Model<T>::logits_per_row() const {
+  return head_->logits_per_row();
+}
 
 template <class T>
 bool Model<T>::conv_causal() const {

@@ -15,7 +15,11 @@
 #include "core/arena.h"
 #include "core/tensor.h"
 #include "model/config.h"
-#include "model/head.h"
+
+namespace lf {
+template <class T>
+class Head;  // model/head.h
+}  // namespace lf
 
 namespace lf {
 // Rows of the FFN's (rows, d_ff) hidden activations computed at a time in inference (the memory
@@ -67,7 +71,7 @@ class Model {
   // "" when every activation is finite. For the trainer's divergence message; costs one pass over them.
   std::string nonfinite_activation_site() const;
 
-  int64_t logits_per_row() const { return head_->logits_per_row(); }  // vocab (LM heads) or n_classes (classify)
+  int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
   const Head<T>& head() const { return *head_; }
   const ModelConfig& config() const { return config_; }
 

@@ -28,8 +28,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
-#include "io/atomic_file.h"  // write_file_atomic
-#include "io/safetensors.h"
 #include "model/config.h"
 
 namespace lf {
@@ -78,9 +76,6 @@ ModelConfig parse_checkpoint_config(std::string_view text, const std::string& so
 // offending tensors with their expected and found shapes, and nothing is modified. Also lf::IoError
 // for a missing, truncated or corrupt file, or for moments requested from a model-only checkpoint.
 void load_checkpoint_weights(const std::string& dir, ParamArena<float>& arena, OptimizerMoments* moments);
-// The checks load_checkpoint_weights makes on model.safetensors (our format marker, if any, and
-// exactly the arena's parameters as F32 of their shapes), on a file already read. lf::IoError.
-void check_model_tensors(const SafeTensorsFile& file, const ParamArena<float>& arena);
 
 // trainer_state.json (a JSON object). lf::IoError when missing (a model-only checkpoint) or corrupt.
 json read_trainer_state(const std::string& dir);
@@ -102,11 +97,6 @@ std::string save_step_checkpoint(const std::string& run_dir, int64_t step, const
 // exist, falls back to the highest-numbered complete step-* directory (ignoring .tmp-* directories of
 // interrupted saves).
 std::string latest_checkpoint(const std::string& run_dir);
-
-// Test-only: when set, called at the points of a save where a crash leaves a distinct state on disk
-// ("tmp-written", "moved-aside", "renamed-in", "saved", "latest-written", "discarding"); crash tests
-// end the process there. Null otherwise.
-inline void (*checkpoint_crash_hook)(const char* point) = nullptr;
 
 // Removes all step-* checkpoints of the run but the `keep` newest (by step number), never removing the
 // one `latest` names. Throws lf::InvalidArgument for keep < 1 and lf::IoError when a removal fails.

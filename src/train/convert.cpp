@@ -436,8 +436,9 @@ ConvertReport convert_weights(const ModelConfig& sc, const ParamArena<float>& sr
 }
 
 ConvertResult convert_checkpoint(const std::string& source, const std::string& out_run, const ConvertOptions& o,
-                                 const json& overrides) {
+                                 const json& overrides, const RuntimeOptions& runtime) {
   namespace fs = std::filesystem;
+  const RuntimeScope scope(runtime);
   o.validate();
   LF_REQUIRE(!out_run.empty(), "no output run directory: give `run_dir` DIR");
   LF_REQUIRE(overrides.is_object(), "training option overrides must be a JSON object");
@@ -473,7 +474,7 @@ ConvertResult convert_checkpoint(const std::string& source, const std::string& o
     need.parameters = ps + pt;
     need.optimizer = 2 * pt;
     need.buffers = ps;
-    require_memory(need, "convert", "convert on a machine with more memory");
+    require_memory(need, runtime, "convert", "convert on a machine with more memory");
   }
   ParamArena<float> sa, ta;
   Model<float> sm(ck.config, sa);

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
+#include "cpu/threading.h"
 #include "model/config.h"
 
 namespace lf {
@@ -73,8 +74,8 @@ struct ConvertResult {
 // `train --resume --steps S` raises it). What the rules leave to a fresh initialisation is drawn from
 // the converted run's seed, as `train` would draw it for a new model of the converted configuration. lf::IoError for a missing or corrupt checkpoint or an
 // unwritable output; lf::InvalidArgument for an impossible conversion or an --out that already
-// holds a run.
+// holds a run; lf::Error when both models exceed the memory limit of `runtime`, whose threads it runs with.
 ConvertResult convert_checkpoint(const std::string& source, const std::string& out_run, const ConvertOptions& options,
-                                 const json& train_overrides);
+                                 const json& train_overrides, const RuntimeOptions& runtime = {});
 
 }  // namespace lf

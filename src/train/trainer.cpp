@@ -8,13 +8,14 @@
 #include <set>
 
 #include "core/error.h"
-#include "cpu/threading.h"
 #include "core/json_value.h"
 #include "cpu/adamw.h"
+#include "data/tokenizer.h"
 #include "model/head.h"
 #include "model/memory.h"
 #include "train/checkpoint.h"
 #include "train/objective.h"
+#include "train/optimizer_step.h"
 #include "train/run_log.h"
 #include "train/schedule.h"
 
@@ -227,10 +228,13 @@ std::string nonfinite_gradient_site(const ParamArena<float>& arena) {
 
 // ---- the step-level trainer ----------------------------------------------------------------------
 
-Trainer::Trainer(const ModelConfig& config, const TrainOptions& opt)
-    : config_(config), opt_(opt), schedule_{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio} {
+Trainer::Trainer(const ModelConfig& config, const TrainOptions& opt, const RuntimeOptions& runtime)
+    : config_(config), opt_(opt), runtime_(runtime), schedule_{opt.lr, opt.warmup_steps, opt.steps, opt.min_lr_ratio} {
   config_.validate();
   opt_.validate_step_options();
+  runtime_.validate();
+  runtime_.threads = resolve_threads(runtime_.threads);  // settled now: a malformed environment is refused here
+  const RuntimeScope scope(runtime_);
   model_ = std::make_unique<Model<float>>(config_, arena_);
   model_->set_activation_checkpointing(opt_.checkpoint_activations);
   arena_.allocate();
@@ -242,6 +246,8 @@ Trainer::Trainer(const ModelConfig& config, const TrainOptions& opt)
 StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
   LF_REQUIRE(int64_t(micro_batches.size()) == opt_.grad_accum, "a training step takes ", opt_.grad_accum,
              " micro-batches (grad_accum), got ", micro_batches.size());
+  const RuntimeScope scope(runtime_);  // first: attention kinds size their per-thread buffers by it
+  for (const TokenBatch& b : micro_batches) require_memory_for(Workload::Training, b.B, b.n);
   const int64_t step = steps_done_, V = model_->logits_per_row();
   const Objective& objective = head_objective(config_.task);
   model_->set_training_step(step);  // e.g. Performer's feature redraw; also right after a resume
@@ -278,7 +284,18 @@ StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
 
 EvalResult Trainer::evaluate(const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches,
                              double mask_prob) {
+  const RuntimeScope scope(runtime_);
+  require_memory_for(Workload::Inference, B, n);
   return lf::evaluate(*model_, data, split, B, n, max_batches, mask_prob);
+}
+
+void Trainer::require_memory_for(Workload workload, int64_t B, int64_t n) {
+  if (memory_checked_.contains({workload, B, n})) return;
+  const bool training = workload == Workload::Training;
+  require_memory(estimate_memory(config_, workload, B, n, training && opt_.checkpoint_activations), runtime_,
+                 str_cat(training ? "a training step" : "an evaluation", " of ", B, " × ", n, " tokens"),
+                 "reduce the batch size, the sequence length or the model, or use `checkpoint_activations`");
+  memory_checked_.emplace(workload, B, n);
 }
 
 std::string Trainer::save(const std::string& run_dir, json state, int keep) const {
@@ -295,7 +312,9 @@ void Trainer::load(const std::string& checkpoint_dir, int64_t steps_done) {
 
 // ---- train(): the trainer over a data file, with a log and checkpoints -----------------------------
 
-TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks) {
+TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks,
+                   const RuntimeOptions& runtime) {
+  const RuntimeScope scope(runtime);  // loading the data too runs with the caller's threads
   TrainOptions opt = opt_in;
   LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give `run_dir` DIR");
   if (!resume) opt.validate();  // with resume, the saved options are validated once merged
@@ -328,7 +347,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     MemoryEstimate need = estimate_memory(config, Workload::Training, opt.batch_size, opt.seq_len,
                                           opt.checkpoint_activations, data_file_bytes(opt.data_path, opt.max_bytes));
     if (resume) need.buffers += 3 * need.parameters;  // model.safetensors and optimizer.safetensors
-    require_memory(need, "train", "reduce `batch_size`, `seq_len`, `d_model`, `d_ff` or `n_layers`, or use "
+    require_memory(need, runtime, "train", "reduce `batch_size`, `seq_len`, `d_model`, `d_ff` or `n_layers`, or use "
                    "`checkpoint_activations`");
   }
   const TaskData data = TaskData::load(config.task, opt);
@@ -336,7 +355,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     LF_REQUIRE(data.train_examples->num_classes() <= config.n_classes, opt.data_path, " has labels up to ",
                data.train_examples->num_classes() - 1, " but the model has ", config.n_classes, " classes");
 
-  Trainer trainer(config, opt);
+  Trainer trainer(config, opt, runtime);
   int64_t start_step = 0;
   double elapsed_before = 0;
   if (!resume_from.empty()) {
@@ -364,7 +383,7 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   };
   if (callbacks.start) callbacks.start(opt);
   if (!resume_from.empty()) message(str_cat("resuming from ", resume_from, " at step ", start_step));
-  message(str_cat(num_threads(), " threads; model: ", config.task, ", ", config.n_layers, " layers, d_model ",
+  message(str_cat(trainer.runtime().threads, " threads; model: ", config.task, ", ", config.n_layers, " layers, d_model ",
                   config.d_model, ", ", trainer.arena().numel(), " parameters; data: ", opt.data_path));
 
   const int64_t B = opt.batch_size, n = opt.seq_len;

@@ -5,15 +5,18 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "core/arena.h"
-#include "cpu/adamw.h"
+#include "cpu/threading.h"
 #include "data/batches.h"
 #include "data/corpus.h"
 #include "model/config.h"
+#include "model/memory.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
 #include "train/schedule.h"
@@ -106,10 +109,13 @@ struct StepResult {
 // a step takes whatever batches it is given). It reads no data file and prints nothing: train()
 // drives it over a data file with checkpoints and a log, `linformer bench` times its step(), and a
 // host program can call it with its own batches. Not copyable (the model refers to the arena).
+// Its calls run with its own RuntimeOptions (a RuntimeScope around each), and its memory guard reads
+// their limit, so instances with different settings can share a process and a host thread.
 class Trainer {
  public:
-  // Parameters initialised from opt.seed. Throws lf::InvalidArgument for a bad config or step option.
-  Trainer(const ModelConfig& config, const TrainOptions& opt);
+  // Parameters initialised from opt.seed. Throws lf::InvalidArgument for a bad config, step option or
+  // runtime option.
+  Trainer(const ModelConfig& config, const TrainOptions& opt, const RuntimeOptions& runtime = {});
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
@@ -118,9 +124,11 @@ class Trainer {
   // opt.clip_norm, and AdamW at the schedule's rate. Throws lf::InvalidArgument for a wrong number of
   // micro-batches, lf::Error for a non-finite loss or gradient, naming the step and where it arose
   // (Model::nonfinite_activation_site, nonfinite_gradient_site); the parameters are then unchanged.
+  // Before the first step of a batch shape, lf::Error when its estimate exceeds the memory limit.
   StepResult step(const std::vector<TokenBatch>& micro_batches);
 
-  // Mean loss, bits per byte and accuracy over the split's fixed evaluation batches of B × n.
+  // Mean loss, bits per byte and accuracy over the split's fixed evaluation batches of B × n; like
+  // step(), refused from the estimate when above the memory limit.
   EvalResult evaluate(const TaskData& data, Split split, int64_t B, int64_t n, int64_t max_batches, double mask_prob);
 
   // Saves the weights, the optimizer moments and `state` (a JSON object; "step" is set to steps_done())
@@ -134,12 +142,19 @@ class Trainer {
   int64_t steps_done() const { return steps_done_; }
   const ModelConfig& config() const { return config_; }
   const TrainOptions& options() const { return opt_; }
+  // The runtime options its calls run with, the thread count resolved (never 0).
+  const RuntimeOptions& runtime() const { return runtime_; }
   Model<float>& model() { return *model_; }
   ParamArena<float>& arena() { return arena_; }
 
  private:
+  // Refuses B × n sequences of `workload` above the memory limit; each shape is estimated once.
+  void require_memory_for(Workload workload, int64_t B, int64_t n);
+
   ModelConfig config_;
   TrainOptions opt_;
+  RuntimeOptions runtime_;
+  std::set<std::tuple<Workload, int64_t, int64_t>> memory_checked_;
   LrSchedule schedule_;
   ParamArena<float> arena_;
   std::unique_ptr<Model<float>> model_;
@@ -159,20 +174,10 @@ struct TrainCallbacks {
 
 // Trains `config` (or, with resume, continues the latest checkpoint in opt.run_dir, whose model
 // configuration then wins) with a Trainer over opt.data_path, writing the log and checkpoints to
-// opt.run_dir, and returns the summary. Throws lf::InvalidArgument / lf::IoError for bad options and
-// files, lf::Error for a non-finite loss or gradient (Trainer::step).
-TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume, const TrainCallbacks& callbacks = {});
-
-// One AdamW step t (1-based) of the trainer over every parameter of the arena with the moments m, v
-// (each arena.numel(), zero before step 1): fixed (non-trainable) tensors are skipped, and weight
-// decay applies only to tensors of two or more dimensions (weight matrices, embeddings, projections),
-// not to biases and LayerNorm parameters. options.weight_decay is that decay.
-template <class T>
-void adamw_step_params(ParamArena<T>& arena, T* m, T* v, int64_t t, const AdamWOptions& options);
-
-// Where a NaN or Inf among the arena's gradients entered the backward: the first of the output head,
-// layer L-1 … layer 0, the embeddings that holds one, with the first such parameter, e.g.
-// "layer 2 (parameter 'layers.2.ffn.fc1.weight')"; "" when every gradient is finite.
-std::string nonfinite_gradient_site(const ParamArena<float>& arena);
+// opt.run_dir, and returns the summary. Runs with `runtime`'s threads and refuses a run above its memory
+// limit before loading anything. Throws lf::InvalidArgument / lf::IoError for bad options and files,
+// lf::Error for a non-finite loss or gradient (Trainer::step).
+TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume, const TrainCallbacks& callbacks = {},
+                   const RuntimeOptions& runtime = {});
 
 }  // namespace lf

@@ -188,11 +188,10 @@ void expect_matches_reference_both(const AttentionCase& c, const Reference& refe
 template <class T = double>
 void expect_results_independent_of_threads(
     const AttentionCase& c, const std::type_identity_t<std::function<void(AttentionRig<T>&)>>& prepare = {}) {
-  const int saved = num_threads();
   std::vector<T> ref_out, ref_dx, ref_grads;
   for (int threads : {1, 3, 2}) {
     SCOPED_TRACE("threads=" + std::to_string(threads));
-    configure_threads(threads);
+    const RuntimeScope scope(RuntimeOptions{threads});
     AttentionRig<T> rig(c);
     if (prepare) prepare(rig);
     rig.forward(c);
@@ -211,7 +210,6 @@ void expect_results_independent_of_threads(
     EXPECT_EQ(dx, ref_dx);
     EXPECT_EQ(grads, ref_grads);
   }
-  configure_threads(saved);
 }
 
 

@@ -144,15 +144,13 @@ TEST(FlashAttention, EqualsFullWithDropout) {
 TEST(FlashAttention, EqualsFullWithMoreThreadsThanHeads) {
   // Fewer (batch, head) pairs than threads: the backward splits the key tiles into chunks whose dQ
   // is summed afterwards. The result must not depend on the thread count.
-  const int saved = num_threads();
   for (int threads : {1, 3, 4}) {
     SCOPED_TRACE(threads);
-    configure_threads(threads);
+    const RuntimeScope scope(RuntimeOptions{threads});
     // Large enough (n·m·d ≥ 2²⁰) for the kernels to go parallel.
     expect_flash_equals_full_both(flash_case(200, 1, 64, false, true, 0, 1));
     expect_flash_equals_full_both(with_tail_padding(flash_case(200, 2, 64, true, false, 0, 1), 150));
   }
-  configure_threads(saved);
 }
 
 TEST(FlashAttention, GradientsMatchFiniteDifferences) {

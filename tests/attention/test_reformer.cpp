@@ -516,12 +516,11 @@ TEST(ReformerAttention, SameResultsForAnyThreadCount) {
   // Large enough for the kernels to go parallel; outputs and every gradient bit for bit.
   AttentionCase c = with_mask(reformer_case(300, {{"bucket_size", 16}, {"n_hashes", 2}}, false, 2, 64, 1));
   AttentionCase cc = with_mask(reformer_case(300, {{"bucket_size", 16}}, true, 2, 64, 1));
-  const int saved = num_threads();
   for (const AttentionCase& k : {c, cc}) {
     SCOPED_TRACE(describe(k));
     std::vector<float> out1, dx1, grads1;
     for (int threads : {1, 3, 2}) {
-      configure_threads(threads);
+      const RuntimeScope scope(RuntimeOptions{threads});
       AttentionRig<float> rig(k);
       rig.forward(k);
       std::vector<float> dout = test::random_vector<float>(int64_t(rig.out.size()), 8), dx(rig.x.size());
@@ -537,7 +536,6 @@ TEST(ReformerAttention, SameResultsForAnyThreadCount) {
       EXPECT_EQ(grads, grads1) << threads;
     }
   }
-  configure_threads(saved);
 }
 
 TEST(ReformerAttention, DefaultOptionsWorkForShortAndLongMaxLen) {

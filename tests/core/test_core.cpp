@@ -3,9 +3,11 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <thread>
 
 #include "core/arena.h"
 #include "core/rng.h"
+#include "cpu/gemm.h"
 #include "cpu/threading.h"
 #include "test_util.h"
 
@@ -129,18 +131,53 @@ TEST(ParamArena, CustomInitFillsByAFunctionOfTheSeed) {
 }
 
 TEST(Threading, ExplicitEnvironmentAndBadValues) {
-  EXPECT_EQ(configure_threads(1), 1);
-  EXPECT_EQ(omp_get_max_threads(), 1);
-  EXPECT_EQ(num_threads(), 1);
-  setenv(kThreadsEnv, "2", 1);
-  EXPECT_EQ(configure_threads(0), 2);
-  EXPECT_EQ(omp_get_max_threads(), 2);
+  EXPECT_EQ(resolve_threads(1), 1);
+  setenv(kThreadsEnv, "3", 1);
+  EXPECT_EQ(resolve_threads(0), 3);
   setenv(kThreadsEnv, "two", 1);
-  EXPECT_THROW(configure_threads(0), InvalidArgument);
+  EXPECT_THROW(resolve_threads(0), InvalidArgument);
   setenv(kThreadsEnv, "-3", 1);
-  EXPECT_THROW(configure_threads(0), InvalidArgument);
-  EXPECT_EQ(configure_threads(2), 2);  // an explicit count ignores the environment
+  EXPECT_THROW(resolve_threads(0), InvalidArgument);
+  EXPECT_THROW(RuntimeScope{RuntimeOptions{}}, InvalidArgument);
+  EXPECT_EQ(resolve_threads(2), 2);  // an explicit count ignores the environment
   unsetenv(kThreadsEnv);
+  EXPECT_EQ(resolve_threads(0), omp_get_num_procs());
+  EXPECT_THROW(RuntimeOptions{-1}.validate(), InvalidArgument);
+  EXPECT_THROW(RuntimeOptions{kMaxThreads + 1}.validate(), InvalidArgument);
+  EXPECT_THROW((RuntimeOptions{1, -5.0}.validate()), InvalidArgument);
+}
+
+// A scope sets the calling thread's count (and the GEMM backend's) and restores it; scopes nest, and
+// another host thread keeps its own count meanwhile.
+TEST(Threading, RuntimeScopeSetsAndRestoresTheCallingThreadsCount) {
+  const int before = omp_get_max_threads(), gemm_before = gemm_threads();
+  {
+    const RuntimeScope one(RuntimeOptions{1});
+    EXPECT_EQ(one.threads(), 1);
+    EXPECT_EQ(num_threads(), 1);
+    {
+      const RuntimeScope three(RuntimeOptions{3});
+      EXPECT_EQ(num_threads(), 3);
+      EXPECT_EQ(gemm_threads(), 3);
+      int other_thread = 0;
+      std::thread([&] {
+        const RuntimeScope five(RuntimeOptions{5});
+        other_thread = num_threads();
+      }).join();
+      EXPECT_EQ(other_thread, 5);
+      EXPECT_EQ(num_threads(), 3);
+    }
+    EXPECT_EQ(num_threads(), 1);
+    int team = 0;
+#pragma omp parallel
+    {
+#pragma omp single
+      team = omp_get_num_threads();
+    }
+    EXPECT_EQ(team, 1);
+  }
+  EXPECT_EQ(omp_get_max_threads(), before);
+  EXPECT_EQ(gemm_threads(), gemm_before);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "model/config.h"
 #include "model/model.h"
 #include "train/checkpoint.h"
+#include "train/checkpoint_internal.h"
 #include "train/trainer.h"
 #include "tiny_model_config.h"
 

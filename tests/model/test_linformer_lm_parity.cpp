@@ -19,7 +19,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "test_util.h"
-#include "train/trainer.h"
+#include "train/optimizer_step.h"
 
 namespace lf {
 namespace {

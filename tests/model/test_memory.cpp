@@ -78,11 +78,10 @@ TEST(MemoryEstimate, ParsesSizes) {
 TEST(MemoryEstimate, GuardComparesWithTheLimit) {
   const lf::ModelConfig c = make_config("linformer", {{"k", 16}}, 64, 2, 128);
   const lf::MemoryEstimate e = lf::estimate_memory(c, lf::Workload::Training, 8, 128);
-  lf::set_memory_limit(e.total() * 1.01);
-  EXPECT_NO_THROW(lf::require_memory(e, "train", "reduce it"));
-  lf::set_memory_limit(e.total() * 0.99);
+  EXPECT_NO_THROW(lf::require_memory(e, lf::RuntimeOptions{0, e.total() * 1.01}, "train", "reduce it"));
+  const lf::RuntimeOptions below{0, e.total() * 0.99};
   try {
-    lf::require_memory(e, "train", "reduce --batch-size");
+    lf::require_memory(e, below, "train", "reduce --batch-size");
     ADD_FAILURE() << "not refused below the limit";
   } catch (const lf::Error& err) {
     const std::string m = err.what();
@@ -90,8 +89,14 @@ TEST(MemoryEstimate, GuardComparesWithTheLimit) {
     EXPECT_NE(m.find("the memory limit is " + lf::format_bytes(e.total() * 0.99) + " (`max_memory`)"), std::string::npos) << m;
     EXPECT_NE(m.find("reduce --batch-size"), std::string::npos) << m;
   }
-  lf::set_memory_limit(0);  // back to the environment / available memory
-  EXPECT_GT(lf::memory_limit_bytes(), 0.0);
+  EXPECT_GT(lf::memory_limit_bytes(lf::RuntimeOptions{}), 0.0);  // the environment / available memory
+  setenv(lf::kMaxMemoryEnv, "3M", 1);
+  EXPECT_EQ(lf::memory_limit_bytes(lf::RuntimeOptions{}), 3.0 * 1048576);
+  EXPECT_EQ(lf::memory_limit_source(lf::RuntimeOptions{}), lf::kMaxMemoryEnv);
+  EXPECT_EQ(lf::memory_limit_bytes(below), e.total() * 0.99);  // the instance's own limit wins
+  setenv(lf::kMaxMemoryEnv, "lots", 1);
+  EXPECT_THROW(lf::memory_limit_bytes(lf::RuntimeOptions{}), lf::InvalidArgument);
+  unsetenv(lf::kMaxMemoryEnv);
 }
 
 // Peak RSS (from the run's log.jsonl summary) of `linformer train` with these flags, one step.

@@ -15,6 +15,7 @@
 
 #include "core/arena.h"
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 #include "tiny_model_config.h"

@@ -18,6 +18,7 @@
 #include "test_util.h"
 #include "tiny_model_config.h"
 #include "train/checkpoint.h"
+#include "train/checkpoint_internal.h"
 
 namespace fs = std::filesystem;
 

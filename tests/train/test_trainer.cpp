@@ -1,16 +1,21 @@
 // End-to-end training on a small generated corpus: the loss falls, a resumed run equals an
 // uninterrupted one bit for bit, and bad options are refused.
+#include <omp.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <set>
 
 #include "cpu/threading.h"
 #include "io/safetensors.h"
+#include "model/memory.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "train/optimizer_step.h"
 #include "train/trainer.h"
 
 namespace lf {
@@ -142,8 +147,7 @@ void expect_tensor_files_equal(const std::string& path_a, const std::string& pat
 // hashes, BigBird's random blocks) as well as Linformer, with dropout and gradient accumulation on.
 // Another seed changes them (so the comparison can fail).
 TEST_F(TrainerTest, TwoRunsWithOneSeedAndThreadCountAreBitwiseIdentical) {
-  const int threads_before = num_threads();
-  configure_threads(2);
+  const RuntimeScope two_threads(RuntimeOptions{2});
   for (const LayerAttention& attention :
        {LayerAttention{"linformer", {{"k", 8}}}, LayerAttention{"performer", {{"features", 16}, {"redraw_every", 2}}},
         LayerAttention{"reformer", {{"bucket_size", 4}}}, LayerAttention{"bigbird", {{"block", 4}, {"random_blocks", 2}}}}) {
@@ -167,7 +171,6 @@ TEST_F(TrainerTest, TwoRunsWithOneSeedAndThreadCountAreBitwiseIdentical) {
     EXPECT_NE(a.last_loss, other.last_loss);
     expect_tensor_files_equal(a.checkpoint + "/model.safetensors", other.checkpoint + "/model.safetensors", false);
   }
-  configure_threads(threads_before);
 }
 
 // checkpoint_activations changes memory, not results: the same run with it is identical bit for bit.
@@ -358,6 +361,73 @@ TEST_F(TrainerTest, TrainerRefusesAWrongMicroBatchCountAndBadOptions) {
   no_files.data_path.clear();  // the trainer reads no file: only train() needs one
   no_files.run_dir.clear();
   EXPECT_NO_THROW(Trainer(small_model(), no_files));
+}
+
+// Two trainers on one host thread with 1 and 2 threads, their steps and evaluations interleaved: each
+// runs with its own count (seen from inside its forward passes), the caller's count is back between
+// calls, and each ends exactly as when it ran alone.
+TEST_F(TrainerTest, InterleavedTrainersRunWithTheirOwnThreadCounts) {
+  TrainOptions o = small_options("run");
+  o.steps = 3;
+  o.warmup_steps = 1;
+  const TaskData data = TaskData::load("mlm", o);
+  const auto batches = train_batches(data, o, o.steps);
+  const RuntimeOptions one{1}, two{2};
+  auto run_alone = [&](const RuntimeOptions& runtime) {
+    auto t = std::make_unique<Trainer>(small_model(), o, runtime);
+    for (const auto& step : batches) t->step(step);
+    return t;
+  };
+  const auto alone_one = run_alone(one), alone_two = run_alone(two);
+  const EvalResult eval_one = alone_one->evaluate(data, Split::Valid, 8, 32, 2, o.mask_prob);
+  const EvalResult eval_two = alone_two->evaluate(data, Split::Valid, 8, 32, 2, o.mask_prob);
+
+  Trainer a(small_model(), o, one), b(small_model(), o, two);
+  EXPECT_EQ(a.runtime().threads, 1);
+  EXPECT_EQ(b.runtime().threads, 2);
+  std::set<int> seen_a, seen_b;
+  a.model().set_attention_input_observer([&](int64_t, const float*, int64_t, int64_t) { seen_a.insert(omp_get_max_threads()); });
+  b.model().set_attention_input_observer([&](int64_t, const float*, int64_t, int64_t) { seen_b.insert(omp_get_max_threads()); });
+  const RuntimeScope caller(RuntimeOptions{3});
+  for (const auto& step : batches) {
+    a.step(step);
+    EXPECT_EQ(omp_get_max_threads(), 3);
+    b.step(step);
+    EXPECT_EQ(omp_get_max_threads(), 3);
+  }
+  EXPECT_EQ(b.evaluate(data, Split::Valid, 8, 32, 2, o.mask_prob).loss, eval_two.loss);
+  EXPECT_EQ(a.evaluate(data, Split::Valid, 8, 32, 2, o.mask_prob).loss, eval_one.loss);
+  EXPECT_EQ(seen_a, std::set<int>{1});
+  EXPECT_EQ(seen_b, std::set<int>{2});
+  const auto values = [](Trainer& t) { return std::vector<float>(t.arena().values(), t.arena().values() + t.arena().numel()); };
+  EXPECT_EQ(values(a), values(*alone_one));
+  EXPECT_EQ(values(b), values(*alone_two));
+}
+
+// Two trainers with different memory limits: the guard refuses a step above the limit in one
+// instance (naming the limit's source, before the parameters change) and not in the other.
+TEST_F(TrainerTest, EachTrainerGuardsItsOwnMemoryLimit) {
+  TrainOptions o = small_options("run");
+  const TaskData data = TaskData::load("mlm", o);
+  const auto batches = train_batches(data, o, 1);
+  // Below what an evaluation needs, so below a training step too.
+  const double tight_limit = estimate_memory(small_model(), Workload::Inference, o.batch_size, o.seq_len).total() / 2;
+  const double roomy_limit = estimate_memory(small_model(), Workload::Training, o.batch_size, o.seq_len).total() * 4;
+  Trainer tight(small_model(), o, RuntimeOptions{1, tight_limit}), roomy(small_model(), o, RuntimeOptions{2, roomy_limit});
+  for (int attempt = 0; attempt < 2; ++attempt) {  // refused every time, not only the first
+    try {
+      tight.step(batches[0]);
+      ADD_FAILURE() << "a step above the memory limit ran";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("a training step of 8 × 32 tokens needs about"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("(`max_memory`)"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(tight.steps_done(), 0);
+    EXPECT_NO_THROW(roomy.step(batches[0]));
+  }
+  EXPECT_THROW(tight.evaluate(data, Split::Valid, 8, 32, 2, o.mask_prob), Error);
+  EXPECT_NO_THROW(roomy.evaluate(data, Split::Valid, 8, 32, 2, o.mask_prob));
+  EXPECT_THROW(Trainer(small_model(), o, RuntimeOptions{-1}), InvalidArgument);
 }
 
 TEST_F(TrainerTest, CallbacksSeeTheOptionsEveryStepAndEachEvaluation) {
