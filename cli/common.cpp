@@ -7,9 +7,9 @@
 #include <map>
 #include <sstream>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/join.h"
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 #include "model/head.h"
 
 namespace lf::cli {
@@ -194,8 +194,8 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
 
 #include <filesystem>
 
-#include "model/memory.h"
-#include "train/checkpoint.h"
+#include "linformer/memory.h"
+#include "linformer/checkpoint.h"
 
 namespace lf::cli {
 

@@ -7,8 +7,8 @@
 
 #include "cli/common.h"
 #include "model/head.h"
-#include "model/memory.h"
-#include "train/trainer.h"
+#include "linformer/memory.h"
+#include "linformer/trainer.h"
 
 namespace lf::cli {
 namespace {

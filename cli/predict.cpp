@@ -12,7 +12,7 @@
 
 #include "cli/common.h"
 #include "data/mask_text.h"
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 #include "model/head.h"
 
 namespace lf::cli {

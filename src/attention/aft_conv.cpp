@@ -30,9 +30,9 @@
 #include <limits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "attention/kind_views.h"
 #include "ops/aft.h"
 #include "ops/linear.h"

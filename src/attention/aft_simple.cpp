@@ -15,7 +15,7 @@
 // (src/ops/aft.h).
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/kind_views.h"
 #include "attention/options.h"
 #include "attention/projections.h"

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "ops/flash.h"

@@ -4,8 +4,8 @@
 #pragma once
 #include <cstdint>
 
-#include "attention/attention.h"
-#include "core/tensor.h"
+#include "linformer/attention.h"
+#include "linformer/tensor.h"
 
 namespace lf {
 

@@ -9,11 +9,11 @@
 // Time O(B·n·d·d_h) (+ O(B·n·d·C) causal, chunk C), memory O(B·n·d); never n×m.
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/linear_core.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "ops/linear_attention.h"
 
 namespace lf {

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 
 namespace lf {
 

@@ -22,10 +22,10 @@
 #include <cmath>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
-#include "core/tensor.h"
+#include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"

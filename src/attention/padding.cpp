@@ -1,6 +1,6 @@
 // The padding helpers of attention.h, on the ops layer.
-#include "attention/attention.h"
-#include "core/tensor.h"
+#include "linformer/attention.h"
+#include "linformer/tensor.h"
 #include "ops/elementwise.h"
 
 namespace lf {

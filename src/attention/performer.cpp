@@ -21,11 +21,11 @@
 #include <cmath>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/linear_core.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "ops/linear_attention.h"
 #include "ops/matmul.h"
 

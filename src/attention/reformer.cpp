@@ -9,10 +9,10 @@
 #include <map>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
-#include "core/error.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/parallelism.h"

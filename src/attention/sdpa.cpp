@@ -5,9 +5,9 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/matmul.h"
 #include "ops/norm_act.h"

@@ -20,10 +20,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"
 #include "ops/sinkhorn.h"

@@ -9,7 +9,7 @@
 #include <utility>
 
 #include "attention/projections.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "ops/sparse_attention.h"
 
 namespace lf {

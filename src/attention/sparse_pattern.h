@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "core/sparse_pattern.h"
 

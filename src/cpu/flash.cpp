@@ -9,8 +9,8 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/tile_gemm_kernel.h"
 #include "cpu/vmath.h"

@@ -18,8 +18,8 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "cpu/tile_gemm.h"
 
 namespace lf {

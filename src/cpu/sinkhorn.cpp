@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "core/attention_shape.h"  // kProbsDropoutStream
-#include "core/rng.h"
-#include "cpu/threading.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
 

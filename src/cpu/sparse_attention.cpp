@@ -11,9 +11,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/attention_shape.h"  // kProbsDropoutStream
-#include "core/rng.h"
+#include "linformer/rng.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
 

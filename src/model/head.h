@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "core/arena.h"
-#include "model/config.h"
-#include "core/tensor.h"
+#include "linformer/arena.h"
+#include "linformer/config.h"
+#include "linformer/tensor.h"
 #include "ops/linear.h"
 
 namespace lf {

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "model/head.h"
-#include "core/tensor.h"
+#include "linformer/tensor.h"
 #include "ops/linear.h"
 
 namespace lf {

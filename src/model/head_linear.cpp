@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "model/head.h"
-#include "core/tensor.h"
+#include "linformer/tensor.h"
 #include "ops/linear.h"
 
 namespace lf {

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "model/head.h"
-#include "core/tensor.h"
+#include "linformer/tensor.h"
 #include "ops/linear.h"
 #include "ops/norm_act.h"
 

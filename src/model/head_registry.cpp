@@ -2,7 +2,7 @@
 // what every head shares: its logits' shape, the tied output scale, and make_head.
 #include <cmath>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/join.h"
 #include "model/head.h"
 

@@ -1,4 +1,4 @@
-#include "model/memory.h"
+#include "linformer/memory.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,10 +9,10 @@
 #include <limits>
 #include <memory>
 
-#include "core/arena.h"
-#include "core/error.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
 #include "model/head.h"
-#include "model/model.h"
+#include "linformer/model.h"
 
 namespace lf {
 

@@ -1,11 +1,11 @@
-#include "model/model.h"
+#include "linformer/model.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/tensor.h"
 #include "model/head.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"

@@ -5,8 +5,8 @@
 #pragma once
 #include <string>
 
-#include "core/error.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 
 namespace lf::ops {
 

@@ -1,6 +1,6 @@
 #include "ops/parallelism.h"
 
-#include "cpu/threading.h"
+#include "linformer/runtime.h"
 #include "ops/dispatch.h"
 
 namespace lf::ops {

@@ -1,7 +1,7 @@
 // How many workers a device runs an op's tiles on: the memory estimates of the kinds count one
 // scratch per worker.
 #pragma once
-#include "core/tensor.h"
+#include "linformer/tensor.h"
 
 namespace lf::ops {
 

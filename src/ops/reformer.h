@@ -9,7 +9,7 @@
 #include <string>
 
 #include "core/attention_shape.h"
-#include "core/rng.h"
+#include "linformer/rng.h"
 #include "ops/view_args.h"
 
 namespace lf::ops {

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "core/tokens.h"
+#include "linformer/tokens.h"
 #include "ops/view_args.h"
 
 namespace lf::ops {

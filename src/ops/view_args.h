@@ -6,7 +6,7 @@
 #pragma once
 #include <type_traits>
 
-#include "core/tensor.h"
+#include "linformer/tensor.h"
 
 namespace lf::ops {
 

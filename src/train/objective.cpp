@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/join.h"
 #include "cpu/cross_entropy.h"
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 #include "model/head.h"
 
 namespace lf {

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "data/batches.h"
-#include "data/corpus.h"
-#include "train/trainer.h"
+#include "linformer/batches.h"
+#include "linformer/corpus.h"
+#include "linformer/trainer.h"
 
 namespace lf {
 

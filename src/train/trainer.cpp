@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,17 +7,17 @@
 #include <filesystem>
 #include <set>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/json_value.h"
 #include "cpu/adamw.h"
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 #include "model/head.h"
-#include "model/memory.h"
-#include "train/checkpoint.h"
+#include "linformer/memory.h"
+#include "linformer/checkpoint.h"
 #include "train/objective.h"
 #include "train/optimizer_step.h"
 #include "train/run_log.h"
-#include "train/schedule.h"
+#include "linformer/schedule.h"
 
 namespace lf {
 

@@ -18,9 +18,9 @@
 
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/linear_attention.h"
-#include "cpu/threading.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 namespace {

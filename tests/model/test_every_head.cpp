@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "core/arena.h"
+#include "linformer/arena.h"
 #include "core/join.h"
 #include "model/head.h"
 #include "test_util.h"

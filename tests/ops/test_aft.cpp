@@ -5,8 +5,8 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "cpu/aft_conv.h"
 #include "cpu/aft_simple.h"
 #include "ops/aft.h"

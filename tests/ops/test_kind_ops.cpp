@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "core/attention_shape.h"
-#include "core/error.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "ops/flash.h"
 #include "ops/reformer.h"
 #include "ops/token_mixing.h"

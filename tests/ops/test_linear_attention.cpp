@@ -9,8 +9,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "core/error.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "cpu/feature_maps.h"
 #include "ops/linear_attention.h"
 #include "test_util.h"

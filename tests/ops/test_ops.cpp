@@ -6,8 +6,8 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "cpu/gemm.h"
 #include "cpu/linear.h"
 #include "ops/elementwise.h"

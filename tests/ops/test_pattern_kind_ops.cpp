@@ -7,9 +7,9 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/tensor.h"
 #include "cpu/sinkhorn.h"
 #include "cpu/sparse_attention.h"
 #include "ops/sinkhorn.h"

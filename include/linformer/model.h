@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
-#include "core/arena.h"
-#include "core/tensor.h"
-#include "model/config.h"
+#include "linformer/attention.h"
+#include "linformer/arena.h"
+#include "linformer/tensor.h"
+#include "linformer/config.h"
 
 namespace lf {
 template <class T>

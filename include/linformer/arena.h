@@ -11,9 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "core/tensor.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/tensor.h"
 
 namespace lf {
 
