@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
-#include "core/arena.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "cpu/threading.h"
+#include "linformer/attention.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 
 namespace {
 

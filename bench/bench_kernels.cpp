@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/rng.h"
-#include "cpu/threading.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 #include "cpu/adamw.h"
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"

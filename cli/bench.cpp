@@ -25,18 +25,18 @@
 #include <sstream>
 #include <tuple>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "cli/common.h"
 #include "cli/heap_accounting.h"
-#include "core/rng.h"
-#include "cpu/threading.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 #include "cpu/gemm.h"
 #include "io/atomic_file.h"
-#include "model/memory.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
+#include "linformer/memory.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
 #include "train/run_log.h"
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 
 namespace lf::cli {
 namespace {

@@ -7,8 +7,8 @@
 #include <map>
 #include <sstream>
 
-#include "core/error.h"
-#include "data/tokenizer.h"
+#include "linformer/error.h"
+#include "linformer/tokenizer.h"
 
 namespace lf::cli {
 
@@ -191,8 +191,8 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
 
 #include <filesystem>
 
-#include "model/memory.h"
-#include "train/checkpoint.h"
+#include "linformer/memory.h"
+#include "linformer/checkpoint.h"
 
 namespace lf::cli {
 

@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
+#include "linformer/config.h"
 #include <memory>
 
-#include "model/model.h"
-#include "train/trainer.h"
+#include "linformer/model.h"
+#include "linformer/trainer.h"
 
 namespace lf::cli {
 

@@ -6,8 +6,8 @@
 #include <functional>
 
 #include "cli/common.h"
-#include "model/memory.h"
-#include "train/trainer.h"
+#include "linformer/memory.h"
+#include "linformer/trainer.h"
 
 namespace lf::cli {
 namespace {

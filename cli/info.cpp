@@ -11,15 +11,15 @@
 #include <memory>
 #include <string>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "cli/common.h"
-#include "model/memory.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
+#include "linformer/memory.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
 #include "train/run_log.h"
-#include "core/arena.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "cpu/gemm.h"
 
 namespace lf::cli {

@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "cli/common.h"
-#include "core/error.h"
-#include "core/allocator.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/allocator.h"
+#include "linformer/runtime.h"
 #include "cpu/gemm.h"
-#include "model/memory.h"
+#include "linformer/memory.h"
 
 #ifndef LINFORMER_VERSION
 #define LINFORMER_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt

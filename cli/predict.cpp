@@ -10,7 +10,7 @@
 
 #include "cli/common.h"
 #include "data/mask_text.h"
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 
 namespace lf::cli {
 namespace {

@@ -16,9 +16,9 @@
 
 #include "analysis/spectrum.h"
 #include "cli/common.h"
-#include "data/corpus.h"
-#include "model/memory.h"
-#include "train/trainer.h"
+#include "linformer/corpus.h"
+#include "linformer/memory.h"
+#include "linformer/trainer.h"
 
 #ifndef LINFORMER_SOURCE_DIR
 #define LINFORMER_SOURCE_DIR "."

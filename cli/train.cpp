@@ -8,9 +8,9 @@
 #include <memory>
 
 #include "cli/common.h"
-#include "cpu/threading.h"
+#include "linformer/runtime.h"
 #include "train/run_log.h"
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 
 namespace lf::cli {
 namespace {

@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/rng.h"
+#include "linformer/rng.h"
 #include "train/run_log.h"  // proc_status_bytes
 
 namespace lf::test {

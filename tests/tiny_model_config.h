@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <string>
 
-#include "model/config.h"
-#include "train/trainer.h"
+#include "linformer/config.h"
+#include "linformer/trainer.h"
 
 namespace lf::test {
 

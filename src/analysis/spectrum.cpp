@@ -8,8 +8,8 @@
 #include <limits>
 #include <sstream>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 #include "cpu/linear.h"
 #include "cpu/softmax.h"
 #include "io/atomic_file.h"

@@ -22,10 +22,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/arena.h"
-#include "cpu/threading.h"
-#include "model/config.h"
-#include "model/model.h"
+#include "linformer/arena.h"
+#include "linformer/runtime.h"
+#include "linformer/config.h"
+#include "linformer/model.h"
 
 namespace lf {
 

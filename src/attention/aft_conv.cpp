@@ -30,9 +30,9 @@
 #include <limits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/linear.h"
 #include "cpu/vmath.h"
 

@@ -38,10 +38,10 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/gemm.h"
 #include "cpu/vmath.h"
 

@@ -18,7 +18,7 @@
 #include <limits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "cpu/vmath.h"

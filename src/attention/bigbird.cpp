@@ -12,7 +12,7 @@
 
 #include "attention/options.h"
 #include "attention/sparse_pattern.h"
-#include "core/rng.h"
+#include "linformer/rng.h"
 
 namespace lf {
 namespace {

@@ -13,11 +13,11 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 #include "cpu/linear.h"
 #include "cpu/vmath.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"

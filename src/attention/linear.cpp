@@ -11,12 +11,12 @@
 #include <cmath>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/linear_core.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "cpu/vmath.h"
 
 namespace lf {

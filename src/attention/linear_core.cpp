@@ -20,9 +20,9 @@
 #include <vector>
 
 #include "attention/flash.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 namespace {

@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <string>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 
 namespace lf {

@@ -22,7 +22,7 @@
 #include <cmath>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "cpu/gemm.h"

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/json_value.h"
 
 namespace lf {

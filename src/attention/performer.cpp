@@ -22,12 +22,12 @@
 #include <limits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/linear_core.h"
 #include "attention/options.h"
 #include "attention/projections.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "cpu/gemm.h"
 #include "cpu/vmath.h"
 

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/linear.h"
 
 namespace lf {

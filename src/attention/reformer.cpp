@@ -15,12 +15,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/flash.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "cpu/linear.h"
 #include "cpu/vmath.h"
 

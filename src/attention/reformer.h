@@ -22,7 +22,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/rng.h"
+#include "linformer/rng.h"
 
 namespace lf {
 

@@ -1,7 +1,7 @@
 #include <cmath>
 
-#include "attention/attention.h"
-#include "core/error.h"
+#include "linformer/attention.h"
+#include "linformer/error.h"
 
 namespace lf {
 

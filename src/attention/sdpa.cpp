@@ -5,8 +5,8 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 #include "cpu/dropout.h"
 #include "cpu/gemm.h"
 #include "cpu/softmax.h"

@@ -16,8 +16,8 @@
 #include "attention/flash.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 #include "cpu/vmath.h"
 
 namespace lf {

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 
 namespace lf {

@@ -17,10 +17,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/dropout.h"
 #include "cpu/gemm.h"
 #include "cpu/linear.h"

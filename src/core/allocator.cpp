@@ -1,4 +1,4 @@
-#include "core/allocator.h"
+#include "linformer/allocator.h"
 
 #include <cstdlib>  // defines __GLIBC__ on glibc systems
 

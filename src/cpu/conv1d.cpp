@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 namespace {

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "core/tokens.h"  // kIgnoreIndex, PyTorch's default ignore_index
+#include "linformer/tokens.h"  // kIgnoreIndex, PyTorch's default ignore_index
 
 namespace lf {
 

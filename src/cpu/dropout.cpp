@@ -1,7 +1,7 @@
 #include "cpu/dropout.h"
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 
 namespace lf {
 

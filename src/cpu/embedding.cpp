@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/vmath.h"
 
 namespace lf {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 #if defined(LINFORMER_GEMM_DNNL)
 #include <oneapi/dnnl/dnnl.h>

@@ -1,11 +1,11 @@
-#include "cpu/threading.h"
+#include "linformer/runtime.h"
 
 #include <omp.h>
 
 #include <cmath>
 #include <cstdlib>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/gemm.h"
 
 namespace lf {

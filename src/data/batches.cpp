@@ -1,5 +1,5 @@
 // Deterministic batch makers: MLM (training and evaluation), CLM, classification. See batches.h.
-#include "data/batches.h"
+#include "linformer/batches.h"
 
 #include <algorithm>
 #include <charconv>
@@ -8,10 +8,10 @@
 #include <string_view>
 #include <utility>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "data/corpus.h"
-#include "data/tokenizer.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/corpus.h"
+#include "linformer/tokenizer.h"
 
 namespace lf {
 

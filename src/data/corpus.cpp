@@ -1,5 +1,5 @@
 // Corpus reading (plain or gzip through zlib) and contiguous splitting. See corpus.h.
-#include "data/corpus.h"
+#include "linformer/corpus.h"
 
 #include <unistd.h>
 #include <zlib.h>
@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <utility>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 

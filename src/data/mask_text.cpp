@@ -1,8 +1,8 @@
 // Placeholder characters to MASK tokens for `linformer predict`. See mask_text.h.
 #include "data/mask_text.h"
 
-#include "core/error.h"
-#include "data/tokenizer.h"
+#include "linformer/error.h"
+#include "linformer/tokenizer.h"
 
 namespace lf {
 

@@ -1,7 +1,7 @@
 // Byte-level tokenizer. See tokenizer.h.
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 

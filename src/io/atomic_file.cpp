@@ -8,7 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 namespace fs = std::filesystem;

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/arena.h"  // shape_str
+#include "linformer/arena.h"  // shape_str
 
 namespace lf {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 

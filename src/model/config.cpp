@@ -1,10 +1,10 @@
-#include "model/config.h"
+#include "linformer/config.h"
 
 #include <cmath>
 #include <set>
 #include <tuple>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/json_value.h"
 
 namespace lf {

@@ -1,4 +1,4 @@
-#include "model/memory.h"
+#include "linformer/memory.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,9 +9,9 @@
 #include <limits>
 #include <memory>
 
-#include "core/arena.h"
-#include "core/error.h"
-#include "model/model.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
+#include "linformer/model.h"
 
 namespace lf {
 

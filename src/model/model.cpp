@@ -1,10 +1,10 @@
-#include "model/model.h"
+#include "linformer/model.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 #include "cpu/conv1d.h"
 #include "cpu/dropout.h"
 #include "cpu/embedding.h"

@@ -1,6 +1,6 @@
 // Checkpoint directories: atomic save (build aside, rename in), validated load, rolling step-*
 // checkpoints with a `latest` pointer. See checkpoint.h for the layout and the crash guarantees.
-#include "train/checkpoint.h"
+#include "linformer/checkpoint.h"
 #include "train/checkpoint_internal.h"
 
 #include "io/atomic_file.h"

@@ -2,9 +2,9 @@
 // the tensor checks on a file already read, and the crash hook.
 #pragma once
 
-#include "core/arena.h"
+#include "linformer/arena.h"
 #include "io/safetensors.h"
-#include "train/checkpoint.h"
+#include "linformer/checkpoint.h"
 
 namespace lf {
 

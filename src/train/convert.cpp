@@ -11,12 +11,12 @@
 #include <map>
 #include <set>
 
-#include "attention/attention.h"
-#include "core/error.h"
-#include "model/memory.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/trainer.h"
+#include "linformer/attention.h"
+#include "linformer/error.h"
+#include "linformer/memory.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
+#include "linformer/trainer.h"
 
 namespace lf {
 namespace {

@@ -14,9 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/arena.h"
-#include "cpu/threading.h"
-#include "model/config.h"
+#include "linformer/arena.h"
+#include "linformer/runtime.h"
+#include "linformer/config.h"
 
 namespace lf {
 

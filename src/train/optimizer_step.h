@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/arena.h"
+#include "linformer/arena.h"
 #include "cpu/adamw.h"
 
 namespace lf {

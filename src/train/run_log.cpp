@@ -12,7 +12,7 @@
 #include <fstream>
 #include <utility>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 

@@ -1,10 +1,10 @@
 // Linear warm-up + cosine decay; see schedule.h.
-#include "train/schedule.h"
+#include "linformer/schedule.h"
 
 #include <cmath>
 #include <numbers>
 
-#include "core/error.h"
+#include "linformer/error.h"
 
 namespace lf {
 

@@ -1,4 +1,4 @@
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,15 +7,15 @@
 #include <filesystem>
 #include <set>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "core/json_value.h"
 #include "cpu/adamw.h"
 #include "cpu/cross_entropy.h"
-#include "data/tokenizer.h"
-#include "train/checkpoint.h"
+#include "linformer/tokenizer.h"
+#include "linformer/checkpoint.h"
 #include "train/optimizer_step.h"
 #include "train/run_log.h"
-#include "train/schedule.h"
+#include "linformer/schedule.h"
 
 namespace lf {
 

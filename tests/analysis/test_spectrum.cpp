@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "analysis/spectrum.h"
-#include "core/arena.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "model/model.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/model.h"
 #include "test_util.h"
 
 namespace lf {

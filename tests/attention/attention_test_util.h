@@ -11,8 +11,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "attention/attention.h"
-#include "cpu/threading.h"
+#include "linformer/attention.h"
+#include "linformer/runtime.h"
 #include "test_util.h"
 
 namespace lf::test {

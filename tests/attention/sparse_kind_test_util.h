@@ -13,7 +13,7 @@
 #include "attention/sparse_pattern.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
-#include "core/rng.h"
+#include "linformer/rng.h"
 
 namespace lf::test {
 

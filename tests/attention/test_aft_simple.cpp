@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "attention_test_util.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 namespace {

@@ -14,8 +14,8 @@
 #include "attention/flash.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 namespace {

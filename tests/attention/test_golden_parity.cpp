@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "io/safetensors.h"
 #include "golden_util.h"
 #include "test_util.h"

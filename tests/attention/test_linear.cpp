@@ -18,8 +18,8 @@
 
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 namespace {

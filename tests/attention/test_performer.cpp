@@ -20,12 +20,12 @@
 
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
-#include "core/error.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "io/safetensors.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/trainer.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
+#include "linformer/trainer.h"
 #include "tiny_model_config.h"
 
 namespace lf {

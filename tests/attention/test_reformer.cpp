@@ -18,9 +18,9 @@
 #include "attention/reformer.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
-#include "core/error.h"
-#include "core/rng.h"
-#include "cpu/threading.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 namespace {

@@ -15,7 +15,7 @@
 #include "attention/sdpa.h"
 #include "attention/sparse_pattern.h"
 #include "attention_test_util.h"
-#include "core/rng.h"
+#include "linformer/rng.h"
 
 namespace lf {
 namespace {

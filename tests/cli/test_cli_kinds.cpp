@@ -10,7 +10,7 @@
 #include <sstream>
 #include <string>
 
-#include "attention/attention.h"
+#include "linformer/attention.h"
 #include "cli/cli_runner.h"
 #include "test_util.h"
 

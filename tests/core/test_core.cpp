@@ -5,10 +5,10 @@
 #include <cstdlib>
 #include <thread>
 
-#include "core/arena.h"
-#include "core/rng.h"
+#include "linformer/arena.h"
+#include "linformer/rng.h"
 #include "cpu/gemm.h"
-#include "cpu/threading.h"
+#include "linformer/runtime.h"
 #include "test_util.h"
 
 namespace lf {

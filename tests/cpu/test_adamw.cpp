@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/adamw.h"
 #include "test_util.h"
 

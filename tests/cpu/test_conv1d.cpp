@@ -2,7 +2,7 @@
 // values of a known kernel, causality, gradients against finite differences, accumulation, bad sizes.
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/conv1d.h"
 #include "test_util.h"
 

@@ -7,7 +7,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/dropout.h"
 #include "test_util.h"
 

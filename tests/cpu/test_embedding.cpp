@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/embedding.h"
 #include "test_util.h"
 

@@ -4,7 +4,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/gelu.h"
 #include "test_util.h"
 

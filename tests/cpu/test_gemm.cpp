@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "cpu/gemm.h"
 #include "test_util.h"
 

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "data/batches.h"
-#include "data/tokenizer.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/batches.h"
+#include "linformer/tokenizer.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
-#include "data/corpus.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
+#include "linformer/corpus.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

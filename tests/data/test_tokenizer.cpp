@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "data/mask_text.h"
-#include "data/tokenizer.h"
+#include "linformer/tokenizer.h"
 
 namespace lf {
 namespace {

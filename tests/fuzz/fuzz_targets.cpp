@@ -13,18 +13,18 @@
 
 #include <nlohmann/json.hpp>
 
-#include "attention/attention.h"
-#include "core/arena.h"
-#include "core/error.h"
-#include "data/batches.h"
-#include "data/corpus.h"
-#include "data/tokenizer.h"
+#include "linformer/attention.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
+#include "linformer/batches.h"
+#include "linformer/corpus.h"
+#include "linformer/tokenizer.h"
 #include "io/safetensors.h"
-#include "model/config.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
+#include "linformer/config.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
 #include "train/checkpoint_internal.h"
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 #include "tiny_model_config.h"
 
 namespace lf::fuzz {

@@ -9,13 +9,13 @@
 #include <string>
 #include <vector>
 
-#include "core/arena.h"
-#include "core/error.h"
-#include "data/corpus.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
+#include "linformer/corpus.h"
 #include "io/safetensors.h"
-#include "model/config.h"
-#include "train/checkpoint.h"
-#include "train/trainer.h"
+#include "linformer/config.h"
+#include "linformer/checkpoint.h"
+#include "linformer/trainer.h"
 
 namespace lf {
 namespace {

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 

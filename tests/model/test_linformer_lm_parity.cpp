@@ -17,7 +17,7 @@
 #include "cpu/cross_entropy.h"
 #include "golden_util.h"
 #include "io/safetensors.h"
-#include "model/model.h"
+#include "linformer/model.h"
 #include "test_util.h"
 #include "train/optimizer_step.h"
 

@@ -12,9 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_runner.h"
-#include "core/arena.h"
-#include "model/memory.h"
-#include "model/model.h"
+#include "linformer/arena.h"
+#include "linformer/memory.h"
+#include "linformer/model.h"
 #include "test_util.h"
 
 namespace {

@@ -4,7 +4,7 @@
 
 #include "attention/linear_core.h"
 #include "cpu/embedding.h"
-#include "model/model.h"
+#include "linformer/model.h"
 #include "test_util.h"
 
 namespace lf {

@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "core/arena.h"
+#include "linformer/arena.h"
 #include "test_util.h"
 #include "tiny_model_config.h"
-#include "train/checkpoint.h"
+#include "linformer/checkpoint.h"
 #include "train/checkpoint_internal.h"
 
 namespace fs = std::filesystem;

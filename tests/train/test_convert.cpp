@@ -10,11 +10,11 @@
 #include <memory>
 #include <vector>
 
-#include "core/rng.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
+#include "linformer/rng.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
 #include "train/convert.h"
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 #include "tiny_model_config.h"
 #include "test_util.h"
 

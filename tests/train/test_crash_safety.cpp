@@ -23,10 +23,10 @@
 #include <thread>
 #include <vector>
 
-#include "core/arena.h"
+#include "linformer/arena.h"
 #include "io/safetensors.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
 #include "test_util.h"
 
 extern char** environ;

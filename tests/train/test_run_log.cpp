@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "linformer/error.h"
 #include "train/run_log.h"
 #include "test_util.h"
 

@@ -6,8 +6,8 @@
 #include <limits>
 #include <numbers>
 
-#include "core/error.h"
-#include "train/schedule.h"
+#include "linformer/error.h"
+#include "linformer/schedule.h"
 
 namespace lf {
 namespace {

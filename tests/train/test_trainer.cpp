@@ -10,13 +10,13 @@
 #include <memory>
 #include <set>
 
-#include "cpu/threading.h"
+#include "linformer/runtime.h"
 #include "io/safetensors.h"
-#include "model/memory.h"
+#include "linformer/memory.h"
 #include "test_util.h"
-#include "train/checkpoint.h"
+#include "linformer/checkpoint.h"
 #include "train/optimizer_step.h"
-#include "train/trainer.h"
+#include "linformer/trainer.h"
 
 namespace lf {
 namespace {

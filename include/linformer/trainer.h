@@ -11,15 +11,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/arena.h"
-#include "cpu/threading.h"
-#include "data/batches.h"
-#include "data/corpus.h"
-#include "model/config.h"
-#include "model/memory.h"
-#include "model/model.h"
-#include "train/checkpoint.h"
-#include "train/schedule.h"
+#include "linformer/arena.h"
+#include "linformer/runtime.h"
+#include "linformer/batches.h"
+#include "linformer/corpus.h"
+#include "linformer/config.h"
+#include "linformer/memory.h"
+#include "linformer/model.h"
+#include "linformer/checkpoint.h"
+#include "linformer/schedule.h"
 
 namespace lf {
 

@@ -27,8 +27,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/arena.h"
-#include "model/config.h"
+#include "linformer/arena.h"
+#include "linformer/config.h"
 
 namespace lf {
 

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/tokens.h"  // the ids: kPad, kMask, kBos, kEos, kVocabSize
+#include "linformer/tokens.h"  // the ids: kPad, kMask, kBos, kEos, kVocabSize
 
 namespace lf {
 

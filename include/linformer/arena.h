@@ -11,8 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 
 namespace lf {
 

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "attention/attention.h"
-#include "core/arena.h"
-#include "model/config.h"
+#include "linformer/attention.h"
+#include "linformer/arena.h"
+#include "linformer/config.h"
 
 namespace lf {
 // Rows of the FFN's (rows, d_ff) hidden activations computed at a time in inference (the memory

@@ -16,8 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/arena.h"
-#include "core/error.h"
+#include "linformer/arena.h"
+#include "linformer/error.h"
 
 namespace lf {
 

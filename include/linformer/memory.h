@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "cpu/threading.h"
-#include "model/config.h"
+#include "linformer/runtime.h"
+#include "linformer/config.h"
 
 namespace lf {
 

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/tokens.h"  // kIgnoreIndex (-100), the target of positions that are not scored
+#include "linformer/tokens.h"  // kIgnoreIndex (-100), the target of positions that are not scored
 
 namespace lf {
 

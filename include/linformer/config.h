@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "attention/attention.h"
-#include "core/tokens.h"
+#include "linformer/attention.h"
+#include "linformer/tokens.h"
 
 namespace lf {
 
