@@ -1,6 +1,7 @@
 // The layering of docs/architecture.md, enforced: a file under src/<layer>/ includes only headers of
 // its own layer or of the layers below it (core < cpu < ops < attention < io < model < data < train <
-// analysis). A new folder under src/ must be placed in the order here.
+// analysis). A public header include/linformer/<name> has the layer listed here and includes only
+// other public headers. A new folder under src/ or a new public header must be placed in the order here.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,7 +9,9 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -17,29 +20,77 @@ namespace fs = std::filesystem;
 const std::map<std::string, int> kLayerRank = {{"core", 0},  {"cpu", 1},  {"ops", 2},   {"attention", 3}, {"io", 4},
                                                {"model", 5}, {"data", 6}, {"train", 7}, {"analysis", 8}};
 
+// The layer of each public header: where it lived in src/ before it became public.
+const std::map<std::string, std::string> kPublicHeaderLayer = {
+    {"error.h", "core"},       {"arena.h", "core"},      {"tensor.h", "core"},      {"rng.h", "core"},         {"tokens.h", "core"},
+    {"allocator.h", "core"},   {"runtime.h", "cpu"},     {"attention.h", "attention"}, {"config.h", "model"},
+    {"model.h", "model"},      {"memory.h", "model"},    {"tokenizer.h", "data"},   {"corpus.h", "data"},
+    {"batches.h", "data"},     {"schedule.h", "train"},  {"checkpoint.h", "train"}, {"trainer.h", "train"},
+    {"linformer.h", "train"}};
+
+// The rank of an included path ("model/model.h", "linformer/trainer.h"); -1 for a third-party header
+// and for an unknown public header (reported separately).
+int rank_of_include(const std::string& path) {
+  const std::string folder = path.substr(0, path.find('/'));
+  if (folder == "linformer") {
+    const auto layer = kPublicHeaderLayer.find(path.substr(folder.size() + 1));
+    return layer == kPublicHeaderLayer.end() ? -1 : kLayerRank.at(layer->second);
+  }
+  const auto rank = kLayerRank.find(folder);
+  return rank == kLayerRank.end() ? -1 : rank->second;
+}
+
+// The include lines of `text` that break the layering for a file of layer `layer`; a public header
+// (`is_public`) also may include no internal header.
+std::vector<std::string> violations(std::istream& text, const std::string& layer, bool is_public) {
+  static const std::regex include(R"(^\s*#\s*include\s*"(([a-z_0-9]+)/[^"]+)\")");
+  std::vector<std::string> found;
+  int line_no = 0;
+  for (std::string line; std::getline(text, line);) {
+    ++line_no;
+    std::smatch m;
+    if (!std::regex_search(line, m, include)) continue;
+    const int rank = rank_of_include(m[1].str());
+    if (rank > kLayerRank.at(layer))
+      found.push_back(std::to_string(line_no) + " (" + layer + ") includes a higher layer: " + line);
+    if (is_public && m[2].str() != "linformer")
+      found.push_back(std::to_string(line_no) + " (public) includes an internal header: " + line);
+  }
+  return found;
+}
+
+TEST(Layering, TheCheckFindsViolations) {
+  std::istringstream up("#include \"model/config.h\"\n#include \"linformer/trainer.h\"\n");
+  EXPECT_EQ(violations(up, "attention", false).size(), 2u);
+  std::istringstream internal("#include \"linformer/arena.h\"\n#include \"cpu/gemm.h\"\n");
+  EXPECT_EQ(violations(internal, "train", true).size(), 1u);
+  std::istringstream fine("#include <vector>\n#include \"core/rng.h\"\n#include \"linformer/error.h\"\n");
+  EXPECT_TRUE(violations(fine, "cpu", false).empty());
+}
+
 TEST(Layering, NoIncludeRunsFromALowerLayerToAHigherOne) {
-  const fs::path src = fs::path(LINFORMER_SOURCE_DIR) / "src";
-  const std::regex include(R"(^\s*#\s*include\s*"([a-z_0-9]+)/)");
+  const fs::path root = fs::path(LINFORMER_SOURCE_DIR);
   int files = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(src)) {
+  for (const auto& entry : fs::recursive_directory_iterator(root / "src")) {
     if (!entry.is_regular_file()) continue;
-    const std::string layer = fs::relative(entry.path(), src).begin()->string();
-    const auto own = kLayerRank.find(layer);
-    ASSERT_NE(own, kLayerRank.end()) << "src/" << layer << "/ is not in the layer order of this test";
+    const std::string layer = fs::relative(entry.path(), root / "src").begin()->string();
+    ASSERT_TRUE(kLayerRank.contains(layer)) << "src/" << layer << "/ is not in the layer order of this test";
     ++files;
     std::ifstream in(entry.path());
-    int line_no = 0;
-    for (std::string line; std::getline(in, line);) {
-      ++line_no;
-      std::smatch m;
-      if (!std::regex_search(line, m, include)) continue;
-      const auto target = kLayerRank.find(m[1].str());
-      if (target == kLayerRank.end()) continue;  // a third-party header
-      EXPECT_LE(target->second, own->second)
-          << entry.path().string() << ":" << line_no << " (" << layer << ") includes a higher layer: " << line;
-    }
+    for (const std::string& v : violations(in, layer, false)) ADD_FAILURE() << entry.path().string() << ":" << v;
   }
-  EXPECT_GT(files, 50) << "no sources found under " << src;
+  EXPECT_GT(files, 50) << "no sources found under " << root / "src";
+
+  int headers = 0;
+  for (const auto& entry : fs::directory_iterator(root / "include" / "linformer")) {
+    const std::string name = entry.path().filename().string();
+    const auto layer = kPublicHeaderLayer.find(name);
+    ASSERT_NE(layer, kPublicHeaderLayer.end()) << "include/linformer/" << name << " has no layer in this test";
+    ++headers;
+    std::ifstream in(entry.path());
+    for (const std::string& v : violations(in, layer->second, true)) ADD_FAILURE() << entry.path().string() << ":" << v;
+  }
+  EXPECT_EQ(headers, int(kPublicHeaderLayer.size())) << "a public header listed here is missing";
 }
 
 }  // namespace

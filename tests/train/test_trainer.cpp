@@ -300,6 +300,20 @@ std::vector<std::vector<TokenBatch>> train_batches(const TaskData& data, const T
   return out;
 }
 
+// A short run: `o` for `steps` steps (`warmup` of them warm-up), its data and every step's batches.
+struct ShortRun {
+  TrainOptions o;
+  TaskData data;
+  std::vector<std::vector<TokenBatch>> batches;
+};
+ShortRun short_run(TrainOptions o, int64_t steps, int64_t warmup) {
+  o.steps = steps;
+  o.warmup_steps = warmup;
+  TaskData data = TaskData::load("mlm", o);
+  auto batches = train_batches(data, o, steps);
+  return {o, std::move(data), std::move(batches)};
+}
+
 // The arena's values equal those of a checkpoint's model.safetensors, bit for bit.
 void expect_arena_equals_checkpoint(ParamArena<float>& arena, const std::string& checkpoint) {
   const SafeTensorsFile f = SafeTensorsFile::read(checkpoint + "/model.safetensors");
@@ -325,11 +339,7 @@ TEST_F(TrainerTest, TrainerStepsReproduceTrainBitForBit) {
 }
 
 TEST_F(TrainerTest, TrainerSaveAndLoadContinueBitForBit) {
-  TrainOptions o = small_options("run");
-  o.steps = 4;
-  o.warmup_steps = 2;
-  const TaskData data = TaskData::load("mlm", o);
-  const auto batches = train_batches(data, o, o.steps);
+  const auto [o, data, batches] = short_run(small_options("run"), 4, 2);
   Trainer straight(small_model(), o);
   for (const auto& step : batches) straight.step(step);
 
@@ -367,11 +377,10 @@ TEST_F(TrainerTest, TrainerRefusesAWrongMicroBatchCountAndBadOptions) {
 // runs with its own count (seen from inside its forward passes), the caller's count is back between
 // calls, and each ends exactly as when it ran alone.
 TEST_F(TrainerTest, InterleavedTrainersRunWithTheirOwnThreadCounts) {
-  TrainOptions o = small_options("run");
-  o.steps = 3;
-  o.warmup_steps = 1;
-  const TaskData data = TaskData::load("mlm", o);
-  const auto batches = train_batches(data, o, o.steps);
+  const ShortRun run = short_run(small_options("run"), 3, 1);
+  const TrainOptions& o = run.o;  // references, not structured bindings: the lambdas below capture them
+  const TaskData& data = run.data;
+  const auto& batches = run.batches;
   const RuntimeOptions one{1}, two{2};
   auto run_alone = [&](const RuntimeOptions& runtime) {
     auto t = std::make_unique<Trainer>(small_model(), o, runtime);
