@@ -24,6 +24,7 @@
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "linformer/error.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"
 #include "ops/sinkhorn.h"
@@ -139,7 +140,7 @@ class SinkhornAttention final : public Attention<T> {
       hidden_.resize(size_t(rows * d));
       ops::linear_forward(per_block(summ_.data(), d), weight(w1_, d), vector_view(arena_.value(b1_), d),
                           per_block(hidden_.data(), d));
-      for (T& e : hidden_) e = e > T(0) ? e : T(0);
+      ops::relu_forward<T>(per_block(hidden_.data(), d), per_block(hidden_.data(), d));  // in place
       ops::linear_forward(per_block(hidden_.data(), d), weight(w2_, out_w), b2, per_block(scores_.data(), out_w));
     } else {
       ops::linear_forward(per_block(summ_.data(), d), weight(w2_, out_w), b2, per_block(scores_.data(), out_w));
@@ -204,12 +205,12 @@ class SinkhornAttention final : public Attention<T> {
     std::vector<T> dsumm(size_t(rows * d));
     const auto db2 = vector_view(arena_.grad(b2_), out_w);
     if (opt_.sort_net == SortNet::Mlp) {
-      std::vector<T> dhidden(size_t(rows * d));
+      std::vector<T> dhidden_data(size_t(rows * d));
+      const TensorView<T> dhidden = per_block(dhidden_data.data(), d);
       ops::linear_backward<T>(per_block(hidden_.data(), d), weight(w2_, out_w), per_block(dscores.data(), out_w),
-                              per_block(dhidden.data(), d), grad(w2_, out_w), db2);
-      for (size_t e = 0; e < dhidden.size(); ++e)
-        if (!(hidden_[e] > T(0))) dhidden[e] = T(0);
-      ops::linear_backward<T>(per_block(summ_.data(), d), weight(w1_, d), per_block(dhidden.data(), d),
+                              dhidden, grad(w2_, out_w), db2);
+      ops::relu_backward<T>(per_block(hidden_.data(), d), dhidden, dhidden);
+      ops::linear_backward<T>(per_block(summ_.data(), d), weight(w1_, d), dhidden,
                               per_block(dsumm.data(), d), grad(w1_, d), vector_view(arena_.grad(b1_), d));
     } else {
       ops::linear_backward<T>(per_block(summ_.data(), d), weight(w2_, out_w), per_block(dscores.data(), out_w),

@@ -12,19 +12,19 @@
 // O(B·n·(d + h·hidden) + n²): one head's n×n probabilities (and its gradient) at a time.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "linformer/attention.h"
+#include "attention/kind_views.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "linformer/error.h"
-#include "cpu/dropout.h"
-#include "cpu/gemm.h"
-#include "cpu/linear.h"
-#include "cpu/vmath.h"
+#include "ops/elementwise.h"
+#include "ops/linear.h"
+#include "ops/matmul.h"
+#include "ops/norm_act.h"
+#include "ops/synthesizer.h"
 
 namespace lf {
 namespace {
@@ -99,45 +99,6 @@ const AttentionKindInfo& synthesizer_info() {
   return info;
 }
 
-// Σ_{j<end} f(j) in 16 interleaved partial sums added in a fixed order: vectorised, and the same bits
-// wherever the row starts in memory (a `simd reduction` may peel a different head for each alignment,
-// so a causal row's sum would depend on n).
-template <class T, class F>
-inline T lane_sum(int64_t end, F f) {
-  constexpr int64_t kLanes = 16;
-  T acc[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= end; j += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) acc[l] += f(j + l);
-  for (int64_t l = 0; j + l < end; ++l) acc[l] += f(j + l);
-  T sum = 0;
-  for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
-  return sum;
-}
-
-// Row softmax over the first `end` entries in place (−inf entries get 0, an all −inf row gives 0);
-// entries end..n are set to 0. Every value depends only on the first `end` entries, bit for bit.
-template <class T>
-inline void softmax_prefix(T* row, int64_t end, int64_t n) {
-  const T neg_inf = -std::numeric_limits<T>::infinity();
-  T mx = neg_inf;  // a maximum is exact in any order
-#pragma omp simd reduction(max : mx)
-  for (int64_t j = 0; j < end; ++j) mx = mx > row[j] ? mx : row[j];
-  if (mx == neg_inf) {
-    std::fill(row, row + n, T(0));
-    return;
-  }
-  if constexpr (std::is_same_v<T, float>) {
-#pragma omp simd
-    for (int64_t j = 0; j < end; ++j) row[j] = exp_f32(row[j] - mx);
-  } else {
-    for (int64_t j = 0; j < end; ++j) row[j] = std::exp(row[j] - mx);
-  }
-  const T inv = T(1) / lane_sum<T>(end, [row](int64_t j) { return row[j]; });
-  for (int64_t j = 0; j < end; ++j) row[j] *= inv;
-  std::fill(row + end, row + n, T(0));
-}
-
 template <class T>
 class SynthesizerAttention final : public Attention<T> {
  public:
@@ -185,7 +146,7 @@ class SynthesizerAttention final : public Attention<T> {
     // V (B, n, d) from x with padded rows selected to 0, and padded rows of V selected to 0.
     const T* xv = zero_padded_rows(in.x, in.key_padding_mask, B, n, d, clean_);
     v_.resize(size_t(B * n * d));
-    linear_forward(xv, arena_.value(wv_), value_or_null(bv_), v_.data(), B * n, d, d);
+    ops::linear_forward(activation(xv), arena_.value_view(wv_), arena_.value_view(bv_), activation(v_.data()));
     zero_rows_at_padding(v_.data(), in.key_padding_mask, B, n, d);
     if (opt_.mode == SynthMode::Dense) generator_forward();
     o_.resize(size_t(B * n * d));
@@ -193,7 +154,7 @@ class SynthesizerAttention final : public Attention<T> {
       dense_core_forward();
     else
       random_core_forward();
-    linear_forward(o_.data(), arena_.value(wo_), arena_.value(bo_), out, B * n, d, d);
+    ops::linear_forward(activation(o_.data()), arena_.value_view(wo_), arena_.value_view(bo_), activation(out));
     if (!kept_) release();
   }
 
@@ -202,25 +163,26 @@ class SynthesizerAttention final : public Attention<T> {
     (void)dcontext;  // no cross-attention
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model;
     std::vector<T> d_o(size_t(B * n * d)), dv(size_t(B * n * d));
-    linear_backward(o_.data(), arena_.value(wo_), dout, d_o.data(), arena_.grad(wo_), arena_.grad(bo_), B * n, d, d);
+    ops::linear_backward<T>(activation(o_.data()), arena_.value_view(wo_), activation(dout),
+                            activation(d_o.data()), arena_.grad_view(wo_), arena_.grad_view(bo_));
     release_buffers(o_);
     if (opt_.mode == SynthMode::Dense)
       dense_core_backward(d_o.data(), dv.data(), dx);  // dx = the score network's path
     else
       random_core_backward(d_o.data(), dv.data());
     release_buffers(d_o);
-    // The value path: the gradient of the selects of forward() (padded rows of V and of x).
+    // The value path: the gradient of the selects of forward() (padded rows of V and of x). Dense mode
+    // adds it to the score network's dx: with a mask, through a scratch whose padded rows are zeroed.
     zero_rows_at_padding(dv.data(), in_.key_padding_mask, B, n, d);
     const T* xv = in_.key_padding_mask ? clean_.data() : in_.x;
-    const bool add = opt_.mode == SynthMode::Dense;
-    if (!in_.key_padding_mask) {
-      linear_backward(xv, arena_.value(wv_), dv.data(), dx, arena_.grad(wv_), grad_or_null(bv_), B * n, d, d, add);
-    } else {
-      std::vector<T> dxv(size_t(B * n * d));
-      linear_backward(xv, arena_.value(wv_), dv.data(), dxv.data(), arena_.grad(wv_), grad_or_null(bv_), B * n, d, d);
-      zero_rows_at_padding(dxv.data(), in_.key_padding_mask, B, n, d);
-      for (int64_t e = 0; e < B * n * d; ++e) dx[e] = add ? dx[e] + dxv[size_t(e)] : dxv[size_t(e)];
-    }
+    const bool add = opt_.mode == SynthMode::Dense, through_scratch = add && in_.key_padding_mask;
+    std::vector<T> dxv(through_scratch ? size_t(B * n * d) : 0);
+    T* dx_value = through_scratch ? dxv.data() : dx;
+    ops::linear_backward<T>(activation(xv), arena_.value_view(wv_), activation(dv.data()),
+                            activation(dx_value), arena_.grad_view(wv_), arena_.grad_view(bv_),
+                            add && !through_scratch);
+    zero_rows_at_padding(dx_value, in_.key_padding_mask, B, n, d);
+    if (through_scratch) ops::add<T>(activation(dxv.data()), activation(dx));
     release();  // one backward per forward, as in PyTorch
     kept_ = false;
   }
@@ -258,17 +220,55 @@ class SynthesizerAttention final : public Attention<T> {
   }
 
  private:
-  const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
-  T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
   int64_t head_width() const { return dims_.d_model / dims_.n_heads; }
-  const uint8_t* key_mask(int64_t b) const {
-    return in_.key_padding_mask ? in_.key_padding_mask + b * in_.n : nullptr;
+  // The key padding mask of sample b (n), or an empty view.
+  TensorView<const uint8_t> key_mask(int64_t b) const {
+    if (!in_.key_padding_mask) return {};
+    return vector_view(in_.key_padding_mask + b * in_.n, in_.n);
   }
-  // Row t sees keys 0..end: end = t + 1 when causal, else n.
-  int64_t row_end(int64_t t) const { return dims_.causal ? t + 1 : in_.n; }
-  bool rows_in_parallel() const { return in_.n * in_.n > 16384; }
+  // The (B·n, d) rows of an activation.
+  template <class P>
+  TensorView<P> activation(P* data) const {
+    return rows_view(in_, data, dims_.d_model);
+  }
+  // One head's n × n scratch (scores, probabilities, their gradient).
+  template <class P>
+  TensorView<P> square(P* data) const {
+    return matrix(data, in_.n, in_.n);
+  }
+  // The top-left n × n of a max_len × max_len matrix (the scores a sequence of n positions uses).
+  template <class P>
+  TensorView<P> top_left(TensorView<P> m) const {
+    return m.narrow(0, 0, in_.n).narrow(1, 0, in_.n);
+  }
+  // Head i's `width` columns of a (B·n, h·width) activation: every row, or sample b's n rows.
+  template <class P>
+  TensorView<P> head_columns(P* data, int64_t i, int64_t width, int64_t b = -1) const {
+    const int64_t n = in_.n, hw = dims_.n_heads * width;
+    return b < 0 ? matrix(data + i * width, in_.B * n, width, hw) : matrix(data + b * n * hw + i * width, n, width, hw);
+  }
+  // Head i's (rows, cols) slice of a parameter declared (h, rows, cols), or its value or gradient.
+  template <class P>
+  static TensorView<P> head_slice(TensorView<P> param, int64_t i) {
+    return matrix(param.data() + i * param.stride(0), param.size(1), param.size(2));
+  }
+  // Head i's row of a parameter declared (h, cols).
+  template <class P>
+  static TensorView<P> head_bias(TensorView<P> param, int64_t i) {
+    return vector_view(param.data() + i * param.stride(0), param.size(1));
+  }
   uint64_t dropout_offset(int64_t b, int64_t i) const {
     return uint64_t((b * dims_.n_heads + i) * in_.n * in_.n);  // sdpa's index ((b·h + i)·n + t)·n + j
+  }
+
+  // y (n × n) = the probabilities x of head i, sample b, with dropout (or, backward, its gradient); y may be x.
+  void drop_probs(int64_t b, int64_t i, const T* x, T* y, bool backward = false) const {
+    const int64_t nn = in_.n * in_.n;
+    const uint64_t offset = dropout_offset(b, i);
+    if (backward)
+      ops::dropout_backward(vector_view(x, nn), vector_view(y, nn), dropout_, seed_, kProbsDropoutStream, offset);
+    else
+      ops::dropout_forward(vector_view(x, nn), vector_view(y, nn), dropout_, seed_, kProbsDropoutStream, offset);
   }
 
   // Calls f(r0, r1, kend) for the row blocks [r0, r1) of an n×n score matrix and the keys [0, kend)
@@ -288,16 +288,17 @@ class SynthesizerAttention final : public Attention<T> {
   void probs_times_values(const T* P, const T* V, T* O) const {
     const int64_t n = in_.n, d = dims_.d_model, dh = head_width();
     row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-      gemm<T>(false, false, r1 - r0, dh, kend, T(1), P + r0 * n, n, V, d, T(0), O + r0 * d, d);
+      ops::matmul(matrix(P + r0 * n, r1 - r0, kend, n), matrix(V, kend, dh, d), matrix(O + r0 * d, r1 - r0, dh, d));
     });
   }
 
   // dV (n × d_h, row stride d) = Pᵀ dO, overwritten.
   void probs_transposed_times_grad(const T* P, const T* dO, T* dV) const {
     const int64_t n = in_.n, d = dims_.d_model, dh = head_width();
-    for (int64_t t = 0; t < n; ++t) std::fill(dV + t * d, dV + t * d + dh, T(0));
+    ops::fill(matrix(dV, n, dh, d), 0);
     row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-      gemm<T>(true, false, kend, dh, r1 - r0, T(1), P + r0 * n, n, dO + r0 * d, d, T(1), dV, d);
+      ops::matmul(matrix(P + r0 * n, r1 - r0, kend, n).t(), matrix(dO + r0 * d, r1 - r0, dh, d),
+                  matrix(dV, kend, dh, d), 1, 1);
     });
   }
 
@@ -305,7 +306,8 @@ class SynthesizerAttention final : public Attention<T> {
   void grad_times_values_transposed(const T* dO, const T* V, T beta, T* G) const {
     const int64_t n = in_.n, d = dims_.d_model, dh = head_width();
     row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-      gemm<T>(false, true, r1 - r0, kend, dh, T(1), dO + r0 * d, d, V, d, beta, G + r0 * n, n);
+      ops::matmul(matrix(dO + r0 * d, r1 - r0, dh, d), matrix(V, kend, dh, d).t(), matrix(G + r0 * n, r1 - r0, kend, n),
+                  1, double(beta));
     });
   }
 
@@ -313,84 +315,49 @@ class SynthesizerAttention final : public Attention<T> {
 
   // hid_ (B·n, h·hidden) = ReLU(x W1ᵀ + b1); factorised: fa_ (B·n, h·a), fb_ (B·n, h·b) per head.
   void generator_forward() {
-    const int64_t rows = in_.B * in_.n, d = dims_.d_model, h = dims_.n_heads, hid = opt_.hidden, hw = h * hid;
+    const int64_t rows = in_.B * in_.n, h = dims_.n_heads, hid = opt_.hidden, hw = h * hid;
     hid_.resize(size_t(rows * hw));
-    linear_forward(in_.x, arena_.value(w1_), arena_.value(b1_), hid_.data(), rows, d, hw);
-    for (T& e : hid_) e = e > T(0) ? e : T(0);
+    const TensorView<T> units = matrix(hid_.data(), rows, hw);
+    ops::linear_forward(activation(in_.x), arena_.value_view(w1_), arena_.value_view(b1_), units);
+    ops::relu_forward<T>(units, units);
     if (!opt_.factorized) return;
     const int64_t fa = opt_.factor_a, fb = opt_.factor_b;
     fa_.resize(size_t(rows * h * fa));
     fb_.resize(size_t(rows * h * fb));
     for (int64_t i = 0; i < h; ++i) {
-      linear_forward(hid_.data() + i * hid, arena_.value(w2a_) + i * fa * hid, arena_.value(b2a_) + i * fa,
-                     fa_.data() + i * fa, rows, hid, fa, hw, h * fa);
-      linear_forward(hid_.data() + i * hid, arena_.value(w2b_) + i * fb * hid, arena_.value(b2b_) + i * fb,
-                     fb_.data() + i * fb, rows, hid, fb, hw, h * fb);
-    }
-  }
-
-  // P (n × n) = the probabilities of head i, sample b, from its scores: raw (row stride ld; may be P
-  // itself) plus bias (or null), or (factorised) the products of a_t and b_t. Rows in parallel.
-  void probs(int64_t b, int64_t i, const T* raw, int64_t ld, const T* bias, T* P) const {
-    const int64_t n = in_.n, h = dims_.n_heads, fa = opt_.factor_a, fb = opt_.factor_b;
-    const uint8_t* km = key_mask(b);
-    const T neg_inf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for schedule(static) if (rows_in_parallel())
-    for (int64_t t = 0; t < n; ++t) {
-      T* row = P + t * n;
-      const int64_t end = row_end(t);
-      if (opt_.factorized) {
-        const T* a = fa_.data() + ((b * n + t) * h + i) * fa;
-        const T* c = fb_.data() + ((b * n + t) * h + i) * fb;
-        for (int64_t q = 0, j0 = 0; j0 < end; ++q, j0 += fb) {
-          const int64_t w = std::min(fb, end - j0);
-          for (int64_t r = 0; r < w; ++r) row[j0 + r] = a[q] * c[r];
-        }
-      } else {
-        const T* src = raw + t * ld;
-        if (bias) {
-          for (int64_t j = 0; j < end; ++j) row[j] = src[j] + bias[j];
-        } else if (src != row) {
-          std::copy(src, src + end, row);
-        }
-      }
-      if (km)
-        for (int64_t j = 0; j < end; ++j)
-          if (km[j]) row[j] = neg_inf;
-      softmax_prefix(row, end, n);
+      const TensorView<const T> U = head_columns<const T>(hid_.data(), i, hid);
+      ops::linear_forward(U, head_slice(arena_.value_view(w2a_), i), head_bias(arena_.value_view(b2a_), i),
+                          head_columns(fa_.data(), i, fa));
+      ops::linear_forward(U, head_slice(arena_.value_view(w2b_), i), head_bias(arena_.value_view(b2b_), i),
+                          head_columns(fb_.data(), i, fb));
     }
   }
 
   // G (n × n): ∂loss/∂P̃ on entry (∂loss/∂P without undo_dropout), ∂loss/∂S on return, given P (the
   // probabilities before dropout).
   void probs_backward(int64_t b, int64_t i, const T* P, T* G, bool undo_dropout = true) const {
-    const int64_t n = in_.n;
-    if (undo_dropout && dropout_ > 0) dropout_backward(G, G, n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
-#pragma omp parallel for schedule(static) if (rows_in_parallel())
-    for (int64_t t = 0; t < n; ++t) {
-      const T* p = P + t * n;
-      T* g = G + t * n;
-      const int64_t end = row_end(t);
-      const T dot = lane_sum<T>(end, [p, g](int64_t j) { return p[j] * g[j]; });
-      for (int64_t j = 0; j < end; ++j) g[j] = p[j] * (g[j] - dot);
-      std::fill(g + end, g + n, T(0));
-    }
+    if (undo_dropout && dropout_ > 0) drop_probs(b, i, G, G, /*backward=*/true);
+    ops::synthesizer_softmax_backward<T>(square(P), dims_.causal, square(G));
   }
 
   // Scores of head i, sample b, in P (dense mode), then its probabilities.
   void dense_probs(int64_t b, int64_t i, T* P) const {
     const int64_t n = in_.n, h = dims_.n_heads, hid = opt_.hidden;
     if (opt_.factorized) {
-      probs(b, i, nullptr, 0, nullptr, P);
+      ops::synthesizer_factorized_softmax<T>(head_columns<const T>(fa_.data(), i, opt_.factor_a, b),
+                                             head_columns<const T>(fb_.data(), i, opt_.factor_b, b), key_mask(b),
+                                             dims_.causal, square(P));
       return;
     }
-    // S (n × n) = U_b^i W2^i[:n]ᵀ, U_b^i (n × hidden) the head's hidden units; b2 added in probs().
+    // S (n × n) = U_b^i W2^i[:n]ᵀ, U_b^i (n × hidden) the head's hidden units; b2 added in the softmax.
     const T* U = hid_.data() + b * n * h * hid + i * hid;
     const T* W2 = arena_.value(w2_) + i * dims_.max_len * hid;
     row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-      gemm<T>(false, true, r1 - r0, kend, hid, T(1), U + r0 * h * hid, h * hid, W2, hid, T(0), P + r0 * n, n);
+      ops::matmul(matrix(U + r0 * h * hid, r1 - r0, hid, h * hid), matrix(W2, kend, hid).t(),
+                  matrix(P + r0 * n, r1 - r0, kend, n));
     });
-    probs(b, i, P, n, arena_.value(b2_) + i * dims_.max_len, P);
+    ops::synthesizer_softmax<T>(square(P), head_bias(arena_.value_view(b2_), i).narrow(0, 0, n), key_mask(b),
+                                dims_.causal, square(P));
   }
 
   void dense_core_forward() {
@@ -400,7 +367,7 @@ class SynthesizerAttention final : public Attention<T> {
       for (int64_t i = 0; i < h; ++i) {
         dense_probs(b, i, P.data());
         if (dropout_ > 0)
-          dropout_forward(P.data(), P.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+          drop_probs(b, i, P.data(), P.data());
         probs_times_values(P.data(), v_.data() + b * n * d + i * dh, o_.data() + b * n * d + i * dh);
       }
   }
@@ -428,68 +395,47 @@ class SynthesizerAttention final : public Attention<T> {
           T* dU = dhid.data() + b * n * hw + i * hid;
           T* dW2 = arena_.grad(w2_) + i * L * hid;
           row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-            gemm<T>(false, false, r1 - r0, hid, kend, T(1), G.data() + r0 * n, n, W2, hid, T(0), dU + r0 * hw, hw);
-            gemm<T>(true, false, kend, hid, r1 - r0, T(1), G.data() + r0 * n, n, U + r0 * hw, hw, T(1), dW2, hid);
+            ops::matmul(matrix<const T>(G.data() + r0 * n, r1 - r0, kend, n), matrix(W2, kend, hid),
+                        matrix(dU + r0 * hw, r1 - r0, hid, hw));
+            ops::matmul(matrix<const T>(G.data() + r0 * n, r1 - r0, kend, n).t(), matrix(U + r0 * hw, r1 - r0, hid, hw),
+                        matrix(dW2, kend, hid), 1, 1);
           });
-          add_column_sums(G.data(), arena_.grad(b2_) + i * L, n, n);
+          ops::add_column_sums(matrix<const T>(G.data(), n, n), vector_view(arena_.grad(b2_) + i * L, n));
         } else {
-          factor_backward(b, i, G.data(), dfa.data(), dfb.data());
+          ops::synthesizer_factors_backward<T>(square(G.data()), head_columns<const T>(fa_.data(), i, fa, b),
+                                               head_columns<const T>(fb_.data(), i, fb, b), dims_.causal,
+                                               head_columns(dfa.data(), i, fa, b), head_columns(dfb.data(), i, fb, b));
         }
       }
     release_buffers(P, G);
     if (opt_.factorized) {
       // dU^i = dA^i W2a^i + dB^i W2b^i; the output layers' gradients.
       for (int64_t i = 0; i < h; ++i) {
-        const T* U = hid_.data() + i * hid;
-        T* dU = dhid.data() + i * hid;
-        linear_backward(U, arena_.value(w2a_) + i * fa * hid, dfa.data() + i * fa, dU, arena_.grad(w2a_) + i * fa * hid,
-                        arena_.grad(b2a_) + i * fa, rows, hid, fa, false, hw, h * fa);
-        linear_backward(U, arena_.value(w2b_) + i * fb * hid, dfb.data() + i * fb, dU, arena_.grad(w2b_) + i * fb * hid,
-                        arena_.grad(b2b_) + i * fb, rows, hid, fb, true, hw, h * fb);
+        const TensorView<const T> U = head_columns<const T>(hid_.data(), i, hid);
+        const TensorView<T> dU = head_columns(dhid.data(), i, hid);
+        ops::linear_backward<T>(U, head_slice(arena_.value_view(w2a_), i), head_columns<const T>(dfa.data(), i, fa), dU,
+                                head_slice(arena_.grad_view(w2a_), i), head_bias(arena_.grad_view(b2a_), i));
+        ops::linear_backward<T>(U, head_slice(arena_.value_view(w2b_), i), head_columns<const T>(dfb.data(), i, fb), dU,
+                                head_slice(arena_.grad_view(w2b_), i), head_bias(arena_.grad_view(b2b_), i),
+                                /*accumulate_dx=*/true);
       }
     }
-    for (size_t e = 0; e < dhid.size(); ++e)
-      if (!(hid_[e] > T(0))) dhid[e] = T(0);  // through the ReLU
-    linear_backward(in_.x, arena_.value(w1_), dhid.data(), dx, arena_.grad(w1_), arena_.grad(b1_), rows, dims_.d_model,
-                    hw);
+    const TensorView<T> dunits = matrix(dhid.data(), rows, hw);
+    ops::relu_backward<T>(matrix<const T>(hid_.data(), rows, hw), dunits, dunits);
+    ops::linear_backward<T>(activation(in_.x), arena_.value_view(w1_), dunits, activation(dx),
+                            arena_.grad_view(w1_), arena_.grad_view(b1_));
   }
 
   // With P (n × n) of head i, sample b: dV_b^i = P̃ᵀ dO (overwritten), and G = ∂loss/∂S.
   void value_and_prob_grads(int64_t b, int64_t i, const T* P, const T* dO, const T* V, T* dV, T* G) const {
-    const int64_t n = in_.n;
     const T* Pv = P;
     if (dropout_ > 0) {
-      dropout_forward(P, G, n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+      drop_probs(b, i, P, G);
       Pv = G;
     }
     probs_transposed_times_grad(Pv, dO, dV);
     grad_times_values_transposed(dO, V, T(0), G);  // ∂loss/∂P̃
     probs_backward(b, i, P, G);
-  }
-
-  // From G = ∂loss/∂S of head i, sample b: the factors' gradients (rows of dfa, dfb, overwritten).
-  void factor_backward(int64_t b, int64_t i, const T* G, T* dfa, T* dfb) const {
-    const int64_t n = in_.n, h = dims_.n_heads, fa = opt_.factor_a, fb = opt_.factor_b;
-#pragma omp parallel for schedule(static) if (rows_in_parallel())
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t off = (b * n + t) * h + i, end = row_end(t);
-      const T* a = fa_.data() + off * fa;
-      const T* c = fb_.data() + off * fb;
-      T* da = dfa + off * fa;
-      T* dc = dfb + off * fb;
-      std::fill(da, da + fa, T(0));
-      std::fill(dc, dc + fb, T(0));
-      const T* g = G + t * n;
-      for (int64_t q = 0, j0 = 0; j0 < end; ++q, j0 += fb) {
-        const int64_t w = std::min(fb, end - j0);
-        T acc = 0;
-        for (int64_t r = 0; r < w; ++r) {
-          acc += g[j0 + r] * c[r];
-          dc[r] += g[j0 + r] * a[q];
-        }
-        da[q] = acc;
-      }
-    }
   }
 
   // ---- random mode ----
@@ -499,33 +445,33 @@ class SynthesizerAttention final : public Attention<T> {
   bool shared_probs() const { return in_.key_padding_mask == nullptr; }
 
   // Scores of head i (its top-left n×n): R^i itself (row stride max_len), or A^i[:n] B^i[:n]ᵀ in raw.
-  const T* random_scores(int64_t i, T* raw, int64_t& ld) const {
+  TensorView<const T> random_scores(int64_t i, T* raw) const {
     const int64_t n = in_.n, L = dims_.max_len, r = opt_.rank;
-    if (r == 0) {
-      ld = L;
-      return arena_.value(r_) + i * L * L;
-    }
+    if (r == 0) return top_left(head_slice(arena_.value_view(r_), i));
     const T* A = arena_.value(ra_) + i * L * r;
     const T* Bf = arena_.value(rb_) + i * L * r;
     row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-      gemm<T>(false, true, r1 - r0, kend, r, T(1), A + r0 * r, r, Bf, r, T(0), raw + r0 * n, n);
+      ops::matmul(matrix(A + r0 * r, r1 - r0, r), matrix(Bf, kend, r).t(), matrix(raw + r0 * n, r1 - r0, kend, n));
     });
-    ld = n;
-    return raw;
+    return square<const T>(raw);
+  }
+
+  // P (n × n) = the probabilities of head i, sample b, from its scores S (n × n).
+  void random_probs(int64_t b, TensorView<const T> S, T* P) const {
+    ops::synthesizer_softmax<T>(S, {}, key_mask(b), dims_.causal, square(P));
   }
 
   void random_core_forward() {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width();
     std::vector<T> P(size_t(n * n)), D(dropout_ > 0 ? size_t(n * n) : 0), raw(opt_.rank > 0 ? size_t(n * n) : 0);
     for (int64_t i = 0; i < h; ++i) {
-      int64_t ld = 0;
-      const T* S = random_scores(i, raw.data(), ld);
-      if (shared_probs()) probs(0, i, S, ld, nullptr, P.data());
+      const TensorView<const T> S = random_scores(i, raw.data());
+      if (shared_probs()) random_probs(0, S, P.data());
       for (int64_t b = 0; b < B; ++b) {
-        if (!shared_probs()) probs(b, i, S, ld, nullptr, P.data());
+        if (!shared_probs()) random_probs(b, S, P.data());
         const T* Pv = P.data();
         if (dropout_ > 0) {
-          dropout_forward(P.data(), D.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+          drop_probs(b, i, P.data(), D.data());
           Pv = D.data();
         }
         probs_times_values(Pv, v_.data() + b * n * d + i * dh, o_.data() + b * n * d + i * dh);
@@ -543,17 +489,16 @@ class SynthesizerAttention final : public Attention<T> {
     std::vector<T> own_acc(train_scores && (r == 0 || !shared) ? size_t(n * n) : 0);
     T* acc = own_acc.empty() ? raw.data() : own_acc.data();
     for (int64_t i = 0; i < h; ++i) {
-      int64_t ld = 0;
-      const T* S = random_scores(i, raw.data(), ld);
-      if (shared) probs(0, i, S, ld, nullptr, P.data());
+      const TensorView<const T> S = random_scores(i, raw.data());
+      if (shared) random_probs(0, S, P.data());
       for (int64_t b = 0; b < B; ++b) {
         const T* dO = d_o + b * n * d + i * dh;
         const T* V = v_.data() + b * n * d + i * dh;
-        if (!shared) probs(b, i, S, ld, nullptr, P.data());  // exactly the forward's steps
+        if (!shared) random_probs(b, S, P.data());  // exactly the forward's steps
         if (!train_scores) {  // fixed: only the values need a gradient
           const T* Pv = P.data();
           if (dropout_ > 0) {
-            dropout_forward(P.data(), G.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+            drop_probs(b, i, P.data(), G.data());
             Pv = G.data();
           }
           probs_transposed_times_grad(Pv, dO, dv + b * n * d + i * dh);
@@ -563,7 +508,7 @@ class SynthesizerAttention final : public Attention<T> {
           // dV as in value_and_prob_grads; ∂loss/∂P (after the dropout's backward) summed over b.
           const T* Pv = P.data();
           if (dropout_ > 0) {
-            dropout_forward(P.data(), G.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+            drop_probs(b, i, P.data(), G.data());
             Pv = G.data();
           }
           probs_transposed_times_grad(Pv, dO, dv + b * n * d + i * dh);
@@ -572,39 +517,33 @@ class SynthesizerAttention final : public Attention<T> {
             continue;
           }
           grad_times_values_transposed(dO, V, T(0), G.data());
-          dropout_backward(G.data(), G.data(), n * n, dropout_, seed_, kProbsDropoutStream, dropout_offset(b, i));
+          drop_probs(b, i, G.data(), G.data(), /*backward=*/true);
         } else {
           value_and_prob_grads(b, i, P.data(), dO, V, dv + b * n * d + i * dh, G.data());
         }
-        add_into(acc, G.data(), b == 0);
+        if (b == 0)
+          ops::copy<T>(square(G.data()), square(acc));
+        else
+          ops::add<T>(square(G.data()), square(acc));
       }
       if (!train_scores) continue;
       if (shared) probs_backward(0, i, P.data(), acc, /*undo_dropout=*/false);
       // ∂loss/∂R^i[:n, :n] = acc, or through the factors: dA^i[:n] += acc B^i[:n], dB^i[:n] += accᵀ A^i[:n].
       if (r == 0) {
-        T* g = arena_.grad(r_) + i * L * L;
-#pragma omp parallel for schedule(static) if (rows_in_parallel())
-        for (int64_t t = 0; t < n; ++t)
-          for (int64_t j = 0; j < n; ++j) g[t * L + j] += acc[t * n + j];
+        ops::add<T>(square(acc), top_left(head_slice(arena_.grad_view(r_), i)));
       } else {
         const T* A = arena_.value(ra_) + i * L * r;
         const T* Bf = arena_.value(rb_) + i * L * r;
         T* dA = arena_.grad(ra_) + i * L * r;
         T* dB = arena_.grad(rb_) + i * L * r;
         row_blocks([&](int64_t r0, int64_t r1, int64_t kend) {
-          gemm<T>(false, false, r1 - r0, r, kend, T(1), acc + r0 * n, n, Bf, r, T(1), dA + r0 * r, r);
-          gemm<T>(true, false, kend, r, r1 - r0, T(1), acc + r0 * n, n, A + r0 * r, r, T(1), dB, r);
+          ops::matmul(matrix<const T>(acc + r0 * n, r1 - r0, kend, n), matrix(Bf, kend, r),
+                      matrix(dA + r0 * r, r1 - r0, r), 1, 1);
+          ops::matmul(matrix<const T>(acc + r0 * n, r1 - r0, kend, n).t(), matrix(A + r0 * r, r1 - r0, r),
+                      matrix(dB, kend, r), 1, 1);
         });
       }
     }
-  }
-
-  // acc (n × n) = G (first) or acc += G, rows in parallel.
-  void add_into(T* acc, const T* G, bool first) const {
-    const int64_t n = in_.n;
-#pragma omp parallel for schedule(static) if (rows_in_parallel())
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t j = 0; j < n; ++j) acc[t * n + j] = first ? G[t * n + j] : acc[t * n + j] + G[t * n + j];
   }
 
   void release() { release_buffers(clean_, v_, o_, hid_, fa_, fb_); }

@@ -1,6 +1,7 @@
 // Element-wise kernels on rows × cols with row strides (views of a wider activation): fill, copy,
-// y += alpha·x, scaling, and zeroing the rows a padding mask marks. Threaded above a size threshold;
-// every element's result is the same for any thread count.
+// y += alpha·x, scaling, zeroing the rows a padding mask marks, and ReLU. Threaded above a size
+// threshold (ReLU on one thread: memory-bound, and small next to the linear maps around it); every
+// element's result is the same for any thread count.
 #pragma once
 #include <cstdint>
 
@@ -16,5 +17,12 @@ void axpby_rows(T alpha, const T* x, int64_t ldx, T beta, T* y, int64_t ldy, int
 // Row r of y set to zeros where mask[r] is nonzero (a select: NaN in a masked row does not survive).
 template <class T>
 void zero_masked_rows(T* y, int64_t ldy, const uint8_t* mask, int64_t rows, int64_t cols);
+// y = max(x, 0), a select (NaN gives 0); y may be x. Backward: dx = dy where y > 0, else 0, from the
+// forward's output y (or its input: the same sign); dx may be dy.
+template <class T>
+void relu_rows(const T* x, int64_t ldx, T* y, int64_t ldy, int64_t rows, int64_t cols);
+template <class T>
+void relu_backward_rows(const T* y, int64_t ldy, const T* dy, int64_t lddy, T* dx, int64_t lddx, int64_t rows,
+                        int64_t cols);
 
 }  // namespace lf

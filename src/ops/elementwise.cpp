@@ -5,6 +5,17 @@
 #include "ops/dispatch.h"
 
 namespace lf::ops {
+namespace {
+
+// x and y: rows of the same rows × cols (their row strides may differ).
+template <class X, class Y>
+void require_same_rows(const char* op, const X& x, const Y& y) {
+  require_rows(op, "x", x);
+  require_rows(op, "y", y);
+  require_same_matrix(op, x, y);
+}
+
+}  // namespace
 
 template <class T>
 void fill(TensorView<T> y, double value) {
@@ -14,18 +25,14 @@ void fill(TensorView<T> y, double value) {
 
 template <class T>
 void copy(In<T> x, TensorView<T> y) {
-  require_rows("copy", "x", x);
-  require_rows("copy", "y", y);
-  require_same_matrix("copy", x, y);
+  require_same_rows("copy", x, y);
   LF_DISPATCH("copy", device_of("copy", x, y),
               return copy_rows<T>(x.data(), x.row_stride(), y.data(), y.row_stride(), y.rows(), y.cols()));
 }
 
 template <class T>
 void axpby(double alpha, In<T> x, double beta, TensorView<T> y) {
-  require_rows("axpby", "x", x);
-  require_rows("axpby", "y", y);
-  require_same_matrix("axpby", x, y);
+  require_same_rows("axpby", x, y);
   LF_DISPATCH("axpby", device_of("axpby", x, y),
               return axpby_rows<T>(T(alpha), x.data(), x.row_stride(), T(beta), y.data(), y.row_stride(), y.rows(),
                                    y.cols()));
@@ -47,12 +54,31 @@ void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y) {
               return lf::zero_masked_rows<T>(y.data(), y.row_stride(), mask.data(), y.rows(), y.cols()));
 }
 
+template <class T>
+void relu_forward(In<T> x, TensorView<T> y) {
+  require_same_rows("relu_forward", x, y);
+  LF_DISPATCH("relu_forward", device_of("relu_forward", x, y),
+              return relu_rows<T>(x.data(), x.row_stride(), y.data(), y.row_stride(), y.rows(), y.cols()));
+}
+
+template <class T>
+void relu_backward(In<T> y, In<T> dy, TensorView<T> dx) {
+  const char* op = "relu_backward";
+  require_same_rows(op, y, dy);
+  require_same_rows(op, dy, dx);
+  LF_DISPATCH(op, device_of(op, y, dy, dx),
+              return relu_backward_rows<T>(y.data(), y.row_stride(), dy.data(), dy.row_stride(), dx.data(),
+                                           dx.row_stride(), dx.rows(), dx.cols()));
+}
+
 #define LF_INSTANTIATE(T)                                               \
   template void fill<T>(TensorView<T>, double);                         \
   template void copy<T>(In<T>, TensorView<T>);                          \
   template void axpby<T>(double, In<T>, double, TensorView<T>);         \
   template void scale<T>(TensorView<T>, double);                        \
-  template void zero_masked_rows<T>(TensorView<const uint8_t>, TensorView<T>);
+  template void zero_masked_rows<T>(TensorView<const uint8_t>, TensorView<T>);  \
+  template void relu_forward<T>(In<T>, TensorView<T>);                          \
+  template void relu_backward<T>(In<T>, In<T>, TensorView<T>);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

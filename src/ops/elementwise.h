@@ -1,5 +1,5 @@
 // Element-wise ops on views of rows (any leading dimensions fold into rows; a row stride addresses
-// columns of a wider activation): fill, copy, y = beta·y + alpha·x, and zeroing padded rows.
+// columns of a wider activation): fill, copy, y = beta·y + alpha·x, zeroing padded rows, and ReLU.
 #pragma once
 #include <cstdint>
 
@@ -24,5 +24,11 @@ void scale(TensorView<T> y, double s);
 // Row r of y (rows, d) set to zeros where mask (rows) is nonzero; a mask without data does nothing.
 template <class T>
 void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y);
+// y = max(x, 0) (NaN gives 0); y may be x.
+template <class T>
+void relu_forward(In<T> x, TensorView<T> y);
+// dx = dy where y > 0, else 0, from the forward's output y; dx may be dy.
+template <class T>
+void relu_backward(In<T> y, In<T> dy, TensorView<T> dx);
 
 }  // namespace lf::ops

@@ -102,7 +102,6 @@ namespace {
 // its entry fails the test until the entry goes.
 const std::set<std::string> kNotYetOnOps = {
     "attention/aft_position.cpp",
-    "attention/synthesizer.cpp",
 };
 
 // The kinds and the model are written on ops (src/ops/): no backend header, no OpenMP loop of their

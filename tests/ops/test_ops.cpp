@@ -163,6 +163,32 @@ TEST(Ops, ElementwiseOpsOnStridedRows) {
   EXPECT_THROW(ops::zero_masked_rows(vector_view(mask.data(), 3), yv), InvalidArgument);
 }
 
+TEST(Ops, ReluOnStridedRowsAndItsBackward) {
+  // Columns 1..3 of (4, 5) buffers: max(x, 0) (NaN gives 0), and dy passed where y > 0.
+  auto x = random_vector<double>(20, 11);
+  x[6] = std::nan("");
+  std::vector<double> y(20, 7.0), dx(20, 7.0);
+  const auto dy = random_vector<double>(20, 12);
+  ops::relu_forward<double>(matrix(x.data() + 1, 4, 3, 5), matrix(y.data() + 1, 4, 3, 5));
+  ops::relu_backward<double>(matrix(y.data() + 1, 4, 3, 5), matrix(dy.data() + 1, 4, 3, 5),
+                             matrix(dx.data() + 1, 4, 3, 5));
+  for (int64_t e = 0; e < 20; ++e) {
+    const bool in_view = e % 5 >= 1 && e % 5 <= 3;
+    EXPECT_EQ(y[size_t(e)], in_view ? (x[size_t(e)] > 0 ? x[size_t(e)] : 0.0) : 7.0) << e;
+    EXPECT_EQ(dx[size_t(e)], in_view ? (x[size_t(e)] > 0 ? dy[size_t(e)] : 0.0) : 7.0) << e;
+  }
+  // In place, as the kinds call them.
+  std::vector<double> z = x, dz = dy;
+  ops::relu_forward<double>(matrix(z.data(), 4, 5), matrix(z.data(), 4, 5));
+  ops::relu_backward<double>(matrix(z.data(), 4, 5), matrix(dz.data(), 4, 5), matrix(dz.data(), 4, 5));
+  for (int64_t e = 0; e < 20; ++e) EXPECT_EQ(dz[size_t(e)], x[size_t(e)] > 0 ? dy[size_t(e)] : 0.0) << e;
+  EXPECT_THROW(ops::relu_forward<double>(matrix(x.data(), 4, 5), matrix(y.data(), 5, 4)), InvalidArgument);
+  EXPECT_THROW(ops::relu_backward<double>(matrix(y.data(), 4, 5), matrix(dy.data(), 4, 5), matrix(dx.data(), 4, 4)),
+               InvalidArgument);
+  EXPECT_THROW(ops::relu_backward<double>(matrix(y.data(), 4, 5).t(), matrix(dy.data(), 5, 4), matrix(dx.data(), 5, 4)),
+               InvalidArgument);
+}
+
 TEST(Ops, RowAndElementOpsRefuseMismatchedViews) {
   std::vector<float> a(12), b(12), m(3), s(3);
   EXPECT_THROW(ops::softmax_forward(matrix(a.data(), 3, 4), matrix(b.data(), 4, 3)), InvalidArgument);
