@@ -3,8 +3,10 @@
 // and not, with a padding mask, factored and stored bias, at odd sizes and row blocks; bad shapes refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
@@ -106,8 +108,9 @@ struct Bias {
   std::vector<T> u, v, w;
 };
 
+// Returns how many elements took the exact path (a shifted denominator below 4·n·min/ε).
 template <class T>
-void check_position(const PositionCase& c, bool causal, bool masked, double spread, double tol) {
+int64_t check_position(const PositionCase& c, bool causal, bool masked, double spread, double tol) {
   SCOPED_TRACE(testing::Message() << "B=" << c.B << " n=" << c.n << " d=" << c.d << " L=" << c.max_len
                                   << " rank=" << c.rank << " window=" << c.window << " R=" << c.row_block
                                   << " causal=" << causal << " masked=" << masked << " spread=" << spread);
@@ -154,6 +157,9 @@ void check_position(const PositionCase& c, bool causal, bool masked, double spre
   expect_close(gu, gur, tol, "grad_u");
   expect_close(gv, gvr, tol, "grad_v");
   expect_close(gw, gwr, tol, "grad_w");
+  const double floor =
+      4.0 * double(c.n) * double(std::numeric_limits<T>::min()) / double(std::numeric_limits<T>::epsilon());
+  return std::count_if(den.begin(), den.end(), [&](T x) { return !(double(x) >= floor); });
 }
 
 TEST(OpsAftPosition, MatchesReference) {
@@ -168,11 +174,14 @@ TEST(OpsAftPosition, MatchesReference) {
 // Keys and biases far apart (their maxima on different keys by more than float's exponent range):
 // the denominators underflow and the exact path takes over.
 TEST(OpsAftPosition, MatchesReferenceWhereTheShiftUnderflows) {
+  int64_t exact_double = 0, exact_float = 0;
   for (const PositionCase& c : kCases)
     for (bool causal : {false, true}) {
-      check_position<double>(c, causal, true, 400, 1e-12);
-      check_position<float>(c, causal, true, 60, 2e-5);
+      exact_double += check_position<double>(c, causal, true, 400, 1e-12);
+      exact_float += check_position<float>(c, causal, true, 60, 2e-5);
     }
+  EXPECT_GT(exact_double, 0);
+  EXPECT_GT(exact_float, 0);
 }
 
 TEST(OpsAftPosition, RefusesBadShapes) {
