@@ -798,15 +798,29 @@ class AftLocalCore final : public AftCore<T> {
 };
 
 
+// The gate around a kind's core: q becomes σ(Q), then A, then o = σ(Q) ⊙ A.
+template <class Core, class T>
+void run_forward(Core& core, T* q, T* o) {
+  core.gate(q);
+  core.core_forward();
+  core.gate_output(q, o);
+}
+
+// dq and H = dL/dA (into d_y) from dL/dY, then the core's gradients.
+template <class Core, class T>
+void run_backward(Core& core, const AftPositionBiasGrad<T>& grad, const T* sg, T* d_y, T* dq, T* dk, T* dv) {
+  core.set_bias_grad(grad);
+  core.gate_backward(sg, d_y, dq, dk, dv);
+  core.core_backward(d_y, dk, dv);
+}
+
 }  // namespace
 
 template <class T>
 void aft_full_forward(T* q, const T* k, const T* v, const uint8_t* mask, const AftPositionBias<T>& bias, T* o, T* a,
                       T* den, T* keys, int64_t B, int64_t n, int64_t d, int64_t row_block, bool causal) {
   AftFullCore<T> core(k, v, mask, bias, a, den, keys, B, n, d, row_block, causal);
-  core.gate(q);
-  core.core_forward();
-  core.gate_output(q, o);
+  run_forward(core, q, o);
 }
 
 template <class T>
@@ -816,9 +830,7 @@ void aft_full_backward(const T* sg, const T* k, const T* v, const uint8_t* mask,
                        bool causal) {
   // The backward only reads a and den.
   AftFullCore<T> core(k, v, mask, bias, const_cast<T*>(a), const_cast<T*>(den), keys, B, n, d, row_block, causal);
-  core.set_bias_grad(grad);
-  core.gate_backward(sg, d_y, dq, dk, dv);
-  core.core_backward(d_y, dk, dv);
+  run_backward(core, grad, sg, d_y, dq, dk, dv);
 }
 
 template <class T>
@@ -826,9 +838,7 @@ void aft_local_forward(T* q, const T* k, const T* v, const uint8_t* mask, const 
                        T* den, T* key_state, int64_t B, int64_t n, int64_t d, int64_t window, int64_t row_block,
                        bool causal) {
   AftLocalCore<T> core(k, v, mask, bias, a, den, key_state, B, n, d, window, row_block, causal);
-  core.gate(q);
-  core.core_forward();
-  core.gate_output(q, o);
+  run_forward(core, q, o);
 }
 
 template <class T>
@@ -839,9 +849,7 @@ void aft_local_backward(const T* sg, const T* k, const T* v, const uint8_t* mask
   // The backward only reads a, den and the key state.
   AftLocalCore<T> core(k, v, mask, bias, const_cast<T*>(a), const_cast<T*>(den), const_cast<T*>(key_state), B, n, d,
                        window, row_block, causal);
-  core.set_bias_grad(grad);
-  core.gate_backward(sg, d_y, dq, dk, dv);
-  core.core_backward(d_y, dk, dv);
+  run_backward(core, grad, sg, d_y, dq, dk, dv);
 }
 
 // ---- plain references ----------------------------------------------------------------------------
