@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cpu/aft_conv.h"
+#include "cpu/aft_position.h"
 #include "cpu/aft_simple.h"
 #include "ops/dispatch.h"
 
@@ -60,6 +61,57 @@ void require_conv_heads(const char* op, const Q& q, const K& k, const W& omega) 
   LF_REQUIRE(h >= 1 && q.size(2) % h == 0, op, ": ", h, " heads do not divide the width ", q.size(2));
   require_shape(op, "k", k, {q.size(0), q.size(1), h});
   require_shape(op, "omega", omega, {h, omega.size(1)});
+}
+
+// The position bias of AFT-full / AFT-local in one of its forms: bias_u, bias_v (max_len, d') or bias_w
+// (max_len, band_width; aft_full's band_width 0: max_len), covering the length n.
+template <class T>
+AftPositionBias<T> position_bias(const char* op, const TensorView<const T>& u, const TensorView<const T>& v,
+                                 const TensorView<const T>& w, int64_t n, int64_t band_width) {
+  const bool factored = u.data() != nullptr;
+  LF_REQUIRE(factored == (v.data() != nullptr) && factored != (w.data() != nullptr), op,
+             ": the position bias is bias_u with bias_v (factored) or bias_w (stored), exactly one of the two");
+  AftPositionBias<T> bias{u.data(), v.data(), w.data(), 0, 0};
+  if (factored) {
+    LF_REQUIRE(u.rank() == 2 && u.size(1) >= 1, op, ": bias_u must be (max_len, d'), not ", u.shape_string());
+    bias.max_len = u.size(0);
+    bias.rank = u.size(1);
+    require_shapes(op, "bias_u and bias_v", {bias.max_len, bias.rank}, u, v);
+  } else {
+    LF_REQUIRE(w.rank() == 2, op, ": bias_w must be (max_len, ", band_width > 0 ? "W" : "max_len", "), not ",
+               w.shape_string());
+    bias.max_len = w.size(0);
+    require_shape(op, "bias_w", w, {bias.max_len, band_width > 0 ? band_width : bias.max_len});
+  }
+  LF_REQUIRE(bias.max_len >= n, op, ": the position bias covers ", bias.max_len, " positions, fewer than the length ",
+             n);
+  return bias;
+}
+
+// The gradients of the bias's form, each the shape of its value.
+template <class T>
+AftPositionBiasGrad<T> position_bias_grad(const char* op, const AftPositionBias<T>& bias, const TensorView<T>& du,
+                                          const TensorView<T>& dv, const TensorView<T>& dw, int64_t band_width) {
+  if (bias.rank > 0)
+    require_shapes(op, "grad_u and grad_v", {bias.max_len, bias.rank}, du, dv);
+  else
+    require_shape(op, "grad_w", dw, {bias.max_len, band_width > 0 ? band_width : bias.max_len});
+  return {du.data(), dv.data(), dw.data()};
+}
+
+// The shared checks of the position kinds: activations (B, n, d) and the row block.
+template <class Q, class... V>
+void require_position_activations(const char* op, const Q& q, TensorView<const uint8_t> mask, int64_t row_block,
+                                  const char* names, const V&... views) {
+  require_activation(op, q, mask);
+  require_shapes(op, names, {q.size(0), q.size(1), q.size(2)}, views...);
+  LF_REQUIRE(row_block >= 1, op, ": row_block must be at least 1, got ", row_block);
+}
+
+// aft_local's band width W (2·window − 1, causal window) for a window within the bias's positions.
+int64_t local_band_width(const char* op, int64_t window, bool causal) {
+  LF_REQUIRE(window >= 1, op, ": window must be at least 1, got ", window);
+  return causal ? window : 2 * window - 1;
 }
 
 }  // namespace
@@ -157,6 +209,72 @@ void aft_conv_kernel_backward(In<T> gamma, TensorView<const double> z, TensorVie
                                                      dgamma.data(), dbeta.data(), h, s));
 }
 
+template <class T>
+void aft_full_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                      In<T> bias_w, Out<T> o, Out<T> a, Out<T> den, Out<T> keys, int64_t row_block, bool causal) {
+  const char* op = "aft_full_forward";
+  require_position_activations(op, q, mask, row_block, "k, v, o, a and den", k, v, o, a, den);
+  const int64_t B = q.size(0), n = q.size(1), d = q.size(2);
+  require_shape(op, "keys", keys, {n, B, 2 * d});
+  const AftPositionBias<T> bias = position_bias<T>(op, bias_u, bias_v, bias_w, n, 0);
+  LF_DISPATCH(op, device_of(op, q, k, v, mask, bias_u, bias_v, bias_w, o, a, den, keys),
+              return lf::aft_full_forward<T>(q.data(), k.data(), v.data(), mask.data(), bias, o.data(), a.data(),
+                                             den.data(), keys.data(), B, n, d, row_block, causal));
+}
+
+template <class T>
+void aft_full_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                       In<T> bias_w, In<T> a, In<T> den, Out<T> keys, TensorView<T> d_y, Out<T> dq, Out<T> dk,
+                       Out<T> dv, Out<T> grad_u, Out<T> grad_v, Out<T> grad_w, int64_t row_block, bool causal) {
+  const char* op = "aft_full_backward";
+  require_position_activations(op, sigma_q, mask, row_block, "k, v, a, den, d_y, dq, dk and dv", k, v, a, den, d_y,
+                               dq, dk, dv);
+  const int64_t B = sigma_q.size(0), n = sigma_q.size(1), d = sigma_q.size(2);
+  require_shape(op, "keys", keys, {n, B, 2 * d});
+  const AftPositionBias<T> bias = position_bias<T>(op, bias_u, bias_v, bias_w, n, 0);
+  const AftPositionBiasGrad<T> grad = position_bias_grad<T>(op, bias, grad_u, grad_v, grad_w, 0);
+  LF_DISPATCH(op, device_of(op, sigma_q, k, v, mask, bias_u, bias_v, bias_w, a, den, keys, d_y, dq, dk, dv, grad_u,
+                            grad_v, grad_w),
+              return lf::aft_full_backward<T>(sigma_q.data(), k.data(), v.data(), mask.data(), bias, a.data(),
+                                              den.data(), keys.data(), d_y.data(), dq.data(), dk.data(), dv.data(),
+                                              grad, B, n, d, row_block, causal));
+}
+
+template <class T>
+void aft_local_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                       In<T> bias_w, Out<T> o, Out<T> a, Out<T> den, Out<T> key_state, int64_t window,
+                       int64_t row_block, bool causal) {
+  const char* op = "aft_local_forward";
+  require_position_activations(op, q, mask, row_block, "k, v, o, a, den and key_state", k, v, o, a, den, key_state);
+  const int64_t W = local_band_width(op, window, causal);
+  const AftPositionBias<T> bias = position_bias<T>(op, bias_u, bias_v, bias_w, q.size(1), W);
+  LF_REQUIRE(window <= bias.max_len, op, ": window ", window, " exceeds the bias's ", bias.max_len, " positions");
+  LF_DISPATCH(op, device_of(op, q, k, v, mask, bias_u, bias_v, bias_w, o, a, den, key_state),
+              return lf::aft_local_forward<T>(q.data(), k.data(), v.data(), mask.data(), bias, o.data(), a.data(),
+                                              den.data(), key_state.data(), q.size(0), q.size(1), q.size(2), window,
+                                              row_block, causal));
+}
+
+template <class T>
+void aft_local_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                        In<T> bias_w, In<T> a, In<T> den, In<T> key_state, TensorView<T> d_y, Out<T> dq, Out<T> dk,
+                        Out<T> dv, Out<T> grad_u, Out<T> grad_v, Out<T> grad_w, int64_t window, int64_t row_block,
+                        bool causal) {
+  const char* op = "aft_local_backward";
+  require_position_activations(op, sigma_q, mask, row_block, "k, v, a, den, key_state, d_y, dq, dk and dv", k, v, a,
+                               den, key_state, d_y, dq, dk, dv);
+  const int64_t W = local_band_width(op, window, causal);
+  const AftPositionBias<T> bias = position_bias<T>(op, bias_u, bias_v, bias_w, sigma_q.size(1), W);
+  LF_REQUIRE(window <= bias.max_len, op, ": window ", window, " exceeds the bias's ", bias.max_len, " positions");
+  const AftPositionBiasGrad<T> grad = position_bias_grad<T>(op, bias, grad_u, grad_v, grad_w, W);
+  LF_DISPATCH(op, device_of(op, sigma_q, k, v, mask, bias_u, bias_v, bias_w, a, den, key_state, d_y, dq, dk, dv,
+                            grad_u, grad_v, grad_w),
+              return lf::aft_local_backward<T>(sigma_q.data(), k.data(), v.data(), mask.data(), bias, a.data(),
+                                               den.data(), key_state.data(), d_y.data(), dq.data(), dk.data(),
+                                               dv.data(), grad, sigma_q.size(0), sigma_q.size(1), sigma_q.size(2),
+                                               window, row_block, causal));
+}
+
 #define LF_INSTANTIATE(T)                                                                                        \
   template void aft_simple_forward<T>(TensorView<T>, In<T>, In<T>, TensorView<const uint8_t>, Out<T>, Out<T>,    \
                                       Out<T>, Out<T>, bool);                                                     \
@@ -169,7 +287,17 @@ void aft_conv_kernel_backward(In<T> gamma, TensorView<const double> z, TensorVie
   template void aft_conv_kernel_forward<T>(In<T>, In<T>, In<T>, TensorView<T>, TensorView<double>,               \
                                            TensorView<double>, double);                                         \
   template void aft_conv_kernel_backward<T>(In<T>, TensorView<const double>, TensorView<const double>,           \
-                                            TensorView<const double>, TensorView<T>, Out<T>, Out<T>);
+                                            TensorView<const double>, TensorView<T>, Out<T>, Out<T>);            \
+  template void aft_full_forward<T>(TensorView<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>,  \
+                                    Out<T>, Out<T>, Out<T>, Out<T>, int64_t, bool);                              \
+  template void aft_full_backward<T>(In<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>, In<T>,  \
+                                     In<T>, Out<T>, TensorView<T>, Out<T>, Out<T>, Out<T>, Out<T>, Out<T>,        \
+                                     Out<T>, int64_t, bool);                                                     \
+  template void aft_local_forward<T>(TensorView<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>, \
+                                     Out<T>, Out<T>, Out<T>, Out<T>, int64_t, int64_t, bool);                    \
+  template void aft_local_backward<T>(In<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>, In<T>, \
+                                      In<T>, In<T>, TensorView<T>, Out<T>, Out<T>, Out<T>, Out<T>, Out<T>,       \
+                                      Out<T>, int64_t, int64_t, bool);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

@@ -40,4 +40,32 @@ template <class T>
 void aft_conv_kernel_backward(In<T> gamma, TensorView<const double> z, TensorView<const double> inv_std,
                               TensorView<const double> dwhat, TensorView<T> dw, Out<T> dgamma, Out<T> dbeta);
 
+// AFT-full and AFT-local (src/cpu/aft_position.h): o = σ(Q) ⊙ A with, per channel,
+// A_t = Σ_t' exp(K_t' + w̃_tt') V_t' / Σ_t' exp(K_t' + w̃_tt') over the visible keys (causal: t' ≤ t);
+// aft_full: w̃ = w, aft_local: w̃ = w for |t − t'| < window and 0 outside. The position bias w
+// (max_len × max_len, max_len ≥ n) is U Vᵀ with bias_u, bias_v (max_len × d') and bias_w `{}`, or
+// stored in bias_w (aft_full: max_len × max_len; aft_local: its band, max_len × W, W = 2·window − 1,
+// causal window) with bias_u, bias_v `{}`. Query rows run in blocks of row_block. q becomes σ(Q); a
+// (A) and den (the shifted denominators) (B, n, d) are kept for the backward.
+// keys (n, B, 2d): aft_full's key table, filled for the backward (causal: both passes' workspace).
+template <class T>
+void aft_full_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                      In<T> bias_w, Out<T> o, Out<T> a, Out<T> den, Out<T> keys, int64_t row_block, bool causal);
+// From d_y = dL/dY (overwritten by dL/dA): dq, dk, dv (B, n, d) overwritten, the gradients of the
+// bias's form (grad_u, grad_v or grad_w, shaped as their values) accumulated.
+template <class T>
+void aft_full_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                       In<T> bias_w, In<T> a, In<T> den, Out<T> keys, TensorView<T> d_y, Out<T> dq, Out<T> dk,
+                       Out<T> dv, Out<T> grad_u, Out<T> grad_v, Out<T> grad_w, int64_t row_block, bool causal);
+// key_state (B, n, d), filled for the backward: non-causal exp(K − m), causal the running maximum of K.
+template <class T>
+void aft_local_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                       In<T> bias_w, Out<T> o, Out<T> a, Out<T> den, Out<T> key_state, int64_t window,
+                       int64_t row_block, bool causal);
+template <class T>
+void aft_local_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> bias_u, In<T> bias_v,
+                        In<T> bias_w, In<T> a, In<T> den, In<T> key_state, TensorView<T> d_y, Out<T> dq, Out<T> dk,
+                        Out<T> dv, Out<T> grad_u, Out<T> grad_v, Out<T> grad_w, int64_t window, int64_t row_block,
+                        bool causal);
+
 }  // namespace lf::ops

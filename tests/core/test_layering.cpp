@@ -8,7 +8,6 @@
 #include <fstream>
 #include <map>
 #include <regex>
-#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -97,13 +96,6 @@ TEST(Layering, NoIncludeRunsFromALowerLayerToAHigherOne) {
 
 namespace {
 
-// The files of src/attention/ and src/model/ that still call cpu/ kernels or run their own OpenMP
-// loops. Each is being moved onto the ops layer; the list only shrinks: a file that no longer needs
-// its entry fails the test until the entry goes.
-const std::set<std::string> kNotYetOnOps = {
-    "attention/aft_position.cpp",
-};
-
 // The kinds and the model are written on ops (src/ops/): no backend header, no OpenMP loop of their
 // own, so a second backend beside src/cpu/ needs no change to them.
 TEST(Layering, KindsAndTheModelReachKernelsOnlyThroughOps) {
@@ -119,10 +111,7 @@ TEST(Layering, KindsAndTheModelReachKernelsOnlyThroughOps) {
           first = line;
           break;
         }
-      if (kNotYetOnOps.count(name))
-        EXPECT_FALSE(first.empty()) << name << " is on the ops layer now: remove it from kNotYetOnOps";
-      else
-        EXPECT_TRUE(first.empty()) << "src/" << name << " bypasses the ops layer: " << first;
+      EXPECT_TRUE(first.empty()) << "src/" << name << " bypasses the ops layer: " << first;
     }
 }
 
