@@ -26,15 +26,22 @@ void require_layernorm(const char* op, const X& x, int64_t C_params, int64_t sta
              " for x ", x.shape_string());
 }
 
+// The views of a forward (or its re-application): x, y (rows, C); weight, bias (C); mean, rstd (rows).
+template <class T>
+void require_layernorm_forward(const char* op, In<T> x, In<T> weight, In<T> bias, In<T> mean, In<T> rstd,
+                               In<T> y) {
+  require_layernorm(op, x, weight.numel(), mean.numel());
+  require_elementwise(op, x.numel(), y);
+  require_elementwise(op, x.cols(), weight, bias);
+  require_elementwise(op, x.rows(), mean, rstd);
+}
+
 }  // namespace
 
 template <class T>
 void layernorm_forward(In<T> x, In<T> weight, In<T> bias, TensorView<T> y, Out<T> mean, Out<T> rstd, double eps) {
   const char* op = "layernorm_forward";
-  require_layernorm(op, x, weight.numel(), mean.numel());
-  require_elementwise(op, x.numel(), y);
-  require_elementwise(op, x.cols(), weight, bias);
-  require_elementwise(op, x.rows(), mean, rstd);
+  require_layernorm_forward<T>(op, x, weight, bias, mean, rstd, y);
   LF_DISPATCH(op, device_of(op, x, weight, bias, y, mean, rstd),
               return lf::layernorm_forward<T>(x.data(), weight.data(), bias.data(), y.data(), mean.data(), rstd.data(),
                                               x.rows(), x.cols(), eps));
@@ -43,10 +50,7 @@ void layernorm_forward(In<T> x, In<T> weight, In<T> bias, TensorView<T> y, Out<T
 template <class T>
 void layernorm_apply(In<T> x, In<T> weight, In<T> bias, In<T> mean, In<T> rstd, TensorView<T> y) {
   const char* op = "layernorm_apply";
-  require_layernorm(op, x, weight.numel(), mean.numel());
-  require_elementwise(op, x.numel(), y);
-  require_elementwise(op, x.cols(), weight, bias);
-  require_elementwise(op, x.rows(), mean, rstd);
+  require_layernorm_forward<T>(op, x, weight, bias, mean, rstd, y);
   LF_DISPATCH(op, device_of(op, x, weight, bias, mean, rstd, y),
               return lf::layernorm_apply<T>(x.data(), weight.data(), bias.data(), mean.data(), rstd.data(), y.data(),
                                             x.rows(), x.cols()));
