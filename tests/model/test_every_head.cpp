@@ -123,6 +123,7 @@ double heap_in_use() {
 }
 
 TEST_P(EveryHead, MemoryEstimateCoversWhatTheForwardKeeps) {
+  if (test::kSanitizerBuild) GTEST_SKIP() << "ASan's allocator keeps its own heap: mallinfo2 does not see the buffers";
   for (const auto& [variant, c] : variants(GetParam(), 64, 64)) {
     SCOPED_TRACE(variant);
     const int64_t B = 8, n = c.max_len;
