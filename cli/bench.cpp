@@ -25,18 +25,19 @@
 #include <sstream>
 #include <tuple>
 
-#include "linformer/attention.h"
 #include "cli/common.h"
 #include "cli/heap_accounting.h"
-#include "linformer/rng.h"
-#include "linformer/runtime.h"
-#include "cpu/gemm.h"
 #include "io/atomic_file.h"
+#include "linformer/attention.h"
+#include "linformer/checkpoint.h"
 #include "linformer/memory.h"
 #include "linformer/model.h"
-#include "linformer/checkpoint.h"
-#include "train/run_log.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 #include "linformer/trainer.h"
+#include "ops/matmul.h"
+#include "ops/parallelism.h"
+#include "train/run_log.h"
 
 namespace lf::cli {
 namespace {
@@ -129,7 +130,7 @@ Result run_one(const BenchOptions& o, const Config& c) {
     out.assign(size_t(n * n), 0.25f);
     dx.resize(size_t(n * n));
     flops = 2.0 * double(n) * double(n) * double(n);
-    step = [&, n] { gemm<float>(false, false, n, n, n, 1.f, x.data(), n, out.data(), n, 0.f, dx.data(), n); };
+    step = [&, n] { ops::matmul<float>(matrix(x.data(), n, n), matrix(out.data(), n, n), matrix(dx.data(), n, n)); };
   } else if (is_layer(c.what)) {
     layer = make_attention<float>({c.kind, {d, o.heads, n, false, 0.0}, attention_options(c), ""}, arena);
     arena.allocate(/*with_grads=*/c.what != "layer_forward");
@@ -380,7 +381,7 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
   std::string md;
   for (const Result& r : results)
     if (r.c.kind == "sgemm" && r.time_ms >= 0)
-      md += str_cat("\nsgemm (", gemm_backend(), ") ", r.c.n, "³ on ", threads, " threads: ", std::round(r.gflops),
+      md += str_cat("\nsgemm (", ops::matmul_backend(), ") ", r.c.n, "³ on ", threads, " threads: ", std::round(r.gflops),
                     " GFLOP/s, the peak the GFLOP/s figures compare with\n");
   for (const std::string& what : o.whats) {
     std::vector<std::string> cols;

@@ -11,16 +11,16 @@
 #include <memory>
 #include <string>
 
-#include "linformer/attention.h"
 #include "cli/common.h"
+#include "linformer/arena.h"
+#include "linformer/attention.h"
+#include "linformer/checkpoint.h"
+#include "linformer/error.h"
 #include "linformer/memory.h"
 #include "linformer/model.h"
-#include "linformer/checkpoint.h"
-#include "train/run_log.h"
-#include "linformer/arena.h"
-#include "linformer/error.h"
 #include "linformer/runtime.h"
-#include "cpu/gemm.h"
+#include "ops/parallelism.h"
+#include "train/run_log.h"
 
 namespace lf::cli {
 namespace {
@@ -140,7 +140,7 @@ int describe_model(const InfoOptions& o) {
 }
 
 int summary() {
-  std::printf("linformer: GEMM backend %s, %d threads\n", gemm_backend(), num_threads());
+  std::printf("linformer: GEMM backend %s, %d threads\n", ops::matmul_backend(), num_threads());
   std::printf("attention kinds:\n");
   for (const std::string& name : AttentionRegistry::instance().names())
     std::printf("  %-12s %s\n", name.c_str(), AttentionRegistry::instance().get(name).info.summary.c_str());

@@ -14,11 +14,11 @@
 #include <vector>
 
 #include "cli/common.h"
-#include "linformer/error.h"
 #include "linformer/allocator.h"
-#include "linformer/runtime.h"
-#include "cpu/gemm.h"
+#include "linformer/error.h"
 #include "linformer/memory.h"
+#include "linformer/runtime.h"
+#include "ops/parallelism.h"
 
 #ifndef LINFORMER_VERSION
 #define LINFORMER_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
@@ -65,7 +65,7 @@ std::string check_threads(std::string& value) {
 int run(int argc, char** argv) {
   keep_freed_memory_for_reuse();
   CLI::App app{"Linformer: self-attention with linear complexity, on the CPU.", "linformer"};
-  app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + gemm_backend() + ")");
+  app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + ops::matmul_backend() + ")");
   app.require_subcommand(1);
   // Global options may also follow the subcommand: `linformer info --threads 4`.
   app.fallthrough();

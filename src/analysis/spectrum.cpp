@@ -8,12 +8,13 @@
 #include <limits>
 #include <sstream>
 
+#include "io/atomic_file.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
-#include "cpu/linear.h"
-#include "cpu/softmax.h"
-#include "io/atomic_file.h"
+#include "linformer/tensor.h"
 #include "model/head.h"
+#include "ops/linear.h"
+#include "ops/softmax.h"
 
 namespace lf {
 
@@ -81,7 +82,7 @@ void context_mapping(const double* q, int64_t ldq, const double* k, int64_t ldk,
       for (int64_t e = 0; e < d_h; ++e) dot += q[i * ldq + e] * k[j * ldk + e];
       row[j] = dot * scale;
     }
-    softmax_forward(row, row, 1, m);  // one row: no parallel region below 16384 columns
+    ops::softmax_forward<double>(matrix(row, 1, m), matrix(row, 1, m));  // one row: no parallel region below 16384 columns
   }
 }
 
@@ -185,7 +186,9 @@ std::vector<std::vector<double>> attention_qkv(const ParamArena<float>& arena, i
     std::vector<double> bd;
     if (b >= 0) bd.assign(arena.value(b), arena.value(b) + d);
     out[size_t(p)].resize(size_t(n * d));
-    linear_forward(xd.data(), wd.data(), bd.empty() ? nullptr : bd.data(), out[size_t(p)].data(), n, d, d);
+    ops::linear_forward(matrix<const double>(xd.data(), n, d), matrix<const double>(wd.data(), d, d),
+                        bd.empty() ? TensorView<const double>() : vector_view<const double>(bd.data(), d),
+                        matrix(out[size_t(p)].data(), n, d));
   }
   return out;
 }

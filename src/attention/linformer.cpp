@@ -29,6 +29,7 @@
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"
+#include "ops/window_pooling.h"
 
 namespace lf {
 namespace {
@@ -343,16 +344,8 @@ class LinformerAttention final : public Attention<T> {
       ops::matmul(matrix(arena_.value(proj_[p]) + g * k_ * L_, k_, m_, L_), matrix(src, m_, width, lds), matrix(dst, k_, width, ldd));
       return;
     }
-    for (int64_t j = 0; j < k_; ++j) {
-      T* row = dst + j * ldd;
-      std::fill_n(row, width, T(0));
-      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau) {
-        if (padded(b, j * w_ + tau)) continue;
-        const T a = window_weight(p, b, g, j, tau);
-        const T* s = src + (j * w_ + tau) * lds;
-        for (int64_t c = 0; c < width; ++c) row[c] += a * s[c];
-      }
-    }
+    ops::window_compress<T>(matrix(src, m_, width, lds), tap(p, g), window_counts(b), padding_of(b), w_,
+                            matrix(dst, k_, width, ldd));
   }
 
   // From ddst (k × width): dsrc (m × width) += E_gᵀ ddst, and the trainable projection's gradient
@@ -367,23 +360,10 @@ class LinformerAttention final : public Attention<T> {
       ops::matmul(matrix(E, k_, m_, L_).t(), matrix(ddst, k_, width, ldd), matrix(dsrc, m_, width, ldds), 1, 1);
       return;
     }
-    T* dker = o_.projection == Projection::Conv ? arena_.grad(proj_[p]) + g * w_ : nullptr;
-    for (int64_t j = 0; j < k_; ++j) {
-      const T* dr = ddst + j * ldd;
-      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau) {
-        const int64_t t = j * w_ + tau;
-        if (padded(b, t)) continue;
-        const T a = window_weight(p, b, g, j, tau);
-        T* ds = dsrc + t * ldds;
-        const T* s = src + t * lds;
-        T dot = 0;
-        for (int64_t c = 0; c < width; ++c) {
-          ds[c] += a * dr[c];
-          dot += dr[c] * s[c];
-        }
-        if (dker) dker[tau] += dot;
-      }
-    }
+    const bool conv = o_.projection == Projection::Conv;
+    ops::window_compress_backward<T>(matrix(src, m_, width, lds), tap(p, g), window_counts(b), padding_of(b), w_,
+                                     matrix(ddst, k_, width, ldd), matrix(dsrc, m_, width, ldds),
+                                     conv ? vector_view(arena_.grad(proj_[p]) + g * w_, w_) : TensorView<T>());
   }
 
   // Σ_t E_g[j, t] over the real positions t < m: the weight of the bias in compress-first (mean: 1 for
@@ -418,31 +398,14 @@ class LinformerAttention final : public Attention<T> {
   // dst (k × width, ldd) = per channel max over each window's real positions of src (m × width, lds);
   // amax (k × width, ldd): the winning position (the first on ties), -1 for an empty slot (dst 0).
   void max_pool(int64_t b, const T* src, int64_t lds, int64_t width, T* dst, int32_t* amax, int64_t ldd) const {
-    for (int64_t j = 0; j < k_; ++j) {
-      T* row = dst + j * ldd;
-      int32_t* am = amax + j * ldd;
-      std::fill_n(row, width, T(0));
-      std::fill_n(am, width, int32_t(-1));
-      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau) {
-        const int64_t t = j * w_ + tau;
-        if (padded(b, t)) continue;
-        const T* s = src + t * lds;
-        for (int64_t c = 0; c < width; ++c)
-          if (am[c] < 0 || s[c] > row[c]) {
-            row[c] = s[c];
-            am[c] = int32_t(t);
-          }
-      }
-    }
+    ops::window_max_pool<T>(matrix(src, m_, width, lds), padding_of(b), w_, matrix(dst, k_, width, ldd),
+                            matrix(amax, k_, width, ldd));
   }
 
   // The max's gradient goes to the position that won.
   void max_pool_backward(const int32_t* amax, const T* ddst, int64_t ldd, int64_t width, T* dsrc, int64_t ldds) const {
-    for (int64_t j = 0; j < k_; ++j)
-      for (int64_t c = 0; c < width; ++c) {
-        const int32_t t = amax[j * ldd + c];
-        if (t >= 0) dsrc[t * ldds + c] += ddst[j * ldd + c];
-      }
+    ops::window_max_pool_backward<T>(matrix(amax, k_, width, ldd), matrix(ddst, k_, width, ldd),
+                                     matrix(dsrc, m_, width, ldds));
   }
 
   // conv_full's weight (groups·gw, gw, w) rearranged to wt_ (groups, w, gw, gw): one (out × in) matrix
@@ -677,6 +640,19 @@ class LinformerAttention final : public Attention<T> {
   }
   bool has_bias() const { return bk_ >= 0; }
   bool padded(int64_t b, int64_t t) const { return in_.key_padding_mask && in_.key_padding_mask[b * m_ + t]; }
+  // The window poolings' inputs for sample b (E_g's taps for conv, the windows' real positions for
+  // mean), as views; `{}` where the projection has none.
+  TensorView<const uint8_t> padding_of(int64_t b) const {
+    return in_.key_padding_mask ? vector_view(in_.key_padding_mask + b * m_, m_) : TensorView<const uint8_t>();
+  }
+  TensorView<const T> tap(int p, int64_t g) const {
+    return o_.projection == Projection::Conv ? vector_view<const T>(arena_.value(proj_[p]) + g * w_, w_)
+                                             : TensorView<const T>();
+  }
+  TensorView<const int32_t> window_counts(int64_t b) const {
+    return o_.projection == Projection::Mean ? vector_view<const int32_t>(count_.data() + b * k_, k_)
+                                             : TensorView<const int32_t>();
+  }
   const T* value_or_null(int id) const { return id < 0 ? nullptr : arena_.value(id); }
   T* grad_or_null(int id) { return id < 0 ? nullptr : arena_.grad(id); }
 

@@ -4,16 +4,9 @@
 #pragma once
 #include <cstdint>
 
-namespace lf {
+#include "core/adamw_options.h"
 
-// PyTorch's defaults.
-struct AdamWOptions {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 1e-2;
-};
+namespace lf {
 
 // One step t (1-based) on params (n) with grads (n), updating the moment buffers m (n) and v (n) in
 // place (zero before step 1). Throws lf::InvalidArgument for t < 1 or options outside PyTorch's

@@ -1,5 +1,5 @@
-// How many workers a device runs an op's tiles on: the memory estimates of the kinds count one
-// scratch per worker.
+// What a device runs ops with: how many workers run an op's tiles (the memory estimates of the kinds
+// count one scratch per worker) and which library computes matrix products.
 #pragma once
 #include "linformer/tensor.h"
 
@@ -7,5 +7,8 @@ namespace lf::ops {
 
 // The threads of the CPU backend (lf::configure_threads).
 int workers(Device device = Device::CPU);
+
+// What computes the matrix products on a device, for reports ("dnnl" or "openblas" on the CPU).
+const char* matmul_backend(Device device = Device::CPU);
 
 }  // namespace lf::ops

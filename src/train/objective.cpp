@@ -4,11 +4,12 @@
 #include <algorithm>
 #include <cmath>
 
-#include "linformer/error.h"
 #include "core/join.h"
-#include "cpu/cross_entropy.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "linformer/tokenizer.h"
 #include "model/head.h"
+#include "ops/sequence.h"
 
 namespace lf {
 namespace {
@@ -18,14 +19,15 @@ constexpr uint64_t kEvalSeed = 0xe7a1ull;  // fixed: every evaluation of every m
 ObjectiveLoss cross_entropy_loss(const float* logits, const TokenBatch& b, int64_t V, float* dlogits,
                                  double grad_scale) {
   const int64_t rows = int64_t(b.targets.size());
-  const CrossEntropyResult ce = cross_entropy_forward(logits, b.targets.data(), rows, V);
+  const TensorView<const int32_t> targets = vector_view(b.targets.data(), rows);
+  const CrossEntropyResult ce = ops::cross_entropy_forward<float>(matrix(logits, rows, V), targets);
   ObjectiveLoss r{ce.loss, ce.count, 0};
   for (int64_t i = 0; i < rows; ++i) {
     if (b.targets[size_t(i)] == kIgnoreIndex) continue;
     const float* row = logits + i * V;
     r.correct += std::max_element(row, row + V) - row == b.targets[size_t(i)];
   }
-  if (dlogits) cross_entropy_backward(logits, b.targets.data(), dlogits, rows, V, grad_scale);
+  if (dlogits) ops::cross_entropy_backward<float>(matrix(logits, rows, V), targets, matrix(dlogits, rows, V), grad_scale);
   return r;
 }
 

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/adamw_options.h"
 #include "linformer/arena.h"
-#include "cpu/adamw.h"
 
 namespace lf {
 

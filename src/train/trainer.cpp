@@ -7,17 +7,18 @@
 #include <filesystem>
 #include <set>
 
-#include "linformer/error.h"
 #include "core/json_value.h"
-#include "cpu/adamw.h"
+#include "linformer/checkpoint.h"
+#include "linformer/error.h"
+#include "linformer/memory.h"
+#include "linformer/schedule.h"
 #include "linformer/tokenizer.h"
 #include "model/head.h"
-#include "linformer/memory.h"
-#include "linformer/checkpoint.h"
+#include "ops/elementwise.h"
+#include "ops/optimizer.h"
 #include "train/objective.h"
 #include "train/optimizer_step.h"
 #include "train/run_log.h"
-#include "linformer/schedule.h"
 
 namespace lf {
 
@@ -178,7 +179,8 @@ void adamw_step_params(ParamArena<T>& arena, T* m, T* v, int64_t t, const AdamWO
     if (!p.trainable) continue;  // fixed projections stay as drawn (no weight decay either)
     AdamWOptions a = options;
     if (p.shape.size() < 2) a.weight_decay = 0;
-    adamw_step(arena.values() + p.offset, arena.grads() + p.offset, m + p.offset, v + p.offset, p.numel, t, a);
+    ops::adamw_step<T>(vector_view(arena.values() + p.offset, p.numel), vector_view(arena.grads() + p.offset, p.numel),
+                       vector_view(m + p.offset, p.numel), vector_view(v + p.offset, p.numel), t, a);
   }
 }
 template void adamw_step_params<float>(ParamArena<float>&, float*, float*, int64_t, const AdamWOptions&);
@@ -269,12 +271,13 @@ StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
     model_->backward(dlogits_.data());
     r.loss += l.loss / double(opt_.grad_accum);
   }
-  r.grad_norm = grad_global_norm(arena_.grads(), arena_.numel());
+  const TensorView<float> grads = vector_view(arena_.grads(), arena_.numel());
+  r.grad_norm = ops::global_norm<float>(grads);
   if (!std::isfinite(r.grad_norm))
     throw Error(str_cat("non-finite gradient at step ", step, ", first in ", nonfinite_gradient_site(arena_),
                         ": training diverged; lower `lr` or set `clip_norm`"));
   if (opt_.clip_norm > 0 && r.grad_norm > opt_.clip_norm)
-    scale_inplace(arena_.grads(), arena_.numel(), opt_.clip_norm / r.grad_norm);
+    ops::scale(grads, opt_.clip_norm / r.grad_norm);
   r.lr = schedule_.lr(step);
   adamw_step_params(arena_, moments_.m.data(), moments_.v.data(), step + 1,
                     AdamWOptions{r.lr, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay});

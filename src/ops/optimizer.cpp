@@ -1,0 +1,31 @@
+#include "ops/optimizer.h"
+
+#include "cpu/adamw.h"
+#include "ops/dispatch.h"
+
+namespace lf::ops {
+
+template <class T>
+void adamw_step(TensorView<T> params, In<T> grads, Out<T> m, Out<T> v, int64_t t, const AdamWOptions& options) {
+  const char* op = "adamw_step";
+  const int64_t n = params.numel();
+  for (const TensorView<const T>& x : {TensorView<const T>(params), grads, TensorView<const T>(m), TensorView<const T>(v)})
+    LF_REQUIRE(x.contiguous() && x.numel() == n, op, ": ", x.shape_string(), " must be contiguous with ", n,
+               " elements");
+  LF_DISPATCH(op, device_of(op, params, grads, m, v),
+              return lf::adamw_step<T>(params.data(), grads.data(), m.data(), v.data(), n, t, options));
+}
+
+template <class T>
+double global_norm(In<T> g) {
+  LF_REQUIRE(g.contiguous(), "global_norm: ", g.shape_string(), " must be contiguous");
+  LF_DISPATCH("global_norm", g.device(), return grad_global_norm<T>(g.data(), g.numel()));
+}
+
+template void adamw_step<float>(TensorView<float>, In<float>, Out<float>, Out<float>, int64_t, const AdamWOptions&);
+template void adamw_step<double>(TensorView<double>, In<double>, Out<double>, Out<double>, int64_t,
+                                 const AdamWOptions&);
+template double global_norm<float>(In<float>);
+template double global_norm<double>(In<double>);
+
+}  // namespace lf::ops
