@@ -1,14 +1,22 @@
 // CPU kernels at the sizes the model runs them: gemm<float> (GFLOP/s counter), and the memory-bound
 // kernels (softmax, layernorm, GELU, cross-entropy, AdamW) forward and backward, with bytes/s counted
-// as one read of every input and one write of every output. Threads: LINFORMER_NUM_THREADS, else all
-// cores.
+// as one read of every input and one write of every output. Then the small ops of the ops layer
+// (BM_Op*: element-wise, score masks, Linformer's window poolings, the optimizer, cross-entropy), called
+// through src/ops/ with the views the model and the kinds pass them, at the model's shapes (batch 1,
+// n = 4096, d = 512, 8 heads, Linformer k = 256, vocabulary 260, a 6-layer model's parameters); the
+// same bytes/s convention, plus items/s where the op's unit is not an element (rows, parameters).
+// Threads: LINFORMER_NUM_THREADS, else all cores.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <vector>
 
+#include "linformer/arena.h"
+#include "linformer/config.h"
+#include "linformer/model.h"
 #include "linformer/rng.h"
 #include "linformer/runtime.h"
+#include "linformer/tensor.h"
 #include "cpu/adamw.h"
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
@@ -16,6 +24,11 @@
 #include "cpu/gemm.h"
 #include "cpu/layernorm.h"
 #include "cpu/softmax.h"
+#include "ops/elementwise.h"
+#include "ops/optimizer.h"
+#include "ops/score_masks.h"
+#include "ops/sequence.h"
+#include "ops/window_pooling.h"
 
 namespace {
 
@@ -168,5 +181,348 @@ void BM_AdamW(benchmark::State& state) {
   set_bytes(state, 7 * n);
 }
 BENCHMARK(BM_AdamW)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// --- The ops layer's small ops (src/ops/), called as the model and the kinds call them -------------
+
+constexpr int64_t kTokens = 4096;  // batch 1 × n = 4096
+constexpr int64_t kWidth = 512;    // d_model
+constexpr int64_t kHeads = 8;
+constexpr int64_t kProjected = 256;  // Linformer's k
+constexpr int64_t kVocab = 260;      // the byte vocabulary
+
+// One (B·n, d) activation as an op sees it: `vector_view` of its B·n·d elements (0: how model.cpp
+// passes the residual adds and copies; rank 1 is a single row to the row kernels), or
+// `matrix(B·n, d)` (1: how the kinds pass theirs).
+lf::TensorView<float> activation_view(std::vector<float>& x, bool rows) {
+  return rows ? lf::matrix(x.data(), kTokens, kWidth) : lf::vector_view(x.data(), kTokens * kWidth);
+}
+
+void set_items(benchmark::State& state, int64_t items_per_iteration) {
+  state.SetItemsProcessed(state.iterations() * items_per_iteration);
+}
+
+// fill: one write (sdpa's zeroing of dK, dV; linformer's of dcontext).
+void BM_OpFill(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t N = kTokens * kWidth;
+  std::vector<float> y(static_cast<size_t>(N));
+  const lf::TensorView<float> yv = activation_view(y, state.range(0));
+  for (auto _ : state) {
+    lf::ops::fill(yv, 0);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, N);
+}
+BENCHMARK(BM_OpFill)->ArgName("rows")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// copy: one read, one write (the model's attention input to the convolution's, dx of the residual).
+void BM_OpCopy(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t N = kTokens * kWidth;
+  std::vector<float> x = uniform(N, 20), y(static_cast<size_t>(N));
+  const lf::TensorView<float> xv = activation_view(x, state.range(0)), yv = activation_view(y, state.range(0));
+  for (auto _ : state) {
+    lf::ops::copy<float>(xv, yv);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 2 * N);
+}
+BENCHMARK(BM_OpCopy)->ArgName("rows")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// y = 0.5·y + 0.5·x (the general path: beta ≠ 1): x and y read, y written.
+void BM_OpAxpby(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t N = kTokens * kWidth;
+  std::vector<float> x = uniform(N, 21), y = uniform(N, 22);
+  const lf::TensorView<float> xv = activation_view(x, state.range(0)), yv = activation_view(y, state.range(0));
+  for (auto _ : state) {
+    lf::ops::axpby<float>(0.5, xv, 0.5, yv);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 3 * N);
+}
+BENCHMARK(BM_OpAxpby)->ArgName("rows")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// y += x, the residual add of every block (forward and backward): x and y read, y written.
+void BM_OpAdd(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t N = kTokens * kWidth;
+  std::vector<float> x = uniform(N, 23), y = uniform(N, 24);
+  const lf::TensorView<float> xv = activation_view(x, state.range(0)), yv = activation_view(y, state.range(0));
+  for (auto _ : state) {
+    lf::ops::add<float>(xv, yv);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 3 * N);
+}
+BENCHMARK(BM_OpAdd)->ArgName("rows")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// y *= s in place (contiguous only; Linformer's scaled projections, the trainer's clipping, which
+// BM_OpClipScale measures over the gradients): one read, one write. s alternates 2 and 0.5 (exact).
+void BM_OpScale(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t N = kTokens * kWidth;
+  std::vector<float> y = uniform(N, 25);
+  const lf::TensorView<float> yv = lf::vector_view(y.data(), N);
+  int64_t i = 0;
+  for (auto _ : state) {
+    lf::ops::scale(yv, (i++ & 1) ? 0.5 : 2.0);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 2 * N);
+}
+BENCHMARK(BM_OpScale)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// ReLU in place (synthesizer's and sinkhorn's hidden units) on (B·n, d) rows: forward y = max(x, 0)
+// (one read, one write); backward dx = dy where y > 0, in place on dy (two reads, one write).
+void BM_OpRelu(benchmark::State& state) {
+  configure_threads_once();
+  const bool backward = state.range(0);
+  const int64_t N = kTokens * kWidth;
+  std::vector<float> x = uniform(N, 26), y(static_cast<size_t>(N)), dy = uniform(N, 27);
+  const lf::TensorView<float> xv = activation_view(x, true), yv = activation_view(y, true),
+                              dyv = activation_view(dy, true);
+  lf::ops::relu_forward<float>(xv, yv);
+  for (auto _ : state) {
+    if (backward)
+      lf::ops::relu_backward<float>(yv, dyv, dyv);
+    else
+      lf::ops::relu_forward<float>(xv, yv);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, (backward ? 3 : 2) * N);
+}
+BENCHMARK(BM_OpRelu)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Padded rows of a (B·n, d) activation set to zero (the convolution's input and gradient, the
+// padding select of every kind), the last `padded_percent` % of the rows padded: the mask read, the
+// padded rows written (bytes); rows/s as items.
+void BM_OpZeroMaskedRows(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t padded = kTokens * state.range(0) / 100;
+  std::vector<float> y = uniform(kTokens * kWidth, 28);
+  std::vector<uint8_t> mask(static_cast<size_t>(kTokens), 0);
+  for (int64_t r = kTokens - padded; r < kTokens; ++r) mask[size_t(r)] = 1;
+  const lf::TensorView<float> yv = activation_view(y, true);
+  const lf::TensorView<const uint8_t> maskv = lf::vector_view<const uint8_t>(mask.data(), kTokens);
+  for (auto _ : state) {
+    lf::ops::zero_masked_rows(maskv, yv);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * (kTokens + padded * kWidth * int64_t(sizeof(float))));
+  set_items(state, kTokens);
+}
+BENCHMARK(BM_OpZeroMaskedRows)
+    ->ArgName("padded_percent")
+    ->Arg(10)
+    ->Arg(50)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// One head's (n, n) score block masked before its softmax, as sdpa's head_probs does for `full`
+// (n = 4096): causal and/or the last 10 % of the keys padded. Items: score entries of the block;
+// bytes: the entries set to -inf (4 bytes each; the op reads nothing else but the mask).
+void BM_OpMaskScores(benchmark::State& state) {
+  configure_threads_once();
+  const bool causal = state.range(0), padded = state.range(1);
+  const int64_t n = kTokens, masked_keys = padded ? n / 10 : 0;
+  std::vector<float> scores(static_cast<size_t>(n * n), 0.f);  // the values do not matter to a mask
+  std::vector<uint8_t> key_mask(static_cast<size_t>(n), 0);
+  for (int64_t j = n - masked_keys; j < n; ++j) key_mask[size_t(j)] = 1;
+  const lf::TensorView<float> sv = lf::matrix(scores.data(), n, n);
+  const lf::TensorView<const uint8_t> mv =
+      padded ? lf::vector_view<const uint8_t>(key_mask.data(), n) : lf::TensorView<const uint8_t>();
+  for (auto _ : state) {
+    lf::ops::mask_scores(sv, mv, causal);
+    benchmark::ClobberMemory();
+  }
+  const int64_t writes = n * masked_keys + (causal ? n * (n - 1) / 2 : 0);
+  state.SetBytesProcessed(state.iterations() * writes * int64_t(sizeof(float)));
+  set_items(state, n * n);
+}
+BENCHMARK(BM_OpMaskScores)
+    ->ArgNames({"causal", "padded"})
+    ->Args({1, 0})
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// Linformer's window poolings along the sequence, compress-first at the model's shape: the (m, d) =
+// (4096, 512) keys (or values) of one sample pooled to (k, d) = (256, 512), windows of w = 16.
+// projection: 0 mean (window_compress with counts), 1 conv (window_compress with taps), 2 max
+// (window_max_pool, with the winners' positions). Forward: src read, dst (and amax) written. Backward:
+// ddst read and dsrc += (read and written) — conv also reads src for dtap; max reads amax and touches
+// only the winners' k·d entries of dsrc.
+void BM_OpWindowPooling(benchmark::State& state) {
+  configure_threads_once();
+  const int projection = int(state.range(0));
+  const bool backward = state.range(1);
+  const int64_t m = kTokens, k = kProjected, w = m / k, d = kWidth;
+  const std::vector<float> src = uniform(m * d, 30), ddst = uniform(k * d, 31), tap = uniform(w, 32, 0, 0.1f);
+  std::vector<float> dst(static_cast<size_t>(k * d)), dsrc(static_cast<size_t>(m * d), 0.f),
+      dtap(static_cast<size_t>(w), 0.f);
+  std::vector<int32_t> count(static_cast<size_t>(k), int32_t(w)), amax(static_cast<size_t>(k * d));
+  const auto srcv = lf::matrix(src.data(), m, d);
+  const auto ddstv = lf::matrix(ddst.data(), k, d);
+  const auto dstv = lf::matrix(dst.data(), k, d);
+  const auto dsrcv = lf::matrix(dsrc.data(), m, d);
+  const auto amaxv = lf::matrix(amax.data(), k, d);
+  const lf::TensorView<const float> tapv =
+      projection == 1 ? lf::vector_view(tap.data(), w) : lf::TensorView<const float>();
+  const lf::TensorView<const int32_t> countv =
+      projection == 0 ? lf::vector_view<const int32_t>(count.data(), k) : lf::TensorView<const int32_t>();
+  const lf::TensorView<float> dtapv = projection == 1 ? lf::vector_view(dtap.data(), w) : lf::TensorView<float>();
+  const lf::TensorView<const uint8_t> no_padding;
+  if (projection == 2) lf::ops::window_max_pool<float>(srcv, no_padding, w, dstv, amaxv);
+  for (auto _ : state) {
+    if (projection == 2) {
+      if (backward)
+        lf::ops::window_max_pool_backward<float>(amaxv, ddstv, dsrcv);
+      else
+        lf::ops::window_max_pool<float>(srcv, no_padding, w, dstv, amaxv);
+    } else {
+      if (backward)
+        lf::ops::window_compress_backward<float>(srcv, tapv, countv, no_padding, w, ddstv, dsrcv, dtapv);
+      else
+        lf::ops::window_compress<float>(srcv, tapv, countv, no_padding, w, dstv);
+    }
+    benchmark::ClobberMemory();
+  }
+  int64_t floats = 0;  // 4-byte elements (float or int32) moved per call
+  if (!backward)
+    floats = m * d + (projection == 2 ? 2 : 1) * k * d;
+  else if (projection == 2)
+    floats = 4 * k * d;  // amax, ddst; the winners of dsrc read and written
+  else
+    floats = k * d + 2 * m * d + (projection == 1 ? m * d : 0);
+  set_bytes(state, floats);
+}
+BENCHMARK(BM_OpWindowPooling)
+    ->ArgNames({"projection", "backward"})
+    ->ArgsProduct({{0, 1, 2}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// The parameters of the model `linformer bench` times (LinformerLM's shape: 6 layers, d = 512, 8
+// heads, d_ff = 2048, n = 4096, Linformer k = 256, the byte vocabulary), declared by the model itself
+// into an arena; values, gradients and AdamW's moments filled once for the process (~540 MiB).
+struct OptimizerState {
+  lf::ParamArena<float> arena;
+  std::vector<float> m, v;
+  OptimizerState() {
+    lf::ModelConfig config;
+    config.vocab_size = kVocab;
+    config.d_model = kWidth;
+    config.n_heads = kHeads;
+    config.n_layers = 6;
+    config.d_ff = 4 * kWidth;
+    config.max_len = kTokens;
+    config.attention = {lf::LayerAttention{"linformer", lf::json{{"k", kProjected}}}};
+    config.dropout_embedding = config.dropout_attention = config.dropout_ffn = 0;
+    { lf::Model<float> model(config, arena); }  // declares the parameters
+    arena.allocate();
+    const int64_t n = arena.numel();
+    float* p = arena.values();
+    float* g = arena.grads();
+    for (int64_t i = 0; i < n; ++i) {
+      p[i] = 0.02f * (2 * lf::uniform01(42, 40, uint64_t(i)) - 1);
+      g[i] = 1e-3f * (2 * lf::uniform01(42, 41, uint64_t(i)) - 1);
+    }
+    m.assign(size_t(n), 0.f);
+    v.assign(size_t(n), 0.f);
+  }
+  static OptimizerState& get() {
+    static OptimizerState s;
+    return s;
+  }
+};
+
+// One AdamW step as the trainer makes it: ops::adamw_step per trainable parameter tensor (weight
+// decay on matrices only). p, g, m, v read; p, m, v written. Items: parameters.
+void BM_OpAdamW(benchmark::State& state) {
+  configure_threads_once();
+  OptimizerState& s = OptimizerState::get();
+  lf::ParamArena<float>& arena = s.arena;
+  int64_t t = 0, trained = 0;
+  for (const lf::ParamInfo& p : arena.params())
+    if (p.trainable) trained += p.numel;
+  for (auto _ : state) {
+    ++t;
+    for (const lf::ParamInfo& p : arena.params()) {
+      if (!p.trainable) continue;
+      lf::AdamWOptions a;
+      if (p.shape.size() < 2) a.weight_decay = 0;
+      lf::ops::adamw_step<float>(lf::vector_view(arena.values() + p.offset, p.numel),
+                                 lf::vector_view(arena.grads() + p.offset, p.numel),
+                                 lf::vector_view(s.m.data() + p.offset, p.numel),
+                                 lf::vector_view(s.v.data() + p.offset, p.numel), t, a);
+    }
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 7 * trained);
+  set_items(state, trained);
+  state.counters["params"] = double(trained);
+  state.counters["tensors"] = double(arena.params().size());
+}
+BENCHMARK(BM_OpAdamW)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The global norm of every gradient, one call over the arena's gradient buffer (the trainer's
+// clipping test): one read.
+void BM_OpGlobalNorm(benchmark::State& state) {
+  configure_threads_once();
+  lf::ParamArena<float>& arena = OptimizerState::get().arena;
+  const int64_t n = arena.numel();
+  const lf::TensorView<const float> g = lf::vector_view<const float>(arena.grads(), n);
+  for (auto _ : state) benchmark::DoNotOptimize(lf::ops::global_norm<float>(g));
+  set_bytes(state, n);
+  set_items(state, n);
+}
+BENCHMARK(BM_OpGlobalNorm)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// Clipping: every gradient scaled in place (ops::scale over the arena's gradients), one read and one
+// write; the factor alternates 2 and 0.5.
+void BM_OpClipScale(benchmark::State& state) {
+  configure_threads_once();
+  lf::ParamArena<float>& arena = OptimizerState::get().arena;
+  const int64_t n = arena.numel();
+  const lf::TensorView<float> g = lf::vector_view(arena.grads(), n);
+  int64_t i = 0;
+  for (auto _ : state) {
+    lf::ops::scale(g, (i++ & 1) ? 0.5 : 2.0);
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, 2 * n);
+  set_items(state, n);
+}
+BENCHMARK(BM_OpClipScale)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The language-model loss through the op the trainer's objective calls (ops::cross_entropy_*), on
+// (B·n, V) = (4096, 260) logits, one target per row: forward reads the logits; backward reads them
+// and writes dlogits. Items: rows.
+void BM_OpCrossEntropy(benchmark::State& state) {
+  configure_threads_once();
+  const bool backward = state.range(0);
+  const int64_t N = kTokens, V = kVocab;
+  const std::vector<float> logits = uniform(N * V, 33, -5, 5);
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  for (int64_t r = 0; r < N; ++r) targets[size_t(r)] = int32_t(r * 7919 % V);
+  std::vector<float> d(static_cast<size_t>(N * V));
+  const auto lv = lf::matrix(logits.data(), N, V);
+  const auto tv = lf::vector_view<const int32_t>(targets.data(), N);
+  const auto dv = lf::matrix(d.data(), N, V);
+  for (auto _ : state) {
+    if (backward) {
+      lf::ops::cross_entropy_backward<float>(lv, tv, dv);
+    } else {
+      const lf::CrossEntropyResult r = lf::ops::cross_entropy_forward<float>(lv, tv);
+      benchmark::DoNotOptimize(r);
+    }
+    benchmark::ClobberMemory();
+  }
+  set_bytes(state, (backward ? 2 : 1) * N * V);
+  set_items(state, N);
+}
+BENCHMARK(BM_OpCrossEntropy)->ArgName("backward")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
