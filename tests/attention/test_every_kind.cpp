@@ -1,8 +1,9 @@
 // What every registered kind must satisfy with its default options, so that a kind added to the
 // registry is checked without a line here: gradients against central differences in double (plain,
 // causal where supported, with padded keys where supported), float results (the fast paths and the
-// GEMM backend) bitwise independent of the thread count, and a section in docs/attention.md. Each kind's own test file checks its
-// formula against a plain reference and its other options.
+// GEMM backend) bitwise independent of the thread count, and a row in docs/attention.md's table of
+// kinds with a section of its own. Each kind's own test file checks its formula against a plain
+// reference and its other options.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -54,14 +55,17 @@ TEST_P(EveryKind, FloatResultsIndependentOfThreads) {
   }
 }
 
-// docs/attention.md has a section headed with the kind's name.
+// docs/attention.md has a row in its table of kinds, linked to a section headed with the kind's name.
 TEST_P(EveryKind, IsDocumented) {
   std::ifstream file(std::string(LINFORMER_SOURCE_DIR) + "/docs/attention.md");
   ASSERT_TRUE(file.good());
   std::stringstream text;
   text << file.rdbuf();
-  EXPECT_NE(text.str().find("\n## `" + GetParam() + "`\n"), std::string::npos)
-      << "docs/attention.md has no section '## `" << GetParam() << "`'";
+  const std::string& kind = GetParam();
+  EXPECT_NE(text.str().find("\n| [`" + kind + "`](#" + kind + ") |"), std::string::npos)
+      << "docs/attention.md has no row '| [`" << kind << "`](#" << kind << ") | ...' in its table of kinds";
+  EXPECT_NE(text.str().find("\n## `" + kind + "`\n"), std::string::npos)
+      << "docs/attention.md has no section '## `" << kind << "`'";
 }
 
 INSTANTIATE_TEST_SUITE_P(AllKinds, EveryKind, testing::ValuesIn(AttentionRegistry::instance().names()),
