@@ -5,61 +5,80 @@
 namespace lf {
 namespace {
 constexpr int64_t kParallelElements = 1 << 16;
+constexpr int64_t kChunk = 1 << 14;  // elements per task of a contiguous block
+
+// Calls span(r, c0, c1) over a (rows, cols) block: row r, columns [c0, c1). A contiguous block (every
+// leading dimension = cols) is walked as one flat row in fixed chunks, so that a flat vector (one row,
+// as the model passes its residual adds) is spread over the threads too. Element-wise results do not
+// depend on the split.
+template <class Span>
+void for_each_span(int64_t rows, int64_t cols, bool contiguous, Span&& span) {
+  const int64_t total = rows * cols;
+  if (contiguous) {
+    const int64_t chunks = (total + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (total > kParallelElements)
+    for (int64_t i = 0; i < chunks; ++i) span(int64_t(0), i * kChunk, std::min(total, (i + 1) * kChunk));
+  } else {
+#pragma omp parallel for schedule(static) if (total > kParallelElements)
+    for (int64_t r = 0; r < rows; ++r) span(r, int64_t(0), cols);
+  }
 }
+}  // namespace
 
 template <class T>
 void fill_rows(T* y, int64_t rows, int64_t cols, int64_t ldy, T value) {
-#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) std::fill_n(y + r * ldy, cols, value);
+  for_each_span(rows, cols, ldy == cols,
+                [&](int64_t r, int64_t c0, int64_t c1) { std::fill(y + r * ldy + c0, y + r * ldy + c1, value); });
 }
 
 template <class T>
 void copy_rows(const T* x, int64_t ldx, T* y, int64_t ldy, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(x + r * ldx, cols, y + r * ldy);
+  for_each_span(rows, cols, ldx == cols && ldy == cols, [&](int64_t r, int64_t c0, int64_t c1) {
+    std::copy(x + r * ldx + c0, x + r * ldx + c1, y + r * ldy + c0);
+  });
 }
 
 template <class T>
 void axpby_rows(T alpha, const T* x, int64_t ldx, T beta, T* y, int64_t ldy, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
-  for (int64_t r = 0; r < rows; ++r) {
+  for_each_span(rows, cols, ldx == cols && ldy == cols, [&](int64_t r, int64_t c0, int64_t c1) {
     const T* xr = x + r * ldx;
     T* yr = y + r * ldy;
     if (beta == T(1)) {
       if (alpha == T(1))
-        for (int64_t c = 0; c < cols; ++c) yr[c] += xr[c];
+        for (int64_t c = c0; c < c1; ++c) yr[c] += xr[c];
       else
-        for (int64_t c = 0; c < cols; ++c) yr[c] += alpha * xr[c];
+        for (int64_t c = c0; c < c1; ++c) yr[c] += alpha * xr[c];
     } else {
-      for (int64_t c = 0; c < cols; ++c) yr[c] = beta * yr[c] + alpha * xr[c];
+      for (int64_t c = c0; c < c1; ++c) yr[c] = beta * yr[c] + alpha * xr[c];
     }
-  }
+  });
 }
 
 template <class T>
 void zero_masked_rows(T* y, int64_t ldy, const uint8_t* mask, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelElements)
   for (int64_t r = 0; r < rows; ++r)
     if (mask[r]) std::fill_n(y + r * ldy, cols, T(0));
 }
 
 template <class T>
 void relu_rows(const T* x, int64_t ldx, T* y, int64_t ldy, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
+  for_each_span(rows, cols, ldx == cols && ldy == cols, [&](int64_t r, int64_t c0, int64_t c1) {
     const T* xr = x + r * ldx;
     T* yr = y + r * ldy;
-    for (int64_t c = 0; c < cols; ++c) yr[c] = xr[c] > T(0) ? xr[c] : T(0);
-  }
+    for (int64_t c = c0; c < c1; ++c) yr[c] = xr[c] > T(0) ? xr[c] : T(0);
+  });
 }
 
 template <class T>
 void relu_backward_rows(const T* y, int64_t ldy, const T* dy, int64_t lddy, T* dx, int64_t lddx, int64_t rows,
                         int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r) {
+  for_each_span(rows, cols, ldy == cols && lddy == cols && lddx == cols, [&](int64_t r, int64_t c0, int64_t c1) {
     const T* yr = y + r * ldy;
     const T* dyr = dy + r * lddy;
     T* dxr = dx + r * lddx;
-    for (int64_t c = 0; c < cols; ++c) dxr[c] = yr[c] > T(0) ? dyr[c] : T(0);
-  }
+    for (int64_t c = c0; c < c1; ++c) dxr[c] = yr[c] > T(0) ? dyr[c] : T(0);
+  });
 }
 
 #define LF_INSTANTIATE(T)                                                                  \

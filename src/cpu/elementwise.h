@@ -1,7 +1,7 @@
 // Element-wise kernels on rows × cols with row strides (views of a wider activation): fill, copy,
 // y += alpha·x, scaling, zeroing the rows a padding mask marks, and ReLU. Threaded above a size
-// threshold (ReLU on one thread: memory-bound, and small next to the linear maps around it); every
-// element's result is the same for any thread count.
+// threshold; a contiguous block is split in fixed chunks, not rows, so a flat vector is threaded too.
+// Every element's result is the same for any thread count.
 #pragma once
 #include <cstdint>
 

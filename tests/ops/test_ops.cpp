@@ -3,6 +3,9 @@
 // (the kernels are tested against their references in tests/cpu/).
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -187,6 +190,39 @@ TEST(Ops, ReluOnStridedRowsAndItsBackward) {
                InvalidArgument);
   EXPECT_THROW(ops::relu_backward<double>(matrix(y.data(), 4, 5).t(), matrix(dy.data(), 5, 4), matrix(dx.data(), 5, 4)),
                InvalidArgument);
+}
+
+TEST(Ops, ElementwiseOpsOnLargeFlatAndStridedBlocksOnTwoThreads) {
+  // Above the threading threshold: a flat vector (one row, split in chunks with a short tail) and a
+  // strided block (split by rows) must give each element its plain value on two threads.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  const int64_t flat = 5 * 16384 + 123, rows = 300, cols = 257, ld = 260;
+  for (const bool strided : {false, true}) {
+    const int64_t r = strided ? rows : 1, c = strided ? cols : flat, l = strided ? ld : flat;
+    const auto x = random_vector<float>(size_t(r * l), 21), y0 = random_vector<float>(size_t(r * l), 22);
+    std::vector<float> y = y0, z(size_t(r * l), 9.0f), relu(size_t(r * l), 9.0f), drelu(size_t(r * l), 9.0f);
+    const auto xv = matrix<const float>(x.data(), r, c, l);
+    ops::axpby(2.0f, xv, 0.5f, matrix(y.data(), r, c, l));
+    ops::copy(xv, matrix(z.data(), r, c, l));
+    ops::relu_forward<float>(xv, matrix(relu.data(), r, c, l));
+    ops::relu_backward<float>(matrix<const float>(relu.data(), r, c, l), matrix<const float>(y0.data(), r, c, l),
+                              matrix(drelu.data(), r, c, l));
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t j = 0; j < l; ++j) {
+        const size_t e = size_t(i * l + j);
+        const bool in_view = j < c;
+        wrong += y[e] != (in_view ? 0.5f * y0[e] + 2.0f * x[e] : y0[e]);
+        wrong += z[e] != (in_view ? x[e] : 9.0f);
+        wrong += relu[e] != (in_view ? std::max(x[e], 0.0f) : 9.0f);
+        wrong += drelu[e] != (in_view ? (x[e] > 0 ? y0[e] : 0.0f) : 9.0f);
+      }
+    EXPECT_EQ(wrong, 0) << (strided ? "strided" : "flat");
+    ops::fill(matrix(z.data(), r, c, l), 3.0f);
+    EXPECT_EQ(std::count(z.begin(), z.end(), 3.0f), r * c);
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(Ops, RowAndElementOpsRefuseMismatchedViews) {

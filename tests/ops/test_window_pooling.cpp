@@ -85,7 +85,9 @@ TEST(OpsWindowPooling, MaxPoolMatchesItsDefinitionAndRoutesTheGradientToTheWinne
         if (real(t) && (best < 0 || src[size_t(t * ld + c)] > src[size_t(best * ld + c)])) best = t;
       EXPECT_EQ(amax[size_t(j * ld + c)], best);
       EXPECT_EQ(dst[size_t(j * ld + c)], best < 0 ? 0.0 : src[size_t(best * ld + c)]);
-      if (best >= 0) EXPECT_EQ(dsrc[size_t(best * ld + c)], ddst[size_t(j * ld + c)]);
+      if (best >= 0) {
+        EXPECT_EQ(dsrc[size_t(best * ld + c)], ddst[size_t(j * ld + c)]);
+      }
     }
 }
 
