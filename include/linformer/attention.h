@@ -18,6 +18,7 @@
 
 #include "linformer/arena.h"
 #include "linformer/error.h"
+#include "linformer/registry.h"
 
 namespace lf {
 
@@ -117,19 +118,13 @@ struct AttentionFactory {
   std::function<std::unique_ptr<Attention<double>>(const AttentionSpec&, ParamArena<double>&)> make_f64;
 };
 
-// The registry of kinds. The built-in kinds are registered on first use (see registry.cpp: one line
-// per kind). Nothing may depend on the order of names().
-class AttentionRegistry {
+// The registry of kinds (get, has, names, entries: linformer/registry.h). The built-in kinds are
+// registered on first use (see registry.cpp: one line per kind). Nothing may depend on the order of
+// names().
+class AttentionRegistry : public Registry<AttentionFactory> {
  public:
+  AttentionRegistry();
   static AttentionRegistry& instance();
-  void add(AttentionFactory factory);
-  bool has(const std::string& name) const;
-  // Throws lf::InvalidArgument listing the known kinds when the name is unknown.
-  const AttentionFactory& get(const std::string& name) const;
-  std::vector<std::string> names() const;
-
- private:
-  std::vector<AttentionFactory> factories_;
 };
 
 // The one registration every kind uses. `parse(dims, options, resolved)` returns the kind's typed

@@ -15,6 +15,7 @@
 #include "linformer/error.h"
 #include "linformer/memory.h"
 #include "linformer/model.h"
+#include "linformer/registry.h"
 #include "linformer/rng.h"
 #include "linformer/runtime.h"
 #include "linformer/schedule.h"

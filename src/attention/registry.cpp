@@ -25,55 +25,30 @@ void register_aft_simple_attention(AttentionRegistry&);
 void register_aft_conv_attention(AttentionRegistry&);
 void register_mixer_attention(AttentionRegistry&);
 
+AttentionRegistry::AttentionRegistry()
+    : Registry("attention kind", [](const AttentionFactory& f) -> const std::string& { return f.info.name; }) {}
+
 AttentionRegistry& AttentionRegistry::instance() {
-  static AttentionRegistry* registry = [] {
-    auto* r = new AttentionRegistry();
-    register_full_attention(*r);
-    register_linformer_attention(*r);
-    register_flash_attention(*r);
-    register_local_attention(*r);
-    register_strided_attention(*r);
-    register_global_attention(*r);
-    register_longformer_attention(*r);
-    register_bigbird_attention(*r);
-    register_reformer_attention(*r);
-    register_sinkhorn_attention(*r);
-    register_linear_attention(*r);
-    register_performer_attention(*r);
-    register_synthesizer_attention(*r);
-    register_aft_full_attention(*r);
-    register_aft_local_attention(*r);
-    register_aft_simple_attention(*r);
-    register_aft_conv_attention(*r);
-    register_mixer_attention(*r);
-    return r;
-  }();
-  return *registry;
-}
-
-void AttentionRegistry::add(AttentionFactory factory) {
-  LF_REQUIRE(!has(factory.info.name), "attention kind '", factory.info.name, "' registered twice");
-  factories_.push_back(std::move(factory));
-}
-
-bool AttentionRegistry::has(const std::string& name) const {
-  for (const auto& f : factories_)
-    if (f.info.name == name) return true;
-  return false;
-}
-
-const AttentionFactory& AttentionRegistry::get(const std::string& name) const {
-  for (const auto& f : factories_)
-    if (f.info.name == name) return f;
-  std::string known;
-  for (const auto& f : factories_) known += (known.empty() ? "" : ", ") + f.info.name;
-  throw InvalidArgument(str_cat("unknown attention kind '", name, "' (known: ", known, ")"));
-}
-
-std::vector<std::string> AttentionRegistry::names() const {
-  std::vector<std::string> out;
-  for (const auto& f : factories_) out.push_back(f.info.name);
-  return out;
+  return first_use_instance<AttentionRegistry>([](AttentionRegistry& r) {
+    register_full_attention(r);
+    register_linformer_attention(r);
+    register_flash_attention(r);
+    register_local_attention(r);
+    register_strided_attention(r);
+    register_global_attention(r);
+    register_longformer_attention(r);
+    register_bigbird_attention(r);
+    register_reformer_attention(r);
+    register_sinkhorn_attention(r);
+    register_linear_attention(r);
+    register_performer_attention(r);
+    register_synthesizer_attention(r);
+    register_aft_full_attention(r);
+    register_aft_local_attention(r);
+    register_aft_simple_attention(r);
+    register_aft_conv_attention(r);
+    register_mixer_attention(r);
+  });
 }
 
 void validate_dims(const AttentionDims& dims) {

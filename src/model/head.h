@@ -12,6 +12,7 @@
 
 #include "linformer/arena.h"
 #include "linformer/config.h"
+#include "linformer/registry.h"
 #include "linformer/tensor.h"
 #include "ops/linear.h"
 
@@ -127,17 +128,12 @@ struct HeadFactory {
   std::function<std::unique_ptr<Head<double>>(const HeadContext<double>&)> make_f64;
 };
 
-class HeadRegistry {
+// The registry of heads (get, has, names, entries: linformer/registry.h); an unknown name is a bad
+// `task`. The built-in heads are registered on first use (see head_registry.cpp: one line per head).
+class HeadRegistry : public Registry<HeadFactory> {
  public:
+  HeadRegistry();
   static HeadRegistry& instance();
-  void add(HeadFactory factory);
-  bool has(const std::string& name) const;
-  // Throws lf::InvalidArgument listing the known heads when the name is unknown.
-  const HeadFactory& get(const std::string& name) const;
-  std::vector<std::string> names() const;
-
- private:
-  std::vector<HeadFactory> factories_;
 };
 
 // The one registration every head uses: `Layer<T>(info, context)` builds it for T = float and double,

@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "linformer/error.h"
-#include "core/join.h"
 #include "model/head.h"
 
 namespace lf {
@@ -12,38 +11,15 @@ void register_mlm_head(HeadRegistry&);
 void register_clm_head(HeadRegistry&);
 void register_classify_head(HeadRegistry&);
 
+HeadRegistry::HeadRegistry()
+    : Registry("model head", [](const HeadFactory& f) -> const std::string& { return f.info.name; }, "task") {}
+
 HeadRegistry& HeadRegistry::instance() {
-  static HeadRegistry* registry = [] {
-    auto* r = new HeadRegistry();
-    register_mlm_head(*r);
-    register_clm_head(*r);
-    register_classify_head(*r);
-    return r;
-  }();
-  return *registry;
-}
-
-void HeadRegistry::add(HeadFactory factory) {
-  LF_REQUIRE(!has(factory.info.name), "head '", factory.info.name, "' registered twice");
-  factories_.push_back(std::move(factory));
-}
-
-bool HeadRegistry::has(const std::string& name) const {
-  for (const auto& f : factories_)
-    if (f.info.name == name) return true;
-  return false;
-}
-
-const HeadFactory& HeadRegistry::get(const std::string& name) const {
-  for (const auto& f : factories_)
-    if (f.info.name == name) return f;
-  throw InvalidArgument(str_cat("`task` must be one of ", join(names()), " (the model heads), got '", name, "'"));
-}
-
-std::vector<std::string> HeadRegistry::names() const {
-  std::vector<std::string> out;
-  for (const auto& f : factories_) out.push_back(f.info.name);
-  return out;
+  return first_use_instance<HeadRegistry>([](HeadRegistry& r) {
+    register_mlm_head(r);
+    register_clm_head(r);
+    register_classify_head(r);
+  });
 }
 
 const HeadInfo& head_info(const std::string& task) { return HeadRegistry::instance().get(task).info; }

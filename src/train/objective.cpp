@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/join.h"
 #include "linformer/error.h"
+#include "linformer/registry.h"
 #include "linformer/tensor.h"
 #include "linformer/tokenizer.h"
 #include "model/head.h"
@@ -106,31 +106,25 @@ TokenBatch classification_eval_batch(const TaskData& d, Split, int64_t B, int64_
   return b;
 }
 
-const std::vector<Objective>& objectives() {
-  static const std::vector<Objective> table = {
-      {"masked_lm", load_corpus, masked_lm_train_batch, masked_lm_eval_batch_count, masked_lm_eval_batch,
-       cross_entropy_loss},
-      {"causal_lm", load_corpus, causal_lm_train_batch, causal_lm_eval_batch_count, causal_lm_eval_batch,
-       cross_entropy_loss},
-      {"classification", load_labelled, classification_train_batch, classification_eval_batch_count,
-       classification_eval_batch, cross_entropy_loss},
-  };
+const Registry<Objective>& objectives() {
+  static const Registry<Objective> table = [] {
+    Registry<Objective> r("training objective", [](const Objective& o) -> const std::string& { return o.name; });
+    r.add({"masked_lm", load_corpus, masked_lm_train_batch, masked_lm_eval_batch_count, masked_lm_eval_batch,
+           cross_entropy_loss});
+    r.add({"causal_lm", load_corpus, causal_lm_train_batch, causal_lm_eval_batch_count, causal_lm_eval_batch,
+           cross_entropy_loss});
+    r.add({"classification", load_labelled, classification_train_batch, classification_eval_batch_count,
+           classification_eval_batch, cross_entropy_loss});
+    return r;
+  }();
   return table;
 }
 
 }  // namespace
 
-std::vector<std::string> objective_names() {
-  std::vector<std::string> names;
-  for (const Objective& o : objectives()) names.push_back(o.name);
-  return names;
-}
+std::vector<std::string> objective_names() { return objectives().names(); }
 
-const Objective& objective(const std::string& name) {
-  for (const Objective& o : objectives())
-    if (o.name == name) return o;
-  throw InvalidArgument(str_cat("unknown training objective '", name, "' (known: ", join(objective_names()), ")"));
-}
+const Objective& objective(const std::string& name) { return objectives().get(name); }
 
 const Objective& head_objective(const std::string& task) { return objective(head_info(task).objective); }
 
