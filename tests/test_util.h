@@ -14,6 +14,7 @@
 #include <sstream>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -46,6 +47,13 @@ std::vector<T> random_vector(int64_t n, uint64_t seed, double lo = -1, double hi
 template <class To, class From>
 std::vector<To> cast_vector(const std::vector<From>& v) {
   return std::vector<To>(v.begin(), v.end());
+}
+
+// How far a kernel may stray from its plain reference at the small, odd sizes of the ops' tests, as a
+// max_rel_error (or an absolute error on entries of order one): rounding in float, next to none in double.
+template <class T>
+constexpr double tolerance() {
+  return std::is_same_v<T, float> ? 2e-5 : 1e-12;
 }
 
 // max |a - b| / max(max |b|, floor): a norm-wise relative error that does not blow up on tiny entries.

@@ -21,11 +21,7 @@ namespace lf {
 namespace {
 using test::max_rel_error;
 using test::random_vector;
-
-template <class T>
-double tolerance() {
-  return std::is_same_v<T, double> ? 1e-12 : 2e-5;
-}
+using test::tolerance;
 
 // ---- flash ----------------------------------------------------------------------------------------
 

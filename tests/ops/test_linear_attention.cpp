@@ -19,11 +19,7 @@ namespace lf {
 namespace {
 using test::max_rel_error;
 using test::random_vector;
-
-template <class T>
-double tolerance() {
-  return std::is_same_v<T, float> ? 1e-5 : 1e-13;
-}
+using test::tolerance;
 
 // Keys (B, m, h, ·) with padding and, causal, several chunks (the last one partial).
 template <class T>

@@ -18,11 +18,7 @@
 
 namespace lf {
 namespace {
-
-template <class T>
-double tolerance() {
-  return std::is_same_v<T, float> ? 2e-5 : 1e-12;
-}
+using test::tolerance;
 
 // ---- sparse attention ------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ std::vector<uint8_t> padding(int64_t n) {
 
 template <class T>
 void check_softmax(int64_t n, bool causal, bool masked) {
-  const double tol = std::is_same_v<T, double> ? 1e-12 : 2e-5;
+  const double tol = test::tolerance<T>();
   const int64_t ld = n + 3;  // the scores: the top-left of a wider matrix, as R^i[:n, :n]
   const auto S = test::cast_vector<T>(random_vector(n * ld, 1, -4, 4));
   const auto bias = test::cast_vector<T>(random_vector(n, 2));

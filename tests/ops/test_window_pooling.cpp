@@ -38,7 +38,7 @@ void check_compress(bool conv) {
                                    vector_view(kPadded.data(), m), w, matrix(ddst.data(), k, width, ld),
                                    matrix(dsrc.data(), m, width, ld),
                                    conv ? vector_view(dtap.data(), w) : TensorView<T>());
-  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+  const double tol = test::tolerance<T>();
   for (int64_t j = 0; j < k; ++j)
     for (int64_t c = 0; c < width; ++c) {
       double want = 0;
