@@ -11,17 +11,6 @@
 namespace lf::ops {
 namespace {
 
-// x: contiguous with the given sizes.
-template <class V>
-void require_shape(const char* op, const char* name, const V& x, std::initializer_list<int64_t> sizes) {
-  bool ok = x.contiguous() && x.rank() == int(sizes.size());
-  int dim = 0;
-  for (int64_t size : sizes) ok = ok && x.size(dim++) == size;
-  std::string want = "(";
-  for (int64_t size : sizes) want += (want.size() > 1 ? ", " : "") + std::to_string(size);
-  LF_REQUIRE(ok, op, ": `", name, "` must be contiguous ", want, "), not ", x.shape_string());
-}
-
 // Every view contiguous with the given sizes (`names` lists them for the message).
 template <class... V>
 void require_shapes(const char* op, const char* names, std::initializer_list<int64_t> sizes, const V&... views) {

@@ -3,6 +3,8 @@
 // src/cpu/; a src/cuda/ folder adds a case here and its own implementations, and no kind or model
 // changes. A device the op has no implementation for is an lf::Error naming both.
 #pragma once
+#include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "linformer/error.h"
@@ -44,12 +46,30 @@ void require_same_matrix(const char* op, const A& a, const B& b) {
              b.shape_string(), " differ");
 }
 
-// Checks that an optional view (null = absent) has n elements in a row.
+// Checks that a view is contiguous and, given n, that it holds n elements whatever its shape (the kernel
+// reads it as one flat array).
+template <class View>
+void require_contiguous(const char* op, const char* name, const View& v, int64_t n = -1) {
+  LF_REQUIRE(v.contiguous() && (n < 0 || v.numel() == n), op, ": `", name, "` ", v.shape_string(),
+             " must be contiguous", n < 0 ? "" : str_cat(" with ", n, " elements"));
+}
+
+// Checks that a view is contiguous with exactly these sizes (the kernel addresses it by offsets).
+template <class View>
+void require_shape(const char* op, const char* name, const View& v, std::initializer_list<int64_t> sizes) {
+  bool same = v.contiguous() && v.rank() == int(sizes.size());
+  int d = 0;
+  for (int64_t size : sizes) same = same && v.size(d++) == size;
+  if (same) return;
+  std::string want;
+  for (int64_t size : sizes) want += (want.empty() ? "(" : ", ") + std::to_string(size);
+  throw InvalidArgument(str_cat(op, ": `", name, "` ", v.shape_string(), " must be contiguous ", want, ")"));
+}
+
+// Checks that an optional view (null = absent) is contiguous with n elements.
 template <class View>
 void require_vector_or_empty(const char* op, const char* name, const View& v, int64_t n) {
-  if (!v.data()) return;
-  LF_REQUIRE(v.numel() == n && v.contiguous(), op, ": `", name, "` must have ", n, " contiguous elements, not ",
-             v.shape_string());
+  if (v.data()) require_contiguous(op, name, v, n);
 }
 
 }  // namespace lf::ops

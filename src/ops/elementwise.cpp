@@ -40,7 +40,7 @@ void axpby(double alpha, In<T> x, double beta, TensorView<T> y) {
 
 template <class T>
 void scale(TensorView<T> y, double s) {
-  LF_REQUIRE(y.contiguous(), "scale: y ", y.shape_string(), " must be contiguous");
+  require_contiguous("scale", "y", y);
   LF_DISPATCH("scale", y.device(), return scale_inplace<T>(y.data(), y.numel(), s));
 }
 
@@ -48,8 +48,7 @@ template <class T>
 void zero_masked_rows(TensorView<const uint8_t> mask, TensorView<T> y) {
   if (!mask.data()) return;
   require_rows("zero_masked_rows", "y", y);
-  LF_REQUIRE(mask.contiguous() && mask.numel() == y.rows(), "zero_masked_rows: a mask of ", mask.numel(),
-             " for ", y.rows(), " rows");
+  require_contiguous("zero_masked_rows", "mask", mask, y.rows());
   LF_DISPATCH("zero_masked_rows", device_of("zero_masked_rows", mask, y),
               return lf::zero_masked_rows<T>(y.data(), y.row_stride(), mask.data(), y.rows(), y.cols()));
 }

@@ -6,21 +6,14 @@
 namespace lf::ops {
 namespace {
 
-// Checks that `v` is contiguous with the shape (d0, d1, d2) that `s` implies.
-template <class View>
-void require_shape(const char* op, const char* name, const View& v, int64_t d0, int64_t d1, int64_t d2) {
-  LF_REQUIRE(v.rank() == 3 && v.size(0) == d0 && v.size(1) == d1 && v.size(2) == d2 && v.contiguous(), op, ": `", name,
-             "` ", v.shape_string(), " must be contiguous (", d0, ", ", d1, ", ", d2, ")");
-}
-
 template <class Q, class K, class L>
 void require_flash_views(const char* op, const SdpaShape& s, const Q& q, const K& k, const K& v, const Q& out,
                          const L& lse) {
-  require_shape(op, "q", q, s.B, s.n, s.h * s.d_h);
-  require_shape(op, "k", k, s.B, s.mk, s.hk * s.d_h);
-  require_shape(op, "v", v, s.B, s.mk, s.hk * s.d_h);
-  require_shape(op, "out", out, s.B, s.n, s.h * s.d_h);
-  require_shape(op, "lse", lse, s.B, s.h, s.n);
+  require_shape(op, "q", q, {s.B, s.n, s.h * s.d_h});
+  require_shape(op, "k", k, {s.B, s.mk, s.hk * s.d_h});
+  require_shape(op, "v", v, {s.B, s.mk, s.hk * s.d_h});
+  require_shape(op, "out", out, {s.B, s.n, s.h * s.d_h});
+  require_shape(op, "lse", lse, {s.B, s.h, s.n});
 }
 
 }  // namespace

@@ -9,19 +9,6 @@
 namespace lf::ops {
 namespace {
 
-// Checks that a view is dense with exactly `shape` (the kernels address it by offsets).
-template <class View>
-void require_dense(const char* op, const char* name, const View& v, std::initializer_list<int64_t> shape) {
-  bool same = v.rank() == int(shape.size());
-  std::string want = "(";
-  int d = 0;
-  for (int64_t s : shape) {
-    if (same) same = v.size(d) == s;
-    want += (d++ ? ", " : "") + std::to_string(s);
-  }
-  LF_REQUIRE(same && v.contiguous(), op, ": `", name, "` must be a dense ", want, "), not ", v.shape_string());
-}
-
 // Checks that views hold the same rows × cols, each contiguous (for element- and row-wise kernels).
 template <class A, class B>
 void require_same_dense(const char* op, const A& a, const B& b) {
@@ -40,7 +27,7 @@ Device elementwise_device(const char* op, In<T> a, In<T> b, In<T> out) {
 
 template <class View>
 void require_dense_or_empty(const char* op, const char* name, const View& v, std::initializer_list<int64_t> shape) {
-  if (v.data()) require_dense(op, name, v, shape);
+  if (v.data()) require_shape(op, name, v, shape);
 }
 
 int64_t key_chunks(int64_t m, int64_t chunk) { return chunk > 0 ? (m + chunk - 1) / chunk : 0; }
@@ -75,11 +62,11 @@ LinearAttentionSizes checked_sizes(const char* op, In<T> phi_q, In<T> phi_k, In<
   z.r = phi_q.size(3);
   z.m = phi_k.size(1);
   z.dv = v.size(3);
-  require_dense(op, "phi_q", phi_q, {z.B, z.n, z.h, z.r});
-  require_dense(op, "phi_k", phi_k, {z.B, z.m, z.h, z.r});
-  require_dense(op, "v", v, {z.B, z.m, z.h, z.dv});
-  require_dense(op, "out", out, {z.B, z.n, z.h, z.dv});
-  require_dense(op, "den", den, {z.B, z.h, z.n});
+  require_shape(op, "phi_q", phi_q, {z.B, z.n, z.h, z.r});
+  require_shape(op, "phi_k", phi_k, {z.B, z.m, z.h, z.r});
+  require_shape(op, "v", v, {z.B, z.m, z.h, z.dv});
+  require_shape(op, "out", out, {z.B, z.n, z.h, z.dv});
+  require_shape(op, "den", den, {z.B, z.h, z.n});
   require_dense_or_empty(op, "key_mask", key_mask, {z.B, z.m});
   LF_REQUIRE(o.causal || !key_shift.data(), op, ": key_shift applies to causal attention only");
   require_dense_or_empty(op, "key_shift", key_shift, {z.B, z.h, key_chunks(z.m, o.chunk)});
@@ -105,10 +92,10 @@ void linear_attention_backward(In<T> phi_q, In<T> phi_k, In<T> v, TensorView<con
                                TensorView<T> dphi_q, TensorView<T> dphi_k, TensorView<T> dv) {
   const char* op = "linear_attention_backward";
   const LinearAttentionSizes z = checked_sizes<T>(op, phi_q, phi_k, v, key_mask, key_shift, options, out, den);
-  require_dense(op, "dout", dout, {z.B, z.n, z.h, z.dv});
-  require_dense(op, "dphi_q", dphi_q, {z.B, z.n, z.h, z.r});
-  require_dense(op, "dphi_k", dphi_k, {z.B, z.m, z.h, z.r});
-  require_dense(op, "dv", dv, {z.B, z.m, z.h, z.dv});
+  require_shape(op, "dout", dout, {z.B, z.n, z.h, z.dv});
+  require_shape(op, "dphi_q", dphi_q, {z.B, z.n, z.h, z.r});
+  require_shape(op, "dphi_k", dphi_k, {z.B, z.m, z.h, z.r});
+  require_shape(op, "dv", dv, {z.B, z.m, z.h, z.dv});
   const LinearCoreShape s = core_shape(z, options, key_mask.data());
   LF_DISPATCH(op, device_of(op, phi_q, phi_k, v, key_mask, key_shift, out, den, dout, dphi_q, dphi_k, dv),
               return linear_core_backward<T>(s, phi_q.data(), phi_k.data(), v.data(), key_shift.data(), out.data(),
@@ -131,8 +118,7 @@ template <class T>
 void elu_plus_one_forward(In<T> x, TensorView<const uint8_t> row_mask, TensorView<T> y) {
   const char* op = "elu_plus_one_forward";
   require_same_dense(op, x, y);
-  LF_REQUIRE(!row_mask.data() || (row_mask.contiguous() && row_mask.numel() == x.rows()), op, ": a row mask of ",
-             row_mask.shape_string(), " for ", x.rows(), " rows of ", x.shape_string());
+  require_vector_or_empty(op, "row_mask", row_mask, x.rows());
   LF_DISPATCH(op, device_of(op, x, row_mask, y),
               return lf::elu_plus_one_forward<T>(x.data(), row_mask.data(), y.data(), x.rows(), x.cols()));
 }
@@ -168,11 +154,11 @@ void favor_key_features(In<T> k, In<T> u, TensorView<const uint8_t> key_mask, do
   s.running = options.causal;
   LF_REQUIRE(s.m > 0 && s.mf > 0 && s.span > 0, op, ": no keys, no features or a chunk of ", options.chunk, " in ",
              u.shape_string());
-  require_dense(op, "k", k, {s.B, s.m, s.h, s.d_h});
-  require_dense(op, "u", u, {s.B, s.m, s.h, s.mf});
-  require_dense(op, "phi", phi, {s.B, s.m, s.h, s.mf});
+  require_shape(op, "k", k, {s.B, s.m, s.h, s.d_h});
+  require_shape(op, "u", u, {s.B, s.m, s.h, s.mf});
+  require_shape(op, "phi", phi, {s.B, s.m, s.h, s.mf});
   require_dense_or_empty(op, "key_mask", key_mask, {s.B, s.m});
-  require_dense(op, "key_max", key_max, {s.B, s.h, s.spans()});
+  require_shape(op, "key_max", key_max, {s.B, s.h, s.spans()});
   LF_DISPATCH(op, device_of(op, k, u, key_mask, phi, key_max),
               return lf::favor_key_features<T>(s, k.data(), u.data(), key_mask.data(), T(half_sq_scale), phi.data(),
                                                key_max.data()));

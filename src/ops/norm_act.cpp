@@ -8,32 +8,29 @@
 namespace lf::ops {
 namespace {
 
-// Every view contiguous, and as many elements as `like`.
-template <class... V>
-void require_elementwise(const char* op, int64_t numel, const V&... views) {
-  auto one = [&](const auto& v) {
-    LF_REQUIRE(v.contiguous() && v.numel() == numel, op, ": ", v.shape_string(), " must be contiguous with ", numel,
-               " elements");
-  };
-  (one(views), ...);
+// An element-wise op's operands: `a` contiguous, and `b` contiguous with as many elements.
+template <class A, class B>
+void require_elementwise(const char* op, const char* a_name, const A& a, const char* b_name, const B& b) {
+  require_contiguous(op, a_name, a);
+  require_contiguous(op, b_name, b, a.numel());
 }
 
-// x, y (rows, C); weight, bias (C); mean, rstd (rows).
-template <class X>
-void require_layernorm(const char* op, const X& x, int64_t C_params, int64_t stats) {
-  LF_REQUIRE(x.contiguous(), op, ": x must be contiguous");
-  LF_REQUIRE(C_params == x.cols() && stats == x.rows(), op, ": parameters of ", C_params, " and statistics of ", stats,
-             " for x ", x.shape_string());
+// What a layernorm's every call reads: x (rows, C); weight (C); mean, rstd (rows).
+template <class T>
+void require_layernorm(const char* op, In<T> x, In<T> weight, In<T> mean, In<T> rstd) {
+  require_contiguous(op, "x", x);
+  require_contiguous(op, "weight", weight, x.cols());
+  require_contiguous(op, "mean", mean, x.rows());
+  require_contiguous(op, "rstd", rstd, x.rows());
 }
 
-// The views of a forward (or its re-application): x, y (rows, C); weight, bias (C); mean, rstd (rows).
+// The views of a forward (or its re-application): the above, y (rows, C) and bias (C).
 template <class T>
 void require_layernorm_forward(const char* op, In<T> x, In<T> weight, In<T> bias, In<T> mean, In<T> rstd,
                                In<T> y) {
-  require_layernorm(op, x, weight.numel(), mean.numel());
-  require_elementwise(op, x.numel(), y);
-  require_elementwise(op, x.cols(), weight, bias);
-  require_elementwise(op, x.rows(), mean, rstd);
+  require_layernorm<T>(op, x, weight, mean, rstd);
+  require_contiguous(op, "y", y, x.numel());
+  require_contiguous(op, "bias", bias, x.cols());
 }
 
 }  // namespace
@@ -60,12 +57,11 @@ template <class T>
 void layernorm_backward(In<T> x, In<T> weight, In<T> mean, In<T> rstd, In<T> dy, TensorView<T> dx, Out<T> dweight,
                         Out<T> dbias) {
   const char* op = "layernorm_backward";
-  require_layernorm(op, x, weight.numel(), mean.numel());
-  require_elementwise(op, x.numel(), dy, dx);
-  require_elementwise(op, x.cols(), weight);
+  require_layernorm<T>(op, x, weight, mean, rstd);
+  require_contiguous(op, "dy", dy, x.numel());
+  require_contiguous(op, "dx", dx, x.numel());
   require_vector_or_empty(op, "dweight", dweight, x.cols());
   require_vector_or_empty(op, "dbias", dbias, x.cols());
-  require_elementwise(op, x.rows(), mean, rstd);
   LF_DISPATCH(op, device_of(op, x, weight, mean, rstd, dy, dx, dweight, dbias),
               return lf::layernorm_backward<T>(x.data(), weight.data(), mean.data(), rstd.data(), dy.data(), dx.data(),
                                                dweight.data(), dbias.data(), x.rows(), x.cols()));
@@ -73,27 +69,28 @@ void layernorm_backward(In<T> x, In<T> weight, In<T> mean, In<T> rstd, In<T> dy,
 
 template <class T>
 void gelu_forward(In<T> x, TensorView<T> y) {
-  require_elementwise("gelu_forward", x.numel(), x, y);
+  require_elementwise("gelu_forward", "x", x, "y", y);
   LF_DISPATCH("gelu_forward", device_of("gelu_forward", x, y), return lf::gelu_forward<T>(x.data(), y.data(), x.numel()));
 }
 
 template <class T>
 void gelu_backward(In<T> x, In<T> dy, TensorView<T> dx) {
-  require_elementwise("gelu_backward", x.numel(), x, dy, dx);
+  require_elementwise("gelu_backward", "x", x, "dy", dy);
+  require_elementwise("gelu_backward", "dy", dy, "dx", dx);
   LF_DISPATCH("gelu_backward", device_of("gelu_backward", x, dy, dx),
               return lf::gelu_backward<T>(x.data(), dy.data(), dx.data(), x.numel()));
 }
 
 template <class T>
 void dropout_forward(In<T> x, TensorView<T> y, double p, uint64_t seed, uint64_t stream, uint64_t offset) {
-  require_elementwise("dropout_forward", x.numel(), x, y);
+  require_elementwise("dropout_forward", "x", x, "y", y);
   LF_DISPATCH("dropout_forward", device_of("dropout_forward", x, y),
               return lf::dropout_forward<T>(x.data(), y.data(), x.numel(), p, seed, stream, offset));
 }
 
 template <class T>
 void dropout_backward(In<T> dy, TensorView<T> dx, double p, uint64_t seed, uint64_t stream, uint64_t offset) {
-  require_elementwise("dropout_backward", dy.numel(), dy, dx);
+  require_elementwise("dropout_backward", "dy", dy, "dx", dx);
   LF_DISPATCH("dropout_backward", device_of("dropout_backward", dy, dx),
               return lf::dropout_backward<T>(dy.data(), dx.data(), dy.numel(), p, seed, stream, offset));
 }

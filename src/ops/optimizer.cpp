@@ -9,16 +9,17 @@ template <class T>
 void adamw_step(TensorView<T> params, In<T> grads, Out<T> m, Out<T> v, int64_t t, const AdamWOptions& options) {
   const char* op = "adamw_step";
   const int64_t n = params.numel();
-  for (const TensorView<const T>& x : {TensorView<const T>(params), grads, TensorView<const T>(m), TensorView<const T>(v)})
-    LF_REQUIRE(x.contiguous() && x.numel() == n, op, ": ", x.shape_string(), " must be contiguous with ", n,
-               " elements");
+  require_contiguous(op, "params", params);
+  require_contiguous(op, "grads", grads, n);
+  require_contiguous(op, "m", m, n);
+  require_contiguous(op, "v", v, n);
   LF_DISPATCH(op, device_of(op, params, grads, m, v),
               return lf::adamw_step<T>(params.data(), grads.data(), m.data(), v.data(), n, t, options));
 }
 
 template <class T>
 double global_norm(In<T> g) {
-  LF_REQUIRE(g.contiguous(), "global_norm: ", g.shape_string(), " must be contiguous");
+  require_contiguous("global_norm", "g", g);
   LF_DISPATCH("global_norm", g.device(), return grad_global_norm<T>(g.data(), g.numel()));
 }
 

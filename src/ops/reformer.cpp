@@ -8,17 +8,6 @@
 namespace lf::ops {
 namespace {
 
-// Checks that `v` is contiguous with the shape that `s` implies.
-template <class View>
-void require_shape(const char* op, const char* name, const View& v, std::initializer_list<int64_t> shape) {
-  bool same = v.rank() == int(shape.size()) && v.contiguous();
-  int d = 0;
-  for (int64_t size : shape) same = same && v.size(d++) == size;
-  std::string expected;
-  for (int64_t size : shape) expected += (expected.empty() ? "(" : ", ") + std::to_string(size);
-  LF_REQUIRE(same, op, ": `", name, "` ", v.shape_string(), " must be contiguous ", expected, ")");
-}
-
 template <class View>
 void require_sequence(const char* op, const char* name, const ReformerShape& s, const View& v) {
   require_shape(op, name, v, {s.B, s.n, s.h * s.d_h});
@@ -94,8 +83,7 @@ void l2_normalize_rows(In<T> u, TensorView<T> kn, Out<T> norms, double floor) {
   constexpr const char* op = "l2_normalize_rows";
   LF_REQUIRE(u.contiguous() && kn.contiguous(), op, ": views must be contiguous");
   require_same_matrix(op, u, kn);
-  LF_REQUIRE(norms.contiguous() && norms.numel() == u.rows(), op, ": `norms` ", norms.shape_string(), " for ",
-             u.rows(), " rows");
+  require_contiguous(op, "norms", norms, u.rows());
   LF_DISPATCH(op, device_of(op, u, kn, norms),
               return lf::l2_normalize_rows<T>(u.data(), u.rows(), u.cols(), floor, kn.data(), norms.data()));
 }
@@ -106,8 +94,7 @@ void l2_normalize_rows_backward(In<T> kn, In<T> norms, In<T> dkn, TensorView<T> 
   LF_REQUIRE(kn.contiguous() && dkn.contiguous() && du.contiguous(), op, ": views must be contiguous");
   require_same_matrix(op, kn, dkn);
   require_same_matrix(op, kn, du);
-  LF_REQUIRE(norms.contiguous() && norms.numel() == kn.rows(), op, ": `norms` ", norms.shape_string(), " for ",
-             kn.rows(), " rows");
+  require_contiguous(op, "norms", norms, kn.rows());
   LF_DISPATCH(op, device_of(op, kn, norms, dkn, du),
               return lf::l2_normalize_rows_backward<T>(kn.data(), norms.data(), dkn.data(), kn.rows(), kn.cols(), floor,
                                                        du.data()));

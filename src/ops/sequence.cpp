@@ -8,11 +8,6 @@
 namespace lf::ops {
 namespace {
 
-template <class V>
-void require_contiguous(const char* op, const char* name, const V& v) {
-  LF_REQUIRE(v.contiguous(), op, ": `", name, "` ", v.shape_string(), " must be contiguous");
-}
-
 // x (B, n, d) and w (d, K) of a depthwise convolution.
 template <class X, class W>
 void require_conv(const char* op, const X& x, const W& w) {

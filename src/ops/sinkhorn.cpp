@@ -9,17 +9,6 @@
 namespace lf::ops {
 namespace {
 
-// Checks that v is a contiguous view of exactly this shape.
-template <class View>
-void require_shape(const char* op, const char* name, const View& v, std::initializer_list<int64_t> shape) {
-  bool same = v.contiguous() && v.rank() == int(shape.size());
-  int d = 0;
-  for (int64_t s : shape) same = same && v.size(d++) == s;
-  std::string want = "(";
-  for (int64_t s : shape) want += (want.size() > 1 ? ", " : "") + std::to_string(s);
-  LF_REQUIRE(same, op, ": `", name, "` ", v.shape_string(), " must be a contiguous ", want, ")");
-}
-
 // The blocks of x (B, n, d) under valid (B, n_p) cut into n_b blocks: b = n_p / n_b, and n must end in
 // the last block.
 SinkhornBlocks blocks_of(const char* op, int64_t B, int64_t n, int64_t h, int64_t d_h, Mask valid, int64_t nb) {

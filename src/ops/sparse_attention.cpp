@@ -41,9 +41,7 @@ void sparse_attention_forward(const SparseShape& s, const SparsePattern& p, In<T
   require_heads(s, "v", v, s.m);
   require_heads(s, "out", out, s.n);
   const bool keep = probs.data() != nullptr;
-  if (keep)
-    LF_REQUIRE(probs.contiguous() && probs.numel() == s.B * s.h * p.nnz(), kOp, ": `probs` ", probs.shape_string(),
-               " must be a contiguous (", s.B, ", ", s.h, ", ", p.nnz(), ")");
+  if (keep) require_contiguous(kOp, "probs", probs, s.B * s.h * p.nnz());
   LF_DISPATCH(kOp, device_of(kOp, q, k, v, probs, out),
               return lf::sparse_attention_forward<T>(s, p, q.data(), k.data(), v.data(), probs.data(), out.data(),
                                                      keep));
@@ -58,8 +56,7 @@ void sparse_attention_backward(const SparseShape& s, const SparsePattern& p, In<
                                          {"dout", dout, s.n}, {"dq", In<T>(dq), s.n}, {"dk", In<T>(dk), s.m},
                                          {"dv", In<T>(dv), s.m}})
     require_heads(s, name, view, rows);
-  LF_REQUIRE(probs.contiguous() && probs.numel() == s.B * s.h * p.nnz(), kOp, ": `probs` ", probs.shape_string(),
-             " must be a contiguous (", s.B, ", ", s.h, ", ", p.nnz(), ")");
+  require_contiguous(kOp, "probs", probs, s.B * s.h * p.nnz());
   LF_DISPATCH(kOp, device_of(kOp, q, k, v, out, probs, dout, dq, dk, dv),
               return lf::sparse_attention_backward<T>(s, p, q.data(), k.data(), v.data(), out.data(), probs.data(),
                                                       dout.data(), dq.data(), dk.data(), dv.data()));
