@@ -2,7 +2,8 @@
 // elements; it carries where they are (a pointer and the device that pointer belongs to), their
 // type (from T) and a strided shape of rank 1 to 4, as a PyTorch tensor does, so `k.t()` is a view
 // of the same elements with two strides swapped and an op sees a transposed operand without a copy.
-// `Buffer<T>` owns the elements of a layer's activation on one device.
+// `Buffer<T>` owns the elements of a layer's activation on one device; kinds and the model hold their
+// tensors in it and build views from it.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -173,13 +174,22 @@ TensorView<T> vector_view(T* data, int64_t n) {
   return TensorView<T>(data, {n});
 }
 
-// The elements of one activation, owned, on one device. On the CPU a std::vector; the interface is
-// what the layers use (resize, data, release) so that another device's storage slots in behind it.
+// The elements of one activation or scratch, owned, on one device: what the kinds, the heads and the
+// model keep their tensors in (never a std::vector, which is host memory). On the CPU a std::vector;
+// the interface is all the layers use, so another device's storage slots in behind it: resize /
+// assign / release, data() and size(), and views (`view(shape)`, or matrix() / matrices() over
+// data()). It has no element access: elements are read and written by ops only.
+// resize() keeps the elements and the allocation when the size does not change (a layer calls it
+// every forward) and value-initialises (zeros) new elements, as std::vector does; release() frees the
+// memory itself, as an inference forward must.
 template <class T>
 class Buffer {
  public:
   explicit Buffer(Device device = Device::CPU) : device_(device) {}
+  // n elements, zeros.
+  explicit Buffer(int64_t n, Device device = Device::CPU) : storage_(size_t(n)), device_(device) {}
   void resize(int64_t n) { storage_.resize(size_t(n)); }
+  // n elements, each `value`.
   void assign(int64_t n, T value) { storage_.assign(size_t(n), value); }
   // Frees the elements (not only clears them): an inference forward returns its memory this way.
   void release() { std::vector<T>().swap(storage_); }
@@ -188,13 +198,18 @@ class Buffer {
   int64_t size() const { return int64_t(storage_.size()); }
   bool empty() const { return storage_.empty(); }
   Device device() const { return device_; }
-  TensorView<T> view(std::initializer_list<int64_t> shape) {
-    TensorView<T> v(data(), shape, device_);
+  // The first elements as a contiguous view of `shape` on the buffer's device.
+  TensorView<T> view(std::initializer_list<int64_t> shape) { return checked_view(data(), shape); }
+  TensorView<const T> view(std::initializer_list<int64_t> shape) const { return checked_view(data(), shape); }
+
+ private:
+  template <class P>
+  TensorView<P> checked_view(P* data, std::initializer_list<int64_t> shape) const {
+    TensorView<P> v(data, shape, device_);
     LF_REQUIRE(v.numel() <= size(), "a view of shape ", v.shape_string(), " over a buffer of ", size(), " elements");
     return v;
   }
 
- private:
   std::vector<T> storage_;
   Device device_;
 };

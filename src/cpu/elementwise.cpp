@@ -1,6 +1,7 @@
 #include "cpu/elementwise.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace lf {
 namespace {
@@ -81,13 +82,36 @@ void relu_backward_rows(const T* y, int64_t ldy, const T* dy, int64_t lddy, T* d
   });
 }
 
+template <class T>
+void copy_strided(const T* x, const int64_t* xs, T* y, const int64_t* ys, const int64_t* sizes, bool accumulate) {
+  for (int64_t i0 = 0; i0 < sizes[0]; ++i0)
+    for (int64_t i1 = 0; i1 < sizes[1]; ++i1)
+      for (int64_t i2 = 0; i2 < sizes[2]; ++i2) {
+        const T* xr = x + i0 * xs[0] + i1 * xs[1] + i2 * xs[2];
+        T* yr = y + i0 * ys[0] + i1 * ys[1] + i2 * ys[2];
+        if (accumulate)
+          for (int64_t i3 = 0; i3 < sizes[3]; ++i3) yr[i3 * ys[3]] += xr[i3 * xs[3]];
+        else
+          for (int64_t i3 = 0; i3 < sizes[3]; ++i3) yr[i3 * ys[3]] = xr[i3 * xs[3]];
+      }
+}
+
+template <class T>
+bool all_finite(const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
 #define LF_INSTANTIATE(T)                                                                  \
   template void fill_rows<T>(T*, int64_t, int64_t, int64_t, T);                            \
   template void copy_rows<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t);            \
   template void axpby_rows<T>(T, const T*, int64_t, T, T*, int64_t, int64_t, int64_t);     \
   template void zero_masked_rows<T>(T*, int64_t, const uint8_t*, int64_t, int64_t);                \
   template void relu_rows<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t);                    \
-  template void relu_backward_rows<T>(const T*, int64_t, const T*, int64_t, T*, int64_t, int64_t, int64_t);
+  template void relu_backward_rows<T>(const T*, int64_t, const T*, int64_t, T*, int64_t, int64_t, int64_t);         \
+  template void copy_strided<T>(const T*, const int64_t*, T*, const int64_t*, const int64_t*, bool);               \
+  template bool all_finite<T>(const T*, int64_t);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

@@ -1,7 +1,7 @@
 // Element-wise kernels on rows × cols with row strides (views of a wider activation): fill, copy,
-// y += alpha·x, scaling, zeroing the rows a padding mask marks, and ReLU. Threaded above a size
-// threshold; a contiguous block is split in fixed chunks, not rows, so a flat vector is threaded too.
-// Every element's result is the same for any thread count.
+// y += alpha·x, scaling, zeroing the rows a padding mask marks, and ReLU; a copy between any strides;
+// the finiteness check. Threaded above a size threshold; a contiguous block is split in fixed chunks,
+// not rows, so a flat vector is threaded too. Every element's result is the same for any thread count.
 #pragma once
 #include <cstdint>
 
@@ -24,5 +24,13 @@ void relu_rows(const T* x, int64_t ldx, T* y, int64_t ldy, int64_t rows, int64_t
 template <class T>
 void relu_backward_rows(const T* y, int64_t ldy, const T* dy, int64_t lddy, T* dx, int64_t lddx, int64_t rows,
                         int64_t cols);
+
+// y = x (accumulate: y += x) over a shape of rank 4 (sizes) with any element strides for each side
+// (xs, ys): an axis permutation materialised, or its gradient scattered back.
+template <class T>
+void copy_strided(const T* x, const int64_t* xs, T* y, const int64_t* ys, const int64_t* sizes, bool accumulate);
+// Whether none of the n elements is NaN or ±Inf.
+template <class T>
+bool all_finite(const T* x, int64_t n);
 
 }  // namespace lf

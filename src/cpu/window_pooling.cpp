@@ -80,6 +80,24 @@ void window_max_pool_backward(const int32_t* amax, const T* ddst, int64_t ldd, i
     }
 }
 
+template <class T>
+void window_weight_sums(int64_t m, int64_t w, int64_t k, const T* tap, const int32_t* count, const uint8_t* padded,
+                        T* sums) {
+  for (int64_t j = 0; j < k; ++j) {
+    T s = 0;
+    for (int64_t tau = 0; tau < w && j * w + tau < m; ++tau)
+      if (!(padded && padded[j * w + tau])) s += window_weight(tap, count, j, tau);
+    sums[j] = s;
+  }
+}
+
+template <class T>
+void window_weight_sums_backward(int64_t m, int64_t w, int64_t k, const uint8_t* padded, const T* dsums, T* dtap) {
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t tau = 0; tau < w && j * w + tau < m; ++tau)
+      if (!(padded && padded[j * w + tau])) dtap[tau] += dsums[j];
+}
+
 #define LF_INSTANTIATE(T)                                                                                          \
   template void window_compress<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, const int32_t*, \
                                    const uint8_t*, T*, int64_t);                                                   \
@@ -87,7 +105,9 @@ void window_max_pool_backward(const int32_t* amax, const T* ddst, int64_t ldd, i
                                             const int32_t*, const uint8_t*, const T*, int64_t, T*, int64_t, T*);   \
   template void window_max_pool<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const uint8_t*, T*,        \
                                    int32_t*, int64_t);                                                             \
-  template void window_max_pool_backward<T>(const int32_t*, const T*, int64_t, int64_t, int64_t, T*, int64_t);
+  template void window_max_pool_backward<T>(const int32_t*, const T*, int64_t, int64_t, int64_t, T*, int64_t);     \
+  template void window_weight_sums<T>(int64_t, int64_t, int64_t, const T*, const int32_t*, const uint8_t*, T*);      \
+  template void window_weight_sums_backward<T>(int64_t, int64_t, int64_t, const uint8_t*, const T*, T*);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

@@ -30,4 +30,13 @@ template <class T>
 void window_max_pool_backward(const int32_t* amax, const T* ddst, int64_t ldd, int64_t width, int64_t k, T* dsrc,
                               int64_t ldds);
 
+// sums (k): sums[j] = Σ_τ a_{j,τ} over window j's real positions (the pooling applied to ones), added in
+// order of τ: the weight of a bias under the pooling (compress-first). dtap (w) += Σ_j dsums[j] over
+// the windows whose position j·w + τ is real, j in order (conv; the mean has no parameter).
+template <class T>
+void window_weight_sums(int64_t m, int64_t w, int64_t k, const T* tap, const int32_t* count, const uint8_t* padded,
+                        T* sums);
+template <class T>
+void window_weight_sums_backward(int64_t m, int64_t w, int64_t k, const uint8_t* padded, const T* dsums, T* dtap);
+
 }  // namespace lf

@@ -70,6 +70,30 @@ void relu_backward(In<T> y, In<T> dy, TensorView<T> dx) {
                                            dx.row_stride(), dx.rows(), dx.cols()));
 }
 
+template <class T>
+void copy_strided(In<T> x, TensorView<T> y, bool accumulate) {
+  const char* op = "copy_strided";
+  LF_REQUIRE(x.rank() == y.rank(), op, ": shapes ", x.shape_string(), " and ", y.shape_string(), " differ");
+  // Rank 4, leading dimensions of size 1 first.
+  int64_t sizes[kMaxRank], xs[kMaxRank], ys[kMaxRank];
+  const int pad = kMaxRank - y.rank();
+  for (int d = 0; d < kMaxRank; ++d) {
+    const bool real = d >= pad;
+    sizes[d] = real ? y.size(d - pad) : 1;
+    xs[d] = real ? x.stride(d - pad) : 0;
+    ys[d] = real ? y.stride(d - pad) : 0;
+    LF_REQUIRE(!real || x.size(d - pad) == sizes[d], op, ": shapes ", x.shape_string(), " and ", y.shape_string(),
+               " differ");
+  }
+  LF_DISPATCH(op, device_of(op, x, y), return lf::copy_strided<T>(x.data(), xs, y.data(), ys, sizes, accumulate));
+}
+
+template <class T>
+bool all_finite(In<T> x) {
+  LF_REQUIRE(x.contiguous(), "all_finite: x ", x.shape_string(), " must be contiguous");
+  LF_DISPATCH("all_finite", x.device(), return lf::all_finite<T>(x.data(), x.numel()));
+}
+
 #define LF_INSTANTIATE(T)                                               \
   template void fill<T>(TensorView<T>, double);                         \
   template void copy<T>(In<T>, TensorView<T>);                          \
@@ -77,7 +101,9 @@ void relu_backward(In<T> y, In<T> dy, TensorView<T> dx) {
   template void scale<T>(TensorView<T>, double);                        \
   template void zero_masked_rows<T>(TensorView<const uint8_t>, TensorView<T>);  \
   template void relu_forward<T>(In<T>, TensorView<T>);                          \
-  template void relu_backward<T>(In<T>, In<T>, TensorView<T>);
+  template void relu_backward<T>(In<T>, In<T>, TensorView<T>);                  \
+  template void copy_strided<T>(In<T>, TensorView<T>, bool);                     \
+  template bool all_finite<T>(In<T>);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

@@ -1,5 +1,6 @@
 // Element-wise ops on views of rows (any leading dimensions fold into rows; a row stride addresses
-// columns of a wider activation): fill, copy, y = beta·y + alpha·x, zeroing padded rows, and ReLU.
+// columns of a wider activation): fill, copy, y = beta·y + alpha·x, zeroing padded rows, and ReLU;
+// a copy between views of any strides, and the check that every element is finite.
 #pragma once
 #include <cstdint>
 
@@ -30,5 +31,13 @@ void relu_forward(In<T> x, TensorView<T> y);
 // dx = dy where y > 0, else 0, from the forward's output y; dx may be dy.
 template <class T>
 void relu_backward(In<T> y, In<T> dy, TensorView<T> dx);
+
+// y = x for two views of one shape with any strides (y's elements distinct): e.g. x a permutation of
+// a tensor's axes (TensorView::strided over it), y contiguous; accumulate: y += x.
+template <class T>
+void copy_strided(In<T> x, TensorView<T> y, bool accumulate = false);
+// Whether no element of x (contiguous) is NaN or ±Inf.
+template <class T>
+bool all_finite(In<T> x);
 
 }  // namespace lf::ops

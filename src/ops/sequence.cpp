@@ -3,6 +3,7 @@
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
 #include "cpu/embedding.h"
+#include "cpu/sequence_pool.h"
 #include "ops/dispatch.h"
 
 namespace lf::ops {
@@ -87,6 +88,35 @@ void depthwise_conv1d_backward(In<T> x, In<T> w, In<T> dy, TensorView<T> dx, Out
                                                       x.size(0), x.size(1), x.size(2), w.size(-1), causal));
 }
 
+// h (B, n, d) and pooled (B, d) (or their gradients), both contiguous, and the optional padding (B·n).
+template <class H, class P>
+void require_pooling(const char* op, const H& h, const P& pooled, TensorView<const uint8_t> padding) {
+  require_contiguous(op, "(B, n, d)", h);
+  require_contiguous(op, "(B, d)", pooled);
+  LF_REQUIRE(h.rank() == 3 && pooled.rank() == 2 && pooled.size(0) == h.size(0) && pooled.size(1) == h.size(2), op,
+             ": shapes ", h.shape_string(), " (B, n, d) and ", pooled.shape_string(), " (B, d)");
+  require_vector_or_empty(op, "padding", padding, h.size(0) * h.size(1));
+}
+
+template <class T>
+void sequence_pool_forward(In<T> h, TensorView<const uint8_t> padding, SequencePooling pooling, TensorView<T> pooled) {
+  const char* op = "sequence_pool_forward";
+  require_pooling(op, h, pooled, padding);
+  LF_DISPATCH(op, device_of(op, h, padding, pooled),
+              return lf::sequence_pool_forward<T>(h.data(), padding.data(), h.size(0), h.size(1), h.size(2),
+                                                  pooling == SequencePooling::kFirst, pooled.data()));
+}
+
+template <class T>
+void sequence_pool_backward(In<T> dpooled, TensorView<const uint8_t> padding, SequencePooling pooling,
+                            TensorView<T> dh) {
+  const char* op = "sequence_pool_backward";
+  require_pooling(op, dh, dpooled, padding);
+  LF_DISPATCH(op, device_of(op, dpooled, padding, dh),
+              return lf::sequence_pool_backward<T>(dpooled.data(), padding.data(), dh.size(0), dh.size(1), dh.size(2),
+                                                   pooling == SequencePooling::kFirst, dh.data()));
+}
+
 template <class T>
 CrossEntropyResult cross_entropy_forward(In<T> logits, TensorView<const int32_t> targets, int32_t ignore_index) {
   const char* op = "cross_entropy_forward";
@@ -114,6 +144,8 @@ void cross_entropy_backward(In<T> logits, TensorView<const int32_t> targets, Ten
   template void sinusoidal_positions_add<T>(TensorView<T>);                                                   \
   template void depthwise_conv1d_forward<T>(In<T>, In<T>, In<T>, TensorView<T>, bool);                        \
   template void depthwise_conv1d_backward<T>(In<T>, In<T>, In<T>, TensorView<T>, Out<T>, Out<T>, bool);       \
+  template void sequence_pool_forward<T>(In<T>, TensorView<const uint8_t>, SequencePooling, TensorView<T>);   \
+  template void sequence_pool_backward<T>(In<T>, TensorView<const uint8_t>, SequencePooling, TensorView<T>);  \
   template CrossEntropyResult cross_entropy_forward<T>(In<T>, TensorView<const int32_t>, int32_t);            \
   template void cross_entropy_backward<T>(In<T>, TensorView<const int32_t>, TensorView<T>, double, int32_t);
 LF_INSTANTIATE(float)

@@ -1,5 +1,6 @@
 // Ops along the sequence and over the vocabulary: embedding lookup, sinusoidal positions, depthwise
-// convolution along the sequence, and cross-entropy of logits against token ids.
+// convolution along the sequence, pooling of a sequence to one vector, and cross-entropy of logits
+// against token ids.
 #pragma once
 #include <cstdint>
 
@@ -24,6 +25,18 @@ template <class T>
 void depthwise_conv1d_forward(In<T> x, In<T> w, In<T> bias, TensorView<T> y, bool causal);
 template <class T>
 void depthwise_conv1d_backward(In<T> x, In<T> w, In<T> dy, TensorView<T> dx, Out<T> dw, Out<T> dbias, bool causal);
+
+// How a sequence is pooled to one vector: the mean over its unpadded positions, or its first position.
+enum class SequencePooling : uint8_t { kMean, kFirst };
+// pooled (B, d) from h (B, n, d), each sequence pooled over the positions padding (B·n, nonzero =
+// padding; `{}`: none) does not mark: their mean (summed in order of position, then divided by their
+// count), or row 0 (kFirst). Backward: dh (B, n, d) overwritten, the gradient dpooled (B, d) spread
+// back over the pooled rows (dpooled / count, or row 0), zeros elsewhere.
+template <class T>
+void sequence_pool_forward(In<T> h, TensorView<const uint8_t> padding, SequencePooling pooling, TensorView<T> pooled);
+template <class T>
+void sequence_pool_backward(In<T> dpooled, TensorView<const uint8_t> padding, SequencePooling pooling,
+                            TensorView<T> dh);
 
 // Mean cross-entropy of logits (N, V) against targets (N); rows whose target is ignore_index don't count.
 template <class T>

@@ -79,13 +79,43 @@ void window_max_pool_backward(TensorView<const int32_t> amax, In<T> ddst, Tensor
                                                      ddst.rows(), dsrc.data(), dsrc.row_stride()));
 }
 
+template <class T>
+void window_weight_sums(In<T> tap, TensorView<const int32_t> count, TensorView<const uint8_t> padded, int64_t w,
+                        int64_t m, TensorView<T> sums) {
+  const char* op = "window_weight_sums";
+  LF_REQUIRE(w >= 1 && m >= 0, op, ": windows of ", w, " positions over ", m);
+  LF_REQUIRE(sums.contiguous(), op, ": `sums` ", sums.shape_string(), " must be contiguous");
+  check_weights<T>(op, tap, count, w, sums.numel());
+  require_vector_or_empty(op, "padded", padded, m);
+  LF_DISPATCH(op, device_of(op, tap, count, padded, sums),
+              return lf::window_weight_sums<T>(m, w, sums.numel(), tap.data(), count.data(), padded.data(),
+                                               sums.data()));
+}
+
+template <class T>
+void window_weight_sums_backward(In<T> dsums, TensorView<const uint8_t> padded, int64_t w, int64_t m,
+                                 TensorView<T> dtap) {
+  const char* op = "window_weight_sums_backward";
+  LF_REQUIRE(w >= 1 && m >= 0, op, ": windows of ", w, " positions over ", m);
+  LF_REQUIRE(dsums.contiguous(), op, ": `dsums` ", dsums.shape_string(), " must be contiguous");
+  require_vector_or_empty(op, "padded", padded, m);
+  LF_REQUIRE(dtap.data(), op, ": `dtap` is required");
+  require_vector_or_empty(op, "dtap", dtap, w);
+  LF_DISPATCH(op, device_of(op, dsums, padded, dtap),
+              return lf::window_weight_sums_backward<T>(m, w, dsums.numel(), padded.data(), dsums.data(),
+                                                        dtap.data()));
+}
+
 #define LF_INSTANTIATE(T)                                                                                        \
   template void window_compress<T>(In<T>, In<T>, TensorView<const int32_t>, TensorView<const uint8_t>, int64_t,  \
                                    TensorView<T>);                                                               \
   template void window_compress_backward<T>(In<T>, In<T>, TensorView<const int32_t>, TensorView<const uint8_t>,  \
                                             int64_t, In<T>, TensorView<T>, Out<T>);                              \
   template void window_max_pool<T>(In<T>, TensorView<const uint8_t>, int64_t, TensorView<T>, TensorView<int32_t>); \
-  template void window_max_pool_backward<T>(TensorView<const int32_t>, In<T>, TensorView<T>);
+  template void window_max_pool_backward<T>(TensorView<const int32_t>, In<T>, TensorView<T>);                  \
+  template void window_weight_sums<T>(In<T>, TensorView<const int32_t>, TensorView<const uint8_t>, int64_t,       \
+                                      int64_t, TensorView<T>);                                                   \
+  template void window_weight_sums_backward<T>(In<T>, TensorView<const uint8_t>, int64_t, int64_t, TensorView<T>);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)
 #undef LF_INSTANTIATE

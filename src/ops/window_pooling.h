@@ -27,4 +27,16 @@ void window_max_pool(In<T> src, TensorView<const uint8_t> padded, int64_t w, Ten
 template <class T>
 void window_max_pool_backward(TensorView<const int32_t> amax, In<T> ddst, TensorView<T> dsrc);
 
+// sums (k): slot j's total weight Σ_τ a_{j,τ} over its window's real positions (window_compress of a
+// column of ones), each added in order of τ: the weight the bias of the projected keys gets in slot j
+// when compressing first. tap / count / padded as for window_compress; m the sequence's length.
+template <class T>
+void window_weight_sums(In<T> tap, TensorView<const int32_t> count, TensorView<const uint8_t> padded, int64_t w,
+                        int64_t m, TensorView<T> sums);
+// dtap (w) += Σ_j dsums[j] (k) over the windows j whose position j·w + τ is real (the conv kernel's
+// gradient; the mean has no parameter), j in order.
+template <class T>
+void window_weight_sums_backward(In<T> dsums, TensorView<const uint8_t> padded, int64_t w, int64_t m,
+                                 TensorView<T> dtap);
+
 }  // namespace lf::ops

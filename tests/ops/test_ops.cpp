@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "linformer/error.h"
@@ -65,9 +66,74 @@ TEST(TensorView, BufferViewsRefuseMoreElementsThanHeld) {
   Buffer<double> b;
   b.resize(6);
   EXPECT_EQ(b.view({2, 3}).numel(), 6);
+  EXPECT_EQ(b.view({2, 3}).device(), Device::CPU);
   EXPECT_THROW(b.view({2, 4}), InvalidArgument);
+  const Buffer<double>& cb = b;
+  EXPECT_EQ(cb.view({6}).data(), b.data());
   b.release();
   EXPECT_TRUE(b.empty());
+}
+
+// What the layers rely on: new elements are zeros, the same size keeps the allocation (a layer resizes
+// every forward), assign fills, release frees.
+TEST(TensorView, BufferResizesLikeTheVectorItWraps) {
+  Buffer<float> b(4);
+  EXPECT_EQ(b.size(), 4);
+  std::vector<float> x(4);
+  ops::copy<float>(b.view({4}), vector_view(x.data(), 4));
+  EXPECT_EQ(x, std::vector<float>(4, 0.0f));
+  ops::fill(b.view({4}), 2.0);
+  const float* at = b.data();
+  b.resize(4);
+  EXPECT_EQ(b.data(), at);
+  b.resize(6);  // the first 4 kept, 2 zeros added
+  x.resize(6);
+  ops::copy<float>(b.view({6}), vector_view(x.data(), 6));
+  EXPECT_EQ(x, (std::vector<float>{2, 2, 2, 2, 0, 0}));
+  b.assign(3, 5.0f);
+  EXPECT_EQ(b.size(), 3);
+  ops::copy<float>(b.view({3}), vector_view(x.data(), 3));
+  EXPECT_EQ(x[2], 5.0f);
+  b.release();
+  EXPECT_TRUE(b.empty());
+  EXPECT_EQ(b.data(), nullptr);
+}
+
+// A permutation of axes materialised and its gradient added back (conv_full's weight layout).
+TEST(Ops, CopyStridedPermutesAxesAndAccumulates) {
+  constexpr int64_t G = 2, O = 3, C = 2, W = 4;
+  const auto w = random_vector<double>(G * O * C * W, 11);
+  // wt (G, W, O, C)[i][t][o][c] = w (G, O, C, W)[i][o][c][t].
+  const auto permuted = TensorView<const double>::strided(w.data(), {G, W, O, C}, {O * C * W, 1, C * W, W});
+  std::vector<double> wt(G * W * O * C, -1.0);
+  ops::copy_strided<double>(permuted, TensorView<double>(wt.data(), {G, W, O, C}));
+  for (int64_t i = 0; i < G; ++i)
+    for (int64_t t = 0; t < W; ++t)
+      for (int64_t o = 0; o < O; ++o)
+        for (int64_t c = 0; c < C; ++c)
+          EXPECT_EQ(wt[size_t(((i * W + t) * O + o) * C + c)], w[size_t(((i * O + o) * C + c) * W + t)]);
+  std::vector<double> dw(w.size(), 0.5);
+  ops::copy_strided<double>(TensorView<const double>(wt.data(), {G, W, O, C}),
+                            TensorView<double>::strided(dw.data(), {G, W, O, C}, {O * C * W, 1, C * W, W}), true);
+  for (size_t e = 0; e < w.size(); ++e) EXPECT_EQ(dw[e], 0.5 + w[e]);
+  // Rank 2: a transpose.
+  std::vector<double> t(6);
+  ops::copy_strided<double>(matrix(w.data(), 2, 3).t(), matrix(t.data(), 3, 2));
+  EXPECT_EQ(t[1], w[3]);
+  EXPECT_THROW(ops::copy_strided<double>(matrix(w.data(), 2, 3), matrix(t.data(), 3, 2)), InvalidArgument);
+  EXPECT_THROW(ops::copy_strided<double>(matrix(w.data(), 2, 3), vector_view(t.data(), 6)), InvalidArgument);
+}
+
+TEST(Ops, AllFiniteFindsNaNAndInf) {
+  std::vector<float> x = {1, -2, 0, 3};
+  EXPECT_TRUE(ops::all_finite<float>(vector_view(x.data(), 4)));
+  EXPECT_TRUE(ops::all_finite<float>(vector_view(x.data(), 0)));
+  x[2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(ops::all_finite<float>(vector_view(x.data(), 4)));
+  EXPECT_TRUE(ops::all_finite<float>(vector_view(x.data(), 2)));
+  x[2] = -std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(ops::all_finite<float>(matrix(x.data(), 2, 2)));
+  EXPECT_THROW(ops::all_finite<float>(matrix(x.data(), 2, 2).t()), InvalidArgument);
 }
 
 // gemm_ref on explicit transposes and strides, the reference for every matmul layout below.

@@ -91,6 +91,47 @@ TEST(OpsWindowPooling, MaxPoolMatchesItsDefinitionAndRoutesTheGradientToTheWinne
     }
 }
 
+// The pooling of ones: each slot's total weight over its window's real positions (the weight of the
+// bias under compress-first), and the conv kernel's gradient from it.
+TEST(OpsWindowPooling, WeightSumsMatchTheirDefinition) {
+  const auto tap = random_vector<double>(w, 6), dsums = random_vector<double>(k, 7);
+  std::vector<int32_t> count(k, 0);
+  for (int64_t j = 0; j < k; ++j)
+    for (int64_t t = j * w; t < (j + 1) * w; ++t) count[size_t(j)] += real(t);
+  for (bool conv : {false, true}) {
+    std::vector<double> sums(k, 9.0);
+    ops::window_weight_sums<double>(conv ? vector_view(tap.data(), w) : TensorView<const double>(),
+                                    conv ? TensorView<const int32_t>() : vector_view(count.data(), k),
+                                    vector_view(kPadded.data(), m), w, m, vector_view(sums.data(), k));
+    for (int64_t j = 0; j < k; ++j) {
+      double want = 0;
+      for (int64_t tau = 0; tau < w; ++tau)
+        if (real(j * w + tau)) want += conv ? tap[size_t(tau)] : 1.0 / count[size_t(j)];
+      EXPECT_NEAR(sums[size_t(j)], want, 1e-15) << conv << " " << j;
+    }
+  }
+  EXPECT_EQ(count[size_t(k - 1)], 0);  // the last window is past the end: its slot weighs nothing
+
+  std::vector<double> dtap(w, 0.5);
+  ops::window_weight_sums_backward<double>(vector_view(dsums.data(), k), vector_view(kPadded.data(), m), w, m,
+                                           vector_view(dtap.data(), w));
+  for (int64_t tau = 0; tau < w; ++tau) {
+    double want = 0.5;
+    for (int64_t j = 0; j < k; ++j)
+      if (real(j * w + tau)) want += dsums[size_t(j)];
+    EXPECT_NEAR(dtap[size_t(tau)], want, 1e-15) << tau;
+  }
+  // float: the same sums to rounding.
+  const auto tapf = test::cast_vector<float>(tap);
+  std::vector<float> sumsf(k);
+  ops::window_weight_sums<float>(vector_view(tapf.data(), w), {}, {}, w, m, vector_view(sumsf.data(), k));
+  for (int64_t j = 0; j < k; ++j) {
+    double want = 0;
+    for (int64_t tau = 0; tau < w && j * w + tau < m; ++tau) want += tap[size_t(tau)];
+    EXPECT_NEAR(sumsf[size_t(j)], want, 1e-6) << j;
+  }
+}
+
 TEST(OpsWindowPooling, RefusesBadViews) {
   std::vector<float> src(m * width), dst(k * width), tap(w);
   std::vector<int32_t> count(k, 1);
@@ -107,6 +148,14 @@ TEST(OpsWindowPooling, RefusesBadViews) {
   EXPECT_THROW(ops::window_compress<float>(s, {}, vector_view(count.data(), k), {}, w, matrix(dst.data(), k, 3)),
                InvalidArgument);
   EXPECT_THROW(ops::window_compress<float>(s, {}, vector_view(count.data(), k), {}, 0, matrix(dst.data(), k, width)),
+               InvalidArgument);
+  // Weight sums: neither tap nor count, a count of the wrong length, no dtap.
+  std::vector<float> sums(k);
+  EXPECT_THROW(ops::window_weight_sums<float>({}, {}, {}, w, m, vector_view(sums.data(), k)), InvalidArgument);
+  EXPECT_THROW(ops::window_weight_sums<float>({}, vector_view(count.data(), k - 1), {}, w, m,
+                                              vector_view(sums.data(), k)),
+               InvalidArgument);
+  EXPECT_THROW(ops::window_weight_sums_backward<float>(vector_view<const float>(sums.data(), k), {}, w, m, {}),
                InvalidArgument);
 }
 
