@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include "linformer/arena.h"
 #include "linformer/error.h"
 #include "linformer/registry.h"
+#include "linformer/tensor.h"
 
 namespace lf {
 
@@ -164,17 +166,24 @@ inline void require_kept_for_backward(bool kept, const std::string& kind) {
   LF_REQUIRE(kept, kind, " attention: backward() needs a forward() with keep_for_backward = true");
 }
 
-// Frees the buffers (an inference forward releases what it will not need again).
+// Frees the buffers (an inference forward releases what it will not need again): Buffer<T>s, and
+// the std::vectors of host-side metadata (index tables, masks built from the call's input).
 template <class... Buffers>
 void release_buffers(Buffers&... buffers) {
-  (Buffers().swap(buffers), ...);
+  auto free = [](auto& b) {
+    if constexpr (requires { b.release(); })
+      b.release();
+    else
+      std::remove_reference_t<decltype(b)>().swap(b);
+  };
+  (free(buffers), ...);
 }
 
 // The rows of x (B, m, d) at padded positions (mask (B, m), nonzero = padding) replaced by zeros, in
 // `clean`: a select, so whatever the padding holds (garbage, NaN) cannot reach the real positions
 // through a product with a zero weight. Returns clean's data, or x itself when there is no mask.
 template <class T>
-const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, std::vector<T>& clean);
+const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, Buffer<T>& clean);
 
 // Zeros at the padded rows of a (B, m, d) buffer, in place: the gradient of that select, or values
 // to select away.

@@ -101,15 +101,16 @@ class Model {
   int64_t B_ = 0, n_ = 0;
   bool training_ = false, kept_ = false, checkpointing_ = false, recompute_ = false;
   uint64_t seed_ = 0;
+  // Host-side copies of the call's input (token ids, padding mask) and the positions made from them.
   std::vector<int32_t> tokens_, positions_;
   std::vector<uint8_t> padding_;
   // padding_ as a (B·n) view, empty without padding.
   TensorView<const uint8_t> padding_view() const {
     return padding_.empty() ? TensorView<const uint8_t>() : vector_view(padding_.data(), int64_t(padding_.size()));
   }
-  std::vector<T> emb_sum_, emb_norm_mean_, emb_norm_rstd_;  // post-LN: embeddings before their LayerNorm
-  std::vector<T> hidden_;  // (L + 1) × (B, n, d): block inputs and output (inference: 2, in turn)
-  std::vector<T> final_, final_mean_, final_rstd_;          // after the final LayerNorm (pre-LN)
+  Buffer<T> emb_sum_, emb_norm_mean_, emb_norm_rstd_;  // post-LN: embeddings before their LayerNorm
+  Buffer<T> hidden_;  // (L + 1) × (B, n, d): block inputs and output (inference: 2, in turn)
+  Buffer<T> final_, final_mean_, final_rstd_;          // after the final LayerNorm (pre-LN)
 };
 
 }  // namespace lf

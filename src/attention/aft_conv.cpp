@@ -28,7 +28,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -104,42 +103,42 @@ class AftConvAttention final : public Attention<T> {
     // Padded rows of the key/value source are zeros (a select): nothing they hold reaches K, V or,
     // in the backward, the weights' gradients.
     const T* src = zero_padded_rows(in.x, in.key_padding_mask, B, n, d, clean_);
-    q_.resize(size_t(B * n * d));
-    k_.resize(size_t(B * n * h));
-    v_.resize(size_t(B * n * d));
+    q_.resize(B * n * d);
+    k_.resize(B * n * h);
+    v_.resize(B * n * d);
     const TensorView<const T> xv = rows(in.x, d), srcv = rows(src, d);
-    ops::linear_forward(xv, param(wq_), param(bq_), rows(q_.data(), d));
-    ops::linear_forward(srcv, param(wk_), param(bk_), rows(k_.data(), h));
-    ops::linear_forward(srcv, param(wv_), param(bv_), rows(v_.data(), d));
+    ops::linear_forward(xv, param(wq_), param(bq_), q_.view({B * n, d}));
+    ops::linear_forward(srcv, param(wk_), param(bk_), k_.view({B * n, h}));
+    ops::linear_forward(srcv, param(wv_), param(bv_), v_.view({B * n, d}));
     kernel_forward();
-    o_.resize(size_t(B * n * d));
-    if (kept_) r_.resize(size_t(B * n * d));
-    den_.resize(size_t(B * h * n));
-    m_.resize(size_t(B * h * n));
+    o_.resize(B * n * d);
+    if (kept_) r_.resize(B * n * d);
+    den_.resize(B * h * n);
+    m_.resize(B * h * n);
     ops::aft_conv_forward(heads(q_, d), heads(k_, h), heads(v_, d), mask(), omega(), heads(o_, d),
                           kept_ ? heads(r_, d) : TensorView<T>(), per_head(den_), per_head(m_), dims_.causal);
-    ops::linear_forward(rows(o_.data(), d), param(wo_), param(bo_), rows(out, d));
+    ops::linear_forward(o_.view({B * n, d}), param(wo_), param(bo_), rows(out, d));
     if (!kept_) release();
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, "aft_conv");
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, s = opt_.window;
-    std::vector<T> d_o(size_t(B * n * d));
-    ops::linear_backward<T>(rows(o_.data(), d), param(wo_), rows(dout, d), rows(d_o.data(), d), grad(wo_), grad(bo_));
+    Buffer<T> d_o(B * n * d);
+    ops::linear_backward<T>(o_.view({B * n, d}), param(wo_), rows(dout, d), d_o.view({B * n, d}), grad(wo_), grad(bo_));
     release_buffers(o_);
-    std::vector<T> dq(size_t(B * n * d)), dk(size_t(B * n * h)), dv(size_t(B * n * d));
-    std::vector<double> dwhat(size_t(h * s));
+    Buffer<T> dq(B * n * d), dk(B * n * h), dv(B * n * d);
+    Buffer<double> dwhat(h * s);
     ops::aft_conv_backward(heads(q_, d), heads(k_, h), heads(v_, d), mask(), omega(), heads(r_, d),
                            per_head(den_), per_head(m_), heads(d_o, d), heads(dq, d), heads(dk, h), heads(dv, d),
-                           matrix(dwhat.data(), h, s), dims_.causal);
+                           dwhat.view({h, s}), dims_.causal);
     kernel_backward(dwhat);
     // The maps: dx = dQ W_q + dK W_k + dV W_v (dK, dV are exactly 0 at padded keys).
     const TensorView<const T> xv = rows(in_.x, d), srcv = rows(in_.key_padding_mask ? clean_.data() : in_.x, d);
     const TensorView<T> dxv = rows(dx, d);
-    ops::linear_backward<T>(xv, param(wq_), rows(dq.data(), d), dxv, grad(wq_), grad(bq_));
-    ops::linear_backward<T>(srcv, param(wk_), rows(dk.data(), h), dxv, grad(wk_), grad(bk_), true);
-    ops::linear_backward<T>(srcv, param(wv_), rows(dv.data(), d), dxv, grad(wv_), grad(bv_), true);
+    ops::linear_backward<T>(xv, param(wq_), dq.view({B * n, d}), dxv, grad(wq_), grad(bq_));
+    ops::linear_backward<T>(srcv, param(wk_), dk.view({B * n, h}), dxv, grad(wk_), grad(bk_), true);
+    ops::linear_backward<T>(srcv, param(wv_), dv.view({B * n, d}), dxv, grad(wv_), grad(bv_), true);
     (void)dcontext;  // no cross-attention
     release();  // one backward per forward, as in PyTorch
     kept_ = false;
@@ -164,29 +163,28 @@ class AftConvAttention final : public Attention<T> {
   TensorView<T> grad(int id) { return arena_.grad_view(id); }
   template <class P>
   TensorView<P> rows(P* x, int64_t width) const { return rows_view(in_, x, width); }
-  TensorView<T> heads(std::vector<T>& x, int64_t width) const { return TensorView<T>(x.data(), {in_.B, in_.n, width}); }
-  TensorView<T> per_head(std::vector<T>& x) const { return TensorView<T>(x.data(), {in_.B, dims_.n_heads, in_.n}); }
+  TensorView<T> heads(Buffer<T>& x, int64_t width) const { return x.view({in_.B, in_.n, width}); }
+  TensorView<T> per_head(Buffer<T>& x) const { return x.view({in_.B, dims_.n_heads, in_.n}); }
   TensorView<const uint8_t> mask() const { return key_mask_view(in_); }
-  TensorView<T> omega() { return matrix(omega_.data(), dims_.n_heads, opt_.window); }
+  TensorView<T> omega() { return omega_.view({dims_.n_heads, opt_.window}); }
 
   void release() { release_buffers(q_, k_, v_, o_, r_, den_, m_, clean_); }
 
   // ŵ and ω = exp(ŵ) (h, s) from w, γ, β; z and the normalisers kept for the backward.
   void kernel_forward() {
     const int64_t h = dims_.n_heads, s = opt_.window;
-    z_.resize(size_t(h * s));
-    inv_std_.resize(size_t(h));
-    omega_.resize(size_t(h * s));
-    ops::aft_conv_kernel_forward(param(kw_), param(kg_), param(kb_), omega(), matrix(z_.data(), h, s),
-                                 vector_view(inv_std_.data(), h), kKernelEps);
+    z_.resize(h * s);
+    inv_std_.resize(h);
+    omega_.resize(h * s);
+    ops::aft_conv_kernel_forward(param(kw_), param(kg_), param(kb_), omega(), z_.view({h, s}), inv_std_.view({h}),
+                                 kKernelEps);
   }
 
   // From ∂loss/∂ŵ (h, s): the gradients of w, γ, β (accumulated).
-  void kernel_backward(std::vector<double>& dwhat) {
+  void kernel_backward(const Buffer<double>& dwhat) {
     const int64_t h = dims_.n_heads, s = opt_.window;
-    ops::aft_conv_kernel_backward<T>(param(kg_), matrix<const double>(z_.data(), h, s),
-                                     vector_view<const double>(inv_std_.data(), h),
-                                     matrix<const double>(dwhat.data(), h, s), grad(kw_), grad(kg_), grad(kb_));
+    ops::aft_conv_kernel_backward<T>(param(kg_), z_.view({h, s}), inv_std_.view({h}), dwhat.view({h, s}), grad(kw_),
+                                     grad(kg_), grad(kb_));
   }
 
   AttentionDims dims_;
@@ -198,12 +196,12 @@ class AftConvAttention final : public Attention<T> {
   // Kept from the last forward for the backward: the caller keeps in_.x alive.
   AttentionInput<T> in_;
   bool kept_ = false;
-  std::vector<T> clean_;              // (B, n, d): x with padded rows zeroed (with a mask)
-  std::vector<T> q_, v_, o_, r_;      // (B, n, d); q_ holds σ(Q) after the forward, r_ = Y / σ(Q)
-  std::vector<T> k_;                  // (B, n, h)
-  std::vector<T> den_, m_;            // (B, h, n): denominators (relative to m) and shifts
-  std::vector<T> omega_;              // (h, s): exp(ŵ)
-  std::vector<double> z_, inv_std_;   // (h, s) normalised kernel, (h) 1/√(var + ε)
+  Buffer<T> clean_;               // (B, n, d): x with padded rows zeroed (with a mask)
+  Buffer<T> q_, v_, o_, r_;       // (B, n, d); q_ holds σ(Q) after the forward, r_ = Y / σ(Q)
+  Buffer<T> k_;                   // (B, n, h)
+  Buffer<T> den_, m_;             // (B, h, n): denominators (relative to m) and shifts
+  Buffer<T> omega_;               // (h, s): exp(ŵ)
+  Buffer<double> z_, inv_std_;    // (h, s) normalised kernel, (h) 1/√(var + ε)
 };
 
 }  // namespace

@@ -36,7 +36,6 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/kind_views.h"
@@ -104,7 +103,7 @@ class AftBase : public Attention<T> {
     kept_ = in.keep_for_backward;
     B_ = in.B;
     n_ = in.n;
-    const size_t total = size_t(B_ * n_ * dims_.d_model);
+    const int64_t total = B_ * n_ * dims_.d_model;
     maps_.project_in(in, q_, k_, v_);
     a_.resize(total);
     den_.resize(total);
@@ -116,8 +115,8 @@ class AftBase : public Attention<T> {
 
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, info_.name);
-    const size_t total = size_t(B_ * n_ * dims_.d_model);
-    std::vector<T> h(total), dq(total), dk(total), dv(total);
+    const int64_t total = B_ * n_ * dims_.d_model;
+    Buffer<T> h(total), dq(total), dk(total), dv(total);
     maps_.backward_out(o_.data(), dout, h.data(), B_ * n_);  // dY, then H = dL/dA
     core_backward(h, dq, dk, dv);
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, info_.name);
@@ -129,7 +128,7 @@ class AftBase : public Attention<T> {
   // o_, a_ (A, before the gate) and den_ (the shifted denominators) from q_ (becoming σ(Q)), k_, v_.
   virtual void core_forward() = 0;
   // dq, dk, dv overwritten from h = dY (overwritten by dL/dA); the bias gradients accumulate into the arena.
-  virtual void core_backward(std::vector<T>& h, std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv) = 0;
+  virtual void core_backward(Buffer<T>& h, Buffer<T>& dq, Buffer<T>& dk, Buffer<T>& dv) = 0;
   virtual void release_core() = 0;
 
   void release_all() {
@@ -149,7 +148,7 @@ class AftBase : public Attention<T> {
   }
 
   // A (B, n, d) activation.
-  TensorView<T> act(std::vector<T>& x) const { return TensorView<T>(x.data(), {B_, n_, dims_.d_model}); }
+  TensorView<T> act(Buffer<T>& x) const { return x.view({B_, n_, dims_.d_model}); }
   TensorView<const uint8_t> mask() const { return key_mask_view(in_); }
   TensorView<const T> param(int id) const { return arena_.value_view(id); }
   TensorView<T> grad(int id) { return arena_.grad_view(id); }
@@ -163,7 +162,7 @@ class AftBase : public Attention<T> {
   AttentionInput<T> in_;  // the caller keeps in_.x alive until the backward
   bool kept_ = false;
   int64_t B_ = 0, n_ = 0;
-  std::vector<T> q_, k_, v_, a_, den_, o_;  // (B, n, d); q_ holds σ(Q)
+  Buffer<T> q_, k_, v_, a_, den_, o_;  // (B, n, d); q_ holds σ(Q)
   int u_ = -1, pv_ = -1;                    // the bias factors U, V (max_len × d'), when factored
 };
 
@@ -217,15 +216,15 @@ class AftFull final : public AftBase<T> {
 
  private:
   void core_forward() override {
-    keys_.resize(size_t(n_ * B_ * 2 * dims_.d_model));
+    keys_.resize(n_ * B_ * 2 * dims_.d_model);
     ops::aft_full_forward(this->act(q_), this->act(k_), this->act(v_), this->mask(), this->param(u_),
                           this->param(pv_), this->param(w_), this->act(o_), this->act(a_), this->act(den_), keys(), R_,
                           dims_.causal);
     if (dims_.causal) release_core();  // the backward replays the shifts block by block
   }
 
-  void core_backward(std::vector<T>& h, std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv) override {
-    keys_.resize(size_t(n_ * B_ * 2 * dims_.d_model));  // non-causal: the forward's table
+  void core_backward(Buffer<T>& h, Buffer<T>& dq, Buffer<T>& dk, Buffer<T>& dv) override {
+    keys_.resize(n_ * B_ * 2 * dims_.d_model);  // non-causal: the forward's table
     ops::aft_full_backward(this->act(q_), this->act(k_), this->act(v_), this->mask(), this->param(u_),
                            this->param(pv_), this->param(w_), this->act(a_), this->act(den_), keys(), this->act(h),
                            this->act(dq), this->act(dk), this->act(dv), this->grad(u_), this->grad(pv_),
@@ -234,10 +233,10 @@ class AftFull final : public AftBase<T> {
 
   void release_core() override { release_buffers(keys_); }
 
-  TensorView<T> keys() { return TensorView<T>(keys_.data(), {n_, B_, 2 * dims_.d_model}); }
+  TensorView<T> keys() { return keys_.view({n_, B_, 2 * dims_.d_model}); }
 
   int w_ = -1;
-  std::vector<T> keys_;  // (n, B, 2d) the key table: [exp(K − m)⊙V | exp(K − m)]
+  Buffer<T> keys_;  // (n, B, 2d) the key table: [exp(K − m)⊙V | exp(K − m)]
 };
 
 // ---- aft_local ----------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ class AftLocal final : public AftBase<T> {
                            this->act(key_state_), opts_.window, R_, dims_.causal);
   }
 
-  void core_backward(std::vector<T>& h, std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv) override {
+  void core_backward(Buffer<T>& h, Buffer<T>& dq, Buffer<T>& dk, Buffer<T>& dv) override {
     ops::aft_local_backward(this->act(q_), this->act(k_), this->act(v_), this->mask(), this->param(u_),
                             this->param(pv_), this->param(band_), this->act(a_), this->act(den_),
                             this->act(key_state_), this->act(h), this->act(dq), this->act(dk), this->act(dv),
@@ -290,7 +289,7 @@ class AftLocal final : public AftBase<T> {
 
   int64_t s_, W_;
   int band_ = -1;
-  std::vector<T> key_state_;  // (B, n, d): non-causal exp(K − m) (0 at padding), causal the running maximum of K
+  Buffer<T> key_state_;  // (B, n, d): non-causal exp(K − m) (0 at padding), causal the running maximum of K
 };
 
 // parse_aft_options for one of the two kinds (for register_kind).

@@ -13,7 +13,6 @@
 // There is no attention matrix to drop out: dims.dropout is ignored.
 // Time O(B·n·d) besides the four d×d maps, memory O(B·n·d); never n×n. The core is ops::aft_simple_*
 // (src/ops/aft.h).
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/kind_views.h"
@@ -44,9 +43,9 @@ class AftSimpleAttention final : public Attention<T> {
     kept_ = in.keep_for_backward;
     const int64_t B = in.B, n = in.n, d = dims_.d_model;
     maps_.project_in(in, q_, k_, v_);
-    o_.resize(size_t(B * n * d));
+    o_.resize(B * n * d);
     if (kept_) {  // per (sample, channel), or per (sample, position, channel) when causal
-      const size_t stats = size_t((dims_.causal ? B * n : B) * d);
+      const int64_t stats = (dims_.causal ? B * n : B) * d;
       r_.resize(stats);
       m_.resize(stats);
       s_.resize(stats);
@@ -63,10 +62,10 @@ class AftSimpleAttention final : public Attention<T> {
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, "aft_simple");
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model;
-    std::vector<T> d_o(size_t(B * n * d));
+    Buffer<T> d_o(B * n * d);
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     release_buffers(o_);
-    std::vector<T> dq(size_t(B * n * d)), dk(size_t(B * n * d)), dv(size_t(B * n * d));
+    Buffer<T> dq(B * n * d), dk(B * n * d), dv(B * n * d);
     ops::aft_simple_backward(activation(q_), activation(k_), activation(v_), mask(), stats(r_), stats(m_), stats(s_),
                              activation(d_o), activation(dq), activation(dk), activation(dv), dims_.causal);
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "aft_simple");
@@ -91,9 +90,9 @@ class AftSimpleAttention final : public Attention<T> {
 
  private:
   // A (B, n, d) buffer of this call, and the statistics (empty when not kept).
-  TensorView<T> activation(std::vector<T>& x) const { return TensorView<T>(x.data(), {in_.B, in_.n, dims_.d_model}); }
-  TensorView<T> stats(std::vector<T>& x) const {
-    return kept_ ? vector_view(x.data(), int64_t(x.size())) : TensorView<T>();
+  TensorView<T> activation(Buffer<T>& x) const { return x.view({in_.B, in_.n, dims_.d_model}); }
+  TensorView<T> stats(Buffer<T>& x) const {
+    return kept_ ? x.view({x.size()}) : TensorView<T>();
   }
   TensorView<const uint8_t> mask() const { return key_mask_view(in_); }
 
@@ -102,8 +101,8 @@ class AftSimpleAttention final : public Attention<T> {
   // Kept from the last forward for the backward: the caller keeps in_.x alive.
   AttentionInput<T> in_;
   bool kept_ = false;
-  std::vector<T> q_, k_, v_, o_;  // (B, n, d); q_ holds σ(Q) after the forward
-  std::vector<T> r_, m_, s_;      // the softmax means, maxima and sums: (B, n, d) causal, (B, d) not
+  Buffer<T> q_, k_, v_, o_;  // (B, n, d); q_ holds σ(Q) after the forward
+  Buffer<T> r_, m_, s_;      // the softmax means, maxima and sums: (B, n, d) causal, (B, d) not
 };
 
 }  // namespace

@@ -4,7 +4,6 @@
 // (FlashAttention-2), so only O and the per-row log-sum-exp are kept: time O(B·h·n·m·d_h), memory
 // O(B·n·d) plus O(tile²) scratch per thread. The op is ops/flash.h.
 #include <cstdint>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -22,7 +21,7 @@ const AttentionKindInfo& flash_info() {
 }
 
 // The views of ops/flash.h over DenseAttention's buffers: queries and outputs (B, n, h·d_h), keys and
-// values (B, mk, hk·d_h), the log-sum-exp (B, h, n).
+// values (B, mk, hk·d_h) (the log-sum-exp (B, h, n) is the core's own buffer).
 template <class T>
 TensorView<T> queries(const SdpaShape& s, T* x) {
   return TensorView<T>(x, {s.B, s.n, s.h * s.d_h});
@@ -31,10 +30,6 @@ template <class T>
 TensorView<T> keys(const SdpaShape& s, T* x) {
   return TensorView<T>(x, {s.B, s.mk, s.hk * s.d_h});
 }
-template <class T>
-TensorView<T> stats(const SdpaShape& s, T* x) {
-  return TensorView<T>(x, {s.B, s.h, s.n});
-}
 
 // The tiled online softmax of ops/flash.h: only the row statistics are kept for the backward.
 template <class T>
@@ -42,13 +37,13 @@ struct FlashCore {
   static const AttentionKindInfo& info() { return flash_info(); }
 
   void forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* o, bool /*keep*/) {
-    lse.resize(size_t(s.B * s.h * s.n));
-    ops::flash_attention_forward<T>(s, queries(s, q), keys(s, k), keys(s, v), queries(s, o), stats(s, lse.data()));
+    lse.resize(s.B * s.h * s.n);
+    ops::flash_attention_forward<T>(s, queries(s, q), keys(s, k), keys(s, v), queries(s, o), lse.view({s.B, s.h, s.n}));
   }
 
   void backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* o, const T* d_o, T* dq, T* dk,
                 T* dv) const {
-    ops::flash_attention_backward<T>(s, queries(s, q), keys(s, k), keys(s, v), queries(s, o), stats(s, lse.data()),
+    ops::flash_attention_backward<T>(s, queries(s, q), keys(s, k), keys(s, v), queries(s, o), lse.view({s.B, s.h, s.n}),
                                      queries(s, d_o), queries(s, dq), keys(s, dk), keys(s, dv));
   }
 
@@ -60,7 +55,7 @@ struct FlashCore {
     return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + 2.0 * B * dims.n_heads * n);
   }
 
-  std::vector<T> lse;  // (B, h, n) log-sum-exp of each query's scores
+  Buffer<T> lse;  // (B, h, n) log-sum-exp of each query's scores
 };
 
 template <class T>

@@ -3,7 +3,6 @@
 //   O_i = softmax(Q_i K_iᵀ / √d_h + masks) V_i per head, Y = O W_oᵀ + b_o
 // Time O(B·h·n·m·d_h), memory O(B·h·n·m) for the kept probabilities.
 #include <cmath>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -29,13 +28,13 @@ struct FullCore {
   static const AttentionKindInfo& info() { return full_info(); }
 
   void forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* o, bool keep) {
-    probs.resize(size_t((keep ? s.B * s.h : 1) * s.n * s.mk));  // inference: one head's n×m at a time
+    probs.resize((keep ? s.B * s.h : 1) * s.n * s.mk);  // inference: one head's n×m at a time
     sdpa_forward(s, q, k, v, probs.data(), o, keep);
   }
 
   void backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* /*o*/, const T* d_o, T* dq, T* dk,
                 T* dv) const {
-    std::vector<T> scratch(size_t(sdpa_backward_scratch(s)));
+    Buffer<T> scratch(sdpa_backward_scratch(s));
     sdpa_backward(s, q, k, v, probs.data(), d_o, dq, dk, dv, scratch.data());
   }
 
@@ -48,7 +47,7 @@ struct FullCore {
     return sizeof(T) * (double(dims.n_heads) * bnm + 2.0 * n * m + 2.0 * B * (2.0 * n + 2.0 * m) * d);
   }
 
-  std::vector<T> probs;  // (B, h, n, m), or one head's (n, m) in inference
+  Buffer<T> probs;  // (B, h, n, m), or one head's (n, m) in inference
 };
 
 template <class T>

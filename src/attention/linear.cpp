@@ -7,7 +7,6 @@
 // 1/√d_h scale (as in the paper and fast-transformers); eps = 1e-6, fast-transformers' value. Padded keys are
 // selected out of both sums. No probabilities are formed, so attention dropout does not apply.
 // Time O(B·n·d·d_h) (+ O(B·n·d·C) causal, chunk C), memory O(B·n·d); never n×m.
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/linear_core.h"
@@ -56,14 +55,14 @@ class LinearAttention final : public Attention<T> {
     const TensorView<const uint8_t> key_mask = ops::key_mask_view(in.key_padding_mask, B, m);
     maps_.project_in(in, q_, k_, v_);
     // φ row by row of d (B·len rows): a padded key's whole row is 0; v's padded rows are skipped by the core.
-    const TensorView<T> q_rows(q_.data(), {B, n, d}), k_rows(k_.data(), {B, m, d});
+    const TensorView<T> q_rows = q_.view({B, n, d}), k_rows = k_.view({B, m, d});
     ops::elu_plus_one_forward<T>(q_rows, {}, q_rows);
     ops::elu_plus_one_forward<T>(k_rows, key_mask, k_rows);
     const TensorView<T> q = heads(q_, B, n), k = heads(k_, B, m);
-    o_.resize(size_t(B * n * d));
-    den_.resize(size_t(B * h * n));
+    o_.resize(B * n * d);
+    den_.resize(B * h * n);
     ops::linear_attention_forward<T>(q, k, heads(v_, B, m), key_mask, {}, core_options(), heads(o_, B, n),
-                                     TensorView<T>(den_.data(), {B, h, n}));
+                                     den_.view({B, h, n}));
     maps_.project_out(o_.data(), out, B * n);
     if (!kept_) {
       release_buffers(q_, k_, v_, o_, den_);
@@ -74,12 +73,12 @@ class LinearAttention final : public Attention<T> {
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, "linear");
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len(), h = dims_.n_heads;
-    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
+    Buffer<T> d_o(B * n * d), dq(B * n * d), dk(B * m * d), dv(B * m * d);
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     const TensorView<T> q = heads(q_, B, n), k = heads(k_, B, m);
     const TensorView<T> gq = heads(dq, B, n), gk = heads(dk, B, m);
     ops::linear_attention_backward<T>(q, k, heads(v_, B, m), ops::key_mask_view(in_.key_padding_mask, B, m), {},
-                                      core_options(), heads(o_, B, n), TensorView<T>(den_.data(), {B, h, n}),
+                                      core_options(), heads(o_, B, n), den_.view({B, h, n}),
                                       heads(d_o, B, n), gq, gk, heads(dv, B, m));
     ops::elu_plus_one_backward<T>(q, gq, gq);
     ops::elu_plus_one_backward<T>(k, gk, gk);  // padded rows: φk = 0 and dk = 0
@@ -105,8 +104,8 @@ class LinearAttention final : public Attention<T> {
 
  private:
   // x (B, len, d) seen per head: (B, len, h, d_h).
-  TensorView<T> heads(std::vector<T>& x, int64_t B, int64_t len) const {
-    return TensorView<T>(x.data(), {B, len, dims_.n_heads, dims_.d_model / dims_.n_heads});
+  TensorView<T> heads(Buffer<T>& x, int64_t B, int64_t len) const {
+    return x.view({B, len, dims_.n_heads, dims_.d_model / dims_.n_heads});
   }
   ops::LinearAttentionOptions core_options() const { return {dims_.causal, opt_.chunk, kLinearEps}; }
   // d_h features per head, values d_h wide.
@@ -121,10 +120,8 @@ class LinearAttention final : public Attention<T> {
   // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
   bool kept_ = false;
-  std::vector<T> q_, k_,
-      v_;  // φ(Q) (B, n, d), φ(K) (B, m, d) (zero rows at padding), V (B, m, d)
-  std::vector<T> o_,
-      den_;  // O (B, n, d) before the output map; denominators (B, h, n)
+  Buffer<T> q_, k_, v_;  // φ(Q) (B, n, d), φ(K) (B, m, d) (zero rows at padding), V (B, m, d)
+  Buffer<T> o_, den_;    // O (B, n, d) before the output map; denominators (B, h, n)
 };
 
 }  // namespace

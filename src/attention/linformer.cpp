@@ -20,7 +20,7 @@
 // channels, so they always project first.
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <vector>  // host-side metadata only: the windows' counts and empty slots
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -28,6 +28,7 @@
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
+#include "ops/linformer_bias.h"
 #include "ops/matmul.h"
 #include "ops/window_pooling.h"
 
@@ -152,33 +153,33 @@ class LinformerAttention final : public Attention<T> {
     ctxm_ = zero_padded_rows(in.context ? in.context : in.x, in.key_padding_mask, B, m, d_, xm_);
     if (pools_windows(o_.projection)) count_window_positions();
 
-    q_.resize(size_t(B * n * qd_));
-    ops::linear_forward(matrix(in.x, B * n, d_), arena_.value_view(wq_), arena_.value_view(bq_), matrix(q_.data(), B * n, qd_));
+    q_.resize(B * n * qd_);
+    ops::linear_forward(matrix(in.x, B * n, d_), arena_.value_view(wq_), arena_.value_view(bq_), q_.view({B * n, qd_}));
     const int64_t csize = B * k_ * ldc();
     for (int p = 0; p < 2; ++p) {
       if (p == 1 && kv_identical_) {  // V̂ = K̂ (times F's scale over E's when they differ)
-        if (scaled_) c_[1].assign(c_[0].begin(), c_[0].end());
+        if (scaled_) c_[1] = c_[0];
         continue;
       }
-      c_[p].resize(size_t(csize));
+      c_[p].resize(csize);
       if (compress_first_)
         compress_then_project(p);
       else
         project_then_compress(p);
     }
     if (scaled_)
-      for (int p = 0; p < 2; ++p) ops::scale(vector_view(c_[p].data(), int64_t(c_[p].size())), scale_[p]);
+      for (int p = 0; p < 2; ++p) ops::scale(c_[p].view({c_[p].size()}), scale_[p]);
     const T* vc = values_c();
     const bool keep = in.keep_for_backward;
     kept_ = keep;
-    o_buf_.resize(size_t(B * n * qd_));
+    o_buf_.resize(B * n * qd_);
     // One head's n×k probabilities at a time, kept by no one: the backward recomputes them (one
     // B·h·n·k·d_h product more, B·h·n·k floats less between forward and backward).
-    std::vector<T> probs(size_t(n * k_));
+    Buffer<T> probs(n * k_);
     shape_ = SdpaShape{B, n, k_, h_, hc_, dh_, 1.0 / std::sqrt(double(dh_)), false,
                        pools_windows(o_.projection) ? slot_mask_.data() : nullptr, training ? dims_.dropout : 0.0, seed};
     sdpa_forward(shape_, q_.data(), c_[0].data(), vc, probs.data(), o_buf_.data(), /*keep_probs=*/false);
-    ops::linear_forward(matrix(o_buf_.data(), B * n, qd_), arena_.value_view(wo_), arena_.value_view(bo_), matrix(out, B * n, d_));
+    ops::linear_forward(o_buf_.view({B * n, qd_}), arena_.value_view(wo_), arena_.value_view(bo_), matrix(out, B * n, d_));
     if (!keep) release_activations();
   }
 
@@ -189,18 +190,18 @@ class LinformerAttention final : public Attention<T> {
     // Two buffers serve four gradients, to keep the peak low: grad_o_ holds dO (B, n, h·d_h), then
     // (dead after the attention core) the gradient of the key/value source (B, m, d); o_buf_ (dead
     // once W_o's gradient is taken) receives dQ.
-    grad_o_.resize(size_t(B * std::max(n * qd_, m * d_)));
-    for (auto& g : dc_) g.resize(size_t(B * k_ * ldc()));
-    scratch_.resize(size_t(sdpa_backward_scratch(shape_, /*recompute_probs=*/true)));
-    ops::linear_backward<T>(matrix(o_buf_.data(), B * n, qd_), arena_.value_view(wo_), matrix(dout, B * n, d_),
-                            matrix(grad_o_.data(), B * n, qd_), arena_.grad_view(wo_), arena_.grad_view(bo_));
+    grad_o_.resize(B * std::max(n * qd_, m * d_));
+    for (auto& g : dc_) g.resize(B * k_ * ldc());
+    scratch_.resize(sdpa_backward_scratch(shape_, /*recompute_probs=*/true));
+    ops::linear_backward<T>(o_buf_.view({B * n, qd_}), arena_.value_view(wo_), matrix(dout, B * n, d_),
+                            grad_o_.view({B * n, qd_}), arena_.grad_view(wo_), arena_.grad_view(bo_));
     T* dq = o_buf_.data();
     sdpa_backward<T>(shape_, q_.data(), c_[0].data(), values_c(), /*probs=*/nullptr, grad_o_.data(), dq, dc_[0].data(),
                      dc_[1].data(), scratch_.data());
     // Back through the scales of Theorem 2's shared R, and V̂ = K̂.
     for (int p = 0; p < 2; ++p)
-      if (scaled_) ops::scale(vector_view(dc_[p].data(), int64_t(dc_[p].size())), scale_[p]);
-    if (kv_identical_) ops::add<T>(vector_view(dc_[1].data(), int64_t(dc_[1].size())), vector_view(dc_[0].data(), int64_t(dc_[0].size())));
+      if (scaled_) ops::scale(dc_[p].view({dc_[p].size()}), scale_[p]);
+    if (kv_identical_) ops::add<T>(dc_[1].view({dc_[1].size()}), dc_[0].view({dc_[0].size()}));
     ops::linear_backward<T>(matrix(in_.x, B * n, d_), arena_.value_view(wq_), matrix(dq, B * n, qd_), matrix(dx, B * n, d_),
                             arena_.grad_view(wq_), arena_.grad_view(bq_));
 
@@ -312,6 +313,7 @@ class LinformerAttention final : public Attention<T> {
   // --- windows -----------------------------------------------------------------------------------
   // count_ (B, k): the real (existing, unpadded) positions of window j = [j·w, (j+1)·w) of each
   // sample; slot_mask_ (B, k): the windows with none, hidden from the softmax (nonzero = hidden).
+  // Counted on the host from the call's key padding mask, which is host memory (AttentionInput).
   void count_window_positions() {
     const int64_t B = in_.B;
     count_.assign(size_t(B * k_), 0);
@@ -324,13 +326,8 @@ class LinformerAttention final : public Attention<T> {
         slot_mask_[size_t(b * k_ + j)] = c == 0;
       }
   }
-  bool empty_slot(int64_t b, int64_t j) const { return slot_mask_[size_t(b * k_ + j)] != 0; }
-  // The weight of position j·w + τ in window j under the linear poolings: mean 1/count, conv the
-  // kernel tap (one kernel per E: per head g with sharing none).
-  T window_weight(int p, int64_t b, int64_t g, int64_t j, int64_t tau) const {
-    if (o_.projection == Projection::Mean) return T(1) / T(count_[size_t(b * k_ + j)]);
-    return arena_.value(proj_[p])[g * w_ + tau];
-  }
+  // Sample b's empty slots (k), nonzero = no real position in the window.
+  TensorView<const uint8_t> empty_slots(int64_t b) const { return vector_view(slot_mask_.data() + b * k_, k_); }
   // Slots j whose window holds position j·w + τ of an m-long sequence (positions past m do not exist).
   int64_t slots_reaching(int64_t tau) const { return tau < m_ ? std::min(k_, (m_ - tau + w_ - 1) / w_) : 0; }
 
@@ -366,32 +363,24 @@ class LinformerAttention final : public Attention<T> {
                                      conv ? vector_view(arena_.grad(proj_[p]) + g * w_, w_) : TensorView<T>());
   }
 
-  // Σ_t E_g[j, t] over the real positions t < m: the weight of the bias in compress-first (mean: 1 for
-  // a slot with a real position, so the bias is averaged like the keys).
-  T row_weight_sum(int p, int64_t b, int64_t g, int64_t j) const {
-    T s = 0;
-    if (dense_projection()) {
-      const T* E = arena_.value(proj_[p]) + (g * k_ + j) * L_;
-      for (int64_t t = 0; t < m_; ++t)
-        if (!padded(b, t)) s += E[t];
-      return s;
-    }
-    for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau)
-      if (!padded(b, j * w_ + tau)) s += window_weight(p, b, g, j, tau);
-    return s;
+  // sums (k): Σ_t E_g[j, t] over the real positions t < m of sample b, the weight of the bias in
+  // compress-first (mean: 1 for a slot with a real position, so the bias is averaged like the keys).
+  void row_weight_sums(int p, int64_t b, int64_t g, TensorView<T> sums) const {
+    if (dense_projection())
+      ops::masked_row_sums<T>(matrix(arena_.value(proj_[p]) + g * k_ * L_, k_, m_, L_), padding_of(b), sums);
+    else
+      ops::window_weight_sums<T>(tap(p, g), window_counts(b), padding_of(b), w_, m_, sums);
   }
-
-  // The projection's gradient from dr = d(row_weight_sum(p, b, g, j)).
-  void row_weight_sum_backward(int p, int64_t b, int64_t g, int64_t j, T dr) {
-    if (o_.projection == Projection::Learned) {
-      T* dE = arena_.grad(proj_[p]) + (g * k_ + j) * L_;
-      for (int64_t t = 0; t < m_; ++t)
-        if (!padded(b, t)) dE[t] += dr;
-    } else if (o_.projection == Projection::Conv) {
-      T* dker = arena_.grad(proj_[p]) + g * w_;
-      for (int64_t tau = 0; tau < w_ && j * w_ + tau < m_; ++tau)
-        if (!padded(b, j * w_ + tau)) dker[tau] += dr;
-    }
+  // Whether the row sums have a gradient: a trainable E (learned) or kernel (conv).
+  bool row_weight_sums_trainable() const {
+    return o_.projection == Projection::Learned || o_.projection == Projection::Conv;
+  }
+  // The projection's gradient from dsums (k) = d(row_weight_sums(p, b, g)).
+  void row_weight_sums_backward(int p, int64_t b, int64_t g, TensorView<const T> dsums) {
+    if (o_.projection == Projection::Learned)
+      ops::masked_row_sums_backward<T>(dsums, padding_of(b), matrix(arena_.grad(proj_[p]) + g * k_ * L_, k_, m_, L_));
+    else if (o_.projection == Projection::Conv)
+      ops::window_weight_sums_backward<T>(dsums, padding_of(b), w_, m_, vector_view(arena_.grad(proj_[p]) + g * w_, w_));
   }
 
   // --- pooling of the projected channels (project-first only) -------------------------------------
@@ -408,44 +397,36 @@ class LinformerAttention final : public Attention<T> {
                                      matrix(dsrc, m_, width, ldds));
   }
 
-  // conv_full's weight (groups·gw, gw, w) rearranged to wt_ (groups, w, gw, gw): one (out × in) matrix
-  // per group and tap, so that a tap is one product over the rows j·w + τ of every window.
+  // conv_full's weight (groups·gw, gw, w), or its gradient, seen as (groups, w, gw, gw): one (out × in)
+  // matrix per group and tap, so that a tap is one product over the rows j·w + τ of every window.
+  template <class P>
+  TensorView<P> by_tap(TensorView<P> W) const {
+    return TensorView<P>::strided(W.data(), {groups_, w_, gw_, gw_}, {gw_ * gw_ * w_, 1, gw_ * w_, w_}, W.device());
+  }
+  // wt_ (groups, w, gw, gw): the weight so rearranged, each tap's matrix contiguous for its products.
   void arrange_conv_full(int p) {
-    const T* W = arena_.value(proj_[p]);
-    wt_.resize(size_t(conv_full_numel()));
-    for (int64_t i = 0; i < groups_; ++i)
-      for (int64_t o = 0; o < gw_; ++o)
-        for (int64_t c = 0; c < gw_; ++c)
-          for (int64_t tau = 0; tau < w_; ++tau)
-            wt_[size_t(((i * w_ + tau) * gw_ + o) * gw_ + c)] = W[((i * gw_ + o) * gw_ + c) * w_ + tau];
+    wt_.resize(conv_full_numel());
+    ops::copy_strided<T>(by_tap(arena_.value_view(proj_[p])), wt_.view({groups_, w_, gw_, gw_}));
   }
 
   // dst (k × gw, ldd) = the stride-w convolution of group i: Σ_τ src_{j·w+τ} Wt_{i,τ}ᵀ + bias for
   // slots with a real position (padded rows of src are zero; positions past m do not exist, as in a
   // zero-padded input), 0 for empty slots.
   void conv_full_forward(int p, int64_t b, int64_t i, const T* src, int64_t lds, T* dst, int64_t ldd) const {
-    const T* bias = arena_.value(conv_bias_[p]) + i * gw_;
-    for (int64_t j = 0; j < k_; ++j) {
-      if (empty_slot(b, j))
-        std::fill_n(dst + j * ldd, gw_, T(0));
-      else
-        std::copy(bias, bias + gw_, dst + j * ldd);
-    }
+    const TensorView<T> out = matrix(dst, k_, gw_, ldd);
+    ops::slot_bias<T>(vector_view(arena_.value(conv_bias_[p]) + i * gw_, gw_), empty_slots(b), out);
     for (int64_t tau = 0; tau < w_; ++tau)
       if (const int64_t rows = slots_reaching(tau); rows > 0)
         ops::matmul(matrix(src + tau * lds, rows, gw_, w_ * lds), matrix(wt_.data() + (i * w_ + tau) * gw_ * gw_, gw_, gw_).t(),
                     matrix(dst, rows, gw_, ldd), 1, 1);
-    for (int64_t j = 0; j < k_; ++j)  // a window of padding only: its product added zeros; keep it exactly 0
-      if (empty_slot(b, j)) std::fill_n(dst + j * ldd, gw_, T(0));
+    ops::zero_masked_rows(empty_slots(b), out);  // a window of padding only: its product added zeros; keep it exactly 0
   }
 
   // From ddst: dsrc += Σ_τ (rows j·w+τ) ddst Wt_τ; dwt_ += ddstᵀ src rows; the bias from non-empty slots.
   void conv_full_backward(int p, int64_t b, int64_t i, const T* src, int64_t lds, const T* ddst, int64_t ldd, T* dsrc,
                           int64_t ldds) {
-    T* dbias = arena_.grad(conv_bias_[p]) + i * gw_;
-    for (int64_t j = 0; j < k_; ++j)
-      if (!empty_slot(b, j))
-        for (int64_t o = 0; o < gw_; ++o) dbias[o] += ddst[j * ldd + o];
+    ops::slot_bias_backward<T>(matrix(ddst, k_, gw_, ldd), empty_slots(b),
+                               vector_view(arena_.grad(conv_bias_[p]) + i * gw_, gw_));
     for (int64_t tau = 0; tau < w_; ++tau) {
       const int64_t rows = slots_reaching(tau);
       if (rows == 0) continue;
@@ -458,12 +439,7 @@ class LinformerAttention final : public Attention<T> {
 
   // dwt_ (groups, w, gw, gw) added to the weight's gradient in its (out, in, kernel) layout.
   void scatter_conv_full_grad(int p) {
-    T* dW = arena_.grad(proj_[p]);
-    for (int64_t i = 0; i < groups_; ++i)
-      for (int64_t o = 0; o < gw_; ++o)
-        for (int64_t c = 0; c < gw_; ++c)
-          for (int64_t tau = 0; tau < w_; ++tau)
-            dW[((i * gw_ + o) * gw_ + c) * w_ + tau] += dwt_[size_t(((i * w_ + tau) * gw_ + o) * gw_ + c)];
+    ops::copy_strided<T>(dwt_.view({groups_, w_, gw_, gw_}), by_tap(arena_.grad_view(proj_[p])), /*accumulate=*/true);
   }
 
   // --- association orders ------------------------------------------------------------------------
@@ -515,13 +491,13 @@ class LinformerAttention final : public Attention<T> {
     if (p == 1 && o_.share_kv_linear) {
       full_ptr_[1] = full_ptr_[0];  // V uses K's projection
     } else {
-      full_[p].resize(size_t(B * m * kvd_));
+      full_[p].resize(B * m * kvd_);
       ops::linear_forward(matrix(ctxm_, B * m, d_), arena_.value_view(weight_id(p)), arena_.value_view(bias_id(p)),
-                          matrix(full_[p].data(), B * m, kvd_));
+                          full_[p].view({B * m, kvd_}));
       if (bias_id(p) >= 0) zero_rows_at_padding(full_[p].data(), in_.key_padding_mask, B, m, kvd_);
       full_ptr_[p] = full_[p].data();
     }
-    if (o_.projection == Projection::Max) amax_[p].resize(size_t(B * k_ * ldc()));
+    if (o_.projection == Projection::Max) amax_[p].resize(B * k_ * ldc());
     if (o_.projection == Projection::ConvFull) arrange_conv_full(p);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < groups_; ++i) {
@@ -539,10 +515,10 @@ class LinformerAttention final : public Attention<T> {
 
   void project_then_compress_backward(int p, const T* dC) {
     const int64_t B = in_.B, m = m_;
-    std::vector<T> dfull(size_t(B * m * kvd_), T(0));
+    Buffer<T> dfull(B * m * kvd_);  // zeros: the poolings' backward adds into it
     if (o_.projection == Projection::ConvFull) {
       arrange_conv_full(p);
-      dwt_.assign(size_t(conv_full_numel()), T(0));
+      dwt_.assign(conv_full_numel(), T(0));
     }
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < groups_; ++i) {
@@ -558,7 +534,7 @@ class LinformerAttention final : public Attention<T> {
       }
     if (o_.projection == Projection::ConvFull) scatter_conv_full_grad(p);
     zero_rows_at_padding(dfull.data(), in_.key_padding_mask, B, m, kvd_);
-    ops::linear_backward<T>(matrix(ctxm_, B * m, d_), arena_.value_view(weight_id(p)), matrix(dfull.data(), B * m, kvd_),
+    ops::linear_backward<T>(matrix(ctxm_, B * m, d_), arena_.value_view(weight_id(p)), dfull.view({B * m, kvd_}),
                             matrix(dctx_, B * m, d_), arena_.grad_view(weight_id(p)), arena_.grad_view(bias_id(p)),
                             /*accumulate_dx=*/true);
   }
@@ -568,15 +544,14 @@ class LinformerAttention final : public Attention<T> {
     const int64_t B = in_.B, m = m_, ldc = this->ldc();
     const bool reuse = p == 1 && same_op_;  // F c = E c: already there
     if (!reuse) {
-      xe_[p].resize(size_t(B * G_ * k_ * d_));
+      xe_[p].resize(B * G_ * k_ * d_);
       for (int64_t b = 0; b < B; ++b)
         for (int64_t g = 0; g < G_; ++g)
           seq_compress(p, b, g, ctxm_ + b * m * d_, d_, d_, xe_[p].data() + (b * G_ + g) * k_ * d_, d_);
       if (has_bias()) {
-        rowsum_[p].resize(size_t(B * G_ * k_));
+        rowsum_[p].resize(B * G_ * k_);
         for (int64_t b = 0; b < B; ++b)
-          for (int64_t g = 0; g < G_; ++g)
-            for (int64_t j = 0; j < k_; ++j) rowsum_[p][size_t((b * G_ + g) * k_ + j)] = row_weight_sum(p, b, g, j);
+          for (int64_t g = 0; g < G_; ++g) row_weight_sums(p, b, g, vector_view(rowsum_[p].data() + (b * G_ + g) * k_, k_));
       }
     }
     xe_ptr_[p] = reuse ? xe_[0].data() : xe_[p].data();
@@ -590,11 +565,9 @@ class LinformerAttention final : public Attention<T> {
         const int64_t g = i, wrow = src_col(i);
         T* C = Cb + i * gw_;
         ops::matmul(matrix(xe_ptr_[p] + (b * G_ + g) * k_ * d_, k_, d_), matrix(W + wrow * d_, gw_, d_).t(), matrix(C, k_, gw_, ldc));
-        if (bias) {
-          const T* r = rowsum_ptr_[p] + (b * G_ + g) * k_;
-          for (int64_t j = 0; j < k_; ++j)
-            for (int64_t c = 0; c < gw_; ++c) C[j * ldc + c] += r[j] * bias[wrow + c];
-        }
+        if (bias)
+          ops::add_row_weighted_bias<T>(vector_view(rowsum_ptr_[p] + (b * G_ + g) * k_, k_), vector_view(bias + wrow, gw_),
+                                        matrix(C, k_, gw_, ldc));
       }
     }
   }
@@ -605,7 +578,7 @@ class LinformerAttention final : public Attention<T> {
     T* dW = arena_.grad(weight_id(p));
     const T* bias = value_or_null(bias_id(p));
     T* dbias = grad_or_null(bias_id(p));
-    std::vector<T> dxe(size_t(k_ * d_));
+    Buffer<T> dxe(k_ * d_), drowsum(bias && row_weight_sums_trainable() ? k_ : 0);
     for (int64_t b = 0; b < B; ++b) {
       const T* dCb = dC + b * k_ * ldc;
       for (int64_t i = 0; i < groups_; ++i) {
@@ -613,18 +586,13 @@ class LinformerAttention final : public Attention<T> {
         const T* dCi = dCb + i * gw_;
         const T* xe = xe_ptr_[p] + (b * G_ + g) * k_ * d_;
         const auto dc = matrix(dCi, k_, gw_, ldc);
-        ops::matmul(dc, matrix(W + wrow * d_, gw_, d_), matrix(dxe.data(), k_, d_));            // dXe = dK̂ W
+        ops::matmul(dc, matrix(W + wrow * d_, gw_, d_), dxe.view({k_, d_}));                    // dXe = dK̂ W
         ops::matmul(dc.t(), matrix(xe, k_, d_), matrix(dW + wrow * d_, gw_, d_), 1, 1);     // dW += dK̂ᵀ Xe
-        if (bias) {
-          const T* r = rowsum_ptr_[p] + (b * G_ + g) * k_;
-          for (int64_t j = 0; j < k_; ++j) {
-            T s = 0;
-            for (int64_t c = 0; c < gw_; ++c) {
-              dbias[wrow + c] += dCi[j * ldc + c] * r[j];
-              s += dCi[j * ldc + c] * bias[wrow + c];
-            }
-            row_weight_sum_backward(p, b, g, j, s);
-          }
+        if (bias) {  // db += Σ_j r_j dK̂_j; the row sums' gradient dK̂ b, then the projection's
+          ops::add_row_weighted_bias_backward<T>(dc, vector_view(rowsum_ptr_[p] + (b * G_ + g) * k_, k_),
+                                                 vector_view(bias + wrow, gw_), vector_view(dbias + wrow, gw_),
+                                                 drowsum.empty() ? TensorView<T>() : drowsum.view({k_}));
+          if (!drowsum.empty()) row_weight_sums_backward(p, b, g, drowsum.view({k_}));
         }
         // dc += Eᵀ dXe, and the projection's own gradient.
         seq_compress_backward(p, b, g, ctxm_ + b * m * d_, d_, d_, dxe.data(), d_, dctx_ + b * m * d_, d_);
@@ -674,13 +642,15 @@ class LinformerAttention final : public Attention<T> {
   int64_t m_ = 0;
   bool compress_first_ = false;
   const T* ctxm_ = nullptr;  // key/value source with padded rows zeroed
-  std::vector<T> xm_;
+  Buffer<T> xm_;
   bool kept_ = false;
-  std::vector<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_, wt_;
-  std::vector<int32_t> count_, amax_[2];
+  Buffer<T> q_, c_[2], full_[2], xe_[2], rowsum_[2], o_buf_, wt_;
+  Buffer<int32_t> amax_[2];
+  // Host-side metadata of the windows (count_window_positions), from the call's host padding mask.
+  std::vector<int32_t> count_;
   std::vector<uint8_t> slot_mask_;
   // Backward work buffers, kept between calls.
-  std::vector<T> grad_o_, dc_[2], scratch_, dwt_;
+  Buffer<T> grad_o_, dc_[2], scratch_, dwt_;
   T* dctx_ = nullptr;  // gradient of the key/value source: grad_o_'s storage during the backward
   const T* full_ptr_[2] = {nullptr, nullptr};
   const T* xe_ptr_[2] = {nullptr, nullptr};

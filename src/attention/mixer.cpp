@@ -15,7 +15,6 @@
 // the MLP); parameters O(h·max_len²) or O(h·max_len·H).
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -98,19 +97,19 @@ class MixerAttention final : public Attention<T> {
     np_ = packed_rows(n);
     const int64_t np = np_;
 
-    xp_.resize(size_t(G * np * N));
+    xp_.resize(G * np * N);
     ops::token_mixing_pack<T>(activation(in.x), mask_view(in.key_padding_mask), packed(xp_.data(), np));
-    std::vector<T> yp(static_cast<size_t>(G * np * N));
+    Buffer<T> yp(G * np * N);
     if (H == 0) {
       // Y_g = b_g 1ᵀ, then += W_g X_g.
       ops::broadcast_rows<T>(matrix(arena_.value(b_), G, np, L), packed(yp.data(), np));
       mix_forward(arena_.value(w_), xp_.data(), yp.data());
     } else {
       // (Non-causal: n_p = n.) Hidden (G, H, N): pre-activation kept in hp_, GELU then dropout in ap_.
-      hp_.resize(size_t(G * H * N));
+      hp_.resize(G * H * N);
       ops::broadcast_rows<T>(matrix(arena_.value(b1_), G, H, H), packed(hp_.data(), H));
       ops::matmul<T>(w1(arena_.value(w1_)), packed(xp_.data(), n), packed(hp_.data(), H), 1, 1);
-      std::vector<T>& a = kept_ ? ap_ : hp_;  // inference: in place
+      Buffer<T>& a = kept_ ? ap_ : hp_;  // inference: in place
       a.resize(hp_.size());
       ops::gelu_forward<T>(packed(hp_.data(), H), packed(a.data(), H));
       ops::dropout_forward<T>(packed(a.data(), H), packed(a.data(), H), dropout_, seed_, kProbsDropoutStream);
@@ -118,7 +117,7 @@ class MixerAttention final : public Attention<T> {
       ops::matmul<T>(w2(arena_.value(w2_)), packed(a.data(), H), packed(yp.data(), n), 1, 1);
     }
     if (opt_.out_proj) {
-      o_.resize(size_t(B * n * d));
+      o_.resize(B * n * d);
       ops::token_mixing_unpack<T>(packed(yp.data(), np), activation(o_.data()));
       release_buffers(yp);
       ops::linear_forward<T>(activation(o_.data()), matrix(arena_.value(wo_), d, d), vector_view(arena_.value(bo_), d),
@@ -135,9 +134,9 @@ class MixerAttention final : public Attention<T> {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, G = dims_.n_heads, L = dims_.max_len, H = opt_.hidden;
     const int64_t N = B * (d / G), np = np_;
 
-    std::vector<T> dyp(static_cast<size_t>(G * np * N));
+    Buffer<T> dyp(G * np * N);
     if (opt_.out_proj) {
-      std::vector<T> d_o(static_cast<size_t>(B * n * d));
+      Buffer<T> d_o(B * n * d);
       ops::linear_backward<T>(activation(o_.data()), matrix(arena_.value(wo_), d, d), activation(dout),
                               activation(d_o.data()), matrix(arena_.grad(wo_), d, d), vector_view(arena_.grad(bo_), d));
       release_buffers(o_);
@@ -145,7 +144,7 @@ class MixerAttention final : public Attention<T> {
     } else {
       ops::token_mixing_pack<T>(activation(dout), {}, packed(dyp.data(), np));
     }
-    std::vector<T> dxp(static_cast<size_t>(G * np * N));
+    Buffer<T> dxp(G * np * N);
     if (H == 0) {
       ops::add_row_sums<T>(packed(dyp.data(), np), matrix(arena_.grad(b_), G, np, L));
       mix_backward(arena_.value(w_), arena_.grad(w_), xp_.data(), dyp.data(), dxp.data());
@@ -154,7 +153,7 @@ class MixerAttention final : public Attention<T> {
       // dW2_g[0:n] += dY_g Aᵀ;  dA_g = W2_g[0:n]ᵀ dY_g, back through dropout and GELU.
       ops::matmul<T>(packed(dyp.data(), n), packed(ap_.data(), H).t(), w2(arena_.grad(w2_)), 1, 1);
       release_buffers(ap_);
-      std::vector<T> dh(static_cast<size_t>(G * H * N));
+      Buffer<T> dh(G * H * N);
       ops::matmul<T>(w2(arena_.value(w2_)).t(), packed(dyp.data(), n), packed(dh.data(), H));
       ops::dropout_backward<T>(packed(dh.data(), H), packed(dh.data(), H), dropout_, seed_, kProbsDropoutStream);
       ops::gelu_backward<T>(packed(hp_.data(), H), packed(dh.data(), H), packed(dh.data(), H));
@@ -247,7 +246,7 @@ class MixerAttention final : public Attention<T> {
       ops::matmul<T>(mixing(W, np), packed(xp, np), packed(yp, np), 1, 1);
       return;
     }
-    std::vector<T> diag(static_cast<size_t>(kCausalBlock * kCausalBlock));
+    Buffer<T> diag(kCausalBlock * kCausalBlock);
     for (int64_t g = 0; g < G; ++g) {
       const T* Wg = W + g * L * L;
       const T* X = xp + g * np * N;
@@ -271,7 +270,7 @@ class MixerAttention final : public Attention<T> {
       ops::matmul<T>(mixing(W, np).t(), packed(dyp, np), packed(dxp, np));
       return;
     }
-    std::vector<T> diag(static_cast<size_t>(kCausalBlock * kCausalBlock));
+    Buffer<T> diag(kCausalBlock * kCausalBlock);
     for (int64_t g = 0; g < G; ++g) {
       const T* Wg = W + g * L * L;
       T* dWg = dW + g * L * L;
@@ -308,9 +307,9 @@ class MixerAttention final : public Attention<T> {
   double dropout_ = 0;
   uint64_t seed_ = 0;
   int64_t np_ = 0;          // rows of the packed buffers (n, or causal n rounded up to whole blocks)
-  std::vector<T> xp_;       // (G, n_p, B·d_h): the input, packed, padded rows 0
-  std::vector<T> hp_, ap_;  // (G, H, B·d_h): the MLP's pre-activation and its activation after dropout
-  std::vector<T> o_;        // (B, n, d): the mixing's output, the input of to_out
+  Buffer<T> xp_;       // (G, n_p, B·d_h): the input, packed, padded rows 0
+  Buffer<T> hp_, ap_;  // (G, H, B·d_h): the MLP's pre-activation and its activation after dropout
+  Buffer<T> o_;        // (B, n, d): the mixing's output, the input of to_out
 };
 
 }  // namespace

@@ -6,11 +6,12 @@
 namespace lf {
 
 template <class T>
-const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, std::vector<T>& clean) {
+const T* zero_padded_rows(const T* x, const uint8_t* mask, int64_t B, int64_t m, int64_t d, Buffer<T>& clean) {
   if (!mask) return x;
-  clean.resize(size_t(B * m * d));
-  ops::copy<T>(matrix(x, B * m, d), matrix(clean.data(), B * m, d));
-  ops::zero_masked_rows(vector_view(mask, B * m), matrix(clean.data(), B * m, d));
+  clean.resize(B * m * d);
+  const TensorView<T> rows = clean.view({B * m, d});
+  ops::copy<T>(matrix(x, B * m, d), rows);
+  ops::zero_masked_rows(vector_view(mask, B * m), rows);
   return clean.data();
 }
 
@@ -20,7 +21,7 @@ void zero_rows_at_padding(T* dx, const uint8_t* mask, int64_t B, int64_t m, int6
 }
 
 #define LF_INSTANTIATE(T)                                                                                    \
-  template const T* zero_padded_rows<T>(const T*, const uint8_t*, int64_t, int64_t, int64_t, std::vector<T>&); \
+  template const T* zero_padded_rows<T>(const T*, const uint8_t*, int64_t, int64_t, int64_t, Buffer<T>&); \
   template void zero_rows_at_padding<T>(T*, const uint8_t*, int64_t, int64_t, int64_t);
 LF_INSTANTIATE(float)
 LF_INSTANTIATE(double)

@@ -95,6 +95,8 @@ class PerformerAttention final : public Attention<T> {
     const int64_t draw = step / opt_.redraw_every;
     if (draw == held_draw_) return;
     LF_REQUIRE(arena_.allocated(), "performer attention: set_training_step() before the arena was allocated");
+    // Drawn on the host, as Init::custom draws the first: a parameter's value, written where the arena
+    // keeps it (host memory), not an activation.
     std::vector<double> w(static_cast<size_t>(opt_.features * dh_));
     performer_orthogonal_features(uint64_t(opt_.seed), prefix_, draw, opt_.features, dh_, w.data());
     T* dst = arena_.value(w_);
@@ -110,21 +112,21 @@ class PerformerAttention final : public Attention<T> {
     const TensorView<const uint8_t> key_mask = ops::key_mask_view(in.key_padding_mask, B, m);
     maps_.project_in(in, q_, k_, v_);
     // U = c·x Wᵀ for every (position, head) row of d_h: (B·n·h, m_f), then the feature maps in place.
-    fq_.resize(size_t(B * n * h * mf));
-    fk_.resize(size_t(B * m * h * mf));
+    fq_.resize(B * n * h * mf);
+    fk_.resize(B * m * h * mf);
     const TensorView<const T> Wt = features().t();
-    ops::matmul<T>(matrix(q_.data(), B * n * h, dh_), Wt, matrix(fq_.data(), B * n * h, mf), feature_scale());
-    ops::matmul<T>(matrix(k_.data(), B * m * h, dh_), Wt, matrix(fk_.data(), B * m * h, mf), feature_scale());
+    ops::matmul<T>(q_.view({B * n * h, dh_}), Wt, fq_.view({B * n * h, mf}), feature_scale());
+    ops::matmul<T>(k_.view({B * m * h, dh_}), Wt, fk_.view({B * m * h, mf}), feature_scale());
     const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
     ops::favor_query_features<T>(fq, fq);
     // The keys' stabilisers M (B, h, chunks), one chunk of every key when not causal.
-    shift_.resize(size_t(B * h * (dims_.causal ? (m + opt_.chunk - 1) / opt_.chunk : 1)));
+    shift_.resize(B * h * (dims_.causal ? (m + opt_.chunk - 1) / opt_.chunk : 1));
     ops::favor_key_features<T>(heads(k_, B, m, dh_), fk, key_mask, 0.5 / std::sqrt(double(dh_)), core_options(), fk,
                                stabilisers(B));
-    o_.resize(size_t(B * n * d));
-    den_.resize(size_t(B * h * n));
+    o_.resize(B * n * d);
+    den_.resize(B * h * n);
     ops::linear_attention_forward<T>(fq, fk, heads(v_, B, m, dh_), key_mask, core_key_shift(B), core_options(),
-                                     heads(o_, B, n, dh_), TensorView<T>(den_.data(), {B, h, n}));
+                                     heads(o_, B, n, dh_), den_.view({B, h, n}));
     maps_.project_out(o_.data(), out, B * n);
     if (!kept_) {
       release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);
@@ -135,14 +137,14 @@ class PerformerAttention final : public Attention<T> {
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, "performer");
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len(), h = dims_.n_heads, mf = opt_.features;
-    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
+    Buffer<T> d_o(B * n * d), dq(B * n * d), dk(B * m * d), dv(B * m * d);
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
-    std::vector<T> dfq(size_t(B * n * h * mf)), dfk(size_t(B * m * h * mf));
+    Buffer<T> dfq(B * n * h * mf), dfk(B * m * h * mf);
     const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
     const TensorView<T> gq = heads(dfq, B, n, mf), gk = heads(dfk, B, m, mf);
     ops::linear_attention_backward<T>(fq, fk, heads(v_, B, m, dh_), ops::key_mask_view(in_.key_padding_mask, B, m),
                                       core_key_shift(B), core_options(), heads(o_, B, n, dh_),
-                                      TensorView<T>(den_.data(), {B, h, n}), heads(d_o, B, n, dh_), gq, gk,
+                                      den_.view({B, h, n}), heads(d_o, B, n, dh_), gq, gk,
                                       heads(dv, B, m, dh_));
     // φ_j = exp(c·w_jᵀq − c²‖q‖²/2 − M)/√m_f (keys; queries without the norm term, which their row's
     // stabiliser absorbs): dq = c·Σ_j g_j w_j − c²·q·Σ_j g_j with g = dφ ∘ φ.
@@ -150,10 +152,9 @@ class PerformerAttention final : public Attention<T> {
     const int64_t qrows = B * n * h, krows = B * m * h;
     ops::favor_features_backward<T>(fq, gq, gq);
     ops::favor_features_backward<T>(fk, gk, gk);
-    ops::matmul<T>(matrix(dfq.data(), qrows, mf), features(), matrix(dq.data(), qrows, dh_), c);
-    ops::matmul<T>(matrix(dfk.data(), krows, mf), features(), matrix(dk.data(), krows, dh_), c);
-    ops::favor_key_norm_backward<T>(matrix(k_.data(), krows, dh_), matrix(dfk.data(), krows, mf), c * c,
-                                    matrix(dk.data(), krows, dh_));
+    ops::matmul<T>(dfq.view({qrows, mf}), features(), dq.view({qrows, dh_}), c);
+    ops::matmul<T>(dfk.view({krows, mf}), features(), dk.view({krows, dh_}), c);
+    ops::favor_key_norm_backward<T>(k_.view({krows, dh_}), dfk.view({krows, mf}), c * c, dk.view({krows, dh_}));
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "performer");
     release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);  // one backward per forward
     kept_ = false;
@@ -188,13 +189,13 @@ class PerformerAttention final : public Attention<T> {
   // W (m_f, d_h).
   TensorView<const T> features() const { return matrix<const T>(arena_.value(w_), opt_.features, dh_); }
   // x (B, len, h·w) seen per head: (B, len, h, w).
-  TensorView<T> heads(std::vector<T>& x, int64_t B, int64_t len, int64_t w) const {
-    return TensorView<T>(x.data(), {B, len, dims_.n_heads, w});
+  TensorView<T> heads(Buffer<T>& x, int64_t B, int64_t len, int64_t w) const {
+    return x.view({B, len, dims_.n_heads, w});
   }
   // The keys' stabilisers M (B, h, chunks), from shift_.
   TensorView<T> stabilisers(int64_t B) {
     const int64_t h = dims_.n_heads;
-    return TensorView<T>(shift_.data(), {B, h, int64_t(shift_.size()) / (B * h)});
+    return shift_.view({B, h, shift_.size() / (B * h)});
   }
   // The core's key shifts: the stabilisers when causal; otherwise one M per (batch, head), which cancels.
   TensorView<const T> core_key_shift(int64_t B) { return dims_.causal ? stabilisers(B) : TensorView<T>(); }
@@ -212,11 +213,10 @@ class PerformerAttention final : public Attention<T> {
   // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
   bool kept_ = false;
-  std::vector<T> q_, k_, v_;  // (B, n, d), (B, m, d), (B, m, d)
-  std::vector<T> fq_,
-      fk_;                  // φ(Q) (B, n, h·m_f), φ(K) (B, m, h·m_f) (zero rows at padding)
-  std::vector<T> o_, den_;  // O (B, n, d); denominators (B, h, n)
-  std::vector<T> shift_;    // key stabilisers (B, h, chunks) (not causal: one chunk)
+  Buffer<T> q_, k_, v_;  // (B, n, d), (B, m, d), (B, m, d)
+  Buffer<T> fq_, fk_;    // φ(Q) (B, n, h·m_f), φ(K) (B, m, h·m_f) (zero rows at padding)
+  Buffer<T> o_, den_;    // O (B, n, d); denominators (B, h, n)
+  Buffer<T> shift_;      // key stabilisers (B, h, chunks) (not causal: one chunk)
 };
 
 }  // namespace

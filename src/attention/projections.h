@@ -5,7 +5,6 @@
 #pragma once
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -38,16 +37,16 @@ class QkvoProjections {
   // rows of the key/value source are replaced by zeros first: nothing they hold reaches the real
   // positions (a masked key's zero probability times a NaN value would still be NaN). Queries keep x
   // as it is, as PyTorch does, so padded positions' own outputs are unchanged.
-  void project_in(const AttentionInput<T>& in, std::vector<T>& q, std::vector<T>& k, std::vector<T>& v) {
+  void project_in(const AttentionInput<T>& in, Buffer<T>& q, Buffer<T>& k, Buffer<T>& v) {
     const int64_t B = in.B, n = in.n, m = in.kv_len();
     const T* ctx = source(in);
     const T* x = in.x;
-    q.resize(size_t(B * n * d_));
-    k.resize(size_t(B * m * d_));
-    v.resize(size_t(B * m * d_));
-    ops::linear_forward(rows(x, B * n), arena_.value_view(wq_), arena_.value_view(bq_), rows(q.data(), B * n));
-    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wk_), arena_.value_view(bk_), rows(k.data(), B * m));
-    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wv_), arena_.value_view(bv_), rows(v.data(), B * m));
+    q.resize(B * n * d_);
+    k.resize(B * m * d_);
+    v.resize(B * m * d_);
+    ops::linear_forward(rows(x, B * n), arena_.value_view(wq_), arena_.value_view(bq_), q.view({B * n, d_}));
+    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wk_), arena_.value_view(bk_), k.view({B * m, d_}));
+    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wv_), arena_.value_view(bv_), v.view({B * m, d_}));
   }
 
   // out (rows, d) = o W_oᵀ + b_o.
@@ -73,10 +72,10 @@ class QkvoProjections {
     // The K/V path: into dcontext (cross-attention), or added to dx (self-attention). With a mask its
     // gradient reaches only the unpadded rows (the select of project_in), so it goes through its own
     // buffer first.
-    std::vector<T> own;
+    Buffer<T> own;
     T* dc = in.context ? dcontext : dx;
     if (in.key_padding_mask && !in.context) {
-      own.resize(size_t(B * m * d_));
+      own.resize(B * m * d_);
       dc = own.data();
     }
     const bool add_to_dc = dc == dx;
@@ -85,12 +84,12 @@ class QkvoProjections {
     ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wv_), rows(dv, B * m), rows(dc, B * m), arena_.grad_view(wv_),
                             arena_.grad_view(bv_), true);
     zero_rows_at_padding(dc, in.key_padding_mask, B, m, d_);
-    if (!own.empty()) ops::add<T>(rows(own.data(), B * m), rows(dx, B * n));
-    std::vector<T>().swap(clean_);
+    if (!own.empty()) ops::add<T>(own.view({B * m, d_}), rows(dx, B * n));
+    clean_.release();
   }
 
   // Frees the masked copy of the input (an inference forward calls it; backward_in does it itself).
-  void release() { std::vector<T>().swap(clean_); }
+  void release() { clean_.release(); }
 
   // Multiply-adds ×2 of the four maps.
   double flops(int64_t B, int64_t n, int64_t m) const { return 2.0 * B * double(d_) * d_ * (2 * n + 2 * m); }
@@ -109,7 +108,7 @@ class QkvoProjections {
 
   ParamArena<T>& arena_;
   int64_t d_;
-  std::vector<T> clean_;
+  Buffer<T> clean_;
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
 };
 
@@ -161,7 +160,7 @@ class DenseAttention final : public Attention<T> {
     const int64_t B = in.B, n = in.n;
     kept_ = in.keep_for_backward;
     maps_.project_in(in, q_, k_, v_);
-    o_.resize(size_t(B * n * dims_.d_model));
+    o_.resize(B * n * dims_.d_model);
     shape_ = dense_sdpa_shape(in, dims_, training, seed);
     core_.forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), kept_);
     maps_.project_out(o_.data(), out, B * n);
@@ -176,7 +175,7 @@ class DenseAttention final : public Attention<T> {
     const std::string& kind = Core::info().name;
     require_kept_for_backward(kept_, kind);
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
-    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d)), dk(size_t(B * m * d)), dv(size_t(B * m * d));
+    Buffer<T> d_o(B * n * d), dq(B * n * d), dk(B * m * d), dv(B * m * d);
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     core_.backward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), d_o.data(), dq.data(), dk.data(), dv.data());
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, kind);
@@ -200,7 +199,7 @@ class DenseAttention final : public Attention<T> {
   AttentionInput<T> in_;
   bool kept_ = false;
   SdpaShape shape_;
-  std::vector<T> q_, k_, v_, o_;  // Q (B, n, d), K, V (B, m, d), O (B, n, d) before the output map
+  Buffer<T> q_, k_, v_, o_;  // Q (B, n, d), K, V (B, m, d), O (B, n, d) before the output map
   Core core_;
 };
 

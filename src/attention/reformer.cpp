@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/options.h"
@@ -90,16 +89,16 @@ class ReformerAttention final : public Attention<T> {
     validate_input(in, dims_, reformer_info());
     in_ = in;
     const int64_t B = in.B, n = in.n, d = dims_.d_model, h = dims_.n_heads, d_h = d / h;
-    u_.resize(size_t(B * n * d));
-    v_.resize(size_t(B * n * d));
+    u_.resize(B * n * d);
+    v_.resize(B * n * d);
     const auto x = rows(in.x);
     ops::linear_forward<T>(x, weight(wqk_), bias_or_empty(bqk_), rows(u_.data()));
     ops::linear_forward<T>(x, weight(wv_), bias_or_empty(bv_), rows(v_.data()));
     // Keys: each head's slice of U scaled to unit length.
     kn_.resize(u_.size());
-    norm_.resize(size_t(B * n * h));
-    ops::l2_normalize_rows<T>(matrix(u_.data(), B * n * h, d_h), matrix(kn_.data(), B * n * h, d_h),
-                              vector_view(norm_.data(), B * n * h), kNormFloor);
+    norm_.resize(B * n * h);
+    ops::l2_normalize_rows<T>(u_.view({B * n * h, d_h}), kn_.view({B * n * h, d_h}), norm_.view({B * n * h}),
+                              kNormFloor);
     // Padded keys are never attended, but a zero probability times a NaN key or value is still NaN in
     // the tile products: replace those rows by zeros (a select; their gradients are zero anyway).
     const TensorView<const uint8_t> mask(in.key_padding_mask, {B * n});
@@ -107,12 +106,12 @@ class ReformerAttention final : public Attention<T> {
     ops::zero_masked_rows<T>(mask, rows(v_.data()));
     shape_ = ReformerShape{B, n, h, d_h, o_.n_hashes, buckets_for(n), o_.bucket_size, o_.bucket_chunks, dims_.causal,
                            1.0 / std::sqrt(double(d_h)), in.key_padding_mask, training ? dims_.dropout : 0.0, seed};
-    buckets_.resize(size_t(o_.n_hashes * B * h * n));
+    buckets_.resize(o_.n_hashes * B * h * n);
     perm_.resize(buckets_.size());
     ops::lsh_hash<T>(shape_, sequence(kn_.data()), rotations(shape_.n_buckets), lists(buckets_.data()));
     ops::lsh_sort(shape_, lists(buckets_.data()), lists(perm_.data()));
     o_buf_.resize(u_.size());
-    stats_.resize(size_t(2 * B * h * n));
+    stats_.resize(2 * B * h * n);
     ops::lsh_attention_forward<T>(shape_, sequence(u_.data()), sequence(kn_.data()), sequence(v_.data()),
                                   lists(buckets_.data()), lists(perm_.data()), sequence(o_buf_.data()),
                                   stats(stats_.data()));
@@ -125,7 +124,7 @@ class ReformerAttention final : public Attention<T> {
     require_kept_for_backward(kept_, "reformer");
     (void)dcontext;  // self-attention only
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, d_h = d / h;
-    std::vector<T> d_o(size_t(B * n * d)), du(size_t(B * n * d)), dkn(size_t(B * n * d)), dv(size_t(B * n * d));
+    Buffer<T> d_o(B * n * d), du(B * n * d), dkn(B * n * d), dv(B * n * d);
     ops::linear_backward<T>(rows(o_buf_.data()), weight(wo_), rows(dout), rows(d_o.data()), weight_grad(wo_),
                             bias_grad_or_empty(bo_));
     ops::lsh_attention_backward<T>(shape_, sequence(u_.data()), sequence(kn_.data()), sequence(v_.data()),
@@ -133,9 +132,8 @@ class ReformerAttention final : public Attention<T> {
                                    stats(stats_.data()), sequence(d_o.data()), sequence(du.data()),
                                    sequence(dkn.data()), sequence(dv.data()));
     // U is the query and, normalised, the key: dU += the gradient through the normalisation.
-    ops::l2_normalize_rows_backward<T>(matrix(kn_.data(), B * n * h, d_h), vector_view(norm_.data(), B * n * h),
-                                       matrix(dkn.data(), B * n * h, d_h), matrix(du.data(), B * n * h, d_h),
-                                       kNormFloor);
+    ops::l2_normalize_rows_backward<T>(kn_.view({B * n * h, d_h}), norm_.view({B * n * h}),
+                                       dkn.view({B * n * h, d_h}), du.view({B * n * h, d_h}), kNormFloor);
     const auto x = rows(in_.x);
     ops::linear_backward<T>(x, weight(wqk_), rows(du.data()), rows(dx), weight_grad(wqk_), bias_grad_or_empty(bqk_));
     ops::linear_backward<T>(x, weight(wv_), rows(dv.data()), rows(dx), weight_grad(wv_), bias_grad_or_empty(bv_),
@@ -178,10 +176,10 @@ class ReformerAttention final : public Attention<T> {
   // The rotations (n_hashes, h, d_h, nb/2) for nb buckets, drawn once per bucket count.
   TensorView<const T> rotations(int64_t nb) {
     const int64_t h = dims_.n_heads, d_h = dims_.d_model / h;
-    std::vector<T>& R = rotations_[nb];
+    Buffer<T>& R = rotations_[nb];
     const bool drawn = !R.empty();
-    R.resize(size_t(o_.n_hashes * h * d_h * (nb / 2)));
-    const TensorView<T> view(R.data(), {o_.n_hashes, h, d_h, nb / 2});
+    R.resize(o_.n_hashes * h * d_h * (nb / 2));
+    const TensorView<T> view = R.view({o_.n_hashes, h, d_h, nb / 2});
     if (!drawn) ops::lsh_rotations<T>(o_.seed, stream_, view);
     return view;
   }
@@ -216,13 +214,13 @@ class ReformerAttention final : public Attention<T> {
   ReformerOptions o_;
   uint64_t stream_;
   int wqk_ = -1, wv_ = -1, bqk_ = -1, bv_ = -1, wo_ = -1, bo_ = -1;
-  std::map<int64_t, std::vector<T>> rotations_;
+  std::map<int64_t, Buffer<T>> rotations_;
   // Kept from the last forward for the backward: the caller keeps in_.x (and the mask) alive.
   AttentionInput<T> in_;
   bool kept_ = false;
   ReformerShape shape_;
-  std::vector<T> u_, v_, kn_, norm_, o_buf_, stats_;
-  std::vector<int32_t> buckets_, perm_;
+  Buffer<T> u_, v_, kn_, norm_, o_buf_, stats_;
+  Buffer<int32_t> buckets_, perm_;  // the LSH buckets and their sort, made by ops
 };
 
 }  // namespace

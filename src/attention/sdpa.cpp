@@ -48,7 +48,7 @@ template <class T>
 void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* probs, T* out, bool keep_probs) {
   check_shape(s);
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, nm = s.n * s.mk;
-  std::vector<T> dropped(s.dropout > 0 ? size_t(nm) : 0);
+  Buffer<T> dropped(s.dropout > 0 ? nm : 0);
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t i = 0; i < s.h; ++i) {
       const HeadOffsets at = head_offsets(s, b, i);

@@ -122,45 +122,43 @@ class SinkhornAttention final : public Attention<T> {
 
     // Q (B, n, d); K, V head-major (B, h, n_p, d_h) with invalid positions zero.
     {
-      std::vector<T> k, v;
+      Buffer<T> k, v;
       maps_.project_in(in, q_, k, v);
-      kh_.resize(size_t(B * np * d));
-      vh_.resize(size_t(B * np * d));
-      ops::sinkhorn_split_heads(activation(k.data()), valid(), head_major(kh_.data()));
-      ops::sinkhorn_split_heads(activation(v.data()), valid(), head_major(vh_.data()));
+      kh_.resize(B * np * d);
+      vh_.resize(B * np * d);
+      ops::sinkhorn_split_heads(activation(k), valid(), head_major(kh_));
+      ops::sinkhorn_split_heads(activation(v), valid(), head_major(vh_));
     }
 
     // The sort network on the block summaries, then one soft permutation per (sample, head).
     const int64_t rows = B * nb, out_w = h * nb_max_;
-    summ_.resize(size_t(rows * d));
-    ops::sinkhorn_block_means_forward(activation(in.x), valid(), dims_.causal, per_block(summ_.data(), d));
-    scores_.resize(size_t(rows * out_w));
+    summ_.resize(rows * d);
+    ops::sinkhorn_block_means_forward(activation(in.x), valid(), dims_.causal, per_block(summ_, d));
+    scores_.resize(rows * out_w);
     const auto b2 = vector_view(arena_.value(b2_), out_w);
     if (opt_.sort_net == SortNet::Mlp) {
-      hidden_.resize(size_t(rows * d));
-      ops::linear_forward(per_block(summ_.data(), d), weight(w1_, d), vector_view(arena_.value(b1_), d),
-                          per_block(hidden_.data(), d));
-      ops::relu_forward<T>(per_block(hidden_.data(), d), per_block(hidden_.data(), d));  // in place
-      ops::linear_forward(per_block(hidden_.data(), d), weight(w2_, out_w), b2, per_block(scores_.data(), out_w));
+      hidden_.resize(rows * d);
+      ops::linear_forward(per_block(summ_, d), weight(w1_, d), vector_view(arena_.value(b1_), d), per_block(hidden_, d));
+      ops::relu_forward<T>(per_block(hidden_, d), per_block(hidden_, d));  // in place
+      ops::linear_forward(per_block(hidden_, d), weight(w2_, out_w), b2, per_block(scores_, out_w));
     } else {
-      ops::linear_forward(per_block(summ_.data(), d), weight(w2_, out_w), b2, per_block(scores_.data(), out_w));
+      ops::linear_forward(per_block(summ_, d), weight(w2_, out_w), b2, per_block(scores_, out_w));
     }
-    perm_.resize(size_t(B * h * nb * nb));
-    ops::sinkhorn_sort_forward(per_block(scores_.data(), out_w), opt_.iters, opt_.temperature, dims_.causal,
-                               permutations(perm_.data()));
+    perm_.resize(B * h * nb * nb);
+    ops::sinkhorn_sort_forward(per_block(scores_, out_w), opt_.iters, opt_.temperature, dims_.causal,
+                               permutations(perm_));
 
     // Sorted blocks K̃ = P K, Ṽ = P V per (sample, head): (n_b × n_b) · (n_b × b·d_h).
     ks_.resize(kh_.size());
     vs_.resize(vh_.size());
-    ops::matmul(perm_matrices(perm_.data()), block_rows(kh_.data()), block_rows(ks_.data()));
-    ops::matmul(perm_matrices(perm_.data()), block_rows(vh_.data()), block_rows(vs_.data()));
+    ops::matmul(perm_matrices(perm_), block_rows(kh_), block_rows(ks_));
+    ops::matmul(perm_matrices(perm_), block_rows(vh_), block_rows(vs_));
 
-    o_.resize(size_t(B * n * d));
-    probs_.resize(kept_ ? size_t(B * h * np * 2 * blk) : 0);
-    ops::sinkhorn_block_attention_forward(
-        masks(), activation(q_.data()), head_major(kh_.data()), head_major(vh_.data()), head_major(ks_.data()),
-        head_major(vs_.data()), kept_ ? TensorView<T>(probs_.data(), {B, h, np, 2 * blk}) : TensorView<T>(),
-        activation(o_.data()));
+    o_.resize(B * n * d);
+    probs_.resize(kept_ ? B * h * np * 2 * blk : 0);
+    ops::sinkhorn_block_attention_forward(masks(), activation(q_), head_major(kh_), head_major(vh_), head_major(ks_),
+                                          head_major(vs_), kept_ ? probs_.view({B, h, np, 2 * blk}) : TensorView<T>(),
+                                          activation(o_));
     maps_.project_out(o_.data(), out, B * n);
     if (!kept_) release();
   }
@@ -171,54 +169,53 @@ class SinkhornAttention final : public Attention<T> {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, blk = opt_.block;
     const int64_t nb = nb_, np = nb * blk, rows = B * nb, out_w = h * nb_max_;
 
-    std::vector<T> d_o(size_t(B * n * d)), dq(size_t(B * n * d));
-    std::vector<T> dkh(kh_.size()), dvh(vh_.size()), dks(ks_.size()), dvs(vs_.size());
+    Buffer<T> d_o(B * n * d), dq(B * n * d);
+    Buffer<T> dkh(kh_.size()), dvh(vh_.size()), dks(ks_.size()), dvs(vs_.size());
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     release_buffers(o_);
-    ops::sinkhorn_block_attention_backward(
-        masks(), activation(q_.data()), head_major(kh_.data()), head_major(vh_.data()), head_major(ks_.data()),
-        head_major(vs_.data()), TensorView<T>(probs_.data(), {B, h, np, 2 * blk}), activation(d_o.data()),
-        activation(dq.data()), head_major(dkh.data()), head_major(dvh.data()), head_major(dks.data()),
-        head_major(dvs.data()));
+    ops::sinkhorn_block_attention_backward(masks(), activation(q_), head_major(kh_), head_major(vh_), head_major(ks_),
+                                           head_major(vs_), probs_.view({B, h, np, 2 * blk}), activation(d_o),
+                                           activation(dq), head_major(dkh), head_major(dvh), head_major(dks),
+                                           head_major(dvs));
     release_buffers(d_o, probs_, q_, ks_, vs_);  // what the rest of the backward does not need
 
     // Through the sorting: dP = dK̃ Kᵀ + dṼ Vᵀ, dK += Pᵀ dK̃, dV += Pᵀ dṼ (per sample and head).
-    std::vector<T> dperm(perm_.size());
-    const TensorView<T> P = perm_matrices(perm_.data()), dP = perm_matrices(dperm.data());
-    ops::matmul(block_rows(dks.data()), block_rows(kh_.data()).t(), dP);
-    ops::matmul(block_rows(dvs.data()), block_rows(vh_.data()).t(), dP, 1, 1);
-    ops::matmul(P.t(), block_rows(dks.data()), block_rows(dkh.data()), 1, 1);
-    ops::matmul(P.t(), block_rows(dvs.data()), block_rows(dvh.data()), 1, 1);
+    Buffer<T> dperm(perm_.size());
+    const TensorView<T> P = perm_matrices(perm_), dP = perm_matrices(dperm);
+    ops::matmul(block_rows(dks), block_rows(kh_).t(), dP);
+    ops::matmul(block_rows(dvs), block_rows(vh_).t(), dP, 1, 1);
+    ops::matmul(P.t(), block_rows(dks), block_rows(dkh), 1, 1);
+    ops::matmul(P.t(), block_rows(dvs), block_rows(dvh), 1, 1);
     release_buffers(dks, dvs);
-    std::vector<T> dk(size_t(B * n * d)), dv(size_t(B * n * d));
-    ops::sinkhorn_merge_heads(head_major(dkh.data()), valid(), activation(dk.data()));
-    ops::sinkhorn_merge_heads(head_major(dvh.data()), valid(), activation(dv.data()));
+    Buffer<T> dk(B * n * d), dv(B * n * d);
+    ops::sinkhorn_merge_heads(head_major(dkh), valid(), activation(dk));
+    ops::sinkhorn_merge_heads(head_major(dvh), valid(), activation(dv));
     release_buffers(dkh, dvh);
 
     // Through the Sinkhorn iterations (recomputed per (sample, head)) to the scores.
-    std::vector<T> dscores(scores_.size(), T(0));
-    ops::sinkhorn_sort_backward(per_block(scores_.data(), out_w), permutations(perm_.data()),
-                                permutations(dperm.data()), opt_.iters, opt_.temperature, dims_.causal,
-                                per_block(dscores.data(), out_w));
+    Buffer<T> dscores;
+    dscores.assign(scores_.size(), T(0));
+    ops::sinkhorn_sort_backward(per_block(scores_, out_w), permutations(perm_), permutations(dperm), opt_.iters,
+                                opt_.temperature, dims_.causal, per_block(dscores, out_w));
 
     // Through the sort network to the summaries.
-    std::vector<T> dsumm(size_t(rows * d));
+    Buffer<T> dsumm(rows * d);
     const auto db2 = vector_view(arena_.grad(b2_), out_w);
     if (opt_.sort_net == SortNet::Mlp) {
-      std::vector<T> dhidden_data(size_t(rows * d));
-      const TensorView<T> dhidden = per_block(dhidden_data.data(), d);
-      ops::linear_backward<T>(per_block(hidden_.data(), d), weight(w2_, out_w), per_block(dscores.data(), out_w),
-                              dhidden, grad(w2_, out_w), db2);
-      ops::relu_backward<T>(per_block(hidden_.data(), d), dhidden, dhidden);
-      ops::linear_backward<T>(per_block(summ_.data(), d), weight(w1_, d), dhidden,
-                              per_block(dsumm.data(), d), grad(w1_, d), vector_view(arena_.grad(b1_), d));
+      Buffer<T> dhidden_data(rows * d);
+      const TensorView<T> dhidden = per_block(dhidden_data, d);
+      ops::linear_backward<T>(per_block(hidden_, d), weight(w2_, out_w), per_block(dscores, out_w), dhidden,
+                              grad(w2_, out_w), db2);
+      ops::relu_backward<T>(per_block(hidden_, d), dhidden, dhidden);
+      ops::linear_backward<T>(per_block(summ_, d), weight(w1_, d), dhidden, per_block(dsumm, d), grad(w1_, d),
+                              vector_view(arena_.grad(b1_), d));
     } else {
-      ops::linear_backward<T>(per_block(summ_.data(), d), weight(w2_, out_w), per_block(dscores.data(), out_w),
-                              per_block(dsumm.data(), d), grad(w2_, out_w), db2);
+      ops::linear_backward<T>(per_block(summ_, d), weight(w2_, out_w), per_block(dscores, out_w), per_block(dsumm, d),
+                              grad(w2_, out_w), db2);
     }
 
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, nullptr, "sinkhorn");
-    ops::sinkhorn_block_means_backward(per_block(dsumm.data(), d), valid(), dims_.causal, activation(dx));
+    ops::sinkhorn_block_means_backward(per_block(dsumm, d), valid(), dims_.causal, activation(dx));
     release();  // one backward per forward, as in PyTorch
     kept_ = false;
   }
@@ -256,13 +253,12 @@ class SinkhornAttention final : public Attention<T> {
   int64_t d_h() const { return dims_.d_model / dims_.n_heads; }
   template <class E>
   TensorView<E> activation(E* data) const { return TensorView<E>(data, {in_.B, in_.n, dims_.d_model}); }
-  TensorView<T> head_major(T* data) const { return TensorView<T>(data, {in_.B, dims_.n_heads, np(), d_h()}); }
-  TensorView<T> block_rows(T* data) const {
-    return TensorView<T>(data, {in_.B * dims_.n_heads, nb_, opt_.block * d_h()});
-  }
-  TensorView<T> per_block(T* data, int64_t width) const { return TensorView<T>(data, {in_.B, nb_, width}); }
-  TensorView<T> permutations(T* data) const { return TensorView<T>(data, {in_.B, dims_.n_heads, nb_, nb_}); }
-  TensorView<T> perm_matrices(T* data) const { return TensorView<T>(data, {in_.B * dims_.n_heads, nb_, nb_}); }
+  TensorView<T> activation(Buffer<T>& x) const { return x.view({in_.B, in_.n, dims_.d_model}); }
+  TensorView<T> head_major(Buffer<T>& x) const { return x.view({in_.B, dims_.n_heads, np(), d_h()}); }
+  TensorView<T> block_rows(Buffer<T>& x) const { return x.view({in_.B * dims_.n_heads, nb_, opt_.block * d_h()}); }
+  TensorView<T> per_block(Buffer<T>& x, int64_t width) const { return x.view({in_.B, nb_, width}); }
+  TensorView<T> permutations(Buffer<T>& x) const { return x.view({in_.B, dims_.n_heads, nb_, nb_}); }
+  TensorView<T> perm_matrices(Buffer<T>& x) const { return x.view({in_.B * dims_.n_heads, nb_, nb_}); }
   TensorView<T> weight(int id, int64_t out) const { return matrix(arena_.value(id), out, dims_.d_model); }
   TensorView<T> grad(int id, int64_t out) const { return matrix(arena_.grad(id), out, dims_.d_model); }
   ops::Mask valid() const { return TensorView<const uint8_t>(valid_.data(), {in_.B, np()}); }
@@ -288,14 +284,15 @@ class SinkhornAttention final : public Attention<T> {
   double dropout_ = 0;
   uint64_t seed_ = 0;
   int64_t nb_ = 0;                       // blocks of this call: ⌈n / b⌉
+  // Host-side masks built from the call's padding mask (host input), as the mask itself is given.
   std::vector<uint8_t> valid_;           // (B, n_p): t < n and not padding
   std::vector<uint8_t> partner_valid_;   // (B, n_b, b): partner row r of block i is visible
-  std::vector<T> q_, o_;                 // (B, n, d)
-  std::vector<T> kh_, vh_, ks_, vs_;     // (B, h, n_p, d_h): K, V (invalid rows 0) and K̃, Ṽ
-  std::vector<T> probs_;                 // (B, h, n_p, 2b): softmax before dropout
-  std::vector<T> perm_;                  // (B, h, n_b, n_b): P
-  std::vector<T> summ_, hidden_;         // (B·n_b, d): block summaries, the network's hidden layer
-  std::vector<T> scores_;                // (B·n_b, h·N_b): R
+  Buffer<T> q_, o_;                      // (B, n, d)
+  Buffer<T> kh_, vh_, ks_, vs_;          // (B, h, n_p, d_h): K, V (invalid rows 0) and K̃, Ṽ
+  Buffer<T> probs_;                      // (B, h, n_p, 2b): softmax before dropout
+  Buffer<T> perm_;                       // (B, h, n_b, n_b): P
+  Buffer<T> summ_, hidden_;              // (B·n_b, d): block summaries, the network's hidden layer
+  Buffer<T> scores_;                     // (B·n_b, h·N_b): R
 };
 
 }  // namespace

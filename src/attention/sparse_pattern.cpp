@@ -106,14 +106,13 @@ class SparsePatternAttention final : public Attention<T> {
     if (!pattern_ || pattern_->n != n || (keep && !pattern_->has_transpose()))
       pattern_ = shared_pattern(pattern_key_, n, dims_.causal, family_, keep);
     maps_.project_in(in, q_, k_, v_);
-    o_.resize(size_t(B * n * d));
-    probs_.resize(keep ? size_t(B * dims_.n_heads * pattern_->nnz()) : 0);
+    o_.resize(B * n * d);
+    probs_.resize(keep ? B * dims_.n_heads * pattern_->nnz() : 0);
     shape_ = SparseShape{B, n, n, dims_.n_heads, d / dims_.n_heads, 1.0 / std::sqrt(double(d / dims_.n_heads)),
                          dims_.causal, in.key_padding_mask, training ? dims_.dropout : 0.0, seed};
     const int64_t nnz = pattern_->nnz();
-    ops::sparse_attention_forward(shape_, *pattern_, heads(q_.data(), n), heads(k_.data(), n), heads(v_.data(), n),
-                                  keep ? TensorView<T>(probs_.data(), {B, dims_.n_heads, nnz}) : TensorView<T>(),
-                                  heads(o_.data(), n));
+    ops::sparse_attention_forward(shape_, *pattern_, heads(q_), heads(k_), heads(v_),
+                                  keep ? probs_.view({B, dims_.n_heads, nnz}) : TensorView<T>(), heads(o_));
     maps_.project_out(o_.data(), out, B * n);
     kept_ = keep;
     if (!keep) {
@@ -124,13 +123,12 @@ class SparsePatternAttention final : public Attention<T> {
 
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, info_.name);
-    const size_t size = size_t(in_.B * in_.n * dims_.d_model);
-    std::vector<T> d_o(size), dq(size), dk(size), dv(size);
+    const int64_t size = in_.B * in_.n * dims_.d_model;
+    Buffer<T> d_o(size), dq(size), dk(size), dv(size);
     maps_.backward_out(o_.data(), dout, d_o.data(), in_.B * in_.n);
-    const int64_t n = in_.n;
-    ops::sparse_attention_backward(shape_, *pattern_, heads(q_.data(), n), heads(k_.data(), n), heads(v_.data(), n),
-                                   heads(o_.data(), n), TensorView<T>(probs_.data(), {in_.B, dims_.n_heads, pattern_->nnz()}),
-                                   heads(d_o.data(), n), heads(dq.data(), n), heads(dk.data(), n), heads(dv.data(), n));
+    ops::sparse_attention_backward(shape_, *pattern_, heads(q_), heads(k_), heads(v_), heads(o_),
+                                   probs_.view({in_.B, dims_.n_heads, pattern_->nnz()}), heads(d_o), heads(dq),
+                                   heads(dk), heads(dv));
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, info_.name);
     release_buffers(q_, k_, v_, o_, probs_);  // one backward per forward, as in PyTorch
     kept_ = false;
@@ -152,7 +150,7 @@ class SparsePatternAttention final : public Attention<T> {
 
  private:
   // A (B, n, h·d_h) activation of this layer.
-  TensorView<T> heads(T* data, int64_t n) const { return TensorView<T>(data, {in_.B, n, dims_.d_model}); }
+  TensorView<T> heads(Buffer<T>& x) const { return x.view({in_.B, in_.n, dims_.d_model}); }
 
   int64_t nnz(int64_t n) const {
     if (pattern_ && pattern_->n == n) return pattern_->nnz();
@@ -169,7 +167,7 @@ class SparsePatternAttention final : public Attention<T> {
   AttentionInput<T> in_;
   bool kept_ = false;
   SparseShape shape_;
-  std::vector<T> q_, k_, v_, o_, probs_;
+  Buffer<T> q_, k_, v_, o_, probs_;
 };
 
 // The parsers of the registered sparse-pattern kinds, by name (for sparse_kind_pattern).

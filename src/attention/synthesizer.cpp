@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "linformer/attention.h"
 #include "attention/kind_views.h"
@@ -145,11 +144,11 @@ class SynthesizerAttention final : public Attention<T> {
     const int64_t B = in.B, n = in.n, d = dims_.d_model;
     // V (B, n, d) from x with padded rows selected to 0, and padded rows of V selected to 0.
     const T* xv = zero_padded_rows(in.x, in.key_padding_mask, B, n, d, clean_);
-    v_.resize(size_t(B * n * d));
+    v_.resize(B * n * d);
     ops::linear_forward(activation(xv), arena_.value_view(wv_), arena_.value_view(bv_), activation(v_.data()));
     zero_rows_at_padding(v_.data(), in.key_padding_mask, B, n, d);
     if (opt_.mode == SynthMode::Dense) generator_forward();
-    o_.resize(size_t(B * n * d));
+    o_.resize(B * n * d);
     if (opt_.mode == SynthMode::Dense)
       dense_core_forward();
     else
@@ -162,7 +161,7 @@ class SynthesizerAttention final : public Attention<T> {
     require_kept_for_backward(kept_, "synthesizer");
     (void)dcontext;  // no cross-attention
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model;
-    std::vector<T> d_o(size_t(B * n * d)), dv(size_t(B * n * d));
+    Buffer<T> d_o(B * n * d), dv(B * n * d);
     ops::linear_backward<T>(activation(o_.data()), arena_.value_view(wo_), activation(dout),
                             activation(d_o.data()), arena_.grad_view(wo_), arena_.grad_view(bo_));
     release_buffers(o_);
@@ -176,7 +175,7 @@ class SynthesizerAttention final : public Attention<T> {
     zero_rows_at_padding(dv.data(), in_.key_padding_mask, B, n, d);
     const T* xv = in_.key_padding_mask ? clean_.data() : in_.x;
     const bool add = opt_.mode == SynthMode::Dense, through_scratch = add && in_.key_padding_mask;
-    std::vector<T> dxv(through_scratch ? size_t(B * n * d) : 0);
+    Buffer<T> dxv(through_scratch ? B * n * d : 0);
     T* dx_value = through_scratch ? dxv.data() : dx;
     ops::linear_backward<T>(activation(xv), arena_.value_view(wv_), activation(dv.data()),
                             activation(dx_value), arena_.grad_view(wv_), arena_.grad_view(bv_),
@@ -316,14 +315,14 @@ class SynthesizerAttention final : public Attention<T> {
   // hid_ (B·n, h·hidden) = ReLU(x W1ᵀ + b1); factorised: fa_ (B·n, h·a), fb_ (B·n, h·b) per head.
   void generator_forward() {
     const int64_t rows = in_.B * in_.n, h = dims_.n_heads, hid = opt_.hidden, hw = h * hid;
-    hid_.resize(size_t(rows * hw));
-    const TensorView<T> units = matrix(hid_.data(), rows, hw);
+    hid_.resize(rows * hw);
+    const TensorView<T> units = hid_.view({rows, hw});
     ops::linear_forward(activation(in_.x), arena_.value_view(w1_), arena_.value_view(b1_), units);
     ops::relu_forward<T>(units, units);
     if (!opt_.factorized) return;
     const int64_t fa = opt_.factor_a, fb = opt_.factor_b;
-    fa_.resize(size_t(rows * h * fa));
-    fb_.resize(size_t(rows * h * fb));
+    fa_.resize(rows * h * fa);
+    fb_.resize(rows * h * fb);
     for (int64_t i = 0; i < h; ++i) {
       const TensorView<const T> U = head_columns<const T>(hid_.data(), i, hid);
       ops::linear_forward(U, head_slice(arena_.value_view(w2a_), i), head_bias(arena_.value_view(b2a_), i),
@@ -362,7 +361,7 @@ class SynthesizerAttention final : public Attention<T> {
 
   void dense_core_forward() {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width();
-    std::vector<T> P(size_t(n * n));  // one head's n×n at a time
+    Buffer<T> P(n * n);  // one head's n×n at a time
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < h; ++i) {
         dense_probs(b, i, P.data());
@@ -376,12 +375,12 @@ class SynthesizerAttention final : public Attention<T> {
   void dense_core_backward(const T* d_o, T* dv, T* dx) {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width(), L = dims_.max_len;
     const int64_t hid = opt_.hidden, hw = h * hid, fa = opt_.factor_a, fb = opt_.factor_b, rows = B * n;
-    std::vector<T> dhid(size_t(rows * hw)), dfa, dfb;
+    Buffer<T> dhid(rows * hw), dfa, dfb;
     if (opt_.factorized) {
-      dfa.resize(size_t(rows * h * fa));
-      dfb.resize(size_t(rows * h * fb));
+      dfa.resize(rows * h * fa);
+      dfb.resize(rows * h * fb);
     }
-    std::vector<T> P(size_t(n * n)), G(size_t(n * n));
+    Buffer<T> P(n * n), G(n * n);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < h; ++i) {
         const T* dO = d_o + b * n * d + i * dh;
@@ -400,7 +399,7 @@ class SynthesizerAttention final : public Attention<T> {
             ops::matmul(matrix<const T>(G.data() + r0 * n, r1 - r0, kend, n).t(), matrix(U + r0 * hw, r1 - r0, hid, hw),
                         matrix(dW2, kend, hid), 1, 1);
           });
-          ops::add_column_sums(matrix<const T>(G.data(), n, n), vector_view(arena_.grad(b2_) + i * L, n));
+          ops::add_column_sums<T>(G.view({n, n}), vector_view(arena_.grad(b2_) + i * L, n));
         } else {
           ops::synthesizer_factors_backward<T>(square(G.data()), head_columns<const T>(fa_.data(), i, fa, b),
                                                head_columns<const T>(fb_.data(), i, fb, b), dims_.causal,
@@ -420,8 +419,8 @@ class SynthesizerAttention final : public Attention<T> {
                                 /*accumulate_dx=*/true);
       }
     }
-    const TensorView<T> dunits = matrix(dhid.data(), rows, hw);
-    ops::relu_backward<T>(matrix<const T>(hid_.data(), rows, hw), dunits, dunits);
+    const TensorView<T> dunits = dhid.view({rows, hw});
+    ops::relu_backward<T>(hid_.view({rows, hw}), dunits, dunits);
     ops::linear_backward<T>(activation(in_.x), arena_.value_view(w1_), dunits, activation(dx),
                             arena_.grad_view(w1_), arena_.grad_view(b1_));
   }
@@ -463,7 +462,7 @@ class SynthesizerAttention final : public Attention<T> {
 
   void random_core_forward() {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width();
-    std::vector<T> P(size_t(n * n)), D(dropout_ > 0 ? size_t(n * n) : 0), raw(opt_.rank > 0 ? size_t(n * n) : 0);
+    Buffer<T> P(n * n), D(dropout_ > 0 ? n * n : 0), raw(opt_.rank > 0 ? n * n : 0);
     for (int64_t i = 0; i < h; ++i) {
       const TensorView<const T> S = random_scores(i, raw.data());
       if (shared_probs()) random_probs(0, S, P.data());
@@ -483,10 +482,10 @@ class SynthesizerAttention final : public Attention<T> {
     const int64_t B = in_.B, n = in_.n, d = dims_.d_model, h = dims_.n_heads, dh = head_width(), L = dims_.max_len;
     const int64_t r = opt_.rank;
     const bool shared = shared_probs(), train_scores = !opt_.fixed;
-    std::vector<T> P(size_t(n * n)), G(size_t(n * n)), raw(r > 0 ? size_t(n * n) : 0);
+    Buffer<T> P(n * n), G(n * n), raw(r > 0 ? n * n : 0);
     // acc: Σ_b ∂loss/∂S^i (with shared probabilities, Σ_b ∂loss/∂P̃ first: the softmax backward is
     // linear in it). It reuses raw once the shared probabilities are formed.
-    std::vector<T> own_acc(train_scores && (r == 0 || !shared) ? size_t(n * n) : 0);
+    Buffer<T> own_acc(train_scores && (r == 0 || !shared) ? n * n : 0);
     T* acc = own_acc.empty() ? raw.data() : own_acc.data();
     for (int64_t i = 0; i < h; ++i) {
       const TensorView<const T> S = random_scores(i, raw.data());
@@ -560,10 +559,10 @@ class SynthesizerAttention final : public Attention<T> {
   bool kept_ = false;
   double dropout_ = 0;
   uint64_t seed_ = 0;
-  std::vector<T> clean_;    // (B, n, d): x with padded rows 0 (with a mask only)
-  std::vector<T> v_, o_;    // (B, n, d)
-  std::vector<T> hid_;      // (B·n, h·hidden): the dense network's hidden units
-  std::vector<T> fa_, fb_;  // (B·n, h·a), (B·n, h·b): the factors
+  Buffer<T> clean_;    // (B, n, d): x with padded rows 0 (with a mask only)
+  Buffer<T> v_, o_;    // (B, n, d)
+  Buffer<T> hid_;      // (B·n, h·hidden): the dense network's hidden units
+  Buffer<T> fa_, fb_;  // (B·n, h·a), (B·n, h·b): the factors
 };
 
 }  // namespace

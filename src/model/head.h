@@ -14,6 +14,7 @@
 #include "linformer/config.h"
 #include "linformer/registry.h"
 #include "linformer/tensor.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
 
 namespace lf {
@@ -73,14 +74,14 @@ class Head {
 
   const HeadInfo& info() const { return info_; }
   int64_t logits_per_row() const { return lf::logits_per_row(info_, config_); }
-  const std::vector<T>& logits() const { return logits_; }  // of the last forward
+  const Buffer<T>& logits() const { return logits_; }  // of the last forward
 
  protected:
   // Each forward's start: records B and n and returns the logits' buffer, sized.
   T* begin_forward(int64_t B, int64_t n) {
     B_ = B;
     n_ = n;
-    logits_.resize(size_t(logits_rows(info_, B, n) * logits_per_row()));
+    logits_.resize(logits_rows(info_, B, n) * logits_per_row());
     return logits_.data();
   }
 
@@ -88,7 +89,7 @@ class Head {
   ModelConfig config_;
   ParamArena<T>& arena_;
   int64_t B_ = 0, n_ = 0;  // of the last forward
-  std::vector<T> logits_;
+  Buffer<T> logits_;
 };
 
 // The tied LM heads' input scale: d^{-1/2} with scale_tied_output (T5), else 1.
@@ -108,8 +109,7 @@ struct TiedOutput {
   void backward(ParamArena<T>& a, const ModelConfig& c, const T* z, const T* dlogits, T* dx, int64_t N) const {
     ops::linear_backward<T>(matrix<const T>(z, N, c.d_model), a.value_view(token_embedding), matrix<const T>(dlogits, N, c.vocab_size), matrix(dx, N, c.d_model),
                             a.grad_view(token_embedding), a.grad_view(bias));
-    if (const T s = tied_output_scale<T>(c); s != T(1))
-      for (int64_t i = 0; i < N * c.d_model; ++i) dx[i] *= s;
+    if (const T s = tied_output_scale<T>(c); s != T(1)) ops::scale(vector_view(dx, N * c.d_model), double(s));
   }
 };
 

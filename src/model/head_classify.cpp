@@ -1,12 +1,13 @@
 // `classify`: sequence classification. Pools the hidden states over the sequence — `mean` over the
 // unpadded positions or the `first` position — then `classifier` (d → C): logits (B, C).
-#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "linformer/error.h"
 #include "model/head.h"
 #include "linformer/tensor.h"
 #include "ops/linear.h"
+#include "ops/sequence.h"
 
 namespace lf {
 namespace {
@@ -26,22 +27,9 @@ class ClassifyHead final : public Head<T> {
     const ModelConfig& c = this->config_;
     const int64_t d = c.d_model;
     padding_.assign(padding, padding ? padding + B * n : padding);
-    pooled_.assign(size_t(B * d), T(0));
-    for (int64_t b = 0; b < B; ++b) {
-      T* pb = pooled_.data() + b * d;
-      if (c.pooling == "first") {
-        std::copy(h + b * n * d, h + b * n * d + d, pb);
-        continue;
-      }
-      int64_t count = 0;
-      for (int64_t t = 0; t < n; ++t) {
-        if (padding && padding[b * n + t]) continue;
-        ++count;
-        for (int64_t e = 0; e < d; ++e) pb[e] += h[(b * n + t) * d + e];
-      }
-      for (int64_t e = 0; e < d; ++e) pb[e] /= T(count);
-    }
-    ops::linear_forward(matrix<const T>(pooled_.data(), B, d), this->arena_.value_view(weight_), this->arena_.value_view(bias_), matrix(logits, B, c.n_classes));
+    pooled_.resize(B * d);
+    ops::sequence_pool_forward<T>(TensorView<const T>(h, {B, n, d}), padding_view(), pooling(), pooled_.view({B, d}));
+    ops::linear_forward(pooled_.view({B, d}), this->arena_.value_view(weight_), this->arena_.value_view(bias_), matrix(logits, B, c.n_classes));
     return logits;
   }
 
@@ -49,23 +37,10 @@ class ClassifyHead final : public Head<T> {
     const ModelConfig& c = this->config_;
     ParamArena<T>& a = this->arena_;
     const int64_t B = this->B_, n = this->n_, d = c.d_model;
-    std::vector<T> dpooled(size_t(B * d));
-    ops::linear_backward<T>(matrix<const T>(pooled_.data(), B, d), a.value_view(weight_), matrix<const T>(dlogits, B, c.n_classes), matrix(dpooled.data(), B, d),
+    Buffer<T> dpooled(B * d);
+    ops::linear_backward<T>(pooled_.view({B, d}), a.value_view(weight_), matrix<const T>(dlogits, B, c.n_classes), dpooled.view({B, d}),
                             a.grad_view(weight_), a.grad_view(bias_));
-    std::fill_n(dh, B * n * d, T(0));  // positions outside the pooling get none
-    for (int64_t b = 0; b < B; ++b) {
-      const T* dp = dpooled.data() + b * d;
-      if (c.pooling == "first") {
-        std::copy(dp, dp + d, dh + b * n * d);
-        continue;
-      }
-      int64_t count = 0;
-      for (int64_t t = 0; t < n; ++t) count += padding_.empty() || !padding_[size_t(b * n + t)];
-      for (int64_t t = 0; t < n; ++t) {
-        if (!padding_.empty() && padding_[size_t(b * n + t)]) continue;
-        for (int64_t e = 0; e < d; ++e) dh[(b * n + t) * d + e] = dp[e] / T(count);
-      }
-    }
+    ops::sequence_pool_backward<T>(dpooled.view({B, d}), padding_view(), pooling(), TensorView<T>(dh, {B, n, d}));
   }
 
   double forward_flops(int64_t) const override {
@@ -83,9 +58,16 @@ class ClassifyHead final : public Head<T> {
   }
 
  private:
+  ops::SequencePooling pooling() const {
+    return this->config_.pooling == "first" ? ops::SequencePooling::kFirst : ops::SequencePooling::kMean;
+  }
+  TensorView<const uint8_t> padding_view() const {
+    return padding_.empty() ? TensorView<const uint8_t>() : vector_view(padding_.data(), int64_t(padding_.size()));
+  }
+
   int weight_ = -1, bias_ = -1;
-  std::vector<uint8_t> padding_;  // (B, n) of the last forward, or empty
-  std::vector<T> pooled_;         // (B, d)
+  std::vector<uint8_t> padding_;  // (B, n) of the last forward, or empty: a host copy of the caller's mask
+  Buffer<T> pooled_;              // (B, d)
 };
 
 }  // namespace

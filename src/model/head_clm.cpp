@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "model/head.h"
+#include "ops/elementwise.h"
 
 namespace lf {
 namespace {
@@ -19,8 +20,9 @@ class ClmHead final : public Head<T> {
     T* logits = this->begin_forward(B, n);
     const int64_t N_d = B * n * this->config_.d_model;
     if (const T s = tied_output_scale<T>(this->config_); s != T(1)) {
-      scaled_.resize(size_t(N_d));  // the scaled input of the tied product, kept for its backward
-      for (int64_t i = 0; i < N_d; ++i) scaled_[size_t(i)] = s * h[i];
+      scaled_.resize(N_d);  // the scaled input of the tied product, kept for its backward
+      ops::copy<T>(vector_view(h, N_d), scaled_.view({N_d}));
+      ops::scale(scaled_.view({N_d}), double(s));
       h = scaled_.data();
     }
     out_.forward(this->arena_, this->config_, h, logits, B * n);
@@ -44,7 +46,7 @@ class ClmHead final : public Head<T> {
 
  private:
   TiedOutput<T> out_;
-  std::vector<T> scaled_;  // (B, n, d): s·h, with scale_tied_output
+  Buffer<T> scaled_;  // (B, n, d): s·h, with scale_tied_output
 };
 
 }  // namespace

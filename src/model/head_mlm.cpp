@@ -4,6 +4,7 @@
 
 #include "model/head.h"
 #include "linformer/tensor.h"
+#include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm_act.h"
 
@@ -31,19 +32,19 @@ class MlmHead final : public Head<T> {
     const ParamArena<T>& a = this->arena_;
     const int64_t N = B * n, d = c.d_model, N_d = N * d;
     // Inference computes dense → GELU → LayerNorm in one buffer.
-    u_.resize(size_t(N_d));
-    g_.resize(keep ? size_t(N_d) : 0);
-    z_.resize(keep ? size_t(N_d) : 0);
+    u_.resize(N_d);
+    g_.resize(keep ? N_d : 0);
+    z_.resize(keep ? N_d : 0);
     T* g = keep ? g_.data() : u_.data();
     T* z = keep ? z_.data() : u_.data();
-    mean_.resize(size_t(N));
-    rstd_.resize(size_t(N));
-    ops::linear_forward(matrix<const T>(h, N, d), a.value_view(dense_w_), a.value_view(dense_b_), matrix(u_.data(), N, d));
-    ops::gelu_forward<T>(vector_view(u_.data(), N_d), vector_view(g, N_d));
-    ops::layernorm_forward(matrix<const T>(g, N, d), a.value_view(norm_w_), a.value_view(norm_b_), matrix(z, N, d), vector_view(mean_.data(), N),
-                           vector_view(rstd_.data(), N), c.ln_eps);
+    mean_.resize(N);
+    rstd_.resize(N);
+    ops::linear_forward(matrix<const T>(h, N, d), a.value_view(dense_w_), a.value_view(dense_b_), u_.view({N, d}));
+    ops::gelu_forward<T>(u_.view({N_d}), vector_view(g, N_d));
+    ops::layernorm_forward(matrix<const T>(g, N, d), a.value_view(norm_w_), a.value_view(norm_b_), matrix(z, N, d), mean_.view({N}),
+                           rstd_.view({N}), c.ln_eps);
     if (const T s = tied_output_scale<T>(c); s != T(1))  // z is kept scaled: the tied product's input
-      for (int64_t i = 0; i < N_d; ++i) z[i] *= s;
+      ops::scale(vector_view(z, N_d), double(s));
     out_.forward(a, c, z, logits, N);
     return logits;
   }
@@ -52,13 +53,12 @@ class MlmHead final : public Head<T> {
     const ModelConfig& c = this->config_;
     ParamArena<T>& a = this->arena_;
     const int64_t N = this->B_ * this->n_, d = c.d_model, N_d = N * d;
-    std::vector<T> dz(static_cast<size_t>(N_d)), dg(static_cast<size_t>(N_d));
+    Buffer<T> dz(N_d), dg(N_d);
     out_.backward(a, c, z_.data(), dlogits, dz.data(), N);
-    ops::layernorm_backward(matrix<const T>(g_.data(), N, d), a.value_view(norm_w_), vector_view<const T>(mean_.data(), N),
-                            vector_view<const T>(rstd_.data(), N), matrix<const T>(dz.data(), N, d), matrix(dg.data(), N, d),
-                            a.grad_view(norm_w_), a.grad_view(norm_b_));
-    ops::gelu_backward<T>(vector_view(u_.data(), N_d), vector_view(dg.data(), N_d), vector_view(dg.data(), N_d));
-    ops::linear_backward<T>(matrix<const T>(h, N, d), a.value_view(dense_w_), matrix<const T>(dg.data(), N, d), matrix(dh, N, d),
+    ops::layernorm_backward(g_.view({N, d}), a.value_view(norm_w_), mean_.view({N}), rstd_.view({N}), dz.view({N, d}),
+                            dg.view({N, d}), a.grad_view(norm_w_), a.grad_view(norm_b_));
+    ops::gelu_backward<T>(u_.view({N_d}), dg.view({N_d}), dg.view({N_d}));
+    ops::linear_backward<T>(matrix<const T>(h, N, d), a.value_view(dense_w_), dg.view({N, d}), matrix(dh, N, d),
                             a.grad_view(dense_w_), a.grad_view(dense_b_));
   }
 
@@ -77,7 +77,7 @@ class MlmHead final : public Head<T> {
  private:
   int dense_w_ = -1, dense_b_ = -1, norm_w_ = -1, norm_b_ = -1;
   TiedOutput<T> out_;
-  std::vector<T> u_, g_, z_, mean_, rstd_;  // dense's output, GELU's, the scaled LayerNorm output; its statistics
+  Buffer<T> u_, g_, z_, mean_, rstd_;  // dense's output, GELU's, the scaled LayerNorm output; its statistics
 };
 
 }  // namespace

@@ -31,10 +31,10 @@ struct Model<T>::Block {
   // post-LN: unused, x itself), r1 = x + drop(attn) (post-LN only: before LN1), x1 = the FFN
   // sub-block's input, u = fc1(LN2(x1) or x1), r2 = x1 + drop(fc2(gelu(u))) (post-LN only: before
   // LN2), and the LayerNorm statistics. LN2(x1) and gelu(u) are recomputed in the backward.
-  std::vector<T> ln1, mean1, rstd1, r1, x1, mean2, rstd2, u, r2;
+  Buffer<T> ln1, mean1, rstd1, r1, x1, mean2, rstd2, u, r2;
   // conv_kernel > 0: the convolution's input (the attention input with padded rows zeroed) and output
   // (what the attention sees).
-  std::vector<T> conv_in, conv_out;
+  Buffer<T> conv_in, conv_out;
 };
 
 template <class T>
@@ -110,7 +110,7 @@ void Model<T>::conv_forward(const Block& b, const T* attn_in, T* conv_in, T* out
 template <class T>
 void Model<T>::conv_backward(Block& b, const T* dout, T* dattn_in) {
   const int64_t d = config_.d_model;
-  ops::depthwise_conv1d_backward(TensorView<const T>(b.conv_in.data(), {B_, n_, d}), arena_.value_view(b.conv_w),
+  ops::depthwise_conv1d_backward(b.conv_in.view({B_, n_, d}), arena_.value_view(b.conv_w),
                                  TensorView<const T>(dout, {B_, n_, d}), TensorView<T>(dattn_in, {B_, n_, d}),
                                  arena_.grad_view(b.conv_w), arena_.grad_view(b.conv_b), conv_causal());
   ops::zero_masked_rows(padding_view(), matrix(dattn_in, B_ * n_, d));
@@ -128,19 +128,19 @@ template <class T>
 void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
-  std::vector<T> a(static_cast<size_t>(N_d)), s(c.pre_ln ? static_cast<size_t>(N_d) : 0), stats(static_cast<size_t>(2 * N));
+  Buffer<T> a(N_d), s(c.pre_ln ? N_d : 0), stats(2 * N);
   T* mean = stats.data();
   T* rstd = mean + N;
   const T* attn_in = x;
   if (c.pre_ln) {
-    ops::layernorm_forward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(s.data(), N, d), vector_view(mean, N),
+    ops::layernorm_forward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), s.view({N, d}), vector_view(mean, N),
                            vector_view(rstd, N), c.ln_eps);
     attn_in = s.data();
   }
-  std::vector<T> conv_in, conv_out;
+  Buffer<T> conv_in, conv_out;
   if (c.conv_kernel > 0) {
-    conv_in.resize(size_t(N_d));
-    conv_out.resize(size_t(N_d));
+    conv_in.resize(N_d);
+    conv_out.resize(N_d);
     conv_forward(b, attn_in, conv_in.data(), conv_out.data());
     attn_in = conv_out.data();
   }
@@ -152,24 +152,24 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   in.keep_for_backward = false;
   if (attention_observer_) attention_observer_(b.index, attn_in, B_, n_);
   b.attn->forward(in, a.data(), /*training=*/false, 0);
-  ops::add<T>(vector_view(x, N_d), vector_view(a.data(), N_d));  // a = x1 (pre-LN) or r1
+  ops::add<T>(vector_view(x, N_d), a.view({N_d}));  // a = x1 (pre-LN) or r1
   if (!c.pre_ln)
-    ops::layernorm_forward(matrix<const T>(a.data(), N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(a.data(), N, d), vector_view(mean, N),
+    ops::layernorm_forward(a.view({N, d}), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), a.view({N, d}), vector_view(mean, N),
                            vector_view(rstd, N), c.ln_eps);
   const T* ffn_in = a.data();
   if (c.pre_ln) {
-    ops::layernorm_forward(matrix<const T>(a.data(), N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(s.data(), N, d), vector_view(mean, N),
+    ops::layernorm_forward(a.view({N, d}), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), s.view({N, d}), vector_view(mean, N),
                            vector_view(rstd, N), c.ln_eps);
     ffn_in = s.data();
   }
-  std::vector<T> hidden(size_t(std::min(N, kInferenceFfnRows) * ff));
+  Buffer<T> hidden(std::min(N, kInferenceFfnRows) * ff);
   for (int64_t r0 = 0; r0 < N; r0 += kInferenceFfnRows) {
     const int64_t rows = std::min(kInferenceFfnRows, N - r0);
-    ops::linear_forward(matrix<const T>(ffn_in + r0 * d, rows, d), arena_.value_view(b.fc1_w), arena_.value_view(b.fc1_b), matrix(hidden.data(), rows, ff));
-    ops::gelu_forward<T>(vector_view(hidden.data(), rows * ff), vector_view(hidden.data(), rows * ff));
-    ops::linear_forward(matrix<const T>(hidden.data(), rows, ff), arena_.value_view(b.fc2_w), arena_.value_view(b.fc2_b), matrix(y + r0 * d, rows, d));
+    ops::linear_forward(matrix<const T>(ffn_in + r0 * d, rows, d), arena_.value_view(b.fc1_w), arena_.value_view(b.fc1_b), hidden.view({rows, ff}));
+    ops::gelu_forward<T>(hidden.view({rows * ff}), hidden.view({rows * ff}));
+    ops::linear_forward(hidden.view({rows, ff}), arena_.value_view(b.fc2_w), arena_.value_view(b.fc2_b), matrix(y + r0 * d, rows, d));
   }
-  ops::add<T>(vector_view(a.data(), N_d), vector_view(y, N_d));
+  ops::add<T>(a.view({N_d}), vector_view(y, N_d));
   if (!c.pre_ln) ops::layernorm_forward(matrix<const T>(y, N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(y, N, d), vector_view(mean, N),
                            vector_view(rstd, N), c.ln_eps);
 }
@@ -182,28 +182,27 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   }
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
-  auto resize = [](std::vector<T>& v, int64_t size) { v.resize(size_t(size)); };
-  resize(b.x1, N_d);
-  resize(b.u, N * ff);
-  resize(b.mean1, N);
-  resize(b.rstd1, N);
-  resize(b.mean2, N);
-  resize(b.rstd2, N);
+  b.x1.resize(N_d);
+  b.u.resize(N * ff);
+  b.mean1.resize(N);
+  b.rstd1.resize(N);
+  b.mean2.resize(N);
+  b.rstd2.resize(N);
   const double p_drop = training ? c.dropout_ffn : 0.0;
   const uint8_t* mask = padding_.empty() ? nullptr : padding_.data();
-  std::vector<T> tmp(static_cast<size_t>(N_d));  // attention output, then FFN output: not kept
+  Buffer<T> tmp(N_d);  // attention output, then FFN output: not kept
 
   // Attention sub-block.
   const T* attn_in = x;
   if (c.pre_ln) {
-    resize(b.ln1, N_d);
-    ops::layernorm_forward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(b.ln1.data(), N, d), vector_view(b.mean1.data(), N),
-                           vector_view(b.rstd1.data(), N), c.ln_eps);
+    b.ln1.resize(N_d);
+    ops::layernorm_forward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), b.ln1.view({N, d}), b.mean1.view({N}),
+                           b.rstd1.view({N}), c.ln_eps);
     attn_in = b.ln1.data();
   }
   if (c.conv_kernel > 0) {
-    resize(b.conv_in, N_d);
-    resize(b.conv_out, N_d);
+    b.conv_in.resize(N_d);
+    b.conv_out.resize(N_d);
     conv_forward(b, attn_in, b.conv_in.data(), b.conv_out.data());
     attn_in = b.conv_out.data();
   }
@@ -218,39 +217,39 @@ void Model<T>::block_forward(Block& b, const T* x, T* y, bool training, uint64_t
   // r1 = x + drop(attn): pre-LN it is x1 itself; post-LN x1 = LN1(r1) and r1 is kept for LN1's backward.
   T* r1 = b.x1.data();
   if (!c.pre_ln) {
-    resize(b.r1, N_d);
+    b.r1.resize(N_d);
     r1 = b.r1.data();
   }
-  ops::dropout_forward<T>(vector_view(tmp.data(), N_d), vector_view(r1, N_d), p_drop, seed, dropout_stream(b.index, kAttentionOut));
+  ops::dropout_forward<T>(tmp.view({N_d}), vector_view(r1, N_d), p_drop, seed, dropout_stream(b.index, kAttentionOut));
   ops::add<T>(vector_view(x, N_d), vector_view(r1, N_d));
   if (!c.pre_ln)
-    ops::layernorm_forward(matrix<const T>(r1, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), matrix(b.x1.data(), N, d), vector_view(b.mean1.data(), N),
-                           vector_view(b.rstd1.data(), N), c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(r1, N, d), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), b.x1.view({N, d}), b.mean1.view({N}),
+                           b.rstd1.view({N}), c.ln_eps);
 
   // FFN sub-block. GELU's output and LN2's output are recomputed in the backward (elementwise, cheap)
   // rather than kept.
   const T* ffn_in = b.x1.data();
-  std::vector<T> ln2, g(static_cast<size_t>(N * ff));
+  Buffer<T> ln2, g(N * ff);
   if (c.pre_ln) {
-    ln2.resize(size_t(N_d));
-    ops::layernorm_forward(matrix<const T>(b.x1.data(), N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(ln2.data(), N, d), vector_view(b.mean2.data(), N),
-                           vector_view(b.rstd2.data(), N), c.ln_eps);
+    ln2.resize(N_d);
+    ops::layernorm_forward(b.x1.view({N, d}), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), ln2.view({N, d}), b.mean2.view({N}),
+                           b.rstd2.view({N}), c.ln_eps);
     ffn_in = ln2.data();
   }
-  ops::linear_forward(matrix<const T>(ffn_in, N, d), arena_.value_view(b.fc1_w), arena_.value_view(b.fc1_b), matrix(b.u.data(), N, ff));
-  ops::gelu_forward<T>(vector_view(b.u.data(), N * ff), vector_view(g.data(), N * ff));
-  ops::linear_forward(matrix<const T>(g.data(), N, ff), arena_.value_view(b.fc2_w), arena_.value_view(b.fc2_b), matrix(tmp.data(), N, d));
+  ops::linear_forward(matrix<const T>(ffn_in, N, d), arena_.value_view(b.fc1_w), arena_.value_view(b.fc1_b), b.u.view({N, ff}));
+  ops::gelu_forward<T>(b.u.view({N * ff}), g.view({N * ff}));
+  ops::linear_forward(g.view({N, ff}), arena_.value_view(b.fc2_w), arena_.value_view(b.fc2_b), tmp.view({N, d}));
   // r2 = x1 + drop(fc2): pre-LN it is the block's output; post-LN y = LN2(r2) and r2 is kept.
   T* r2 = y;
   if (!c.pre_ln) {
-    resize(b.r2, N_d);
+    b.r2.resize(N_d);
     r2 = b.r2.data();
   }
-  ops::dropout_forward<T>(vector_view(tmp.data(), N_d), vector_view(r2, N_d), p_drop, seed, dropout_stream(b.index, kFfnOut));
-  ops::add<T>(vector_view(b.x1.data(), N_d), vector_view(r2, N_d));
+  ops::dropout_forward<T>(tmp.view({N_d}), vector_view(r2, N_d), p_drop, seed, dropout_stream(b.index, kFfnOut));
+  ops::add<T>(b.x1.view({N_d}), vector_view(r2, N_d));
   if (!c.pre_ln)
-    ops::layernorm_forward(matrix<const T>(r2, N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(y, N, d), vector_view(b.mean2.data(), N),
-                           vector_view(b.rstd2.data(), N), c.ln_eps);
+    ops::layernorm_forward(matrix<const T>(r2, N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(y, N, d), b.mean2.view({N}),
+                           b.rstd2.view({N}), c.ln_eps);
   if (!keep) release_block_activations(b);
 }
 
@@ -264,68 +263,67 @@ void Model<T>::block_backward(Block& b, const T* dy, T* dx) {
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
   const double p_drop = training_ ? c.dropout_ffn : 0.0;
-  std::vector<T> dr2(static_cast<size_t>(N_d)), dx1(static_cast<size_t>(N_d)), dv(static_cast<size_t>(N_d)),
-      dg(static_cast<size_t>(N * ff)), dffn_in(static_cast<size_t>(N_d));
+  Buffer<T> dr2(N_d), dx1(N_d), dv(N_d), dg(N * ff), dffn_in(N_d);
 
   // FFN sub-block: y = r2 (pre-LN) or LN2(r2) (post-LN), r2 = x1 + drop(v), v = fc2(gelu(fc1(ffn_in))).
   if (c.pre_ln)
-    ops::copy<T>(vector_view(dy, N_d), vector_view(dr2.data(), N_d));
+    ops::copy<T>(vector_view(dy, N_d), dr2.view({N_d}));
   else
-    ops::layernorm_backward(matrix<const T>(b.r2.data(), N, d), arena_.value_view(b.ln2_w), vector_view<const T>(b.mean2.data(), N),
-                            vector_view<const T>(b.rstd2.data(), N), matrix<const T>(dy, N, d), matrix(dr2.data(), N, d),
+    ops::layernorm_backward(b.r2.view({N, d}), arena_.value_view(b.ln2_w), b.mean2.view({N}),
+                            b.rstd2.view({N}), matrix<const T>(dy, N, d), dr2.view({N, d}),
                             arena_.grad_view(b.ln2_w), arena_.grad_view(b.ln2_b));
-  ops::dropout_backward<T>(vector_view(dr2.data(), N_d), vector_view(dv.data(), N_d), p_drop, seed_, dropout_stream(b.index, kFfnOut));
+  ops::dropout_backward<T>(dr2.view({N_d}), dv.view({N_d}), p_drop, seed_, dropout_stream(b.index, kFfnOut));
   {
-    std::vector<T> g(static_cast<size_t>(N * ff));  // recomputed: gelu(u)
-    ops::gelu_forward<T>(vector_view(b.u.data(), N * ff), vector_view(g.data(), N * ff));
-    ops::linear_backward<T>(matrix<const T>(g.data(), N, ff), arena_.value_view(b.fc2_w), matrix<const T>(dv.data(), N, d), matrix(dg.data(), N, ff),
+    Buffer<T> g(N * ff);  // recomputed: gelu(u)
+    ops::gelu_forward<T>(b.u.view({N * ff}), g.view({N * ff}));
+    ops::linear_backward<T>(g.view({N, ff}), arena_.value_view(b.fc2_w), dv.view({N, d}), dg.view({N, ff}),
                             arena_.grad_view(b.fc2_w), arena_.grad_view(b.fc2_b));
   }
-  ops::gelu_backward<T>(vector_view(b.u.data(), N * ff), vector_view(dg.data(), N * ff), vector_view(dg.data(), N * ff));
-  std::vector<T> ln2;  // recomputed: LN2(x1) with the kept statistics (pre-LN)
+  ops::gelu_backward<T>(b.u.view({N * ff}), dg.view({N * ff}), dg.view({N * ff}));
+  Buffer<T> ln2;  // recomputed: LN2(x1) with the kept statistics (pre-LN)
   const T* ffn_in = b.x1.data();
   if (c.pre_ln) {
-    ln2.resize(size_t(N_d));
-    ops::layernorm_apply(matrix<const T>(b.x1.data(), N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), vector_view<const T>(b.mean2.data(), N),
-                         vector_view<const T>(b.rstd2.data(), N), matrix(ln2.data(), N, d));
+    ln2.resize(N_d);
+    ops::layernorm_apply(b.x1.view({N, d}), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), b.mean2.view({N}),
+                         b.rstd2.view({N}), ln2.view({N, d}));
     ffn_in = ln2.data();
   }
-  ops::linear_backward<T>(matrix<const T>(ffn_in, N, d), arena_.value_view(b.fc1_w), matrix<const T>(dg.data(), N, ff), matrix(dffn_in.data(), N, d),
+  ops::linear_backward<T>(matrix<const T>(ffn_in, N, d), arena_.value_view(b.fc1_w), dg.view({N, ff}), dffn_in.view({N, d}),
                             arena_.grad_view(b.fc1_w), arena_.grad_view(b.fc1_b));
   dx1 = dr2;  // the residual path
   if (c.pre_ln) {
-    std::vector<T> dln(static_cast<size_t>(N_d));
-    ops::layernorm_backward(matrix<const T>(b.x1.data(), N, d), arena_.value_view(b.ln2_w), vector_view<const T>(b.mean2.data(), N),
-                            vector_view<const T>(b.rstd2.data(), N), matrix<const T>(dffn_in.data(), N, d), matrix(dln.data(), N, d),
+    Buffer<T> dln(N_d);
+    ops::layernorm_backward(b.x1.view({N, d}), arena_.value_view(b.ln2_w), b.mean2.view({N}),
+                            b.rstd2.view({N}), dffn_in.view({N, d}), dln.view({N, d}),
                             arena_.grad_view(b.ln2_w), arena_.grad_view(b.ln2_b));
-    ops::add<T>(vector_view(dln.data(), N_d), vector_view(dx1.data(), N_d));
+    ops::add<T>(dln.view({N_d}), dx1.view({N_d}));
   } else {
-    ops::add<T>(vector_view(dffn_in.data(), N_d), vector_view(dx1.data(), N_d));
+    ops::add<T>(dffn_in.view({N_d}), dx1.view({N_d}));
   }
 
   // Attention sub-block: x1 = r1 (pre-LN) or LN1(r1) (post-LN), r1 = x + drop(attn(in)).
-  std::vector<T> dr1(static_cast<size_t>(N_d)), dattn(static_cast<size_t>(N_d)), din(static_cast<size_t>(N_d));
+  Buffer<T> dr1(N_d), dattn(N_d), din(N_d);
   if (c.pre_ln)
     dr1 = dx1;
   else
-    ops::layernorm_backward(matrix<const T>(b.r1.data(), N, d), arena_.value_view(b.ln1_w), vector_view<const T>(b.mean1.data(), N),
-                            vector_view<const T>(b.rstd1.data(), N), matrix<const T>(dx1.data(), N, d), matrix(dr1.data(), N, d),
+    ops::layernorm_backward(b.r1.view({N, d}), arena_.value_view(b.ln1_w), b.mean1.view({N}),
+                            b.rstd1.view({N}), dx1.view({N, d}), dr1.view({N, d}),
                             arena_.grad_view(b.ln1_w), arena_.grad_view(b.ln1_b));
-  ops::dropout_backward<T>(vector_view(dr1.data(), N_d), vector_view(dattn.data(), N_d), p_drop, seed_, dropout_stream(b.index, kAttentionOut));
+  ops::dropout_backward<T>(dr1.view({N_d}), dattn.view({N_d}), p_drop, seed_, dropout_stream(b.index, kAttentionOut));
   b.attn->backward(dattn.data(), din.data());
   if (c.conv_kernel > 0) {
-    std::vector<T> dconv_out = din;
+    Buffer<T> dconv_out = din;
     conv_backward(b, dconv_out.data(), din.data());
   }
   if (c.pre_ln) {
     const T* x = hidden_.data() + b.index * N_d;
-    ops::layernorm_backward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), vector_view<const T>(b.mean1.data(), N),
-                            vector_view<const T>(b.rstd1.data(), N), matrix<const T>(din.data(), N, d), matrix(dx, N, d),
+    ops::layernorm_backward(matrix<const T>(x, N, d), arena_.value_view(b.ln1_w), b.mean1.view({N}),
+                            b.rstd1.view({N}), din.view({N, d}), matrix(dx, N, d),
                             arena_.grad_view(b.ln1_w), arena_.grad_view(b.ln1_b));
   } else {
-    ops::copy<T>(vector_view(din.data(), N_d), vector_view(dx, N_d));
+    ops::copy<T>(din.view({N_d}), vector_view(dx, N_d));
   }
-  ops::add<T>(vector_view(dr1.data(), N_d), vector_view(dx, N_d));
+  ops::add<T>(dr1.view({N_d}), vector_view(dx, N_d));
 }
 
 template <class T>
@@ -352,26 +350,26 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   for (int64_t i = 0; i < N; ++i) positions_[size_t(i)] = int32_t(i % n);
 
   // Embeddings: token + position, (LayerNorm for post-LN), dropout.
-  hidden_.resize(size_t((keep_for_backward ? c.n_layers + 1 : 2) * N_d));
+  hidden_.resize((keep_for_backward ? c.n_layers + 1 : 2) * N_d);
   // Block i reads slot i and writes slot i + 1 (inference: two slots in turn).
   auto slot = [&](int64_t i) { return hidden_.data() + (keep_for_backward ? i : i % 2) * N_d; };
-  emb_sum_.resize(size_t(N_d));
-  ops::embedding_forward(vector_view<const int32_t>(tokens_.data(), N), arena_.value_view(tok_emb_), matrix(emb_sum_.data(), N, d));
+  emb_sum_.resize(N_d);
+  ops::embedding_forward(vector_view<const int32_t>(tokens_.data(), N), arena_.value_view(tok_emb_), emb_sum_.view({N, d}));
   if (c.position == "learned")
-    ops::embedding_forward(vector_view<const int32_t>(positions_.data(), N), arena_.value_view(pos_emb_), matrix(emb_sum_.data(), N, d), true);
+    ops::embedding_forward(vector_view<const int32_t>(positions_.data(), N), arena_.value_view(pos_emb_), emb_sum_.view({N, d}), true);
   else if (c.position == "sinusoidal")
-    ops::sinusoidal_positions_add(TensorView<T>(emb_sum_.data(), {B, n, d}));
+    ops::sinusoidal_positions_add(emb_sum_.view({B, n, d}));
   const T* emb = emb_sum_.data();
-  std::vector<T> normed;
+  Buffer<T> normed;
   if (!c.pre_ln) {
-    normed.resize(size_t(N_d));
-    emb_norm_mean_.resize(size_t(N));
-    emb_norm_rstd_.resize(size_t(N));
-    ops::layernorm_forward(matrix<const T>(emb_sum_.data(), N, d), arena_.value_view(emb_norm_w_), arena_.value_view(emb_norm_b_), matrix(normed.data(), N, d), vector_view(emb_norm_mean_.data(), N),
-                           vector_view(emb_norm_rstd_.data(), N), c.ln_eps);
+    normed.resize(N_d);
+    emb_norm_mean_.resize(N);
+    emb_norm_rstd_.resize(N);
+    ops::layernorm_forward(emb_sum_.view({N, d}), arena_.value_view(emb_norm_w_), arena_.value_view(emb_norm_b_), normed.view({N, d}), emb_norm_mean_.view({N}),
+                           emb_norm_rstd_.view({N}), c.ln_eps);
     emb = normed.data();
   }
-  ops::dropout_forward<T>(vector_view(emb, N_d), vector_view(hidden_.data(), N_d), training ? c.dropout_embedding : 0.0, seed, dropout_stream(-1, kEmbedding));
+  ops::dropout_forward<T>(vector_view(emb, N_d), hidden_.view({N_d}), training ? c.dropout_embedding : 0.0, seed, dropout_stream(-1, kEmbedding));
 
   // With checkpointing the blocks run as in inference (their inputs stay in hidden_) and backward()
   // runs each again, keeping its activations, just before its backward.
@@ -381,11 +379,11 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
 
   const T* h = slot(c.n_layers);
   if (final_norm_w_ >= 0) {
-    final_.resize(size_t(N_d));
-    final_mean_.resize(size_t(N));
-    final_rstd_.resize(size_t(N));
-    ops::layernorm_forward(matrix<const T>(h, N, d), arena_.value_view(final_norm_w_), arena_.value_view(final_norm_b_), matrix(final_.data(), N, d), vector_view(final_mean_.data(), N),
-                           vector_view(final_rstd_.data(), N), c.ln_eps);
+    final_.resize(N_d);
+    final_mean_.resize(N);
+    final_rstd_.resize(N);
+    ops::layernorm_forward(matrix<const T>(h, N, d), arena_.value_view(final_norm_w_), arena_.value_view(final_norm_b_), final_.view({N, d}), final_mean_.view({N}),
+                           final_rstd_.view({N}), c.ln_eps);
     h = final_.data();
   }
 
@@ -397,16 +395,16 @@ void Model<T>::backward(const T* dlogits) {
   LF_REQUIRE(kept_, "model backward() needs a forward() with keep_for_backward = true");
   const ModelConfig& c = config_;
   const int64_t N = B_ * n_, d = c.d_model, N_d = N * d;
-  std::vector<T> dh(size_t(N_d), T(0));
+  Buffer<T> dh(N_d);  // zeros
   const T* h_top = final_norm_w_ >= 0 ? final_.data() : hidden_.data() + c.n_layers * N_d;
 
   head_->backward(h_top, dlogits, dh.data());
 
   if (final_norm_w_ >= 0) {
-    std::vector<T> dfinal = dh;
-    ops::layernorm_backward(matrix<const T>(hidden_.data() + c.n_layers * N_d, N, d), arena_.value_view(final_norm_w_), vector_view<const T>(final_mean_.data(), N), vector_view<const T>(final_rstd_.data(), N), matrix<const T>(dfinal.data(), N, d), matrix(dh.data(), N, d), arena_.grad_view(final_norm_w_), arena_.grad_view(final_norm_b_));
+    Buffer<T> dfinal = dh;
+    ops::layernorm_backward(matrix<const T>(hidden_.data() + c.n_layers * N_d, N, d), arena_.value_view(final_norm_w_), final_mean_.view({N}), final_rstd_.view({N}), dfinal.view({N, d}), dh.view({N, d}), arena_.grad_view(final_norm_w_), arena_.grad_view(final_norm_b_));
   }
-  std::vector<T> dx(static_cast<size_t>(N_d));
+  Buffer<T> dx(N_d);
   for (int64_t i = c.n_layers - 1; i >= 0; --i) {
     Block& blk = *blocks_[size_t(i)];
     if (recompute_) {  // the same inputs, seed and dropout masks: the block's output is rewritten unchanged
@@ -419,34 +417,28 @@ void Model<T>::backward(const T* dlogits) {
   }
   kept_ = false;
   // Embeddings: dropout, (LayerNorm), then scatter into the token and position tables.
-  ops::dropout_backward<T>(vector_view(dh.data(), N_d), vector_view(dh.data(), N_d), training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
+  ops::dropout_backward<T>(dh.view({N_d}), dh.view({N_d}), training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
   if (!c.pre_ln) {
-    std::vector<T> dsum(static_cast<size_t>(N_d));
-    ops::layernorm_backward(matrix<const T>(emb_sum_.data(), N, d), arena_.value_view(emb_norm_w_), vector_view<const T>(emb_norm_mean_.data(), N), vector_view<const T>(emb_norm_rstd_.data(), N), matrix<const T>(dh.data(), N, d), matrix(dsum.data(), N, d), arena_.grad_view(emb_norm_w_), arena_.grad_view(emb_norm_b_));
-    dh.swap(dsum);
+    Buffer<T> dsum(N_d);
+    ops::layernorm_backward(emb_sum_.view({N, d}), arena_.value_view(emb_norm_w_), emb_norm_mean_.view({N}), emb_norm_rstd_.view({N}), dh.view({N, d}), dsum.view({N, d}), arena_.grad_view(emb_norm_w_), arena_.grad_view(emb_norm_b_));
+    std::swap(dh, dsum);
   }
-  ops::embedding_backward(vector_view<const int32_t>(tokens_.data(), N), matrix<const T>(dh.data(), N, d), arena_.grad_view(tok_emb_));
-  if (c.position == "learned") ops::embedding_backward(vector_view<const int32_t>(positions_.data(), N), matrix<const T>(dh.data(), N, d), arena_.grad_view(pos_emb_));
+  ops::embedding_backward(vector_view<const int32_t>(tokens_.data(), N), dh.view({N, d}), arena_.grad_view(tok_emb_));
+  if (c.position == "learned") ops::embedding_backward(vector_view<const int32_t>(positions_.data(), N), dh.view({N, d}), arena_.grad_view(pos_emb_));
 }
-
-namespace {
-template <class T>
-bool all_finite(const std::vector<T>& v, size_t begin, size_t count) {
-  for (size_t i = begin; i < begin + count; ++i)
-    if (!std::isfinite(v[i])) return false;
-  return true;
-}
-}  // namespace
 
 template <class T>
 std::string Model<T>::nonfinite_activation_site() const {
   LF_REQUIRE(kept_, "nonfinite_activation_site() needs a forward() with keep_for_backward = true");
-  const size_t N_d = size_t(B_ * n_ * config_.d_model);
-  if (!all_finite(hidden_, 0, N_d)) return "the embeddings";
+  const int64_t N_d = B_ * n_ * config_.d_model;
+  auto finite = [](const Buffer<T>& x, int64_t begin, int64_t count) {
+    return ops::all_finite<T>(vector_view(x.data() + begin, count));
+  };
+  if (!finite(hidden_, 0, N_d)) return "the embeddings";
   for (int64_t i = 0; i < config_.n_layers; ++i)
-    if (!all_finite(hidden_, size_t(i + 1) * N_d, N_d)) return str_cat("layer ", i);
-  if (final_norm_w_ >= 0 && !all_finite(final_, 0, final_.size())) return "the final LayerNorm";
-  if (!all_finite(head_->logits(), 0, head_->logits().size())) return "the output head";
+    if (!finite(hidden_, (i + 1) * N_d, N_d)) return str_cat("layer ", i);
+  if (final_norm_w_ >= 0 && !finite(final_, 0, final_.size())) return "the final LayerNorm";
+  if (!finite(head_->logits(), 0, head_->logits().size())) return "the output head";
   return "";
 }
 
