@@ -121,3 +121,31 @@ TEST(Layering, EverythingAboveTheOpsReachesKernelsOnlyThroughThem) {
 }
 
 }  // namespace
+
+namespace {
+
+// The kinds, the model and its heads keep their activations and scratch in Buffer<T> (linformer/tensor.h),
+// on the device of their views, never in a std::vector<T> (host memory): no `std::vector<T>` in their
+// files (std::vectors of host-side metadata, such as index tables and masks built from the call's
+// host input, have other element types).
+TEST(Layering, KindsAndTheModelKeepActivationsInBuffers) {
+  const fs::path root = fs::path(LINFORMER_SOURCE_DIR);
+  const std::regex host_vector(R"(std::vector<\s*T\s*>)");
+  std::vector<fs::path> files = {root / "include/linformer/attention.h", root / "include/linformer/model.h"};
+  for (const char* folder : {"src/attention", "src/model"})
+    for (const auto& entry : fs::recursive_directory_iterator(root / folder))
+      if (entry.is_regular_file()) files.push_back(entry.path());
+  for (const fs::path& file : files) {
+    const std::string name = fs::relative(file, root).string();
+    std::ifstream in(file);
+    int line_no = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++line_no;
+      EXPECT_FALSE(std::regex_search(line, host_vector))
+          << name << ":" << line_no << " keeps elements in a std::vector<T> (host memory), not a Buffer<T>: " << line;
+    }
+  }
+  EXPECT_GT(files.size(), 30u);
+}
+
+}  // namespace
