@@ -138,13 +138,10 @@ class Report(unittest.TestCase):
                 "git": "abc", "sgemm": sgemm, "torch": "2.x", "capability": "AVX2", "mkl": True, "python": "3",
                 "load_start": 0.1, "load_end": 0.2, "command": "python scripts/profile_step.py", "warning": ""}
         text = ps.make_report(meta, ours, theirs, ["model_train_step"])
-        self.assertIn("n = 64, k = 16, 1 layer\n", text)
-        self.assertIn("## Training step", text)
-        self.assertIn("| gemm |", text)
-        self.assertIn("| (outside ops) |", text)
-        self.assertIn("| **all GEMMs** |", text)
-        self.assertIn("linear_backward dW", text)
-        self.assertIn("| 4×16×8 |", text, "PyTorch's addmm, with no product of ours of that shape")
+        # "4×16×8": PyTorch's addmm, a shape no product of ours has
+        for part in ("n = 64, k = 16, 1 layer\n", "## Training step", "| gemm |", "| (outside ops) |",
+                     "| **all GEMMs** |", "linear_backward dW", "| 4×16×8 |"):
+            self.assertIn(part, text)
         self.assertNotIn("Smoke run", text)
 
 
