@@ -52,8 +52,11 @@ OUR_CATEGORIES = {
     "embedding": ("embedding_forward", "embedding_backward", "sinusoidal_positions_add"),
     "cross-entropy": ("cross_entropy_forward", "cross_entropy_backward"),
     "optimizer": ("adamw_step", "global_norm"),
-    "element-wise": ("fill", "copy", "axpby", "add", "scale", "relu_forward", "relu_backward", "dropout_forward",
-                     "dropout_backward", "zero_masked_rows", "add_column_sums", "mask_scores"),
+    "element-wise": ("fill", "copy", "copy_strided", "axpby", "add", "scale", "all_finite", "relu_forward",
+                     "relu_backward", "dropout_forward", "dropout_backward", "zero_masked_rows", "add_column_sums",
+                     "mask_scores", "masked_row_sums", "masked_row_sums_backward", "add_row_weighted_bias",
+                     "add_row_weighted_bias_backward", "slot_bias", "slot_bias_backward", "sequence_pool_forward",
+                     "sequence_pool_backward"),
 }
 OUR_CATEGORY = {op: cat for cat, ops in OUR_CATEGORIES.items() for op in ops}
 
