@@ -8,7 +8,9 @@
 // model_train_step_checkpointed (the same with activation checkpointing), model_inference. Every run
 // also measures the machine's sgemm rate (2048³, the row kind = sgemm, what = gemm_peak), so the
 // achieved GFLOP/s can be set against it. Results: a CSV (the columns of scripts/peer_bench.py, so
-// the two can be set side by side) and a markdown table.
+// the two can be set side by side) and a markdown table. With --profile FILE.csv, each model and
+// layer configuration also runs once more after its timed runs under the op profiler
+// (linformer/profile.h), and FILE.csv gets that run's time per op (and per GEMM shape).
 #include <CLI/CLI.hpp>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +34,7 @@
 #include "linformer/checkpoint.h"
 #include "linformer/memory.h"
 #include "linformer/model.h"
+#include "linformer/profile.h"
 #include "linformer/rng.h"
 #include "linformer/runtime.h"
 #include "linformer/trainer.h"
@@ -49,7 +52,7 @@ struct BenchOptions {
   std::vector<int64_t> ks = {128, 256, 512, 1024, 2048};
   int64_t d_model = 512, heads = 8, layers = 6, batch = 1, repeats = 5, warmup = 1;
   double max_seconds = 30, max_mem_gib = 16;
-  std::string csv = "bench/ours.csv", markdown;
+  std::string csv = "bench/ours.csv", markdown, profile;
 };
 
 struct Config {
@@ -62,6 +65,7 @@ struct Result {
   double time_ms = -1, gflops = 0;
   int64_t rss_bytes = 0, heap_bytes = 0;
   std::string note;
+  OpProfile profile;  // with --profile: one more run of the configuration, op by op
 };
 
 bool is_layer(const std::string& what) { return what.rfind("layer_", 0) == 0; }
@@ -198,11 +202,19 @@ Result run_one(const BenchOptions& o, const Config& c) {
   r.gflops = flops / (r.time_ms * 1e-3) * 1e-9;
   r.rss_bytes = peak_rss_bytes() - rss0;
   r.heap_bytes = heap_peak_bytes() - heap0;
+  if (!o.profile.empty() && c.kind != "sgemm") {  // after the measurements, so they are not affected
+    ProfileScope scope;
+    step();
+    r.profile = scope.stop();
+  }
   return r;
 }
 
 json result_json(const Result& r) {
-  return {{"time_ms", r.time_ms}, {"gflops", r.gflops}, {"rss", r.rss_bytes}, {"heap", r.heap_bytes}, {"note", r.note}};
+  json ops = json::array();
+  for (const OpStat& s : r.profile.ops) ops.push_back({s.op, s.detail, s.calls, s.seconds, s.flops});
+  return {{"time_ms", r.time_ms}, {"gflops", r.gflops}, {"rss", r.rss_bytes}, {"heap", r.heap_bytes}, {"note", r.note},
+          {"profile_wall", r.profile.wall_seconds}, {"profile_ops", ops}};
 }
 
 // Forks a child that runs the configuration and reports one JSON line through a pipe.
@@ -248,7 +260,28 @@ Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
   r.rss_bytes = j.value("rss", int64_t(0));
   r.heap_bytes = j.value("heap", int64_t(0));
   r.note = j.value("note", std::string());
+  r.profile.wall_seconds = j.value("profile_wall", 0.0);
+  for (const json& s : j.value("profile_ops", json::array()))
+    r.profile.ops.push_back({s[0].get<std::string>(), s[1].get<std::string>(), s[2].get<int64_t>(), s[3].get<double>(),
+                             s[4].get<double>()});
   return r;
+}
+
+// The rows of --profile for one configuration: its ops, then "(outside ops)" (the run's wall time
+// minus the ops' time: the code between the ops) and "(step)" (the run's wall time).
+std::string profile_lines(const Result& r) {
+  if (r.profile.wall_seconds <= 0) return "";
+  auto line = [&](const std::string& op, const std::string& detail, int64_t calls, double seconds, double flops) {
+    char nums[160];
+    std::snprintf(nums, sizeof nums, "%lld,%.6f,%.6g,%s", (long long)calls, seconds * 1e3, flops * 1e-9,
+                  flops > 0 && seconds > 0 ? str_cat(std::round(flops / seconds * 1e-7) / 100).c_str() : "");
+    return str_cat(r.c.what, ",", r.c.kind, ",", r.c.n, ",", r.c.k, ",", op, ",", detail, ",", nums, "\n");
+  };
+  std::string out;
+  for (const OpStat& s : r.profile.ops) out += line(s.op, s.detail, s.calls, s.seconds, s.flops);
+  out += line("(outside ops)", "", 1, r.profile.wall_seconds - r.profile.op_seconds(), 0);
+  out += line("(step)", "", 1, r.profile.wall_seconds, 0);
+  return out;
 }
 
 std::string csv_line(const BenchOptions& o, const Result& r, int threads) {
@@ -292,6 +325,7 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
                  *std::max_element(o.ns.begin(), o.ns.end()), "): Linformer's k must not exceed n");
   if (!o.csv.empty()) check_writable(o.csv, "--csv");
   if (!o.markdown.empty()) check_writable(o.markdown, "--markdown");
+  if (!o.profile.empty()) check_writable(o.profile, "--profile");
   // The memory limit: --max-mem-gib, or less when the machine (--max-memory, LINFORMER_MAX_MEMORY,
   // available memory) has less.
   const double gib_limit = o.max_mem_gib * double(1ll << 30), machine_limit = memory_limit_bytes(runtime_options());
@@ -327,6 +361,7 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
     throw Error(str_cat("bench: every configuration needs more memory than the limit: the smallest needs about ",
                         format_bytes(smallest), " > ", limit_name, "; lower --n, --d-model, --layers or --batch"));
   std::string csv = "impl,kind,what,n,k,d_model,heads,batch,threads,time_ms,peak_mem_bytes,repeats,heap_peak_bytes,gflops,note\n";
+  std::string profile_csv = "what,kind,n,k,op,detail,calls,ms,gflops,gflop_per_s\n";
   std::vector<Result> results;
   // Per series (kind, what, k), the (n, ms) measured so far, to skip a longer n whose run would take
   // far longer than --max-seconds: the time is extrapolated with the series' own growth exponent
@@ -369,14 +404,18 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
                                           ", heap ", human_bytes(r.heap_bytes)).c_str()
                                 : r.note.c_str());
     csv += csv_line(o, r, threads);
+    profile_csv += profile_lines(r);
     results.push_back(r);
   }
-  if (!o.csv.empty()) {
-    const std::filesystem::path parent = std::filesystem::path(o.csv).parent_path();
+  auto write_csv = [](const std::string& path, const std::string& text) {
+    if (path.empty()) return;
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
-    write_file_atomic(o.csv, csv);
-    std::printf("bench: wrote %s\n", o.csv.c_str());
-  }
+    write_file_atomic(path, text);
+    std::printf("bench: wrote %s\n", path.c_str());
+  };
+  write_csv(o.csv, csv);
+  write_csv(o.profile, profile_csv);
   // Markdown: one table per measurement, rows n, a column per kind (and k).
   std::string md;
   for (const Result& r : results)
@@ -442,6 +481,9 @@ CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--max-mem-gib", o->max_mem_gib, "skip configurations estimated to need more memory (default 16)");
   sub->add_option("--csv", o->csv, "CSV output (default bench/ours.csv; empty: none)");
   sub->add_option("--markdown", o->markdown, "markdown output (default: print it)");
+  sub->add_option("--profile", o->profile,
+                  "also profile one more run of each configuration op by op (per op and GEMM shape: calls, ms, "
+                  "GFLOP/s) into this CSV");
   run = [o, kinds, whats, ns, ks] { return run_bench(*o, *kinds, *whats, *ns, *ks); };
   return sub;
 }

@@ -107,6 +107,24 @@ def vm_rss_bytes():
     raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
+def lm_train_step(module, tokens, targets):
+    """linformer_model's training step (scripts/profile_step.py profiles the same): zero_grad, forward,
+    cross-entropy over every position, backward, AdamW(lr=1e-4) step. Returns the step function."""
+    import torch
+    import torch.nn.functional as F
+
+    module.train()
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = module(tokens)
+        loss = F.cross_entropy(logits.reshape(-1, NUM_TOKENS), targets.reshape(-1))
+        loss.backward()
+        opt.step()
+    return step
+
+
 def run_one(cfg):
     """Runs one configuration; returns a dict with time_ms, peak_mem_bytes, repeats, note."""
     import resource
@@ -158,15 +176,7 @@ def run_one(cfg):
         tokens = torch.randint(0, NUM_TOKENS, (BATCH, n))
         targets = torch.randint(0, NUM_TOKENS, (BATCH, n))
         if what == "train_step":
-            module.train()
-            opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                logits = module(tokens)
-                loss = F.cross_entropy(logits.reshape(-1, NUM_TOKENS), targets.reshape(-1))
-                loss.backward()
-                opt.step()
+            step = lm_train_step(module, tokens, targets)
             prepare = None
         else:
             module.eval()

@@ -1,12 +1,14 @@
 // How an op reaches its backend. Every op in src/ops/ checks its views (shapes, layouts), finds the
 // one device they are on and calls that device's implementation through LF_DISPATCH: today
 // src/cpu/; a src/cuda/ folder adds a case here and its own implementations, and no kind or model
-// changes. A device the op has no implementation for is an lf::Error naming both.
+// changes. A device the op has no implementation for is an lf::Error naming both. Every dispatch is
+// also where the op profiler (linformer/profile.h) times the op by its name.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
 #include <string>
 
+#include "core/op_timer.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
 
@@ -75,11 +77,18 @@ void require_vector_or_empty(const char* op, const char* name, const View& v, in
 }  // namespace lf::ops
 
 // The device's implementation: `call` is a return statement on the CPU's function, e.g.
-// LF_DISPATCH("softmax", device, return softmax_forward(x, y, rows, cols)).
-#define LF_DISPATCH(op, device, call)     \
-  do {                                    \
-    switch (device) {                     \
-      case ::lf::Device::CPU: call;       \
-    }                                     \
-    ::lf::ops::no_backend(op, device);    \
+// LF_DISPATCH("softmax", device, return softmax_forward(x, y, rows, cols)). The call is timed under
+// the op's name while a ProfileScope collects (an RAII timer, since `call` returns).
+#define LF_DISPATCH(op, device, call) LF_DISPATCH_DETAIL(op, device, ::lf::profile_detail::Detail{}, call)
+
+// The same with the detail the profile keeps of this call (a profile_detail::Detail: text and FLOPs),
+// e.g. ::lf::profile_detail::gemm_detail(M, N, K, ta, tb). `detail` is evaluated only while profiling.
+#define LF_DISPATCH_DETAIL(op, device, detail, call)                       \
+  do {                                                                     \
+    ::lf::profile_detail::OpTimer lf_op_timer_(op);                        \
+    if (lf_op_timer_.on()) lf_op_timer_.set_detail(detail);                \
+    switch (device) {                                                      \
+      case ::lf::Device::CPU: call;                                        \
+    }                                                                      \
+    ::lf::ops::no_backend(op, device);                                     \
   } while (0)

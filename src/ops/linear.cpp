@@ -25,8 +25,9 @@ template <class T>
 void linear_forward(In<T> x, In<T> W, In<T> bias, TensorView<T> y) {
   require_rows("linear_forward", "y", y);
   check_linear<T>("linear_forward", x, W, y.rows(), y.cols(), bias);
-  LF_DISPATCH("linear_forward", device_of("linear_forward", x, W, bias, y),
-              return lf::linear_forward<T>(x.data(), W.data(), bias.data(), y.data(), y.rows(), W.size(1), W.size(0),
+  LF_DISPATCH_DETAIL("linear_forward", device_of("linear_forward", x, W, bias, y),
+                     profile_detail::gemm_detail(y.rows(), W.size(0), W.size(1), false, true),
+                     return lf::linear_forward<T>(x.data(), W.data(), bias.data(), y.data(), y.rows(), W.size(1), W.size(0),
                                            x.row_stride(), y.row_stride()));
 }
 
@@ -44,10 +45,29 @@ void linear_backward(In<T> x, In<T> W, In<T> dy, Out<T> dx, Out<T> dW, Out<T> db
   }
   require_vector_or_empty(op, "dW", dW, W.numel());
   require_vector_or_empty(op, "dbias", dbias, W.size(0));
-  LF_DISPATCH(op, device_of(op, x, W, dy, dx, dW, dbias),
-              return lf::linear_backward<T>(x.data(), W.data(), dy.data(), dx.data(), dW.data(), dbias.data(),
-                                            dy.rows(), W.size(1), W.size(0), accumulate_dx,
-                                            dx.data() ? dx.row_stride() : x.row_stride(), dy.row_stride()));
+  // Three dispatches, one per product (and the bias's sums), so that a profile (linformer/profile.h)
+  // times each GEMM by its shape: dx = dy · W is (N × out) · (out × in), dW += dyᵀ · x is
+  // (out × N) · (N × in). Each lambda returns through LF_DISPATCH's `return`.
+  const Device device = device_of(op, x, W, dy, dx, dW, dbias);
+  const int64_t N = dy.rows(), in = W.size(1), out = W.size(0), ldy = dy.row_stride();
+  auto part = [](const char* name, profile_detail::Detail d) {
+    d.text = str_cat(name, ": ", d.text);
+    return d;
+  };
+  if (dx.data())
+    [&] {
+      LF_DISPATCH_DETAIL(op, device, part("dx", profile_detail::gemm_detail(N, in, out, false, false)),
+                         return lf::linear_backward<T>(nullptr, W.data(), dy.data(), dx.data(), nullptr, nullptr, N,
+                                                       in, out, accumulate_dx, dx.row_stride(), ldy));
+    }();
+  if (dW.data())
+    [&] {
+      LF_DISPATCH_DETAIL(op, device, part("dW", profile_detail::gemm_detail(out, in, N, true, false)),
+                         return lf::linear_backward<T>(x.data(), W.data(), dy.data(), nullptr, dW.data(), nullptr, N,
+                                                       in, out, false, x.row_stride(), ldy));
+    }();
+  if (dbias.data())
+    [&] { LF_DISPATCH("add_column_sums", device, return lf::add_column_sums<T>(dy.data(), dbias.data(), N, out, ldy)); }();
 }
 
 template <class T>

@@ -22,7 +22,8 @@ const std::map<std::string, int> kLayerRank = {{"core", 0},  {"cpu", 1},  {"ops"
 // The layer of each public header: where it lived in src/ before it became public.
 const std::map<std::string, std::string> kPublicHeaderLayer = {
     {"error.h", "core"},       {"arena.h", "core"},      {"tensor.h", "core"},      {"rng.h", "core"},         {"tokens.h", "core"},
-    {"allocator.h", "core"},   {"registry.h", "core"},   {"runtime.h", "cpu"},     {"attention.h", "attention"}, {"config.h", "model"},
+    {"allocator.h", "core"},   {"registry.h", "core"},   {"profile.h", "core"},    {"runtime.h", "cpu"},
+    {"attention.h", "attention"}, {"config.h", "model"},
     {"model.h", "model"},      {"memory.h", "model"},    {"tokenizer.h", "data"},   {"corpus.h", "data"},
     {"batches.h", "data"},     {"schedule.h", "train"},  {"checkpoint.h", "train"}, {"trainer.h", "train"},
     {"linformer.h", "train"}};
