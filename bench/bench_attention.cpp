@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "linformer/attention.h"
 #include "linformer/arena.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
 #include "linformer/runtime.h"

@@ -11,12 +11,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "linformer/arena.h"
-#include "linformer/config.h"
-#include "linformer/model.h"
-#include "linformer/rng.h"
-#include "linformer/runtime.h"
-#include "linformer/tensor.h"
 #include "cpu/adamw.h"
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
@@ -24,6 +18,12 @@
 #include "cpu/gemm.h"
 #include "cpu/layernorm.h"
 #include "cpu/softmax.h"
+#include "linformer/arena.h"
+#include "linformer/config.h"
+#include "linformer/model.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
+#include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/optimizer.h"
 #include "ops/score_masks.h"

@@ -7,8 +7,8 @@
 #include <map>
 #include <sstream>
 
-#include "linformer/error.h"
 #include "core/join.h"
+#include "linformer/error.h"
 #include "linformer/tokenizer.h"
 #include "model/head.h"
 
@@ -194,8 +194,8 @@ TrainOptions TrainFlags::resolve(const CLI::App& app, const json& file) const {
 
 #include <filesystem>
 
-#include "linformer/memory.h"
 #include "linformer/checkpoint.h"
+#include "linformer/memory.h"
 
 namespace lf::cli {
 

@@ -6,9 +6,9 @@
 #include <functional>
 
 #include "cli/common.h"
-#include "model/head.h"
 #include "linformer/memory.h"
 #include "linformer/trainer.h"
+#include "model/head.h"
 
 namespace lf::cli {
 namespace {

@@ -9,9 +9,9 @@
 
 #include "cli/common.h"
 #include "linformer/runtime.h"
+#include "linformer/trainer.h"
 #include "model/head.h"
 #include "train/run_log.h"
-#include "linformer/trainer.h"
 
 namespace lf::cli {
 namespace {

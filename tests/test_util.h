@@ -11,8 +11,8 @@
 #include <fstream>
 #include <functional>
 #include <iomanip>
-#include <sstream>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>

@@ -71,6 +71,11 @@ class ParamArena {
  public:
   using Id = int;
 
+  // Values and gradients live on `device` (what their views carry). Initialisation and zero_grad()
+  // write on the host, so a device arena needs its backend's fill or a copy from the host first.
+  explicit ParamArena(Device device = Device::CPU) : device_(device) {}
+  Device device() const { return device_; }
+
   // Declares a parameter and returns its id. With shared = true, a parameter already declared under
   // the same name (and shape) is returned instead of a new one: this is how a tensor is shared
   // between layers (Linformer's layerwise E). Gradients of a shared tensor accumulate from each user.
@@ -111,8 +116,8 @@ class ParamArena {
   // with_grads = false is for inference: no gradient buffer (grad() and grads() then throw), half
   // the parameter memory.
   void allocate(bool with_grads = true) {
-    values_.assign(size_t(total_), T(0));
-    grads_.assign(with_grads ? size_t(total_) : 0, T(0));
+    values_ = Buffer<T>(total_, device_);
+    grads_ = Buffer<T>(with_grads ? total_ : 0, device_);
     allocated_ = true;
     has_grads_ = with_grads;
   }
@@ -120,6 +125,7 @@ class ParamArena {
   // Fills every parameter from its initialiser; depends only on the seed and the names.
   void initialize(uint64_t seed) {
     LF_REQUIRE(allocated_, "initialize() before allocate()");
+    require_host("initialize");
     for (const ParamInfo& p : params_) {
       T* v = values_.data() + p.offset;
       if (p.init.kind == Init::Custom) {
@@ -144,7 +150,10 @@ class ParamArena {
     }
   }
 
-  void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
+  void zero_grad() {
+    require_host("zero_grad");
+    std::fill_n(grads_.data(), grads_.size(), T(0));
+  }
 
   T* value(Id id) { return values_.data() + params_[size_t(id)].offset; }
   const T* value(Id id) const { return values_.data() + params_[size_t(id)].offset; }
@@ -184,15 +193,22 @@ class ParamArena {
     LF_REQUIRE(!s.empty() && s.size() <= size_t(kMaxRank), "parameter '", params_[size_t(id)].name, "' of rank ",
                s.size(), " has no view");
     switch (s.size()) {
-      case 1: return TensorView<P>(data, {s[0]});
-      case 2: return TensorView<P>(data, {s[0], s[1]});
-      case 3: return TensorView<P>(data, {s[0], s[1], s[2]});
-      default: return TensorView<P>(data, {s[0], s[1], s[2], s[3]});
+      case 1: return TensorView<P>(data, {s[0]}, device_);
+      case 2: return TensorView<P>(data, {s[0], s[1]}, device_);
+      case 3: return TensorView<P>(data, {s[0], s[1], s[2]}, device_);
+      default: return TensorView<P>(data, {s[0], s[1], s[2], s[3]}, device_);
     }
+  }
+  // The host writes of this arena (zero-filling, initialisers) are the CPU's; another device's
+  // arena gets them with its backend.
+  void require_host(const char* what) const {
+    if (device_ != Device::CPU)
+      throw Error(str_cat("ParamArena::", what, ": not implemented for device ", device_name(device_)));
   }
   std::vector<ParamInfo> params_;
   std::unordered_map<std::string, Id> index_;
-  std::vector<T> values_, grads_;
+  Device device_;
+  Buffer<T> values_, grads_;
   int64_t total_ = 0;
   bool allocated_ = false, has_grads_ = false;
 };

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <string>
 
-#include "linformer/runtime.h"
 #include "linformer/config.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 

@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "linformer/attention.h"
 #include "linformer/arena.h"
-#include "linformer/tensor.h"
+#include "linformer/attention.h"
 #include "linformer/config.h"
+#include "linformer/tensor.h"
 
 namespace lf {
 template <class T>

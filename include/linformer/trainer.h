@@ -12,13 +12,13 @@
 #include <nlohmann/json.hpp>
 
 #include "linformer/arena.h"
-#include "linformer/runtime.h"
 #include "linformer/batches.h"
-#include "linformer/corpus.h"
+#include "linformer/checkpoint.h"
 #include "linformer/config.h"
+#include "linformer/corpus.h"
 #include "linformer/memory.h"
 #include "linformer/model.h"
-#include "linformer/checkpoint.h"
+#include "linformer/runtime.h"
 #include "linformer/schedule.h"
 
 namespace lf {

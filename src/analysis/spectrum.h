@@ -23,9 +23,9 @@
 #include <nlohmann/json.hpp>
 
 #include "linformer/arena.h"
-#include "linformer/runtime.h"
 #include "linformer/config.h"
 #include "linformer/model.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 

@@ -29,10 +29,10 @@
 #include <cmath>
 #include <limits>
 
-#include "linformer/attention.h"
-#include "attention/options.h"
-#include "linformer/error.h"
 #include "attention/kind_views.h"
+#include "attention/options.h"
+#include "linformer/attention.h"
+#include "linformer/error.h"
 #include "ops/aft.h"
 #include "ops/linear.h"
 

@@ -37,10 +37,10 @@
 #include <cmath>
 #include <string>
 
-#include "linformer/attention.h"
 #include "attention/kind_views.h"
 #include "attention/options.h"
 #include "attention/projections.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
 #include "ops/aft.h"

@@ -5,9 +5,9 @@
 // O(B·n·d) plus O(tile²) scratch per thread. The op is ops/flash.h.
 #include <cstdint>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
+#include "linformer/attention.h"
 #include "ops/flash.h"
 
 namespace lf {

@@ -4,10 +4,10 @@
 // Time O(B·h·n·m·d_h), memory O(B·h·n·m) for the kept probabilities.
 #include <cmath>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
 #include "attention/sdpa.h"
+#include "linformer/attention.h"
 
 namespace lf {
 namespace {

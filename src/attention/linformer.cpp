@@ -22,9 +22,9 @@
 #include <cmath>
 #include <vector>  // host-side metadata only: the windows' counts and empty slots
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
+#include "linformer/attention.h"
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"

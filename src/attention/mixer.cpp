@@ -16,9 +16,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"

@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "linformer/error.h"
 #include "core/json_value.h"
+#include "linformer/error.h"
 
 namespace lf {
 

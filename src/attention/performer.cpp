@@ -21,10 +21,10 @@
 #include <cmath>
 #include <vector>
 
-#include "linformer/attention.h"
 #include "attention/linear_core.h"
 #include "attention/options.h"
 #include "attention/projections.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "ops/linear_attention.h"
 #include "ops/matmul.h"

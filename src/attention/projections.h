@@ -6,9 +6,9 @@
 #include <cmath>
 #include <string>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"

@@ -8,8 +8,8 @@
 #include <cmath>
 #include <map>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"

@@ -20,9 +20,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "attention/projections.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "linformer/attention.h"
 #include "attention/options.h"
 #include "core/sparse_pattern.h"
+#include "linformer/attention.h"
 
 namespace lf {
 

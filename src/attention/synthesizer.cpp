@@ -14,10 +14,10 @@
 #include <cmath>
 #include <string>
 
-#include "linformer/attention.h"
 #include "attention/kind_views.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
+#include "linformer/attention.h"
 #include "linformer/error.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"

@@ -9,11 +9,11 @@
 #include <limits>
 #include <vector>
 
-#include "linformer/error.h"
-#include "linformer/rng.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/tile_gemm_kernel.h"
 #include "cpu/vmath.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 
 namespace lf {
 namespace {

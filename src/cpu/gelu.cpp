@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "linformer/error.h"
 #include "cpu/vmath.h"
+#include "linformer/error.h"
 
 namespace lf {
 namespace {

@@ -18,9 +18,9 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/tile_gemm.h"
 #include "linformer/error.h"
 #include "linformer/runtime.h"
-#include "cpu/tile_gemm.h"
 
 namespace lf {
 namespace {

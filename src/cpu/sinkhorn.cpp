@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "core/attention_shape.h"  // kProbsDropoutStream
-#include "linformer/rng.h"
-#include "linformer/runtime.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
+#include "linformer/rng.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 

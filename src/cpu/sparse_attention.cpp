@@ -11,11 +11,11 @@
 #include <type_traits>
 #include <utility>
 
-#include "linformer/error.h"
 #include "core/attention_shape.h"  // kProbsDropoutStream
-#include "linformer/rng.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/vmath.h"
+#include "linformer/error.h"
+#include "linformer/rng.h"
 
 namespace lf {
 

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "linformer/error.h"
 #include "cpu/gemm.h"
+#include "linformer/error.h"
 
 namespace lf {
 

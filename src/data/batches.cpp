@@ -8,9 +8,9 @@
 #include <string_view>
 #include <utility>
 
+#include "linformer/corpus.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
-#include "linformer/corpus.h"
 #include "linformer/tokenizer.h"
 
 namespace lf {

@@ -4,9 +4,9 @@
 #include <set>
 #include <tuple>
 
-#include "linformer/error.h"
 #include "core/join.h"
 #include "core/json_value.h"
+#include "linformer/error.h"
 #include "model/head.h"
 
 namespace lf {

@@ -4,8 +4,8 @@
 #include <vector>
 
 #include "linformer/error.h"
-#include "model/head.h"
 #include "linformer/tensor.h"
+#include "model/head.h"
 #include "ops/linear.h"
 #include "ops/sequence.h"
 

@@ -3,8 +3,8 @@
 // token head whose HeadInfo has linear_output_head (mlm, clm), which then only decides the training.
 #include <cmath>
 
-#include "model/head.h"
 #include "linformer/tensor.h"
+#include "model/head.h"
 #include "ops/linear.h"
 
 namespace lf {

@@ -2,8 +2,8 @@
 // token embedding (its input scaled by d^{-1/2} with scale_tied_output). Trained on BERT-style masking.
 #include <cmath>
 
-#include "model/head.h"
 #include "linformer/tensor.h"
+#include "model/head.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/norm_act.h"

@@ -1,8 +1,8 @@
 #include "linformer/memory.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -11,8 +11,8 @@
 
 #include "linformer/arena.h"
 #include "linformer/error.h"
-#include "model/head.h"
 #include "linformer/model.h"
+#include "model/head.h"
 
 namespace lf {
 

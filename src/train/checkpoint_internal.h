@@ -2,8 +2,8 @@
 // the tensor checks on a file already read, and the crash hook.
 #pragma once
 
-#include "linformer/arena.h"
 #include "io/safetensors.h"
+#include "linformer/arena.h"
 #include "linformer/checkpoint.h"
 
 namespace lf {

@@ -12,10 +12,10 @@
 #include <set>
 
 #include "linformer/attention.h"
+#include "linformer/checkpoint.h"
 #include "linformer/error.h"
 #include "linformer/memory.h"
 #include "linformer/model.h"
-#include "linformer/checkpoint.h"
 #include "linformer/trainer.h"
 
 namespace lf {

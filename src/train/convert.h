@@ -15,8 +15,8 @@
 #include <nlohmann/json.hpp>
 
 #include "linformer/arena.h"
-#include "linformer/runtime.h"
 #include "linformer/config.h"
+#include "linformer/runtime.h"
 
 namespace lf {
 

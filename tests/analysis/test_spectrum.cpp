@@ -11,8 +11,8 @@
 #include "analysis/spectrum.h"
 #include "linformer/arena.h"
 #include "linformer/error.h"
-#include "linformer/rng.h"
 #include "linformer/model.h"
+#include "linformer/rng.h"
 #include "test_util.h"
 
 namespace lf {

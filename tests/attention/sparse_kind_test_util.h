@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "attention/sparse_pattern.h"
 #include "attention/sdpa.h"
+#include "attention/sparse_pattern.h"
 #include "attention_test_util.h"
 #include "linformer/rng.h"
 

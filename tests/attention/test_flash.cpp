@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "cpu/flash.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
+#include "cpu/flash.h"
+#include "cpu/tile_gemm.h"
 #include "linformer/error.h"
 #include "linformer/runtime.h"
-#include "cpu/tile_gemm.h"
 
 namespace lf {
 namespace {

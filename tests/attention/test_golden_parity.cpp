@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
-#include "linformer/attention.h"
-#include "io/safetensors.h"
 #include "golden_util.h"
+#include "io/safetensors.h"
+#include "linformer/attention.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

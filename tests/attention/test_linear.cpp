@@ -18,8 +18,8 @@
 
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
-#include "linformer/error.h"
 #include "cpu/linear_attention.h"
+#include "linformer/error.h"
 #include "linformer/runtime.h"
 
 namespace lf {

@@ -20,11 +20,11 @@
 
 #include "attention/linear_core.h"
 #include "attention_test_util.h"
-#include "linformer/error.h"
-#include "linformer/runtime.h"
 #include "io/safetensors.h"
-#include "linformer/model.h"
 #include "linformer/checkpoint.h"
+#include "linformer/error.h"
+#include "linformer/model.h"
+#include "linformer/runtime.h"
 #include "linformer/trainer.h"
 #include "tiny_model_config.h"
 

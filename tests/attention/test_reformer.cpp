@@ -15,13 +15,13 @@
 #include <string>
 #include <vector>
 
-#include "cpu/reformer.h"
-#include "ops/reformer.h"
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
+#include "cpu/reformer.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
 #include "linformer/runtime.h"
+#include "ops/reformer.h"
 
 namespace lf {
 namespace {

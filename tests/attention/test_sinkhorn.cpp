@@ -15,9 +15,9 @@
 
 #include "attention/sdpa.h"
 #include "attention_test_util.h"
+#include "cpu/sinkhorn.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
-#include "cpu/sinkhorn.h"
 #include "linformer/runtime.h"
 
 namespace lf {

@@ -15,8 +15,8 @@
 #include "attention/sdpa.h"
 #include "attention/sparse_pattern.h"
 #include "attention_test_util.h"
-#include "linformer/rng.h"
 #include "cpu/sparse_attention.h"
+#include "linformer/rng.h"
 
 namespace lf {
 namespace {

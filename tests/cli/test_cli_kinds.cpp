@@ -10,8 +10,8 @@
 #include <sstream>
 #include <string>
 
-#include "linformer/attention.h"
 #include "cli/cli_runner.h"
+#include "linformer/attention.h"
 #include "test_util.h"
 
 namespace lf {

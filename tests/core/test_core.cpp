@@ -5,9 +5,9 @@
 #include <cstdlib>
 #include <thread>
 
+#include "cpu/gemm.h"
 #include "linformer/arena.h"
 #include "linformer/rng.h"
-#include "cpu/gemm.h"
 #include "linformer/runtime.h"
 #include "test_util.h"
 
@@ -66,6 +66,15 @@ TEST(ParamArena, OneBufferNamedViewsAndSharing) {
   a.zero_grad();
   EXPECT_EQ(a.grad(w)[0], 0.0f);
   EXPECT_THROW(a.declare("late", {1}, Init::ones()), InvalidArgument);
+  // Views of a parameter carry its shape and the arena's device.
+  EXPECT_EQ(a.device(), Device::CPU);
+  const auto wv = a.value_view(w);
+  EXPECT_EQ(wv.rank(), 2);
+  EXPECT_EQ(wv.size(0), 3);
+  EXPECT_EQ(wv.size(1), 4);
+  EXPECT_EQ(wv.device(), a.device());
+  EXPECT_EQ(a.grad_view(b).data(), a.grad(b));
+  EXPECT_EQ(a.value_view(-1).data(), nullptr);
 }
 
 TEST(ParamArena, InferenceArenaHasNoGradients) {

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <vector>
 
-#include "linformer/error.h"
 #include "cpu/adamw.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {

@@ -2,8 +2,8 @@
 // values of a known kernel, causality, gradients against finite differences, accumulation, bad sizes.
 #include <vector>
 
-#include "linformer/error.h"
 #include "cpu/conv1d.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "linformer/error.h"
 #include "cpu/cross_entropy.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {

@@ -7,8 +7,8 @@
 #include <limits>
 #include <vector>
 
-#include "linformer/error.h"
 #include "cpu/dropout.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {

@@ -4,8 +4,8 @@
 #include <limits>
 #include <vector>
 
-#include "linformer/error.h"
 #include "cpu/gelu.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {

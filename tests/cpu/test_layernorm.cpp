@@ -5,8 +5,8 @@
 #include <limits>
 #include <vector>
 
-#include "linformer/error.h"
 #include "cpu/layernorm.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "linformer/batches.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
-#include "linformer/batches.h"
 #include "linformer/tokenizer.h"
 #include "test_util.h"
 

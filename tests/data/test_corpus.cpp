@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "linformer/corpus.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
-#include "linformer/corpus.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

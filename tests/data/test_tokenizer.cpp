@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "linformer/error.h"
 #include "data/mask_text.h"
+#include "linformer/error.h"
 #include "linformer/tokenizer.h"
 
 namespace lf {

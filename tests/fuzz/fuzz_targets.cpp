@@ -13,19 +13,19 @@
 
 #include <nlohmann/json.hpp>
 
-#include "linformer/attention.h"
-#include "linformer/arena.h"
-#include "linformer/error.h"
-#include "linformer/batches.h"
-#include "linformer/corpus.h"
-#include "linformer/tokenizer.h"
 #include "io/safetensors.h"
-#include "linformer/config.h"
-#include "linformer/model.h"
+#include "linformer/arena.h"
+#include "linformer/attention.h"
+#include "linformer/batches.h"
 #include "linformer/checkpoint.h"
-#include "train/checkpoint_internal.h"
+#include "linformer/config.h"
+#include "linformer/corpus.h"
+#include "linformer/error.h"
+#include "linformer/model.h"
+#include "linformer/tokenizer.h"
 #include "linformer/trainer.h"
 #include "tiny_model_config.h"
+#include "train/checkpoint_internal.h"
 
 namespace lf::fuzz {
 namespace {

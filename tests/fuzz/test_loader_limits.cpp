@@ -9,12 +9,12 @@
 #include <string>
 #include <vector>
 
-#include "linformer/arena.h"
-#include "linformer/error.h"
-#include "linformer/corpus.h"
 #include "io/safetensors.h"
-#include "linformer/config.h"
+#include "linformer/arena.h"
 #include "linformer/checkpoint.h"
+#include "linformer/config.h"
+#include "linformer/corpus.h"
+#include "linformer/error.h"
 #include "linformer/trainer.h"
 
 namespace lf {

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "linformer/error.h"
 #include "io/safetensors.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

@@ -11,8 +11,8 @@
 #include <sstream>
 #include <string>
 
-#include "linformer/arena.h"
 #include "core/join.h"
+#include "linformer/arena.h"
 #include "model/head.h"
 #include "test_util.h"
 #include "train/objective.h"

@@ -8,11 +8,11 @@
 #include <limits>
 #include <vector>
 
-#include "linformer/error.h"
-#include "linformer/tensor.h"
 #include "cpu/aft_conv.h"
 #include "cpu/aft_position.h"
 #include "cpu/aft_simple.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "ops/aft.h"
 #include "test_util.h"
 

@@ -9,9 +9,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/feature_maps.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
-#include "cpu/feature_maps.h"
 #include "ops/linear_attention.h"
 #include "test_util.h"
 

@@ -10,10 +10,10 @@
 #include <limits>
 #include <vector>
 
-#include "linformer/error.h"
-#include "linformer/tensor.h"
 #include "cpu/gemm.h"
 #include "cpu/linear.h"
+#include "linformer/error.h"
+#include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"

@@ -7,11 +7,11 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/sinkhorn.h"
+#include "cpu/sparse_attention.h"
 #include "linformer/error.h"
 #include "linformer/rng.h"
 #include "linformer/tensor.h"
-#include "cpu/sinkhorn.h"
-#include "cpu/sparse_attention.h"
 #include "ops/sinkhorn.h"
 #include "ops/sparse_attention.h"
 #include "test_util.h"

@@ -9,9 +9,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/synthesizer.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
-#include "cpu/synthesizer.h"
 #include "ops/synthesizer.h"
 #include "test_util.h"
 

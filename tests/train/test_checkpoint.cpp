@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "linformer/arena.h"
-#include "linformer/error.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "linformer/arena.h"
+#include "linformer/checkpoint.h"
+#include "linformer/error.h"
 #include "test_util.h"
 #include "tiny_model_config.h"
-#include "linformer/checkpoint.h"
 
 namespace fs = std::filesystem;
 

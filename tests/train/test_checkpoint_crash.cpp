@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "linformer/arena.h"
+#include "linformer/checkpoint.h"
 #include "test_util.h"
 #include "tiny_model_config.h"
-#include "linformer/checkpoint.h"
 #include "train/checkpoint_internal.h"
 
 namespace fs = std::filesystem;

@@ -10,13 +10,13 @@
 #include <memory>
 #include <vector>
 
-#include "linformer/rng.h"
-#include "linformer/model.h"
 #include "linformer/checkpoint.h"
-#include "train/convert.h"
+#include "linformer/model.h"
+#include "linformer/rng.h"
 #include "linformer/trainer.h"
-#include "tiny_model_config.h"
 #include "test_util.h"
+#include "tiny_model_config.h"
+#include "train/convert.h"
 
 namespace lf {
 namespace {

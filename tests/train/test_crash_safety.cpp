@@ -23,10 +23,10 @@
 #include <thread>
 #include <vector>
 
-#include "linformer/arena.h"
 #include "io/safetensors.h"
-#include "linformer/model.h"
+#include "linformer/arena.h"
 #include "linformer/checkpoint.h"
+#include "linformer/model.h"
 #include "test_util.h"
 
 extern char** environ;

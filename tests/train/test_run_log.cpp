@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "linformer/error.h"
-#include "train/run_log.h"
 #include "test_util.h"
+#include "train/run_log.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -10,13 +10,13 @@
 #include <memory>
 #include <set>
 
-#include "linformer/runtime.h"
 #include "io/safetensors.h"
-#include "linformer/memory.h"
-#include "test_util.h"
 #include "linformer/checkpoint.h"
-#include "train/optimizer_step.h"
+#include "linformer/memory.h"
+#include "linformer/runtime.h"
 #include "linformer/trainer.h"
+#include "test_util.h"
+#include "train/optimizer_step.h"
 
 namespace lf {
 namespace {
