@@ -544,7 +544,8 @@ def main():
     write_rows(paths["ours"], ours)
     write_rows(paths["pytorch"], theirs)
     cpu, flags = cpu_info()
-    busy = max(load_start, load_end)
+    # The run itself keeps `threads` cores busy, so the load it leaves at the end counts less those.
+    busy = max(load_start, load_end - args.threads)
     meta = {"n": args.n, "k": args.k, "layers": args.layers, "threads": args.threads, "warmup": args.warmup,
             "repeats": args.repeats, "cpu": cpu, "flags": flags, "cores": len(os.sched_getaffinity(0)),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -553,7 +554,7 @@ def main():
             "torch": versions.get("torch"), "capability": versions.get("capability"), "mkl": versions.get("mkl"),
             "python": sys.version.split()[0], "load_start": load_start, "load_end": load_end,
             "command": " ".join(["python", "scripts/profile_step.py"] + sys.argv[1:]),
-            "warning": (f"Smoke run: the 1-minute load average reached {busy:.2f} (other work was running), so "
+            "warning": (f"Smoke run: the 1-minute load average beyond this run's own reached {busy:.2f} (other work was running), so "
                         "these timings are not comparable with an idle run." if busy > 0.5 else "")}
     report = os.path.join(args.out, f"report_{cfg}.md")
     with open(report + ".tmp", "w") as fh:
