@@ -25,6 +25,7 @@
 #include "linformer/runtime.h"
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"
+#include "ops/linformer_bias.h"
 #include "ops/optimizer.h"
 #include "ops/score_masks.h"
 #include "ops/sequence.h"
@@ -318,6 +319,57 @@ BENCHMARK(BM_OpZeroMaskedRows)
     ->Arg(50)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+
+// The ops that replaced the kinds' and heads' last host loops, at the model's shapes: Linformer's
+// masked row sums of E (k, n) and its bias term on (k, d), the classifier's mean pooling of (n, d),
+// the model's finiteness check of (n, d). Bytes: what each reads and writes once.
+void BM_OpMaskedRowSums(benchmark::State& state) {
+  configure_threads_once();
+  std::vector<float> E = uniform(kProjected * kTokens, 30), sums(static_cast<size_t>(kProjected));
+  std::vector<uint8_t> padded(static_cast<size_t>(kTokens), 0);
+  for (auto _ : state) {
+    lf::ops::masked_row_sums<float>(lf::matrix<const float>(E.data(), kProjected, kTokens),
+                                    lf::vector_view<const uint8_t>(padded.data(), kTokens),
+                                    lf::vector_view(sums.data(), kProjected));
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * kProjected * kTokens * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpMaskedRowSums)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_OpAddRowWeightedBias(benchmark::State& state) {
+  configure_threads_once();
+  std::vector<float> r = uniform(kProjected, 31), b = uniform(kWidth, 32), C = uniform(kProjected * kWidth, 33);
+  for (auto _ : state) {
+    lf::ops::add_row_weighted_bias<float>(lf::vector_view<const float>(r.data(), kProjected),
+                                          lf::vector_view<const float>(b.data(), kWidth),
+                                          lf::matrix(C.data(), kProjected, kWidth));
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * kProjected * kWidth * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpAddRowWeightedBias)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_OpSequencePoolMean(benchmark::State& state) {
+  configure_threads_once();
+  std::vector<float> h = uniform(kTokens * kWidth, 34), pooled(static_cast<size_t>(kWidth));
+  for (auto _ : state) {
+    lf::ops::sequence_pool_forward<float>(lf::TensorView<const float>(h.data(), {1, kTokens, kWidth}),
+                                          lf::TensorView<const uint8_t>(), lf::ops::SequencePooling::kMean,
+                                          lf::matrix(pooled.data(), 1, kWidth));
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * kTokens * kWidth * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpSequencePoolMean)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_OpAllFinite(benchmark::State& state) {
+  configure_threads_once();
+  std::vector<float> x = uniform(kTokens * kWidth, 35);
+  for (auto _ : state) benchmark::DoNotOptimize(lf::ops::all_finite<float>(lf::vector_view<const float>(x.data(), kTokens * kWidth)));
+  state.SetBytesProcessed(state.iterations() * kTokens * kWidth * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpAllFinite)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // One head's (n, n) score block masked before its softmax, as sdpa's head_probs does for `full`
 // (n = 4096): causal and/or the last 10 % of the keys padded. Items: score entries of the block;
