@@ -14,9 +14,11 @@
 #include "cpu/adamw.h"
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
+#include "cpu/elementwise.h"
 #include "cpu/gelu.h"
 #include "cpu/gemm.h"
 #include "cpu/layernorm.h"
+#include "cpu/linformer_bias.h"
 #include "cpu/softmax.h"
 #include "linformer/arena.h"
 #include "linformer/config.h"
@@ -322,33 +324,106 @@ BENCHMARK(BM_OpZeroMaskedRows)
 
 // The ops that replaced the kinds' and heads' last host loops, at the model's shapes: Linformer's
 // masked row sums of E (k, n) and its bias term on (k, d), the classifier's mean pooling of (n, d),
-// the model's finiteness check of (n, d). Bytes: what each reads and writes once.
+// the model's finiteness check of (n, d). Bytes: what each reads and writes once. ref:1 runs the
+// kernel's plain `_ref` loop (the implementation before the fast path) on the same data, so one run
+// gives both.
 void BM_OpMaskedRowSums(benchmark::State& state) {
   configure_threads_once();
+  const bool ref = state.range(0);
   std::vector<float> E = uniform(kProjected * kTokens, 30), sums(static_cast<size_t>(kProjected));
   std::vector<uint8_t> padded(static_cast<size_t>(kTokens), 0);
   for (auto _ : state) {
-    lf::ops::masked_row_sums<float>(lf::matrix<const float>(E.data(), kProjected, kTokens),
-                                    lf::vector_view<const uint8_t>(padded.data(), kTokens),
-                                    lf::vector_view(sums.data(), kProjected));
+    if (ref)
+      lf::masked_row_sums_ref(E.data(), kTokens, kProjected, kTokens, padded.data(), sums.data());
+    else
+      lf::ops::masked_row_sums<float>(lf::matrix<const float>(E.data(), kProjected, kTokens),
+                                      lf::vector_view<const uint8_t>(padded.data(), kTokens),
+                                      lf::vector_view(sums.data(), kProjected));
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * kProjected * kTokens * int64_t(sizeof(float)));
 }
-BENCHMARK(BM_OpMaskedRowSums)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_OpMaskedRowSums)->ArgName("ref")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// dE (k, n) += dsums at the real positions (learned E's gradient): dE read and written.
+void BM_OpMaskedRowSumsBackward(benchmark::State& state) {
+  configure_threads_once();
+  const bool ref = state.range(0);
+  std::vector<float> dE = uniform(kProjected * kTokens, 36), dsums = uniform(kProjected, 37);
+  std::vector<uint8_t> padded(static_cast<size_t>(kTokens), 0);
+  for (auto _ : state) {
+    if (ref)
+      lf::masked_row_sums_backward_ref(dsums.data(), kProjected, kTokens, padded.data(), dE.data(), kTokens);
+    else
+      lf::ops::masked_row_sums_backward<float>(lf::vector_view<const float>(dsums.data(), kProjected),
+                                               lf::vector_view<const uint8_t>(padded.data(), kTokens),
+                                               lf::matrix(dE.data(), kProjected, kTokens));
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * 2 * kProjected * kTokens * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpMaskedRowSumsBackward)->ArgName("ref")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void BM_OpAddRowWeightedBias(benchmark::State& state) {
   configure_threads_once();
+  const bool ref = state.range(0);
   std::vector<float> r = uniform(kProjected, 31), b = uniform(kWidth, 32), C = uniform(kProjected * kWidth, 33);
   for (auto _ : state) {
-    lf::ops::add_row_weighted_bias<float>(lf::vector_view<const float>(r.data(), kProjected),
-                                          lf::vector_view<const float>(b.data(), kWidth),
-                                          lf::matrix(C.data(), kProjected, kWidth));
+    if (ref)
+      lf::add_row_weighted_bias_ref(r.data(), b.data(), kProjected, kWidth, C.data(), kWidth);
+    else
+      lf::ops::add_row_weighted_bias<float>(lf::vector_view<const float>(r.data(), kProjected),
+                                            lf::vector_view<const float>(b.data(), kWidth),
+                                            lf::matrix(C.data(), kProjected, kWidth));
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(state.iterations() * 2 * kProjected * kWidth * int64_t(sizeof(float)));
 }
-BENCHMARK(BM_OpAddRowWeightedBias)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_OpAddRowWeightedBias)->ArgName("ref")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// From dC (k, d): db += Σ_j r_j dC_j and dr = dC b (the row sums' gradient): dC read once.
+void BM_OpAddRowWeightedBiasBackward(benchmark::State& state) {
+  configure_threads_once();
+  const bool ref = state.range(0);
+  std::vector<float> dC = uniform(kProjected * kWidth, 38), r = uniform(kProjected, 39), b = uniform(kWidth, 40);
+  std::vector<float> db(static_cast<size_t>(kWidth)), dr(static_cast<size_t>(kProjected));
+  for (auto _ : state) {
+    if (ref)
+      lf::add_row_weighted_bias_backward_ref(dC.data(), kWidth, r.data(), b.data(), kProjected, kWidth, db.data(),
+                                             dr.data());
+    else
+      lf::ops::add_row_weighted_bias_backward<float>(
+          lf::matrix<const float>(dC.data(), kProjected, kWidth), lf::vector_view<const float>(r.data(), kProjected),
+          lf::vector_view<const float>(b.data(), kWidth), lf::vector_view(db.data(), kWidth),
+          lf::vector_view(dr.data(), kProjected));
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * kProjected * kWidth * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpAddRowWeightedBiasBackward)->ArgName("ref")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// conv_full's weight (h·d_h, d_h, w) rearranged to one (d_h × d_h) matrix per head and tap, (h, w, d_h,
+// d_h), at d = 512, h = 8 and w = n / k = 16 (the by_tap view of src/attention/linformer.cpp); its
+// gradient scattered back with accumulate:1. Bytes: read and written once (accumulate: the target read
+// too).
+void BM_OpCopyStrided(benchmark::State& state) {
+  configure_threads_once();
+  const bool accumulate = state.range(0);
+  constexpr int64_t G = kHeads, W = kTokens / kProjected, D = kWidth / kHeads, N = G * W * D * D;
+  std::vector<float> weight = uniform(N, 41), taps = uniform(N, 42);
+  const lf::TensorView<float> by_tap =
+      lf::TensorView<float>::strided(weight.data(), {G, W, D, D}, {D * D * W, 1, D * W, W});
+  const lf::TensorView<float> packed(taps.data(), {G, W, D, D});
+  for (auto _ : state) {
+    if (accumulate)
+      lf::ops::copy_strided<float>(packed, by_tap, true);
+    else
+      lf::ops::copy_strided<float>(by_tap, packed);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(state.iterations() * (accumulate ? 3 : 2) * N * int64_t(sizeof(float)));
+}
+BENCHMARK(BM_OpCopyStrided)->ArgName("accumulate")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void BM_OpSequencePoolMean(benchmark::State& state) {
   configure_threads_once();
@@ -365,11 +440,14 @@ BENCHMARK(BM_OpSequencePoolMean)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void BM_OpAllFinite(benchmark::State& state) {
   configure_threads_once();
+  const bool ref = state.range(0);
   std::vector<float> x = uniform(kTokens * kWidth, 35);
-  for (auto _ : state) benchmark::DoNotOptimize(lf::ops::all_finite<float>(lf::vector_view<const float>(x.data(), kTokens * kWidth)));
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ref ? lf::all_finite_ref(x.data(), kTokens * kWidth)
+                                 : lf::ops::all_finite<float>(lf::vector_view<const float>(x.data(), kTokens * kWidth)));
   state.SetBytesProcessed(state.iterations() * kTokens * kWidth * int64_t(sizeof(float)));
 }
-BENCHMARK(BM_OpAllFinite)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_OpAllFinite)->ArgName("ref")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // One head's (n, n) score block masked before its softmax, as sdpa's head_probs does for `full`
 // (n = 4096): causal and/or the last 10 % of the keys padded. Items: score entries of the block;

@@ -29,8 +29,11 @@ void relu_backward_rows(const T* y, int64_t ldy, const T* dy, int64_t lddy, T* d
 // (xs, ys): an axis permutation materialised, or its gradient scattered back.
 template <class T>
 void copy_strided(const T* x, const int64_t* xs, T* y, const int64_t* ys, const int64_t* sizes, bool accumulate);
-// Whether none of the n elements is NaN or ±Inf.
+// Whether none of the n elements is NaN or ±Inf: the fast path reads the exponent bits (vectorised,
+// threaded above the threshold), the reference asks std::isfinite element by element.
 template <class T>
 bool all_finite(const T* x, int64_t n);
+template <class T>
+bool all_finite_ref(const T* x, int64_t n);
 
 }  // namespace lf
