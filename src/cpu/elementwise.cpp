@@ -86,8 +86,31 @@ void relu_backward_rows(const T* y, int64_t ldy, const T* dy, int64_t lddy, T* d
   });
 }
 
+namespace {
+// Whether the rank-4 strides address every element of sizes exactly once: sorted by stride, the axes
+// of size > 1 tile a dense block (a permutation of a row-major layout).
+bool dense_permutation(const int64_t* sizes, const int64_t* strides) {
+  int64_t axes[4], n = 0;
+  for (int64_t d = 0; d < 4; ++d)
+    if (sizes[d] > 1) axes[n++] = d;
+  std::sort(axes, axes + n, [&](int64_t a, int64_t b) { return strides[a] < strides[b]; });
+  int64_t expect = 1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (strides[axes[i]] != expect) return false;
+    expect *= sizes[axes[i]];
+  }
+  return true;
+}
+}  // namespace
+
+// Threads split the two outer axes when y is a dense permutation (each of its elements written by one
+// iteration, so the split changes nothing in the result); a y that overlaps itself (a stride 0
+// broadcast, accumulated into) stays on one thread.
 template <class T>
 void copy_strided(const T* x, const int64_t* xs, T* y, const int64_t* ys, const int64_t* sizes, bool accumulate) {
+  const int64_t total = sizes[0] * sizes[1] * sizes[2] * sizes[3];
+  const bool threaded = total > kParallelElements && !omp_in_parallel() && dense_permutation(sizes, ys);
+#pragma omp parallel for collapse(2) schedule(static) if (threaded)
   for (int64_t i0 = 0; i0 < sizes[0]; ++i0)
     for (int64_t i1 = 0; i1 < sizes[1]; ++i1)
       for (int64_t i2 = 0; i2 < sizes[2]; ++i2) {
