@@ -33,7 +33,7 @@ void for_thread_counts(F&& f) {
 }
 
 // (k, m, lde): a few rows shorter than one lane block, ragged tails, and above the parallel threshold.
-const std::vector<std::tuple<int64_t, int64_t, int64_t>> kShapes = {{3, 5, 8}, {7, 130, 133}, {37, 4099, 4104}};
+const std::vector<std::tuple<int64_t, int64_t, int64_t>> kShapes = {{3, 5, 8}, {7, 130, 133}, {67, 4099, 4104}};
 
 std::vector<uint8_t> padding_of(int64_t m, uint64_t seed) {
   const auto u = test::random_vector<double>(m, seed, 0, 1);
@@ -105,7 +105,7 @@ TEST(LinformerBiasKernels, MaskedRowSumsBackwardIsTheReferenceFloat) { check_mas
 TEST(LinformerBiasKernels, MaskedRowSumsBackwardIsTheReferenceDouble) { check_masked_row_sums_backward<double>(); }
 
 // (k, width, ldc): one head's (k, d_h), all heads' (k, d), and ragged sizes.
-const std::vector<std::tuple<int64_t, int64_t, int64_t>> kBiasShapes = {{3, 5, 9}, {256, 64, 512}, {257, 515, 520}};
+const std::vector<std::tuple<int64_t, int64_t, int64_t>> kBiasShapes = {{3, 5, 9}, {256, 64, 512}, {513, 515, 520}};
 
 template <class T>
 void check_row_weighted_bias() {
