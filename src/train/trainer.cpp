@@ -450,9 +450,9 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   summary.peak_rss = peak_rss_bytes();
   if (data.corpus) summary.unigram_bits = unigram_entropy_bits(data.corpus->split(Split::Train));
   log.write({{"type", "summary"}, {"precision", precision_name(trainer.runtime().precision)},
-             {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s}, {"elapsed_s", summary.elapsed_s}, {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
-             {"unigram_bits_per_byte", summary.unigram_bits},
-             {"checkpoint", summary.checkpoint}});
+             {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s}, {"elapsed_s", summary.elapsed_s},
+             {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
+             {"unigram_bits_per_byte", summary.unigram_bits}, {"checkpoint", summary.checkpoint}});
   return summary;
 }
 
