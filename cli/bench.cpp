@@ -234,7 +234,9 @@ Result run_isolated(const BenchOptions& o, const Config& c, int threads) {
     alarm(unsigned(std::ceil(limit_s)) + 60);
     std::string line;
     try {
-      const RuntimeScope scope(RuntimeOptions{threads, runtime_options().max_memory});
+      RuntimeOptions child = runtime_options();
+      child.threads = threads;
+      const RuntimeScope scope(child);
       line = result_json(run_one(o, c)).dump();
     } catch (const std::exception& e) {
       line = json{{"time_ms", -1}, {"note", str_cat("failed: ", with_flag_names(e.what()))}}.dump();
@@ -285,7 +287,10 @@ std::string profile_lines(const Result& r) {
 }
 
 std::string csv_line(const BenchOptions& o, const Result& r, int threads) {
-  return str_cat("linformer-cpp,", r.c.kind, ",", r.c.what, ",", r.c.n, ",", r.c.k, ",", o.d_model, ",", o.heads, ",",
+  // The implementation column names the precision when it is not fp32 (the columns stay those of the
+  // peers' CSVs, which name PyTorch's autocast the same way).
+  const Precision p = runtime_options().precision;
+  return str_cat("linformer-cpp", p == Precision::fp32 ? "" : str_cat("-", precision_name(p)), ",", r.c.kind, ",", r.c.what, ",", r.c.n, ",", r.c.k, ",", o.d_model, ",", o.heads, ",",
                  o.batch, ",", threads, ",", r.time_ms >= 0 ? str_cat(r.time_ms) : std::string(), ",",
                  r.time_ms >= 0 ? str_cat(r.rss_bytes) : std::string(), ",", o.repeats, ",",
                  r.time_ms >= 0 ? str_cat(r.heap_bytes) : std::string(), ",", r.gflops, ",", r.note, "\n");
@@ -432,7 +437,8 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
       cell[{col, r.c.n}] = &r;
     }
     md += str_cat("\n### ", what, " (d = ", o.d_model, ", h = ", o.heads, is_layer(what) ? "" : str_cat(", ", o.layers, " layers"),
-                  ", batch ", o.batch, ", ", threads, " threads): median ms / peak RSS growth\n\n| n |");
+                  ", batch ", o.batch, ", ", threads, " threads, ",
+                  precision_name(runtime_options().precision), "): median ms / peak RSS growth\n\n| n |");
     for (const auto& col : cols) md += " " + col + " |";
     md += "\n|---|";
     for (size_t i = 0; i < cols.size(); ++i) md += "---|";

@@ -140,7 +140,10 @@ int describe_model(const InfoOptions& o) {
 }
 
 int summary() {
-  std::printf("linformer: GEMM backend %s, %d threads\n", ops::matmul_backend(), num_threads());
+  std::printf("linformer: GEMM backend %s, %d threads, %s products\n", ops::matmul_backend(), num_threads(),
+              precision_name(current_precision()));
+  const std::string no_bf16 = precision_unsupported_reason(Precision::bf16);
+  std::printf("bf16: %s\n", no_bf16.empty() ? "available (--precision bf16)" : ("not available: " + no_bf16).c_str());
   std::printf("attention kinds:\n");
   for (const std::string& name : AttentionRegistry::instance().names())
     std::printf("  %-12s %s\n", name.c_str(), AttentionRegistry::instance().get(name).info.summary.c_str());

@@ -80,6 +80,12 @@ int run(int argc, char** argv) {
                  "Memory limit for the estimate that refuses too large a configuration, e.g. 512M, 8G "
                  "(default: $LINFORMER_MAX_MEMORY, else the available memory)");
 
+  std::string precision = "fp32";
+  app.add_option("--precision", precision,
+                 "Precision of the matrix products: fp32, or bf16 (bfloat16 operands, fp32 accumulation, results, "
+                 "weights and optimizer state; needs a CPU with AVX512-BF16)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands(7);
   commands[0].first = add_train_command(app, commands[0].second);
   commands[1].first = add_eval_command(app, commands[1].second);
@@ -108,6 +114,9 @@ int run(int argc, char** argv) {
   // Likewise the memory limit: a malformed --max-memory or LINFORMER_MAX_MEMORY is refused here.
   if (app.get_option("--max-memory")->count() > 0) runtime.max_memory = parse_memory_size(max_memory, "--max-memory");
   memory_limit_bytes(runtime);
+  runtime.precision = parse_precision(precision);
+  if (const std::string why = precision_unsupported_reason(runtime.precision); !why.empty())
+    return fail(kExitUsage, str_cat("--precision ", precision, " is not available: ", why));
   set_runtime_options(runtime);
   // The commands' own model passes (eval, predict, info, bench) run with it; library calls get it passed.
   const RuntimeScope scope(runtime);

@@ -4,7 +4,7 @@ on the CPU, written as a CSV (see docs/peer_bench.md for the definitions and the
 
   python scripts/peer_bench.py --out bench/peer.csv [--kinds linformer,full,sdpa,linformer_model]
       [--what forward,...] [--n 512,1024,...] [--k 128,256,...] [--threads 2] [--repeats 5]
-      [--warmup 2] [--max-seconds 60] [--max-mem-gib 16]
+      [--warmup 2] [--max-seconds 60] [--max-mem-gib 16] [--precision fp32|bf16]
 
 Kinds (impl "pytorch", d_model 512, heads 8, batch 1, float32):
   linformer        lucidrains LinformerSelfAttention(dim=d, seq_len=n, k=k, heads=h)
@@ -12,6 +12,8 @@ Kinds (impl "pytorch", d_model 512, heads 8, batch 1, float32):
   sdpa             the same module through torch.nn.functional.scaled_dot_product_attention
   linformer_model  lucidrains LinformerLM(num_tokens=260, dim=d, seq_len=n, depth=6, k=k, heads=h)
 What: forward / forward_backward for the layers; train_step / inference for the model.
+--precision bf16 runs each pass under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's CPU mixed
+precision (the peer of `linformer --precision bf16`); its rows are impl "pytorch-bf16".
 
 Every configuration runs in a fresh child process (this script re-invoked with the hidden `--one`
 flag), so its peak RSS is its own: peak_mem_bytes = the child's ru_maxrss minus its VmRSS read just
@@ -205,6 +207,13 @@ def run_one(cfg):
                 module.zero_grad(set_to_none=True)
                 x.grad = None
 
+    if cfg.get("precision", "fp32") == "bf16":
+        plain_step = step
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                plain_step()
+
     def timed():
         if prepare is not None:
             prepare()
@@ -258,7 +267,7 @@ def configurations(args):
 
 def run_child(cfg, args):
     spec = dict(cfg, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                max_seconds=args.max_seconds)
+                max_seconds=args.max_seconds, precision=args.precision)
     env = dict(os.environ)
     # The OpenMP / MKL pools are sized before torch.set_num_threads runs; keep them at the same count.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -303,7 +312,8 @@ def predicted_seconds(prev, cfg):
 def row_for(cfg, args, result):
     t = result.get("time_ms")
     m = result.get("peak_mem_bytes")
-    return {"impl": "pytorch", "kind": cfg["kind"], "what": cfg["what"], "n": cfg["n"], "k": cfg["k"],
+    impl = "pytorch" if args.precision == "fp32" else f"pytorch-{args.precision}"
+    return {"impl": impl, "kind": cfg["kind"], "what": cfg["what"], "n": cfg["n"], "k": cfg["k"],
             "d_model": D_MODEL, "heads": HEADS, "batch": BATCH, "threads": args.threads,
             "time_ms": "" if t is None else f"{t:.3f}", "peak_mem_bytes": "" if m is None else int(m),
             "repeats": result.get("repeats", 0), "note": result.get("note", "")}
@@ -387,6 +397,8 @@ def main():
                    help="skip a configuration whose first warm-up run takes longer (seconds)")
     p.add_argument("--max-mem-gib", type=float, default=16.0,
                    help="skip a configuration whose estimated memory is larger (GiB)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: each pass under torch.autocast('cpu', dtype=torch.bfloat16)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration (JSON)
     args = p.parse_args()
     if args.one is not None:

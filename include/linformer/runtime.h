@@ -4,6 +4,7 @@
 // thread count is set from the same number. Threaded GEMM is only ever called outside OpenMP
 // parallel regions.
 #pragma once
+#include <string>
 
 namespace lf {
 
@@ -13,9 +14,24 @@ inline constexpr const char* kMaxMemoryEnv = "LINFORMER_MAX_MEMORY";
 // The largest thread count accepted.
 inline constexpr int kMaxThreads = 4096;
 
+// The precision of the float matrix products (ops::matmul, the linear layers; not the kinds' own
+// tiled kernels): fp32, or bf16 mixed precision as PyTorch's CPU autocast: the products' operands are
+// rounded to bfloat16, accumulated and returned in fp32; parameters, activations, gradients and the
+// optimizer's state stay fp32 (so no loss scaling: bf16 has fp32's exponent range).
+enum class Precision { fp32, bf16 };
+
+// "fp32" or "bf16".
+const char* precision_name(Precision p);
+// Parses "fp32" / "bf16" (also "float32", "bfloat16"); throws lf::InvalidArgument naming `precision`.
+Precision parse_precision(const std::string& name);
+// Empty when this build and CPU can run `p`, else why not (bf16 needs AVX512-BF16 and the dnnl GEMM
+// backend; $ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 counts as a CPU without it).
+std::string precision_unsupported_reason(Precision p);
+
 struct RuntimeOptions {
   int threads = 0;        // parallel loops and GEMM; 0: $LINFORMER_NUM_THREADS, else all available cores
   double max_memory = 0;  // bytes the memory guard allows; 0: $LINFORMER_MAX_MEMORY, else the available memory
+  Precision precision = Precision::fp32;  // of the matrix products
 
   void validate() const;  // throws lf::InvalidArgument naming `threads` or `max_memory`
 };
@@ -26,9 +42,11 @@ int resolve_threads(int requested);
 
 // The thread count parallel loops and GEMM use on the calling thread now.
 int num_threads();
+// The precision of the calling thread's matrix products now.
+Precision current_precision();
 
-// Runs the calling thread's compute with the options' thread count for the scope's lifetime, then
-// restores the previous count. OpenMP's count is an ICV of the calling thread, and oneDNN follows it,
+// Runs the calling thread's compute with the options' thread count and precision for the scope's
+// lifetime, then restores the previous ones (a precision the machine cannot run is an lf::Error). OpenMP's count is an ICV of the calling thread, and oneDNN follows it,
 // so instances on different host threads do not interfere; OpenBLAS has one count per process, which
 // the scope sets and restores too (with that backend, run one instance at a time). Not copyable.
 class RuntimeScope {
@@ -44,6 +62,7 @@ class RuntimeScope {
   int threads_;
   int saved_threads_;
   int saved_gemm_threads_;
+  Precision saved_precision_;
 };
 
 }  // namespace lf

@@ -3,12 +3,16 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
+#include <map>
+#include <tuple>
 #include <vector>
 
 #include "linformer/error.h"
 
 #if defined(LINFORMER_GEMM_DNNL)
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 #elif defined(LINFORMER_GEMM_OPENBLAS)
 #include <cblas.h>
 #else
@@ -73,7 +77,99 @@ bool worth_packing(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   return !ta && tb && M >= 256 && M >= N && N * K >= 4096 && N * K <= (int64_t(1) << 20);
 }
 
+thread_local Precision tls_precision = Precision::fp32;
+
+// dst (rows × cols, dense) = src (rows × cols, row stride ld) rounded to bf16.
+void to_bf16_dense(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536 && !omp_in_parallel())
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * ld;
+    uint16_t* d = dst + r * cols;
+    for (int64_t c = 0; c < cols; ++c) d[c] = to_bf16(s[c]);
+  }
+}
+
+#if defined(LINFORMER_GEMM_DNNL)
+// C = alpha · op(A)·op(B) + beta · C with A and B rounded to bf16, on oneDNN's matmul primitive
+// (brgemm kernels with AVX512-BF16's dot products, fp32 accumulation). Operands are converted into
+// dense per-thread buffers (O(MK + KN) against O(MNK) products); the primitive, built once per shape,
+// transposition, scale and thread count, is cached per thread (oneDNN's scratchpad is not shared safely
+// between threads running one primitive).
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  using namespace dnnl;
+  static const engine eng(engine::kind::cpu, 0);
+  thread_local stream strm(eng);
+  thread_local std::vector<uint16_t> a16, b16;
+  a16.resize(size_t(M * K));
+  b16.resize(size_t(K * N));
+  // Stored A is (M × K), or (K × M) when transposed; likewise B (K × N) or (N × K).
+  to_bf16_dense(A, ta ? K : M, ta ? M : K, lda, a16.data());
+  to_bf16_dense(B, tb ? N : K, tb ? K : N, ldb, b16.data());
+
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, float, float, int>;
+  struct Product {
+    memory::desc a, b, c;
+    matmul prim;
+  };
+  thread_local std::map<Key, Product> cache;
+  const Key key{M, N, K, ta, tb, ldc, alpha, beta, omp_get_max_threads()};
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    if (cache.size() >= 256) cache.clear();  // shapes of one model are few; bound it all the same
+    using dt = memory::data_type;
+    const memory::desc a_md({M, K}, dt::bf16, ta ? memory::dims{1, M} : memory::dims{K, 1});
+    const memory::desc b_md({K, N}, dt::bf16, tb ? memory::dims{1, K} : memory::dims{N, 1});
+    const memory::desc c_md({M, N}, dt::f32, memory::dims{ldc, 1});
+    primitive_attr attr;
+    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+    if (beta != 0.f) {
+      post_ops po;
+      po.append_sum(beta);
+      attr.set_post_ops(po);
+    }
+    matmul prim(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, eng));
+    it = cache.emplace(key, Product{a_md, b_md, c_md, std::move(prim)}).first;
+  }
+  const Product& p = it->second;
+  memory am(p.a, eng, a16.data()), bm(p.b, eng, b16.data()), cm(p.c, eng, C);
+  p.prim.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  strm.wait();
+}
+#endif
+
 }  // namespace
+
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // NaN: keep it a (quiet) NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even (may round up to ±inf, as it should)
+  return uint16_t(u >> 16);
+}
+
+float from_bf16(uint16_t x) {
+  const uint32_t u = uint32_t(x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+void set_gemm_precision(Precision p) { tls_precision = p; }
+Precision gemm_precision() { return tls_precision; }
+
+std::string gemm_bf16_unsupported_reason() {
+#if defined(LINFORMER_GEMM_DNNL)
+  const unsigned isa = unsigned(dnnl_get_effective_cpu_isa()), bf16 = unsigned(dnnl_cpu_isa_avx512_core_bf16);
+  if ((isa & bf16) != bf16)
+    return "bf16 products need a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or later); "
+           "this one (or $ONEDNN_MAX_CPU_ISA) does not allow them";
+  return {};
+#else
+  return str_cat("bf16 products need the dnnl GEMM backend; this build uses ", gemm_backend(),
+                 " (configure with -DLINFORMER_GEMM=dnnl)");
+#endif
+}
 
 template <>
 void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -86,6 +182,7 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
     return;
   }
 #if defined(LINFORMER_GEMM_DNNL)
+  if (tls_precision == Precision::bf16) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (worth_packing(ta, tb, M, N, K)) {
     thread_local std::vector<float> packed;
     packed.resize(size_t(N * K));
@@ -97,6 +194,7 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (st != dnnl_success) throw Error(str_cat("dnnl_sgemm failed with status ", int(st)));
 #else
+  if (tls_precision == Precision::bf16) throw Error(gemm_bf16_unsupported_reason());  // RuntimeScope refuses it first
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
               int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 #endif

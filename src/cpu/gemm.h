@@ -1,11 +1,15 @@
 // Matrix products. Row-major throughout, as in PyTorch:
 //   C (M×N) = alpha · op(A) · op(B) + beta · C,   op(A) is (M×K), op(B) is (K×N),
 // where op(X) = Xᵀ when the trans flag is set; lda/ldb/ldc are row strides of the stored matrices.
-// float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas); double always runs
+// float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas), in fp32 or, where
+// the calling thread's precision says so, with bf16 operands (dnnl only); double always runs
 // the reference loops, which exist for gradient checks and tests.
 // The backend call is threaded: never call gemm() from inside an OpenMP parallel region.
 #pragma once
 #include <cstdint>
+#include <string>
+
+#include "linformer/runtime.h"
 
 namespace lf {
 
@@ -24,6 +28,17 @@ template <class T>
 void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                   int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C,
                   int64_t ldc, int64_t stride_c, int64_t batch);
+
+// The calling thread's precision of float products (set by RuntimeScope): with bf16, gemm<float>
+// rounds A and B to bfloat16 (to nearest, ties to even) and accumulates in fp32.
+void set_gemm_precision(Precision p);
+Precision gemm_precision();
+// Empty when bf16 products can run here, else why not.
+std::string gemm_bf16_unsupported_reason();
+
+// float → bfloat16 bits, rounded to nearest even (NaN stays NaN); and back (exact).
+uint16_t to_bf16(float x);
+float from_bf16(uint16_t x);
 
 // Name of the float backend compiled in ("dnnl" or "openblas").
 const char* gemm_backend();

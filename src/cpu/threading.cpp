@@ -31,17 +31,38 @@ int resolve_threads(int requested) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32" || name == "float32") return Precision::fp32;
+  if (name == "bf16" || name == "bfloat16") return Precision::bf16;
+  throw InvalidArgument(str_cat("`precision` must be fp32 or bf16, got '", name, "'"));
+}
+
+std::string precision_unsupported_reason(Precision p) {
+  return p == Precision::bf16 ? gemm_bf16_unsupported_reason() : std::string();
+}
+
+Precision current_precision() { return gemm_precision(); }
+
 RuntimeScope::RuntimeScope(const RuntimeOptions& options)
-    : threads_(0), saved_threads_(omp_get_max_threads()), saved_gemm_threads_(gemm_threads()) {
+    : threads_(0),
+      saved_threads_(omp_get_max_threads()),
+      saved_gemm_threads_(gemm_threads()),
+      saved_precision_(gemm_precision()) {
   options.validate();
+  if (const std::string why = precision_unsupported_reason(options.precision); !why.empty())
+    throw Error(str_cat("precision ", precision_name(options.precision), " is not available here: ", why));
   threads_ = resolve_threads(options.threads);
   omp_set_num_threads(threads_);
   set_gemm_threads(threads_);
+  set_gemm_precision(options.precision);
 }
 
 RuntimeScope::~RuntimeScope() {
   omp_set_num_threads(saved_threads_);
   set_gemm_threads(saved_gemm_threads_);
+  set_gemm_precision(saved_precision_);
 }
 
 }  // namespace lf

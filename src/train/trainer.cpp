@@ -386,7 +386,8 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   };
   if (callbacks.start) callbacks.start(opt);
   if (!resume_from.empty()) message(str_cat("resuming from ", resume_from, " at step ", start_step));
-  message(str_cat(trainer.runtime().threads, " threads; model: ", config.task, ", ", config.n_layers, " layers, d_model ",
+  message(str_cat(trainer.runtime().threads, " threads, ", precision_name(trainer.runtime().precision),
+                  " products; model: ", config.task, ", ", config.n_layers, " layers, d_model ",
                   config.d_model, ", ", trainer.arena().numel(), " parameters; data: ", opt.data_path));
 
   const int64_t B = opt.batch_size, n = opt.seq_len;
@@ -448,10 +449,10 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
   summary.tokens_per_s = double((opt.steps - start_step) * tokens_per_step) / std::max(1e-9, summary.elapsed_s);
   summary.peak_rss = peak_rss_bytes();
   if (data.corpus) summary.unigram_bits = unigram_entropy_bits(data.corpus->split(Split::Train));
-  log.write({{"type", "summary"}, {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s},
-             {"elapsed_s", summary.elapsed_s}, {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
-             {"unigram_bits_per_byte", summary.unigram_bits},
-             {"checkpoint", summary.checkpoint}});
+  log.write({{"type", "summary"}, {"precision", precision_name(trainer.runtime().precision)},
+             {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s}, {"elapsed_s", summary.elapsed_s},
+             {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
+             {"unigram_bits_per_byte", summary.unigram_bits}, {"checkpoint", summary.checkpoint}});
   return summary;
 }
 

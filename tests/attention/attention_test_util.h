@@ -187,11 +187,12 @@ void expect_matches_reference_both(const AttentionCase& c, const Reference& refe
 // (optional) edits each freshly initialised rig before its forward. The thread count is restored.
 template <class T = double>
 void expect_results_independent_of_threads(
-    const AttentionCase& c, const std::type_identity_t<std::function<void(AttentionRig<T>&)>>& prepare = {}) {
+    const AttentionCase& c, const std::type_identity_t<std::function<void(AttentionRig<T>&)>>& prepare = {},
+    Precision precision = Precision::fp32) {
   std::vector<T> ref_out, ref_dx, ref_grads;
   for (int threads : {1, 3, 2}) {
     SCOPED_TRACE("threads=" + std::to_string(threads));
-    const RuntimeScope scope(RuntimeOptions{threads});
+    const RuntimeScope scope(RuntimeOptions{threads, 0, precision});
     AttentionRig<T> rig(c);
     if (prepare) prepare(rig);
     rig.forward(c);

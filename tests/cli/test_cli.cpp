@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/cli_runner.h"
+#include "linformer/runtime.h"
 
 namespace {
 
@@ -76,6 +77,22 @@ TEST(Cli, ThreadsFlagOverridesEnvironment) {
   EXPECT_NE(after.out.find("2 threads"), std::string::npos) << after.out;
 }
 
+TEST(Cli, InfoNamesThePrecisionAndBf16Support) {
+  const Result r = run_cli("info");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("fp32 products"), std::string::npos) << r.out;
+  const bool bf16 = lf::precision_unsupported_reason(lf::Precision::bf16).empty();
+  EXPECT_NE(r.out.find(bf16 ? "bf16: available" : "bf16: not available"), std::string::npos) << r.out;
+  const Result off = run_cli("info", "ONEDNN_MAX_CPU_ISA=AVX2");
+  ASSERT_EQ(off.status, 0) << off.err;
+  EXPECT_NE(off.out.find("bf16: not available"), std::string::npos) << off.out;
+  if (bf16) {
+    const Result on = run_cli("--precision bf16 info");
+    ASSERT_EQ(on.status, 0) << on.err;
+    EXPECT_NE(on.out.find("bf16 products"), std::string::npos) << on.out;
+  }
+}
+
 struct BadInput {
   const char* what;
   const char* args;
@@ -107,6 +124,11 @@ TEST(Cli, BadInputExitsTwoWithOneErrorLine) {
       {"linformer bad sharing", "info --kind linformer --options '{\"sharing\": \"bogus\"}'", "", {"sharing", "bogus"}},
       {"linformer unknown option", "info --kind linformer --options '{\"kk\": 8}'", "", {"unknown option", "kk"}},
       {"list and kind together", "info --list-attention --kind full", "", {"--list-attention", "--kind"}},
+      {"unknown precision", "--precision fp16 info", "", {"--precision", "fp16"}},
+      // A CPU without AVX512-BF16, as oneDNN's own switch makes any machine look (the refusal, not a crash
+      // or a silent fp32 run, on every machine the suite runs on).
+      {"bf16 without the instructions", "--precision bf16 train --steps 1", "ONEDNN_MAX_CPU_ISA=AVX2",
+       {"--precision bf16", "AVX512-BF16"}},
   };
   for (const BadInput& c : cases) {
     SCOPED_TRACE(std::string(c.what) + ": linformer " + c.args);

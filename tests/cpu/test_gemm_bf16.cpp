@@ -1,0 +1,195 @@
+// bf16 mixed-precision products: the rounding to bfloat16 against its definition, and gemm<float>
+// under Precision::bf16 against two references: the double product of the operands rounded to bf16
+// (which it must match up to fp32 accumulation, a bound that grows with K), and the fp32 product of
+// the unrounded operands (which it may miss by bf16's rounding of the operands, also bounded by K).
+// The products' tests skip on a CPU or build without bf16 (the refusal is tested in the CLI's tests).
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "linformer/error.h"
+#include "linformer/runtime.h"
+#include "test_util.h"
+
+namespace lf {
+namespace {
+
+uint32_t bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+}
+
+TEST(Bf16, RoundsToNearestEven) {
+  EXPECT_EQ(to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(to_bf16(-2.0f), 0xc000);
+  // 1 + 2⁻⁸ lies half-way between 1 and 1 + 2⁻⁷: ties go to the even mantissa (1); 1 + 3·2⁻⁸ lies
+  // half-way between 1 + 2⁻⁷ and 1 + 2⁻⁶: to the even one (1 + 2⁻⁶).
+  EXPECT_EQ(to_bf16(1.0f + 0x1p-8f), 0x3f80);
+  EXPECT_EQ(to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
+  // Just above half-way rounds up, just below rounds down.
+  EXPECT_EQ(to_bf16(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+  EXPECT_EQ(to_bf16(1.0f + 0x1p-8f - 0x1p-20f), 0x3f80);
+  // Overflow rounds to infinity; infinities, zeros and NaN keep what they are.
+  EXPECT_EQ(to_bf16(std::numeric_limits<float>::max()), 0x7f80);
+  EXPECT_EQ(to_bf16(-std::numeric_limits<float>::infinity()), 0xff80);
+  EXPECT_EQ(to_bf16(-0.0f), 0x8000);
+  EXPECT_TRUE(std::isnan(from_bf16(to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_TRUE(std::isnan(from_bf16(to_bf16(std::numeric_limits<float>::signaling_NaN()))));
+  // from_bf16 is exact: the upper half of the float's bits.
+  for (float x : {0.1f, -3.7e-20f, 6.5e30f}) EXPECT_EQ(bits(from_bf16(to_bf16(x))) & 0xffffu, 0u);
+}
+
+TEST(Bf16, RoundingErrorAtMostHalfAnUlp) {
+  const std::vector<float> x = test::random_vector<float>(4096, 3);
+  for (float v : x) {
+    const float r = from_bf16(to_bf16(v * 1e3f));
+    EXPECT_LE(std::abs(double(r) - double(v * 1e3f)), std::abs(double(v * 1e3f)) * 0x1p-8);
+  }
+}
+
+class GemmBf16 : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const std::string why = precision_unsupported_reason(Precision::bf16); !why.empty()) GTEST_SKIP() << why;
+  }
+};
+
+// Runs fn with the calling thread's products in bf16, restoring fp32 after.
+template <class F>
+void in_bf16(F&& fn) {
+  RuntimeOptions o;
+  o.threads = omp_get_max_threads();
+  o.precision = Precision::bf16;
+  const RuntimeScope scope(o);
+  EXPECT_EQ(current_precision(), Precision::bf16);
+  fn();
+}
+
+struct Case {
+  bool ta, tb;
+  int64_t M, N, K, pad;
+  float alpha, beta;
+};
+
+void check(const Case& c, uint64_t seed) {
+  SCOPED_TRACE(testing::Message() << "ta=" << c.ta << " tb=" << c.tb << " M=" << c.M << " N=" << c.N << " K=" << c.K
+                                  << " pad=" << c.pad << " alpha=" << c.alpha << " beta=" << c.beta);
+  const int64_t ar = c.ta ? c.K : c.M, ac = c.ta ? c.M : c.K, br = c.tb ? c.N : c.K, bc = c.tb ? c.K : c.N;
+  const int64_t lda = ac + c.pad, ldb = bc + c.pad, ldc = c.N + c.pad;
+  std::vector<float> A = test::random_vector<float>(ar * lda, seed), B = test::random_vector<float>(br * ldb, seed + 1);
+  std::vector<float> C0 = test::random_vector<float>(c.M * ldc, seed + 2);
+  // The operands rounded to bf16 (exact in double), and |A|·|B| for the error bounds.
+  std::vector<double> A16(A.size()), B16(B.size()), Aabs(A.size()), Babs(B.size()), C0d(C0.begin(), C0.end());
+  for (size_t i = 0; i < A.size(); ++i) A16[i] = from_bf16(to_bf16(A[i])), Aabs[i] = std::abs(A[i]);
+  for (size_t i = 0; i < B.size(); ++i) B16[i] = from_bf16(to_bf16(B[i])), Babs[i] = std::abs(B[i]);
+  std::vector<double> exact16 = C0d, magnitude(size_t(c.M * ldc), 0.0);
+  gemm_ref<double>(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A16.data(), lda, B16.data(), ldb, c.beta, exact16.data(), ldc);
+  gemm_ref<double>(c.ta, c.tb, c.M, c.N, c.K, std::abs(c.alpha), Aabs.data(), lda, Babs.data(), ldb, 0.0,
+                   magnitude.data(), ldc);
+  std::vector<float> fp32 = C0;
+  gemm<float>(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, fp32.data(), ldc);
+  std::vector<float> C = C0;
+  in_bf16([&] { gemm<float>(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), lda, B.data(), ldb, c.beta, C.data(), ldc); });
+
+  const double u32 = 0x1p-24, u16 = 0x1p-8;
+  int far_from_rounded = 0, far_from_fp32 = 0, pad_written = 0;
+  for (int64_t i = 0; i < c.M; ++i)
+    for (int64_t j = 0; j < ldc; ++j) {
+      const size_t at = size_t(i * ldc + j);
+      if (j >= c.N) {  // C's padding columns are not C's
+        pad_written += bits(C[at]) != bits(C0[at]);
+        continue;
+      }
+      const double mag = magnitude[at] + std::abs(c.beta * C0d[at]);
+      // fp32 accumulation of K products (and the beta term): at most about (K + 2)·u32 of the magnitude.
+      far_from_rounded += !(std::abs(C[at] - exact16[at]) <= 2 * (c.K + 2) * u32 * mag + 1e-30);
+      // Rounding each operand moves each product by at most 2·u16 of its size: bounded by the magnitude.
+      far_from_fp32 += !(std::abs(double(C[at]) - double(fp32[at])) <= (2 * u16 + 2 * (c.K + 2) * u32) * mag + 1e-30);
+    }
+  EXPECT_EQ(far_from_rounded, 0) << "not the fp32-accumulated product of the bf16-rounded operands";
+  EXPECT_EQ(far_from_fp32, 0) << "further from the fp32 product than bf16 rounding allows";
+  EXPECT_EQ(pad_written, 0) << "wrote into C's padding";
+}
+
+TEST_F(GemmBf16, EveryTransposeOddSizesPaddingAlphaBeta) {
+  uint64_t seed = 100;
+  for (int t = 0; t < 4; ++t)
+    for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 5, 3}, {33, 17, 65},
+                                  {128, 64, 300}, {5, 130, 1000}})
+      for (const auto& [alpha, beta] : {std::pair<float, float>{1, 0}, {0.5f, 1}, {-2, 0.25f}})
+        check({bool(t & 1), bool(t & 2), M, N, K, (M + K) % 3, alpha, beta}, seed++);
+}
+
+TEST_F(GemmBf16, LongInnerDimension) {
+  // The model's longest reduction: a weight gradient over every token of a 4096-token sequence.
+  check({true, false, 64, 48, 4096, 0, 1, 1}, 7);
+  check({false, true, 40, 64, 4096, 3, 1, 0}, 8);
+}
+
+TEST_F(GemmBf16, DiffersFromFp32WhereRoundingMatters) {
+  // The path must actually round: operands with bits below bf16's mantissa give another product.
+  const int64_t n = 64;
+  std::vector<float> A(n * n, 1.0f + 0x1p-12f), B(n * n, 1.0f), C(n * n), C16(n * n);
+  gemm<float>(false, false, n, n, n, 1, A.data(), n, B.data(), n, 0, C.data(), n);
+  in_bf16([&] { gemm<float>(false, false, n, n, n, 1, A.data(), n, B.data(), n, 0, C16.data(), n); });
+  EXPECT_FLOAT_EQ(C16[0], float(n));           // 1 + 2⁻¹² rounds to 1
+  EXPECT_NE(C[0], C16[0]);
+}
+
+TEST_F(GemmBf16, ResultsIndependentOfThreads) {
+  // Shapes of the model's products (a projection, a weight gradient, one head's scores) with 1, 2, 3 threads.
+  for (const Case& c : {Case{false, true, 512, 256, 128, 0, 1, 0}, Case{true, false, 256, 128, 1024, 0, 1, 1},
+                        Case{false, false, 300, 64, 257, 1, 1, 0}}) {
+    const int64_t ar = c.ta ? c.K : c.M, ac = c.ta ? c.M : c.K, br = c.tb ? c.N : c.K, bc = c.tb ? c.K : c.N;
+    const std::vector<float> A = test::random_vector<float>(ar * (ac + c.pad), 1);
+    const std::vector<float> B = test::random_vector<float>(br * (bc + c.pad), 2);
+    const std::vector<float> C0 = test::random_vector<float>(c.M * c.N, 3);
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> C = C0;
+      RuntimeOptions o;
+      o.threads = threads;
+      o.precision = Precision::bf16;
+      const RuntimeScope scope(o);
+      gemm<float>(c.ta, c.tb, c.M, c.N, c.K, c.alpha, A.data(), ac + c.pad, B.data(), bc + c.pad, c.beta, C.data(), c.N);
+      results.push_back(C);
+    }
+    EXPECT_EQ(results[0], results[1]) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+    EXPECT_EQ(results[0], results[2]) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+  }
+}
+
+TEST(Precision, NamesParseAndTheScopeRestores) {
+  EXPECT_EQ(parse_precision("bf16"), Precision::bf16);
+  EXPECT_EQ(parse_precision("bfloat16"), Precision::bf16);
+  EXPECT_EQ(parse_precision("fp32"), Precision::fp32);
+  EXPECT_STREQ(precision_name(Precision::bf16), "bf16");
+  EXPECT_THROW(parse_precision("fp16"), InvalidArgument);
+  EXPECT_TRUE(precision_unsupported_reason(Precision::fp32).empty());
+  EXPECT_EQ(current_precision(), Precision::fp32);
+  RuntimeOptions o;
+  o.precision = Precision::bf16;
+  if (!precision_unsupported_reason(Precision::bf16).empty()) {
+    // Without the instructions the scope refuses, and says why.
+    try {
+      const RuntimeScope scope(o);
+      ADD_FAILURE() << "RuntimeScope accepted bf16 where it is unsupported";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+    }
+  } else {
+    {
+      const RuntimeScope scope(o);
+      EXPECT_EQ(current_precision(), Precision::bf16);
+    }
+  }
+  EXPECT_EQ(current_precision(), Precision::fp32);
+}
+
+}  // namespace
+}  // namespace lf
