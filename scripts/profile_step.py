@@ -4,7 +4,7 @@ ours and PyTorch's side by side (docs/peer_bench.md, "Per-op profile against PyT
 
   /opt/golden-venv/bin/python scripts/profile_step.py [--n 4096] [--k 256] [--layers 6] [--threads 2]
       [--warmup 2] [--repeats 3] [--what model_train_step,model_inference]
-      [--binary build/linformer] [--out bench/results/profile]
+      [--binary build/linformer] [--out bench/results/profile] [--precision fp32|bf16]
 
 For each measurement, ours then PyTorch's (interleaved, each in a process of its own, the same
 thread count): warm-up runs, --repeats unprofiled runs (their median is the step time), then ONE
@@ -15,11 +15,12 @@ profiled run.
            under torch.profiler (CPU, record_shapes=True); the training step is scripts/peer_bench.py's
            (zero_grad, forward, cross-entropy, backward, AdamW step), the inference a forward under
            torch.no_grad()
+--precision bf16: ours with `--precision bf16`, PyTorch's step under torch.autocast("cpu", bfloat16).
 Both sides' ops go into the same categories (gemm, softmax, layernorm, gelu, element-wise, embedding,
 cross-entropy, optimizer, other); GEMMs are matched by shape, with FLOPs from the shapes.
 
 Writes, under --out, ours_<cfg>.csv and pytorch_<cfg>.csv (what,kind,n,k,op,detail,calls,ms,gflops,
-gflop_per_s,category) and report_<cfg>.md, <cfg> = n<N>_k<K>_l<layers>_t<threads>. The script itself
+gflop_per_s,category) and report_<cfg>.md, <cfg> = n<N>_k<K>_l<layers>_t<threads> (+ _bf16). The script itself
 needs only the standard library; torch and linformer are imported by the PyTorch child alone.
 """
 import argparse
@@ -265,6 +266,13 @@ def torch_child(spec):
             with torch.no_grad():
                 model(tokens)
 
+    if spec.get("precision", "fp32") == "bf16":
+        plain_step = step
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                plain_step()
+
     def timed():
         t0 = time.perf_counter()
         step()
@@ -284,7 +292,7 @@ def torch_child(spec):
 
 def run_torch(args, what, python):
     spec = {"what": what, "n": args.n, "k": args.k, "layers": args.layers, "threads": args.threads,
-            "warmup": args.warmup, "repeats": args.repeats}
+            "warmup": args.warmup, "repeats": args.repeats, "precision": args.precision}
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(args.threads)
@@ -299,7 +307,7 @@ def run_torch(args, what, python):
 # --- ours -------------------------------------------------------------------------------------------
 def run_ours(args, what, tmp):
     prof, bench = os.path.join(tmp, f"prof_{what}.csv"), os.path.join(tmp, f"bench_{what}.csv")
-    cmd = [args.binary, "--threads", str(args.threads), "bench", "--kinds", "linformer", "--what", what,
+    cmd = [args.binary, "--threads", str(args.threads), "--precision", args.precision, "bench", "--kinds", "linformer", "--what", what,
            "--n", str(args.n), "--k", str(args.k), "--layers", str(args.layers), "--d-model", str(D_MODEL),
            "--heads", str(HEADS), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
            "--max-seconds", "600", "--csv", bench, "--markdown", os.path.join(tmp, "bench.md"), "--profile", prof]
@@ -428,6 +436,8 @@ def make_report(meta, ours, theirs, whats):
     md += [f"- **date**: {meta['date']}",
            f"- **cpu**: {meta['cpu']}; flags: {meta['flags']}; {meta['cores']} cores available",
            f"- **threads**: {meta['threads']} on both sides",
+           f"- **precision**: " + ("fp32 on both sides" if meta.get("precision", "fp32") == "fp32" else
+                                   "bf16: ours `--precision bf16`, PyTorch under `torch.autocast('cpu', torch.bfloat16)`"),
            f"- **ours**: `{meta['binary']}` ({meta['ours_version']}), git {meta['git']}; sgemm 2048³ in the same "
            f"runs: {fmt(meta.get('sgemm'), 0)} GFLOP/s",
            f"- **PyTorch**: {meta['torch']} (CPU capability {meta['capability']}, MKL {meta['mkl']}), "
@@ -505,6 +515,8 @@ def main():
     p.add_argument("--what", default=",".join(WHATS), help="comma list of " + ", ".join(WHATS))
     p.add_argument("--binary", default=os.path.join(REPO, "build", "linformer"))
     p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "profile"))
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: ours with --precision bf16, PyTorch under torch.autocast('cpu', bfloat16)")
     p.add_argument("--torch-child", help=argparse.SUPPRESS)  # internal: one PyTorch measurement (JSON)
     args = p.parse_args()
     if args.torch_child is not None:
@@ -539,7 +551,7 @@ def main():
                 f"({time.perf_counter() - t0:.1f} s)")
     load_end = os.getloadavg()[0]
 
-    cfg = f"n{args.n}_k{args.k}_l{args.layers}_t{args.threads}"
+    cfg = f"n{args.n}_k{args.k}_l{args.layers}_t{args.threads}" + ("" if args.precision == "fp32" else f"_{args.precision}")
     paths = {side: os.path.join(args.out, f"{side}_{cfg}.csv") for side in ("ours", "pytorch")}
     write_rows(paths["ours"], ours)
     write_rows(paths["pytorch"], theirs)
@@ -547,6 +559,7 @@ def main():
     # The run itself keeps `threads` cores busy, so the load it leaves at the end counts less those.
     busy = max(load_start, load_end - args.threads)
     meta = {"n": args.n, "k": args.k, "layers": args.layers, "threads": args.threads, "warmup": args.warmup,
+            "precision": args.precision,
             "repeats": args.repeats, "cpu": cpu, "flags": flags, "cores": len(os.sched_getaffinity(0)),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "binary": os.path.relpath(args.binary, REPO), "ours_version": command_output([args.binary, "--version"]),

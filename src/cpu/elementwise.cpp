@@ -93,7 +93,8 @@ bool dense_permutation(const int64_t* sizes, const int64_t* strides) {
   int64_t axes[4], n = 0;
   for (int64_t d = 0; d < 4; ++d)
     if (sizes[d] > 1) axes[n++] = d;
-  std::sort(axes, axes + n, [&](int64_t a, int64_t b) { return strides[a] < strides[b]; });
+  for (int64_t i = 1; i < n; ++i)  // insertion sort by stride (std::sort on 4 entries trips GCC 12's -Warray-bounds)
+    for (int64_t j = i; j > 0 && strides[axes[j]] < strides[axes[j - 1]]; --j) std::swap(axes[j], axes[j - 1]);
   int64_t expect = 1;
   for (int64_t i = 0; i < n; ++i) {
     if (strides[axes[i]] != expect) return false;

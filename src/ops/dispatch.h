@@ -10,6 +10,7 @@
 
 #include "core/op_timer.h"
 #include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "linformer/tensor.h"
 
 namespace lf::ops {
@@ -72,6 +73,15 @@ void require_shape(const char* op, const char* name, const View& v, std::initial
 template <class View>
 void require_vector_or_empty(const char* op, const char* name, const View& v, int64_t n) {
   if (v.data()) require_contiguous(op, name, v, n);
+}
+
+// The profile's detail of a matrix product, marked " bf16" when the calling thread's products run in
+// bf16 (the same shape is another row, at another rate).
+inline profile_detail::Detail product_detail(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
+                                             int64_t batch = 1) {
+  profile_detail::Detail d = profile_detail::gemm_detail(M, N, K, trans_a, trans_b, batch);
+  if (current_precision() == Precision::bf16) d.text += " bf16";
+  return d;
 }
 
 }  // namespace lf::ops

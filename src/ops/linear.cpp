@@ -26,7 +26,7 @@ void linear_forward(In<T> x, In<T> W, In<T> bias, TensorView<T> y) {
   require_rows("linear_forward", "y", y);
   check_linear<T>("linear_forward", x, W, y.rows(), y.cols(), bias);
   LF_DISPATCH_DETAIL("linear_forward", device_of("linear_forward", x, W, bias, y),
-                     profile_detail::gemm_detail(y.rows(), W.size(0), W.size(1), false, true),
+                     product_detail(y.rows(), W.size(0), W.size(1), false, true),
                      return lf::linear_forward<T>(x.data(), W.data(), bias.data(), y.data(), y.rows(), W.size(1), W.size(0),
                                            x.row_stride(), y.row_stride()));
 }
@@ -56,13 +56,13 @@ void linear_backward(In<T> x, In<T> W, In<T> dy, Out<T> dx, Out<T> dW, Out<T> db
   };
   if (dx.data())
     [&] {
-      LF_DISPATCH_DETAIL(op, device, part("dx", profile_detail::gemm_detail(N, in, out, false, false)),
+      LF_DISPATCH_DETAIL(op, device, part("dx", product_detail(N, in, out, false, false)),
                          return lf::linear_backward<T>(nullptr, W.data(), dy.data(), dx.data(), nullptr, nullptr, N,
                                                        in, out, accumulate_dx, dx.row_stride(), ldy));
     }();
   if (dW.data())
     [&] {
-      LF_DISPATCH_DETAIL(op, device, part("dW", profile_detail::gemm_detail(out, in, N, true, false)),
+      LF_DISPATCH_DETAIL(op, device, part("dW", product_detail(out, in, N, true, false)),
                          return lf::linear_backward<T>(x.data(), W.data(), dy.data(), nullptr, dW.data(), nullptr, N,
                                                        in, out, false, x.row_stride(), ldy));
     }();

@@ -36,16 +36,15 @@ void matmul(In<T> a, In<T> b, TensorView<T> c, double alpha, double beta) {
   const Layout la = layout_of(a, "a"), lb = layout_of(b, "b"), lc = layout_of(c, "c");
   LF_REQUIRE(!lc.trans, "matmul: the output must be row-major, not a transposed view");
   const Device device = device_of("matmul", a, b, c);
-  using profile_detail::gemm_detail;
   if (rank == 2)
-    LF_DISPATCH_DETAIL("matmul", device, gemm_detail(M, N, K, la.trans, lb.trans),
+    LF_DISPATCH_DETAIL("matmul", device, product_detail(M, N, K, la.trans, lb.trans),
                 return gemm<T>(la.trans, lb.trans, M, N, K, T(alpha), a.data(), la.ld, b.data(), lb.ld, T(beta),
                                c.data(), lc.ld));
   const int64_t batch = c.size(0);
   LF_REQUIRE((a.rank() == 2 || a.size(0) == batch) && (b.rank() == 2 || b.size(0) == batch),
              "matmul: batch sizes of ", a.shape_string(), ", ", b.shape_string(), " and ", c.shape_string(), " differ");
   const int64_t sa = a.rank() == 3 ? a.stride(0) : 0, sb = b.rank() == 3 ? b.stride(0) : 0;
-  LF_DISPATCH_DETAIL("matmul", device, gemm_detail(M, N, K, la.trans, lb.trans, batch),
+  LF_DISPATCH_DETAIL("matmul", device, product_detail(M, N, K, la.trans, lb.trans, batch),
               return gemm_batched<T>(la.trans, lb.trans, M, N, K, T(alpha), a.data(), la.ld, sa, b.data(), lb.ld, sb,
                                      T(beta), c.data(), lc.ld, c.stride(0), batch));
 }

@@ -8,6 +8,7 @@ default build/linformer), skipped without one.
 import argparse
 import os
 import sys
+import subprocess
 import tempfile
 import unittest
 
@@ -118,7 +119,8 @@ class TorchSide(unittest.TestCase):
 @unittest.skipUnless(HAVE_CLI, f"no linformer executable at {LINFORMER}")
 class Report(unittest.TestCase):
     def test_ours_beside_made_up_pytorch_rows(self):
-        args = argparse.Namespace(binary=LINFORMER, threads=2, n=64, k=16, layers=1, repeats=1, warmup=1)
+        args = argparse.Namespace(binary=LINFORMER, threads=2, n=64, k=16, layers=1, repeats=1, warmup=1,
+                                  precision="fp32")
         with tempfile.TemporaryDirectory() as tmp:
             ours, sgemm = ps.run_ours(args, "model_train_step", tmp)
             path = os.path.join(tmp, "ours.csv")
@@ -143,6 +145,20 @@ class Report(unittest.TestCase):
                      "| **all GEMMs** |", "linear_backward dW", "| 4×16×8 |"):
             self.assertIn(part, text)
         self.assertNotIn("Smoke run", text)
+        self.assertIn("fp32 on both sides", text)
+
+    def test_bf16_products_are_their_own_rows(self):
+        if subprocess.run([LINFORMER, "--precision", "bf16", "info"], capture_output=True).returncode != 0:
+            self.skipTest("bf16 products are not available on this machine")
+        args = argparse.Namespace(binary=LINFORMER, threads=2, n=64, k=16, layers=1, repeats=1, warmup=1,
+                                  precision="bf16")
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, _ = ps.run_ours(args, "model_inference", tmp)
+        gemms = [r for r in ours if r["category"] == "gemm"]
+        self.assertTrue(gemms)
+        for r in gemms:  # every product ran in bf16, and its shape still parses
+            self.assertTrue(r["detail"].endswith(" bf16"), r["detail"])
+            self.assertIsNotNone(ps.parse_gemm(r["detail"]))
 
 
 if __name__ == "__main__":
