@@ -91,7 +91,7 @@ inline void pack_heads(int64_t B, int64_t rows, int64_t heads, int64_t d_h, cons
 template <class T>
 void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
   check_flash_shape(s);
-  constexpr int64_t Tq = kFlashTile, Tk = kFlashTile;
+  constexpr int64_t Tq = kFlashForwardTile, Tk = kFlashForwardTile;
   const int64_t ldq = s.h * s.d_h, d_h = s.d_h;
   const int64_t nq = (s.n + Tq - 1) / Tq;
   const int64_t tasks = s.B * s.h * nq;
@@ -204,7 +204,7 @@ template <class T>
 void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* out, const T* lse,
                     const T* dout, T* dq, T* dk, T* dv) {
   check_flash_shape(s);
-  constexpr int64_t Tq = kFlashTile, Tk = kFlashTile;
+  constexpr int64_t Tq = kFlashBackwardTile, Tk = kFlashBackwardTile;
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, d_h = s.d_h;
   const int64_t nq = (s.n + Tq - 1) / Tq, nk = (s.mk + Tk - 1) / Tk;
   const bool dropout = s.dropout > 0;
