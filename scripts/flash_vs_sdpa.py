@@ -6,12 +6,13 @@ alternating between rounds; the report is the median over rounds of each round's
 
   /work/.venv-golden/bin/python scripts/flash_vs_sdpa.py --out bench/results/flash/run.csv
       [--n 1024,4096] [--what forward,forward_backward] [--rounds 5] [--repeats 3] [--warmup 1]
-      [--threads 2] [--linformer build/linformer]
+      [--threads 2] [--linformer build/linformer] [--before OTHER_LINFORMER]
 
 Both sides measure the same layer (d_model 512, 8 heads, batch 1, float32, no mask, no dropout): the
 q/k/v/output maps around the attention core (docs/peer_bench.md). Writes <out> (one row per round,
 impl and configuration, with the 1-minute load average when it ran) and <out>.md (medians, ratio
-ours / torch) and prints the table.
+ours / torch) and prints the table. --before adds a third column, another build of `linformer` (e.g.
+the commit before a change) measured in the same rounds.
 """
 import argparse
 import csv
@@ -39,9 +40,9 @@ def read_times(path, impl_what):
     return out
 
 
-def run_ours(args, tmp):
+def run_ours(args, tmp, binary=None):
     path = os.path.join(tmp, "ours.csv")
-    cmd = [args.linformer, "--threads", str(args.threads), "bench", "--kinds", "flash",
+    cmd = [binary or args.linformer, "--threads", str(args.threads), "bench", "--kinds", "flash",
            "--what", ",".join(WHAT_OURS[w] for w in args.what), "--n", ",".join(map(str, args.n)),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--max-seconds", "600",
            "--csv", path, "--markdown", os.path.join(tmp, "ours.md")]
@@ -69,11 +70,14 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--linformer", default=os.path.join(HERE, "..", "build", "linformer"))
+    p.add_argument("--before", help="another linformer binary, measured in the same rounds as impl 'before'")
     p.add_argument("--label", default="", help="a free-text column (e.g. the commit measured)")
     args = p.parse_args()
 
     rows = []
     runners = [("ours", run_ours), ("torch", run_torch)]
+    if args.before:
+        runners.append(("before", lambda a, t: run_ours(a, t, a.before)))
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for impl, fn in (runners if r % 2 == 0 else runners[::-1]):
@@ -95,16 +99,19 @@ def main():
     loads = [float(r["load1"]) for r in rows]
     md = [f"{args.rounds} rounds × {args.repeats} timed runs (median per round, then median of rounds), "
           f"{args.threads} threads; 1-minute load {min(loads):.2f}–{max(loads):.2f}\n",
-          "| what | n | ours flash (ms) | torch sdpa (ms) | ours / torch |", "|---|---|---|---|---|"]
+          "| what | n | ours flash (ms) | torch sdpa (ms) | ours / torch |" + (" before (ms) | before / torch |" if args.before else ""),
+          "|---|---|---|---|---|" + ("---|---|" if args.before else "")]
     for what in args.what:
         for n in args.n:
             med = {}
-            for impl in ("ours", "torch"):
+            for impl in ("ours", "torch", "before"):
                 ts = [float(r["time_ms"]) for r in rows if r["impl"] == impl and r["what"] == what and r["n"] == n]
                 med[impl] = statistics.median(ts) if ts else None
             if med["ours"] and med["torch"]:
-                md.append(f"| {what} | {n} | {med['ours']:.1f} | {med['torch']:.1f} | "
-                          f"{med['ours'] / med['torch']:.2f} |")
+                line = f"| {what} | {n} | {med['ours']:.1f} | {med['torch']:.1f} | {med['ours'] / med['torch']:.2f} |"
+                if med["before"]:
+                    line += f" {med['before']:.1f} | {med['before'] / med['torch']:.2f} |"
+                md.append(line)
     text = "\n".join(md) + "\n"
     with open(args.out + ".md", "w") as fh:
         fh.write(text)

@@ -52,8 +52,9 @@ struct FlashCore {
 
   double activation_bytes(const AttentionDims& dims, int64_t B, int64_t n, int64_t m, bool training) const {
     // q, k, v, o (and dO, dq, dk, dv in the backward) and the row statistics; tiles are O(1) in n.
-    // The kernels' transient copies (cpu/flash.h): K and V regrouped by head in the forward; Q, dO and
-    // up to three partial dQ in the backward.
+    // The kernels' transient copies (cpu/flash.h): K and V of one head per thread in the forward (less
+    // than all heads' on machines with fewer threads than heads); Q, dO and up to three partial dQ in
+    // the backward.
     const double d = double(dims.d_model);
     const double transient = training ? std::max(2.0 * m, 5.0 * n) : 2.0 * m;
     return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + B * transient * d +

@@ -92,28 +92,24 @@ template <class T>
 void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
   check_flash_shape(s);
   constexpr int64_t Tq = kFlashForwardTile, Tk = kFlashForwardTile;
-  const int64_t ldq = s.h * s.d_h, d_h = s.d_h;
+  const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, d_h = s.d_h;
   const int64_t nq = (s.n + Tq - 1) / Tq;
   const int64_t tasks = s.B * s.h * nq;
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const float keep_p = float(s.dropout);
   const T drop_scale = T(1.0 / (1.0 - s.dropout));
 
-  // K and V of every (batch, key head) copied once into contiguous (B, hk, mk, d_h) panels: the tile
-  // products then read key tiles in place, without the (B, mk, hk·d_h) layout's 2 KiB row stride (a
-  // tile's rows on a few L1 sets) and without copying the same tile again for every query tile.
-  const int64_t kv_rows = s.B * s.hk * s.mk;
-  const auto Kh = std::make_unique_for_overwrite<T[]>(size_t(kv_rows * d_h));
-  const auto Vh = std::make_unique_for_overwrite<T[]>(size_t(kv_rows * d_h));
-
   const bool parallel = tasks > 1 && worth_threads(s);
 #pragma omp parallel if (parallel)
   {
-    pack_heads(s.B, s.mk, s.hk, d_h, k, Kh.get());
-    pack_heads(s.B, s.mk, s.hk, d_h, v, Vh.get());
-#pragma omp barrier
-    // Per-thread scratch: Sᵀ then P̃ᵀ (Tk × Tq), the transposed query tile, the output accumulator
-    // (Tq × d_h), and per query row the running max m, sum ℓ and this tile's terms.
+    // Per-thread scratch: K and V of the current (batch, key head) regrouped into contiguous (mk, d_h)
+    // panels, so that the tile products read key tiles in place, without the (B, mk, hk·d_h) layout's
+    // 2 KiB row stride (a tile's rows on a few L1 sets), and copied once per head rather than per query
+    // tile (a thread's tasks are mostly consecutive query tiles of one head); Sᵀ then P̃ᵀ (Tk × Tq), the
+    // transposed query tile, the output accumulator (Tq × d_h), and per query row the running max m,
+    // sum ℓ and this tile's terms.
+    std::vector<T> Kh(static_cast<size_t>(s.mk * d_h)), Vh(static_cast<size_t>(s.mk * d_h));
+    int64_t packed = -1;  // the (batch, key head) in Kh and Vh
     std::vector<T> St(static_cast<size_t>(Tk * Tq)), Qt(static_cast<size_t>(d_h * Tq)), acc(static_cast<size_t>(Tq * d_h));
     std::vector<T> mrow(static_cast<size_t>(Tq)), lrow(static_cast<size_t>(Tq)), msub(static_cast<size_t>(Tq)),
         alpha(static_cast<size_t>(Tq)), tsum(static_cast<size_t>(Tq));
@@ -121,8 +117,13 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = s.hk == 1 ? 0 : i;
       const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
-      const T* Kb = Kh.get() + (b * s.hk + g) * s.mk * d_h;  // (mk, d_h)
-      const T* Vb = Vh.get() + (b * s.hk + g) * s.mk * d_h;
+      if (packed != b * s.hk + g) {
+        pack_rows(k + b * s.mk * ldk + g * d_h, ldk, s.mk, d_h, Kh.data());
+        pack_rows(v + b * s.mk * ldk + g * d_h, ldk, s.mk, d_h, Vh.data());
+        packed = b * s.hk + g;
+      }
+      const T* Kb = Kh.data();  // (mk, d_h)
+      const T* Vb = Vh.data();
       const uint8_t* km = s.key_mask ? s.key_mask + b * s.mk : nullptr;
       pack_transposed(q + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, Qt.data(), Tq);
       std::fill(acc.begin(), acc.end(), T(0));
@@ -230,7 +231,7 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
   // under the causal mask); chunk 0 adds its dQ into dq, chunk c > 0 into its own buffer, summed in
   // chunk order afterwards. The chunk count depends on the shape only, so the result does not depend
   // on the thread count.
-  constexpr int64_t kBackwardTasks = 16, kMaxChunks = 4;
+  constexpr int64_t kBackwardTasks = 8, kMaxChunks = 4;
   const int64_t groups = s.B * s.hk;
   const int64_t chunks =
       worth_threads(s) ? std::clamp((kBackwardTasks + groups - 1) / groups, int64_t(1), std::min(nk, kMaxChunks)) : 1;

@@ -7,9 +7,9 @@
 //             O = Σ_j dropout(exp(S − m)) V rescaled as m grows; O /= ℓ, lse = m + log ℓ.
 //   backward: D_t = dO_t · O_t; per key tile, for each query tile: P = exp(S − lse), dV += P̃ᵀ dO,
 //             dP̃ = dO Vᵀ, dS = P ∘ (dropout'(dP̃) − D), dQ += scale·dS K, dK += scale·dSᵀ Q.
-// Memory: the output and lse (B, h, n) are all that is kept; scratch is O(tile²) per thread, plus
-// per call the operands regrouped by head (forward: K and V; backward: Q and dO) and, when B·hk is
-// small, one extra dQ per extra key-tile chunk (at most 3): O(n) in all.
+// Memory: the output and lse (B, h, n) are all that is kept; scratch is O(tile²) per thread, plus the
+// operands regrouped by head (forward: one head's K and V per thread; backward: Q and dO, once) and,
+// when B·hk is small, one extra dQ per extra key-tile chunk (at most 3): O(n) in all.
 #pragma once
 #include <cstdint>
 
