@@ -87,8 +87,8 @@ inline void micro_edge(int rows, int cols, int64_t K, T alpha, const T* __restri
   }
 }
 
-// Blocks of C row panel by row panel: the K×kCols panel of B stays in L1 across the row blocks (a
-// whole 64×64 tile of B is 16 KiB in float).
+// Blocks of C row panel by row panel; B (flash's tiles: 16–32 KiB in float) stays in cache across
+// the row panels (column panels outermost measured the same).
 template <class T, bool TA>
 inline void tile_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
                       bool accumulate, T* C, int64_t ldc) {
