@@ -90,6 +90,7 @@ BENCHMARK(BM_TileGemm)
     ->ArgNames({"M", "N", "K", "trans_a"})
     ->Args({64, 64, 64, 0})
     ->Args({64, 64, 64, 1})
+    ->Args({64, 16, 64, 0})
     ->Args({128, 64, 256, 1})
     ->Args({256, 128, 64, 0})->Unit(benchmark::kMicrosecond)->UseRealTime();
 

@@ -37,13 +37,14 @@ constexpr int kLanes = int(64 / sizeof(T));
 template <class T>
 constexpr int kCols = kVecs * kLanes<T>;
 
-// One full kRows × kCols block of C, K-long dot products kept in registers. a(r, k) is A[r·lda + k]
-// (or A[k·lda + r] transposed): kRows broadcasts and kVecs loads of one contiguous row of B per k.
-template <class T, bool TA>
+// One full kRows × (NV vectors) block of C, K-long dot products kept in registers. a(r, k) is
+// A[r·lda + k] (or A[k·lda + r] transposed): kRows broadcasts and NV loads of one contiguous row of B
+// per k.
+template <class T, bool TA, int NV = kVecs>
 inline void micro_block(int64_t K, T alpha, const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb,
                         bool accumulate, T* __restrict C, int64_t ldc) {
   using V = Vec64<T>;
-  constexpr int R = kRows, NV = kVecs, L = kLanes<T>;
+  constexpr int R = kRows, L = kLanes<T>;
   V acc[R][NV] = {};
   for (int64_t k = 0; k < K; ++k) {
     V b[NV];
@@ -92,16 +93,24 @@ inline void micro_edge(int rows, int cols, int64_t K, T alpha, const T* __restri
 template <class T, bool TA>
 inline void tile_gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B, int64_t ldb,
                       bool accumulate, T* C, int64_t ldc) {
-  constexpr int R = kRows, JB = kCols<T>;
+  constexpr int R = kRows, JB = kCols<T>, L = kLanes<T>;
   for (int64_t i0 = 0; i0 < M; i0 += R) {
     const int rows = int(std::min<int64_t>(R, M - i0));
     const T* Ai = TA ? A + i0 : A + i0 * lda;
-    for (int64_t j0 = 0; j0 < N; j0 += JB) {
-      const int cols = int(std::min<int64_t>(JB, N - j0));
-      if (rows == R && cols == JB)
-        micro_block<T, TA>(K, alpha, Ai, lda, B + j0, ldb, accumulate, C + i0 * ldc + j0, ldc);
-      else
-        micro_edge<T, TA>(rows, cols, K, alpha, Ai, lda, B + j0, ldb, accumulate, C + i0 * ldc + j0, ldc);
+    for (int64_t j0 = 0; j0 < N;) {
+      const int64_t left = N - j0;
+      T* Cij = C + i0 * ldc + j0;
+      if (rows == R && left >= JB) {
+        micro_block<T, TA>(K, alpha, Ai, lda, B + j0, ldb, accumulate, Cij, ldc);
+        j0 += JB;
+      } else if (rows == R && left >= L) {  // one vector wide (e.g. a 16-float head width under AVX-512)
+        micro_block<T, TA, 1>(K, alpha, Ai, lda, B + j0, ldb, accumulate, Cij, ldc);
+        j0 += L;
+      } else {
+        const int cols = int(std::min<int64_t>(JB, left));
+        micro_edge<T, TA>(rows, cols, K, alpha, Ai, lda, B + j0, ldb, accumulate, Cij, ldc);
+        j0 += cols;
+      }
     }
   }
 }
