@@ -76,8 +76,8 @@ inline void pack_heads(int64_t B, int64_t rows, int64_t heads, int64_t d_h, cons
 #pragma omp for schedule(static) nowait
   for (int64_t bt = 0; bt < B * rows; ++bt) {
     const int64_t b = bt / rows, t = bt % rows;
-    for (int64_t i = 0; i < heads; ++i)
-      std::copy(X + bt * heads * d_h + i * d_h, X + bt * heads * d_h + (i + 1) * d_h, Xh + ((b * heads + i) * rows + t) * d_h);
+    const T* x = X + bt * heads * d_h;
+    for (int64_t i = 0; i < heads; ++i) std::copy(x + i * d_h, x + (i + 1) * d_h, Xh + ((b * heads + i) * rows + t) * d_h);
   }
 }
 
@@ -110,7 +110,8 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
     // sum ℓ and this tile's terms.
     std::vector<T> Kh(static_cast<size_t>(s.mk * d_h)), Vh(static_cast<size_t>(s.mk * d_h));
     int64_t packed = -1;  // the (batch, key head) in Kh and Vh
-    std::vector<T> St(static_cast<size_t>(Tk * Tq)), Qt(static_cast<size_t>(d_h * Tq)), acc(static_cast<size_t>(Tq * d_h));
+    std::vector<T> St(static_cast<size_t>(Tk * Tq)), Qt(static_cast<size_t>(d_h * Tq)),
+        acc(static_cast<size_t>(Tq * d_h));
     std::vector<T> mrow(static_cast<size_t>(Tq)), lrow(static_cast<size_t>(Tq)), msub(static_cast<size_t>(Tq)),
         alpha(static_cast<size_t>(Tq)), tsum(static_cast<size_t>(Tq));
 #pragma omp for schedule(dynamic, 1)
