@@ -15,11 +15,13 @@
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
 #include "cpu/elementwise.h"
+#include "cpu/flash.h"
 #include "cpu/gelu.h"
 #include "cpu/gemm.h"
 #include "cpu/layernorm.h"
 #include "cpu/linformer_bias.h"
 #include "cpu/softmax.h"
+#include "cpu/tile_gemm.h"
 #include "linformer/arena.h"
 #include "linformer/config.h"
 #include "linformer/model.h"
@@ -71,6 +73,61 @@ BENCHMARK(BM_Gemm)
     ->Args({4096, 512, 512, 0})
     ->Args({4096, 512, 512, 1})
     ->Args({4096, 512, 2048, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The single-threaded tile product at flash's tile shapes: C (M, N) = A (M, K) · B (K, N), or with
+// trans_a (the fourth argument) Aᵀ for A stored (K, M).
+void BM_TileGemm(benchmark::State& state) {
+  const int64_t M = state.range(0), N = state.range(1), K = state.range(2);
+  const bool trans_a = state.range(3) != 0;
+  const std::vector<float> A = uniform(M * K, 1), B = uniform(K * N, 2);
+  std::vector<float> C(size_t(M * N));
+  for (auto _ : state) {
+    lf::flash_tile_gemm<float>(trans_a, M, N, K, 1.f, A.data(), trans_a ? M : K, B.data(), N, true, C.data(), N);
+    benchmark::DoNotOptimize(C.data());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * double(M) * double(N) * double(K) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_TileGemm)
+    ->ArgNames({"M", "N", "K", "trans_a"})
+    ->Args({64, 64, 64, 0})
+    ->Args({64, 64, 64, 1})
+    ->Args({64, 16, 64, 0})
+    ->Args({128, 64, 256, 1})
+    ->Args({256, 128, 64, 0})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// flash attention's kernels on the layer's shapes: batch 1, 8 heads of width 64, n = mk, no mask.
+// GFLOP/s counts the products: 2 in the forward (scores, P·V), 5 in the backward (scores again, dV,
+// dP, dQ, dK), 2·n·mk·d_h each per head.
+void BM_Flash(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t n = state.range(0);
+  const bool backward = state.range(1) != 0;
+  lf::SdpaShape s;
+  s.B = 1, s.n = s.mk = n, s.h = s.hk = 8, s.d_h = 64, s.scale = 0.125;
+  const int64_t size = n * s.h * s.d_h;
+  const std::vector<float> q = uniform(size, 1), k = uniform(size, 2), v = uniform(size, 3), dout = uniform(size, 4);
+  const size_t sz = static_cast<size_t>(size);
+  std::vector<float> out(sz), lse(static_cast<size_t>(s.h * n)), dq(sz), dk(sz), dv(sz);
+  lf::flash_forward<float>(s, q.data(), k.data(), v.data(), out.data(), lse.data());
+  for (auto _ : state) {
+    if (backward)
+      lf::flash_backward<float>(s, q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(),
+                                dk.data(), dv.data());
+    else
+      lf::flash_forward<float>(s, q.data(), k.data(), v.data(), out.data(), lse.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::DoNotOptimize(dq.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter((backward ? 5 : 2) * 2.0 * double(n) * double(n) * 8 * 64 * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Flash)
+    ->ArgNames({"n", "backward"})
+    ->Args({1024, 0})
+    ->Args({4096, 0})
+    ->Args({1024, 1})
+    ->Args({4096, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // Attention probabilities: rows = n · heads (4096 · 8), cols = k (256).
 void BM_Softmax(benchmark::State& state) {

@@ -3,6 +3,7 @@
 // but the scores are computed tile by tile with an online softmax and recomputed in the backward
 // (FlashAttention-2), so only O and the per-row log-sum-exp are kept: time O(B·h·n·m·d_h), memory
 // O(B·n·d) plus O(tile²) scratch per thread. The op is ops/flash.h.
+#include <algorithm>
 #include <cstdint>
 
 #include "attention/options.h"
@@ -51,8 +52,13 @@ struct FlashCore {
 
   double activation_bytes(const AttentionDims& dims, int64_t B, int64_t n, int64_t m, bool training) const {
     // q, k, v, o (and dO, dq, dk, dv in the backward) and the row statistics; tiles are O(1) in n.
+    // The kernels' transient copies (cpu/flash.h): K and V of one head per thread in the forward (less
+    // than all heads' on machines with fewer threads than heads); Q, dO and up to three partial dQ in
+    // the backward.
     const double d = double(dims.d_model);
-    return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + 2.0 * B * dims.n_heads * n);
+    const double transient = training ? std::max(2.0 * m, 5.0 * n) : 2.0 * m;
+    return sizeof(T) * ((training ? 2.0 : 1.0) * B * (2.0 * n + 2.0 * m) * d + B * transient * d +
+                        2.0 * B * dims.n_heads * n);
   }
 
   Buffer<T> lse;  // (B, h, n) log-sum-exp of each query's scores

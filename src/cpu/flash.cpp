@@ -2,11 +2,10 @@
 // (tile_gemm_kernel.h, inlined here).
 #include "cpu/flash.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "cpu/tile_gemm.h"
@@ -70,6 +69,18 @@ inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, int64_
   }
 }
 
+// Xh (B, heads, rows, d_h) = X (B, rows, heads·d_h) regrouped by head, contiguous per head; the rows
+// are shared out over the threads of the calling parallel region (an omp for without a barrier).
+template <class T>
+inline void pack_heads(int64_t B, int64_t rows, int64_t heads, int64_t d_h, const T* X, T* Xh) {
+#pragma omp for schedule(static) nowait
+  for (int64_t bt = 0; bt < B * rows; ++bt) {
+    const int64_t b = bt / rows, t = bt % rows;
+    const T* x = X + bt * heads * d_h;
+    for (int64_t i = 0; i < heads; ++i) std::copy(x + i * d_h, x + (i + 1) * d_h, Xh + ((b * heads + i) * rows + t) * d_h);
+  }
+}
+
 }  // namespace
 
 // ---- forward --------------------------------------------------------------------------------------
@@ -80,7 +91,7 @@ inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, int64_
 template <class T>
 void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
   check_flash_shape(s);
-  constexpr int64_t Tq = kFlashTile, Tk = kFlashTile;
+  constexpr int64_t Tq = kFlashForwardTile, Tk = kFlashForwardTile;
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, d_h = s.d_h;
   const int64_t nq = (s.n + Tq - 1) / Tq;
   const int64_t tasks = s.B * s.h * nq;
@@ -91,18 +102,29 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
   const bool parallel = tasks > 1 && worth_threads(s);
 #pragma omp parallel if (parallel)
   {
-    // Per-thread scratch: Sᵀ then P̃ᵀ (Tk × Tq), the transposed query tile, the key and value rows, the
-    // output accumulator (Tq × d_h), and per query row the running max m, sum ℓ and this tile's terms.
+    // Per-thread scratch: K and V of the current (batch, key head) regrouped into contiguous (mk, d_h)
+    // panels, so that the tile products read key tiles in place, without the (B, mk, hk·d_h) layout's
+    // 2 KiB row stride (a tile's rows on a few L1 sets), and copied once per head rather than per query
+    // tile (a thread's tasks are mostly consecutive query tiles of one head); Sᵀ then P̃ᵀ (Tk × Tq), the
+    // transposed query tile, the output accumulator (Tq × d_h), and per query row the running max m,
+    // sum ℓ and this tile's terms.
+    std::vector<T> Kh(static_cast<size_t>(s.mk * d_h)), Vh(static_cast<size_t>(s.mk * d_h));
+    int64_t packed = -1;  // the (batch, key head) in Kh and Vh
     std::vector<T> St(static_cast<size_t>(Tk * Tq)), Qt(static_cast<size_t>(d_h * Tq)),
-        Kp(static_cast<size_t>(Tk * d_h)), Vp(static_cast<size_t>(Tk * d_h)), acc(static_cast<size_t>(Tq * d_h));
+        acc(static_cast<size_t>(Tq * d_h));
     std::vector<T> mrow(static_cast<size_t>(Tq)), lrow(static_cast<size_t>(Tq)), msub(static_cast<size_t>(Tq)),
         alpha(static_cast<size_t>(Tq)), tsum(static_cast<size_t>(Tq));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = s.hk == 1 ? 0 : i;
       const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
-      const T* Kb = k + b * s.mk * ldk + g * d_h;
-      const T* Vb = v + b * s.mk * ldk + g * d_h;
+      if (packed != b * s.hk + g) {
+        pack_rows(k + b * s.mk * ldk + g * d_h, ldk, s.mk, d_h, Kh.data());
+        pack_rows(v + b * s.mk * ldk + g * d_h, ldk, s.mk, d_h, Vh.data());
+        packed = b * s.hk + g;
+      }
+      const T* Kb = Kh.data();  // (mk, d_h)
+      const T* Vb = Vh.data();
       const uint8_t* km = s.key_mask ? s.key_mask + b * s.mk : nullptr;
       pack_transposed(q + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, Qt.data(), Tq);
       std::fill(acc.begin(), acc.end(), T(0));
@@ -112,10 +134,10 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
       for (int64_t j0 = 0; j0 < kv_end; j0 += Tk) {
         const int64_t tk = std::min(Tk, kv_end - j0);
         if (all_padded(km, j0, tk)) continue;
-        pack_rows(Kb + j0 * ldk, ldk, tk, d_h, Kp.data());
-        pack_rows(Vb + j0 * ldk, ldk, tk, d_h, Vp.data());
+        const T* Kp = Kb + j0 * d_h;  // (tk, d_h)
+        const T* Vp = Vb + j0 * d_h;
         T* S = St.data();
-        tile_gemm<T, false>(tk, tq, d_h, T(s.scale), Kp.data(), d_h, Qt.data(), Tq, false, S, Tq);  // scale·K Qᵀ
+        tile_gemm<T, false>(tk, tq, d_h, T(s.scale), Kp, d_h, Qt.data(), Tq, false, S, Tq);  // scale·K Qᵀ
         mask_scores_transposed(s, km, t0, j0, tq, tk, S, Tq);
         // The tile's max per query, the new running max, and the factor rescaling the earlier tiles.
         for (int64_t r = 0; r < tq; ++r) msub[size_t(r)] = mrow[size_t(r)];
@@ -163,7 +185,7 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
               row[r] = uniform01(s.seed, kProbsDropoutStream, base + uint64_t(r * s.mk)) >= keep_p ? row[r] * drop_scale
                                                                                                      : T(0);
           }
-        tile_gemm<T, true>(tq, d_h, tk, T(1), S, Tq, Vp.data(), d_h, true, acc.data(), d_h);  // += P̃ V
+        tile_gemm<T, true>(tq, d_h, tk, T(1), S, Tq, Vp, d_h, true, acc.data(), d_h);  // += P̃ V
       }
       for (int64_t r = 0; r < tq; ++r) {
         const T l = lrow[size_t(r)];
@@ -184,7 +206,7 @@ template <class T>
 void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const T* out, const T* lse,
                     const T* dout, T* dq, T* dk, T* dv) {
   check_flash_shape(s);
-  constexpr int64_t Tq = kFlashTile, Tk = kFlashTile;
+  constexpr int64_t Tq = kFlashBackwardTile, Tk = kFlashBackwardTile;
   const int64_t ldq = s.h * s.d_h, ldk = s.hk * s.d_h, d_h = s.d_h;
   const int64_t nq = (s.n + Tq - 1) / Tq, nk = (s.mk + Tk - 1) / Tk;
   const bool dropout = s.dropout > 0;
@@ -205,25 +227,35 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
       D[size_t(((bt / s.n) * s.h + i) * s.n + bt % s.n)] = acc;
     }
 
-  // Tasks: (batch, key head, chunk of key tiles). With fewer (batch, key head) pairs than threads the
-  // key tiles of a head are dealt to several chunks (tile c, c + C, c + 2C, … for balance under the
-  // causal mask); chunk 0 adds its dQ into dq, chunk c > 0 into its own buffer.
+  // Tasks: (batch, key head, chunk of key tiles). With fewer than kBackwardTasks (batch, key head)
+  // pairs the key tiles of a head are dealt to several chunks (tile c, c + C, c + 2C, … for balance
+  // under the causal mask); chunk 0 adds its dQ into dq, chunk c > 0 into its own buffer, summed in
+  // chunk order afterwards. The chunk count depends on the shape only, so the result does not depend
+  // on the thread count.
+  constexpr int64_t kBackwardTasks = 8, kMaxChunks = 4;
   const int64_t groups = s.B * s.hk;
-  const int64_t threads = worth_threads(s) ? omp_get_max_threads() : 1;
-  const int64_t chunks = groups >= threads ? 1 : std::min(nk, (threads + groups - 1) / groups);
+  const int64_t chunks =
+      worth_threads(s) ? std::clamp((kBackwardTasks + groups - 1) / groups, int64_t(1), std::min(nk, kMaxChunks)) : 1;
   const int64_t qsize = s.B * s.n * ldq;
   std::fill(dq, dq + qsize, T(0));
   std::vector<T> dq_part(size_t((chunks - 1) * qsize), T(0));
   std::fill(dk, dk + s.B * s.mk * ldk, T(0));
   std::fill(dv, dv + s.B * s.mk * ldk, T(0));
   const int64_t tasks = groups * chunks;
+  // Q and dO regrouped per head, (B, h, n, d_h), as K and V in the forward: every key tile reads every
+  // query tile, which is then a contiguous panel, neither strided nor copied again per key tile.
+  const auto Qh = std::make_unique_for_overwrite<T[]>(size_t(qsize));
+  const auto dOh = std::make_unique_for_overwrite<T[]>(size_t(qsize));
 
-#pragma omp parallel if (tasks > 1 && threads > 1)
+#pragma omp parallel if (tasks > 1 && worth_threads(s))
   {
+    pack_heads(s.B, s.n, s.h, d_h, q, Qh.get());
+    pack_heads(s.B, s.n, s.h, d_h, dout, dOh.get());
+#pragma omp barrier
     const size_t tile = size_t(Tq * Tk);
-    const size_t panel = size_t(Tk * d_h);  // Tq = Tk
+    const size_t panel = size_t(Tk * d_h);
     std::vector<T> P(tile), Pd(dropout ? tile : 0), Md(dropout ? tile : 0), dP(tile), Kt(panel), Vt(panel), Kp(panel),
-        Qp(panel), dOp(panel), dKacc(panel), dVacc(panel);
+        dKacc(panel), dVacc(panel);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t c = task % chunks, bg = task / chunks, b = bg / s.hk, g = bg % s.hk;
@@ -243,12 +275,12 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
           const int64_t first_qt = s.causal ? j0 / Tq : 0;  // earlier query rows see none of these keys
           for (int64_t qt = first_qt; qt < nq; ++qt) {
             const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
-            pack_rows(q + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, Qp.data());
-            pack_rows(dout + (b * s.n + t0) * ldq + i * d_h, ldq, tq, d_h, dOp.data());
+            const T* Qp = Qh.get() + ((b * s.h + i) * s.n + t0) * d_h;    // (tq, d_h)
+            const T* dOp = dOh.get() + ((b * s.h + i) * s.n + t0) * d_h;  // (tq, d_h)
             const T* lse_t = lse + (b * s.h + i) * s.n + t0;
             const T* D_t = D.data() + (b * s.h + i) * s.n + t0;
             // P = exp(scale·Q Kᵀ + masks − lse), the forward's probabilities, recomputed.
-            tile_gemm<T, false>(tq, tk, d_h, scale, Qp.data(), d_h, Kt.data(), Tk, false, P.data(), Tk);
+            tile_gemm<T, false>(tq, tk, d_h, scale, Qp, d_h, Kt.data(), Tk, false, P.data(), Tk);
             mask_scores(s, km, t0, j0, tq, tk, P.data(), Tk);
             for (int64_t r = 0; r < tq; ++r) {
               T* p = P.data() + r * Tk;
@@ -266,10 +298,10 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
               }
             }
             // dV (tk × d_h) += P̃ᵀ dO.
-            tile_gemm<T, true>(tk, d_h, tq, T(1), dropout ? Pd.data() : P.data(), Tk, dOp.data(), d_h, true, dVacc.data(),
+            tile_gemm<T, true>(tk, d_h, tq, T(1), dropout ? Pd.data() : P.data(), Tk, dOp, d_h, true, dVacc.data(),
                                d_h);
             // dP̃ (tq × tk) = dO Vᵀ, then dS = scale · P ∘ (dP − D) with dP = dP̃ ∘ mask/(1 − p).
-            tile_gemm<T, false>(tq, tk, d_h, T(1), dOp.data(), d_h, Vt.data(), Tk, false, dP.data(), Tk);
+            tile_gemm<T, false>(tq, tk, d_h, T(1), dOp, d_h, Vt.data(), Tk, false, dP.data(), Tk);
             for (int64_t r = 0; r < tq; ++r) {
               const T* p = P.data() + r * Tk;
               T* ds = dP.data() + r * Tk;
@@ -286,7 +318,7 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
             // dQ (tq × d_h) += dS K;  dK (tk × d_h) += dSᵀ Q.
             tile_gemm<T, false>(tq, d_h, tk, T(1), dP.data(), Tk, Kp.data(), d_h, true,
                                 dq_out + (b * s.n + t0) * ldq + i * d_h, ldq);
-            tile_gemm<T, true>(tk, d_h, tq, T(1), dP.data(), Tk, Qp.data(), d_h, true, dKacc.data(), d_h);
+            tile_gemm<T, true>(tk, d_h, tq, T(1), dP.data(), Tk, Qp, d_h, true, dKacc.data(), d_h);
           }
         }
         for (int64_t j = 0; j < tk; ++j) {

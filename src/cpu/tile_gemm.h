@@ -11,7 +11,8 @@ namespace lf {
 //   C (M×N) = alpha · op(A) · B, or C += alpha · op(A) · B with accumulate,
 // op(A) = A stored (M×K) with row stride lda, or with trans_a Aᵀ for A stored (K×M). B is (K×N) with
 // row stride ldb, C has row stride ldc; C must not overlap A or B. Register-blocked micro-kernel
-// (4 rows × 64 bytes of columns, the inner loop over contiguous columns of B and C).
+// (8 rows × 128 bytes of columns with AVX-512, else 4 rows × 64 bytes; the inner loop over contiguous
+// columns of B and C).
 template <class T>
 void flash_tile_gemm(bool trans_a, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
                      int64_t ldb, bool accumulate, T* C, int64_t ldc);

@@ -188,8 +188,8 @@ template <class T>
 void check_tile_gemm(double tol) {
   for (bool trans_a : {false, true})
     for (bool accumulate : {false, true})
-      for (int64_t M : {1, 3, 4, 5, 64, 65})
-        for (int64_t N : {1, 7, 8, 16, 17, 64, 70})
+      for (int64_t M : {1, 3, 4, 5, 8, 9, 64, 65})
+        for (int64_t N : {1, 7, 8, 16, 17, 32, 33, 64, 70})
           for (int64_t K : {1, 5, 64, 67}) {
             SCOPED_TRACE(str_cat("M=", M, " N=", N, " K=", K, " trans_a=", trans_a, " acc=", accumulate));
             const int64_t lda = (trans_a ? M : K) + 3, ldb = N + 2, ldc = N + 5;
@@ -258,6 +258,120 @@ TEST(FlashAttention, KernelsMatchSdpaWithOneKvHead) {
       LF_EXPECT_CLOSE(dk.data(), dk2.data(), int64_t(ksize), 1e-12);
       LF_EXPECT_CLOSE(dv.data(), dv2.data(), int64_t(ksize), 1e-12);
     }
+}
+
+// Padding for the kernel-level cases: sample 0 pads its last three keys, sample 1 keeps only keys
+// mk/2 and mk − 1, further samples pad nothing.
+std::vector<uint8_t> kernel_mask(int64_t B, int64_t mk) {
+  std::vector<uint8_t> mask(size_t(B * mk), 0);
+  for (int64_t j = mk - 3; j < mk; ++j) mask[size_t(j)] = 1;
+  if (B > 1)
+    for (int64_t j = 0; j < mk; ++j) mask[size_t(mk + j)] = j != mk / 2 && j != mk - 1;
+  return mask;
+}
+
+// flash_forward / flash_backward in T on KernelCase's tensors (rounded to T), results in double.
+template <class T>
+void run_flash(const SdpaShape& s, const KernelCase& kc, const std::vector<double>& dout, std::vector<double>& out,
+               std::vector<double>& lse, std::vector<double>& dq, std::vector<double>& dk, std::vector<double>& dv) {
+  auto to_t = [](const std::vector<double>& x) { return std::vector<T>(x.begin(), x.end()); };
+  const std::vector<T> q = to_t(kc.q), k = to_t(kc.k), v = to_t(kc.v), g = to_t(dout);
+  std::vector<T> o(q.size()), l(static_cast<size_t>(s.B * s.h * s.n)), gq(q.size()), gk(k.size()), gv(k.size());
+  flash_forward<T>(s, q.data(), k.data(), v.data(), o.data(), l.data());
+  flash_backward<T>(s, q.data(), k.data(), v.data(), o.data(), l.data(), g.data(), gq.data(), gk.data(), gv.data());
+  out.assign(o.begin(), o.end());
+  lse.assign(l.begin(), l.end());
+  dq.assign(gq.begin(), gq.end());
+  dk.assign(gk.begin(), gk.end());
+  dv.assign(gv.begin(), gv.end());
+}
+
+// Head width 64 (the micro-kernel's full register blocks in float and double) with lengths that are
+// not multiples of the tile: the kernels in T against sdpa_forward_ref / sdpa_backward in double.
+template <class T>
+void expect_kernels_match_sdpa(int64_t B, int64_t n, int64_t mk, int64_t h, int64_t hk, bool causal, double p,
+                               double tol) {
+  SCOPED_TRACE(str_cat(sizeof(T) == 4 ? "float" : "double", " B=", B, " n=", n, " mk=", mk, " h=", h, " hk=", hk,
+                       " causal=", causal, " dropout=", p));
+  KernelCase kc(B, n, mk, h, hk, 64, causal);
+  const std::vector<uint8_t> mask = kernel_mask(B, mk);
+  kc.s.key_mask = mask.data();
+  kc.s.dropout = p;
+  const size_t qsize = kc.q.size(), ksize = kc.k.size();
+  const auto dout = test::random_vector<double>(int64_t(qsize), 24);
+  std::vector<double> out, lse, dq, dk, dv;
+  run_flash<T>(kc.s, kc, dout, out, lse, dq, dk, dv);
+  std::vector<double> ref(qsize), probs(static_cast<size_t>(B * h * n * mk)), o2(qsize),
+      scratch(static_cast<size_t>(sdpa_backward_scratch(kc.s))), dq2(qsize), dk2(ksize), dv2(ksize);
+  sdpa_forward_ref(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), ref.data());
+  LF_EXPECT_CLOSE(out.data(), ref.data(), int64_t(qsize), tol);
+  sdpa_forward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), probs.data(), o2.data());
+  sdpa_backward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), probs.data(), dout.data(), dq2.data(), dk2.data(),
+                dv2.data(), scratch.data());
+  LF_EXPECT_CLOSE(dq.data(), dq2.data(), int64_t(qsize), tol);
+  LF_EXPECT_CLOSE(dk.data(), dk2.data(), int64_t(ksize), tol);
+  LF_EXPECT_CLOSE(dv.data(), dv2.data(), int64_t(ksize), tol);
+}
+
+TEST(FlashAttention, KernelsMatchSdpaOnFullRegisterBlocks) {
+  for (bool fp32 : {true, false}) {
+    auto check = [&](int64_t B, int64_t n, int64_t mk, int64_t h, int64_t hk, bool causal, double p) {
+      if (fp32)
+        expect_kernels_match_sdpa<float>(B, n, mk, h, hk, causal, p, 2e-5);
+      else
+        expect_kernels_match_sdpa<double>(B, n, mk, h, hk, causal, p, 1e-12);
+    };
+    check(2, 150, 200, 2, 2, false, 0.0);  // cross attention, mk ≠ n, neither a multiple of 64
+    check(2, 150, 200, 3, 1, false, 0.2);  // one key head, dropout
+    check(2, 201, 201, 2, 2, true, 0.25);  // causal, padding, dropout
+    check(1, 129, 129, 4, 1, true, 0.0);   // causal, one key head, a one-row last tile
+    check(1, 64, 64, 2, 2, false, 0.0);    // exactly one tile
+  }
+}
+
+TEST(FlashAttention, KernelResultsDoNotDependOnTheThreadCount) {
+  // One (batch, key head) pair: the backward deals the key tiles to chunks whose dQ is summed
+  // afterwards; their number comes from the shape, so 1, 2 and 3 threads give the same bits.
+  KernelCase kc(1, 300, 300, 2, 1, 64, true);
+  const std::vector<uint8_t> mask = kernel_mask(1, 300);
+  kc.s.key_mask = mask.data();
+  kc.s.dropout = 0.1;
+  const auto dout = test::random_vector<double>(int64_t(kc.q.size()), 25);
+  std::vector<double> ref[5];
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE(threads);
+    const RuntimeScope scope(RuntimeOptions{threads});
+    std::vector<double> got[5];
+    run_flash<float>(kc.s, kc, dout, got[0], got[1], got[2], got[3], got[4]);
+    if (threads == 1) {
+      for (int e = 0; e < 5; ++e) ref[e] = got[e];
+      continue;
+    }
+    for (int e = 0; e < 5; ++e) EXPECT_EQ(got[e], ref[e]) << "output " << e;
+  }
+}
+
+TEST(FlashAttention, KernelGradientsMatchFiniteDifferences) {
+  // In double, head width 16 (the double micro-kernel's full 8 × 16 blocks) over two query and key
+  // tiles, causal with padding and one key head shared by two query heads; loss = Σ w ∘ O.
+  KernelCase kc(2, 70, 70, 2, 1, 16, true);
+  const std::vector<uint8_t> mask = kernel_mask(2, 70);
+  kc.s.key_mask = mask.data();
+  const auto w = test::random_vector<double>(int64_t(kc.q.size()), 26);
+  std::vector<double> out(kc.q.size()), lse(static_cast<size_t>(2 * 2 * 70));
+  auto loss = [&] {
+    flash_forward<double>(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), out.data(), lse.data());
+    double sum = 0;
+    for (size_t e = 0; e < out.size(); ++e) sum += w[e] * out[e];
+    return sum;
+  };
+  loss();
+  std::vector<double> dq(kc.q.size()), dk(kc.k.size()), dv(kc.v.size());
+  flash_backward<double>(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), out.data(), lse.data(), w.data(), dq.data(),
+                         dk.data(), dv.data());
+  test::expect_gradient_matches(loss, kc.q.data(), int64_t(kc.q.size()), dq.data(), "dq");
+  test::expect_gradient_matches(loss, kc.k.data(), int64_t(kc.k.size()), dk.data(), "dk");
+  test::expect_gradient_matches(loss, kc.v.data(), int64_t(kc.v.size()), dv.data(), "dv");
 }
 
 // ---- memory ------------------------------------------------------------------------------------
