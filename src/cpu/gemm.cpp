@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -78,6 +79,17 @@ bool worth_packing(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
 }
 
 thread_local Precision tls_precision = Precision::fp32;
+thread_local bool tls_bf16_every_shape = false;
+
+// Whether a bf16 product pays for converting its operands: it reads M·K + K·N floats to convert for
+// M·N·K multiply-adds, i.e. M·N / (M + N) products per converted element; and a short inner
+// dimension leaves the kernel little to amortise its set-up. Measured on AMD Zen 4 (issue 15, the
+// 6-layer n = 4096 model): Linformer's per-head products (4096 × 64 × 256: 63 per element) ran at
+// 81–105 GFLOP/s in bf16 against 197–205 in fp32, the model's linear layers (≥ 455 per element) at
+// 285–366 against 207–226. Products below the bound stay fp32 (more exact, and faster there).
+bool bf16_pays(int64_t M, int64_t N, int64_t K) {
+  return tls_bf16_every_shape || (K >= 128 && double(M) * double(N) / double(M + N) >= 128.0);
+}
 
 // dst (rows × cols, dense) = src (rows × cols, row stride ld) rounded to bf16.
 void to_bf16_dense(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
@@ -100,12 +112,22 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   using namespace dnnl;
   static const engine eng(engine::kind::cpu, 0);
   thread_local stream strm(eng);
-  thread_local std::vector<uint16_t> a16, b16;
-  a16.resize(size_t(M * K));
-  b16.resize(size_t(K * N));
+  // Grow-only and uninitialised: a std::vector resized between the model's shapes would zero the
+  // growth on every call (megabytes per product).
+  struct Scratch {
+    std::unique_ptr<uint16_t[]> data;
+    size_t capacity = 0;
+    uint16_t* get(size_t n) {
+      if (n > capacity) data.reset(new uint16_t[capacity = n]);
+      return data.get();
+    }
+  };
+  thread_local Scratch a_scratch, b_scratch;
+  uint16_t* a16 = a_scratch.get(size_t(M * K));
+  uint16_t* b16 = b_scratch.get(size_t(K * N));
   // Stored A is (M × K), or (K × M) when transposed; likewise B (K × N) or (N × K).
-  to_bf16_dense(A, ta ? K : M, ta ? M : K, lda, a16.data());
-  to_bf16_dense(B, tb ? N : K, tb ? K : N, ldb, b16.data());
+  to_bf16_dense(A, ta ? K : M, ta ? M : K, lda, a16);
+  to_bf16_dense(B, tb ? N : K, tb ? K : N, ldb, b16);
 
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, float, float, int>;
   struct Product {
@@ -132,7 +154,7 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
     it = cache.emplace(key, Product{a_md, b_md, c_md, std::move(prim)}).first;
   }
   const Product& p = it->second;
-  memory am(p.a, eng, a16.data()), bm(p.b, eng, b16.data()), cm(p.c, eng, C);
+  memory am(p.a, eng, a16), bm(p.b, eng, b16), cm(p.c, eng, C);
   p.prim.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
   strm.wait();
 }
@@ -156,6 +178,7 @@ float from_bf16(uint16_t x) {
 }
 
 void set_gemm_precision(Precision p) { tls_precision = p; }
+void set_gemm_bf16_every_shape(bool on) { tls_bf16_every_shape = on; }
 Precision gemm_precision() { return tls_precision; }
 
 std::string gemm_bf16_unsupported_reason() {
@@ -182,7 +205,7 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
     return;
   }
 #if defined(LINFORMER_GEMM_DNNL)
-  if (tls_precision == Precision::bf16) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (tls_precision == Precision::bf16 && bf16_pays(M, N, K)) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (worth_packing(ta, tb, M, N, K)) {
     thread_local std::vector<float> packed;
     packed.resize(size_t(N * K));

@@ -52,11 +52,14 @@ TEST(Bf16, RoundingErrorAtMostHalfAnUlp) {
   }
 }
 
+// Every shape in bf16 (below the size bound gemm<float> would stay fp32; GemmBf16Policy tests that).
 class GemmBf16 : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const std::string why = precision_unsupported_reason(Precision::bf16); !why.empty()) GTEST_SKIP() << why;
+    set_gemm_bf16_every_shape(true);
   }
+  void TearDown() override { set_gemm_bf16_every_shape(false); }
 };
 
 // Runs fn with the calling thread's products in bf16, restoring fp32 after.
@@ -161,6 +164,24 @@ TEST_F(GemmBf16, ResultsIndependentOfThreads) {
     }
     EXPECT_EQ(results[0], results[1]) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
     EXPECT_EQ(results[0], results[2]) << "M=" << c.M << " N=" << c.N << " K=" << c.K;
+  }
+}
+
+// Which products run in bf16 by default: K ≥ 128 and M·N / (M + N) ≥ 128; the rest stay exactly fp32.
+TEST(GemmBf16Policy, SmallProductsStayFp32) {
+  if (const std::string why = precision_unsupported_reason(Precision::bf16); !why.empty()) GTEST_SKIP() << why;
+  struct Shape {
+    int64_t M, N, K;
+    bool bf16;
+  };
+  for (const Shape& s : {Shape{4096, 64, 256, false}, Shape{256, 64, 4096, false}, Shape{4096, 256, 64, false},
+                         Shape{256, 256, 128, true}, Shape{512, 512, 512, true}, Shape{256, 255, 512, false}}) {
+    // Operands with bits below bf16's mantissa: the fp32 product differs from the bf16 one.
+    std::vector<float> A(size_t(s.M * s.K), 1.0f + 0x1p-12f), B(size_t(s.K * s.N), 1.0f);
+    std::vector<float> C32(size_t(s.M * s.N)), C(size_t(s.M * s.N));
+    gemm<float>(false, false, s.M, s.N, s.K, 1, A.data(), s.K, B.data(), s.N, 0, C32.data(), s.N);
+    in_bf16([&] { gemm<float>(false, false, s.M, s.N, s.K, 1, A.data(), s.K, B.data(), s.N, 0, C.data(), s.N); });
+    EXPECT_EQ(C != C32, s.bf16) << s.M << "x" << s.N << "x" << s.K;
   }
 }
 
