@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "linformer/error.h"
@@ -11,8 +12,10 @@
 #include <oneapi/dnnl/dnnl.h>
 #elif defined(LINFORMER_GEMM_OPENBLAS)
 #include <cblas.h>
+#elif defined(LINFORMER_GEMM_MKL)
+#include <mkl.h>
 #else
-#error "define LINFORMER_GEMM_DNNL or LINFORMER_GEMM_OPENBLAS"
+#error "define LINFORMER_GEMM_DNNL, LINFORMER_GEMM_OPENBLAS or LINFORMER_GEMM_MKL"
 #endif
 
 namespace lf {
@@ -53,6 +56,7 @@ void gemm_f64(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, c
     gemm_ref<double>(ta, tb, 1, N, K, alpha, ta ? A + i : A + i * lda, lda, B, ldb, beta, C + i * ldc, ldc);
 }
 
+#if defined(LINFORMER_GEMM_DNNL)
 // dst (cols × rows, dense) = srcᵀ, src (rows × cols) with row stride ld; in 32×32 tiles.
 void transpose_into(const float* src, int64_t rows, int64_t cols, int64_t ld, float* dst) {
   constexpr int64_t kTile = 32;
@@ -72,6 +76,46 @@ void transpose_into(const float* src, int64_t rows, int64_t cols, int64_t ld, fl
 bool worth_packing(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   return !ta && tb && M >= 256 && M >= N && N * K >= 4096 && N * K <= (int64_t(1) << 20);
 }
+#endif
+
+#if defined(LINFORMER_GEMM_MKL)
+// MKL's threaded sgemm is not bitwise the same across thread counts: with 1, 2 and 3 threads the
+// products differ in the last bits for many shapes (N = 20 in its default mode; shapes as common as
+// 8×16×64 even in its strict reproducibility mode, MKL_CBWR=AUTO,STRICT), which the engine promises
+// (the thread-independence tests of every kind). So the threads are ours: C is cut into tiles fixed
+// by the shape alone, each tile one sequential MKL call over the whole K (MKL runs one thread inside
+// an OpenMP parallel region), and the team shares out the tiles. A tile has at least kMinTileMacs
+// multiply-adds, so the extra packing of each tile's operands stays a small part of its work.
+void mkl_sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  constexpr double kMinTileMacs = double(1 << 22);
+  constexpr int64_t kMaxTiles = 64, kAlign = 16;
+  const double macs = double(M) * double(N) * double(K);
+  const int64_t want = std::clamp<int64_t>(int64_t(macs / kMinTileMacs), 1, kMaxTiles);
+  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  // Rows first (each tile then reads all of B's columns it needs once), then columns; edges of 16.
+  const int64_t mt = std::clamp<int64_t>(want, 1, ceil_div(M, kAlign));
+  const int64_t nt = std::clamp<int64_t>(ceil_div(want, mt), 1, ceil_div(N, kAlign));
+  const int64_t tm = ceil_div(ceil_div(M, mt), kAlign) * kAlign, tn = ceil_div(ceil_div(N, nt), kAlign) * kAlign;
+  const int64_t rows = ceil_div(M, tm), cols = ceil_div(N, tn), tiles = rows * cols;
+  const auto run = [&](int64_t t) {
+    const int64_t i0 = (t / cols) * tm, j0 = (t % cols) * tn;
+    const int64_t m = std::min(tm, M - i0), n = std::min(tn, N - j0);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
+                int(K), alpha, ta ? A + i0 : A + i0 * lda, int(lda), tb ? B + j0 * ldb : B + j0, int(ldb), beta,
+                C + i0 * ldc + j0, int(ldc));
+  };
+  if (tiles == 1 || omp_in_parallel() || omp_get_max_threads() == 1) {
+    // One thread: MKL's own threads must not run either (their split would differ from the tiles').
+    const int saved = mkl_set_num_threads_local(1);
+    for (int64_t t = 0; t < tiles; ++t) run(t);
+    mkl_set_num_threads_local(saved);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tiles; ++t) run(t);
+}
+#endif
 
 }  // namespace
 
@@ -96,6 +140,8 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   }
   const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (st != dnnl_success) throw Error(str_cat("dnnl_sgemm failed with status ", int(st)));
+#elif defined(LINFORMER_GEMM_MKL)  // MKL's CBLAS (LP64: 32-bit sizes, as OpenBLAS's), on our threads
+  mkl_sgemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
               int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
@@ -121,6 +167,8 @@ void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, co
 const char* gemm_backend() {
 #if defined(LINFORMER_GEMM_DNNL)
   return "dnnl";
+#elif defined(LINFORMER_GEMM_MKL)
+  return "mkl";
 #else
   return "openblas";
 #endif
@@ -129,6 +177,11 @@ const char* gemm_backend() {
 void set_gemm_threads(int n) {
 #if defined(LINFORMER_GEMM_OPENBLAS)
   openblas_set_num_threads(n);
+#elif defined(LINFORMER_GEMM_MKL)
+  // The calling thread's own count (as oneDNN's and our loops' omp_set_num_threads): another host
+  // thread's scope leaves it alone, and an MKL_NUM_THREADS in the environment does not override it.
+  // Our GEMMs run MKL one thread per tile (mkl_sgemm_tiled); LAPACKE's SVD runs MKL's own threads.
+  mkl_set_num_threads_local(n);
 #else
   (void)n;  // oneDNN follows the calling thread's omp_set_num_threads, which RuntimeScope has already called
 #endif
@@ -137,6 +190,8 @@ void set_gemm_threads(int n) {
 int gemm_threads() {
 #if defined(LINFORMER_GEMM_OPENBLAS)
   return openblas_get_num_threads();
+#elif defined(LINFORMER_GEMM_MKL)
+  return mkl_get_max_threads();
 #else
   return omp_get_max_threads();
 #endif

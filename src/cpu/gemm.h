@@ -1,7 +1,7 @@
 // Matrix products. Row-major throughout, as in PyTorch:
 //   C (M×N) = alpha · op(A) · op(B) + beta · C,   op(A) is (M×K), op(B) is (K×N),
 // where op(X) = Xᵀ when the trans flag is set; lda/ldb/ldc are row strides of the stored matrices.
-// float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas); double always runs
+// float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas | mkl); double always runs
 // the reference loops, which exist for gradient checks and tests.
 // The backend call is threaded: never call gemm() from inside an OpenMP parallel region.
 #pragma once
@@ -25,7 +25,7 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
                   int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta, T* C,
                   int64_t ldc, int64_t stride_c, int64_t batch);
 
-// Name of the float backend compiled in ("dnnl" or "openblas").
+// Name of the float backend compiled in ("dnnl", "openblas" or "mkl").
 const char* gemm_backend();
 // The backend's own thread count: set and restored by RuntimeScope.
 void set_gemm_threads(int n);
