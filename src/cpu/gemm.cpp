@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "linformer/error.h"
@@ -82,28 +83,69 @@ bool worth_packing(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
 // MKL's threaded sgemm is not bitwise the same across thread counts: with 1, 2 and 3 threads the
 // products differ in the last bits for many shapes (N = 20 in its default mode; shapes as common as
 // 8×16×64 even in its strict reproducibility mode, MKL_CBWR=AUTO,STRICT), which the engine promises
-// (the thread-independence tests of every kind). So the threads are ours: C is cut into tiles fixed
-// by the shape alone, each tile one sequential MKL call over the whole K (MKL runs one thread inside
-// an OpenMP parallel region), and the team shares out the tiles. A tile has at least kMinTileMacs
-// multiply-adds, so the extra packing of each tile's operands stays a small part of its work.
+// (the thread-independence tests of every kind). So the threads are ours: C is cut into a grid of
+// tiles fixed by the shape alone, each tile one single-threaded MKL call over the whole K (MKL runs
+// one thread inside an OpenMP parallel region), and the team shares out the tiles.
+struct TileGrid {
+  int64_t tm = 0, tn = 0, rows = 1, cols = 1;
+};
+
+// About one tile per kMinTileMacs multiply-adds, at most kMaxTiles (a multiple of common thread counts);
+// among the grids with that many tiles, the one whose tiles are the squarest (each tile packs its
+// m × K and K × n panels: 1/m + 1/n of its work), edges multiples of 16.
+TileGrid mkl_tile_grid(int64_t M, int64_t N, int64_t K) {
+  constexpr double kMinTileMacs = double(1 << 23);
+  constexpr int64_t kMaxTiles = 16, kAlign = 16;
+  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  const int64_t want =
+      std::clamp<int64_t>(int64_t(double(M) * double(N) * double(K) / kMinTileMacs), 1, kMaxTiles);
+  TileGrid best{M, N, 1, 1};
+  double best_cost = 1e300;
+  int64_t best_tiles = 1;
+  for (int64_t mt = 1; mt <= want; ++mt) {
+    const int64_t nt = ceil_div(want, mt);
+    TileGrid g;
+    g.tm = std::min(M, ceil_div(ceil_div(M, mt), kAlign) * kAlign);
+    g.tn = std::min(N, ceil_div(ceil_div(N, nt), kAlign) * kAlign);
+    g.rows = ceil_div(M, g.tm);
+    g.cols = ceil_div(N, g.tn);
+    const int64_t tiles = g.rows * g.cols;
+    const double cost = 1.0 / double(g.tm) + 1.0 / double(g.tn);
+    // Prefer reaching `want` tiles, then the squarest tiles.
+    const bool better = std::min(tiles, want) > std::min(best_tiles, want) ||
+                        (std::min(tiles, want) == std::min(best_tiles, want) && cost < best_cost);
+    if (better) {
+      best = g;
+      best_cost = cost;
+      best_tiles = tiles;
+    }
+  }
+  return best;
+}
+
+// LINFORMER_MKL_OWN_THREADS=1: MKL's own threads, one call (results then differ between thread
+// counts); only to measure what the tiles cost (scripts/gemm_backends.sh).
+bool mkl_own_threads() {
+  static const bool own = [] {
+    const char* env = std::getenv("LINFORMER_MKL_OWN_THREADS");
+    return env && std::string_view(env) == "1";
+  }();
+  return own;
+}
+
 void mkl_sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  constexpr double kMinTileMacs = double(1 << 22);
-  constexpr int64_t kMaxTiles = 64, kAlign = 16;
-  const double macs = double(M) * double(N) * double(K);
-  const int64_t want = std::clamp<int64_t>(int64_t(macs / kMinTileMacs), 1, kMaxTiles);
-  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
-  // Rows first (each tile then reads all of B's columns it needs once), then columns; edges of 16.
-  const int64_t mt = std::clamp<int64_t>(want, 1, ceil_div(M, kAlign));
-  const int64_t nt = std::clamp<int64_t>(ceil_div(want, mt), 1, ceil_div(N, kAlign));
-  const int64_t tm = ceil_div(ceil_div(M, mt), kAlign) * kAlign, tn = ceil_div(ceil_div(N, nt), kAlign) * kAlign;
-  const int64_t rows = ceil_div(M, tm), cols = ceil_div(N, tn), tiles = rows * cols;
-  const auto run = [&](int64_t t) {
-    const int64_t i0 = (t / cols) * tm, j0 = (t % cols) * tn;
-    const int64_t m = std::min(tm, M - i0), n = std::min(tn, N - j0);
+  const auto call = [&](int64_t i0, int64_t j0, int64_t m, int64_t n) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
                 int(K), alpha, ta ? A + i0 : A + i0 * lda, int(lda), tb ? B + j0 * ldb : B + j0, int(ldb), beta,
                 C + i0 * ldc + j0, int(ldc));
+  };
+  if (mkl_own_threads()) return call(0, 0, M, N);
+  const TileGrid g = mkl_tile_grid(M, N, K);
+  const int64_t tiles = g.rows * g.cols;
+  const auto run = [&](int64_t t) {
+    const int64_t i0 = (t / g.cols) * g.tm, j0 = (t % g.cols) * g.tn;
+    call(i0, j0, std::min(g.tm, M - i0), std::min(g.tn, N - j0));
   };
   if (tiles == 1 || omp_in_parallel() || omp_get_max_threads() == 1) {
     // One thread: MKL's own threads must not run either (their split would differ from the tiles').
