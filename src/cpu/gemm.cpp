@@ -90,31 +90,28 @@ struct TileGrid {
   int64_t tm = 0, tn = 0, rows = 1, cols = 1;
 };
 
-// About one tile per kMinTileMacs multiply-adds, at most kMaxTiles (a multiple of common thread counts);
-// among the grids with that many tiles, the one whose tiles are the squarest (each tile packs its
-// m × K and K × n panels: 1/m + 1/n of its work), edges multiples of 16.
+// About one tile per kMinTileMacs multiply-adds, a power of two up to kMaxTiles (so that 2, 4, 8 or
+// 16 threads share them evenly): rows × columns of tiles, each a power of two, the squarest such grid
+// (each tile packs its m × K and K × n panels: 1/m + 1/n of its work), edges multiples of 16.
 TileGrid mkl_tile_grid(int64_t M, int64_t N, int64_t K) {
-  constexpr double kMinTileMacs = double(1 << 23);
+  constexpr double kMinTileMacs = double(1 << 24);
   constexpr int64_t kMaxTiles = 16, kAlign = 16;
   const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
-  const int64_t want =
-      std::clamp<int64_t>(int64_t(double(M) * double(N) * double(K) / kMinTileMacs), 1, kMaxTiles);
+  const double macs = double(M) * double(N) * double(K);
+  int64_t want = 1;
+  while (want < kMaxTiles && double(2 * want) * kMinTileMacs <= macs) want *= 2;
   TileGrid best{M, N, 1, 1};
   double best_cost = 1e300;
   int64_t best_tiles = 1;
-  for (int64_t mt = 1; mt <= want; ++mt) {
-    const int64_t nt = ceil_div(want, mt);
+  for (int64_t mt = 1; mt <= want; mt *= 2) {
     TileGrid g;
     g.tm = std::min(M, ceil_div(ceil_div(M, mt), kAlign) * kAlign);
-    g.tn = std::min(N, ceil_div(ceil_div(N, nt), kAlign) * kAlign);
+    g.tn = std::min(N, ceil_div(ceil_div(N, want / mt), kAlign) * kAlign);
     g.rows = ceil_div(M, g.tm);
     g.cols = ceil_div(N, g.tn);
-    const int64_t tiles = g.rows * g.cols;
+    const int64_t tiles = std::min(g.rows * g.cols, want);  // rounding to 16 may leave fewer
     const double cost = 1.0 / double(g.tm) + 1.0 / double(g.tn);
-    // Prefer reaching `want` tiles, then the squarest tiles.
-    const bool better = std::min(tiles, want) > std::min(best_tiles, want) ||
-                        (std::min(tiles, want) == std::min(best_tiles, want) && cost < best_cost);
-    if (better) {
+    if (tiles > best_tiles || (tiles == best_tiles && cost < best_cost)) {
       best = g;
       best_cost = cost;
       best_tiles = tiles;
