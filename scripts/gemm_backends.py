@@ -55,7 +55,9 @@ def package_versions(root):
             mkl = m.group(1)
     return {"dnnl": f"oneDNN (Debian libdnnl-dev {dpkg('libdnnl-dev')})",
             "openblas": f"OpenBLAS (Debian libopenblas-dev {dpkg('libopenblas-dev')}, pthreads)",
-            "mkl": f"MKL (PyPI mkl {mkl}, GNU OpenMP layer, our tiles on libgomp)"}
+            "mkl": f"MKL (PyPI mkl {mkl}, GNU OpenMP layer, single-threaded calls on our tiles)",
+            "mkl_own": f"the same MKL with its own threads, one call per product (LINFORMER_MKL_OWN_THREADS=1; "
+                       "not the same bits for every thread count, so not a backend of ours)"}
 
 
 def read_runs(raw_dir, backends):

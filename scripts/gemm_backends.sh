@@ -7,7 +7,9 @@
 #   bench/results/gemm_backends/<cpu>.md   per shape: each backend's median GFLOP/s, the best, and
 #                                          each backend's share of the best; the CPU named
 # Usage: scripts/gemm_backends.sh
-#   ROUNDS=3 MIN_TIME=0.3 THREADS=<all cores> BACKENDS="dnnl openblas mkl" FILTER=<regex of shape names>
+#   ROUNDS=3 MIN_TIME=0.3 THREADS=<all cores> BACKENDS="dnnl openblas mkl mkl_own" FILTER=<regex of shape names>
+#   (mkl_own: build-mkl with LINFORMER_MKL_OWN_THREADS=1, MKL's own threads in one call per product, as
+#   PyTorch calls it; its results differ between thread counts, which is why the mkl backend tiles)
 #   SKIP_BUILD=1 (reuse the build dirs as they are) OUT_DIR=bench/results/gemm_backends
 # MKL comes from PyPI (mkl-devel in .venv-mkl, which scripts/setup.sh installs).
 set -euo pipefail
@@ -17,14 +19,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROUNDS=${ROUNDS:-3}
 MIN_TIME=${MIN_TIME:-0.3}
 THREADS=${THREADS:-$(nproc)}
-BACKENDS=${BACKENDS:-"dnnl openblas mkl"}
+BACKENDS=${BACKENDS:-"dnnl openblas mkl mkl_own"}
 FILTER=${FILTER:-.}
 OUT_DIR=${OUT_DIR:-bench/results/gemm_backends}
 read -r -a backends <<<"$BACKENDS"
 
 say() { echo "gemm_backends: $*"; }
 
-if [[ " ${backends[*]} " == *" mkl "* ]] && ! compgen -G ".venv-mkl/lib/libmkl_core.so*" >/dev/null; then
+if [[ " ${backends[*]} " == *" mkl"* ]] && ! compgen -G ".venv-mkl/lib/libmkl_core.so*" >/dev/null; then
   say "no MKL in .venv-mkl: running scripts/setup.sh"
   bash scripts/setup.sh
 fi
@@ -33,6 +35,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   launcher=()
   if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
   for b in "${backends[@]}"; do
+    [[ "$b" == mkl_own ]] && continue
     say "building build-$b (LINFORMER_GEMM=$b)"
     cmake -S . -B "build-$b" -DCMAKE_BUILD_TYPE=Release -DLINFORMER_GEMM="$b" "${launcher[@]}" >/dev/null
     cmake --build "build-$b" -j"$(nproc)" --target linformer_bench >/dev/null
@@ -47,7 +50,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
     b=${backends[$(((i + r - 1) % n))]}  # rotated, so that no backend always runs first
     say "round $r: $b"
-    LINFORMER_NUM_THREADS=$THREADS "build-$b/linformer_bench" --benchmark_filter="^BM_GemmShape/($FILTER)" \
+    dir=build-$b own=0
+    if [[ "$b" == mkl_own ]]; then dir=build-mkl own=1; fi
+    LINFORMER_MKL_OWN_THREADS=$own LINFORMER_NUM_THREADS=$THREADS "$dir/linformer_bench" --benchmark_filter="^BM_GemmShape/($FILTER)" \
       --benchmark_min_time="$MIN_TIME" --benchmark_format=json --benchmark_out_format=json \
       --benchmark_out="$raw/r${r}_$b.json" >/dev/null
   done
