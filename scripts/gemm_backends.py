@@ -90,6 +90,7 @@ def main():
     ap.add_argument("--rounds", type=int, required=True)
     ap.add_argument("--min-time", required=True)
     ap.add_argument("--backends", nargs="+", required=True)
+    ap.add_argument("--mkl-verbose", default="", help="MKL's first MKL_VERBOSE line (its version and code path)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cpu = cpu_info()
@@ -133,6 +134,7 @@ def main():
           f"- **threads**: {args.threads}; **rounds**: {args.rounds} (backends interleaved, order rotated), "
           f"min time {args.min_time} s per shape per round; the load average at the end: {load}",
           "- **backends**: " + "; ".join(f"`{b}`: {versions.get(b, b)}" for b in backends),
+          *([f"- **MKL says**: `{args.mkl_verbose.strip()}`"] if args.mkl_verbose.strip() else []),
           "- **what**: `linformer_bench --benchmark_filter=BM_GemmShape` (bench/bench_kernels.cpp) through "
           "ops::matmul; GFLOP/s = 2·M·N·K per call, the median over the rounds; share = the backend's "
           "GFLOP/s over the best backend's at that shape", "",

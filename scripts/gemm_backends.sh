@@ -58,5 +58,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
-python3 scripts/gemm_backends.py --raw "$raw" --out-dir "$OUT_DIR" --threads "$THREADS" --rounds "$ROUNDS" \
+# Which code path MKL dispatches to on this CPU (its first verbose line names it).
+mkl_line=""
+if [[ -x build-mkl/linformer_bench ]]; then
+  mkl_line=$(MKL_VERBOSE=1 build-mkl/linformer_bench --benchmark_filter='^BM_GemmShape/kv_fwd/' \
+    --benchmark_min_time=0.001 2>&1 | grep -m1 '^MKL_VERBOSE oneMKL' || true)
+fi
+
+python3 scripts/gemm_backends.py --mkl-verbose "$mkl_line" --raw "$raw" --out-dir "$OUT_DIR" --threads "$THREADS" --rounds "$ROUNDS" \
   --min-time "$MIN_TIME" --backends "${backends[@]}"
