@@ -9,6 +9,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "cpu/adamw.h"
@@ -30,6 +31,7 @@
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/linformer_bias.h"
+#include "ops/matmul.h"
 #include "ops/optimizer.h"
 #include "ops/score_masks.h"
 #include "ops/sequence.h"
@@ -128,6 +130,79 @@ BENCHMARK(BM_Flash)
     ->Args({4096, 0})
     ->Args({1024, 1})
     ->Args({4096, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+// Every GEMM shape of the 6-layer d = 512 Linformer model at n = 4096, k = 256, 8 heads of 64,
+// d_ff = 2048, vocabulary 260 (bench/results/profile/report_n4096_k256_l6_t2.md, forward and backward),
+// plus sgemm 2048³, through ops::matmul with the model's layouts: C (M, N) = op(A) · op(B) (+ C where
+// the model accumulates: the weight gradients), tA/tB = the operand is read transposed (a `.t()` view),
+// one head's operands are columns of rows of 512 (heads side by side), scores rows of k. The GFLOP/s
+// counter counts 2·M·N·K per call. scripts/gemm_backends.sh runs these for each backend.
+struct GemmShape {
+  const char* name;
+  int64_t M, N, K;
+  bool ta, tb;
+  int64_t lda, ldb, ldc;  // row strides of the stored A, B, C; 0: dense
+  double beta;
+};
+
+constexpr GemmShape kGemmShapes[] = {
+    {"sgemm_2048", 2048, 2048, 2048, false, false, 0, 0, 0, 0},
+    // linear layers: y = x·Wᵀ, dx = dy·W, dW += dyᵀ·x (4096 tokens)
+    {"ff1_fwd", 4096, 2048, 512, false, true, 0, 0, 0, 0},
+    {"ff2_fwd", 4096, 512, 2048, false, true, 0, 0, 0, 0},
+    {"ff1_dx", 4096, 512, 2048, false, false, 0, 0, 0, 0},
+    {"ff2_dx", 4096, 2048, 512, false, false, 0, 0, 0, 0},
+    {"ff1_dW", 2048, 512, 4096, true, false, 0, 0, 0, 1},
+    {"ff2_dW", 512, 2048, 4096, true, false, 0, 0, 0, 1},
+    {"qkvo_fwd", 4096, 512, 512, false, true, 0, 0, 0, 0},
+    {"qkvo_dx", 4096, 512, 512, false, false, 0, 0, 0, 0},
+    {"qkvo_dW", 512, 512, 4096, true, false, 0, 0, 0, 1},
+    {"vocab_fwd", 4096, 260, 512, false, true, 0, 0, 0, 0},
+    {"vocab_dx", 4096, 512, 260, false, false, 0, 0, 0, 0},
+    {"vocab_dW", 260, 512, 4096, true, false, 0, 0, 0, 1},
+    // inference, in blocks of 2048 tokens
+    {"ff1_fwd_2048", 2048, 2048, 512, false, true, 0, 0, 0, 0},
+    {"ff2_fwd_2048", 2048, 512, 2048, false, true, 0, 0, 0, 0},
+    // Linformer's projections of keys and values: K̄ = E·X (k × n · n × d), and their gradients
+    {"proj_fwd", 256, 512, 4096, false, false, 0, 0, 0, 0},
+    {"proj_dE", 256, 4096, 512, false, true, 0, 0, 0, 1},
+    {"proj_dX", 4096, 512, 256, true, false, 0, 0, 0, 1},
+    {"kv_fwd", 256, 512, 512, false, true, 0, 0, 0, 0},
+    {"kv_dx", 256, 512, 512, false, false, 0, 0, 0, 0},
+    {"kv_dW", 512, 512, 256, true, false, 0, 0, 0, 1},
+    // one head: scores = Q_h·K̄_hᵀ, out_h = P·V̄_h, dV̄_h = Pᵀ·dout_h
+    {"head_scores", 4096, 256, 64, false, true, 512, 512, 256, 0},
+    {"head_pv", 4096, 64, 256, false, false, 256, 512, 512, 0},
+    {"head_dV", 256, 64, 4096, true, false, 256, 512, 512, 0},
+};
+
+void BM_GemmShape(benchmark::State& state, GemmShape g) {
+  configure_threads_once();
+  // Stored shapes: A is (K, M) when read transposed, else (M, K); likewise B (N, K) or (K, N).
+  const int64_t a_rows = g.ta ? g.K : g.M, a_cols = g.ta ? g.M : g.K;
+  const int64_t b_rows = g.tb ? g.N : g.K, b_cols = g.tb ? g.K : g.N;
+  const int64_t lda = g.lda ? g.lda : a_cols, ldb = g.ldb ? g.ldb : b_cols, ldc = g.ldc ? g.ldc : g.N;
+  std::vector<float> A = uniform(a_rows * lda, 1), B = uniform(b_rows * ldb, 2), C = uniform(g.M * ldc, 3);
+  using View = lf::TensorView<float>;
+  const View a = View::strided(A.data(), {a_rows, a_cols}, {lda, 1}), b = View::strided(B.data(), {b_rows, b_cols}, {ldb, 1});
+  const View c = View::strided(C.data(), {g.M, g.N}, {ldc, 1});
+  for (auto _ : state) {
+    lf::ops::matmul<float>(g.ta ? a.t() : a, g.tb ? b.t() : b, c, 1.0, g.beta);
+    benchmark::DoNotOptimize(C.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(g.M) * double(g.N) * double(g.K) * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::to_string(g.M) + "x" + std::to_string(g.N) + "x" + std::to_string(g.K) + " tA=" +
+                 std::to_string(int(g.ta)) + " tB=" + std::to_string(int(g.tb)) + " " + lf::gemm_backend());
+}
+
+[[maybe_unused]] const bool gemm_shapes_registered = [] {
+  for (const GemmShape& g : kGemmShapes)
+    benchmark::RegisterBenchmark((std::string("BM_GemmShape/") + g.name).c_str(), BM_GemmShape, g)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  return true;
+}();
 
 // Attention probabilities: rows = n · heads (4096 · 8), cols = k (256).
 void BM_Softmax(benchmark::State& state) {

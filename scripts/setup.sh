@@ -2,8 +2,11 @@
 # Installs what the project needs on a fresh Debian 12 machine: compiler and CMake, the GEMM backends
 # (oneDNN, OpenBLAS), LAPACKE (the singular values of `linformer spectrum`), nlohmann-json, CLI11,
 # GoogleTest/GoogleMock, Google Benchmark, zlib, the GCIDE dictionary (the default text corpus) and
-# Python 3 (scripts/study.py and its test). Idempotent: when every package is already installed it
-# touches nothing, so a warm CI machine skips apt entirely.
+# Python 3 (scripts/study.py and its test). With LINFORMER_SETUP_MKL=1 also MKL for the GEMM backend
+# `mkl` (-DLINFORMER_GEMM=mkl): PyPI's wheels (the MKL that PyTorch ships) in a venv at .venv-mkl, where
+# CMake looks for it; the default backend, oneDNN (the fastest measured here), does not need it, and
+# scripts/gemm_backends.sh asks for it. Idempotent: when every package is already installed it
+# touches nothing, so a warm CI machine skips apt (and pip) entirely.
 set -euo pipefail
 
 PACKAGES=(
@@ -44,8 +47,26 @@ for pkg in "${PACKAGES[@]}"; do
   fi
 done
 
+# MKL from PyPI into .venv-mkl (include/mkl.h, lib/libmkl_*.so.N), pinned to the version measured. Only
+# its own wheels (--no-deps): the backend links MKL's GNU OpenMP layer, so the Intel OpenMP runtime and
+# TBB that `mkl` depends on would be 300 MB that nothing loads. Runs after apt (python3-venv).
+MKL_VERSION=2026.2.1
+install_mkl() {
+  [[ "${LINFORMER_SETUP_MKL:-0}" == 1 ]] || return 0
+  local venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv-mkl"
+  if compgen -G "$venv/lib/libmkl_core.so*" >/dev/null && [[ -f "$venv/include/mkl.h" ]]; then
+    say "MKL already in .venv-mkl; skipping pip."
+    return 0
+  fi
+  say "installing MKL $MKL_VERSION from PyPI into .venv-mkl (the GEMM backend mkl)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --disable-pip-version-check --no-cache-dir --quiet --no-deps \
+    "mkl==$MKL_VERSION" "mkl-include==$MKL_VERSION" "mkl-devel==$MKL_VERSION"
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   say "all ${#PACKAGES[@]} packages already installed; skipping apt."
+  install_mkl
   exit 0
 fi
 
@@ -64,4 +85,5 @@ say "installing ${#missing[@]} missing package(s): ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update
 "${SUDO[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+install_mkl
 say "done."

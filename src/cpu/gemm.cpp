@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -16,8 +18,10 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #elif defined(LINFORMER_GEMM_OPENBLAS)
 #include <cblas.h>
+#elif defined(LINFORMER_GEMM_MKL)
+#include <mkl.h>
 #else
-#error "define LINFORMER_GEMM_DNNL or LINFORMER_GEMM_OPENBLAS"
+#error "define LINFORMER_GEMM_DNNL, LINFORMER_GEMM_OPENBLAS or LINFORMER_GEMM_MKL"
 #endif
 
 namespace lf {
@@ -42,6 +46,18 @@ void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
 
 namespace {
 
+// A per-thread buffer, grow-only and uninitialised: a std::vector resized between the model's shapes
+// would zero its growth on every call (megabytes per product).
+template <class T>
+struct Scratch {
+  std::unique_ptr<T[]> data;
+  size_t capacity = 0;
+  T* get(size_t n) {
+    if (n > capacity) data.reset(new T[capacity = n]);
+    return data.get();
+  }
+};
+
 void check_dims(int64_t M, int64_t N, int64_t K) {
   LF_REQUIRE(M >= 0 && N >= 0 && K >= 0, "gemm: negative size M=", M, " N=", N, " K=", K);
 }
@@ -58,6 +74,7 @@ void gemm_f64(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, c
     gemm_ref<double>(ta, tb, 1, N, K, alpha, ta ? A + i : A + i * lda, lda, B, ldb, beta, C + i * ldc, ldc);
 }
 
+#if defined(LINFORMER_GEMM_DNNL)
 // dst (cols × rows, dense) = srcᵀ, src (rows × cols) with row stride ld; in 32×32 tiles.
 void transpose_into(const float* src, int64_t rows, int64_t cols, int64_t ld, float* dst) {
   constexpr int64_t kTile = 32;
@@ -77,6 +94,84 @@ void transpose_into(const float* src, int64_t rows, int64_t cols, int64_t ld, fl
 bool worth_packing(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   return !ta && tb && M >= 256 && M >= N && N * K >= 4096 && N * K <= (int64_t(1) << 20);
 }
+#endif
+
+#if defined(LINFORMER_GEMM_MKL)
+// MKL's threaded sgemm is not bitwise the same across thread counts: with 1, 2 and 3 threads the
+// products differ in the last bits for many shapes (N = 20 in its default mode; shapes as common as
+// 8×16×64 even in its strict reproducibility mode, MKL_CBWR=AUTO,STRICT), which the engine promises
+// (the thread-independence tests of every kind). So the threads are ours: C is cut into a grid of
+// tiles fixed by the shape alone, each tile one single-threaded MKL call over the whole K (MKL runs
+// one thread inside an OpenMP parallel region), and the team shares out the tiles.
+struct TileGrid {
+  int64_t tm = 0, tn = 0, rows = 1, cols = 1;
+};
+
+// About one tile per kMinTileMacs multiply-adds, a power of two up to kMaxTiles (so that 2, 4, 8 or
+// 16 threads share them evenly): rows × columns of tiles, each a power of two, the squarest such grid
+// (each tile packs its m × K and K × n panels: 1/m + 1/n of its work), edges multiples of 16.
+TileGrid mkl_tile_grid(int64_t M, int64_t N, int64_t K) {
+  constexpr double kMinTileMacs = double(1 << 24);
+  constexpr int64_t kMaxTiles = 16, kAlign = 16;
+  const auto ceil_div = [](int64_t a, int64_t b) { return (a + b - 1) / b; };
+  const double macs = double(M) * double(N) * double(K);
+  int64_t want = 1;
+  while (want < kMaxTiles && double(2 * want) * kMinTileMacs <= macs) want *= 2;
+  TileGrid best{M, N, 1, 1};
+  double best_cost = 1e300;
+  int64_t best_tiles = 1;
+  for (int64_t mt = 1; mt <= want; mt *= 2) {
+    TileGrid g;
+    g.tm = std::min(M, ceil_div(ceil_div(M, mt), kAlign) * kAlign);
+    g.tn = std::min(N, ceil_div(ceil_div(N, want / mt), kAlign) * kAlign);
+    g.rows = ceil_div(M, g.tm);
+    g.cols = ceil_div(N, g.tn);
+    const int64_t tiles = std::min(g.rows * g.cols, want);  // rounding to 16 may leave fewer
+    const double cost = 1.0 / double(g.tm) + 1.0 / double(g.tn);
+    if (tiles > best_tiles || (tiles == best_tiles && cost < best_cost)) {
+      best = g;
+      best_cost = cost;
+      best_tiles = tiles;
+    }
+  }
+  return best;
+}
+
+// LINFORMER_MKL_OWN_THREADS=1: MKL's own threads, one call (results then differ between thread
+// counts); only to measure what the tiles cost (scripts/gemm_backends.sh).
+bool mkl_own_threads() {
+  static const bool own = [] {
+    const char* env = std::getenv("LINFORMER_MKL_OWN_THREADS");
+    return env && std::string_view(env) == "1";
+  }();
+  return own;
+}
+
+void mkl_sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const auto call = [&](int64_t i0, int64_t j0, int64_t m, int64_t n) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n),
+                int(K), alpha, ta ? A + i0 : A + i0 * lda, int(lda), tb ? B + j0 * ldb : B + j0, int(ldb), beta,
+                C + i0 * ldc + j0, int(ldc));
+  };
+  if (mkl_own_threads()) return call(0, 0, M, N);
+  const TileGrid g = mkl_tile_grid(M, N, K);
+  const int64_t tiles = g.rows * g.cols;
+  const auto run = [&](int64_t t) {
+    const int64_t i0 = (t / g.cols) * g.tm, j0 = (t % g.cols) * g.tn;
+    call(i0, j0, std::min(g.tm, M - i0), std::min(g.tn, N - j0));
+  };
+  if (tiles == 1 || omp_in_parallel() || omp_get_max_threads() == 1) {
+    // One thread: MKL's own threads must not run either (their split would differ from the tiles').
+    const int saved = mkl_set_num_threads_local(1);
+    for (int64_t t = 0; t < tiles; ++t) run(t);
+    mkl_set_num_threads_local(saved);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tiles; ++t) run(t);
+}
+#endif
 
 thread_local Precision tls_precision = Precision::fp32;
 thread_local bool tls_bf16_every_shape = false;
@@ -87,12 +182,12 @@ thread_local bool tls_bf16_every_shape = false;
 // 6-layer n = 4096 model): Linformer's per-head products (4096 × 64 × 256: 63 per element) ran at
 // 81–105 GFLOP/s in bf16 against 197–205 in fp32, the model's linear layers (≥ 455 per element) at
 // 285–366 against 207–226. Products below the bound stay fp32 (more exact, and faster there).
-bool bf16_pays(int64_t M, int64_t N, int64_t K) {
+[[maybe_unused]] bool bf16_pays(int64_t M, int64_t N, int64_t K) {
   return tls_bf16_every_shape || (K >= 128 && double(M) * double(N) / double(M + N) >= 128.0);
 }
 
 // dst (rows × cols, dense) = src (rows × cols, row stride ld) rounded to bf16.
-void to_bf16_dense(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
+[[maybe_unused]] void to_bf16_dense(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536 && !omp_in_parallel())
   for (int64_t r = 0; r < rows; ++r) {
     const float* s = src + r * ld;
@@ -112,17 +207,7 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   using namespace dnnl;
   static const engine eng(engine::kind::cpu, 0);
   thread_local stream strm(eng);
-  // Grow-only and uninitialised: a std::vector resized between the model's shapes would zero the
-  // growth on every call (megabytes per product).
-  struct Scratch {
-    std::unique_ptr<uint16_t[]> data;
-    size_t capacity = 0;
-    uint16_t* get(size_t n) {
-      if (n > capacity) data.reset(new uint16_t[capacity = n]);
-      return data.get();
-    }
-  };
-  thread_local Scratch a_scratch, b_scratch;
+  thread_local Scratch<uint16_t> a_scratch, b_scratch;
   uint16_t* a16 = a_scratch.get(size_t(M * K));
   uint16_t* b16 = b_scratch.get(size_t(K * N));
   // Stored A is (M × K), or (K × M) when transposed; likewise B (K × N) or (N × K).
@@ -205,12 +290,13 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
     return;
   }
 #if defined(LINFORMER_GEMM_DNNL)
-  if (tls_precision == Precision::bf16 && bf16_pays(M, N, K)) return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (tls_precision == Precision::bf16 && bf16_pays(M, N, K))
+    return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (worth_packing(ta, tb, M, N, K)) {
-    thread_local std::vector<float> packed;
-    packed.resize(size_t(N * K));
-    transpose_into(B, N, K, ldb, packed.data());  // (K × N), row stride N
-    B = packed.data();
+    thread_local Scratch<float> packed;
+    float* Bt = packed.get(size_t(N * K));
+    transpose_into(B, N, K, ldb, Bt);  // (K × N), row stride N
+    B = Bt;
     ldb = N;
     tb = false;
   }
@@ -218,6 +304,10 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   if (st != dnnl_success) throw Error(str_cat("dnnl_sgemm failed with status ", int(st)));
 #else
   if (tls_precision == Precision::bf16) throw Error(gemm_bf16_unsupported_reason());  // RuntimeScope refuses it first
+#endif
+#if defined(LINFORMER_GEMM_MKL)  // MKL's CBLAS (LP64: 32-bit sizes, as OpenBLAS's), on our threads
+  mkl_sgemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#elif defined(LINFORMER_GEMM_OPENBLAS)
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(M), int(N),
               int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 #endif
@@ -242,6 +332,8 @@ void gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, co
 const char* gemm_backend() {
 #if defined(LINFORMER_GEMM_DNNL)
   return "dnnl";
+#elif defined(LINFORMER_GEMM_MKL)
+  return "mkl";
 #else
   return "openblas";
 #endif
@@ -250,6 +342,11 @@ const char* gemm_backend() {
 void set_gemm_threads(int n) {
 #if defined(LINFORMER_GEMM_OPENBLAS)
   openblas_set_num_threads(n);
+#elif defined(LINFORMER_GEMM_MKL)
+  // The calling thread's own count (as oneDNN's and our loops' omp_set_num_threads): another host
+  // thread's scope leaves it alone, and an MKL_NUM_THREADS in the environment does not override it.
+  // Our GEMMs run MKL one thread per tile (mkl_sgemm_tiled); LAPACKE's SVD runs MKL's own threads.
+  mkl_set_num_threads_local(n);
 #else
   (void)n;  // oneDNN follows the calling thread's omp_set_num_threads, which RuntimeScope has already called
 #endif
@@ -258,6 +355,8 @@ void set_gemm_threads(int n) {
 int gemm_threads() {
 #if defined(LINFORMER_GEMM_OPENBLAS)
   return openblas_get_num_threads();
+#elif defined(LINFORMER_GEMM_MKL)
+  return mkl_get_max_threads();
 #else
   return omp_get_max_threads();
 #endif

@@ -1,8 +1,8 @@
 // Matrix products. Row-major throughout, as in PyTorch:
 //   C (M×N) = alpha · op(A) · op(B) + beta · C,   op(A) is (M×K), op(B) is (K×N),
 // where op(X) = Xᵀ when the trans flag is set; lda/ldb/ldc are row strides of the stored matrices.
-// float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas), in fp32 or, where
-// the calling thread's precision says so, with bf16 operands (dnnl only); double always runs
+// float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas | mkl), in fp32 or,
+// where the calling thread's precision says so, with bf16 operands (dnnl only); double always runs
 // the reference loops, which exist for gradient checks and tests.
 // The backend call is threaded: never call gemm() from inside an OpenMP parallel region.
 #pragma once
@@ -43,7 +43,7 @@ std::string gemm_bf16_unsupported_reason();
 uint16_t to_bf16(float x);
 float from_bf16(uint16_t x);
 
-// Name of the float backend compiled in ("dnnl" or "openblas").
+// Name of the float backend compiled in ("dnnl", "openblas" or "mkl").
 const char* gemm_backend();
 // The backend's own thread count: set and restored by RuntimeScope.
 void set_gemm_threads(int n);

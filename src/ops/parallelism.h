@@ -8,7 +8,7 @@ namespace lf::ops {
 // The threads of the CPU backend (lf::configure_threads).
 int workers(Device device = Device::CPU);
 
-// What computes the matrix products on a device, for reports ("dnnl" or "openblas" on the CPU).
+// What computes the matrix products on a device, for reports ("dnnl", "openblas" or "mkl" on the CPU).
 const char* matmul_backend(Device device = Device::CPU);
 
 }  // namespace lf::ops

@@ -7,6 +7,7 @@
 
 #include "cpu/gemm.h"
 #include "linformer/error.h"
+#include "linformer/runtime.h"
 #include "test_util.h"
 
 namespace lf {
@@ -157,6 +158,35 @@ TEST(Gemm, BatchedStrideZeroBroadcasts) {
     gemm_ref<float>(false, false, M, N, K, 1.f, As.data() + b * M * K, K, Bs.data(), N, 0.f, R.data(), N);
     LF_EXPECT_CLOSE(C.data() + b * M * N, R.data(), M * N, 2e-6);
   }
+}
+
+// Every backend's float products are bitwise the same with 1, 2 and 3 threads, at shapes where MKL's
+// own threading differs (N = 20, 8×16×64 with beta = 1, a K-heavy 256×64×4096) and at model shapes,
+// every transpose, beta 0 and 1 (the mkl backend tiles C itself for this; see gemm.cpp).
+TEST(Gemm, FloatResultsIndependentOfThreads) {
+  struct Shape {
+    int64_t M, N, K;
+  };
+  for (const Shape s : {Shape{128, 20, 160}, Shape{8, 16, 64}, Shape{4, 4, 640}, Shape{256, 64, 4096},
+                        Shape{512, 260, 512}, Shape{300, 36, 100}})
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true})
+        for (const float beta : {0.f, 1.f}) {
+          SCOPED_TRACE(testing::Message() << s.M << "x" << s.N << "x" << s.K << " ta=" << ta << " tb=" << tb
+                                          << " beta=" << beta);
+          const std::vector<float> A = test::random_vector<float>(s.M * s.K, 11), B = test::random_vector<float>(s.K * s.N, 12);
+          const std::vector<float> C0 = test::random_vector<float>(s.M * s.N, 13);
+          std::vector<float> first;
+          for (const int threads : {1, 2, 3}) {
+            const RuntimeScope scope(RuntimeOptions{threads});
+            std::vector<float> C = C0;
+            gemm<float>(ta, tb, s.M, s.N, s.K, 1.f, A.data(), ta ? s.M : s.K, B.data(), tb ? s.K : s.N, beta, C.data(), s.N);
+            if (first.empty())
+              first = C;
+            else
+              EXPECT_EQ(C, first) << "threads=" << threads;
+          }
+        }
 }
 
 }  // namespace
