@@ -175,8 +175,10 @@ constexpr GemmShape kGemmShapes[] = {
     {"head_dV", 256, 64, 4096, true, false, 256, 512, 512, 0},
 };
 
-void BM_GemmShape(benchmark::State& state, GemmShape g) {
+void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision) {
   configure_threads_once();
+  if (const std::string why = lf::precision_unsupported_reason(precision); !why.empty()) return state.SkipWithError(why.c_str());
+  lf::set_gemm_precision(precision);  // this thread's products; restored below
   // Stored shapes: A is (K, M) when read transposed, else (M, K); likewise B (N, K) or (K, N).
   const int64_t a_rows = g.ta ? g.K : g.M, a_cols = g.ta ? g.M : g.K;
   const int64_t b_rows = g.tb ? g.N : g.K, b_cols = g.tb ? g.K : g.N;
@@ -192,15 +194,24 @@ void BM_GemmShape(benchmark::State& state, GemmShape g) {
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(g.M) * double(g.N) * double(g.K) * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
+  lf::set_gemm_precision(lf::Precision::fp32);
   state.SetLabel(std::to_string(g.M) + "x" + std::to_string(g.N) + "x" + std::to_string(g.K) + " tA=" +
-                 std::to_string(int(g.ta)) + " tB=" + std::to_string(int(g.tb)) + " " + lf::gemm_backend());
+                 std::to_string(int(g.ta)) + " tB=" + std::to_string(int(g.tb)) + " " + lf::gemm_backend() + " " +
+                 lf::precision_name(precision));
 }
 
 [[maybe_unused]] const bool gemm_shapes_registered = [] {
-  for (const GemmShape& g : kGemmShapes)
-    benchmark::RegisterBenchmark((std::string("BM_GemmShape/") + g.name).c_str(), BM_GemmShape, g)
+  // BM_GemmShape/<name> in fp32; BM_GemmShapeBf16/<name> with --precision bf16's products (the size bound
+  // included: a shape it keeps fp32 measures fp32).
+  for (const GemmShape& g : kGemmShapes) {
+    benchmark::RegisterBenchmark((std::string("BM_GemmShape/") + g.name).c_str(), BM_GemmShape, g, lf::Precision::fp32)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+    benchmark::RegisterBenchmark((std::string("BM_GemmShapeBf16/") + g.name).c_str(), BM_GemmShape, g,
+                                 lf::Precision::bf16)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
   return true;
 }();
 
