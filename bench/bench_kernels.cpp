@@ -49,6 +49,11 @@ std::vector<float> uniform(int64_t n, uint64_t stream, float lo = -1, float hi =
   return v;
 }
 
+// The "GFLOP/s" counter of a benchmark doing `flops` floating-point operations per iteration.
+void count_gflops(benchmark::State& state, double flops) {
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void set_bytes(benchmark::State& state, int64_t floats_per_iteration) {
   state.SetBytesProcessed(state.iterations() * floats_per_iteration * int64_t(sizeof(float)));
 }
@@ -65,8 +70,7 @@ void BM_Gemm(benchmark::State& state) {
     lf::gemm<float>(false, trans_b, M, N, K, 1.f, A.data(), K, B.data(), trans_b ? K : N, 0.f, C.data(), N);
     benchmark::DoNotOptimize(C.data());
   }
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(2.0 * double(M) * double(N) * double(K) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  count_gflops(state, 2.0 * double(M) * double(N) * double(K));
 }
 BENCHMARK(BM_Gemm)
     ->ArgNames({"M", "N", "K", "trans_b"})
@@ -87,8 +91,7 @@ void BM_TileGemm(benchmark::State& state) {
     lf::flash_tile_gemm<float>(trans_a, M, N, K, 1.f, A.data(), trans_a ? M : K, B.data(), N, true, C.data(), N);
     benchmark::DoNotOptimize(C.data());
   }
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(2.0 * double(M) * double(N) * double(K) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  count_gflops(state, 2.0 * double(M) * double(N) * double(K));
 }
 BENCHMARK(BM_TileGemm)
     ->ArgNames({"M", "N", "K", "trans_a"})
@@ -121,8 +124,7 @@ void BM_Flash(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
     benchmark::DoNotOptimize(dq.data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter((backward ? 5 : 2) * 2.0 * double(n) * double(n) * 8 * 64 * 1e-9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  count_gflops(state, (backward ? 5 : 2) * 2.0 * double(n) * double(n) * 8 * 64);
 }
 BENCHMARK(BM_Flash)
     ->ArgNames({"n", "backward"})
@@ -192,8 +194,7 @@ void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision)
     benchmark::DoNotOptimize(C.data());
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(g.M) * double(g.N) * double(g.K) * 1e-9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  count_gflops(state, 2.0 * double(g.M) * double(g.N) * double(g.K));
   lf::set_gemm_precision(lf::Precision::fp32);
   state.SetLabel(std::to_string(g.M) + "x" + std::to_string(g.N) + "x" + std::to_string(g.K) + " tA=" +
                  std::to_string(int(g.ta)) + " tB=" + std::to_string(int(g.tb)) + " " + lf::gemm_backend() + " " +
