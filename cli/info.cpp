@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -143,6 +144,10 @@ int summary() {
   std::printf("linformer: GEMM backend %s, %d threads, %s products\n", ops::matmul_backend(), num_threads(),
               precision_name(current_precision()));
   const std::string no_bf16 = precision_unsupported_reason(Precision::bf16);
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  std::printf("OpenMP spin-wait: GOMP_SPINCOUNT=%s, OMP_WAIT_POLICY=%s\n", spin ? spin : "(unset)",
+              policy ? policy : "(unset)");
   std::printf("bf16: %s\n", no_bf16.empty() ? "available (--precision bf16)" : ("not available: " + no_bf16).c_str());
   std::printf("attention kinds:\n");
   for (const std::string& name : AttentionRegistry::instance().names())
