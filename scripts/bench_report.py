@@ -810,7 +810,7 @@ def missing(cpu, keys, points, precision=None):
     """Why a target has no figure: the precision this CPU lacks, or the rows no run has."""
     have = cpu.precisions()
     if precision and have is not None and precision not in have:
-        return f"this CPU has no {precision} (`linformer --precision {precision} info` refuses it)"
+        return f"no {precision} here: `linformer --precision {precision} info` refused it (machine.txt)"
     return "in no run: " + ", ".join(f"{k.label} (`{k.impl}` {k.kind} {k.what})" for k in keys) + where(points)
 
 
