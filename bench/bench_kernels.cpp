@@ -133,11 +133,12 @@ BENCHMARK(BM_Flash)
     ->Args({1024, 1})
     ->Args({4096, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 // Every GEMM shape of the 6-layer d = 512 Linformer model at n = 4096, k = 256, 8 heads of 64,
-// d_ff = 2048, vocabulary 260 (bench/results/profile/report_n4096_k256_l6_t2.md, forward and backward),
-// plus sgemm 2048³, through ops::matmul with the model's layouts: C (M, N) = op(A) · op(B) (+ C where
-// the model accumulates: the weight gradients), tA/tB = the operand is read transposed (a `.t()` view),
-// one head's operands are columns of rows of 512 (heads side by side), scores rows of k. The GFLOP/s
-// counter counts 2·M·N·K per call. scripts/gemm_backends.sh runs these for each backend.
+// d_ff = 2048, vocabulary 260 (forward and backward: the per-op profile in
+// bench/results/amd-epyc-f25-m17/profile/report_n4096_k256_l6_t2.md), plus sgemm 2048³, through
+// ops::matmul with the model's layouts: C (M, N) = op(A) · op(B) (+ C where the model accumulates:
+// the weight gradients), tA/tB = the operand is read transposed (a `.t()` view), one head's operands
+// are columns of rows of 512 (heads side by side), scores rows of k. The GFLOP/s counter counts
+// 2·M·N·K per call. scripts/gemm_backends.sh runs these for each backend.
 struct GemmShape {
   const char* name;
   int64_t M, N, K;

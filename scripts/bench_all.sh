@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# The speed/memory benchmark of issue 4 in one command: builds the CLI, measures our layers and model
-# (`linformer bench`) and the PyTorch peer (scripts/peer_bench.py) over the same grid, records the
-# machine, and writes the report (scripts/bench_report.py: markdown + PNG plots).
+# The benchmark against PyTorch in one command (issues 4 and 15): builds the CLI, measures this
+# machine's CPU into its own folder bench/results/<cpu>/ (scripts/machine.py names it), and
+# regenerates docs/benchmarks.md with one section per CPU folder found (scripts/bench_report.py):
+# this CPU's from the new measurements, every other CPU's from its committed CSVs, unchanged. No
+# table or plot mixes CPUs.
 #
-# Usage: bash scripts/bench_all.sh [--quick] [--out-doc PATH] [--img-dir DIR] [--results DIR]
-#            [--build-dir DIR] [--skip-build] [--skip-ours] [--skip-peer] [--report-only]
-#   (no option)     the whole grid: n = 512..65536, k = 128..2048, 3 timed runs after 1 warm-up;
-#                   results in bench/results/, report in docs/benchmarks.md + docs/img/bench/.
-#                   Hours of machine time (the peer's long-n and model rows dominate).
-#   --quick         n = 512..4096, k = 128,256, 1 timed run: checks the pipeline in a few minutes.
-#                   Writes under <build-dir>/bench-quick/ (ignored by git) unless --results /
-#                   --out-doc say otherwise, so it never overwrites docs/benchmarks.md by default.
-#   --out-doc PATH  the report (default docs/benchmarks.md; quick: <build-dir>/bench-quick/benchmarks.md)
-#   --img-dir DIR   the plots (default: img/bench beside the report)
-#   --results DIR   the CSVs, machine.txt, {ours,peer}_commands.txt, ratios.txt (default bench/results)
-#   --build-dir DIR the CMake build folder (default build)
+# Usage: bash scripts/bench_all.sh [--targets | --full] [--quick] [--steps LIST] [--skip-build]
+#            [--report-only] [--out-doc PATH] [--img-dir DIR] [--results DIR] [--build-dir DIR]
+#   --targets       (the default) what issue 15's target table needs: about 12 min of measuring on
+#                   2 cores (estimated from the Zen 4 CSVs: ours 1.5, peer 0.5, precision 5.5, flash
+#                   1.5, gemm 2.5), plus the builds (on a fresh machine ~15 min more: the CLI, the
+#                   three GEMM backends, MKL's download):
+#                     ours, peer   the Linformer layer at n = 4096, k = 256 and flash at n = 4096, 16384
+#                                  (forward, forward+backward; ours and PyTorch) -> <cpu>/targets/
+#                     precision    the 6-layer model's training step and inference, ours against PyTorch
+#                                  in fp32 and, where this CPU has them, bf16 (autocast) and int8,
+#                                  interleaved (scripts/precision_bench.py) -> <cpu>/precision.csv
+#                     flash        flash against SDPA at n = 1024, 4096, interleaved
+#                                  (scripts/flash_vs_sdpa.py) -> <cpu>/flash_vs_sdpa.csv
+#                     gemm         every GEMM backend at every model shape and sgemm 2048³
+#                                  (scripts/gemm_backends.sh) -> <cpu>/gemm_backends.csv
+#   --full          the same, but ours/peer measure issue 4's whole grid instead (every kind,
+#                   n = 512..65536, k = 128..2048, and the model of linformer, flash and full at
+#                   n = 4096) -> <cpu>/full/. Hours (the peer's long-n rows dominate).
+#   --quick         a pipeline check in a few minutes: one round and one timed run per step, fewer n,
+#                   the GEMM of oneDNN only; writes under <build-dir>/bench-quick/ (ignored by git)
+#                   unless --results / --out-doc say otherwise, so it never touches docs/benchmarks.md.
+#   --steps LIST    run only these steps (comma list of ours, peer, precision, flash, gemm); the other
+#                   files of this CPU stay as they are (e.g. --steps precision after a change to bf16)
+#   --report-only   measure nothing: the whole report again from every CPU folder's committed files
+#                   (e.g. after editing bench/notes.md)
 #   --skip-build    use the existing <build-dir>/linformer
-#   --skip-ours / --skip-peer   keep that side's existing CSVs (e.g. to redo one side only)
-#   --report-only   = --skip-build --skip-ours --skip-peer: the report again from the existing CSVs
-#                   (e.g. after editing bench/notes.md); machine.txt is kept as the run wrote it
+#   --out-doc PATH  the report (default docs/benchmarks.md; quick: <build-dir>/bench-quick/benchmarks.md)
+#   --img-dir DIR   the plots, one folder per CPU under it (default: img/bench beside the report)
+#   --results DIR   the CPU folders (default bench/results)
+#   --build-dir DIR the CMake build folder (default build)
+# A step that fails is reported and the others still run; the report then says "not measured" for
+# what it would have measured, and the script exits non-zero.
 # Environment:
 #   LINFORMER_NUM_THREADS  threads for both sides (default 2)
 #   PEER_PYTHON            the python that runs the peer (needs torch and linformer); default: the
@@ -33,25 +51,39 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "bench_all: $*"; }
 die() { echo "bench_all: error: $*" >&2; exit 1; }
 
-QUICK=0 SKIP_BUILD=0 SKIP_OURS=0 SKIP_PEER=0
+MODE=targets QUICK=0 SKIP_BUILD=0 REPORT_ONLY=0 STEP_LIST=""
 OUT_DOC="" IMG_DIR="" RESULTS="" BUILD_DIR=build
+ALL_STEPS=(ours peer precision flash gemm)
 ARGS=("$@")
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --targets) MODE=targets ;;
+    --full) MODE=full ;;
     --quick) QUICK=1 ;;
+    --steps) STEP_LIST=${2:?--steps needs a list}; shift ;;
     --out-doc) OUT_DOC=${2:?--out-doc needs a path}; shift ;;
     --img-dir) IMG_DIR=${2:?--img-dir needs a folder}; shift ;;
     --results) RESULTS=${2:?--results needs a folder}; shift ;;
     --build-dir) BUILD_DIR=${2:?--build-dir needs a folder}; shift ;;
     --skip-build) SKIP_BUILD=1 ;;
-    --skip-ours) SKIP_OURS=1 ;;
-    --skip-peer) SKIP_PEER=1 ;;
-    --report-only) SKIP_BUILD=1 SKIP_OURS=1 SKIP_PEER=1 ;;
+    --report-only) REPORT_ONLY=1 SKIP_BUILD=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   shift
 done
+
+if [[ $REPORT_ONLY -eq 1 ]]; then
+  STEPS=()
+elif [[ -n $STEP_LIST ]]; then
+  IFS=, read -r -a STEPS <<<"$STEP_LIST"
+  for s in "${STEPS[@]}"; do
+    [[ " ${ALL_STEPS[*]} " == *" $s "* ]] || die "unknown step '$s' (choose from ${ALL_STEPS[*]})"
+  done
+else
+  STEPS=("${ALL_STEPS[@]}")
+fi
+wants() { [[ " ${STEPS[*]:-} " == *" $1 "* ]]; }
 
 THREADS=${LINFORMER_NUM_THREADS:-2}
 export LINFORMER_NUM_THREADS=$THREADS
@@ -60,43 +92,68 @@ REQ=scripts/requirements-bench.txt
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 BIN=$BUILD_DIR/linformer
 
-# The grid. Quick mode keeps the model at the targets' n = 4096, k = 256 so that they are computed.
 if [[ $QUICK -eq 1 ]]; then
-  NS=512,1024,2048,4096 KS=128,256 REPEATS=1 WARMUP=1
   : "${RESULTS:=$BUILD_DIR/bench-quick}" "${OUT_DOC:=$BUILD_DIR/bench-quick/benchmarks.md}"
-  MODEL_KINDS=linformer
 else
-  NS=512,1024,2048,4096,8192,16384,32768,65536 KS=128,256,512,1024,2048 REPEATS=3 WARMUP=1
   : "${RESULTS:=bench/results}" "${OUT_DOC:=docs/benchmarks.md}"
-  # Full and flash models at n = 4096 cost about a minute together; they show what Linformer saves
-  # inside the whole model.
-  MODEL_KINDS=linformer,flash,full
 fi
-MODEL_N=4096 MODEL_K=256
 : "${IMG_DIR:=$(dirname "$OUT_DOC")/img/bench}"
-mkdir -p "$RESULTS"
+CPU_DIR=$RESULTS/$(python3 scripts/machine.py)  # this CPU's folder
+RUN_DIR=$CPU_DIR/$MODE                           # this mode's layer (and model) measurements
 
-say "quick=$QUICK threads=$THREADS results=$RESULTS report=$OUT_DOC plots=$IMG_DIR"
+# The sizes. The targets are at n = 4096, k = 256 in every mode, so that quick runs compute them too.
+T_N=4096 T_K=256
+# Five interleaved rounds of the model: its targets are ratios near their thresholds, and single
+# rounds on a 2-core machine spread by 10-15 %.
+REPEATS=3 WARMUP=1 ROUNDS=5 FLASH_ROUNDS=5 FLASH_NS=1024,4096 GEMM_ENV=()
+if [[ $MODE == full ]]; then
+  NS=512,1024,2048,4096,8192,16384,32768,65536 KS=128,256,512,1024,2048 MODEL_KINDS=linformer,flash,full
+  PEER_KINDS=linformer,full,sdpa
+else
+  # flash at 16384 too: its memory must grow linearly in n.
+  NS=$T_N,16384 KS=$T_K LAYER_KINDS=linformer,flash PEER_NS=$T_N PEER_KINDS=linformer,sdpa
+fi
+if [[ $QUICK -eq 1 ]]; then
+  REPEATS=1 ROUNDS=1 FLASH_ROUNDS=1 FLASH_NS=$T_N GEMM_ENV=(BACKENDS=dnnl ROUNDS=1 MIN_TIME=0.05)
+  if [[ $MODE == full ]]; then NS=512,1024,2048,4096 KS=128,256 MODEL_KINDS=linformer; else NS=$T_N,8192; fi
+fi
+mkdir -p "$CPU_DIR"
+
+say "mode=$MODE quick=$QUICK steps=${STEPS[*]:-none} threads=$THREADS cpu=$CPU_DIR report=$OUT_DOC plots=$IMG_DIR"
 
 # Runs a command after printing it.
 run() {
   say "\$ $*"
   "$@"
 }
-# record FILE ENV_PREFIX COMMAND...: runs the command like run() and appends it (with the
-# environment prefix it runs under) to FILE, whose lines go into the report's command block.
+# record FILE COMMAND...: runs the command like run() and appends it to FILE, whose lines go into the
+# report's command block. `env VAR=value` in front of a command shows there as it ran.
 record() {
-  local file=$1 prefix=$2
-  shift 2
-  printf '%s%s\n' "$prefix" "$*" >> "$file"
+  local file=$1
+  shift
+  printf '%s\n' "$*" >> "$file"
   run "$@"
 }
-
-MEASURE=$(( SKIP_OURS == 0 || SKIP_PEER == 0 ))
+FAILED=()
+# step NAME COMMAND...: runs one step in a subshell that stops at its first error (set -e would be
+# ignored inside an `if`); a failure is reported and the other steps go on.
+step() {
+  local name=$1 rc
+  shift
+  say "--- step $name"
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  if [[ $rc -ne 0 ]]; then
+    FAILED+=("$name")
+    say "WARNING: step $name failed (exit $rc); the report will say 'not measured' for what it measures"
+  fi
+}
 
 # --- 1. Is the machine idle? -------------------------------------------------------------------
 LOAD=$(cut -d' ' -f1 /proc/loadavg)
-if [[ $MEASURE -eq 0 ]]; then
+if [[ ${#STEPS[@]} -eq 0 ]]; then
   :  # nothing measured: the load does not matter
 elif awk -v l="$LOAD" 'BEGIN { exit !(l > 0.5) }'; then
   say "WARNING: 1-minute load average is $LOAD (> 0.5): another process is running; on $(nproc) cores" \
@@ -109,7 +166,7 @@ fi
 if [[ $SKIP_BUILD -eq 0 ]]; then
   run bash scripts/build.sh "$BUILD_DIR"
 fi
-[[ -x $BIN ]] || die "$BIN not found (build it, or drop --skip-build)"
+[[ ${#STEPS[@]} -eq 0 || -x $BIN ]] || die "$BIN not found (build it, or drop --skip-build)"
 
 # --- 3. Python environments --------------------------------------------------------------------
 # Exits 0 when the given python has torch and linformer at the versions pinned in $REQ.
@@ -135,7 +192,7 @@ EOF
 source scripts/report_venv.sh
 ensure_report_venv "$VENV" "$REQ"
 
-# The peer's python (also looked for with --skip-peer, for machine.txt; installed only without it).
+# The peer's python (looked for in any case, for machine.txt; installed only for a step that runs it).
 PEER=""
 if [[ -n ${PEER_PYTHON:-} ]]; then
   PEER=$PEER_PYTHON
@@ -145,7 +202,7 @@ elif has_peer_deps "$VENV/bin/python"; then
 elif [[ -x /opt/golden-venv/bin/python ]] && has_peer_deps /opt/golden-venv/bin/python; then
   PEER=/opt/golden-venv/bin/python
   say "using /opt/golden-venv for the peer (it has the pinned torch and linformer)"
-elif [[ $SKIP_PEER -eq 0 ]]; then
+elif wants peer || wants precision || wants flash; then
   say "installing torch and linformer into $VENV (CPU wheels from $TORCH_INDEX_URL if reachable)"
   run "$VENV/bin/pip" install -q --extra-index-url "$TORCH_INDEX_URL" -r "$REQ"
   PEER=$VENV/bin/python
@@ -153,15 +210,18 @@ fi
 say "peer python: ${PEER:-none}"
 
 # --- 4. The machine ----------------------------------------------------------------------------
-# 'key: value' lines for the report's machine section.
+# 'key: value' lines for the report's machine block.
 machine_info() {
   cache() { sed -n "s/^$1:[A-Z]*=//p" "$BUILD_DIR/CMakeCache.txt" 2>/dev/null | head -1; }
   CXX=$(cache CMAKE_CXX_COMPILER)
   echo "date: $(date '+%Y-%m-%d %H:%M:%S %Z')"
-  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1) (family $(lscpu | sed -n 's/^CPU family: *//p' | head -1), model $(lscpu | sed -n 's/^Model: *//p' | head -1))"
+  echo "cpu: $(python3 scripts/machine.py describe)"
   echo "caches: $(lscpu | sed -n -E 's/^(L1d|L2|L3) cache: *(.*)/\1 \2/p' | paste -sd ';' - | sed 's/;/; /g')"
   echo "cores: $(nproc) available ($(lscpu | sed -n 's/^CPU(s): *//p' | head -1) CPUs, $(lscpu | sed -n 's/^Thread(s) per core: *//p') thread(s) per core)"
-  echo "vector ISA: $(grep -m1 -o -w -E 'avx2|avx512f|avx512bw|avx512_bf16|amx_tile|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "vector ISA: $(python3 scripts/machine.py flags)"
+  local have=()
+  for p in fp32 bf16 int8; do "$BIN" --precision "$p" info >/dev/null 2>&1 && have+=("$p"); done
+  echo "precisions: ${have[*]} (those \`linformer --precision P info\` accepts on this CPU)"
   echo "memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
   # shellcheck disable=SC1091
   echo "os: $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
@@ -184,52 +244,73 @@ print(f"peer: Python {platform.python_version()}, torch {torch.__version__} (BLA
 EOF
   fi
 }
-# Written when something is measured (a report-only run keeps the file of the run that measured).
-MACHINE=$RESULTS/machine.txt
-if [[ $MEASURE -eq 1 || ! -f $MACHINE ]]; then
-  machine_info > "$MACHINE"
-fi
-say "machine: $MACHINE"
-sed 's/^/  /' "$MACHINE"
-
-# --- 5. Ours -----------------------------------------------------------------------------------
-# The commands of each side go to a file of their own, so that a run with --skip-ours or --skip-peer
-# keeps the other side's commands for the report.
-if [[ $SKIP_OURS -eq 0 ]]; then
-  : > "$RESULTS/ours_commands.txt"
-  # ours_family.csv holds rows measured separately for kinds added after a full run; this run
-  # measures every registered kind, so they would only shadow its rows.
-  rm -f "$RESULTS/ours_family.csv" "$RESULTS/ours_family.md"
-  # Every registered kind; Linformer over every k ≤ n.
-  record "$RESULTS/ours_commands.txt" "LINFORMER_NUM_THREADS=$THREADS " "$BIN" bench --what layer_forward,layer_forward_backward --n "$NS" --k "$KS" \
-      --repeats "$REPEATS" --warmup "$WARMUP" --csv "$RESULTS/ours_layers.csv" --markdown "$RESULTS/ours_layers.md"
-  record "$RESULTS/ours_commands.txt" "LINFORMER_NUM_THREADS=$THREADS " "$BIN" bench --kinds "$MODEL_KINDS" --what model_train_step,model_train_step_checkpointed,model_inference --n "$MODEL_N" --k "$MODEL_K" \
-      --repeats "$REPEATS" --warmup "$WARMUP" --csv "$RESULTS/ours_model.csv" --markdown "$RESULTS/ours_model.md"
+# machine.txt belongs to the run folder's layer measurements, so only they rewrite it.
+if wants ours || wants peer; then
+  mkdir -p "$RUN_DIR"
+  machine_info > "$RUN_DIR/machine.txt"
+  say "machine: $RUN_DIR/machine.txt"
+  sed 's/^/  /' "$RUN_DIR/machine.txt"
 fi
 
-# --- 6. The PyTorch peer -----------------------------------------------------------------------
-if [[ $SKIP_PEER -eq 0 ]]; then
-  : > "$RESULTS/peer_commands.txt"
-  record "$RESULTS/peer_commands.txt" "" "$PEER" scripts/peer_bench.py --out "$RESULTS/peer_layers.csv" --kinds linformer,full,sdpa \
-      --what forward,forward_backward --n "$NS" --k "$KS" --threads "$THREADS" --repeats "$REPEATS" --warmup "$WARMUP"
-  record "$RESULTS/peer_commands.txt" "" "$PEER" scripts/peer_bench.py --out "$RESULTS/peer_model.csv" --kinds linformer_model \
-      --n "$MODEL_N" --k "$MODEL_K" --threads "$THREADS" --repeats "$REPEATS" --warmup "$WARMUP"
-fi
-
-# --- 7. The report -----------------------------------------------------------------------------
-OURS_CSV=() PEER_CSV=()
-for f in ours_layers ours_model ours_family; do [[ -f $RESULTS/$f.csv ]] && OURS_CSV+=("$RESULTS/$f.csv"); done
-for f in peer_layers peer_model; do [[ -f $RESULTS/$f.csv ]] && PEER_CSV+=("$RESULTS/$f.csv"); done
-[[ ${#OURS_CSV[@]} -gt 0 || ${#PEER_CSV[@]} -gt 0 ]] || die "no CSV in $RESULTS"
-REPORT=("$VENV/bin/python" scripts/bench_report.py --out "$OUT_DOC" --img-dir "$IMG_DIR" --notes bench/notes.md
-        --machine-info "$MACHINE" --command "LINFORMER_NUM_THREADS=$THREADS bash scripts/bench_all.sh ${ARGS[*]:-}"
-        --command "# the measurements behind the report:")
-for f in "$RESULTS/ours_commands.txt" "$RESULTS/peer_commands.txt"; do
-  [[ -f $f ]] || continue
-  while IFS= read -r line; do REPORT+=(--command "$line"); done < "$f"
+# --- 5. The measurements -----------------------------------------------------------------------
+# Each step's commands go to a file of its own (<step>_commands.txt beside what it writes), so that a
+# run of some steps keeps the others' commands for the report.
+ours_step() {
+  local cmds=$RUN_DIR/ours_commands.txt
+  : > "$cmds"
+  rm -f "$RUN_DIR"/ours_*.csv "$RUN_DIR"/ours_*.md  # no rows of an earlier run in this run's tables
+  if [[ $MODE == full ]]; then
+    # Every registered kind; Linformer over every k ≤ n.
+    record "$cmds" env LINFORMER_NUM_THREADS="$THREADS" "$BIN" bench --what layer_forward,layer_forward_backward \
+        --n "$NS" --k "$KS" --repeats "$REPEATS" --warmup "$WARMUP" --csv "$RUN_DIR/ours_layers.csv" --markdown "$RUN_DIR/ours_layers.md"
+    # Full and flash models at n = 4096 cost about a minute together; they show what Linformer saves
+    # inside the whole model.
+    record "$cmds" env LINFORMER_NUM_THREADS="$THREADS" "$BIN" bench --kinds "$MODEL_KINDS" \
+        --what model_train_step,model_train_step_checkpointed,model_inference --n $T_N --k $T_K \
+        --repeats "$REPEATS" --warmup "$WARMUP" --csv "$RUN_DIR/ours_model.csv" --markdown "$RUN_DIR/ours_model.md"
+  else
+    record "$cmds" env LINFORMER_NUM_THREADS="$THREADS" "$BIN" bench --kinds "$LAYER_KINDS" \
+        --what layer_forward,layer_forward_backward --n "$NS" --k "$KS" --repeats "$REPEATS" --warmup "$WARMUP" \
+        --csv "$RUN_DIR/ours_layers.csv" --markdown "$RUN_DIR/ours_layers.md"
+  fi
+}
+peer_step() {
+  local cmds=$RUN_DIR/peer_commands.txt
+  : > "$cmds"
+  rm -f "$RUN_DIR"/peer_*.csv
+  if [[ $MODE == full ]]; then
+    record "$cmds" "$PEER" scripts/peer_bench.py --out "$RUN_DIR/peer_layers.csv" --kinds "$PEER_KINDS" \
+        --what forward,forward_backward --n "$NS" --k "$KS" --threads "$THREADS" --repeats "$REPEATS" --warmup "$WARMUP"
+    record "$cmds" "$PEER" scripts/peer_bench.py --out "$RUN_DIR/peer_model.csv" --kinds linformer_model \
+        --n $T_N --k $T_K --threads "$THREADS" --repeats "$REPEATS" --warmup "$WARMUP"
+  else
+    record "$cmds" "$PEER" scripts/peer_bench.py --out "$RUN_DIR/peer_layers.csv" --kinds "$PEER_KINDS" \
+        --what forward,forward_backward --n "$PEER_NS" --k "$KS" --threads "$THREADS" --repeats "$REPEATS" --warmup "$WARMUP"
+  fi
+}
+precision_step() {
+  : > "$CPU_DIR/precision_commands.txt"
+  record "$CPU_DIR/precision_commands.txt" "$PEER" scripts/precision_bench.py --rounds "$ROUNDS" --repeats "$REPEATS" \
+      --n $T_N --k $T_K --threads "$THREADS" --binary "$BIN" --out "$CPU_DIR"
+}
+flash_step() {
+  : > "$CPU_DIR/flash_commands.txt"
+  record "$CPU_DIR/flash_commands.txt" "$PEER" scripts/flash_vs_sdpa.py --out "$CPU_DIR/flash_vs_sdpa.csv" \
+      --n "$FLASH_NS" --rounds "$FLASH_ROUNDS" --repeats "$REPEATS" --threads "$THREADS" --linformer "$BIN"
+}
+gemm_step() {
+  : > "$CPU_DIR/gemm_commands.txt"
+  record "$CPU_DIR/gemm_commands.txt" env "${GEMM_ENV[@]}" THREADS="$THREADS" OUT_DIR="$CPU_DIR" bash scripts/gemm_backends.sh
+}
+for s in "${ALL_STEPS[@]}"; do
+  if wants "$s"; then step "$s" "${s}_step"; fi
 done
-[[ ${#OURS_CSV[@]} -gt 0 ]] && REPORT+=(--ours "${OURS_CSV[@]}")
-[[ ${#PEER_CSV[@]} -gt 0 ]] && REPORT+=(--peer "${PEER_CSV[@]}")
-say "\$ ${REPORT[*]}"
-"${REPORT[@]}" | tee "$RESULTS/ratios.txt"
-say "done: $OUT_DOC (plots in $IMG_DIR; data in $RESULTS)"
+
+# --- 6. The report -----------------------------------------------------------------------------
+REPORT=("$VENV/bin/python" scripts/bench_report.py --results "$RESULTS" --out "$OUT_DOC" --img-dir "$IMG_DIR"
+        --notes bench/notes.md --command "LINFORMER_NUM_THREADS=$THREADS bash scripts/bench_all.sh ${ARGS[*]:-}")
+run "${REPORT[@]}"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  die "the report is written, but these steps failed: ${FAILED[*]} (their output above)"
+fi
+say "done: $OUT_DOC (plots in $IMG_DIR; data in $CPU_DIR)"

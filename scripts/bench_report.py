@@ -1,26 +1,38 @@
 #!/usr/bin/env python3
-"""The benchmark report of issue 4: reads the CSVs of `linformer bench` (ours) and of
-scripts/peer_bench.py (PyTorch), writes a markdown report with tables and PNG plots, and prints the
-side-by-side ratio table to stdout.
+"""The benchmark report (issues 4 and 15): docs/benchmarks.md with one section per CPU kind, each from
+that CPU's own folder of results and nothing else, then bench/notes.md verbatim.
 
-  python scripts/bench_report.py --ours A.csv [B.csv ...] --peer C.csv [D.csv ...]
-      --out docs/benchmarks.md --img-dir docs/img/bench [--notes bench/notes.md]
-      [--command "the exact command" ...] [--machine-info bench/results/machine.txt] [--date TEXT]
+  python scripts/bench_report.py [--results bench/results] --out docs/benchmarks.md
+      --img-dir docs/img/bench [--notes bench/notes.md] [--command "the command"] [--no-plots]
 
-Every figure in the report comes from the CSVs, except the paper's published Table 3 (Wang et al.
-2020, "Linformer: Self-Attention with Linear Complexity") and the targets of issue 4, both written
-below as constants. Rows are keyed by (impl, kind, what, n, k); when several files hold the same key
-the later file wins (the --ours files are read first, then the --peer files, each in the order
-given). Configurations that were skipped or failed (empty time_ms, note "skipped: ..." / "failed:
-...") are shown as such, with their note. Kinds the report does not know are shown on our side only.
+A CPU folder is --results/<slug> (scripts/machine.py names it). What it may hold, all optional:
+  targets/, full/      runs of scripts/bench_all.sh (its default mode, and --full): CSVs of `linformer
+                       bench` (ours_*.csv) and scripts/peer_bench.py (peer_*.csv) from one run, the
+                       machine (machine.txt) and the commands (<step>_commands.txt)
+  precision.csv        scripts/precision_bench.py: the model, ours and PyTorch in fp32 / bf16 / int8
+  flash_vs_sdpa.csv    scripts/flash_vs_sdpa.py: flash against SDPA
+  gemm_backends.csv    scripts/gemm_backends.sh: every GEMM backend at the model's shapes
+(each interleaved file with the .md its script wrote beside it, and <step>_commands.txt when
+bench_all.sh ran it). A CPU's section: its machine, the commands, issue 15's targets computed from
+its files (a target nobody measured there reads "not measured on this CPU"), then each run's tables
+and plots. No table or plot mixes CPUs, and each comparison within one comes from one run.
 
-Standard library + numpy + matplotlib (Agg backend) only.
+Every figure comes from the CSVs, except the paper's published Table 3 (Wang et al. 2020, "Linformer:
+Self-Attention with Linear Complexity") and issue 15's thresholds, written below as constants. Rows
+are keyed by (impl, kind, what, n, k); within a run, the later file wins. Configurations that were
+skipped or failed (empty time_ms, note "skipped: ..." / "failed: ...") are shown as such, with
+their note. Kinds the report does not know are shown on our side only. The scripts' interleaved
+files become rows of the same form (the median over rounds), so targets read every source alike.
+
+Standard library; numpy + matplotlib (Agg backend) for the plots only.
 """
 import argparse
 import csv
 import datetime
 import math
 import os
+import re
+import statistics
 import sys
 
 # ---------------------------------------------------------------------------------------------------
@@ -70,12 +82,20 @@ PAPER_TABLE3 = {
     65536: ["20/60", "18/52", "16/40", "14/20", "7.9/18"],
 }
 
-# Issue 4's reference configuration and thresholds.
-T_N, T_K = 4096, 256
-T_LAYER_FWD_SPEEDUP, T_LAYER_FB_SPEEDUP, T_LAYER_MEM, T_LAYER_PEAK_FRACTION = 3.0, 2.0, 0.5, 0.5
-T_MODEL_TRAIN_SPEEDUP, T_MODEL_INFER_SPEEDUP, T_MODEL_MEM = 1.5, 2.0, 0.5
-T_FLASH_TIME = 1.0  # issue 15: flash at least as fast as PyTorch's SDPA (issue 4 allowed 1.2)
-T_LINEAR_N, T_LINEAR_MAX = 65536, 18.0
+# Issue 15's targets: ratios against PyTorch 2.x in the same run, with the same threads, like with like.
+T_N, T_K = 4096, 256                                # the model's and the layer's configuration
+T_MODEL_TRAIN_SPEEDUP, T_MODEL_INFER_SPEEDUP = 1.5, 2.0
+T_MODEL_TRAIN_MEM, T_MODEL_INFER_MEM = 0.6, 0.5     # our peak memory / PyTorch's
+T_LAYER_FWD_SPEEDUP, T_LAYER_FB_SPEEDUP, T_LAYER_MEM = 3.0, 2.0, 0.5
+T_FLASH_TIME = 1.0                                  # our flash time / SDPA's, forward and backward
+T_GEMM_SHARE = 0.9                                  # every shape: our backend / the best library
+T_LAYER_PEAK = 0.75                                 # the Linformer layer's GFLOP/s / that best sgemm
+T_BF16_SPEEDUP = 1.6                                # our bf16 training step against our fp32 one
+# The precisions of the model targets and their passes (int8 is an inference format).
+PRECISION_PASSES = [("fp32", ("train_step", "inference")), ("bf16", ("train_step", "inference")),
+                    ("int8", ("inference",))]
+# How the model targets name PyTorch's side in each precision (bf16: its CPU autocast).
+PEER_PRECISION = {"fp32": "PyTorch", "bf16": "PyTorch under autocast bf16", "int8": "PyTorch in int8"}
 
 MIB = float(1 << 20)
 
@@ -138,20 +158,24 @@ def read_rows(path):
 
 
 class Data:
-    """All rows, deduplicated by (impl, kind, what, n, k) with the later file winning."""
+    """All rows of one run, deduplicated by (impl, kind, what, n, k) with the later file winning."""
 
-    def __init__(self, paths):
+    def __init__(self, files):
+        """files: [(path, rows)] in order."""
         self.rows = {}
         self.sgemm = []  # every sgemm peak row, in file order (kept apart from the dedup)
         self.files = []
-        for path in paths:
-            rows = read_rows(path)
+        for path, rows in files:
             self.files.append((path, len(rows)))
             for r in rows:
                 if r["kind"] == "sgemm":
                     self.sgemm.append(r)
                     continue
                 self.rows[(r["impl"], r["kind"], r["what"], r["n"], r["k"])] = r
+
+    @classmethod
+    def from_paths(cls, paths):
+        return cls([(p, read_rows(p)) for p in paths])
 
     def get(self, impl, kind, what, n, k=0):
         return self.rows.get((impl, kind, what, n, k))
@@ -506,127 +530,409 @@ def section_table3(data, img_rel):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Targets
+# A CPU's folder: its runs
 # ---------------------------------------------------------------------------------------------------
 
-def describe_missing(side, kind, what, n, k, row):
-    return f"not measured ({side} {kind} {what} n={n}" + (f" k={k}" if k else "") + f": {status_of(row)})"
+RUN_FOLDERS = {"targets": "bench_all.sh (its default mode: what the targets need)",
+               "full": "bench_all.sh --full (issue 4's whole grid)"}
 
 
-def target_ratio(data, name, ours_kind, ours_what, peer_kind, peer_what, field, inverse, op, threshold,
-                 n=T_N, k=T_K):
-    """A ours-vs-peer target. inverse=False: value = peer/ours (speed-up); True: ours/peer."""
-    o = data.get(OURS_IMPL, ours_kind, ours_what, n, k)
-    p = data.get(PEER_IMPL, peer_kind, peer_what, n, k)
-    if not ok(o):
-        return [name, describe_missing("ours", ours_kind, ours_what, n, k, o), "not measured"]
-    if not ok(p):
-        return [name, describe_missing("PyTorch", peer_kind, peer_what, n, k, p), "not measured"]
-    a, b = o[field], p[field]
-    value = div(a, b) if inverse else div(b, a)
-    if value is None:
-        return [name, "not measured (zero or empty value)", "not measured"]
-    unit = "ms" if field == "time_ms" else "MiB"
-    fa, fb = (f_ms(a), f_ms(b)) if field == "time_ms" else (f_mib(a), f_mib(b))
-    met = value >= threshold if op == ">=" else value <= threshold
-    return [name, f"{value:.2f}× (ours {fa} {unit}, PyTorch {fb} {unit})", "met" if met else "not met"]
-
-
-def section_targets(data, peak, grid_summary):
+def median_rows(groups, path):
+    """{(impl, kind, what, n, k, threads): [raw rows]} -> bench rows, the median over rounds."""
     rows = []
-    lin_layer = f"Linformer layer n={T_N}, k={T_K}"
-    rows.append(target_ratio(data, f"{lin_layer}: forward ≥ {T_LAYER_FWD_SPEEDUP:g}× faster than PyTorch",
-                             "linformer", "layer_forward", "linformer", "forward", "time_ms", False, ">=",
-                             T_LAYER_FWD_SPEEDUP))
-    rows.append(target_ratio(data, f"{lin_layer}: forward+backward ≥ {T_LAYER_FB_SPEEDUP:g}× faster",
-                             "linformer", "layer_forward_backward", "linformer", "forward_backward", "time_ms",
-                             False, ">=", T_LAYER_FB_SPEEDUP))
-    for ow, pw, t in (("layer_forward", "forward", "forward"),
-                      ("layer_forward_backward", "forward_backward", "forward+backward")):
-        rows.append(target_ratio(data, f"{lin_layer}: peak memory ≤ {T_LAYER_MEM:g}× PyTorch's ({t})",
-                                 "linformer", ow, "linformer", pw, "peak_mem_bytes", True, "<=", T_LAYER_MEM))
-    for ow, t in (("layer_forward", "forward"), ("layer_forward_backward", "forward+backward")):
-        name = f"{lin_layer}: achieved GFLOP/s ≥ {T_LAYER_PEAK_FRACTION * 100:.0f} % of the sgemm peak ({t})"
-        o = data.get(OURS_IMPL, "linformer", ow, T_N, T_K)
-        if not ok(o) or not o["gflops"]:
-            rows.append([name, describe_missing("ours", "linformer", ow, T_N, T_K, o), "not measured"])
-        elif peak is None:
-            rows.append([name, f"{o['gflops']:.0f} GFLOP/s; sgemm peak not measured", "not measured"])
-        else:
-            frac = o["gflops"] / peak
-            rows.append([name, f"{100 * frac:.0f} % ({o['gflops']:.0f} of {peak:.0f} GFLOP/s)",
-                         "met" if frac >= T_LAYER_PEAK_FRACTION else "not met"])
+    for (impl, kind, what, n, k, threads), raws in groups.items():
+        def med(field):
+            vals = [float(r[field]) for r in raws if (r.get(field) or "").strip()]
+            return statistics.median(vals) if vals else None
+        row = {"impl": impl, "kind": kind, "what": what, "n": n, "k": k, "threads": threads, "note": "",
+               "source": path, "time_ms": med("time_ms"), "peak_mem_bytes": med("peak_mem_bytes"),
+               "heap_peak_bytes": None, "gflops": None, "repeats": len(raws)}
+        row.update({f: None for f in INT_FIELDS if f not in row})
+        rows.append(row)
+    return rows
 
-    model = f"Model (depth 6) n={T_N}, k={T_K}"
-    rows.append(target_ratio(data, f"{model}: training step ≥ {T_MODEL_TRAIN_SPEEDUP:g}× faster than PyTorch",
-                             "linformer", "model_train_step", "linformer_model", "train_step", "time_ms", False,
-                             ">=", T_MODEL_TRAIN_SPEEDUP))
-    rows.append(target_ratio(data, f"{model}: training step with activation checkpointing ≥ "
-                             f"{T_MODEL_TRAIN_SPEEDUP:g}× faster than PyTorch",
-                             "linformer", "model_train_step_checkpointed", "linformer_model", "train_step", "time_ms",
-                             False, ">=", T_MODEL_TRAIN_SPEEDUP))
-    rows.append(target_ratio(data, f"{model}: inference ≥ {T_MODEL_INFER_SPEEDUP:g}× faster",
-                             "linformer", "model_inference", "linformer_model", "inference", "time_ms", False,
-                             ">=", T_MODEL_INFER_SPEEDUP))
-    for ow, pw, t in (("model_train_step", "train_step", "training step"),
-                      ("model_train_step_checkpointed", "train_step", "training step with activation checkpointing"),
-                      ("model_inference", "inference", "inference")):
-        rows.append(target_ratio(data, f"{model}: peak memory ≤ {T_MODEL_MEM:g}× PyTorch's ({t})",
-                                 "linformer", ow, "linformer_model", pw, "peak_mem_bytes", True, "<=", T_MODEL_MEM))
 
-    for ow, pw, t in (("layer_forward", "forward", "forward"),
-                      ("layer_forward_backward", "forward_backward", "forward+backward")):
-        rows.append(target_ratio(data, f"flash n={T_N}: time ≤ {T_FLASH_TIME:g}× PyTorch SDPA's ({t})",
-                                 "flash", ow, "sdpa", pw, "time_ms", True, "<=", T_FLASH_TIME, k=0))
-    for ow, t in (("layer_forward", "forward"), ("layer_forward_backward", "forward+backward")):
-        name = f"flash: memory linear in n ({t}): mem(largest n) / mem({T_N}) ≤ n ratio"
-        base = data.get(OURS_IMPL, "flash", ow, T_N, 0)
-        bigger = [r for r in data.select(OURS_IMPL, "flash", ow) if ok(r) and r["n"] > T_N]
-        if not ok(base):
-            rows.append([name, describe_missing("ours", "flash", ow, T_N, 0, base), "not measured"])
-        elif not bigger:
-            rows.append([name, f"not measured (no measured flash {ow} with n > {T_N})", "not measured"])
-        else:
+def precision_rows(path):
+    """scripts/precision_bench.py's rounds as bench rows named as `linformer --precision P bench` and
+    peer_bench.py --precision P name theirs (impl 'linformer-cpp-bf16', 'pytorch-bf16', ...)."""
+    groups = {}
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            side, precision, what = r.get("side", ""), r.get("precision", "fp32"), r.get("what", "")
+            impl = r.get("impl") or impl_of("ours" if side == "ours" else "peer", precision)
+            ours = impl.startswith(OURS_IMPL)
+            # n and k: files written before the script recorded them ran its defaults.
+            key = (impl, "linformer" if ours else "linformer_model", ("model_" if ours else "") + what,
+                   _number(r.get("n"), int) or T_N, _number(r.get("k"), int) or T_K, _number(r.get("threads"), int))
+            groups.setdefault(key, []).append(r)
+    return median_rows(groups, path)
+
+
+def flash_rows(path):
+    """scripts/flash_vs_sdpa.py's rounds as bench rows: ours -> our flash layer, torch -> PyTorch's sdpa
+    (a --before build is not part of the comparison)."""
+    groups = {}
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            what = r.get("what", "")
+            if r.get("impl") == "ours":
+                key = (OURS_IMPL, "flash", "layer_" + what)
+            elif r.get("impl") == "torch":
+                key = (PEER_IMPL, "sdpa", what)
+            else:
+                continue
+            groups.setdefault(key + (int(r["n"]), 0, _number(r.get("threads"), int)), []).append(r)
+    return median_rows(groups, path)
+
+
+class Gemm:
+    """scripts/gemm_backends.sh's run: the median GFLOP/s of every (shape, backend) over its rounds."""
+
+    def __init__(self, path, name):
+        self.name = name
+        self.rate, self.dims, self.shapes = {}, {}, []
+        raw = {}
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                g = _number(r.get("gflops"), float)
+                if g is None:
+                    continue
+                shape = r["shape"]
+                if shape not in self.dims:
+                    self.shapes.append(shape)
+                    self.dims[shape] = f"{r['M']}×{r['N']}×{r['K']}" + (" tA" if r.get("tA") == "1" else "") + \
+                        (" tB" if r.get("tB") == "1" else "")
+                raw.setdefault((shape, r["backend"]), []).append(g)
+        self.rate = {key: statistics.median(v) for key, v in raw.items()}
+        self.backends = sorted({b for _, b in raw})
+
+    def best(self, shape):
+        got = {b: v for (s, b), v in self.rate.items() if s == shape}
+        return max(got.items(), key=lambda kv: kv[1]) if got else (None, None)
+
+    def shares(self, backend):
+        """[(share of the best, shape, dims, rate, best rate, best backend)] for each shape it ran."""
+        out = []
+        for shape in self.shapes:
+            if (shape, backend) in self.rate:
+                best, best_rate = self.best(shape)
+                out.append((self.rate[shape, backend] / best_rate, shape, self.dims[shape], self.rate[shape, backend],
+                            best_rate, best))
+        return out
+
+    def best_sgemm(self):
+        """(GFLOP/s, description, file) of the fastest backend's sgemm 2048³, or (None, None, None)."""
+        shape = next((s for s in self.shapes if s.startswith("sgemm")), None)
+        if shape is None:
+            return None, None, None
+        best, rate = self.best(shape)
+        return rate, f"{best}'s {shape}", self.name
+
+
+class Run:
+    """One measurement on a CPU, its rows as bench rows: a bench_all.sh run folder, or one file of an
+    interleaved script (`md`: the table that script wrote beside it)."""
+
+    def __init__(self, name, folder, data, title, machine=None, commands=None, md=None):
+        self.name, self.folder, self.data, self.title = name, folder, data, title
+        self.machine = machine or []     # [(key, value)] of its machine.txt
+        self.commands = commands or []   # [(file, [lines])]
+        self.md = md
+
+    def machine_value(self, key):
+        return next((v for k, v in self.machine if k == key), None)
+
+    @property
+    def date(self):
+        return self.machine_value("date") or run_date([p for p, _ in self.data.files])
+
+
+def read_machine(path):
+    """machine.txt's 'key: value' lines as [(key, value)] (a line without ': ' keeps the key '')."""
+    out = []
+    try:
+        with open(path) as fh:
+            for line in fh:
+                key, sep, value = line.strip().partition(":")
+                if line.strip():
+                    out.append((key.strip(), value.strip()) if sep else ("", line.strip()))
+    except OSError:
+        pass
+    return out
+
+
+def read_commands(folder, names):
+    """[(file, [lines])] of the <step>_commands.txt files in the folder, in the order of names."""
+    out = []
+    for name in names:
+        path = os.path.join(folder, f"{name}_commands.txt")
+        if os.path.exists(path):
+            with open(path) as fh:
+                out.append((path, [line.rstrip("\n") for line in fh if line.strip()]))
+    return out
+
+
+# The interleaved scripts' files: (file, how to read it, its title, the .md its script writes, the step).
+INTERLEAVED = [
+    ("precision.csv", precision_rows, "The model in each precision against PyTorch, interleaved "
+     "(scripts/precision_bench.py)", "precision.md", "precision"),
+    ("flash_vs_sdpa.csv", flash_rows, "flash against PyTorch's SDPA, interleaved (scripts/flash_vs_sdpa.py)",
+     "flash_vs_sdpa.csv.md", "flash"),
+]
+GEMM_FILE, GEMM_MD = "gemm_backends.csv", "gemm_backends.md"
+
+
+class Cpu:
+    """A CPU's folder: bench_all.sh's runs (newest first), the interleaved scripts' files, the GEMM
+    backends' run. `sources` is the order in which the targets look for a figure."""
+
+    def __init__(self, folder):
+        self.folder, self.slug = folder, os.path.basename(os.path.normpath(folder))
+        self.runs = []
+        for name, title in RUN_FOLDERS.items():
+            sub = os.path.join(folder, name)
+            files = sorted(os.listdir(sub)) if os.path.isdir(sub) else []
+            paths = [os.path.join(sub, f) for side in ("ours_", "peer_") for f in files
+                     if f.startswith(side) and f.endswith(".csv")]
+            if paths:
+                self.runs.append(Run(name + "/", sub, Data.from_paths(paths), title,
+                                     read_machine(os.path.join(sub, "machine.txt")),
+                                     read_commands(sub, ["ours", "peer"])))
+        self.runs.sort(key=lambda r: r.date, reverse=True)
+        self.interleaved = []
+        for file, reader, title, md, step in INTERLEAVED:
+            path = os.path.join(folder, file)
+            if os.path.exists(path):
+                self.interleaved.append(Run(file, folder, Data([(path, reader(path))]), title,
+                                            commands=read_commands(folder, [step]), md=os.path.join(folder, md)))
+        gemm = os.path.join(folder, GEMM_FILE)
+        self.gemm = Gemm(gemm, GEMM_FILE) if os.path.exists(gemm) else None
+        self.gemm_commands = read_commands(folder, ["gemm"])
+        self.sources = self.interleaved + self.runs
+
+    @property
+    def machine(self):
+        """The newest bench_all.sh run's machine.txt ([] without one)."""
+        return self.runs[0].machine if self.runs else []
+
+    def title(self):
+        cpu = next((v for k, v in self.machine if k == "cpu"), None)
+        return cpu or self.slug
+
+    def precisions(self):
+        """The precisions this CPU runs, as its newest machine.txt says; None where it does not say."""
+        text = next((v for k, v in self.machine if k == "precisions"), None)
+        return None if text is None else set(text.split("(")[0].split())
+
+    def gemm_backend(self):
+        """Our float GEMM backend: the build's LINFORMER_GEMM in machine.txt, else the default, dnnl."""
+        m = re.search(r"LINFORMER_GEMM=(\w+)", next((v for k, v in self.machine if k == "build"), ""))
+        return m.group(1) if m else "dnnl"
+
+
+def find_cpus(results):
+    """Every CPU folder under results (a folder holding a run or a script's file), sorted by slug."""
+    out = []
+    for name in sorted(os.listdir(results)) if os.path.isdir(results) else []:
+        folder = os.path.join(results, name)
+        if os.path.isdir(folder) and any(os.path.exists(os.path.join(folder, f))
+                                         for f in list(RUN_FOLDERS) + [i[0] for i in INTERLEAVED] + [GEMM_FILE]):
+            out.append(Cpu(folder))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 15's targets
+# ---------------------------------------------------------------------------------------------------
+
+class Key:
+    """One side of a comparison: which rows (impl, kind, what) and how the table names them."""
+
+    def __init__(self, label, impl, kind, what):
+        self.label, self.impl, self.kind, self.what = label, impl, kind, what
+
+    def row(self, data, n, k):
+        return data.get(self.impl, self.kind, self.what, n, k)
+
+
+def impl_of(side, precision):
+    """'linformer-cpp-bf16' / 'pytorch-bf16': how `linformer --precision P bench` and peer_bench.py
+    --precision P name their rows (fp32 has no suffix)."""
+    base = OURS_IMPL if side == "ours" else PEER_IMPL
+    return base if precision == "fp32" else f"{base}-{precision}"
+
+
+def model_keys(precision, what):
+    return (Key(f"ours {precision}", impl_of("ours", precision), "linformer", "model_" + what),
+            Key(f"PyTorch {precision}", impl_of("peer", precision), "linformer_model", what))
+
+
+def layer_keys(kind, peer_kind, ours_what, peer_what):
+    peer = "PyTorch SDPA" if peer_kind == "sdpa" else "PyTorch"
+    return (Key("ours", OURS_IMPL, kind, ours_what), Key(peer, PEER_IMPL, peer_kind, peer_what))
+
+
+def pick(runs, keys, field, points=((T_N, T_K),)):
+    """The first of `runs` (the preferred first) where every key has `field` measured at each (n, k)
+    of `points` (None: at every n where all of them are, at least one), with one thread count.
+    Returns (run, [(n, k, rows)]) or (None, [])."""
+    for run in runs:
+        cands = points or sorted({(r["n"], r["k"]) for r in run.data.select(keys[0].impl, keys[0].kind, keys[0].what)})
+        found = []
+        for n, k in cands:
+            rows = [key.row(run.data, n, k) for key in keys]
+            if all(ok(r) and r[field] is not None for r in rows) and len({r["threads"] for r in rows} - {None}) <= 1:
+                found.append((n, k, rows))
+            elif points:
+                found = []
+                break
+        if found:
+            return run, found
+    return None, []
+
+
+class Target:
+    """A row of the target table: what, the measured figure, the file(s) it came from, and met /
+    not met / not measured on this CPU."""
+    NOT_MEASURED = "not measured on this CPU"
+
+    def __init__(self, name, measured, source=None, met=None):
+        self.name, self.measured = name, measured
+        self.sources = [source] if isinstance(source, str) else list(source or [])
+        self.status = self.NOT_MEASURED if met is None else "met" if met else "not met"
+
+
+def where(points):
+    return "" if not points else " at " + ", ".join(f"n={n}" + (f" k={k}" if k else "") for n, k in points)
+
+
+def missing(cpu, keys, points, precision=None):
+    """Why a target has no figure: the precision this CPU lacks, or the rows no run has."""
+    have = cpu.precisions()
+    if precision and have is not None and precision not in have:
+        return f"no {precision} here: `linformer --precision {precision} info` refused it (machine.txt)"
+    return "in no run: " + ", ".join(f"{k.label} (`{k.impl}` {k.kind} {k.what})" for k in keys) + where(points)
+
+
+def ratio_target(cpu, name, num, den, field, op, threshold, points=((T_N, T_K),), precision=None):
+    """num / den against a threshold (op '>=' or '<='), from the first run that measured both; with
+    several points (n, k) every one must meet it, and the worst is shown first."""
+    run, found = pick(cpu.sources, [num, den], field, points)
+    if run is None:
+        return Target(name, missing(cpu, [num, den], points, precision))
+    fmt, unit = (f_ms, "ms") if field == "time_ms" else (f_mib, "MiB")
+    values = [(div(a[field], b[field]), n, k, a, b) for n, k, (a, b) in found]
+    values.sort(key=lambda t: t[0], reverse=(op == "<="))  # the worst first
+    good = lambda v: v is not None and (v >= threshold if op == ">=" else v <= threshold)
+    text = "; ".join((f"n={n}: " if len(values) > 1 else "") + f"{f_ratio(v)} ({num.label} {fmt(a[field])} {unit} / "
+                     f"{den.label} {fmt(b[field])} {unit})" for v, n, k, a, b in values)
+    return Target(name, text, run.name, all(good(v) for v, *_ in values))
+
+
+def flash_memory_target(cpu, name, ours_what):
+    """flash's peak memory grows at most linearly in n: mem(largest n) / mem(T_N) ≤ n ratio."""
+    key = Key("ours flash", OURS_IMPL, "flash", ours_what)
+    for run in cpu.sources:
+        base = key.row(run.data, T_N, 0)
+        bigger = [r for r in run.data.select(OURS_IMPL, "flash", ours_what) if r["n"] > T_N and ok(r)
+                  and r["peak_mem_bytes"]]
+        if ok(base) and base["peak_mem_bytes"] and bigger:
             top = max(bigger, key=lambda r: r["n"])
-            ratio, n_ratio = div(top["peak_mem_bytes"], base["peak_mem_bytes"]), top["n"] / T_N
-            if ratio is None:
-                rows.append([name, "not measured (zero memory at n={T_N})", "not measured"])
-            else:
-                rows.append([name, f"{ratio:.2f} at n={top['n']} (n ratio {n_ratio:g}; {f_mib(base['peak_mem_bytes'])} → "
-                                   f"{f_mib(top['peak_mem_bytes'])} MiB)", "met" if ratio <= n_ratio else "not met"])
+            ratio, n_ratio = top["peak_mem_bytes"] / base["peak_mem_bytes"], top["n"] / T_N
+            return Target(name, f"{ratio:.2f} from n={T_N} to n={top['n']} (n ratio {n_ratio:g}; "
+                                f"{f_mib(base['peak_mem_bytes'])} → {f_mib(top['peak_mem_bytes'])} MiB)",
+                          run.name, ratio <= n_ratio)
+    return Target(name, f"in no run: our flash {ours_what} at n={T_N} and a longer n, with memory")
 
-    for ow, t in (("layer_forward", "forward"), ("layer_forward_backward", "forward+backward")):
-        for field, fname in (("time_ms", "time"), ("peak_mem_bytes", "memory")):
-            name = f"Linformer linear in n (k={T_K}, {t}): {fname}(n={T_LINEAR_N}) / {fname}(n={T_N}) ≤ {T_LINEAR_MAX:g}"
-            a = data.get(OURS_IMPL, "linformer", ow, T_N, T_K)
-            b = data.get(OURS_IMPL, "linformer", ow, T_LINEAR_N, T_K)
-            if not ok(a):
-                rows.append([name, describe_missing("ours", "linformer", ow, T_N, T_K, a), "not measured"])
-            elif not ok(b):
-                rows.append([name, describe_missing("ours", "linformer", ow, T_LINEAR_N, T_K, b), "not measured"])
-            else:
-                ratio = div(b[field], a[field])
-                fmt = f_ms if field == "time_ms" else f_mib
-                unit = "ms" if field == "time_ms" else "MiB"
-                rows.append([name, "not measured" if ratio is None else
-                             f"{ratio:.1f} ({fmt(a[field])} → {fmt(b[field])} {unit})",
-                             "not measured" if ratio is None else ("met" if ratio <= T_LINEAR_MAX else "not met")])
 
-    met, compared = grid_summary.get((OURS_IMPL, "full", "time"), (0, 0))
-    name = "Table 3 speed-up (against our full) ≥ the paper's in every measured cell"
-    if compared == 0:
-        rows.append([name, "not measured (no cell measured on both sides)", "not measured"])
-    else:
-        rows.append([name, f"{met} of {compared} cells", "met" if met == compared else "not met"])
+def layer_peak_target(cpu, name, ours_what):
+    """The Linformer layer's GFLOP/s against the best sgemm on this CPU (the GEMM backends' run;
+    without one, the sgemm of the layer's own run)."""
+    key = Key("ours", OURS_IMPL, "linformer", ours_what)
+    run, found = pick(cpu.sources, [key], "gflops")
+    if run is None:
+        return Target(name, missing(cpu, [key], [(T_N, T_K)]))
+    gflops = found[0][2][0]["gflops"]
+    peak, peak_desc, peak_source = cpu.gemm.best_sgemm() if cpu.gemm else (None, None, None)
+    if peak is None:
+        peak, peak_desc, peak_source = run.data.sgemm_peak()[0], "the same run's sgemm 2048³", run.name
+        if peak is None:
+            return Target(name, f"{gflops:.0f} GFLOP/s; no sgemm measured on this CPU")
+    share = gflops / peak
+    return Target(name, f"{100 * share:.0f} % ({gflops:.0f} of {peak:.0f} GFLOP/s, {peak_desc})",
+                  sorted({run.name, peak_source}), share >= T_LAYER_PEAK)
 
-    n_met = sum(1 for r in rows if r[2] == "met")
-    n_not = sum(1 for r in rows if r[2] == "not met")
-    n_none = sum(1 for r in rows if r[2] == "not measured")
-    out = ["## Targets of issue 4", "",
-           f"Computed from the data: {n_met} met, {n_not} not met, {n_none} not measured.", ""]
-    out += md_table(["target", "measured", "status"],
-                    [[r[0], r[1], f"**{r[2]}**" if r[2] != "not measured" else r[2]] for r in rows])
-    return out + [""]
+
+def gemm_target(cpu, name):
+    """Our backend's rate at every shape of the GEMM backends' run against the best backend there."""
+    if cpu.gemm is None:
+        return Target(name, "no GEMM backends run (scripts/gemm_backends.sh) on this CPU")
+    ours = cpu.gemm_backend()
+    shares = cpu.gemm.shares(ours)
+    if not shares:
+        return Target(name, f"our backend ({ours}) is not in {cpu.gemm.name}")
+    if len(cpu.gemm.backends) < 2:
+        return Target(name, f"only {ours} in {cpu.gemm.name}: no other library to compare with")
+    worst = min(shares, key=lambda t: t[0])
+    share, shape, dims, rate, best_rate, best = worst
+    n_ok = sum(1 for t in shares if t[0] >= T_GEMM_SHARE)
+    return Target(name, f"{ours}: lowest {100 * share:.0f} % at {shape} ({dims}: {rate:.0f} against {best}'s "
+                        f"{best_rate:.0f} GFLOP/s); {n_ok} of {len(shares)} shapes ≥ {100 * T_GEMM_SHARE:.0f} %",
+                  cpu.gemm.name, n_ok == len(shares))
+
+
+def targets(cpu):
+    """Issue 15's target table for one CPU, every figure from its own files."""
+    rows = []
+    for precision, whats in PRECISION_PASSES:
+        for what in whats:
+            ours, peer = model_keys(precision, what)
+            speed, mem = ((T_MODEL_TRAIN_SPEEDUP, T_MODEL_TRAIN_MEM) if what == "train_step"
+                          else (T_MODEL_INFER_SPEEDUP, T_MODEL_INFER_MEM))
+            title = "training step" if what == "train_step" else "inference"
+            rows.append(ratio_target(cpu, f"Model {precision}: {title} ≥ {speed:g}× faster than "
+                                     f"{PEER_PRECISION[precision]}", peer, ours, "time_ms", ">=", speed,
+                                     precision=precision))
+            rows.append(ratio_target(cpu, f"Model {precision}: {title} peak memory ≤ {mem:g}× PyTorch's",
+                                     ours, peer, "peak_mem_bytes", "<=", mem, precision=precision))
+    fp32, _ = model_keys("fp32", "train_step")
+    bf16, _ = model_keys("bf16", "train_step")
+    rows.append(ratio_target(cpu, f"Model: our bf16 training step ≥ {T_BF16_SPEEDUP:g}× faster than our fp32 one",
+                             fp32, bf16, "time_ms", ">=", T_BF16_SPEEDUP, precision="bf16"))
+    for ours_what, peer_what, title in LAYER_PASSES:
+        ours, peer = layer_keys("linformer", "linformer", ours_what, peer_what)
+        speed = T_LAYER_FWD_SPEEDUP if ours_what == "layer_forward" else T_LAYER_FB_SPEEDUP
+        rows.append(ratio_target(cpu, f"Linformer layer: {title} ≥ {speed:g}× faster than PyTorch", peer, ours,
+                                 "time_ms", ">=", speed))
+        rows.append(ratio_target(cpu, f"Linformer layer: {title} peak memory ≤ {T_LAYER_MEM:g}× PyTorch's",
+                                 ours, peer, "peak_mem_bytes", "<=", T_LAYER_MEM))
+        rows.append(layer_peak_target(cpu, f"Linformer layer: {title} ≥ {100 * T_LAYER_PEAK:.0f} % of the best "
+                                            "sgemm's GFLOP/s", ours_what))
+    for ours_what, peer_what, title in LAYER_PASSES:
+        ours, peer = layer_keys("flash", "sdpa", ours_what, peer_what)
+        rows.append(ratio_target(cpu, f"flash: {title} time ≤ {T_FLASH_TIME:g}× PyTorch SDPA's, at every n measured",
+                                 ours, peer, "time_ms", "<=", T_FLASH_TIME, points=None))
+        rows.append(flash_memory_target(cpu, f"flash: {title} memory linear in n", ours_what))
+    rows.append(gemm_target(cpu, f"GEMM: every model shape ≥ {100 * T_GEMM_SHARE:.0f} % of the best library's rate"))
+    return rows
+
+
+def section_targets(cpu):
+    rows = targets(cpu)
+    count = {s: sum(1 for r in rows if r.status == s) for s in ("met", "not met", Target.NOT_MEASURED)}
+    out = ["### Targets of issue 15", "",
+           f"From this CPU's files alone: **{count['met']} met, {count['not met']} not met, "
+           f"{count[Target.NOT_MEASURED]} not measured**. *Model* = the 6-layer Linformer LM (d = 512, 8 heads, "
+           f"n = {T_N}, k = {T_K}, batch 1) against lucidrains' `LinformerLM` (bf16: under `torch.autocast`); "
+           f"*layer* = one Linformer attention layer at n = {T_N}, k = {T_K} against lucidrains' "
+           "`LinformerSelfAttention`; speed-up = PyTorch's time / ours, memory = our peak RSS growth / "
+           "PyTorch's, each pair from one run with one thread count. *From* names the run: where several "
+           "measured a target, the interleaved scripts' files (`precision.csv`, `flash_vs_sdpa.csv`) come "
+           "first, then bench_all.sh's runs, the newest first.", ""]
+    out += md_table(["target", "measured", "from", "status"],
+                    [[r.name, r.measured, ", ".join(f"`{s}`" for s in r.sources) or "–",
+                      f"**{r.status}**" if r.status != Target.NOT_MEASURED else r.status] for r in rows])
+    return out + [""], rows, count
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -727,7 +1033,7 @@ def plot_layers(data, img_dir, plt):
         for name, series, heading in ((ours_what, series_for_plot(data, ours_what, peer_what), title),
                                       ("family_" + ours_what, family_series(data, ours_what),
                                        f"the family, {title}")):
-            if series:
+            if series and max(len(xs) for _, xs, *_ in series) >= 3:  # a curve, not a point or two
                 files[name] = plot_series(series, heading, os.path.join(img_dir, f"{name}.png"), plt)
     return files
 
@@ -777,7 +1083,7 @@ def plot_grid(data, img_dir, plt):
     colour is ours / paper on a log scale (green: ours ≥ paper), annotated 'ours/paper'."""
     import numpy as np
     from matplotlib.colors import LogNorm
-    if not data.select(OURS_IMPL, "full", "layer_forward") or not data.select(OURS_IMPL, "linformer", "layer_forward"):
+    if not data.select(OURS_IMPL, "full", "layer_forward") or not has_grid(data):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.2))
     cmap = plt.get_cmap("RdYlGn").copy()
@@ -864,56 +1170,56 @@ def make_plots(data, img_dir, out_dir):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The stdout table and the document
+# The document
 # ---------------------------------------------------------------------------------------------------
 
-def print_ratios(data):
-    """The side-by-side table of every configuration measured on both sides."""
-    lines = []
-    head = f"{'what':<22} {'ours kind':<10} {'peer kind':<16} {'n':>6} {'k':>5} {'ours ms':>9} {'peer ms':>9} " \
-           f"{'speed-up':>8} {'ours MiB':>9} {'peer MiB':>9} {'mem ratio':>9}"
-    for passes, peer_map in ((LAYER_PASSES, PEER_LAYER_KIND), (MODEL_PASSES, PEER_MODEL_KIND)):
-        for ours_what, peer_what, _ in passes:
-            for ours_kind, peer_kind in pairs_for(data, [(ours_what, peer_what)], peer_map):
-                if not ours_kind or not peer_kind:
-                    continue
-                for o in data.select(OURS_IMPL, ours_kind, ours_what):
-                    p = data.get(PEER_IMPL, peer_kind, peer_what, o["n"], o["k"])
-                    if not ok(o) or not ok(p):
-                        continue
-                    lines.append(f"{ours_what:<22} {ours_kind:<10} {peer_kind:<16} {o['n']:>6} {o['k']:>5} "
-                                 f"{f_ms(o['time_ms']):>9} {f_ms(p['time_ms']):>9} "
-                                 f"{f_ratio(div(p['time_ms'], o['time_ms'])):>8} {f_mib(o['peak_mem_bytes']):>9} "
-                                 f"{f_mib(p['peak_mem_bytes']):>9} {f_ratio(div(o['peak_mem_bytes'], p['peak_mem_bytes'])):>9}")
-    print("speed-up = peer time / our time; mem ratio = our peak memory / peer's")
-    print(head)
-    print("-" * len(head))
-    print("\n".join(lines) if lines else "(no configuration measured on both sides)")
+def demote(lines, levels):
+    """Headings `levels` deeper: the run's sections sit inside a CPU's section."""
+    return [("#" * levels + line) if re.match(r"#+ ", line) else line for line in lines]
 
 
-def machine_lines(path):
-    """The --machine-info file as a list ('key: value' lines in bold key form), and a warning when
-    its 'load average at start' says the machine was busy."""
-    if not path:
-        return ["- machine: not given (--machine-info)"]
+def embed(path):
+    """A script's markdown table, without its own title and comments."""
     try:
         with open(path) as fh:
-            text = fh.read().strip()
+            lines = fh.read().rstrip("\n").splitlines()
     except OSError as e:
-        return [f"- machine: could not read {path}: {e}"]
-    out, warning = [], []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        key, sep, value = line.partition(":")
-        out.append(f"- **{key.strip()}**: {value.strip()}" if sep and value.strip() else f"- {line.strip()}")
-        if key.strip() == "load average at start":
-            load = _number(value.split()[0] if value.split() else "", float)
-            if load is not None and load > 0.5:
-                warning = ["", f"**Warning: the 1-minute load average was {load:g} when the run started: another "
-                               "process was using the machine, so these timings are not comparable with an idle "
-                               "run.**"]
-    return out + warning
+        return [f"(could not read {path}: {e})"]
+    lines = [line for line in lines if not line.startswith("<!--")]
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    return demote(lines, 3)
+
+
+def anchor(title):
+    """GitHub's anchor of a heading."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+
+
+def link(path, out_dir):
+    """A markdown link from the report's folder, shown as the path from the repository root."""
+    shown = os.path.relpath(path)
+    return f"[`{shown if not shown.startswith('..') else os.path.abspath(path)}`]" \
+           f"({os.path.relpath(path, out_dir).replace(os.sep, '/')})"
+
+
+def machine_lines(machine):
+    """machine.txt as a list, and a warning when its 'load average at start' says the machine was busy."""
+    if not machine:
+        return ["- not recorded (no run of bench_all.sh in this folder)"]
+    out = [f"- **{k}**: {v}" if k else f"- {v}" for k, v in machine]
+    return out + load_warning(machine)
+
+
+def load_warning(machine):
+    value = next((v for k, v in machine if k == "load average at start"), "")
+    load = _number(value.split()[0] if value.split() else "", float)
+    if load is None or load <= 0.5:
+        return []
+    return ["", f"**Warning: the 1-minute load average was {load:g} when the run started: another process was "
+                "using the machine, so these timings are not comparable with an idle run.**"]
 
 
 def run_date(paths):
@@ -940,75 +1246,163 @@ def config_summary(data):
     return "; ".join(parts) if parts else "no measured rows"
 
 
-def build_document(args, data, img_rel):
+def section_commands(cpu, out_dir):
+    out = ["### Commands", "", "```sh"]
+    for run in cpu.runs:
+        out.append(f"# {run.name}: {run.title}, {run.date}")
+        out += [line for _, lines in run.commands for line in lines] or ["# (commands not recorded)"]
+    for name, commands in [(r.name, r.commands) for r in cpu.interleaved] + \
+            ([(GEMM_FILE, cpu.gemm_commands)] if cpu.gemm else []):
+        out.append(f"# {name}:")
+        out += [line for _, lines in commands for line in lines] or \
+            ["# (not run by bench_all.sh: by hand, as bench/notes.md describes)"]
+    return out + ["```", ""]
+
+
+def has_grid(data):
+    """Issue 4's grid (Linformer at several k), which Table 3 and the plots against n need."""
+    return len({r["k"] for r in data.select(OURS_IMPL, "linformer", "layer_forward") if ok(r)}) > 1
+
+
+def section_run(run, img_rel, out_dir):
+    data = run.data
     peak, peak_desc = data.sgemm_peak()
-    out = ["# Benchmarks: speed and memory of the Linformer library against PyTorch", "",
-           "<!-- Generated by scripts/bench_report.py from the CSVs listed below; do not edit by hand. "
-           "The sections after the Table 3 one (before/after checks, profiling notes) come from bench/notes.md. -->", "",
-           "Our C++ attention layers and model (`linformer bench`) against the PyTorch peer "
-           "(`scripts/peer_bench.py`: lucidrains' `linformer` package, naive softmax attention, "
-           "`scaled_dot_product_attention`) on the same machine, plus the paper's Table 3 recomputed here. "
-           "Every figure below comes from the CSVs; the only numbers typed in are the paper's published "
-           "Table 3 and the targets of issue 4.", "",
-           f"- **date of the run**: {args.date or run_date(args.ours + args.peer)}",
+    out = [f"### {run.title}: `{run.name}`", "",
+           f"- **date, git, load average at start**: {run.date}; {run.machine_value('git') or 'unknown'}; "
+           f"{run.machine_value('load average at start') or 'unknown'}",
            f"- **sgemm peak measured in the run**: {peak_desc}",
            f"- **configuration (from the CSVs)**: {config_summary(data)}",
-           "- **inputs**: " + ", ".join(f"`{p}` ({n} row{'' if n == 1 else 's'})" for p, n in data.files), "",
-           "### Machine", ""] + machine_lines(args.machine_info) + [""]
-    out += ["### Command", "", "```sh"] + (args.command or ["(not given: pass --command)"]) + ["```", ""]
-
-    table3, grid_summary = section_table3(data, img_rel)
-    out += section_targets(data, peak, grid_summary)
-    out += section_layers(data, peak)
+           "- **inputs**: " + ", ".join(f"{link(p, out_dir)} ({n} row{'' if n == 1 else 's'})"
+                                         for p, n in data.files)]
+    out += load_warning(run.machine) + [""]
+    body = section_layers(data, peak)
     for what, _, title in LAYER_PASSES:
         if img_rel.get(what):
-            out += [f"![Layer {title}: time and memory against n]({img_rel[what]})", ""]
-    out += section_family(data, img_rel)
-    out += section_models(data, peak)
+            body += [f"![Layer {title}: time and memory against n]({img_rel[what]})", ""]
+    body += section_family(data, img_rel)
+    if any(data.select(OURS_IMPL, what=w) or data.select(PEER_IMPL, what=pw) for w, pw, _ in MODEL_PASSES):
+        body += section_models(data, peak)
     if img_rel.get("model"):
-        out += [f"![Model: time and memory]({img_rel['model']})", ""]
-    out += table3
+        body += [f"![Model: time and memory]({img_rel['model']})", ""]
+    if has_grid(data):
+        body += section_table3(data, img_rel)[0]
+    return out + demote(body, 2)
+
+
+def section_file(title, csv_path, md_path, out_dir):
+    """An interleaved script's file: the table its script wrote beside the CSV."""
+    return [f"### {title}", "", f"{link(csv_path, out_dir)}, as {link(md_path, out_dir)} has it:", ""] + \
+        embed(md_path) + [""]
+
+
+def other_files(cpu, out_dir):
+    """Links to every other markdown file in the folder (profiles, earlier runs that bench/notes.md cites)."""
+    shown = {os.path.normpath(r.md) for r in cpu.interleaved} | {os.path.normpath(os.path.join(cpu.folder, GEMM_MD))}
+    found = []
+    for root, dirs, files in os.walk(cpu.folder):
+        dirs[:] = sorted(d for d in dirs if os.path.join(root, d) not in {r.folder for r in cpu.runs})
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if f.endswith(".md") and os.path.normpath(os.path.join(root, f)) not in shown]
+    if not found:
+        return []
+    return ["### Other measurements on this CPU", "",
+            "Files of earlier one-off runs (bench/notes.md describes them):", ""] + \
+        [f"- {link(p, out_dir)}" for p in found] + [""]
+
+
+def section_cpu(cpu, plots, out_dir):
+    """One CPU: its machine, the commands, its targets, then each run's tables and plots."""
+    out = [f"## {cpu.title()}", "",
+           f"Measured on this CPU only, from {link(cpu.folder, out_dir)}; none of these figures is compared with "
+           "another CPU's.", "", "### Machine", ""] + machine_lines(cpu.machine) + [""]
+    out += section_commands(cpu, out_dir)
+    table, rows, count = section_targets(cpu)
+    out += table
+    for run in cpu.runs:
+        out += section_run(run, plots.get((cpu.slug, run.name), {}), out_dir)
+    for run in cpu.interleaved:
+        out += section_file(run.title, os.path.join(cpu.folder, run.name), run.md, out_dir)
+    if cpu.gemm:
+        out += section_file("GEMM backends at the model's shapes (scripts/gemm_backends.sh)",
+                            os.path.join(cpu.folder, GEMM_FILE), os.path.join(cpu.folder, GEMM_MD), out_dir)
+    out += other_files(cpu, out_dir)
+    return out, rows, count
+
+
+def build_document(args, cpus, plots, out_dir):
+    sections, summary = [], []
+    for cpu in cpus:
+        lines, rows, count = section_cpu(cpu, plots, out_dir)
+        sections += lines
+        summary.append(f"- [{cpu.title()}](#{anchor(cpu.title())}) (`{cpu.slug}`): issue 15's targets {count['met']} "
+                       f"met, {count['not met']} not met, {count[Target.NOT_MEASURED]} not measured")
+    out = ["# Benchmarks: the Linformer library against PyTorch, per CPU", "",
+           "<!-- Generated by scripts/bench_report.py from bench/results/<cpu>/; do not edit by hand. The sections "
+           "after the CPUs' come from bench/notes.md. -->", "",
+           "Our C++ attention layers and model (`linformer bench`) against PyTorch (`scripts/peer_bench.py`: "
+           "lucidrains' `linformer` package, naive softmax attention, `scaled_dot_product_attention`), one section "
+           "per CPU kind. Each section's figures come from that CPU's own folder, `bench/results/<cpu>/`, and are "
+           "compared only with each other: results from different CPUs are never compared, in a table or a plot. "
+           "`bash scripts/bench_all.sh` measures the CPU it runs on and regenerates this document (the other CPUs' "
+           "sections from their committed files, unchanged); `--report-only` rebuilds it without measuring. Every "
+           "figure comes from the CSVs; the only numbers typed in are the paper's Table 3 and issue 15's "
+           "thresholds.", ""]
+    if args.command:
+        out += ["This version: " + ", ".join(f"`{c}`" for c in args.command) + ".", ""]
+    out += ["CPUs:", ""] + summary + [""] + sections
     if args.notes:
         try:
             with open(args.notes) as fh:
                 notes = fh.read()
         except OSError as e:
             notes = f"(could not read {args.notes}: {e})\n"
-        out += [notes.rstrip("\n"), ""]
+        out += ["---", "", f"*The rest is {args.notes}, notes written by hand on the runs above; each names its CPU.*",
+                "", notes.rstrip("\n"), ""]
     return "\n".join(out)
+
+
+def print_summary(cpus):
+    """Each CPU's targets on stdout."""
+    for cpu in cpus:
+        rows = targets(cpu)
+        print(f"{cpu.slug}: " + ", ".join(f"{sum(1 for r in rows if r.status == s)} {s}"
+                                          for s in ("met", "not met", Target.NOT_MEASURED)))
+        for r in rows:
+            print(f"  {r.status:<24} {r.name}: {r.measured}" + (f" [{', '.join(r.sources)}]" if r.sources else ""))
+    sys.stdout.flush()
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", nargs="+", default=[], help="CSVs of `linformer bench --csv`")
-    p.add_argument("--peer", nargs="+", default=[], help="CSVs of scripts/peer_bench.py --out")
+    p.add_argument("--results", default=os.path.join("bench", "results"), help="the CPU folders")
     p.add_argument("--out", required=True, help="the markdown report to write")
-    p.add_argument("--img-dir", required=True, help="folder for the PNG plots")
+    p.add_argument("--img-dir", required=True, help="folder for the PNG plots (one folder per CPU and run)")
     p.add_argument("--notes", help="a markdown file appended verbatim (bench/notes.md)")
-    p.add_argument("--command", action="append", help="the command(s) that produced the data (repeatable)")
-    p.add_argument("--machine-info", help="a text file of 'key: value' lines describing the machine")
-    p.add_argument("--date", help="the date of the run (default: the newest CSV's modification time)")
+    p.add_argument("--command", action="append", help="the command that regenerates the report (repeatable)")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = p.parse_args()
-    if not args.ours and not args.peer:
-        p.error("give at least one CSV (--ours / --peer)")
-    for path in args.ours + args.peer:
-        if not os.path.exists(path):
-            p.error(f"no such file: {path}")
-
-    data = Data(args.ours + args.peer)
+    cpus = find_cpus(args.results)
+    if not cpus:
+        p.error(f"no CPU folder in {args.results} (a folder with targets/, full/, precision.csv, "
+                f"flash_vs_sdpa.csv or {GEMM_FILE})")
     out_dir = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
-    img_rel = {} if args.no_plots else make_plots(data, os.path.abspath(args.img_dir), out_dir)
-    text = build_document(args, data, img_rel)
+    plots = {}
+    if not args.no_plots:
+        for cpu in cpus:
+            for run in cpu.runs:
+                img = os.path.join(os.path.abspath(args.img_dir), cpu.slug, run.name.rstrip("/"))
+                plots[(cpu.slug, run.name)] = make_plots(run.data, img, out_dir)
+    text = build_document(args, cpus, plots, out_dir)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as fh:
         fh.write(text)
     os.replace(tmp, args.out)
-    print_ratios(data)
-    print(f"bench_report: wrote {args.out}" + (f" and {len(img_rel)} plots in {args.img_dir}" if img_rel else ""),
-          file=sys.stderr)
+    print_summary(cpus)
+    n_plots = sum(len(v) for v in plots.values())
+    print(f"bench_report: wrote {args.out} ({len(cpus)} CPU{'' if len(cpus) == 1 else 's'})"
+          + (f" and {n_plots} plots in {args.img_dir}" if n_plots else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

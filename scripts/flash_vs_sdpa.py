@@ -4,15 +4,16 @@ interleaved in one run so that both see the same machine load: each round runs `
 (kind flash) and scripts/peer_bench.py (kind sdpa) once each over every configuration, the order
 alternating between rounds; the report is the median over rounds of each round's median.
 
-  /work/.venv-golden/bin/python scripts/flash_vs_sdpa.py --out bench/results/flash/run.csv
+  /work/.venv-golden/bin/python scripts/flash_vs_sdpa.py --out bench/results/<cpu>/flash_vs_sdpa.csv
       [--n 1024,4096] [--what forward,forward_backward] [--rounds 5] [--repeats 3] [--warmup 1]
       [--threads 2] [--linformer build/linformer] [--before OTHER_LINFORMER]
 
 Both sides measure the same layer (d_model 512, 8 heads, batch 1, float32, no mask, no dropout): the
 q/k/v/output maps around the attention core (docs/peer_bench.md). Writes <out> (one row per round,
 impl and configuration, with the 1-minute load average when it ran) and <out>.md (medians, ratio
-ours / torch) and prints the table. --before adds a third column, another build of `linformer` (e.g.
-the commit before a change) measured in the same rounds.
+ours / torch) and prints the table; <cpu> is this CPU's folder (scripts/machine.py), whose
+flash_vs_sdpa.csv docs/benchmarks.md reads. --before adds a third column, another build of
+`linformer` (e.g. the commit before a change) measured in the same rounds.
 """
 import argparse
 import csv

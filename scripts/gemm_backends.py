@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The report of scripts/gemm_backends.sh: reads the Google Benchmark JSON files of its rounds
-(r<round>_<backend>.json, BM_GemmShape/<name>), writes <out-dir>/<cpu>.csv (one row per round,
-backend and shape) and <out-dir>/<cpu>.md (per shape: each backend's median GFLOP/s over the rounds,
-the best backend, each backend's share of the best), naming the CPU. Standard library only."""
+(r<round>_<backend>.json, BM_GemmShape/<name>), writes <out-dir>/gemm_backends.csv (one row per
+round, backend and shape) and <out-dir>/gemm_backends.md (per shape: each backend's median GFLOP/s over
+the rounds, the best backend, each backend's share of the best), naming the CPU (scripts/machine.py;
+<out-dir> is normally that CPU's folder). Standard library only."""
 import argparse
 import csv
 import datetime
@@ -13,31 +14,7 @@ import re
 import statistics
 import subprocess
 
-FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-         "amx_tile", "amx_bf16"]
-
-
-def cpu_info():
-    info = {"model_name": "unknown", "family": "?", "model": "?", "flags": []}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "model name" and info["model_name"] == "unknown":
-                    info["model_name"] = value
-                elif key == "cpu family" and info["family"] == "?":
-                    info["family"] = value
-                elif key == "model" and info["model"] == "?":
-                    info["model"] = value
-                elif key == "flags" and not info["flags"]:
-                    have = set(value.split())
-                    info["flags"] = [f for f in FLAGS if f in have]
-    except OSError:
-        pass
-    slug = re.sub(r"[^a-z0-9]+", "-", info["model_name"].lower()).strip("-")
-    info["slug"] = f"{slug}-f{info['family']}-m{info['model']}"
-    return info
+import machine
 
 
 def package_versions(root):
@@ -93,12 +70,12 @@ def main():
     ap.add_argument("--mkl-verbose", default="", help="MKL's first MKL_VERBOSE line (its version and code path)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cpu = cpu_info()
+    cpu = machine.cpu_info()
     rows = read_runs(args.raw, args.backends)
     if not rows:
         raise SystemExit("gemm_backends: no BM_GemmShape results found")
     os.makedirs(args.out_dir, exist_ok=True)
-    csv_path = os.path.join(args.out_dir, cpu["slug"] + ".csv")
+    csv_path = os.path.join(args.out_dir, "gemm_backends.csv")
     fields = ["round", "backend", "shape", "M", "N", "K", "tA", "tB", "gflops", "ms", "iterations"]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -130,7 +107,7 @@ def main():
           "<!-- Written by scripts/gemm_backends.sh (scripts/gemm_backends.py). -->", "",
           f"- **date**: {now}, git {git}",
           f"- **cpu**: {cpu['model_name']}, family {cpu['family']} model {cpu['model']}; flags: "
-          f"{' '.join(cpu['flags']) or 'none of ' + ' '.join(FLAGS)}; {os.cpu_count()} cores available",
+          f"{' '.join(cpu['flags']) or 'none of ' + ' '.join(machine.FLAGS)}; {os.cpu_count()} cores available",
           f"- **threads**: {args.threads}; **rounds**: {args.rounds} (backends interleaved, order rotated), "
           f"min time {args.min_time} s per shape per round; the load average at the end: {load}",
           "- **backends**: " + "; ".join(f"`{b}`: {versions.get(b, b)}" for b in backends),
@@ -168,7 +145,7 @@ def main():
         n_best = sum(1 for x in sh if x >= 0.9999)
         md.append(f"| {b} | {100 * min(sh):.0f} % | {100 * geo:.0f} % | {sum(1 for x in sh if x >= 0.9)} / {len(sh)} | "
                   f"{n_best} |")
-    md_path = os.path.join(args.out_dir, cpu["slug"] + ".md")
+    md_path = os.path.join(args.out_dir, "gemm_backends.md")
     with open(md_path, "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))

@@ -3,14 +3,15 @@
 # (bench/bench_kernels.cpp: BM_GemmShape/<name>, through ops::matmul), on this machine, in one run:
 # builds build-dnnl, build-openblas and build-mkl (Release, only linformer_bench), then runs the
 # shape benchmark of each backend in turn, ROUNDS rounds with the backends' order rotated, and writes
-#   bench/results/gemm_backends/<cpu>.csv  one row per (round, backend, shape): GFLOP/s
-#   bench/results/gemm_backends/<cpu>.md   per shape: each backend's median GFLOP/s, the best, and
+#   bench/results/<cpu>/gemm_backends.csv  one row per (round, backend, shape): GFLOP/s
+#   bench/results/<cpu>/gemm_backends.md   per shape: each backend's median GFLOP/s, the best, and
 #                                          each backend's share of the best; the CPU named
+# (<cpu>: this CPU's folder, scripts/machine.py; docs/benchmarks.md's section of this CPU shows the table)
 # Usage: scripts/gemm_backends.sh
 #   ROUNDS=3 MIN_TIME=0.3 THREADS=<all cores> BACKENDS="dnnl openblas mkl mkl_own" FILTER=<regex of shape names>
 #   (mkl_own: build-mkl with LINFORMER_MKL_OWN_THREADS=1, MKL's own threads in one call per product, as
 #   PyTorch calls it; its results differ between thread counts, which is why the mkl backend tiles)
-#   SKIP_BUILD=1 (reuse the build dirs as they are) OUT_DIR=bench/results/gemm_backends
+#   SKIP_BUILD=1 (reuse the build dirs as they are) OUT_DIR=bench/results/<cpu>
 # MKL comes from PyPI (mkl-devel in .venv-mkl, which LINFORMER_SETUP_MKL=1 scripts/setup.sh installs).
 set -euo pipefail
 
@@ -21,7 +22,7 @@ MIN_TIME=${MIN_TIME:-0.3}
 THREADS=${THREADS:-$(nproc)}
 BACKENDS=${BACKENDS:-"dnnl openblas mkl mkl_own"}
 FILTER=${FILTER:-.}
-OUT_DIR=${OUT_DIR:-bench/results/gemm_backends}
+OUT_DIR=${OUT_DIR:-$(python3 scripts/machine.py dir)}
 read -r -a backends <<<"$BACKENDS"
 
 say() { echo "gemm_backends: $*"; }

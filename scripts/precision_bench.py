@@ -4,34 +4,27 @@ LM (d 512, 8 heads, n 4096, k 256, batch 1) training step and inference, each si
 once per round, the order of the four reversed every other round.
 
   /work/.venv-golden/bin/python scripts/precision_bench.py [--rounds 3] [--repeats 3] [--n 4096] [--k 256]
-      [--threads 2] [--binary build/linformer] [--out bench/results/precision]
+      [--threads 2] [--binary build/linformer] [--out bench/results/<cpu>]
 
 ours     `linformer --precision P bench --kinds linformer --what model_train_step,model_inference`
 PyTorch  scripts/peer_bench.py --kinds linformer_model [--precision bf16: torch.autocast("cpu", bfloat16)]
-Writes <out>/<cpu>.csv (every round's rows, both sides' bench columns plus `round`) and <out>/<cpu>.md
-(medians over rounds of each round's median, and the ratios the issue's targets are about).
+Writes <out>/precision.csv (every round's rows, both sides' bench columns plus `round`) and
+<out>/precision.md (medians over rounds of each round's median, and the ratios the issue's targets are
+about); <cpu> is this CPU's folder (scripts/machine.py). Without bf16 on this CPU it measures fp32 only.
 """
 import argparse
 import csv
+import math
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 
+import machine
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WHATS = {"model_train_step": "train_step", "model_inference": "inference"}  # ours -> peer_bench's names
-
-
-def cpu_name():
-    info = open("/proc/cpuinfo").read()
-    model = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
-    family = re.search(r"cpu family\s*:\s*(\d+)", info).group(1)
-    number = re.search(r"^model\s*:\s*(\d+)", info, re.M).group(1)
-    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
-    isa = [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16") if f in flags]
-    return model, family, number, isa
 
 
 def run(cmd, env=None):
@@ -74,12 +67,14 @@ def main():
     p.add_argument("--k", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--binary", default=os.path.join(REPO, "build", "linformer"))
-    p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "precision"))
+    p.add_argument("--out", default=os.path.join(REPO, machine.results_dir()))
     args = p.parse_args()
-    model, family, number, isa = cpu_name()
-    if subprocess.run([args.binary, "--precision", "bf16", "info"], capture_output=True).returncode != 0:
-        raise SystemExit("precision_bench: this machine cannot run --precision bf16 (linformer info says why)")
+    cpu = machine.cpu_info()
+    model, family, number, isa = cpu["model_name"], cpu["family"], cpu["model"], cpu["flags"]
     sides = [(ours, "fp32"), (pytorch, "fp32"), (ours, "bf16"), (pytorch, "bf16")]
+    if subprocess.run([args.binary, "--precision", "bf16", "info"], capture_output=True).returncode != 0:
+        print("precision_bench: no --precision bf16 on this machine (linformer info says why): fp32 only", file=sys.stderr)
+        sides = sides[:2]
     rows, loads = [], []
     with tempfile.TemporaryDirectory(prefix="precision_bench_") as tmp:
         for rnd in range(1, args.rounds + 1):
@@ -87,13 +82,13 @@ def main():
             for fn, precision in (sides if rnd % 2 else sides[::-1]):
                 got = fn(args, precision, tmp)
                 for r in got:
-                    r["round"] = rnd
+                    r.update({"round": rnd, "n": args.n, "k": args.k, "threads": args.threads})
                     print(f"round {rnd}: {r['side']:8s} {precision} {r['what']:11s} {r['time_ms']:9.1f} ms", file=sys.stderr)
                 rows += got
     os.makedirs(args.out, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") + f"-f{family}-m{number}"
-    with open(os.path.join(args.out, slug + ".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["round", "side", "precision", "what", "time_ms", "peak_mem_bytes"])
+    with open(os.path.join(args.out, "precision.csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["round", "side", "precision", "what", "n", "k", "threads", "time_ms",
+                                           "peak_mem_bytes"])
         w.writeheader()
         w.writerows(rows)
 
@@ -114,15 +109,17 @@ def main():
     for what in ("train_step", "inference"):
         for precision in ("fp32", "bf16"):
             o, t = med("ours", precision, what), med("pytorch", precision, what)
+            if math.isnan(o):  # not measured on this machine
+                continue
             md.append(f"| {what} | {precision} | {o:.0f} ({spread('ours', precision, what)}) | {t:.0f} "
                       f"({spread('pytorch', precision, what)}) | {t / o:.2f}× | "
                       f"{med('ours', precision, what, 'peak_mem_bytes') / 2**20:.0f} | "
                       f"{med('pytorch', precision, what, 'peak_mem_bytes') / 2**20:.0f} |")
-    md += ["", "| pass | ours fp32 / ours bf16 | PyTorch fp32 / PyTorch bf16 |", "|---|---|---|"]
-    for what in ("train_step", "inference"):
+    md += ["", "| pass | ours fp32 / ours bf16 | PyTorch fp32 / PyTorch bf16 |", "|---|---|---|"] if len(sides) > 2 else []
+    for what in ("train_step", "inference") if len(sides) > 2 else ():  # bf16 measured
         md.append(f"| {what} | {med('ours', 'fp32', what) / med('ours', 'bf16', what):.2f}× | "
                   f"{med('pytorch', 'fp32', what) / med('pytorch', 'bf16', what):.2f}× |")
-    with open(os.path.join(args.out, slug + ".md"), "w") as fh:
+    with open(os.path.join(args.out, "precision.md"), "w") as fh:
         fh.write("\n".join(md) + "\n")
     print("\n".join(md))
 

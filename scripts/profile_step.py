@@ -4,7 +4,7 @@ ours and PyTorch's side by side (docs/peer_bench.md, "Per-op profile against PyT
 
   /opt/golden-venv/bin/python scripts/profile_step.py [--n 4096] [--k 256] [--layers 6] [--threads 2]
       [--warmup 2] [--repeats 3] [--what model_train_step,model_inference]
-      [--binary build/linformer] [--out bench/results/profile] [--precision fp32|bf16]
+      [--binary build/linformer] [--out bench/results/<cpu>/profile] [--precision fp32|bf16]
 
 For each measurement, ours then PyTorch's (interleaved, each in a process of its own, the same
 thread count): warm-up runs, --repeats unprofiled runs (their median is the step time), then ONE
@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 
+import machine
 from peer_bench import D_MODEL, HEADS, NUM_TOKENS, lm_train_step  # the model and step peer_bench.py measures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -480,19 +481,8 @@ def make_report(meta, ours, theirs, whats):
 
 # --- the machine ------------------------------------------------------------------------------------
 def cpu_info():
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-              "amx_tile", "amx_bf16", "amx_int8")
-    return model, " ".join(f for f in wanted if f in flags) or "none of note"
+    info = machine.cpu_info()
+    return info["model_name"], " ".join(info["flags"]) or "none of note"
 
 
 def command_output(cmd):
@@ -514,7 +504,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--what", default=",".join(WHATS), help="comma list of " + ", ".join(WHATS))
     p.add_argument("--binary", default=os.path.join(REPO, "build", "linformer"))
-    p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "profile"))
+    p.add_argument("--out", default=os.path.join(REPO, machine.results_dir(), "profile"))
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: ours with --precision bf16, PyTorch under torch.autocast('cpu', bfloat16)")
     p.add_argument("--torch-child", help=argparse.SUPPRESS)  # internal: one PyTorch measurement (JSON)
