@@ -178,10 +178,11 @@ constexpr GemmShape kGemmShapes[] = {
     {"head_dV", 256, 64, 4096, true, false, 256, 512, 512, 0},
 };
 
-void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision) {
+void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision, bool every_shape) {
   configure_threads_once();
   if (const std::string why = lf::precision_unsupported_reason(precision); !why.empty()) return state.SkipWithError(why.c_str());
   lf::set_gemm_precision(precision);  // this thread's products; restored below
+  lf::set_gemm_bf16_every_shape(every_shape);
   // Stored shapes: A is (K, M) when read transposed, else (M, K); likewise B (N, K) or (K, N).
   const int64_t a_rows = g.ta ? g.K : g.M, a_cols = g.ta ? g.M : g.K;
   const int64_t b_rows = g.tb ? g.N : g.K, b_cols = g.tb ? g.K : g.N;
@@ -197,6 +198,7 @@ void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision)
   }
   count_gflops(state, 2.0 * double(g.M) * double(g.N) * double(g.K));
   lf::set_gemm_precision(lf::Precision::fp32);
+  lf::set_gemm_bf16_every_shape(false);
   state.SetLabel(std::to_string(g.M) + "x" + std::to_string(g.N) + "x" + std::to_string(g.K) + " tA=" +
                  std::to_string(int(g.ta)) + " tB=" + std::to_string(int(g.tb)) + " " + lf::gemm_backend() + " " +
                  lf::precision_name(precision));
@@ -204,15 +206,17 @@ void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision)
 
 [[maybe_unused]] const bool gemm_shapes_registered = [] {
   // BM_GemmShape/<name> in fp32; BM_GemmShapeBf16/<name> with --precision bf16's products (the size bound
-  // included: a shape it keeps fp32 measures fp32).
+  // included: a shape it keeps fp32 measures fp32); BM_GemmShapeBf16Forced/<name> in bf16 at any size,
+  // to see where the bound should lie.
+  const auto add = [](const char* family, const GemmShape& g, lf::Precision p, bool every_shape) {
+    benchmark::RegisterBenchmark((std::string(family) + g.name).c_str(), BM_GemmShape, g, p, every_shape)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  };
   for (const GemmShape& g : kGemmShapes) {
-    benchmark::RegisterBenchmark((std::string("BM_GemmShape/") + g.name).c_str(), BM_GemmShape, g, lf::Precision::fp32)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
-    benchmark::RegisterBenchmark((std::string("BM_GemmShapeBf16/") + g.name).c_str(), BM_GemmShape, g,
-                                 lf::Precision::bf16)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    add("BM_GemmShape/", g, lf::Precision::fp32, false);
+    add("BM_GemmShapeBf16/", g, lf::Precision::bf16, false);
+    add("BM_GemmShapeBf16Forced/", g, lf::Precision::bf16, true);
   }
   return true;
 }();

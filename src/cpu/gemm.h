@@ -42,6 +42,8 @@ std::string gemm_bf16_unsupported_reason();
 // float → bfloat16 bits, rounded to nearest even (NaN stays NaN); and back (exact).
 uint16_t to_bf16(float x);
 float from_bf16(uint16_t x);
+// dst[i] = to_bf16(src[i]) for i < n, vectorised where the CPU allows.
+void to_bf16_n(const float* src, uint16_t* dst, int64_t n);
 
 // Name of the float backend compiled in ("dnnl", "openblas" or "mkl").
 const char* gemm_backend();

@@ -52,6 +52,27 @@ TEST(Bf16, RoundingErrorAtMostHalfAnUlp) {
   }
 }
 
+// The vectorised conversion gives the scalar one's bits for every class of input (ties, NaN with and
+// without payload, denormals, infinities, overflow) and every length's tail.
+TEST(Bf16, VectorConversionMatchesScalar) {
+  std::vector<uint32_t> patterns = {0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x3f808000u, 0x3f818000u,
+                                    0x3f808001u, 0x3f807fffu, 0x7f7fffffu, 0xff7fffffu, 0x7f800000u, 0xff800000u,
+                                    0x7f800001u, 0x7fc00000u, 0xffbfffffu, 0x7fffffffu, 0x0000ffffu, 0x00008000u};
+  uint64_t state = 12345;
+  for (int i = 0; i < 4000; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    patterns.push_back(uint32_t(state >> 32));
+  }
+  std::vector<float> src(patterns.size());
+  std::memcpy(src.data(), patterns.data(), 4 * patterns.size());
+  for (int64_t n : {int64_t(0), int64_t(1), int64_t(15), int64_t(16), int64_t(17), int64_t(33), int64_t(src.size())}) {
+    std::vector<uint16_t> got(size_t(n) + 1, 0xabcd);
+    to_bf16_n(src.data(), got.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[size_t(i)], to_bf16(src[size_t(i)])) << "bits " << std::hex << patterns[size_t(i)];
+    EXPECT_EQ(got[size_t(n)], 0xabcd) << "wrote past n = " << n;
+  }
+}
+
 // Every shape in bf16 (below the size bound gemm<float> would stay fp32; GemmBf16Policy tests that).
 class GemmBf16 : public ::testing::Test {
  protected:
