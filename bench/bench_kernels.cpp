@@ -176,6 +176,11 @@ constexpr GemmShape kGemmShapes[] = {
     {"head_scores", 4096, 256, 64, false, true, 512, 512, 256, 0},
     {"head_pv", 4096, 64, 256, false, false, 256, 512, 512, 0},
     {"head_dV", 256, 64, 4096, true, false, 256, 512, 512, 0},
+    // the quality study's model (d = 128, 4 heads, n = 512, k = 128): where bf16 stops paying
+    {"small_linear", 512, 128, 128, false, true, 0, 0, 0, 0},
+    {"small_dW", 128, 128, 512, true, false, 0, 0, 0, 1},
+    {"small_head_scores", 512, 128, 32, false, true, 128, 128, 128, 0},
+    {"small_head_pv", 512, 32, 128, false, false, 128, 128, 128, 0},
 };
 
 void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision, bool every_shape) {
