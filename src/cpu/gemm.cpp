@@ -177,14 +177,14 @@ void mkl_sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 thread_local Precision tls_precision = Precision::fp32;
 thread_local bool tls_bf16_every_shape = false;
 
-// Whether a bf16 product pays for converting its operands: it reads M·K + K·N floats to convert for
-// M·N·K multiply-adds, i.e. M·N / (M + N) products per converted element; and a short inner
-// dimension leaves the kernel little to amortise its set-up. Measured on AMD Zen 4 (issue 15, the
-// 6-layer n = 4096 model): Linformer's per-head products (4096 × 64 × 256: 63 per element) ran at
-// 81–105 GFLOP/s in bf16 against 197–205 in fp32, the model's linear layers (≥ 455 per element) at
-// 285–366 against 207–226. Products below the bound stay fp32 (more exact, and faster there).
-[[maybe_unused]] bool bf16_pays(int64_t M, int64_t N, int64_t K) {
-  return tls_bf16_every_shape || (K >= 128 && double(M) * double(N) / double(M + N) >= 128.0);
+// Whether a bf16 product pays for converting its operands and setting up oneDNN's primitive: a
+// product of at least 2²⁰ multiply-adds with an inner dimension of at least 32. Measured on AMD Zen 4
+// (issue 15; 1 thread, CPU ms, fp32 against bf16 with the vectorised conversion): every product of
+// the 6-layer n = 4096 model pays, the per-head ones too (4096×256×64: 1.29 against 0.76; 256×64×4096
+// with A transposed: 1.45 against 1.07), and so do those of the quality study's d = 128 model down
+// to 512×32×128 (0.040 against 0.032). Smaller products stay fp32 (more exact, and no faster).
+bool bf16_pays(int64_t M, int64_t N, int64_t K) {
+  return tls_bf16_every_shape || (K >= 32 && double(M) * double(N) * double(K) >= double(1 << 20));
 }
 
 // dst (rows × cols, dense) = src (rows × cols, row stride ld) rounded to bf16, row by row with the
@@ -303,6 +303,7 @@ float from_bf16(uint16_t x) {
 }
 
 void set_gemm_precision(Precision p) { tls_precision = p; }
+bool gemm_runs_bf16(int64_t M, int64_t N, int64_t K) { return tls_precision == Precision::bf16 && bf16_pays(M, N, K); }
 void set_gemm_bf16_every_shape(bool on) { tls_bf16_every_shape = on; }
 Precision gemm_precision() { return tls_precision; }
 
@@ -330,7 +331,7 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
     return;
   }
 #if defined(LINFORMER_GEMM_DNNL)
-  if (tls_precision == Precision::bf16 && bf16_pays(M, N, K))
+  if (gemm_runs_bf16(M, N, K))
     return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (worth_packing(ta, tb, M, N, K)) {
     thread_local Scratch<float> packed;

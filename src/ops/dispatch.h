@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/op_timer.h"
+#include "cpu/gemm.h"
 #include "linformer/error.h"
 #include "linformer/runtime.h"
 #include "linformer/tensor.h"
@@ -75,12 +76,12 @@ void require_vector_or_empty(const char* op, const char* name, const View& v, in
   if (v.data()) require_contiguous(op, name, v, n);
 }
 
-// The profile's detail of a matrix product, marked " bf16" when the calling thread's products run in
-// bf16 (the same shape is another row, at another rate).
+// The profile's detail of a matrix product, marked " bf16" when it runs in bf16 (the calling
+// thread's precision, and a shape above gemm's size bound): the same shape is another row, at another rate.
 inline profile_detail::Detail product_detail(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b,
                                              int64_t batch = 1) {
   profile_detail::Detail d = profile_detail::gemm_detail(M, N, K, trans_a, trans_b, batch);
-  if (current_precision() == Precision::bf16) d.text += " bf16";
+  if (gemm_runs_bf16(M, N, K)) d.text += " bf16";
   return d;
 }
 

@@ -188,20 +188,26 @@ TEST_F(GemmBf16, ResultsIndependentOfThreads) {
   }
 }
 
-// Which products run in bf16 by default: K ≥ 128 and M·N / (M + N) ≥ 128; the rest stay exactly fp32.
+// Which products run in bf16 by default: K ≥ 32 and M·N·K ≥ 2²⁰; the rest stay exactly fp32, and
+// the profile's tag (gemm_runs_bf16) says which.
 TEST(GemmBf16Policy, SmallProductsStayFp32) {
   if (const std::string why = precision_unsupported_reason(Precision::bf16); !why.empty()) GTEST_SKIP() << why;
   struct Shape {
     int64_t M, N, K;
     bool bf16;
   };
-  for (const Shape& s : {Shape{4096, 64, 256, false}, Shape{256, 64, 4096, false}, Shape{4096, 256, 64, false},
-                         Shape{256, 256, 128, true}, Shape{512, 512, 512, true}, Shape{256, 255, 512, false}}) {
+  for (const Shape& s : {Shape{4096, 64, 256, true}, Shape{256, 64, 4096, true}, Shape{4096, 256, 64, true},
+                         Shape{512, 32, 128, true}, Shape{64, 128, 128, true}, Shape{64, 128, 127, false},
+                         Shape{4096, 512, 16, false}, Shape{8, 16, 64, false}}) {
     // Operands with bits below bf16's mantissa: the fp32 product differs from the bf16 one.
     std::vector<float> A(size_t(s.M * s.K), 1.0f + 0x1p-12f), B(size_t(s.K * s.N), 1.0f);
     std::vector<float> C32(size_t(s.M * s.N)), C(size_t(s.M * s.N));
     gemm<float>(false, false, s.M, s.N, s.K, 1, A.data(), s.K, B.data(), s.N, 0, C32.data(), s.N);
-    in_bf16([&] { gemm<float>(false, false, s.M, s.N, s.K, 1, A.data(), s.K, B.data(), s.N, 0, C.data(), s.N); });
+    EXPECT_FALSE(gemm_runs_bf16(s.M, s.N, s.K)) << "fp32 is the default";
+    in_bf16([&] {
+      gemm<float>(false, false, s.M, s.N, s.K, 1, A.data(), s.K, B.data(), s.N, 0, C.data(), s.N);
+      EXPECT_EQ(gemm_runs_bf16(s.M, s.N, s.K), s.bf16) << s.M << "x" << s.N << "x" << s.K;
+    });
     EXPECT_EQ(C != C32, s.bf16) << s.M << "x" << s.N << "x" << s.K;
   }
 }
