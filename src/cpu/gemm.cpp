@@ -177,14 +177,16 @@ void mkl_sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float al
 thread_local Precision tls_precision = Precision::fp32;
 thread_local bool tls_bf16_every_shape = false;
 
-// Whether a bf16 product pays for converting its operands and setting up oneDNN's primitive: a
-// product of at least 2²⁰ multiply-adds with an inner dimension of at least 32. Measured on AMD Zen 4
-// (issue 15; 1 thread, CPU ms, fp32 against bf16 with the vectorised conversion): every product of
-// the 6-layer n = 4096 model pays, the per-head ones too (4096×256×64: 1.29 against 0.76; 256×64×4096
-// with A transposed: 1.45 against 1.07), and so do those of the quality study's d = 128 model down
-// to 512×32×128 (0.040 against 0.032). Smaller products stay fp32 (more exact, and no faster).
+// Whether a bf16 product pays for converting its operands and for oneDNN's matmul: an inner
+// dimension of at least 32 and an output of at least 2¹⁵ elements. oneDNN 2.6 shares a bf16 product's
+// output blocks among the threads, not its inner dimension, so a small output with a long K leaves a
+// thread idle. Measured on AMD Zen 4 (issue 15; 2 threads, the best of 5 runs, fp32 / bf16 ms):
+//   pays:  4096×256×64 0.78 / 0.43, 4096×64×256 0.66 / 0.43, 512×512×256 (Aᵀ) 0.67 / 0.50,
+//          512×128×128 0.22 / 0.12, 512×128×32 0.060 / 0.051, every linear layer of the d = 512 model;
+//   loses: 256×64×4096 (Aᵀ) 0.67 / 1.08, 128×128×512 (Aᵀ) 0.076 / 0.22, 512×32×128 0.021 / 0.073.
+// The others stay fp32 (more exact, and faster there).
 bool bf16_pays(int64_t M, int64_t N, int64_t K) {
-  return tls_bf16_every_shape || (K >= 32 && double(M) * double(N) * double(K) >= double(1 << 20));
+  return tls_bf16_every_shape || (K >= 32 && M * N >= (int64_t(1) << 15));
 }
 
 // dst (rows × cols, dense) = src (rows × cols, row stride ld) rounded to bf16, row by row with the

@@ -31,7 +31,7 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
 
 // The calling thread's precision of float products (set by RuntimeScope): with bf16, gemm<float>
 // rounds A and B to bfloat16 (to nearest, ties to even) and accumulates in fp32, for the products
-// large enough to pay for the conversion (K ≥ 32 and M·N·K ≥ 2²⁰: gemm.cpp says why); the
+// large enough to pay for the conversion (K ≥ 32 and M·N ≥ 2¹⁵: gemm.cpp says why); the
 // others stay fp32. Tests set every_shape to run bf16 at any size.
 void set_gemm_precision(Precision p);
 Precision gemm_precision();
