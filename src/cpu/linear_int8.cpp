@@ -67,6 +67,8 @@ RowStats row_stats(const float* v, int64_t n) {
 }  // namespace
 
 QuantParams choose_u8_params(float lo, float hi) {
+  if (!std::isfinite(lo) || !std::isfinite(hi))
+    throw Error(str_cat("int8 quantisation: the range [", lo, ", ", hi, "] is not finite; no int8 scale represents it"));
   const double l = std::min(double(lo), 0.0), h = std::max(double(hi), 0.0);  // in double: hi − lo may overflow fp32
   QuantParams p;
   p.scale = clamp_scale((h - l) / 255.0);

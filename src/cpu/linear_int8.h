@@ -21,7 +21,8 @@ struct QuantParams {
   int32_t zero_point = 0;
 };
 
-// s_x and z for the range [lo, hi] (widened to include 0), as defined above.
+// s_x and z for the range [lo, hi] (widened to include 0), as defined above; lf::Error when lo or hi
+// is not finite.
 QuantParams choose_u8_params(float lo, float hi);
 // q (rows × cols, dense) = clamp(z + rne(x · (1/scale)), 0, 255) for x (rows × cols, row stride ld);
 // a NaN gives 0 (quantize_u8_dynamic refuses them first).

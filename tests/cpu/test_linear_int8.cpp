@@ -148,6 +148,8 @@ TEST(Int8Quantizer, U8AllZeroAndConstantInputs) {
 }
 
 TEST(Int8Quantizer, NonFiniteInputsAreRefused) {
+  EXPECT_THROW(choose_u8_params(-kInf, 1.0f), Error);
+  EXPECT_THROW(choose_u8_params(0.0f, kNaN), Error);
   for (const int64_t n : {int64_t(12), int64_t(70000)}) {  // the sequential and the parallel loop
     for (const float bad : {kNaN, kInf, -kInf}) {
       std::vector<float> x = random_vector<float>(n, 2);
