@@ -1,4 +1,5 @@
-// CPU kernels at the sizes the model runs them: gemm<float> (GFLOP/s counter), and the memory-bound
+// CPU kernels at the sizes the model runs them: gemm<float> and the linear layers' forward in fp32 and
+// int8 (GFLOP/s counter), and the memory-bound
 // kernels (softmax, layernorm, GELU, cross-entropy, AdamW) forward and backward, with bytes/s counted
 // as one read of every input and one write of every output. Then the small ops of the ops layer
 // (BM_Op*: element-wise, score masks, Linformer's window poolings, the optimizer, cross-entropy), called
@@ -30,6 +31,7 @@
 #include "linformer/runtime.h"
 #include "linformer/tensor.h"
 #include "ops/elementwise.h"
+#include "ops/linear.h"
 #include "ops/linformer_bias.h"
 #include "ops/matmul.h"
 #include "ops/optimizer.h"
@@ -222,6 +224,40 @@ void BM_GemmShape(benchmark::State& state, GemmShape g, lf::Precision precision,
     add("BM_GemmShape/", g, lf::Precision::fp32, false);
     add("BM_GemmShapeBf16/", g, lf::Precision::bf16, false);
     add("BM_GemmShapeBf16Forced/", g, lf::Precision::bf16, true);
+  }
+  return true;
+}();
+
+// The linear layers' forward at the model's shapes (the *_fwd rows above: y = x·Wᵀ + b through
+// ops::linear_forward): BM_LinearShape/<name> in fp32, BM_LinearShapeInt8/<name> with --precision int8
+// (x and W quantised on each call, as the model runs it; the counter counts 2·M·N·K operations either way).
+void BM_LinearShape(benchmark::State& state, GemmShape g, lf::Precision precision) {
+  configure_threads_once();
+  if (const std::string why = lf::precision_unsupported_reason(precision); !why.empty()) return state.SkipWithError(why.c_str());
+  lf::set_gemm_precision(precision);
+  const std::vector<float> x = uniform(g.M * g.K, 1), W = uniform(g.N * g.K, 2, -0.05f, 0.05f), b = uniform(g.N, 3);
+  std::vector<float> y(size_t(g.M * g.N));
+  for (auto _ : state) {
+    lf::ops::linear_forward<float>(lf::matrix(x.data(), g.M, g.K), lf::matrix(W.data(), g.N, g.K),
+                                   lf::vector_view(b.data(), g.N), lf::matrix(y.data(), g.M, g.N));
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  count_gflops(state, 2.0 * double(g.M) * double(g.N) * double(g.K));
+  lf::set_gemm_precision(lf::Precision::fp32);
+  state.SetLabel(std::to_string(g.M) + "x" + std::to_string(g.N) + "x" + std::to_string(g.K) + " " + lf::precision_name(precision));
+}
+
+[[maybe_unused]] const bool linear_shapes_registered = [] {
+  for (const GemmShape& g : kGemmShapes) {
+    if (g.ta || !g.tb || g.lda || g.ldb || g.ldc || g.beta != 0) continue;  // the forward products of linear layers
+    benchmark::RegisterBenchmark((std::string("BM_LinearShape/") + g.name).c_str(), BM_LinearShape, g, lf::Precision::fp32)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark((std::string("BM_LinearShapeInt8/") + g.name).c_str(), BM_LinearShape, g,
+                                 lf::Precision::int8)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   return true;
 }();

@@ -318,6 +318,10 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
       o.whats.push_back(w);
     }
   }
+  if (const Precision p = runtime_options().precision; !precision_trains(p))
+    for (const std::string& w : o.whats)
+      LF_REQUIRE(!is_training(w), "--precision ", precision_name(p), " is for inference only: bench's --what ", w,
+                 " trains; choose --what layer_forward,model_inference");
   if (!ns.empty()) o.ns = parse_list(ns, "--n");
   if (!ks.empty()) o.ks = parse_list(ks, "--k");
   LF_REQUIRE(o.d_model > 0 && o.heads > 0 && o.d_model % o.heads == 0, "--d-model must be a positive multiple of --heads");

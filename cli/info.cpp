@@ -149,6 +149,9 @@ int summary() {
   std::printf("OpenMP spin-wait: GOMP_SPINCOUNT=%s, OMP_WAIT_POLICY=%s\n", spin ? spin : "(unset)",
               policy ? policy : "(unset)");
   std::printf("bf16: %s\n", no_bf16.empty() ? "available (--precision bf16)" : ("not available: " + no_bf16).c_str());
+  const std::string no_int8 = precision_unsupported_reason(Precision::int8);
+  std::printf("int8: %s\n", no_int8.empty() ? "available for inference (--precision int8)"
+                                            : ("not available: " + no_int8).c_str());
   std::printf("attention kinds:\n");
   for (const std::string& name : AttentionRegistry::instance().names())
     std::printf("  %-12s %s\n", name.c_str(), AttentionRegistry::instance().get(name).info.summary.c_str());

@@ -99,9 +99,10 @@ int run(int argc, char** argv) {
 
   std::string precision = "fp32";
   app.add_option("--precision", precision,
-                 "Precision of the matrix products: fp32, or bf16 (bfloat16 operands, fp32 accumulation, results, "
-                 "weights and optimizer state; needs a CPU with AVX512-BF16)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+                 "Precision of the matrix products: fp32; bf16 (bfloat16 operands, fp32 accumulation, results, "
+                 "weights and optimizer state; needs a CPU with AVX512-BF16); or int8 (inference only: the linear "
+                 "layers dynamically quantised, s8 weights per output channel, u8 inputs; needs AVX512-VNNI)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
 
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands(7);
   commands[0].first = add_train_command(app, commands[0].second);
@@ -134,6 +135,11 @@ int run(int argc, char** argv) {
   runtime.precision = parse_precision(precision);
   if (const std::string why = precision_unsupported_reason(runtime.precision); !why.empty())
     return fail(kExitUsage, str_cat("--precision ", precision, " is not available: ", why));
+  // int8 has no backward: training is refused before it reads anything (bench refuses its training
+  // passes when it parses --what).
+  if (commands[0].first->parsed() && !precision_trains(runtime.precision))
+    return fail(kExitUsage, str_cat("--precision ", precision, " is for inference only (eval, predict, bench's "
+                                    "inference passes): train in fp32 or bf16, then run the checkpoint in ", precision));
   set_runtime_options(runtime);
   // The commands' own model passes (eval, predict, info, bench) run with it; library calls get it passed.
   const RuntimeScope scope(runtime);

@@ -4,7 +4,7 @@ on the CPU, written as a CSV (see docs/peer_bench.md for the definitions and the
 
   python scripts/peer_bench.py --out bench/peer.csv [--kinds linformer,full,sdpa,linformer_model]
       [--what forward,...] [--n 512,1024,...] [--k 128,256,...] [--threads 2] [--repeats 5]
-      [--warmup 2] [--max-seconds 60] [--max-mem-gib 16] [--precision fp32|bf16]
+      [--warmup 2] [--max-seconds 60] [--max-mem-gib 16] [--precision fp32|bf16|int8]
 
 Kinds (impl "pytorch", d_model 512, heads 8, batch 1, float32):
   linformer        lucidrains LinformerSelfAttention(dim=d, seq_len=n, k=k, heads=h)
@@ -14,6 +14,13 @@ Kinds (impl "pytorch", d_model 512, heads 8, batch 1, float32):
 What: forward / forward_backward for the layers; train_step / inference for the model.
 --precision bf16 runs each pass under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's CPU mixed
 precision (the peer of `linformer --precision bf16`); its rows are impl "pytorch-bf16".
+--precision int8 runs the inference passes (forward, inference) of the module after
+torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8), PyTorch's dynamic
+quantisation (the peer of `linformer --precision int8`: every nn.Linear quantised, Linformer's E/F
+projections, which are parameters, left in fp32), on the x86 (fbgemm) quantised engine; its rows are impl
+"pytorch-int8". Its defaults differ from ours in two ways: the weight has one scale per tensor (ours one
+per output channel), and the input is quantised to 7 bits (reduce_range, for CPUs without VNNI; ours 8).
+The passes that train are left out (and refused when named in --what).
 
 Every configuration runs in a fresh child process (this script re-invoked with the hidden `--one`
 flag), so its peak RSS is its own: peak_mem_bytes = the child's ru_maxrss minus its VmRSS read just
@@ -34,6 +41,7 @@ KINDS = ("linformer", "full", "sdpa", "linformer_model")
 WHATS = {"linformer": ("forward", "forward_backward"), "full": ("forward", "forward_backward"),
          "sdpa": ("forward", "forward_backward"), "linformer_model": ("train_step", "inference")}
 LINFORMER_KINDS = ("linformer", "linformer_model")
+INFERENCE_WHATS = ("forward", "inference")  # the passes --precision int8 runs
 D_MODEL, HEADS, BATCH, DEPTH, NUM_TOKENS = 512, 8, 1, 6, 260
 GIB = 1 << 30
 
@@ -207,7 +215,18 @@ def run_one(cfg):
                 module.zero_grad(set_to_none=True)
                 x.grad = None
 
-    if cfg.get("precision", "fp32") == "bf16":
+    if cfg.get("precision", "fp32") == "int8":
+        if what not in INFERENCE_WHATS:
+            raise SystemExit(f"peer_bench: --precision int8 is for inference passes only, not {what}")
+        # fbgemm's kernels, as x86 is on x86 CPUs; qnnpack (ARM) or onednn would measure another library.
+        if torch.backends.quantized.engine not in ("x86", "fbgemm"):
+            raise SystemExit(f"peer_bench: torch.backends.quantized.engine is {torch.backends.quantized.engine}, "
+                             "not x86/fbgemm")
+        import torch.ao.quantization
+
+        # In place: the fp32 nn.Linear modules are replaced (and freed), as a deployed model would be.
+        torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    elif cfg.get("precision", "fp32") == "bf16":
         plain_step = step
 
         def step():
@@ -255,7 +274,8 @@ def child_main(spec):
 # --- the parent: the sweep -------------------------------------------------------------------------
 def configurations(args):
     for kind in args.kinds:
-        whats = [w for w in WHATS[kind] if args.what is None or w in args.what]
+        whats = [w for w in WHATS[kind] if (args.what is None or w in args.what)
+                 and (args.precision != "int8" or w in INFERENCE_WHATS)]
         for what in whats:
             ks = args.k if kind in LINFORMER_KINDS else [0]
             for k in ks:
@@ -397,8 +417,9 @@ def main():
                    help="skip a configuration whose first warm-up run takes longer (seconds)")
     p.add_argument("--max-mem-gib", type=float, default=16.0,
                    help="skip a configuration whose estimated memory is larger (GiB)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: each pass under torch.autocast('cpu', dtype=torch.bfloat16)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="bf16: each pass under torch.autocast('cpu', dtype=torch.bfloat16); int8: the inference "
+                        "passes after quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration (JSON)
     args = p.parse_args()
     if args.one is not None:
@@ -406,6 +427,8 @@ def main():
         return
     if not args.out:
         p.error("--out is required")
+    if args.precision == "int8" and args.what is not None and set(args.what) - set(INFERENCE_WHATS):
+        p.error(f"--precision int8 is for inference only: --what {','.join(sorted(set(args.what) - set(INFERENCE_WHATS)))} trains")
     if args.threads < 1 or args.repeats < 1 or args.warmup < 1 or args.max_seconds <= 0 or args.max_mem_gib <= 0:
         p.error("--threads, --repeats and --warmup must be >= 1; --max-seconds and --max-mem-gib > 0")
     try:

@@ -15,18 +15,26 @@ inline constexpr const char* kMaxMemoryEnv = "LINFORMER_MAX_MEMORY";
 inline constexpr int kMaxThreads = 4096;
 
 // The precision of the float matrix products (ops::matmul, the linear layers; not the kinds' own
-// tiled kernels): fp32, or bf16 mixed precision as PyTorch's CPU autocast: the products' operands are
+// tiled kernels): fp32; bf16 mixed precision as PyTorch's CPU autocast: the products' operands are
 // rounded to bfloat16, accumulated and returned in fp32; parameters, activations, gradients and the
-// optimizer's state stay fp32 (so no loss scaling: bf16 has fp32's exponent range).
-enum class Precision { fp32, bf16 };
+// optimizer's state stay fp32 (so no loss scaling: bf16 has fp32's exponent range); or int8, dynamic
+// quantisation of the linear layers only, as PyTorch's quantize_dynamic(model, {nn.Linear}, qint8):
+// each linear layer's weight is quantised to s8 per output channel and its input to u8 per call, the
+// product accumulated in s32 and returned in fp32; every other product stays fp32. int8 is for
+// inference: a backward under it throws.
+enum class Precision { fp32, bf16, int8 };
 
-// "fp32" or "bf16".
+// "fp32", "bf16" or "int8".
 const char* precision_name(Precision p);
-// Parses "fp32" / "bf16" (also "float32", "bfloat16"); throws lf::InvalidArgument naming `precision`.
+// Parses "fp32" / "bf16" / "int8" (also "float32", "bfloat16"); throws lf::InvalidArgument naming `precision`.
 Precision parse_precision(const std::string& name);
-// Empty when this build and CPU can run `p`, else why not (bf16 needs AVX512-BF16 and the dnnl GEMM
-// backend; $ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 counts as a CPU without it).
+// Empty when this build and CPU can run `p`, else why not (bf16 needs AVX512-BF16, int8 AVX512-VNNI,
+// both the dnnl GEMM backend; $ONEDNN_MAX_CPU_ISA below what they need counts as a CPU without it).
 std::string precision_unsupported_reason(Precision p);
+// Whether a model can train at `p` (a backward exists): false for int8, which is inference-only.
+bool precision_trains(Precision p);
+// Throws lf::InvalidArgument saying that `what` (e.g. "training") cannot run at `p`, when it cannot train.
+void require_precision_trains(Precision p, const char* what);
 
 struct RuntimeOptions {
   int threads = 0;        // parallel loops and GEMM; 0: $LINFORMER_NUM_THREADS, else all available cores

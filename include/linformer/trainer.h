@@ -125,6 +125,7 @@ class Trainer {
   // micro-batches, lf::Error for a non-finite loss or gradient, naming the step and where it arose
   // (Model::nonfinite_activation_site, nonfinite_gradient_site); the parameters are then unchanged.
   // Before the first step of a batch shape, lf::Error when its estimate exceeds the memory limit.
+  // lf::InvalidArgument at precision int8, which is inference-only (evaluate runs there).
   StepResult step(const std::vector<TokenBatch>& micro_batches);
 
   // Mean loss, bits per byte and accuracy over the split's fixed evaluation batches of B × n; like
@@ -175,7 +176,8 @@ struct TrainCallbacks {
 // Trains `config` (or, with resume, continues the latest checkpoint in opt.run_dir, whose model
 // configuration then wins) with a Trainer over opt.data_path, writing the log and checkpoints to
 // opt.run_dir, and returns the summary. Runs with `runtime`'s threads and refuses a run above its memory
-// limit before loading anything. Throws lf::InvalidArgument / lf::IoError for bad options and files,
+// limit before loading anything. Throws lf::InvalidArgument / lf::IoError for bad options and files
+// (and for `runtime`'s precision int8, which does not train),
 // lf::Error for a non-finite loss or gradient (Trainer::step).
 TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume, const TrainCallbacks& callbacks = {},
                    const RuntimeOptions& runtime = {});

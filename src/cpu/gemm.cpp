@@ -257,7 +257,86 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 }
 #endif
 
+#if defined(LINFORMER_GEMM_DNNL)
+// gemm_u8s8 on oneDNN's int8 matmul (brgemm kernels with VNNI's u8·s8 dot products into s32). The
+// scales (per column of C) and A's zero point are runtime arguments, so a primitive serves every call
+// of its shape and is cached per thread, as gemm_bf16's.
+void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
+                    const float* scales, bool accumulate, float* C, int64_t ldc) {
+  using namespace dnnl;
+  static const engine eng(engine::kind::cpu, 0);
+  thread_local stream strm(eng);
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>;
+  struct Product {
+    memory::desc a, b, c, scales, zero_point;
+    matmul prim;
+  };
+  thread_local std::map<Key, Product> cache;
+  const Key key{M, N, K, ldc, accumulate, omp_get_max_threads()};
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    if (cache.size() >= 256) cache.clear();  // shapes of one model are few; bound it all the same
+    using dt = memory::data_type;
+    const memory::desc a_md({M, K}, dt::u8, memory::dims{K, 1});
+    const memory::desc b_md({K, N}, dt::s8, memory::dims{1, K});  // B is stored (N × K): its transpose
+    const memory::desc c_md({M, N}, dt::f32, memory::dims{ldc, 1});
+    primitive_attr attr;
+    attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});  // one per column
+    attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+    if (accumulate) {  // C = scaled product + C, an fp32 addition
+      post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    matmul prim(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, eng));
+    it = cache.emplace(key, Product{a_md, b_md, c_md, memory::desc({N}, dt::f32, memory::dims{1}),
+                                    memory::desc({1}, dt::s32, memory::dims{1}), std::move(prim)})
+             .first;
+  }
+  const Product& p = it->second;
+  int32_t zp = a_zero_point;
+  memory am(p.a, eng, const_cast<uint8_t*>(A)), bm(p.b, eng, const_cast<int8_t*>(B)), cm(p.c, eng, C),
+      sm(p.scales, eng, const_cast<float*>(scales)), zm(p.zero_point, eng, &zp);
+  p.prim.execute(strm, {{DNNL_ARG_SRC, am},
+                        {DNNL_ARG_WEIGHTS, bm},
+                        {DNNL_ARG_DST, cm},
+                        {DNNL_ARG_ATTR_OUTPUT_SCALES, sm},
+                        {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zm}});
+  strm.wait();
+}
+#endif
+
 }  // namespace
+
+std::string gemm_int8_unsupported_reason() {
+#if defined(LINFORMER_GEMM_DNNL)
+  // AVX512-VNNI's vpdpbusd sums u8·s8 products exactly in s32. Without it oneDNN's int8 kernels add
+  // pairs of products with vpmaddubsw, whose 16-bit sums saturate (2 · 255 · 127 > 2¹⁵ − 1), so a
+  // result would depend on the CPU; AVX-VNNI alone (256-bit, Intel client cores) is not what oneDNN
+  // 2.6's int8 matmul is built for. Plain AVX-512 without VNNI is refused for the same reason.
+  const unsigned isa = unsigned(dnnl_get_effective_cpu_isa()), vnni = unsigned(dnnl_cpu_isa_avx512_core_vnni);
+  if ((isa & vnni) != vnni)
+    return "int8 products need a CPU with AVX512-VNNI (AMD Zen 4 or later, Intel Cascade Lake or later); "
+           "this one (or $ONEDNN_MAX_CPU_ISA) does not allow them";
+  return {};
+#else
+  return str_cat("int8 products need the dnnl GEMM backend; this build uses ", gemm_backend(),
+                 " (configure with -DLINFORMER_GEMM=dnnl)");
+#endif
+}
+
+void gemm_u8s8(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
+               const float* scales, bool accumulate, float* C, int64_t ldc) {
+  check_dims(M, N, K);
+  LF_REQUIRE(K > 0, "gemm_u8s8: K must be positive");  // the caller answers K = 0 itself
+  if (M == 0 || N == 0) return;
+#if defined(LINFORMER_GEMM_DNNL)
+  gemm_u8s8_dnnl(M, N, K, A, a_zero_point, B, scales, accumulate, C, ldc);
+#else
+  (void)A, (void)a_zero_point, (void)B, (void)scales, (void)accumulate, (void)C, (void)ldc;
+  throw Error(gemm_int8_unsupported_reason());  // RuntimeScope refuses int8 first
+#endif
+}
 
 uint16_t to_bf16(float x) {
   uint32_t u;

@@ -2,8 +2,9 @@
 //   C (M×N) = alpha · op(A) · op(B) + beta · C,   op(A) is (M×K), op(B) is (K×N),
 // where op(X) = Xᵀ when the trans flag is set; lda/ldb/ldc are row strides of the stored matrices.
 // float runs on the backend chosen at build time (LINFORMER_GEMM = dnnl | openblas | mkl), in fp32 or,
-// where the calling thread's precision says so, with bf16 operands (dnnl only); double always runs
-// the reference loops, which exist for gradient checks and tests.
+// where the calling thread's precision says so, with bf16 operands (dnnl only; at int8 it stays fp32:
+// only the linear layers are quantised, through gemm_u8s8); double always runs the reference loops,
+// which exist for gradient checks and tests.
 // The backend call is threaded: never call gemm() from inside an OpenMP parallel region.
 #pragma once
 #include <cstdint>
@@ -40,6 +41,16 @@ void set_gemm_bf16_every_shape(bool on);
 bool gemm_runs_bf16(int64_t M, int64_t N, int64_t K);
 // Empty when bf16 products can run here, else why not.
 std::string gemm_bf16_unsupported_reason();
+
+// The int8 product of --precision int8's linear layers (cpu/linear_int8.h quantises the operands):
+//   C[i,j] = scales[j] · Σ_k (A[i,k] − a_zero_point) · B[j,k]  (+ C[i,j] when accumulate),
+// A u8 (M × K, dense), B s8 (N × K, dense: a linear weight's layout), the sum exact in s32, scaled and
+// added in fp32; C (M × N) with row stride ldc. dnnl only, on AVX512-VNNI; the same bits for any thread
+// count. Threaded: never call it from inside an OpenMP parallel region.
+void gemm_u8s8(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
+               const float* scales, bool accumulate, float* C, int64_t ldc);
+// Empty when gemm_u8s8 can run here, else why not.
+std::string gemm_int8_unsupported_reason();
 
 // float → bfloat16 bits, rounded to nearest even (NaN stays NaN); and back (exact).
 uint16_t to_bf16(float x);

@@ -1,15 +1,21 @@
 #include "cpu/linear.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/linear_int8.h"
+#include "linformer/error.h"
 
 namespace lf {
 
 template <class T>
 void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t N, int64_t in, int64_t out, int64_t ldx,
                     int64_t ldy) {
+  // --precision int8 quantises the linear layers (float only: double is the tests' exact path, as gemm's).
+  if constexpr (std::is_same_v<T, float>)
+    if (gemm_precision() == Precision::int8) return linear_int8_forward(x, W, bias, y, N, in, out, ldx, ldy);
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
   if (bias) {
@@ -42,6 +48,10 @@ void add_column_sums(const T* dy, T* dbias, int64_t N, int64_t out, int64_t ldy)
 template <class T>
 void linear_backward(const T* x, const T* W, const T* dy, T* dx, T* dW, T* dbias, int64_t N, int64_t in,
                      int64_t out, bool accumulate_dx, int64_t ldx, int64_t ldy) {
+  if constexpr (std::is_same_v<T, float>)
+    if (gemm_precision() == Precision::int8)
+      throw Error("linear_backward: no backward at precision int8 (quantised for inference only); run training "
+                  "in fp32 or bf16");
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
   if (dx) gemm<T>(false, false, N, in, out, T(1), dy, ldy, W, in, accumulate_dx ? T(1) : T(0), dx, ldx);

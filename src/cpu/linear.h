@@ -1,4 +1,6 @@
-// Linear layer y = x Wᵀ + b with PyTorch's (out, in) weight layout, on top of gemm().
+// Linear layer y = x Wᵀ + b with PyTorch's (out, in) weight layout, on top of gemm(). With the calling
+// thread's precision at int8, the float forward is the quantised product of cpu/linear_int8.h and the
+// float backward throws lf::Error (int8 is for inference).
 #pragma once
 #include <cstdint>
 

@@ -31,16 +31,37 @@ int resolve_threads(int requested) {
 
 int num_threads() { return omp_get_max_threads(); }
 
-const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::bf16: return "bf16";
+    case Precision::int8: return "int8";
+    case Precision::fp32: break;
+  }
+  return "fp32";
+}
 
 Precision parse_precision(const std::string& name) {
   if (name == "fp32" || name == "float32") return Precision::fp32;
   if (name == "bf16" || name == "bfloat16") return Precision::bf16;
-  throw InvalidArgument(str_cat("`precision` must be fp32 or bf16, got '", name, "'"));
+  if (name == "int8") return Precision::int8;
+  throw InvalidArgument(str_cat("`precision` must be fp32, bf16 or int8, got '", name, "'"));
 }
 
 std::string precision_unsupported_reason(Precision p) {
-  return p == Precision::bf16 ? gemm_bf16_unsupported_reason() : std::string();
+  switch (p) {
+    case Precision::bf16: return gemm_bf16_unsupported_reason();
+    case Precision::int8: return gemm_int8_unsupported_reason();
+    case Precision::fp32: break;
+  }
+  return {};
+}
+
+bool precision_trains(Precision p) { return p != Precision::int8; }
+
+void require_precision_trains(Precision p, const char* what) {
+  LF_REQUIRE(precision_trains(p), what, " cannot run at `precision` ", precision_name(p),
+             ": int8 quantises the linear layers for inference and has no backward; train in fp32 or bf16, then "
+             "evaluate or predict with the checkpoint in int8");
 }
 
 Precision current_precision() { return gemm_precision(); }

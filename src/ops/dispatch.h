@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 
 #include "core/op_timer.h"
 #include "cpu/gemm.h"
@@ -82,6 +83,15 @@ inline profile_detail::Detail product_detail(int64_t M, int64_t N, int64_t K, bo
                                              int64_t batch = 1) {
   profile_detail::Detail d = profile_detail::gemm_detail(M, N, K, trans_a, trans_b, batch);
   if (gemm_runs_bf16(M, N, K)) d.text += " bf16";
+  return d;
+}
+
+// A linear layer's forward product (y = x·Wᵀ), marked " int8" when it is quantised: float, with the
+// calling thread's precision at int8 (the other products stay fp32 there and are not marked).
+template <class T>
+profile_detail::Detail linear_product_detail(int64_t M, int64_t N, int64_t K) {
+  profile_detail::Detail d = product_detail(M, N, K, false, true);
+  if (std::is_same_v<T, float> && current_precision() == Precision::int8) d.text += " int8";
   return d;
 }
 

@@ -26,7 +26,7 @@ void linear_forward(In<T> x, In<T> W, In<T> bias, TensorView<T> y) {
   require_rows("linear_forward", "y", y);
   check_linear<T>("linear_forward", x, W, y.rows(), y.cols(), bias);
   LF_DISPATCH_DETAIL("linear_forward", device_of("linear_forward", x, W, bias, y),
-                     product_detail(y.rows(), W.size(0), W.size(1), false, true),
+                     linear_product_detail<T>(y.rows(), W.size(0), W.size(1)),
                      return lf::linear_forward<T>(x.data(), W.data(), bias.data(), y.data(), y.rows(), W.size(1), W.size(0),
                                            x.row_stride(), y.row_stride()));
 }

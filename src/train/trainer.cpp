@@ -248,6 +248,7 @@ Trainer::Trainer(const ModelConfig& config, const TrainOptions& opt, const Runti
 StepResult Trainer::step(const std::vector<TokenBatch>& micro_batches) {
   LF_REQUIRE(int64_t(micro_batches.size()) == opt_.grad_accum, "a training step takes ", opt_.grad_accum,
              " micro-batches (grad_accum), got ", micro_batches.size());
+  require_precision_trains(runtime_.precision, "a training step");  // before any work, not at the backward
   const RuntimeScope scope(runtime_);  // first: attention kinds size their per-thread buffers by it
   for (const TokenBatch& b : micro_batches) require_memory_for(Workload::Training, b.B, b.n);
   const int64_t step = steps_done_, V = model_->logits_per_row();
@@ -317,6 +318,7 @@ void Trainer::load(const std::string& checkpoint_dir, int64_t steps_done) {
 
 TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks,
                    const RuntimeOptions& runtime) {
+  require_precision_trains(runtime.precision, "training");
   const RuntimeScope scope(runtime);  // loading the data too runs with the caller's threads
   TrainOptions opt = opt_in;
   LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give `run_dir` DIR");

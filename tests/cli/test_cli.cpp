@@ -93,6 +93,25 @@ TEST(Cli, InfoNamesThePrecisionAndBf16Support) {
   }
 }
 
+TEST(Cli, InfoSaysWhetherInt8IsAvailable) {
+  const bool int8 = lf::precision_unsupported_reason(lf::Precision::int8).empty();
+  const Result r = run_cli("info");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find(int8 ? "int8: available for inference" : "int8: not available"), std::string::npos) << r.out;
+  // oneDNN's own switch: a CPU below AVX512-VNNI (AVX512_CORE has no VNNI) has none.
+  for (const char* isa : {"ONEDNN_MAX_CPU_ISA=AVX2", "ONEDNN_MAX_CPU_ISA=AVX512_CORE"}) {
+    const Result off = run_cli("info", isa);
+    ASSERT_EQ(off.status, 0) << off.err;
+    EXPECT_NE(off.out.find("int8: not available: int8 products need a CPU with AVX512-VNNI"), std::string::npos)
+        << isa << ":\n" << off.out;
+  }
+  if (int8) {
+    const Result on = run_cli("--precision int8 info");
+    ASSERT_EQ(on.status, 0) << on.err;
+    EXPECT_NE(on.out.find("int8 products"), std::string::npos) << on.out;
+  }
+}
+
 // The CLI re-executes itself with a short spin-wait unless the environment chose one (cli/main.cpp).
 TEST(Cli, ShortSpinWaitUnlessTheEnvironmentSetsOne) {
   const Result plain = run_cli("info", "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY");
@@ -112,6 +131,9 @@ struct BadInput {
   const char* env;
   std::vector<const char*> mentions;  // each must appear in the error line
 };
+
+// Each case: exit status 2, one error line on stderr naming what it must, nothing on stdout.
+void expect_bad_input(const std::vector<BadInput>& cases);
 
 TEST(Cli, BadInputExitsTwoWithOneErrorLine) {
   const std::vector<BadInput> cases = {
@@ -142,7 +164,30 @@ TEST(Cli, BadInputExitsTwoWithOneErrorLine) {
       // or a silent fp32 run, on every machine the suite runs on).
       {"bf16 without the instructions", "--precision bf16 train --steps 1", "ONEDNN_MAX_CPU_ISA=AVX2",
        {"--precision bf16", "not available", "bf16 products need"}},
+      {"int8 without the instructions", "--precision int8 eval --checkpoint nowhere", "ONEDNN_MAX_CPU_ISA=AVX2",
+       {"--precision int8", "not available", "AVX512-VNNI"}},
   };
+  expect_bad_input(cases);
+}
+
+// int8 is for inference: training is refused before it reads anything (the data file is missing here,
+// which would be the error otherwise), and so are bench's training passes.
+TEST(Cli, Int8TrainingIsRefused) {
+  if (const std::string why = lf::precision_unsupported_reason(lf::Precision::int8); !why.empty()) GTEST_SKIP() << why;
+  expect_bad_input({
+      {"int8 training", "--precision int8 train --data /nonexistent --out /nonexistent/run", "",
+       {"--precision int8", "inference only", "train in fp32 or bf16"}},
+      {"int8 training after the subcommand", "train --precision int8 --data /nonexistent --out /nonexistent/run", "",
+       {"--precision int8", "inference only"}},
+      {"int8 bench training passes", "--precision int8 bench --kinds linformer --n 64 --k 16 --csv ''", "",
+       {"--precision int8", "inference only", "layer_forward_backward"}},
+      {"int8 bench training step", "--precision int8 bench --kinds linformer --what model_inference,model_train_step "
+                                   "--n 64 --k 16 --csv ''", "",
+       {"--precision int8", "inference only", "model_train_step"}},
+  });
+}
+
+void expect_bad_input(const std::vector<BadInput>& cases) {
   for (const BadInput& c : cases) {
     SCOPED_TRACE(std::string(c.what) + ": linformer " + c.args);
     const Result r = run_cli(c.args, c.env);

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_runner.h"
+#include "linformer/runtime.h"
 
 namespace {
 
@@ -322,6 +323,31 @@ TEST_F(CliCommands, PredictFillsTheMaskedBytes) {
   ASSERT_EQ(star.status, 0) << star.err;
   ASSERT_EQ(star.out.size(), 8u) << star.out;
   EXPECT_EQ(star.out.find('*'), std::string::npos) << star.out;
+}
+
+// --precision int8 runs a checkpoint trained in fp32: eval close to fp32's (and not fp32's exact
+// numbers: the linear layers were quantised), predict fills the masks, and the same checkpoint with
+// the classifier's head too.
+TEST_F(CliCommands, Int8EvaluatesAndPredictsAnFp32Checkpoint) {
+  ASSERT_EQ(mlm_error_, "");
+  ASSERT_EQ(cls_error_, "");
+  if (const std::string why = lf::precision_unsupported_reason(lf::Precision::int8); !why.empty()) GTEST_SKIP() << why;
+  for (const char* run : {"run", "clsrun"}) {
+    SCOPED_TRACE(run);
+    const CliResult fp32 = run_in(dir_, std::string("eval --checkpoint ") + run + " --json");
+    const CliResult int8 = run_in(dir_, std::string("--precision int8 eval --checkpoint ") + run + " --json");
+    ASSERT_EQ(fp32.status, 0) << fp32.err;
+    ASSERT_EQ(int8.status, 0) << int8.err;
+    const nlohmann::json a = nlohmann::json::parse(split_lines(fp32.out).at(0)), b = nlohmann::json::parse(split_lines(int8.out).at(0));
+    const double loss32 = a["loss"].get<double>(), loss8 = b["loss"].get<double>();
+    EXPECT_NE(loss8, loss32) << "int8 gave fp32's exact loss: nothing was quantised";
+    EXPECT_LT(std::abs(loss8 - loss32), 0.05 * loss32) << "int8 loss " << loss8 << " against fp32's " << loss32;
+    EXPECT_EQ(b["count"], a["count"]);
+  }
+  const CliResult p = run_in(dir_, "--precision int8 predict --checkpoint run --text 'th_ cat'");
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_EQ(p.out.size(), 8u) << p.out;
+  EXPECT_EQ(p.out.find('_'), std::string::npos) << p.out;
 }
 
 TEST_F(CliCommands, ModelOnlyCheckpointServesEvalAndPredict) {

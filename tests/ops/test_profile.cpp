@@ -15,6 +15,7 @@
 #include "core/op_timer.h"
 #include "linformer/error.h"
 #include "linformer/profile.h"
+#include "linformer/runtime.h"
 #include "linformer/tensor.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"
@@ -94,6 +95,24 @@ TEST(OpProfile, TimesAreNonNegativeSortedAndWithinTheWallTime) {
   EXPECT_GT(sum, 0);
   EXPECT_LE(sum, p.wall_seconds);
   EXPECT_LE(p.wall_seconds, outer);
+}
+
+// At --precision int8 the linear layers' forward products are another row, marked " int8"; the other
+// products (matmul) stay fp32 and unmarked.
+TEST(OpProfile, Int8LinearProductsAreMarked) {
+  if (const std::string why = precision_unsupported_reason(Precision::int8); !why.empty()) GTEST_SKIP() << why;
+  const auto X = random_vector<float>(6 * 4, 3), W = random_vector<float>(5 * 4, 4);
+  std::vector<float> Y(6 * 5), C(6 * 5);
+  RuntimeOptions o;
+  o.precision = Precision::int8;
+  const RuntimeScope runtime(o);
+  ProfileScope scope;
+  ops::linear_forward<float>(matrix(X.data(), 6, 4), matrix(W.data(), 5, 4), {}, matrix(Y.data(), 6, 5));
+  ops::matmul<float>(matrix(X.data(), 6, 4), matrix(W.data(), 5, 4).t(), matrix(C.data(), 6, 5));
+  const auto m = by_key(scope.stop());
+  EXPECT_EQ(m.count("linear_forward|M=6 N=5 K=4 tA=0 tB=1 batch=1 int8"), 1u);
+  EXPECT_EQ(m.count("matmul|M=6 N=5 K=4 tA=0 tB=1 batch=1"), 1u);
+  EXPECT_EQ(m.size(), 2u);
 }
 
 TEST(OpProfile, EmptyWhenOff) {
