@@ -1,4 +1,5 @@
 #include "cpu/gemm.h"
+#include "cpu/scratch.h"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -46,18 +47,6 @@ void gemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alp
 }
 
 namespace {
-
-// A per-thread buffer, grow-only and uninitialised: a std::vector resized between the model's shapes
-// would zero its growth on every call (megabytes per product).
-template <class T>
-struct Scratch {
-  std::unique_ptr<T[]> data;
-  size_t capacity = 0;
-  T* get(size_t n) {
-    if (n > capacity) data.reset(new T[capacity = n]);
-    return data.get();
-  }
-};
 
 void check_dims(int64_t M, int64_t N, int64_t K) {
   LF_REQUIRE(M >= 0 && N >= 0 && K >= 0, "gemm: negative size M=", M, " N=", N, " K=", K);
@@ -208,7 +197,7 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   using namespace dnnl;
   static const engine eng(engine::kind::cpu, 0);
   thread_local stream strm(eng);
-  thread_local Scratch<uint16_t> a_scratch, b_scratch;
+  thread_local GrowOnlyBuffer<uint16_t> a_scratch, b_scratch;
   uint16_t* a16 = a_scratch.get(size_t(M * K));
   uint16_t* b16 = b_scratch.get(size_t(K * N));
   // Stored A is (M × K), or (K × M) when transposed; likewise B (K × N) or (N × K). Converting a
@@ -415,7 +404,7 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   if (gemm_runs_bf16(M, N, K))
     return gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (worth_packing(ta, tb, M, N, K)) {
-    thread_local Scratch<float> packed;
+    thread_local GrowOnlyBuffer<float> packed;
     float* Bt = packed.get(size_t(N * K));
     transpose_into(B, N, K, ldb, Bt);  // (K × N), row stride N
     B = Bt;

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cpu/gemm.h"
+#include "cpu/scratch.h"
 #include "linformer/error.h"
 
 namespace lf {
@@ -15,17 +16,6 @@ namespace {
 
 // Element-wise loops over more than this many elements run on the OpenMP team (never nested).
 constexpr int64_t kParallelElements = 65536;
-
-// A per-thread buffer, grow-only and uninitialised (as gemm.cpp's: the model's shapes alternate).
-template <class T>
-struct Scratch {
-  std::unique_ptr<T[]> data;
-  size_t capacity = 0;
-  T* get(size_t n) {
-    if (n > capacity) data.reset(new T[capacity = n]);
-    return data.get();
-  }
-};
 
 // A scale no smaller than FLT_MIN, so that 1/scale is finite.
 float clamp_scale(double scale) { return float(std::max(scale, double(FLT_MIN))); }
@@ -176,9 +166,9 @@ void linear_int8_forward(const float* x, const float* W, const float* bias, floa
   if (ldy == 0) ldy = out;
   if (N == 0 || out == 0) return;
   if (in == 0) return fill_bias(bias, y, N, out, ldy);
-  thread_local Scratch<uint8_t> qx_scratch;
-  thread_local Scratch<int8_t> qw_scratch;
-  thread_local Scratch<float> scale_scratch;
+  thread_local GrowOnlyBuffer<uint8_t> qx_scratch;
+  thread_local GrowOnlyBuffer<int8_t> qw_scratch;
+  thread_local GrowOnlyBuffer<float> scale_scratch;
   uint8_t* qx = qx_scratch.get(size_t(N * in));
   int8_t* qw = qw_scratch.get(size_t(out * in));
   float* scales = scale_scratch.get(size_t(out));
