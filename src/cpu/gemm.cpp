@@ -11,6 +11,7 @@
 #include <memory>
 #include <string_view>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "linformer/error.h"
@@ -187,6 +188,46 @@ bool bf16_pays(int64_t M, int64_t N, int64_t K) {
 }
 
 #if defined(LINFORMER_GEMM_DNNL)
+// A oneDNN matmul primitive with its operands' descriptions.
+struct DnnlMatmul {
+  dnnl::memory::desc a, b, c;
+  dnnl::matmul prim;
+};
+
+const dnnl::engine& dnnl_cpu_engine() {
+  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+// The primitive of `key` from the calling thread's cache, made by make() (a DnnlMatmul) on first use:
+// primitives are cached per thread because oneDNN's scratchpad is not shared safely between threads
+// running one primitive. oneDNN's errors become an lf::Error naming the product.
+template <class Key, class Make>
+const DnnlMatmul& cached_matmul(std::map<Key, DnnlMatmul>& cache, const Key& key, const char* what, int64_t M,
+                                int64_t N, int64_t K, Make make) {
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  if (cache.size() >= 256) cache.clear();  // shapes of one model are few; bound it all the same
+  try {
+    return cache.emplace(key, make()).first->second;
+  } catch (const dnnl::error& e) {  // e.g. no kernel for this ISA
+    throw Error(str_cat(what, " product ", M, "×", N, "×", K, ": oneDNN could not create its matmul (", e.what(),
+                        ", status ", int(e.status), ")"));
+  }
+}
+
+// Runs a cached product on the calling thread's stream, to completion.
+void run_matmul(const DnnlMatmul& p, const std::unordered_map<int, dnnl::memory>& args, const char* what, int64_t M,
+                int64_t N, int64_t K) {
+  thread_local dnnl::stream strm(dnnl_cpu_engine());
+  try {
+    p.prim.execute(strm, args);
+    strm.wait();
+  } catch (const dnnl::error& e) {
+    throw Error(str_cat(what, " product ", M, "×", N, "×", K, " failed in oneDNN (", e.what(), ")"));
+  }
+}
+
 // C = alpha · op(A)·op(B) + beta · C with A and B rounded to bf16, on oneDNN's matmul primitive
 // (brgemm kernels with AVX512-BF16's dot products, fp32 accumulation). Operands are converted into
 // dense per-thread buffers (O(MK + KN) against O(MNK) products); the primitive, built once per shape,
@@ -195,8 +236,6 @@ bool bf16_pays(int64_t M, int64_t N, int64_t K) {
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   using namespace dnnl;
-  static const engine eng(engine::kind::cpu, 0);
-  thread_local stream strm(eng);
   thread_local GrowOnlyBuffer<uint16_t> a_scratch, b_scratch;
   uint16_t* a16 = a_scratch.get(size_t(M * K));
   uint16_t* b16 = b_scratch.get(size_t(K * N));
@@ -207,15 +246,9 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   to_bf16_dense(B, tb ? N : K, tb ? K : N, ldb, b16);
 
   using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, float, float, int>;
-  struct Product {
-    memory::desc a, b, c;
-    matmul prim;
-  };
-  thread_local std::map<Key, Product> cache;
+  thread_local std::map<Key, DnnlMatmul> cache;
   const Key key{M, N, K, ta, tb, ldc, alpha, beta, omp_get_max_threads()};
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    if (cache.size() >= 256) cache.clear();  // shapes of one model are few; bound it all the same
+  const DnnlMatmul& p = cached_matmul(cache, key, "bf16", M, N, K, [&] {
     using dt = memory::data_type;
     const memory::desc a_md({M, K}, dt::bf16, ta ? memory::dims{1, M} : memory::dims{K, 1});
     const memory::desc b_md({K, N}, dt::bf16, tb ? memory::dims{1, K} : memory::dims{N, 1});
@@ -227,22 +260,11 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
       po.append_sum(beta);
       attr.set_post_ops(po);
     }
-    try {
-      matmul prim(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, eng));
-      it = cache.emplace(key, Product{a_md, b_md, c_md, std::move(prim)}).first;
-    } catch (const dnnl::error& e) {  // e.g. no kernel for this ISA: an lf::Error the CLI reports as such
-      throw Error(str_cat("bf16 product ", M, "×", N, "×", K, ": oneDNN could not create its matmul (", e.what(),
-                          ", status ", int(e.status), ")"));
-    }
-  }
-  const Product& p = it->second;
-  memory am(p.a, eng, a16), bm(p.b, eng, b16), cm(p.c, eng, C);
-  try {
-    p.prim.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-    strm.wait();
-  } catch (const dnnl::error& e) {
-    throw Error(str_cat("bf16 product ", M, "×", N, "×", K, " failed in oneDNN (", e.what(), ")"));
-  }
+    return DnnlMatmul{a_md, b_md, c_md, matmul(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, dnnl_cpu_engine()))};
+  });
+  const engine& eng = dnnl_cpu_engine();
+  run_matmul(p, {{DNNL_ARG_SRC, memory(p.a, eng, a16)}, {DNNL_ARG_WEIGHTS, memory(p.b, eng, b16)}, {DNNL_ARG_DST, memory(p.c, eng, C)}},
+             "bf16", M, N, K);
 }
 #endif
 
@@ -253,18 +275,10 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
                     const float* scales, bool accumulate, float* C, int64_t ldc) {
   using namespace dnnl;
-  static const engine eng(engine::kind::cpu, 0);
-  thread_local stream strm(eng);
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>;
-  struct Product {
-    memory::desc a, b, c, scales, zero_point;
-    matmul prim;
-  };
-  thread_local std::map<Key, Product> cache;
+  thread_local std::map<Key, DnnlMatmul> cache;
   const Key key{M, N, K, ldc, accumulate, omp_get_max_threads()};
-  auto it = cache.find(key);
-  if (it == cache.end()) {
-    if (cache.size() >= 256) cache.clear();  // shapes of one model are few; bound it all the same
+  const DnnlMatmul& p = cached_matmul(cache, key, "int8", M, N, K, [&] {
     using dt = memory::data_type;
     const memory::desc a_md({M, K}, dt::u8, memory::dims{K, 1});
     const memory::desc b_md({K, N}, dt::s8, memory::dims{1, K});  // B is stored (N × K): its transpose
@@ -277,21 +291,17 @@ void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a
       po.append_sum(1.0f);
       attr.set_post_ops(po);
     }
-    matmul prim(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, eng));
-    it = cache.emplace(key, Product{a_md, b_md, c_md, memory::desc({N}, dt::f32, memory::dims{1}),
-                                    memory::desc({1}, dt::s32, memory::dims{1}), std::move(prim)})
-             .first;
-  }
-  const Product& p = it->second;
+    return DnnlMatmul{a_md, b_md, c_md, matmul(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, dnnl_cpu_engine()))};
+  });
+  const engine& eng = dnnl_cpu_engine();
   int32_t zp = a_zero_point;
-  memory am(p.a, eng, const_cast<uint8_t*>(A)), bm(p.b, eng, const_cast<int8_t*>(B)), cm(p.c, eng, C),
-      sm(p.scales, eng, const_cast<float*>(scales)), zm(p.zero_point, eng, &zp);
-  p.prim.execute(strm, {{DNNL_ARG_SRC, am},
-                        {DNNL_ARG_WEIGHTS, bm},
-                        {DNNL_ARG_DST, cm},
-                        {DNNL_ARG_ATTR_OUTPUT_SCALES, sm},
-                        {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zm}});
-  strm.wait();
+  run_matmul(p,
+             {{DNNL_ARG_SRC, memory(p.a, eng, const_cast<uint8_t*>(A))},
+              {DNNL_ARG_WEIGHTS, memory(p.b, eng, const_cast<int8_t*>(B))},
+              {DNNL_ARG_DST, memory(p.c, eng, C)},
+              {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{N}, memory::data_type::f32, {1}}, eng, const_cast<float*>(scales))},
+              {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, memory::data_type::s32, {1}}, eng, &zp)}},
+             "int8", M, N, K);
 }
 #endif
 
