@@ -273,11 +273,12 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 // scales (per column of C) and A's zero point are runtime arguments, so a primitive serves every call
 // of its shape and is cached per thread, as gemm_bf16's.
 void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
-                    const float* scales, bool accumulate, float* C, int64_t ldc) {
+                    const float* scales, const float* bias, float* C, int64_t ldc) {
   using namespace dnnl;
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>;
   thread_local std::map<Key, DnnlMatmul> cache;
-  const Key key{M, N, K, ldc, accumulate, omp_get_max_threads()};
+  const bool with_bias = bias != nullptr;
+  const Key key{M, N, K, ldc, with_bias, omp_get_max_threads()};
   const DnnlMatmul& p = cached_matmul(cache, key, "int8", M, N, K, [&] {
     using dt = memory::data_type;
     const memory::desc a_md({M, K}, dt::u8, memory::dims{K, 1});
@@ -286,22 +287,25 @@ void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a
     primitive_attr attr;
     attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});  // one per column
     attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
-    if (accumulate) {  // C = scaled product + C, an fp32 addition
+    if (with_bias) {  // C = scaled product + bias, an fp32 addition after the scaling (a post-op)
       post_ops po;
-      po.append_sum(1.0f);
+      po.append_binary(algorithm::binary_add, memory::desc({1, N}, dt::f32, memory::dims{N, 1}));
       attr.set_post_ops(po);
     }
     return DnnlMatmul{a_md, b_md, c_md, matmul(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, dnnl_cpu_engine()))};
   });
   const engine& eng = dnnl_cpu_engine();
   int32_t zp = a_zero_point;
-  run_matmul(p,
-             {{DNNL_ARG_SRC, memory(p.a, eng, const_cast<uint8_t*>(A))},
-              {DNNL_ARG_WEIGHTS, memory(p.b, eng, const_cast<int8_t*>(B))},
-              {DNNL_ARG_DST, memory(p.c, eng, C)},
-              {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{N}, memory::data_type::f32, {1}}, eng, const_cast<float*>(scales))},
-              {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, memory::data_type::s32, {1}}, eng, &zp)}},
-             "int8", M, N, K);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(p.a, eng, const_cast<uint8_t*>(A))},
+      {DNNL_ARG_WEIGHTS, memory(p.b, eng, const_cast<int8_t*>(B))},
+      {DNNL_ARG_DST, memory(p.c, eng, C)},
+      {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{N}, memory::data_type::f32, {1}}, eng, const_cast<float*>(scales))},
+      {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, memory::data_type::s32, {1}}, eng, &zp)}};
+  if (with_bias)
+    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                 memory({{1, N}, memory::data_type::f32, {N, 1}}, eng, const_cast<float*>(bias)));
+  run_matmul(p, args, "int8", M, N, K);
 }
 #endif
 
@@ -325,14 +329,14 @@ std::string gemm_int8_unsupported_reason() {
 }
 
 void gemm_u8s8(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
-               const float* scales, bool accumulate, float* C, int64_t ldc) {
+               const float* scales, const float* bias, float* C, int64_t ldc) {
   check_dims(M, N, K);
   LF_REQUIRE(K > 0, "gemm_u8s8: K must be positive");  // the caller answers K = 0 itself
   if (M == 0 || N == 0) return;
 #if defined(LINFORMER_GEMM_DNNL)
-  gemm_u8s8_dnnl(M, N, K, A, a_zero_point, B, scales, accumulate, C, ldc);
+  gemm_u8s8_dnnl(M, N, K, A, a_zero_point, B, scales, bias, C, ldc);
 #else
-  (void)A, (void)a_zero_point, (void)B, (void)scales, (void)accumulate, (void)C, (void)ldc;
+  (void)A, (void)a_zero_point, (void)B, (void)scales, (void)bias, (void)C, (void)ldc;
   throw Error(gemm_int8_unsupported_reason());  // RuntimeScope refuses int8 first
 #endif
 }

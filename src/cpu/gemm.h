@@ -43,12 +43,12 @@ bool gemm_runs_bf16(int64_t M, int64_t N, int64_t K);
 std::string gemm_bf16_unsupported_reason();
 
 // The int8 product of --precision int8's linear layers (cpu/linear_int8.h quantises the operands):
-//   C[i,j] = scales[j] · Σ_k (A[i,k] − a_zero_point) · B[j,k]  (+ C[i,j] when accumulate),
+//   C[i,j] = scales[j] · Σ_k (A[i,k] − a_zero_point) · B[j,k]  (+ bias[j], bias may be null),
 // A u8 (M × K, dense), B s8 (N × K, dense: a linear weight's layout), the sum exact in s32, scaled and
 // added in fp32; C (M × N) with row stride ldc. dnnl only, on AVX512-VNNI; the same bits for any thread
 // count. Threaded: never call it from inside an OpenMP parallel region.
 void gemm_u8s8(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
-               const float* scales, bool accumulate, float* C, int64_t ldc);
+               const float* scales, const float* bias, float* C, int64_t ldc);
 // Empty when gemm_u8s8 can run here, else why not.
 std::string gemm_int8_unsupported_reason();
 

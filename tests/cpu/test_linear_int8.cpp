@@ -168,6 +168,27 @@ TEST(Int8Quantizer, NonFiniteInputsAreRefused) {
   }
 }
 
+// The range and the finiteness probe at every row width and position: the vector loop's 16 lanes and
+// its masked tail.
+TEST(Int8Quantizer, RangeAndProbeAtEveryWidthAndPosition) {
+  for (int64_t cols = 1; cols <= 40; ++cols) {
+    const int64_t rows = 3;
+    std::vector<float> x = random_vector<float>(rows * cols, uint64_t(cols), -0.5, 0.25);
+    x[size_t(cols - 1)] = 3.0f;   // the maximum in the first row's last column (a tail lane when cols % 16 != 0)
+    x[size_t(rows * cols - 1)] = -4.0f;  // the minimum in the last row's last column
+    std::vector<uint8_t> q(size_t(rows * cols));
+    const QuantParams got = quantize_u8_dynamic(x.data(), rows, cols, cols, q.data());
+    const QuantParams want = choose_u8_params(-4.0f, 3.0f);
+    EXPECT_EQ(got.scale, want.scale) << cols;
+    EXPECT_EQ(got.zero_point, want.zero_point) << cols;
+    for (int64_t bad_at = 0; bad_at < cols; ++bad_at) {
+      std::vector<float> y(x);
+      y[size_t(cols + bad_at)] = bad_at % 2 ? kInf : kNaN;  // in the middle row
+      EXPECT_THROW(quantize_u8_dynamic(y.data(), rows, cols, cols, q.data()), Error) << cols << " " << bad_at;
+    }
+  }
+}
+
 TEST(Int8Quantizer, S8RowsMatchTheDefinition) {
   const int64_t rows = 37, cols = 129;
   std::vector<float> W = random_vector<float>(rows * cols, 4, -0.5, 0.5);
