@@ -11,6 +11,7 @@
 #include <memory>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -228,13 +229,19 @@ void run_matmul(const DnnlMatmul& p, const std::unordered_map<int, dnnl::memory>
   }
 }
 
+// A bias row (1 × N, fp32) for a binary-add post-op, and its execution argument when it is post-op `index`.
+dnnl::memory::desc bias_md(int64_t N) { return dnnl::memory::desc({1, N}, dnnl::memory::data_type::f32, {N, 1}); }
+int bias_arg(int index) { return DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1; }
+
 // C = alpha · op(A)·op(B) + beta · C with A and B rounded to bf16, on oneDNN's matmul primitive
 // (brgemm kernels with AVX512-BF16's dot products, fp32 accumulation). Operands are converted into
 // dense per-thread buffers (O(MK + KN) against O(MNK) products); the primitive, built once per shape,
 // transposition, scale and thread count, is cached per thread (oneDNN's scratchpad is not shared safely
 // between threads running one primitive).
+// With a bias (N floats), C = op(A)·op(B) + bias on every row (alpha = 1, beta = 0): oneDNN adds it in
+// its binary post-op, after the product, which spares C a fill and a second pass.
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr) {
   using namespace dnnl;
   thread_local GrowOnlyBuffer<uint16_t> a_scratch, b_scratch;
   uint16_t* a16 = a_scratch.get(size_t(M * K));
@@ -245,9 +252,10 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   to_bf16_dense(A, ta ? K : M, ta ? M : K, lda, a16);
   to_bf16_dense(B, tb ? N : K, tb ? K : N, ldb, b16);
 
-  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, float, float, int>;
+  const bool with_bias = bias != nullptr;
+  using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int64_t, float, float, bool, int>;
   thread_local std::map<Key, DnnlMatmul> cache;
-  const Key key{M, N, K, ta, tb, ldc, alpha, beta, omp_get_max_threads()};
+  const Key key{M, N, K, ta, tb, ldc, alpha, beta, with_bias, omp_get_max_threads()};
   const DnnlMatmul& p = cached_matmul(cache, key, "bf16", M, N, K, [&] {
     using dt = memory::data_type;
     const memory::desc a_md({M, K}, dt::bf16, ta ? memory::dims{1, M} : memory::dims{K, 1});
@@ -255,16 +263,18 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
     const memory::desc c_md({M, N}, dt::f32, memory::dims{ldc, 1});
     primitive_attr attr;
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    if (beta != 0.f) {
-      post_ops po;
-      po.append_sum(beta);
-      attr.set_post_ops(po);
-    }
+    post_ops po;
+    if (beta != 0.f) po.append_sum(beta);
+    if (with_bias) po.append_binary(algorithm::binary_add, bias_md(N));
+    attr.set_post_ops(po);
     return DnnlMatmul{a_md, b_md, c_md, matmul(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, dnnl_cpu_engine()))};
   });
   const engine& eng = dnnl_cpu_engine();
-  run_matmul(p, {{DNNL_ARG_SRC, memory(p.a, eng, a16)}, {DNNL_ARG_WEIGHTS, memory(p.b, eng, b16)}, {DNNL_ARG_DST, memory(p.c, eng, C)}},
-             "bf16", M, N, K);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(p.a, eng, a16)},
+                                       {DNNL_ARG_WEIGHTS, memory(p.b, eng, b16)},
+                                       {DNNL_ARG_DST, memory(p.c, eng, C)}};
+  if (with_bias) args.emplace(bias_arg(beta != 0.f ? 1 : 0), memory(bias_md(N), eng, const_cast<float*>(bias)));
+  run_matmul(p, args, "bf16", M, N, K);
 }
 #endif
 
@@ -289,7 +299,7 @@ void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a
     attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
     if (with_bias) {  // C = scaled product + bias, an fp32 addition after the scaling (a post-op)
       post_ops po;
-      po.append_binary(algorithm::binary_add, memory::desc({1, N}, dt::f32, memory::dims{N, 1}));
+      po.append_binary(algorithm::binary_add, bias_md(N));
       attr.set_post_ops(po);
     }
     return DnnlMatmul{a_md, b_md, c_md, matmul(matmul::primitive_desc(matmul::desc(a_md, b_md, c_md), attr, dnnl_cpu_engine()))};
@@ -303,8 +313,7 @@ void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a
       {DNNL_ARG_ATTR_OUTPUT_SCALES, memory({{N}, memory::data_type::f32, {1}}, eng, const_cast<float*>(scales))},
       {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, memory({{1}, memory::data_type::s32, {1}}, eng, &zp)}};
   if (with_bias)
-    args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
-                 memory({{1, N}, memory::data_type::f32, {N, 1}}, eng, const_cast<float*>(bias)));
+    args.emplace(bias_arg(0), memory(bias_md(N), eng, const_cast<float*>(bias)));
   run_matmul(p, args, "int8", M, N, K);
 }
 #endif
@@ -438,6 +447,23 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 #endif
 }
 
+template <class T>
+void gemm_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+               const T* bias, T* C, int64_t ldc) {
+  check_dims(M, N, K);
+#if defined(LINFORMER_GEMM_DNNL)
+  if constexpr (std::is_same_v<T, float>)
+    if (bias && K > 0 && M > 0 && N > 0 && gemm_runs_bf16(M, N, K))
+      return gemm_bf16(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc, bias);
+#endif
+  if (bias) {
+#pragma omp parallel for schedule(static) if (M * N > 65536 && !omp_in_parallel())
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < N; ++j) C[r * ldc + j] = bias[j];
+  }
+  gemm<T>(ta, tb, M, N, K, T(1), A, lda, B, ldb, bias ? T(1) : T(0), C, ldc);
+}
+
 template <>
 void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
                   int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
@@ -491,6 +517,10 @@ template void gemm_ref<float>(bool, bool, int64_t, int64_t, int64_t, float, cons
                               int64_t, float, float*, int64_t);
 template void gemm_ref<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
                                const double*, int64_t, double, double*, int64_t);
+template void gemm_bias<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
+                               const float*, float*, int64_t);
+template void gemm_bias<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t, const double*, int64_t,
+                                const double*, double*, int64_t);
 template void gemm_batched<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t, int64_t,
                                   const float*, int64_t, int64_t, float, float*, int64_t, int64_t, int64_t);
 template void gemm_batched<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,

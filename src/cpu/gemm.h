@@ -23,6 +23,12 @@ template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// C (M×N) = op(A)·op(B) + bias, the bias (N, or null) added to every row: a linear layer's forward.
+// In bf16 oneDNN adds the bias after the product; otherwise C is filled with it first.
+template <class T>
+void gemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+               int64_t ldb, const T* bias, T* C, int64_t ldc);
+
 // `batch` independent products with the matrices of item b at A + b·stride_a, B + b·stride_b,
 // C + b·stride_c (a stride of 0 reuses one matrix for every item).
 template <class T>

@@ -18,12 +18,7 @@ void linear_forward(const T* x, const T* W, const T* bias, T* y, int64_t N, int6
     if (gemm_precision() == Precision::int8) return linear_int8_forward(x, W, bias, y, N, in, out, ldx, ldy);
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
-  if (bias) {
-#pragma omp parallel for schedule(static) if (N * out > 65536)
-    for (int64_t r = 0; r < N; ++r)
-      for (int64_t j = 0; j < out; ++j) y[r * ldy + j] = bias[j];
-  }
-  gemm<T>(false, true, N, out, in, T(1), x, ldx, W, in, bias ? T(1) : T(0), y, ldy);
+  gemm_bias<T>(false, true, N, out, in, x, ldx, W, in, bias, y, ldy);
 }
 
 template <class T>

@@ -188,6 +188,42 @@ TEST_F(GemmBf16, ResultsIndependentOfThreads) {
   }
 }
 
+// gemm_bias (a linear layer's forward): in bf16 oneDNN adds the bias after the product. Against the
+// double product of the bf16-rounded operands plus the bias, within fp32 accumulation's bound; C's
+// padding columns untouched.
+TEST_F(GemmBf16, BiasAddedAfterTheProduct) {
+  struct Shape {
+    bool ta, tb;
+    int64_t M, N, K, pad;
+  };
+  for (const Shape& c : {Shape{false, true, 37, 21, 19, 3}, Shape{true, false, 64, 48, 33, 0},
+                         Shape{false, false, 5, 130, 70, 1}, Shape{false, true, 9, 7, 0, 2}}) {
+    SCOPED_TRACE(testing::Message() << c.M << "x" << c.N << "x" << c.K << " ta=" << c.ta << " tb=" << c.tb);
+    const int64_t lda = (c.ta ? c.M : c.K) + c.pad, ldb = (c.tb ? c.K : c.N) + c.pad, ldc = c.N + c.pad;
+    const std::vector<float> A = test::random_vector<float>((c.ta ? c.K : c.M) * lda + 1, 11),
+                             B = test::random_vector<float>((c.tb ? c.N : c.K) * ldb + 1, 12),
+                             bias = test::random_vector<float>(c.N, 13);
+    std::vector<double> A16(A.size()), B16(B.size()), Aabs(A.size()), Babs(B.size());
+    for (size_t i = 0; i < A.size(); ++i) A16[i] = from_bf16(to_bf16(A[i])), Aabs[i] = std::abs(A[i]);
+    for (size_t i = 0; i < B.size(); ++i) B16[i] = from_bf16(to_bf16(B[i])), Babs[i] = std::abs(B[i]);
+    std::vector<double> exact(size_t(c.M * ldc)), magnitude(size_t(c.M * ldc));
+    gemm_ref<double>(c.ta, c.tb, c.M, c.N, c.K, 1, A16.data(), lda, B16.data(), ldb, 0, exact.data(), ldc);
+    gemm_ref<double>(c.ta, c.tb, c.M, c.N, c.K, 1, Aabs.data(), lda, Babs.data(), ldb, 0, magnitude.data(), ldc);
+    std::vector<float> C(size_t(c.M * ldc), -7.0f);
+    in_bf16([&] { gemm_bias<float>(c.ta, c.tb, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, bias.data(), C.data(), ldc); });
+    for (int64_t i = 0; i < c.M; ++i)
+      for (int64_t j = 0; j < ldc; ++j) {
+        const size_t at = size_t(i * ldc + j);
+        if (j >= c.N) {
+          ASSERT_EQ(C[at], -7.0f) << "padding written at " << i << "," << j;
+          continue;
+        }
+        const double want = exact[at] + bias[size_t(j)], mag = magnitude[at] + std::abs(bias[size_t(j)]);
+        ASSERT_LE(std::abs(C[at] - want), 2 * (c.K + 2) * 0x1p-24 * mag + 1e-30) << i << "," << j;
+      }
+  }
+}
+
 // Which products run in bf16 by default: K ≥ 32 and M·N ≥ 2¹⁵; the rest stay exactly fp32, and
 // the profile's tag (gemm_runs_bf16) says which.
 TEST(GemmBf16Policy, SmallProductsStayFp32) {
