@@ -318,10 +318,13 @@ int run_bench(BenchOptions o, const std::string& kinds, const std::string& whats
       o.whats.push_back(w);
     }
   }
-  if (const Precision p = runtime_options().precision; !precision_trains(p))
+  if (const Precision p = runtime_options().precision; !precision_trains(p)) {
+    if (whats.empty())  // the default passes are those this precision runs
+      o.whats.erase(std::remove_if(o.whats.begin(), o.whats.end(), is_training), o.whats.end());
     for (const std::string& w : o.whats)
       LF_REQUIRE(!is_training(w), "--precision ", precision_name(p), " is for inference only: bench's --what ", w,
                  " trains; choose --what layer_forward,model_inference");
+  }
   if (!ns.empty()) o.ns = parse_list(ns, "--n");
   if (!ks.empty()) o.ks = parse_list(ks, "--k");
   LF_REQUIRE(o.d_model > 0 && o.heads > 0 && o.d_model % o.heads == 0, "--d-model must be a positive multiple of --heads");
@@ -478,7 +481,8 @@ CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--kinds", *kinds, "comma-separated attention kinds (default: all registered)");
   sub->add_option("--what", *whats,
                   "comma-separated: layer_forward, layer_forward_backward, model_train_step, "
-                  "model_train_step_checkpointed, model_inference (default: all)");
+                  "model_train_step_checkpointed, model_inference (default: all; with --precision int8, "
+                  "those that do not train)");
   sub->add_option("--n", *ns, "comma-separated sequence lengths (default 512,...,65536)");
   sub->add_option("--k", *ks, "comma-separated Linformer k (default 128,256,512,1024,2048; k <= n)");
   sub->add_option("--d-model", o->d_model, "model width (default 512)");

@@ -171,7 +171,8 @@ TEST(Cli, BadInputExitsTwoWithOneErrorLine) {
 }
 
 // int8 is for inference: training is refused before it reads anything (the data file is missing here,
-// which would be the error otherwise), and so are bench's training passes.
+// which would be the error otherwise), and so are bench's training passes when asked for; by default
+// bench runs the passes that do not train.
 TEST(Cli, Int8TrainingIsRefused) {
   if (const std::string why = lf::precision_unsupported_reason(lf::Precision::int8); !why.empty()) GTEST_SKIP() << why;
   expect_bad_input({
@@ -179,12 +180,27 @@ TEST(Cli, Int8TrainingIsRefused) {
        {"--precision int8", "inference only", "train in fp32 or bf16"}},
       {"int8 training after the subcommand", "train --precision int8 --data /nonexistent --out /nonexistent/run", "",
        {"--precision int8", "inference only"}},
-      {"int8 bench training passes", "--precision int8 bench --kinds linformer --n 64 --k 16 --csv ''", "",
+      {"int8 bench training passes", "--precision int8 bench --kinds linformer --what layer_forward_backward "
+                                     "--n 64 --k 16 --csv ''", "",
        {"--precision int8", "inference only", "layer_forward_backward"}},
       {"int8 bench training step", "--precision int8 bench --kinds linformer --what model_inference,model_train_step "
                                    "--n 64 --k 16 --csv ''", "",
        {"--precision int8", "inference only", "model_train_step"}},
   });
+}
+
+TEST(Cli, Int8BenchDefaultsToThePassesThatDoNotTrain) {
+  if (const std::string why = lf::precision_unsupported_reason(lf::Precision::int8); !why.empty()) GTEST_SKIP() << why;
+  const std::string csv = ::testing::TempDir() + "/int8_bench.csv";
+  const Result r = run_cli("--precision int8 bench --kinds linformer --n 64 --k 16 --layers 1 --repeats 1 --warmup 0 "
+                           "--csv " + csv + " --markdown ''");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in(csv);
+  std::string line, whats;
+  std::getline(in, line);  // header
+  while (std::getline(in, line))
+    if (line.rfind("linformer-cpp-int8,linformer,", 0) == 0) whats += line.substr(29, line.find(',', 29) - 29) + " ";
+  EXPECT_EQ(whats, "layer_forward model_inference ") << "the int8 rows of " << csv;
 }
 
 void expect_bad_input(const std::vector<BadInput>& cases) {
