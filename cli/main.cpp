@@ -135,8 +135,8 @@ int run(int argc, char** argv) {
   runtime.precision = parse_precision(precision);
   if (const std::string why = precision_unsupported_reason(runtime.precision); !why.empty())
     return fail(kExitUsage, str_cat("--precision ", precision, " is not available: ", why));
-  // int8 has no backward: training is refused before it reads anything (bench refuses its training
-  // passes when it parses --what).
+  // int8 has no backward: training is refused before it reads anything (bench leaves its training
+  // passes out by default and refuses them when --what names one).
   if (commands[0].first->parsed() && !precision_trains(runtime.precision))
     return fail(kExitUsage, str_cat("--precision ", precision, " is for inference only (eval, predict, bench's "
                                     "inference passes): train in fp32 or bf16, then run the checkpoint in ", precision));

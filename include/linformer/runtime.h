@@ -54,9 +54,10 @@ int num_threads();
 Precision current_precision();
 
 // Runs the calling thread's compute with the options' thread count and precision for the scope's
-// lifetime, then restores the previous ones (a precision the machine cannot run is an lf::Error). OpenMP's count is an ICV of the calling thread, and oneDNN follows it,
-// so instances on different host threads do not interfere; OpenBLAS has one count per process, which
-// the scope sets and restores too (with that backend, run one instance at a time). Not copyable.
+// lifetime, then restores the previous ones (a precision the machine cannot run is an lf::Error).
+// OpenMP's count is an ICV of the calling thread, and oneDNN follows it, so instances on different host
+// threads do not interfere; OpenBLAS has one count per process, which the scope sets and restores too
+// (with that backend, run one instance at a time). Not copyable.
 class RuntimeScope {
  public:
   explicit RuntimeScope(const RuntimeOptions& options);

@@ -233,13 +233,11 @@ void run_matmul(const DnnlMatmul& p, const std::unordered_map<int, dnnl::memory>
 dnnl::memory::desc bias_md(int64_t N) { return dnnl::memory::desc({1, N}, dnnl::memory::data_type::f32, {N, 1}); }
 int bias_arg(int index) { return DNNL_ARG_ATTR_MULTIPLE_POST_OP(index) | DNNL_ARG_SRC_1; }
 
-// C = alpha · op(A)·op(B) + beta · C with A and B rounded to bf16, on oneDNN's matmul primitive
-// (brgemm kernels with AVX512-BF16's dot products, fp32 accumulation). Operands are converted into
-// dense per-thread buffers (O(MK + KN) against O(MNK) products); the primitive, built once per shape,
-// transposition, scale and thread count, is cached per thread (oneDNN's scratchpad is not shared safely
-// between threads running one primitive).
-// With a bias (N floats), C = op(A)·op(B) + bias on every row (alpha = 1, beta = 0): oneDNN adds it in
-// its binary post-op, after the product, which spares C a fill and a second pass.
+// C = alpha · op(A)·op(B) + beta · C (+ bias, N floats added to every row) with A and B rounded to
+// bf16, on oneDNN's matmul primitive (its brgemm kernels with AVX512-BF16's dot products, fp32
+// accumulation). Operands are converted into dense per-thread buffers (O(MK + KN) against O(MNK)
+// products); the primitive is cached per shape, transposition, scale, bias and thread count. The bias
+// is oneDNN's binary post-op, added after the product: no fill of C and second pass over it.
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const float* bias = nullptr) {
   using namespace dnnl;
@@ -276,12 +274,10 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   if (with_bias) args.emplace(bias_arg(beta != 0.f ? 1 : 0), memory(bias_md(N), eng, const_cast<float*>(bias)));
   run_matmul(p, args, "bf16", M, N, K);
 }
-#endif
 
-#if defined(LINFORMER_GEMM_DNNL)
-// gemm_u8s8 on oneDNN's int8 matmul (brgemm kernels with VNNI's u8·s8 dot products into s32). The
-// scales (per column of C) and A's zero point are runtime arguments, so a primitive serves every call
-// of its shape and is cached per thread, as gemm_bf16's.
+// gemm_u8s8 on oneDNN's int8 matmul (it picks its jit int8 GEMM here, VNNI's u8·s8 dot products into
+// s32). The scales (per column of C) and A's zero point are runtime arguments, so one cached primitive
+// serves every call of its shape.
 void gemm_u8s8_dnnl(int64_t M, int64_t N, int64_t K, const uint8_t* A, int32_t a_zero_point, const int8_t* B,
                     const float* scales, const float* bias, float* C, int64_t ldc) {
   using namespace dnnl;

@@ -162,13 +162,6 @@ void check_sizes(int64_t N, int64_t in, int64_t out) {
              ", beyond which its 32-bit integer sums could overflow; run this model with --precision fp32 or bf16");
 }
 
-// y = bias (each row), or 0 without one: the answer when in = 0, and the sum post-op's addend.
-void fill_bias(const float* bias, float* y, int64_t N, int64_t out, int64_t ldy) {
-#pragma omp parallel for schedule(static) if (N * out > kParallelElements && !omp_in_parallel())
-  for (int64_t r = 0; r < N; ++r)
-    for (int64_t j = 0; j < out; ++j) y[r * ldy + j] = bias ? bias[j] : 0.0f;
-}
-
 }  // namespace
 
 void linear_int8_forward_ref(const float* x, const float* W, const float* bias, float* y, int64_t N, int64_t in,
@@ -197,7 +190,8 @@ void linear_int8_forward(const float* x, const float* W, const float* bias, floa
   if (ldx == 0) ldx = in;
   if (ldy == 0) ldy = out;
   if (N == 0 || out == 0) return;
-  if (in == 0) return fill_bias(bias, y, N, out, ldy);
+  if (in == 0)  // y = bias (or 0) on every row: gemm_bias's answer to an empty product
+    return gemm_bias<float>(false, true, N, out, 0, x, ldx, W, 1, bias, y, ldy);
   thread_local GrowOnlyBuffer<uint8_t> qx_scratch;
   thread_local GrowOnlyBuffer<int8_t> qw_scratch;
   thread_local GrowOnlyBuffer<float> scale_scratch;
