@@ -84,8 +84,10 @@ void classify_text(const PredictCommand& c, LoadedModel& m) {
   double sum = 0;
   for (int64_t k = 0; k < V; ++k) sum += std::exp(double(logits[k] - mx));
   const int64_t best = std::max_element(logits, logits + V) - logits;
-  std::printf("class %lld\n", (long long)best);
-  for (int64_t k = 0; k < V; ++k) std::printf("  p(%lld) = %.4f\n", (long long)k, std::exp(double(logits[k] - mx)) / sum);
+  // Classes are named by the label map saved in config.json (the training TSV's labels).
+  std::printf("class %s\n", m.config.class_name(best).c_str());
+  for (int64_t k = 0; k < V; ++k)
+    std::printf("  p(%s) = %.4f\n", m.config.class_name(k).c_str(), std::exp(double(logits[k] - mx)) / sum);
 }
 
 // What predict does for each training objective (HeadInfo::objective): a head trained on an existing

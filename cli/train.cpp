@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "core/join.h"
 #include "linformer/runtime.h"
 #include "linformer/trainer.h"
 #include "model/head.h"
@@ -38,10 +39,17 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   if (!model_file.contains("model") || !model_file["model"].contains("max_len")) model_file["model"]["max_len"] = opt.seq_len;
   ModelConfig config;
   if (!c.resume) {
-    if (head_info(c.model.task).targets == HeadTargets::kClasses && !app.get_option("--classes")->count() &&
-        !model_file["model"].contains("n_classes")) {
+    if (head_info(c.model.task).targets == HeadTargets::kClasses && !model_file["model"].contains("class_names")) {
+      // The classes are the training split's labels (saved as the label map); --classes may only confirm them.
       opt.validate();
-      model_file["model"]["n_classes"] = ClassificationData::load(opt.data_path).num_classes();
+      const std::vector<std::string> classes = TaskData::load(c.model.task, opt).class_map;
+      const int64_t given = app.get_option("--classes")->count() ? app.get_option("--classes")->as<int64_t>()
+                                                                 : model_file["model"].value("n_classes", int64_t(0));
+      LF_REQUIRE(given == 0 || given == int64_t(classes.size()), "--classes ", given, " but the training split of ",
+                 opt.data_path, " has ", classes.size(), " labels (", join(classes),
+                 "): leave --classes out, the classes are the labels");
+      model_file["model"]["n_classes"] = classes.size();
+      model_file["model"]["class_names"] = classes;
     }
     config = c.model.resolve(app, model_file);
   }
@@ -58,10 +66,13 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
   // A resumed run's config is the checkpoint's, not read here: only an LM's corpus has a unigram baseline.
-  if (c.resume ? s.unigram_bits == 0 : head_info(config.task).targets == HeadTargets::kClasses)
+  if (s.majority_accuracy >= 0) {
     std::printf("valid: loss %.4f nats, accuracy %.4f over %lld examples\n", s.valid.loss, s.valid.accuracy,
                 (long long)s.valid.count);
-  else
+    std::printf("train: accuracy %.4f over %lld examples\n", s.train.accuracy, (long long)s.train.count);
+    std::printf("baseline: always answering the most frequent class '%s' scores %.4f on valid\n",
+                s.majority_class.c_str(), s.majority_accuracy);
+  } else
     std::printf("valid: loss %.4f nats, %.4f bits/byte, accuracy %.4f over %lld scored tokens\n", s.valid.loss,
                 s.valid.bits_per_byte, s.valid.accuracy, (long long)s.valid.count);
   if (s.unigram_bits > 0)

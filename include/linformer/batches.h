@@ -71,32 +71,54 @@ TokenBatch mlm_eval_batch(std::span<const uint8_t> data, int64_t B, int64_t n, u
 // data shorter than n + 1.
 TokenBatch clm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64_t seed, uint64_t step);
 
-// Labelled texts for sequence classification.
+// Labelled texts for sequence classification. Each example keeps its label as written (its name) and
+// its class, the label's index in the label map `classes()` (class k is named classes()[k]).
 class ClassificationData {
  public:
-  // A TSV file (plain or gzip), one example per line: `label<TAB>text`, the label an integer in
-  // [0, 2^31), the text everything after the first tab (a trailing \r is dropped; blank lines are
-  // skipped). Throws lf::IoError naming the path (and the line number for a bad line): unreadable or
-  // empty file, a line without a tab, a label that is not a non-negative integer, an empty text, no
-  // examples at all.
+  // A TSV file (plain or gzip), one example per line: `label<TAB>text`, the label any string without a
+  // tab (integers, or names such as `pos`), the text everything after the first tab (a trailing \r is
+  // dropped; blank lines are skipped). The first line is a header, and skipped, when its label column
+  // is `label` (any case), or when it is not an integer while every other line's label is. The label
+  // map is sorted_classes() of every label. Throws lf::IoError naming the path (and the line number for
+  // a bad line): unreadable or empty file, a line without a tab, an empty label or text, no examples.
   static ClassificationData load(const std::string& path);
   // The same on the (decompressed) contents of such a file; `source` names it in messages.
   static ClassificationData parse(std::string_view text, const std::string& source);
-  // The same checks on examples in memory (labels[i] labels texts[i]); `source` names them in messages.
+  // Examples in memory whose labels are already classes: labels[i] (>= 0) is the class of texts[i],
+  // named by its number, and the map is the identity "0" … "max label" (empty classes included).
+  // Throws lf::InvalidArgument for a negative label, an empty text or unequal lengths.
   static ClassificationData from_examples(std::vector<int32_t> labels, std::vector<std::string> texts,
                                           std::string source = "<memory>");
 
+  // The label map of a training set: its distinct labels, sorted numerically when every one is an
+  // integer (so labels 1 … K become classes 0 … K−1) and byte by byte otherwise.
+  static std::vector<std::string> sorted_classes(const std::vector<std::string>& label_names);
+
+  // Examples [begin, end), with the same label map.
+  ClassificationData slice(int64_t begin, int64_t end) const;
+  // The same examples under another label map. Throws lf::IoError naming the source, the line (or the
+  // example's index) and the label when a label is not in `classes`; `whose` says whose map it is in
+  // that message (e.g. "the training split's").
+  ClassificationData with_classes(std::vector<std::string> classes, const std::string& whose) const;
+
   int64_t size() const { return int64_t(labels_.size()); }
-  int64_t num_classes() const { return num_classes_; }  // max label + 1
-  const std::vector<int32_t>& labels() const { return labels_; }
+  int64_t num_classes() const { return int64_t(classes_.size()); }
+  const std::vector<int32_t>& labels() const { return labels_; }            // each example's class
+  const std::vector<std::string>& label_names() const { return names_; }    // each example's label as written
+  const std::vector<int64_t>& line_numbers() const { return lines_; }       // 1-based file lines (0: in memory)
+  const std::vector<std::string>& classes() const { return classes_; }      // the label map
   const std::vector<std::string>& texts() const { return texts_; }
   const std::string& source() const { return source_; }
+  bool has_header() const { return has_header_; }
 
  private:
   std::vector<int32_t> labels_;
+  std::vector<std::string> names_;
+  std::vector<int64_t> lines_;
+  std::vector<std::string> classes_;
   std::vector<std::string> texts_;
-  int64_t num_classes_ = 0;
   std::string source_;
+  bool has_header_ = false;
 };
 
 // B examples drawn uniformly (with replacement); each text is encoded and truncated to n bytes or

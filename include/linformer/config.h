@@ -63,6 +63,9 @@ struct ModelConfig {
   // Heads that predict classes (HeadTargets::kClasses: classify).
   int64_t n_classes = 0;
   std::string pooling = "mean";  // mean (over unpadded positions) | first
+  // The label map: class k is the data's label class_names[k] (the TSV's labels, sorted). Empty in
+  // checkpoints written before it existed: class k is then the label "k" (class_name()).
+  std::vector<std::string> class_names;
 
   // Throws lf::InvalidArgument naming the field for anything out of range, including an unknown head,
   // each layer's attention spec (validated by its kind) and a causal head over a kind without causal
@@ -71,6 +74,11 @@ struct ModelConfig {
   json to_json() const;
   // Parses and validates; unknown keys are refused. Missing keys take the defaults above.
   static ModelConfig from_json(const json& j);
+
+  // The name of class k: class_names[k], or "k" without a label map.
+  std::string class_name(int64_t k) const;
+  // Every class's name (n_classes of them): class_names, or the identity map "0", "1", ...
+  std::vector<std::string> class_map() const;
 
   // The spec of layer i's attention, with the shared dimensions filled in.
   AttentionSpec attention_spec(int64_t layer) const;

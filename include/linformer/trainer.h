@@ -63,13 +63,21 @@ struct EvalResult {
   double bits_per_byte = 0;   // loss / ln 2 (bytes are tokens)
   double accuracy = 0;        // top-1 over scored positions (or examples)
   int64_t count = 0;          // scored positions (or examples)
-  json to_json() const;
+  // Classifiers: C × C counts of the examples scored, row = true class, column = predicted (empty for LMs).
+  std::vector<int64_t> confusion;
+  json to_json() const;  // the four figures above
 };
 
 struct TrainSummary {
   int64_t steps = 0;
   double last_loss = 0;
   EvalResult valid;
+  EvalResult train;  // classify: the final model on (up to eval_batches batches of) the training examples
+  // classify: the accuracy on the valid examples of always answering the training split's most frequent
+  // class (named majority_class); -1 for LMs
+  double majority_accuracy = -1;
+  std::string majority_class;
+  std::string overfit_warning;  // classify: non-empty when train accuracy is ~1 and valid is below majority
   double tokens_per_s = 0;
   double elapsed_s = 0;
   int64_t peak_rss = 0;
@@ -84,9 +92,15 @@ struct TaskData {
   const Objective* objective = nullptr;  // of the head; makes the batches below
   std::unique_ptr<Corpus> corpus;
   std::unique_ptr<ClassificationData> train_examples, valid_examples;
+  // classify: the label map the examples' classes follow (class k is the label class_map[k]); empty
+  // when loading: the training split's sorted labels (ClassificationData::sorted_classes).
+  std::vector<std::string> class_map;
 
-  static TaskData load(const std::string& task, const TrainOptions& opt);  // task: the config's head
-  // The data of one split (classify: valid and test share the held-out examples).
+  // task: the config's head. class_map (classify): the model's label map, e.g. ModelConfig::class_map();
+  // a label outside it is refused (lf::IoError naming the file, line and label). Empty: the training
+  // split's labels, stored in the result's class_map.
+  static TaskData load(const std::string& task, const TrainOptions& opt, std::vector<std::string> class_map = {});
+  // The data of one split (classify: train is the training examples; valid and test share the held-out ones).
   TokenBatch train_batch(int64_t B, int64_t n, uint64_t seed, uint64_t step, const MlmMasking& masking) const;
   int64_t eval_batch_count(Split split, int64_t B, int64_t n, int64_t max_batches) const;
   TokenBatch eval_batch(Split split, int64_t B, int64_t n, int64_t index, double mask_prob) const;

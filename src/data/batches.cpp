@@ -2,6 +2,7 @@
 #include "linformer/batches.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <numeric>
@@ -214,6 +215,25 @@ TokenBatch clm_batch(std::span<const uint8_t> data, int64_t B, int64_t n, uint64
   return batch;
 }
 
+namespace {
+
+// A label that is an integer (optional '-', then digits, within int64): such labels sort numerically.
+bool integer_label(std::string_view label, int64_t* value = nullptr) {
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(label.data(), label.data() + label.size(), v);
+  if (label.empty() || ec != std::errc() || end != label.data() + label.size()) return false;
+  if (value) *value = v;
+  return true;
+}
+
+bool ascii_iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
 ClassificationData ClassificationData::load(const std::string& path) {
   const std::vector<uint8_t> bytes = read_file_bytes(path);
   return parse(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path);
@@ -223,10 +243,9 @@ ClassificationData ClassificationData::parse(std::string_view text, const std::s
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // a UTF-8 byte-order mark (spreadsheet exports)
   auto bad = [&](int64_t line, const std::string& problem) {
     throw IoError(str_cat("classification file '", path, "' line ", line, ": ", problem,
-                          "; each line must be <label><TAB><text> with an integer label from 0"));
+                          "; each line must be <label><TAB><text>"));
   };
-  std::vector<int32_t> labels;
-  std::vector<std::string> texts;
+  ClassificationData d;
   int64_t line_no = 0;
   while (!text.empty()) {
     ++line_no;
@@ -237,18 +256,29 @@ ClassificationData ClassificationData::parse(std::string_view text, const std::s
     if (line.empty()) continue;
     const size_t tab = line.find('\t');
     if (tab == std::string_view::npos) bad(line_no, "no tab between the label and the text");
-    const std::string_view label = line.substr(0, tab);
-    int64_t value = -1;
-    const auto [end, ec] = std::from_chars(label.data(), label.data() + label.size(), value);
-    if (label.empty() || ec != std::errc() || end != label.data() + label.size() || value < 0 ||
-        value > INT32_MAX)
-      bad(line_no, str_cat("label '", label, "' is not a non-negative integer"));
+    if (tab == 0) bad(line_no, "empty label before the tab");
     if (tab + 1 == line.size()) bad(line_no, "empty text after the tab");
-    labels.push_back(int32_t(value));
-    texts.emplace_back(line.substr(tab + 1));
+    d.names_.emplace_back(line.substr(0, tab));
+    d.texts_.emplace_back(line.substr(tab + 1));
+    d.lines_.push_back(line_no);
   }
-  if (labels.empty()) throw IoError(str_cat("classification file '", path, "' has no examples (only blank lines)"));
-  return from_examples(std::move(labels), std::move(texts), path);
+  // A header: its label column says "label", or it alone is not an integer (e.g. "sentiment" over 0/1).
+  if (!d.names_.empty()) {
+    const bool named = ascii_iequals(d.names_[0], "label");
+    const bool lone_word = d.names_.size() > 1 && !integer_label(d.names_[0]) &&
+                           std::all_of(d.names_.begin() + 1, d.names_.end(), [](const std::string& n) { return integer_label(n); });
+    if (named || lone_word) {
+      d.has_header_ = true;
+      d.names_.erase(d.names_.begin());
+      d.texts_.erase(d.texts_.begin());
+      d.lines_.erase(d.lines_.begin());
+    }
+  }
+  if (d.names_.empty())
+    throw IoError(str_cat("classification file '", path, "' has no examples (only blank lines",
+                          d.has_header_ ? " and a header" : "", ")"));
+  d.source_ = path;
+  return d.with_classes(sorted_classes(d.names_), "the file's");
 }
 
 ClassificationData ClassificationData::from_examples(std::vector<int32_t> labels, std::vector<std::string> texts,
@@ -257,14 +287,72 @@ ClassificationData ClassificationData::from_examples(std::vector<int32_t> labels
              texts.size(), " texts; give one label per text");
   LF_REQUIRE(!labels.empty(), "classification data '", source, "' has no examples");
   ClassificationData d;
+  int32_t max_label = 0;
   for (size_t i = 0; i < labels.size(); ++i) {
     LF_REQUIRE(labels[i] >= 0, "classification data '", source, "' example ", i, ": negative label ", labels[i]);
     LF_REQUIRE(!texts[i].empty(), "classification data '", source, "' example ", i, ": empty text");
-    d.num_classes_ = std::max<int64_t>(d.num_classes_, int64_t(labels[i]) + 1);
+    max_label = std::max(max_label, labels[i]);
+    d.names_.push_back(std::to_string(labels[i]));
   }
+  for (int32_t k = 0; k <= max_label; ++k) d.classes_.push_back(std::to_string(k));
+  d.lines_.assign(labels.size(), 0);
   d.labels_ = std::move(labels);
   d.texts_ = std::move(texts);
   d.source_ = std::move(source);
+  return d;
+}
+
+std::vector<std::string> ClassificationData::sorted_classes(const std::vector<std::string>& label_names) {
+  std::vector<std::string> classes = label_names;
+  std::sort(classes.begin(), classes.end());
+  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+  if (std::all_of(classes.begin(), classes.end(), [](const std::string& c) { return integer_label(c); }))
+    std::stable_sort(classes.begin(), classes.end(), [](const std::string& a, const std::string& b) {
+      int64_t x = 0, y = 0;
+      integer_label(a, &x);
+      integer_label(b, &y);
+      return x < y;  // "01" and "1" are distinct labels of equal value: byte order between them
+    });
+  return classes;
+}
+
+ClassificationData ClassificationData::slice(int64_t begin, int64_t end) const {
+  LF_REQUIRE(0 <= begin && begin < end && end <= size(), "classification data '", source_, "': examples [", begin,
+             ", ", end, ") are not a non-empty part of its ", size());
+  ClassificationData d;
+  auto part = [&](const auto& v) { return std::decay_t<decltype(v)>(v.begin() + begin, v.begin() + end); };
+  d.labels_ = part(labels_);
+  d.names_ = part(names_);
+  d.lines_ = part(lines_);
+  d.texts_ = part(texts_);
+  d.classes_ = classes_;
+  d.source_ = source_;
+  d.has_header_ = has_header_;
+  return d;
+}
+
+ClassificationData ClassificationData::with_classes(std::vector<std::string> classes, const std::string& whose) const {
+  LF_REQUIRE(!classes.empty() && classes.size() <= size_t(INT32_MAX), "a label map needs 1 to 2^31 − 1 classes, got ",
+             classes.size());
+  std::vector<std::pair<std::string_view, int32_t>> index;  // sorted by name, for lookups
+  for (size_t k = 0; k < classes.size(); ++k) index.emplace_back(classes[k], int32_t(k));
+  std::sort(index.begin(), index.end());
+  ClassificationData d = *this;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    const auto it = std::lower_bound(index.begin(), index.end(), std::pair<std::string_view, int32_t>(names_[i], -1));
+    if (it == index.end() || it->first != names_[i]) {
+      std::string listed;
+      for (size_t k = 0; k < std::min<size_t>(classes.size(), 10); ++k) listed += (k ? ", " : "") + classes[k];
+      if (classes.size() > 10) listed += ", …";
+      throw IoError(str_cat("classification file '", source_, "' ",
+                            lines_[i] > 0 ? str_cat("line ", lines_[i]) : str_cat("example ", i), ": label '", names_[i],
+                            "' is not one of ", whose, " ", classes.size(), " classes (", listed,
+                            "); a classifier predicts only the labels it was trained on: fix or drop the line, or "
+                            "train on data that has the label"));
+    }
+    d.labels_[i] = it->second;
+  }
+  d.classes_ = std::move(classes);
   return d;
 }
 

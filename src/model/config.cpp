@@ -68,6 +68,13 @@ void ModelConfig::validate() const {
   if (head.info.targets == HeadTargets::kClasses) {
     LF_REQUIRE(n_classes >= 2, "a classifier needs n_classes >= 2, got ", n_classes);
     LF_REQUIRE(n_classes <= kMaxVocabSize, "n_classes is ", n_classes, ", above the limit of ", kMaxVocabSize);
+    LF_REQUIRE(class_names.empty() || int64_t(class_names.size()) == n_classes, "class_names lists ",
+               class_names.size(), " labels but n_classes is ", n_classes, " (give one name per class, or none)");
+    const std::set<std::string> distinct(class_names.begin(), class_names.end());
+    LF_REQUIRE(distinct.size() == class_names.size(), "class_names repeats a label: each class needs its own name");
+    LF_REQUIRE(!distinct.contains(""), "class_names holds an empty label");
+  } else {
+    LF_REQUIRE(class_names.empty(), "class_names is for a classifier; the `task` ", task, " has no classes");
   }
   if (head.validate) head.validate(*this);
   for (int64_t i = 0; i < n_layers; ++i) {
@@ -98,8 +105,19 @@ json ModelConfig::to_json() const {
   if (head_info(task).targets == HeadTargets::kClasses) {
     j["n_classes"] = n_classes;
     j["pooling"] = pooling;
+    if (!class_names.empty()) j["class_names"] = class_names;
   }
   return j;
+}
+
+std::string ModelConfig::class_name(int64_t k) const {
+  return k >= 0 && k < int64_t(class_names.size()) ? class_names[size_t(k)] : std::to_string(k);
+}
+
+std::vector<std::string> ModelConfig::class_map() const {
+  std::vector<std::string> names;
+  for (int64_t k = 0; k < n_classes; ++k) names.push_back(class_name(k));
+  return names;
 }
 
 namespace {
@@ -132,7 +150,7 @@ ModelConfig ModelConfig::from_json(const json& j) {
   static const std::set<std::string> known = {
       "format", "version", "task", "vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "pre_ln",
       "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "position", "conv_kernel",
-      "scale_tied_output", "final_norm", "output_head", "attention", "n_classes", "pooling"};
+      "scale_tied_output", "final_norm", "output_head", "attention", "n_classes", "pooling", "class_names"};
   for (const auto& [k, v] : j.items()) LF_REQUIRE(known.count(k), "model config: unknown key '", k, "'");
   LF_REQUIRE(field<int64_t>(j, "version", 1) == 1, "model config: unsupported version ", j.at("version").dump(),
              " (this build reads version 1)");
@@ -157,6 +175,13 @@ ModelConfig ModelConfig::from_json(const json& j) {
   c.output_head = field<std::string>(j, "output_head", c.output_head);
   c.n_classes = field(j, "n_classes", c.n_classes);
   c.pooling = field<std::string>(j, "pooling", c.pooling);
+  if (auto it = j.find("class_names"); it != j.end()) {
+    LF_REQUIRE(it->is_array(), "model config: 'class_names' must be an array of strings, got ", it->dump());
+    for (const json& name : *it) {
+      LF_REQUIRE(name.is_string(), "model config: 'class_names' must be an array of strings, got ", name.dump());
+      c.class_names.push_back(name.get<std::string>());
+    }
+  }
   if (auto it = j.find("attention"); it != j.end()) {
     c.attention.clear();
     if (it->is_array()) {

@@ -63,31 +63,38 @@ TokenBatch causal_lm_eval_batch(const TaskData& d, Split split, int64_t B, int64
 
 // ---- classification: labelled examples ------------------------------------------------------------
 
-// The last valid_fraction of the examples (at least one) is held out; valid and test share them.
+// The last valid_fraction of the examples (at least one) is held out; valid and test share them. The
+// classes are data.class_map (a checkpoint's) or, when it is empty, the training part's sorted labels;
+// a held-out label outside them is refused naming its line (never a class index out of range).
 void load_labelled(const TrainOptions& opt, TaskData& d) {
   const ClassificationData all = ClassificationData::load(opt.data_path);
   const int64_t held = std::max<int64_t>(1, int64_t(std::round(double(all.size()) * opt.valid_fraction)));
   LF_REQUIRE(all.size() > held, opt.data_path, ": ", all.size(), " examples are too few to hold out ", held,
              " for validation");
-  auto part = [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> labels(all.labels().begin() + begin, all.labels().begin() + end);
-    std::vector<std::string> texts(all.texts().begin() + begin, all.texts().begin() + end);
-    return std::make_unique<ClassificationData>(ClassificationData::from_examples(labels, texts, all.source()));
-  };
-  d.train_examples = part(0, all.size() - held);
-  d.valid_examples = part(all.size() - held, all.size());
+  const ClassificationData train = all.slice(0, all.size() - held);
+  const bool own = d.class_map.empty();
+  std::vector<std::string> classes = own ? ClassificationData::sorted_classes(train.label_names()) : d.class_map;
+  LF_REQUIRE(classes.size() >= 2, "the training split of ", opt.data_path, " (its first ", train.size(),
+             " examples) has only the label '", classes.at(0), "': a classifier needs examples of at least two labels");
+  const std::string whose = own ? "the training split's" : "the model's";
+  d.train_examples = std::make_unique<ClassificationData>(train.with_classes(classes, whose));
+  d.valid_examples = std::make_unique<ClassificationData>(all.slice(all.size() - held, all.size()).with_classes(classes, whose));
+}
+
+const ClassificationData& split_examples(const TaskData& d, Split split) {
+  return split == Split::Train ? *d.train_examples : *d.valid_examples;
 }
 
 TokenBatch classification_train_batch(const TaskData& d, int64_t B, int64_t n, uint64_t seed, uint64_t step,
                                       const MlmMasking&) {
   return classification_batch(*d.train_examples, B, n, seed, step);
 }
-int64_t classification_eval_batch_count(const TaskData& d, Split, int64_t B, int64_t, int64_t max_batches) {
-  return std::min<int64_t>(max_batches, (d.valid_examples->size() + B - 1) / B);
+int64_t classification_eval_batch_count(const TaskData& d, Split split, int64_t B, int64_t, int64_t max_batches) {
+  return std::min<int64_t>(max_batches, (split_examples(d, split).size() + B - 1) / B);
 }
-// Held-out examples [index·B, (index + 1)·B) as one padded batch.
-TokenBatch classification_eval_batch(const TaskData& d, Split, int64_t B, int64_t n, int64_t index, double) {
-  const ClassificationData& examples = *d.valid_examples;
+// The split's examples [index·B, (index + 1)·B) as one padded batch.
+TokenBatch classification_eval_batch(const TaskData& d, Split split, int64_t B, int64_t n, int64_t index, double) {
+  const ClassificationData& examples = split_examples(d, split);
   const int64_t begin = index * B, end = std::min<int64_t>(examples.size(), (index + 1) * B);
   TokenBatch b;
   b.B = end - begin;

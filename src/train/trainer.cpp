@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include "core/json_value.h"
@@ -17,6 +18,7 @@
 #include "ops/elementwise.h"
 #include "ops/optimizer.h"
 #include "train/objective.h"
+#include "train/metrics.h"
 #include "train/optimizer_step.h"
 #include "train/run_log.h"
 
@@ -112,10 +114,12 @@ json EvalResult::to_json() const {
 
 // ---- data ---------------------------------------------------------------------------------------
 
-TaskData TaskData::load(const std::string& task, const TrainOptions& opt) {
+TaskData TaskData::load(const std::string& task, const TrainOptions& opt, std::vector<std::string> class_map) {
   TaskData d;
   d.objective = &head_objective(task);
+  d.class_map = std::move(class_map);
   d.objective->load(opt, d);
+  if (d.train_examples) d.class_map = d.train_examples->classes();
   return d;
 }
 
@@ -137,6 +141,9 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
   LF_REQUIRE(batches > 0, "the ", split_name(split), " split is too small for one evaluation batch of ", B, " × ", n,
              " tokens: lower `seq_len` or `batch_size`, or hold out more data");
   const int64_t V = model.logits_per_row();
+  const bool classes = model.head().info().targets == HeadTargets::kClasses;
+  EvalResult e;
+  if (classes) e.confusion.assign(size_t(V * V), 0);
   double loss_sum = 0;
   int64_t count = 0, correct = 0;
   for (int64_t i = 0; i < batches; ++i) {
@@ -147,8 +154,12 @@ EvalResult evaluate(Model<float>& model, const TaskData& data, Split split, int6
     loss_sum += l.loss * double(l.count);
     count += l.count;
     correct += l.correct;
+    if (classes)
+      for (size_t r = 0; r < b.targets.size(); ++r) {
+        const float* row = logits + int64_t(r) * V;
+        ++e.confusion[size_t(b.targets[r] * V + (std::max_element(row, row + V) - row))];
+      }
   }
-  EvalResult e;
   e.count = count;
   e.loss = count ? loss_sum / double(count) : 0;
   e.bits_per_byte = e.loss / std::log(2.0);
@@ -316,6 +327,28 @@ void Trainer::load(const std::string& checkpoint_dir, int64_t steps_done) {
 
 // ---- train(): the trainer over a data file, with a log and checkpoints -----------------------------
 
+namespace {
+
+// A classifier's end of training: the training examples' accuracy, the majority-class baseline on the
+// valid examples and, when the first is ~1 and the second beats the model, the overfitting warning.
+void classifier_summary(Trainer& trainer, const TaskData& data, const EvalResult& valid, TrainSummary& summary,
+                        const std::function<void(const std::string&)>& message) {
+  const TrainOptions& opt = trainer.options();
+  summary.train = trainer.evaluate(data, Split::Train, opt.batch_size, opt.seq_len, opt.eval_batches, opt.mask_prob);
+  const int64_t C = trainer.config().n_classes;
+  const int64_t majority = most_frequent_class(data.train_examples->labels(), C);
+  const ClassificationReport r = classification_report(valid.confusion, C, majority);
+  summary.majority_accuracy = r.majority_accuracy;
+  summary.majority_class = trainer.config().class_name(majority);
+  if (looks_overfitted(summary.train.accuracy, valid.accuracy, r.majority_accuracy)) {
+    summary.overfit_warning = overfitting_warning(summary.train.accuracy, valid.accuracy, r.majority_accuracy,
+                                                  summary.majority_class, "valid");
+    message("warning: " + summary.overfit_warning);
+  }
+}
+
+}  // namespace
+
 TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks,
                    const RuntimeOptions& runtime) {
   require_precision_trains(runtime.precision, "training");
@@ -355,10 +388,17 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     require_memory(need, runtime, "train", "reduce `batch_size`, `seq_len`, `d_model`, `d_ff` or `n_layers`, or use "
                    "`checkpoint_activations`");
   }
-  const TaskData data = TaskData::load(config.task, opt);
-  if (data.train_examples)
-    LF_REQUIRE(data.train_examples->num_classes() <= config.n_classes, opt.data_path, " has labels up to ",
-               data.train_examples->num_classes() - 1, " but the model has ", config.n_classes, " classes");
+  const bool classifier = head_info(config.task).targets == HeadTargets::kClasses;
+  // A classifier's label map: the checkpoint's (identity for one saved without), the config's, or else
+  // the training split's labels, saved in config.json so eval and predict name the classes.
+  const TaskData data = TaskData::load(config.task, opt, classifier && (resume || !config.class_names.empty())
+                                                             ? config.class_map() : std::vector<std::string>{});
+  if (classifier && !resume && config.class_names.empty()) {
+    LF_REQUIRE(int64_t(data.class_map.size()) == config.n_classes, "`n_classes` is ", config.n_classes, " but the ",
+               "training split of ", opt.data_path, " has ", data.class_map.size(), " labels: set `n_classes` to ",
+               data.class_map.size(), " (or give `class_names`)");
+    config.class_names = data.class_map;
+  }
 
   Trainer trainer(config, opt, runtime);
   int64_t start_step = 0;
@@ -444,17 +484,26 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
       trainer.save(opt.run_dir, make_state(), opt.keep_checkpoints);
   }
   if (start_step < opt.steps || !have_eval) run_eval(opt.steps);
-  summary.checkpoint = trainer.save(opt.run_dir, make_state(), opt.keep_checkpoints);
+  if (classifier) classifier_summary(trainer, data, last_eval, summary, message);
+  json final_state = make_state();
+  if (classifier) final_state["train"] = summary.train.to_json();  // eval's overfitting check reads it
+  summary.checkpoint = trainer.save(opt.run_dir, final_state, opt.keep_checkpoints);
   summary.steps = opt.steps;
   summary.valid = last_eval;
   summary.elapsed_s = seconds_since(t0);
   summary.tokens_per_s = double((opt.steps - start_step) * tokens_per_step) / std::max(1e-9, summary.elapsed_s);
   summary.peak_rss = peak_rss_bytes();
   if (data.corpus) summary.unigram_bits = unigram_entropy_bits(data.corpus->split(Split::Train));
-  log.write({{"type", "summary"}, {"precision", precision_name(trainer.runtime().precision)},
-             {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s}, {"elapsed_s", summary.elapsed_s},
-             {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
-             {"unigram_bits_per_byte", summary.unigram_bits}, {"checkpoint", summary.checkpoint}});
+  json record = {{"type", "summary"}, {"precision", precision_name(trainer.runtime().precision)},
+                 {"steps", summary.steps}, {"tokens_per_s", summary.tokens_per_s}, {"elapsed_s", summary.elapsed_s},
+                 {"peak_rss_bytes", summary.peak_rss}, {"valid", last_eval.to_json()},
+                 {"unigram_bits_per_byte", summary.unigram_bits}, {"checkpoint", summary.checkpoint}};
+  if (classifier) {
+    record["train"] = summary.train.to_json();
+    record["majority_class"] = summary.majority_class;
+    record["majority_accuracy"] = summary.majority_accuracy;
+  }
+  log.write(record);
   return summary;
 }
 

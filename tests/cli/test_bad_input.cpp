@@ -243,6 +243,24 @@ class Fixtures {
     const fs::path ck_exact = dir / "run_exact" / "checkpoints" / "step-00000002";
     fs::copy(ck_exact, dir / "ckpt_exact", fs::copy_options::recursive);
     copy_with_dtype(ck_exact, dir / "ckpt_exact_f16", "F16");
+    // Classification TSVs (a header, string labels) and a classifier trained on the first.
+    std::string tsv = "label\ttext\n";
+    for (int i = 0; i < 20; ++i) tsv += i % 2 ? "pos\tgood fine nice\n" : "neg\tbad poor sad\n";
+    write_file(dir / "tsv", tsv);
+    write_file(dir / "tsv_unseen", tsv + "maybe\tso so\n");  // line 22, held out at --valid-fraction 0.1
+    std::string one_label;
+    for (int i = 0; i < 20; ++i) one_label += "pos\tgood\n";
+    write_file(dir / "tsv_one_label", one_label);
+    const CliResult cls = lf::test::run_linformer(
+        "cd '" + dir.string() + "' &&",
+        "train --task classify --data tsv --out run_cls --d-model 16 --layers 1 --heads 2 --attention-options "
+        "'{\"k\": 4}' --steps 2 --warmup 1 --batch-size 2 --seq-len 16 --eval-batches 1 --valid-fraction 0.1",
+        (dir / "train_cls_stderr.txt").string());
+    if (cls.status != 0) {
+      error = "training the classifier fixture checkpoint failed: " + cls.err;
+      return;
+    }
+    fs::copy(dir / "run_cls" / "checkpoints" / "step-00000002", dir / "ckpt_cls", fs::copy_options::recursive);
     make_run(dir / "ckpt_f16", dir / "run_f16");
     make_run(dir / "ckpt_huge", dir / "run_huge");
   }
@@ -263,7 +281,9 @@ std::string substitute(std::string text, const std::string& id) {
       {"ckpt_garbage", "ckpt_garbage"}, {"ckpt_config_empty", "ckpt_config_empty"},
       {"ckpt_config_garbage", "ckpt_config_garbage"}, {"ckpt_config_type", "ckpt_config_type"}, {"ckpt_k", "ckpt_k"},
       {"ckpt_heads", "ckpt_heads"}, {"ckpt_zero", "ckpt_zero"}, {"ckpt_huge", "ckpt_huge"}, {"run_f16", "run_f16"},
-      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"}, {"out", ""}};
+      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"},
+      {"tsv", "tsv"}, {"tsv_unseen", "tsv_unseen"}, {"tsv_one_label", "tsv_one_label"}, {"ckpt_cls", "ckpt_cls"},
+      {"out", ""}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -324,10 +344,10 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
       {"train",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "non-finite learning rate", "unwritable output directory",
-        "too large for memory"}},
+        "too large for memory", "bad labels"}},
       {"eval",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
-        "heads not dividing d", "zero or negative size", "too large for memory"}},
+        "heads not dividing d", "zero or negative size", "too large for memory", "bad labels"}},
       {"predict",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
         "zero or negative size", "too large for memory"}},

@@ -8,11 +8,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -392,6 +394,142 @@ TEST_F(CliCommands, ClassifierPredictsAClassWithProbabilities) {
   ASSERT_EQ(e.status, 0) << e.err;
   const nlohmann::json j = nlohmann::json::parse(e.out);
   EXPECT_GT(j.at("count").get<int64_t>(), 0) << e.out;
+}
+
+// A header row and string labels, 'pos' twice as often as 'neg', told apart by their words.
+std::string make_named_tsv(int lines) {
+  const std::string tsv = make_tsv(3 * lines);
+  std::string out = "label\ttext\n";
+  int kept = 0;
+  for (const std::string& line : split_lines(tsv)) {
+    if (kept == lines) break;
+    const bool pos = line[0] == '0';
+    if (!pos && kept % 3 != 2) continue;  // every third example is 'neg'
+    out += (pos ? "pos" : "neg") + line.substr(1) + "\n";
+    ++kept;
+  }
+  return out;
+}
+
+// A classifier on a TSV with a header and string labels: the label map is saved and named by eval and
+// predict; eval reports the majority baseline, per-class metrics and the confusion matrix (text and
+// JSON), on the split asked for; a label the model never saw is named with its file and line.
+TEST_F(CliCommands, ClassifierWithStringLabelsReportsPerClassMetrics) {
+  write_file(dir_ / "named.tsv", make_named_tsv(60));  // 54 training examples, 6 held out
+  const CliResult t = run_in(dir_, "train --task classify --data named.tsv --out namedrun " TINY_MODEL
+                                   " --steps 10 --warmup 1 --lr 3e-3 --batch-size 4 --seq-len 32 --eval-batches 2"
+                                   " --valid-fraction 0.1 --log-every 5");
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_TRUE(contains(t.out, "baseline: always answering the most frequent class 'pos' scores")) << t.out;
+  EXPECT_TRUE(contains(t.out, "train: accuracy ")) << t.out;
+  std::ifstream config_file(latest_of("namedrun") / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(config_file)["class_names"], (std::vector<std::string>{"neg", "pos"}));
+
+  const CliResult e = run_in(dir_, "eval --checkpoint namedrun --json");
+  ASSERT_EQ(e.status, 0) << e.err;
+  const nlohmann::json j = nlohmann::json::parse(e.out), cls = j.at("classification");
+  EXPECT_EQ(j["split"], "valid");
+  ASSERT_EQ(j["count"], 6);
+  ASSERT_EQ(cls["classes"].size(), 2u);
+  EXPECT_EQ(cls["classes"][0]["name"], "neg");
+  EXPECT_EQ(cls["classes"][1]["name"], "pos");
+  EXPECT_EQ(cls["majority_class"], "pos");
+  int64_t correct = 0, total = 0;
+  double f1_sum = 0;
+  for (int k = 0; k < 2; ++k) {
+    const nlohmann::json& c = cls["classes"][size_t(k)];
+    int64_t row = 0, col = 0;
+    for (int q = 0; q < 2; ++q) {
+      row += cls["confusion"][size_t(k)][size_t(q)].get<int64_t>();
+      col += cls["confusion"][size_t(q)][size_t(k)].get<int64_t>();
+    }
+    EXPECT_EQ(c["support"], row);
+    EXPECT_EQ(c["predicted"], col);
+    const int64_t hit = cls["confusion"][size_t(k)][size_t(k)].get<int64_t>();
+    correct += hit;
+    total += row;
+    if (col) EXPECT_DOUBLE_EQ(c["precision"].get<double>(), double(hit) / double(col));
+    if (row) EXPECT_DOUBLE_EQ(c["recall"].get<double>(), double(hit) / double(row));
+    f1_sum += c["f1"].get<double>();
+  }
+  EXPECT_EQ(total, 6);
+  EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), double(correct) / 6);
+  EXPECT_DOUBLE_EQ(cls["accuracy"].get<double>(), j["accuracy"].get<double>());
+  EXPECT_NEAR(cls["macro_f1"].get<double>(), f1_sum / 2, 1e-12);
+  EXPECT_DOUBLE_EQ(cls["majority_accuracy"].get<double>(), double(cls["classes"][1]["support"].get<int64_t>()) / 6);
+
+  const CliResult text = run_in(dir_, "eval --checkpoint namedrun");
+  ASSERT_EQ(text.status, 0) << text.err;
+  EXPECT_TRUE(contains(text.out, "(valid split: the held-out examples)")) << text.out;
+  EXPECT_TRUE(contains(text.out, "baseline: always answering the most frequent training class 'pos' scores")) << text.out;
+  EXPECT_TRUE(contains(text.out, "macro-F1 ")) << text.out;
+  EXPECT_TRUE(contains(text.out, "confusion matrix (rows: true class, columns: predicted)")) << text.out;
+  const std::vector<std::string> lines = split_lines(text.out);
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(), [](const std::string& l) { return l.rfind("pos ", 0) == 0; }), 2)
+      << text.out;  // its metrics row and its confusion row
+
+  // --split train is the training examples, not the held-out ones.
+  const CliResult tr = run_in(dir_, "eval --checkpoint namedrun --split train --json");
+  ASSERT_EQ(tr.status, 0) << tr.err;
+  const nlohmann::json jt = nlohmann::json::parse(tr.out);
+  EXPECT_EQ(jt["split"], "train");
+  EXPECT_EQ(jt["count"], 54);
+
+  const CliResult p = run_in(dir_, "predict --checkpoint namedrun --text 'good nice happy'");
+  ASSERT_EQ(p.status, 0) << p.err;
+  const std::vector<std::string> out = split_lines(p.out);
+  ASSERT_EQ(out.size(), 3u) << p.out;
+  EXPECT_TRUE(out[0] == "class pos" || out[0] == "class neg") << out[0];
+  EXPECT_EQ(out[1].rfind("  p(neg) = ", 0), 0u) << out[1];
+  EXPECT_EQ(out[2].rfind("  p(pos) = ", 0), 0u) << out[2];
+
+  // A label the model was not trained on, in eval's --data: file, line and label, exit 1.
+  write_file(dir_ / "unknown.tsv", "pos\tgood\nneg\tbad\npos\tfine\nmaybe\tso so\nneg\tsad\n");
+  const CliResult u = run_in(dir_, "eval --checkpoint namedrun --data unknown.tsv --valid-fraction 0.4");
+  EXPECT_EQ(u.status, 1) << u.err;
+  EXPECT_TRUE(contains(u.err, "unknown.tsv' line 4: label 'maybe' is not one of the model's 2 classes (neg, pos)")) << u.err;
+  EXPECT_FALSE(contains(u.err, "cross_entropy")) << u.err;
+}
+
+// A checkpoint saved before label maps existed (no class_names in config.json) still loads, with the
+// identity map: class k is the label "k".
+TEST_F(CliCommands, ClassifierCheckpointWithoutALabelMapStillLoads) {
+  ASSERT_EQ(cls_error_, "");
+  fs::copy(latest_of("clsrun"), dir_ / "legacy_cls", fs::copy_options::recursive);
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(dir_ / "legacy_cls" / "config.json"));
+  ASSERT_EQ(config["class_names"], (std::vector<std::string>{"0", "1"}));
+  config.erase("class_names");
+  write_file(dir_ / "legacy_cls" / "config.json", config.dump(2));
+  const CliResult e = run_in(dir_, "eval --checkpoint legacy_cls --data classes.tsv --json");
+  ASSERT_EQ(e.status, 0) << e.err;
+  const nlohmann::json j = nlohmann::json::parse(e.out);
+  EXPECT_EQ(j["classification"]["classes"][1]["name"], "1");
+  const CliResult p = run_in(dir_, "predict --checkpoint legacy_cls --text 'good nice happy'");
+  ASSERT_EQ(p.status, 0) << p.err;
+  EXPECT_TRUE(contains(p.out, "  p(1) = ")) << p.out;
+}
+
+// `eval --split` is honoured for the language models too: train, valid and test are different text.
+TEST_F(CliCommands, EvalSplitIsHonouredForLanguageModels) {
+  ASSERT_EQ(mlm_error_, "");
+  const CliResult clm = run_in(dir_, "train --task clm --attention full --d-model 16 --layers 1 --heads 2 --data small.txt"
+                                     " --out clmrun --steps 2 --warmup 1 --batch-size 2 --seq-len 16 --eval-batches 1"
+                                     " --valid-fraction 0.1 --test-fraction 0.1");
+  ASSERT_EQ(clm.status, 0) << clm.err;
+  for (const char* run : {"run", "clmrun"}) {
+    SCOPED_TRACE(run);
+    std::map<std::string, nlohmann::json> by_split;
+    for (const char* split : {"train", "valid", "test"}) {
+      const CliResult r = run_in(dir_, std::string("eval --checkpoint ") + run + " --split " + split + " --batches 8 --json");
+      ASSERT_EQ(r.status, 0) << r.err;
+      by_split[split] = nlohmann::json::parse(r.out);
+      EXPECT_EQ(by_split[split]["split"], split);
+    }
+    // 8 batches of the 80 % training split; the 10 % held-out splits have fewer windows.
+    EXPECT_GT(by_split["train"]["count"].get<int64_t>(), by_split["valid"]["count"].get<int64_t>());
+    EXPECT_NE(by_split["train"]["loss"], by_split["valid"]["loss"]);
+    EXPECT_NE(by_split["valid"]["loss"], by_split["test"]["loss"]);
+  }
 }
 
 std::string file_bytes(const fs::path& path) {

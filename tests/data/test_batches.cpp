@@ -403,23 +403,79 @@ class ClassificationFiles : public test::TempDirTest {
 TEST_F(ClassificationFiles, Parses) {
   const ClassificationData d = ClassificationData::load(write("1\tgood film\n0\tbad\tfilm\r\n\n3\t x \n"));
   EXPECT_EQ(d.size(), 3);
-  EXPECT_EQ(d.labels(), (std::vector<int32_t>{1, 0, 3}));
+  EXPECT_FALSE(d.has_header());
+  EXPECT_EQ(d.classes(), (std::vector<std::string>{"0", "1", "3"}));  // no empty class 2
+  EXPECT_EQ(d.labels(), (std::vector<int32_t>{1, 0, 2}));
+  EXPECT_EQ(d.label_names(), (std::vector<std::string>{"1", "0", "3"}));
+  EXPECT_EQ(d.line_numbers(), (std::vector<int64_t>{1, 2, 4}));  // the blank line still counts
   EXPECT_EQ(d.texts(), (std::vector<std::string>{"good film", "bad\tfilm", " x "}));
-  EXPECT_EQ(d.num_classes(), 4);
+  EXPECT_EQ(d.num_classes(), 3);
   // No trailing newline, and a byte-order mark at the start.
   const ClassificationData e = ClassificationData::load(write("\xEF\xBB\xBF" "0\ta\n1\tb"));
   EXPECT_EQ(e.labels(), (std::vector<int32_t>{0, 1}));
   EXPECT_EQ(e.texts(), (std::vector<std::string>{"a", "b"}));
 }
 
+TEST_F(ClassificationFiles, HeaderRowIsSkipped) {
+  // The label column says "label" (any case): a header, whatever the labels below it.
+  const ClassificationData d = ClassificationData::load(write("Label\ttext\npos\tgreat\nneg\tawful\n"));
+  EXPECT_TRUE(d.has_header());
+  EXPECT_EQ(d.texts(), (std::vector<std::string>{"great", "awful"}));
+  EXPECT_EQ(d.classes(), (std::vector<std::string>{"neg", "pos"}));
+  EXPECT_EQ(d.line_numbers(), (std::vector<int64_t>{2, 3}));
+  // A word above integer labels is a header too.
+  const ClassificationData e = ClassificationData::load(write("sentiment\tsentence\n1\ta\n0\tb\n"));
+  EXPECT_TRUE(e.has_header());
+  EXPECT_EQ(e.labels(), (std::vector<int32_t>{1, 0}));
+  // String labels throughout: the first line is data.
+  const ClassificationData f = ClassificationData::load(write("pos\ta\nneg\tb\n"));
+  EXPECT_FALSE(f.has_header());
+  EXPECT_EQ(f.size(), 2);
+  expect_error("label\ttext\n\n", {"no examples", "header"});
+}
+
+TEST_F(ClassificationFiles, StringLabelsSortByteByByte) {
+  const ClassificationData d = ClassificationData::load(write("b\tx\na\ty\nc d\tz\na\tw\n"));
+  EXPECT_EQ(d.classes(), (std::vector<std::string>{"a", "b", "c d"}));
+  EXPECT_EQ(d.labels(), (std::vector<int32_t>{1, 0, 2, 0}));
+}
+
+TEST_F(ClassificationFiles, IntegerLabelsSortNumerically) {
+  // 1-based labels map to 0 … K−1; negative and multi-digit ones in numeric, not byte, order.
+  const ClassificationData one = ClassificationData::load(write("1\ta\n3\tb\n2\tc\n3\td\n"));
+  EXPECT_EQ(one.classes(), (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_EQ(one.labels(), (std::vector<int32_t>{0, 2, 1, 2}));
+  const ClassificationData d = ClassificationData::load(write("10\ta\n9\tb\n-1\tc\n10\td\n"));
+  EXPECT_EQ(d.classes(), (std::vector<std::string>{"-1", "9", "10"}));
+  EXPECT_EQ(d.labels(), (std::vector<int32_t>{2, 1, 0, 2}));
+  // One non-integer label among integers that is not the first line: every label is then a string.
+  const ClassificationData m = ClassificationData::load(write("10\ta\n9\tb\nx\tc\n"));
+  EXPECT_EQ(m.classes(), (std::vector<std::string>{"10", "9", "x"}));
+}
+
+TEST_F(ClassificationFiles, UnknownLabelNamesTheFileLineAndLabel) {
+  const std::string p = write("pos\ta\nneg\tb\n\nmaybe\tc\n");
+  const ClassificationData d = ClassificationData::load(p);
+  try {
+    (void)d.with_classes({"neg", "pos"}, "the model's");
+    ADD_FAILURE() << "an unknown label was accepted";
+  } catch (const IoError& e) {
+    const std::string msg = e.what();
+    for (const std::string part : {p, std::string("line 4"), std::string("'maybe'"), std::string("the model's 2 classes (neg, pos)")})
+      EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  }
+  // The same labels under another map: classes follow it, and a slice keeps the lines.
+  const ClassificationData ok = d.slice(0, 2).with_classes({"pos", "neg", "other"}, "the model's");
+  EXPECT_EQ(ok.labels(), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(ok.num_classes(), 3);
+  EXPECT_EQ(d.slice(2, 3).line_numbers(), (std::vector<int64_t>{4}));
+}
+
 TEST_F(ClassificationFiles, EveryErrorRow) {
   expect_error("0\tok\n1 no tab\n", {"line 2", "tab"});
-  expect_error("0\tok\n\n1\tok\nabc\tx\n", {"line 4", "'abc'"});  // blank lines still count
-  expect_error("1x\tx\n", {"line 1", "'1x'"});
-  expect_error("0\tok\n-1\tx\n", {"line 2", "'-1'"});
-  expect_error("0\tok\n\tx\n", {"line 2", "label ''"});
+  expect_error("0\tok\n\n1\tok\nabc no tab\n", {"line 4", "tab"});  // blank lines still count
+  expect_error("0\tok\n\tx\n", {"line 2", "empty label"});
   expect_error("0\tok\n2\t\n", {"line 2", "empty text"});
-  expect_error("0\tok\n99999999999\tx\n", {"line 2", "99999999999"});
   expect_error("", {"empty"});
   expect_error("\n\r\n\n", {"no examples"});
   EXPECT_THROW(ClassificationData::load((dir_ / "missing.tsv").string()), IoError);
