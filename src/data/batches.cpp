@@ -338,6 +338,7 @@ ClassificationData ClassificationData::with_classes(std::vector<std::string> cla
   for (size_t k = 0; k < classes.size(); ++k) index.emplace_back(classes[k], int32_t(k));
   std::sort(index.begin(), index.end());
   ClassificationData d = *this;
+  d.labels_.resize(names_.size());  // parse() comes here with the names only
   for (size_t i = 0; i < names_.size(); ++i) {
     const auto it = std::lower_bound(index.begin(), index.end(), std::pair<std::string_view, int32_t>(names_[i], -1));
     if (it == index.end() || it->first != names_[i]) {

@@ -85,9 +85,9 @@ TEST(ClassificationConfig, LabelMapRoundTripsAndOldConfigsKeepTheIdentity) {
   EXPECT_THROW(ModelConfig::from_json(j), InvalidArgument);
 }
 
-class ClassificationData_ : public test::TempDirTest {
+class ClassificationTaskData : public test::TempDirTest {
  protected:
-  ClassificationData_() : TempDirTest("lf_cls_train") {}
+  ClassificationTaskData() : TempDirTest("lf_cls_train") {}
   void write(const std::string& name, const std::string& content) { std::ofstream(dir_ / name, std::ios::binary) << content; }
   TrainOptions options(const std::string& file) {
     TrainOptions o = test::tiny_train_options(dir_, "run");
@@ -97,7 +97,7 @@ class ClassificationData_ : public test::TempDirTest {
   }
 };
 
-TEST_F(ClassificationData_, SplitsAndTheirLabelMaps) {
+TEST_F(ClassificationTaskData, SplitsAndTheirLabelMaps) {
   // 10 examples: 8 train, 2 held out. Training sees labels 1 and 2 only: two classes, none empty.
   std::string tsv = "label\ttext\n";
   for (int i = 0; i < 10; ++i) tsv += std::to_string(1 + i % 2) + "\ttext " + std::to_string(i) + "\n";
@@ -117,7 +117,7 @@ TEST_F(ClassificationData_, SplitsAndTheirLabelMaps) {
   EXPECT_EQ(m.eval_batch(Split::Train, 4, 16, 0, 0.15).targets, (std::vector<int32_t>{1, 2, 1, 2}));
 }
 
-TEST_F(ClassificationData_, AHeldOutLabelTrainingNeverSawIsNamedWithItsLine) {
+TEST_F(ClassificationTaskData, AHeldOutLabelTrainingNeverSawIsNamedWithItsLine) {
   std::string tsv;
   for (int i = 0; i < 9; ++i) tsv += std::string(i % 2 ? "pos" : "neg") + "\tt\n";
   tsv += "maybe\tt\n";  // line 10, held out
@@ -142,7 +142,7 @@ TEST_F(ClassificationData_, AHeldOutLabelTrainingNeverSawIsNamedWithItsLine) {
 // A host's train() on string labels: the map is saved in config.json, the summary has the training
 // accuracy and the majority baseline, and a model that memorised the training examples while the
 // held-out ones are labelled against them is warned about.
-TEST_F(ClassificationData_, TrainSavesTheLabelMapAndWarnsOfOverfitting) {
+TEST_F(ClassificationTaskData, TrainSavesTheLabelMapAndWarnsOfOverfitting) {
   std::string tsv;
   for (int i = 0; i < 36; ++i) tsv += i % 4 ? "pos\taaaaaaaa\n" : "neg\tzzzzzzzz\n";
   for (int i = 0; i < 4; ++i) tsv += "pos\tzzzzzzzz\n";  // held out: labelled against training
