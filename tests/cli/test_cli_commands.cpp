@@ -491,6 +491,29 @@ TEST_F(CliCommands, ClassifierWithStringLabelsReportsPerClassMetrics) {
   EXPECT_FALSE(contains(u.err, "cross_entropy")) << u.err;
 }
 
+// A model that memorised its training examples while the held-out ones are labelled against them:
+// train and eval both warn (stderr), and still succeed.
+TEST_F(CliCommands, OverfittedClassifierIsWarnedAbout) {
+  std::string tsv;
+  for (int i = 0; i < 36; ++i) tsv += i % 4 ? "pos\taaaaaaaa\n" : "neg\tzzzzzzzz\n";
+  for (int i = 0; i < 4; ++i) tsv += "pos\tzzzzzzzz\n";  // held out
+  write_file(dir_ / "memorise.tsv", tsv);
+  const CliResult t = run_in(dir_, "train --task classify --data memorise.tsv --out overfit " TINY_MODEL
+                                   " --dropout 0 --steps 60 --warmup 5 --lr 1e-2 --batch-size 8 --seq-len 16"
+                                   " --valid-fraction 0.1 --log-every 30");
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_TRUE(contains(t.out, "train: accuracy 1.0000 over 36 examples")) << t.out;
+  EXPECT_TRUE(contains(t.out, "most frequent class 'pos' scores 1.0000 on valid")) << t.out;
+  EXPECT_TRUE(contains(t.err, "warning: the model looks overfitted: training accuracy 1 but valid accuracy")) << t.err;
+  const CliResult e = run_in(dir_, "eval --checkpoint overfit --split test");
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_TRUE(contains(e.err, "linformer: warning: the model looks overfitted: training accuracy 1 but test accuracy"))
+      << e.err;
+  const CliResult tr = run_in(dir_, "eval --checkpoint overfit --split train");  // nothing held out to compare
+  ASSERT_EQ(tr.status, 0) << tr.err;
+  EXPECT_FALSE(contains(tr.err, "warning")) << tr.err;
+}
+
 // A checkpoint saved before label maps existed (no class_names in config.json) still loads, with the
 // identity map: class k is the label "k".
 TEST_F(CliCommands, ClassifierCheckpointWithoutALabelMapStillLoads) {
