@@ -379,7 +379,8 @@ std::vector<Seed> seed_corpus(const std::string& target) {
     if (target == "tsv") {
       add("ok-bom.tsv", bytes_of("\xEF\xBB\xBF" "3\tfirst\n0\tsecond"));
       add("bad-no-tab.tsv", bytes_of("0 no tab here\n"));
-      add("bad-label.tsv", bytes_of("-1\tnegative\n"));
+      add("ok-header.tsv", bytes_of("label\ttext\npos\tgood\n-1\tnegative\n"));
+      add("bad-empty-label.tsv", bytes_of("0\tok\n\tnegative\n"));
       add("bad-empty-text.tsv", bytes_of("1\t\n"));
       add("bad-blank.tsv", bytes_of("\n\r\n"));
     } else {
