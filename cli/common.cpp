@@ -86,7 +86,7 @@ void ModelFlags::add(CLI::App& app) {
                  "taps of a depthwise convolution along the sequence before each attention, odd; 0 = none (default 0)");
   app.add_flag("--scale-tied-output", scale_tied_output,
                "scale the LM head's input by d^-1/2 before the tied embedding (T5; default off)");
-  app.add_option("--classes", classes, "classifier: number of classes (default: from the data)");
+  app.add_option("--classes", classes, "classifier: number of classes (default: the training split's distinct labels, which it must equal)");
   app.add_option("--pooling", pooling, "classifier pooling: mean | first")->check(CLI::IsMember({"mean", "first"}));
 }
 

@@ -65,7 +65,8 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   progress->finish();
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
-  // A resumed run's config is the checkpoint's, not read here: only an LM's corpus has a unigram baseline.
+  // The summary tells a classifier (it has a majority baseline) from an LM, also for a resumed run,
+  // whose config is the checkpoint's and not read here; only an LM's corpus has a unigram baseline.
   if (s.majority_accuracy >= 0) {
     std::printf("valid: loss %.4f nats, accuracy %.4f over %lld examples\n", s.valid.loss, s.valid.accuracy,
                 (long long)s.valid.count);

@@ -17,8 +17,8 @@
 #include "model/head.h"
 #include "ops/elementwise.h"
 #include "ops/optimizer.h"
-#include "train/objective.h"
 #include "train/metrics.h"
+#include "train/objective.h"
 #include "train/optimizer_step.h"
 #include "train/run_log.h"
 
