@@ -530,6 +530,16 @@ TEST_F(CliCommands, ClassifierCheckpointWithoutALabelMapStillLoads) {
   const CliResult p = run_in(dir_, "predict --checkpoint legacy_cls --text 'good nice happy'");
   ASSERT_EQ(p.status, 0) << p.err;
   EXPECT_TRUE(contains(p.out, "  p(1) = ")) << p.out;
+  // Resuming such a run keeps the identity map (the checkpoint's config, without class_names).
+  fs::create_directories(dir_ / "legacy_run" / "checkpoints");
+  fs::copy(dir_ / "legacy_cls", dir_ / "legacy_run" / "checkpoints" / "step-00000010", fs::copy_options::recursive);
+  write_file(dir_ / "legacy_run" / "checkpoints" / "latest", "step-00000010\n");
+  const CliResult r = run_in(dir_, "train --resume --out legacy_run --steps 12");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "baseline: always answering the most frequent class '")) << r.out;
+  const nlohmann::json resumed = nlohmann::json::parse(std::ifstream(latest_of("legacy_run") / "config.json"));
+  EXPECT_FALSE(resumed.contains("class_names")) << resumed.dump();
+  EXPECT_EQ(resumed["n_classes"], 2);
 }
 
 // `eval --split` is honoured for the language models too: train, valid and test are different text.
