@@ -247,7 +247,7 @@ class Fixtures {
     make_run(dir / "ckpt_huge", dir / "run_huge");
     make_run(dir / "ckpt", dir / "run_ok");
     // Run-directory and data-size cases.
-    write_file(dir / "data_small.txt", words(2048));
+    write_file(dir / "data_small.txt", words(2048).substr(0, 2048));
     fs::create_directories(dir / "user_dir");
     write_file(dir / "user_dir" / "notes.txt", "a user's notes\n");
     fs::create_directories(dir / "user_log_dir");

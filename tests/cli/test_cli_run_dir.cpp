@@ -222,7 +222,7 @@ TEST_F(RunDirTest, TheDataPathIsStoredAbsoluteAndAMissingOneSaysWhereItLooked) {
 }
 
 TEST_F(RunDirTest, DataTooSmallIsSaidInTheUsersTermsAndLeavesNoDirectory) {
-  write_file(dir_ / "small.txt", words(2048));
+  write_file(dir_ / "small.txt", words(2048).substr(0, 2048));
   const CliResult r = run("train --data small.txt --out run " TINY "--steps 2");
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_TRUE(contains(r.err, "the valid split of")) << r.err;
