@@ -75,6 +75,8 @@ void check_task_options(const CLI::App& app, const json& file, const std::string
 
 int run_train(const CLI::App& app, const TrainCommand& c) {
   const json file = read_train_config(c.config_path);
+  LF_REQUIRE(!(c.resume && c.force), "--force does not apply to --resume, which continues the run in --out as it "
+             "is: drop --force (to start the run over, drop --resume instead)");
   if (c.resume) {
     std::vector<std::string> model_flags;
     for (const char* flag : kModelFlags)
