@@ -239,6 +239,21 @@ std::vector<int64_t> parse_list(const std::string& text, const char* flag) {
   return out;
 }
 
+std::string checkpoint_data_path(const std::string& saved, const std::string& given) {
+  namespace fs = std::filesystem;
+  if (!given.empty()) return given;
+  LF_REQUIRE(!saved.empty(), "no data: give --data FILE (the checkpoint does not name its training data)");
+  std::error_code ec;
+  if (!fs::exists(saved, ec))
+    throw IoError(str_cat("the checkpoint's training data '", saved, "' is missing",
+                          fs::path(saved).is_relative()
+                              ? str_cat(" (a relative path, looked for from the current directory as '",
+                                        fs::absolute(saved).lexically_normal().string(), "')")
+                              : std::string(),
+                          ": give the data with --data FILE"));
+  return saved;
+}
+
 void check_writable(const std::string& path, const char* flag) {
   namespace fs = std::filesystem;
   const fs::path parent = fs::path(path).parent_path();

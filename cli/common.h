@@ -47,6 +47,11 @@ struct ModelFlags {
 // is not a positive integer.
 std::vector<int64_t> parse_list(const std::string& text, const char* flag);
 
+// The data file eval and spectrum read: --data when given (`given`), else the checkpoint's training
+// data (`saved`; old checkpoints hold it relative, read from the current directory). lf::InvalidArgument
+// when there is neither, lf::IoError when the saved file is gone, saying where it looked.
+std::string checkpoint_data_path(const std::string& saved, const std::string& given);
+
 // Fails now, not after the whole run, when an output file cannot be written: its directory is created
 // and a probe file written there and removed. lf::IoError naming `flag` and the path.
 void check_writable(const std::string& path, const char* flag);

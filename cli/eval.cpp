@@ -71,8 +71,7 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
   LoadedModel m = open_model(c.checkpoint);
   LF_REQUIRE(c.seq_len <= m.config.max_len, "--seq-len ", c.seq_len, " exceeds the model's max_len ", m.config.max_len);
   TrainOptions opt = TrainOptions::from_json(m.trainer_state.value("options", json::object()));
-  if (!c.data.empty()) opt.data_path = c.data;
-  LF_REQUIRE(!opt.data_path.empty(), "no data: give --data FILE (the checkpoint does not name its training data)");
+  opt.data_path = checkpoint_data_path(opt.data_path, c.data);
   if (c.max_bytes >= 0) opt.max_bytes = c.max_bytes;
   if (c.valid_fraction >= 0) opt.valid_fraction = c.valid_fraction;
   if (c.test_fraction >= 0) opt.test_fraction = c.test_fraction;
@@ -86,6 +85,7 @@ int run_eval(const CLI::App& app, const EvalCommand& c) {
   const Split split = c.split == "test" ? Split::Test : c.split == "train" ? Split::Train : Split::Valid;
   const bool classifier = m.model->head().info().targets == HeadTargets::kClasses;
   const TaskData data = TaskData::load(m.config.task, opt, classifier ? m.config.class_map() : std::vector<std::string>{});
+  require_split_sizes(data, opt, split, /*training=*/false);
   const EvalResult r = evaluate(*m.model, data, split, opt.batch_size, opt.seq_len, c.batches, opt.mask_prob);
   if (!classifier) {
     if (c.as_json) {

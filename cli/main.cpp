@@ -5,6 +5,7 @@
 // else); nothing escapes as an uncaught exception.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -78,6 +79,47 @@ void prefer_short_spin_waits(char** argv) {
   execv("/proc/self/exe", argv);
 }
 
+// Levenshtein distance, for the nearest flag to a mistyped one.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// "unknown option --step; did you mean --steps?" for the first --flag in argv that neither the
+// subcommand given nor the global options know; "" when every flag is known (another parse error).
+std::string unknown_flag_message(const CLI::App& app, const CLI::App* sub, int argc, char** argv) {
+  std::vector<std::string> known;
+  for (const CLI::App* a : {&app, sub})
+    if (a)
+      for (const CLI::Option* o : a->get_options())
+        for (const std::string& name : o->get_lnames()) known.push_back("--" + name);
+  for (int i = 1; i < argc; ++i) {
+    std::string word = argv[i];
+    if (word == "--") break;
+    if (word.rfind("--", 0) != 0) continue;
+    word = word.substr(0, word.find('='));
+    if (std::find(known.begin(), known.end(), word) != known.end()) continue;
+    std::string best;
+    size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1;  // farther than this is no suggestion
+    for (const std::string& k : known)
+      if (const size_t d = edit_distance(word, k); d < best_distance) best = k, best_distance = d;
+    const std::string where = sub ? "linformer " + sub->get_name() + " --help" : "linformer --help";
+    return best.empty() ? str_cat("unknown option ", word, " (see '", where, "')")
+                        : str_cat("unknown option ", word, "; did you mean ", best, "? (see '", where, "')");
+  }
+  return "";
+}
+
 int run(int argc, char** argv) {
   prefer_short_spin_waits(argv);
   keep_freed_memory_for_reuse();
@@ -122,6 +164,11 @@ int run(int argc, char** argv) {
       const std::vector<std::string> extra = app.remaining();
       message = extra.empty() ? message : "unknown subcommand '" + extra.front() + "'";
       message += " (try 'linformer --help')";
+    } else if (dynamic_cast<const CLI::ExtrasError*>(&e)) {
+      const std::vector<CLI::App*> subs = app.get_subcommands();
+      if (std::string unknown = unknown_flag_message(app, subs.empty() ? nullptr : subs.front(), argc, argv);
+          !unknown.empty())
+        message = unknown;
     }
     return fail(kExitUsage, message);
   }

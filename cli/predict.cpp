@@ -96,7 +96,13 @@ const std::map<std::string, void (*)(const PredictCommand&, LoadedModel&)> kPred
     {"masked_lm", fill_masks}, {"causal_lm", continue_prompt}, {"classification", classify_text}};
 
 int run_predict(const PredictCommand& c) {
-  LF_REQUIRE(c.mask_char.size() == 1, "--mask-char must be a single character, got '", c.mask_char, "'");
+  // The model reads bytes, so a mask is one byte: a character of several UTF-8 bytes cannot be one.
+  const unsigned char lead = c.mask_char.empty() ? 0 : static_cast<unsigned char>(c.mask_char[0]);
+  const size_t utf8_len = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+  LF_REQUIRE(c.mask_char.size() != utf8_len || utf8_len == 1, "--mask-char must be one byte: '", c.mask_char,
+             "' is one character but ", utf8_len, " bytes in UTF-8; pick an ASCII character, e.g. _ or #");
+  LF_REQUIRE(c.mask_char.size() == 1, "--mask-char must be a single character (one byte, e.g. _ or #), got '",
+             c.mask_char, "'");
   LF_REQUIRE(c.generate >= 0, "--generate must be >= 0, got ", c.generate);
   LoadedModel m = open_model(c.checkpoint);
   const std::string& objective = head_info(m.config.task).objective;

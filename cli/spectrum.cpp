@@ -107,8 +107,7 @@ int run_spectrum(const CLI::App& app, const SpectrumCommand& c) {
   LoadedModel m = open_model(c.checkpoint);
   require_exact_attention(m.config);
   TrainOptions topt = TrainOptions::from_json(m.trainer_state.value("options", json::object()));
-  if (!c.data.empty()) topt.data_path = c.data;
-  LF_REQUIRE(!topt.data_path.empty(), "no data: give --data FILE (the checkpoint does not name its training data)");
+  topt.data_path = checkpoint_data_path(topt.data_path, c.data);
   if (c.max_bytes >= 0) topt.max_bytes = c.max_bytes;
   LF_REQUIRE(c.seq_len <= m.config.max_len, "--seq-len ", c.seq_len, " exceeds the model's max_len ", m.config.max_len);
   const int64_t n = c.seq_len > 0 ? c.seq_len : std::min(topt.seq_len, m.config.max_len);

@@ -21,15 +21,73 @@ struct TrainCommand {
   ModelFlags model;
   TrainFlags train;
   std::string config_path;
-  bool resume = false;
+  bool resume = false, force = false;
 };
 
-int run_train(const CLI::App& app, const TrainCommand& c) {
-  const json file = c.config_path.empty() ? json::object() : read_json_file(c.config_path);
-  LF_REQUIRE(file.is_object(), "the config file must hold a JSON object with \"model\" and/or \"train\"");
+// The flags that shape the model: a resumed run takes its model from the checkpoint.
+constexpr const char* kModelFlags[] = {"--task", "--d-model", "--layers", "--heads", "--d-ff", "--max-len",
+                                       "--attention", "--attention-options", "--post-ln", "--dropout", "--position",
+                                       "--conv-kernel", "--scale-tied-output", "--classes", "--pooling"};
+
+// A --config file: {"model": {...}, "train": {...}}, or a checkpoint's own config.json (the model
+// object itself, recognised by its "d_model"), which is taken as {"model": <it>}.
+json read_train_config(const std::string& path) {
+  if (path.empty()) return json::object();
+  json file = read_json_file(path);
+  if (!file.contains("model") && !file.contains("train") && file.contains("d_model")) return json{{"model", file}};
   for (const auto& [k, v] : file.items())
-    LF_REQUIRE(k == "model" || k == "train", "unknown key '", k, "' in the config file (expected \"model\", \"train\")");
+    LF_REQUIRE(k == "model" || k == "train", "unknown key '", k, "' in the config file (expected \"model\", \"train\", "
+               "or a checkpoint's config.json, which has \"d_model\")");
+  return file;
+}
+
+// Options of one task only: given as flags for another task they are refused, set by a config file
+// (which may serve several tasks) they are warned about.
+void check_task_options(const CLI::App& app, const json& file, const std::string& task) {
+  const HeadInfo& head = head_info(task);
+  struct Rule {
+    const char* flag;
+    const char* key;  // in the config file's "train" or "model" object
+    bool model;
+    bool applies;
+    const char* why;
+  };
+  const bool mlm = head.objective == "masked_lm", classes = head.targets == HeadTargets::kClasses;
+  const Rule rules[] = {
+      {"--mask-prob", "mask_prob", false, mlm, "masking is the masked LM's (--task mlm) objective"},
+      {"--mask-span", "mask_span", false, mlm, "masking is the masked LM's (--task mlm) objective"},
+      {"--short-seq-prob", "short_seq_prob", false, mlm, "short sequences are cut for the masked LM (--task mlm) only"},
+      {"--classes", "n_classes", true, classes, "only a classifier (--task classify) has classes"},
+      {"--pooling", "pooling", true, classes, "only a classifier (--task classify) pools the sequence"}};
+  std::vector<std::string> refused;
+  for (const Rule& r : rules) {
+    if (r.applies) continue;
+    if (app.get_option(r.flag)->count() > 0) {
+      refused.push_back(str_cat(r.flag, " (", r.why, ")"));
+    } else if (file.value(r.model ? "model" : "train", json::object()).contains(r.key)) {
+      std::fprintf(stderr, "linformer: warning: the config file's \"%s\" does not apply to --task %s and is ignored\n",
+                   r.key, task.c_str());
+    }
+  }
+  LF_REQUIRE(refused.empty(), join(refused, ", "), refused.size() == 1 ? " does" : " do", " not apply to --task ", task,
+             ": drop ", refused.size() == 1 ? "it" : "them");
+}
+
+int run_train(const CLI::App& app, const TrainCommand& c) {
+  const json file = read_train_config(c.config_path);
+  LF_REQUIRE(!(c.resume && c.force), "--force does not apply to --resume, which continues the run in --out as it "
+             "is: drop --force (to start the run over, drop --resume instead)");
+  if (c.resume) {
+    std::vector<std::string> model_flags;
+    for (const char* flag : kModelFlags)
+      if (app.get_option(flag)->count() > 0) model_flags.push_back(flag);
+    if (file.contains("model")) model_flags.push_back("--config's \"model\"");
+    LF_REQUIRE(model_flags.empty(), "--resume continues the checkpoint's model, so ", join(model_flags, ", "),
+               " cannot change it: drop ", model_flags.size() == 1 ? "it" : "them",
+               ", or start a new run in another --out");
+  }
   TrainOptions opt = c.train.resolve(app, file);
+  opt.force = c.force;
   const bool steps_given = app.get_option("--steps")->count() > 0 || file.value("train", json::object()).contains("steps");
   if (c.resume && !steps_given) opt.steps = 0;  // resume to the saved step count
   const bool warmup_given =
@@ -38,7 +96,19 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   json model_file = file;
   if (!model_file.contains("model") || !model_file["model"].contains("max_len")) model_file["model"]["max_len"] = opt.seq_len;
   ModelConfig config;
-  if (!c.resume) {
+  json resume_changes = json::object();
+  if (c.resume) {
+    // Everything the user set, to be checked against the saved options (train() refuses what cannot change).
+    resume_changes = file.value("train", json::object());
+    resume_changes.update(c.train.given_options(app));
+    resume_changes.erase("run_dir");
+    resume_changes.erase("steps");  // opt.steps
+  } else {
+    const json& fm = model_file["model"];
+    const std::string task = app.get_option("--task")->count() > 0 || !fm.contains("task") || !fm["task"].is_string()
+                                 ? c.model.task
+                                 : fm["task"].get<std::string>();
+    if (HeadRegistry::instance().has(task)) check_task_options(app, file, task);  // else resolve names it
     if (head_info(c.model.task).targets == HeadTargets::kClasses && !model_file["model"].contains("class_names")) {
       // The classes are the training split's labels (saved as the label map); --classes may only confirm them.
       opt.validate();
@@ -57,11 +127,17 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
   std::unique_ptr<Progress> progress;
   TrainCallbacks callbacks;
   callbacks.start = [&](const TrainOptions& resolved) { progress = std::make_unique<Progress>(resolved.log_every); };
-  callbacks.message = [&](const std::string& line) { progress->message(line); };
+  callbacks.message = [&](const std::string& text) {
+    const std::string line = with_flag_names(text);  // the library's `lr` is --lr here
+    if (progress)
+      progress->message(line);
+    else
+      std::fprintf(stderr, "%s\n", line.c_str());
+  };
   callbacks.step = [&](const StepResult& r, int64_t total, double tokens_per_s) {
     progress->update(r.step, total, r.loss, tokens_per_s);
   };
-  const TrainSummary s = train(config, opt, c.resume, callbacks, runtime_options());
+  const TrainSummary s = train(config, opt, c.resume, callbacks, runtime_options(), resume_changes);
   progress->finish();
   std::printf("trained %lld steps in %s: %.0f tokens/s, peak memory %s (RSS)\n", (long long)s.steps,
               format_hms(s.elapsed_s).c_str(), s.tokens_per_s, human_bytes(s.peak_rss).c_str());
@@ -88,7 +164,13 @@ CLI::App* add_train_command(CLI::App& app, std::function<int()>& run) {
   auto cmd = std::make_shared<TrainCommand>();
   CLI::App* sub = app.add_subcommand("train", "Train a model (masked LM, causal LM or classifier) on a data file");
   sub->add_option("--config", cmd->config_path, "JSON file: {\"model\": {...}, \"train\": {...}}; flags override it");
-  sub->add_flag("--resume", cmd->resume, "continue the latest checkpoint in --out (its model config and options)");
+  sub->add_flag("--resume", cmd->resume,
+                "continue the latest checkpoint in --out (its model config and options; --steps, --log-every, "
+                "--eval-every, --eval-batches, --save-every, --keep-checkpoints, --checkpoint-activations and --data "
+                "(the same data, moved) may change)");
+  sub->add_flag("--force", cmd->force,
+                "train in an --out holding files linformer did not write (they are left untouched), or start the run "
+                "in --out over (its checkpoints and log are removed) instead of refusing");
   cmd->model.add(*sub);
   cmd->train.add(*sub);
   run = [sub, cmd] { return run_train(*sub, *cmd); };

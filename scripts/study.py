@@ -576,7 +576,9 @@ class Runner:
                 cmd = lf + ["train", "--out", run_dir, "--resume", "--steps", str(target)]
             else:
                 print(f"study: {name}: training {target} steps at n = {run['seq_len']}, batch {run['batch_size']}")
-                cmd = lf + ["train", "--config", config_path, "--out", run_dir] + run["args"]
+                # --force: the run directory also holds the study's own files (run.json, output.log, ...),
+                # which train leaves alone; a directory with a checkpoint is resumed above instead.
+                cmd = lf + ["train", "--config", config_path, "--out", run_dir, "--force"] + run["args"]
             rc, _ = self.attempt(run_dir, meta, "resume" if st["checkpoint"] else "train", cmd)
             if rc != 0:
                 raise StudyError(f"run '{name}': linformer train failed (exit {rc}); see {run_dir}/output.log")

@@ -21,6 +21,7 @@
 // also removes what killed processes left behind (.tmp-* of dead pids, .del-*, stale .old-* copies).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -100,6 +101,20 @@ std::string latest_checkpoint(const std::string& run_dir);
 
 // Removes all step-* checkpoints of the run but the `keep` newest (by step number), never removing the
 // one `latest` names. Throws lf::InvalidArgument for keep < 1 and lf::IoError when a removal fails.
+// Only the files a checkpoint consists of are removed (config.json, model.safetensors,
+// optimizer.safetensors, trainer_state.json): a directory that also holds other files (a user's)
+// stays in place with them, and the warning handler is told. The same holds for every other removal
+// of the checkpoint code (an overwritten checkpoint, leftovers of killed processes).
 void prune_checkpoints(const std::string& run_dir, int keep);
+
+// Removes every checkpoint of the run and its `latest` pointer (a fresh run starting the run over),
+// by the same rule: only checkpoint files go, a user's files stay where they are.
+void remove_run_checkpoints(const std::string& run_dir);
+
+// Receives the checkpoint code's warnings (a directory left in place because it holds files
+// linformer did not write). The default prints "linformer: warning: ..." on stderr. Returns the
+// previous handler; not thread-safe (set it before training starts).
+using CheckpointWarningHandler = std::function<void(const std::string& message)>;
+CheckpointWarningHandler set_checkpoint_warning_handler(CheckpointWarningHandler handler);
 
 }  // namespace lf

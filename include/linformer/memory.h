@@ -38,6 +38,7 @@ MemoryEstimate estimate_memory(const ModelConfig& config, Workload workload, int
 
 // Bytes a data file takes once read: its size (gzip: the uncompressed size from the trailer),
 // at most max_bytes when that is positive; 0 when the file cannot be read (the loader reports it).
+// lf::IoError for a directory.
 double data_file_bytes(const std::string& path, int64_t max_bytes);
 
 // "512M", "2G", "1.5GiB", "64k", "1000000" (bytes; K/M/G/T are powers of 1024, an optional

@@ -49,6 +49,9 @@ struct TrainOptions {
   int keep_checkpoints = 2;
   uint64_t seed = 1;
   bool checkpoint_activations = false;  // recompute block activations in the backward (less memory)
+  // train() only, not saved: train in a `run_dir` holding files of others (left untouched), or start
+  // an earlier run in it over (its checkpoints and log removed) instead of refusing.
+  bool force = false;
 
   void validate() const;  // throws lf::InvalidArgument naming the option
   // The options one optimizer step uses (batch and schedule sizes, lr, AdamW, clipping): what
@@ -187,13 +190,31 @@ struct TrainCallbacks {
   std::function<void(const StepResult& step, int64_t total_steps, double tokens_per_s)> step;
 };
 
+// The splits a run reads must hold what it takes: the training split one sequence (when `training`),
+// `eval_split` one evaluation batch. lf::InvalidArgument naming the split, its size and what to change.
+// Checked for the LM corpora; a classifier's examples are checked when they are loaded.
+void require_split_sizes(const TaskData& data, const TrainOptions& opt, Split eval_split, bool training);
+
+// The run directory: run_dir/checkpoints/, run_dir/log.jsonl, the marker run_dir/.linformer-run and
+// the lock file run_dir/.linformer-lock. train() holds an exclusive lock (flock) on the lock file for
+// the whole run: a second run on the same directory is refused at once (lf::IoError naming the
+// holder's pid); the kernel releases it when the process ends, however it ends. A fresh run refuses a
+// directory that holds a run (use resume, or opt.force to start it over) or files it did not write
+// (opt.force: train beside them; they are never removed or overwritten). The directory is created only
+// after the options, configuration and data have been checked.
+//
 // Trains `config` (or, with resume, continues the latest checkpoint in opt.run_dir, whose model
 // configuration then wins) with a Trainer over opt.data_path, writing the log and checkpoints to
 // opt.run_dir, and returns the summary. Runs with `runtime`'s threads and refuses a run above its memory
 // limit before loading anything. Throws lf::InvalidArgument / lf::IoError for bad options and files
 // (and for `runtime`'s precision int8, which does not train),
 // lf::Error for a non-finite loss or gradient (Trainer::step).
+// With resume, the saved options govern; opt.steps (when not 0) and the keys of `resume_changes`
+// (TrainOptions JSON keys) that differ from the saved values may change only steps, log_every,
+// eval_every, eval_batches, save_every, keep_checkpoints, checkpoint_activations and data_path (the
+// same data at another path, or a new path when the saved one is gone); any other change is refused
+// with lf::InvalidArgument naming each. Every change made is reported through callbacks.message.
 TrainSummary train(const ModelConfig& config, const TrainOptions& opt, bool resume, const TrainCallbacks& callbacks = {},
-                   const RuntimeOptions& runtime = {});
+                   const RuntimeOptions& runtime = {}, const json& resume_changes = json::object());
 
 }  // namespace lf

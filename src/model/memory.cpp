@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -101,6 +102,10 @@ MemoryEstimate estimate_memory(const ModelConfig& c, Workload workload, int64_t 
 }
 
 double data_file_bytes(const std::string& path, int64_t max_bytes) {
+  // A directory opens as a stream whose end lies near 2^63: say what it is rather than estimate that.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw IoError(str_cat("data file '", path, "': is a directory; give the path of a file"));
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return 0;
   const double size = double(f.tellg());

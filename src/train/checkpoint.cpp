@@ -44,6 +44,14 @@ constexpr const char* kDelInfix = ".del-";  // a directory being deleted (see di
 
 std::string sys_error(int err) { return std::strerror(err); }
 
+std::string join_names(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 5;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > kShown) out += str_cat(" and ", names.size() - kShown, " more");
+  return out;
+}
+
 void crash_point(const char* point) {
   if (checkpoint_crash_hook) checkpoint_crash_hook(point);
 }
@@ -137,20 +145,96 @@ std::string base_name(const std::string& name) {
   return name.substr(0, cut);
 }
 
-// Deletes a directory without ever leaving it half-deleted under its name (where a reader would take
-// what is left for a checkpoint): it is renamed to <name>.del-<pid> first, then removed. A crash in
-// between leaves a .del-* directory that nothing reads and the next sweep removes. Best effort.
+CheckpointWarningHandler& warning_handler() {
+  static CheckpointWarningHandler handler = [](const std::string& m) {
+    std::fprintf(stderr, "linformer: warning: %s\n", m.c_str());
+  };
+  return handler;
+}
+
+void warn(const std::string& message) {
+  if (warning_handler()) warning_handler()(message);
+}
+
+// The files a checkpoint directory of ours consists of, and write_file_atomic's temporaries of them
+// ("<file>.tmp-<pid>-<n>"). Anything else in a checkpoint directory is someone else's.
+bool is_checkpoint_file(const std::string& name) {
+  for (const char* f : {kConfigFile, kModelFile, kOptimizerFile, kTrainerStateFile})
+    if (name == f || starts_with(name, std::string(f) + kTmpInfix)) return true;
+  return false;
+}
+
+bool holds_checkpoint_files(const fs::path& dir) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (is_checkpoint_file(it->path().filename().string())) return true;
+  return false;
+}
+
+// Removes the checkpoint files in `dir`, and `dir` when that empties it (a plain file named like one
+// of our temporaries is removed as it is). Returns the names of the entries left: not ours.
+std::vector<std::string> remove_checkpoint_files(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) {
+    fs::remove(dir, ec);
+    return {};
+  }
+  std::vector<std::string> left;
+  std::vector<fs::path> ours;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (is_checkpoint_file(name) && !fs::is_directory(fs::symlink_status(it->path(), ec)))
+      ours.push_back(it->path());
+    else
+      left.push_back(name);
+  }
+  for (const fs::path& p : ours) fs::remove(p, ec);
+  if (left.empty()) fs::remove(dir, ec);
+  std::sort(left.begin(), left.end());
+  return left;
+}
+
+// After remove_checkpoint_files left `foreign` entries in `from` (a renamed copy of the checkpoint
+// `home`): they go back to where their owner put them, `home` itself if it is gone, else each entry
+// into `home` where its name is free. What cannot move stays in `from`. Either way a warning.
+void keep_foreign_entries(const fs::path& from, const fs::path& home, const std::vector<std::string>& foreign) {
+  std::error_code ec;
+  fs::path where = from;
+  if (from != home && !exists_nothrow(home)) {
+    fs::rename(from, home, ec);
+    if (!ec) where = home;
+  } else if (from != home && fs::is_directory(home, ec)) {
+    bool all_moved = true;
+    for (const std::string& name : foreign) {
+      if (exists_nothrow(home / name)) {
+        all_moved = false;
+        continue;
+      }
+      fs::rename(from / name, home / name, ec);
+      all_moved = all_moved && !ec;
+    }
+    if (all_moved) {
+      fs::remove(from, ec);
+      where = home;
+    }
+  }
+  warn(str_cat("'", where.string(), "' holds files linformer did not write (", join_names(foreign),
+               "): they are left in place, only the checkpoint's own files were removed"));
+}
+
+// Deletes a checkpoint directory without ever leaving it half-deleted under its name (where a reader
+// would take what is left for a checkpoint): it is renamed to <name>.del-<pid> first, then its
+// checkpoint files are removed. A crash in between leaves a .del-* directory that nothing reads and
+// the next sweep removes. Files that are not ours survive (keep_foreign_entries). Best effort.
 void discard_dir(const fs::path& p) {
   std::error_code ec;
+  const fs::path home = parent_or_dot(p) / base_name(p.filename().string());
   const fs::path trash = parent_or_dot(p) / str_cat(p.filename().string(), kDelInfix, ::getpid());
-  fs::remove_all(trash, ec);
+  if (exists_nothrow(trash)) discard_dir(trash);  // a leftover of a process with our pid
   fs::rename(p, trash, ec);
-  if (ec) {  // cannot rename (gone already?): remove in place
-    fs::remove_all(p, ec);
-    return;
-  }
-  crash_point("discarding");
-  fs::remove_all(trash, ec);
+  const fs::path at = ec ? p : trash;  // cannot rename (gone already?): clear it in place
+  if (!ec) crash_point("discarding");
+  if (const auto foreign = remove_checkpoint_files(at); !foreign.empty()) keep_foreign_entries(at, home, foreign);
 }
 
 // The pid in a "<name>.tmp-<pid>[-<counter>]" entry, or 0.
@@ -189,7 +273,9 @@ void sweep_leftovers(const fs::path& ck) {
       }
     }
   }
-  for (const fs::path& p : doomed) fs::remove_all(p, ec);
+  for (const fs::path& p : doomed)
+    if (const auto foreign = remove_checkpoint_files(p); !foreign.empty())
+      keep_foreign_entries(p, ck / base_name(p.filename().string()), foreign);
   for (const fs::path& p : discarded) discard_dir(p);
   for (const fs::path& base : missing)
     if (const auto old = newest_old_copy(base)) fs::rename(*old, base, ec);
@@ -355,7 +441,7 @@ void save_checkpoint(const std::string& dir, const ModelConfig& config, const Pa
   crash_point("tmp-written");
   const bool replacing = exists_nothrow(target);
   if (replacing) {
-    fs::remove_all(old, ec);
+    if (exists_nothrow(old)) discard_dir(old);  // a leftover of a process with our pid
     fs::rename(target, old, ec);
     if (ec) {
       const std::string msg = ec.message();
@@ -382,8 +468,8 @@ void save_checkpoint(const std::string& dir, const ModelConfig& config, const Pa
   for (const fs::path& p : leftovers) {
     if (starts_with(p.filename().string(), name + kOldInfix)) {
       discard_dir(p);  // a complete copy: never leave a part of it under a readable name
-    } else {
-      fs::remove_all(p, ec);  // best effort: a leftover only costs space
+    } else if (const auto foreign = remove_checkpoint_files(p); !foreign.empty()) {  // best effort
+      keep_foreign_entries(p, target, foreign);
     }
   }
   fsync_dir(parent, context);
@@ -528,6 +614,8 @@ void prune_checkpoints(const std::string& run_dir, int keep) {
   for (fs::directory_iterator it(ck, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string entry = it->path().filename().string();
     if (entry.find(kTmpInfix) != std::string::npos || entry.find(kDelInfix) != std::string::npos) continue;
+    // A directory holding none of our files (what a user left in a pruned one) is not a checkpoint.
+    if (!holds_checkpoint_files(it->path())) continue;
     if (const auto step = parse_step_name(base_name(entry))) steps[*step].push_back(it->path());
   }
   if (ec) throw IoError(str_cat("cannot list '", ck.string(), "': ", ec.message()));
@@ -541,9 +629,32 @@ void prune_checkpoints(const std::string& run_dir, int keep) {
     if (!latest.empty() && parse_step_name(latest) == step) continue;  // an older `latest` stays readable
     for (const fs::path& p : paths) {
       discard_dir(p);
-      if (exists_nothrow(p)) remove_all_or_throw(p, "cannot prune old checkpoints");
+      if (holds_checkpoint_files(p)) throw IoError(str_cat("cannot prune old checkpoints: cannot remove the files of '",
+                                                           p.string(), "'"));
     }
   }
+}
+
+void remove_run_checkpoints(const std::string& run_dir) {
+  const fs::path ck = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(ck, ec)) return;
+  std::vector<fs::path> entries;
+  for (fs::directory_iterator it(ck, ec), end; !ec && it != end; it.increment(ec)) entries.push_back(it->path());
+  for (const fs::path& p : entries) {
+    const std::string entry = p.filename().string();
+    if (entry == kLatestFile || starts_with(entry, std::string(kLatestFile) + kTmpInfix)) {
+      fs::remove(p, ec);
+    } else if (parse_step_name(base_name(entry))) {
+      if (holds_checkpoint_files(p)) discard_dir(p);
+    }
+  }
+  fs::remove(ck, ec);  // only when empty
+}
+
+CheckpointWarningHandler set_checkpoint_warning_handler(CheckpointWarningHandler handler) {
+  std::swap(warning_handler(), handler);
+  return handler;
 }
 
 }  // namespace lf

@@ -8,7 +8,10 @@
 #include <functional>
 #include <set>
 
+#include "core/join.h"
 #include "core/json_value.h"
+#include "io/atomic_file.h"
+#include "io/file_lock.h"
 #include "linformer/checkpoint.h"
 #include "linformer/error.h"
 #include "linformer/memory.h"
@@ -347,18 +350,182 @@ void classifier_summary(Trainer& trainer, const TaskData& data, const EvalResult
   }
 }
 
+namespace fs = std::filesystem;
+
+// The run directory's own files besides checkpoints/ and the log: the marker says a directory is a
+// run of ours (so its log and checkpoints may be replaced), the lock file keeps a second run out.
+constexpr const char* kRunMarker = ".linformer-run";
+constexpr const char* kRunLock = ".linformer-lock";
+constexpr const char* kLogFile = "log.jsonl";
+constexpr const char* kCheckpointsDir = "checkpoints";
+
+// The options a resumed run takes from its caller: they change what is logged, evaluated and kept,
+// or how memory is spent, not the run's trajectory (data order, schedule, batches).
+constexpr const char* kResumeHonoured[] = {"steps",      "log_every",        "eval_every",
+                                           "eval_batches", "save_every",    "keep_checkpoints",
+                                           "checkpoint_activations", "data_path"};
+
+FileLock lock_run_dir(const std::string& run_dir) {
+  pid_t holder = 0;
+  FileLock lock = FileLock::try_lock((fs::path(run_dir) / kRunLock).string(), &holder);
+  if (!lock.locked())
+    throw IoError(str_cat("`run_dir` '", run_dir, "' is in use by another training run (",
+                          holder > 0 ? str_cat("pid ", holder) : std::string("a running process"),
+                          "): wait for it to finish, or stop it", holder > 0 ? str_cat(" (kill ", holder, ")") : "",
+                          ", or choose another `run_dir`"));
+  return lock;
+}
+
+bool exists_nothrow(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(fs::symlink_status(p, ec));
+}
+
+// Refuses a run directory the run must not write into, under its lock. Returns true when a fresh
+// run with `force` starts an earlier run of ours over (its checkpoints are then removed).
+bool check_run_dir(const std::string& run_dir, bool resume, bool force) {
+  const fs::path dir(run_dir);
+  std::error_code ec;
+  if (!exists_nothrow(dir)) return false;
+  if (!fs::is_directory(dir, ec)) throw IoError(str_cat("`run_dir` '", run_dir, "' exists and is not a directory"));
+  if (resume) return false;  // a checkpoint must be there (checked by the caller); other files are left alone
+  const bool ours = exists_nothrow(dir / kRunMarker);
+  if (const std::string latest = latest_checkpoint(run_dir); !latest.empty()) {
+    if (!force)
+      throw IoError(str_cat("`run_dir` '", run_dir, "' already holds a training run (latest checkpoint '",
+                            fs::path(latest).filename().string(), "'): continue it with `resume`, start it over with "
+                            "`force` (its checkpoints and log are removed), or choose a new directory"));
+    if (ours || !exists_nothrow(dir / kLogFile)) return true;
+  } else if (ours) {
+    return false;  // a run of ours that saved nothing: its log is replaced
+  }
+  std::vector<std::string> entries;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name != kRunLock && name != kRunMarker) entries.push_back(name);
+  }
+  if (entries.empty()) return false;
+  std::sort(entries.begin(), entries.end());
+  if (!force)
+    throw IoError(str_cat("`run_dir` '", run_dir, "' is not empty (", join(entries, ", "), ") and is not a run "
+                          "directory of linformer train (it has no ", kRunMarker, "): choose a new or empty directory, "
+                          "or pass `force` to train there anyway (nothing in it is deleted or overwritten)"));
+  for (const char* name : {kLogFile, kCheckpointsDir})
+    if (exists_nothrow(dir / name))
+      throw IoError(str_cat("`force`: '", (dir / name).string(), "' exists in a directory linformer train did not "
+                            "make, and the run would write there: move it away, or choose another `run_dir`"));
+  return false;
+}
+
+// The options of a resumed run: the saved ones, with the caller's `steps` (when more) and the
+// honoured keys of `changes`; every other key of `changes` that differs from the saved value is
+// refused, all named in one message. `notices` gets a line per honoured change.
+TrainOptions resumed_options(const json& saved_json, int64_t step, const TrainOptions& given, const json& changes,
+                             std::vector<std::string>& notices) {
+  TrainOptions opt = TrainOptions::from_json(saved_json);
+  const json saved = opt.to_json();
+  LF_REQUIRE(changes.is_object(), "the resumed run's changes must be a JSON object");
+  json merged = saved;
+  std::vector<std::string> refused;
+  for (const auto& [key, value] : changes.items()) {
+    LF_REQUIRE(saved.contains(key), "unknown training option '", key, "'");
+    if (key == "run_dir" || key == "steps" || value == saved.at(key)) continue;  // steps: `given` below
+    const bool honoured = std::find_if(std::begin(kResumeHonoured), std::end(kResumeHonoured),
+                                       [&](const char* k) { return key == k; }) != std::end(kResumeHonoured);
+    if (!honoured) {
+      refused.push_back(str_cat("`", key, "` (saved ", saved.at(key).dump(), ", given ", value.dump(), ")"));
+      continue;
+    }
+    if (key == "data_path") {
+      // Only the same data may come from elsewhere: the file moved, or named by another path.
+      const std::string was = saved.at(key).get<std::string>(), now = value.get<std::string>();
+      std::error_code ec;
+      const bool same = fs::exists(was, ec) && fs::equivalent(was, now, ec);
+      if (same) continue;
+      if (exists_nothrow(was)) {
+        refused.push_back(str_cat("`data_path` (saved '", was, "', given '", now, "')"));
+        continue;
+      }
+    }
+    merged[key] = value;
+    notices.push_back(str_cat("resume: `", key, "` ", saved.at(key).dump(), " -> ", value.dump()));
+  }
+  if (!refused.empty())
+    throw InvalidArgument(str_cat("`resume` continues the run as it was saved, so ", join(refused, ", "),
+                                  " cannot change; drop ",
+                                  refused.size() == 1 ? "it" : "them", ", or start a new run in another `run_dir`. "
+                                  "A resumed run takes `steps`, `log_every`, `eval_every`, `eval_batches`, "
+                                  "`save_every`, `keep_checkpoints`, `checkpoint_activations` and `data_path` "
+                                  "(the same data, moved)"));
+  opt = TrainOptions::from_json(merged);
+  // 0: unchanged. Fewer steps than saved end the run sooner (the schedule follows the new count).
+  if (given.steps != 0 && given.steps != opt.steps) {
+    LF_REQUIRE(given.steps >= step, "`steps` ", given.steps, " is below the checkpoint's step ", step,
+               ": a resumed run can only go on (give `steps` of at least ", step, ")");
+    notices.push_back(str_cat("resume: `steps` ", opt.steps, " -> ", given.steps));
+    opt.steps = given.steps;
+  }
+  return opt;
+}
+
+// One split of an LM corpus must hold what a run takes from it (`what`: `need` bytes); said in the
+// user's terms: which split, its size, and what to change.
+void require_corpus_split(const Corpus& corpus, Split split, int64_t need, const std::string& what,
+                          const TrainOptions& opt) {
+  const int64_t have = int64_t(corpus.split(split).size());
+  if (have >= need) return;
+  const bool train_split = split == Split::Train;
+  const char* fraction = split == Split::Valid ? "valid_fraction" : "test_fraction";
+  throw InvalidArgument(str_cat(
+      "the ", split_name(split), " split of '", corpus.source(), "' has ", have, " bytes (",
+      train_split ? std::string("what the held-out splits leave of ")
+                  : str_cat("`", fraction, "` ", split == Split::Valid ? opt.valid_fraction : opt.test_fraction, " of "),
+      corpus.size(), " bytes), fewer than ", what, ": ",
+      train_split ? std::string("hold out less (`valid_fraction`, `test_fraction`), lower `seq_len`, or give more data")
+                  : str_cat("raise `", fraction, "`, lower `batch_size` or `seq_len`, or give more data")));
+}
+
 }  // namespace
 
+void require_split_sizes(const TaskData& data, const TrainOptions& opt, Split eval_split, bool training) {
+  if (!data.corpus) return;  // classification: load_labelled and eval_batch_count say it in examples
+  const bool causal = data.objective && data.objective->name == "causal_lm";
+  const int64_t window = opt.seq_len + (causal ? 1 : 0);
+  if (training)
+    require_corpus_split(*data.corpus, Split::Train, window, str_cat("one training sequence (", window, " bytes)"), opt);
+  require_corpus_split(*data.corpus, eval_split, opt.batch_size * window,
+                       str_cat("one evaluation batch (", opt.batch_size, " × ", window, " = ", opt.batch_size * window,
+                               " bytes)"),
+                       opt);
+}
+
 TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, bool resume, const TrainCallbacks& callbacks,
-                   const RuntimeOptions& runtime) {
+                   const RuntimeOptions& runtime, const json& resume_changes) {
   require_precision_trains(runtime.precision, "training");
   const RuntimeScope scope(runtime);  // loading the data too runs with the caller's threads
   TrainOptions opt = opt_in;
   LF_REQUIRE(!opt.run_dir.empty(), "no run directory: give `run_dir` DIR");
-  if (!resume) opt.validate();  // with resume, the saved options are validated once merged
+  // A directory that exists is locked at once, so a second run is refused before it reads anything;
+  // one that does not is made (and locked) only once the data and configuration are known to be good.
+  FileLock lock;
+  bool start_over = false;
+  // (Resuming a directory without a checkpoint is refused below, without leaving a lock file in it.)
+  if (exists_nothrow(opt.run_dir) && !(resume && latest_checkpoint(opt.run_dir).empty())) {
+    // A directory that is not ours is refused before a lock file is left in it.
+    if (!exists_nothrow(fs::path(opt.run_dir) / kRunMarker) && !exists_nothrow(fs::path(opt.run_dir) / kRunLock))
+      check_run_dir(opt.run_dir, resume, opt.force);
+    lock = lock_run_dir(opt.run_dir);
+    start_over = check_run_dir(opt.run_dir, resume, opt.force);  // again under the lock: it may have changed
+  }
+  if (!resume) {
+    opt.validate();  // with resume, the saved options are validated once merged
+    // Stored absolute, so that `eval` of the checkpoint finds it from any directory.
+    opt.data_path = fs::absolute(opt.data_path).lexically_normal().string();
+  }
   ModelConfig config = config_in;
   json state = json::object();
   std::string resume_from;
+  std::vector<std::string> notices;
   if (resume) {
     resume_from = latest_checkpoint(opt.run_dir);
     LF_REQUIRE(!resume_from.empty(), "`resume`: no checkpoint found in '", opt.run_dir,
@@ -368,17 +535,24 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     state = read_trainer_state(resume_from);
     LF_REQUIRE(state.contains("step") && state.contains("options"), resume_from,
                ": trainer_state.json lacks step/options: not a training checkpoint");
-    // The saved options govern the run (data order, schedule); only the step count may change.
-    const int64_t steps = opt.steps;
+    // The saved options govern the run (data order, schedule); see kResumeHonoured for what may change.
+    json changes = resume_changes;
+    if (!opt.data_path.empty() && !changes.contains("data_path")) changes["data_path"] = opt.data_path;
+    if (changes.contains("data_path") && changes["data_path"].is_string())
+      changes["data_path"] = fs::absolute(changes["data_path"].get<std::string>()).lexically_normal().string();
     const std::string run_dir = opt.run_dir;
-    opt = TrainOptions::from_json(state.at("options"));
-    opt.steps = std::max(steps, opt.steps);
+    opt = resumed_options(state.at("options"), state.at("step").get<int64_t>(), opt, changes, notices);
     opt.run_dir = run_dir;
     opt.validate();
+    // An old checkpoint may hold a relative path: it is read from the current directory.
+    if (!exists_nothrow(opt.data_path))
+      throw IoError(str_cat("the run's training data '", opt.data_path, "' is missing",
+                            fs::path(opt.data_path).is_relative()
+                                ? str_cat(" (a relative path in the checkpoint: looked for '",
+                                          fs::absolute(opt.data_path).string(), "')")
+                                : std::string(),
+                            ": give its new path with `data_path`"));
   }
-  if (!resume)
-    LF_REQUIRE(latest_checkpoint(opt.run_dir).empty(), "`run_dir` '", opt.run_dir,
-               "' already holds a training run: continue it with `resume`, or choose a new directory");
   config.validate();
   LF_REQUIRE(opt.seq_len <= config.max_len, "`seq_len` ", opt.seq_len, " exceeds the model's max_len ", config.max_len);
   {  // Refused from an estimate before anything is allocated (resuming also reads the checkpoint's files whole).
@@ -399,6 +573,11 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
                data.class_map.size(), " (or give `class_names`)");
     config.class_names = data.class_map;
   }
+  // Every evaluation must have data: find out now, not after the last step.
+  require_split_sizes(data, opt, Split::Valid, /*training=*/true);
+  LF_REQUIRE(data.eval_batch_count(Split::Valid, opt.batch_size, opt.seq_len, opt.eval_batches) > 0,
+             "the validation split of ", opt.data_path, " is too small for one batch of ", opt.batch_size, " × ",
+             opt.seq_len, " tokens: lower `seq_len` or `batch_size`, or raise `valid_fraction`");
 
   Trainer trainer(config, opt, runtime);
   int64_t start_step = 0;
@@ -408,25 +587,37 @@ TrainSummary train(const ModelConfig& config_in, const TrainOptions& opt_in, boo
     trainer.load(resume_from, start_step);
     elapsed_before = state.value("elapsed_s", 0.0);
   }
-  {
+  if (!lock.locked()) {
     std::error_code ec;
-    std::filesystem::create_directories(opt.run_dir, ec);
-    if (ec || !std::filesystem::is_directory(opt.run_dir))
+    fs::create_directories(opt.run_dir, ec);
+    if (ec || !fs::is_directory(opt.run_dir))
       throw IoError(str_cat("cannot create the run directory `run_dir` '", opt.run_dir, "': ", ec ? ec.message() : "not a directory"));
+    lock = lock_run_dir(opt.run_dir);
+    start_over = check_run_dir(opt.run_dir, resume, opt.force);  // another run may have come first
   }
-  // Every evaluation must have data: find out now, not after the last step.
-  LF_REQUIRE(data.eval_batch_count(Split::Valid, opt.batch_size, opt.seq_len, opt.eval_batches) > 0,
-             "the validation split of ", opt.data_path, " is too small for one batch of ", opt.batch_size, " × ",
-             opt.seq_len, " tokens: lower `seq_len` or `batch_size`, or raise `valid_fraction`");
+  if (!exists_nothrow(fs::path(opt.run_dir) / kRunMarker))
+    write_file_atomic((fs::path(opt.run_dir) / kRunMarker).string(),
+                      json{{"format", "linformer-run"}, {"version", 1}}.dump() + "\n");
+
+  auto message = [&](const std::string& line) {
+    if (callbacks.message) callbacks.message(line);
+  };
+  // Checkpoint housekeeping's warnings (a user's file kept in place) reach the caller as messages.
+  struct WarningScope {
+    CheckpointWarningHandler previous;
+    ~WarningScope() { set_checkpoint_warning_handler(std::move(previous)); }
+  } warnings{set_checkpoint_warning_handler([&](const std::string& m) { message("warning: " + m); })};
+  if (callbacks.start) callbacks.start(opt);
+  for (const std::string& line : notices) message(line);
+  if (start_over) {
+    message(str_cat("`force`: starting '", opt.run_dir, "' over: its earlier checkpoints and log are removed"));
+    remove_run_checkpoints(opt.run_dir);
+  }
 
   const std::string log_path = opt.run_dir + "/log.jsonl";
   // After a kill the log may run ahead of the checkpoint (and end in a torn line): cut it back.
   if (!resume_from.empty()) rewind_jsonl_log(log_path, start_step);
   JsonlLog log(log_path, /*append=*/!resume_from.empty());
-  auto message = [&](const std::string& line) {
-    if (callbacks.message) callbacks.message(line);
-  };
-  if (callbacks.start) callbacks.start(opt);
   if (!resume_from.empty()) message(str_cat("resuming from ", resume_from, " at step ", start_step));
   message(str_cat(trainer.runtime().threads, " threads, ", precision_name(trainer.runtime().precision),
                   " products; model: ", config.task, ", ", config.n_layers, " layers, d_model ",

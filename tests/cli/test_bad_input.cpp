@@ -263,6 +263,17 @@ class Fixtures {
     fs::copy(dir / "run_cls" / "checkpoints" / "step-00000002", dir / "ckpt_cls", fs::copy_options::recursive);
     make_run(dir / "ckpt_f16", dir / "run_f16");
     make_run(dir / "ckpt_huge", dir / "run_huge");
+    make_run(dir / "ckpt", dir / "run_ok");
+    // Run-directory and data-size cases.
+    write_file(dir / "data_small.txt", words(2048).substr(0, 2048));
+    fs::create_directories(dir / "user_dir");
+    write_file(dir / "user_dir" / "notes.txt", "a user's notes\n");
+    fs::create_directories(dir / "user_log_dir");
+    write_file(dir / "user_log_dir" / "log.jsonl", "{\"a user's\": \"log\"}\n");
+    fs::copy(ck, dir / "ckpt_relative", fs::copy_options::recursive);
+    json state = json::parse(read_file(ck / "trainer_state.json"));
+    state["options"]["data_path"] = "moved/data.txt";  // as older versions stored it: relative
+    write_file(dir / "ckpt_relative" / "trainer_state.json", state.dump(2));
   }
   ~Fixtures() {
     std::error_code ec;
@@ -283,7 +294,8 @@ std::string substitute(std::string text, const std::string& id) {
       {"ckpt_heads", "ckpt_heads"}, {"ckpt_zero", "ckpt_zero"}, {"ckpt_huge", "ckpt_huge"}, {"run_f16", "run_f16"},
       {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"},
       {"tsv", "tsv"}, {"tsv_unseen", "tsv_unseen"}, {"tsv_one_label", "tsv_one_label"}, {"ckpt_cls", "ckpt_cls"},
-      {"out", ""}};
+      {"run", "run_ok"}, {"data_small", "data_small.txt"}, {"user_dir", "user_dir"}, {"user_log_dir", "user_log_dir"},
+      {"ckpt_relative", "ckpt_relative"}, {"out", ""}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -344,13 +356,15 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
       {"train",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "non-finite learning rate", "unwritable output directory",
-        "too large for memory", "bad labels"}},
+        "too large for memory", "bad labels", "directory as data file", "data too small", "unsafe run directory",
+        "bad option value"}},
       {"eval",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
-        "heads not dividing d", "zero or negative size", "too large for memory", "bad labels"}},
+        "heads not dividing d", "zero or negative size", "too large for memory", "bad labels", "directory as data file",
+        "data too small", "bad option value"}},
       {"predict",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
-        "zero or negative size", "too large for memory"}},
+        "zero or negative size", "too large for memory", "bad option value"}},
       {"info",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size"}},
@@ -359,11 +373,11 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
       {"convert",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "non-finite learning rate", "unwritable output directory",
-        "too large for memory", "impossible conversion"}},
+        "too large for memory", "impossible conversion", "bad option value"}},
       {"spectrum",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "unwritable output directory", "too large for memory",
-        "wrong attention kind", "bad option value"}},
+        "wrong attention kind", "bad option value", "directory as data file"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;

@@ -448,8 +448,12 @@ TEST_F(CliCommands, ClassifierWithStringLabelsReportsPerClassMetrics) {
     const int64_t hit = cls["confusion"][size_t(k)][size_t(k)].get<int64_t>();
     correct += hit;
     total += row;
-    if (col) EXPECT_DOUBLE_EQ(c["precision"].get<double>(), double(hit) / double(col));
-    if (row) EXPECT_DOUBLE_EQ(c["recall"].get<double>(), double(hit) / double(row));
+    if (col) {
+      EXPECT_DOUBLE_EQ(c["precision"].get<double>(), double(hit) / double(col));
+    }
+    if (row) {
+      EXPECT_DOUBLE_EQ(c["recall"].get<double>(), double(hit) / double(row));
+    }
     f1_sum += c["f1"].get<double>();
   }
   EXPECT_EQ(total, 6);

@@ -461,7 +461,7 @@ TEST_F(ClassificationFiles, UnknownLabelNamesTheFileLineAndLabel) {
     ADD_FAILURE() << "an unknown label was accepted";
   } catch (const IoError& e) {
     const std::string msg = e.what();
-    for (const std::string part : {p, std::string("line 4"), std::string("'maybe'"), std::string("the model's 2 classes (neg, pos)")})
+    for (const std::string& part : {p, std::string("line 4"), std::string("'maybe'"), std::string("the model's 2 classes (neg, pos)")})
       EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
   }
   // The same labels under another map: classes follow it, and a slice keeps the lines.

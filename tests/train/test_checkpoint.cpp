@@ -349,6 +349,43 @@ TEST_F(Checkpoint, Prune) {
   EXPECT_NO_THROW(prune_checkpoints(path("no_such_run"), 3));
 }
 
+// Pruning, overwriting and starting over remove only a checkpoint's own files: a user's file in a
+// checkpoint directory stays where the user put it, and the warning handler hears of it.
+TEST_F(Checkpoint, OnlyCheckpointFilesAreEverRemoved) {
+  const std::string run = path("run");
+  std::vector<std::string> warnings;
+  const CheckpointWarningHandler previous =
+      set_checkpoint_warning_handler([&](const std::string& m) { warnings.push_back(m); });
+  ParamArena<float> a = make_arena(1);
+  for (int64_t step = 1; step <= 3; ++step) save_step_checkpoint(run, step, test::tiny_model_config(), a, nullptr, json::object());
+  const fs::path ck = fs::path(run) / "checkpoints";
+  write_file_atomic((ck / "step-00000001" / "notes.txt").string(), "one");
+  write_file_atomic((ck / "step-00000003" / "notes.txt").string(), "three");
+  prune_checkpoints(run, 1);
+  EXPECT_EQ(entries(ck), (std::vector<std::string>{"latest", "step-00000001", "step-00000003"}));
+  EXPECT_EQ(entries(ck / "step-00000001"), std::vector<std::string>{"notes.txt"});
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("step-00000001' holds files linformer did not write (notes.txt)"), std::string::npos)
+      << warnings[0];
+  // What is left is no checkpoint: neither counted as one kept nor warned about again.
+  save_step_checkpoint(run, 4, test::tiny_model_config(), a, nullptr, json::object(), /*keep=*/1);
+  EXPECT_EQ(entries(ck), (std::vector<std::string>{"latest", "step-00000001", "step-00000003", "step-00000004"}));
+  EXPECT_EQ(entries(ck / "step-00000003"), std::vector<std::string>{"notes.txt"});
+  EXPECT_EQ(warnings.size(), 2u);
+  // Saving over a directory holding a user's file: the new checkpoint, with the file beside it.
+  save_step_checkpoint(run, 3, test::tiny_model_config(), a, nullptr, json{{"again", true}});
+  EXPECT_EQ(entries(ck / "step-00000003"),
+            (std::vector<std::string>{"config.json", "model.safetensors", "notes.txt", "trainer_state.json"}));
+  EXPECT_EQ(read_file(ck / "step-00000003" / "notes.txt"), "three");
+  EXPECT_EQ(load_checkpoint(checkpoint_dir_for_step(run, 3)).trainer_state["again"], true);
+  // Starting the run over: every checkpoint goes, the user's files stay.
+  remove_run_checkpoints(run);
+  EXPECT_EQ(entries(ck), (std::vector<std::string>{"step-00000001", "step-00000003"}));
+  EXPECT_EQ(latest_checkpoint(run), "");
+  EXPECT_EQ(read_file(ck / "step-00000003" / "notes.txt"), "three");
+  set_checkpoint_warning_handler(previous);
+}
+
 TEST_F(Checkpoint, WriteFileAtomic) {
   const std::string p = path("file.txt");
   write_file_atomic(p, "first");

@@ -277,6 +277,7 @@ TEST_F(CrashSafety, KillDuringTheFirstSave) {
   fs::create_directories(run / "checkpoints" / "step-00000001.tmp-999999999");  // a save built aside
   std::ofstream(run / "checkpoints" / "step-00000001.tmp-999999999" / "config.json") << "{\"d_mo";
   std::ofstream(run / "log.jsonl") << "{\"type\":\"train\",\"step\":1,\"loss\":5.5}\n{\"type\":\"tra";
+  std::ofstream(run / ".linformer-run") << "{\"format\":\"linformer-run\",\"version\":1}\n";  // made by a run
 
   const int refused = wait_for(spawn_cli(resume_args(run), out));
   const std::string msg = read_file(out);
