@@ -243,6 +243,14 @@ class Fixtures {
     const fs::path ck_exact = dir / "run_exact" / "checkpoints" / "step-00000002";
     fs::copy(ck_exact, dir / "ckpt_exact", fs::copy_options::recursive);
     copy_with_dtype(ck_exact, dir / "ckpt_exact_f16", "F16");
+    // Run logs for `plot`: empty, ending in a torn record, garbage lines.
+    const std::string record = R"({"type": "train", "step": 1, "loss": 5.5, "lr": 0.001})";
+    fs::create_directories(dir / "run_empty_log");
+    write_file(dir / "run_empty_log" / "log.jsonl", "");
+    fs::create_directories(dir / "run_torn_log");
+    write_file(dir / "run_torn_log" / "log.jsonl", record + "\n" + record.substr(0, 20));
+    fs::create_directories(dir / "run_garbage_log");
+    write_file(dir / "run_garbage_log" / "log.jsonl", garbage(3000) + "\n" + record + "\n");
     make_run(dir / "ckpt_f16", dir / "run_f16");
     make_run(dir / "ckpt_huge", dir / "run_huge");
   }
@@ -263,7 +271,9 @@ std::string substitute(std::string text, const std::string& id) {
       {"ckpt_garbage", "ckpt_garbage"}, {"ckpt_config_empty", "ckpt_config_empty"},
       {"ckpt_config_garbage", "ckpt_config_garbage"}, {"ckpt_config_type", "ckpt_config_type"}, {"ckpt_k", "ckpt_k"},
       {"ckpt_heads", "ckpt_heads"}, {"ckpt_zero", "ckpt_zero"}, {"ckpt_huge", "ckpt_huge"}, {"run_f16", "run_f16"},
-      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"}, {"out", ""}};
+      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"}, {"run", "run"},
+      {"run_empty_log", "run_empty_log"}, {"run_torn_log", "run_torn_log"}, {"run_garbage_log", "run_garbage_log"},
+      {"out", ""}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -344,6 +354,8 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "unwritable output directory", "too large for memory",
         "wrong attention kind", "bad option value"}},
+      {"plot",
+       {"missing file", "empty file", "binary garbage", "torn log line", "unwritable output directory", "bad option value"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;
