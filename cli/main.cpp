@@ -67,20 +67,23 @@ std::string check_threads(std::string& value) {
 
 // libgomp's idle threads spin-wait GOMP_SPINCOUNT rounds (300 000 unless OMP_WAIT_POLICY says
 // otherwise: milliseconds) before they sleep. On cores other processes share, a spinning worker takes
-// the core the thread it waits for needs, and a parallel region can cost a scheduler slice: the 6-layer
-// training step at n = 4096 on 2 busy cores (load 4-6) took 8.9-11.2 s with the default and 5.6-8.3 s
-// with 10 000 rounds; idle, the two were the same (2594-2771 against 2576-2755 ms; inference 842-895
-// against 837-846 ms; docs/benchmarks.md, "Small ops and threads"). libgomp reads the variables when
-// it loads, before main, so the CLI re-executes itself once with GOMP_SPINCOUNT=10000 unless the user
-// set either variable (which keeps the user's choice). If the re-execution fails, it runs as it is.
-void prefer_short_spin_waits(char** argv) {
+// the core the thread it waits for needs, and a parallel region can cost a scheduler slice. 10 000
+// rounds (the earlier choice) beat libgomp's default on a busy machine for the 6-layer step at n = 4096
+// (docs/benchmarks.md, "Small ops and threads"), but a small model's many short regions still lost to
+// them: with a busy loop on one of 2 cores (load 7-14) the default thread count ran a small step
+// 1.7-2.3x slower than --threads 1, and passive waiting (no spin: a futex wake per region) ran it
+// faster than --threads 1 (scripts/contention_probe.sh; docs/cli.md, "Spin-waiting"). libgomp reads the
+// variables when it loads, before main, so the CLI re-executes itself once with
+// OMP_WAIT_POLICY=passive unless the user set either variable (which keeps the user's choice). If the
+// re-execution fails, it runs as it is.
+void prefer_passive_waits(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
-  if (setenv("GOMP_SPINCOUNT", "10000", 0) != 0) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 0) != 0) return;
   execv("/proc/self/exe", argv);
 }
 
 int run(int argc, char** argv) {
-  prefer_short_spin_waits(argv);
+  prefer_passive_waits(argv);
   keep_freed_memory_for_reuse();
   CLI::App app{"Linformer: self-attention with linear complexity, on the CPU.", "linformer"};
   app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + ops::matmul_backend() + ")");
