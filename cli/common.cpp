@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -61,6 +62,23 @@ json read_json_file(const std::string& path) {
   return j;
 }
 
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string find_plot_python() {
+  std::vector<std::string> candidates;
+  if (const char* e = std::getenv("LINFORMER_PYTHON"); e && *e) candidates.push_back(e);
+  candidates.push_back(LINFORMER_SOURCE_DIR "/.venv-bench/bin/python");
+  candidates.push_back("python3");
+  candidates.push_back("/usr/bin/python3");
+  for (const std::string& py : candidates)
+    if (std::system((shell_quote(py) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) return py;
+  return "";
+}
+
 namespace {
 bool given(const CLI::App& app, const std::string& flag) {
   const CLI::Option* o = app.get_option_no_throw(flag);
@@ -84,8 +102,9 @@ void ModelFlags::add(CLI::App& app) {
       ->check(CLI::IsMember({"learned", "sinusoidal", "none"}));
   app.add_option("--conv-kernel", conv_kernel,
                  "taps of a depthwise convolution along the sequence before each attention, odd; 0 = none (default 0)");
-  app.add_flag("--scale-tied-output", scale_tied_output,
-               "scale the LM head's input by d^-1/2 before the tied embedding (T5; default off)");
+  app.add_flag("--scale-tied-output,!--no-scale-tied-output", scale_tied_output,
+               "scale the LM head's input by d^-1/2 before the tied embedding (T5; default on for a new LM with "
+               "the tied output, so that its first loss is near ln 260)");
   app.add_option("--classes", classes, "classifier: number of classes (default: the training split's distinct labels, which it must equal)");
   app.add_option("--pooling", pooling, "classifier pooling: mean | first")->check(CLI::IsMember({"mean", "first"}));
 }
@@ -106,7 +125,16 @@ ModelConfig ModelFlags::resolve(const CLI::App& app, const json& file) const {
   if (given(app, "--dropout")) j["dropout_embedding"] = j["dropout_attention"] = j["dropout_ffn"] = dropout;
   if (given(app, "--position")) j["position"] = position;
   if (given(app, "--conv-kernel")) j["conv_kernel"] = conv_kernel;
-  if (given(app, "--scale-tied-output")) j["scale_tied_output"] = scale_tied_output;
+  if (given(app, "--scale-tied-output") || given(app, "--no-scale-tied-output")) {
+    j["scale_tied_output"] = scale_tied_output;
+  } else if (!j.contains("scale_tied_output") && j.value("output_head", std::string("default")) == "default" &&
+             j["task"].is_string() && HeadRegistry::instance().has(j["task"].get<std::string>()) &&
+             head_info(j["task"].get<std::string>()).targets != HeadTargets::kClasses) {
+    // The tied output with N(0, 1) embeddings gives logits of scale √d (a first loss of ~50 nats at
+    // d = 256, against ln 260 = 5.56 for a uniform guess); d^-1/2 brings them to unit scale. The
+    // library's own default stays off: configs written before the option existed keep their meaning.
+    j["scale_tied_output"] = true;
+  }
   if (given(app, "--classes")) j["n_classes"] = classes;
   if (given(app, "--pooling")) j["pooling"] = pooling;
   if (given(app, "--attention") || given(app, "--attention-options")) {

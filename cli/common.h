@@ -16,6 +16,14 @@
 
 namespace lf::cli {
 
+// `s` as one single-quoted shell word.
+std::string shell_quote(const std::string& s);
+
+// A python with matplotlib: $LINFORMER_PYTHON, else the repository's .venv-bench (scripts/bench_all.sh
+// makes it), else python3 on the PATH, else Debian's /usr/bin/python3 (python3-matplotlib; a PATH
+// python such as pyenv's may lack it); "" when none has it.
+std::string find_plot_python();
+
 // Reads a JSON file; lf::IoError if missing, lf::InvalidArgument if not valid JSON.
 json read_json_file(const std::string& path);
 

@@ -38,6 +38,7 @@ CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_convert_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_spectrum_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_plot_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
 
@@ -67,15 +68,18 @@ std::string check_threads(std::string& value) {
 
 // libgomp's idle threads spin-wait GOMP_SPINCOUNT rounds (300 000 unless OMP_WAIT_POLICY says
 // otherwise: milliseconds) before they sleep. On cores other processes share, a spinning worker takes
-// the core the thread it waits for needs, and a parallel region can cost a scheduler slice: the 6-layer
-// training step at n = 4096 on 2 busy cores (load 4-6) took 8.9-11.2 s with the default and 5.6-8.3 s
-// with 10 000 rounds; idle, the two were the same (2594-2771 against 2576-2755 ms; inference 842-895
-// against 837-846 ms; docs/benchmarks.md, "Small ops and threads"). libgomp reads the variables when
-// it loads, before main, so the CLI re-executes itself once with GOMP_SPINCOUNT=10000 unless the user
-// set either variable (which keeps the user's choice). If the re-execution fails, it runs as it is.
-void prefer_short_spin_waits(char** argv) {
+// the core the thread it waits for needs, and a parallel region can cost a scheduler slice. 10 000
+// rounds (the earlier choice) beat libgomp's default on a busy machine for the 6-layer step at n = 4096
+// (docs/benchmarks.md, "Small ops and threads"), but a small model's many short regions still lost to
+// them: with a busy loop on one of 2 cores (load 7-14) the default thread count ran a small step
+// 1.7-2.3x slower than --threads 1, and passive waiting (no spin: a futex wake per region) ran it
+// faster than --threads 1 (scripts/contention_probe.sh; docs/cli.md, "Spin-waiting"). libgomp reads the
+// variables when it loads, before main, so the CLI re-executes itself once with
+// OMP_WAIT_POLICY=passive unless the user set either variable (which keeps the user's choice). If the
+// re-execution fails, it runs as it is.
+void prefer_passive_waits(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
-  if (setenv("GOMP_SPINCOUNT", "10000", 0) != 0) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 0) != 0) return;
   execv("/proc/self/exe", argv);
 }
 
@@ -121,7 +125,7 @@ std::string unknown_flag_message(const CLI::App& app, const CLI::App* sub, int a
 }
 
 int run(int argc, char** argv) {
-  prefer_short_spin_waits(argv);
+  prefer_passive_waits(argv);
   keep_freed_memory_for_reuse();
   CLI::App app{"Linformer: self-attention with linear complexity, on the CPU.", "linformer"};
   app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + ops::matmul_backend() + ")");
@@ -146,7 +150,7 @@ int run(int argc, char** argv) {
                  "layers dynamically quantised, s8 weights per output channel, u8 inputs; needs AVX512-VNNI)")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
 
-  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(7);
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(8);
   commands[0].first = add_train_command(app, commands[0].second);
   commands[1].first = add_eval_command(app, commands[1].second);
   commands[2].first = add_predict_command(app, commands[2].second);
@@ -154,6 +158,7 @@ int run(int argc, char** argv) {
   commands[4].first = add_bench_command(app, commands[4].second);
   commands[5].first = add_convert_command(app, commands[5].second);
   commands[6].first = add_spectrum_command(app, commands[6].second);
+  commands[7].first = add_plot_command(app, commands[7].second);
 
   try {
     app.parse(argc, argv);

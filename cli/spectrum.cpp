@@ -50,23 +50,6 @@ std::vector<std::vector<int32_t>> pick_sequences(std::span<const uint8_t> split,
   return out;
 }
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// A python with matplotlib: $LINFORMER_PYTHON, else the repository's .venv-bench (scripts/bench_all.sh
-// makes it), else python3 on the PATH; "" when none has it.
-std::string find_plot_python() {
-  std::vector<std::string> candidates;
-  if (const char* e = std::getenv("LINFORMER_PYTHON"); e && *e) candidates.push_back(e);
-  candidates.push_back(LINFORMER_SOURCE_DIR "/.venv-bench/bin/python");
-  candidates.push_back("python3");
-  for (const std::string& py : candidates)
-    if (std::system((shell_quote(py) + " -c 'import matplotlib' >/dev/null 2>&1").c_str()) == 0) return py;
-  return "";
-}
 
 // Draws the PNGs with scripts/plot_spectrum.py when it can, and says on one line where they are or
 // how to get them.

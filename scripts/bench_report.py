@@ -34,6 +34,7 @@ import os
 import re
 import statistics
 import sys
+import textwrap
 
 # ---------------------------------------------------------------------------------------------------
 # Constants: the pairing of our measurements with the peer's, the paper's Table 3, the targets.
@@ -946,24 +947,33 @@ K_SHADES = {128: "#7fb3e0", 256: "tab:blue", 512: "#2c6aa0", 1024: "#1d4a72", 20
 EXTRA_COLOURS = ["tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 
 
+# The family plots' kinds: strong colours (Okabe-Ito and darker tab10 tones, none as pale as tab20's
+# second halves) crossed with line styles and markers, so that no two of the ~17 series look alike
+# even where lines cross or in greyscale.
+FAMILY_COLOURS = ["#D55E00", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255", "#8c564b", "#7f7f00"]
+FAMILY_STYLES = ["-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2))]
+FAMILY_MARKERS = ["s", "^", "v", "D", "P", "X", "<", ">", "h", "*", "p", "d"]
+
+
 def family_series(data, what):
-    """[(label, xs, ys_time, ys_mem, style)]: our Linformer (k = 256) and flash for reference, then every
-    family kind in its own colour (20 colours) and marker."""
-    import matplotlib
-    palette = [matplotlib.colormaps["tab20"](i) for i in range(20)]
-    markers = ["o", "s", "^", "v", "D", "P", "X", "<", ">", "h"]
+    """[(label, xs, ys_time, ys_mem, style)]: our Linformer (k = 256) and flash for reference (thick, blue
+    and green), then every family kind in its own combination of colour, line style and marker (hollow
+    for every other kind: one more cue between neighbours)."""
     series = []
-    kinds = [("linformer", T_K, "tab:blue", "o", 2.4), ("flash", 0, "tab:green", "o", 2.4)]
-    order = [2, 6, 8, 10, 12, 14, 16, 18, 3, 7, 9, 11, 13, 15, 17, 19, 1, 5]  # blue, green: the references
-    kinds += [(k, 0, palette[order[i % len(order)]], markers[i % len(markers)], 1.5)
-              for i, k in enumerate(family_kinds(data))]
-    for kind, k, colour, marker, width in kinds:
+    kinds = [("linformer", T_K, dict(color="tab:blue", linestyle="-", marker="o", linewidth=2.8)),
+             ("flash", 0, dict(color="tab:green", linestyle="-", marker="o", linewidth=2.8))]
+    for i, k in enumerate(family_kinds(data)):
+        colour = FAMILY_COLOURS[i % len(FAMILY_COLOURS)]
+        kinds.append((k, 0, dict(color=colour, linestyle=FAMILY_STYLES[i // len(FAMILY_COLOURS) % len(FAMILY_STYLES)],
+                                 marker=FAMILY_MARKERS[i % len(FAMILY_MARKERS)], linewidth=1.4,
+                                 markerfacecolor="white" if i % 2 else colour)))
+    for kind, k, style in kinds:
         rows = [r for r in data.select(OURS_IMPL, kind, what) if r["k"] == k and ok(r)]
         if rows:
             series.append((f"{kind} k={k}" if k else kind, [r["n"] for r in rows], [r["time_ms"] for r in rows],
                            [r["peak_mem_bytes"] / MIB if r["peak_mem_bytes"] is not None else float("nan")
                             for r in rows],
-                           dict(color=colour, linestyle="-", marker=marker, linewidth=width, markersize=4)))
+                           dict(style, markersize=5)))
     return series
 
 
@@ -1078,6 +1088,15 @@ def plot_series(series, title, path, plt):
     return path
 
 
+def text_colour_on(rgba):
+    """Black or white, whichever contrasts more with the cell's colour (WCAG relative luminance: white
+    below 0.179, where the two contrast ratios are equal)."""
+    def linear(c):
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (linear(c) for c in rgba[:3])
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.179 else "black"
+
+
 def plot_grid(data, img_dir, plt):
     """The Table 3 grid against our full attention as two heatmaps (speed-up, memory saving); the
     colour is ours / paper on a log scale (green: ours ≥ paper), annotated 'ours/paper'."""
@@ -1088,6 +1107,7 @@ def plot_grid(data, img_dir, plt):
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.2))
     cmap = plt.get_cmap("RdYlGn").copy()
     cmap.set_bad("0.92")
+    norm = LogNorm(vmin=0.25, vmax=4)
     for ax, metric, title in ((axes[0], "time", "speed-up over our full"), (axes[1], "mem", "memory saving over our full")):
         ns, ks, cells = grid_cells(data, OURS_IMPL, "full", metric)
         ratio = np.full((len(ns), len(ks)), np.nan)
@@ -1103,9 +1123,9 @@ def plot_grid(data, img_dir, plt):
                     text = f"skip/{f_paper(n, k, metric)}"
                 if value is not None and paper is not None and value >= paper:
                     text += " ✓"
-                dark = not math.isnan(ratio[i, j]) and abs(math.log(ratio[i, j])) > math.log(2.8)
-                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
-        im = ax.imshow(np.ma.masked_invalid(ratio), cmap=cmap, norm=LogNorm(vmin=0.25, vmax=4), aspect="auto")
+                background = (cmap.get_bad() if math.isnan(ratio[i, j]) else cmap(norm(ratio[i, j])))
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=text_colour_on(background))
+        im = ax.imshow(np.ma.masked_invalid(ratio), cmap=cmap, norm=norm, aspect="auto")
         ax.set_xticks(range(len(ks)), [str(k) for k in ks])
         ax.set_yticks(range(len(ns)), [str(n) for n in ns])
         ax.set_xlabel("k")
@@ -1130,10 +1150,10 @@ def plot_models(data, img_dir, plt):
         for r in data.select(OURS_IMPL, "linformer", ours_what):
             p = data.get(PEER_IMPL, "linformer_model", peer_what, r["n"], r["k"])
             if ok(r) or ok(p):
-                groups.append((f"{title}\nn={r['n']} k={r['k']}", r, p))
+                groups.append((textwrap.fill(title, 22) + f"\nn={r['n']} k={r['k']}", r, p))
     if not groups:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(groups) + 4), 5))
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.4 * len(groups) + 5), 5.4))
     x = np.arange(len(groups))
     w = 0.38
     for ax, field, scale, ylabel in ((axes[0], "time_ms", 1.0, "median time (ms)"),
@@ -1147,10 +1167,13 @@ def plot_models(data, img_dir, plt):
         ax.set_xticks(x, [g[0] for g in groups], fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].legend()
+        ax.set_ylim(0, max(ours + peer + [1]) * 1.12)  # room for the bars' labels
     axes[0].set_title("model: time")
     axes[1].set_title("model: memory")
-    fig.tight_layout()
+    # One legend for both panels, above them: inside a panel it covered the bars.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     path = os.path.join(img_dir, "model.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -29,6 +29,8 @@ PACKAGES=(
   # scripts/study.py and the ctest test of it; python3-venv for the report's plots (matplotlib in a venv).
   python3
   python3-venv
+  # `linformer plot` (scripts/plot_runs.py) and, without a venv, the report's plots.
+  python3-matplotlib
 )
 
 say() { echo "setup: $*"; }

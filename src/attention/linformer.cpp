@@ -61,10 +61,18 @@ bool pools_windows(Projection p) { return p != Projection::Learned && p != Proje
 // for every channel): only project-then-compress computes them.
 bool needs_project_first(Projection p) { return p == Projection::Max || p == Projection::ConvFull; }
 
+// The paper's ratio (k = 128 at n = 512, 256 at n = 1024: n/4), at least 16 (a few keys per head do
+// not carry a sequence; REFERENCE §2), at most its largest 256 (n from 512 to 4096 at k = 256 gives
+// about the same perplexity), and never above max_len. min(256, max_len), the earlier default, left
+// every model with max_len <= 256 uncompressed.
+int64_t default_linformer_k(int64_t max_len) {
+  return std::min(max_len, std::clamp<int64_t>(max_len / 4, 16, 256));
+}
+
 LinformerOptions parse_linformer(const AttentionDims& dims, const json& options, json* resolved) {
   OptionReader r("linformer", options);
   LinformerOptions o;
-  o.k = r.get_int("k", std::min<int64_t>(256, dims.max_len));
+  o.k = r.get_int("k", default_linformer_k(dims.max_len));
   LF_REQUIRE(o.k > 0, r.where("k"), " must be positive, got ", o.k);
   LF_REQUIRE(o.k <= dims.max_len, r.where("k"), " (", o.k, ") must not exceed max_len (", dims.max_len,
              "): the projection compresses max_len positions to k");

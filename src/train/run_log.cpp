@@ -2,6 +2,7 @@
 #include "train/run_log.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <utility>
+#include <vector>
 
 #include "linformer/error.h"
 
@@ -151,37 +153,79 @@ void rewind_jsonl_log(const std::string& path, int64_t step) {
 
 // --- Progress -------------------------------------------------------------------------------------
 
-Progress::Progress(int64_t print_every, FILE* sink, Mode mode)
-    : sink_(sink ? sink : stderr), print_every_(print_every) {
+std::string format_progress(const ProgressFields& f, int width) {
+  const double frac = std::clamp(double(f.step) / double(std::max<int64_t>(f.total, 1)), 0.0, 1.0);
+  const std::string counts = str_cat("step ", f.step, "/", f.total, " (", fmt("%.0f", 100 * frac), "%)");
+  std::string loss_full = "loss -", loss_short = "loss -";
+  if (f.loss_steps > 0) {
+    const std::string x = fmt("%.4f", f.loss);
+    loss_full = str_cat("loss ", x, " (mean of ", f.loss_steps, f.loss_steps == 1 ? " step)" : " steps)");
+    loss_short = "mean loss " + x;
+  }
+  const std::string rate = human_count(f.tokens_per_s) + " tok/s", eta = "eta " + format_hms(f.eta_s);
+  auto text = [&](const std::string& loss, bool with_rate, bool with_eta) {
+    std::string t = counts + " | " + loss;
+    if (with_rate) t += " | " + rate;
+    if (with_eta) t += " | " + eta;
+    return t;
+  };
+  if (width <= 0) return text(loss_full, true, true);
+  const size_t room = size_t(std::max(width - 1, 1));
+  auto bar = [&](size_t cells) {
+    const size_t filled = size_t(frac * double(cells));
+    return "[" + std::string(filled, '#') + std::string(cells - filled, '.') + "] ";
+  };
+  constexpr size_t kBarMax = 24, kBarMin = 10, kBarFrame = 3;  // "[", "] "
+  const std::string full = text(loss_full, true, true);
+  if (full.size() + kBarFrame + kBarMin <= room)
+    return bar(std::min(kBarMax, room - full.size() - kBarFrame)) + full;
+  // Without the bar, from the most to the least detail; the first that fits.
+  for (const std::string& t : {full, text(loss_short, true, true), text(loss_short, false, true),
+                               text(loss_short, false, false)})
+    if (t.size() <= room) return t;
+  return text(loss_short, false, false).substr(0, room);
+}
+
+int terminal_width(int fd) {
+  winsize ws{};
+  if (::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  if (const char* c = std::getenv("COLUMNS")) {
+    char* end = nullptr;
+    const long v = std::strtol(c, &end, 10);
+    if (end != c && *end == '\0' && v > 0 && v < 100000) return int(v);
+  }
+  return 80;
+}
+
+Progress::Progress(int64_t print_every, FILE* sink, Mode mode, int width)
+    : sink_(sink ? sink : stderr), print_every_(print_every), width_(width) {
   LF_REQUIRE(print_every >= 1, "Progress: print_every must be >= 1, got ", print_every);
   terminal_ = mode == Mode::Terminal || (mode == Mode::Auto && ::isatty(::fileno(sink_)));
 }
 
-std::string Progress::status_line(bool with_bar) const {
-  const double frac = std::clamp(double(step_) / double(total_), 0.0, 1.0);
-  std::string s;
-  if (with_bar) {
-    constexpr int kWidth = 24;
-    const int filled = int(frac * kWidth);
-    s += '[';
-    s.append(size_t(filled), '#').append(size_t(kWidth - filled), '.') += "] ";
-  }
-  double eta = -1;
+std::string Progress::status_line(int width) const {
+  ProgressFields f;
+  f.step = step_;
+  f.total = total_;
+  f.loss = shown_loss_;
+  f.loss_steps = shown_loss_steps_;
+  f.tokens_per_s = tokens_per_s_;
   if (step_ >= total_) {
-    eta = 0;
+    f.eta_s = 0;
   } else if (started_ && step_ > first_step_) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - first_time_).count();
-    if (elapsed > 0) eta = double(total_ - step_) * elapsed / double(step_ - first_step_);
+    if (elapsed > 0) f.eta_s = double(total_ - step_) * elapsed / double(step_ - first_step_);
   }
-  s += str_cat("step ", step_, "/", total_, " (", fmt("%.0f", 100 * frac), "%) | loss ", fmt("%.4f", loss_), " | ",
-               human_count(tokens_per_s_), " tok/s | eta ", format_hms(eta));
-  return s;
+  return format_progress(f, width);
 }
 
 void Progress::draw() {
-  const std::string line = status_line(true);
-  // Spaces blank out the tail of a longer previous line; no terminal escape codes needed.
-  const std::string pad(shown_len_ > line.size() ? shown_len_ - line.size() : 0, ' ');
+  const int width = width_ > 0 ? width_ : terminal_width(::fileno(sink_));
+  const std::string line = status_line(width);
+  // Spaces blank out the tail of a longer previous line (no terminal escape codes needed), never past
+  // the width the line was fitted to.
+  const size_t target = std::min(shown_len_, size_t(std::max(width - 1, 1)));
+  const std::string pad(target > line.size() ? target - line.size() : 0, ' ');
   std::fputs(("\r" + line + pad).c_str(), sink_);
   std::fflush(sink_);
   shown_len_ = line.size();
@@ -201,14 +245,27 @@ void Progress::update(int64_t step, int64_t total, double loss, double tokens_pe
   }
   step_ = step;
   total_ = total;
-  loss_ = loss;
   tokens_per_s_ = tokens_per_s;
+  // The same windows as the trainer's log records: they end at multiples of print_every and at the end.
+  // Until the first window ends, its running mean stands in.
+  window_sum_ += loss;
+  ++window_steps_;
+  const bool window_ends = step % print_every_ == 0 || step >= total;
+  if (window_ends || !window_logged_) {
+    shown_loss_ = window_sum_ / double(window_steps_);
+    shown_loss_steps_ = window_steps_;
+  }
+  if (window_ends) {
+    window_logged_ = true;
+    window_sum_ = 0;
+    window_steps_ = 0;
+  }
   dirty_ = true;
   if (terminal_) {
     // Redrawing every step of a fast run would spend its time in the terminal.
     if (!bar_shown_ || step >= total || now - last_draw_ >= std::chrono::milliseconds(100)) draw();
   } else if (step % print_every_ == 0 || step >= total) {
-    std::fputs((status_line(false) + "\n").c_str(), sink_);
+    std::fputs((status_line(0) + "\n").c_str(), sink_);
     std::fflush(sink_);
     dirty_ = false;
   }
@@ -232,7 +289,7 @@ void Progress::finish() {
     if (terminal_) {
       draw();
     } else {
-      std::fputs((status_line(false) + "\n").c_str(), sink_);
+      std::fputs((status_line(0) + "\n").c_str(), sink_);
       dirty_ = false;
     }
   }

@@ -45,15 +45,37 @@ class JsonlLog {
 // A missing file is left missing; lf::IoError when the file cannot be read or truncated.
 void rewind_jsonl_log(const std::string& path, int64_t step);
 
+// What one progress line shows; format_progress lays it out.
+struct ProgressFields {
+  int64_t step = 0, total = 1;
+  double loss = 0;            // the mean loss over `loss_steps` steps
+  int64_t loss_steps = 0;     // 0: no loss yet
+  double tokens_per_s = 0;
+  double eta_s = -1;          // < 0: not known yet
+};
+
+// The progress line in at most `width` - 1 columns (the last column is left free: writing it makes
+// some terminals wrap, and every redraw would add a line). It drops detail as the width shrinks: the
+// bar narrows (24 down to 10 cells) then goes, the loss's "(mean of N steps)" becomes "mean loss",
+// then tokens/s and the ETA go, and a line still too long is cut. width <= 0: no limit, no bar
+// (the plain lines of a log file).
+std::string format_progress(const ProgressFields& f, int width);
+
+// The terminal's width in columns: ioctl(TIOCGWINSZ) on `fd`, else $COLUMNS, else 80.
+int terminal_width(int fd);
+
 // Training progress. On a terminal: one line redrawn with '\r' (at most ~10 times a second, and always
-// for the last step) showing a bar, step/total, loss, tokens/s and the ETA as h:mm:ss. Elsewhere (a
-// log file, a pipe): a plain line every `print_every` steps and at the last step.
+// for the last step) fitted to the terminal's width (read at each redraw, so a resize is followed),
+// showing a bar, step/total, the loss, tokens/s and the ETA as h:mm:ss. Elsewhere (a log file, a pipe):
+// a plain line every `print_every` steps and at the last step. The loss shown is what the run's
+// log.jsonl records: the mean over the steps since the last multiple of `print_every` (the trainer's
+// log_every), the last complete window once there is one, labelled as a mean.
 class Progress {
  public:
   enum class Mode { Auto, Terminal, Plain };  // Auto: Terminal when isatty(fileno(sink))
 
-  // sink null: stderr. The sink is not closed.
-  explicit Progress(int64_t print_every = 100, FILE* sink = nullptr, Mode mode = Mode::Auto);
+  // sink null: stderr. The sink is not closed. width > 0 fixes the terminal width (tests); 0 reads it.
+  explicit Progress(int64_t print_every = 100, FILE* sink = nullptr, Mode mode = Mode::Auto, int width = 0);
   ~Progress() { finish(); }
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -71,7 +93,7 @@ class Progress {
   bool terminal() const { return terminal_; }
 
  private:
-  std::string status_line(bool with_bar) const;
+  std::string status_line(int width) const;
   void draw();
 
   FILE* sink_;
@@ -79,8 +101,14 @@ class Progress {
   bool terminal_;
   bool bar_shown_ = false;  // a bar line is on screen without its newline
   size_t shown_len_ = 0;    // its length, to blank out leftovers of a longer previous line
+  int width_;
   int64_t step_ = 0, total_ = 0;
-  double loss_ = 0, tokens_per_s_ = 0;
+  double tokens_per_s_ = 0;
+  double window_sum_ = 0;       // losses since the last logged window
+  int64_t window_steps_ = 0;
+  double shown_loss_ = 0;       // the mean shown: the last complete window's, or the running one before
+  int64_t shown_loss_steps_ = 0;
+  bool window_logged_ = false;  // a window has ended (and the log holds its mean)
   bool dirty_ = false;  // the latest update has not been shown
   bool started_ = false;
   int64_t first_step_ = 0;

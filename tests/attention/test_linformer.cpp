@@ -201,6 +201,23 @@ std::string case_name(const AttentionCase& c) {
   return c.options.dump() + " n=" + std::to_string(c.n) + (c.m ? " m=" + std::to_string(c.m) : "") + (c.mask.empty() ? "" : " masked");
 }
 
+// The default k compresses: max_len/4 (the paper's 128 at n = 512), between 16 and 256, never above n.
+TEST(Linformer, DefaultKCompressesTheSequence) {
+  auto default_k = [](int64_t max_len) {
+    const json resolved = validate_attention(AttentionSpec{"linformer", AttentionDims{32, 4, max_len, false, 0}, {}, ""});
+    return resolved.at("k").get<int64_t>();
+  };
+  EXPECT_EQ(default_k(512), 128);
+  EXPECT_EQ(default_k(1024), 256);
+  EXPECT_EQ(default_k(4096), 256);
+  EXPECT_EQ(default_k(256), 64);
+  EXPECT_EQ(default_k(128), 32);
+  EXPECT_EQ(default_k(64), 16);
+  EXPECT_EQ(default_k(16), 16);
+  EXPECT_EQ(default_k(8), 8);
+  for (int64_t n = 32; n <= 8192; n *= 2) EXPECT_LT(default_k(n), n) << n;
+}
+
 TEST(Linformer, MatchesPlainReferenceInFloatAndDouble) {
   for (const AttentionCase& c : option_matrix()) {
     SCOPED_TRACE(case_name(c));

@@ -261,6 +261,14 @@ class Fixtures {
       return;
     }
     fs::copy(dir / "run_cls" / "checkpoints" / "step-00000002", dir / "ckpt_cls", fs::copy_options::recursive);
+    // Run logs for `plot`: empty, ending in a torn record, garbage lines.
+    const std::string record = R"({"type": "train", "step": 1, "loss": 5.5, "lr": 0.001})";
+    fs::create_directories(dir / "run_empty_log");
+    write_file(dir / "run_empty_log" / "log.jsonl", "");
+    fs::create_directories(dir / "run_torn_log");
+    write_file(dir / "run_torn_log" / "log.jsonl", record + "\n" + record.substr(0, 20));
+    fs::create_directories(dir / "run_garbage_log");
+    write_file(dir / "run_garbage_log" / "log.jsonl", garbage(3000) + "\n" + record + "\n");
     make_run(dir / "ckpt_f16", dir / "run_f16");
     make_run(dir / "ckpt_huge", dir / "run_huge");
     make_run(dir / "ckpt", dir / "run_ok");
@@ -295,7 +303,8 @@ std::string substitute(std::string text, const std::string& id) {
       {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"},
       {"tsv", "tsv"}, {"tsv_unseen", "tsv_unseen"}, {"tsv_one_label", "tsv_one_label"}, {"ckpt_cls", "ckpt_cls"},
       {"run", "run_ok"}, {"data_small", "data_small.txt"}, {"user_dir", "user_dir"}, {"user_log_dir", "user_log_dir"},
-      {"ckpt_relative", "ckpt_relative"}, {"out", ""}};
+      {"ckpt_relative", "ckpt_relative"}, {"run_log", "run"}, {"run_empty_log", "run_empty_log"},
+      {"run_torn_log", "run_torn_log"}, {"run_garbage_log", "run_garbage_log"}, {"out", ""}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -378,6 +387,8 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "unwritable output directory", "too large for memory",
         "wrong attention kind", "bad option value", "directory as data file"}},
+      {"plot",
+       {"missing file", "empty file", "binary garbage", "torn log line", "unwritable output directory", "bad option value"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;

@@ -244,6 +244,75 @@ TEST_F(CliCommands, TrainingWroteARunDirectory) {
   EXPECT_EQ(summary, 1);
 }
 
+// The first training record's loss (step 1, before any update, with --log-every 1).
+double first_logged_loss(const fs::path& run) {
+  std::ifstream log(run / "log.jsonl");
+  for (std::string line; std::getline(log, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.at("type") == "train" && j.at("step") == 1) return j.at("loss").get<double>();
+  }
+  ADD_FAILURE() << "no step-1 record in " << run / "log.jsonl";
+  return NAN;
+}
+
+// An untrained default-initialised LM guesses about uniformly: its first loss is near ln 260 = 5.56
+// nats (the tied output scaled by d^-1/2 gives logits of unit scale; without it, √d). d_model 16.
+TEST_F(CliCommands, UntrainedDefaultModelStartsNearAUniformGuess) {
+  ASSERT_EQ(mlm_error_, "");
+  const double uniform = std::log(260.0);
+  const double first = first_logged_loss(dir_ / "run");
+  EXPECT_GT(first, uniform - 0.5);
+  EXPECT_LT(first, uniform + 1.0) << "the default model's first loss is far above a uniform guess";
+  std::ifstream f(latest_of("run") / "config.json");
+  EXPECT_TRUE(nlohmann::json::parse(f).at("scale_tied_output").get<bool>());
+  // --no-scale-tied-output keeps the unscaled tied output (and its larger first loss: this test can fail).
+  const CliResult r = run_in(dir_, "train --data small.txt --out unscaled --no-scale-tied-output " TINY_MODEL
+                                   " --steps 1 --warmup 0 --lr 3e-3 --batch-size 2 --seq-len 16 --eval-batches 1 "
+                                   "--valid-fraction 0.1 --test-fraction 0.1 --log-every 1");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_GT(first_logged_loss(dir_ / "unscaled"), uniform + 2.0);
+}
+
+// A PNG's width and height from its IHDR chunk; {0, 0} when the bytes are not a PNG.
+std::pair<uint32_t, uint32_t> png_size(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::string head(24, '\0');
+  if (!f.read(head.data(), 24) || head.compare(0, 8, "\x89PNG\r\n\x1a\n") != 0 || head.compare(12, 4, "IHDR") != 0)
+    return {0, 0};
+  auto be32 = [&](size_t at) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < 4; ++i) v = v << 8 | uint8_t(head[at + i]);
+    return v;
+  };
+  return {be32(16), be32(20)};
+}
+
+bool no_matplotlib(const CliResult& r) { return r.status == 1 && contains(r.err, "no python3 with matplotlib"); }
+
+TEST_F(CliCommands, PlotDrawsTheCurvesOfOneRun) {
+  ASSERT_EQ(mlm_error_, "");
+  const CliResult r = run_in(dir_, "plot run --out curves.png");
+  if (no_matplotlib(r)) GTEST_SKIP() << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_TRUE(contains(r.out, "curves.png (loss, bits_per_byte of 1 run)")) << r.out;
+  // Two panels of 8 × 3.2 inches at 110 dpi; matplotlib draws 10 steps' curves in well over 10 kB.
+  EXPECT_EQ(png_size(dir_ / "curves.png"), (std::pair<uint32_t, uint32_t>{880, 704}));
+  EXPECT_GT(fs::file_size(dir_ / "curves.png"), 10000u);
+  // No temporary file is left beside it.
+  for (const auto& e : fs::directory_iterator(dir_)) EXPECT_NE(e.path().filename().string().rfind(".plot-", 0), 0u);
+}
+
+TEST_F(CliCommands, PlotComparesRunsOnTheChosenMetrics) {
+  ASSERT_EQ(mlm_error_, "");
+  ASSERT_EQ(cls_error_, "");
+  const CliResult r = run_in(dir_, "plot run clsrun/log.jsonl --metric loss --metric accuracy --metric lr --out two.png");
+  if (no_matplotlib(r)) GTEST_SKIP() << r.err;
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "two.png (loss, accuracy, lr of 2 runs)")) << r.out;
+  EXPECT_EQ(png_size(dir_ / "two.png"), (std::pair<uint32_t, uint32_t>{880, 1056}));  // three panels
+}
+
 TEST_F(CliCommands, AttentionOptionsFlagKeepsTheConfigFilesKind) {
   write_file(dir_ / "full.json", "{\"model\": {\"attention\": {\"kind\": \"full\"}}}\n");
   const CliResult r = run_in(dir_, "train --config full.json --data small.txt --out fullrun --attention-options "

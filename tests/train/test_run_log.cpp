@@ -165,12 +165,15 @@ TEST(Progress, PlainLinesEveryPrintEvery) {
   const std::vector<std::string> lines = split_lines(out);
   ASSERT_EQ(lines.size(), 4u) << out;
   EXPECT_TRUE(has(lines[0], "step 10/25 (40%)")) << lines[0];
-  EXPECT_TRUE(has(lines[0], "loss 2.0000")) << lines[0];
+  // The mean of the window's losses (3 - 0.1 s for s = 1 … 10), as log.jsonl records it.
+  EXPECT_TRUE(has(lines[0], "loss 2.4500 (mean of 10 steps)")) << lines[0];
   EXPECT_TRUE(has(lines[0], "12.3k tok/s")) << lines[0];
   EXPECT_TRUE(has(lines[0], "eta ")) << lines[0];
   EXPECT_EQ(lines[1], "eval loss 1.2345");
   EXPECT_TRUE(has(lines[2], "step 20/25")) << lines[2];
+  EXPECT_TRUE(has(lines[2], "loss 1.4500 (mean of 10 steps)")) << lines[2];
   EXPECT_TRUE(has(lines[3], "step 25/25 (100%)")) << lines[3];
+  EXPECT_TRUE(has(lines[3], "loss 0.7000 (mean of 5 steps)")) << lines[3];
   EXPECT_TRUE(has(lines[3], "eta 0:00:00")) << lines[3];
 }
 
@@ -193,7 +196,7 @@ TEST(Progress, TerminalModeRedrawsOneLine) {
   FILE* sink = std::tmpfile();
   ASSERT_NE(sink, nullptr);
   {
-    Progress p(1000, sink, Progress::Mode::Terminal);
+    Progress p(1000, sink, Progress::Mode::Terminal, /*width=*/120);
     EXPECT_TRUE(p.terminal());
     p.update(1, 4, 2.0, 1e6);
     p.message("checkpoint saved");
@@ -203,12 +206,83 @@ TEST(Progress, TerminalModeRedrawsOneLine) {
   }
   const std::string out = contents(sink);
   std::fclose(sink);
-  EXPECT_TRUE(has(out, "\r[######..................] step 1/4 (25%) | loss 2.0000 | 1.00M tok/s")) << out;
+  EXPECT_TRUE(has(out, "\r[######..................] step 1/4 (25%) | loss 2.0000 (mean of 1 step) | 1.00M tok/s"))
+      << out;
   EXPECT_TRUE(has(out, "\rcheckpoint saved\n")) << out;
-  EXPECT_TRUE(has(out, "\r[########################] step 4/4 (100%) | loss 1.0000 | 2.50M tok/s | eta 0:00:00")) << out;
+  EXPECT_TRUE(has(out, "\r[########################] step 4/4 (100%) | loss 1.5000 (mean of 2 steps) | 2.50M tok/s | "
+                       "eta 0:00:00"))
+      << out;
   // Exactly two newlines: the message and the end of the bar.
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
   EXPECT_EQ(out.back(), '\n');
+}
+
+// Each width gets a line of at most width - 1 columns that still says what it can.
+TEST(Progress, FormatFitsTheWidth) {
+  ProgressFields f;
+  f.step = 120;
+  f.total = 1000;
+  f.loss = 2.34567;
+  f.loss_steps = 10;
+  f.tokens_per_s = 12345;
+  f.eta_s = 62;
+  const std::string plain = format_progress(f, 0);
+  EXPECT_EQ(plain, "step 120/1000 (12%) | loss 2.3457 (mean of 10 steps) | 12.3k tok/s | eta 0:01:02");
+  EXPECT_EQ(format_progress(f, 200), "[##......................] " + plain);  // the widest bar: 24 cells
+  for (int width = 1; width <= 200; ++width) {
+    const std::string line = format_progress(f, width);
+    EXPECT_LE(line.size(), size_t(std::max(width - 1, 1))) << width << ": " << line;
+    EXPECT_FALSE(line.empty()) << width;
+    if (width >= 40) {
+      EXPECT_TRUE(has(line, "step 120/1000")) << width << ": " << line;
+      EXPECT_TRUE(has(line, "mean") && has(line, "2.3457")) << width << ": " << line;  // labelled as a mean
+    }
+  }
+  // The bar narrows before it goes, then the loss's label shortens, then tokens/s and the ETA go.
+  EXPECT_EQ(format_progress(f, 94), "[#.........] " + plain);
+  EXPECT_EQ(format_progress(f, 93), plain);
+  EXPECT_EQ(format_progress(f, 81), plain);
+  EXPECT_EQ(format_progress(f, 80), "step 120/1000 (12%) | mean loss 2.3457 | 12.3k tok/s | eta 0:01:02");
+  EXPECT_EQ(format_progress(f, 66), "step 120/1000 (12%) | mean loss 2.3457 | eta 0:01:02");
+  EXPECT_EQ(format_progress(f, 52), "step 120/1000 (12%) | mean loss 2.3457");
+  f.loss_steps = 0;
+  EXPECT_TRUE(has(format_progress(f, 0), "| loss - |")) << format_progress(f, 0);
+}
+
+// Below 86 columns (the old fixed line's length), a terminal's redraws stay on one line: no drawn
+// line, padding included, reaches the last column.
+TEST(Progress, TerminalRedrawsFitANarrowTerminal) {
+  FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  {
+    Progress p(10, sink, Progress::Mode::Terminal, /*width=*/50);
+    for (int64_t step = 1; step <= 30; ++step) p.update(step, 30, 5.0, 1e6);
+    p.finish();
+  }
+  const std::string out = contents(sink);
+  std::fclose(sink);
+  size_t draws = 0;
+  for (size_t at = out.find('\r'); at != std::string::npos; at = out.find('\r', at + 1), ++draws) {
+    const size_t end = out.find_first_of("\r\n", at + 1);
+    const std::string drawn = out.substr(at + 1, (end == std::string::npos ? out.size() : end) - at - 1);
+    EXPECT_LE(drawn.size(), 49u) << drawn;
+    EXPECT_TRUE(has(drawn, "mean loss 5.0000")) << drawn;
+  }
+  EXPECT_GE(draws, 2u);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+TEST(Progress, TerminalWidthFromColumnsWhenNotATerminal) {
+  FILE* sink = std::tmpfile();
+  ASSERT_NE(sink, nullptr);
+  const char* old = std::getenv("COLUMNS");
+  const std::string saved = old ? old : "";
+  setenv("COLUMNS", "63", 1);
+  EXPECT_EQ(terminal_width(fileno(sink)), 63);
+  setenv("COLUMNS", "wide", 1);
+  EXPECT_EQ(terminal_width(fileno(sink)), 80);
+  if (old) setenv("COLUMNS", saved.c_str(), 1); else unsetenv("COLUMNS");
+  std::fclose(sink);
 }
 
 TEST(Progress, RejectsBadArguments) {
