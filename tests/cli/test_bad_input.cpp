@@ -200,6 +200,12 @@ class Fixtures {
     ::chmod((dir / "ro_dir").c_str(), 0555);
     write_file(dir / "config_type.json", R"({"model": {"d_model": "wide"}})");
     write_file(dir / "config_train_type.json", R"({"train": {"lr": "fast"}})");
+    // Input files of the batch commands (predict --input, embed --input).
+    write_file(dir / "lines.txt", "th_ cat\nno mask here\n");
+    write_file(dir / "blank_lines.txt", "one\n\ntwo\n");
+    write_file(dir / "long_line.txt", "th_ " + std::string(size_t(1) << 20, 'a') + "\n");
+    write_file(dir / "no_text.jsonl", "{\"text\": \"th_\"}\n{\"txt\": \"th_\"}\n");
+    write_file(dir / "bad.jsonl", "{\"text\": \"th_\"}\n{\"text\": \"d_g\"}\n{\"text\": \"th_\"\n");
     const CliResult r = lf::test::run_linformer(
         "cd '" + dir.string() + "' &&",
         "train --data data.txt --out run --d-model 16 --layers 1 --heads 2 --attention-options '{\"k\": 4}' --steps 2 "
@@ -304,7 +310,9 @@ std::string substitute(std::string text, const std::string& id) {
       {"tsv", "tsv"}, {"tsv_unseen", "tsv_unseen"}, {"tsv_one_label", "tsv_one_label"}, {"ckpt_cls", "ckpt_cls"},
       {"run", "run_ok"}, {"data_small", "data_small.txt"}, {"user_dir", "user_dir"}, {"user_log_dir", "user_log_dir"},
       {"ckpt_relative", "ckpt_relative"}, {"run_log", "run"}, {"run_empty_log", "run_empty_log"},
-      {"run_torn_log", "run_torn_log"}, {"run_garbage_log", "run_garbage_log"}, {"out", ""}};
+      {"run_torn_log", "run_torn_log"}, {"run_garbage_log", "run_garbage_log"}, {"out", ""},
+      {"lines", "lines.txt"}, {"blank_lines", "blank_lines.txt"}, {"long_line", "long_line.txt"},
+      {"no_text_jsonl", "no_text.jsonl"}, {"bad_jsonl", "bad.jsonl"}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -373,7 +381,12 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
         "data too small", "bad option value"}},
       {"predict",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
-        "zero or negative size", "too large for memory", "bad option value"}},
+        "zero or negative size", "too large for memory", "unwritable output directory", "bad option value",
+        "bad input file"}},
+      {"embed",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
+        "zero or negative size", "too large for memory", "unwritable output directory", "bad option value",
+        "bad input file"}},
       {"info",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size"}},
