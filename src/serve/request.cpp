@@ -1,0 +1,109 @@
+#include "serve/request.h"
+
+#include <cmath>
+#include <set>
+
+#include "linformer/error.h"
+
+namespace lf::serve {
+namespace {
+
+const char* const kEndpointNames[kNumEndpoints] = {"predict", "embed", "classify", "generate"};
+
+// The fields each endpoint takes besides "text"/"texts": anything else is refused, so a misspelt
+// option is not silently ignored.
+const std::set<std::string>& options_of(Endpoint e) {
+  static const std::set<std::string> none, predict = {"mask_char"},
+                                           generate = {"max_new_tokens", "temperature", "top_k", "top_p", "seed"};
+  return e == Endpoint::predict ? predict : e == Endpoint::generate ? generate : none;
+}
+
+const char* type_name(const json& v) { return v.type_name(); }
+
+int64_t get_int(const json& body, const char* key, int64_t lo, int64_t hi) {
+  const json& v = body[key];
+  LF_REQUIRE(v.is_number_integer(), "'", key, "' must be an integer, got ", type_name(v));
+  // Unsigned values above INT64_MAX read as negative here and fail the range check.
+  const int64_t x = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? -1 : v.get<int64_t>();
+  LF_REQUIRE(x >= lo && x <= hi, "'", key, "' must be in [", lo, ", ", hi, "], got ", v.dump());
+  return x;
+}
+
+double get_number(const json& body, const char* key, double lo, double hi) {
+  const json& v = body[key];
+  LF_REQUIRE(v.is_number(), "'", key, "' must be a number, got ", type_name(v));
+  const double x = v.get<double>();
+  LF_REQUIRE(std::isfinite(x) && x >= lo && x <= hi, "'", key, "' must be in [", lo, ", ", hi, "], got ", v.dump());
+  return x;
+}
+
+void add_text(Request& r, const json& v, size_t index, const RequestLimits& limits) {
+  const std::string where = r.single ? "'text'" : str_cat("'texts'[", index, "]");
+  LF_REQUIRE(v.is_string(), where, " must be a string, got ", type_name(v));
+  const std::string& text = v.get_ref<const std::string&>();
+  LF_REQUIRE(!text.empty(), where, " is empty");
+  LF_REQUIRE(int64_t(text.size()) <= limits.max_text_bytes, where, " has ", text.size(),
+             " bytes, above the limit of ", limits.max_text_bytes, " (--max-seq-len)");
+  r.texts.push_back(text);
+}
+
+}  // namespace
+
+const char* endpoint_name(Endpoint e) { return kEndpointNames[int(e)]; }
+
+std::string Request::batch_key() const {
+  switch (endpoint) {
+    case Endpoint::predict: return str_cat("predict/", int(static_cast<unsigned char>(mask_char)));
+    case Endpoint::generate:
+      return str_cat("generate/", max_new_tokens, "/", temperature, "/", top_k, "/", top_p, "/", seed);
+    default: return endpoint_name(endpoint);
+  }
+}
+
+Request parse_request(Endpoint endpoint, std::string_view body_text, const RequestLimits& limits) {
+  // No exceptions out of the parser: a malformed body is a message, not an escape.
+  const json body = json::parse(body_text.begin(), body_text.end(), nullptr, /*allow_exceptions=*/false);
+  LF_REQUIRE(!body.is_discarded(), "the request body is not valid JSON");
+  LF_REQUIRE(body.is_object(), "the request body must be a JSON object, got ", type_name(body));
+  Request r;
+  r.endpoint = endpoint;
+  const std::set<std::string>& options = options_of(endpoint);
+  for (const auto& [key, value] : body.items())
+    LF_REQUIRE(key == "text" || key == "texts" || options.contains(key), "unknown field '", key, "' for /v1/",
+               endpoint_name(endpoint));
+  const bool has_text = body.contains("text"), has_texts = body.contains("texts");
+  LF_REQUIRE(has_text != has_texts, has_text ? "give either 'text' or 'texts', not both"
+                                             : "missing field 'text' (a string) or 'texts' (a list of strings)");
+  r.single = has_text;
+  if (has_text) {
+    add_text(r, body["text"], 0, limits);
+  } else {
+    const json& list = body["texts"];
+    LF_REQUIRE(list.is_array(), "'texts' must be a list of strings, got ", type_name(list));
+    LF_REQUIRE(!list.empty(), "'texts' is empty");
+    LF_REQUIRE(int64_t(list.size()) <= limits.max_texts, "'texts' has ", list.size(), " texts, above the limit of ",
+               limits.max_texts, " (--max-texts)");
+    for (size_t i = 0; i < list.size(); ++i) add_text(r, list[i], i, limits);
+  }
+  if (body.contains("mask_char")) {
+    const json& m = body["mask_char"];
+    LF_REQUIRE(m.is_string(), "'mask_char' must be a string, got ", type_name(m));
+    LF_REQUIRE(m.get_ref<const std::string&>().size() == 1, "'mask_char' must be one byte, got ",
+               m.get_ref<const std::string&>().size(), " bytes");
+    r.mask_char = m.get_ref<const std::string&>()[0];
+  }
+  if (body.contains("max_new_tokens")) r.max_new_tokens = get_int(body, "max_new_tokens", 1, limits.max_new_tokens);
+  if (body.contains("temperature")) r.temperature = get_number(body, "temperature", 0, 100);
+  if (body.contains("top_k")) r.top_k = get_int(body, "top_k", 0, 256);
+  if (body.contains("top_p")) r.top_p = get_number(body, "top_p", 0, 1);
+  if (body.contains("seed")) r.seed = uint64_t(get_int(body, "seed", 0, INT64_MAX));
+  LF_REQUIRE(r.top_p > 0, "'top_p' must be above 0");
+  // Checked here, not by the model: a text refused inside a batch would fail the texts batched with it.
+  if (endpoint == Endpoint::predict)
+    for (size_t i = 0; i < r.texts.size(); ++i)
+      LF_REQUIRE(r.texts[i].find(r.mask_char) != std::string::npos, r.single ? "'text'" : str_cat("'texts'[", i, "]"),
+                 " has no mask character '", std::string(1, r.mask_char), "' to fill (set another with 'mask_char')");
+  return r;
+}
+
+}  // namespace lf::serve
