@@ -73,6 +73,9 @@ class Model {
 
   int64_t logits_per_row() const;  // vocab (LM heads) or n_classes (classify)
   const Head<T>& head() const { return *head_; }
+  // The head's input in the last forward: the final hidden states (B, n, d), after the final
+  // LayerNorm when there is one. Valid until the next forward; for embeddings (linformer/inference.h).
+  const T* final_hidden() const { return final_hidden_; }
   const ModelConfig& config() const { return config_; }
 
   // Forward FLOPs of one sequence of n tokens (matrix products; ×3 for a training step).
@@ -111,6 +114,7 @@ class Model {
   Buffer<T> emb_sum_, emb_norm_mean_, emb_norm_rstd_;  // post-LN: embeddings before their LayerNorm
   Buffer<T> hidden_;  // (L + 1) × (B, n, d): block inputs and output (inference: 2, in turn)
   Buffer<T> final_, final_mean_, final_rstd_;          // after the final LayerNorm (pre-LN)
+  const T* final_hidden_ = nullptr;                     // into hidden_ or final_
 };
 
 }  // namespace lf

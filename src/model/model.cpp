@@ -386,7 +386,7 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
                            final_rstd_.view({N}), c.ln_eps);
     h = final_.data();
   }
-
+  final_hidden_ = h;
   return head_->forward(h, padding, B, n, keep_for_backward);
 }
 
