@@ -1,5 +1,6 @@
 #include "serve/request.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -13,10 +14,13 @@ const char* const kEndpointNames[kNumEndpoints] = {"predict", "embed", "classify
 // The fields each endpoint takes besides "text"/"texts": anything else is refused, so a misspelt
 // option is not silently ignored.
 const std::set<std::string>& options_of(Endpoint e) {
-  static const std::set<std::string> none, predict = {"mask_char"},
-                                           generate = {"max_new_tokens", "temperature", "top_k", "top_p", "seed"};
-  return e == Endpoint::predict ? predict : e == Endpoint::generate ? generate : none;
+  static const std::set<std::string> none, predict = {"mask_char"}, embed = {"pooling"},
+                                           generate = {"max_new_tokens", "temperature", "top_k", "top_p",
+                                                       "repetition_penalty", "seed", "stop"};
+  return e == Endpoint::predict ? predict : e == Endpoint::embed ? embed : e == Endpoint::generate ? generate : none;
 }
+
+constexpr size_t kMaxStops = 8;
 
 const char* type_name(const json& v) { return v.type_name(); }
 
@@ -54,8 +58,14 @@ const char* endpoint_name(Endpoint e) { return kEndpointNames[int(e)]; }
 std::string Request::batch_key() const {
   switch (endpoint) {
     case Endpoint::predict: return str_cat("predict/", int(static_cast<unsigned char>(mask_char)));
-    case Endpoint::generate:
-      return str_cat("generate/", max_new_tokens, "/", temperature, "/", top_k, "/", top_p, "/", seed);
+    case Endpoint::embed: return str_cat("embed/", pooling_name(pooling));
+    case Endpoint::generate: {
+      const SamplingOptions& o = sampling;
+      std::string key = str_cat("generate/", o.max_new_tokens, "/", o.temperature, "/", o.top_k, "/", o.top_p, "/",
+                                o.repetition_penalty, "/", o.seed);
+      for (const std::string& stop : o.stop) key += str_cat("/", stop.size(), ":", stop);  // sizes: no ambiguity
+      return key;
+    }
     default: return endpoint_name(endpoint);
   }
 }
@@ -92,12 +102,31 @@ Request parse_request(Endpoint endpoint, std::string_view body_text, const Reque
                m.get_ref<const std::string&>().size(), " bytes");
     r.mask_char = m.get_ref<const std::string&>()[0];
   }
-  if (body.contains("max_new_tokens")) r.max_new_tokens = get_int(body, "max_new_tokens", 1, limits.max_new_tokens);
-  if (body.contains("temperature")) r.temperature = get_number(body, "temperature", 0, 100);
-  if (body.contains("top_k")) r.top_k = get_int(body, "top_k", 0, 256);
-  if (body.contains("top_p")) r.top_p = get_number(body, "top_p", 0, 1);
-  if (body.contains("seed")) r.seed = uint64_t(get_int(body, "seed", 0, INT64_MAX));
-  LF_REQUIRE(r.top_p > 0, "'top_p' must be above 0");
+  if (body.contains("pooling")) {
+    const json& p = body["pooling"];
+    LF_REQUIRE(p.is_string() && p.get_ref<const std::string&>().size() <= 16,
+               "'pooling' must be one of mean, first (or cls), last, max");
+    r.pooling = parse_pooling(p.get<std::string>());
+  }
+  SamplingOptions& s = r.sampling;
+  s.max_new_tokens = std::min(s.max_new_tokens, limits.max_new_tokens);
+  if (body.contains("max_new_tokens")) s.max_new_tokens = get_int(body, "max_new_tokens", 1, limits.max_new_tokens);
+  if (body.contains("temperature")) s.temperature = get_number(body, "temperature", 0, 100);
+  if (body.contains("top_k")) s.top_k = get_int(body, "top_k", 0, 256);
+  if (body.contains("top_p")) s.top_p = get_number(body, "top_p", 0, 1);
+  if (body.contains("repetition_penalty")) s.repetition_penalty = get_number(body, "repetition_penalty", 0, 100);
+  if (body.contains("seed")) s.seed = uint64_t(get_int(body, "seed", 0, INT64_MAX));
+  if (body.contains("stop")) {
+    const json& stop = body["stop"];
+    LF_REQUIRE(stop.is_array() && stop.size() <= kMaxStops, "'stop' must be a list of at most ", kMaxStops,
+               " strings, got ", stop.is_array() ? str_cat(stop.size(), " items") : type_name(stop));
+    for (const json& x : stop) {
+      LF_REQUIRE(x.is_string() && !x.get_ref<const std::string&>().empty() && x.get_ref<const std::string&>().size() <= 64,
+                 "'stop' must hold non-empty strings of at most 64 bytes");
+      s.stop.push_back(x.get<std::string>());
+    }
+  }
+  if (endpoint == Endpoint::generate) s.validate();  // what the ranges above do not cover (top_p = 0)
   // Checked here, not by the model: a text refused inside a batch would fail the texts batched with it.
   if (endpoint == Endpoint::predict)
     for (size_t i = 0; i < r.texts.size(); ++i)

@@ -9,6 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "linformer/inference.h"
+#include "linformer/sampling.h"
+
 namespace lf::serve {
 
 using json = nlohmann::json;
@@ -30,13 +33,11 @@ struct Request {
   Endpoint endpoint = Endpoint::predict;
   std::vector<std::string> texts;
   bool single = true;  // {"text": ...} (answered {"result": ...}) rather than {"texts": [...]}
-  // predict: the character marking a masked byte; generate: sampling. Only the fields of the endpoint.
+  // predict: the character marking a masked byte; embed: the pooling; generate: sampling (the
+  // library's defaults unless the request sets them). Only the fields of the endpoint are read.
   char mask_char = '_';
-  int64_t max_new_tokens = 32;
-  double temperature = 0;  // 0: greedy
-  int64_t top_k = 0;       // 0: every byte
-  double top_p = 1;
-  uint64_t seed = 0;
+  Pooling pooling = Pooling::kMean;
+  SamplingOptions sampling;
   // The options above as a string: texts batch together only when their keys are equal.
   std::string batch_key() const;
 };

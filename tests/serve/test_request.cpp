@@ -43,11 +43,15 @@ TEST(ServeRequest, ReadsTheOptionsOfItsEndpoint) {
   const Request g = parse_request(
       Endpoint::generate, R"({"text": "ab", "max_new_tokens": 7, "temperature": 0.5, "top_k": 3, "top_p": 0.9, "seed": 4})",
       small_limits());
-  EXPECT_EQ(g.max_new_tokens, 7);
-  EXPECT_DOUBLE_EQ(g.temperature, 0.5);
-  EXPECT_EQ(g.top_k, 3);
-  EXPECT_DOUBLE_EQ(g.top_p, 0.9);
-  EXPECT_EQ(g.seed, 4u);
+  EXPECT_EQ(g.sampling.max_new_tokens, 7);
+  EXPECT_DOUBLE_EQ(g.sampling.temperature, 0.5);
+  EXPECT_EQ(g.sampling.top_k, 3);
+  EXPECT_DOUBLE_EQ(g.sampling.top_p, 0.9);
+  EXPECT_EQ(g.sampling.seed, 4u);
+  const Request stops = parse_request(Endpoint::generate, R"({"text": "ab", "stop": ["\n", "."]})", small_limits());
+  EXPECT_EQ(stops.sampling.stop, (std::vector<std::string>{"\n", "."}));
+  EXPECT_LE(stops.sampling.max_new_tokens, 50) << "the default is capped by the limit";
+  EXPECT_EQ(parse_request(Endpoint::embed, R"({"text": "ab", "pooling": "cls"})", small_limits()).pooling, Pooling::kFirst);
   // Texts batch together only with equal options.
   const Request g2 = parse_request(Endpoint::generate, R"({"text": "zz", "max_new_tokens": 7, "temperature": 0.5,
                                                           "top_k": 3, "top_p": 0.9, "seed": 4})", small_limits());
@@ -83,7 +87,11 @@ TEST(ServeRequest, RefusesWithAMessageNamingTheProblem) {
       {Endpoint::generate, R"({"text": "a", "max_new_tokens": 18446744073709551615})", "must be in [1, 50]"},
       {Endpoint::generate, R"({"text": "a", "temperature": "hot"})", "'temperature' must be a number, got string"},
       {Endpoint::generate, R"({"text": "a", "temperature": -1})", "'temperature' must be in [0, 100]"},
-      {Endpoint::generate, R"({"text": "a", "top_p": 0})", "'top_p' must be above 0"},
+      {Endpoint::generate, R"({"text": "a", "top_p": 0})", "`top_p` must be in (0, 1]"},
+      {Endpoint::generate, R"({"text": "a", "stop": "x"})", "'stop' must be a list of at most 8 strings, got string"},
+      {Endpoint::generate, R"({"text": "a", "stop": [""]})", "'stop' must hold non-empty strings"},
+      {Endpoint::embed, R"({"text": "a", "pooling": "median"})", "`pooling` must be mean, first (or cls), last or max"},
+      {Endpoint::embed, R"({"text": "a", "pooling": 3})", "'pooling' must be one of mean"},
       {Endpoint::generate, R"({"text": "a", "top_k": 300})", "'top_k' must be in [0, 256]"},
       {Endpoint::generate, R"({"text": "a", "seed": -1})", "'seed' must be in [0, "},
   };
