@@ -344,6 +344,9 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size", "unwritable output directory", "too large for memory",
         "wrong attention kind", "bad option value"}},
+      {"serve",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
+        "zero or negative size", "too large for memory", "bad option value"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;
