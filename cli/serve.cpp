@@ -121,7 +121,8 @@ CLI::App* add_serve_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--port", o.port, "port (default 8080; 0: any free port, printed at start)");
   sub->add_option("--workers", o.batcher.workers, "model workers, each with its own copy of the model (default 1)");
   sub->add_option("--max-batch", o.batcher.max_batch, "texts per batched model call (default 16)");
-  sub->add_option("--max-wait-ms", o.batcher.max_wait_ms, "how long a worker waits for a batch to fill (default 2)");
+  sub->add_option("--max-wait-ms", o.batcher.max_wait_ms,
+                  "how long a worker waits for a batch to fill (default 0: batches form from what queues while the model runs)");
   sub->add_option("--max-queue", o.batcher.max_queue, "texts waiting for a worker; beyond, 503 (default 256)");
   sub->add_option("--max-body", o.max_body, "bytes of a request body; beyond, 413 (default 1048576)");
   sub->add_option("--max-texts", o.limits.max_texts, "texts in one request (default 64)");
