@@ -71,7 +71,17 @@ int run_serve(ServeCommand c) {
   popt.runtime.threads = std::max(1, resolve_threads(popt.runtime.threads) / o.batcher.workers);
   popt.batch_size = o.batcher.max_batch;
   popt.caller = "serve";
-  auto first = std::make_unique<Predictor>(c.checkpoint, popt);
+  std::unique_ptr<Predictor> first;
+  try {
+    first = std::make_unique<Predictor>(c.checkpoint, popt);
+  } catch (const Error& e) {
+    // The memory guard's advice names the Predictor's `batch_size`, which here is --max-batch (not
+    // train's --batch-size, the flag that name becomes by default). Only that plain Error is reworded.
+    const std::string what = e.what();
+    const size_t at = what.find("`batch_size`");
+    if (at == std::string::npos || dynamic_cast<const InvalidArgument*>(&e) || dynamic_cast<const IoError*>(&e)) throw;
+    throw Error(what.substr(0, at) + "--max-batch" + what.substr(at + 12));
+  }
   const serve::ModelEndpoints model = serve::model_endpoints(*first);
   o.endpoints = model.endpoints;
   o.why_not = model.why_not;

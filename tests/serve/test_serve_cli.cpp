@@ -214,7 +214,7 @@ TEST_F(ServeCli, ACausalLmGeneratesAndAClassifierClassifies) {
 }
 
 TEST_F(ServeCli, ManyClientsAreAllAnsweredInBatches) {
-  ServeProcess s("--checkpoint mlm --port 0 --max-batch 8 --max-wait-ms 5");
+  ServeProcess s("--checkpoint mlm --port 0 --workers 2 --max-batch 8 --max-wait-ms 5");
   ASSERT_GT(s.port(), 0) << s.banner() << s.err();
   constexpr int kThreads = 16, kEach = 5;
   std::atomic<int> right{0};
