@@ -291,7 +291,9 @@ TEST(ServeServer, ASlowClientIsDroppedAfterTheReadTimeout) {
   auto ok = s.client().Post("/v1/predict", R"({"text": "_"})", "application/json");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
-  timeval tv{5, 0};  // the server's read timeout is 1 s: it must close well before 5 s
+  // The server's read timeout is 1 s: it answers 400 and closes after its 2 s keep-alive wait, well
+  // before 10 s.
+  timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   const auto start = std::chrono::steady_clock::now();
   char buf[4096];
@@ -299,7 +301,7 @@ TEST(ServeServer, ASlowClientIsDroppedAfterTheReadTimeout) {
   while ((got = ::recv(fd, buf, sizeof buf, 0)) > 0) {
   }
   EXPECT_EQ(got, 0) << "the server did not close the connection";
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 8s);
   ::close(fd);
 }
 
