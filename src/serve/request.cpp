@@ -1,26 +1,38 @@
 #include "serve/request.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <set>
 
 #include "linformer/error.h"
 
 namespace lf::serve {
-namespace {
 
-const char* const kEndpointNames[kNumEndpoints] = {"predict", "embed", "classify", "generate"};
+const char* endpoint_name(Endpoint e) {
+  static const char* const names[kNumEndpoints] = {"predict", "embed", "classify", "generate"};
+  return names[int(e)];
+}
 
-// The fields each endpoint takes besides "text"/"texts": anything else is refused, so a misspelt
-// option is not silently ignored.
-const std::set<std::string>& options_of(Endpoint e) {
+// Anything else is refused, so a misspelt option is not silently ignored.
+const std::set<std::string>& option_names(Endpoint e) {
   static const std::set<std::string> none, predict = {"mask_char"}, embed = {"pooling"},
                                            generate = {"max_new_tokens", "temperature", "top_k", "top_p",
                                                        "repetition_penalty", "seed", "stop"};
   return e == Endpoint::predict ? predict : e == Endpoint::embed ? embed : e == Endpoint::generate ? generate : none;
 }
 
+namespace {
+
 constexpr size_t kMaxStops = 8;
+
+// The shortest text that reads back as x: 0.7 and 0.7000001 are different keys (str_cat's 6 digits
+// would make them one).
+std::string exact(double x) {
+  char buf[32];
+  const auto end = std::to_chars(buf, buf + sizeof buf, x).ptr;
+  return std::string(buf, end);
+}
 
 const char* type_name(const json& v) { return v.type_name(); }
 
@@ -53,16 +65,15 @@ void add_text(Request& r, const json& v, size_t index, const RequestLimits& limi
 
 }  // namespace
 
-const char* endpoint_name(Endpoint e) { return kEndpointNames[int(e)]; }
-
+// Every option a backend reads must be in the key: a batch runs with its first request's options.
 std::string Request::batch_key() const {
   switch (endpoint) {
     case Endpoint::predict: return str_cat("predict/", int(static_cast<unsigned char>(mask_char)));
     case Endpoint::embed: return str_cat("embed/", pooling_name(pooling));
     case Endpoint::generate: {
       const SamplingOptions& o = sampling;
-      std::string key = str_cat("generate/", o.max_new_tokens, "/", o.temperature, "/", o.top_k, "/", o.top_p, "/",
-                                o.repetition_penalty, "/", o.seed);
+      std::string key = str_cat("generate/", o.max_new_tokens, "/", exact(o.temperature), "/", o.top_k, "/",
+                                exact(o.top_p), "/", exact(o.repetition_penalty), "/", o.seed);
       for (const std::string& stop : o.stop) key += str_cat("/", stop.size(), ":", stop);  // sizes: no ambiguity
       return key;
     }
@@ -77,7 +88,7 @@ Request parse_request(Endpoint endpoint, std::string_view body_text, const Reque
   LF_REQUIRE(body.is_object(), "the request body must be a JSON object, got ", type_name(body));
   Request r;
   r.endpoint = endpoint;
-  const std::set<std::string>& options = options_of(endpoint);
+  const std::set<std::string>& options = option_names(endpoint);
   for (const auto& [key, value] : body.items())
     LF_REQUIRE(key == "text" || key == "texts" || options.contains(key), "unknown field '", key, "' for /v1/",
                endpoint_name(endpoint));

@@ -3,6 +3,7 @@
 // or the limit. The HTTP side (server.h) and the fuzz target call parse_request.
 #pragma once
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,8 @@ using json = nlohmann::json;
 enum class Endpoint { predict, embed, classify, generate };
 inline constexpr int kNumEndpoints = 4;
 const char* endpoint_name(Endpoint e);  // "predict", ...
+// The fields a request to `e` may hold besides "text"/"texts" (the OpenAPI document's test reads them).
+const std::set<std::string>& option_names(Endpoint e);
 
 // What a request may ask for; a request beyond one is refused whole.
 struct RequestLimits {

@@ -46,9 +46,11 @@ int http_status(Outcome o) {
 // A request path as it may appear in a message: short, whatever the client sent.
 std::string shown_path(const std::string& path) { return path.size() > 80 ? path.substr(0, 80) + "..." : path; }
 
-// The time the current thread's handler took, for the logger that counts the answer (httplib runs
-// routing, the handler and the logger of one request on one thread); < 0 when no handler ran.
-thread_local double t_handler_seconds = -1;
+// Whether the current request was counted by its handler (httplib runs routing, the handler and the
+// logger of one request on one thread). Handlers count before the answer is written, so a client that
+// reads /metrics right after an answer sees it; the logger, which runs after writing, counts only
+// what no handler saw (unknown routes, bodies refused before routing).
+thread_local bool t_counted = false;
 
 }  // namespace
 
@@ -70,13 +72,16 @@ struct Server::Impl {
     return "other";
   }
 
-  // Runs a handler and records its time for the latency histogram.
+  // Runs a handler, then counts its answer with the handler's time for the latency histogram.
   template <class F>
   httplib::Server::Handler timed(F f) {
-    return [f](const httplib::Request& req, httplib::Response& res) {
+    return [this, f](const httplib::Request& req, httplib::Response& res) {
       const auto start = Clock::now();
       f(req, res);
-      t_handler_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      if (res.status < 0) res.status = 200;  // what httplib would send
+      metrics.count_request(route_label(req.path), res.status,
+                            std::chrono::duration<double>(Clock::now() - start).count());
+      t_counted = true;
     };
   }
 
@@ -160,9 +165,13 @@ struct Server::Impl {
       }
       send_error(res, 500, "internal error: " + what);
     });
+    http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+      t_counted = false;
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-      metrics.count_request(route_label(req.path), res.status, t_handler_seconds);
-      t_handler_seconds = -1;
+      if (!t_counted) metrics.count_request(route_label(req.path), res.status, -1);
+      t_counted = false;
     });
   }
 

@@ -57,6 +57,9 @@ TEST(ServeRequest, ReadsTheOptionsOfItsEndpoint) {
                                                           "top_k": 3, "top_p": 0.9, "seed": 4})", small_limits());
   EXPECT_EQ(g.batch_key(), g2.batch_key());
   EXPECT_NE(g.batch_key(), parse_request(Endpoint::generate, R"({"text": "ab"})", small_limits()).batch_key());
+  // Options that differ past the 6th digit do not share a batch (it would run with the first's).
+  EXPECT_NE(parse_request(Endpoint::generate, R"({"text": "a", "temperature": 0.7})", small_limits()).batch_key(),
+            parse_request(Endpoint::generate, R"({"text": "a", "temperature": 0.7000001})", small_limits()).batch_key());
 }
 
 TEST(ServeRequest, RefusesWithAMessageNamingTheProblem) {

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -154,8 +155,17 @@ TEST(ServeServer, HealthMetricsAndOpenApi) {
   const json api = json::parse(doc->body, nullptr, false);
   ASSERT_FALSE(api.is_discarded());
   EXPECT_EQ(api["openapi"].get<std::string>().rfind("3.", 0), 0u);
-  for (const char* post : {"/v1/predict", "/v1/embed", "/v1/classify", "/v1/generate"})
-    EXPECT_TRUE(api["paths"][post].contains("post")) << post;
+  // Each model route with exactly the request fields the parser takes.
+  for (Endpoint e : {Endpoint::predict, Endpoint::embed, Endpoint::classify, Endpoint::generate}) {
+    const std::string route = std::string("/v1/") + endpoint_name(e);
+    ASSERT_TRUE(api["paths"][route].contains("post")) << route;
+    std::set<std::string> documented, parsed = option_names(e);
+    for (const auto& [name, _] : api["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                                     ["properties"].items())
+      documented.insert(name);
+    parsed.insert({"text", "texts"});
+    EXPECT_EQ(documented, parsed) << route;
+  }
   for (const char* get : {"/health", "/metrics", "/openapi.json"}) EXPECT_TRUE(api["paths"][get].contains("get")) << get;
 }
 
