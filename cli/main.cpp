@@ -37,6 +37,7 @@ CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_bench_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_convert_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_spectrum_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_embed_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_serve_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
@@ -105,7 +106,7 @@ int run(int argc, char** argv) {
                  "layers dynamically quantised, s8 weights per output channel, u8 inputs; needs AVX512-VNNI)")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
 
-  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(8);
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(9);
   commands[0].first = add_train_command(app, commands[0].second);
   commands[1].first = add_eval_command(app, commands[1].second);
   commands[2].first = add_predict_command(app, commands[2].second);
@@ -113,7 +114,8 @@ int run(int argc, char** argv) {
   commands[4].first = add_bench_command(app, commands[4].second);
   commands[5].first = add_convert_command(app, commands[5].second);
   commands[6].first = add_spectrum_command(app, commands[6].second);
-  commands[7].first = add_serve_command(app, commands[7].second);
+  commands[7].first = add_embed_command(app, commands[7].second);
+  commands[8].first = add_serve_command(app, commands[8].second);
 
   try {
     app.parse(argc, argv);

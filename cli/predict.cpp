@@ -1,32 +1,29 @@
-// `linformer predict`: use a trained model. Masked LM: fill the characters marked with the mask
-// character ('_' by default) in --text. Classifier: the class of --text with its probabilities.
-// Causal LM: continue --text greedily by --generate bytes.
+// `linformer predict`: use a trained model through the library's Predictor (linformer/inference.h).
+// Masked LM: fill the characters marked with the mask character ('_' by default). Classifier: the
+// class with its probabilities. Causal LM: continue the prompt by --generate bytes, sampled
+// (temperature, top-k, top-p, seed; --temperature 0 is greedy). One --text prints plain text;
+// --input FILE (a text per line, or JSONL) prints a JSON object per text, batched and streamed.
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <string>
 
 #include "cli/common.h"
-#include "data/mask_text.h"
-#include "linformer/tokenizer.h"
-#include "model/head.h"
+#include "cli/text_input.h"
+#include "linformer/error.h"
+#include "linformer/inference.h"
 
 namespace lf::cli {
 namespace {
 
 struct PredictCommand {
-  std::string checkpoint, text;
+  std::string checkpoint, text, input, output;
   std::string mask_char = "_";
-  int64_t generate = 64;
+  int64_t generate = 64, batch_size = 16;
+  SamplingOptions sampling;
 };
-
-int32_t argmax_byte(const float* row, int64_t V) {  // the most likely real byte (never a special id)
-  return int32_t(std::max_element(row, row + std::min<int64_t>(V, 256)) - row);
-}
 
 // The text and a newline, byte for byte: a predicted byte may be 0, which printf("%s") would cut at.
 void print_bytes_line(const std::string& text) {
@@ -34,76 +31,98 @@ void print_bytes_line(const std::string& text) {
   std::fputc('\n', stdout);
 }
 
-// Masked LM: the text with each masked character filled by the most likely byte.
-void fill_masks(const PredictCommand& c, LoadedModel& m) {
-  const ModelConfig& cfg = m.config;
-  const int64_t V = m.model->logits_per_row();
-  const MaskedText mt = mask_text(c.text, c.mask_char[0]);
-  const int64_t n = int64_t(mt.tokens.size());
-  std::string filled(c.text);
-  if (n <= cfg.max_len) {
-    const float* logits = m.model->forward(mt.tokens.data(), nullptr, 1, n, false, 0, /*keep_for_backward=*/false);
-    for (int64_t pos : mt.masked_positions) filled[size_t(pos)] = char(argmax_byte(logits + pos * V, V));
+void note_truncated(bool truncated, size_t bytes, int64_t max_len) {
+  if (truncated)
+    std::fprintf(stderr, "linformer: note: the text has %zu bytes; the model read its first %lld (max_len)\n", bytes,
+                 (long long)max_len);
+}
+
+// --text: the answer as plain text, as predict always printed it.
+void predict_one(const PredictCommand& c, Predictor& p) {
+  if (p.objective() == "masked_lm") {
+    print_bytes_line(p.fill_masks({c.text}, c.mask_char[0])[0]);
+  } else if (p.objective() == "causal_lm") {
+    LF_REQUIRE(!c.text.empty(), "--text (the prompt) is empty");
+    print_bytes_line(c.text + p.generate(c.text, c.sampling));
   } else {
-    // Longer than the model: each mask is read from the window of max_len bytes centred on it.
-    for (int64_t pos : mt.masked_positions) {
-      const int64_t start = std::clamp<int64_t>(pos - cfg.max_len / 2, 0, n - cfg.max_len);
-      const float* logits = m.model->forward(mt.tokens.data() + start, nullptr, 1, cfg.max_len, false, 0, /*keep_for_backward=*/false);
-      filled[size_t(pos)] = char(argmax_byte(logits + (pos - start) * V, V));
+    const Classification r = p.classify({c.text})[0];
+    note_truncated(r.truncated, c.text.size(), p.max_len());
+    std::printf("class %lld\n", (long long)r.label);
+    for (size_t k = 0; k < r.probabilities.size(); ++k) std::printf("  p(%zu) = %.4f\n", k, r.probabilities[k]);
+  }
+}
+
+// The JSON objects of a batch of texts, in their order: the line (and the JSONL "id"), then the answer.
+std::vector<json> predict_batch(const PredictCommand& c, Predictor& p, const std::vector<InputText>& batch) {
+  std::vector<std::string> texts;
+  for (const InputText& t : batch) texts.push_back(t.text);
+  std::vector<json> out(batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    out[i] = {{"line", batch[i].line}};
+    if (!batch[i].id.is_null()) out[i]["id"] = batch[i].id;
+  }
+  if (p.objective() == "masked_lm") {
+    const std::vector<std::string> filled = p.fill_masks(texts, c.mask_char[0]);
+    for (size_t i = 0; i < batch.size(); ++i) out[i]["text"] = filled[i];
+  } else if (p.objective() == "causal_lm") {
+    for (size_t i = 0; i < batch.size(); ++i) out[i]["generated"] = p.generate(texts[i], c.sampling);
+  } else {
+    const std::vector<Classification> r = p.classify(texts);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      out[i]["class"] = r[i].label;
+      out[i]["probabilities"] = r[i].probabilities;
+      out[i]["truncated"] = r[i].truncated;
     }
   }
-  print_bytes_line(filled);
+  return out;
 }
 
-// Causal LM: the prompt continued greedily by --generate bytes.
-void continue_prompt(const PredictCommand& c, LoadedModel& m) {
-  const ModelConfig& cfg = m.config;
-  const int64_t V = m.model->logits_per_row();
-  std::vector<int32_t> ids = encode(c.text);
-  LF_REQUIRE(!ids.empty(), "--text (the prompt) is empty");
-  std::string out = c.text;
-  for (int64_t i = 0; i < c.generate; ++i) {
-    const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - cfg.max_len);
-    const int64_t n = int64_t(ids.size()) - start;
-    const float* logits = m.model->forward(ids.data() + start, nullptr, 1, n, false, 0, /*keep_for_backward=*/false);
-    const int32_t next = argmax_byte(logits + (n - 1) * V, V);
-    ids.push_back(next);
-    out.push_back(char(next));
+// Lines of the batch's texts that the model cannot take: each names its line, not its index.
+void check_batch(const PredictCommand& c, const Predictor& p, const std::vector<InputText>& batch,
+                 const std::string& input) {
+  if (p.objective() != "masked_lm") return;
+  for (const InputText& t : batch)
+    if (t.text.find(c.mask_char[0]) == std::string::npos)
+      throw IoError(str_cat(input, ":", t.line, ": the text has no '", c.mask_char,
+                                    "' to fill; mark each byte the model should fill in with '", c.mask_char,
+                                    "' (--mask-char)"));
+}
+
+void predict_file(const PredictCommand& c, Predictor& p) {
+  TextInput in(c.input, /*blank_lines_allowed=*/true);
+  OutputStream out(c.output);
+  BatchProgress progress("predict");
+  // Four batches at a time: enough texts to group by length, few enough to stream.
+  for (std::vector<InputText> batch; !(batch = in.next(size_t(4 * c.batch_size))).empty();) {
+    check_batch(c, p, batch, c.input);
+    for (const json& j : predict_batch(c, p, batch)) out.write_line(json_line(j));
+    out.flush();
+    progress.update(in.texts(), in.fraction_read());
   }
-  print_bytes_line(out);
+  out.commit();
+  progress.finish();
 }
 
-// Classifier: the most likely class of the text (its first max_len bytes) and every class's probability.
-void classify_text(const PredictCommand& c, LoadedModel& m) {
-  const int64_t V = m.model->logits_per_row();
-  std::vector<int32_t> ids = encode(c.text);
-  LF_REQUIRE(!ids.empty(), "--text is empty");
-  if (int64_t(ids.size()) > m.config.max_len) ids.resize(size_t(m.config.max_len));
-  const float* logits = m.model->forward(ids.data(), nullptr, 1, int64_t(ids.size()), false, 0, /*keep_for_backward=*/false);
-  const float mx = *std::max_element(logits, logits + V);
-  double sum = 0;
-  for (int64_t k = 0; k < V; ++k) sum += std::exp(double(logits[k] - mx));
-  const int64_t best = std::max_element(logits, logits + V) - logits;
-  std::printf("class %lld\n", (long long)best);
-  for (int64_t k = 0; k < V; ++k) std::printf("  p(%lld) = %.4f\n", (long long)k, std::exp(double(logits[k] - mx)) / sum);
-}
-
-// What predict does for each training objective (HeadInfo::objective): a head trained on an existing
-// objective needs nothing here.
-const std::map<std::string, void (*)(const PredictCommand&, LoadedModel&)> kPredictions = {
-    {"masked_lm", fill_masks}, {"causal_lm", continue_prompt}, {"classification", classify_text}};
-
-int run_predict(const PredictCommand& c) {
+int run_predict(PredictCommand& c) {
   LF_REQUIRE(c.mask_char.size() == 1, "--mask-char must be a single character, got '", c.mask_char, "'");
   LF_REQUIRE(c.generate >= 0, "--generate must be >= 0, got ", c.generate);
-  LoadedModel m = open_model(c.checkpoint);
-  const std::string& objective = head_info(m.config.task).objective;
-  const auto predict = kPredictions.find(objective);
-  LF_REQUIRE(predict != kPredictions.end(), "predict has no output for the head '", m.config.task,
-             "' (its objective '", objective, "')");
-  build_model(m, 1, std::clamp<int64_t>(int64_t(c.text.size()), 1, m.config.max_len), 0, "predict",
-              "this checkpoint's model is too large for this machine");
-  predict->second(c, m);
+  LF_REQUIRE(c.batch_size > 0, "--batch-size must be positive, got ", c.batch_size);
+  c.sampling.max_new_tokens = c.generate;
+  try {
+    c.sampling.validate();
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(with_flag_names(e.what()));
+  }
+  if (!c.output.empty()) check_writable(c.output, "--output");
+  PredictorOptions options;
+  options.runtime = runtime_options();
+  options.batch_size = c.input.empty() ? 1 : c.batch_size;
+  options.caller = "predict";
+  Predictor p(c.checkpoint, options);
+  if (c.input.empty())
+    predict_one(c, p);
+  else
+    predict_file(c, p);
   return 0;
 }
 
@@ -111,12 +130,29 @@ int run_predict(const PredictCommand& c) {
 
 CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run) {
   auto cmd = std::make_shared<PredictCommand>();
-  CLI::App* sub = app.add_subcommand("predict", "Fill masked characters, classify a text, or continue a prompt");
+  CLI::App* sub = app.add_subcommand("predict", "Fill masked characters, classify texts, or continue a prompt");
   sub->add_option("--checkpoint", cmd->checkpoint, "checkpoint directory, or a run directory (its latest)")->required();
-  sub->add_option("--text", cmd->text, "the input text (MLM: mark characters to fill with the mask character)")->required();
+  CLI::Option* text = sub->add_option("--text", cmd->text, "the input text (MLM: mark characters to fill with the mask character)");
+  CLI::Option* input = sub->add_option("--input", cmd->input,
+                                       "a file of texts: one per line, or JSONL (.jsonl or a first byte '{') with a "
+                                       "\"text\" field; prints a JSON object per text");
+  text->excludes(input);
+  sub->add_option("--output", cmd->output, "--input: write the JSON lines to this file (whole at the end) instead of stdout")
+      ->needs(input);
+  sub->add_option("--batch-size", cmd->batch_size, "--input: texts per forward pass (default 16)");
   sub->add_option("--mask-char", cmd->mask_char, "MLM: the character that marks a masked position (default _)");
   sub->add_option("--generate", cmd->generate, "causal LM: bytes to generate (default 64)");
-  run = [cmd] { return run_predict(*cmd); };
+  sub->add_option("--temperature", cmd->sampling.temperature, "causal LM: sampling temperature, 0 = greedy (default 0.8)");
+  sub->add_option("--top-k", cmd->sampling.top_k, "causal LM: sample from the k most likely bytes, 0 = all (default 0)");
+  sub->add_option("--top-p", cmd->sampling.top_p, "causal LM: sample from the most likely bytes holding this probability (default 0.95)");
+  sub->add_option("--repetition-penalty", cmd->sampling.repetition_penalty,
+                  "causal LM: divide the logits of bytes already in the context by this, 1 = off (default 1)");
+  sub->add_option("--seed", cmd->sampling.seed, "causal LM: the sampling seed; the same seed gives the same text (default 1)");
+  sub->add_option("--stop", cmd->sampling.stop, "causal LM: stop after this string is generated (repeatable)");
+  run = [cmd, text, input] {
+    LF_REQUIRE(text->count() + input->count() == 1, "predict needs --text or --input");
+    return run_predict(*cmd);
+  };
   return sub;
 }
 

@@ -32,6 +32,11 @@ struct AttentionSupport {
   bool key_padding_mask = false;  // per-sample padding of keys in a ragged batch
   bool variable_length = false;   // sequences shorter than max_len
   bool cross_attention = false;   // keys and values from a separate context sequence
+  // A sequence's outputs at its real positions are those of the sequence alone, however much
+  // padding (masked keys) follows it, to rounding: inference may batch texts of different lengths
+  // (linformer/inference.h). False where the padded length moves block, bucket or random-pattern
+  // boundaries. Checked for every kind by AllKinds/EveryKindPredictor.BatchedEqualsOneAtATime.
+  bool padding_invariant = true;
 };
 
 // The options every kind shares; kind-specific options live in AttentionSpec::options.

@@ -17,9 +17,16 @@
 namespace lf {
 namespace {
 
+// The random blocks are drawn for the padded length: a padded text's pattern is not its own.
+AttentionSupport bigbird_support() {
+  AttentionSupport s = sparse_pattern_support();
+  s.padding_invariant = false;
+  return s;
+}
+
 const AttentionKindInfo& bigbird_info() {
   static const AttentionKindInfo info{
-      "bigbird", "BigBird: block-sparse window + global + random blocks, O(n·b·(w + g + r))", sparse_pattern_support()};
+      "bigbird", "BigBird: block-sparse window + global + random blocks, O(n·b·(w + g + r))", bigbird_support()};
   return info;
 }
 

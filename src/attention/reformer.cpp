@@ -63,7 +63,8 @@ const AttentionKindInfo& reformer_info() {
       "reformer",
       "LSH attention (Reformer): shared QK, n_hashes rounds of random-rotation hashing, attention within "
       "chunks of the bucket-sorted sequence, O(n·bucket_size) per round",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
+      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false,
+                       /*padding_invariant=*/false}};  // padded positions take places in the sorted chunks
   return info;
 }
 

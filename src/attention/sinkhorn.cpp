@@ -69,7 +69,8 @@ const AttentionKindInfo& sinkhorn_info() {
   static const AttentionKindInfo info{
       "sinkhorn",
       "sparse Sinkhorn attention: blocks attend to themselves and a learned soft-sorted partner, O(n·(b + n/b))",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false}};
+      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false,
+                       /*padding_invariant=*/false}};  // the sorting blocks are cut from the padded length
   return info;
 }
 

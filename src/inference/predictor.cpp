@@ -59,10 +59,10 @@ struct Predictor::Impl {
   ModelConfig config;
   std::unique_ptr<ParamArena<float>> arena;
   std::unique_ptr<Model<float>> model;
-  bool can_pad = true;  // every layer's kind takes a key padding mask: mixed lengths share a batch
+  bool can_pad = true;  // every layer's kind is padding-invariant: mixed lengths share a batch
 
   // Runs the jobs in batches of up to batch_size, sorted by length (padded to the longest of the
-  // batch, or of one length only where the kinds take no padding mask), and calls
+  // batch, or of one length only where a kind is not padding-invariant), and calls
   // use(job index, logits of its row, final hidden states of its row, padded length n).
   template <class F>
   void run(const std::vector<Job>& jobs, F&& use) {
@@ -121,8 +121,10 @@ Predictor::Predictor(const std::string& path, const PredictorOptions& options) :
   m.dir = ck.dir;
   m.config = ck.config;
   m.objective = head_info(m.config.task).objective;
-  for (const LayerAttention& a : m.config.attention)
-    m.can_pad = m.can_pad && AttentionRegistry::instance().get(a.kind).info.support.key_padding_mask;
+  for (const LayerAttention& a : m.config.attention) {
+    const AttentionSupport& s = AttentionRegistry::instance().get(a.kind).info.support;
+    m.can_pad = m.can_pad && s.key_padding_mask && s.padding_invariant;
+  }
   MemoryEstimate need = estimate_memory(m.config, Workload::Inference, options.batch_size, m.config.max_len, false, 0);
   need.buffers += need.parameters;  // model.safetensors is read whole
   require_memory(need, options.runtime, options.caller,

@@ -200,6 +200,12 @@ class Fixtures {
     ::chmod((dir / "ro_dir").c_str(), 0555);
     write_file(dir / "config_type.json", R"({"model": {"d_model": "wide"}})");
     write_file(dir / "config_train_type.json", R"({"train": {"lr": "fast"}})");
+    // Input files of the batch commands (predict --input, embed --input).
+    write_file(dir / "lines.txt", "th_ cat\nno mask here\n");
+    write_file(dir / "blank_lines.txt", "one\n\ntwo\n");
+    write_file(dir / "long_line.txt", "th_ " + std::string(size_t(1) << 20, 'a') + "\n");
+    write_file(dir / "no_text.jsonl", "{\"text\": \"th_\"}\n{\"txt\": \"th_\"}\n");
+    write_file(dir / "bad.jsonl", "{\"text\": \"th_\"}\n{\"text\": \"d_g\"}\n{\"text\": \"th_\"\n");
     const CliResult r = lf::test::run_linformer(
         "cd '" + dir.string() + "' &&",
         "train --data data.txt --out run --d-model 16 --layers 1 --heads 2 --attention-options '{\"k\": 4}' --steps 2 "
@@ -263,7 +269,9 @@ std::string substitute(std::string text, const std::string& id) {
       {"ckpt_garbage", "ckpt_garbage"}, {"ckpt_config_empty", "ckpt_config_empty"},
       {"ckpt_config_garbage", "ckpt_config_garbage"}, {"ckpt_config_type", "ckpt_config_type"}, {"ckpt_k", "ckpt_k"},
       {"ckpt_heads", "ckpt_heads"}, {"ckpt_zero", "ckpt_zero"}, {"ckpt_huge", "ckpt_huge"}, {"run_f16", "run_f16"},
-      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"}, {"out", ""}};
+      {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"}, {"out", ""},
+      {"lines", "lines.txt"}, {"blank_lines", "blank_lines.txt"}, {"long_line", "long_line.txt"},
+      {"no_text_jsonl", "no_text.jsonl"}, {"bad_jsonl", "bad.jsonl"}};
   std::string out;
   for (size_t i = 0; i < text.size();) {
     const size_t close = text[i] == '{' ? text.find('}', i) : std::string::npos;
@@ -330,7 +338,12 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
         "heads not dividing d", "zero or negative size", "too large for memory"}},
       {"predict",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
-        "zero or negative size", "too large for memory"}},
+        "zero or negative size", "too large for memory", "unwritable output directory", "bad option value",
+        "bad input file"}},
+      {"embed",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
+        "zero or negative size", "too large for memory", "unwritable output directory", "bad option value",
+        "bad input file"}},
       {"info",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
         "heads not dividing d", "zero or negative size"}},

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "linformer/attention.h"
 #include "linformer/checkpoint.h"
 #include "linformer/error.h"
 #include "linformer/inference.h"
@@ -188,8 +189,9 @@ TEST_F(PredictorTest, GenerateIsGreedyAtTemperatureZeroAndRepeatsWithTheSameSeed
   s.seed = 9;
   EXPECT_NE(p.generate("once upon", s), other);
   // A stop string ends it, kept; on_token returning false ends it too.
-  greedy.stop = {g.substr(3, 2)};
-  EXPECT_EQ(p.generate("once upon", greedy), g.substr(0, 5));
+  const std::string stop = g.substr(3, 2);
+  greedy.stop = {stop};
+  EXPECT_EQ(p.generate("once upon", greedy), g.substr(0, g.find(stop) + stop.size()));
   greedy.stop.clear();
   EXPECT_EQ(p.generate("once upon", greedy, [](std::string_view) { return false; }).size(), 1u);
 }
@@ -216,6 +218,46 @@ TEST_F(PredictorTest, WrongUsesAreRefusedWithTheTextIndex) {
   EXPECT_TRUE(mlm.fill_masks({}).empty());
   EXPECT_EQ(mlm.embed({}).rows, 0);
 }
+
+}  // namespace
+}  // namespace lf
+
+namespace lf {
+namespace {
+
+// Every kind, with its default options at max_len 256: a text's embedding is the same in a batch of
+// texts of other lengths as alone. Kinds that declare padding_invariant are batched across lengths
+// (padded), so this checks the declaration; the others are batched by equal length only.
+class EveryKindPredictor : public test::TempDirTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  EveryKindPredictor() : TempDirTest("predictor_kind") {}
+};
+
+TEST_P(EveryKindPredictor, BatchedEqualsOneAtATime) {
+  ModelConfig c = small_config("mlm", GetParam());
+  c.attention = {LayerAttention{GetParam(), json::object()}};
+  c.max_len = 256;
+  try {
+    c.validate();
+  } catch (const InvalidArgument& e) {
+    GTEST_SKIP() << "the kind's defaults do not fit max_len 256: " << e.what();
+  }
+  const std::string ck = save_random(path("ck"), c);
+  // Lengths across the kinds' blocks, chunks and windows (64 and more), different bytes each.
+  std::vector<std::string> texts = kTexts;
+  for (int n : {256, 200, 129, 64, 97}) {
+    std::string t;
+    for (int i = 0; i < n; ++i) t.push_back(char('a' + (i * 7 + n) % 26));
+    texts.push_back(t);
+  }
+  Predictor batched(ck, batch(16)), single(ck, batch(1));
+  const Embeddings a = batched.embed(texts), b = single.embed(texts);
+  for (size_t i = 0; i < a.values.size(); ++i)
+    ASSERT_NEAR(a.values[i], b.values[i], 1e-5 * (1 + std::abs(b.values[i]))) << "text " << i / 16;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllKinds, EveryKindPredictor, ::testing::ValuesIn(AttentionRegistry::instance().names()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace lf
