@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ CLI::App* add_convert_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_spectrum_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_plot_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_embed_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_serve_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
 
@@ -151,16 +153,13 @@ int run(int argc, char** argv) {
                  "layers dynamically quantised, s8 weights per output channel, u8 inputs; needs AVX512-VNNI)")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
 
-  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(9);
-  commands[0].first = add_train_command(app, commands[0].second);
-  commands[1].first = add_eval_command(app, commands[1].second);
-  commands[2].first = add_predict_command(app, commands[2].second);
-  commands[3].first = add_info_command(app, commands[3].second);
-  commands[4].first = add_bench_command(app, commands[4].second);
-  commands[5].first = add_convert_command(app, commands[5].second);
-  commands[6].first = add_spectrum_command(app, commands[6].second);
-  commands[7].first = add_plot_command(app, commands[7].second);
-  commands[8].first = add_embed_command(app, commands[8].second);
+  // Train first: commands[0] is checked against --precision below.
+  using AddCommand = CLI::App* (*)(CLI::App&, std::function<int()>&);
+  constexpr AddCommand kAddCommands[] = {add_train_command,    add_eval_command,  add_predict_command, add_info_command,
+                                         add_bench_command,    add_convert_command, add_spectrum_command, add_plot_command,
+                                         add_embed_command,    add_serve_command};
+  std::vector<std::pair<CLI::App*, std::function<int()>>> commands(std::size(kAddCommands));
+  for (size_t i = 0; i < commands.size(); ++i) commands[i].first = kAddCommands[i](app, commands[i].second);
 
   try {
     app.parse(argc, argv);

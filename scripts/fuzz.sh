@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes the loaders with libFuzzer (+ ASan + UBSan), one target after the other.
+# Fuzzes the loaders and the server's request parser with libFuzzer (+ ASan + UBSan), one target after the other.
 # Usage: scripts/fuzz.sh [seconds-per-target] [target...]
 #   seconds-per-target  default 300 (5 minutes); targets default to all:
-#   safetensors checkpoint config corpus tsv  (see tests/fuzz/fuzz_targets.h)
+#   safetensors checkpoint config corpus tsv serve_request  (see tests/fuzz/fuzz_targets.h)
 # Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_WORK_DIR (scratch: working corpus, artifacts
 # and logs; default a new mktemp -d, never inside the repository), FUZZ_JOBS (build jobs, default 2).
 # Each fuzzer starts from tests/fuzz/corpus/<target>/ and tests/fuzz/regressions/<target>/ (the config
@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_PER_TARGET=${1:-300}
 shift || true
 TARGETS=("$@")
-[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(safetensors checkpoint config corpus tsv)
+[[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=(safetensors checkpoint config corpus tsv serve_request)
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
 WORK_DIR=${FUZZ_WORK_DIR:-$(mktemp -d -t linformer-fuzz.XXXXXX)}
 JOBS=${FUZZ_JOBS:-2}
@@ -24,7 +24,7 @@ JOBS=${FUZZ_JOBS:-2}
 max_len_for() {
   case "$1" in
     safetensors|checkpoint) echo 16384 ;;
-    config) echo 8192 ;;
+    config|serve_request) echo 8192 ;;
     *) echo 65536 ;;
   esac
 }

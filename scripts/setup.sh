@@ -25,6 +25,9 @@ PACKAGES=(
   libgmock-dev
   libbenchmark-dev
   zlib1g-dev
+  # `linformer serve`: the HTTP server library; wrk only for scripts/serve_load.sh (not the tests).
+  libcpp-httplib-dev
+  wrk
   dict-gcide
   # scripts/study.py and the ctest test of it; python3-venv for the report's plots (matplotlib in a venv).
   python3

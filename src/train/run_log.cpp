@@ -172,8 +172,11 @@ std::string format_progress(const ProgressFields& f, int width) {
   if (width <= 0) return text(loss_full, true, true);
   const size_t room = size_t(std::max(width - 1, 1));
   auto bar = [&](size_t cells) {
-    const size_t filled = size_t(frac * double(cells));
-    return "[" + std::string(filled, '#') + std::string(cells - filled, '.') + "] ";
+    const size_t filled = std::min(cells, size_t(std::clamp(frac, 0.0, 1.0) * double(cells)));
+    std::string b = "[";
+    b.append(filled, '#');
+    b.append(cells - filled, '.');
+    return b += "] ";
   };
   constexpr size_t kBarMax = 24, kBarMin = 10, kBarFrame = 3;  // "[", "] "
   const std::string full = text(loss_full, true, true);

@@ -402,6 +402,9 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
         "wrong attention kind", "bad option value", "directory as data file"}},
       {"plot",
        {"missing file", "empty file", "binary garbage", "torn log line", "unwritable output directory", "bad option value"}},
+      {"serve",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
+        "zero or negative size", "too large for memory", "bad option value"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;

@@ -1,6 +1,6 @@
 // The layering of docs/architecture.md, enforced: a file under src/<layer>/ includes only headers of
 // its own layer or of the layers below it (core < cpu < ops < attention < io < model < data < train <
-// analysis < inference). A public header include/linformer/<name> has the layer listed here and includes only
+// analysis < inference < serve). A public header include/linformer/<name> has the layer listed here and includes only
 // other public headers. A new folder under src/ or a new public header must be placed in the order here.
 #include <gtest/gtest.h>
 
@@ -17,7 +17,8 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::map<std::string, int> kLayerRank = {{"core", 0},  {"cpu", 1},  {"ops", 2},   {"attention", 3}, {"io", 4},
-                                               {"model", 5}, {"data", 6}, {"train", 7}, {"analysis", 8}, {"inference", 9}};
+                                               {"model", 5}, {"data", 6}, {"train", 7}, {"analysis", 8}, {"inference", 9},
+                                               {"serve", 10}};
 
 // The layer of each public header: where it lived in src/ before it became public.
 const std::map<std::string, std::string> kPublicHeaderLayer = {

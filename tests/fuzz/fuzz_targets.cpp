@@ -24,6 +24,7 @@
 #include "linformer/model.h"
 #include "linformer/tokenizer.h"
 #include "linformer/trainer.h"
+#include "serve/request.h"
 #include "tiny_model_config.h"
 #include "train/checkpoint_internal.h"
 
@@ -241,12 +242,44 @@ int fuzz_tsv(const uint8_t* data, size_t size) {
   });
 }
 
+// The server's limits in the fuzz target: small, so that inputs reach them.
+serve::RequestLimits fuzz_request_limits() {
+  serve::RequestLimits l;
+  l.max_texts = 4;
+  l.max_text_bytes = 32;
+  l.max_new_tokens = 16;
+  return l;
+}
+
+int fuzz_serve_request(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const auto endpoint = serve::Endpoint(data[0] % serve::kNumEndpoints);
+  const std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);
+  const serve::RequestLimits limits = fuzz_request_limits();
+  return accepted([&] {
+    const serve::Request r = serve::parse_request(endpoint, body, limits);
+    FUZZ_CHECK(!r.texts.empty() && int64_t(r.texts.size()) <= limits.max_texts);
+    FUZZ_CHECK(!r.single || r.texts.size() == 1);
+    for (const std::string& t : r.texts) {
+      FUZZ_CHECK(!t.empty() && int64_t(t.size()) <= limits.max_text_bytes);
+      if (endpoint == serve::Endpoint::predict) FUZZ_CHECK(t.find(r.mask_char) != std::string::npos);
+    }
+    if (endpoint == serve::Endpoint::generate) {
+      r.sampling.validate();  // accepted options are ones the sampler takes
+      FUZZ_CHECK(r.sampling.max_new_tokens >= 1 && r.sampling.max_new_tokens <= limits.max_new_tokens);
+    }
+    // Equal bodies batch together.
+    FUZZ_CHECK(serve::parse_request(endpoint, body, limits).batch_key() == r.batch_key());
+  });
+}
+
 const std::vector<Target>& targets() {
   static const std::vector<Target> all = {{"safetensors", fuzz_safetensors},
                                           {"checkpoint", fuzz_checkpoint},
                                           {"config", fuzz_config},
                                           {"corpus", fuzz_corpus},
-                                          {"tsv", fuzz_tsv}};
+                                          {"tsv", fuzz_tsv},
+                                          {"serve_request", fuzz_serve_request}};
   return all;
 }
 
@@ -387,6 +420,30 @@ std::vector<Seed> seed_corpus(const std::string& target) {
       add("ok-binary.bin", {0, 1, 2, 255, 254, 0x1f, 0x8c, 10, 13});
       add("bad-empty.txt", {});
     }
+    return s;
+  }
+  if (target == "serve_request") {
+    // The first byte picks the endpoint: 0 predict, 1 embed, 2 classify, 3 generate.
+    auto req = [&](std::string name, uint8_t endpoint, std::string_view body) {
+      std::vector<uint8_t> b{endpoint};
+      b.insert(b.end(), body.begin(), body.end());
+      add(std::move(name), b);
+    };
+    req("ok-predict.json", 0, R"({"text": "the c_t sat"})");
+    req("ok-predict-list.json", 0, R"({"texts": ["a#c", "#"], "mask_char": "#"})");
+    req("ok-embed.json", 1, R"({"texts": ["one", "two"], "pooling": "max"})");
+    req("ok-classify.json", 2, R"({"text": "good movie \u00e9t\u00e9"})");
+    req("ok-generate.json", 3,
+        R"({"text": "once", "max_new_tokens": 8, "temperature": 0.7, "top_k": 5, "top_p": 0.9, "repetition_penalty": 1.2, "seed": 7, "stop": ["\n"]})");
+    req("bad-not-json.json", 2, R"({"text": )");
+    req("bad-array.json", 2, R"(["text"])");
+    req("bad-type.json", 1, R"({"texts": [1, 2]})");
+    req("bad-empty-list.json", 1, R"({"texts": []})");
+    req("bad-too-long.json", 2, R"({"text": "0123456789012345678901234567890123456789"})");
+    req("bad-no-mask.json", 0, R"({"text": "nothing to fill"})");
+    req("bad-unknown-field.json", 2, R"({"text": "a", "temperature": 1})");
+    req("bad-top-p.json", 3, R"({"text": "a", "top_p": 0})");
+    req("bad-utf8.json", 2, "{\"text\": \"\xff\"}");
     return s;
   }
   throw InvalidArgument(str_cat("no fuzz target named '", target, "'"));

@@ -1,5 +1,5 @@
-// libFuzzer targets for the loaders, one per input format. Each feeds the bytes to the loader the way
-// the tool reads that file and returns 1 when the loader accepts them, 0 when it refuses them with
+// libFuzzer targets for the loaders, one per input format, and for the server's request parser. Each
+// feeds the bytes to the loader the way the tool reads that file and returns 1 when the loader accepts them, 0 when it refuses them with
 // lf::Error (the clean refusal). Anything else is a bug the fuzzer reports: another exception type
 // escapes, a check in the target aborts, or a sanitizer fires. The fuzzer mains (fuzz/fuzz_*.cpp) and
 // the normal test binary (test_fuzz_inputs.cpp, over the seed corpus and the regression inputs) both
@@ -17,6 +17,7 @@ int fuzz_checkpoint(const uint8_t* data, size_t size);   // model.safetensors ag
 int fuzz_config(const uint8_t* data, size_t size);       // config.json; {"model":…, "train":…} files
 int fuzz_corpus(const uint8_t* data, size_t size);       // corpus bytes (plain or gzip), tokenizer
 int fuzz_tsv(const uint8_t* data, size_t size);          // classification TSV (plain or gzip)
+int fuzz_serve_request(const uint8_t* data, size_t size); // a `linformer serve` request body (first byte: endpoint)
 
 struct Target {
   const char* name;
