@@ -1,5 +1,6 @@
 #include "linformer/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <tuple>
@@ -10,6 +11,9 @@
 #include "model/head.h"
 
 namespace lf {
+
+// Version 2 (2026-12-07): Linformer's unset k is max_len / 4 within [16, 256] (version 1: min(256, max_len)).
+constexpr int64_t kConfigVersion = 2;
 
 namespace {
 std::string linear_output_heads() {  // "mlm, clm": the heads output_head "linear" may replace
@@ -95,7 +99,7 @@ void ModelConfig::validate() const {
 json ModelConfig::to_json() const {
   json layers = json::array();
   for (const LayerAttention& a : attention) layers.push_back({{"kind", a.kind}, {"options", a.options}});
-  json j = {{"format", "linformer-model"}, {"version", 1},
+  json j = {{"format", "linformer-model"}, {"version", kConfigVersion},
             {"task", task}, {"vocab_size", vocab_size}, {"d_model", d_model},
             {"n_layers", n_layers}, {"n_heads", n_heads}, {"d_ff", d_ff}, {"max_len", max_len},
             {"pre_ln", pre_ln}, {"dropout_embedding", dropout_embedding}, {"dropout_attention", dropout_attention},
@@ -152,8 +156,9 @@ ModelConfig ModelConfig::from_json(const json& j) {
       "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "position", "conv_kernel",
       "scale_tied_output", "final_norm", "output_head", "attention", "n_classes", "pooling", "class_names"};
   for (const auto& [k, v] : j.items()) LF_REQUIRE(known.count(k), "model config: unknown key '", k, "'");
-  LF_REQUIRE(field<int64_t>(j, "version", 1) == 1, "model config: unsupported version ", j.at("version").dump(),
-             " (this build reads version 1)");
+  const int64_t version = field<int64_t>(j, "version", kConfigVersion);
+  LF_REQUIRE(version >= 1 && version <= kConfigVersion, "model config: unsupported version ", j.at("version").dump(),
+             " (this build reads versions 1 to ", kConfigVersion, ")");
   ModelConfig c;
   c.task = field<std::string>(j, "task", c.task);  // validate() checks it against the head registry
   c.vocab_size = field(j, "vocab_size", c.vocab_size);
@@ -191,6 +196,11 @@ ModelConfig ModelConfig::from_json(const json& j) {
     }
     LF_REQUIRE(!c.attention.empty(), "model config: 'attention' is empty");
   }
+  // A checkpoint's config of version 1 was written when Linformer's unset k meant min(256, max_len):
+  // its E and F were made with that k, so it keeps it (a hand-written config has no "format").
+  if (version == 1 && j.contains("format"))
+    for (LayerAttention& a : c.attention)
+      if (a.kind == "linformer" && !a.options.contains("k")) a.options["k"] = std::min<int64_t>(256, c.max_len);
   c.validate();
   return c;
 }

@@ -405,5 +405,27 @@ TEST(ModelConfig, JsonRoundTripAndSingleAttentionEntry) {
   EXPECT_EQ(one.attention_spec(2).prefix, "layers.2.attn.");
 }
 
+
+// Linformer's default k changed with config version 2: a version-1 checkpoint config without k keeps
+// the k its weights were made with, min(256, max_len); a current or hand-written one gets the new default.
+TEST(ModelConfig, VersionOneCheckpointConfigKeepsItsLinformerK) {
+  json j = {{"format", "linformer-model"}, {"version", 1}, {"d_model", 16}, {"n_heads", 2}, {"max_len", 128},
+            {"n_layers", 2}, {"attention", {{"kind", "linformer"}}}};
+  const ModelConfig old = ModelConfig::from_json(j);
+  ASSERT_EQ(old.attention.size(), 1u) << "one entry for every layer";
+  EXPECT_EQ(old.attention[0].options.value("k", -1), 128);
+  j["version"] = 2;
+  EXPECT_FALSE(ModelConfig::from_json(j).attention[0].options.contains("k"));
+  j.erase("format");
+  j["version"] = 1;
+  EXPECT_FALSE(ModelConfig::from_json(j).attention[0].options.contains("k")) << "a hand-written config is not a checkpoint's";
+  j["attention"] = {{"kind", "linformer"}, {"options", {{"k", 8}}}};
+  j["format"] = "linformer-model";
+  EXPECT_EQ(ModelConfig::from_json(j).attention[0].options["k"], 8) << "an explicit k is kept";
+  EXPECT_EQ(ModelConfig::from_json(old.to_json()).to_json()["version"], 2);
+  j["version"] = 3;
+  EXPECT_THROW(ModelConfig::from_json(j), InvalidArgument);
+}
+
 }  // namespace
 }  // namespace lf
