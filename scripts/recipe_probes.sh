@@ -41,13 +41,24 @@ PROBES=(
 )
 
 echo "name,steps,batch,seq_len,lr,flags,train_loss_step50,valid_bits_per_byte,valid_accuracy,tokens_per_s,elapsed_s" > "$CSV"
+# The probes were run when train's defaults were learned positions, no convolution and no output
+# scaling: a probe that leaves one of them out gets that old default, so each keeps its meaning.
+with_probe_defaults() {
+  local f="$1"
+  [[ $f == *--position* ]] || f+=" --position learned"
+  [[ $f == *--conv-kernel* ]] || f+=" --conv-kernel 0"
+  [[ $f == *scale-tied-output* ]] || f+=" --no-scale-tied-output"
+  echo "$f"
+}
+
 for p in "${PROBES[@]}"; do
   IFS='|' read -r name steps batch lr flags <<< "$p"
   dir="$OUT/$name"
+  run_flags=$(with_probe_defaults "$flags")
   if ! grep -q '"type":"summary"' "$dir/log.jsonl" 2>/dev/null; then
     rm -rf "$dir"
     echo "recipe_probes: $name"
-    eval "\"$BIN\" train ${BASE[*]@Q} --out \"$dir\" --steps $steps --batch-size $batch --lr $lr --warmup $((steps / 6)) $flags" \
+    eval "\"$BIN\" train ${BASE[*]@Q} --out \"$dir\" --steps $steps --batch-size $batch --lr $lr --warmup $((steps / 6)) $run_flags" \
       > "$OUT/$name.log" 2>&1
   fi
   eval_json=""

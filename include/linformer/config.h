@@ -29,10 +29,10 @@ inline constexpr int64_t kMaxConvKernel = 4096;             // conv_kernel
 struct ModelConfig {
   std::string task = "mlm";  // the head: a name in HeadRegistry (mlm, clm, classify, ...)
   int64_t vocab_size = kVocabSize;  // the byte tokenizer: 256 bytes + PAD, MASK, BOS, EOS
-  int64_t d_model = 256;
+  int64_t d_model = 128;
   int64_t n_layers = 4;
   int64_t n_heads = 4;
-  int64_t d_ff = 1024;
+  int64_t d_ff = 512;
   int64_t max_len = 512;
   bool pre_ln = true;  // false: post-LN (the original Transformer / BERT)
   double dropout_embedding = 0.1;

@@ -30,7 +30,7 @@ struct TrainOptions {
   double test_fraction = 0.01;
   std::string run_dir;              // checkpoints/, log.jsonl; required
   int64_t batch_size = 16;
-  int64_t seq_len = 256;            // n; at most the model's max_len
+  int64_t seq_len = 128;            // n; at most the model's max_len
   int64_t grad_accum = 1;           // micro-batches per optimizer step
   int64_t steps = 1000;
   int64_t warmup_steps = 100;

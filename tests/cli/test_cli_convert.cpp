@@ -31,7 +31,7 @@ TEST(CliConvert, ExactToLinformerThenResumeEvalPredict) {
     return lf::test::run_linformer("cd '" + dir.string() + "' &&", args, (dir / "stderr.txt").string());
   };
   lf::test::CliResult r = run(
-      "train --data data.txt --out exact --attention flash --d-model 16 --layers 1 --heads 2 --seq-len 16 --steps 2 "
+      "train --data data.txt --out exact --attention flash --position learned --d-model 16 --layers 1 --heads 2 --seq-len 16 --steps 2 "
       "--warmup 1 --batch-size 2 --eval-batches 1 --valid-fraction 0.1 --test-fraction 0.1");
   ASSERT_EQ(r.status, 0) << r.err;
 
