@@ -71,18 +71,19 @@ std::string check_threads(std::string& value) {
 
 // libgomp's idle threads spin-wait GOMP_SPINCOUNT rounds (300 000 unless OMP_WAIT_POLICY says
 // otherwise: milliseconds) before they sleep. On cores other processes share, a spinning worker takes
-// the core the thread it waits for needs, and a parallel region can cost a scheduler slice. 10 000
-// rounds (the earlier choice) beat libgomp's default on a busy machine for the 6-layer step at n = 4096
-// (docs/benchmarks.md, "Small ops and threads"), but a small model's many short regions still lost to
-// them: with a busy loop on one of 2 cores (load 7-14) the default thread count ran a small step
-// 1.7-2.3x slower than --threads 1, and passive waiting (no spin: a futex wake per region) ran it
-// faster than --threads 1 (scripts/contention_probe.sh; docs/cli.md, "Spin-waiting"). libgomp reads the
-// variables when it loads, before main, so the CLI re-executes itself once with
-// OMP_WAIT_POLICY=passive unless the user set either variable (which keeps the user's choice). If the
+// the core the thread it waits for needs, and a parallel region can cost a scheduler slice; passive
+// waiting (no spin) pays a futex wake per region instead. On 2 quiet Zen 4 cores (small training step,
+// n = 256, d = 128; scripts/contention_probe.sh, docs/cli.md "Spin-waiting"): idle, 1000 spins took
+// 22.8 ms against 40.0 passive and 37.7 at --threads 1; with a busy loop on one core, 66.9 against
+// 42.3 passive, 38.0 at --threads 1, 145 at 10 000 spins (the earlier choice). A larger step (n = 512,
+// d = 256): idle 142 ms (1000) / 183 (passive) / 264 (1 thread); busy 301 / 271 / 261 (10 000: 515).
+// So 1000 spins: the fastest idle, and within 1.2-1.8x of one thread when a core is taken. libgomp
+// reads the variables when it loads, before main, so the CLI re-executes itself once with
+// GOMP_SPINCOUNT=1000 unless the user set either variable (which keeps the user's choice). If the
 // re-execution fails, it runs as it is.
-void prefer_passive_waits(char** argv) {
+void prefer_short_spin_waits(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
-  if (setenv("OMP_WAIT_POLICY", "passive", 0) != 0) return;
+  if (setenv("GOMP_SPINCOUNT", "1000", 0) != 0) return;
   execv("/proc/self/exe", argv);
 }
 
@@ -128,7 +129,7 @@ std::string unknown_flag_message(const CLI::App& app, const CLI::App* sub, int a
 }
 
 int run(int argc, char** argv) {
-  prefer_passive_waits(argv);
+  prefer_short_spin_waits(argv);
   keep_freed_memory_for_reuse();
   CLI::App app{"Linformer: self-attention with linear complexity, on the CPU.", "linformer"};
   app.set_version_flag("--version", std::string("linformer ") + LINFORMER_VERSION + " (GEMM: " + ops::matmul_backend() + ")");
