@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -51,6 +52,19 @@ inline std::vector<std::string> split_lines(const std::string& text) {
   std::istringstream s(text);
   for (std::string line; std::getline(s, line);) out.push_back(line);
   return out;
+}
+
+// A file's bytes, written or read whole (the fixtures and outputs of the CLI tests).
+inline void write_file(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f << bytes;
+}
+
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
 }
 
 }  // namespace lf::test

@@ -27,6 +27,8 @@
 namespace {
 
 namespace fs = std::filesystem;
+using lf::test::read_file;
+using lf::test::write_file;
 using json = nlohmann::json;
 using lf::test::CliResult;
 
@@ -106,18 +108,6 @@ const Table& table() {
 }
 
 std::vector<TableRow> rows_or_empty() { return table().error.empty() ? table().rows : std::vector<TableRow>{}; }
-
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // Deterministic bytes without tab or newline (so a TSV reader stops at "no tab" on line 1), starting
 // with 0xff bytes (so a safetensors header length is far beyond the limit).

@@ -26,20 +26,10 @@ namespace lf {
 namespace {
 
 namespace fs = std::filesystem;
+using test::read_file;
+using test::write_file;
 using test::CliResult;
 using test::split_lines;
-
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // What a string becomes in predict's JSON: invalid UTF-8 replaced by U+FFFD.
 std::string as_json_text(const std::string& s) {

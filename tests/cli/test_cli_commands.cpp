@@ -27,16 +27,12 @@
 namespace {
 
 namespace fs = std::filesystem;
+using lf::test::write_file;
 
 using lf::test::CliResult;
 using lf::test::split_lines;
 
 bool contains(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
-
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-}
 
 // Runs `cd dir && LINFORMER_CLI_PATH args`; args are shell words (quote JSON).
 CliResult run_in(const fs::path& dir, const std::string& args) {

@@ -24,22 +24,12 @@
 namespace {
 
 namespace fs = std::filesystem;
+using lf::test::read_file;
+using lf::test::write_file;
 using lf::test::CliResult;
 using nlohmann::json;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f << bytes;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 std::string words(size_t bytes) {
   static const char* w[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "park", "home"};
