@@ -122,6 +122,11 @@ int run_train(const CLI::App& app, const TrainCommand& c) {
       model_file["model"]["class_names"] = classes;
     }
     config = c.model.resolve(app, model_file);
+    // A new masked LM also learns texts shorter than its sequences, which predict runs at their own
+    // length: without short crops the default model filled every mask of a short sentence with a space.
+    if (head_info(config.task).objective == "masked_lm" && app.get_option("--short-seq-prob")->count() == 0 &&
+        !file.value("train", json::object()).contains("short_seq_prob"))
+      opt.short_seq_prob = 0.1;
   }
   // Progress on stderr: a bar on a terminal, a line every log_every steps otherwise.
   std::unique_ptr<Progress> progress;
