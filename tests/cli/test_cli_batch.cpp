@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_runner.h"
+#include "tiny_model_config.h"
 #include "io/safetensors.h"
 #include "linformer/checkpoint.h"
 #include "linformer/inference.h"
@@ -37,21 +38,7 @@ std::string as_json_text(const std::string& s) {
 }
 
 void save_random(const fs::path& dir, const std::string& task, const std::string& kind) {
-  ModelConfig c;
-  c.task = task;
-  c.vocab_size = kVocabSize;
-  c.d_model = 16;
-  c.n_layers = 1;
-  c.n_heads = 2;
-  c.d_ff = 32;
-  c.max_len = 24;
-  c.attention = {kind == "linformer" ? LayerAttention{kind, json{{"k", 8}}} : LayerAttention{kind, json::object()}};
-  if (task == "classify") c.n_classes = 3;
-  ParamArena<float> arena;
-  Model<float> model(c, arena);
-  arena.allocate(false);
-  arena.initialize(3);
-  save_checkpoint(dir.string(), c, arena, nullptr, json::object());
+  test::save_random_checkpoint(dir.string(), test::small_byte_model_config(task, kind, 1, 24), 3);
 }
 
 class CliBatch : public test::TempDirTest {

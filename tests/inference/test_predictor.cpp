@@ -15,31 +15,18 @@
 #include "linformer/tokenizer.h"
 #include "linformer/tokens.h"
 #include "test_util.h"
+#include "tiny_model_config.h"
 
 namespace lf {
 namespace {
 
 // A byte-vocabulary model small enough for a test: 2 layers of d 16, max_len 32.
 ModelConfig small_config(const std::string& task, const std::string& kind = "linformer") {
-  ModelConfig c;
-  c.task = task;
-  c.vocab_size = kVocabSize;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.d_ff = 32;
-  c.max_len = 32;
-  c.attention = {kind == "linformer" ? LayerAttention{kind, json{{"k", 8}}} : LayerAttention{kind, json::object()}};
-  if (task == "classify") c.n_classes = 3;
-  return c;
+  return test::small_byte_model_config(task, kind, 2, 32);
 }
 
 std::string save_random(const std::string& dir, const ModelConfig& c, uint64_t seed = 5) {
-  ParamArena<float> arena;
-  Model<float> model(c, arena);
-  arena.allocate(false);
-  arena.initialize(seed);
-  save_checkpoint(dir, c, arena, nullptr, json::object());
+  test::save_random_checkpoint(dir, c, seed);
   return dir;
 }
 
