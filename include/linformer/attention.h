@@ -72,6 +72,26 @@ struct AttentionInput {
   int64_t kv_len() const { return context ? m : n; }
 };
 
+// ---- incremental decoding --------------------------------------------------------------------------
+// What one causal self-attention layer keeps between decoding steps of B sequences that advance
+// together: a KV cache, a ring buffer of the last positions, a recurrent state, compressed blocks
+// (Attention::begin_decode makes it; docs/generation.md lists each kind's).
+template <class T>
+class DecodeState {
+ public:
+  virtual ~DecodeState() = default;
+  int64_t B = 0;       // sequences decoded together
+  int64_t length = 0;  // positions each sequence has consumed so far (decode() advances it)
+  // Bytes the state holds now: the cache memory the generation benchmark reports.
+  virtual double bytes() const = 0;
+};
+
+// How a kind's decode() works. kRecompute is the fallback every kind has: the state keeps the layer's
+// input and each call reruns forward() over the whole prefix (O(t) work per token for a linear kind,
+// O(t²) for an exact one), correct for any kind whose causal outputs do not depend on the total length.
+enum class DecodeMechanism { kRecompute, kKvCache, kWindow, kRecurrent, kCompressed };
+const char* decode_mechanism_name(DecodeMechanism m);  // "recompute", "kv_cache", ...
+
 template <class T>
 class Attention {
  public:
@@ -101,6 +121,17 @@ class Attention {
   // with the 0-based step, and again after a resume. A kind whose state follows the training
   // schedule (Performer's periodic feature redraw) acts on it; the default does nothing.
   virtual void set_training_step(int64_t step) {}
+
+  // Incremental decoding, for a layer built causal (the caller checks; the model refuses a head that
+  // is not causal). begin_decode(B, d) starts B empty sequences (d: the layer's d_model, checked). decode(state, x, n_new, out) appends
+  // x (B, n_new, d) — the next n_new positions of each sequence — and writes their outputs out
+  // (B, n_new, d): to rounding, rows [state.length, state.length + n_new) of an inference forward()
+  // over the whole prefix. n_new > 1 (a prompt's prefill) runs in parallel. No dropout, no key
+  // padding, nothing kept for a backward; the caller keeps state.length + n_new <= max_len. The
+  // defaults are the kRecompute fallback (src/attention/decode.cpp).
+  virtual DecodeMechanism decode_mechanism() const { return DecodeMechanism::kRecompute; }
+  virtual std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model);
+  virtual void decode(DecodeState<T>& state, const T* x, int64_t n_new, T* out);
 };
 
 struct AttentionKindInfo {

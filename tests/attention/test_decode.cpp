@@ -1,0 +1,140 @@
+// What every causal kind must satisfy with its default options, for generation: no output at a
+// position t moves when a later input changes (bitwise, float and double); the output at t does not
+// depend on how long the sequence is; and incremental decoding (Attention::decode) — a prompt's
+// prefill, then one position at a time, then a chunk — gives the outputs of the parallel forward over
+// the same prefix, to rounding, with the decoding mechanism docs/generation.md lists for the kind.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "attention/attention_test_util.h"
+
+namespace lf {
+namespace {
+
+using test::AttentionCase;
+
+std::vector<std::string> causal_kinds() {
+  std::vector<std::string> kinds;
+  for (const AttentionFactory& f : AttentionRegistry::instance().entries())
+    if (f.info.support.causal) kinds.push_back(f.info.name);
+  return kinds;
+}
+
+AttentionCase causal_case(const std::string& kind, int64_t n, int64_t max_len, json options = json::object()) {
+  AttentionCase c;
+  c.kind = kind;
+  c.options = std::move(options);
+  c.dims = AttentionDims{16, 2, max_len, /*causal=*/true, 0.0};
+  c.B = 2;
+  c.n = n;
+  return c;
+}
+
+class EveryCausalKind : public testing::TestWithParam<std::string> {};
+
+TEST_P(EveryCausalKind, OutputsIgnoreTheFutureBitwise) {
+  if (GetParam() == "performer") GTEST_SKIP() << "TODO(#17): its key stabiliser is a max over every key";
+  test::expect_outputs_ignore_the_future<float>(causal_case(GetParam(), 24, 24));
+  test::expect_outputs_ignore_the_future<double>(causal_case(GetParam(), 24, 24));
+}
+
+// A short sequence's outputs are those of its positions inside a longer one (to rounding: a product
+// over fewer rows may block differently), so a prefix decoded at length t is what training saw.
+TEST_P(EveryCausalKind, OutputsIndependentOfTheTotalLength) {
+  if (GetParam() == "reformer") GTEST_SKIP() << "TODO(#17): its bucket count follows each call's n";
+  // 160 positions: past the kinds' default block, bucket and window sizes.
+  for (const int64_t part : {1, 7, 37, 64, 100, 159}) {
+    SCOPED_TRACE(str_cat("prefix ", part, " of 160"));
+    const auto r = test::prefix_outputs<double>(causal_case(GetParam(), 160, 160), causal_case(GetParam(), part, 160));
+    EXPECT_LE(test::max_rel_error(r.part.data(), r.full.data(), int64_t(r.full.size())), 1e-10);
+  }
+}
+
+// Options whose window, block or bucket is a few positions, so that a 48-position decode passes
+// through several of them (the defaults follow max_len and may cover it whole).
+json small_options(const std::string& kind) {
+  static const std::map<std::string, json> options = {
+      {"local", {{"window", 5}}},        {"longformer", {{"window", 4}}}, {"global", {{"window", 3}}},
+      {"strided", {{"stride", 4}}},      {"bigbird", {{"block", 4}}},     {"reformer", {{"bucket_size", 8}}},
+      {"sinkhorn", {{"block", 8}}},      {"aft_local", {{"window", 6}}},  {"aft_conv", {{"window", 3}}},
+      {"linear", {{"chunk", 8}}},        {"performer", {{"chunk", 8}}},
+  };
+  const auto it = options.find(kind);
+  return it == options.end() ? json::object() : it->second;
+}
+
+// Decodes the rig's input in chunks of `schedule` positions and compares each chunk's outputs with
+// the parallel forward's rows.
+template <class T>
+void expect_decode_matches_forward(const std::string& kind, const json& options, const std::vector<int64_t>& schedule,
+                                   double tol) {
+  int64_t n = 0;
+  for (int64_t c : schedule) n += c;
+  const AttentionCase c = causal_case(kind, n, n, options);
+  SCOPED_TRACE(test::describe(c));
+  test::AttentionRig<T> rig(c);
+  rig.forward(c);
+  const int64_t B = c.B, d = c.dims.d_model;
+  std::unique_ptr<DecodeState<T>> state = rig.layer->begin_decode(B, d);
+  ASSERT_TRUE(state != nullptr);
+  int64_t t = 0;
+  for (const int64_t step : schedule) {
+    SCOPED_TRACE(str_cat("positions ", t, "..", t + step - 1));
+    std::vector<T> x(size_t(B * step * d)), out(x.size()), want(x.size());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < step * d; ++i) {
+        x[size_t(b * step * d + i)] = rig.x[size_t((b * n + t) * d + i)];
+        want[size_t(b * step * d + i)] = rig.out[size_t((b * n + t) * d + i)];
+      }
+    rig.layer->decode(*state, x.data(), step, out.data());
+    ASSERT_EQ(state->length, t + step);
+    ASSERT_LE(test::max_rel_error(out.data(), want.data(), int64_t(out.size())), tol);
+    EXPECT_GT(state->bytes(), 0.0);
+    t += step;
+  }
+}
+
+TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
+  if (GetParam() == "reformer") GTEST_SKIP() << "TODO(#17): its bucket count follows each call's n";
+  // A 5-position prompt, 20 single steps, a chunk of 4, single steps, a chunk of 9, single steps: 48.
+  std::vector<int64_t> schedule = {5};
+  schedule.insert(schedule.end(), 20, 1);
+  schedule.push_back(4);
+  schedule.insert(schedule.end(), 6, 1);
+  schedule.push_back(9);
+  schedule.insert(schedule.end(), 4, 1);
+  for (const json& options : {json::object(), small_options(GetParam())}) {
+    expect_decode_matches_forward<double>(GetParam(), options, schedule, 1e-10);
+    expect_decode_matches_forward<float>(GetParam(), options, schedule, 1e-4);
+    expect_decode_matches_forward<double>(GetParam(), options, {48}, 1e-10);                        // prefill only
+    expect_decode_matches_forward<double>(GetParam(), options, std::vector<int64_t>(48, 1), 1e-10);  // token by token
+  }
+}
+
+// The mechanism each kind decodes with (docs/generation.md's table): kRecompute only where the kind
+// cannot be incremental.
+TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
+  static const std::map<std::string, DecodeMechanism> expected = {};
+  const AttentionCase c = causal_case(GetParam(), 8, 8);
+  test::AttentionRig<float> rig(c);
+  const auto it = expected.find(GetParam());
+  const DecodeMechanism want = it == expected.end() ? DecodeMechanism::kRecompute : it->second;
+  EXPECT_STREQ(decode_mechanism_name(rig.layer->decode_mechanism()), decode_mechanism_name(want));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCausalKinds, EveryCausalKind, testing::ValuesIn(causal_kinds()),
+                         [](const testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// The fallback's own checks: a state from another layer, and an empty step.
+TEST(Decode, RefusesAForeignStateAndAnEmptyStep) {
+  const AttentionCase c = causal_case("synthesizer", 8, 8);
+  test::AttentionRig<float> a(c), b(c);
+  auto state = a.layer->begin_decode(2, 16);
+  std::vector<float> x(2 * 16), out(x.size());
+  EXPECT_THROW(a.layer->decode(*state, x.data(), 0, out.data()), InvalidArgument);
+  EXPECT_THROW(a.layer->begin_decode(0, 16), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace lf
