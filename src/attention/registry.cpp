@@ -8,6 +8,7 @@ namespace lf {
 // One line per built-in kind; each is defined in its own file under src/attention/.
 void register_full_attention(AttentionRegistry&);
 void register_linformer_attention(AttentionRegistry&);
+void register_causal_linformer_attention(AttentionRegistry&);
 void register_flash_attention(AttentionRegistry&);
 void register_local_attention(AttentionRegistry&);
 void register_strided_attention(AttentionRegistry&);
@@ -32,6 +33,7 @@ AttentionRegistry& AttentionRegistry::instance() {
   return first_use_instance<AttentionRegistry>([](AttentionRegistry& r) {
     register_full_attention(r);
     register_linformer_attention(r);
+    register_causal_linformer_attention(r);
     register_flash_attention(r);
     register_local_attention(r);
     register_strided_attention(r);
@@ -63,11 +65,19 @@ void validate_dims(const AttentionDims& dims) {
 
 namespace {
 
+// The end of a refusal of causal masking: the kind's causal form where the registry has one
+// (`causal_<kind>`), else exact attention.
+std::string causal_hint(const std::string& kind) {
+  const std::string alt = "causal_" + kind;
+  if (AttentionRegistry::instance().has(alt)) return str_cat("; use '", alt, "', its causal form");
+  return "; use e.g. 'full'";
+}
+
 // The checks every kind shares; returns the spec with a null ("no") options replaced by {}.
 AttentionSpec checked_spec(const AttentionSpec& spec, const AttentionFactory& f) {
   validate_dims(spec.dims);
   LF_REQUIRE(!spec.dims.causal || f.info.support.causal, "attention kind '", spec.kind,
-             "' does not support causal masking");
+             "' does not support causal masking", causal_hint(spec.kind));
   AttentionSpec s = spec;
   if (s.options.is_null()) s.options = json::object();
   LF_REQUIRE(s.options.is_object(), "options of attention kind '", spec.kind, "' must be a JSON object");

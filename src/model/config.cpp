@@ -86,7 +86,9 @@ void ModelConfig::validate() const {
     if (head.info.causal) {
       const AttentionFactory& f = AttentionRegistry::instance().get(s.kind);
       LF_REQUIRE(f.info.support.causal, "a causal LM needs causal attention, but kind '", s.kind, "' (layer ", i,
-                 ") does not support it; use e.g. 'full'");
+                 ") does not support it; use ",
+                 AttentionRegistry::instance().has("causal_" + s.kind) ? "'causal_" + s.kind + "', its causal form"
+                                                                        : std::string("e.g. 'full'"));
     }
     try {
       validate_attention(s);

@@ -59,6 +59,7 @@ json small_options(const std::string& kind) {
       {"strided", {{"stride", 4}}},      {"bigbird", {{"block", 4}}},     {"reformer", {{"bucket_size", 8}}},
       {"sinkhorn", {{"block", 8}}},      {"aft_local", {{"window", 6}}},  {"aft_conv", {{"window", 3}}},
       {"linear", {{"chunk", 8}}},        {"performer", {{"chunk", 8}}},
+      {"causal_linformer", {{"block", 4}, {"slots", 2}, {"window_blocks", 1}, {"max_blocks", 3}}},
   };
   const auto it = options.find(kind);
   return it == options.end() ? json::object() : it->second;
@@ -115,7 +116,9 @@ TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
 // The mechanism each kind decodes with (docs/generation.md's table): kRecompute only where the kind
 // cannot be incremental.
 TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
-  static const std::map<std::string, DecodeMechanism> expected = {};
+  static const std::map<std::string, DecodeMechanism> expected = {
+      {"causal_linformer", DecodeMechanism::kCompressed},
+  };
   const AttentionCase c = causal_case(GetParam(), 8, 8);
   test::AttentionRig<float> rig(c);
   const auto it = expected.find(GetParam());

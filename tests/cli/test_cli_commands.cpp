@@ -161,7 +161,7 @@ TEST_F(CliCommands, BadInputEndsInOneClearErrorLine) {
       {"train --data small.txt --out r --attention bogus", 2, "bogus", false},
       {"train --data small.txt --out r --max-len 64 --attention-options '{\"k\": 1000}'", 2, "'k'", false},
       {"train --data small.txt --out r --attention-options 'not json'", 2, "--attention-options", false},
-      {"train --data small.txt --out r --task clm", 2, "causal", false},
+      {"train --data small.txt --out r --task clm", 2, "use 'causal_linformer'", false},
       {"train --data small.txt --out r --config nosuch.json", 1, "nosuch.json", false},
       {"train --data small.txt --out r --config badjson.json", 2, "not valid JSON", false},
       {"train --data small.txt --out r --config unknownkey.json", 2, "'training'", false},
@@ -609,6 +609,26 @@ TEST_F(CliCommands, ClassifierCheckpointWithoutALabelMapStillLoads) {
   const nlohmann::json resumed = nlohmann::json::parse(std::ifstream(latest_of("legacy_run") / "config.json"));
   EXPECT_FALSE(resumed.contains("class_names")) << resumed.dump();
   EXPECT_EQ(resumed["n_classes"], 2);
+}
+
+// The causal Linformer trains a causal LM from the command line, and its checkpoint evaluates; plain
+// `linformer` is refused for it with a message naming causal_linformer (the bad-input table too).
+TEST_F(CliCommands, TrainsACausalLmWithTheCausalLinformer) {
+  const CliResult r = run_in(dir_, "train --task clm --attention causal_linformer --attention-options "
+                                   "'{\"block\": 4, \"slots\": 2, \"max_blocks\": 2}' --d-model 16 --layers 1 --heads 2"
+                                   " --data small.txt --out clinrun --steps 5 --warmup 1 --batch-size 2 --seq-len 16"
+                                   " --eval-batches 1 --valid-fraction 0.1 --test-fraction 0.1");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream f(dir_ / "clinrun" / "checkpoints" / "step-00000005" / "config.json");
+  ASSERT_TRUE(f.good()) << r.out;
+  const nlohmann::json config = nlohmann::json::parse(f);
+  EXPECT_EQ(config["attention"][0].at("kind").get<std::string>(), "causal_linformer") << config.dump();
+  const CliResult e = run_in(dir_, "eval --checkpoint clinrun --json");
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_TRUE(std::isfinite(nlohmann::json::parse(e.out).at("loss").get<double>())) << e.out;
+  const CliResult refused = run_in(dir_, "train --task clm --attention linformer --data small.txt --out linrun --steps 1");
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_TRUE(contains(refused.err, "use 'causal_linformer', its causal form")) << refused.err;
 }
 
 // `eval --split` is honoured for the language models too: train, valid and test are different text.
