@@ -184,6 +184,18 @@ TEST(CausalLinformer, NeverReadsTheFuture) {
   test::expect_outputs_ignore_the_future<double>(test::with_dropout(clin_case({}, 13)));
 }
 
+// NaN and huge values at padded positions (inside compressed blocks and windows) change no real
+// position's output: padded keys and values are selected away before compression.
+TEST(CausalLinformer, PaddingGarbageDoesNotLeak) {
+  for (const char* compression : {"learned", "mean"})
+    for (const bool causal : {true, false}) {
+      const AttentionCase c = padded(clin_case({{"compression", compression}, {"window_blocks", 0}, {"max_blocks", 2},
+                                                {"qkv_bias", true}}, 13, causal));
+      test::expect_padded_positions_have_no_influence<float>(c, test::nan_or(1e30));
+      test::expect_padded_positions_have_no_influence<double>(c, test::nan_or(1e300));
+    }
+}
+
 // Block-causal (no `causal`): a query sees the rest of its own block, never a later block.
 TEST(CausalLinformer, WithoutCausalAQuerySeesItsOwnBlockButNoLaterOne) {
   const AttentionCase c = clin_case({{"window_blocks", 1}}, 12, false);

@@ -93,6 +93,8 @@ const std::vector<OptionCase>& option_cases() {
       {"linformer_fixed_layerwise", "linformer", {{"k", 3}, {"projection", "fixed"}, {"sharing", "layerwise"}}},
       {"linformer_dim_head", "linformer", {{"k", 3}, {"dim_head", 3}, {"qkv_bias", true}}},
       {"linformer_max_dim_head", "linformer", {{"k", 2}, {"projection", "max"}, {"dim_head", 5}, {"share_kv_linear", true}}},
+      {"causal_linformer_blocks", "causal_linformer", {{"block", 2}, {"slots", 1}, {"window_blocks", 0}, {"qkv_bias", true}}},
+      {"causal_linformer_mean_capped", "causal_linformer", {{"block", 2}, {"slots", 2}, {"max_blocks", 1}, {"compression", "mean"}}},
   };
   return cases;
 }
