@@ -71,7 +71,7 @@ CausalLinformerOptions parse_causal_linformer(const AttentionDims& dims, const j
 const AttentionKindInfo& causal_linformer_info() {
   static const AttentionKindInfo info{
       kKind,
-      "causal Linformer: exact window of whole blocks + r slots per earlier block of c, O(n·(n·r/c + w·c))",
+      "causal Linformer: exact window of whole blocks + r slots per earlier block of c, O(n·(n·r/c + (w+1)·c))",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false},
       /*quadratic_memory=*/false,
       /*bench_options=*/json{{"block", 64}, {"slots", 8}, {"window_blocks", 1}, {"max_blocks", 16}}};
