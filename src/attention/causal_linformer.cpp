@@ -203,7 +203,7 @@ class CausalLinformerAttention final : public Attention<T> {
     require_kept_for_backward(kept_, kKind);
     const int64_t B = in_.B, n = in_.n;
     Buffer<T> d_o(B * n * d_), dq(B * n * d_), dk(B * n * d_), dv(B * n * d_);
-    Buffer<T> dkc(B * nc_ * r_ * d_), dvc(B * nc_ * r_ * d_), dP(h_ * c_ * max_width_), dropped(dP.size());
+    Buffer<T> dkc(B * nc_ * r_ * d_), dvc(B * nc_ * r_ * d_), dP(h_ * c_ * max_width_), dropped(dropout_ > 0 ? dP.size() : 0);
     maps_.backward_out(o_buf_.data(), dout, d_o.data(), B * n);
     for (int64_t b = 0; b < B; ++b)
       for (const QueryBlock& qb : blocks_) {

@@ -3,7 +3,8 @@
 // a cap on the compressed blocks, padding, a short sequence, block-causal without `causal`), equal to
 // exact causal attention when the window covers the sequence, finite-difference gradients for each
 // combination, no leakage (bitwise, float and double; a zero Jacobian above the diagonal), a decoding
-// state whose size stops growing with a cap, and refusal of bad options.
+// state whose size stops growing with a cap, linear cost and memory with a cap (the estimate checked
+// against the peak RSS), and refusal of bad options.
 #include <cmath>
 #include <limits>
 
@@ -258,6 +259,27 @@ TEST(CausalLinformer, DecodeRefusesAForeignStateAndAnEmptyStep) {
   AttentionRig<float> full(f);
   auto foreign = full.layer->begin_decode(2, kD);
   EXPECT_THROW(a.layer->decode(*foreign, x.data(), 1, out.data()), InvalidArgument);
+}
+
+// With max_blocks every query reads at most M·r + (w+1)·c keys: FLOPs and memory grow linearly in n
+// (uncapped, the compressed part grows as n²·r/c), and the memory estimate covers what a
+// forward+backward really takes.
+TEST(CausalLinformer, CostIsLinearWithACapAndItsMemoryEstimateHolds) {
+  const int64_t d = 64, L = 16384;
+  const json capped = {{"block", 64}, {"slots", 8}, {"window_blocks", 1}, {"max_blocks", 4}};
+  ParamArena<float> arena, other;
+  auto layer = make_attention<float>({"causal_linformer", {d, 4, L, true, 0}, capped, ""}, arena);
+  auto uncapped = make_attention<float>({"causal_linformer", {d, 4, L, true, 0}, test::with(capped, {{"max_blocks", 0}}), ""}, other);
+  const double f = layer->forward_flops(1, 8192, 8192) / layer->forward_flops(1, 4096, 4096);
+  const double m = layer->activation_bytes(1, 8192, 8192, true) / layer->activation_bytes(1, 4096, 4096, true);
+  EXPECT_NEAR(f, 2.0, 0.05);
+  EXPECT_NEAR(m, 2.0, 0.05);
+  EXPECT_GT(uncapped->forward_flops(1, 8192, 8192) / uncapped->forward_flops(1, 4096, 4096), 2.5);
+  EXPECT_GT(uncapped->activation_bytes(1, 8192, 8192, true) / uncapped->activation_bytes(1, 4096, 4096, true), 2.5);
+  LF_SKIP_MEMORY_TEST_UNDER_SANITIZERS();
+  LF_SKIP_WITHOUT_PROC_STATUS();
+  const double estimate = layer->activation_bytes(1, L, L, true);
+  test::expect_peak_rss_growth_below(arena, *layer, L, d, int64_t(1.25 * estimate));
 }
 
 TEST(CausalLinformer, RefusesBadOptions) {
