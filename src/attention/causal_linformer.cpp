@@ -199,6 +199,8 @@ class CausalLinformerAttention final : public Attention<T> {
     if (!kept_) release();
   }
 
+  // dout (B, n, d) → dO (B, n, d) → per query block: dP, dS (h, rows, width) → dQ, and dK, dV (B, n, d),
+  // dK̂, dV̂ (B, nC·r, d) accumulated → dK += Eᵀ dK̂, dV += Fᵀ dV̂ (dE, dF accumulate) → dx (B, n, d).
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, kKind);
     const int64_t B = in_.B, n = in_.n;
