@@ -34,7 +34,6 @@ AttentionCase causal_case(const std::string& kind, int64_t n, int64_t max_len, j
 class EveryCausalKind : public testing::TestWithParam<std::string> {};
 
 TEST_P(EveryCausalKind, OutputsIgnoreTheFutureBitwise) {
-  if (GetParam() == "performer") GTEST_SKIP() << "TODO(#17): its key stabiliser is a max over every key";
   test::expect_outputs_ignore_the_future<float>(causal_case(GetParam(), 24, 24));
   test::expect_outputs_ignore_the_future<double>(causal_case(GetParam(), 24, 24));
 }
@@ -115,12 +114,50 @@ TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
 // The mechanism each kind decodes with (docs/generation.md's table): kRecompute only where the kind
 // cannot be incremental.
 TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
-  static const std::map<std::string, DecodeMechanism> expected = {};
+  static const std::map<std::string, DecodeMechanism> expected = {
+      {"linear", DecodeMechanism::kRecurrent},
+      {"performer", DecodeMechanism::kRecurrent},
+      {"aft_simple", DecodeMechanism::kRecurrent},
+      {"aft_full", DecodeMechanism::kKvCache},
+      {"aft_local", DecodeMechanism::kWindow},
+      {"aft_conv", DecodeMechanism::kWindow},
+  };
   const AttentionCase c = causal_case(GetParam(), 8, 8);
   test::AttentionRig<float> rig(c);
   const auto it = expected.find(GetParam());
   const DecodeMechanism want = it == expected.end() ? DecodeMechanism::kRecompute : it->second;
   EXPECT_STREQ(decode_mechanism_name(rig.layer->decode_mechanism()), decode_mechanism_name(want));
+}
+
+// A recurrent or window state holds as many bytes after 200 positions as after 1: the memory of a step
+// does not grow with the context. A KV cache grows, but geometrically: its size changes a few times
+// (amortised appends), not at every position.
+TEST_P(EveryCausalKind, DecodeStateMemoryFollowsItsMechanism) {
+  const AttentionCase c = causal_case(GetParam(), 8, 256, small_options(GetParam()));
+  test::AttentionRig<double> rig(c);
+  const DecodeMechanism m = rig.layer->decode_mechanism();
+  if (m == DecodeMechanism::kRecompute) GTEST_SKIP() << "the fallback keeps the whole input";
+  const bool constant = m == DecodeMechanism::kRecurrent || m == DecodeMechanism::kWindow;
+  const int64_t B = c.B, d = c.dims.d_model;
+  auto state = rig.layer->begin_decode(B, d);
+  std::vector<double> x(size_t(B * d)), out(x.size());
+  double first = 0, last = 0;
+  int changes = 0;
+  for (int64_t t = 0; t < 200; ++t) {
+    for (int64_t i = 0; i < B * d; ++i) x[size_t(i)] = rig.x[size_t((i + t * 7) % int64_t(rig.x.size()))];
+    rig.layer->decode(*state, x.data(), 1, out.data());
+    const double bytes = state->bytes();
+    if (t == 0) first = last = bytes;
+    if (constant) ASSERT_EQ(bytes, first) << "after " << t + 1 << " positions";
+    ASSERT_GE(bytes, last) << "after " << t + 1 << " positions";
+    changes += bytes != last;
+    last = bytes;
+  }
+  EXPECT_GT(first, 0.0);
+  if (m == DecodeMechanism::kKvCache) {
+    EXPECT_GT(last, first);       // it holds the context
+    EXPECT_LE(changes, 16) << "a KV cache should grow geometrically, not a copy per token";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCausalKinds, EveryCausalKind, testing::ValuesIn(causal_kinds()),
