@@ -180,7 +180,8 @@ class PerformerAttention final : public Attention<T> {
     in.B = B;
     in.n = n_new;
     in.keep_for_backward = false;
-    Buffer<T> q, k, v, fq(B * n_new * h * mf), fk(fq.size()), shift(B * h * n_new), o(B * n_new * d), den(B * h * n_new);
+    Buffer<T> q, k, v, fq(B * n_new * h * mf), fk(fq.size()), shift(B * h * n_new), o(B * n_new * d);
+    Buffer<T> den(B * h * n_new);
     maps_.project_in(in, q, k, v);
     const TensorView<const T> Wt = features().t();
     ops::matmul<T>(q.view({B * n_new * h, dh_}), Wt, fq.view({B * n_new * h, mf}), feature_scale());

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cpu/tile_gemm.h"
+#include "cpu/vmath.h"
 #include "linformer/error.h"
 #include "linformer/runtime.h"
 
@@ -228,7 +229,13 @@ class CoreTask {
       run_[size(i)] = run;
       g_[size(i)] = factor(prev, run);
       T* f = F_.data() + i * C_;
-      for (int64_t j = 0; j <= i; ++j) f[j] = factor(mu_[size(j)], run);
+      if (run == kNegInf) {  // no valid key yet (−inf − −inf would be NaN)
+        std::fill(f, f + i + 1, T(0));
+        continue;
+      }
+      const T* mus = mu_.data();
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) f[j] = exp_fast<T>(mus[j] - run);  // a padded key's −inf gives 0
     }
   }
 

@@ -81,8 +81,8 @@ void favor_query_features(In<T> u, TensorView<T> phi);
 // keys: e = u − half_sq_scale·‖k‖² (half_sq_scale = c²/2), phi = exp(e − M) / √m_f with M the max of e over
 // the valid keys of the (batch, head): non-causal one M, written to key_max (B, h, 1); causal each key's own
 // max over its features, key_max (B, h, m), the linear_attention_forward's key_shift (no key's features
-// depend on another key, so nothing leaks from later keys). k (B, m, h, d_h), u and phi (B, m, h, m_f) (phi may be u), key_mask (B, m) or {}: padded keys'
-// rows of phi are 0 and take no part in M.
+// depend on another key, so nothing leaks from later keys). k (B, m, h, d_h), u and phi (B, m, h, m_f)
+// (phi may be u), key_mask (B, m) or {}: padded keys' rows of phi are 0 and take no part in M.
 template <class T>
 void favor_key_features(In<T> k, In<T> u, TensorView<const uint8_t> key_mask, double half_sq_scale,
                         const LinearAttentionOptions& options, TensorView<T> phi, TensorView<T> key_max);

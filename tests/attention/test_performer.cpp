@@ -2,8 +2,8 @@
 // stabiliser, from the `features` parameter by name; float within 2e-5), finite-difference gradients
 // for every option (the fixed features get none), causality (Jacobian exactly zero above the
 // diagonal; later inputs and a shorter sequence leave earlier outputs bitwise unchanged — each key's
-// stabiliser is its own and the core's running max covers earlier keys only), padded keys without influence, thread-count independence, large inputs (×30) finite, the
-// kernel approximation converging to exact softmax attention as the feature count grows, the
+// stabiliser is its own and the core's running max covers earlier keys only), padded keys without
+// influence, thread-count independence, large inputs (×30) finite, the kernel approximation converging to exact softmax attention as the feature count grows, the
 // orthogonal random features (orthogonal blocks, Gaussian row norms, deterministic draws), the redraw
 // hook through the layer and the trainer (a resumed run redraws as the uninterrupted one), features
 // kept by a checkpoint, memory at n = 16384, the registry and bad options.

@@ -101,7 +101,8 @@ void check_aft_simple_decode(const Case& c, double tol) {
     // Rows [t, t + p) of each sample.
     auto rows = [&](const std::vector<T>& x) {
       std::vector<T> out;
-      for (int64_t b = 0; b < c.B; ++b) out.insert(out.end(), x.begin() + (b * c.n + t) * c.d, x.begin() + (b * c.n + t + p) * c.d);
+      for (int64_t b = 0; b < c.B; ++b)
+        out.insert(out.end(), x.begin() + (b * c.n + t) * c.d, x.begin() + (b * c.n + t + p) * c.d);
       return out;
     };
     std::vector<T> qp = rows(q), kp = rows(k), vp = rows(v), o(qp.size()), o_r(qp.size());
