@@ -135,7 +135,7 @@ class AftConvAttention final : public Attention<T> {
   }
 
   void decode(DecodeState<T>& base, const T* x, int64_t n, T* out) override {
-    auto& st = AftDecodeState<T>::of(base, "aft_conv", n);
+    auto& st = AftDecodeState<T>::of(base, "aft_conv", n, dims_.n_heads, dims_.d_model, opt_.window, dims_.max_len);
     const int64_t B = st.B, d = dims_.d_model, h = dims_.n_heads, s = opt_.window;
     Buffer<T> q(B * n * d), k(B * n * h), v(B * n * d), o(B * n * d), omega(h * s), what(h * s);
     Buffer<double> z(h * s), inv_std(h);

@@ -37,11 +37,16 @@ class AftDecodeState final : public DecodeState<T> {
     return double(k_.size() + v_.size() + mx_.size() + sum_.size() + num_.size()) * sizeof(T);
   }
 
-  // `state` as an AftDecodeState begun by an AFT layer, or a clear error.
-  static AftDecodeState& of(DecodeState<T>& state, const char* kind, int64_t n_new) {
+  // `state` as an AftDecodeState of these widths and window (begun by a layer like the caller), or a
+  // clear error; also refuses an empty step and one past the layer's max_len (the position bias ends there).
+  static AftDecodeState& of(DecodeState<T>& state, const char* kind, int64_t n_new, int64_t dk, int64_t d,
+                            int64_t window, int64_t max_len) {
     auto* s = dynamic_cast<AftDecodeState*>(&state);
-    LF_REQUIRE(s != nullptr, kind, " attention: decode() was given a state begun by another kind of layer");
+    LF_REQUIRE(s != nullptr && s->dk_ == dk && s->d_ == d && s->window_ == window, kind,
+               " attention: decode() was given a state begun by another kind of layer");
     LF_REQUIRE(n_new > 0, kind, " attention: decode() needs at least one new position, got ", n_new);
+    LF_REQUIRE(s->length + n_new <= max_len, kind, " attention: decoding ", n_new, " more positions after ", s->length,
+               " passes max_len = ", max_len);
     return *s;
   }
 

@@ -129,7 +129,8 @@ class AftBase : public Attention<T> {
 
   // The maps on the new rows, the cache with them, the bias of their window, then the op.
   void decode(DecodeState<T>& base, const T* x, int64_t n, T* out) override {
-    auto& st = AftDecodeState<T>::of(base, info_.name.c_str(), n);
+    auto& st = AftDecodeState<T>::of(base, info_.name.c_str(), n, dims_.d_model, dims_.d_model, decode_window(),
+                                     dims_.max_len);
     const int64_t B = st.B, d = dims_.d_model;
     AttentionInput<T> in;
     in.x = x;

@@ -102,8 +102,9 @@ class LinearAttention final : public Attention<T> {
 
   // The forward's maps on the new rows, then the core from the carried state.
   void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
-    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "linear", n_new);
-    const int64_t B = st.B, d = dims_.d_model, h = dims_.n_heads, dh = d / h;
+    const int64_t d = dims_.d_model, h = dims_.n_heads, dh = d / h;
+    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "linear", n_new, h, dh, dh, /*scaled=*/false);
+    const int64_t B = st.B;
     AttentionInput<T> in;
     in.x = x;
     in.B = B;

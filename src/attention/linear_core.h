@@ -31,10 +31,12 @@ class LinearDecodeState final : public DecodeState<T> {
   Buffer<T> H, z, R;  // (B, h, r, d_v), (B, h, r), (B, h) or empty
   double bytes() const override { return double(H.size() + z.size() + R.size()) * sizeof(T); }
 
-  // `state` as a LinearDecodeState begun by a layer of this kind, or a clear error.
-  static LinearDecodeState& of(DecodeState<T>& state, const char* kind, int64_t n_new) {
+  // `state` as a LinearDecodeState of these sizes (begun by a layer like the caller), or a clear error.
+  static LinearDecodeState& of(DecodeState<T>& state, const char* kind, int64_t n_new, int64_t h, int64_t r,
+                               int64_t dv, bool scaled) {
     auto* s = dynamic_cast<LinearDecodeState*>(&state);
-    LF_REQUIRE(s != nullptr, kind, " attention: decode() was given a state begun by another kind of layer");
+    LF_REQUIRE(s != nullptr && s->H.size() == s->B * h * r * dv && (s->R.size() > 0) == scaled, kind,
+               " attention: decode() was given a state begun by another kind of layer");
     LF_REQUIRE(n_new > 0, kind, " attention: decode() needs at least one new position, got ", n_new);
     return *s;
   }

@@ -173,8 +173,9 @@ class PerformerAttention final : public Attention<T> {
   // The forward's feature maps on the new rows (each key's stabiliser is its own), then the core from
   // the carried state.
   void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
-    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "performer", n_new);
-    const int64_t B = st.B, d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
+    const int64_t d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
+    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "performer", n_new, h, mf, dh_, /*scaled=*/true);
+    const int64_t B = st.B;
     AttentionInput<T> in;
     in.x = x;
     in.B = B;

@@ -26,49 +26,73 @@ template <class T>
 void aft_window_decode(const AftDecodeShape& s, const T* q, const T* K, const T* V, const AftDecodeBias<T>& bias,
                        T* mx, T* sum, T* num, T* o) {
   const int64_t blocks = (s.d + kChannelBlock - 1) / kChannelBlock, per_k = s.d / s.dk, per_g = s.d / bias.groups;
+  const int64_t span = std::min(s.L, s.window);  // keys a row weighs with their bias, at most
   const T neg_inf = -std::numeric_limits<T>::infinity();
-#pragma omp parallel for schedule(static) if (s.B * s.n * s.d * std::min(s.L, s.window) > 32768)
+#pragma omp parallel for schedule(static) if (s.B * s.n * s.d * span > 32768)
   for (int64_t task = 0; task < s.B * blocks; ++task) {
+    // A block of channels walks the cached rows together: each row's keys and values are read once,
+    // contiguously, for the whole block.
     const int64_t b = task / blocks, c0 = (task % blocks) * kChannelBlock, w = std::min(kChannelBlock, s.d - c0);
-    std::vector<T> e(static_cast<size_t>(std::min(s.L, s.window)));
-    for (int64_t c = c0; c < c0 + w; ++c) {
-      T m = mx ? mx[b * s.d + c] : neg_inf, den = mx ? sum[b * s.d + c] : T(0), nu = mx ? num[b * s.d + c] : T(0);
-      const T* Kc = K + b * s.cap * s.dk + c / per_k;
-      const T* Vc = V + b * s.cap * s.d + c;
-      for (int64_t i = 0; i < s.n; ++i) {
-        const int64_t self = s.L - s.n + i, lo = std::max<int64_t>(0, self - s.window + 1);
-        // The window's exponents and the row's shift: their max and the prefix's.
-        T top = m;
-        for (int64_t j = lo; j <= self; ++j) {
-          const T x = Kc[j * s.dk] + bias_at(s, bias, i, c / per_g, j);
-          e[size_t(j - lo)] = x;
-          top = std::max(top, x);
-        }
-        const T carry = m == neg_inf ? T(0) : exp_fast<T>(m - top);
-        T rd = den * carry, rn = nu * carry;
-        for (int64_t j = lo; j <= self; ++j) {
-          const T p = exp_fast<T>(e[size_t(j - lo)] - top);
-          rd += p;
-          rn += p * Vc[j * s.d];
-        }
-        const int64_t row = (b * s.n + i) * s.d + c;
-        o[row] = sigmoid(q[row]) * rn / rd;
-        // The key leaving the window before the next row: into the prefix state, without its bias.
-        const int64_t out = self - s.window + 1;
-        if (mx && out >= 0) {
-          const T k = Kc[out * s.dk], mn = std::max(m, k);
-          const T scale = m == neg_inf ? T(0) : exp_fast<T>(m - mn), p = exp_fast<T>(k - mn);
-          den = den * scale + p;
-          nu = nu * scale + p * Vc[out * s.d];
-          m = mn;
+    std::vector<T> e(static_cast<size_t>(span * kChannelBlock));  // the window's exponents, row by row
+    T m[kChannelBlock], den[kChannelBlock], nu[kChannelBlock], top[kChannelBlock], rd[kChannelBlock],
+        rn[kChannelBlock];
+    for (int64_t c = 0; c < w; ++c) {
+      m[c] = mx ? mx[b * s.d + c0 + c] : neg_inf;
+      den[c] = mx ? sum[b * s.d + c0 + c] : T(0);
+      nu[c] = mx ? num[b * s.d + c0 + c] : T(0);
+    }
+    const T* Kb = K + b * s.cap * s.dk;
+    const T* Vb = V + b * s.cap * s.d + c0;
+    for (int64_t i = 0; i < s.n; ++i) {
+      const int64_t self = s.L - s.n + i, lo = std::max<int64_t>(0, self - s.window + 1);
+      // The window's exponents and each channel's shift: their max and the prefix's.
+      std::copy_n(m, w, top);
+      for (int64_t j = lo; j <= self; ++j) {
+        const T* kr = Kb + j * s.dk;
+        T* ej = e.data() + (j - lo) * kChannelBlock;
+        for (int64_t c = 0; c < w; ++c) {
+          const T x = kr[(c0 + c) / per_k] + bias_at(s, bias, i, (c0 + c) / per_g, j);
+          ej[c] = x;
+          top[c] = std::max(top[c], x);
         }
       }
-      if (mx) {
-        mx[b * s.d + c] = m;
-        sum[b * s.d + c] = den;
-        num[b * s.d + c] = nu;
+      for (int64_t c = 0; c < w; ++c) {
+        const T carry = m[c] == neg_inf ? T(0) : exp_fast<T>(m[c] - top[c]);
+        rd[c] = den[c] * carry;
+        rn[c] = nu[c] * carry;
+      }
+      for (int64_t j = lo; j <= self; ++j) {
+        const T* ej = e.data() + (j - lo) * kChannelBlock;
+        const T* vr = Vb + j * s.d;
+#pragma omp simd
+        for (int64_t c = 0; c < w; ++c) {
+          const T p = exp_fast<T>(ej[c] - top[c]);
+          rd[c] += p;
+          rn[c] += p * vr[c];
+        }
+      }
+      const int64_t row = (b * s.n + i) * s.d + c0;
+      for (int64_t c = 0; c < w; ++c) o[row + c] = sigmoid(q[row + c]) * rn[c] / rd[c];
+      // The key leaving the window before the next row: into the prefix state, without its bias.
+      const int64_t out = self - s.window + 1;
+      if (mx && out >= 0) {
+        const T* kr = Kb + out * s.dk;
+        const T* vr = Vb + out * s.d;
+        for (int64_t c = 0; c < w; ++c) {
+          const T k = kr[(c0 + c) / per_k], mn = std::max(m[c], k);
+          const T scale = m[c] == neg_inf ? T(0) : exp_fast<T>(m[c] - mn), p = exp_fast<T>(k - mn);
+          den[c] = den[c] * scale + p;
+          nu[c] = nu[c] * scale + p * vr[c];
+          m[c] = mn;
+        }
       }
     }
+    if (mx)
+      for (int64_t c = 0; c < w; ++c) {
+        mx[b * s.d + c0 + c] = m[c];
+        sum[b * s.d + c0 + c] = den[c];
+        num[b * s.d + c0 + c] = nu[c];
+      }
   }
 }
 

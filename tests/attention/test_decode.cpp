@@ -173,5 +173,37 @@ TEST(Decode, RefusesAForeignStateAndAnEmptyStep) {
   EXPECT_THROW(a.layer->begin_decode(0, 16), InvalidArgument);
 }
 
+// The incremental states' checks: a state from another kind (one with the same state class included), an
+// empty step, a width or batch that begin_decode cannot take, a layer that is not causal, and for the
+// kinds with a position bias a step past max_len.
+TEST(Decode, IncrementalKindsRefuseBadStatesAndSteps) {
+  const std::vector<std::string> kinds = {"linear", "performer", "aft_simple", "aft_full", "aft_local", "aft_conv"};
+  for (const std::string& kind : kinds) {
+    SCOPED_TRACE(kind);
+    const AttentionCase c = causal_case(kind, 8, 8);
+    test::AttentionRig<float> rig(c);
+    std::vector<float> x(size_t(2 * 9 * 16)), out(x.size());
+    for (const std::string& other : {std::string("synthesizer"), kind == "linear" ? std::string("performer")
+                                                                 : kind == "aft_conv" ? std::string("aft_local")
+                                                                                      : std::string("linear")}) {
+      test::AttentionRig<float> foreign(causal_case(other, 8, 8));
+      auto state = foreign.layer->begin_decode(2, 16);
+      EXPECT_THROW(rig.layer->decode(*state, x.data(), 1, out.data()), InvalidArgument) << "a state of " << other;
+    }
+    auto state = rig.layer->begin_decode(2, 16);
+    EXPECT_THROW(rig.layer->decode(*state, x.data(), 0, out.data()), InvalidArgument);
+    EXPECT_THROW(rig.layer->begin_decode(2, 8), InvalidArgument);
+    EXPECT_THROW(rig.layer->begin_decode(0, 16), InvalidArgument);
+    if (kind == "aft_full" || kind == "aft_local") {
+      rig.layer->decode(*state, x.data(), 8, out.data());
+      EXPECT_THROW(rig.layer->decode(*state, x.data(), 1, out.data()), InvalidArgument) << "past max_len";
+    }
+    AttentionCase bidirectional = c;
+    bidirectional.dims.causal = false;
+    test::AttentionRig<float> b(bidirectional);
+    EXPECT_THROW(b.layer->begin_decode(2, 16), InvalidArgument);
+  }
+}
+
 }  // namespace
 }  // namespace lf
