@@ -25,10 +25,14 @@
 // ŵ > 88 (float).
 // There is no attention matrix to drop out: dims.dropout is ignored.
 // Time O(B·n·d·s) besides the maps, memory O(B·n·d); never n×n. Parallel over (sample, head).
+// Decoding (kWindow, src/attention/aft_decode.h): the last s − 1 positions' K and V, and the online-
+// softmax sums of the older keys (their weight exp(K) carries no kernel): O(s·d) per token and memory,
+// whatever the context; the kernel enters as ŵ = log ω in the exponent.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "attention/aft_decode.h"
 #include "attention/kind_views.h"
 #include "attention/options.h"
 #include "linformer/attention.h"
@@ -119,6 +123,35 @@ class AftConvAttention final : public Attention<T> {
                           kept_ ? heads(r_, d) : TensorView<T>(), per_head(den_), per_head(m_), dims_.causal);
     ops::linear_forward(o_.view({B * n, d}), param(wo_), param(bo_), rows(out, d));
     if (!kept_) release();
+  }
+
+  DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kWindow; }
+
+  std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
+    LF_REQUIRE(dims_.causal, "aft_conv attention: incremental decoding needs a causal layer");
+    LF_REQUIRE(B > 0 && d_model == dims_.d_model, "aft_conv attention: decoding needs B > 0 and d = ", dims_.d_model,
+               ", got B=", B, " d=", d_model);
+    return std::make_unique<AftDecodeState<T>>(B, dims_.n_heads, d_model, opt_.window);
+  }
+
+  void decode(DecodeState<T>& base, const T* x, int64_t n, T* out) override {
+    auto& st = AftDecodeState<T>::of(base, "aft_conv", n, dims_.n_heads, dims_.d_model, opt_.window, dims_.max_len);
+    const int64_t B = st.B, d = dims_.d_model, h = dims_.n_heads, s = opt_.window;
+    Buffer<T> q(B * n * d), k(B * n * h), v(B * n * d), o(B * n * d), omega(h * s), what(h * s);
+    Buffer<double> z(h * s), inv_std(h);
+    const TensorView<const T> xv(x, {B * n, d});
+    ops::linear_forward(xv, param(wq_), param(bq_), q.view({B * n, d}));
+    ops::linear_forward(xv, param(wk_), param(bk_), k.view({B * n, h}));
+    ops::linear_forward(xv, param(wv_), param(bv_), v.view({B * n, d}));
+    ops::aft_conv_kernel_forward(param(kw_), param(kg_), param(kb_), omega.view({h, s}), z.view({h, s}),
+                                 inv_std.view({h}), kKernelEps);
+    // ŵ = log ω (h·s numbers per call): the op adds the kernel in the exponent, shifted with the keys.
+    for (int64_t i = 0; i < h * s; ++i) what.data()[i] = T(std::log(double(omega.data()[i])));
+    st.append(k.data(), v.data(), n);
+    ops::aft_window_decode<T>(q.view({B, n, d}), st.K(), st.V(), st.L, s, what.view({1, h, s}), /*band=*/true,
+                              st.mx(), st.sum(), st.num(), o.view({B, n, d}));
+    ops::linear_forward(o.view({B * n, d}), param(wo_), param(bo_), TensorView<T>(out, {B * n, d}));
+    st.finish(n);
   }
 
   void backward(const T* dout, T* dx, T* dcontext) override {

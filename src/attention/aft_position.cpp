@@ -31,12 +31,18 @@
 // aft_local: the keys outside the window enter through prefix/suffix sums (causal: running sums
 // rescaled to the running maximum), the window's (2s − 1) keys per row directly: time
 // O(B·n·s·d + n·(R + s)·d'), memory O(B·n·d + R·(R + s)).
+// Decoding (src/attention/aft_decode.h, ops::aft_window_decode): aft_full keeps every position's K and V
+// (kKvCache, O(t·d) work per token at context t, its bias row from U Vᵀ or the stored matrix); aft_local
+// the last s − 1 positions' and the online-softmax sums of the older keys, which carry no bias (kWindow,
+// O(s·d) per token whatever the context). A prompt runs as one call: its bias block, factored, is a
+// GEMM of n × (n + s − 1) (aft_local) or n × t (aft_full) entries.
 // No probabilities are formed, so `dropout` is not applied. The cores (the gate, the sums, the exact
 // path and the bias gradients) are ops (src/ops/aft.h), their kernels in src/cpu/aft_position.cpp.
 #include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "attention/aft_decode.h"
 #include "attention/kind_views.h"
 #include "attention/options.h"
 #include "attention/projections.h"
@@ -44,6 +50,7 @@
 #include "linformer/error.h"
 #include "linformer/tensor.h"
 #include "ops/aft.h"
+#include "ops/matmul.h"
 
 namespace lf {
 namespace {
@@ -113,6 +120,45 @@ class AftBase : public Attention<T> {
     if (!kept_) release_all();
   }
 
+  std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
+    LF_REQUIRE(dims_.causal, info_.name, " attention: incremental decoding needs a causal layer");
+    LF_REQUIRE(B > 0 && d_model == dims_.d_model, info_.name, " attention: decoding needs B > 0 and d = ",
+               dims_.d_model, ", got B=", B, " d=", d_model);
+    return std::make_unique<AftDecodeState<T>>(B, d_model, d_model, decode_window());
+  }
+
+  // The maps on the new rows, the cache with them, the bias of their window, then the op.
+  void decode(DecodeState<T>& base, const T* x, int64_t n, T* out) override {
+    auto& st = AftDecodeState<T>::of(base, info_.name.c_str(), n, dims_.d_model, dims_.d_model, decode_window(),
+                                     dims_.max_len);
+    const int64_t B = st.B, d = dims_.d_model;
+    AttentionInput<T> in;
+    in.x = x;
+    in.B = B;
+    in.n = n;
+    in.keep_for_backward = false;
+    Buffer<T> q, k, v, o(B * n * d), dense;
+    maps_.project_in(in, q, k, v);
+    st.append(k.data(), v.data(), n);
+    const int64_t P = st.length + n, L = st.L;  // positions so far, cached rows (the new ones last)
+    bool band = false;
+    TensorView<const T> bias;
+    if (u_ >= 0) {  // w = U Vᵀ: rows P − n .. P − 1 against the cached keys' positions P − L .. P − 1
+      const int64_t r = opts_.bias_rank;
+      dense.resize(n * L);
+      ops::matmul<T>(matrix<const T>(arena_.value(u_) + (P - n) * r, n, r),
+                     matrix<const T>(arena_.value(pv_) + (P - L) * r, L, r).t(), dense.view({n, L}));
+      bias = matrix<const T>(dense.data(), n, L);
+    } else {
+      bias = stored_bias(P, n, L, band);
+    }
+    const int64_t window = decode_window() > 0 ? decode_window() : L;
+    ops::aft_window_decode<T>(q.view({B, n, d}), st.K(), st.V(), L, window, bias, band, st.mx(), st.sum(), st.num(),
+                              o.view({B, n, d}));
+    maps_.project_out(o.data(), out, B * n);
+    st.finish(n);
+  }
+
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, info_.name);
     const int64_t total = B_ * n_ * dims_.d_model;
@@ -130,6 +176,10 @@ class AftBase : public Attention<T> {
   // dq, dk, dv overwritten from h = dY (overwritten by dL/dA); the bias gradients accumulate into the arena.
   virtual void core_backward(Buffer<T>& h, Buffer<T>& dq, Buffer<T>& dk, Buffer<T>& dv) = 0;
   virtual void release_core() = 0;
+  // Decoding: the window of biased keys (0: every key, a KV cache), and the unfactored bias of rows
+  // P − n .. P − 1 for the op (dense against the L cached keys, or a band).
+  virtual int64_t decode_window() const = 0;
+  virtual TensorView<const T> stored_bias(int64_t P, int64_t n, int64_t L, bool& band) const = 0;
 
   void release_all() {
     release_buffers(q_, k_, v_, a_, den_, o_);
@@ -233,6 +283,14 @@ class AftFull final : public AftBase<T> {
 
   void release_core() override { release_buffers(keys_); }
 
+  DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kKvCache; }
+  int64_t decode_window() const override { return 0; }
+  TensorView<const T> stored_bias(int64_t P, int64_t n, int64_t L, bool& band) const override {
+    band = false;
+    const int64_t ml = dims_.max_len;
+    return matrix<const T>(this->arena_.value(w_) + (P - n) * ml + (P - L), n, L, ml);
+  }
+
   TensorView<T> keys() { return keys_.view({n_, B_, 2 * dims_.d_model}); }
 
   int w_ = -1;
@@ -286,6 +344,14 @@ class AftLocal final : public AftBase<T> {
   }
 
   void release_core() override { release_buffers(key_state_); }
+
+  DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kWindow; }
+  int64_t decode_window() const override { return s_; }
+  // The causal band (max_len × s), rows P − n .. P − 1: entry j for the key t − (s − 1) + j.
+  TensorView<const T> stored_bias(int64_t P, int64_t n, int64_t, bool& band) const override {
+    band = true;
+    return TensorView<const T>::strided(this->arena_.value(band_) + (P - n) * W_, {n, 1, W_}, {W_, W_, 1});
+  }
 
   int64_t s_, W_;
   int band_ = -1;

@@ -13,6 +13,10 @@
 // There is no attention matrix to drop out: dims.dropout is ignored.
 // Time O(B·n·d) besides the four d×d maps, memory O(B·n·d); never n×n. The core is ops::aft_simple_*
 // (src/ops/aft.h).
+// Decoding (kRecurrent): the online softmax's running max, sum and numerator per channel, 3·d numbers
+// per sequence whatever the context.
+
+#include <limits>
 
 #include "linformer/attention.h"
 #include "attention/kind_views.h"
@@ -22,6 +26,17 @@
 
 namespace lf {
 namespace {
+
+// The decoding state: per (sequence, channel) the running maximum of K, Σ exp(K − max), Σ exp(K − max) V.
+template <class T>
+struct AftSimpleDecodeState final : DecodeState<T> {
+  AftSimpleDecodeState(int64_t B, int64_t d) : mx(B * d), sum(B * d), num(B * d) {
+    this->B = B;
+    mx.assign(B * d, -std::numeric_limits<T>::infinity());
+  }
+  Buffer<T> mx, sum, num;  // (B, d) each
+  double bytes() const override { return double(mx.size() + sum.size() + num.size()) * sizeof(T); }
+};
 
 const AttentionKindInfo& aft_simple_info() {
   static const AttentionKindInfo info{
@@ -71,6 +86,33 @@ class AftSimpleAttention final : public Attention<T> {
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "aft_simple");
     release_buffers(q_, k_, v_, r_, m_, s_);  // one backward per forward, as in PyTorch
     kept_ = false;
+  }
+
+  DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kRecurrent; }
+
+  std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
+    LF_REQUIRE(dims_.causal, "aft_simple attention: incremental decoding needs a causal layer");
+    LF_REQUIRE(B > 0 && d_model == dims_.d_model, "aft_simple attention: decoding needs B > 0 and d = ", dims_.d_model,
+               ", got B=", B, " d=", d_model);
+    return std::make_unique<AftSimpleDecodeState<T>>(B, d_model);
+  }
+
+  void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
+    auto* st = dynamic_cast<AftSimpleDecodeState<T>*>(&base);
+    LF_REQUIRE(st != nullptr, "aft_simple attention: decode() was given a state begun by another kind of layer");
+    LF_REQUIRE(n_new > 0, "aft_simple attention: decode() needs at least one new position, got ", n_new);
+    const int64_t B = st->B, d = dims_.d_model;
+    AttentionInput<T> in;
+    in.x = x;
+    in.B = B;
+    in.n = n_new;
+    in.keep_for_backward = false;
+    Buffer<T> q, k, v, o(B * n_new * d);
+    maps_.project_in(in, q, k, v);
+    ops::aft_simple_decode<T>(q.view({B, n_new, d}), k.view({B, n_new, d}), v.view({B, n_new, d}),
+                              o.view({B, n_new, d}), st->mx.view({B, d}), st->sum.view({B, d}), st->num.view({B, d}));
+    maps_.project_out(o.data(), out, B * n_new);
+    st->length += n_new;
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {

@@ -7,6 +7,7 @@
 // 1/√d_h scale (as in the paper and fast-transformers); eps = 1e-6, fast-transformers' value. Padded keys are
 // selected out of both sums. No probabilities are formed, so attention dropout does not apply.
 // Time O(B·n·d·d_h) (+ O(B·n·d·C) causal, chunk C), memory O(B·n·d); never n×m.
+// Decoding (kRecurrent): the RNN form's state (S, z) per head, d_h·(d_h + 1) numbers, whatever the context.
 
 #include "linformer/attention.h"
 #include "attention/linear_core.h"
@@ -89,6 +90,35 @@ class LinearAttention final : public Attention<T> {
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
     return maps_.flops(B, n, m) + ops::linear_attention_flops(core_sizes(B, n, m), core_options());
+  }
+
+  DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kRecurrent; }
+
+  std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
+    check_begin_decode(dims_, B, d_model, "linear");
+    const int64_t dh = dims_.d_model / dims_.n_heads;
+    return std::make_unique<LinearDecodeState<T>>(B, dims_.n_heads, dh, dh, /*scaled=*/false);
+  }
+
+  // The forward's maps on the new rows, then the core from the carried state.
+  void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
+    const int64_t d = dims_.d_model, h = dims_.n_heads, dh = d / h;
+    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "linear", n_new, h, dh, dh, /*scaled=*/false);
+    const int64_t B = st.B;
+    AttentionInput<T> in;
+    in.x = x;
+    in.B = B;
+    in.n = n_new;
+    in.keep_for_backward = false;
+    Buffer<T> q, k, v, o(B * n_new * d), den(B * h * n_new);
+    maps_.project_in(in, q, k, v);
+    ops::elu_plus_one_forward<T>(q.view({B, n_new, d}), {}, q.view({B, n_new, d}));
+    ops::elu_plus_one_forward<T>(k.view({B, n_new, d}), {}, k.view({B, n_new, d}));
+    ops::linear_attention_decode<T>(heads(q, B, n_new), heads(k, B, n_new), heads(v, B, n_new), {}, core_options(),
+                                    st.H.view({B, h, dh, dh}), st.z.view({B, h, dh}), {}, heads(o, B, n_new),
+                                    den.view({B, h, n_new}));
+    maps_.project_out(o.data(), out, B * n_new);
+    st.length += n_new;
   }
 
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {

@@ -11,11 +11,14 @@
 // Stabilisers (constants for the backward; they cancel exactly but for eps and rounding):
 //   queries: each row's max of w_jᵀx (its ‖x‖²/2 cancels with it);
 //   keys: non-causal, the max of w_jᵀx − ‖x‖²/2 over every valid key and feature of the (batch,
-//   head); causal, a running max per chunk (a chunk's max covers its keys and every earlier one),
-//   the carried state rescaled when it grows. The largest feature is then 1/√m: no overflow.
+//   head); causal, each key's own max μ_s over its features, and the core weighs key s for query t by
+//   e^{μ_s − R_t}, R_t the running max of μ over keys ≤ t (ops/linear_attention.h). Every feature and
+//   factor is then ≤ 1: no overflow; and R_t depends on keys ≤ t only, so a causal output is bitwise
+//   independent of every later input. (performer-pytorch and google-research's FAVOR+ take the keys'
+//   max over the whole sequence, causal or not, so a later key moves earlier outputs by rounding.)
 // eps = 1e-20: far below the stabilised denominators (≥ ~1e-12 unless every feature underflowed), so
-// it never biases the estimate and a causal output depends on later keys of its chunk (through the
-// chunk's max) only by rounding. No probabilities are formed: attention dropout does not apply.
+// it never biases the estimate. No probabilities are formed: attention dropout does not apply.
+// Decoding (kRecurrent): per head the state (S, z) of m_f·(d_h + 1) numbers and R, whatever the context.
 // Time O(B·(n + m)·h·m_f·d_h) (+ O(B·n·h·C·(m_f + d_h)) causal), memory O(B·(n + m)·h·m_f).
 #include <algorithm>
 #include <cmath>
@@ -119,8 +122,8 @@ class PerformerAttention final : public Attention<T> {
     ops::matmul<T>(k_.view({B * m * h, dh_}), Wt, fk_.view({B * m * h, mf}), feature_scale());
     const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
     ops::favor_query_features<T>(fq, fq);
-    // The keys' stabilisers M (B, h, chunks), one chunk of every key when not causal.
-    shift_.resize(B * h * (dims_.causal ? (m + opt_.chunk - 1) / opt_.chunk : 1));
+    // The keys' stabilisers (B, h, m) causal (each key's own), (B, h, 1) otherwise (one for every key).
+    shift_.resize(B * h * (dims_.causal ? m : 1));
     ops::favor_key_features<T>(heads(k_, B, m, dh_), fk, key_mask, 0.5 / std::sqrt(double(dh_)), core_options(), fk,
                                stabilisers(B));
     o_.resize(B * n * d);
@@ -158,6 +161,41 @@ class PerformerAttention final : public Attention<T> {
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "performer");
     release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);  // one backward per forward
     kept_ = false;
+  }
+
+  DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kRecurrent; }
+
+  std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
+    check_begin_decode(dims_, B, d_model, "performer");
+    return std::make_unique<LinearDecodeState<T>>(B, dims_.n_heads, opt_.features, dh_, /*scaled=*/true);
+  }
+
+  // The forward's feature maps on the new rows (each key's stabiliser is its own), then the core from
+  // the carried state.
+  void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
+    const int64_t d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
+    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "performer", n_new, h, mf, dh_, /*scaled=*/true);
+    const int64_t B = st.B;
+    AttentionInput<T> in;
+    in.x = x;
+    in.B = B;
+    in.n = n_new;
+    in.keep_for_backward = false;
+    Buffer<T> q, k, v, fq(B * n_new * h * mf), fk(fq.size()), shift(B * h * n_new), o(B * n_new * d);
+    Buffer<T> den(B * h * n_new);
+    maps_.project_in(in, q, k, v);
+    const TensorView<const T> Wt = features().t();
+    ops::matmul<T>(q.view({B * n_new * h, dh_}), Wt, fq.view({B * n_new * h, mf}), feature_scale());
+    ops::matmul<T>(k.view({B * n_new * h, dh_}), Wt, fk.view({B * n_new * h, mf}), feature_scale());
+    const TensorView<T> phi_q = heads(fq, B, n_new, mf), phi_k = heads(fk, B, n_new, mf);
+    ops::favor_query_features<T>(phi_q, phi_q);
+    ops::favor_key_features<T>(heads(k, B, n_new, dh_), phi_k, {}, 0.5 / std::sqrt(double(dh_)), core_options(), phi_k,
+                               shift.view({B, h, n_new}));
+    ops::linear_attention_decode<T>(phi_q, phi_k, heads(v, B, n_new, dh_), shift.view({B, h, n_new}), core_options(),
+                                    st.H.view({B, h, mf, dh_}), st.z.view({B, h, mf}), st.R.view({B, h}),
+                                    heads(o, B, n_new, dh_), den.view({B, h, n_new}));
+    maps_.project_out(o.data(), out, B * n_new);
+    st.length += n_new;
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {

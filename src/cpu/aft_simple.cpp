@@ -21,6 +21,9 @@ struct AftSimpleCore {
   const T *k, *v;
   T* o;                   // forward output
   T *r, *m, *s;           // the softmax means, maxima and sums (null: not kept)
+  // Decoding: the running maximum, sum and numerator per (sample, channel) (B, d) before the first row,
+  // updated to those after the last (null: start empty, not kept).
+  T *state_m = nullptr, *state_s = nullptr, *state_num = nullptr;
 
   bool kept() const { return r != nullptr; }
   bool visible(int64_t b, int64_t t) const { return !mask || !mask[b * n + t]; }
@@ -73,6 +76,11 @@ struct AftSimpleCore {
     std::fill_n(mx, w, neg_inf);
     std::fill_n(sum, w, T(0));
     std::fill_n(num, w, T(0));
+    if (state_m) {
+      std::copy_n(state_m + b * d + c0, w, mx);
+      std::copy_n(state_s + b * d + c0, w, sum);
+      std::copy_n(state_num + b * d + c0, w, num);
+    }
     for (int64_t t = 0; t < n; ++t) {
       const int64_t row = (b * n + t) * d + c0;
       if (visible(b, t)) {
@@ -100,6 +108,11 @@ struct AftSimpleCore {
           s[row + c] = sum[c];
         }
       }
+    }
+    if (state_m) {
+      std::copy_n(mx, w, state_m + b * d + c0);
+      std::copy_n(sum, w, state_s + b * d + c0);
+      std::copy_n(num, w, state_num + b * d + c0);
     }
   }
 };
@@ -223,6 +236,14 @@ void aft_simple_forward(T* q, const T* k, const T* v, const uint8_t* mask, T* o,
 }
 
 template <class T>
+void aft_simple_decode(const T* q, const T* k, const T* v, T* o, T* mx, T* sum, T* num, int64_t B, int64_t n,
+                       int64_t d) {
+  // The causal forward from the carried state; q is read only (nothing is kept for a backward).
+  AftSimpleCore<T> core{n, d, nullptr, const_cast<T*>(q), k, v, o, nullptr, nullptr, nullptr, mx, sum, num};
+  for_channel_blocks(B, n, d, [&](int64_t b, int64_t c0, int64_t w) { core.causal_forward(b, c0, w); });
+}
+
+template <class T>
 void aft_simple_backward(const T* sg, const T* k, const T* v, const uint8_t* mask, const T* r, const T* m, const T* s,
                          const T* d_o, T* dq, T* dk, T* dv, int64_t B, int64_t n, int64_t d, bool causal) {
   const AftSimpleGrad<T> grad{n, d, mask, sg, k, v, r, m, s, d_o, dq, dk, dv};
@@ -300,11 +321,34 @@ void aft_simple_backward_ref(const T* q, const T* k, const T* v, const uint8_t* 
     }
 }
 
+template <class T>
+void aft_simple_decode_ref(const T* q, const T* k, const T* v, T* o, T* mx, T* sum, T* num, int64_t B, int64_t n,
+                           int64_t d) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < d; ++c) {
+      double m = double(mx[b * d + c]), s = double(sum[b * d + c]), u = double(num[b * d + c]);
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t i = (b * n + t) * d + c;
+        const double kk = double(k[i]), mn = std::max(m, kk);
+        const double scale = m == -INFINITY ? 0.0 : std::exp(m - mn);
+        s = s * scale + std::exp(kk - mn);
+        u = u * scale + std::exp(kk - mn) * double(v[i]);
+        m = mn;
+        o[i] = T(ref_sigmoid(double(q[i])) * u / s);
+      }
+      mx[b * d + c] = T(m);
+      sum[b * d + c] = T(s);
+      num[b * d + c] = T(u);
+    }
+}
+
 #define LF_INSTANTIATE(T)                                                                                            \
   template void aft_simple_forward<T>(T*, const T*, const T*, const uint8_t*, T*, T*, T*, T*, int64_t, int64_t,      \
                                       int64_t, bool);                                                                \
   template void aft_simple_backward<T>(const T*, const T*, const T*, const uint8_t*, const T*, const T*, const T*,   \
                                        const T*, T*, T*, T*, int64_t, int64_t, int64_t, bool);                       \
+  template void aft_simple_decode<T>(const T*, const T*, const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t);       \
+  template void aft_simple_decode_ref<T>(const T*, const T*, const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t);   \
   template void aft_simple_forward_ref<T>(const T*, const T*, const T*, const uint8_t*, T*, int64_t, int64_t,        \
                                           int64_t, bool);                                                            \
   template void aft_simple_backward_ref<T>(const T*, const T*, const T*, const uint8_t*, const T*, T*, T*, T*,       \

@@ -21,6 +21,17 @@ template <class T>
 void aft_simple_backward(const T* sg, const T* k, const T* v, const uint8_t* mask, const T* r, const T* m, const T* s,
                          const T* d_o, T* dq, T* dk, T* dv, int64_t B, int64_t n, int64_t d, bool causal);
 
+// Incremental decoding (causal, no padding): o (B, n, d) for the next n rows of q, k, v (B, n, d) (q raw, read
+// only) from the carried online-softmax state of the rows before them, mx, sum, num (B, d): the running
+// maximum of K, Σ exp(K − mx) and Σ exp(K − mx) V (−inf, 0, 0 before any row), updated in place.
+template <class T>
+void aft_simple_decode(const T* q, const T* k, const T* v, T* o, T* mx, T* sum, T* num, int64_t B, int64_t n,
+                       int64_t d);
+// Its plain reference: the same recurrence in double, libm's exp.
+template <class T>
+void aft_simple_decode_ref(const T* q, const T* k, const T* v, T* o, T* mx, T* sum, T* num, int64_t B, int64_t n,
+                           int64_t d);
+
 // Plain references from the raw Q (loops in the formula's order, softmax of the visible keys with
 // their maximum subtracted; O(n²) per channel).
 template <class T>

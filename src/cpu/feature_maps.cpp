@@ -83,10 +83,6 @@ void favor_key_features(const FavorKeyShape& s, const T* k, const T* u, const ui
       cm = std::max(cm, mx);
     }
   }
-  if (s.running)
-    for (int64_t bh = 0; bh < B * h; ++bh)
-      for (int64_t c = 1; c < spans; ++c)
-        key_max[bh * spans + c] = std::max(key_max[bh * spans + c], key_max[bh * spans + c - 1]);
 #pragma omp parallel for schedule(static) if (B * m * h * mf > 65536)
   for (int64_t bs = 0; bs < B * m; ++bs) {
     const int64_t b = bs / m, t = bs % m;
@@ -111,7 +107,7 @@ void favor_key_features_ref(const FavorKeyShape& s, const T* k, const T* u, cons
     for (int64_t hd = 0; hd < s.h; ++hd) {
       T* M = key_max + (b * s.h + hd) * spans;
       std::fill(M, M + spans, -std::numeric_limits<T>::infinity());
-      // e, and each span's max over its valid keys (running: over every key up to the span's end).
+      // e, and each span's max over its valid keys.
       for (int64_t t = 0; t < s.m; ++t) {
         if (key_mask && key_mask[b * s.m + t]) continue;
         const int64_t row = (b * s.m + t) * s.h + hd;
@@ -119,8 +115,7 @@ void favor_key_features_ref(const FavorKeyShape& s, const T* k, const T* u, cons
         for (int64_t e = 0; e < s.d_h; ++e) sq += double(k[row * s.d_h + e]) * double(k[row * s.d_h + e]);
         for (int64_t j = 0; j < s.mf; ++j) {
           phi[row * s.mf + j] = T(double(u[row * s.mf + j]) - double(half_sq_scale) * sq);
-          for (int64_t c = t / s.span; c < (s.running ? spans : t / s.span + 1); ++c)
-            M[c] = std::max(M[c], phi[row * s.mf + j]);
+          M[t / s.span] = std::max(M[t / s.span], phi[row * s.mf + j]);
         }
       }
       for (int64_t t = 0; t < s.m; ++t) {

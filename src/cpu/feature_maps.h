@@ -21,16 +21,15 @@ template <class T>
 void favor_query_features_ref(const T* u, T* phi, int64_t rows, int64_t mf);
 
 // The keys' sizes: k (B, m, h, d_h), u and phi (B, m, h, m_f), key_mask (B, m) or null; M is shared by `span`
-// consecutive keys (non-causal: span = m), key_max (B, h, ⌈m/span⌉).
+// consecutive keys (non-causal: span = m; causal: 1, each key its own), key_max (B, h, ⌈m/span⌉).
 struct FavorKeyShape {
   int64_t B = 0, m = 0, h = 0, d_h = 0, mf = 0;
-  int64_t span = 0;      // keys per max
-  bool running = false;  // causal: each max also covers every earlier span
+  int64_t span = 0;  // keys per max
   int64_t spans() const { return (m + span - 1) / span; }
 };
 
-// e = u − half_sq_scale·‖k‖², M per (batch, head, span) the max of e over valid keys (a running max over the
-// spans when s.running), phi = exp(e − M) / √m_f, 0 at padded keys. phi may be u.
+// e = u − half_sq_scale·‖k‖², M per (batch, head, span) the max of e over valid keys, phi = exp(e − M) / √m_f,
+// 0 at padded keys. phi may be u.
 template <class T>
 void favor_key_features(const FavorKeyShape& s, const T* k, const T* u, const uint8_t* key_mask, T half_sq_scale,
                         T* phi, T* key_max);

@@ -6,6 +6,10 @@
 // G (C × d_v) = dout_t / den_t, a (C) = −(dout_t · out_t) / den_t, tril(·) keeps entries s ≤ t.
 //   forward:  num = Aq H + tril(Aq Akᵀ) Vc,  den = Aq z + rowsum(tril(Aq Akᵀ)) + eps;
 //             then H += Akᵀ Vc, z += Σ rows of Ak (the carried state: keys of earlier chunks).
+//   With key shifts μ (linear_attention.h): the state term of row t is scaled by g_t = e^{R_prev − R_t}
+//   (R_prev: the state's scale), tril(Aq Akᵀ) entrywise by f_ts = e^{μ_s − R_t}, and at the chunk's
+//   end the state is rescaled to R_end and its new key rows weighed by e^{μ_s − R_end}; the backward
+//   applies the same factors to the same products.
 //   backward: with Mx = tril(G Vcᵀ + a 1ᵀ) and the same prefix state H (recomputed going forward):
 //             dφq = G Hᵀ + a zᵀ + Mx Ak;
 //             going backward with the suffix state R = Σ_{later t} φq_tᵀ G_t, ρ = Σ_{later t} a_t φq_t:
@@ -19,6 +23,7 @@
 #include <vector>
 
 #include "cpu/tile_gemm.h"
+#include "cpu/vmath.h"
 #include "linformer/error.h"
 #include "linformer/runtime.h"
 
@@ -50,7 +55,11 @@ class CoreTask {
         z_(size(r_)),
         R_(size(r_ * dv_)),
         RT_(size(dv_ * r_)),
-        rho_(size(r_)) {}
+        rho_(size(r_)),
+        mu_(size(C_)),
+        run_(size(C_)),
+        g_(size(C_), T(1)),
+        F_(size(C_ * C_)) {}
 
   // Points the views at (batch b, head hd).
   void bind(int64_t b, int64_t hd, const T* phi_q, const T* phi_k, const T* v, const T* key_shift) {
@@ -66,14 +75,21 @@ class CoreTask {
     K_ = phi_k + k_off_;
     V_ = v + v_off_;
     km_ = s.key_mask ? s.key_mask + b * s.m : nullptr;
-    shift_ = key_shift ? key_shift + (b * s.h + hd) * s.key_chunks() : nullptr;
+    shift_ = key_shift ? key_shift + (b * s.h + hd) * s.m : nullptr;
+    bh_ = b * s.h + hd;
   }
 
-  void forward(T* out, T* den) {
+  void forward(T* out, T* den, const LinearCoreState<T>* state) {
     T* O = out + o_off_;
     T* D = den + den_off_;
     zero(H_);
     zero(z_);
+    T scale = kNegInf;  // R_prev: the scale of H and z
+    if (state) {
+      std::copy(state->H + bh_ * r_ * dv_, state->H + (bh_ + 1) * r_ * dv_, H_.begin());
+      std::copy(state->z + bh_ * r_, state->z + (bh_ + 1) * r_, z_.begin());
+      if (shift_) scale = state->scale[bh_];
+    }
     if (!s_.causal) {
       for (int64_t t0 = 0; t0 < s_.m; t0 += C_) {
         pack_keys(t0, false);
@@ -86,15 +102,22 @@ class CoreTask {
       }
       return;
     }
-    for (int64_t c = 0, t0 = 0; t0 < s_.n; ++c, t0 += C_) {
-      rescale(c, H_, z_);
+    for (int64_t t0 = 0; t0 < s_.n; t0 += C_) {
       pack_queries(t0);
       pack_keys(t0, true);
+      chunk_scales(t0, scale);
       flash_tile_gemm<T>(false, C_, dv_, r_, T(1), Aq_.data(), r_, H_.data(), dv_, false, X_.data(), dv_);
-      intra_scores();  // P = tril(Aq Akᵀ)
+      scale_rows(X_.data(), dv_, g_);
+      intra_scores();  // P = f ⊙ tril(Aq Akᵀ)
       flash_tile_gemm<T>(false, C_, dv_, C_, T(1), P_.data(), C_, Vc_.data(), dv_, true, X_.data(), dv_);
       write_outputs(t0, O, D, true);
+      to_chunk_end(H_, scale);
       add_key_state(H_);
+    }
+    if (state) {
+      std::copy(H_.begin(), H_.end(), state->H + bh_ * r_ * dv_);
+      std::copy(z_.begin(), z_.end(), state->z + bh_ * r_);
+      if (shift_) state->scale[bh_] = scale;
     }
   }
 
@@ -132,38 +155,52 @@ class CoreTask {
       }
       return;
     }
-    // Causal, going forward: dφq.
+    // Causal, going forward: dφq, and the state's scale at each chunk's end (for the way back).
+    const int64_t chunks = s_.key_chunks();
+    std::vector<T> ends(size(chunks), kNegInf);
+    T scale = kNegInf;
     for (int64_t c = 0, t0 = 0; t0 < s_.n; ++c, t0 += C_) {
-      rescale(c, HT_, z_);
       pack_keys(t0, true);
       pack_grads(t0, O, D, dO);
+      chunk_scales(t0, scale);
       query_grads_from_state();
-      intra_grads();  // Mx = tril(G Vcᵀ + a 1ᵀ)
+      scale_rows(Y_.data(), r_, g_);
+      intra_grads();  // Mx = f ⊙ tril(G Vcᵀ + a 1ᵀ)
       flash_tile_gemm<T>(false, C_, r_, C_, T(1), Mx_.data(), C_, Ak_.data(), r_, true, Y_.data(), r_);
       write_rows(Y_.data(), r_, t0, std::min(C_, s_.n - t0), dQ, ldf_, nullptr);
+      to_chunk_end(HT_, scale);
       add_key_state_transposed();
+      ends[size(c)] = scale;
     }
-    // Going backward: dφk and dv from the suffix state (R, ρ) of the later chunks.
-    const int64_t chunks = s_.key_chunks();
+    // Going backward: dφk and dv from the suffix state (R, ρ): the gradient of the state after chunk c.
     for (int64_t c = chunks - 1; c >= 0; --c) {
       const int64_t t0 = c * C_, cl = std::min(C_, s_.n - t0);
+      const T before = c > 0 ? ends[size(c - 1)] : kNegInf;
       transpose(R_, r_, dv_, RT_);
       pack_queries(t0);
       pack_keys(t0, true);
       pack_grads(t0, O, D, dO);
+      chunk_scales(t0, before);
       key_grads_from_state();
+      if (shift_) {  // the chunk's keys entered the state weighed by e^{μ_s − R_end}
+        for (int64_t i = 0; i < C_; ++i) mu_[size(i)] = factor(mu_[size(i)], ends[size(c)]);
+        scale_rows(Y_.data(), r_, mu_);
+        scale_rows(X_.data(), dv_, mu_);
+      }
       intra_grads();
       flash_tile_gemm<T>(true, C_, r_, C_, T(1), Mx_.data(), C_, Aq_.data(), r_, true, Y_.data(), r_);
       intra_scores();
       flash_tile_gemm<T>(true, C_, dv_, C_, T(1), P_.data(), C_, G_.data(), dv_, true, X_.data(), dv_);
       write_rows(Y_.data(), r_, t0, cl, dK, ldf_, km_);
       write_rows(X_.data(), dv_, t0, cl, dV, ldv_, km_);
-      add_query_state();
-      if (c > 0 && shift_) {  // onto the scale of chunk c − 1
-        const T f = factor(c);
+      if (shift_) {  // onto the scale before the chunk, where its queries read the state (weighed by g_t)
+        const T f = factor(before, ends[size(c)]);
         for (T& e : R_) e *= f;
         for (T& e : rho_) e *= f;
+        scale_rows(G_.data(), dv_, g_);
+        for (int64_t i = 0; i < C_; ++i) a_[size(i)] *= g_[size(i)];
       }
+      add_query_state();
     }
   }
 
@@ -173,18 +210,63 @@ class CoreTask {
 
   bool padded(int64_t t) const { return km_ && km_[t]; }
 
-  // e^{M_{c−1} − M_c}: from the scale of chunk c − 1 to that of chunk c (0 while no key was valid).
-  T factor(int64_t c) const {
-    const T prev = shift_[c - 1], cur = shift_[c];
-    if (prev == -std::numeric_limits<T>::infinity()) return T(0);
-    return T(std::exp(prev - cur));
+  static constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+
+  // e^{from − to} ≤ 1 (to ≥ from): 0 when `from` is −inf (no valid key: nothing to carry).
+  static T factor(T from, T to) { return from == kNegInf ? T(0) : T(std::exp(from - to)); }
+
+  // With key shifts, for the chunk at t0 whose state is on scale `prev`: μ (C) of its keys (−inf at
+  // padding and past n), the running max R_t (run_), g_t = e^{prev − R_t}, and F (C × C) the
+  // intra-chunk factors f_ts = e^{μ_s − R_t} for s ≤ t. Nothing without shifts (g stays 1).
+  void chunk_scales(int64_t t0, T prev) {
+    if (!shift_) return;
+    const int64_t cl = std::min(C_, s_.n - t0);
+    T run = prev;
+    for (int64_t i = 0; i < C_; ++i) {
+      const T mu = i < cl && !padded(t0 + i) ? shift_[t0 + i] : kNegInf;
+      mu_[size(i)] = mu;
+      run = std::max(run, mu);
+      run_[size(i)] = run;
+      g_[size(i)] = factor(prev, run);
+      T* f = F_.data() + i * C_;
+      if (run == kNegInf) {  // no valid key yet (−inf − −inf would be NaN)
+        std::fill(f, f + i + 1, T(0));
+        continue;
+      }
+      const T* mus = mu_.data();
+#pragma omp simd
+      for (int64_t j = 0; j <= i; ++j) f[j] = exp_fast<T>(mus[j] - run);  // a padded key's −inf gives 0
+    }
   }
 
-  void rescale(int64_t c, std::vector<T>& state, std::vector<T>& zz) const {
-    if (c == 0 || !shift_) return;
-    const T f = factor(c);
+  // With key shifts, at the chunk's end: the state (H or HT, and z) from `scale` onto the chunk's last
+  // running max, which `scale` becomes, and the key rows Ak weighed by e^{μ_s − R_end} for the state.
+  void to_chunk_end(std::vector<T>& state, T& scale) {
+    if (!shift_) return;
+    const T end = run_[size(C_ - 1)];
+    const T f = factor(scale, end);
     for (T& e : state) e *= f;
-    for (T& e : zz) e *= f;
+    for (T& e : z_) e *= f;
+    for (int64_t i = 0; i < C_; ++i) {
+      const T w = factor(mu_[size(i)], end);
+      T* ak = Ak_.data() + i * r_;
+      for (int64_t j = 0; j < r_; ++j) ak[j] *= w;
+    }
+    scale = end;
+  }
+
+  // Row i of A (C × w) times w_i, with key shifts.
+  void scale_rows(T* A, int64_t w, const std::vector<T>& weights) const {
+    if (!shift_) return;
+    for (int64_t i = 0; i < C_; ++i)
+      for (int64_t j = 0; j < w; ++j) A[i * w + j] *= weights[size(i)];
+  }
+
+  // P or Mx (C × C) times F entrywise, with key shifts (entries above the diagonal are already 0).
+  void apply_intra_factors(std::vector<T>& M) const {
+    if (!shift_) return;
+    for (int64_t i = 0; i < C_; ++i)
+      for (int64_t j = 0; j <= i; ++j) M[size(i * C_ + j)] *= F_[size(i * C_ + j)];
   }
 
   // Aq: the query rows t0.. (zeros past n).
@@ -272,6 +354,7 @@ class CoreTask {
   void intra_scores() {
     flash_tile_gemm<T>(false, C_, C_, r_, T(1), Aq_.data(), r_, AkT_.data(), C_, false, P_.data(), C_);
     for (int64_t i = 0; i < C_; ++i) std::fill(P_.begin() + i * C_ + i + 1, P_.begin() + (i + 1) * C_, T(0));
+    apply_intra_factors(P_);
   }
 
   // Mx (C × C) = G Vcᵀ + a 1ᵀ with the entries s > t set to zero.
@@ -283,6 +366,7 @@ class CoreTask {
       for (int64_t j = 0; j <= i; ++j) row[j] += ai;
       std::fill(row + i + 1, row + C_, T(0));
     }
+    apply_intra_factors(Mx_);
   }
 
   // Y (C × r) = G Hᵀ + a zᵀ, from HT and z.
@@ -315,6 +399,7 @@ class CoreTask {
       const T* aq = Aq_.data() + i * r_;
       T dn = 0;
       for (int64_t j = 0; j < r_; ++j) dn += aq[j] * z_[size(j)];
+      dn *= g_[size(i)];
       if (intra) {
         const T* p = P_.data() + i * C_;
         T within = 0;
@@ -350,12 +435,14 @@ class CoreTask {
   const int64_t C_, r_, dv_;
   std::vector<T> Aq_, Ak_, AkT_, Vc_, VcT_, G_, a_, P_, Mx_, X_, Y_;
   std::vector<T> H_, HT_, z_, R_, RT_, rho_;
+  std::vector<T> mu_, run_, g_, F_;  // key shifts: see chunk_scales
   int64_t ldf_ = 0, ldv_ = 0, q_off_ = 0, k_off_ = 0, o_off_ = 0, v_off_ = 0, den_off_ = 0;
   const T* Q_ = nullptr;
   const T* K_ = nullptr;
   const T* V_ = nullptr;
   const uint8_t* km_ = nullptr;
   const T* shift_ = nullptr;
+  int64_t bh_ = 0;
 };
 
 void check_shape(const LinearCoreShape& s) {
@@ -382,14 +469,16 @@ double linear_core_flops(const LinearCoreShape& s) {
 
 double linear_core_scratch_bytes(const LinearCoreShape& s, int64_t element_size) {
   const double C = double(s.chunk), r = double(s.r), dv = double(s.dv);
-  const double per_thread = 4.0 * C * r + 4.0 * C * dv + 2.0 * C * C + 4.0 * r * dv + 2.0 * r + C;
+  const double per_thread = 4.0 * C * r + 4.0 * C * dv + 3.0 * C * C + 4.0 * r * dv + 2.0 * r + 4.0 * C;
   return double(element_size) * per_thread * double(std::max(1, num_threads()));
 }
 
 template <class T>
 void linear_core_forward(const LinearCoreShape& s, const T* phi_q, const T* phi_k, const T* v, const T* key_shift,
-                         T* out, T* den) {
+                         T* out, T* den, const LinearCoreState<T>* state) {
   check_shape(s);
+  LF_REQUIRE(!state || (s.causal && !s.key_mask && state->H && state->z && (state->scale || !key_shift)),
+             "linear attention core: a carried state needs causal attention without a key mask");
   const int64_t tasks = s.B * s.h;
 #pragma omp parallel if (worth_threads(s))
   {
@@ -397,7 +486,7 @@ void linear_core_forward(const LinearCoreShape& s, const T* phi_q, const T* phi_
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < tasks; ++bh) {
       task.bind(bh / s.h, bh % s.h, phi_q, phi_k, v, key_shift);
-      task.forward(out, den);
+      task.forward(out, den, state);
     }
   }
 }
@@ -419,7 +508,8 @@ void linear_core_backward(const LinearCoreShape& s, const T* phi_q, const T* phi
 }
 
 #define LF_INSTANTIATE(T)                                                                                          \
-  template void linear_core_forward<T>(const LinearCoreShape&, const T*, const T*, const T*, const T*, T*, T*);    \
+  template void linear_core_forward<T>(const LinearCoreShape&, const T*, const T*, const T*, const T*, T*, T*,     \
+                                       const LinearCoreState<T>*);                                                 \
   template void linear_core_backward<T>(const LinearCoreShape&, const T*, const T*, const T*, const T*, const T*, \
                                         const T*, const T*, T*, T*, T*);
 LF_INSTANTIATE(float)

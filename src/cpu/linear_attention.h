@@ -34,17 +34,32 @@ struct LinearCoreShape {
   int64_t key_chunks() const { return (m + chunk - 1) / chunk; }
 };
 
-// key_shift (causal only; null for none): (B, h, ⌈m/C⌉) log-scales M_c, non-decreasing in c: the
-// φk rows of chunk c were computed divided by e^{M_c} (Performer's running-max stabiliser). The
-// carried state is rescaled by e^{M_{c−1} − M_c} ≤ 1 between chunks, so every key a query sees is on
-// its chunk's scale; M_c = −inf is allowed while no key so far is valid. The shifts are constants
-// for the backward.
+// key_shift (causal only; null for none): (B, h, m) log-scales μ_s: the φk row of key s was computed
+// divided by e^{μ_s} (Performer's stabiliser: each key its own max). The core weighs key s for query t
+// by e^{μ_s − R_t}, R_t = max of μ over the valid keys s ≤ t (a running max, so every factor is ≤ 1
+// and nothing overflows), which cancels between numerator and denominator but for eps. R_t depends on
+// the keys up to t only, so a causal output is bitwise independent of every later key. The carried
+// state is kept on the scale of the last R and rescaled by e^{R_old − R_new} ≤ 1 when it grows. −inf
+// (no valid key so far) is allowed. The shifts are constants for the backward.
+
+// A causal forward's carried state, per (batch, head): H (B, h, r, d_v) = Σ_s e^{μ_s − R} φk_sᵀ v_s,
+// z (B, h, r) = Σ_s e^{μ_s − R} φk_s and R (B, h) the running max (−inf before any key; unused
+// without key_shift). Incremental decoding: a forward given a state starts from it (the keys before
+// this call's first position) and leaves in it the state after its last position.
+template <class T>
+struct LinearCoreState {
+  T* H = nullptr;
+  T* z = nullptr;
+  T* scale = nullptr;  // R; null without key_shift
+};
 
 // out (B, n, h·d_v) and den (B, h, n) = φq_t · z_t + eps (kept for the backward), both overwritten.
 // Parallel over (batch, head), bitwise independent of the thread count.
+// state (causal only, no key mask; null for an empty start whose final state is dropped): see
+// LinearCoreState.
 template <class T>
 void linear_core_forward(const LinearCoreShape& s, const T* phi_q, const T* phi_k, const T* v, const T* key_shift,
-                         T* out, T* den);
+                         T* out, T* den, const LinearCoreState<T>* state = nullptr);
 
 // From dout (B, n, h·d_v) and the forward's out and den: dphi_q (B, n, h·r), dphi_k (B, m, h·r),
 // dv (B, m, h·d_v), all overwritten (zero rows at padded keys).

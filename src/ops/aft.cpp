@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cpu/aft_conv.h"
+#include "cpu/aft_decode.h"
 #include "cpu/aft_position.h"
 #include "cpu/aft_simple.h"
 #include "ops/dispatch.h"
@@ -117,6 +118,66 @@ void aft_simple_forward(TensorView<T> q, In<T> k, In<T> v, TensorView<const uint
   LF_DISPATCH(op, device_of(op, q, k, v, mask, o, r, m, s),
               return lf::aft_simple_forward<T>(q.data(), k.data(), v.data(), mask.data(), o.data(), r.data(), m.data(),
                                                s.data(), q.size(0), q.size(1), q.size(2), causal));
+}
+
+template <class T>
+void aft_simple_decode(In<T> q, In<T> k, In<T> v, Out<T> o, TensorView<T> mx, TensorView<T> sum, TensorView<T> num) {
+  const char* op = "aft_simple_decode";
+  require_activation(op, q, {});
+  require_like(op, "k", k, q);
+  require_like(op, "v", v, q);
+  require_like(op, "o", o, q);
+  require_shapes(op, "the state mx, sum, num", {q.size(0), q.size(2)}, mx, sum, num);
+  LF_DISPATCH(op, device_of(op, q, k, v, o, mx, sum, num),
+              return lf::aft_simple_decode<T>(q.data(), k.data(), v.data(), o.data(), mx.data(), sum.data(), num.data(),
+                                              q.size(0), q.size(1), q.size(2)));
+}
+
+template <class T>
+void aft_window_decode(In<T> q, In<T> K, In<T> V, int64_t L, int64_t window, In<T> bias, bool band, TensorView<T> mx,
+                       TensorView<T> sum, TensorView<T> num, Out<T> o) {
+  const char* op = "aft_window_decode";
+  require_activation(op, q, {});
+  require_like(op, "o", o, q);
+  AftDecodeShape s;
+  s.B = q.size(0);
+  s.n = q.size(1);
+  s.d = q.size(2);
+  s.L = L;
+  s.window = window;
+  LF_REQUIRE(K.rank() == 3 && V.rank() == 3, op, ": the cache K, V must be (B, cap, ·), not ", K.shape_string(),
+             " and ", V.shape_string());
+  s.cap = K.size(1);
+  s.dk = K.size(2);
+  LF_REQUIRE(s.dk >= 1 && s.d % s.dk == 0, op, ": K's ", s.dk, " columns do not divide the width ", s.d);
+  require_shape(op, "K", K, {s.B, s.cap, s.dk});
+  require_shape(op, "V", V, {s.B, s.cap, s.d});
+  LF_REQUIRE(L >= s.n && L <= s.cap, op, ": ", L, " cached rows must hold the ", s.n, " new ones and fit the cache of ",
+             s.cap);
+  LF_REQUIRE(window >= 1, op, ": the window must be positive, got ", window);
+  const bool prefix = mx.data() != nullptr;
+  LF_REQUIRE(prefix || window >= L, op, ": without a prefix state the window (", window, ") must cover the ", L,
+             " cached keys");
+  if (prefix) require_shapes(op, "the prefix state mx, sum, num", {s.B, s.d}, mx, sum, num);
+  AftDecodeBias<T> b;
+  b.w = bias.data();
+  b.band = band;
+  if (band) {
+    LF_REQUIRE(bias.rank() == 3 && (bias.size(0) == 1 || bias.size(0) == s.n) && bias.size(2) == window &&
+                   bias.size(1) >= 1 && s.d % bias.size(1) == 0 && bias.stride(2) == 1 &&
+                   bias.stride(1) == window,
+               op, ": a band bias must be (n or 1, groups dividing d, window = ", window, ") with dense rows, not ",
+               bias.shape_string());
+    b.groups = bias.size(1);
+    b.ld = bias.size(0) == 1 ? 0 : bias.stride(0);
+  } else {
+    LF_REQUIRE(bias.rank() == 2 && bias.size(0) == s.n && bias.size(1) == L && bias.stride(1) == 1, op,
+               ": a dense bias must be (n, L) = (", s.n, ", ", L, ") with unit column stride, not ", bias.shape_string());
+    b.ld = bias.stride(0);
+  }
+  LF_DISPATCH(op, device_of(op, q, K, V, bias, mx, sum, num, o),
+              return lf::aft_window_decode<T>(s, q.data(), K.data(), V.data(), b, mx.data(), sum.data(), num.data(),
+                                              o.data()));
 }
 
 template <class T>
@@ -265,6 +326,9 @@ void aft_local_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_
 }
 
 #define LF_INSTANTIATE(T)                                                                                        \
+  template void aft_simple_decode<T>(In<T>, In<T>, In<T>, Out<T>, TensorView<T>, TensorView<T>, TensorView<T>);  \
+  template void aft_window_decode<T>(In<T>, In<T>, In<T>, int64_t, int64_t, In<T>, bool, TensorView<T>,           \
+                                     TensorView<T>, TensorView<T>, Out<T>);                                        \
   template void aft_simple_forward<T>(TensorView<T>, In<T>, In<T>, TensorView<const uint8_t>, Out<T>, Out<T>,    \
                                       Out<T>, Out<T>, bool);                                                     \
   template void aft_simple_backward<T>(In<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>, In<T>, In<T>,      \

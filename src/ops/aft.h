@@ -19,6 +19,27 @@ template <class T>
 void aft_simple_backward(In<T> sigma_q, In<T> k, In<T> v, TensorView<const uint8_t> mask, In<T> r, In<T> m, In<T> s,
                          In<T> d_o, TensorView<T> dq, Out<T> dk, Out<T> dv, bool causal);
 
+// Incremental decoding of causal AFT-simple (no padding): o (B, n, d) for the next n rows of q (raw), k, v
+// (B, n, d), from the online softmax's state of the rows before them, mx, sum, num (B, d): the running
+// maximum of K, Σ exp(K − mx) and Σ exp(K − mx) V (−inf, 0, 0 start a sequence), updated in place. As the
+// causal forward's rows over the whole prefix, to rounding.
+template <class T>
+void aft_simple_decode(In<T> q, In<T> k, In<T> v, Out<T> o, TensorView<T> mx, TensorView<T> sum, TensorView<T> num);
+
+// Incremental decoding of aft_full, aft_local and aft_conv (src/cpu/aft_decode.h has the method): the next n
+// rows q (B, n, d) (raw) against the cache K (B, cap, dk) and V (B, cap, d) whose first L rows hold the
+// positions P − L .. P − 1, the last n of them the new rows (dk divides d: aft_conv's keys, one per head).
+// A key inside a row's window (t − t' < window) weighs exp(K + bias), an older one exp(K), through the
+// prefix state mx, sum, num (B, d) (running max of K, Σ exp(K − max), Σ exp(K − max)·V; −inf, 0, 0 to
+// start), updated in place; all three `{}` when the window covers every key (window ≥ L, aft_full).
+// bias, band: (rows, groups, window), tap j for the key t − (window − 1) + j, rows n or 1 (one for every
+// row), groups dividing d (channel c takes group c / (d / groups)); dense: (n, L), entry j for cached key
+// j, any row stride. o (B, n, d) overwritten. As the causal forward's rows over the whole prefix, to
+// rounding.
+template <class T>
+void aft_window_decode(In<T> q, In<T> K, In<T> V, int64_t L, int64_t window, In<T> bias, bool band, TensorView<T> mx,
+                       TensorView<T> sum, TensorView<T> num, Out<T> o);
+
 // AFT-conv with h heads (src/cpu/aft_conv.h): o = σ(Q) ⊙ the mean of V weighted by exp(K) (K: (B, n, h),
 // one channel per head) times ω = exp(ŵ) (h, s) inside each query's window of s taps. q becomes σ(Q);
 // den, m (B, h, n) receive the denominators and shifts; r (B, n, d) = Y / σ(Q) is kept unless `{}`.

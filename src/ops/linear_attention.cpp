@@ -30,8 +30,6 @@ void require_dense_or_empty(const char* op, const char* name, const View& v, std
   if (v.data()) require_shape(op, name, v, shape);
 }
 
-int64_t key_chunks(int64_t m, int64_t chunk) { return chunk > 0 ? (m + chunk - 1) / chunk : 0; }
-
 LinearCoreShape core_shape(const LinearAttentionSizes& z, const LinearAttentionOptions& o, const uint8_t* key_mask) {
   LinearCoreShape s;
   s.B = z.B;
@@ -69,7 +67,7 @@ LinearAttentionSizes checked_sizes(const char* op, In<T> phi_q, In<T> phi_k, In<
   require_shape(op, "den", den, {z.B, z.h, z.n});
   require_dense_or_empty(op, "key_mask", key_mask, {z.B, z.m});
   LF_REQUIRE(o.causal || !key_shift.data(), op, ": key_shift applies to causal attention only");
-  require_dense_or_empty(op, "key_shift", key_shift, {z.B, z.h, key_chunks(z.m, o.chunk)});
+  require_dense_or_empty(op, "key_shift", key_shift, {z.B, z.h, z.m});
   return z;
 }
 
@@ -100,6 +98,23 @@ void linear_attention_backward(In<T> phi_q, In<T> phi_k, In<T> v, TensorView<con
   LF_DISPATCH(op, device_of(op, phi_q, phi_k, v, key_mask, key_shift, out, den, dout, dphi_q, dphi_k, dv),
               return linear_core_backward<T>(s, phi_q.data(), phi_k.data(), v.data(), key_shift.data(), out.data(),
                                              den.data(), dout.data(), dphi_q.data(), dphi_k.data(), dv.data()));
+}
+
+template <class T>
+void linear_attention_decode(In<T> phi_q, In<T> phi_k, In<T> v, In<T> key_shift, const LinearAttentionOptions& options,
+                             TensorView<T> H, TensorView<T> z, TensorView<T> R, TensorView<T> out, TensorView<T> den) {
+  const char* op = "linear_attention_decode";
+  LF_REQUIRE(options.causal, op, ": decoding is causal");
+  const LinearAttentionSizes s = checked_sizes<T>(op, phi_q, phi_k, v, {}, key_shift, options, out, den);
+  LF_REQUIRE(s.n == s.m, op, ": as many new keys as new queries, got ", s.m, " and ", s.n);
+  require_shape(op, "H", H, {s.B, s.h, s.r, s.dv});
+  require_shape(op, "z", z, {s.B, s.h, s.r});
+  LF_REQUIRE(!key_shift.data() == !R.data(), op, ": the state's scale R goes with key_shift, both or neither");
+  require_dense_or_empty(op, "R", R, {s.B, s.h});
+  const LinearCoreState<T> state{H.data(), z.data(), R.data()};
+  LF_DISPATCH(op, device_of(op, phi_q, phi_k, v, key_shift, H, z, R, out, den),
+              return linear_core_forward<T>(core_shape(s, options, nullptr), phi_q.data(), phi_k.data(), v.data(),
+                                            key_shift.data(), out.data(), den.data(), &state));
 }
 
 double linear_attention_flops(const LinearAttentionSizes& sizes, const LinearAttentionOptions& options) {
@@ -150,10 +165,8 @@ void favor_key_features(In<T> k, In<T> u, TensorView<const uint8_t> key_mask, do
   s.h = k.size(2);
   s.d_h = k.size(3);
   s.mf = u.size(3);
-  s.span = options.causal ? options.chunk : s.m;
-  s.running = options.causal;
-  LF_REQUIRE(s.m > 0 && s.mf > 0 && s.span > 0, op, ": no keys, no features or a chunk of ", options.chunk, " in ",
-             u.shape_string());
+  s.span = options.causal ? 1 : s.m;
+  LF_REQUIRE(s.m > 0 && s.mf > 0, op, ": no keys or no features in ", u.shape_string());
   require_shape(op, "k", k, {s.B, s.m, s.h, s.d_h});
   require_shape(op, "u", u, {s.B, s.m, s.h, s.mf});
   require_shape(op, "phi", phi, {s.B, s.m, s.h, s.mf});
@@ -188,6 +201,8 @@ void favor_key_norm_backward(In<T> k, In<T> du, double sq_scale, TensorView<T> d
   template void linear_attention_backward<T>(In<T>, In<T>, In<T>, TensorView<const uint8_t>, In<T>,                   \
                                              const LinearAttentionOptions&, In<T>, In<T>, In<T>, TensorView<T>,       \
                                              TensorView<T>, TensorView<T>);                                           \
+  template void linear_attention_decode<T>(In<T>, In<T>, In<T>, In<T>, const LinearAttentionOptions&, TensorView<T>, \
+                                           TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>);             \
   template void elu_plus_one_forward<T>(In<T>, TensorView<const uint8_t>, TensorView<T>);                             \
   template void elu_plus_one_backward<T>(In<T>, In<T>, TensorView<T>);                                                \
   template void favor_query_features<T>(In<T>, TensorView<T>);                                                        \

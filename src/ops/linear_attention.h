@@ -31,9 +31,10 @@ inline TensorView<const uint8_t> key_mask_view(const uint8_t* mask, int64_t B, i
 
 // out (B, n, h, d_v) and den (B, h, n) = φq_t · z_t + eps (kept for the backward), both overwritten, from
 // phi_q (B, n, h, r), phi_k (B, m, h, r), v (B, m, h, d_v), key_mask (B, m) or {}. key_shift (causal only, or
-// {}): (B, h, ⌈m/C⌉) log-scales M_c, non-decreasing in c: the φk rows of chunk c were computed divided by
-// e^{M_c} (performer's running-max stabiliser); −inf while no key so far is valid. Bitwise independent of the
-// thread count.
+// {}): (B, h, m) log-scales μ_s: the φk row of key s was computed divided by e^{μ_s} (performer's stabiliser);
+// the core weighs key s for query t by e^{μ_s − R_t}, R_t the running max of μ over the valid keys s ≤ t,
+// so a causal output is bitwise independent of later keys (cpu/linear_attention.h). Bitwise independent
+// of the thread count.
 template <class T>
 void linear_attention_forward(In<T> phi_q, In<T> phi_k, In<T> v, TensorView<const uint8_t> key_mask, In<T> key_shift,
                               const LinearAttentionOptions& options, TensorView<T> out, TensorView<T> den);
@@ -44,6 +45,16 @@ template <class T>
 void linear_attention_backward(In<T> phi_q, In<T> phi_k, In<T> v, TensorView<const uint8_t> key_mask, In<T> key_shift,
                                const LinearAttentionOptions& options, In<T> out, In<T> den, In<T> dout,
                                TensorView<T> dphi_q, TensorView<T> dphi_k, TensorView<T> dv);
+
+// Incremental decoding (causal, no padding): the next n positions of B sequences, phi_q, phi_k (B, n, h, r),
+// v (B, n, h, d_v), key_shift (B, h, n) or {}, against the carried state of the positions before them:
+// H (B, h, r, d_v) = Σ_s e^{μ_s − R} φk_sᵀ v_s, z (B, h, r) = Σ_s e^{μ_s − R} φk_s, and R (B, h), the running
+// max of μ (−inf before any key; {} without key_shift), all updated in place; zeros and −inf start a
+// sequence. out (B, n, h, d_v) and den (B, h, n) as linear_attention_forward's rows [t, t + n) over the whole
+// prefix (to rounding: the chunks fall elsewhere). Chunked like the forward, so a prompt runs in parallel.
+template <class T>
+void linear_attention_decode(In<T> phi_q, In<T> phi_k, In<T> v, In<T> key_shift, const LinearAttentionOptions& options,
+                             TensorView<T> H, TensorView<T> z, TensorView<T> R, TensorView<T> out, TensorView<T> den);
 
 // Multiply-adds ×2 of one forward (backward: about twice as much, three times causal).
 double linear_attention_flops(const LinearAttentionSizes& sizes, const LinearAttentionOptions& options);
@@ -68,10 +79,10 @@ void elu_plus_one_backward(In<T> phi, In<T> dy, TensorView<T> dx);
 template <class T>
 void favor_query_features(In<T> u, TensorView<T> phi);
 // keys: e = u − half_sq_scale·‖k‖² (half_sq_scale = c²/2), phi = exp(e − M) / √m_f with M the max of e over
-// the valid keys of the (batch, head): non-causal one M, written to key_max (B, h, 1); causal one per chunk
-// of C keys covering it and every earlier chunk, key_max (B, h, ⌈m/C⌉), the linear_attention_forward's
-// key_shift. k (B, m, h, d_h), u and phi (B, m, h, m_f) (phi may be u), key_mask (B, m) or {}: padded keys'
-// rows of phi are 0 and take no part in M.
+// the valid keys of the (batch, head): non-causal one M, written to key_max (B, h, 1); causal each key's own
+// max over its features, key_max (B, h, m), the linear_attention_forward's key_shift (no key's features
+// depend on another key, so nothing leaks from later keys). k (B, m, h, d_h), u and phi (B, m, h, m_f)
+// (phi may be u), key_mask (B, m) or {}: padded keys' rows of phi are 0 and take no part in M.
 template <class T>
 void favor_key_features(In<T> k, In<T> u, TensorView<const uint8_t> key_mask, double half_sq_scale,
                         const LinearAttentionOptions& options, TensorView<T> phi, TensorView<T> key_max);

@@ -34,7 +34,6 @@ AttentionCase causal_case(const std::string& kind, int64_t n, int64_t max_len, j
 class EveryCausalKind : public testing::TestWithParam<std::string> {};
 
 TEST_P(EveryCausalKind, OutputsIgnoreTheFutureBitwise) {
-  if (GetParam() == "performer") GTEST_SKIP() << "TODO(#17): its key stabiliser is a max over every key";
   test::expect_outputs_ignore_the_future<float>(causal_case(GetParam(), 24, 24));
   test::expect_outputs_ignore_the_future<double>(causal_case(GetParam(), 24, 24));
 }
@@ -118,12 +117,49 @@ TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
 TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
   static const std::map<std::string, DecodeMechanism> expected = {
       {"causal_linformer", DecodeMechanism::kCompressed},
+      {"linear", DecodeMechanism::kRecurrent},
+      {"performer", DecodeMechanism::kRecurrent},
+      {"aft_simple", DecodeMechanism::kRecurrent},
+      {"aft_full", DecodeMechanism::kKvCache},
+      {"aft_local", DecodeMechanism::kWindow},
+      {"aft_conv", DecodeMechanism::kWindow},
   };
   const AttentionCase c = causal_case(GetParam(), 8, 8);
   test::AttentionRig<float> rig(c);
   const auto it = expected.find(GetParam());
   const DecodeMechanism want = it == expected.end() ? DecodeMechanism::kRecompute : it->second;
   EXPECT_STREQ(decode_mechanism_name(rig.layer->decode_mechanism()), decode_mechanism_name(want));
+}
+
+// A recurrent or window state holds as many bytes after 200 positions as after 1: the memory of a step
+// does not grow with the context. A KV cache grows, but geometrically: its size changes a few times
+// (amortised appends), not at every position.
+TEST_P(EveryCausalKind, DecodeStateMemoryFollowsItsMechanism) {
+  const AttentionCase c = causal_case(GetParam(), 8, 256, small_options(GetParam()));
+  test::AttentionRig<double> rig(c);
+  const DecodeMechanism m = rig.layer->decode_mechanism();
+  if (m == DecodeMechanism::kRecompute) GTEST_SKIP() << "the fallback keeps the whole input";
+  const bool constant = m == DecodeMechanism::kRecurrent || m == DecodeMechanism::kWindow;
+  const int64_t B = c.B, d = c.dims.d_model;
+  auto state = rig.layer->begin_decode(B, d);
+  std::vector<double> x(size_t(B * d)), out(x.size());
+  double first = 0, last = 0;
+  int changes = 0;
+  for (int64_t t = 0; t < 200; ++t) {
+    for (int64_t i = 0; i < B * d; ++i) x[size_t(i)] = rig.x[size_t((i + t * 7) % int64_t(rig.x.size()))];
+    rig.layer->decode(*state, x.data(), 1, out.data());
+    const double bytes = state->bytes();
+    if (t == 0) first = last = bytes;
+    if (constant) ASSERT_EQ(bytes, first) << "after " << t + 1 << " positions";
+    ASSERT_GE(bytes, last) << "after " << t + 1 << " positions";
+    changes += bytes != last;
+    last = bytes;
+  }
+  EXPECT_GT(first, 0.0);
+  if (m == DecodeMechanism::kKvCache) {
+    EXPECT_GT(last, first);       // it holds the context
+    EXPECT_LE(changes, 16) << "a KV cache should grow geometrically, not a copy per token";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCausalKinds, EveryCausalKind, testing::ValuesIn(causal_kinds()),
@@ -137,6 +173,38 @@ TEST(Decode, RefusesAForeignStateAndAnEmptyStep) {
   std::vector<float> x(2 * 16), out(x.size());
   EXPECT_THROW(a.layer->decode(*state, x.data(), 0, out.data()), InvalidArgument);
   EXPECT_THROW(a.layer->begin_decode(0, 16), InvalidArgument);
+}
+
+// The incremental states' checks: a state from another kind (one with the same state class included), an
+// empty step, a width or batch that begin_decode cannot take, a layer that is not causal, and for the
+// kinds with a position bias a step past max_len.
+TEST(Decode, IncrementalKindsRefuseBadStatesAndSteps) {
+  const std::vector<std::string> kinds = {"linear", "performer", "aft_simple", "aft_full", "aft_local", "aft_conv"};
+  for (const std::string& kind : kinds) {
+    SCOPED_TRACE(kind);
+    const AttentionCase c = causal_case(kind, 8, 8);
+    test::AttentionRig<float> rig(c);
+    std::vector<float> x(size_t(2 * 9 * 16)), out(x.size());
+    for (const std::string& other : {std::string("synthesizer"), kind == "linear" ? std::string("performer")
+                                                                 : kind == "aft_conv" ? std::string("aft_local")
+                                                                                      : std::string("linear")}) {
+      test::AttentionRig<float> foreign(causal_case(other, 8, 8));
+      auto state = foreign.layer->begin_decode(2, 16);
+      EXPECT_THROW(rig.layer->decode(*state, x.data(), 1, out.data()), InvalidArgument) << "a state of " << other;
+    }
+    auto state = rig.layer->begin_decode(2, 16);
+    EXPECT_THROW(rig.layer->decode(*state, x.data(), 0, out.data()), InvalidArgument);
+    EXPECT_THROW(rig.layer->begin_decode(2, 8), InvalidArgument);
+    EXPECT_THROW(rig.layer->begin_decode(0, 16), InvalidArgument);
+    if (kind == "aft_full" || kind == "aft_local") {
+      rig.layer->decode(*state, x.data(), 8, out.data());
+      EXPECT_THROW(rig.layer->decode(*state, x.data(), 1, out.data()), InvalidArgument) << "past max_len";
+    }
+    AttentionCase bidirectional = c;
+    bidirectional.dims.causal = false;
+    test::AttentionRig<float> b(bidirectional);
+    EXPECT_THROW(b.layer->begin_decode(2, 16), InvalidArgument);
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -36,7 +37,7 @@ using test::with_mask;
 struct CoreCase {
   LinearCoreShape s;
   std::vector<uint8_t> mask;  // (B, m) or empty
-  bool shifted = false;       // causal: random non-decreasing key shifts per chunk
+  bool shifted = false;       // causal: random key shifts μ per key
 };
 
 CoreCase core_case(int64_t n, int64_t m, bool causal, int64_t chunk, bool masked = false, bool shifted = false) {
@@ -70,15 +71,7 @@ CoreData core_data(const CoreCase& c, uint64_t seed) {
   d.fq = test::random_vector<double>(s.B * s.n * s.h * s.r, seed, 0.05, 1.0);  // features are non-negative
   d.fk = test::random_vector<double>(s.B * s.m * s.h * s.r, seed + 1, 0.05, 1.0);
   d.v = test::random_vector<double>(s.B * s.m * s.h * s.dv, seed + 2);
-  if (c.shifted) {
-    const int64_t chunks = s.key_chunks();
-    d.shift.resize(size_t(s.B * s.h * chunks));
-    const auto steps = test::random_vector<double>(s.B * s.h * chunks, seed + 3, 0.0, 1.5);
-    for (int64_t bh = 0; bh < s.B * s.h; ++bh) {
-      double acc = -0.5;
-      for (int64_t ch = 0; ch < chunks; ++ch) d.shift[size_t(bh * chunks + ch)] = acc += steps[size_t(bh * chunks + ch)];
-    }
-  }
+  if (c.shifted) d.shift = test::random_vector<double>(s.B * s.h * s.m, seed + 3, -1.5, 3.0);  // (B, h, m)
   for (int64_t b = 0; b < s.B; ++b)  // garbage at padded keys: it must not reach anything
     for (int64_t j = 0; j < s.m; ++j)
       if (!c.mask.empty() && c.mask[size_t(b * s.m + j)]) {
@@ -91,7 +84,6 @@ CoreData core_data(const CoreCase& c, uint64_t seed) {
 // out (B, n, h·d_v) by the definition: explicit sums over the keys each query sees.
 std::vector<double> core_reference(const CoreCase& c, const CoreData& d) {
   const LinearCoreShape& s = c.s;
-  const int64_t chunks = s.key_chunks();
   std::vector<double> out(size_t(s.B * s.n * s.h * s.dv), 0.0);
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t hd = 0; hd < s.h; ++hd)
@@ -99,15 +91,16 @@ std::vector<double> core_reference(const CoreCase& c, const CoreData& d) {
         std::vector<double> num(size_t(s.dv), 0.0);
         double den = 0;
         const int64_t last = s.causal ? t : s.m - 1;
+        const double* sh = c.shifted ? d.shift.data() + (b * s.h + hd) * s.m : nullptr;
+        double run = -INFINITY;  // R_t: the largest shift of a valid key up to t
+        for (int64_t j = 0; sh && j <= last; ++j)
+          if (c.mask.empty() || !c.mask[size_t(b * s.m + j)]) run = std::max(run, sh[j]);
         for (int64_t j = 0; j <= last; ++j) {
           if (!c.mask.empty() && c.mask[size_t(b * s.m + j)]) continue;
           double w = 0;
           for (int64_t e = 0; e < s.r; ++e)
             w += d.fq[size_t(((b * s.n + t) * s.h + hd) * s.r + e)] * d.fk[size_t(((b * s.m + j) * s.h + hd) * s.r + e)];
-          if (c.shifted) {
-            const double* sh = d.shift.data() + (b * s.h + hd) * chunks;
-            w *= std::exp(sh[j / s.chunk] - sh[t / s.chunk]);
-          }
+          if (sh) w *= std::exp(sh[j] - run);
           den += w;
           for (int64_t e = 0; e < s.dv; ++e) num[size_t(e)] += w * d.v[size_t(((b * s.m + j) * s.h + hd) * s.dv + e)];
         }
@@ -195,6 +188,57 @@ TEST(LinearCore, BackwardMatchesFiniteDifferences) {
         }
     test::expect_gradient_matches(loss, d.fk.data(), int64_t(d.fk.size()), dfk.data(), "phi_k", 1e-7);
     test::expect_gradient_matches(loss, d.v.data(), int64_t(d.v.size()), dv.data(), "v", 1e-7);
+  }
+}
+
+// Incremental decoding: the core run piece by piece from the carried state (H, z, R) gives the rows of
+// one causal forward over the whole sequence, to rounding, for any split (a piece shorter than a chunk,
+// longer, single positions), with and without key shifts; the state is what the whole forward ends in.
+template <class T>
+void expect_pieces_match_the_whole(bool shifted, const std::vector<int64_t>& pieces, double tol) {
+  int64_t n = 0;
+  for (int64_t p : pieces) n += p;
+  const CoreCase whole = core_case(n, n, true, 4, false, shifted);
+  SCOPED_TRACE(describe(whole));
+  const CoreData d = core_data(whole, 13);
+  const std::vector<T> want = core_forward<T>(whole, d);
+  const LinearCoreShape& s = whole.s;
+  std::vector<T> H(size_t(s.B * s.h * s.r * s.dv), T(0)), z(size_t(s.B * s.h * s.r), T(0));
+  std::vector<T> R(size_t(s.B * s.h), -std::numeric_limits<T>::infinity());
+  const LinearCoreState<T> state{H.data(), z.data(), shifted ? R.data() : nullptr};
+  int64_t t = 0;
+  for (const int64_t p : pieces) {
+    // The piece's rows of every input, (B, p, ·), and its shifts (B, h, p).
+    auto rows = [&](const std::vector<double>& src, int64_t w) {
+      std::vector<T> out;
+      for (int64_t b = 0; b < s.B; ++b)
+        for (int64_t i = (b * n + t) * w; i < (b * n + t + p) * w; ++i) out.push_back(T(src[size_t(i)]));
+      return out;
+    };
+    const std::vector<T> fq = rows(d.fq, s.h * s.r), fk = rows(d.fk, s.h * s.r), v = rows(d.v, s.h * s.dv);
+    std::vector<T> shift;
+    for (int64_t bh = 0; shifted && bh < s.B * s.h; ++bh)
+      for (int64_t i = 0; i < p; ++i) shift.push_back(T(d.shift[size_t(bh * n + t + i)]));
+    LinearCoreShape sp = s;
+    sp.n = sp.m = p;
+    sp.chunk = 3;  // elsewhere than the whole forward's chunks
+    std::vector<T> out(size_t(s.B * p * s.h * s.dv)), den(size_t(s.B * s.h * p));
+    linear_core_forward<T>(sp, fq.data(), fk.data(), v.data(), shifted ? shift.data() : nullptr, out.data(), den.data(),
+                           &state);
+    const int64_t w = s.h * s.dv;
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t i = 0; i < p * w; ++i)
+        ASSERT_NEAR(double(out[size_t(b * p * w + i)]), double(want[size_t((b * n + t) * w + i)]), tol)
+            << "piece at " << t << " of " << p << ", sample " << b;
+    t += p;
+  }
+}
+
+TEST(LinearCore, DecodingInPiecesMatchesTheWholeForward) {
+  for (bool shifted : {false, true}) {
+    expect_pieces_match_the_whole<double>(shifted, {5, 1, 1, 7, 1, 2, 1, 1}, 1e-13);
+    expect_pieces_match_the_whole<float>(shifted, {5, 1, 1, 7, 1, 2, 1, 1}, 2e-6);
+    expect_pieces_match_the_whole<double>(shifted, std::vector<int64_t>(11, 1), 1e-13);
   }
 }
 
@@ -384,11 +428,10 @@ void expect_core_prefix(int64_t chunk, int64_t full_n, int64_t part_n, bool shif
     b.v.insert(b.v.end(), v.begin(), v.end());
     std::copy(full.mask.begin() + bb * full_n, full.mask.begin() + bb * full_n + part_n, part.mask.begin() + bb * part_n);
   }
-  if (shifted) {  // the first chunks' shifts
+  if (shifted) {  // the first keys' shifts
     part.shifted = true;
-    const int64_t fc = s.key_chunks(), pc = part.s.key_chunks();
     for (int64_t bh = 0; bh < s.B * s.h; ++bh)
-      b.shift.insert(b.shift.end(), a.shift.begin() + bh * fc, a.shift.begin() + bh * fc + pc);
+      b.shift.insert(b.shift.end(), a.shift.begin() + bh * full_n, a.shift.begin() + bh * full_n + part_n);
   }
   const std::vector<T> oa = core_forward<T>(full, a), ob = core_forward<T>(part, b);
   const int64_t w = s.h * s.dv;

@@ -8,7 +8,9 @@
 #include <limits>
 #include <vector>
 
+#include "attention/aft_decode.h"
 #include "cpu/aft_conv.h"
+#include "cpu/aft_decode.h"
 #include "cpu/aft_position.h"
 #include "cpu/aft_simple.h"
 #include "linformer/error.h"
@@ -79,6 +81,173 @@ TEST(OpsAft, SimpleMatchesReference) {
         check_aft_simple<double>(c, causal, masked, 1e-12);
         check_aft_simple<float>(c, causal, masked, 2e-5);
       }
+}
+
+// Decoding a sequence piece by piece (a prompt, single rows, a chunk) from the carried state gives the
+// causal reference over the whole sequence, and the fast state update matches its plain reference.
+template <class T>
+void check_aft_simple_decode(const Case& c, double tol) {
+  SCOPED_TRACE(testing::Message() << "B=" << c.B << " n=" << c.n << " d=" << c.d);
+  const int64_t N = c.B * c.n * c.d;
+  const std::vector<T> q = test::random_vector<T>(N, 1, -3, 3), k = test::random_vector<T>(N, 2, -6, 6),
+                       v = test::random_vector<T>(N, 3);
+  std::vector<T> want(N);
+  aft_simple_forward_ref(q.data(), k.data(), v.data(), nullptr, want.data(), c.B, c.n, c.d, true);
+  const T neg_inf = -std::numeric_limits<T>::infinity();
+  std::vector<T> mx(size_t(c.B * c.d), neg_inf), sum(mx.size(), T(0)), num(mx.size(), T(0));
+  std::vector<T> mx_r = mx, sum_r = sum, num_r = num;
+  for (int64_t t = 0; t < c.n;) {
+    const int64_t p = std::min<int64_t>(t == 0 ? 3 : t % 2 ? 1 : 4, c.n - t);
+    // Rows [t, t + p) of each sample.
+    auto rows = [&](const std::vector<T>& x) {
+      std::vector<T> out;
+      for (int64_t b = 0; b < c.B; ++b)
+        out.insert(out.end(), x.begin() + (b * c.n + t) * c.d, x.begin() + (b * c.n + t + p) * c.d);
+      return out;
+    };
+    std::vector<T> qp = rows(q), kp = rows(k), vp = rows(v), o(qp.size()), o_r(qp.size());
+    const Case pc{c.B, p, c.d};
+    ops::aft_simple_decode<T>(bnd(qp, pc), bnd(kp, pc), bnd(vp, pc), bnd(o, pc), TensorView<T>(mx.data(), {c.B, c.d}),
+                              TensorView<T>(sum.data(), {c.B, c.d}), TensorView<T>(num.data(), {c.B, c.d}));
+    aft_simple_decode_ref(qp.data(), kp.data(), vp.data(), o_r.data(), mx_r.data(), sum_r.data(), num_r.data(), c.B, p,
+                          c.d);
+    expect_close(o, rows(want), tol, "o against the whole sequence");
+    expect_close(o_r, rows(want), tol, "the reference against the whole sequence");
+    expect_close(sum, sum_r, tol, "sum");
+    expect_close(num, num_r, tol, "num");
+    ASSERT_EQ(mx, mx_r);  // a max: exact
+    t += p;
+  }
+}
+
+TEST(OpsAft, SimpleDecodeMatchesTheWholeSequence) {
+  for (const Case& c : kCases) {
+    check_aft_simple_decode<double>(c, 1e-12);
+    check_aft_simple_decode<float>(c, 2e-5);
+  }
+}
+
+TEST(OpsAft, SimpleDecodeRefusesABadState) {
+  const Case c{2, 3, 4};
+  std::vector<float> x(24), y(24), st(8), small(6);
+  const TensorView<float> S(st.data(), {2, 4});
+  EXPECT_NO_THROW(ops::aft_simple_decode<float>(bnd(x, c), bnd(x, c), bnd(x, c), bnd(y, c), S, S, S));
+  EXPECT_THROW(ops::aft_simple_decode<float>(bnd(x, c), bnd(x, c), bnd(x, c), bnd(y, c), S, S,
+                                             TensorView<float>(small.data(), {2, 3})),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_simple_decode<float>(bnd(x, c), TensorView<float>(y.data(), {2, 4, 3}), bnd(x, c), bnd(y, c), S,
+                                             S, S),
+               InvalidArgument);
+}
+
+// ---- decoding the position-biased kinds (ops::aft_window_decode) -----------------------------------
+
+// How a decoding test feeds the bias: aft_full's KV cache (dense rows), aft_local's window with a dense
+// (factored) or band (stored) bias, aft_conv's window with one band per head for every row.
+enum class DecodeForm { kKvCache, kWindowDense, kWindowBand, kConv };
+
+// Decodes (B, n, d) piece by piece (a prompt of 3, single rows, a piece of 4, ...) through the state
+// class the kinds use, and compares every piece with the whole sequence's reference (aft_position_forward_ref
+// with the effective bias, or aft_conv_forward_ref) and with the op's own plain reference.
+template <class T>
+void check_window_decode(DecodeForm form, int64_t window, double tol) {
+  const int64_t B = 2, n = 13, d = 6, h = form == DecodeForm::kConv ? 3 : 1, dk = form == DecodeForm::kConv ? h : d;
+  SCOPED_TRACE(testing::Message() << "form " << int(form) << " window " << window);
+  const std::vector<T> q = test::random_vector<T>(B * n * d, 1, -3, 3), k = test::random_vector<T>(B * n * dk, 2, -4, 4),
+                       v = test::random_vector<T>(B * n * d, 3), w = test::random_vector<T>(n * n, 4, -2, 2),
+                       what = test::random_vector<T>(h * window, 5, -2, 2);
+  std::vector<T> want(size_t(B * n * d));
+  if (form == DecodeForm::kConv) {
+    std::vector<T> omega(what.size());
+    for (size_t i = 0; i < what.size(); ++i) omega[i] = T(std::exp(double(what[i])));
+    aft_conv_forward_ref(q.data(), k.data(), v.data(), nullptr, omega.data(), want.data(), B, n, d, h, window, true);
+  } else {
+    std::vector<T> eff(w.size(), T(0));  // aft_local: the bias inside the window, 0 outside
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t u = 0; u <= t; ++u)
+        if (form == DecodeForm::kKvCache || t - u < window) eff[size_t(t * n + u)] = w[size_t(t * n + u)];
+    aft_position_forward_ref(q.data(), k.data(), v.data(), nullptr, eff.data(), want.data(), B, n, d, true);
+  }
+  AftDecodeState<T> state(B, dk, d, form == DecodeForm::kKvCache ? 0 : window), ref_state = state;
+  for (int64_t t = 0; t < n;) {
+    const int64_t p = std::min<int64_t>(t == 0 ? 3 : t % 3 ? 1 : 4, n - t), P = t + p;
+    auto rows = [&](const std::vector<T>& x, int64_t width) {
+      std::vector<T> out;
+      for (int64_t b = 0; b < B; ++b)
+        out.insert(out.end(), x.begin() + (b * n + t) * width, x.begin() + (b * n + P) * width);
+      return out;
+    };
+    const std::vector<T> qp = rows(q, d), kp = rows(k, dk), vp = rows(v, d), wantp = rows(want, d);
+    std::vector<T> bias;
+    int64_t L = 0;
+    bool band = false;
+    TensorView<const T> bv;
+    for (AftDecodeState<T>* st : {&state, &ref_state}) st->append(kp.data(), vp.data(), p);
+    L = state.L;
+    if (form == DecodeForm::kConv) {
+      bv = TensorView<const T>(what.data(), {1, h, window});
+      band = true;
+    } else if (form == DecodeForm::kWindowBand) {  // tap j: the key t − (window − 1) + j
+      for (int64_t i = t; i < P; ++i)
+        for (int64_t j = 0; j < window; ++j) {
+          const int64_t u = i - (window - 1) + j;
+          bias.push_back(u >= 0 ? w[size_t(i * n + u)] : T(0));
+        }
+      bv = TensorView<const T>(bias.data(), {p, 1, window});
+      band = true;
+    } else {  // dense: rows t .. P − 1 against the cached keys' positions P − L .. P − 1
+      for (int64_t i = t; i < P; ++i)
+        for (int64_t u = P - L; u < P; ++u) bias.push_back(w[size_t(i * n + u)]);
+      bv = TensorView<const T>(bias.data(), {p, L});
+    }
+    const int64_t win = form == DecodeForm::kKvCache ? L : window;
+    std::vector<T> o(qp.size()), o_ref(qp.size());
+    ops::aft_window_decode<T>(TensorView<const T>(qp.data(), {B, p, d}), state.K(), state.V(), L, win, bv, band,
+                              state.mx(), state.sum(), state.num(), TensorView<T>(o.data(), {B, p, d}));
+    const auto K = ref_state.K();
+    AftDecodeShape s{B, p, L, K.size(1), d, dk, win};
+    AftDecodeBias<T> b{bv.data(), band ? (bv.size(0) == 1 ? 0 : bv.stride(0)) : bv.stride(0), band ? bv.size(1) : 1,
+                       band};
+    aft_window_decode_ref<T>(s, qp.data(), K.data(), ref_state.V().data(), b, ref_state.mx().data(),
+                             ref_state.sum().data(), ref_state.num().data(), o_ref.data());
+    expect_close(o, wantp, tol, "o against the whole sequence");
+    expect_close(o_ref, wantp, tol, "the reference against the whole sequence");
+    for (AftDecodeState<T>* st : {&state, &ref_state}) st->finish(p);
+    t = P;
+  }
+}
+
+TEST(OpsAft, WindowDecodeMatchesTheWholeSequence) {
+  for (int64_t window : {1, 2, 5, 20}) {
+    for (DecodeForm form : {DecodeForm::kWindowDense, DecodeForm::kWindowBand, DecodeForm::kConv}) {
+      check_window_decode<double>(form, window, 1e-12);
+      check_window_decode<float>(form, window, 2e-5);
+    }
+  }
+  check_window_decode<double>(DecodeForm::kKvCache, 1, 1e-12);
+  check_window_decode<float>(DecodeForm::kKvCache, 1, 2e-5);
+}
+
+TEST(OpsAft, WindowDecodeRefusesBadShapes) {
+  const int64_t B = 2, n = 3, d = 4, L = 5;
+  std::vector<float> q(size_t(B * n * d)), kv(size_t(B * L * d)), o(q.size()), bias(size_t(n * L)), st(size_t(B * d));
+  const TensorView<const float> Q(q.data(), {B, n, d}), K(kv.data(), {B, L, d}), W(bias.data(), {n, L});
+  const TensorView<float> O(o.data(), {B, n, d}), S(st.data(), {B, d}), none;
+  EXPECT_NO_THROW(ops::aft_window_decode<float>(Q, K, K, L, L, W, false, none, none, none, O));
+  EXPECT_NO_THROW(ops::aft_window_decode<float>(Q, K, K, L, 2, W, false, S, S, S, O));
+  // A window short of the cache without a prefix state; fewer cached rows than new ones; a dense bias of
+  // other columns; a band of another window; K of a width that does not divide d.
+  EXPECT_THROW(ops::aft_window_decode<float>(Q, K, K, L, 2, W, false, none, none, none, O), InvalidArgument);
+  EXPECT_THROW(ops::aft_window_decode<float>(Q, K, K, 2, 2, W, false, S, S, S, O), InvalidArgument);
+  EXPECT_THROW(ops::aft_window_decode<float>(Q, K, K, L, 2, TensorView<const float>(bias.data(), {n, L - 1}), false, S,
+                                             S, S, O),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_window_decode<float>(Q, K, K, L, 2, TensorView<const float>(bias.data(), {n, 1, 3}), true, S, S,
+                                             S, O),
+               InvalidArgument);
+  EXPECT_THROW(ops::aft_window_decode<float>(Q, TensorView<const float>(kv.data(), {B, L, 3}), K, L, L, W, false, none,
+                                             none, none, O),
+               InvalidArgument);
 }
 
 TEST(OpsAft, SimpleRefusesBadShapes) {

@@ -21,10 +21,10 @@ using test::max_rel_error;
 using test::random_vector;
 using test::tolerance;
 
-// Keys (B, m, h, ·) with padding and, causal, several chunks (the last one partial).
+// Keys (B, m, h, ·) with padding: one max per (batch, head) (span m) or, causal, one per key (span 1).
 template <class T>
-void check_key_features(int64_t B, int64_t m, int64_t h, int64_t dh, int64_t mf, int64_t span, bool running) {
-  FavorKeyShape s{B, m, h, dh, mf, span, running};
+void check_key_features(int64_t B, int64_t m, int64_t h, int64_t dh, int64_t mf, int64_t span) {
+  FavorKeyShape s{B, m, h, dh, mf, span};
   const std::vector<T> k = random_vector<T>(B * m * h * dh, 1), u = random_vector<T>(B * m * h * mf, 2, -3, 3);
   std::vector<uint8_t> mask(size_t(B * m), 0);
   mask[1] = mask[size_t(B * m - 1)] = 1;
@@ -69,9 +69,10 @@ void check_feature_kernels() {
       EXPECT_EQ(du[size_t(i)], g[size_t(i)] * phi[size_t(i)]);
     }
   }
-  check_key_features<T>(2, 13, 3, 5, 7, 13, false);   // non-causal: one max per (batch, head)
-  check_key_features<T>(2, 13, 3, 5, 7, 4, true);     // causal chunks of 4, running max
-  check_key_features<T>(3, 700, 4, 8, 11, 64, true);  // threaded
+  check_key_features<T>(2, 13, 3, 5, 7, 13);  // non-causal: one max per (batch, head)
+  check_key_features<T>(2, 13, 3, 5, 7, 1);   // causal: each key its own
+  check_key_features<T>(2, 13, 3, 5, 7, 4);   // spans of 4
+  check_key_features<T>(3, 700, 4, 8, 11, 1);  // threaded
 }
 
 TEST(LinearAttentionKernels, FeatureMapsMatchTheirReferencesInDouble) { check_feature_kernels<double>(); }
@@ -113,6 +114,33 @@ TEST(Ops, LinearAttentionRefusesBadShapes) {
                InvalidArgument);
 }
 
+// linear_attention_decode: a state of the wrong shape, a scale without shifts (or the reverse), a
+// non-causal call, and as many keys as queries.
+TEST(Ops, LinearAttentionDecodeRefusesBadStates) {
+  const int64_t B = 2, n = 3, h = 2, r = 3, dv = 4;
+  std::vector<double> q(size_t(B * n * h * r)), k(q.size()), v(size_t(B * n * h * dv)), out(v.size());
+  std::vector<double> den(size_t(B * h * n)), shift(den.size()), H(size_t(B * h * r * dv)), z(size_t(B * h * r));
+  std::vector<double> R(size_t(B * h), -INFINITY);
+  const TensorView<double> Q(q.data(), {B, n, h, r}), K(k.data(), {B, n, h, r}), V(v.data(), {B, n, h, dv});
+  const TensorView<double> O(out.data(), {B, n, h, dv}), D(den.data(), {B, h, n}), S(shift.data(), {B, h, n});
+  const TensorView<double> Hv(H.data(), {B, h, r, dv}), Z(z.data(), {B, h, r}), Rv(R.data(), {B, h});
+  ops::LinearAttentionOptions o;
+  o.causal = true;
+  EXPECT_NO_THROW(ops::linear_attention_decode<double>(Q, K, V, {}, o, Hv, Z, {}, O, D));
+  EXPECT_NO_THROW(ops::linear_attention_decode<double>(Q, K, V, S, o, Hv, Z, Rv, O, D));
+  EXPECT_THROW(ops::linear_attention_decode<double>(Q, K, V, {}, o, TensorView<double>(H.data(), {B, h, dv, r}), Z, {},
+                                                    O, D),
+               InvalidArgument);
+  EXPECT_THROW(ops::linear_attention_decode<double>(Q, K, V, S, o, Hv, Z, {}, O, D), InvalidArgument);
+  EXPECT_THROW(ops::linear_attention_decode<double>(Q, K, V, {}, o, Hv, Z, Rv, O, D), InvalidArgument);
+  EXPECT_THROW(ops::linear_attention_decode<double>(Q, K, V, S, o, Hv, Z, TensorView<double>(R.data(), {h, B - 1}), O, D),
+               InvalidArgument);
+  const TensorView<double> K2(k.data(), {B, n - 1, h, r}), V2(v.data(), {B, n - 1, h, dv});
+  EXPECT_THROW(ops::linear_attention_decode<double>(Q, K2, V2, {}, o, Hv, Z, {}, O, D), InvalidArgument);
+  o.causal = false;
+  EXPECT_THROW(ops::linear_attention_decode<double>(Q, K, V, {}, o, Hv, Z, {}, O, D), InvalidArgument);
+}
+
 TEST(Ops, FeatureMapsRefuseBadShapes) {
   std::vector<float> x(60), y(60), k(30);
   std::vector<uint8_t> mask(12);
@@ -123,18 +151,18 @@ TEST(Ops, FeatureMapsRefuseBadShapes) {
   EXPECT_THROW(ops::elu_plus_one_backward<float>(X, X, TensorView<float>(y.data(), {2, 5, 5})), InvalidArgument);
   EXPECT_THROW(ops::favor_query_features<float>(X, TensorView<float>(y.data(), {6, 2, 5}).t()), InvalidArgument);
   EXPECT_THROW(ops::favor_features_backward<float>(X, X, TensorView<float>(y.data(), {59})), InvalidArgument);
-  // Keys (B, m, h, d_h) = (2, 3, 1, 5) with u of other keys; key_max not one per chunk.
+  // Keys (B, m, h, d_h) = (2, 3, 1, 5) with u of other keys; causal key_max not one per key.
   const TensorView<float> K(k.data(), {2, 3, 1, 5});
   ops::LinearAttentionOptions o;
   o.causal = true;
   o.chunk = 2;
-  std::vector<float> u(12), kmax(4);
+  std::vector<float> u(12), kmax(6);
   const TensorView<float> U(u.data(), {2, 3, 1, 2});
-  EXPECT_NO_THROW(ops::favor_key_features<float>(K, U, {}, 0.5, o, U, TensorView<float>(kmax.data(), {2, 1, 2})));
+  EXPECT_NO_THROW(ops::favor_key_features<float>(K, U, {}, 0.5, o, U, TensorView<float>(kmax.data(), {2, 1, 3})));
   EXPECT_THROW(ops::favor_key_features<float>(K, TensorView<float>(u.data(), {2, 2, 1, 3}), {}, 0.5, o, U,
-                                              TensorView<float>(kmax.data(), {2, 1, 2})),
+                                              TensorView<float>(kmax.data(), {2, 1, 3})),
                InvalidArgument);
-  EXPECT_THROW(ops::favor_key_features<float>(K, U, {}, 0.5, o, U, TensorView<float>(kmax.data(), {2, 1, 1})),
+  EXPECT_THROW(ops::favor_key_features<float>(K, U, {}, 0.5, o, U, TensorView<float>(kmax.data(), {2, 1, 2})),
                InvalidArgument);
   EXPECT_THROW(
       ops::favor_key_norm_backward<float>(TensorView<float>(k.data(), {6, 5}), TensorView<float>(u.data(), {4, 3}), 0.5,
