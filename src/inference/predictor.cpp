@@ -258,6 +258,7 @@ std::string Predictor::generate(const std::string& prompt, const SamplingOptions
   GenerationStats local;
   GenerationStats& st = stats ? *stats : local;
   st = GenerationStats{};
+  if (options.max_new_tokens == 0) return "";
   std::vector<int32_t> ids = encode(prompt);
   // The model sees ids[start, end): at most max_len of them, at positions 0.. .
   int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - L);
