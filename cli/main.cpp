@@ -42,6 +42,7 @@ CLI::App* add_spectrum_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_plot_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_embed_command(CLI::App& app, std::function<int()>& run);
 CLI::App* add_serve_command(CLI::App& app, std::function<int()>& run);
+CLI::App* add_generate_command(CLI::App& app, std::function<int()>& run);
 
 namespace {
 
@@ -158,7 +159,7 @@ int run(int argc, char** argv) {
   using AddCommand = CLI::App* (*)(CLI::App&, std::function<int()>&);
   constexpr AddCommand kAddCommands[] = {add_train_command,    add_eval_command,  add_predict_command, add_info_command,
                                          add_bench_command,    add_convert_command, add_spectrum_command, add_plot_command,
-                                         add_embed_command,    add_serve_command};
+                                         add_embed_command,    add_serve_command, add_generate_command};
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands(std::size(kAddCommands));
   for (size_t i = 0; i < commands.size(); ++i) commands[i].first = kAddCommands[i](app, commands[i].second);
 

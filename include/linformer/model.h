@@ -30,6 +30,31 @@ inline constexpr int64_t kInferenceFfnRows = 2048;
 namespace lf {
 
 template <class T>
+class Model;
+
+// What a causal LM keeps between decoding steps of B sequences that advance together
+// (Model::begin_decode / decode; docs/generation.md): each layer's attention state, the last
+// conv_kernel − 1 rows of each layer's convolution input, and the positions consumed so far.
+template <class T>
+class ModelDecodeState {
+ public:
+  int64_t batch() const { return B_; }
+  int64_t length() const { return length_; }  // positions each sequence has consumed
+  // Bytes held now: every layer's attention state plus the convolution rows (the cache memory).
+  double bytes() const;
+  double attention_bytes() const;  // the layers' attention states alone
+
+ private:
+  friend class Model<T>;
+  const Model<T>* model_ = nullptr;  // the model that began it: decode() refuses another's
+  int64_t B_ = 0, length_ = 0;
+  std::vector<std::unique_ptr<DecodeState<T>>> layers_;
+  // Per layer, (B, conv_kernel − 1, d): the convolution input's last rows, zeros before the first
+  // position (the convolution's own zero padding), so a new row's window is these rows + the new ones.
+  std::vector<Buffer<T>> conv_rows_;
+};
+
+template <class T>
 class Model {
  public:
   // Declares every parameter in the arena (call arena.allocate() and initialize() afterwards).
@@ -43,6 +68,17 @@ class Model {
   // backward() refuses to run. Throws lf::InvalidArgument for n > max_len or bad ids.
   const T* forward(const int32_t* tokens, const uint8_t* padding, int64_t B, int64_t n, bool training, uint64_t seed,
                    bool keep_for_backward = true);
+
+  // Incremental decoding of a causal LM (a head with HeadInfo::causal, clm; refused otherwise):
+  // begin_decode(B) starts B empty sequences; decode(state, tokens (B, n_new)) appends n_new tokens
+  // to each and returns their logits (B, n_new, vocab), to rounding rows [length, length + n_new) of
+  // an inference forward() over the whole prefix. Each block runs on the new rows only (its attention
+  // through Attention::decode), so n_new > 1 (a prompt's prefill) runs in parallel and a single step
+  // costs what the layers' decoding mechanisms cost. Refuses length + n_new > max_len (positions are
+  // absolute: a caller that wants more context starts a new state). The logits are valid until the
+  // next forward() or decode(); a decode() also ends what the last forward() kept for a backward().
+  std::unique_ptr<ModelDecodeState<T>> begin_decode(int64_t B) const;
+  const T* decode(ModelDecodeState<T>& state, const int32_t* tokens, int64_t n_new);
 
   // dlogits: the shape forward() returned. Accumulates (+=) into the arena's gradients. Activations
   // are released as the backward passes them (one backward per forward).
@@ -87,6 +123,16 @@ class Model {
   struct Block;
   void block_forward(Block& blk, const T* x, T* y, bool training, uint64_t seed, bool keep);
   void block_forward_inference(Block& blk, const T* x, T* y);
+  // The inference block on N rows x -> y, its attention (convolution included) done by
+  // attend(attention input, out): a whole-sequence forward, or a decoding step.
+  template <class Attend>
+  void block_inference(Block& blk, const T* x, T* y, int64_t N, Attend&& attend);
+  // The embeddings of B × n tokens at positions offset.. (learned or sinusoidal), before the post-LN
+  // LayerNorm and dropout: sum (B·n, d) overwritten.
+  void embed(const int32_t* tokens, int64_t B, int64_t n, int64_t offset, T* sum) const;
+  // The causal convolution of B × n_new new rows x given `rows` (B, conv_kernel − 1, d), the input's
+  // previous rows: out (B, n_new, d), and rows advanced to end at the new ones.
+  void conv_decode(const Block& blk, Buffer<T>& rows, const T* x, int64_t B, int64_t n_new, T* out) const;
   void block_backward(Block& blk, const T* dy, T* dx);
   static void release_block_activations(Block& blk);
   bool conv_causal() const;

@@ -77,14 +77,16 @@ void embedding_backward_ref(const int32_t* ids, const T* dout, T* dtable, int64_
 }
 
 template <class T>
-void sinusoidal_positions_add(T* out, int64_t B, int64_t n, int64_t d) {
+void sinusoidal_positions_add(T* out, int64_t B, int64_t n, int64_t d, int64_t offset) {
   LF_REQUIRE(B >= 0 && n >= 0 && d >= 0, "sinusoidal_positions_add: negative size B=", B, " n=", n, " d=", d);
+  LF_REQUIRE(offset >= 0, "sinusoidal_positions_add: negative offset ", offset);
   std::vector<T> table(size_t(n * d));
   for (int64_t i = 0; 2 * i < d; ++i) {
     const double omega = std::pow(10000.0, -double(2 * i) / double(d));
     for (int64_t t = 0; t < n; ++t) {
-      table[size_t(t * d + 2 * i)] = T(std::sin(double(t) * omega));
-      if (2 * i + 1 < d) table[size_t(t * d + 2 * i + 1)] = T(std::cos(double(t) * omega));
+      const double pos = double(offset + t);
+      table[size_t(t * d + 2 * i)] = T(std::sin(pos * omega));
+      if (2 * i + 1 < d) table[size_t(t * d + 2 * i + 1)] = T(std::cos(pos * omega));
     }
   }
   for (int64_t b = 0; b < B; ++b)
@@ -92,7 +94,7 @@ void sinusoidal_positions_add(T* out, int64_t B, int64_t n, int64_t d) {
 }
 
 #define LF_INSTANTIATE(T)                                                                                \
-  template void sinusoidal_positions_add<T>(T*, int64_t, int64_t, int64_t);                              \
+  template void sinusoidal_positions_add<T>(T*, int64_t, int64_t, int64_t, int64_t);                            \
   template void embedding_forward<T>(const int32_t*, const T*, T*, int64_t, int64_t, int64_t, bool);     \
   template void embedding_backward<T>(const int32_t*, const T*, T*, int64_t, int64_t, int64_t);          \
   template void embedding_forward_ref<T>(const int32_t*, const T*, T*, int64_t, int64_t, int64_t, bool); \

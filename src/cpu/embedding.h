@@ -18,11 +18,12 @@ void embedding_forward(const int32_t* ids, const T* table, T* out, int64_t N, in
 template <class T>
 void embedding_backward(const int32_t* ids, const T* dout, T* dtable, int64_t N, int64_t V, int64_t d);
 
-// out (B, n, d) += PE (n, d), the fixed sinusoidal positions of Vaswani et al. 2017 (interleaved, as in
-// PyTorch's tutorial): PE[t, 2i] = sin(t · ω_i), PE[t, 2i + 1] = cos(t · ω_i), ω_i = 10000^(−2i/d).
-// Computed in double; no parameters, so nothing to backpropagate into.
+// out (B, n, d) += PE rows [offset, offset + n) of the fixed sinusoidal positions of Vaswani et al. 2017
+// (interleaved, as in PyTorch's tutorial): PE[t, 2i] = sin(t · ω_i), PE[t, 2i + 1] = cos(t · ω_i),
+// ω_i = 10000^(−2i/d). offset > 0: the positions of tokens appended to a decoded prefix. Computed in
+// double; no parameters, so nothing to backpropagate into.
 template <class T>
-void sinusoidal_positions_add(T* out, int64_t B, int64_t n, int64_t d);
+void sinusoidal_positions_add(T* out, int64_t B, int64_t n, int64_t d, int64_t offset = 0);
 
 // Plain references, same contracts.
 template <class T>

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <numeric>
@@ -246,27 +247,56 @@ Embeddings Predictor::embed(const std::vector<std::string>& texts, Pooling pooli
 }
 
 std::string Predictor::generate(const std::string& prompt, const SamplingOptions& options,
-                                const std::function<bool(std::string_view)>& on_token) {
+                                const std::function<bool(std::string_view)>& on_token, GenerationStats* stats) {
+  using Clock = std::chrono::steady_clock;
   Impl& m = *impl_;
   m.require_objective("generate", "causal_lm");
   LF_REQUIRE(!prompt.empty(), "the prompt is empty");
   Sampler sampler(options);
   RuntimeScope scope(m.options.runtime);
-  const int64_t L = m.config.max_len, V = m.model->logits_per_row();
+  const int64_t L = m.config.max_len, V = m.model->logits_per_row(), keep = std::max<int64_t>(1, L / 2);
+  GenerationStats local;
+  GenerationStats& st = stats ? *stats : local;
+  st = GenerationStats{};
+  if (options.max_new_tokens == 0) return "";
   std::vector<int32_t> ids = encode(prompt);
+  // The model sees ids[start, end): at most max_len of them, at positions 0.. .
+  int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - L);
+  std::unique_ptr<ModelDecodeState<float>> state;
+  const float* logits = nullptr;  // the newest position's row
+  auto prefill = [&] {
+    const auto t0 = Clock::now();
+    const int64_t n = int64_t(ids.size()) - start;
+    state = m.model->begin_decode(1);
+    logits = m.model->decode(*state, ids.data() + start, n) + (n - 1) * V;
+    st.prefill_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    st.prefill_tokens += n;
+    st.cache_bytes = std::max(st.cache_bytes, state->bytes());
+  };
+  prefill();
   std::string out;
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    const int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - L), n = int64_t(ids.size()) - start;
-    const float* logits = m.model->forward(ids.data() + start, nullptr, 1, n, false, 0, /*keep_for_backward=*/false);
     const std::vector<int32_t> context(ids.begin() + start, ids.end());
-    const int32_t next = sampler.next(logits + (n - 1) * V, std::min<int64_t>(V, 256), context);
+    const int32_t next = sampler.next(logits, std::min<int64_t>(V, 256), context);
     ids.push_back(next);
     out.push_back(char(next));
+    st.generated = int64_t(out.size());
     if (on_token && !on_token(std::string_view(out).substr(out.size() - 1))) break;
     const bool stopped = std::any_of(options.stop.begin(), options.stop.end(), [&](const std::string& s) {
       return out.size() >= s.size() && out.compare(out.size() - s.size(), s.size(), s) == 0;
     });
-    if (stopped) break;
+    if (stopped || i + 1 == options.max_new_tokens) break;  // no step for a token nobody reads
+    if (int64_t(ids.size()) - start > L) {  // no position left for the new token: refill from the last half
+      start = int64_t(ids.size()) - keep;
+      ++st.refills;
+      prefill();
+      continue;
+    }
+    const auto t0 = Clock::now();
+    logits = m.model->decode(*state, &ids.back(), 1);
+    st.decode_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++st.decode_tokens;
+    st.cache_bytes = std::max(st.cache_bytes, state->bytes());
   }
   return out;
 }

@@ -125,9 +125,10 @@ void Model<T>::set_training_step(int64_t step) {
 // kInferenceFfnRows rows at a time, instead of the ten (B·n, d) and two (B·n, d_ff) buffers a training
 // forward keeps.
 template <class T>
-void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
+template <class Attend>
+void Model<T>::block_inference(Block& b, const T* x, T* y, int64_t N, Attend&& attend) {
   const ModelConfig& c = config_;
-  const int64_t N = B_ * n_, d = c.d_model, N_d = N * d, ff = c.d_ff;
+  const int64_t d = c.d_model, N_d = N * d, ff = c.d_ff;
   Buffer<T> a(N_d), s(c.pre_ln ? N_d : 0), stats(2 * N);
   T* mean = stats.data();
   T* rstd = mean + N;
@@ -137,21 +138,7 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
                            vector_view(rstd, N), c.ln_eps);
     attn_in = s.data();
   }
-  Buffer<T> conv_in, conv_out;
-  if (c.conv_kernel > 0) {
-    conv_in.resize(N_d);
-    conv_out.resize(N_d);
-    conv_forward(b, attn_in, conv_in.data(), conv_out.data());
-    attn_in = conv_out.data();
-  }
-  AttentionInput<T> in;
-  in.x = attn_in;
-  in.B = B_;
-  in.n = n_;
-  in.key_padding_mask = padding_.empty() ? nullptr : padding_.data();
-  in.keep_for_backward = false;
-  if (attention_observer_) attention_observer_(b.index, attn_in, B_, n_);
-  b.attn->forward(in, a.data(), /*training=*/false, 0);
+  attend(attn_in, a.data());
   ops::add<T>(vector_view(x, N_d), a.view({N_d}));  // a = x1 (pre-LN) or r1
   if (!c.pre_ln)
     ops::layernorm_forward(a.view({N, d}), arena_.value_view(b.ln1_w), arena_.value_view(b.ln1_b), a.view({N, d}), vector_view(mean, N),
@@ -172,6 +159,29 @@ void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
   ops::add<T>(a.view({N_d}), vector_view(y, N_d));
   if (!c.pre_ln) ops::layernorm_forward(matrix<const T>(y, N, d), arena_.value_view(b.ln2_w), arena_.value_view(b.ln2_b), matrix(y, N, d), vector_view(mean, N),
                            vector_view(rstd, N), c.ln_eps);
+}
+
+
+template <class T>
+void Model<T>::block_forward_inference(Block& b, const T* x, T* y) {
+  const int64_t N_d = B_ * n_ * config_.d_model;
+  block_inference(b, x, y, B_ * n_, [&](const T* attn_in, T* out) {
+    Buffer<T> conv_in, conv_out;
+    if (config_.conv_kernel > 0) {
+      conv_in.resize(N_d);
+      conv_out.resize(N_d);
+      conv_forward(b, attn_in, conv_in.data(), conv_out.data());
+      attn_in = conv_out.data();
+    }
+    AttentionInput<T> in;
+    in.x = attn_in;
+    in.B = B_;
+    in.n = n_;
+    in.key_padding_mask = padding_.empty() ? nullptr : padding_.data();
+    in.keep_for_backward = false;
+    if (attention_observer_) attention_observer_(b.index, attn_in, B_, n_);
+    b.attn->forward(in, out, /*training=*/false, 0);
+  });
 }
 
 template <class T>
@@ -354,11 +364,7 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   // Block i reads slot i and writes slot i + 1 (inference: two slots in turn).
   auto slot = [&](int64_t i) { return hidden_.data() + (keep_for_backward ? i : i % 2) * N_d; };
   emb_sum_.resize(N_d);
-  ops::embedding_forward(vector_view<const int32_t>(tokens_.data(), N), arena_.value_view(tok_emb_), emb_sum_.view({N, d}));
-  if (c.position == "learned")
-    ops::embedding_forward(vector_view<const int32_t>(positions_.data(), N), arena_.value_view(pos_emb_), emb_sum_.view({N, d}), true);
-  else if (c.position == "sinusoidal")
-    ops::sinusoidal_positions_add(emb_sum_.view({B, n, d}));
+  embed(tokens_.data(), B, n, 0, emb_sum_.data());
   const T* emb = emb_sum_.data();
   Buffer<T> normed;
   if (!c.pre_ln) {
@@ -388,6 +394,104 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   }
   final_hidden_ = h;
   return head_->forward(h, padding, B, n, keep_for_backward);
+}
+
+template <class T>
+void Model<T>::embed(const int32_t* tokens, int64_t B, int64_t n, int64_t offset, T* sum) const {
+  const ModelConfig& c = config_;
+  const int64_t N = B * n, d = c.d_model;
+  ops::embedding_forward(vector_view<const int32_t>(tokens, N), arena_.value_view(tok_emb_), matrix(sum, N, d));
+  if (c.position == "learned") {
+    std::vector<int32_t> positions(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) positions[size_t(i)] = int32_t(offset + i % n);
+    ops::embedding_forward(vector_view<const int32_t>(positions.data(), N), arena_.value_view(pos_emb_), matrix(sum, N, d), true);
+  } else if (c.position == "sinusoidal") {
+    ops::sinusoidal_positions_add(TensorView<T>(sum, {B, n, d}), offset);
+  }
+}
+
+template <class T>
+double ModelDecodeState<T>::attention_bytes() const {
+  double bytes = 0;
+  for (const auto& layer : layers_) bytes += layer->bytes();
+  return bytes;
+}
+
+template <class T>
+double ModelDecodeState<T>::bytes() const {
+  double bytes = attention_bytes();
+  for (const Buffer<T>& rows : conv_rows_) bytes += double(rows.size()) * sizeof(T);
+  return bytes;
+}
+
+template <class T>
+std::unique_ptr<ModelDecodeState<T>> Model<T>::begin_decode(int64_t B) const {
+  const HeadInfo& head = head_->info();
+  LF_REQUIRE(head.causal && head.targets == HeadTargets::kTokens,
+             "incremental decoding needs a causal language model (task clm), but this model's task is '", config_.task,
+             "'");
+  LF_REQUIRE(B > 0, "decoding needs a positive batch, got B=", B);
+  auto state = std::make_unique<ModelDecodeState<T>>();
+  state->model_ = this;
+  state->B_ = B;
+  const int64_t history = std::max<int64_t>(config_.conv_kernel - 1, 0);
+  for (const auto& blk : blocks_) {
+    state->layers_.push_back(blk->attn->begin_decode(B, config_.d_model));
+    if (config_.conv_kernel > 0) state->conv_rows_.emplace_back(B * history * config_.d_model);  // zeros
+  }
+  return state;
+}
+
+// The convolution runs over the (B, K − 1 + n_new, d) concatenation of the kept rows and the new ones
+// and keeps its last n_new outputs: the same op and sums as the whole-sequence forward (the zeros kept
+// before the first position add nothing), for K − 1 extra rows of work.
+template <class T>
+void Model<T>::conv_decode(const Block& b, Buffer<T>& rows, const T* x, int64_t B, int64_t n_new, T* out) const {
+  const int64_t d = config_.d_model, H = config_.conv_kernel - 1, M = H + n_new;
+  Buffer<T> cat(B * M * d), full(B * M * d);
+  if (H > 0) ops::copy_strided<T>(matrices<const T>(rows.data(), B, H * d, H, d), matrices(cat.data(), B, M * d, H, d));
+  ops::copy_strided<T>(matrices(x, B, n_new * d, n_new, d), matrices(cat.data() + H * d, B, M * d, n_new, d));
+  ops::depthwise_conv1d_forward(cat.view({B, M, d}), arena_.value_view(b.conv_w), arena_.value_view(b.conv_b),
+                                full.view({B, M, d}), /*causal=*/true);
+  ops::copy_strided<T>(matrices<const T>(full.data() + H * d, B, M * d, n_new, d), matrices(out, B, n_new * d, n_new, d));
+  if (H > 0)
+    ops::copy_strided<T>(matrices<const T>(cat.data() + n_new * d, B, M * d, H, d), matrices(rows.data(), B, H * d, H, d));
+}
+
+template <class T>
+const T* Model<T>::decode(ModelDecodeState<T>& state, const int32_t* tokens, int64_t n_new) {
+  const ModelConfig& c = config_;
+  LF_REQUIRE(state.model_ == this, "decode() was given a state begun by another model");
+  LF_REQUIRE(n_new > 0, "decode() needs at least one new token, got ", n_new);
+  LF_REQUIRE(state.length_ + n_new <= c.max_len, "decoding ", n_new, " more token", n_new == 1 ? "" : "s", " after ",
+             state.length_, " would pass the model's max_len of ", c.max_len,
+             " (positions are absolute: start a new state from the last tokens)");
+  const int64_t B = state.B_, N = B * n_new, d = c.d_model, N_d = N * d;
+  kept_ = recompute_ = false;  // the head's buffers are about to hold this step's logits
+  final_hidden_ = nullptr;
+  Buffer<T> x(N_d), y(N_d), stats(2 * N);
+  embed(tokens, B, n_new, state.length_, x.data());  // refuses a bad id before any state moves
+  if (!c.pre_ln)
+    ops::layernorm_forward(x.view({N, d}), arena_.value_view(emb_norm_w_), arena_.value_view(emb_norm_b_), x.view({N, d}),
+                           stats.view({N}), vector_view(stats.data() + N, N), c.ln_eps);
+  for (auto& blk : blocks_) {
+    const size_t i = size_t(blk->index);
+    block_inference(*blk, x.data(), y.data(), N, [&](const T* attn_in, T* out) {
+      Buffer<T> conv_out;
+      if (c.conv_kernel > 0) {
+        conv_out.resize(N_d);
+        conv_decode(*blk, state.conv_rows_[i], attn_in, B, n_new, conv_out.data());
+        attn_in = conv_out.data();
+      }
+      blk->attn->decode(*state.layers_[i], attn_in, n_new, out);
+    });
+    std::swap(x, y);
+  }
+  if (final_norm_w_ >= 0)
+    ops::layernorm_forward(x.view({N, d}), arena_.value_view(final_norm_w_), arena_.value_view(final_norm_b_), x.view({N, d}),
+                           stats.view({N}), vector_view(stats.data() + N, N), c.ln_eps);
+  state.length_ += n_new;
+  return head_->forward(x.data(), nullptr, B, n_new, /*keep_for_backward=*/false);
 }
 
 template <class T>
@@ -468,6 +572,8 @@ double Model<T>::activation_bytes(const ModelConfig& c, int64_t B, int64_t n) {
   return bytes * sizeof(float);
 }
 
+template class ModelDecodeState<float>;
+template class ModelDecodeState<double>;
 template class Model<float>;
 template class Model<double>;
 

@@ -54,11 +54,11 @@ void embedding_backward(TensorView<const int32_t> ids, In<T> dout, TensorView<T>
 }
 
 template <class T>
-void sinusoidal_positions_add(TensorView<T> out) {
+void sinusoidal_positions_add(TensorView<T> out, int64_t offset) {
   const char* op = "sinusoidal_positions_add";
   require_contiguous(op, "out", out);
   LF_REQUIRE(out.rank() == 3, op, ": out must be (B, n, d), not ", out.shape_string());
-  LF_DISPATCH(op, out.device(), return lf::sinusoidal_positions_add<T>(out.data(), out.size(0), out.size(1), out.size(2)));
+  LF_DISPATCH(op, out.device(), return lf::sinusoidal_positions_add<T>(out.data(), out.size(0), out.size(1), out.size(2), offset));
 }
 
 template <class T>
@@ -141,7 +141,7 @@ void cross_entropy_backward(In<T> logits, TensorView<const int32_t> targets, Ten
 #define LF_INSTANTIATE(T)                                                                                     \
   template void embedding_forward<T>(TensorView<const int32_t>, In<T>, TensorView<T>, bool);                  \
   template void embedding_backward<T>(TensorView<const int32_t>, In<T>, TensorView<T>);                       \
-  template void sinusoidal_positions_add<T>(TensorView<T>);                                                   \
+  template void sinusoidal_positions_add<T>(TensorView<T>, int64_t);                                                   \
   template void depthwise_conv1d_forward<T>(In<T>, In<T>, In<T>, TensorView<T>, bool);                        \
   template void depthwise_conv1d_backward<T>(In<T>, In<T>, In<T>, TensorView<T>, Out<T>, Out<T>, bool);       \
   template void sequence_pool_forward<T>(In<T>, TensorView<const uint8_t>, SequencePooling, TensorView<T>);   \

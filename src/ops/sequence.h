@@ -15,9 +15,9 @@ template <class T>
 void embedding_forward(TensorView<const int32_t> ids, In<T> table, TensorView<T> out, bool accumulate = false);
 template <class T>
 void embedding_backward(TensorView<const int32_t> ids, In<T> dout, TensorView<T> dtable);
-// out (B, n, d) += the fixed sinusoidal positions PE (n, d).
+// out (B, n, d) += the fixed sinusoidal positions PE rows [offset, offset + n).
 template <class T>
-void sinusoidal_positions_add(TensorView<T> out);
+void sinusoidal_positions_add(TensorView<T> out, int64_t offset = 0);
 
 // Depthwise convolution along n of x (B, n, d) with w (d, K) or (d, 1, K) and bias (d) (or {}): y (B, n, d). Causal:
 // position t sees t−K+1..t; otherwise the window is centred. Backward: dx overwritten, dw/dbias +=.

@@ -23,6 +23,7 @@
 
 #include "cli/cli_runner.h"
 #include "io/safetensors.h"
+#include "tiny_model_config.h"
 
 namespace {
 
@@ -265,6 +266,8 @@ class Fixtures {
     write_file(dir / "run_torn_log" / "log.jsonl", record + "\n" + record.substr(0, 20));
     fs::create_directories(dir / "run_garbage_log");
     write_file(dir / "run_garbage_log" / "log.jsonl", garbage(3000) + "\n" + record + "\n");
+    // A causal LM for `generate` (random weights: its refusals come before any text).
+    lf::test::save_random_checkpoint((dir / "ckpt_clm").string(), lf::test::small_byte_model_config("clm", "full", 1, 16), 3);
     make_run(dir / "ckpt_f16", dir / "run_f16");
     make_run(dir / "ckpt_huge", dir / "run_huge");
     make_run(dir / "ckpt", dir / "run_ok");
@@ -297,7 +300,7 @@ std::string substitute(std::string text, const std::string& id) {
       {"ckpt_config_garbage", "ckpt_config_garbage"}, {"ckpt_config_type", "ckpt_config_type"}, {"ckpt_k", "ckpt_k"},
       {"ckpt_heads", "ckpt_heads"}, {"ckpt_zero", "ckpt_zero"}, {"ckpt_huge", "ckpt_huge"}, {"run_f16", "run_f16"},
       {"run_huge", "run_huge"}, {"ckpt_exact", "ckpt_exact"}, {"ckpt_exact_f16", "ckpt_exact_f16"},
-      {"tsv", "tsv"}, {"tsv_unseen", "tsv_unseen"}, {"tsv_one_label", "tsv_one_label"}, {"ckpt_cls", "ckpt_cls"},
+      {"tsv", "tsv"}, {"tsv_unseen", "tsv_unseen"}, {"tsv_one_label", "tsv_one_label"}, {"ckpt_cls", "ckpt_cls"}, {"ckpt_clm", "ckpt_clm"},
       {"run", "run_ok"}, {"data_small", "data_small.txt"}, {"user_dir", "user_dir"}, {"user_log_dir", "user_log_dir"},
       {"ckpt_relative", "ckpt_relative"}, {"run_log", "run"}, {"run_empty_log", "run_empty_log"},
       {"run_torn_log", "run_torn_log"}, {"run_garbage_log", "run_garbage_log"}, {"out", ""},
@@ -395,6 +398,10 @@ TEST(BadInputTable, CoversEveryCaseThatApplies) {
       {"serve",
        {"missing file", "empty file", "binary garbage", "wrong dtype", "k > n", "heads not dividing d",
         "zero or negative size", "too large for memory", "bad option value"}},
+      {"generate",
+       {"missing file", "empty file", "binary garbage", "wrong dtype", "sequence too long", "k > n",
+        "heads not dividing d", "zero or negative size", "too large for memory", "bad option value",
+        "bad input file", "wrong task"}},
   };
   ASSERT_EQ(table().error, "");
   std::set<std::pair<std::string, std::string>> present;

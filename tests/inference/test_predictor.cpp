@@ -146,7 +146,7 @@ TEST_F(PredictorTest, GenerateIsGreedyAtTemperatureZeroAndRepeatsWithTheSameSeed
   Predictor p(save_random(path("clm"), small_config("clm", "full")), batch(1));
   SamplingOptions greedy;
   greedy.temperature = 0;
-  greedy.max_new_tokens = 40;  // past max_len: the context slides
+  greedy.max_new_tokens = 40;  // past max_len: the context is refilled from its last half
   std::string streamed;
   const std::string g = p.generate("once upon", greedy, [&](std::string_view piece) {
     streamed += piece;

@@ -301,6 +301,18 @@ TEST(Model, SinusoidalPositionsFormula) {
       }
 }
 
+// Positions from an offset are the table's rows from there (a decoded prefix's new tokens).
+TEST(Model, SinusoidalPositionsAtAnOffset) {
+  const int64_t B = 2, n = 7, d = 6, offset = 4;
+  std::vector<double> whole(size_t(B * n * d), 0.0), tail(size_t(B * (n - offset) * d), 0.0);
+  sinusoidal_positions_add(whole.data(), B, n, d);
+  sinusoidal_positions_add(tail.data(), B, n - offset, d, offset);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t e = 0; e < (n - offset) * d; ++e)
+      EXPECT_EQ(tail[size_t(b * (n - offset) * d + e)], whole[size_t(b * n * d + offset * d + e)]);
+  EXPECT_THROW(sinusoidal_positions_add(tail.data(), B, 1, d, -1), InvalidArgument);
+}
+
 // The convolution sees no padding: changing the tokens behind the padding changes no real position's
 // logits (it would through the convolution's window if padded rows were not zeroed).
 TEST(Model, ConvolutionIgnoresPaddedPositions) {
