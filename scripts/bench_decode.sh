@@ -65,14 +65,14 @@ BENCH=$BUILD_DIR/linformer_bench
 
 RAW=$BUILD_DIR/bench-decode-raw  # the per-call files; decode.csv holds every row of them
 rm -rf "$RAW"
-mkdir -p "$RAW"
+mkdir -p "$RAW" "$OUT_DIR"
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "cpu: $(python3 scripts/machine.py describe)"
   echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
   echo "threads: $LINFORMER_NUM_THREADS (LINFORMER_NUM_THREADS for ours, --threads for PyTorch); GOMP_SPINCOUNT=$GOMP_SPINCOUNT"
   echo "load average at start: $(cut -d' ' -f1 /proc/loadavg)"
-  echo "peer: $("$PEER" -c 'import sys, torch, importlib.metadata as m; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, local-attention {m.version(\"local-attention\")}")')"
+  echo "peer: $("$PEER" -c 'import sys, torch, importlib.metadata as m; print("Python", sys.version.split()[0] + ", torch", torch.__version__ + ", local-attention", m.version("local-attention"))' 2>/dev/null)"
   echo "command: bash scripts/bench_decode.sh --t $TS --rounds $ROUNDS"
 } >"$OUT_DIR/machine.txt"
 cat "$OUT_DIR/machine.txt"
@@ -81,7 +81,7 @@ IFS=, read -r -a T_LIST <<<"$TS"
 for ((round = 1; round <= ROUNDS; round++)); do
   for t in "${T_LIST[@]}"; do
     say "round $round, t = $t: ours"
-    LINFORMER_DECODE_CONTEXTS=$t "$BENCH" --benchmark_filter="^BM_Decode/.*/t:$t\$" \
+    LINFORMER_DECODE_CONTEXTS=$t "$BENCH" --benchmark_filter="^BM_Decode/.*/t:$t/" \
       --benchmark_out="$RAW/ours_r${round}_t$t.json" --benchmark_out_format=json
     say "round $round, t = $t: PyTorch"
     "$PEER" scripts/peer_decode.py --out "$RAW/peer.csv" --t "$t" --round "$round" --threads "$LINFORMER_NUM_THREADS"

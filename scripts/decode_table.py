@@ -22,7 +22,7 @@ import sys
 
 COLUMNS = ["impl", "kind", "mechanism", "context", "round", "ms_per_token", "prefill_ms", "cache_bytes", "note"]
 PEER_OF = {"full": "full", "flash": "full", "local": "local"}  # our kind -> peer_decode.py's kind
-NAME = re.compile(r"^BM_Decode/(?P<kind>.+)/t:(?P<t>\d+)$")
+NAME = re.compile(r"^BM_Decode/(?P<kind>.+)/t:(?P<t>\d+)(/.*)?$")  # then /iterations:8/real_time
 MIB = 1 << 20
 
 

@@ -168,6 +168,8 @@ def main(argv=None):
     if args.threads <= 0 or args.steps <= 0:
         p.error("--threads and --steps must be positive")
 
+    import warnings
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")  # torch without numpy: not needed here
     import torch
     torch.set_num_threads(args.threads)
     new = not os.path.exists(args.out) or os.path.getsize(args.out) == 0

@@ -17,7 +17,7 @@ MIB = 1 << 20
 
 
 def bench(name, ms=None, label="kv_cache", cache=0, error=None):
-    b = {"name": name, "label": label, "time_unit": "ms"}
+    b = {"name": name + "/iterations:8/real_time", "label": label, "time_unit": "ms"}
     if error:
         b.update(error_occurred=True, error_message=error)
     else:
