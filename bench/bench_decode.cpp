@@ -53,10 +53,12 @@ void BM_Decode(benchmark::State& state, const std::string& kind, const lf::json&
   const int64_t t = state.range(0);
   try {
     lf::bench::configure_threads_once();
-    // One untimed warm-up token, then the timed ones; max_len covers them all.
+    // One untimed warm-up token, then the timed ones; max_len covers them all, rounded up to a multiple
+    // of 256 for the kinds whose blocks or buckets must divide it.
     const int64_t steps = static_cast<int64_t>(state.max_iterations);
     const int64_t total = t + 1 + steps;
-    const lf::AttentionSpec spec{kind, {kDModel, kHeads, /*max_len=*/total, /*causal=*/true, /*dropout=*/0}, options, ""};
+    const int64_t max_len = (total + 255) / 256 * 256;
+    const lf::AttentionSpec spec{kind, {kDModel, kHeads, max_len, /*causal=*/true, /*dropout=*/0}, options, ""};
     lf::ParamArena<float> arena;
     std::unique_ptr<lf::Attention<float>> layer = lf::make_attention(spec, arena);
     const lf::DecodeMechanism mechanism = layer->decode_mechanism();
@@ -68,7 +70,7 @@ void BM_Decode(benchmark::State& state, const std::string& kind, const lf::json&
       return;
     }
     if (double(arena.numel()) * sizeof(float) > kMaxParamBytes) {
-      state.SkipWithError(("skipped: the layer's parameters at max_len " + std::to_string(total) + " take " +
+      state.SkipWithError(("skipped: the layer's parameters at max_len " + std::to_string(max_len) + " take " +
                            std::to_string(int64_t(double(arena.numel()) * sizeof(float) / (1 << 20))) + " MiB").c_str());
       return;
     }
