@@ -11,21 +11,17 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.h"
 #include "linformer/arena.h"
 #include "linformer/attention.h"
 #include "linformer/error.h"
-#include "linformer/rng.h"
-#include "linformer/runtime.h"
 
 namespace {
 
-constexpr int64_t kDModel = 512;
-constexpr int64_t kHeads = 8;
-constexpr uint64_t kSeed = 1234;
-
-// Honours LINFORMER_NUM_THREADS once, on first use (not at static initialisation, before main), on the
-// thread that runs the benchmarks, for the rest of the process.
-void configure_threads_once() { static const lf::RuntimeScope scope{lf::RuntimeOptions{}}; }
+using lf::bench::configure_threads_once;
+using lf::bench::kDModel;
+using lf::bench::kHeads;
+using lf::bench::kSeed;
 
 void BM_Attention(benchmark::State& state, const std::string& kind, const lf::json& options, bool backward) {
   const int64_t n = state.range(0);
@@ -40,11 +36,8 @@ void BM_Attention(benchmark::State& state, const std::string& kind, const lf::js
     // x (1, n, d) and dout (1, n, d) uniform in [-1, 1).
     const int64_t size = n * kDModel;
     const size_t count = static_cast<size_t>(size);
-    std::vector<float> x(count), dout(count), out(count), dx(count);
-    for (int64_t i = 0; i < size; ++i) {
-      x[size_t(i)] = 2 * lf::uniform01(kSeed, 1, uint64_t(i)) - 1;
-      dout[size_t(i)] = 2 * lf::uniform01(kSeed, 2, uint64_t(i)) - 1;
-    }
+    const std::vector<float> x = lf::bench::uniform_input(size, 1), dout = lf::bench::uniform_input(size, 2);
+    std::vector<float> out(count), dx(count);
     lf::AttentionInput<float> in;
     in.x = x.data();
     in.B = 1;

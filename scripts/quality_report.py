@@ -37,6 +37,13 @@ DEFAULT_TARGETS = {
     "k_order": [512, 1024],  # bits/byte not higher as k grows, at each of these n
     "time": 4096,  # equal wall-clock time: Linformer below flash at this n
 }
+# A grid whose targets hold "gaps" (issue 17's causal LM grid) has those targets alone: each
+# {"kind", "n", "max_gap"}, that kind's run at n within max_gap of flash's test bits/byte (equal steps).
+# "title" names the report's targets section.
+DEFAULT_TARGETS_TITLE = "Targets of issue 13"
+# docs/quality.md may end with hand-written sections (other studies' skeletons): a new report keeps
+# everything from this line on.
+KEEP_MARKER = "<!-- quality_report.py keeps everything below this line -->"
 SHARING_MODES = ["none", "headwise", "kv", "layerwise"]
 DEFAULT_SHARING = "headwise"  # linformer's default (docs/attention.md)
 
@@ -148,7 +155,9 @@ def evaluate_targets(runs, spec=None):
     """The issue's targets from the measured numbers (spec: a grid's "targets", else the issue's,
     DEFAULT_TARGETS). Each: {"id", "target", "measured", "status", "missing"} with status 'met',
     'not met', 'not measured' (runs missing or not in the grid), or 'info: ...' for a row that is no target."""
-    spec = dict(DEFAULT_TARGETS, **(spec or {}))
+    if spec and "gaps" in spec:
+        return gap_targets(runs, spec["gaps"])
+    spec = dict(DEFAULT_TARGETS, **{k: v for k, v in (spec or {}).items() if k != "title"})
     out = []
 
     for pair in spec["single"]:
@@ -242,6 +251,25 @@ def evaluate_targets(runs, spec=None):
                               f"{bpb(flash['test_bpb'])} ({flash['steps']} steps)")
         if not is_target and t["status"] != "not measured":
             t["status"] = "info: " + t["status"]
+        out.append(t)
+    return out
+
+
+def gap_targets(runs, gaps):
+    out = []
+    for g in gaps:
+        kind, n, limit = g["kind"], g["n"], g["max_gap"]
+        r, ref = find(runs, kind, n), reference(runs, n, False)
+        t = {"id": f"{kind}_n{n}", "target": f"{kind} at n = {n} within {limit:.0%} of exact attention (equal steps)"}
+        if r is None or ref is None:
+            t.update(status="not measured", measured="no such run in the grid", missing=[])
+        elif r["test_bpb"] is None or ref["test_bpb"] is None:
+            t.update(status="not measured", measured="runs not done",
+                     missing=[x["name"] for x in (r, ref) if x["test_bpb"] is None])
+        else:
+            d = gap(r, runs)
+            t.update(status="met" if d <= limit else "not met", missing=[],
+                     measured=f"{bpb(r['test_bpb'])} vs {bpb(ref['test_bpb'])} bits/byte ({pct(d)})")
         out.append(t)
     return out
 
@@ -352,15 +380,18 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
     out_dir = os.path.dirname(os.path.abspath(out))
     rel = lambda p: os.path.relpath(os.path.abspath(p), out_dir)  # noqa: E731
     done = [r for r in runs if r["state"] == "done"]
+    clm = all(s["definition"]["base"].get("model", {}).get("task") == "clm" for _, s in studies)
     L = []
-    L.append("# Quality study: Linformer against exact attention on GCIDE byte-level MLM")
+    L.append("# Quality study: " + ("causal attention kinds against exact attention on GCIDE byte-level causal LM" if clm
+                                    else "Linformer against exact attention on GCIDE byte-level MLM"))
     L.append("")
     L.append(f"Written by `{command or 'scripts/quality_report.py'}` on "
              f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from "
              f"{len(studies)} study director{'y' if len(studies) == 1 else 'ies'} made by scripts/study.py "
              "(`bash scripts/study.sh` runs what is not done and writes this report: docs/study.md). "
              f"Every figure below is measured; {len(done)} of {len(runs)} runs are done. Bits per byte are the "
-             "masked-LM cross-entropy on masked bytes in bits (lower is better); \"test\" is the held-out test "
+             + ("causal-LM cross-entropy on every predicted byte" if clm else "masked-LM cross-entropy on masked bytes")
+             + " in bits (lower is better); \"test\" is the held-out test "
              "split after the last step, \"valid\" the last validation evaluation during training. The gap is "
              "(bits/byte − flash's) / flash's at the same n: equal steps for step runs, the same time budget "
              "for the equal-time runs.")
@@ -386,10 +417,10 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
              f"{total_machine:.0f} s); training time of the finished runs: {hms(total_train)}")
     L.append("")
     # Targets
-    L.append("## Targets of issue 13")
+    spec = next((s["definition"]["targets"] for _, s in studies if "targets" in s["definition"]), None)
+    L.append(f"## {(spec or {}).get('title', DEFAULT_TARGETS_TITLE)}")
     L.append("")
-    targets = evaluate_targets(runs, next((s["definition"]["targets"] for _, s in studies
-                                           if "targets" in s["definition"]), None))
+    targets = evaluate_targets(runs, spec)
     L.append(table(["target", "measured (test bits/byte)", "status"],
                    [[t["target"], t["measured"], "**not met**" if t["status"] == "not met" else t["status"]]
                     for t in targets]))
@@ -492,8 +523,14 @@ def write_report(runs, panels, studies, out, img_dir, spectrum=None, plots=True,
                     "train time", "machine time", "machine", "commit"], rows))
     L.append("")
     os.makedirs(out_dir, exist_ok=True)
+    kept = ""
+    if os.path.isfile(out):
+        with open(out, encoding="utf-8") as f:
+            old = f.read()
+        if KEEP_MARKER in old:
+            kept = old[old.index(KEEP_MARKER):]
     with open(out, "w") as f:
-        f.write("\n".join(L))
+        f.write("\n".join(L) + ("\n" + kept if kept else ""))
     return targets
 
 

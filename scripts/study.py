@@ -22,11 +22,13 @@ Python 3 standard library only. Usage:
 """
 import argparse
 import copy
+import csv
 import datetime
 import errno
 import fcntl
 import glob
 import hashlib
+import io
 import json
 import math
 import os
@@ -158,7 +160,7 @@ def validate_grid(name, g):
     if not isinstance(base, dict) or set(base) - {"model", "train"}:
         bad("base must be a `linformer train --config` object: {\"model\": {...}, \"train\": {...}}")
     targets = g.get("targets", {})
-    known = {"single", "single_gap", "sharing", "sharing_gap", "k_order", "time"}
+    known = {"single", "single_gap", "sharing", "sharing_gap", "k_order", "time", "gaps", "title"}
     if not isinstance(targets, dict) or set(targets) - known:
         bad(f"targets must be an object with keys among {sorted(known)} (scripts/quality_report.py, DEFAULT_TARGETS)")
     panels = g.get("panels", {})
@@ -746,6 +748,43 @@ def select_runs(runs, only):
     return [r for r in runs if r["name"] in names]
 
 
+RESULTS_COLUMNS = ["run", "kind", "options", "seq_len", "batch_size", "steps", "test_bits_per_byte", "test_bytes",
+                   "last_valid_bits_per_byte", "train_seconds", "threads", "cpu", "commit", "evaluated"]
+
+
+def write_results(study_dir, runs):
+    """STUDY_DIR/results.csv: one row per finished run of the grid, in the grid's order, rewritten from
+    the run directories after every run (so a study spread over sessions can be committed as it goes)."""
+    rows = []
+    for r in runs:
+        run_dir = os.path.join(study_dir, "runs", r["name"])
+        st = run_state(run_dir)
+        if st["state"] != "done":
+            continue
+        meta = st["meta"]
+        trains = [a for a in meta.get("attempts", []) if a.get("action") in ("train", "resume")]
+        machine = (trains[-1] if trains else {}).get("machine", {})
+        att = r["config"]["model"].get("attention", {})
+        evals = st["log"]["eval"]
+        rows.append({"run": r["name"], "kind": att.get("kind", ""),
+                     "options": json.dumps(att.get("options", {}), sort_keys=True, separators=(",", ":")),
+                     "seq_len": r["seq_len"], "batch_size": r["batch_size"], "steps": st["target_steps"],
+                     "test_bits_per_byte": f"{st['test']['bits_per_byte']:.6f}", "test_bytes": st["test"].get("count", ""),
+                     "last_valid_bits_per_byte": f"{evals[-1]['bits_per_byte']:.6f}" if evals else "",
+                     "train_seconds": f"{st['train_seconds']:.1f}" if st["train_seconds"] is not None else "",
+                     "threads": machine.get("threads", meta.get("threads", "")), "cpu": machine.get("cpu", ""),
+                     "commit": machine.get("commit", ""), "evaluated": st["test"].get("evaluated", "")})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RESULTS_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    path = os.path.join(study_dir, "results.csv")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(buf.getvalue())
+    os.replace(tmp, path)
+
+
 def cmd_run(args):
     grid = load_grid(args.grids, args.grid)
     runs = select_runs(expand_grid(grid), args.only)
@@ -781,6 +820,7 @@ def cmd_run(args):
             except StudyError as e:
                 print(f"study: error: {e}", file=sys.stderr)
                 failed.append(r["name"])
+            write_results(study_dir, expand_grid(grid))
     except (Interrupted, KeyboardInterrupt) as e:
         print(f"study: interrupted ({e or 'SIGINT'}): run the same command again to continue", file=sys.stderr)
         return 130

@@ -8,8 +8,9 @@
 #   --grid NAME     the grid of scripts/study/grids.json (default fig3: hours of machine time;
 #                   smoke checks the pipeline in a few minutes and writes under the build folder)
 #   --dir DIR       the study directory (default studies/<grid>; ignored by git)
-#   --out PATH      the report (default docs/quality.md; smoke: <build-dir>/study-smoke/quality.md)
-#   --img-dir DIR   the plots (default: img/quality beside the report)
+#   --out PATH      the report (default docs/quality.md for fig3, docs/quality_<grid>.md for another
+#                   grid such as clm1024; smoke: <build-dir>/study-smoke/quality.md)
+#   --img-dir DIR   the plots (default: img/quality beside the report; docs/img/quality_<grid> for another grid)
 #   --spectrum DIR  a `linformer spectrum` output folder whose PNGs the report embeds
 #   --build-dir DIR the CMake build folder (default build)
 #   --skip-build    use the existing <build-dir>/linformer
@@ -47,7 +48,11 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 : "${DIR:=studies/$GRID}"
-if [[ $GRID == smoke ]]; then : "${OUT:=$BUILD_DIR/study-smoke/quality.md}"; else : "${OUT:=docs/quality.md}"; fi
+case $GRID in
+  smoke) : "${OUT:=$BUILD_DIR/study-smoke/quality.md}" ;;
+  fig3) : "${OUT:=docs/quality.md}" ;;
+  *) : "${OUT:=docs/quality_$GRID.md}" "${IMG_DIR:=docs/img/quality_$GRID}" ;;  # another grid's own report
+esac
 : "${IMG_DIR:=$(dirname "$OUT")/img/quality}"
 VENV=${BENCH_VENV:-.venv-bench}
 

@@ -8,6 +8,7 @@ executable they are skipped.
 """
 import contextlib
 import copy
+import csv
 import io
 import json
 import math
@@ -345,6 +346,8 @@ class RealRunTest(unittest.TestCase):
         rc, out, _ = call(["status", "--dir", self.dir])
         self.assertEqual(rc, 0)
         self.assertIn("4 of 4 runs done", out)
+        with open(os.path.join(self.dir, "results.csv"), newline="") as f:  # rewritten after each run
+            self.assertEqual(sorted(r["run"] for r in csv.DictReader(f)), ["flash", "from_flash", "lin_k8", "timed_k8"])
         # The converted run: converted from flash's final checkpoint, evaluated before fine-tuning, then
         # trained 2 steps on from step 0 with its own options.
         meta = study.run_state(self.run_dir("from_flash"))["meta"]
@@ -586,6 +589,83 @@ class ReportTest(unittest.TestCase):
         self.assertNotIn("Reason found: _(to be filled in", text)
         self.assertIn("Reason found: see 'What was found' below", text)
         self.assertIn("### What was found\n\n- k = 128 misses by 3 points: one seed.", text)
+
+
+class ClmGridTest(unittest.TestCase):
+    """Issue 17's causal-LM grid clm1024: its runs, its one target (the causal Linformer within 3 % of
+    flash), the study's results.csv and the hand-written sections a new report keeps."""
+
+    fake = ReportTest.fake
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="study-clm-")
+        self.dir = os.path.join(self.tmp, "study")
+        self.grid = study.load_grid(study.DEFAULT_GRIDS, "clm1024")
+        study.open_study(self.dir, "clm1024", self.grid, study.DEFAULT_GRIDS, False, False)
+        self.runs = {r["name"]: r for r in study.expand_grid(self.grid)}
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_the_grid_trains_every_kind_as_a_causal_lm_at_n_1024(self):
+        kinds = [quality_report.attention_of(r)[0] for r in self.runs.values()]
+        self.assertEqual(sorted(kinds), ["aft_local", "causal_linformer", "flash", "linear", "local", "performer"])
+        for r in self.runs.values():
+            m = r["config"]["model"]
+            self.assertEqual((m["task"], m["max_len"], r["seq_len"], r["batch_size"]), ("clm", 1024, 1024, 8), r["name"])
+            self.assertEqual(r["config"]["train"]["steps"], 600)
+
+    def gap_target(self):
+        runs, _, _ = quality_report.load_runs([self.dir])
+        targets = quality_report.evaluate_targets(runs, self.grid["targets"])
+        self.assertEqual([t["id"] for t in targets], ["causal_linformer_n1024"])  # none of issue 13's
+        return targets[0]
+
+    def test_the_causal_linformer_within_3_percent_of_exact_attention(self):
+        self.assertEqual(self.gap_target()["status"], "not measured")
+        self.fake("clm_n1024_flash", 2.00)
+        self.fake("clm_n1024_causal_linformer", 2.08, done=False)
+        t = self.gap_target()
+        self.assertEqual((t["status"], t["missing"]), ("not measured", ["clm_n1024_causal_linformer"]))
+        shutil.rmtree(os.path.join(self.dir, "runs", "clm_n1024_causal_linformer"))
+        self.fake("clm_n1024_causal_linformer", 2.07)  # +3.5 %
+        t = self.gap_target()
+        self.assertEqual(t["status"], "not met")
+        self.assertIn("+3.50 %", t["measured"])
+        shutil.rmtree(os.path.join(self.dir, "runs", "clm_n1024_causal_linformer"))
+        self.fake("clm_n1024_causal_linformer", 2.05)  # +2.5 %
+        self.assertEqual(self.gap_target()["status"], "met")
+
+    def test_results_csv_has_one_row_per_finished_run_in_the_grids_order(self):
+        self.fake("clm_n1024_local", 2.30, seconds=50.0)
+        self.fake("clm_n1024_flash", 2.00)
+        self.fake("clm_n1024_linear", 2.50, done=False)
+        study.write_results(self.dir, study.expand_grid(self.grid))
+        with open(os.path.join(self.dir, "results.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual([r["run"] for r in rows], ["clm_n1024_flash", "clm_n1024_local"])
+        self.assertEqual((rows[1]["kind"], rows[1]["options"], rows[1]["steps"]), ("local", '{"window":256}', "600"))
+        self.assertEqual((rows[1]["test_bits_per_byte"], rows[1]["train_seconds"]), ("2.300000", "50.0"))
+        self.assertEqual((rows[1]["cpu"], rows[1]["threads"], rows[1]["commit"]), ("Test CPU", "2", "0123456789abcdef"))
+
+    def test_the_report_keeps_the_hand_written_sections_after_the_marker(self):
+        self.fake("clm_n1024_flash", 2.00)
+        self.fake("clm_n1024_causal_linformer", 2.01)
+        out = os.path.join(self.tmp, "docs", "quality.md")
+        os.makedirs(os.path.dirname(out))
+        with open(out, "w") as f:
+            f.write("# an old report\n\n" + quality_report.KEEP_MARKER + "\n\n## A hand-written section\n")
+        for _ in range(2):  # written twice: the kept part appears once
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.assertEqual(quality_report.main(["--dir", self.dir, "--out", out, "--no-plots"]), 0)
+        text = read(out)
+        self.assertNotIn("# an old report", text)
+        self.assertEqual(text.count("## A hand-written section"), 1)
+        self.assertEqual(text.count(quality_report.KEEP_MARKER), 1)
+        self.assertIn("GCIDE byte-level causal LM", text)
+        self.assertIn("causal-LM cross-entropy on every predicted byte", text)
+        self.assertIn("## Targets of issue 17", text)
+        self.assertIn("| causal_linformer at n = 1024 within 3% of exact attention (equal steps) | 2.0100 vs 2.0000", text)
 
 
 if __name__ == "__main__":
