@@ -150,7 +150,9 @@ TEST_P(EveryCausalKind, DecodeStateMemoryFollowsItsMechanism) {
     rig.layer->decode(*state, x.data(), 1, out.data());
     const double bytes = state->bytes();
     if (t == 0) first = last = bytes;
-    if (constant) ASSERT_EQ(bytes, first) << "after " << t + 1 << " positions";
+    if (constant) {
+      ASSERT_EQ(bytes, first) << "after " << t + 1 << " positions";
+    }
     ASSERT_GE(bytes, last) << "after " << t + 1 << " positions";
     changes += bytes != last;
     last = bytes;
