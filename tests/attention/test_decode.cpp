@@ -133,6 +133,35 @@ TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
 INSTANTIATE_TEST_SUITE_P(AllCausalKinds, EveryCausalKind, testing::ValuesIn(causal_kinds()),
                          [](const testing::TestParamInfo<std::string>& p) { return p.param; });
 
+// The state's memory: a window (local) stays bounded however long the decode, a KV cache (full, and
+// a sparse kind) grows linearly in the context, within twice the rows it holds.
+TEST(Decode, WindowStateIsBoundedAndKvCacheGrowsLinearly) {
+  const int64_t B = 2, d = 16, n = 400;
+  for (const auto& [kind, options] : {std::pair<std::string, json>{"local", {{"window", 5}}}, {"full", json::object()},
+                                      {"bigbird", {{"block", 4}}}}) {
+    SCOPED_TRACE(kind);
+    const AttentionCase c = causal_case(kind, 8, n, options);
+    test::AttentionRig<float> rig(c);
+    auto state = rig.layer->begin_decode(B, d);
+    const std::vector<float> x = test::random_vector<float>(B * d, 3);
+    std::vector<float> out(x.size());
+    double at_100 = 0;
+    for (int64_t t = 1; t <= n; ++t) {
+      rig.layer->decode(*state, x.data(), 1, out.data());
+      const double held = 2.0 * B * d * sizeof(float) * double(t);  // K and V of t positions
+      if (kind == "local") {
+        ASSERT_LE(state->bytes(), 2.0 * B * d * sizeof(float) * 2 * 16) << t;  // 2·max(w + 1, 8) rows, any t
+      } else {
+        ASSERT_GE(state->bytes(), held) << t;
+        ASSERT_LE(state->bytes(), 2 * held + 2.0 * B * d * sizeof(float) * 16) << t;
+      }
+      if (t == 100) at_100 = state->bytes();
+    }
+    if (kind != "local") EXPECT_GE(state->bytes(), 3 * at_100);  // 400 positions against 100
+  }
+  EXPECT_THROW(test::AttentionRig<float>(causal_case("full", 8, 8)).layer->begin_decode(2, 8), InvalidArgument);
+}
+
 // The fallback's own checks: a state from another layer, and an empty step.
 TEST(Decode, RefusesAForeignStateAndAnEmptyStep) {
   const AttentionCase c = causal_case("synthesizer", 8, 8);
