@@ -8,8 +8,9 @@
 // take. Appending grows the capacity geometrically (to twice the rows held): a token costs amortised
 // O(d), never a copy of the whole cache. With a window w, a step keeps only the w positions before its
 // first new one (the oldest a new query can see); the kept rows move to the front of a new buffer when
-// the current one is full, and the capacity stays twice the rows held, so memory is O(B·(w + n_new)·d)
-// and the moves cost amortised O(d) per token, whatever the context.
+// the current one is full (or four times too large, after a long prefill), and the capacity stays twice
+// the rows held, so memory is O(B·(w + n_new)·d) and the moves cost amortised O(d) per token, whatever
+// the context.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -34,7 +35,9 @@ class KvCache {
   void append(const T* k, const T* v, int64_t n_new) {
     const int64_t keep_from = window_ == kWhole ? first_ : std::max(first_, end_ - window_);
     const int64_t needed = end_ + n_new - keep_from;  // rows held after the append
-    if (end_ + n_new - first_ > cap_) relayout(keep_from, needed);
+    // Full: a new buffer. A window also moves to a smaller one once it holds four times what it needs
+    // (after a long prefill), so its memory follows the window, not the longest step.
+    if (end_ + n_new - first_ > cap_ || (window_ != kWhole && 4 * needed < cap_)) relayout(keep_from, needed);
     const int64_t at = end_ - first_;
     ops::copy_strided<T>(matrices(k, B_, n_new * d_, n_new, d_), matrices(k_.data() + at * d_, B_, cap_ * d_, n_new, d_));
     ops::copy_strided<T>(matrices(v, B_, n_new * d_, n_new, d_), matrices(v_.data() + at * d_, B_, cap_ * d_, n_new, d_));

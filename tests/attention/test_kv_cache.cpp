@@ -75,6 +75,12 @@ TEST(KvCache, WindowKeepsTheRecentRowsInBoundedMemory) {
   }
   expect_rows(cache, B, d);
   EXPECT_LE(largest, 2.0 * 2 * B * d * sizeof(double) * (w + 4 + 16));  // independent of the 3000 tokens
+  // A long prefill takes room for its own rows; the next step gives it back.
+  append(cache, B, d, t, 500);
+  EXPECT_GE(cache.bytes(), 2.0 * B * d * sizeof(double) * 500);
+  append(cache, B, d, t + 500, 1);
+  EXPECT_LE(cache.bytes(), 2.0 * 2 * B * d * sizeof(double) * (w + 1 + 16));
+  expect_rows(cache, B, d);
 }
 
 TEST(KvCache, StepChecksRefuseBadCalls) {
