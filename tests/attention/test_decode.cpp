@@ -113,6 +113,15 @@ TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
   }
 }
 
+// A prefill long enough for the parallel paths (a sparse step's pattern builds its rows in parallel
+// from 1024 rows; flash runs several query and key tiles), then single steps and a chunk.
+TEST(Decode, LongPrefillMatchesTheParallelForward) {
+  for (const std::string kind : {"local", "bigbird", "strided", "flash", "full"}) {
+    SCOPED_TRACE(kind);
+    expect_decode_matches_forward<double>(kind, small_options(kind), {1100, 1, 1, 37, 1}, 1e-10);
+  }
+}
+
 // The mechanism each kind decodes with (docs/generation.md's table): kRecompute only where the kind
 // cannot be incremental.
 TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
