@@ -131,6 +131,7 @@ TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
       {"global", DecodeMechanism::kKvCache},     {"longformer", DecodeMechanism::kKvCache},
       {"bigbird", DecodeMechanism::kKvCache},    {"reformer", DecodeMechanism::kRecompute},
       {"sinkhorn", DecodeMechanism::kRecompute}, {"mixer", DecodeMechanism::kRecompute},
+      {"synthesizer", DecodeMechanism::kRecompute},
   };
   const AttentionCase c = causal_case(GetParam(), 8, 8);
   test::AttentionRig<float> rig(c);
