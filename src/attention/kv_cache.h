@@ -39,8 +39,10 @@ class KvCache {
     // (after a long prefill), so its memory follows the window, not the longest step.
     if (end_ + n_new - first_ > cap_ || (window_ != kWhole && 4 * needed < cap_)) relayout(keep_from, needed);
     const int64_t at = end_ - first_;
-    ops::copy_strided<T>(matrices(k, B_, n_new * d_, n_new, d_), matrices(k_.data() + at * d_, B_, cap_ * d_, n_new, d_));
-    ops::copy_strided<T>(matrices(v, B_, n_new * d_, n_new, d_), matrices(v_.data() + at * d_, B_, cap_ * d_, n_new, d_));
+    ops::copy_strided<T>(matrices(k, B_, n_new * d_, n_new, d_),
+                         matrices(k_.data() + at * d_, B_, cap_ * d_, n_new, d_));
+    ops::copy_strided<T>(matrices(v, B_, n_new * d_, n_new, d_),
+                         matrices(v_.data() + at * d_, B_, cap_ * d_, n_new, d_));
     end_ += n_new;
   }
 
@@ -58,8 +60,10 @@ class KvCache {
     const int64_t cap = std::max<int64_t>(2 * needed, 16), kept = end_ - keep_from, from = keep_from - first_;
     Buffer<T> k(B_ * cap * d_), v(B_ * cap * d_);
     if (kept > 0) {
-      ops::copy_strided<T>(matrices<const T>(k_.data() + from * d_, B_, cap_ * d_, kept, d_), matrices(k.data(), B_, cap * d_, kept, d_));
-      ops::copy_strided<T>(matrices<const T>(v_.data() + from * d_, B_, cap_ * d_, kept, d_), matrices(v.data(), B_, cap * d_, kept, d_));
+      ops::copy_strided<T>(matrices<const T>(k_.data() + from * d_, B_, cap_ * d_, kept, d_),
+                           matrices(k.data(), B_, cap * d_, kept, d_));
+      ops::copy_strided<T>(matrices<const T>(v_.data() + from * d_, B_, cap_ * d_, kept, d_),
+                           matrices(v.data(), B_, cap * d_, kept, d_));
     }
     std::swap(k_, k);
     std::swap(v_, v);
