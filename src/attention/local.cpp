@@ -22,9 +22,12 @@ SparseKindConfig parse_local(const AttentionDims& dims, const json& options, jso
   const int64_t window = r.get_int("window", std::min<int64_t>(256, dims.max_len));
   LF_REQUIRE(window >= 0, r.where("window"), " must be >= 0 (0: each position sees only itself), got ", window);
   const bool causal = dims.causal;
-  return finish_sparse_kind(r, resolved, [window, causal](int64_t n) -> RowKeys {
-    return [=](int64_t t, std::vector<int32_t>& keys) { append_window(t, n, window, 1, causal, keys); };
-  });
+  return finish_sparse_kind(
+      r, resolved,
+      [window, causal](int64_t n) -> RowKeys {
+        return [=](int64_t t, std::vector<int32_t>& keys) { append_window(t, n, window, 1, causal, keys); };
+      },
+      /*decode_window=*/window);
 }
 
 }  // namespace

@@ -26,11 +26,15 @@ SparseKindConfig parse_longformer(const AttentionDims& dims, const json& options
   LF_REQUIRE(dilation >= 1, r.where("dilation"), " must be >= 1 (1: no gaps), got ", dilation);
   const std::vector<int64_t> globals = read_global_positions(r, dims, 1);  // [CLS], as in the paper's tasks
   const bool causal = dims.causal;
-  return finish_sparse_kind(r, resolved, [globals, window, dilation, causal](int64_t n) -> RowKeys {
-    return global_rows(n, globals, [=](int64_t t, std::vector<int32_t>& keys) {
-      append_window(t, n, window, dilation, causal, keys);
-    });
-  });
+  // Without global positions a causal query sees back window·dilation positions at most.
+  return finish_sparse_kind(
+      r, resolved,
+      [globals, window, dilation, causal](int64_t n) -> RowKeys {
+        return global_rows(n, globals, [=](int64_t t, std::vector<int32_t>& keys) {
+          append_window(t, n, window, dilation, causal, keys);
+        });
+      },
+      /*decode_window=*/globals.empty() ? window * dilation : -1);
 }
 
 }  // namespace

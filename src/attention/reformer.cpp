@@ -26,7 +26,7 @@ constexpr double kNormFloor = 1e-12;
 struct ReformerOptions {
   int64_t n_hashes = 2;
   int64_t bucket_size = 64;
-  int64_t n_buckets = 0;  // 0: derived from each call's length
+  int64_t n_buckets = 0;  // 0: derived from each call's length (from max_len when causal)
   bool bucket_chunks = false;
   uint64_t seed = 0;
   bool qkv_bias = false;
@@ -168,8 +168,12 @@ class ReformerAttention final : public Attention<T> {
   }
 
  private:
+  // The bucket count of a call of n positions: n_buckets when given, else about n / bucket_size, of
+  // max_len when causal: a position's bucket, hence the keys it sees, must not depend on how many
+  // positions follow it, so that a prefix (and a decoding step) is hashed as training at max_len was.
   int64_t buckets_for(int64_t n) const {
     if (o_.n_buckets > 0) return o_.n_buckets;
+    if (dims_.causal) n = dims_.max_len;
     const int64_t chunks = (n + o_.bucket_size - 1) / o_.bucket_size;
     return std::max<int64_t>(2, chunks + chunks % 2);  // about bucket_size positions per bucket
   }

@@ -33,13 +33,16 @@ void head_probs(const SdpaShape& s, int64_t b, const T* Q, const T* K, T* P) {
   const auto probs = matrix(P, s.n, s.mk);
   ops::matmul(matrix(Q, s.n, s.d_h, s.h * s.d_h), matrix(K, s.mk, s.d_h, s.hk * s.d_h).t(), probs, s.scale);  // S
   ops::mask_scores(probs, s.key_mask ? vector_view(s.key_mask + b * s.mk, s.mk) : TensorView<const uint8_t>(),
-                   s.causal);
+                   s.causal, s.q_start);
   ops::softmax_forward<T>(probs, probs);
 }
 
 void check_shape(const SdpaShape& s) {
   LF_REQUIRE(s.hk == s.h || s.hk == 1, "attention: key heads must equal query heads or be 1, got ", s.hk);
-  LF_REQUIRE(!s.causal || s.mk == s.n, "attention: causal masking needs as many keys as queries");
+  LF_REQUIRE(s.q_start >= 0 && (s.causal || s.q_start == 0), "attention: q_start (", s.q_start,
+             ") must be >= 0, and 0 without a causal mask");
+  LF_REQUIRE(!s.causal || s.mk == s.q_start + s.n, "attention: causal masking needs q_start + n = ", s.q_start + s.n,
+             " keys, got ", s.mk);
 }
 
 }  // namespace
@@ -115,7 +118,7 @@ void sdpa_forward_ref(const SdpaShape& s, const T* q, const T* k, const T* v, T*
       for (int64_t t = 0; t < s.n; ++t) {
         double mx = -INFINITY;
         for (int64_t j = 0; j < s.mk; ++j) {
-          const bool hidden = (s.key_mask && s.key_mask[b * s.mk + j]) || (s.causal && j > t);
+          const bool hidden = (s.key_mask && s.key_mask[b * s.mk + j]) || (s.causal && j > s.q_start + t);
           double dot = 0;
           for (int64_t c = 0; c < s.d_h; ++c)
             dot += double(q[(b * s.n + t) * ldq + i * s.d_h + c]) * double(k[(b * s.mk + j) * ldk + g * s.d_h + c]);

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <utility>
 
+#include "attention/kv_cache.h"
 #include "attention/projections.h"
 #include "linformer/error.h"
 #include "ops/sparse_attention.h"
@@ -94,6 +95,7 @@ class SparsePatternAttention final : public Attention<T> {
       : info_(options.info),
         dims_(spec.dims),
         family_(options.config.family),
+        decode_window_(options.config.decode_window),
         maps_(arena, spec.prefix, spec.dims.d_model, options.config.qkv_bias),
         pattern_key_(str_cat(info_.name, spec.dims.causal ? " causal " : " ", options.resolved.dump())) {}
 
@@ -139,6 +141,55 @@ class SparsePatternAttention final : public Attention<T> {
     return maps_.flops(B, n, n) + 4.0 * double(B) * double(nnz(n)) * double(dims_.d_model);
   }
 
+  // Decoding: a KV cache of the positions a new query may still see (all of them, or the last
+  // decode_window), and for a step's queries a pattern of their rows only (rows at positions
+  // [t0, t0 + n_new) of the pattern at max_len, which a causal row does not depend on), over the
+  // cached rows; O(|S(t)|·d) work per token beside the projections.
+  DecodeMechanism decode_mechanism() const override {
+    return decode_window_ >= 0 ? DecodeMechanism::kWindow : DecodeMechanism::kKvCache;
+  }
+
+  std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
+    check_begin_decode(info_.name, B, d_model, dims_);
+    return std::make_unique<KvCacheState<T>>(B, d_model, decode_window_ >= 0 ? decode_window_ : KvCache<T>::kWhole);
+  }
+
+  void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
+    KvCacheState<T>& state = decode_state_as<KvCacheState<T>>(base, info_.name, n_new, dims_);
+    const int64_t B = state.B, d = dims_.d_model, h = dims_.n_heads, t0 = state.length;
+    in_ = AttentionInput<T>();
+    in_.x = x;
+    in_.B = B;
+    in_.n = n_new;
+    in_.keep_for_backward = false;
+    kept_ = false;
+    maps_.project_in(in_, q_, k_, v_);
+    state.cache.append(k_.data(), v_.data(), n_new);
+    if (!decode_rows_) decode_rows_ = family_(dims_.max_len);
+    const int64_t first = state.cache.first(), m = state.cache.rows();
+    // Rows build in parallel for a long step: each keeps its own scratch. A causal row's keys are never
+    // older than `first` (the cache keeps decode_window positions back); the future is dropped.
+    const RowKeys step_rows = [&](int64_t r, std::vector<int32_t>& keys) {
+      const int64_t t = t0 + r;
+      std::vector<int32_t> row;
+      decode_rows_(t, row);
+      for (const int32_t j : row)
+        if (j <= t && j >= first) keys.push_back(int32_t(j - first));
+    };
+    const SparsePattern pattern = ops::build_sparse_pattern(n_new, m, /*causal=*/false, step_rows, false);
+    const SparseShape s{1, n_new, m, h, d / h, 1.0 / std::sqrt(double(d / h)), false, nullptr, 0.0, 0};
+    o_.resize(B * n_new * d);
+    for (int64_t b = 0; b < B; ++b)
+      ops::sparse_attention_forward<T>(s, pattern, TensorView<const T>(q_.data() + b * n_new * d, {1, n_new, d}),
+                                       TensorView<const T>(state.cache.keys(b), {1, m, d}),
+                                       TensorView<const T>(state.cache.values(b), {1, m, d}), TensorView<T>(),
+                                       TensorView<T>(o_.data() + b * n_new * d, {1, n_new, d}));
+    maps_.project_out(o_.data(), out, B * n_new);
+    release_buffers(q_, k_, v_, o_);
+    maps_.release();
+    state.length = t0 + n_new;
+  }
+
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
     const double e = double(nnz(n)), bnd = double(B) * double(n) * double(dims_.d_model), h = double(dims_.n_heads);
     const double tiles = ops::sparse_attention_workspace_bytes<T>(n, dims_.d_model / dims_.n_heads);
@@ -160,6 +211,8 @@ class SparsePatternAttention final : public Attention<T> {
   AttentionKindInfo info_;
   AttentionDims dims_;
   PatternFamily family_;
+  int64_t decode_window_;
+  RowKeys decode_rows_;  // the rows at max_len, made on the first decode()
   QkvoProjections<T> maps_;
   std::string pattern_key_;
   std::shared_ptr<const SparsePattern> pattern_;  // of the last call's length

@@ -49,6 +49,9 @@ RowKeys global_rows(int64_t n, const std::vector<int64_t>& global_positions,
 struct SparseKindConfig {
   bool qkv_bias = false;
   PatternFamily family;
+  // A causal query at t sees no key before t − decode_window (-1: it may see any earlier key): what a
+  // decoding state keeps (a window of the last positions when >= 0, the whole KV cache otherwise).
+  int64_t decode_window = -1;
 };
 
 // Parses a kind's options (throwing lf::InvalidArgument naming a bad one), writes the options with
@@ -57,16 +60,19 @@ using SparseKindParser = std::function<SparseKindConfig(const AttentionDims&, co
 
 // A pattern kind's parser's last step: reads qkv_bias, refuses unknown options and writes *resolved
 // (r.finish), and returns the configuration with the kind's pattern family.
-inline SparseKindConfig finish_sparse_kind(OptionReader& r, json* resolved, PatternFamily family) {
+inline SparseKindConfig finish_sparse_kind(OptionReader& r, json* resolved, PatternFamily family,
+                                           int64_t decode_window = -1) {
   SparseKindConfig c;
   c.qkv_bias = r.get_bool("qkv_bias", false);
   r.finish(resolved);
   c.family = std::move(family);
+  c.decode_window = decode_window;
   return c;
 }
 
 // Registers a sparse-pattern kind: self-attention with the standard Q/K/V/out maps (QkvoProjections)
-// around the core above. Layers whose kind, options and causality agree share one pattern per length
+// around the core above. Causal layers decode incrementally: a KV cache (kKvCache), or only the last
+// decode_window positions (kWindow), and each new query attends to its pattern row's keys only. Layers whose kind, options and causality agree share one pattern per length
 // (a process-wide cache of weak references), so a deep model holds one copy.
 void register_sparse_pattern_kind(AttentionRegistry& registry, const AttentionKindInfo& info, SparseKindParser parse);
 

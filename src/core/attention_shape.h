@@ -16,10 +16,13 @@ struct SdpaShape {
   int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length
   int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
   double scale = 1;
-  bool causal = false;               // key j hidden from query t when j > t (needs mk == n)
+  bool causal = false;               // key j hidden from query t when j > q_start + t
   const uint8_t* key_mask = nullptr;  // (B, mk), nonzero = padding, or null
   double dropout = 0;                // on the probabilities
   uint64_t seed = 0;                 // dropout stream key
+  // Causal: the queries are positions [q_start, q_start + n) of the keys (mk == q_start + n), as when a
+  // decoding step's n new queries attend to q_start cached keys and their own.
+  int64_t q_start = 0;
 };
 
 // LSH attention with shared QK (src/cpu/reformer.h has the definition). Layouts: q, kn, v, o

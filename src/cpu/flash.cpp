@@ -27,7 +27,10 @@ inline bool worth_threads(const SdpaShape& s) { return double(s.B) * s.h * s.n *
 
 void check_flash_shape(const SdpaShape& s) {
   LF_REQUIRE(s.hk == s.h || s.hk == 1, "flash attention: key heads must equal query heads or be 1, got ", s.hk);
-  LF_REQUIRE(!s.causal || s.mk == s.n, "flash attention: causal masking needs as many keys as queries");
+  LF_REQUIRE(s.q_start >= 0 && (s.causal || s.q_start == 0), "flash attention: q_start (", s.q_start,
+             ") must be >= 0, and 0 without a causal mask");
+  LF_REQUIRE(!s.causal || s.mk == s.q_start + s.n, "flash attention: causal masking needs q_start + n = ",
+             s.q_start + s.n, " keys, got ", s.mk);
   LF_REQUIRE(s.dropout >= 0 && s.dropout < 1, "flash attention: dropout must be in [0, 1), got ", s.dropout);
 }
 
@@ -51,7 +54,7 @@ inline void mask_scores(const SdpaShape& s, const uint8_t* km, int64_t t0, int64
       for (int64_t j = 0; j < tk; ++j)
         if (km[j0 + j]) row[j] = neg_inf;
     if (s.causal)
-      for (int64_t j = std::max<int64_t>(0, t0 + r + 1 - j0); j < tk; ++j) row[j] = neg_inf;
+      for (int64_t j = std::max<int64_t>(0, s.q_start + t0 + r + 1 - j0); j < tk; ++j) row[j] = neg_inf;
   }
 }
 
@@ -64,8 +67,8 @@ inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, int64_
     T* row = St + j * ldS;
     if (km && km[j0 + j])
       std::fill(row, row + tq, neg_inf);
-    else if (s.causal)  // query t0 + r sees key j0 + j only when r ≥ j0 + j − t0
-      std::fill(row, row + std::clamp<int64_t>(j0 + j - t0, 0, tq), neg_inf);
+    else if (s.causal)  // query t0 + r (position q_start + t0 + r) sees key j0 + j when r ≥ j0 + j − q_start − t0
+      std::fill(row, row + std::clamp<int64_t>(j0 + j - s.q_start - t0, 0, tq), neg_inf);
   }
 }
 
@@ -130,7 +133,8 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
       std::fill(acc.begin(), acc.end(), T(0));
       std::fill(mrow.begin(), mrow.end(), neg_inf);
       std::fill(lrow.begin(), lrow.end(), T(0));
-      const int64_t kv_end = s.causal ? std::min(s.mk, t0 + tq) : s.mk;  // later key tiles are all in the future
+      // Later key tiles are all in the future.
+      const int64_t kv_end = s.causal ? std::min(s.mk, s.q_start + t0 + tq) : s.mk;
       for (int64_t j0 = 0; j0 < kv_end; j0 += Tk) {
         const int64_t tk = std::min(Tk, kv_end - j0);
         if (all_padded(km, j0, tk)) continue;
@@ -272,7 +276,8 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
         std::fill(dKacc.begin(), dKacc.end(), T(0));
         std::fill(dVacc.begin(), dVacc.end(), T(0));
         for (int64_t i = (s.hk == 1 ? 0 : g); i < (s.hk == 1 ? s.h : g + 1); ++i) {
-          const int64_t first_qt = s.causal ? j0 / Tq : 0;  // earlier query rows see none of these keys
+          // Earlier query rows see none of these keys.
+          const int64_t first_qt = s.causal ? std::max<int64_t>(0, j0 - s.q_start) / Tq : 0;
           for (int64_t qt = first_qt; qt < nq; ++qt) {
             const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
             const T* Qp = Qh.get() + ((b * s.h + i) * s.n + t0) * d_h;    // (tq, d_h)

@@ -33,23 +33,6 @@ AttentionCase causal_case(const std::string& kind, int64_t n, int64_t max_len, j
 
 class EveryCausalKind : public testing::TestWithParam<std::string> {};
 
-TEST_P(EveryCausalKind, OutputsIgnoreTheFutureBitwise) {
-  test::expect_outputs_ignore_the_future<float>(causal_case(GetParam(), 24, 24));
-  test::expect_outputs_ignore_the_future<double>(causal_case(GetParam(), 24, 24));
-}
-
-// A short sequence's outputs are those of its positions inside a longer one (to rounding: a product
-// over fewer rows may block differently), so a prefix decoded at length t is what training saw.
-TEST_P(EveryCausalKind, OutputsIndependentOfTheTotalLength) {
-  if (GetParam() == "reformer") GTEST_SKIP() << "TODO(#17): its bucket count follows each call's n";
-  // 160 positions: past the kinds' default block, bucket and window sizes.
-  for (const int64_t part : {1, 7, 37, 64, 100, 159}) {
-    SCOPED_TRACE(str_cat("prefix ", part, " of 160"));
-    const auto r = test::prefix_outputs<double>(causal_case(GetParam(), 160, 160), causal_case(GetParam(), part, 160));
-    EXPECT_LE(test::max_rel_error(r.part.data(), r.full.data(), int64_t(r.full.size())), 1e-10);
-  }
-}
-
 // Options whose window, block or bucket is a few positions, so that a 48-position decode passes
 // through several of them (the defaults follow max_len and may cover it whole).
 json small_options(const std::string& kind) {
@@ -62,6 +45,25 @@ json small_options(const std::string& kind) {
   };
   const auto it = options.find(kind);
   return it == options.end() ? json::object() : it->second;
+}
+
+
+TEST_P(EveryCausalKind, OutputsIgnoreTheFutureBitwise) {
+  test::expect_outputs_ignore_the_future<float>(causal_case(GetParam(), 24, 24));
+  test::expect_outputs_ignore_the_future<double>(causal_case(GetParam(), 24, 24));
+}
+
+// A short sequence's outputs are those of its positions inside a longer one (to rounding: a product
+// over fewer rows may block differently), so a prefix decoded at length t is what training saw.
+TEST_P(EveryCausalKind, OutputsIndependentOfTheTotalLength) {
+  // 160 positions: past the kinds' default block, bucket and window sizes, and many small ones.
+  for (const json& options : {json::object(), small_options(GetParam())})
+    for (const int64_t part : {1, 7, 37, 64, 100, 159}) {
+      SCOPED_TRACE(str_cat("prefix ", part, " of 160, options ", options.dump()));
+      const auto r = test::prefix_outputs<double>(causal_case(GetParam(), 160, 160, options),
+                                                  causal_case(GetParam(), part, 160, options));
+      EXPECT_LE(test::max_rel_error(r.part.data(), r.full.data(), int64_t(r.full.size())), 1e-10);
+    }
 }
 
 // Decodes the rig's input in chunks of `schedule` positions and compares each chunk's outputs with
@@ -96,7 +98,6 @@ void expect_decode_matches_forward(const std::string& kind, const json& options,
 }
 
 TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
-  if (GetParam() == "reformer") GTEST_SKIP() << "TODO(#17): its bucket count follows each call's n";
   // A 5-position prompt, 20 single steps, a chunk of 4, single steps, a chunk of 9, single steps: 48.
   std::vector<int64_t> schedule = {5};
   schedule.insert(schedule.end(), 20, 1);
@@ -112,6 +113,15 @@ TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
   }
 }
 
+// A prefill long enough for the parallel paths (a sparse step's pattern builds its rows in parallel
+// from 1024 rows; flash runs several query and key tiles), then single steps and a chunk.
+TEST(Decode, LongPrefillMatchesTheParallelForward) {
+  for (const std::string kind : {"local", "bigbird", "strided", "flash", "full"}) {
+    SCOPED_TRACE(kind);
+    expect_decode_matches_forward<double>(kind, small_options(kind), {1100, 1, 1, 37, 1}, 1e-10);
+  }
+}
+
 // The mechanism each kind decodes with (docs/generation.md's table): kRecompute only where the kind
 // cannot be incremental.
 TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
@@ -123,6 +133,12 @@ TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
       {"aft_full", DecodeMechanism::kKvCache},
       {"aft_local", DecodeMechanism::kWindow},
       {"aft_conv", DecodeMechanism::kWindow},
+      {"full", DecodeMechanism::kKvCache},       {"flash", DecodeMechanism::kKvCache},
+      {"local", DecodeMechanism::kWindow},       {"strided", DecodeMechanism::kKvCache},
+      {"global", DecodeMechanism::kKvCache},     {"longformer", DecodeMechanism::kKvCache},
+      {"bigbird", DecodeMechanism::kKvCache},    {"reformer", DecodeMechanism::kRecompute},
+      {"sinkhorn", DecodeMechanism::kRecompute}, {"mixer", DecodeMechanism::kRecompute},
+      {"synthesizer", DecodeMechanism::kRecompute},
   };
   const AttentionCase c = causal_case(GetParam(), 8, 8);
   test::AttentionRig<float> rig(c);
@@ -166,6 +182,35 @@ TEST_P(EveryCausalKind, DecodeStateMemoryFollowsItsMechanism) {
 
 INSTANTIATE_TEST_SUITE_P(AllCausalKinds, EveryCausalKind, testing::ValuesIn(causal_kinds()),
                          [](const testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// The state's memory: a window (local) stays bounded however long the decode, a KV cache (full, and
+// a sparse kind) grows linearly in the context, within twice the rows it holds.
+TEST(Decode, WindowStateIsBoundedAndKvCacheGrowsLinearly) {
+  const int64_t B = 2, d = 16, n = 400;
+  for (const auto& [kind, options] : {std::pair<std::string, json>{"local", {{"window", 5}}}, {"full", json::object()},
+                                      {"bigbird", {{"block", 4}}}}) {
+    SCOPED_TRACE(kind);
+    const AttentionCase c = causal_case(kind, 8, n, options);
+    test::AttentionRig<float> rig(c);
+    auto state = rig.layer->begin_decode(B, d);
+    const std::vector<float> x = test::random_vector<float>(B * d, 3);
+    std::vector<float> out(x.size());
+    double at_100 = 0;
+    for (int64_t t = 1; t <= n; ++t) {
+      rig.layer->decode(*state, x.data(), 1, out.data());
+      const double held = 2.0 * B * d * sizeof(float) * double(t);  // K and V of t positions
+      if (kind == "local") {
+        ASSERT_LE(state->bytes(), 2.0 * B * d * sizeof(float) * 2 * 16) << t;  // 2·max(w + 1, 8) rows, any t
+      } else {
+        ASSERT_GE(state->bytes(), held) << t;
+        ASSERT_LE(state->bytes(), 2 * held + 2.0 * B * d * sizeof(float) * 16) << t;
+      }
+      if (t == 100) at_100 = state->bytes();
+    }
+    if (kind != "local") EXPECT_GE(state->bytes(), 3 * at_100);  // 400 positions against 100
+  }
+  EXPECT_THROW(test::AttentionRig<float>(causal_case("full", 8, 8)).layer->begin_decode(2, 8), InvalidArgument);
+}
 
 // The fallback's own checks: a state from another layer, and an empty step.
 TEST(Decode, RefusesAForeignStateAndAnEmptyStep) {

@@ -290,10 +290,11 @@ void run_flash(const SdpaShape& s, const KernelCase& kc, const std::vector<doubl
 // not multiples of the tile: the kernels in T against sdpa_forward_ref / sdpa_backward in double.
 template <class T>
 void expect_kernels_match_sdpa(int64_t B, int64_t n, int64_t mk, int64_t h, int64_t hk, bool causal, double p,
-                               double tol) {
+                               double tol, int64_t q_start = 0) {
   SCOPED_TRACE(str_cat(sizeof(T) == 4 ? "float" : "double", " B=", B, " n=", n, " mk=", mk, " h=", h, " hk=", hk,
-                       " causal=", causal, " dropout=", p));
+                       " causal=", causal, " dropout=", p, " q_start=", q_start));
   KernelCase kc(B, n, mk, h, hk, 64, causal);
+  kc.s.q_start = q_start;
   const std::vector<uint8_t> mask = kernel_mask(B, mk);
   kc.s.key_mask = mask.data();
   kc.s.dropout = p;
@@ -327,6 +328,19 @@ TEST(FlashAttention, KernelsMatchSdpaOnFullRegisterBlocks) {
     check(1, 129, 129, 4, 1, true, 0.0);   // causal, one key head, a one-row last tile
     check(1, 64, 64, 2, 2, false, 0.0);    // exactly one tile
   }
+}
+
+// A decoding step: n new queries at positions [q_start, q_start + n) against the q_start cached keys
+// and their own, under the causal mask; key tiles start before, at and after the query rows' tile.
+TEST(FlashAttention, KernelsMatchSdpaForQueriesAfterCachedKeys) {
+  for (const auto& [n, mk] : {std::pair<int64_t, int64_t>{1, 6}, {1, 200}, {7, 300}, {150, 300}, {130, 131}}) {
+    expect_kernels_match_sdpa<double>(2, n, mk, 2, 2, true, 0.0, 1e-12, mk - n);
+    expect_kernels_match_sdpa<float>(1, n, mk, 2, 1, true, 0.0, 2e-5, mk - n);
+  }
+  KernelCase kc(1, 4, 9, 1, 1, 8, true);
+  std::vector<double> out(kc.q.size()), lse(4);
+  kc.s.q_start = 4;  // 4 + 4 ≠ 9 keys
+  EXPECT_THROW(flash_forward(kc.s, kc.q.data(), kc.k.data(), kc.v.data(), out.data(), lse.data()), InvalidArgument);
 }
 
 TEST(FlashAttention, KernelResultsDoNotDependOnTheThreadCount) {

@@ -204,7 +204,8 @@ ReformerShape layer_shape(const AttentionCase& c) {
   s.d_h = c.dims.d_model / s.h;
   s.n_hashes = o["n_hashes"].get<int64_t>();
   s.chunk = o["bucket_size"].get<int64_t>();
-  const int64_t chunks = (c.n + s.chunk - 1) / s.chunk;
+  const int64_t derived_from = c.dims.causal ? c.dims.max_len : c.n;  // causal: the same buckets at every length
+  const int64_t chunks = (derived_from + s.chunk - 1) / s.chunk;
   s.n_buckets = o["n_buckets"].get<int64_t>() > 0 ? o["n_buckets"].get<int64_t>() : std::max<int64_t>(2, chunks + chunks % 2);
   s.bucket_chunks = o["chunking"].get<std::string>() == "bucket";
   s.causal = c.dims.causal;
@@ -539,7 +540,8 @@ TEST(ReformerAttention, SameResultsForAnyThreadCount) {
 }
 
 TEST(ReformerAttention, DefaultOptionsWorkForShortAndLongMaxLen) {
-  // Defaults adapt: bucket_size = min(64, max_len); n_buckets from each call's length.
+  // Defaults adapt: bucket_size = min(64, max_len); n_buckets from each call's length (from max_len
+  // when causal).
   for (int64_t max_len : {1, 8, 32, 200})
     for (bool causal : {false, true}) {
       AttentionCase c = reformer_case(max_len, json::object(), causal, 2, 8, 2);

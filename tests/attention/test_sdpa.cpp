@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "attention/sdpa.h"
+#include "linformer/error.h"
 #include "test_util.h"
 
 namespace lf {
@@ -92,6 +93,44 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SdpaTest,
                                            SdpaCase{2, 6, 6, 2, 2, 3, true, true, 0},
                                            SdpaCase{2, 4, 5, 4, 1, 3, false, false, 0},  // one kv head
                                            SdpaCase{2, 6, 5, 2, 1, 4, false, true, 0.3}));
+
+// A decoding step's queries: positions [q_start, mk) of a causal call over mk keys. The reference's
+// rows equal those of the whole call (the definition), and the fast path equals the reference.
+TEST(Sdpa, QueriesAfterCachedKeysAreTheLastRowsOfTheWholeCall) {
+  const int64_t B = 2, mk = 23, h = 2, hk = 2, d_h = 4, ld = h * d_h;
+  const auto q = test::random_vector<double>(B * mk * ld, 1, -2, 2);
+  const auto k = test::random_vector<double>(B * mk * ld, 2, -2, 2), v = test::random_vector<double>(B * mk * ld, 3);
+  const SdpaShape whole{B, mk, mk, h, hk, d_h, 0.5, true, nullptr, 0, 0};
+  std::vector<double> all(q.size());
+  sdpa_forward_ref(whole, q.data(), k.data(), v.data(), all.data());
+  for (const int64_t q_start : {0, 1, 15, 22}) {
+    SCOPED_TRACE(str_cat("q_start ", q_start));
+    const int64_t n = mk - q_start;
+    SdpaShape s = whole;
+    s.n = n;
+    s.q_start = q_start;
+    std::vector<double> qs(size_t(B * n * ld)), want(qs.size()), ref(qs.size()), out(qs.size()),
+        probs(size_t(n * mk));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t e = 0; e < n * ld; ++e) {
+        qs[size_t(b * n * ld + e)] = q[size_t((b * mk + q_start) * ld + e)];
+        want[size_t(b * n * ld + e)] = all[size_t((b * mk + q_start) * ld + e)];
+      }
+    sdpa_forward_ref(s, qs.data(), k.data(), v.data(), ref.data());
+    LF_EXPECT_CLOSE(ref.data(), want.data(), int64_t(ref.size()), 1e-14);
+    sdpa_forward(s, qs.data(), k.data(), v.data(), probs.data(), out.data(), /*keep_probs=*/false);
+    LF_EXPECT_CLOSE(out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+  }
+  // Keys that do not end at the last query, and an offset without the causal mask, are refused.
+  SdpaShape bad = whole;
+  bad.n = 3;
+  bad.q_start = 19;
+  std::vector<double> probs(size_t(3 * mk)), out(size_t(B * 3 * ld));
+  EXPECT_THROW(sdpa_forward(bad, q.data(), k.data(), v.data(), probs.data(), out.data(), false), InvalidArgument);
+  bad.q_start = 20;
+  bad.causal = false;
+  EXPECT_THROW(sdpa_forward(bad, q.data(), k.data(), v.data(), probs.data(), out.data(), false), InvalidArgument);
+}
 
 TEST(Sdpa, FullyMaskedRowGivesZerosNotNaN) {
   const SdpaCase c{1, 3, 4, 1, 1, 2, false, false, 0};
