@@ -93,8 +93,6 @@ class EveryCausalKindModel : public testing::TestWithParam<std::string> {};
 
 // Two layers of the kind with its default options, the CLI's convolution of 5 taps, learned positions.
 TEST_P(EveryCausalKindModel, DecodeMatchesForward) {
-  // TODO(#17): as in tests/attention/test_decode.cpp, until its owner makes it length-independent.
-  if (GetParam() == "reformer") GTEST_SKIP() << "TODO(#17): its bucket count follows each call's n";
   const ModelConfig c = decode_config({{GetParam(), json::object()}, {GetParam(), json::object()}});
   // The mixed schedule (prompt, steps, chunks) in both types and a whole prefill: a kind on the
   // recompute fallback reruns its forward per step, so token by token from the start is left to the
