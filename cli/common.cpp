@@ -304,4 +304,14 @@ void check_writable(const std::string& path, const char* flag) {
   fs::remove(probe, ec);
 }
 
+void add_sampling_flags(CLI::App* sub, SamplingOptions& s, const std::string& prefix) {
+  sub->add_option("--temperature", s.temperature, prefix + "sampling temperature, 0 = greedy (default 0.8)");
+  sub->add_option("--top-k", s.top_k, prefix + "sample from the k most likely bytes, 0 = all (default 0)");
+  sub->add_option("--top-p", s.top_p, prefix + "sample from the most likely bytes holding this probability (default 0.95)");
+  sub->add_option("--repetition-penalty", s.repetition_penalty,
+                  prefix + "divide the logits of bytes already in the context by this, 1 = off (default 1)");
+  sub->add_option("--seed", s.seed, prefix + "the sampling seed; the same seed gives the same text (default 1)");
+  sub->add_option("--stop", s.stop, prefix + "stop after this string is generated, kept in the text (repeatable)");
+}
+
 }  // namespace lf::cli

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "linformer/model.h"
+#include "linformer/sampling.h"
 #include "linformer/trainer.h"
 
 namespace lf::cli {
@@ -54,6 +55,10 @@ struct ModelFlags {
 // "64,128,256" → {64, 128, 256}; lf::InvalidArgument naming `flag` for an empty list or an item that
 // is not a positive integer.
 std::vector<int64_t> parse_list(const std::string& text, const char* flag);
+
+// The sampling flags of `generate` and `predict --generate` (--temperature, --top-k, --top-p,
+// --repetition-penalty, --seed, --stop) into `s`; `prefix` starts each help text ("causal LM: ").
+void add_sampling_flags(CLI::App* sub, SamplingOptions& s, const std::string& prefix = "");
 
 // The data file eval and spectrum read: --data when given (`given`), else the checkpoint's training
 // data (`saved`; old checkpoints hold it relative, read from the current directory). lf::InvalidArgument

@@ -99,13 +99,7 @@ CLI::App* add_generate_command(CLI::App& app, std::function<int()>& run) {
   CLI::Option* file = sub->add_option("--prompt-file", cmd->prompt_file, "read the prompt from this file (- = stdin), byte for byte");
   prompt->excludes(file);
   sub->add_option("--max-new-tokens", cmd->sampling.max_new_tokens, "bytes to generate at most (default 256)");
-  sub->add_option("--temperature", cmd->sampling.temperature, "sampling temperature, 0 = greedy (default 0.8)");
-  sub->add_option("--top-k", cmd->sampling.top_k, "sample from the k most likely bytes, 0 = all (default 0)");
-  sub->add_option("--top-p", cmd->sampling.top_p, "sample from the most likely bytes holding this probability (default 0.95)");
-  sub->add_option("--repetition-penalty", cmd->sampling.repetition_penalty,
-                  "divide the logits of bytes already in the context by this, 1 = off (default 1)");
-  sub->add_option("--seed", cmd->sampling.seed, "the sampling seed; the same seed gives the same text (default 1)");
-  sub->add_option("--stop", cmd->sampling.stop, "stop after this string is generated, kept in the text (repeatable)");
+  add_sampling_flags(sub, cmd->sampling);
   sub->add_flag("--quiet", cmd->quiet, "print no speed and cache lines on stderr");
   run = [cmd, prompt, file] {
     LF_REQUIRE(prompt->count() + file->count() == 1, "generate needs --prompt TEXT or --prompt-file PATH");

@@ -151,13 +151,7 @@ CLI::App* add_predict_command(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--batch-size", cmd->batch_size, "--input: texts per forward pass (default 16)");
   sub->add_option("--mask-char", cmd->mask_char, "MLM: the character that marks a masked position (default _)");
   sub->add_option("--generate", cmd->generate, "causal LM: bytes to generate (default 64)");
-  sub->add_option("--temperature", cmd->sampling.temperature, "causal LM: sampling temperature, 0 = greedy (default 0.8)");
-  sub->add_option("--top-k", cmd->sampling.top_k, "causal LM: sample from the k most likely bytes, 0 = all (default 0)");
-  sub->add_option("--top-p", cmd->sampling.top_p, "causal LM: sample from the most likely bytes holding this probability (default 0.95)");
-  sub->add_option("--repetition-penalty", cmd->sampling.repetition_penalty,
-                  "causal LM: divide the logits of bytes already in the context by this, 1 = off (default 1)");
-  sub->add_option("--seed", cmd->sampling.seed, "causal LM: the sampling seed; the same seed gives the same text (default 1)");
-  sub->add_option("--stop", cmd->sampling.stop, "causal LM: stop after this string is generated (repeatable)");
+  add_sampling_flags(sub, cmd->sampling, "causal LM: ");
   run = [cmd, text, input] {
     LF_REQUIRE(text->count() + input->count() == 1, "predict needs --text or --input");
     return run_predict(*cmd);

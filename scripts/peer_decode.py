@@ -32,32 +32,17 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 COLUMNS = ["impl", "kind", "context", "round", "d_model", "heads", "batch", "threads", "ms_per_token", "prefill_ms",
            "cache_bytes", "steps", "note"]
 KINDS = ("full", "sdpa", "local")
 D_MODEL, HEADS, BATCH = 512, 8, 1
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+from peer_bench import int_list, log, name_list  # noqa: E402 (the shared argument parsers)
 
-
-def int_list(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}")
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
-    return values
-
-
-def kind_list(text):
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in names if v not in KINDS]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"unknown kind {bad or text!r}; choose from {','.join(KINDS)}")
-    return names
+kind_list = name_list(KINDS)
 
 
 def make_cached_mha(torch, use_sdpa):

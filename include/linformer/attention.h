@@ -70,6 +70,17 @@ struct AttentionInput {
   bool keep_for_backward = true;
 
   int64_t kv_len() const { return context ? m : n; }
+
+  // Self-attention inference on B sequences of n rows of x, no padding: what a decoding step hands
+  // the layer's forward maps.
+  static AttentionInput inference(const T* x, int64_t B, int64_t n) {
+    AttentionInput in;
+    in.x = x;
+    in.B = B;
+    in.n = n;
+    in.keep_for_backward = false;
+    return in;
+  }
 };
 
 // ---- incremental decoding --------------------------------------------------------------------------

@@ -132,11 +132,7 @@ class AftBase : public Attention<T> {
     auto& st = AftDecodeState<T>::of(base, info_.name.c_str(), n, dims_.d_model, dims_.d_model, decode_window(),
                                      dims_.max_len);
     const int64_t B = st.B, d = dims_.d_model;
-    AttentionInput<T> in;
-    in.x = x;
-    in.B = B;
-    in.n = n;
-    in.keep_for_backward = false;
+    const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n);
     Buffer<T> q, k, v, o(B * n * d), dense;
     maps_.project_in(in, q, k, v);
     st.append(k.data(), v.data(), n);

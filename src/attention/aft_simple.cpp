@@ -102,11 +102,7 @@ class AftSimpleAttention final : public Attention<T> {
     LF_REQUIRE(st != nullptr, "aft_simple attention: decode() was given a state begun by another kind of layer");
     LF_REQUIRE(n_new > 0, "aft_simple attention: decode() needs at least one new position, got ", n_new);
     const int64_t B = st->B, d = dims_.d_model;
-    AttentionInput<T> in;
-    in.x = x;
-    in.B = B;
-    in.n = n_new;
-    in.keep_for_backward = false;
+    const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n_new);
     Buffer<T> q, k, v, o(B * n_new * d);
     maps_.project_in(in, q, k, v);
     ops::aft_simple_decode<T>(q.view({B, n_new, d}), k.view({B, n_new, d}), v.view({B, n_new, d}),

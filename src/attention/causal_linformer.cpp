@@ -269,11 +269,7 @@ class CausalLinformerAttention final : public Attention<T> {
     LF_REQUIRE(n_new > 0, kKind, " decode() needs at least one new position, got ", n_new);
     LF_REQUIRE(x != nullptr && out != nullptr, kKind, " decode(): input or output is null");
     const int64_t B = st->B, t0 = st->length, t1 = t0 + n_new;
-    AttentionInput<T> in;
-    in.x = x;
-    in.B = B;
-    in.n = n_new;
-    in.keep_for_backward = false;
+    const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n_new);
     Buffer<T> q, k, v, o(B * n_new * d_), P, slots(B * r_ * d_);
     maps_.project_in(in, q, k, v);
     for (int64_t pos = t0; pos < t1;) {

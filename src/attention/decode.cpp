@@ -53,11 +53,7 @@ void Attention<T>::decode(DecodeState<T>& base, const T* x, int64_t n_new, T* ou
     ops::copy_strided<T>(matrices<const T>(state->inputs.data(), B, t0 * d, t0, d), matrices(grown.data(), B, t1 * d, t0, d));
   ops::copy_strided<T>(matrices(x, B, n_new * d, n_new, d), matrices(grown.data() + t0 * d, B, t1 * d, n_new, d));
   std::swap(state->inputs, grown);
-  AttentionInput<T> in;
-  in.x = state->inputs.data();
-  in.B = B;
-  in.n = t1;
-  in.keep_for_backward = false;
+  const AttentionInput<T> in = AttentionInput<T>::inference(state->inputs.data(), B, t1);
   Buffer<T> all(B * t1 * d);
   forward(in, all.data(), /*training=*/false, 0);
   ops::copy_strided<T>(matrices<const T>(all.data() + t0 * d, B, t1 * d, n_new, d), matrices(out, B, n_new * d, n_new, d));

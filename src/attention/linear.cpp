@@ -105,11 +105,7 @@ class LinearAttention final : public Attention<T> {
     const int64_t d = dims_.d_model, h = dims_.n_heads, dh = d / h;
     LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "linear", n_new, h, dh, dh, /*scaled=*/false);
     const int64_t B = st.B;
-    AttentionInput<T> in;
-    in.x = x;
-    in.B = B;
-    in.n = n_new;
-    in.keep_for_backward = false;
+    const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n_new);
     Buffer<T> q, k, v, o(B * n_new * d), den(B * h * n_new);
     maps_.project_in(in, q, k, v);
     ops::elu_plus_one_forward<T>(q.view({B, n_new, d}), {}, q.view({B, n_new, d}));

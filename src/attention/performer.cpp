@@ -176,11 +176,7 @@ class PerformerAttention final : public Attention<T> {
     const int64_t d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
     LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "performer", n_new, h, mf, dh_, /*scaled=*/true);
     const int64_t B = st.B;
-    AttentionInput<T> in;
-    in.x = x;
-    in.B = B;
-    in.n = n_new;
-    in.keep_for_backward = false;
+    const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n_new);
     Buffer<T> q, k, v, fq(B * n_new * h * mf), fk(fq.size()), shift(B * h * n_new), o(B * n_new * d);
     Buffer<T> den(B * h * n_new);
     maps_.project_in(in, q, k, v);

@@ -208,11 +208,7 @@ class DenseAttention final : public Attention<T> {
   void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
     KvCacheState<T>& state = decode_state_as<KvCacheState<T>>(base, Core::info().name, n_new, dims_);
     const int64_t B = state.B, d = dims_.d_model, t0 = state.length;
-    AttentionInput<T> in;
-    in.x = x;
-    in.B = B;
-    in.n = n_new;
-    in.keep_for_backward = false;
+    const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n_new);
     maps_.project_in(in, q_, k_, v_);
     state.cache.append(k_.data(), v_.data(), n_new);
     o_.resize(B * n_new * d);
