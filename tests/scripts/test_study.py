@@ -609,7 +609,7 @@ class ClmGridTest(unittest.TestCase):
 
     def test_the_grid_trains_every_kind_as_a_causal_lm_at_n_1024(self):
         kinds = [quality_report.attention_of(r)[0] for r in self.runs.values()]
-        self.assertEqual(sorted(kinds), ["aft_local", "causal_linformer", "flash", "linear", "local", "performer"])
+        self.assertEqual(sorted(set(kinds)), ["aft_local", "causal_linformer", "flash", "linear", "local", "performer"])
         for r in self.runs.values():
             m = r["config"]["model"]
             self.assertEqual((m["task"], m["max_len"], r["seq_len"], r["batch_size"]), ("clm", 1024, 1024, 8), r["name"])
