@@ -166,16 +166,7 @@ def evaluate_targets(runs, spec=None):
         ref = reference(runs, n, False)
         t = {"id": f"k{k}_n{n}",
              "target": f"Linformer k = {k} at n = {n} within {limit:.0%} of exact attention (equal steps)"}
-        if lin is None or ref is None:
-            t.update(status="not measured", measured="no such run in the grid", missing=[])
-        elif lin["test_bpb"] is None or ref["test_bpb"] is None:
-            t.update(status="not measured", measured="runs not done",
-                     missing=[r["name"] for r in (lin, ref) if r["test_bpb"] is None])
-        else:
-            g = gap(lin, runs)
-            t.update(status="met" if g <= limit else "not met", missing=[],
-                     measured=f"{bpb(lin['test_bpb'])} vs {bpb(ref['test_bpb'])} bits/byte ({pct(g)})")
-        out.append(t)
+        out.append(judge_gap(t, lin, ref, runs, limit))
 
     k, n, limit = spec["sharing"]["k"], spec["sharing"]["n"], spec["sharing_gap"]
     t = {"id": "sharing", "target": f"every sharing mode (n = {n}, k = {k}) within {limit:.0%} of exact attention"}
@@ -255,22 +246,28 @@ def evaluate_targets(runs, spec=None):
     return out
 
 
+def judge_gap(t, run, ref, runs, limit):
+    """Target t filled in: run's test bits/byte within `limit` of the reference run's (not measured
+    when either run is missing or not done)."""
+    if run is None or ref is None:
+        t.update(status="not measured", measured="no such run in the grid", missing=[])
+    elif run["test_bpb"] is None or ref["test_bpb"] is None:
+        t.update(status="not measured", measured="runs not done",
+                 missing=[x["name"] for x in (run, ref) if x["test_bpb"] is None])
+    else:
+        g = gap(run, runs)
+        t.update(status="met" if g <= limit else "not met", missing=[],
+                 measured=f"{bpb(run['test_bpb'])} vs {bpb(ref['test_bpb'])} bits/byte ({pct(g)})")
+    return t
+
+
 def gap_targets(runs, gaps):
     out = []
     for g in gaps:
         kind, n, limit = g["kind"], g["n"], g["max_gap"]
         r, ref = find(runs, kind, n), reference(runs, n, False)
         t = {"id": f"{kind}_n{n}", "target": f"{kind} at n = {n} within {limit:.0%} of exact attention (equal steps)"}
-        if r is None or ref is None:
-            t.update(status="not measured", measured="no such run in the grid", missing=[])
-        elif r["test_bpb"] is None or ref["test_bpb"] is None:
-            t.update(status="not measured", measured="runs not done",
-                     missing=[x["name"] for x in (r, ref) if x["test_bpb"] is None])
-        else:
-            d = gap(r, runs)
-            t.update(status="met" if d <= limit else "not met", missing=[],
-                     measured=f"{bpb(r['test_bpb'])} vs {bpb(ref['test_bpb'])} bits/byte ({pct(d)})")
-        out.append(t)
+        out.append(judge_gap(t, r, ref, runs, limit))
     return out
 
 
