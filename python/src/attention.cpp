@@ -1,0 +1,321 @@
+// One attention layer of any registered kind, for Python: what linformer.torch's modules run inside
+// their torch.autograd.Function. The layer owns its parameters in its own ParamArena; the caller
+// (the torch module, whose nn.Parameters are the state) writes them in before a call and reads the
+// gradients out after a backward. Arrays come in without copies (numpy through the buffer protocol,
+// torch through DLPack) when their dtype and layout fit, and are refused with a clear TypeError or
+// ValueError otherwise; the GIL is released around forward and backward.
+#include <array>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "bindings.h"
+#include "linformer/attention.h"
+#include "linformer/runtime.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro, nb::device::cpu>;
+
+std::string dtype_name(nb::dlpack::dtype t) {
+  if (t == nb::dtype<float>()) return "float32";
+  if (t == nb::dtype<double>()) return "float64";
+  if (t == nb::dtype<bool>()) return "bool";
+  if (t == nb::dtype<uint8_t>()) return "uint8";
+  const char* code = t.code == uint8_t(nb::dlpack::dtype_code::Int)     ? "int"
+                     : t.code == uint8_t(nb::dlpack::dtype_code::UInt)  ? "uint"
+                     : t.code == uint8_t(nb::dlpack::dtype_code::Float) ? "float"
+                                                                        : "other";
+  return std::string(code) + std::to_string(t.bits);
+}
+
+std::string shape_of(const Array& a) {
+  std::string s = "(";
+  for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Row-major with no gaps: what the layer reads through a raw pointer.
+bool c_contiguous(const Array& a) {
+  int64_t expect = 1;
+  for (size_t i = a.ndim(); i-- > 0;) {
+    if (a.shape(i) != 1 && a.stride(i) != expect) return false;
+    expect *= int64_t(a.shape(i));
+  }
+  return true;
+}
+
+// Checks an array argument: dtype (TypeError), rank, sizes where given (>= 0), C-contiguity (ValueError).
+void check_array(const Array& a, const char* arg, nb::dlpack::dtype want, const std::vector<int64_t>& shape) {
+  if (a.dtype() != want)
+    throw nb::type_error(lf::str_cat("`", arg, "` must be ", dtype_name(want), ", got ", dtype_name(a.dtype())).c_str());
+  bool ok = a.ndim() == shape.size();
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || int64_t(a.shape(i)) == shape[i];
+  if (!ok) {
+    std::string want_s = "(";
+    for (size_t i = 0; i < shape.size(); ++i)
+      want_s += (i ? ", " : "") + (shape[i] < 0 ? std::string("*") : std::to_string(shape[i]));
+    throw nb::value_error(lf::str_cat("`", arg, "` must have shape ", want_s, shape.size() == 1 ? ",)" : ")",
+                                      ", got ", shape_of(a))
+                              .c_str());
+  }
+  if (!c_contiguous(a))
+    throw nb::value_error(lf::str_cat("`", arg, "` must be C-contiguous (the layer reads it in place); pass ",
+                                      "x.contiguous() (torch) or np.ascontiguousarray(x)")
+                              .c_str());
+}
+
+// A fresh NumPy array owning `v`'s contents (moved, not copied).
+template <class T>
+nb::object to_numpy(std::vector<T>&& v, std::vector<size_t> shape) {
+  auto* owned = new std::vector<T>(std::move(v));
+  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::cast(nb::ndarray<nb::numpy, T>(owned->data(), shape.size(), shape.data(), owner));
+}
+
+// The dtype-independent face of the layer; Core<T> below is the layer in float or double.
+class CoreBase {
+ public:
+  virtual ~CoreBase() = default;
+  virtual nb::object forward(Array x, nb::object mask, bool training, uint64_t seed, bool keep) = 0;
+  virtual nb::tuple backward(Array dout) = 0;
+  virtual void set_parameter(const std::string& name, Array value) = 0;
+  virtual nb::object get_parameter(const std::string& name) = 0;
+  virtual const std::vector<lf::ParamInfo>& params() const = 0;
+};
+
+template <class T>
+class Core final : public CoreBase {
+ public:
+  Core(const lf::AttentionSpec& spec, uint64_t init_seed, const lf::RuntimeOptions* rt)
+      : dims_(spec.dims), runtime_(rt) {
+    layer_ = lf::make_attention<T>(spec, arena_);
+    arena_.allocate(/*with_grads=*/true);
+    arena_.initialize(init_seed);
+  }
+
+  const std::vector<lf::ParamInfo>& params() const override { return arena_.params(); }
+
+  nb::object forward(Array x, nb::object mask, bool training, uint64_t seed, bool keep) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    check_array(x, "x", nb::dtype<T>(), {-1, -1, dims_.d_model});
+    const int64_t B = int64_t(x.shape(0)), n = int64_t(x.shape(1)), d = dims_.d_model;
+    if (B == 0 || n == 0) throw nb::value_error("`x` must have a positive batch and length");
+    if (n > dims_.max_len)
+      throw nb::value_error(lf::str_cat("`x` has ", n, " positions but the layer was built for at most ",
+                                        dims_.max_len, " (seq_len / max_len)")
+                                .c_str());
+    std::optional<Array> m;
+    if (!mask.is_none()) {
+      Array a;
+      if (!nb::try_cast(mask, a, /*convert=*/false))
+        throw nb::type_error("`key_padding_mask` must be a bool or uint8 array (numpy or torch) or None");
+      if (a.dtype() != nb::dtype<bool>() && a.dtype() != nb::dtype<uint8_t>())
+        throw nb::type_error(
+            lf::str_cat("`key_padding_mask` must be bool or uint8 (nonzero = padding), got ", dtype_name(a.dtype()))
+                .c_str());
+      check_array(a, "key_padding_mask", a.dtype(), {B, n});
+      m = a;
+    }
+    lf::AttentionInput<T> in;
+    in.x = static_cast<const T*>(x.data());
+    in.B = B;
+    in.n = n;
+    in.key_padding_mask = m ? static_cast<const uint8_t*>(m->data()) : nullptr;
+    in.keep_for_backward = keep;
+    std::vector<T> out(size_t(B * n * d));
+    {
+      nb::gil_scoped_release release;
+      lf::RuntimeScope scope(*runtime_);
+      pending_ = false;
+      layer_->forward(in, out.data(), training, seed);
+    }
+    // The layer reads x (and the mask) again in its backward: hold them until then.
+    if (keep) {
+      kept_x_ = x;
+      kept_mask_ = m;
+      shape_ = {B, n};
+      pending_ = true;
+    } else {
+      kept_x_.reset();
+      kept_mask_.reset();
+    }
+    return to_numpy(std::move(out), {size_t(B), size_t(n), size_t(d)});
+  }
+
+  nb::tuple backward(Array dout) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!pending_)
+      throw nb::value_error(
+          "backward() needs a forward() with keep_for_backward=True before it (one backward per forward)");
+    check_array(dout, "dout", nb::dtype<T>(), {shape_[0], shape_[1], dims_.d_model});
+    std::vector<T> dx(size_t(shape_[0] * shape_[1] * dims_.d_model));
+    {
+      nb::gil_scoped_release release;
+      lf::RuntimeScope scope(*runtime_);
+      arena_.zero_grad();
+      pending_ = false;  // the layer releases its activations whatever happens
+      layer_->backward(static_cast<const T*>(dout.data()), dx.data(), nullptr);
+    }
+    kept_x_.reset();
+    kept_mask_.reset();
+    nb::dict grads;
+    for (const lf::ParamInfo& p : arena_.params()) {
+      const T* g = arena_.grads() + p.offset;
+      grads[p.name.c_str()] = to_numpy(std::vector<T>(g, g + p.numel), sizes(p));
+    }
+    return nb::make_tuple(to_numpy(std::move(dx), {size_t(shape_[0]), size_t(shape_[1]), size_t(dims_.d_model)}),
+                          grads);
+  }
+
+  void set_parameter(const std::string& name, Array value) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const lf::ParamInfo& p = info(name);
+    check_array(value, name.c_str(), nb::dtype<T>(), p.shape);
+    std::memcpy(arena_.values() + p.offset, value.data(), size_t(p.numel) * sizeof(T));
+  }
+
+  nb::object get_parameter(const std::string& name) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const lf::ParamInfo& p = info(name);
+    const T* v = arena_.values() + p.offset;
+    return to_numpy(std::vector<T>(v, v + p.numel), sizes(p));
+  }
+
+ private:
+  const lf::ParamInfo& info(const std::string& name) const {
+    const int id = arena_.find(name);
+    if (id < 0) {
+      std::string known;
+      for (const lf::ParamInfo& p : arena_.params()) known += (known.empty() ? "" : ", ") + p.name;
+      throw nb::key_error(lf::str_cat("no parameter '", name, "' in this layer (it has: ", known, ")").c_str());
+    }
+    return arena_.info(id);
+  }
+  static std::vector<size_t> sizes(const lf::ParamInfo& p) { return {p.shape.begin(), p.shape.end()}; }
+
+  lf::AttentionDims dims_;
+  const lf::RuntimeOptions* runtime_;
+  lf::ParamArena<T> arena_;
+  std::unique_ptr<lf::Attention<T>> layer_;
+  std::mutex mu_;
+  bool pending_ = false;  // a forward kept its activations and awaits its backward
+  std::optional<Array> kept_x_, kept_mask_;
+  std::array<int64_t, 2> shape_{};
+};
+
+// linformer._core.AttentionLayer.
+class AttentionLayer {
+ public:
+  AttentionLayer(const std::string& kind, int64_t d_model, int64_t n_heads, int64_t max_len, bool causal,
+                 double dropout, nb::object options, const std::string& dtype, uint64_t seed, int threads) {
+    spec_.kind = kind;
+    spec_.dims = {d_model, n_heads, max_len, causal, dropout};
+    if (!options.is_none()) {
+      // The options dict through Python's own JSON writer: every JSON value a kind takes, no converter here.
+      if (!nb::isinstance<nb::dict>(options)) throw nb::type_error("`options` must be a dict or None");
+      const std::string text = nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(options));
+      spec_.options = lf::json::parse(text);
+    }
+    set_threads(threads);
+    resolved_ = lf::validate_attention(spec_);
+    if (dtype == "float32")
+      core_ = std::make_unique<Core<float>>(spec_, seed, &runtime_);
+    else if (dtype == "float64")
+      core_ = std::make_unique<Core<double>>(spec_, seed, &runtime_);
+    else
+      throw nb::value_error(lf::str_cat("`dtype` must be 'float32' or 'float64', got '", dtype, "'").c_str());
+    dtype_ = dtype;
+  }
+
+  void set_threads(int threads) {
+    lf::RuntimeOptions rt;
+    rt.threads = threads;
+    rt.validate();
+    runtime_ = rt;
+  }
+
+  CoreBase& core() { return *core_; }
+  const lf::AttentionSpec& spec() const { return spec_; }
+  const lf::json& resolved() const { return resolved_; }
+  const std::string& dtype() const { return dtype_; }
+  int threads() const { return runtime_.threads; }
+
+ private:
+  lf::AttentionSpec spec_;
+  lf::json resolved_;
+  std::string dtype_;
+  lf::RuntimeOptions runtime_;
+  std::unique_ptr<CoreBase> core_;
+};
+
+}  // namespace
+
+void bind_attention(nb::module_& m) {
+  nb::class_<AttentionLayer>(m, "AttentionLayer",
+                             "One attention layer of a registered kind, its parameters in its own arena "
+                             "(PyTorch names, (out, in) weights). What linformer.torch's modules run.")
+      .def(nb::init<const std::string&, int64_t, int64_t, int64_t, bool, double, nb::object, const std::string&,
+                    uint64_t, int>(),
+           nb::arg("kind"), nb::arg("d_model"), nb::arg("n_heads"), nb::arg("max_len"), nb::arg("causal") = false,
+           nb::arg("dropout") = 0.0, nb::arg("options").none() = nb::none(), nb::arg("dtype") = "float32",
+           nb::arg("seed") = 0, nb::arg("threads") = 0,
+           "Builds a layer of `kind` (see linformer info --list-attention) with the kind's options dict; "
+           "parameters initialised from `seed`. threads = 0: $LINFORMER_NUM_THREADS, else all cores.")
+      .def_prop_ro("kind", [](const AttentionLayer& l) { return l.spec().kind; })
+      .def_prop_ro("dtype", &AttentionLayer::dtype)
+      .def_prop_ro("d_model", [](const AttentionLayer& l) { return l.spec().dims.d_model; })
+      .def_prop_ro("n_heads", [](const AttentionLayer& l) { return l.spec().dims.n_heads; })
+      .def_prop_ro("max_len", [](const AttentionLayer& l) { return l.spec().dims.max_len; })
+      .def_prop_ro("causal", [](const AttentionLayer& l) { return l.spec().dims.causal; })
+      .def_prop_ro("dropout", [](const AttentionLayer& l) { return l.spec().dims.dropout; })
+      .def_prop_ro(
+          "options",
+          [](const AttentionLayer& l) { return nb::module_::import_("json").attr("loads")(l.resolved().dump()); },
+          "The kind's options with every default filled in.")
+      .def_prop_rw("threads", &AttentionLayer::threads, &AttentionLayer::set_threads)
+      .def(
+          "parameters",
+          [](AttentionLayer& l) {
+            nb::list out;
+            for (const lf::ParamInfo& p : l.core().params()) {
+              nb::list shape;
+              for (int64_t s : p.shape) shape.append(s);
+              out.append(nb::make_tuple(p.name, nb::tuple(shape), p.trainable));
+            }
+            return out;
+          },
+          "[(name, shape, trainable)] in declaration order.")
+      .def(
+          "set_parameter", [](AttentionLayer& l, const std::string& name, Array v) { l.core().set_parameter(name, v); },
+          nb::arg("name"), nb::arg("value").noconvert(),
+          "Copies `value` (the layer's dtype, the parameter's shape, C-contiguous) into the parameter.")
+      .def(
+          "get_parameter", [](AttentionLayer& l, const std::string& name) { return l.core().get_parameter(name); },
+          nb::arg("name"), "A copy of the parameter as a NumPy array.")
+      .def(
+          "forward",
+          [](AttentionLayer& l, Array x, nb::object mask, bool training, uint64_t seed, bool keep) {
+            return l.core().forward(x, mask, training, seed, keep);
+          },
+          nb::arg("x").noconvert(), nb::arg("key_padding_mask").none() = nb::none(), nb::arg("training") = false,
+          nb::arg("seed") = 0, nb::arg("keep_for_backward") = true,
+          "x (B, n, d) in the layer's dtype, C-contiguous, read in place -> out (B, n, d) NumPy. "
+          "key_padding_mask (B, n) bool/uint8, nonzero = padding. training switches dropout on (drawn from `seed`). "
+          "With keep_for_backward the layer keeps x (a reference) and its activations for one backward().")
+      .def(
+          "backward", [](AttentionLayer& l, Array dout) { return l.core().backward(dout); },
+          nb::arg("dout").noconvert(),
+          "Backward of the last forward(keep_for_backward=True): dout (B, n, d) -> (dx, {name: gradient}); "
+          "the gradients are those of this call alone.");
+}
