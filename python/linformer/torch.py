@@ -36,34 +36,33 @@ _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 class _CoreAttentionFunction(torch.autograd.Function):
-    """out = layer(x; params). Parameters are inputs of the function so autograd routes their gradients."""
+    """out = layer(x, context; params). Parameters are inputs of the function so autograd routes their gradients."""
 
     @staticmethod
-    def forward(ctx, module, x, mask, training, seed, *params):
+    def forward(ctx, module, x, context, mask, training, seed, *params):
         core = module._core_for(x.dtype)
         module._load(core, params)
-        out = core.forward(_as_array(x), _as_array(mask), training, seed, keep_for_backward=True)
+        out = core.forward(_as_array(x), _as_array(mask), training, seed, keep_for_backward=True,
+                           context=_as_array(context))
         ctx.module, ctx.core, ctx.training, ctx.seed = module, core, training, seed
         # Which forward the layer keeps: a later forward of the same module (a second use in one graph,
         # gradcheck's probes) replaces it, and backward then recomputes this one first.
         ctx.token = module._kept[core.dtype] = object()
-        ctx.save_for_backward(x, *(() if mask is None else (mask,)), *params)
-        ctx.has_mask = mask is not None
+        ctx.save_for_backward(x, context, mask, *params)
         return torch.from_numpy(out)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
         module, core = ctx.module, ctx.core
-        saved = ctx.saved_tensors
-        x, mask = saved[0], (saved[1] if ctx.has_mask else None)
-        params = saved[2 if ctx.has_mask else 1:]
+        x, context, mask, *params = ctx.saved_tensors
         if module._kept.get(core.dtype) is not ctx.token:
             module._load(core, params)
-            core.forward(_as_array(x), _as_array(mask), ctx.training, ctx.seed, keep_for_backward=True)
+            core.forward(_as_array(x), _as_array(mask), ctx.training, ctx.seed, keep_for_backward=True,
+                         context=_as_array(context))
         module._kept[core.dtype] = None
         module._sync_threads(core)
-        dx, grads = core.backward(_as_array(dout.contiguous()))
+        dx, grads, dcontext = core.backward(_as_array(dout.contiguous()))
         dparams = []
         for p, (name, transpose) in zip(params, module._core_names()):
             g = None
@@ -71,7 +70,8 @@ class _CoreAttentionFunction(torch.autograd.Function):
                 g = torch.from_numpy(grads[name])
                 g = g.reshape(p.shape[::-1]).t() if transpose else g.reshape(p.shape)
             dparams.append(g)
-        return (None, torch.from_numpy(dx), None, None, None, *dparams)
+        dcontext = None if dcontext is None else torch.from_numpy(dcontext)
+        return (None, torch.from_numpy(dx), dcontext, None, None, None, *dparams)
 
 
 def _as_array(t):
@@ -127,43 +127,50 @@ class _CoreAttention(nn.Module):
             # reshape: the C++ layer may carry a unit axis his layout lacks (linformer's headwise E at h = 1)
             core.set_parameter(name, src.contiguous().reshape(self._core_shapes[core.dtype][name]))
 
-    def _check_input(self, x, mask):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.device.type != "cpu":
-            raise ValueError(f"linformer's C++ layers run on the CPU; x is on {x.device}")
+    def _check_input(self, x, context, mask):
         params = [p for p, _, _ in self._param_map()]
-        if x.dtype != params[0].dtype:
-            raise TypeError(f"x is {x.dtype} but the module's parameters are {params[0].dtype}; "
-                            f"convert one (module.to({x.dtype}) or x.to({params[0].dtype}))")
-        if x.dim() != 3 or x.shape[-1] != self._dim:
-            raise ValueError(f"x must have shape (batch, seq, {self._dim}), got {tuple(x.shape)}")
-        if x.shape[1] > self._max_len:
-            raise ValueError(f"the sequence length must be at most {self._max_len} (seq_len), got {x.shape[1]}")
+        for name, t in (("x", x), ("context", context)):
+            if t is None and name == "context":
+                continue
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.device.type != "cpu":
+                raise ValueError(f"linformer's C++ layers run on the CPU; {name} is on {t.device}")
+            if t.dtype != params[0].dtype:
+                raise TypeError(f"{name} is {t.dtype} but the module's parameters are {params[0].dtype}; "
+                                f"convert one (module.to({t.dtype}) or {name}.to({params[0].dtype}))")
+            if t.dim() != 3 or t.shape[-1] != self._dim or t.shape[0] != x.shape[0]:
+                raise ValueError(f"{name} must have shape (batch, seq, {self._dim}), got {tuple(t.shape)}")
+            if t.shape[1] > self._max_len:
+                raise ValueError(f"the sequence length must be at most {self._max_len} (seq_len), got {t.shape[1]}")
+        kv = x if context is None else context
         if mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dtype not in (torch.bool, torch.uint8):
                 raise TypeError("key_padding_mask must be a bool or uint8 torch.Tensor (True = padding)")
-            if tuple(mask.shape) != tuple(x.shape[:2]):
-                raise ValueError(f"key_padding_mask must have shape {tuple(x.shape[:2])}, got {tuple(mask.shape)}")
+            if tuple(mask.shape) != tuple(kv.shape[:2]):
+                raise ValueError(f"key_padding_mask must have shape {tuple(kv.shape[:2])}, got {tuple(mask.shape)}")
 
-    def _run(self, x, key_padding_mask=None):
-        self._check_input(x, key_padding_mask)
-        x = x.contiguous()  # a module takes any layout, as torch's do; the binding itself refuses strided input
+    def _run(self, x, context=None, key_padding_mask=None):
+        self._check_input(x, context, key_padding_mask)
+        # A module takes any layout, as torch's do; the binding itself refuses strided input.
+        x = x.contiguous()
+        context = None if context is None else context.contiguous()
         mask = None if key_padding_mask is None else key_padding_mask.contiguous()
         params = [p for p, _, _ in self._param_map()]
         training = self.training and self._dropout > 0
         # A seed for the C++ dropout from torch's generator: torch.manual_seed reproduces it.
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item()) if training else 0
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
+        inputs = [x] + ([] if context is None else [context])
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs + params)
         if not needs_grad:  # inference: the layer keeps nothing for a backward
             core = self._core_for(x.dtype)
             self._load(core, params)
-            return torch.from_numpy(core.forward(_as_array(x), mask, training, seed, keep_for_backward=False))
-        return _CoreAttentionFunction.apply(self, x, mask, training, seed, *params)
+            return torch.from_numpy(core.forward(_as_array(x), _as_array(mask), training, seed,
+                                                 keep_for_backward=False, context=_as_array(context)))
+        return _CoreAttentionFunction.apply(self, x, context, mask, training, seed, *params)
 
     def __getstate__(self):  # copy.deepcopy, pickle: the C++ layers are rebuilt on first use
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state.update(_cores={}, _kept={}, _core_shapes={})
         return state
 
@@ -174,9 +181,10 @@ class LinformerSelfAttention(_CoreAttention):
     Same constructor arguments, same parameters (``to_q.weight``, ``to_k.weight``, ``to_v.weight``,
     ``proj_k`` (seq_len, k), ``proj_v``, ``to_out.weight``, ``to_out.bias``; ``share_kv`` drops
     ``to_v`` and ``proj_v``) with his initialisation, so a state dict moves between the two as it is.
-    ``forward(x, key_padding_mask=None)``: x (B, n, dim) with n <= seq_len (shorter sequences use the
-    first n rows of proj_k/proj_v, as his does); key_padding_mask (B, n) bool, True = padding, is
-    linformer's addition. ``context`` (cross-attention) is not supported.
+    ``forward(x, context=None, key_padding_mask=None)``: x (B, n, dim); context (B, m, dim), as his,
+    gives cross-attention (keys and values from it); n, m <= seq_len (shorter sequences use the first
+    rows of proj_k/proj_v, as his does); key_padding_mask (B, m) bool, True = padding, is linformer's
+    addition.
     """
 
     def __init__(self, dim, seq_len, k=256, heads=8, dim_head=None, one_kv_head=False, share_kv=False, dropout=0.):
@@ -215,10 +223,7 @@ class LinformerSelfAttention(_CoreAttention):
         return m + [(self.to_out.weight, "to_out.weight", False), (self.to_out.bias, "to_out.bias", False)]
 
     def forward(self, x, context=None, key_padding_mask=None, **kwargs):
-        if context is not None:
-            raise NotImplementedError("linformer.torch.LinformerSelfAttention does not take a context "
-                                      "(cross-attention) yet")
-        return self._run(x, key_padding_mask)
+        return self._run(x, context, key_padding_mask)
 
 
 class SelfAttention(_CoreAttention):
@@ -266,7 +271,7 @@ class SelfAttention(_CoreAttention):
         return [(getattr(owner, leaf), name, False) for owner, leaf, name in self._slots]
 
     def forward(self, x, key_padding_mask=None):
-        return self._run(x, key_padding_mask)
+        return self._run(x, None, key_padding_mask)
 
     def extra_repr(self):
         return f"kind={self.kind!r}, dim={self._dim}, heads={self.heads}, causal={self.causal}"

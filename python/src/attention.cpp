@@ -87,7 +87,8 @@ nb::object to_numpy(std::vector<T>&& v, std::vector<size_t> shape) {
 class CoreBase {
  public:
   virtual ~CoreBase() = default;
-  virtual nb::object forward(Array x, nb::object mask, bool training, uint64_t seed, bool keep) = 0;
+  virtual nb::object forward(Array x, nb::object context, nb::object mask, bool training, uint64_t seed,
+                             bool keep) = 0;
   virtual nb::tuple backward(Array dout) = 0;
   virtual void set_parameter(const std::string& name, Array value) = 0;
   virtual nb::object get_parameter(const std::string& name) = 0;
@@ -106,7 +107,8 @@ class Core final : public CoreBase {
 
   const std::vector<lf::ParamInfo>& params() const override { return arena_.params(); }
 
-  nb::object forward(Array x, nb::object mask, bool training, uint64_t seed, bool keep) override {
+  nb::object forward(Array x, nb::object context, nb::object mask, bool training, uint64_t seed,
+                     bool keep) override {
     std::lock_guard<std::mutex> lock(mu_);
     check_array(x, "x", nb::dtype<T>(), {-1, -1, dims_.d_model});
     const int64_t B = int64_t(x.shape(0)), n = int64_t(x.shape(1)), d = dims_.d_model;
@@ -115,6 +117,19 @@ class Core final : public CoreBase {
       throw nb::value_error(lf::str_cat("`x` has ", n, " positions but the layer was built for at most ",
                                         dims_.max_len, " (seq_len / max_len)")
                                 .c_str());
+    std::optional<Array> c;  // cross-attention: keys and values from context (B, m, d)
+    int64_t kv = n;
+    if (!context.is_none()) {
+      Array a;
+      if (!nb::try_cast(context, a, /*convert=*/false))
+        throw nb::type_error("`context` must be an array (numpy or torch) or None");
+      check_array(a, "context", nb::dtype<T>(), {B, -1, d});
+      kv = int64_t(a.shape(1));
+      if (kv == 0 || kv > dims_.max_len)
+        throw nb::value_error(
+            lf::str_cat("`context` has ", kv, " positions; the layer takes 1 to ", dims_.max_len).c_str());
+      c = a;
+    }
     std::optional<Array> m;
     if (!mask.is_none()) {
       Array a;
@@ -124,13 +139,15 @@ class Core final : public CoreBase {
         throw nb::type_error(
             lf::str_cat("`key_padding_mask` must be bool or uint8 (nonzero = padding), got ", dtype_name(a.dtype()))
                 .c_str());
-      check_array(a, "key_padding_mask", a.dtype(), {B, n});
+      check_array(a, "key_padding_mask", a.dtype(), {B, kv});
       m = a;
     }
     lf::AttentionInput<T> in;
     in.x = static_cast<const T*>(x.data());
     in.B = B;
     in.n = n;
+    in.context = c ? static_cast<const T*>(c->data()) : nullptr;
+    in.m = kv;
     in.key_padding_mask = m ? static_cast<const uint8_t*>(m->data()) : nullptr;
     in.keep_for_backward = keep;
     std::vector<T> out(size_t(B * n * d));
@@ -140,15 +157,15 @@ class Core final : public CoreBase {
       pending_ = false;
       layer_->forward(in, out.data(), training, seed);
     }
-    // The layer reads x (and the mask) again in its backward: hold them until then.
+    // The layer reads x (and the context and mask) again in its backward: hold them until then.
     if (keep) {
       kept_x_ = x;
+      kept_context_ = c;
       kept_mask_ = m;
-      shape_ = {B, n};
+      shape_ = {B, n, kv};
       pending_ = true;
     } else {
-      kept_x_.reset();
-      kept_mask_.reset();
+      release();
     }
     return to_numpy(std::move(out), {size_t(B), size_t(n), size_t(d)});
   }
@@ -159,23 +176,24 @@ class Core final : public CoreBase {
       throw nb::value_error(
           "backward() needs a forward() with keep_for_backward=True before it (one backward per forward)");
     check_array(dout, "dout", nb::dtype<T>(), {shape_[0], shape_[1], dims_.d_model});
-    std::vector<T> dx(size_t(shape_[0] * shape_[1] * dims_.d_model));
+    const int64_t B = shape_[0], n = shape_[1], m = shape_[2], d = dims_.d_model;
+    std::vector<T> dx(size_t(B * n * d)), dcontext(kept_context_ ? size_t(B * m * d) : 0);
     {
       nb::gil_scoped_release release;
       lf::RuntimeScope scope(*runtime_);
       arena_.zero_grad();
       pending_ = false;  // the layer releases its activations whatever happens
-      layer_->backward(static_cast<const T*>(dout.data()), dx.data(), nullptr);
+      layer_->backward(static_cast<const T*>(dout.data()), dx.data(), kept_context_ ? dcontext.data() : nullptr);
     }
-    kept_x_.reset();
-    kept_mask_.reset();
+    const bool cross = kept_context_.has_value();
+    release();
     nb::dict grads;
     for (const lf::ParamInfo& p : arena_.params()) {
       const T* g = arena_.grads() + p.offset;
       grads[p.name.c_str()] = to_numpy(std::vector<T>(g, g + p.numel), sizes(p));
     }
-    return nb::make_tuple(to_numpy(std::move(dx), {size_t(shape_[0]), size_t(shape_[1]), size_t(dims_.d_model)}),
-                          grads);
+    nb::object dc = cross ? to_numpy(std::move(dcontext), {size_t(B), size_t(m), size_t(d)}) : nb::none();
+    return nb::make_tuple(to_numpy(std::move(dx), {size_t(B), size_t(n), size_t(d)}), grads, dc);
   }
 
   void set_parameter(const std::string& name, Array value) override {
@@ -203,6 +221,11 @@ class Core final : public CoreBase {
     return arena_.info(id);
   }
   static std::vector<size_t> sizes(const lf::ParamInfo& p) { return {p.shape.begin(), p.shape.end()}; }
+  void release() {
+    kept_x_.reset();
+    kept_context_.reset();
+    kept_mask_.reset();
+  }
 
   lf::AttentionDims dims_;
   const lf::RuntimeOptions* runtime_;
@@ -210,8 +233,8 @@ class Core final : public CoreBase {
   std::unique_ptr<lf::Attention<T>> layer_;
   std::mutex mu_;
   bool pending_ = false;  // a forward kept its activations and awaits its backward
-  std::optional<Array> kept_x_, kept_mask_;
-  std::array<int64_t, 2> shape_{};
+  std::optional<Array> kept_x_, kept_context_, kept_mask_;
+  std::array<int64_t, 3> shape_{};  // B, n, m of the kept forward
 };
 
 // linformer._core.AttentionLayer.
@@ -305,17 +328,18 @@ void bind_attention(nb::module_& m) {
           nb::arg("name"), "A copy of the parameter as a NumPy array.")
       .def(
           "forward",
-          [](AttentionLayer& l, Array x, nb::object mask, bool training, uint64_t seed, bool keep) {
-            return l.core().forward(x, mask, training, seed, keep);
+          [](AttentionLayer& l, Array x, nb::object mask, bool training, uint64_t seed, bool keep, nb::object context) {
+            return l.core().forward(x, context, mask, training, seed, keep);
           },
           nb::arg("x").noconvert(), nb::arg("key_padding_mask").none() = nb::none(), nb::arg("training") = false,
-          nb::arg("seed") = 0, nb::arg("keep_for_backward") = true,
+          nb::arg("seed") = 0, nb::arg("keep_for_backward") = true, nb::arg("context").none() = nb::none(),
           "x (B, n, d) in the layer's dtype, C-contiguous, read in place -> out (B, n, d) NumPy. "
-          "key_padding_mask (B, n) bool/uint8, nonzero = padding. training switches dropout on (drawn from `seed`). "
-          "With keep_for_backward the layer keeps x (a reference) and its activations for one backward().")
+          "context (B, m, d): cross-attention where the kind supports it (keys and values from it). "
+          "key_padding_mask (B, m) bool/uint8, nonzero = padding. training switches dropout on (drawn from `seed`). "
+          "With keep_for_backward the layer keeps x and context (references) and its activations for one backward().")
       .def(
           "backward", [](AttentionLayer& l, Array dout) { return l.core().backward(dout); },
           nb::arg("dout").noconvert(),
-          "Backward of the last forward(keep_for_backward=True): dout (B, n, d) -> (dx, {name: gradient}); "
-          "the gradients are those of this call alone.");
+          "Backward of the last forward(keep_for_backward=True): dout (B, n, d) -> (dx, {name: gradient}, "
+          "dcontext or None); the gradients are those of this call alone.");
 }

@@ -91,6 +91,24 @@ def test_linformer_used_twice_in_one_graph_matches_lucidrains(dtype):
 
 
 @needs_lucid
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("m", [16, 11])
+def test_linformer_cross_attention_matches_lucidrains(dtype, m):
+    ref, ours = pair(dtype, dim=32, seq_len=16, k=4, heads=4)
+    x, c = torch.randn(2, 9, 32, dtype=dtype), torch.randn(2, m, 32, dtype=dtype)
+    xr, cr = x.clone().requires_grad_(), c.clone().requires_grad_()
+    xo, co = x.clone().requires_grad_(), c.clone().requires_grad_()
+    yr, yo = ref(xr, context=cr), ours(xo, context=co)
+    close(yo, yr, dtype, "cross: output")
+    g = torch.randn_like(yr)
+    yr.backward(g)
+    yo.backward(g)
+    close(xo.grad, xr.grad, dtype, "cross: dx")
+    close(co.grad, cr.grad, dtype, "cross: dcontext")
+    close(ours.proj_v.grad, ref.proj_v.grad, dtype, "cross: dproj_v")
+
+
+@needs_lucid
 @pytest.mark.parametrize("kw", [LUCID_CASES[c][0] for c in ("default", "one_kv_head", "share_kv", "dim_head")])
 def test_state_dict_is_lucidrains(kw):
     ref, ours = pair(torch.float32, **kw)
@@ -368,7 +386,7 @@ def test_binding_reads_arrays_in_place_and_returns_gradients():
     x = np.random.default_rng(0).standard_normal((2, 6, 8))
     x.setflags(write=False)  # read-only input is fine: the layer only reads it
     y = layer.forward(x)
-    dx, grads = layer.backward(np.ones_like(y))
-    assert dx.shape == x.shape and set(grads) == set(names)
+    dx, grads, dcontext = layer.backward(np.ones_like(y))
+    assert dx.shape == x.shape and set(grads) == set(names) and dcontext is None
     # the gradient of sum(out) w.r.t. to_out.bias is B·n per entry
     assert np.allclose(grads["to_out.bias"], 12.0)
