@@ -109,7 +109,7 @@ class Core final : public CoreBase {
 
   nb::object forward(Array x, nb::object context, nb::object mask, bool training, uint64_t seed,
                      bool keep) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = exclusive();
     check_array(x, "x", nb::dtype<T>(), {-1, -1, dims_.d_model});
     const int64_t B = int64_t(x.shape(0)), n = int64_t(x.shape(1)), d = dims_.d_model;
     if (B == 0 || n == 0) throw nb::value_error("`x` must have a positive batch and length");
@@ -171,7 +171,7 @@ class Core final : public CoreBase {
   }
 
   nb::tuple backward(Array dout) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = exclusive();
     if (!pending_)
       throw nb::value_error(
           "backward() needs a forward() with keep_for_backward=True before it (one backward per forward)");
@@ -197,14 +197,14 @@ class Core final : public CoreBase {
   }
 
   void set_parameter(const std::string& name, Array value) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = exclusive();
     const lf::ParamInfo& p = info(name);
     check_array(value, name.c_str(), nb::dtype<T>(), p.shape);
     std::memcpy(arena_.values() + p.offset, value.data(), size_t(p.numel) * sizeof(T));
   }
 
   nb::object get_parameter(const std::string& name) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    auto lock = exclusive();
     const lf::ParamInfo& p = info(name);
     const T* v = arena_.values() + p.offset;
     return to_numpy(std::vector<T>(v, v + p.numel), sizes(p));
@@ -219,6 +219,14 @@ class Core final : public CoreBase {
       throw nb::key_error(lf::str_cat("no parameter '", name, "' in this layer (it has: ", known, ")").c_str());
     }
     return arena_.info(id);
+  }
+  // The layer's lock, taken with the GIL released: a thread that holds it runs C++ without the GIL and
+  // needs the GIL back to return, so waiting for it while holding the GIL would deadlock.
+  std::unique_lock<std::mutex> exclusive() {
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    nb::gil_scoped_release release;
+    lock.lock();
+    return lock;
   }
   static std::vector<size_t> sizes(const lf::ParamInfo& p) { return {p.shape.begin(), p.shape.end()}; }
   void release() {

@@ -390,3 +390,19 @@ def test_binding_reads_arrays_in_place_and_returns_gradients():
     assert dx.shape == x.shape and set(grads) == set(names) and dcontext is None
     # the gradient of sum(out) w.r.t. to_out.bias is B·n per entry
     assert np.allclose(grads["to_out.bias"], 12.0)
+
+
+def test_binding_calls_from_several_threads():
+    """The GIL is released inside and the layer's lock taken without it: threads sharing one layer neither
+    deadlock nor mix their calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    layer = _core.AttentionLayer("linformer", 32, 4, 64, options={"k": 16}, threads=1, seed=1)
+    xs = [np.random.default_rng(i).standard_normal((2, 64, 32)).astype(np.float32) for i in range(8)]
+    expected = [layer.forward(x, keep_for_backward=False) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: layer.forward(x, keep_for_backward=False), xs))
+    for e, g in zip(expected, got):
+        assert np.array_equal(e, g)
