@@ -406,3 +406,22 @@ def test_binding_calls_from_several_threads():
         got = list(pool.map(lambda x: layer.forward(x, keep_for_backward=False), xs))
     for e, g in zip(expected, got):
         assert np.array_equal(e, g)
+
+
+def test_module_follows_its_dtype_and_copies():
+    torch.manual_seed(10)
+    m = LinformerSelfAttention(dim=16, seq_len=8, k=4, heads=2)
+    x = torch.randn(2, 8, 16)
+    y32 = m(x)
+    m.double()  # a second C++ layer, in double, fed the converted parameters
+    y64 = m(x.double())
+    assert y64.dtype == torch.float64
+    close(y32.double(), y64, torch.float32, "float32 against float64")
+    twin = copy.deepcopy(m)  # the copy builds its own C++ layers from its own parameters
+    with torch.no_grad():
+        twin.to_out.bias.add_(1.0)
+    close(twin(x.double()), y64 + 1.0, torch.float64, "a deep copy with its bias moved")
+    close(m(x.double()), y64, torch.float64, "the original, unchanged")
+    mask = torch.zeros(2, 8, dtype=torch.uint8)
+    mask[0, 6:] = 1
+    assert torch.equal(m(x.double(), key_padding_mask=mask), m(x.double(), key_padding_mask=mask.bool()))
