@@ -21,29 +21,10 @@
 #include "linformer/attention.h"
 #include "linformer/runtime.h"
 
-namespace nb = nanobind;
-
+namespace lf::py {
 namespace {
 
-using Array = nb::ndarray<nb::ro, nb::device::cpu>;
-
-std::string dtype_name(nb::dlpack::dtype t) {
-  if (t == nb::dtype<float>()) return "float32";
-  if (t == nb::dtype<double>()) return "float64";
-  if (t == nb::dtype<bool>()) return "bool";
-  if (t == nb::dtype<uint8_t>()) return "uint8";
-  const char* code = t.code == uint8_t(nb::dlpack::dtype_code::Int)     ? "int"
-                     : t.code == uint8_t(nb::dlpack::dtype_code::UInt)  ? "uint"
-                     : t.code == uint8_t(nb::dlpack::dtype_code::Float) ? "float"
-                                                                        : "other";
-  return std::string(code) + std::to_string(t.bits);
-}
-
-std::string shape_of(const Array& a) {
-  std::string s = "(";
-  for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
+using Array = nb::ndarray<nb::ro>;  // any device and dtype: check_array refuses with a clear message
 
 // Row-major with no gaps: what the layer reads through a raw pointer.
 bool c_contiguous(const Array& a) {
@@ -57,20 +38,21 @@ bool c_contiguous(const Array& a) {
 
 // Checks an array argument: dtype (TypeError), rank, sizes where given (>= 0), C-contiguity (ValueError).
 void check_array(const Array& a, const char* arg, nb::dlpack::dtype want, const std::vector<int64_t>& shape) {
+  if (a.device_type() != nb::device::cpu::value)
+    throw nb::type_error(str_cat("`", arg, "` must be on the CPU (the layer runs there)").c_str());
   if (a.dtype() != want)
-    throw nb::type_error(lf::str_cat("`", arg, "` must be ", dtype_name(want), ", got ", dtype_name(a.dtype())).c_str());
+    throw nb::type_error(str_cat("`", arg, "` must be float", int(want.bits), ", got ", describe(a)).c_str());
   bool ok = a.ndim() == shape.size();
   for (size_t i = 0; ok && i < shape.size(); ++i) ok = shape[i] < 0 || int64_t(a.shape(i)) == shape[i];
   if (!ok) {
     std::string want_s = "(";
     for (size_t i = 0; i < shape.size(); ++i)
       want_s += (i ? ", " : "") + (shape[i] < 0 ? std::string("*") : std::to_string(shape[i]));
-    throw nb::value_error(lf::str_cat("`", arg, "` must have shape ", want_s, shape.size() == 1 ? ",)" : ")",
-                                      ", got ", shape_of(a))
-                              .c_str());
+    throw nb::value_error(
+        str_cat("`", arg, "` must have shape ", want_s, shape.size() == 1 ? ",)" : ")", ", got ", describe(a)).c_str());
   }
   if (!c_contiguous(a))
-    throw nb::value_error(lf::str_cat("`", arg, "` must be C-contiguous (the layer reads it in place); pass ",
+    throw nb::value_error(str_cat("`", arg, "` must be C-contiguous (the layer reads it in place); pass ",
                                       "x.contiguous() (torch) or np.ascontiguousarray(x)")
                               .c_str());
 }
@@ -92,20 +74,20 @@ class CoreBase {
   virtual nb::tuple backward(Array dout) = 0;
   virtual void set_parameter(const std::string& name, Array value) = 0;
   virtual nb::object get_parameter(const std::string& name) = 0;
-  virtual const std::vector<lf::ParamInfo>& params() const = 0;
+  virtual const std::vector<ParamInfo>& params() const = 0;
 };
 
 template <class T>
 class Core final : public CoreBase {
  public:
-  Core(const lf::AttentionSpec& spec, uint64_t init_seed, const lf::RuntimeOptions* rt)
+  Core(const AttentionSpec& spec, uint64_t init_seed, const RuntimeOptions* rt)
       : dims_(spec.dims), runtime_(rt) {
-    layer_ = lf::make_attention<T>(spec, arena_);
+    layer_ = make_attention<T>(spec, arena_);
     arena_.allocate(/*with_grads=*/true);
     arena_.initialize(init_seed);
   }
 
-  const std::vector<lf::ParamInfo>& params() const override { return arena_.params(); }
+  const std::vector<ParamInfo>& params() const override { return arena_.params(); }
 
   nb::object forward(Array x, nb::object context, nb::object mask, bool training, uint64_t seed,
                      bool keep) override {
@@ -114,7 +96,7 @@ class Core final : public CoreBase {
     const int64_t B = int64_t(x.shape(0)), n = int64_t(x.shape(1)), d = dims_.d_model;
     if (B == 0 || n == 0) throw nb::value_error("`x` must have a positive batch and length");
     if (n > dims_.max_len)
-      throw nb::value_error(lf::str_cat("`x` has ", n, " positions but the layer was built for at most ",
+      throw nb::value_error(str_cat("`x` has ", n, " positions but the layer was built for at most ",
                                         dims_.max_len, " (seq_len / max_len)")
                                 .c_str());
     std::optional<Array> c;  // cross-attention: keys and values from context (B, m, d)
@@ -127,33 +109,28 @@ class Core final : public CoreBase {
       kv = int64_t(a.shape(1));
       if (kv == 0 || kv > dims_.max_len)
         throw nb::value_error(
-            lf::str_cat("`context` has ", kv, " positions; the layer takes 1 to ", dims_.max_len).c_str());
+            str_cat("`context` has ", kv, " positions; the layer takes 1 to ", dims_.max_len).c_str());
       c = a;
     }
-    std::optional<Array> m;
+    std::vector<uint8_t> m;  // nonzero = padding, copied to bytes (bool or any integer dtype)
     if (!mask.is_none()) {
-      Array a;
+      nb::ndarray<nb::ro> a;
       if (!nb::try_cast(mask, a, /*convert=*/false))
-        throw nb::type_error("`key_padding_mask` must be a bool or uint8 array (numpy or torch) or None");
-      if (a.dtype() != nb::dtype<bool>() && a.dtype() != nb::dtype<uint8_t>())
-        throw nb::type_error(
-            lf::str_cat("`key_padding_mask` must be bool or uint8 (nonzero = padding), got ", dtype_name(a.dtype()))
-                .c_str());
-      check_array(a, "key_padding_mask", a.dtype(), {B, kv});
-      m = a;
+        throw nb::type_error("`key_padding_mask` must be a bool or integer array (numpy or torch) or None");
+      m = padding_array(a, B, kv, "key_padding_mask");
     }
-    lf::AttentionInput<T> in;
+    AttentionInput<T> in;
     in.x = static_cast<const T*>(x.data());
     in.B = B;
     in.n = n;
     in.context = c ? static_cast<const T*>(c->data()) : nullptr;
     in.m = kv;
-    in.key_padding_mask = m ? static_cast<const uint8_t*>(m->data()) : nullptr;
+    in.key_padding_mask = m.empty() ? nullptr : m.data();
     in.keep_for_backward = keep;
     std::vector<T> out(size_t(B * n * d));
     {
       nb::gil_scoped_release release;
-      lf::RuntimeScope scope(*runtime_);
+      RuntimeScope scope(*runtime_);
       pending_ = false;
       layer_->forward(in, out.data(), training, seed);
     }
@@ -161,7 +138,7 @@ class Core final : public CoreBase {
     if (keep) {
       kept_x_ = x;
       kept_context_ = c;
-      kept_mask_ = m;
+      kept_mask_ = std::move(m);
       shape_ = {B, n, kv};
       pending_ = true;
     } else {
@@ -180,7 +157,7 @@ class Core final : public CoreBase {
     std::vector<T> dx(size_t(B * n * d)), dcontext(kept_context_ ? size_t(B * m * d) : 0);
     {
       nb::gil_scoped_release release;
-      lf::RuntimeScope scope(*runtime_);
+      RuntimeScope scope(*runtime_);
       arena_.zero_grad();
       pending_ = false;  // the layer releases its activations whatever happens
       layer_->backward(static_cast<const T*>(dout.data()), dx.data(), kept_context_ ? dcontext.data() : nullptr);
@@ -188,7 +165,7 @@ class Core final : public CoreBase {
     const bool cross = kept_context_.has_value();
     release();
     nb::dict grads;
-    for (const lf::ParamInfo& p : arena_.params()) {
+    for (const ParamInfo& p : arena_.params()) {
       const T* g = arena_.grads() + p.offset;
       grads[p.name.c_str()] = to_numpy(std::vector<T>(g, g + p.numel), sizes(p));
     }
@@ -198,25 +175,25 @@ class Core final : public CoreBase {
 
   void set_parameter(const std::string& name, Array value) override {
     auto lock = exclusive();
-    const lf::ParamInfo& p = info(name);
+    const ParamInfo& p = info(name);
     check_array(value, name.c_str(), nb::dtype<T>(), p.shape);
     std::memcpy(arena_.values() + p.offset, value.data(), size_t(p.numel) * sizeof(T));
   }
 
   nb::object get_parameter(const std::string& name) override {
     auto lock = exclusive();
-    const lf::ParamInfo& p = info(name);
+    const ParamInfo& p = info(name);
     const T* v = arena_.values() + p.offset;
     return to_numpy(std::vector<T>(v, v + p.numel), sizes(p));
   }
 
  private:
-  const lf::ParamInfo& info(const std::string& name) const {
+  const ParamInfo& info(const std::string& name) const {
     const int id = arena_.find(name);
     if (id < 0) {
       std::string known;
-      for (const lf::ParamInfo& p : arena_.params()) known += (known.empty() ? "" : ", ") + p.name;
-      throw nb::key_error(lf::str_cat("no parameter '", name, "' in this layer (it has: ", known, ")").c_str());
+      for (const ParamInfo& p : arena_.params()) known += (known.empty() ? "" : ", ") + p.name;
+      throw nb::key_error(str_cat("no parameter '", name, "' in this layer (it has: ", known, ")").c_str());
     }
     return arena_.info(id);
   }
@@ -228,20 +205,21 @@ class Core final : public CoreBase {
     lock.lock();
     return lock;
   }
-  static std::vector<size_t> sizes(const lf::ParamInfo& p) { return {p.shape.begin(), p.shape.end()}; }
+  static std::vector<size_t> sizes(const ParamInfo& p) { return {p.shape.begin(), p.shape.end()}; }
   void release() {
     kept_x_.reset();
     kept_context_.reset();
-    kept_mask_.reset();
+    kept_mask_.clear();
   }
 
-  lf::AttentionDims dims_;
-  const lf::RuntimeOptions* runtime_;
-  lf::ParamArena<T> arena_;
-  std::unique_ptr<lf::Attention<T>> layer_;
+  AttentionDims dims_;
+  const RuntimeOptions* runtime_;
+  ParamArena<T> arena_;
+  std::unique_ptr<Attention<T>> layer_;
   std::mutex mu_;
   bool pending_ = false;  // a forward kept its activations and awaits its backward
-  std::optional<Array> kept_x_, kept_context_, kept_mask_;
+  std::optional<Array> kept_x_, kept_context_;
+  std::vector<uint8_t> kept_mask_;
   std::array<int64_t, 3> shape_{};  // B, n, m of the kept forward
 };
 
@@ -253,40 +231,38 @@ class AttentionLayer {
     spec_.kind = kind;
     spec_.dims = {d_model, n_heads, max_len, causal, dropout};
     if (!options.is_none()) {
-      // The options dict through Python's own JSON writer: every JSON value a kind takes, no converter here.
       if (!nb::isinstance<nb::dict>(options)) throw nb::type_error("`options` must be a dict or None");
-      const std::string text = nb::cast<std::string>(nb::module_::import_("json").attr("dumps")(options));
-      spec_.options = lf::json::parse(text);
+      spec_.options = from_python(options, "options");
     }
     set_threads(threads);
-    resolved_ = lf::validate_attention(spec_);
+    resolved_ = validate_attention(spec_);
     if (dtype == "float32")
       core_ = std::make_unique<Core<float>>(spec_, seed, &runtime_);
     else if (dtype == "float64")
       core_ = std::make_unique<Core<double>>(spec_, seed, &runtime_);
     else
-      throw nb::value_error(lf::str_cat("`dtype` must be 'float32' or 'float64', got '", dtype, "'").c_str());
+      throw nb::value_error(str_cat("`dtype` must be 'float32' or 'float64', got '", dtype, "'").c_str());
     dtype_ = dtype;
   }
 
   void set_threads(int threads) {
-    lf::RuntimeOptions rt;
+    RuntimeOptions rt;
     rt.threads = threads;
     rt.validate();
     runtime_ = rt;
   }
 
   CoreBase& core() { return *core_; }
-  const lf::AttentionSpec& spec() const { return spec_; }
-  const lf::json& resolved() const { return resolved_; }
+  const AttentionSpec& spec() const { return spec_; }
+  const json& resolved() const { return resolved_; }
   const std::string& dtype() const { return dtype_; }
   int threads() const { return runtime_.threads; }
 
  private:
-  lf::AttentionSpec spec_;
-  lf::json resolved_;
+  AttentionSpec spec_;
+  json resolved_;
   std::string dtype_;
-  lf::RuntimeOptions runtime_;
+  RuntimeOptions runtime_;
   std::unique_ptr<CoreBase> core_;
 };
 
@@ -312,14 +288,14 @@ void bind_attention(nb::module_& m) {
       .def_prop_ro("dropout", [](const AttentionLayer& l) { return l.spec().dims.dropout; })
       .def_prop_ro(
           "options",
-          [](const AttentionLayer& l) { return nb::module_::import_("json").attr("loads")(l.resolved().dump()); },
+          [](const AttentionLayer& l) { return to_python(l.resolved()); },
           "The kind's options with every default filled in.")
       .def_prop_rw("threads", &AttentionLayer::threads, &AttentionLayer::set_threads)
       .def(
           "parameters",
           [](AttentionLayer& l) {
             nb::list out;
-            for (const lf::ParamInfo& p : l.core().params()) {
+            for (const ParamInfo& p : l.core().params()) {
               nb::list shape;
               for (int64_t s : p.shape) shape.append(s);
               out.append(nb::make_tuple(p.name, nb::tuple(shape), p.trainable));
@@ -351,3 +327,5 @@ void bind_attention(nb::module_& m) {
           "Backward of the last forward(keep_for_backward=True): dout (B, n, d) -> (dx, {name: gradient}, "
           "dcontext or None); the gradients are those of this call alone.");
 }
+
+}  // namespace lf::py

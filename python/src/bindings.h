@@ -21,6 +21,7 @@ namespace nb = nanobind;
 void bind_errors(nb::module_& m);
 void bind_model(nb::module_& m);
 void bind_trainer(nb::module_& m);
+void bind_attention(nb::module_& m);  // one attention layer, for linformer.torch
 
 // nlohmann::json <-> Python objects (through Python's json module: configs are small).
 nb::object to_python(const json& j);

@@ -7,4 +7,5 @@ NB_MODULE(_core, m) {
   lf::py::bind_errors(m);
   lf::py::bind_model(m);
   lf::py::bind_trainer(m);
+  lf::py::bind_attention(m);
 }

@@ -334,9 +334,9 @@ def test_binding_bad_input():
 
     layer = _core.AttentionLayer("full", 8, 2, 16, dtype="float64")
     x = np.zeros((2, 4, 8))
-    with pytest.raises(TypeError, match="`x` must be float64, got float32"):
+    with pytest.raises(TypeError, match="`x` must be float64, got .*float32"):
         layer.forward(x.astype(np.float32))
-    with pytest.raises(TypeError, match="`x` must be float64, got float32"):
+    with pytest.raises(TypeError, match="`x` must be float64, got .*float32"):
         layer.forward(torch.zeros(2, 4, 8))  # torch through DLPack, checked the same way
     with pytest.raises(ValueError, match=r"`x` must have shape \(\*, \*, 8\), got \(2, 4, 6\)"):
         layer.forward(np.zeros((2, 4, 6)))
@@ -346,9 +346,9 @@ def test_binding_bad_input():
         layer.forward(torch.zeros(2, 8, 4, dtype=torch.float64).transpose(1, 2))
     with pytest.raises(ValueError, match="at most 16"):
         layer.forward(np.zeros((1, 17, 8)))
-    with pytest.raises(TypeError, match="bool or uint8"):
-        layer.forward(x, key_padding_mask=np.zeros((2, 4), dtype=np.int32))
-    with pytest.raises(ValueError, match="key_padding_mask` must have shape"):
+    with pytest.raises(TypeError, match="bool or integer"):
+        layer.forward(x, key_padding_mask=np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"key_padding_mask` must have .*\(2, 4\), got \(2, 5\)"):
         layer.forward(x, key_padding_mask=np.zeros((2, 5), dtype=bool))
     with pytest.raises(ValueError, match="needs a forward"):
         layer.backward(x)
