@@ -319,7 +319,7 @@ void bind_attention(nb::module_& m) {
           nb::arg("seed") = 0, nb::arg("keep_for_backward") = true, nb::arg("context").none() = nb::none(),
           "x (B, n, d) in the layer's dtype, C-contiguous, read in place -> out (B, n, d) NumPy. "
           "context (B, m, d): cross-attention where the kind supports it (keys and values from it). "
-          "key_padding_mask (B, m) bool/uint8, nonzero = padding. training switches dropout on (drawn from `seed`). "
+          "key_padding_mask (B, m) bool or integer (copied to bytes), nonzero = padding. training switches dropout on (drawn from `seed`). "
           "With keep_for_backward the layer keeps x and context (references) and its activations for one backward().")
       .def(
           "backward", [](AttentionLayer& l, Array dout) { return l.core().backward(dout); },
