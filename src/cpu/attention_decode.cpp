@@ -21,10 +21,12 @@ int64_t chunk_count(const DecodeShape& s) {
 
 // One (sequence, chunk): the online softmax over key rows [j0, j1) for every query and head. part
 // holds, per (query r, head i), m, ℓ and acc (d_h): stride d_h + 2. S is scratch (n·h × kDecodeBlock).
-template <class T>
+// D > 0 is d_h known at compile time (the common widths): the dot products unroll, and a head's
+// accumulator stays in registers over a block of V rows instead of a load and store per row.
+template <class T, int64_t D>
 void decode_chunk(const DecodeShape& s, const T* q, const T* k, const T* v, int64_t j0, int64_t j1, T* part, T* S) {
   constexpr int64_t Tb = kDecodeBlock;
-  const int64_t h = s.h, d_h = s.d_h, ldq = h * d_h, ldk = s.hk * d_h, q_start = s.rows - s.n, rec = d_h + 2;
+  const int64_t h = s.h, d_h = D > 0 ? D : s.d_h, ldq = h * d_h, ldk = s.hk * d_h, q_start = s.rows - s.n, rec = d_h + 2;
   const T neg_inf = -std::numeric_limits<T>::infinity(), scale = T(s.scale);
   for (int64_t ri = 0; ri < s.n * h; ++ri) {
     T* p = part + ri * rec;
@@ -77,15 +79,31 @@ void decode_chunk(const DecodeShape& s, const T* q, const T* k, const T* v, int6
       }
       p[1] += sum;
     }
-    // acc += Σ_j e_j · v_j, row by row: each V row is read once, contiguously, for every head.
-    for (int64_t jj = 0; jj < tb; ++jj) {
-      const T* vrow = v + (b0 + jj) * ldk;
-      for (int64_t ri = 0; ri < s.n * h; ++ri) {
-        const T w = S[ri * Tb + jj];
-        const T* vi = vrow + (s.hk == 1 ? 0 : (ri % h) * d_h);
-        T* acc = part + ri * rec + 2;
+    // acc += Σ_j e_j · v_j. The block's V rows (Tb rows of hk·d_h) stay in L2 while each (query, head)
+    // runs down its d_h columns of them.
+    for (int64_t ri = 0; ri < s.n * h; ++ri) {
+      const T* Sr = S + ri * Tb;
+      const T* vcol = v + b0 * ldk + (s.hk == 1 ? 0 : (ri % h) * d_h);
+      T* acc = part + ri * rec + 2;
+      if constexpr (D > 0) {
+        T a[D];
 #pragma omp simd
-        for (int64_t c = 0; c < d_h; ++c) acc[c] += w * vi[c];
+        for (int64_t c = 0; c < D; ++c) a[c] = acc[c];
+        for (int64_t jj = 0; jj < tb; ++jj) {
+          const T w = Sr[jj];
+          const T* vi = vcol + jj * ldk;
+#pragma omp simd
+          for (int64_t c = 0; c < D; ++c) a[c] += w * vi[c];
+        }
+#pragma omp simd
+        for (int64_t c = 0; c < D; ++c) acc[c] = a[c];
+      } else {
+        for (int64_t jj = 0; jj < tb; ++jj) {
+          const T w = Sr[jj];
+          const T* vi = vcol + jj * ldk;
+#pragma omp simd
+          for (int64_t c = 0; c < d_h; ++c) acc[c] += w * vi[c];
+        }
       }
     }
   }
@@ -108,8 +126,14 @@ void attention_decode(const DecodeShape& s, const T* q, const T* k, const T* v, 
       const int64_t b = task / nc, c = task % nc;
       // Chunk c: rows [c·rows/nc, (c+1)·rows/nc), as even as the division allows.
       const int64_t j0 = c * s.rows / nc, j1 = (c + 1) * s.rows / nc;
-      decode_chunk(s, q + b * s.n * ldq, k + b * s.kv_stride, v + b * s.kv_stride, j0, j1,
-                   parts.data() + task * per, S.data());
+      const T *qb = q + b * s.n * ldq, *kb = k + b * s.kv_stride, *vb = v + b * s.kv_stride;
+      T* part = parts.data() + task * per;
+      switch (s.d_h) {
+        case 32: decode_chunk<T, 32>(s, qb, kb, vb, j0, j1, part, S.data()); break;
+        case 64: decode_chunk<T, 64>(s, qb, kb, vb, j0, j1, part, S.data()); break;
+        case 128: decode_chunk<T, 128>(s, qb, kb, vb, j0, j1, part, S.data()); break;
+        default: decode_chunk<T, 0>(s, qb, kb, vb, j0, j1, part, S.data()); break;
+      }
     }
     // The merge, after the implicit barrier: per (sequence, query, head), the chunks in order.
 #pragma omp for schedule(static)

@@ -65,6 +65,8 @@ const std::vector<Case>& cases() {
       {1, 4, 4, 1, 16, 300, 3, 1},     // four, one key head
       {2, 3, 2, 2, 8, 3, 2, 1},        // as many rows as queries: the first sees one key
       {1, 1, 2, 2, 4, 200, 200, 1},    // a chunk per row
+      {2, 2, 4, 1, 32, 150, 3, 1},     // the widths compiled in (32, 64, 128): one key head, two queries,
+      {1, 1, 2, 2, 128, 190, 2, 2},    // blocks cut by the chunk ends
   };
   return all;
 }
