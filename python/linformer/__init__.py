@@ -1,7 +1,7 @@
 """linformer: Linformer and the efficient-attention family on a C++ CPU engine (docs/python.md).
 
     import linformer
-    model = linformer.Model.from_checkpoint("runs/main")     # a run directory: its newest checkpoint
+    model = linformer.Model.from_checkpoint("runs/gcide-mlm")     # a run directory: its newest checkpoint
     model.predict_masked("The q_ick br_wn fox")
     logits = model.forward(linformer.encode("The quick brown fox"))   # (n, vocab) float32
 """

@@ -49,9 +49,14 @@ class KvCache {
   int64_t first() const { return first_; }  // the oldest position held
   int64_t end() const { return end_; }      // one past the newest
   int64_t rows() const { return end_ - first_; }
+  // Elements between two sequences' first cached rows.
+  int64_t stride() const { return cap_ * d_; }
   // Sequence b's cached rows (rows(), d), contiguous.
   const T* keys(int64_t b) const { return k_.data() + b * cap_ * d_; }
   const T* values(int64_t b) const { return v_.data() + b * cap_ * d_; }
+  // All sequences' cached rows, (B, rows(), d) views with stride() between sequences.
+  TensorView<const T> keys() const { return matrices<const T>(k_.data(), B_, stride(), rows(), d_); }
+  TensorView<const T> values() const { return matrices<const T>(v_.data(), B_, stride(), rows(), d_); }
   double bytes() const { return double(k_.size() + v_.size()) * sizeof(T); }
 
  private:

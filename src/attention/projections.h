@@ -12,6 +12,7 @@
 #include "linformer/attention.h"
 #include "linformer/error.h"
 #include "linformer/tensor.h"
+#include "ops/attention_decode.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 
@@ -142,6 +143,10 @@ SdpaShape dense_sdpa_shape(const AttentionInput<T>& in, const AttentionDims& dim
   return s;
 }
 
+// The longest decoding step that attends through ops::attention_decode (its work per cached row grows
+// with the queries; a longer one, a prefill, goes through the core's tiled forward).
+inline constexpr int64_t kDecodeQueries = 4;
+
 // An h-head kind over uncompressed keys (full, flash): the four maps around the kind's exact-softmax
 // core. Core (default-constructible, one per layer) keeps what its backward needs between the calls:
 //   static const AttentionKindInfo& info();
@@ -193,11 +198,13 @@ class DenseAttention final : public Attention<T> {
     return core_.activation_bytes(dims_, B, n, m, training);
   }
 
-  // Decoding with a KV cache: a step projects only its n_new rows, appends their K and V, and runs the
-  // core's inference forward for its queries at positions [t0, t0 + n_new) against the t0 + n_new
-  // cached keys (SdpaShape::q_start = t0 keeps the causal mask inside the chunk), one sequence at a
-  // time, as the cache keeps each sequence's rows together. O(t·d) work and memory per token at
-  // context t, against O(t²·d) for rerunning the prefix.
+  // Decoding with a KV cache: a step projects only its n_new rows, appends their K and V, and attends
+  // from its queries at positions [t0, t0 + n_new) to the t0 + n_new cached keys: up to
+  // kDecodeQueries new rows through ops::attention_decode (every sequence and head in one parallel
+  // region over chunks of cached rows, each row of K and V read once), a longer step (a prefill)
+  // through the core's inference forward (SdpaShape::q_start = t0 keeps the causal mask inside the
+  // chunk), one sequence at a time, as the cache keeps each sequence's rows together. O(t·d) work and
+  // memory per token at context t, against O(t²·d) for rerunning the prefix.
   DecodeMechanism decode_mechanism() const override { return DecodeMechanism::kKvCache; }
 
   std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
@@ -213,19 +220,16 @@ class DenseAttention final : public Attention<T> {
     state.cache.append(k_.data(), v_.data(), n_new);
     o_.resize(B * n_new * d);
     SdpaShape s = dense_sdpa_shape(in, dims_, /*training=*/false, 0);
-    s.B = 1;
-    s.mk = t0 + n_new;
-    s.q_start = t0;
-    // A single new query's scores are one row of t0 + 1: sdpa serves both cores there (flash's tiles
-    // would first copy every head's cached K and V into panels, measured 20× slower per token at t = 4096).
-    Buffer<T> scores(n_new == 1 ? s.mk : 0);
-    for (int64_t b = 0; b < B; ++b) {
-      const T* q = q_.data() + b * n_new * d;
-      T* o = o_.data() + b * n_new * d;
-      if (n_new == 1)
-        sdpa_forward(s, q, state.cache.keys(b), state.cache.values(b), scores.data(), o, /*keep_probs=*/false);
-      else
-        core_.forward(s, q, state.cache.keys(b), state.cache.values(b), o, /*keep=*/false);
+    if (n_new <= kDecodeQueries) {
+      ops::attention_decode<T>(q_.view({B, n_new, d}), state.cache.keys(), state.cache.values(), dims_.n_heads, s.scale,
+                               o_.view({B, n_new, d}));
+    } else {
+      s.B = 1;
+      s.mk = t0 + n_new;
+      s.q_start = t0;
+      for (int64_t b = 0; b < B; ++b)
+        core_.forward(s, q_.data() + b * n_new * d, state.cache.keys(b), state.cache.values(b),
+                      o_.data() + b * n_new * d, /*keep=*/false);
     }
     maps_.project_out(o_.data(), out, B * n_new);
     release_buffers(q_, k_, v_, o_);

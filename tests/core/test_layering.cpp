@@ -94,6 +94,27 @@ TEST(Layering, NoIncludeRunsFromALowerLayerToAHigherOne) {
   EXPECT_EQ(headers, int(kPublicHeaderLayer.size())) << "a public header listed here is missing";
 }
 
+// The Python extension (python/src/) is a host program of the public API: it includes public headers
+// (and its own files), never an internal one, so the package follows what liblinformer.so offers.
+TEST(Layering, ThePythonBindingsUseThePublicApiAlone) {
+  const fs::path root = fs::path(LINFORMER_SOURCE_DIR);
+  static const std::regex include(R"re(^\s*#\s*include\s*"([^"]+)")re");
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(root / "python" / "src")) {
+    ++files;
+    std::ifstream in(entry.path());
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      if (!std::regex_search(line, m, include)) continue;
+      const std::string path = m[1].str();
+      const bool own = path.find('/') == std::string::npos && fs::exists(root / "python" / "src" / path);
+      EXPECT_TRUE(own || path.rfind("linformer/", 0) == 0)
+          << entry.path().filename().string() << " includes an internal header: " << line;
+    }
+  }
+  EXPECT_GT(files, 3) << "no bindings found under " << root / "python" / "src";
+}
+
 }  // namespace
 
 namespace {
