@@ -225,7 +225,7 @@ def _lucidrains_map(sd, heads, dropout=0.0):
         raise ConversionError("reversible=True (ReversibleSequence) is not supported: the engine has no reversible "
                               "residual blocks", key)
     if "token_emb.weight" not in sd:
-        key = next(iter(sd), None)
+        key = min(sd) if sd else None
         if key is not None and (key.startswith("net.layers.") or key.startswith("to_q.")):
             raise ConversionError("a Linformer or LinformerSelfAttention state dict has no token embedding or "
                                   "to_logits: a checkpoint needs a whole LinformerLM (lucidrains_layer_tensors() "
@@ -604,6 +604,7 @@ def _fairseq_map(sd, args, dropout=0.0):
             tensors[p + "attn.to_v.bias"] = np.zeros(d)
         tensors[p + "attn.to_out.bias"] = b_out
         ck = keys.take(at + "compress_k.weight", ndim=2)
+        _require(ck.shape[1] == max_len, f"{ck.shape[1]} columns, but {max_len} positions", at + "compress_k.weight")
         has_v = keys.has(at + "compress_v.weight")
         if layerwise:
             keys.same(at + "compress_k.weight", shared, "shared_layer_kv_compressed")
@@ -620,7 +621,6 @@ def _fairseq_map(sd, args, dropout=0.0):
         else:  # shared_kv_compressed: one compression for K and V
             tensors[p + "attn.proj_k"] = ck
             sharing = "kv"
-        _require(ck.shape[1] == max_len, f"{ck.shape[1]} columns, but {max_len} positions", at + "compress_k.weight")
         options.append({"k": int(ck.shape[0]), "sharing": sharing, "qkv_bias": bool(bias),
                         "order": "compress_first", "init": "xavier"})
         for ours, theirs in (("attn_norm", "self_attn_layer_norm"), ("ffn_norm", "final_layer_norm")):

@@ -196,7 +196,7 @@ def test_bad_lucidrains_state_dicts(tmp_path):
     refused(run({**base, "linformer.net.blocks.0.f.net.fn.to_q.weight": base["pos_emb.weight"]}),
             "linformer.net.blocks.0.f.net.fn.to_q.weight", "reversible")
     refused(run({k[len("linformer."):]: v for k, v in base.items() if k.startswith("linformer.")}),
-            "net.layers.0.0.fn.to_q.weight", "LinformerLM")
+            "net.layers.0.0.fn.proj_k", "LinformerLM")
     with pytest.raises(ConversionError, match="heads=3"):
         convert.from_lucidrains(base, tmp_path / "c", heads=3)
     assert not (tmp_path / "c").exists()  # nothing written on a refusal
