@@ -12,7 +12,6 @@ scripts/make_goldens.py can load it by path beside lucidrains' package, which is
 """
 import argparse
 import json
-import math
 import os
 import pathlib
 import sys
@@ -361,14 +360,13 @@ def to_lucidrains(checkpoint_dir, as_torch=None):
     extra = sorted(set(tensors) - set(names))
     _require(not extra, "in model.safetensors but not in a LinformerLM", extra[0] if extra else None)
     sd = {theirs: np.ascontiguousarray(tensors[ours].T if tr else tensors[ours]) for ours, (theirs, tr) in names.items()}
-    if as_torch is None:
+    if as_torch is not False:
         try:
-            import torch  # noqa: F401
-            as_torch = True
+            import torch
         except ImportError:
-            as_torch = False
-    if as_torch:
-        import torch
+            if as_torch:
+                raise ConversionError("as_torch=True needs torch")
+            return sd
         sd = {k: torch.from_numpy(v) for k, v in sd.items()}
     return sd
 
@@ -387,7 +385,7 @@ def _tatp22_map(sd, input_size=None, parameter_sharing=None, dropout=0.0, causal
                           (".w_o_1.", "w_o_intermediate_dim")):
             if part in k:
                 raise ConversionError(f"{why} is not supported", k)
-    keys = _Keys(sd, "tatp22", ignore=("pos_emb.inv_freq",))
+    keys = _Keys(sd, "tatp22")
     V, d = keys.take("to_token_emb.weight", ndim=2).shape
     n_seq = _count_layers(sd, "linformer.seq.")
     _require(n_seq > 0 and n_seq % 2 == 0 and any(f"linformer.seq.{n_seq - 1}.fn.w_1.weight" == k for k in sd),
