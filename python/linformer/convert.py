@@ -114,6 +114,8 @@ def model_config(**fields):
     unknown = set(fields) - set(c)
     assert not unknown, f"model_config: unknown fields {sorted(unknown)}"
     c.update(fields)
+    if c["embedding_norm"]:  # to_json writes it only when off
+        del c["embedding_norm"]
     return c
 
 

@@ -73,6 +73,7 @@ def test_options_read_from_each_peer(tmp_path):
     assert opts("tatp22", "convolution_headwise")["projection"] == "conv_full"
     c = convert_case("tatp22", "layerwise", tmp_path / "t")
     assert (c["pre_ln"], c["embedding_norm"], c["output_head"]) == (False, False, "linear")
+    assert "embedding_norm" not in convert_case("fairseq", "roberta_post_ln", tmp_path / "f")  # the default
     o = opts("fairseq", "roberta_post_ln")
     assert (o["order"], o["qkv_bias"], o["sharing"]) == ("compress_first", True, "headwise")
     assert opts("fairseq", "shared_kv_pre_ln")["sharing"] == "kv"

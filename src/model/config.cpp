@@ -109,7 +109,9 @@ json ModelConfig::to_json() const {
             {"pre_ln", pre_ln}, {"dropout_embedding", dropout_embedding}, {"dropout_attention", dropout_attention},
             {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"position", position},
             {"conv_kernel", conv_kernel}, {"scale_tied_output", scale_tied_output}, {"final_norm", final_norm},
-            {"embedding_norm", embedding_norm}, {"output_head", output_head}, {"attention", layers}};
+            {"output_head", output_head}, {"attention", layers}};
+  // Written only when off, so the config.json of every model with the norm reads as before it existed.
+  if (!embedding_norm) j["embedding_norm"] = false;
   if (head_info(task).targets == HeadTargets::kClasses) {
     j["n_classes"] = n_classes;
     j["pooling"] = pooling;

@@ -132,6 +132,8 @@ TEST(Model, PostLnWithoutEmbeddingNorm) {
   json legacy = c.to_json();
   legacy.erase("embedding_norm");
   EXPECT_TRUE(ModelConfig::from_json(legacy).embedding_norm);
+  // written only when off: the config.json of a model with the norm is what it was before the option
+  EXPECT_FALSE(tiny_config("mlm", false, {kLinformer}).to_json().contains("embedding_norm"));
 }
 
 TEST(Model, LayerwiseSharingDeclaresOneProjection) {
