@@ -8,6 +8,9 @@ and zero-initialised biases perturbed so that no tensor is trivially equal to it
                                                       (float32, B x n x V) on them; metadata "spec"
                                                       (the constructor arguments, JSON) and versions
   tests/data/peers/lucidrains/headwise.pt             the same state dict as a torch file (the .pt path)
+  tests/data/peers/tatp22/layerwise_with_proj_bias.safetensors   tatp22's default, E/F biases as
+                                                      initialised (nonzero): the refusal test
+  tests/data/peers/fairseq/roberta_post_ln.args.json  that case's args, as a fairseq checkpoint carries them
 
 Peers: lucidrains' `linformer` (LinformerLM), tatp22's `linformer-pytorch` (LinformerLM), fairseq's
 `linformer_roberta`: its MultiheadLinearAttention (examples/linformer) imported from a fairseq
@@ -43,12 +46,12 @@ FAIRSEQ_FILE = "examples/linformer/linformer_src/modules/multihead_linear_attent
 
 
 def perturb(model, seed):
-    """LayerNorm weights off 1 and biases off 0, every bias off 0: a mapping that swaps or drops one
-    of them then shows in the logits."""
+    """LayerNorm weights off 1 and every bias off 0: a mapping that swaps or drops one of them then
+    shows in the logits."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("bias") or isinstance(p, torch.Tensor) and "norm" in name:
+            if name.endswith("bias") or "norm" in name:
                 p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
@@ -59,6 +62,14 @@ def versions(packages):
     return meta
 
 
+def save_sorted(tensors, path, metadata):
+    """make_goldens.py's save (metadata in sorted order, so that regenerating gives the same bytes)."""
+    spec = importlib.util.spec_from_file_location("make_goldens", REPO / "scripts" / "make_goldens.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.save(tensors, path, metadata)
+
+
 def write_case(out, peer, case, state_dict, tokens, logits, spec, meta):
     d = out / peer
     d.mkdir(parents=True, exist_ok=True)
@@ -66,8 +77,8 @@ def write_case(out, peer, case, state_dict, tokens, logits, spec, meta):
     sd = {k: v.detach().clone().contiguous() for k, v in state_dict.items()}
     save_file(sd, str(d / f"{case}.safetensors"))
     meta = {"spec": json.dumps(spec, sort_keys=True), **meta}
-    save_file({"tokens": tokens.to(torch.int32).contiguous(), "logits": logits.detach().float().contiguous()},
-              str(d / f"{case}.expected.safetensors"), metadata=meta)
+    save_sorted({"tokens": tokens.to(torch.int32).contiguous(), "logits": logits.detach().float().contiguous()},
+                d / f"{case}.expected.safetensors", meta)
     print(f"{peer}/{case}: {sum(v.numel() for v in sd.values())} values, logits {tuple(logits.shape)}, {spec}")
     return sd
 
