@@ -32,6 +32,9 @@ PACKAGES=(
   # scripts/study.py and the ctest test of it; python3-venv for the report's plots (matplotlib in a venv).
   python3
   python3-venv
+  # The Python package (docs/python.md): Python's headers for the extension; pip fetches nanobind,
+  # scikit-build-core, numpy and pytest from PyPI into the venvs that need them.
+  python3-dev
   # `linformer plot` (scripts/plot_runs.py) and, without a venv, the report's plots.
   python3-matplotlib
 )

@@ -194,4 +194,15 @@ inline int64_t peak_rss_growth(const std::function<void()>& work) {
 #define LF_SKIP_WITHOUT_PROC_STATUS() \
   if (::lf::test::proc_status_bytes("VmHWM") < 0) GTEST_SKIP() << "no /proc/self/status"
 
+// Runs f and expects it to throw E with `fragment` in its message.
+template <class E, class F>
+void expect_throw_containing(F&& f, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one containing '" << fragment << "'";
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << "'" << fragment << "' not in: " << e.what();
+  }
+}
+
 }  // namespace lf::test

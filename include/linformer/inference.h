@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "linformer/arena.h"
 #include "linformer/config.h"
 #include "linformer/runtime.h"
 #include "linformer/sampling.h"
@@ -64,6 +65,10 @@ class Predictor {
   // allocating, a model whose forward on batch_size × max_len tokens exceeds runtime.max_memory.
   // lf::IoError for a missing or unreadable checkpoint, lf::InvalidArgument for bad options.
   explicit Predictor(const std::string& path, const PredictorOptions& options = {});
+  // A model held in memory (a host program's, e.g. the Python package's Model): its configuration and
+  // a copy of `weights`, an arena of that configuration (lf::InvalidArgument when a tensor is missing
+  // or shaped otherwise). checkpoint_dir() is then "". The same memory guard as above.
+  Predictor(const ModelConfig& config, const ParamArena<float>& weights, const PredictorOptions& options = {});
   ~Predictor();
   Predictor(Predictor&&) noexcept;
   Predictor& operator=(Predictor&&) noexcept;

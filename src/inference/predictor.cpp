@@ -100,6 +100,30 @@ struct Predictor::Impl {
     }
   }
 
+  // Checks the options, refuses (before allocating) a model whose forward on batch_size × max_len
+  // tokens exceeds runtime.max_memory, and builds the model with its weights allocated (zero).
+  static void check_options(const PredictorOptions& o) {
+    o.runtime.validate();
+    LF_REQUIRE(o.batch_size > 0, "`batch_size` must be > 0, got ", o.batch_size);
+  }
+  void build(const ModelConfig& model_config, const PredictorOptions& predictor_options) {
+    check_options(predictor_options);
+    options = predictor_options;
+    config = model_config;
+    objective = head_info(config.task).objective;
+    for (const LayerAttention& a : config.attention) {
+      const AttentionSupport& s = AttentionRegistry::instance().get(a.kind).info.support;
+      can_pad = can_pad && s.key_padding_mask && s.padding_invariant;
+    }
+    MemoryEstimate need = estimate_memory(config, Workload::Inference, options.batch_size, config.max_len, false, 0);
+    need.buffers += need.parameters;  // model.safetensors is read whole
+    require_memory(need, options.runtime, options.caller,
+                   options.batch_size > 1 ? "lower `batch_size`, or use a smaller model" : "this checkpoint's model is too large for this machine");
+    arena = std::make_unique<ParamArena<float>>();
+    model = std::make_unique<Model<float>>(config, *arena);
+    arena->allocate(/*with_grads=*/false);
+  }
+
   void require_objective(const char* call, const char* wanted) const {
     LF_REQUIRE(objective == wanted, call, " needs a ", wanted == std::string("masked_lm") ? "masked language model"
                : wanted == std::string("causal_lm") ? "causal language model" : "classifier",
@@ -109,31 +133,32 @@ struct Predictor::Impl {
 
 Predictor::Predictor(const std::string& path, const PredictorOptions& options) : impl_(std::make_unique<Impl>()) {
   namespace fs = std::filesystem;
-  options.runtime.validate();
-  LF_REQUIRE(options.batch_size > 0, "`batch_size` must be > 0, got ", options.batch_size);
-  Impl& m = *impl_;
-  m.options = options;
+  Impl::check_options(options);  // before reading anything
   std::string dir = path;
   if (!fs::exists(fs::path(path) / "config.json")) {  // a run directory: its latest checkpoint
     const std::string latest = fs::is_directory(path) ? latest_checkpoint(path) : std::string();
     if (!latest.empty()) dir = latest;
   }
   LoadedCheckpoint ck = load_checkpoint(dir);
-  m.dir = ck.dir;
-  m.config = ck.config;
-  m.objective = head_info(m.config.task).objective;
-  for (const LayerAttention& a : m.config.attention) {
-    const AttentionSupport& s = AttentionRegistry::instance().get(a.kind).info.support;
-    m.can_pad = m.can_pad && s.key_padding_mask && s.padding_invariant;
+  impl_->build(ck.config, options);
+  impl_->dir = ck.dir;
+  load_checkpoint_weights(impl_->dir, *impl_->arena, nullptr);
+}
+
+Predictor::Predictor(const ModelConfig& config, const ParamArena<float>& weights, const PredictorOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  config.validate();
+  impl_->build(config, options);
+  ParamArena<float>& arena = *impl_->arena;
+  LF_REQUIRE(weights.allocated() && weights.numel() == arena.numel() && weights.count() == arena.count(),
+             "Predictor: the weights (", weights.count(), " tensors, ", weights.numel(),
+             " values) are not those of the model's configuration (", arena.count(), " tensors, ", arena.numel(), ")");
+  for (const ParamInfo& p : arena.params()) {
+    const ParamArena<float>::Id id = weights.find(p.name);
+    LF_REQUIRE(id >= 0 && weights.info(id).shape == p.shape, "Predictor: the weights lack '", p.name, "' of shape ",
+               shape_str(p.shape));
+    std::copy_n(weights.value(id), p.numel, arena.values() + p.offset);
   }
-  MemoryEstimate need = estimate_memory(m.config, Workload::Inference, options.batch_size, m.config.max_len, false, 0);
-  need.buffers += need.parameters;  // model.safetensors is read whole
-  require_memory(need, options.runtime, options.caller,
-                 options.batch_size > 1 ? "lower `batch_size`, or use a smaller model" : "this checkpoint's model is too large for this machine");
-  m.arena = std::make_unique<ParamArena<float>>();
-  m.model = std::make_unique<Model<float>>(m.config, *m.arena);
-  m.arena->allocate(/*with_grads=*/false);
-  load_checkpoint_weights(m.dir, *m.arena, nullptr);
 }
 
 Predictor::~Predictor() = default;

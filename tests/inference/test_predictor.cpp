@@ -79,6 +79,34 @@ TEST_F(PredictorTest, EmbeddingsEqualTheFinalHiddenStatesPooledByHand) {
   }
 }
 
+// A host program's model in memory (the Python package's) predicts as its checkpoint does, and weights of
+// another configuration are refused before anything runs.
+TEST_F(PredictorTest, FromWeightsInMemoryEqualsFromTheCheckpoint) {
+  const ModelConfig c = small_config("mlm");
+  const std::string dir = save_random(path("ck"), c);
+  ParamArena<float> arena;
+  Model<float> model(c, arena);
+  arena.allocate(/*with_grads=*/false);
+  load_checkpoint_weights(dir, arena, nullptr);
+  Predictor from_disk(dir, batch(4)), from_memory(c, arena, batch(4));
+  EXPECT_EQ(from_memory.checkpoint_dir(), "");
+  const std::vector<std::string> texts = {"the c_t sat on the m_t", "h_llo"};
+  EXPECT_EQ(from_memory.fill_masks(texts), from_disk.fill_masks(texts));
+  // The predictor holds a copy: changing the arena afterwards does not reach it.
+  std::fill_n(arena.values(), arena.numel(), 0.f);
+  EXPECT_EQ(from_memory.fill_masks(texts), from_disk.fill_masks(texts));
+
+  ModelConfig wider = c;
+  wider.d_ff *= 2;
+  ParamArena<float> other;
+  Model<float> other_model(wider, other);
+  other.allocate(false);
+  test::expect_throw_containing<InvalidArgument>([&] { Predictor(c, other, batch(4)); }, "are not those of the model");
+  ParamArena<float> unallocated;
+  Model<float> unallocated_model(c, unallocated);
+  test::expect_throw_containing<InvalidArgument>([&] { Predictor(c, unallocated, batch(4)); }, "are not those of the model");
+}
+
 TEST_F(PredictorTest, BatchedEqualsOneAtATimeForEveryCall) {
   for (const char* task : {"mlm", "classify"}) {
     SCOPED_TRACE(task);
