@@ -5,7 +5,6 @@ No torch needed except where a test says so."""
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -252,11 +251,6 @@ def test_bad_fairseq_state_dicts(tmp_path):
 
 
 # --- the command line ---------------------------------------------------------------------------------
-def cli_path():
-    path = os.environ.get("LINFORMER_CLI") or str(REPO / "build" / "linformer")
-    return path if os.access(path, os.X_OK) else None
-
-
 def test_python_module_command_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "linformer.convert", "--from", "tatp22", "--input",
                         str(PEERS / "tatp22" / "kv.safetensors"), "--out", str(tmp_path / "c")],
@@ -270,10 +264,7 @@ def test_python_module_command_line(tmp_path):
     assert r.returncode == 1 and "heads" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_cli_convert_from_end_to_end(tmp_path):
-    cli = cli_path()
-    if cli is None:
-        pytest.skip("no linformer CLI (set LINFORMER_CLI, or build it as build/linformer)")
+def test_cli_convert_from_end_to_end(tmp_path, cli):
     env = {**os.environ, "LINFORMER_PYTHON": sys.executable}
     r = subprocess.run([cli, "convert", "--from", "fairseq", "--input",
                         str(PEERS / "fairseq" / "shared_kv_pre_ln.safetensors"), "--out", str(tmp_path / "c"),
@@ -289,4 +280,3 @@ def test_cli_convert_from_end_to_end(tmp_path):
     assert_logits_match(tmp_path / "l", tokens, logits)
     r = subprocess.run([cli, "info", "--checkpoint", str(tmp_path / "l")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    shutil.rmtree(tmp_path / "l")
