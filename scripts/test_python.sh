@@ -20,7 +20,7 @@ else
     say "making $VENV"
     python3 -m venv "$VENV"
   fi
-  PY=$VENV/bin/python
+  PY=$PWD/$VENV/bin/python  # absolute: pytest runs from python/tests
 fi
 
 say "installing the package into $("$PY" -c 'import sys; print(sys.prefix)') (builds into build/python-<tag>)"

@@ -4,6 +4,9 @@
     model = linformer.Model.from_checkpoint("runs/main")     # a run directory: its newest checkpoint
     model.predict_masked("The q_ick br_wn fox")
     logits = model.forward(linformer.encode("The quick brown fox"))   # (n, vocab) float32
+
+The checkpoint converters are the submodule linformer.convert (`from linformer import convert`; not
+imported here, so that `python -m linformer.convert` runs it fresh).
 """
 import os as _os
 
@@ -15,7 +18,6 @@ _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import numpy as _np
 
 from ._core import Data, Error, InvalidArgument, IoError, Model, Trainer
-from . import convert  # the checkpoint converters (pure Python; docs/convert.md)
 
 # The byte vocabulary (include/linformer/tokens.h): ids 0..255 are the bytes, four special ids follow.
 PAD, MASK, BOS, EOS = 256, 257, 258, 259
@@ -35,6 +37,6 @@ def decode(ids):
     return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
 
 
-__all__ = ["Data", "Error", "InvalidArgument", "IoError", "Model", "Trainer", "convert", "encode", "decode",
+__all__ = ["Data", "Error", "InvalidArgument", "IoError", "Model", "Trainer", "encode", "decode",
            "PAD", "MASK", "BOS", "EOS", "VOCAB_SIZE", "IGNORE_INDEX"]
 __version__ = "0.1.0"
