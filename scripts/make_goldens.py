@@ -25,6 +25,7 @@ Run from anywhere (the venv from scripts/requirements-golden.txt):
 """
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import math
 import pathlib
@@ -874,33 +875,19 @@ ADAMW = {"lr": 1e-2, "betas": (0.9, 0.98), "eps": 1e-6, "weight_decay": 0.1}
 ADAMW_STEPS = 10
 
 
+def load_convert():
+    """python/linformer/convert.py by path: lucidrains' package, imported here, is also `linformer`."""
+    spec = importlib.util.spec_from_file_location("linformer_convert", REPO / "python" / "linformer" / "convert.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def lm_params(model):
-    """our name -> (torch parameter, transpose) for LinformerLM (docs/model.md)."""
-    p = {
-        "embeddings.token.weight": (model.token_emb.weight, False),
-        "embeddings.position.weight": (model.pos_emb.weight, False),
-        "lm_head.weight": (model.to_logits.weight, False),
-        "lm_head.bias": (model.to_logits.bias, False),
-    }
-    for i, (attn, ff) in enumerate(model.linformer.net.layers):
-        pre = f"layers.{i}."
-        p[pre + "attn_norm.weight"] = (attn.norm.weight, False)
-        p[pre + "attn_norm.bias"] = (attn.norm.bias, False)
-        a = attn.fn
-        p[pre + "attn.to_q.weight"] = (a.to_q.weight, False)
-        p[pre + "attn.to_k.weight"] = (a.to_k.weight, False)
-        p[pre + "attn.to_v.weight"] = (a.to_v.weight, False)
-        p[pre + "attn.to_out.weight"] = (a.to_out.weight, False)
-        p[pre + "attn.to_out.bias"] = (a.to_out.bias, False)
-        p[pre + "attn.proj_k"] = (a.proj_k, True)
-        p[pre + "attn.proj_v"] = (a.proj_v, True)
-        p[pre + "ffn_norm.weight"] = (ff.norm.weight, False)
-        p[pre + "ffn_norm.bias"] = (ff.norm.bias, False)
-        p[pre + "ffn.fc1.weight"] = (ff.fn.w1.weight, False)
-        p[pre + "ffn.fc1.bias"] = (ff.fn.w1.bias, False)
-        p[pre + "ffn.fc2.weight"] = (ff.fn.w2.weight, False)
-        p[pre + "ffn.fc2.bias"] = (ff.fn.w2.bias, False)
-    return p
+    """our name -> (torch parameter, transpose) for LinformerLM: the converter's name map (docs/convert.md)."""
+    params = dict(model.named_parameters())
+    names = load_convert().lucidrains_names(len(model.linformer.net.layers), share_kv=False)
+    return {ours: (params[theirs], tr) for ours, (theirs, tr) in names.items()}
 
 
 def make_lm_golden(path, seed=4242, B=3):

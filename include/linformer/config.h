@@ -52,6 +52,9 @@ struct ModelConfig {
   // false: no LayerNorm after the last block of a pre-LN model (lucidrains' LinformerLM has none).
   // Pre-LN only: a post-LN model has no final LayerNorm to drop.
   bool final_norm = true;
+  // false: no LayerNorm on the embedding sum of a post-LN model (tatp22's LinformerLM has none; BERT
+  // and RoBERTa have one). Post-LN only: a pre-LN model has no embedding LayerNorm to drop.
+  bool embedding_norm = true;
   // The LM heads' output layer: "default" is the task's head (docs/model.md; the output matrix is the
   // token embedding); "linear" maps the last hidden states straight to the logits through an untied
   // `lm_head.weight` (V, d) and `lm_head.bias` (V), as LinformerLM's to_logits. Heads whose HeadInfo

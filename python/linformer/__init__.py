@@ -4,6 +4,9 @@
     model = linformer.Model.from_checkpoint("runs/gcide-mlm")     # a run directory: its newest checkpoint
     model.predict_masked("The q_ick br_wn fox")
     logits = model.forward(linformer.encode("The quick brown fox"))   # (n, vocab) float32
+
+The checkpoint converters are the submodule linformer.convert (`from linformer import convert`; not
+imported here, so that `python -m linformer.convert` runs it fresh).
 """
 import os as _os
 

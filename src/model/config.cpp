@@ -69,6 +69,8 @@ void ModelConfig::validate() const {
              "scale_tied_output scales the input of the tied output matrix; output_head 'linear' is untied");
   LF_REQUIRE(final_norm || pre_ln, "final_norm: false drops the final LayerNorm of a pre-LN model; a post-LN model "
              "has none");
+  LF_REQUIRE(embedding_norm || !pre_ln, "embedding_norm: false drops the embedding LayerNorm of a post-LN model; "
+             "a pre-LN model has none");
   if (head.info.targets == HeadTargets::kClasses) {
     LF_REQUIRE(n_classes >= 2, "a classifier needs n_classes >= 2, got ", n_classes);
     LF_REQUIRE(n_classes <= kMaxVocabSize, "n_classes is ", n_classes, ", above the limit of ", kMaxVocabSize);
@@ -108,6 +110,8 @@ json ModelConfig::to_json() const {
             {"dropout_ffn", dropout_ffn}, {"ln_eps", ln_eps}, {"position", position},
             {"conv_kernel", conv_kernel}, {"scale_tied_output", scale_tied_output}, {"final_norm", final_norm},
             {"output_head", output_head}, {"attention", layers}};
+  // Written only when off, so the config.json of every model with the norm reads as before it existed.
+  if (!embedding_norm) j["embedding_norm"] = false;
   if (head_info(task).targets == HeadTargets::kClasses) {
     j["n_classes"] = n_classes;
     j["pooling"] = pooling;
@@ -156,7 +160,7 @@ ModelConfig ModelConfig::from_json(const json& j) {
   static const std::set<std::string> known = {
       "format", "version", "task", "vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "pre_ln",
       "dropout_embedding", "dropout_attention", "dropout_ffn", "ln_eps", "position", "conv_kernel",
-      "scale_tied_output", "final_norm", "output_head", "attention", "n_classes", "pooling", "class_names"};
+      "scale_tied_output", "final_norm", "embedding_norm", "output_head", "attention", "n_classes", "pooling", "class_names"};
   for (const auto& [k, v] : j.items()) LF_REQUIRE(known.count(k), "model config: unknown key '", k, "'");
   const int64_t version = field<int64_t>(j, "version", kConfigVersion);
   LF_REQUIRE(version >= 1 && version <= kConfigVersion, "model config: unsupported version ", j.at("version").dump(),
@@ -179,6 +183,7 @@ ModelConfig ModelConfig::from_json(const json& j) {
   c.conv_kernel = field(j, "conv_kernel", c.conv_kernel);
   c.scale_tied_output = field(j, "scale_tied_output", c.scale_tied_output);
   c.final_norm = field(j, "final_norm", c.final_norm);
+  c.embedding_norm = field(j, "embedding_norm", c.embedding_norm);
   c.output_head = field<std::string>(j, "output_head", c.output_head);
   c.n_classes = field(j, "n_classes", c.n_classes);
   c.pooling = field<std::string>(j, "pooling", c.pooling);

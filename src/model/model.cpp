@@ -48,7 +48,7 @@ Model<T>::Model(const ModelConfig& config, ParamArena<T>& arena) : config_(confi
   const Init emb = Init::normal(1.0);
   tok_emb_ = arena.declare("embeddings.token.weight", {c.vocab_size, d}, emb);
   if (c.position == "learned") pos_emb_ = arena.declare("embeddings.position.weight", {c.max_len, d}, emb);
-  if (!c.pre_ln) {
+  if (!c.pre_ln && c.embedding_norm) {
     emb_norm_w_ = arena.declare("embeddings.norm.weight", {d}, Init::ones());
     emb_norm_b_ = arena.declare("embeddings.norm.bias", {d}, Init::zeros());
   }
@@ -367,7 +367,7 @@ const T* Model<T>::forward(const int32_t* tokens, const uint8_t* padding, int64_
   embed(tokens_.data(), B, n, 0, emb_sum_.data());
   const T* emb = emb_sum_.data();
   Buffer<T> normed;
-  if (!c.pre_ln) {
+  if (emb_norm_w_ >= 0) {
     normed.resize(N_d);
     emb_norm_mean_.resize(N);
     emb_norm_rstd_.resize(N);
@@ -471,7 +471,7 @@ const T* Model<T>::decode(ModelDecodeState<T>& state, const int32_t* tokens, int
   final_hidden_ = nullptr;
   Buffer<T> x(N_d), y(N_d), stats(2 * N);
   embed(tokens, B, n_new, state.length_, x.data());  // refuses a bad id before any state moves
-  if (!c.pre_ln)
+  if (emb_norm_w_ >= 0)
     ops::layernorm_forward(x.view({N, d}), arena_.value_view(emb_norm_w_), arena_.value_view(emb_norm_b_), x.view({N, d}),
                            stats.view({N}), vector_view(stats.data() + N, N), c.ln_eps);
   for (auto& blk : blocks_) {
@@ -522,7 +522,7 @@ void Model<T>::backward(const T* dlogits) {
   kept_ = false;
   // Embeddings: dropout, (LayerNorm), then scatter into the token and position tables.
   ops::dropout_backward<T>(dh.view({N_d}), dh.view({N_d}), training_ ? c.dropout_embedding : 0.0, seed_, dropout_stream(-1, kEmbedding));
-  if (!c.pre_ln) {
+  if (emb_norm_w_ >= 0) {
     Buffer<T> dsum(N_d);
     ops::layernorm_backward(emb_sum_.view({N, d}), arena_.value_view(emb_norm_w_), emb_norm_mean_.view({N}), emb_norm_rstd_.view({N}), dh.view({N, d}), dsum.view({N, d}), arena_.grad_view(emb_norm_w_), arena_.grad_view(emb_norm_b_));
     std::swap(dh, dsum);

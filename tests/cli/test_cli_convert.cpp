@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -69,6 +70,43 @@ TEST(CliConvert, ExactToLinformerThenResumeEvalPredict) {
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(contains(r.err, "already holds a training run")) << r.err;
   EXPECT_TRUE(fs::exists(dir / "lin" / "checkpoints" / "step-00000003"));
+  fs::remove_all(dir);
+}
+
+// convert --from hands a peer's checkpoint to `python3 -m linformer.convert` (or $LINFORMER_PYTHON's).
+// An interpreter that cannot import linformer (here /bin/false, and one that does not exist) is one
+// clear line and exit status 1, before anything is written; misused flags are usage errors (2). The
+// conversion itself is tested end to end by python/tests/test_convert.py.
+TEST(CliConvert, FromPeerNeedsThePythonPackage) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("linformer_cli_convert_from_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto run = [&](const std::string& env, const std::string& args) {
+    return lf::test::run_linformer("cd '" + dir.string() + "' && " + env, args, (dir / "stderr.txt").string());
+  };
+  for (const std::string python : {"/bin/false", "/nonexistent/python3"}) {
+    SCOPED_TRACE(python);
+    lf::test::CliResult r =
+        run("LINFORMER_PYTHON=" + python, "convert --from lucidrains --input peer.safetensors --out conv --heads 2");
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_TRUE(contains(r.err, "cannot import linformer.convert") && contains(r.err, python)) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "conv"));
+  }
+  lf::test::CliResult r = run("LINFORMER_PYTHON=/bin/false", "convert --from lucidrains --out conv");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.err, "needs --input")) << r.err;
+  r = run("LINFORMER_PYTHON=/bin/false", "convert --from tatp22 --input x.pt --checkpoint c --out conv");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.err, "--checkpoint resizes our own checkpoints")) << r.err;
+  r = run("LINFORMER_PYTHON=/bin/false", "convert --from fairseq --input x.pt --out conv --lr 1e-3");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.err, "training options")) << r.err;
+  r = run("", "convert --from other --input x.pt --out conv");
+  EXPECT_EQ(r.status, 2);
+  r = run("", "convert --out conv");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(contains(r.err, "--checkpoint") && contains(r.err, "--from")) << r.err;
   fs::remove_all(dir);
 }
 

@@ -93,6 +93,49 @@ TEST(Model, GradientsWithPaddingDropoutAndLayerwiseSharing) {
   check_model_gradients(first, tiny_batch(true), false);
 }
 
+// embedding_norm: false (tatp22's post-LN LinformerLM): no embeddings.norm.* tensors, the embedding sum
+// goes straight into the first block (checked against a plain recomputation of the first hidden state),
+// gradients of every parameter against finite differences; refused for pre-LN.
+TEST(Model, PostLnWithoutEmbeddingNorm) {
+  for (const std::string task : {"mlm", "classify"}) {
+    SCOPED_TRACE(task);
+    ModelConfig c = tiny_config(task, false, {kLinformer, kFull});
+    c.embedding_norm = false;
+    check_model_gradients(c, tiny_batch(task == "classify"), false);
+  }
+  ModelConfig c = tiny_config("mlm", false, {kLinformer});
+  c.embedding_norm = false;
+  ParamArena<double> arena;
+  Model<double> model(c, arena);
+  arena.allocate();
+  arena.initialize(5);
+  EXPECT_LT(arena.find("embeddings.norm.weight"), 0);
+  EXPECT_LT(arena.find("embeddings.norm.bias"), 0);
+  const Batch batch = tiny_batch(false);
+  std::vector<double> hidden;  // post-LN: layer 0's attention input is the block input itself
+  model.set_attention_input_observer([&](int64_t layer, const double* x, int64_t B, int64_t n) {
+    if (layer == 0) hidden.assign(x, x + B * n * c.d_model);
+  });
+  model.forward(batch.tokens.data(), nullptr, batch.B, batch.n, false, 1);
+  ASSERT_EQ(int64_t(hidden.size()), batch.B * batch.n * c.d_model);
+  const double* tok = arena.values() + arena.params()[size_t(arena.find("embeddings.token.weight"))].offset;
+  const double* pos = arena.values() + arena.params()[size_t(arena.find("embeddings.position.weight"))].offset;
+  for (int64_t r = 0; r < batch.B * batch.n; ++r)
+    for (int64_t j = 0; j < c.d_model; ++j)
+      ASSERT_EQ(hidden[size_t(r * c.d_model + j)],
+                tok[batch.tokens[size_t(r)] * c.d_model + j] + pos[(r % batch.n) * c.d_model + j]);
+  ModelConfig pre = tiny_config("mlm", true, {kLinformer});
+  pre.embedding_norm = false;
+  EXPECT_THROW(pre.validate(), InvalidArgument);
+  const ModelConfig back = ModelConfig::from_json(c.to_json());
+  EXPECT_FALSE(back.embedding_norm);
+  json legacy = c.to_json();
+  legacy.erase("embedding_norm");
+  EXPECT_TRUE(ModelConfig::from_json(legacy).embedding_norm);
+  // written only when off: the config.json of a model with the norm is what it was before the option
+  EXPECT_FALSE(tiny_config("mlm", false, {kLinformer}).to_json().contains("embedding_norm"));
+}
+
 TEST(Model, LayerwiseSharingDeclaresOneProjection) {
   ParamArena<float> arena;
   Model<float> model(tiny_config("mlm", true, {LayerAttention{"linformer", {{"k", 4}, {"sharing", "layerwise"}}}}), arena);
