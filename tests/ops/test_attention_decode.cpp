@@ -53,6 +53,10 @@ struct Operands {
   std::vector<T> q, k, v;
 };
 
+// Named lists, never braced ones in a range-for: GCC 12's ASan with detect_stack_use_after_return
+// (scripts/test_sanitizers.sh) crashes on those.
+const std::vector<int> kThreadCounts = {1, 2};
+
 const std::vector<Case>& cases() {
   static const std::vector<Case> all = {
       {1, 1, 1, 1, 1, 1, 0, 1},        // one key: the output is its value
@@ -75,7 +79,7 @@ template <class T>
 void expect_matches_reference() {
   const int saved = omp_get_max_threads();
   for (const Case& c : cases())
-    for (int threads : {1, 2}) {
+    for (int threads : kThreadCounts) {
       omp_set_num_threads(threads);
       const Operands<T> op(c, 11 + uint64_t(c.rows));
       std::vector<T> want(op.q.size());
@@ -104,9 +108,10 @@ TEST(OpsAttentionDecode, OneKeyGivesItsValue) {
 // Query r of a step sees keys 0 .. rows − n + r: changing the later rows leaves its output bitwise
 // unchanged, for every chunking; and the last query sees them all (its output does change).
 TEST(OpsAttentionDecode, QueriesIgnoreTheirFutureBitwise) {
-  const Case c{2, 4, 2, 2, 8, 90, 0, 1};
-  for (int64_t chunks : {1, 3, 90}) {
-    Operands<float> op(c, 21);
+  static const Case c{2, 4, 2, 2, 8, 90, 0, 1};  // static: GCC 12's ASan with detect_stack_use_after_return crashed on it on the stack
+  const Operands<float> op(c, 21);
+  const std::vector<int64_t> chunk_counts = {1, 3, 90};
+  for (int64_t chunks : chunk_counts) {
     const std::vector<float> before = op.run(chunks);
     for (int64_t r = 0; r + 1 < c.n; ++r) {
       Operands<float> changed = op;
