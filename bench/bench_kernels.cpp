@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cpu/adamw.h"
+#include "cpu/attention_decode.h"
 #include "cpu/conv1d.h"
 #include "cpu/cross_entropy.h"
 #include "cpu/elementwise.h"
@@ -102,6 +103,24 @@ BENCHMARK(BM_TileGemm)
     ->Args({64, 16, 64, 0})
     ->Args({128, 64, 256, 1})
     ->Args({256, 128, 64, 0})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// A decoding step's exact attention (attention_decode): one new query of batch 1, 8 heads of width
+// 64, against `rows` cached keys and values; KV_GB/s: the K and V bytes read per second.
+void BM_AttentionDecode(benchmark::State& state) {
+  configure_threads_once();
+  lf::DecodeShape s;
+  s.B = 1, s.n = 1, s.rows = state.range(0), s.h = s.hk = 8, s.d_h = 64, s.scale = 0.125;
+  s.kv_stride = s.rows * s.h * s.d_h;
+  const std::vector<float> q = uniform(s.h * s.d_h, 1), k = uniform(s.kv_stride, 2), v = uniform(s.kv_stride, 3);
+  std::vector<float> out(q.size());
+  for (auto _ : state) {
+    lf::attention_decode<float>(s, q.data(), k.data(), v.data(), out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["KV_GB"] = benchmark::Counter(2.0 * double(s.kv_stride) * sizeof(float) * double(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_AttentionDecode)->ArgName("rows")->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 // flash attention's kernels on the layer's shapes: batch 1, 8 heads of width 64, n = mk, no mask.
 // GFLOP/s counts the products: 2 in the forward (scores, P·V), 5 in the backward (scores again, dV,
