@@ -186,6 +186,11 @@ constexpr GemmShape kGemmShapes[] = {
     // inference, in blocks of 2048 tokens
     {"ff1_fwd_2048", 2048, 2048, 512, false, true, 0, 0, 0, 0},
     {"ff2_fwd_2048", 2048, 512, 2048, false, true, 0, 0, 0, 0},
+    // generation: one token's rows (a decoding step's four maps and its feed-forward)
+    {"qkvo_fwd_1", 1, 512, 512, false, true, 0, 0, 0, 0},
+    {"ff1_fwd_1", 1, 2048, 512, false, true, 0, 0, 0, 0},
+    {"ff2_fwd_1", 1, 512, 2048, false, true, 0, 0, 0, 0},
+    {"qkvo_fwd_4", 4, 512, 512, false, true, 0, 0, 0, 0},
     // Linformer's projections of keys and values: K̄ = E·X (k × n · n × d), and their gradients
     {"proj_fwd", 256, 512, 4096, false, false, 0, 0, 0, 0},
     {"proj_dE", 256, 4096, 512, false, true, 0, 0, 0, 1},

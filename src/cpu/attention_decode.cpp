@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/vec.h"
 #include "cpu/vmath.h"
 
 namespace lf {
@@ -19,15 +20,102 @@ int64_t chunk_count(const DecodeShape& s) {
   return std::min<int64_t>(by_size, std::max(1, omp_get_max_threads()));
 }
 
+// The scores of key rows [b0, b0 + tb) for every query and head: S[(r·h + i)·kDecodeBlock + jj] =
+// scale·q_{r,i}·k_{b0+jj,i}, or −inf for a key in query r's future. D > 0 is d_h known at compile
+// time (the common widths): a head's query stays in registers, and L = kLanes<T> rows' dot products
+// are summed together by transpose_sum (a horizontal sum per dot product, L − 1 dependent additions,
+// was the kernel's bottleneck).
+template <class T, int64_t D>
+void block_scores(const DecodeShape& s, const T* q, const T* k, int64_t b0, int64_t tb, T* S) {
+  constexpr int64_t Tb = kDecodeBlock;
+  const int64_t h = s.h, d_h = D > 0 ? D : s.d_h, ldq = h * d_h, ldk = s.hk * d_h, q_start = s.rows - s.n;
+  const T neg_inf = -std::numeric_limits<T>::infinity(), scale = T(s.scale);
+  for (int64_t r = 0; r < s.n; ++r)
+    for (int64_t i = 0; i < h; ++i) {
+      const T* qi = q + r * ldq + i * d_h;
+      const T* kc = k + b0 * ldk + (s.hk == 1 ? 0 : i * d_h);  // the head's keys, row jj at jj·ldk
+      T* Sr = S + (r * h + i) * Tb;
+      if constexpr (D > 0) {
+        using V = Vec64<T>;
+        constexpr int L = kLanes<T>, NV = int(D) / L;
+        static_assert(D % L == 0 && Tb % L == 0, "a head and a block are whole vectors");
+        V qv[NV];
+        for (int c = 0; c < NV; ++c) qv[c] = load64(qi + c * L);
+        for (int64_t g = 0; g < tb; g += L) {
+          V x[L];
+#pragma GCC unroll 16
+          for (int u = 0; u < L; ++u) {
+            if (g + u < tb) {
+              const T* kr = kc + (g + u) * ldk;
+              V a = qv[0] * load64(kr);
+              for (int c = 1; c < NV; ++c) a += qv[c] * load64(kr + c * L);
+              x[u] = a;
+            } else {
+              x[u] = V{};  // past the block's end: a score never read
+            }
+          }
+          store64(Sr + g, transpose_sum<T>(x));
+        }
+      } else {
+        for (int64_t jj = 0; jj < tb; ++jj) {
+          const T* ki = kc + jj * ldk;
+          T dot = 0;
+#pragma omp simd reduction(+ : dot)
+          for (int64_t c = 0; c < d_h; ++c) dot += qi[c] * ki[c];
+          Sr[jj] = dot;
+        }
+      }
+      const int64_t seen = std::clamp<int64_t>(q_start + r + 1 - b0, 0, tb);  // causal: keys up to q_start + r
+      for (int64_t jj = 0; jj < seen; ++jj) Sr[jj] *= scale;
+      std::fill(Sr + seen, Sr + tb, neg_inf);
+    }
+}
+
+// acc += Σ_jj S_jj · v_{b0+jj} for every (query, head) over the block's V rows (tb rows of hk·d_h,
+// in L2 while each (query, head) runs down its d_h columns). With D > 0 the accumulator stays in
+// registers, in two sets for even and odd rows (independent FMA chains), added at the block's end.
+template <class T, int64_t D>
+void block_values(const DecodeShape& s, const T* v, int64_t b0, int64_t tb, const T* S, T* part) {
+  constexpr int64_t Tb = kDecodeBlock;
+  const int64_t h = s.h, d_h = D > 0 ? D : s.d_h, ldk = s.hk * d_h, rec = d_h + 2;
+  for (int64_t ri = 0; ri < s.n * h; ++ri) {
+    const T* Sr = S + ri * Tb;
+    const T* vc = v + b0 * ldk + (s.hk == 1 ? 0 : (ri % h) * d_h);
+    T* acc = part + ri * rec + 2;
+    if constexpr (D > 0) {
+      using V = Vec64<T>;
+      constexpr int L = kLanes<T>, NV = int(D) / L;
+      V even[NV] = {}, odd[NV] = {};
+      int64_t jj = 0;
+      for (; jj + 1 < tb; jj += 2) {
+        const T w0 = Sr[jj], w1 = Sr[jj + 1];
+        const T *v0 = vc + jj * ldk, *v1 = v0 + ldk;
+        for (int c = 0; c < NV; ++c) {
+          even[c] += w0 * load64(v0 + c * L);
+          odd[c] += w1 * load64(v1 + c * L);
+        }
+      }
+      if (jj < tb)
+        for (int c = 0; c < NV; ++c) even[c] += Sr[jj] * load64(vc + jj * ldk + c * L);
+      for (int c = 0; c < NV; ++c) store64(acc + c * L, load64(acc + c * L) + (even[c] + odd[c]));
+    } else {
+      for (int64_t jj = 0; jj < tb; ++jj) {
+        const T w = Sr[jj];
+        const T* vi = vc + jj * ldk;
+#pragma omp simd
+        for (int64_t c = 0; c < d_h; ++c) acc[c] += w * vi[c];
+      }
+    }
+  }
+}
+
 // One (sequence, chunk): the online softmax over key rows [j0, j1) for every query and head. part
 // holds, per (query r, head i), m, ℓ and acc (d_h): stride d_h + 2. S is scratch (n·h × kDecodeBlock).
-// D > 0 is d_h known at compile time (the common widths): the dot products unroll, and a head's
-// accumulator stays in registers over a block of V rows instead of a load and store per row.
 template <class T, int64_t D>
 void decode_chunk(const DecodeShape& s, const T* q, const T* k, const T* v, int64_t j0, int64_t j1, T* part, T* S) {
   constexpr int64_t Tb = kDecodeBlock;
-  const int64_t h = s.h, d_h = D > 0 ? D : s.d_h, ldq = h * d_h, ldk = s.hk * d_h, q_start = s.rows - s.n, rec = d_h + 2;
-  const T neg_inf = -std::numeric_limits<T>::infinity(), scale = T(s.scale);
+  const int64_t h = s.h, d_h = D > 0 ? D : s.d_h, rec = d_h + 2;
+  const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t ri = 0; ri < s.n * h; ++ri) {
     T* p = part + ri * rec;
     p[0] = neg_inf;
@@ -35,21 +123,7 @@ void decode_chunk(const DecodeShape& s, const T* q, const T* k, const T* v, int6
   }
   for (int64_t b0 = j0; b0 < j1; b0 += Tb) {
     const int64_t tb = std::min(Tb, j1 - b0);
-    // Scores of the block: row by row, every head's dot products from the row's contiguous keys.
-    for (int64_t jj = 0; jj < tb; ++jj) {
-      const T* krow = k + (b0 + jj) * ldk;
-      for (int64_t r = 0; r < s.n; ++r) {
-        const bool hidden = b0 + jj > q_start + r;  // causal: in query r's future
-        for (int64_t i = 0; i < h; ++i) {
-          const T* qi = q + r * ldq + i * d_h;
-          const T* ki = krow + (s.hk == 1 ? 0 : i * d_h);
-          T dot = 0;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t c = 0; c < d_h; ++c) dot += qi[c] * ki[c];
-          S[(r * h + i) * Tb + jj] = hidden ? neg_inf : scale * dot;
-        }
-      }
-    }
+    block_scores<T, D>(s, q, k, b0, tb, S);
     // The online softmax per (query, head): S becomes the block's weights e^{S − m}.
     for (int64_t ri = 0; ri < s.n * h; ++ri) {
       T* Sr = S + ri * Tb;
@@ -79,33 +153,7 @@ void decode_chunk(const DecodeShape& s, const T* q, const T* k, const T* v, int6
       }
       p[1] += sum;
     }
-    // acc += Σ_j e_j · v_j. The block's V rows (Tb rows of hk·d_h) stay in L2 while each (query, head)
-    // runs down its d_h columns of them.
-    for (int64_t ri = 0; ri < s.n * h; ++ri) {
-      const T* Sr = S + ri * Tb;
-      const T* vcol = v + b0 * ldk + (s.hk == 1 ? 0 : (ri % h) * d_h);
-      T* acc = part + ri * rec + 2;
-      if constexpr (D > 0) {
-        T a[D];
-#pragma omp simd
-        for (int64_t c = 0; c < D; ++c) a[c] = acc[c];
-        for (int64_t jj = 0; jj < tb; ++jj) {
-          const T w = Sr[jj];
-          const T* vi = vcol + jj * ldk;
-#pragma omp simd
-          for (int64_t c = 0; c < D; ++c) a[c] += w * vi[c];
-        }
-#pragma omp simd
-        for (int64_t c = 0; c < D; ++c) acc[c] = a[c];
-      } else {
-        for (int64_t jj = 0; jj < tb; ++jj) {
-          const T w = Sr[jj];
-          const T* vi = vcol + jj * ldk;
-#pragma omp simd
-          for (int64_t c = 0; c < d_h; ++c) acc[c] += w * vi[c];
-        }
-      }
-    }
+    block_values<T, D>(s, v, b0, tb, S, part);
   }
 }
 

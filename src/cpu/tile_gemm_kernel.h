@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/vec.h"
+
 namespace lf::tile_detail {
 
 // ---- the tile product -------------------------------------------------------------------------
@@ -19,21 +21,6 @@ constexpr int kRows = 8, kVecs = 2;
 #else
 constexpr int kRows = 4, kVecs = 1;
 #endif
-// GCC vector extensions of 64 bytes: one zmm (or two ymm).
-template <class T>
-struct Vec64Of;
-template <>
-struct Vec64Of<float> {
-  typedef float type __attribute__((vector_size(64)));
-};
-template <>
-struct Vec64Of<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <class T>
-using Vec64 = typename Vec64Of<T>::type;
-template <class T>
-constexpr int kLanes = int(64 / sizeof(T));
 template <class T>
 constexpr int kCols = kVecs * kLanes<T>;
 

@@ -71,6 +71,8 @@ const std::vector<Case>& cases() {
       {1, 1, 2, 2, 4, 200, 200, 1},    // a chunk per row
       {2, 2, 4, 1, 32, 150, 3, 1},     // the widths compiled in (32, 64, 128): one key head, two queries,
       {1, 1, 2, 2, 128, 190, 2, 2},    // blocks cut by the chunk ends
+      {2, 3, 4, 4, 64, 77, 2, 1},      // three queries, a head each, tails shorter than a vector's lanes
+      {1, 1, 8, 8, 64, 5000, 0, 1},    // a long context: many blocks per chunk
   };
   return all;
 }
