@@ -122,6 +122,32 @@ void BM_AttentionDecode(benchmark::State& state) {
 }
 BENCHMARK(BM_AttentionDecode)->ArgName("rows")->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+// The memory floor of a step that streams its operands: a plain threaded sum over `MiB` of floats
+// (each thread a contiguous half), read again and again. Below the share of L3 the process gets it
+// measures the cache's read rate, far above it the DRAM's: a decoding step at context t reads its K
+// and V (2·t·d floats) and the layer's weights once per token, and cannot run faster than this rate.
+void BM_StreamRead(benchmark::State& state) {
+  configure_threads_once();
+  const int64_t n = state.range(0) * (int64_t(1) << 20) / int64_t(sizeof(float));
+  const std::vector<float> a = uniform(n, 4);
+  for (auto _ : state) {
+    float total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (int64_t blk = 0; blk < n / 4096; ++blk) {
+      float lanes[16] = {};
+      const float* p = a.data() + blk * 4096;
+      for (int64_t i = 0; i < 4096; i += 16)
+#pragma omp simd
+        for (int l = 0; l < 16; ++l) lanes[l] += p[i + l];
+      for (float x : lanes) total += x;
+    }
+    benchmark::DoNotOptimize(total);
+  }
+  state.counters["GB"] = benchmark::Counter(double(n) * sizeof(float) * double(state.iterations()) / 1e9,
+                                            benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_StreamRead)->ArgName("MiB")->Arg(4)->Arg(8)->Arg(16)->Arg(24)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 // flash attention's kernels on the layer's shapes: batch 1, 8 heads of width 64, n = mk, no mask.
 // GFLOP/s counts the products: 2 in the forward (scores, P·V), 5 in the backward (scores again, dV,
 // dP, dQ, dK), 2·n·mk·d_h each per head.

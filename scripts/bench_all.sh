@@ -247,7 +247,7 @@ EOF
 # machine.txt belongs to the run folder's layer measurements, so only they rewrite it.
 if wants ours || wants peer; then
   mkdir -p "$RUN_DIR"
-  machine_info > "$RUN_DIR/machine.txt"
+  machine_info > "$RUN_DIR/machine.txt.new" && mv "$RUN_DIR/machine.txt.new" "$RUN_DIR/machine.txt"  # a truncated tracked file would read as a change
   say "machine: $RUN_DIR/machine.txt"
   sed 's/^/  /' "$RUN_DIR/machine.txt"
 fi

@@ -66,10 +66,12 @@ BENCH=$BUILD_DIR/linformer_bench
 RAW=$BUILD_DIR/bench-decode-raw  # the per-call files; decode.csv holds every row of them
 rm -rf "$RAW"
 mkdir -p "$RAW" "$OUT_DIR"
+# Before machine.txt is truncated: rewriting a committed one would itself count as a change.
+GIT_DESC="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "cpu: $(python3 scripts/machine.py describe)"
-  echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty)')"
+  echo "git: $GIT_DESC"
   echo "threads: $LINFORMER_NUM_THREADS (LINFORMER_NUM_THREADS for ours, --threads for PyTorch); GOMP_SPINCOUNT=$GOMP_SPINCOUNT"
   echo "load average at start: $(cut -d' ' -f1 /proc/loadavg)"
   echo "peer: $("$PEER" -c 'import sys, torch, importlib.metadata as m; print("Python", sys.version.split()[0] + ", torch", torch.__version__ + ", local-attention", m.version("local-attention"))' 2>/dev/null)"
