@@ -5,7 +5,7 @@
 //   centroids, local heads by blocks, and attend within each group (cpu/routing.h has the exact
 //   definition); Y = O W_oᵀ + b_o.
 // The centroids (h − local_heads, clusters, d_h), unit vectors, are layer state saved with the
-// parameters but not trained: a training forward moves them by an exponential moving average toward
+// parameters but not trained: a training forward that keeps for a backward moves them by an exponential moving average toward
 // the vectors routed to them (after routing with the old ones), an inference forward and the backward
 // leave them. Routing is discrete: gradients flow through the attention within the groups only.
 #include <algorithm>
@@ -114,8 +114,10 @@ class RoutingAttention final : public Attention<T> {
                                       seq(o_buf_.data()), lse_.view({groups_.queries()}));
     maps_.project_out(o_buf_.data(), out, B * n);
     // The k-means step follows the routing, so this forward's outputs (and its backward) used one set
-    // of centroids.
-    if (training) {
+    // of centroids. Only a forward that keeps for a backward steps: under activation checkpointing the
+    // model's first forward keeps nothing and the recompute before the backward keeps, so the
+    // centroids move once per step and both passes route alike.
+    if (training && in.keep_for_backward) {
       const TensorView<T> c(arena_.value(centroids_), {h - o_.local_heads, o_.clusters, d_h});
       ops::routing_update_centroids<T>(shape_, seq(qn.data()), seq(kn.data()), o_.decay, c);
     }

@@ -15,6 +15,7 @@
 #include "attention_test_util.h"
 #include "cpu/gemm.h"
 #include "linformer/error.h"
+#include "linformer/model.h"
 
 namespace lf {
 namespace {
@@ -330,12 +331,56 @@ TEST(Routing, KMeansStepAtTrainingOnly) {
   ASSERT_NE(expected, before);
   AttentionCase train = c;
   train.training = true;
+  // A training forward that keeps nothing (activation checkpointing's first pass) does not step.
+  AttentionInput<double> lean = rig.input(train);
+  lean.keep_for_backward = false;
+  rig.layer->forward(lean, rig.out.data(), true, AttentionRig<double>::kForwardSeed);
+  EXPECT_EQ(std::vector<double>(rig.arena.value(id), rig.arena.value(id) + numel), before);
   rig.forward(train);
   LF_EXPECT_CLOSE(rig.arena.value(id), expected.data(), numel, 1e-12);
   // The training forward's outputs used the old centroids: they equal the inference forward's.
   AttentionRig<double> fresh(c);
   fresh.forward(c);
   EXPECT_EQ(rig.out, fresh.out);
+}
+
+// Activation checkpointing reruns each block's forward before its backward: the model's logits,
+// gradients and the centroids after the step are those of the plain step, bit for bit (the
+// centroids step once, in the forward that keeps for the backward, after routing).
+TEST(Routing, ActivationCheckpointingStepsTheCentroidsOnce) {
+  ModelConfig c;
+  c.task = "mlm";
+  c.vocab_size = 12;
+  c.d_model = 8;
+  c.n_layers = 2;
+  c.n_heads = 2;
+  c.d_ff = 12;
+  c.max_len = 8;
+  c.dropout_attention = 0.2;
+  c.attention = {LayerAttention{"routing", {{"clusters", 3}, {"window", 3}, {"decay", 0.5}}}};
+  std::vector<int32_t> tokens;
+  for (int64_t i = 0; i < 16; ++i) tokens.push_back(int32_t((i * 5 + 3) % 12));
+  std::vector<float> params[2], grads[2], logits[2];
+  for (int on = 0; on < 2; ++on) {
+    ParamArena<float> arena;
+    Model<float> model(c, arena);
+    model.set_activation_checkpointing(on == 1);
+    arena.allocate();
+    arena.initialize(3);
+    const std::vector<float> initial(arena.values(), arena.values() + arena.numel());
+    const int64_t count = 16 * c.vocab_size;
+    const float* l = model.forward(tokens.data(), nullptr, 2, 8, true, 42);
+    logits[on].assign(l, l + count);
+    const auto w = test::random_vector<float>(count, 8);
+    arena.zero_grad();
+    model.backward(w.data());
+    grads[on].assign(arena.grads(), arena.grads() + arena.numel());
+    params[on].assign(arena.values(), arena.values() + arena.numel());
+    EXPECT_NE(params[on], initial) << "the centroids did not move";
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+  EXPECT_EQ(grads[0], grads[1]);
+  EXPECT_EQ(params[0], params[1]);
 }
 
 // Nearest routing and local heads route each position by itself, from block boundaries at 0: a
