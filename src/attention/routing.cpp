@@ -153,8 +153,9 @@ class RoutingAttention final : public Attention<T> {
     (void)m;
     const double f = sizeof(T), d = double(dims_.d_model), h = double(dims_.n_heads);
     const double entries = B * h * std::max(double(n), double(o_.clusters) * double(std::min(o_.window, n)));
-    // Kept: Q, K, V, O (B·n·d each), lse and the group lists (int32, queries and keys per entry, counts).
-    const double kept = f * (4.0 * B * n * d + entries) + 4.0 * (3.0 * entries + B * h * n);
+    // Kept: Q, K, V, O (B·n·d each), lse and the group lists (int32, queries and keys per entry, counts);
+    // the routing builds each head's lists apart before joining them (twice the lists, briefly).
+    const double kept = f * (4.0 * B * n * d + entries) + 4.0 * (5.0 * entries + B * h * n);
     // The forward's qn, kn and norms; the backward's dO, dQ, dK, dV (and the maps' masked copy).
     const double forward_only = f * (2.0 * B * n * d + B * h * n);
     const double backward = f * 5.0 * B * n * d;
