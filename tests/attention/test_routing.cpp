@@ -4,8 +4,9 @@
 // (the routing is discrete and the step too small to move a query or key to another centroid, so
 // the differences see the routing held fixed, as the backward does), and with dropout with the
 // centroids restored before each forward; causality (outputs and the Jacobian); results independent
-// of the thread count; the k-means step at training only, against its reference; nearest routing
-// invariant to padding; the centroids are a saved, untrained tensor; bad options.
+// of the thread count; the k-means step at training only, against its reference, once per step
+// under activation checkpointing; nearest routing invariant to padding; the centroids are a saved,
+// untrained tensor; bf16 products with the routing held; bad options.
 #include <algorithm>
 #include <cmath>
 #include <limits>
