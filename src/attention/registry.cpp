@@ -25,6 +25,7 @@ void register_aft_local_attention(AttentionRegistry&);
 void register_aft_simple_attention(AttentionRegistry&);
 void register_aft_conv_attention(AttentionRegistry&);
 void register_mixer_attention(AttentionRegistry&);
+void register_routing_attention(AttentionRegistry&);
 
 AttentionRegistry::AttentionRegistry()
     : Registry("attention kind", [](const AttentionFactory& f) -> const std::string& { return f.info.name; }) {}
@@ -50,6 +51,7 @@ AttentionRegistry& AttentionRegistry::instance() {
     register_aft_simple_attention(r);
     register_aft_conv_attention(r);
     register_mixer_attention(r);
+    register_routing_attention(r);
   });
 }
 

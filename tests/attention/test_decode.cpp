@@ -42,6 +42,7 @@ json small_options(const std::string& kind) {
       {"sinkhorn", {{"block", 8}}},      {"aft_local", {{"window", 6}}},  {"aft_conv", {{"window", 3}}},
       {"linear", {{"chunk", 8}}},        {"performer", {{"chunk", 8}}},
       {"causal_linformer", {{"block", 4}, {"slots", 2}, {"window_blocks", 1}, {"max_blocks", 3}}},
+      {"routing", {{"window", 6}, {"clusters", 4}, {"local_heads", 1}}},
   };
   const auto it = options.find(kind);
   return it == options.end() ? json::object() : it->second;
@@ -138,7 +139,7 @@ TEST_P(EveryCausalKind, DecodesWithItsDocumentedMechanism) {
       {"global", DecodeMechanism::kKvCache},     {"longformer", DecodeMechanism::kKvCache},
       {"bigbird", DecodeMechanism::kKvCache},    {"reformer", DecodeMechanism::kRecompute},
       {"sinkhorn", DecodeMechanism::kRecompute}, {"mixer", DecodeMechanism::kRecompute},
-      {"synthesizer", DecodeMechanism::kRecompute},
+      {"synthesizer", DecodeMechanism::kRecompute}, {"routing", DecodeMechanism::kRecompute},
   };
   const AttentionCase c = causal_case(GetParam(), 8, 8);
   test::AttentionRig<float> rig(c);

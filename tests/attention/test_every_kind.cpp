@@ -72,6 +72,9 @@ double relative_distance(const std::vector<float>& a, const std::vector<float>& 
 // within bf16's precision of them, and stay independent of the thread count.
 TEST_P(EveryKind, Bf16ProductsStayCloseToFp32) {
   if (const std::string why = precision_unsupported_reason(Precision::bf16); !why.empty()) GTEST_SKIP() << why;
+  // `routing`'s balanced windows are top-w ranks, which bf16's rounding moves across a window's border:
+  // test_routing.cpp checks bf16 with the routing held (Routing.Bf16ProductsStayCloseToFp32WithTheRoutingHeld).
+  if (GetParam() == "routing") GTEST_SKIP() << "bf16 rounding changes the discrete routing; checked in test_routing.cpp";
   const AttentionKindInfo& info = info_of(GetParam());
   const AttentionCase c = every_kind_case(GetParam(), AttentionDims{64, 4, 96, false, 0.0}, info.support.key_padding_mask);
   // At these sizes most products are below the size bound that keeps small ones fp32: run all in bf16.
