@@ -2,7 +2,10 @@
 // batch under a key padding mask) gives at its real positions the outputs of the same sample run alone,
 // unpadded, at its own length, to rounding. A kind whose structure follows n (block counts, bucket
 // counts, random layouts) must take n from the sample's real length (the last unpadded position + 1).
-// This is what AttentionSupport::padding_invariant declares; the predictor batches on it.
+// This is what AttentionSupport::padding_invariant declares; the predictor batches on it. No kind is
+// excused by construction: learned per-position parameters (linformer's E and F over max_len,
+// synthesizer's scores, mixer's mixings, the AFT biases) are sliced to n, and a padded sample's keys
+// beyond its length are selected away, so the padded run reads the same slices as the short one.
 #include <gtest/gtest.h>
 
 #include <cmath>
