@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "attention/kind_rules.h"
 #include "cli/common.h"
 #include "linformer/arena.h"
 #include "linformer/attention.h"
@@ -63,6 +64,7 @@ void list_attention(bool verbose) {
     const AttentionKindInfo& info = registry.get(name).info;
     std::printf("%s\n  %s\n  supports: %s\n", name.c_str(), info.summary.c_str(),
                 supports_str(info.support).c_str());
+    for (const std::string& rule : attention_kind_rules(info)) std::printf("  rule: %s\n", rule.c_str());
   }
 }
 

@@ -283,18 +283,36 @@ class LongformerRef(SparseRef):
 
 
 class BigBirdRef(SparseRef):
+    def forward(self, x, key_padding_mask=None):
+        """Each sample with the pattern of its real length (its last unpadded position + 1)."""
+        B, n, _ = x.shape
+        q, k, v = (split_heads(self.lin(x, t), self.h) for t in ("to_q", "to_k", "to_v"))
+        allowed = key_allowed(B, n, n, key_padding_mask, self.causal).clone()
+        for s in range(B):
+            real = n
+            while key_padding_mask is not None and real > 1 and bool(key_padding_mask[s, real - 1]):
+                real -= 1
+            pattern = self.pattern(n).clone()
+            pattern[:real, :real] = self.pattern(real)
+            allowed[s] &= pattern[None]
+        p = masked_softmax(q @ k.transpose(-1, -2) / math.sqrt(self.d_h), allowed)
+        return self.lin(merge_heads(p @ v), "to_out")
+
     def pattern(self, n):
         o = self.opt
         b, w, g, r, seed = o["block"], o["window_blocks"], o["global_blocks"], o["random_blocks"], o.get("seed", 0)
         nb = -(-n // b)
         stream = stream_id("bigbird.random_blocks")
+        # global blocks: the first ⌈g/2⌉ and the last ⌊g/2⌋ ("ends", bidirectional), else the first g
+        head = (g + 1) // 2 if o.get("global_placement", "ends") == "ends" and not self.causal else g
+        glob = set(range(min(head, nb))) | set(range(max(nb - (g - head), 0), nb))
         blocks = torch.zeros(nb, nb, dtype=torch.bool)
         for qb in range(nb):
             last = qb if self.causal else nb - 1
-            if qb < g:  # a global query block sees every (earlier) block
+            if qb in glob:  # a global query block sees every (earlier) block
                 blocks[qb, : last + 1] = True
                 continue
-            seen = set(range(min(g, nb)))
+            seen = set(glob)
             lo, hi = (qb - (w - 1), qb) if self.causal else (qb - w // 2, qb + w // 2)
             seen |= set(range(max(lo, 0), min(hi, nb - 1) + 1))
             # r random blocks among the others: a partial Fisher-Yates shuffle on Philox draws (qb, k)
@@ -603,7 +621,17 @@ class SinkhornRef(Ref):
         if self["sort_net.hidden.weight"] is not None:
             summ = torch.relu(self.lin(summ, "sort_net.hidden"))
         R = self.lin(summ, "sort_net.out").reshape(B, nb, h, self.N_b)[..., :nb].permute(0, 2, 1, 3)
-        P = self.permutation(R)  # (B, h, n_b, n_b)
+        # A sample sorts the blocks of its real length (its last unpadded position + 1) only.
+        own_blocks = []
+        for s in range(B):
+            real = n
+            while key_padding_mask is not None and real > 1 and bool(key_padding_mask[s, real - 1]):
+                real -= 1
+            own_blocks.append(-(-real // b))
+        P = torch.zeros(B, h, nb, nb, dtype=R.dtype)
+        for s in range(B):
+            o = own_blocks[s]
+            P[s, :, :o, :o] = self.permutation(R[s, :, :o, :o])
         kb = split_heads(k, h).reshape(B, h, nb, b * d_h)
         vb = split_heads(v, h).reshape(B, h, nb, b * d_h)
         ks, vs = (P @ kb).reshape(B, h, nb, b, d_h), (P @ vb).reshape(B, h, nb, b, d_h)
@@ -619,6 +647,8 @@ class SinkhornRef(Ref):
             partner = (torch.cumsum(vr.to(torch.int64), 1) - vr.to(torch.int64)) > 0
         else:
             partner = vr.any(1, keepdim=True).expand(B, nb, b)
+        # a block past the sample's own has no partner
+        partner = partner & (torch.arange(nb)[None, :, None] < torch.tensor(own_blocks)[:, None, None])
         allowed = torch.cat([own, partner[:, :, None, :].expand(B, nb, b, b)], dim=-1)[:, None]
         p = masked_softmax(qb @ keys.transpose(-1, -2) / math.sqrt(d_h), allowed)
         o = (p @ vals).reshape(B, h, npad, d_h)[:, :, :n]

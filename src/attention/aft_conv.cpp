@@ -33,6 +33,7 @@
 #include <limits>
 
 #include "attention/aft_decode.h"
+#include "attention/kind_rules.h"
 #include "attention/kind_views.h"
 #include "attention/options.h"
 #include "linformer/attention.h"
@@ -241,6 +242,8 @@ class AftConvAttention final : public Attention<T> {
 
 void register_aft_conv_attention(AttentionRegistry& registry) {
   register_kind<AftConvAttention>(registry, aft_conv_info(), parse_aft_conv);
+  set_attention_kind_rules("aft_conv", {"window odd unless causal (a bidirectional window is centred)",
+                                       "window at most max_len when causal, 2·max_len − 1 otherwise"});
 }
 
 }  // namespace lf

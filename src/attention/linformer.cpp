@@ -22,6 +22,7 @@
 #include <cmath>
 #include <vector>  // host-side metadata only: the windows' counts and empty slots
 
+#include "attention/kind_rules.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "linformer/attention.h"
@@ -670,6 +671,9 @@ class LinformerAttention final : public Attention<T> {
 
 void register_linformer_attention(AttentionRegistry& registry) {
   register_kind<LinformerAttention>(registry, linformer_info(), parse_linformer);
+  set_attention_kind_rules("linformer", {"k at most max_len; the pooling projections need max_len divisible by k",
+                                        "order = compress_first not with a projection that pools the projected keys "
+                                        "and values"});
 }
 
 }  // namespace lf

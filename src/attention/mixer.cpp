@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "attention/kind_rules.h"
 #include "attention/options.h"
 #include "attention/sdpa.h"
 #include "linformer/attention.h"
@@ -316,6 +317,7 @@ class MixerAttention final : public Attention<T> {
 
 void register_mixer_attention(AttentionRegistry& registry) {
   register_kind<MixerAttention>(registry, mixer_info(), parse_mixer);
+  set_attention_kind_rules("mixer", {"causal only with hidden = 0 (the token-mixing MLP has no causal form)"});
 }
 
 }  // namespace lf

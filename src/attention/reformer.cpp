@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "attention/kind_rules.h"
 #include "attention/options.h"
 #include "linformer/attention.h"
 #include "linformer/error.h"
@@ -232,6 +233,7 @@ class ReformerAttention final : public Attention<T> {
 
 void register_reformer_attention(AttentionRegistry& registry) {
   register_kind<ReformerAttention>(registry, reformer_info(), parse_reformer);
+  set_attention_kind_rules("reformer", {"causal only with chunking = bucket"});
 }
 
 }  // namespace lf

@@ -13,6 +13,8 @@
 // summarises the blocks before i; the own block is causal inside. Masks: an own-block key is hidden
 // when it is padding (or, causal, later than the query); row r of the partner is hidden when row r
 // is padding in every block that can be mixed into it.
+// Ragged batches: a sample sorts the ⌈L/b⌉ blocks of its real length L (its last unpadded position + 1),
+// its fully padded blocks outside the balancing, so that its real outputs are those it has alone.
 // Time O(B·n·d·(b + n/b)), memory O(B·(n·d + h·n·b + h·n_b²)); never n×n.
 #include <algorithm>
 #include <cmath>
@@ -24,6 +26,7 @@
 #include "attention/projections.h"
 #include "linformer/attention.h"
 #include "linformer/error.h"
+#include "linformer/rng.h"
 #include "ops/elementwise.h"
 #include "ops/linear.h"
 #include "ops/matmul.h"
@@ -43,6 +46,10 @@ struct SinkhornOptions {
   double temperature = 0.75;
   SortNet sort_net = SortNet::Mlp;
   bool qkv_bias = false;
+  bool gumbel_noise = false;  // Gumbel noise on the scores in training (Gumbel-Sinkhorn)
+  bool non_permutative = false;  // a row softmax instead of the balancing
+  // The rounds the sort runs: 0 for the row softmax alone (ops::sinkhorn_sort_forward).
+  int64_t sort_iters() const { return non_permutative ? 0 : iters; }
 };
 
 // 64 positions, or max_len/4 for short models so that there are at least four blocks to sort.
@@ -60,6 +67,8 @@ SinkhornOptions parse_sinkhorn(const AttentionDims& dims, const json& options, j
   LF_REQUIRE(std::isfinite(o.temperature) && o.temperature > 0, r.where("temperature"),
              " must be a positive number, got ", o.temperature);
   o.sort_net = r.get_choice("sort_net", "mlp", {"mlp", "linear"}) == "mlp" ? SortNet::Mlp : SortNet::Linear;
+  o.gumbel_noise = r.get_bool("gumbel_noise", false);
+  o.non_permutative = r.get_bool("non_permutative", false);
   o.qkv_bias = r.get_bool("qkv_bias", false);
   r.finish(resolved);
   return o;
@@ -70,7 +79,7 @@ const AttentionKindInfo& sinkhorn_info() {
       "sinkhorn",
       "sparse Sinkhorn attention: blocks attend to themselves and a learned soft-sorted partner, O(n·(b + n/b))",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false,
-                       /*padding_invariant=*/false}};  // the sorting blocks are cut from the padded length
+                       /*padding_invariant=*/true}};
   return info;
 }
 
@@ -109,14 +118,23 @@ class SinkhornAttention final : public Attention<T> {
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < n; ++t)
         valid_[size_t(b * np + t)] = !(in.key_padding_mask && in.key_padding_mask[b * n + t]);
+    // A sample's blocks: those of its real length (its last unpadded position + 1), so that its fully
+    // padded blocks take no part in the sorting and it sorts as it would alone.
+    sample_blocks_.assign(in.key_padding_mask ? size_t(B) : 0, nb);
+    for (size_t b = 0; b < sample_blocks_.size(); ++b) {
+      int64_t len = n;
+      while (len > 1 && in.key_padding_mask[int64_t(b) * n + len - 1]) --len;
+      sample_blocks_[b] = (len + blk - 1) / blk;
+    }
     partner_valid_.assign(size_t(B * nb * blk), 0);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t r = 0; r < blk; ++r) {
         uint8_t any = 0;  // over the blocks before i (causal), or over all blocks
         if (!dims_.causal)
           for (int64_t j = 0; j < nb; ++j) any |= valid_[size_t(b * np + j * blk + r)];
+        const int64_t own = sample_blocks_.empty() ? nb : sample_blocks_[size_t(b)];
         for (int64_t i = 0; i < nb; ++i) {
-          partner_valid_[size_t((b * nb + i) * blk + r)] = any;
+          partner_valid_[size_t((b * nb + i) * blk + r)] = i < own && any;  // a padded block has no partner
           if (dims_.causal) any |= valid_[size_t(b * np + i * blk + r)];
         }
       }
@@ -145,9 +163,10 @@ class SinkhornAttention final : public Attention<T> {
     } else {
       ops::linear_forward(per_block(summ_, d), weight(w2_, out_w), b2, per_block(scores_, out_w));
     }
+    if (training && opt_.gumbel_noise) add_gumbel_noise(seed);
     perm_.resize(B * h * nb * nb);
-    ops::sinkhorn_sort_forward(per_block(scores_, out_w), opt_.iters, opt_.temperature, dims_.causal,
-                               permutations(perm_));
+    ops::sinkhorn_sort_forward(per_block(scores_, out_w), opt_.sort_iters(), opt_.temperature, dims_.causal,
+                               permutations(perm_), sample_blocks());
 
     // Sorted blocks K̃ = P K, Ṽ = P V per (sample, head): (n_b × n_b) · (n_b × b·d_h).
     ks_.resize(kh_.size());
@@ -196,8 +215,8 @@ class SinkhornAttention final : public Attention<T> {
     // Through the Sinkhorn iterations (recomputed per (sample, head)) to the scores.
     Buffer<T> dscores;
     dscores.assign(scores_.size(), T(0));
-    ops::sinkhorn_sort_backward(per_block(scores_, out_w), permutations(perm_), permutations(dperm), opt_.iters,
-                                opt_.temperature, dims_.causal, per_block(dscores, out_w));
+    ops::sinkhorn_sort_backward(per_block(scores_, out_w), permutations(perm_), permutations(dperm), opt_.sort_iters(),
+                                opt_.temperature, dims_.causal, per_block(dscores, out_w), sample_blocks());
 
     // Through the sort network to the summaries.
     Buffer<T> dsumm(rows * d);
@@ -226,7 +245,8 @@ class SinkhornAttention final : public Attention<T> {
     const double d = double(dims_.d_model), h = double(dims_.n_heads), blk = double(opt_.block);
     const double nb = std::ceil(double(n) / blk), np = nb * blk;
     const double net = 2.0 * B * nb * d * (h * nb_max_ + (opt_.sort_net == SortNet::Mlp ? d : 0.0));
-    const double sinkhorn = 6.0 * B * h * nb * nb * opt_.iters;  // a few operations per entry and half step
+    // A few operations per entry and half step (non-permutative: one row softmax).
+    const double sinkhorn = 6.0 * B * h * nb * nb * double(std::max<int64_t>(opt_.sort_iters(), 1));
     const double sort = 2.0 * 2.0 * B * nb * np * d;            // K̃ and Ṽ
     const double core = 2.0 * 2.0 * B * double(n) * 2.0 * blk * d;  // scores and P·V over 2b keys
     return maps_.flops(B, n, n) + net + sinkhorn + sort + core;
@@ -242,7 +262,7 @@ class SinkhornAttention final : public Attention<T> {
     if (!training) return sizeof(T) * fwd;
     // Kept probabilities (B, h, n_p, 2b); backward: dO, dq, dk, dv, the four head-major gradients,
     // dP, the scores' gradients, and per thread the recomputed Sinkhorn states.
-    const double bwd = 4.0 * nd + 4.0 * npd + perm + net + ops::sinkhorn_backward_scratch(nb, opt_.iters);
+    const double bwd = 4.0 * nd + 4.0 * npd + perm + net + ops::sinkhorn_backward_scratch(nb, opt_.sort_iters());
     return sizeof(T) * (fwd + double(B) * h * np * 2.0 * blk + bwd);
   }
 
@@ -262,14 +282,37 @@ class SinkhornAttention final : public Attention<T> {
   TensorView<T> perm_matrices(Buffer<T>& x) const { return x.view({in_.B * dims_.n_heads, nb_, nb_}); }
   TensorView<T> weight(int id, int64_t out) const { return matrix(arena_.value(id), out, dims_.d_model); }
   TensorView<T> grad(int id, int64_t out) const { return matrix(arena_.grad(id), out, dims_.d_model); }
+  TensorView<const int64_t> sample_blocks() const {
+    if (sample_blocks_.empty()) return {};
+    return TensorView<const int64_t>(sample_blocks_.data(), {in_.B});
+  }
   ops::Mask valid() const { return TensorView<const uint8_t>(valid_.data(), {in_.B, np()}); }
   ops::SinkhornMasks masks() const {
     return {valid(), TensorView<const uint8_t>(partner_valid_.data(), {in_.B, nb_, opt_.block}), dims_.causal,
             dropout_, seed_};
   }
 
+  // Gumbel-Sinkhorn (Mena et al. 2018): R + ε, ε i.i.d. standard Gumbel, −log(−log u) of Philox draws
+  // keyed by (the forward's seed, sample, block, column) as if every sample had N_b blocks, so a
+  // sample's noise does not depend on the call's length. L = (R + ε)/τ; the noisy scores are what the
+  // backward re-runs the iterations on, and ∂(R + ε)/∂R = 1.
+  void add_gumbel_noise(uint64_t seed) {
+    const uint64_t stream = stream_id("sinkhorn.gumbel_noise");
+    const int64_t out_w = dims_.n_heads * nb_max_;
+    for (int64_t b = 0; b < in_.B; ++b)
+      for (int64_t i = 0; i < nb_; ++i) {
+        T* row = scores_.data() + (b * nb_ + i) * out_w;
+        for (int64_t c = 0; c < out_w; ++c) {
+          const uint64_t at = uint64_t((b * nb_max_ + i) * out_w + c);
+          const double u = std::max(uniform01_f64(seed, stream, at), 1e-300);  // log 0 would be −inf
+          row[c] += T(-std::log(-std::log(u)));
+        }
+      }
+  }
+
   void release() {
-    release_buffers(q_, kh_, vh_, ks_, vs_, o_, probs_, perm_, scores_, summ_, hidden_, valid_, partner_valid_);
+    release_buffers(q_, kh_, vh_, ks_, vs_, o_, probs_, perm_, scores_, summ_, hidden_, valid_, partner_valid_,
+                    sample_blocks_);
   }
 
   AttentionDims dims_;
@@ -288,6 +331,7 @@ class SinkhornAttention final : public Attention<T> {
   // Host-side masks built from the call's padding mask (host input), as the mask itself is given.
   std::vector<uint8_t> valid_;           // (B, n_p): t < n and not padding
   std::vector<uint8_t> partner_valid_;   // (B, n_b, b): partner row r of block i is visible
+  std::vector<int64_t> sample_blocks_;   // (B): the blocks of each sample's real length; empty: no mask
   Buffer<T> q_, o_;                      // (B, n, d)
   Buffer<T> kh_, vh_, ks_, vs_;          // (B, h, n_p, d_h): K, V (invalid rows 0) and K̃, Ṽ
   Buffer<T> probs_;                      // (B, h, n_p, 2b): softmax before dropout

@@ -94,10 +94,12 @@ class SparsePatternAttention final : public Attention<T> {
   SparsePatternAttention(const AttentionSpec& spec, const SparseKindOptions& options, ParamArena<T>& arena)
       : info_(options.info),
         dims_(spec.dims),
-        family_(options.config.family),
+        family_(options.config.layer_family ? options.config.layer_family(spec.prefix) : options.config.family),
         decode_window_(options.config.decode_window),
+        length_dependent_(options.config.length_dependent),
         maps_(arena, spec.prefix, spec.dims.d_model, options.config.qkv_bias),
-        pattern_key_(str_cat(info_.name, spec.dims.causal ? " causal " : " ", options.resolved.dump())) {}
+        pattern_key_(str_cat(info_.name, spec.dims.causal ? " causal " : " ", options.resolved.dump(),
+                             options.config.layer_family ? " layer " + spec.prefix : std::string())) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, info_);
@@ -107,14 +109,16 @@ class SparsePatternAttention final : public Attention<T> {
     const bool keep = in.keep_for_backward;
     if (!pattern_ || pattern_->n != n || (keep && !pattern_->has_transpose()))
       pattern_ = shared_pattern(pattern_key_, n, dims_.causal, family_, keep);
+    choose_sample_patterns(in, keep);
     maps_.project_in(in, q_, k_, v_);
     o_.resize(B * n * d);
-    probs_.resize(keep ? B * dims_.n_heads * pattern_->nnz() : 0);
+    probs_.resize(keep ? dims_.n_heads * probs_at_.back() : 0);
     shape_ = SparseShape{B, n, n, dims_.n_heads, d / dims_.n_heads, 1.0 / std::sqrt(double(d / dims_.n_heads)),
                          dims_.causal, in.key_padding_mask, training ? dims_.dropout : 0.0, seed};
-    const int64_t nnz = pattern_->nnz();
-    ops::sparse_attention_forward(shape_, *pattern_, heads(q_), heads(k_), heads(v_),
-                                  keep ? probs_.view({B, dims_.n_heads, nnz}) : TensorView<T>(), heads(o_));
+    for_each_call([&](const SparseShape& s, const SparsePattern& p, int64_t b0, int64_t probs_at) {
+      ops::sparse_attention_forward(s, p, heads(q_, b0, s.B), heads(k_, b0, s.B), heads(v_, b0, s.B),
+                                    keep ? probs_view(probs_at, s.B, p) : TensorView<T>(), heads(o_, b0, s.B));
+    });
     maps_.project_out(o_.data(), out, B * n);
     kept_ = keep;
     if (!keep) {
@@ -128,9 +132,11 @@ class SparsePatternAttention final : public Attention<T> {
     const int64_t size = in_.B * in_.n * dims_.d_model;
     Buffer<T> d_o(size), dq(size), dk(size), dv(size);
     maps_.backward_out(o_.data(), dout, d_o.data(), in_.B * in_.n);
-    ops::sparse_attention_backward(shape_, *pattern_, heads(q_), heads(k_), heads(v_), heads(o_),
-                                   probs_.view({in_.B, dims_.n_heads, pattern_->nnz()}), heads(d_o), heads(dq),
-                                   heads(dk), heads(dv));
+    for_each_call([&](const SparseShape& s, const SparsePattern& p, int64_t b0, int64_t probs_at) {
+      ops::sparse_attention_backward(s, p, heads(q_, b0, s.B), heads(k_, b0, s.B), heads(v_, b0, s.B),
+                                     heads(o_, b0, s.B), probs_view(probs_at, s.B, p), heads(d_o, b0, s.B),
+                                     heads(dq, b0, s.B), heads(dk, b0, s.B), heads(dv, b0, s.B));
+    });
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, info_.name);
     release_buffers(q_, k_, v_, o_, probs_);  // one backward per forward, as in PyTorch
     kept_ = false;
@@ -200,8 +206,60 @@ class SparsePatternAttention final : public Attention<T> {
   }
 
  private:
-  // A (B, n, h·d_h) activation of this layer.
+  // A (B, n, h·d_h) activation of this layer, or its samples [b0, b0 + count).
   TensorView<T> heads(Buffer<T>& x) const { return x.view({in_.B, in_.n, dims_.d_model}); }
+  TensorView<T> heads(Buffer<T>& x, int64_t b0, int64_t count) const {
+    return TensorView<T>(x.data() + b0 * in_.n * dims_.d_model, {count, in_.n, dims_.d_model});
+  }
+  // The probabilities of `count` samples over pattern p, from element h·probs_at of probs_.
+  TensorView<T> probs_view(int64_t probs_at, int64_t count, const SparsePattern& p) {
+    return TensorView<T>(probs_.data() + dims_.n_heads * probs_at, {count, dims_.n_heads, p.nnz()});
+  }
+
+  // A length-dependent kind under a padding mask whose samples' real lengths are not all n: one
+  // pattern per sample, that of its real length on its real rows (and of n on its padded ones, whose
+  // outputs nobody reads), in sample_patterns_. Otherwise that vector is empty and pattern_ serves all.
+  // probs_at_[b]: where sample b's probabilities start, in units of h (its last entry: the total).
+  void choose_sample_patterns(const AttentionInput<T>& in, bool keep) {
+    const int64_t B = in.B, n = in.n;
+    sample_patterns_.clear();
+    std::vector<int64_t> lengths(size_t(B), n);
+    bool ragged = false;
+    if (length_dependent_ && in.key_padding_mask)
+      for (int64_t b = 0; b < B; ++b) {
+        int64_t len = n;
+        while (len > 1 && in.key_padding_mask[b * n + len - 1]) --len;
+        lengths[size_t(b)] = len;
+        ragged = ragged || len < n;
+      }
+    probs_at_.assign(size_t(B + 1), 0);
+    for (int64_t b = 0; b < B; ++b) {
+      if (ragged) {
+        const int64_t len = lengths[size_t(b)];
+        const PatternFamily padded = [family = family_, len](int64_t all) -> RowKeys {
+          RowKeys real = family(len), rest = family(all);
+          return [real, rest, len](int64_t t, std::vector<int32_t>& keys) { (t < len ? real : rest)(t, keys); };
+        };
+        sample_patterns_.push_back(
+            len == n ? pattern_ : shared_pattern(str_cat(pattern_key_, " real length ", len), n, dims_.causal, padded, keep));
+      }
+      probs_at_[size_t(b + 1)] = probs_at_[size_t(b)] + (ragged ? sample_patterns_.back() : pattern_)->nnz();
+    }
+  }
+
+  // Runs f(shape, pattern, first sample, probs_at) over the call: once for the whole batch, or once per
+  // sample with its own pattern (and the batch's dropout draws, through batch_offset).
+  template <class F>
+  void for_each_call(const F& f) {
+    if (sample_patterns_.empty()) return f(shape_, *pattern_, int64_t(0), int64_t(0));
+    for (int64_t b = 0; b < in_.B; ++b) {
+      SparseShape s = shape_;
+      s.B = 1;
+      s.batch_offset = b;
+      s.key_mask = shape_.key_mask + b * in_.n;
+      f(s, *sample_patterns_[size_t(b)], b, probs_at_[size_t(b)]);
+    }
+  }
 
   int64_t nnz(int64_t n) const {
     if (pattern_ && pattern_->n == n) return pattern_->nnz();
@@ -212,10 +270,13 @@ class SparsePatternAttention final : public Attention<T> {
   AttentionDims dims_;
   PatternFamily family_;
   int64_t decode_window_;
+  bool length_dependent_;
   RowKeys decode_rows_;  // the rows at max_len, made on the first decode()
   QkvoProjections<T> maps_;
   std::string pattern_key_;
   std::shared_ptr<const SparsePattern> pattern_;  // of the last call's length
+  std::vector<std::shared_ptr<const SparsePattern>> sample_patterns_;  // per sample, or empty
+  std::vector<int64_t> probs_at_;
   // Kept from the last forward for the backward: the caller keeps in_.x alive.
   AttentionInput<T> in_;
   bool kept_ = false;

@@ -52,6 +52,13 @@ struct SparseKindConfig {
   // A causal query at t sees no key before t − decode_window (-1: it may see any earlier key): what a
   // decoding state keeps (a window of the last positions when >= 0, the whole KV cache otherwise).
   int64_t decode_window = -1;
+  // The rows of a position depend on the sequence's length beyond clipping at n (bigbird: the random
+  // blocks and the last global block). Under a key padding mask each sample then takes the pattern of
+  // its real length (its last unpadded position + 1), so that a padded sample sees what it sees alone.
+  bool length_dependent = false;
+  // When set, a layer's pattern family from its parameter prefix (e.g. "layers.3.attn."), replacing
+  // `family`: bigbird draws its random blocks per layer.
+  std::function<PatternFamily(const std::string& prefix)> layer_family;
 };
 
 // Parses a kind's options (throwing lf::InvalidArgument naming a bad one), writes the options with

@@ -55,6 +55,9 @@ struct SparseShape {
   // keys when its entries fill at least this fraction of that tile, else entry by entry (the same
   // result up to rounding). 0: tiles whenever possible; above 1: never (the tests run both ways).
   double tile_density = 0.25;
+  // The first sample's index in the whole batch (b of the dropout index above): a layer that runs its
+  // samples one call each, with patterns of their own, draws the mask of the batched call.
+  int64_t batch_offset = 0;
 };
 
 }  // namespace lf

@@ -162,6 +162,7 @@ void sinkhorn_permutation(const T* R, int64_t ld_r, int64_t nb, int64_t iters, d
   std::vector<T> m(static_cast<size_t>(nb)), s(static_cast<size_t>(nb));
   const int64_t nn = nb * nb;
   load_scores(R, ld_r, nb, temperature, causal, P);  // P is the working L until the end
+  if (iters == 0) row_step(P, nb, causal);  // no balancing: a row softmax (non-permutative)
   if (states) std::copy(P, P + nn, states);
   for (int64_t it = 0; it < iters; ++it) {
     if (causal)
@@ -193,6 +194,7 @@ void sinkhorn_permutation_backward(const T* R, int64_t ld_r, int64_t nb, int64_t
   std::vector<T> a(static_cast<size_t>(nb)), c(static_cast<size_t>(nb)), L(static_cast<size_t>(nn));
   sinkhorn_permutation(R, ld_r, nb, iters, temperature, causal, L.data(), states);
   for (int64_t e = 0; e < nn; ++e) G[e] = dP[e] * P[e];  // d/dL of P = exp(L); absent entries: P = 0
+  if (iters == 0) row_step_backward(states, G, nb, causal);  // the row softmax (states: its output)
   for (int64_t it = iters - 1; it >= 0; --it) {
     const T* before = states + 2 * it * nn;
     const T* middle = states + (2 * it + 1) * nn;
@@ -226,11 +228,23 @@ template <class T>
 void sinkhorn_sort_forward(const SinkhornBlocks& s, const T* scores, int64_t nb_max, int64_t iters,
                            double temperature, T* perm) {
   const int64_t B = s.B, h = s.h, nb = s.nb, out_w = h * nb_max;
-#pragma omp parallel for schedule(dynamic, 1) if (sort_in_parallel(s, iters))
-  for (int64_t bh = 0; bh < B * h; ++bh) {
-    const int64_t b = bh / h, hd = bh % h;
-    sinkhorn_permutation<T>(scores + b * nb * out_w + hd * nb_max, out_w, nb, iters, temperature, s.causal,
-                            perm + bh * nb * nb, nullptr);
+#pragma omp parallel if (sort_in_parallel(s, iters))
+  {
+    std::vector<T> part;  // a shorter sample's permutation, before it is spread over n_b × n_b
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < B * h; ++bh) {
+      const int64_t b = bh / h, hd = bh % h, own = s.blocks_of(b);
+      T* P = perm + bh * nb * nb;
+      const T* R = scores + b * nb * out_w + hd * nb_max;
+      if (own == nb) {
+        sinkhorn_permutation<T>(R, out_w, nb, iters, temperature, s.causal, P, nullptr);
+        continue;
+      }
+      part.resize(size_t(own * own));
+      sinkhorn_permutation<T>(R, out_w, own, iters, temperature, s.causal, part.data(), nullptr);
+      std::fill(P, P + nb * nb, T(0));
+      for (int64_t i = 0; i < own; ++i) std::copy(part.begin() + i * own, part.begin() + (i + 1) * own, P + i * nb);
+    }
   }
 }
 
@@ -240,12 +254,23 @@ void sinkhorn_sort_backward(const SinkhornBlocks& s, const T* scores, int64_t nb
   const int64_t B = s.B, h = s.h, nb = s.nb, out_w = h * nb_max;
 #pragma omp parallel if (sort_in_parallel(s, iters))
   {
-    std::vector<T> states(size_t((2 * iters + 1) * nb * nb)), G(size_t(nb * nb));
+    std::vector<T> states(size_t((2 * iters + 1) * nb * nb)), G(size_t(nb * nb)), P(size_t(nb * nb)),
+        dP(size_t(nb * nb));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t bh = 0; bh < B * h; ++bh) {
-      const int64_t b = bh / h, hd = bh % h, off = b * nb * out_w + hd * nb_max;
-      sinkhorn_permutation_backward<T>(scores + off, out_w, nb, iters, temperature, s.causal, perm + bh * nb * nb,
-                                       dperm + bh * nb * nb, dscores + off, out_w, states.data(), G.data());
+      const int64_t b = bh / h, hd = bh % h, off = b * nb * out_w + hd * nb_max, own = s.blocks_of(b);
+      const T* Pb = perm + bh * nb * nb;
+      const T* dPb = dperm + bh * nb * nb;
+      if (own < nb) {  // the sample's own blocks, gathered into own × own
+        for (int64_t i = 0; i < own; ++i) {
+          std::copy(Pb + i * nb, Pb + i * nb + own, P.begin() + i * own);
+          std::copy(dPb + i * nb, dPb + i * nb + own, dP.begin() + i * own);
+        }
+        Pb = P.data();
+        dPb = dP.data();
+      }
+      sinkhorn_permutation_backward<T>(scores + off, out_w, own, iters, temperature, s.causal, Pb, dPb, dscores + off,
+                                       out_w, states.data(), G.data());
     }
   }
 }

@@ -16,13 +16,18 @@ struct SinkhornBlocks {
   const uint8_t* partner_valid = nullptr;  // (B, n_b, b): partner row r of block i is visible
   double dropout = 0;                      // on the block probabilities
   uint64_t seed = 0;
+  // The sort only: (B) blocks of each sample's real length (<= n_b), or null for n_b each. A sample's
+  // permutation is that of its first blocks, zero on the others: fully padded blocks take no part.
+  const int64_t* sample_blocks = nullptr;
+  int64_t blocks_of(int64_t b) const { return sample_blocks ? sample_blocks[b] : nb; }
   int64_t np() const { return nb * block; }
   int64_t d() const { return h * d_h; }
 };
 
 // P (n_b × n_b) = the soft permutation of the block scores R (row i at R + i·ld_r, columns 0..n_b):
-// exp of L after `iters` rounds of log-domain normalisation of L = R/τ. states: null, or
-// (2·iters + 1)·n_b² elements receiving L before and after every half step.
+// exp of L after `iters` rounds of log-domain normalisation of L = R/τ; iters = 0: no balancing, the
+// row softmax of R/τ (non-permutative). states: null, or (2·iters + 1)·n_b² elements receiving L
+// before and after every half step (iters = 0: after the row softmax).
 template <class T>
 void sinkhorn_permutation(const T* R, int64_t ld_r, int64_t nb, int64_t iters, double temperature, bool causal, T* P,
                           T* states);
@@ -32,7 +37,8 @@ void sinkhorn_permutation_backward(const T* R, int64_t ld_r, int64_t nb, int64_t
                                    bool causal, const T* P, const T* dP, T* dR, int64_t ld_dr, T* states, T* G);
 
 // perm (B, h, n_b, n_b): the permutation of every (sample, head) from scores (B, n_b, h·N_b), head i in
-// columns i·N_b + j, j < n_b. Backward: dscores on those columns from dperm (other columns untouched).
+// columns i·N_b + j, j < n_b, over the sample's first blocks_of(b) rows and columns (zero elsewhere).
+// Backward: dscores on those entries from dperm (the others untouched).
 template <class T>
 void sinkhorn_sort_forward(const SinkhornBlocks& s, const T* scores, int64_t nb_max, int64_t iters,
                            double temperature, T* perm);

@@ -165,7 +165,7 @@ void check_shape(const SparseShape& s, const SparsePattern& p) {
 }
 
 inline uint64_t dropout_index(const SparseShape& s, int64_t b, int64_t i, int64_t t, int64_t j) {
-  return uint64_t(((b * s.h + i) * s.n + t) * s.m + j);
+  return uint64_t((((b + s.batch_offset) * s.h + i) * s.n + t) * s.m + j);
 }
 
 // A thread's scratch: the union U of a block's keys (or queries) and each one's column in it

@@ -63,14 +63,26 @@ int64_t sort_shape(const char* op, const P& perm, const S& scores, bool causal, 
   require_shape(op, "scores", scores, {s.B, s.nb, s.h * nb_max});
   return nb_max;
 }
+
+// Checks the per-sample block counts (empty: every sample has n_b) and points the blocks at them.
+void set_sample_blocks(const char* op, TensorView<const int64_t> sample_blocks, SinkhornBlocks& s) {
+  if (sample_blocks.data() == nullptr) return;
+  require_shape(op, "sample_blocks", sample_blocks, {s.B});
+  for (int64_t b = 0; b < s.B; ++b)
+    LF_REQUIRE(sample_blocks.data()[b] >= 1 && sample_blocks.data()[b] <= s.nb, op, ": sample ", b, " has ",
+               sample_blocks.data()[b], " blocks, outside [1, ", s.nb, "]");
+  s.sample_blocks = sample_blocks.data();
+}
 }  // namespace
 
 template <class T>
-void sinkhorn_sort_forward(In<T> scores, int64_t iters, double temperature, bool causal, TensorView<T> perm) {
+void sinkhorn_sort_forward(In<T> scores, int64_t iters, double temperature, bool causal, TensorView<T> perm,
+                           TensorView<const int64_t> sample_blocks) {
   constexpr const char* op = "sinkhorn_sort_forward";
   SinkhornBlocks s;
   const int64_t nb_max = sort_shape(op, perm, scores, causal, s);
-  LF_REQUIRE(iters >= 1 && temperature > 0, op, ": iters ", iters, " and temperature ", temperature,
+  set_sample_blocks(op, sample_blocks, s);
+  LF_REQUIRE(iters >= 0 && temperature > 0, op, ": iters ", iters, " must be >= 0 and temperature ", temperature,
              " must be positive");
   LF_DISPATCH(op, device_of(op, scores, perm),
               return lf::sinkhorn_sort_forward<T>(s, scores.data(), nb_max, iters, temperature, perm.data()));
@@ -78,13 +90,14 @@ void sinkhorn_sort_forward(In<T> scores, int64_t iters, double temperature, bool
 
 template <class T>
 void sinkhorn_sort_backward(In<T> scores, In<T> perm, In<T> dperm, int64_t iters, double temperature, bool causal,
-                            TensorView<T> dscores) {
+                            TensorView<T> dscores, TensorView<const int64_t> sample_blocks) {
   constexpr const char* op = "sinkhorn_sort_backward";
   SinkhornBlocks s;
   const int64_t nb_max = sort_shape(op, perm, scores, causal, s);
+  set_sample_blocks(op, sample_blocks, s);
   require_shape(op, "dperm", dperm, {s.B, s.h, s.nb, s.nb});
   require_shape(op, "dscores", dscores, {s.B, s.nb, s.h * nb_max});
-  LF_REQUIRE(iters >= 1 && temperature > 0, op, ": iters ", iters, " and temperature ", temperature,
+  LF_REQUIRE(iters >= 0 && temperature > 0, op, ": iters ", iters, " must be >= 0 and temperature ", temperature,
              " must be positive");
   LF_DISPATCH(op, device_of(op, scores, perm, dperm, dscores),
               return lf::sinkhorn_sort_backward<T>(s, scores.data(), nb_max, iters, temperature, perm.data(),
@@ -179,8 +192,9 @@ double sinkhorn_backward_scratch(double nb, int64_t iters) { return lf::sinkhorn
 #define LF_INSTANTIATE(T)                                                                                          \
   template void sinkhorn_block_means_forward<T>(In<T>, Mask, bool, TensorView<T>);                                 \
   template void sinkhorn_block_means_backward<T>(In<T>, Mask, bool, TensorView<T>);                                \
-  template void sinkhorn_sort_forward<T>(In<T>, int64_t, double, bool, TensorView<T>);                             \
-  template void sinkhorn_sort_backward<T>(In<T>, In<T>, In<T>, int64_t, double, bool, TensorView<T>);              \
+  template void sinkhorn_sort_forward<T>(In<T>, int64_t, double, bool, TensorView<T>, TensorView<const int64_t>);  \
+  template void sinkhorn_sort_backward<T>(In<T>, In<T>, In<T>, int64_t, double, bool, TensorView<T>,              \
+                                          TensorView<const int64_t>);                                            \
   template void sinkhorn_split_heads<T>(In<T>, Mask, TensorView<T>);                                               \
   template void sinkhorn_merge_heads<T>(In<T>, Mask, TensorView<T>);                                               \
   template void sinkhorn_block_attention_forward<T>(const SinkhornMasks&, In<T>, In<T>, In<T>, In<T>, In<T>,       \

@@ -4,7 +4,8 @@
 //   means:  s_i = mean of x over the valid positions of block i (causal: over the blocks before i)
 //   sort:   P = exp(L), L = `iters` rounds of row and column log-normalisation of R/τ (Sinkhorn), one
 //           (n_b × n_b) P per (sample, head) from the scores R (B, n_b, h·N_b), head i in columns
-//           i·N_b + j, j < n_b (causal: only j < i exist)
+//           i·N_b + j, j < n_b (causal: only j < i exist); iters = 0: the row softmax of R/τ only
+//           (non-permutative: a block may be the partner of several)
 //   heads:  (B, n, h·d_h) ↔ head-major (B, h, n_p, d_h) with invalid positions zero
 //   block attention: O_t = softmax(Q_t [K_i; K̃_i]ᵀ/√d_h + masks) [V_i; Ṽ_i] for t in block i, with the
 //           own-block key c hidden when invalid (causal: or c > t's row), the partner's row r when
@@ -27,13 +28,15 @@ void sinkhorn_block_means_forward(In<T> x, Mask valid, bool causal, TensorView<T
 template <class T>
 void sinkhorn_block_means_backward(In<T> dmeans, Mask valid, bool causal, TensorView<T> dx);
 
-// perm (B, h, n_b, n_b) from scores (B, n_b, h·N_b).
+// perm (B, h, n_b, n_b) from scores (B, n_b, h·N_b). sample_blocks: empty, or (B) each sample's blocks
+// (in [1, n_b]): its permutation over its first blocks only, zero elsewhere (a ragged batch's padding).
 template <class T>
-void sinkhorn_sort_forward(In<T> scores, int64_t iters, double temperature, bool causal, TensorView<T> perm);
-// dscores on the columns the forward read (the others untouched), from dperm (B, h, n_b, n_b).
+void sinkhorn_sort_forward(In<T> scores, int64_t iters, double temperature, bool causal, TensorView<T> perm,
+                           TensorView<const int64_t> sample_blocks = {});
+// dscores on the entries the forward read (the others untouched), from dperm (B, h, n_b, n_b).
 template <class T>
 void sinkhorn_sort_backward(In<T> scores, In<T> perm, In<T> dperm, int64_t iters, double temperature, bool causal,
-                            TensorView<T> dscores);
+                            TensorView<T> dscores, TensorView<const int64_t> sample_blocks = {});
 
 // heads (B, h, n_p, d_h) from x (B, n, h·d_h); merge: x from heads.
 template <class T>

@@ -64,8 +64,10 @@ inline void expect_pattern_is(const AttentionCase& c, const Allowed& allowed) {
 
 // The layer's output from its parameters and input, by loops in double: the Q/K/V maps, softmax over
 // the allowed, unpadded (and, causal, past) keys, dropout with the dense index of sdpa.h, the output map.
-inline std::vector<double> dense_reference(const AttentionCase& c, const ParamArena<double>& a,
-                                           const std::vector<double>& x, const Allowed& allowed, uint64_t seed) {
+// allowed_of(b): sample b's pattern (a kind whose pattern follows each sample's real length).
+inline std::vector<double> dense_reference_of(const AttentionCase& c, const ParamArena<double>& a,
+                                              const std::vector<double>& x,
+                                              const std::function<Allowed(int64_t b)>& allowed_of, uint64_t seed) {
   const int64_t d = c.dims.d_model, B = c.B, n = c.n, h = c.dims.n_heads, dh = d / h;
   auto P = [&](const char* name) {
     const int id = a.find(name);
@@ -89,6 +91,7 @@ inline std::vector<double> dense_reference(const AttentionCase& c, const ParamAr
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < h; ++i)
       for (int64_t t = 0; t < n; ++t) {
+        const Allowed allowed = allowed_of(b);
         double mx = -INFINITY;
         for (int64_t j = 0; j < n; ++j) {
           const bool visible = allowed(t, j, n) && !(c.dims.causal && j > t) && !(!c.mask.empty() && c.mask[size_t(b * n + j)]);
@@ -109,18 +112,26 @@ inline std::vector<double> dense_reference(const AttentionCase& c, const ParamAr
       }
   return lin(o, P("to_out.weight"), P("to_out.bias"));
 }
+inline std::vector<double> dense_reference(const AttentionCase& c, const ParamArena<double>& a,
+                                           const std::vector<double>& x, const Allowed& allowed, uint64_t seed) {
+  return dense_reference_of(c, a, x, [&](int64_t) { return allowed; }, seed);
+}
 
 // The layer (double and float) against dense_reference.
-inline void expect_matches_dense_reference(const AttentionCase& c, const Allowed& allowed) {
+inline void expect_matches_dense_reference_of(const AttentionCase& c,
+                                              const std::function<Allowed(int64_t b)>& allowed_of) {
   SCOPED_TRACE(describe(c));
   AttentionRig<double> rig(c);
   rig.forward(c);
-  const std::vector<double> ref = dense_reference(c, rig.arena, rig.x, allowed, 1234);
+  const std::vector<double> ref = dense_reference_of(c, rig.arena, rig.x, allowed_of, 1234);
   LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
   AttentionRig<float> rigf(c);
   rigf.forward(c);
   LF_EXPECT_CLOSE(rigf.out.data(), ref.data(), int64_t(ref.size()), 2e-5);
   for (double e : rig.out) ASSERT_TRUE(std::isfinite(e));
+}
+inline void expect_matches_dense_reference(const AttentionCase& c, const Allowed& allowed) {
+  expect_matches_dense_reference_of(c, [&](int64_t) { return allowed; });
 }
 
 // With options whose pattern covers every pair, the kind equals `full` (parameters copied by name):

@@ -3,6 +3,7 @@
 // blocks (same seed and n: same pattern; another seed: another), output against dense masked attention,
 // equal to `full` when the blocks cover everything, finite-difference gradients for every option,
 // causality, defaults and bad options.
+#include <cmath>
 #include <set>
 
 #include "sparse_kind_test_util.h"
@@ -19,6 +20,13 @@ AttentionCase bb_case(json options, int64_t n, bool causal = false, int64_t max_
 
 json bb_options(int64_t block, int64_t window, int64_t global, int64_t random, int64_t seed = 0) {
   return {{"block", block}, {"window_blocks", window}, {"global_blocks", global}, {"random_blocks", random}, {"seed", seed}};
+}
+
+// Blocks of 4 with 2 random blocks each out of 16: two draws almost surely differ.
+json with_seed_options(bool per_layer) {
+  json o = bb_options(4, 1, 1, 2, 9);
+  o["random_per_layer"] = per_layer;
+  return o;
 }
 
 // The key blocks of each query block, read from the built pattern; checks that every row of a block
@@ -48,19 +56,26 @@ test::Allowed from_blocks(const std::vector<std::set<int64_t>>& sets, int64_t bl
 
 TEST(BigbirdAttention, BlockStructureFollowsTheDefinition) {
   for (bool causal : {false, true})
-    for (int64_t n : {64, 70}) {  // 70: a partial last block
-      const int64_t block = 4, w = 3, g = 2, r = 3, nb = (n + block - 1) / block;
+    for (int64_t n : {64, 70})  // 70: a partial last block
+      for (const int64_t g : {2, 3})
+        for (const std::string placement : {"ends", "first"}) {
+      const int64_t block = 4, w = 3, r = 3, nb = (n + block - 1) / block;
       AttentionCase c = bb_case(bb_options(block, w, g, r, 7), n, causal);
+      c.options["global_placement"] = placement;
       SCOPED_TRACE(test::describe(c));
+      // "ends": the first ⌈g/2⌉ and the last ⌊g/2⌋ blocks (bidirectional); otherwise the first g.
+      std::set<int64_t> global;
+      const int64_t head = placement == "ends" && !causal ? (g + 1) / 2 : g;
+      for (int64_t kb = 0; kb < head; ++kb) global.insert(kb);
+      for (int64_t kb = nb - (g - head); kb < nb; ++kb) global.insert(kb);
       const auto sets = block_sets(c, block);
       for (int64_t qb = 0; qb < nb; ++qb) {
         const std::set<int64_t>& s = sets[size_t(qb)];
-        if (qb < g) {  // global query block: every (causal: every earlier) block
+        if (global.count(qb)) {  // global query block: every (causal: every earlier) block
           EXPECT_EQ(int64_t(s.size()), causal ? qb + 1 : nb) << qb;
           continue;
         }
-        std::set<int64_t> fixed;
-        for (int64_t kb = 0; kb < g; ++kb) fixed.insert(kb);
+        std::set<int64_t> fixed = global;
         for (int64_t kb = causal ? qb - (w - 1) : qb - w / 2; kb <= (causal ? qb : qb + w / 2); ++kb)
           if (kb >= 0 && kb < nb) fixed.insert(kb);
         int64_t random = 0, candidates = 0;
@@ -91,6 +106,31 @@ TEST(BigbirdAttention, RandomBlocksAreReproducibleFromTheSeed) {
   EXPECT_EQ(r1.out, r2.out);
 }
 
+// Layers of one model (their parameter prefixes) draw their own random blocks, unless random_per_layer
+// is false; a layer with the same prefix draws the same. Seen through the outputs of layers with the
+// same parameter values, which differ only where their patterns do.
+TEST(BigbirdAttention, RandomBlocksAreDrawnPerLayer) {
+  auto output = [](const std::string& prefix, bool per_layer) {
+    AttentionCase c = bb_case(with_seed_options(per_layer), 64);
+    ParamArena<double> arena;
+    auto layer = make_attention<double>(AttentionSpec{c.kind, c.dims, c.options, prefix}, arena);
+    arena.allocate();
+    for (int64_t i = 0; i < arena.numel(); ++i) arena.values()[i] = 0.3 * std::sin(double(i));
+    const std::vector<double> x = test::random_vector<double>(c.B * c.n * c.dims.d_model, 5);
+    std::vector<double> out(x.size());
+    AttentionInput<double> in;
+    in.x = x.data();
+    in.B = c.B;
+    in.n = c.n;
+    layer->forward(in, out.data(), false, 0);
+    return out;
+  };
+  EXPECT_NE(output("layers.0.attn.", true), output("layers.1.attn.", true));
+  EXPECT_EQ(output("layers.0.attn.", true), output("layers.0.attn.", true));
+  EXPECT_EQ(output("layers.0.attn.", false), output("layers.1.attn.", false));
+  EXPECT_EQ(output("", true), output("", false));  // no prefix: the seed itself
+}
+
 TEST(BigbirdAttention, MatchesDenseMaskedReference) {
   for (bool causal : {false, true}) {
     for (const json& o : {bb_options(2, 3, 1, 1), bb_options(3, 1, 1, 2, 5), bb_options(2, causal ? 2 : 1, 0, 2, 3)}) {
@@ -98,7 +138,19 @@ TEST(BigbirdAttention, MatchesDenseMaskedReference) {
       const int64_t block = o["block"].get<int64_t>();
       const auto allowed = from_blocks(block_sets(c, block), block);
       test::expect_matches_dense_reference(c, allowed);
-      test::expect_matches_dense_reference(test::with_padding(c, 7), allowed);
+      // Each sample with the pattern of its real length (last unpadded key + 1) on its real rows: sample 0
+      // pads its last key (10 positions), sample 1 keeps only key 7 (8 positions).
+      auto pattern_of = [&](int64_t len) -> test::Allowed {
+        AttentionCase real = c;
+        real.n = len;
+        const test::Allowed a = from_blocks(block_sets(real, block), block);
+        return [a, allowed, len](int64_t t, int64_t j, int64_t n) {
+          return t < len && j < len ? a(t, j, n) : allowed(t, j, n);
+        };
+      };
+      const test::Allowed first = pattern_of(10), second = pattern_of(8);
+      test::expect_matches_dense_reference_of(test::with_padding(c, 7),
+                                              [&](int64_t b) { return b == 0 ? first : second; });
       test::expect_matches_dense_reference(test::with_dropout(c), allowed);
     }
   }
@@ -133,8 +185,8 @@ TEST(BigbirdAttention, CausalOutputIgnoresTheFuture) {
 
 TEST(BigbirdAttention, OptionsAndDefaults) {
   EXPECT_EQ(validate_attention({"bigbird", {512, 8, 4096, false, 0}, json::object(), ""}),
-            json({{"block", 64}, {"window_blocks", 3}, {"global_blocks", 1}, {"random_blocks", 3}, {"seed", 0},
-                  {"qkv_bias", false}}));
+            json({{"block", 64}, {"window_blocks", 3}, {"global_blocks", 2}, {"global_placement", "ends"},
+                  {"random_blocks", 3}, {"seed", 0}, {"random_per_layer", true}, {"qkv_bias", false}}));
   EXPECT_EQ(validate_attention({"bigbird", {8, 2, 64, false, 0}, json::object(), ""})["block"], 8);
   EXPECT_EQ(validate_attention({"bigbird", {8, 2, 6, false, 0}, json::object(), ""})["block"], 1);
   EXPECT_EQ(validate_attention({"bigbird", {8, 2, 64, true, 0}, {{"window_blocks", 2}}, ""})["window_blocks"], 2);
@@ -145,6 +197,8 @@ TEST(BigbirdAttention, OptionsAndDefaults) {
   test::expect_refused("bigbird", dims, {{"window_blocks", 0}}, "window_blocks");
   test::expect_refused("bigbird", dims, {{"block", 4}, {"global_blocks", 5}}, "global_blocks");
   test::expect_refused("bigbird", dims, {{"random_blocks", -1}}, "random_blocks");
+  test::expect_refused("bigbird", dims, {{"global_placement", "last"}}, "global_placement");
+  test::expect_refused("bigbird", dims, {{"random_per_layer", "yes"}}, "random_per_layer");
   test::expect_refused("bigbird", dims, {{"seed", -3}}, "seed");
   test::expect_refused("bigbird", dims, {{"num_random_blocks", 3}}, "num_random_blocks");
 }

@@ -71,7 +71,11 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
              bo = param("to_out.bias"), W1 = param("sort_net.hidden.weight"), b1 = param("sort_net.hidden.bias"),
              W2 = param("sort_net.out.weight"), b2 = param("sort_net.out.bias");
   const auto linear = test::affine<double>;  // y (fan_out) = W x + b
-  auto exists = [&](int64_t i, int64_t j) { return !causal || j < i; };
+  // A sample sorts the blocks of its real length (its last unpadded position + 1) only.
+  int64_t own = nb;
+  auto exists = [&](int64_t i, int64_t j) { return i < own && j < own && (!causal || j < i); };
+  const bool gumbel = c.training && o.at("gumbel_noise").get<bool>();
+  const bool non_permutative = o.at("non_permutative").get<bool>();  // a row softmax, no balancing
 
   std::vector<double> out(size_t(B * n * d));
   for (int64_t b = 0; b < B; ++b) {
@@ -79,6 +83,12 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
     for (int64_t e = 0; e < n * d; ++e) x[size_t(e)] = double(rig.x[size_t(b * n * d + e)]);
     std::vector<bool> valid(size_t(np), false);
     for (int64_t t = 0; t < n; ++t) valid[size_t(t)] = c.mask.empty() || !c.mask[size_t(b * n + t)];
+    own = nb;
+    if (!c.mask.empty()) {
+      int64_t len = n;
+      while (len > 1 && !valid[size_t(len - 1)]) --len;
+      own = (len + blk - 1) / blk;
+    }
     // Q (n × d); K, V (n_p × d), zero at invalid positions.
     std::vector<std::vector<double>> Q(static_cast<size_t>(n)),
         K(static_cast<size_t>(np), std::vector<double>(static_cast<size_t>(d), 0.0)), V = K;
@@ -108,6 +118,11 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
         R[size_t(i)] = linear(W2, b2, hid.data(), d, h * NB);
       } else {
         R[size_t(i)] = linear(W2, b2, s.data(), d, h * NB);
+      }
+      // Gumbel noise −log(−log u), u the Philox draw of (seed, sample, block, column) over N_b blocks.
+      for (int64_t col = 0; gumbel && col < h * NB; ++col) {
+        const double u = uniform01_f64(seed, stream_id("sinkhorn.gumbel_noise"), uint64_t((b * NB + i) * h * NB + col));
+        R[size_t(i)][size_t(col)] += -std::log(-std::log(std::max(u, 1e-300)));
       }
     }
     std::vector<std::vector<double>> O(size_t(n), std::vector<double>(size_t(d), 0.0));
@@ -139,7 +154,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
             L[size_t(i)][size_t(j)] -= log_sum_exp(col) - (causal ? std::log(double(col.size())) : 0.0);
           }
       };
-      for (int64_t it = 0; it < iters; ++it) {
+      if (non_permutative) normalise_rows();
+      for (int64_t it = 0; it < (non_permutative ? 0 : iters); ++it) {
         if (causal) {
           normalise_columns();
           normalise_rows();
@@ -219,6 +235,20 @@ TEST(SinkhornAttention, MatchesDenseReference) {
     expect_matches_reference_both(sk_case(8, causal, kSmall, 0, 1));     // one head
     expect_matches_reference_both(sk_case(13, causal, kSmall, 16, 4, 16));
     expect_matches_reference_both(with_dropout(with_mask(sk_case(12, causal), 7), 0.3));
+    // Gumbel noise on the scores in training (with and without dropout), none at inference.
+    const json gumbel = with(kSmall, {{"gumbel_noise", true}});
+    expect_matches_reference_both(with_dropout(sk_case(12, causal, gumbel), 0.0));
+    expect_matches_reference_both(with_dropout(with_mask(sk_case(11, causal, gumbel, 16), 6), 0.3));
+    expect_matches_reference_both(sk_case(12, causal, gumbel));
+    // Non-permutative: the row softmax of the scores, no balancing.
+    const json rows_only = with(kSmall, {{"non_permutative", true}});
+    expect_matches_reference_both(sk_case(12, causal, rows_only));
+    expect_matches_reference_both(with_mask(sk_case(11, causal, rows_only, 16), 6));
+    // A ragged batch: sample 1 is 5 real positions padded to 14 (its blocks 2 and 3 are padding).
+    AttentionCase ragged = sk_case(14, causal);
+    ragged.mask.assign(size_t(2 * 14), 0);
+    for (int64_t t = 5; t < 14; ++t) ragged.mask[size_t(14 + t)] = 1;
+    expect_matches_reference_both(ragged);
     expect_matches_reference_both(sk_case(32, causal, json::object()));  // defaults at max_len 32
     expect_matches_reference_both(sk_case(20, causal, json::object(), 32));
     // Large enough for the parallel paths; several tiles of the register-blocked products.
@@ -240,6 +270,12 @@ TEST(SinkhornAttention, GradientsMatchFiniteDifferences) {
     cases.push_back(sk_case(5, causal, {{"block", 1}, {"sinkhorn_iters", 2}}));
     cases.push_back(sk_case(6, causal, {{"block", 6}}));
     cases.push_back(sk_case(8, causal, kSmall, 0, 1));
+    cases.push_back(with_dropout(sk_case(9, causal, with(kSmall, {{"gumbel_noise", true}})), 0.0));
+    cases.push_back(with_mask(sk_case(10, causal, with(kSmall, {{"non_permutative", true}}), 12), 5));
+    AttentionCase ragged = sk_case(13, causal);  // sample 1: 6 real positions, its last 2 blocks padding
+    ragged.mask.assign(size_t(2 * 13), 0);
+    for (int64_t t = 6; t < 13; ++t) ragged.mask[size_t(13 + t)] = 1;
+    cases.push_back(ragged);
   }
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
@@ -253,6 +289,13 @@ TEST(SinkhornAttention, ResultsDoNotDependOnTheThreadCount) {
     const AttentionCase c = with_dropout(with_mask(sk_case(300, causal, {{"block", 8}}, 300, 4, 64), 200), 0.1);
     SCOPED_TRACE(describe(c));
     test::expect_results_independent_of_threads(c);
+    // Gumbel noise, and the row softmax of the non-permutative variant.
+    for (const json& extra : {json{{"gumbel_noise", true}}, json{{"non_permutative", true}}}) {
+      AttentionCase e = c;
+      e.options = with(e.options, extra);
+      SCOPED_TRACE(describe(e));
+      test::expect_results_independent_of_threads(e);
+    }
   }
 }
 
@@ -397,7 +440,7 @@ TEST(SinkhornAttention, IsRegisteredWithItsSupportAndDefaults) {
   EXPECT_TRUE(s.variable_length);
   EXPECT_FALSE(s.cross_attention);
   const json defaults = {{"block", 64}, {"sinkhorn_iters", 8}, {"temperature", 0.75}, {"sort_net", "mlp"},
-                         {"qkv_bias", false}};
+                         {"gumbel_noise", false}, {"non_permutative", false}, {"qkv_bias", false}};
   EXPECT_EQ(validate_attention({"sinkhorn", {8, 2, 4096, true, 0.1}, json::object(), ""}), defaults);
   EXPECT_EQ(validate_attention({"sinkhorn", {8, 2, 32, false, 0}, json::object(), ""})["block"], 8);
   EXPECT_EQ(validate_attention({"sinkhorn", {8, 2, 8, false, 0}, json::object(), ""})["block"], 2);
@@ -429,6 +472,8 @@ TEST(SinkhornAttention, RefusesBadConfigurations) {
   EXPECT_THROW(make({{"temperature", "hot"}}), InvalidArgument);
   EXPECT_THROW(make({{"sort_net", "conv"}}), InvalidArgument);
   EXPECT_THROW(make({{"qkv_bias", 1}}), InvalidArgument);
+  EXPECT_THROW(make({{"gumbel_noise", "yes"}}), InvalidArgument);
+  EXPECT_THROW(make({{"non_permutative", 0}}), InvalidArgument);
   EXPECT_THROW(make({{"k", 4}}), InvalidArgument);  // unknown option
   EXPECT_THROW(make(json::object(), 8, 1.0), InvalidArgument);
   try {

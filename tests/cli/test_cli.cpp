@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/cli_runner.h"
+#include "linformer/attention.h"
 #include "linformer/runtime.h"
 
 namespace {
@@ -41,6 +42,38 @@ TEST(Cli, ListAttentionVerboseShowsSupports) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("linformer"), std::string::npos);
   EXPECT_NE(r.out.find("supports:"), std::string::npos) << r.out;
+}
+
+// The option-dependent rules the validators enforce follow each kind's supports, under its name: each
+// one printed is one the validator refuses (checked here by building the refused configuration).
+TEST(Cli, ListAttentionVerboseStatesTheOptionDependentRules) {
+  const Result r = run_cli("info --list-attention --verbose");
+  ASSERT_EQ(r.status, 0) << r.err;
+  // The block of one kind: its name's line and the indented lines under it.
+  auto block_of = [&](const std::string& kind) {
+    size_t at = ("\n" + r.out).find("\n" + kind + "\n");
+    if (at == std::string::npos) return std::string();
+    size_t end = r.out.find('\n', at);
+    while (end != std::string::npos && r.out.compare(end + 1, 2, "  ") == 0) end = r.out.find('\n', end + 1);
+    return r.out.substr(at, end == std::string::npos ? std::string::npos : end - at);
+  };
+  const std::string mixer = block_of("mixer"), linear = block_of("linear"), performer = block_of("performer");
+  EXPECT_NE(mixer.find("rule: causal only with hidden = 0"), std::string::npos) << mixer;
+  EXPECT_THROW(lf::validate_attention({"mixer", {8, 2, 16, true, 0}, {{"hidden", 4}}, ""}), lf::InvalidArgument);
+  EXPECT_NE(block_of("reformer").find("rule: causal only with chunking = bucket"), std::string::npos);
+  EXPECT_THROW(lf::validate_attention({"reformer", {8, 2, 16, true, 0}, {{"chunking", "global"}}, ""}), lf::InvalidArgument);
+  EXPECT_NE(block_of("bigbird").find("rule: window_blocks odd unless causal"), std::string::npos);
+  EXPECT_THROW(lf::validate_attention({"bigbird", {8, 2, 16, false, 0}, {{"window_blocks", 2}}, ""}), lf::InvalidArgument);
+  EXPECT_NE(block_of("aft_conv").find("rule: window odd unless causal"), std::string::npos);
+  EXPECT_THROW(lf::validate_attention({"aft_conv", {8, 2, 16, false, 0}, {{"window", 4}}, ""}), lf::InvalidArgument);
+  EXPECT_NE(block_of("linformer").find("rule: k at most max_len"), std::string::npos);
+  for (const std::string& kind : {linear, performer})
+    EXPECT_NE(kind.find("rule: causal cross-attention needs a context as long as the query (m = n)"),
+              std::string::npos) << kind;
+  // A kind without rules prints none, and the derived padding rule goes with the flag.
+  EXPECT_EQ(block_of("local").find("rule:"), std::string::npos) << block_of("local");
+  EXPECT_NE(block_of("reformer").find("rule: a padded sample's outputs differ"), std::string::npos);
+  EXPECT_EQ(block_of("sinkhorn").find("rule: a padded sample's outputs differ"), std::string::npos);
 }
 
 TEST(Cli, DescribesALinformerLayer) {
