@@ -67,8 +67,8 @@ const AttentionKindInfo& routing_info() {
       "Routing Transformer: queries and keys routed to online k-means centroids (EMA), attention within "
       "each cluster's window of w (balanced top-w, or nearest centroid when causal), optional local heads",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false,
-                       /*padding_invariant=*/false},  // balanced routing: padded positions change no top-w,
-                                                      // but the window and clusters cover the padded n
+                       /*padding_invariant=*/true},  // padded positions rank last in a balanced window: the
+                                                     // real ones fill it first, alone or padded (tested)
       /*quadratic_memory=*/false,
       json{{"window", 64}}};
   return info;
