@@ -385,23 +385,35 @@ TEST(Routing, ActivationCheckpointingStepsTheCentroidsOnce) {
   EXPECT_EQ(params[0], params[1]);
 }
 
-// Nearest routing and local heads route each position by itself, from block boundaries at 0: a
-// padded sample's real outputs equal its run alone. (Balanced routing's windows are the top w of the
-// padded n: not invariant, as AttentionSupport::padding_invariant declares.)
-TEST(Routing, NearestRoutingIgnoresPadding) {
-  for (const bool causal : {false, true}) {
-    const json options{{"clusters", 3}, {"window", 4}, {"routing", "nearest"}, {"local_heads", 1}};
-    AttentionCase padded = routing_case(12, options, causal, 2, 8, 1);
+// A padded sample's real outputs equal its run alone: nearest routing and local heads route each
+// position by itself, from block boundaries at 0; a balanced window takes the real positions before any
+// padded one, so it holds the same real ones whether w ≤ L (window 4 of 9 real) or w > L (window 12:
+// all 9 real, as alone where w = 9). With the real positions first, so that a wrong rank of the padded
+// ones (garbage rows, far from every centroid or near) would show.
+TEST(Routing, PaddedSampleEqualsItsRunAlone) {
+  struct Variant {
+    bool causal;
+    json options;
+  };
+  static const std::vector<Variant> variants = {
+      {false, {{"clusters", 3}, {"window", 4}, {"routing", "nearest"}, {"local_heads", 1}}},
+      {true, {{"clusters", 3}, {"window", 4}, {"routing", "nearest"}, {"local_heads", 1}}},
+      {false, {{"clusters", 3}, {"window", 4}, {"routing", "balanced"}}},
+      {false, {{"clusters", 2}, {"window", 12}, {"routing", "balanced"}, {"local_heads", 1}}},
+  };
+  for (const Variant& v : variants) {
+    AttentionCase padded = routing_case(12, v.options, v.causal, 2, 8, 1);
     padded.mask.assign(12, 0);
     for (int64_t t = 9; t < 12; ++t) padded.mask[size_t(t)] = 1;
     AttentionCase alone = padded;
     alone.n = 9;
     alone.mask.clear();
     AttentionRig<double> a(padded), b(alone);
+    for (int64_t e = 9 * 8; e < 12 * 8; ++e) a.x[size_t(e)] = 1e3 * ((e % 2) ? 1.0 : -1.0);  // padded garbage
     std::copy(a.x.begin(), a.x.begin() + 9 * 8, b.x.begin());
     a.forward(padded);
     b.forward(alone);
-    LF_EXPECT_CLOSE(a.out.data(), b.out.data(), 9 * 8, 1e-12);
+    LF_EXPECT_CLOSE(a.out.data(), b.out.data(), 9 * 8, 1e-12) << v.options.dump() << " causal " << v.causal;
   }
 }
 
