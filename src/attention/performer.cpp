@@ -5,7 +5,8 @@
 //   φ(x)_j = exp(w_jᵀx − ‖x‖²/2 − stabiliser) / √m,  j < m,   W = (w_j) (m × d_h) shared by the heads
 //   O_t = φ(Q_t) Σ_s φ(K_s)ᵀ V_s / (φ(Q_t) · Σ_s φ(K_s) + eps),   Y = O W_oᵀ + b_o
 // E[φ(x)·φ(y)] = exp(x·y) up to the stabilisers, which cancel between numerator and denominator.
-// W: orthogonal Gaussian blocks (performer_orthogonal_features), a fixed (non-trainable) parameter
+// W: orthogonal Gaussian blocks (performer_orthogonal_features; or i.i.d., or rows of norm √d_h:
+// ortho_features, ortho_scaling), a fixed (non-trainable) parameter
 // `features`, drawn from (seed, layer prefix, draw index): draw 0 at initialisation, and during
 // training draw ⌊step / redraw_every⌋ (set_training_step), so it is saved in every checkpoint.
 // Stabilisers (constants for the backward; they cancel exactly but for eps and rounding):
@@ -43,6 +44,7 @@ struct PerformerOptions {
   int64_t seed = 0;
   bool qkv_bias = false;
   int64_t chunk = 64;
+  PerformerFeatureDraw draw = PerformerFeatureDraw::kOrthogonal;  // ortho_features, ortho_scaling
 };
 
 // performer-pytorch's default: int(d_h · ln d_h), at least 1.
@@ -60,6 +62,15 @@ PerformerOptions parse_performer(const AttentionDims& dims, const json& options,
   o.seed = r.get_int("seed", 0);
   LF_REQUIRE(o.seed >= 0, r.where("seed"), " must be non-negative, got ", o.seed);
   o.qkv_bias = r.get_bool("qkv_bias", false);
+  const bool ortho = r.get_bool("ortho_features", true);
+  const int64_t scaling = r.get_int("ortho_scaling", 0);
+  LF_REQUIRE(scaling == 0 || scaling == 1, r.where("ortho_scaling"),
+             " must be 0 (rows of Gaussian norms) or 1 (rows of norm √d_h), got ", scaling);
+  LF_REQUIRE(ortho || scaling == 0, r.where("ortho_scaling"),
+             " applies to orthogonal features only: with ortho_features false every entry is i.i.d. N(0, 1)");
+  o.draw = !ortho ? PerformerFeatureDraw::kIid
+           : scaling == 1 ? PerformerFeatureDraw::kOrthogonalSqrtD
+                          : PerformerFeatureDraw::kOrthogonal;
   o.chunk = read_linear_chunk(r);
   r.finish(resolved);
   return o;
@@ -85,9 +96,11 @@ class PerformerAttention final : public Attention<T> {
     const uint64_t seed = uint64_t(opt_.seed);
     const std::string prefix = prefix_;
     const int64_t mf = opt_.features, dh = dh_;
+    const PerformerFeatureDraw how = opt_.draw;
     // Draw 0, whatever the arena's seed: a redraw must be able to reproduce any draw from the options.
-    w_ = arena.declare(prefix_ + "features", {mf, dh}, Init::custom([seed, prefix, mf, dh](uint64_t, double* out, int64_t) {
-                         performer_orthogonal_features(seed, prefix, 0, mf, dh, out);
+    w_ = arena.declare(prefix_ + "features", {mf, dh},
+                       Init::custom([how, seed, prefix, mf, dh](uint64_t, double* out, int64_t) {
+                         performer_features(how, seed, prefix, 0, mf, dh, out);
                        }),
                        /*trainable=*/false);
   }
@@ -101,7 +114,7 @@ class PerformerAttention final : public Attention<T> {
     // Drawn on the host, as Init::custom draws the first: a parameter's value, written where the arena
     // keeps it (host memory), not an activation.
     std::vector<double> w(static_cast<size_t>(opt_.features * dh_));
-    performer_orthogonal_features(uint64_t(opt_.seed), prefix_, draw, opt_.features, dh_, w.data());
+    performer_features(opt_.draw, uint64_t(opt_.seed), prefix_, draw, opt_.features, dh_, w.data());
     T* dst = arena_.value(w_);
     for (size_t i = 0; i < w.size(); ++i) dst[i] = T(w[i]);  // as Init::custom casts it
     held_draw_ = draw;

@@ -23,6 +23,7 @@
 #include "linformer/checkpoint.h"
 #include "linformer/error.h"
 #include "linformer/model.h"
+#include "linformer/rng.h"
 #include "linformer/runtime.h"
 #include "linformer/trainer.h"
 #include "tiny_model_config.h"
@@ -137,6 +138,11 @@ TEST(PerformerAttention, MatchesReference) {
     expect_matches_reference_both(with_mask(pf_case(150, causal, {{"chunk", 32}}, 160, 2, 64), 100));
   }
   expect_matches_reference_both(cross(pf_case(8, true), 8));  // causal cross-attention (m = n)
+  // The other feature draws (the reference reads W from the layer; PerformerFeatures checks the draws).
+  for (bool causal : {false, true}) {
+    expect_matches_reference_both(with_mask(pf_case(11, causal, with(kSmall, {{"ortho_features", false}}), 16), 6));
+    expect_matches_reference_both(with_mask(pf_case(11, causal, with(kSmall, {{"ortho_scaling", 1}}), 16), 6));
+  }
 }
 
 // ---- gradients -----------------------------------------------------------------------------------
@@ -153,6 +159,8 @@ TEST(PerformerAttention, GradientsMatchFiniteDifferences) {
   }
   cases.push_back(with_mask(cross(pf_case(5, false, with(kSmall, {{"qkv_bias", true}})), 7), 3));
   cases.push_back(cross(pf_case(6, true), 6));
+  cases.push_back(with_mask(pf_case(10, false, with(kSmall, {{"ortho_features", false}}), 12), 5));
+  cases.push_back(pf_case(9, true, with(kSmall, {{"ortho_scaling", 1}})));
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
     test::check_attention_gradients(c);  // also: the fixed `features` receive no gradient
@@ -371,6 +379,57 @@ TEST(PerformerFeatures, OrthogonalBlocksWithGaussianRowNorms) {
   EXPECT_GT(mx, 5.0);  // not a constant √d_h
 }
 
+// ortho_features false: every entry an i.i.d. standard normal of the draw's stream; ortho_scaling 1:
+// the orthogonal draw's rows rescaled to norm √d_h (performer-pytorch's scaling = 1).
+TEST(PerformerFeatures, IidAndSqrtScaledDraws) {
+  const int64_t dh = 8, m = 2000 + 3;
+  std::vector<double> iid(size_t(m * dh)), orth(iid.size()), sqrtd(iid.size());
+  performer_features(PerformerFeatureDraw::kIid, 4, "l.", 2, m, dh, iid.data());
+  performer_features(PerformerFeatureDraw::kOrthogonal, 4, "l.", 2, m, dh, orth.data());
+  performer_features(PerformerFeatureDraw::kOrthogonalSqrtD, 4, "l.", 2, m, dh, sqrtd.data());
+  std::vector<double> plain(iid.size());
+  performer_orthogonal_features(4, "l.", 2, m, dh, plain.data());
+  EXPECT_EQ(orth, plain);
+  const uint64_t stream = stream_id("l.features/draw-2");
+  for (int64_t i = 0; i < m * dh; ++i) ASSERT_EQ(iid[size_t(i)], normal_f64(4, stream, uint64_t(i))) << i;
+  double iid_worst = 0, mean_sq = 0;  // rows of one block are not orthogonal; E‖w‖² = d_h
+  for (int64_t j = 0; j < m; ++j) {
+    double sq = 0, sq_orth = 0, sq_sqrtd = 0;
+    for (int64_t e = 0; e < dh; ++e) {
+      sq += iid[size_t(j * dh + e)] * iid[size_t(j * dh + e)];
+      sq_orth += orth[size_t(j * dh + e)] * orth[size_t(j * dh + e)];
+      sq_sqrtd += sqrtd[size_t(j * dh + e)] * sqrtd[size_t(j * dh + e)];
+    }
+    mean_sq += sq / double(m);
+    ASSERT_NEAR(sq_sqrtd, double(dh), 1e-12) << j;
+    for (int64_t e = 0; e < dh; ++e)  // the same direction as the orthogonal draw's row
+      ASSERT_NEAR(sqrtd[size_t(j * dh + e)], orth[size_t(j * dh + e)] * std::sqrt(double(dh) / sq_orth), 1e-12);
+    if (j % dh != 0) {
+      double dot = 0, sq_prev = 0;
+      for (int64_t e = 0; e < dh; ++e) {
+        dot += iid[size_t(j * dh + e)] * iid[size_t((j - 1) * dh + e)];
+        sq_prev += iid[size_t((j - 1) * dh + e)] * iid[size_t((j - 1) * dh + e)];
+      }
+      iid_worst = std::max(iid_worst, std::abs(dot) / std::sqrt(sq * sq_prev));
+    }
+  }
+  EXPECT_GT(iid_worst, 0.5);
+  EXPECT_NEAR(mean_sq, double(dh), 0.3);
+  // The layer's parameter is draw 0 of its kind, and a redraw draws the same kind.
+  ParamArena<double> arena;
+  auto layer = make_attention<double>({"performer", {16, 2, 8, false, 0}, {{"features", 10}, {"ortho_features", false},
+                                       {"redraw_every", 1}}, "p."}, arena);
+  arena.allocate();
+  arena.initialize(1);
+  std::vector<double> want(size_t(10 * 8));
+  performer_features(PerformerFeatureDraw::kIid, 0, "p.", 0, 10, 8, want.data());
+  const int id = arena.find("p.features");
+  EXPECT_EQ(std::vector<double>(arena.value(id), arena.value(id) + 80), want);
+  layer->set_training_step(3);
+  performer_features(PerformerFeatureDraw::kIid, 0, "p.", 3, 10, 8, want.data());
+  EXPECT_EQ(std::vector<double>(arena.value(id), arena.value(id) + 80), want);
+}
+
 TEST(PerformerFeatures, DrawsAreAPureFunctionOfSeedPrefixAndIndex) {
   const int64_t m = 20, dh = 8;
   auto draw = [&](uint64_t seed, const std::string& prefix, int64_t index) {
@@ -536,7 +595,8 @@ TEST(PerformerAttention, IsRegisteredWithItsSupportAndDefaults) {
   EXPECT_TRUE(s.key_padding_mask);
   EXPECT_TRUE(s.variable_length);
   EXPECT_TRUE(s.cross_attention);
-  const json defaults = {{"features", 266}, {"redraw_every", 1000}, {"seed", 0}, {"qkv_bias", false}, {"chunk", 64}};
+  const json defaults = {{"features", 266},        {"redraw_every", 1000}, {"seed", 0}, {"qkv_bias", false},
+                         {"ortho_features", true}, {"ortho_scaling", 0},   {"chunk", 64}};
   EXPECT_EQ(validate_attention({"performer", {512, 8, 4096, true, 0.1}, json::object(), ""}), defaults);
   // int(d_h · ln d_h), at least 1: d_h = 4 → 5, 2 → 1, 1 → 1, 16 → 44.
   EXPECT_EQ(validate_attention({"performer", {8, 2, 8, false, 0}, json::object(), ""})["features"], 5);
@@ -565,6 +625,9 @@ TEST(PerformerAttention, RefusesBadConfigurations) {
   EXPECT_THROW(make({{"chunk", 0}}), InvalidArgument);
   EXPECT_THROW(make({{"qkv_bias", "yes"}}), InvalidArgument);
   EXPECT_THROW(make({{"kernel", "relu"}}), InvalidArgument);  // unknown option
+  EXPECT_THROW(make({{"ortho_features", "no"}}), InvalidArgument);
+  EXPECT_THROW(make({{"ortho_scaling", 2}}), InvalidArgument);
+  EXPECT_THROW(make({{"ortho_scaling", 1}, {"ortho_features", false}}), InvalidArgument);
   try {
     make({{"features", 0}});
   } catch (const InvalidArgument& e) {
