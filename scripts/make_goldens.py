@@ -874,6 +874,8 @@ CASES = {
     "reformer_causal_mask": (1802, "reformer", {"n_hashes": 2, "bucket_size": 3, "seed": 7}, 16, SHAPE1, True, 4),
     "reformer_bucket_shape2": (1803, "reformer", {"n_hashes": 3, "bucket_size": 3, "n_buckets": 4,
                                                   "chunking": "bucket", "qkv_bias": True}, 11, S2, False, 2),
+    "reformer_within_buckets_mask": (1804, "reformer", {"n_hashes": 3, "bucket_size": 3,
+                                                        "attend_across_buckets": False}, 14, SHAPE1, False, 3),
 }
 
 
