@@ -17,6 +17,8 @@
 //   factor is then ≤ 1: no overflow; and R_t depends on keys ≤ t only, so a causal output is bitwise
 //   independent of every later input. (performer-pytorch and google-research's FAVOR+ take the keys'
 //   max over the whole sequence, causal or not, so a later key moves earlier outputs by rounding.)
+// generalized_attention (performer-pytorch's, the paper's §"generalized attention"): φ(x)_j =
+// relu(w_jᵀx) + kernel_epsilon on the same x, no stabiliser; kernel_fn names the function (relu).
 // eps = 1e-20: far below the stabilised denominators (≥ ~1e-12 unless every feature underflowed), so
 // it never biases the estimate. No probabilities are formed: attention dropout does not apply.
 // Decoding (kRecurrent): per head the state (S, z) of m_f·(d_h + 1) numbers and R, whatever the context.
@@ -45,6 +47,8 @@ struct PerformerOptions {
   bool qkv_bias = false;
   int64_t chunk = 64;
   PerformerFeatureDraw draw = PerformerFeatureDraw::kOrthogonal;  // ortho_features, ortho_scaling
+  bool generalized = false;     // φ = relu(c·W x) + kernel_epsilon instead of FAVOR+'s softmax features
+  double kernel_epsilon = 1e-3;
 };
 
 // performer-pytorch's default: int(d_h · ln d_h), at least 1.
@@ -71,6 +75,11 @@ PerformerOptions parse_performer(const AttentionDims& dims, const json& options,
   o.draw = !ortho ? PerformerFeatureDraw::kIid
            : scaling == 1 ? PerformerFeatureDraw::kOrthogonalSqrtD
                           : PerformerFeatureDraw::kOrthogonal;
+  o.generalized = r.get_bool("generalized_attention", false);
+  r.get_choice("kernel_fn", "relu", {"relu"});
+  o.kernel_epsilon = r.get_double("kernel_epsilon", 1e-3);
+  LF_REQUIRE(std::isfinite(o.kernel_epsilon) && o.kernel_epsilon >= 0, r.where("kernel_epsilon"),
+             " must be a finite number ≥ 0, got ", o.kernel_epsilon);
   o.chunk = read_linear_chunk(r);
   r.finish(resolved);
   return o;
@@ -134,11 +143,16 @@ class PerformerAttention final : public Attention<T> {
     ops::matmul<T>(q_.view({B * n * h, dh_}), Wt, fq_.view({B * n * h, mf}), feature_scale());
     ops::matmul<T>(k_.view({B * m * h, dh_}), Wt, fk_.view({B * m * h, mf}), feature_scale());
     const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
-    ops::favor_query_features<T>(fq, fq);
-    // The keys' stabilisers (B, h, m) causal (each key's own), (B, h, 1) otherwise (one for every key).
-    shift_.resize(B * h * (dims_.causal ? m : 1));
-    ops::favor_key_features<T>(heads(k_, B, m, dh_), fk, key_mask, 0.5 / std::sqrt(double(dh_)), core_options(), fk,
-                               stabilisers(B));
+    if (opt_.generalized) {  // nothing to stabilise: every feature is at most linear in x
+      ops::relu_features_forward<T>(fq, opt_.kernel_epsilon, fq);
+      ops::relu_features_forward<T>(fk, opt_.kernel_epsilon, fk);
+    } else {
+      ops::favor_query_features<T>(fq, fq);
+      // The keys' stabilisers (B, h, m) causal (each key's own), (B, h, 1) otherwise (one for every key).
+      shift_.resize(B * h * (dims_.causal ? m : 1));
+      ops::favor_key_features<T>(heads(k_, B, m, dh_), fk, key_mask, 0.5 / std::sqrt(double(dh_)), core_options(), fk,
+                                 stabilisers(B));
+    }
     o_.resize(B * n * d);
     den_.resize(B * h * n);
     ops::linear_attention_forward<T>(fq, fk, heads(v_, B, m, dh_), key_mask, core_key_shift(B), core_options(),
@@ -164,13 +178,20 @@ class PerformerAttention final : public Attention<T> {
                                       heads(dv, B, m, dh_));
     // φ_j = exp(c·w_jᵀq − c²‖q‖²/2 − M)/√m_f (keys; queries without the norm term, which their row's
     // stabiliser absorbs): dq = c·Σ_j g_j w_j − c²·q·Σ_j g_j with g = dφ ∘ φ.
+    // Generalized: φ = relu(c·Wx) + ε, so dx = c·Σ_j g_j w_j with g = dφ where φ > ε.
     const T c = feature_scale();
     const int64_t qrows = B * n * h, krows = B * m * h;
-    ops::favor_features_backward<T>(fq, gq, gq);
-    ops::favor_features_backward<T>(fk, gk, gk);
+    if (opt_.generalized) {
+      ops::relu_features_backward<T>(fq, opt_.kernel_epsilon, gq, gq);
+      ops::relu_features_backward<T>(fk, opt_.kernel_epsilon, gk, gk);
+    } else {
+      ops::favor_features_backward<T>(fq, gq, gq);
+      ops::favor_features_backward<T>(fk, gk, gk);
+    }
     ops::matmul<T>(dfq.view({qrows, mf}), features(), dq.view({qrows, dh_}), c);
     ops::matmul<T>(dfk.view({krows, mf}), features(), dk.view({krows, dh_}), c);
-    ops::favor_key_norm_backward<T>(k_.view({krows, dh_}), dfk.view({krows, mf}), c * c, dk.view({krows, dh_}));
+    if (!opt_.generalized)
+      ops::favor_key_norm_backward<T>(k_.view({krows, dh_}), dfk.view({krows, mf}), c * c, dk.view({krows, dh_}));
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "performer");
     release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);  // one backward per forward
     kept_ = false;
@@ -180,14 +201,15 @@ class PerformerAttention final : public Attention<T> {
 
   std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
     check_begin_decode(dims_, B, d_model, "performer");
-    return std::make_unique<LinearDecodeState<T>>(B, dims_.n_heads, opt_.features, dh_, /*scaled=*/true);
+    return std::make_unique<LinearDecodeState<T>>(B, dims_.n_heads, opt_.features, dh_, /*scaled=*/!opt_.generalized);
   }
 
   // The forward's feature maps on the new rows (each key's stabiliser is its own), then the core from
   // the carried state.
   void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
     const int64_t d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
-    LinearDecodeState<T>& st = LinearDecodeState<T>::of(base, "performer", n_new, h, mf, dh_, /*scaled=*/true);
+    LinearDecodeState<T>& st =
+        LinearDecodeState<T>::of(base, "performer", n_new, h, mf, dh_, /*scaled=*/!opt_.generalized);
     const int64_t B = st.B;
     const AttentionInput<T> in = AttentionInput<T>::inference(x, B, n_new);
     Buffer<T> q, k, v, fq(B * n_new * h * mf), fk(fq.size()), shift(B * h * n_new), o(B * n_new * d);
@@ -197,12 +219,20 @@ class PerformerAttention final : public Attention<T> {
     ops::matmul<T>(q.view({B * n_new * h, dh_}), Wt, fq.view({B * n_new * h, mf}), feature_scale());
     ops::matmul<T>(k.view({B * n_new * h, dh_}), Wt, fk.view({B * n_new * h, mf}), feature_scale());
     const TensorView<T> phi_q = heads(fq, B, n_new, mf), phi_k = heads(fk, B, n_new, mf);
-    ops::favor_query_features<T>(phi_q, phi_q);
-    ops::favor_key_features<T>(heads(k, B, n_new, dh_), phi_k, {}, 0.5 / std::sqrt(double(dh_)), core_options(), phi_k,
-                               shift.view({B, h, n_new}));
-    ops::linear_attention_decode<T>(phi_q, phi_k, heads(v, B, n_new, dh_), shift.view({B, h, n_new}), core_options(),
-                                    st.H.view({B, h, mf, dh_}), st.z.view({B, h, mf}), st.R.view({B, h}),
-                                    heads(o, B, n_new, dh_), den.view({B, h, n_new}));
+    if (opt_.generalized) {
+      ops::relu_features_forward<T>(phi_q, opt_.kernel_epsilon, phi_q);
+      ops::relu_features_forward<T>(phi_k, opt_.kernel_epsilon, phi_k);
+      ops::linear_attention_decode<T>(phi_q, phi_k, heads(v, B, n_new, dh_), {}, core_options(),
+                                      st.H.view({B, h, mf, dh_}), st.z.view({B, h, mf}), {}, heads(o, B, n_new, dh_),
+                                      den.view({B, h, n_new}));
+    } else {
+      ops::favor_query_features<T>(phi_q, phi_q);
+      ops::favor_key_features<T>(heads(k, B, n_new, dh_), phi_k, {}, 0.5 / std::sqrt(double(dh_)), core_options(),
+                                 phi_k, shift.view({B, h, n_new}));
+      ops::linear_attention_decode<T>(phi_q, phi_k, heads(v, B, n_new, dh_), shift.view({B, h, n_new}), core_options(),
+                                      st.H.view({B, h, mf, dh_}), st.z.view({B, h, mf}), st.R.view({B, h}),
+                                      heads(o, B, n_new, dh_), den.view({B, h, n_new}));
+    }
     maps_.project_out(o.data(), out, B * n_new);
     st.length += n_new;
   }
@@ -245,7 +275,10 @@ class PerformerAttention final : public Attention<T> {
     return shift_.view({B, h, shift_.size() / (B * h)});
   }
   // The core's key shifts: the stabilisers when causal; otherwise one M per (batch, head), which cancels.
-  TensorView<const T> core_key_shift(int64_t B) { return dims_.causal ? stabilisers(B) : TensorView<T>(); }
+  // Generalized attention has none.
+  TensorView<const T> core_key_shift(int64_t B) {
+    return dims_.causal && !opt_.generalized ? stabilisers(B) : TensorView<T>();
+  }
 
   AttentionDims dims_;
   PerformerOptions opt_;

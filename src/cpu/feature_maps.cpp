@@ -32,6 +32,20 @@ void elu_plus_one_backward(const T* phi, const T* dy, T* dx, int64_t n) {
 }
 
 template <class T>
+void relu_features_forward(const T* u, T eps, T* phi, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) phi[i] = std::max(u[i], T(0)) + eps;
+}
+
+template <class T>
+void relu_features_backward(const T* phi, T eps, const T* dphi, T* du, int64_t n) {
+  // φ > eps exactly where u > 0 (but for u below half an ulp of eps, where φ rounds to eps: there
+  // the derivative is taken as 0, one of ReLU's subgradients' neighbours by at most 1e-10·|dφ|).
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) du[i] = phi[i] > eps ? dphi[i] : T(0);
+}
+
+template <class T>
 void favor_query_features(const T* u, T* phi, int64_t rows, int64_t mf) {
   const T inv_sqrt = T(1.0 / std::sqrt(double(mf)));
 #pragma omp parallel for schedule(static) if (rows * mf > 65536)
@@ -161,6 +175,8 @@ void favor_key_norm_backward_ref(const T* k, const T* du, T sq_scale, int64_t ro
 #define LF_INSTANTIATE(T)                                                                                       \
   template void elu_plus_one_forward<T>(const T*, const uint8_t*, T*, int64_t, int64_t);                        \
   template void elu_plus_one_backward<T>(const T*, const T*, T*, int64_t);                                      \
+  template void relu_features_forward<T>(const T*, T, T*, int64_t);                                             \
+  template void relu_features_backward<T>(const T*, T, const T*, T*, int64_t);                                  \
   template void favor_query_features<T>(const T*, T*, int64_t, int64_t);                                        \
   template void favor_query_features_ref<T>(const T*, T*, int64_t, int64_t);                                    \
   template void favor_key_features<T>(const FavorKeyShape&, const T*, const T*, const uint8_t*, T, T*, T*);     \

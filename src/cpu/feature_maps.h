@@ -14,6 +14,13 @@ void elu_plus_one_forward(const T* x, const uint8_t* row_mask, T* y, int64_t row
 template <class T>
 void elu_plus_one_backward(const T* phi, const T* dy, T* dx, int64_t n);
 
+// Performer's generalized attention (ReLU features): phi (n) = max(u, 0) + eps. phi may be u.
+template <class T>
+void relu_features_forward(const T* u, T eps, T* phi, int64_t n);
+// du (n) = dphi where phi > eps (u > 0), else 0. du may be dphi.
+template <class T>
+void relu_features_backward(const T* phi, T eps, const T* dphi, T* du, int64_t n);
+
 // phi (rows, m_f) = exp(u − max_j u_j) / √m_f. phi may be u.
 template <class T>
 void favor_query_features(const T* u, T* phi, int64_t rows, int64_t mf);

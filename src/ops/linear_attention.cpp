@@ -146,6 +146,21 @@ void elu_plus_one_backward(In<T> phi, In<T> dy, TensorView<T> dx) {
 }
 
 template <class T>
+void relu_features_forward(In<T> u, double eps, TensorView<T> phi) {
+  const char* op = "relu_features_forward";
+  require_same_dense(op, u, phi);
+  LF_DISPATCH(op, elementwise_device<T>(op, u, phi, phi),
+              return lf::relu_features_forward<T>(u.data(), T(eps), phi.data(), u.numel()));
+}
+
+template <class T>
+void relu_features_backward(In<T> phi, double eps, In<T> dphi, TensorView<T> du) {
+  const char* op = "relu_features_backward";
+  LF_DISPATCH(op, elementwise_device<T>(op, phi, dphi, du),
+              return lf::relu_features_backward<T>(phi.data(), T(eps), dphi.data(), du.data(), phi.numel()));
+}
+
+template <class T>
 void favor_query_features(In<T> u, TensorView<T> phi) {
   const char* op = "favor_query_features";
   require_same_dense(op, u, phi);
@@ -205,6 +220,8 @@ void favor_key_norm_backward(In<T> k, In<T> du, double sq_scale, TensorView<T> d
                                            TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>);             \
   template void elu_plus_one_forward<T>(In<T>, TensorView<const uint8_t>, TensorView<T>);                             \
   template void elu_plus_one_backward<T>(In<T>, In<T>, TensorView<T>);                                                \
+  template void relu_features_forward<T>(In<T>, double, TensorView<T>);                                               \
+  template void relu_features_backward<T>(In<T>, double, In<T>, TensorView<T>);                                       \
   template void favor_query_features<T>(In<T>, TensorView<T>);                                                        \
   template void favor_key_features<T>(In<T>, In<T>, TensorView<const uint8_t>, double, const LinearAttentionOptions&, \
                                       TensorView<T>, TensorView<T>);                                                  \

@@ -55,7 +55,8 @@ const json kSmall = {{"chunk", 4}, {"features", 7}};
 // ---- the reference -------------------------------------------------------------------------------
 
 // O (B, n, d) before the output map (with_output: Y = O W_oᵀ + b_o), by the definition in double:
-// φ(x)_j = exp(w_j·x − ‖x‖²/2)/√m_f on x = q / d_h^{1/4}, no stabiliser, explicit sums over the keys.
+// φ(x)_j = exp(w_j·x − ‖x‖²/2)/√m_f on x = q / d_h^{1/4} (generalized_attention: relu(w_j·x) + ε),
+// no stabiliser, explicit sums over the keys.
 template <class T>
 std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig<T>& rig, bool with_output = true) {
   const int64_t B = c.B, n = c.n, m = c.m > 0 ? c.m : c.n, d = c.dims.d_model, h = c.dims.n_heads, dh = d / h;
@@ -68,6 +69,8 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
     return test::affine(Wm, b, x, d, d);
   };
   const double c4 = std::pow(double(dh), -0.25);
+  const bool generalized = c.options.value("generalized_attention", false);
+  const double eps = c.options.value("kernel_epsilon", 1e-3);
   auto phi = [&](const std::vector<double>& q, int64_t hd) {
     std::vector<double> f(static_cast<size_t>(mf));
     double sq = 0;
@@ -75,7 +78,7 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
     for (int64_t j = 0; j < mf; ++j) {
       double u = 0;
       for (int64_t e = 0; e < dh; ++e) u += W[size_t(j * dh + e)] * c4 * q[size_t(hd * dh + e)];
-      f[size_t(j)] = std::exp(u - sq / 2) / std::sqrt(double(mf));
+      f[size_t(j)] = generalized ? std::max(u, 0.0) + eps : std::exp(u - sq / 2) / std::sqrt(double(mf));
     }
     return f;
   };
@@ -139,6 +142,14 @@ TEST(PerformerAttention, MatchesReference) {
   }
   expect_matches_reference_both(cross(pf_case(8, true), 8));  // causal cross-attention (m = n)
   // The other feature draws (the reference reads W from the layer; PerformerFeatures checks the draws).
+  // Generalized attention (ReLU features).
+  const json relu = with(kSmall, {{"generalized_attention", true}});
+  for (bool causal : {false, true}) {
+    expect_matches_reference_both(pf_case(12, causal, relu));
+    expect_matches_reference_both(with_mask(pf_case(11, causal, with(relu, {{"kernel_epsilon", 0.1}}), 16), 6));
+    expect_matches_reference_both(with_mask(pf_case(150, causal, {{"chunk", 32}, {"generalized_attention", true}}, 160, 2, 64), 100));
+  }
+  expect_matches_reference_both(with_mask(cross(pf_case(6, false, relu), 9), 4));
   for (bool causal : {false, true}) {
     expect_matches_reference_both(with_mask(pf_case(11, causal, with(kSmall, {{"ortho_features", false}}), 16), 6));
     expect_matches_reference_both(with_mask(pf_case(11, causal, with(kSmall, {{"ortho_scaling", 1}}), 16), 6));
@@ -161,6 +172,11 @@ TEST(PerformerAttention, GradientsMatchFiniteDifferences) {
   cases.push_back(cross(pf_case(6, true), 6));
   cases.push_back(with_mask(pf_case(10, false, with(kSmall, {{"ortho_features", false}}), 12), 5));
   cases.push_back(pf_case(9, true, with(kSmall, {{"ortho_scaling", 1}})));
+  for (bool causal : {false, true}) {
+    cases.push_back(with_mask(pf_case(10, causal, with(kSmall, {{"generalized_attention", true}}), 12), 5));
+    cases.push_back(pf_case(9, causal, with(kSmall, {{"generalized_attention", true}, {"kernel_epsilon", 0.0}})));
+  }
+  cases.push_back(cross(pf_case(6, false, with(kSmall, {{"generalized_attention", true}})), 8));
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
     test::check_attention_gradients(c);  // also: the fixed `features` receive no gradient
@@ -168,18 +184,19 @@ TEST(PerformerAttention, GradientsMatchFiniteDifferences) {
 }
 
 TEST(PerformerAttention, ResultsDoNotDependOnTheThreadCount) {
-  for (bool causal : {false, true}) {
-    const AttentionCase c = with_mask(pf_case(300, causal, {{"chunk", 16}}, 300, 4, 64), 200);
-    SCOPED_TRACE(describe(c));
-    test::expect_results_independent_of_threads(c);
-  }
+  for (bool causal : {false, true})
+    for (const json& o : {json{{"chunk", 16}}, json{{"chunk", 16}, {"generalized_attention", true}}}) {
+      const AttentionCase c = with_mask(pf_case(300, causal, o, 300, 4, 64), 200);
+      SCOPED_TRACE(describe(c));
+      test::expect_results_independent_of_threads(c);
+    }
 }
 
 // ---- causality -----------------------------------------------------------------------------------
 
 std::vector<AttentionCase> causal_cases() {
   return {pf_case(12, true), with_mask(pf_case(11, true, kSmall, 16), 6), pf_case(9, true, {{"chunk", 3}, {"features", 5}}),
-          pf_case(5, true, {{"chunk", 8}})};
+          pf_case(5, true, {{"chunk", 8}}), with_mask(pf_case(11, true, with(kSmall, {{"generalized_attention", true}}), 16), 6)};
 }
 
 // Outputs up to t with and without a change of the later inputs: bitwise equal (no stabiliser reaches
@@ -596,7 +613,8 @@ TEST(PerformerAttention, IsRegisteredWithItsSupportAndDefaults) {
   EXPECT_TRUE(s.variable_length);
   EXPECT_TRUE(s.cross_attention);
   const json defaults = {{"features", 266},        {"redraw_every", 1000}, {"seed", 0}, {"qkv_bias", false},
-                         {"ortho_features", true}, {"ortho_scaling", 0},   {"chunk", 64}};
+                         {"ortho_features", true}, {"ortho_scaling", 0},   {"generalized_attention", false},
+                         {"kernel_fn", "relu"},    {"kernel_epsilon", 1e-3}, {"chunk", 64}};
   EXPECT_EQ(validate_attention({"performer", {512, 8, 4096, true, 0.1}, json::object(), ""}), defaults);
   // int(d_h · ln d_h), at least 1: d_h = 4 → 5, 2 → 1, 1 → 1, 16 → 44.
   EXPECT_EQ(validate_attention({"performer", {8, 2, 8, false, 0}, json::object(), ""})["features"], 5);
@@ -628,6 +646,10 @@ TEST(PerformerAttention, RefusesBadConfigurations) {
   EXPECT_THROW(make({{"ortho_features", "no"}}), InvalidArgument);
   EXPECT_THROW(make({{"ortho_scaling", 2}}), InvalidArgument);
   EXPECT_THROW(make({{"ortho_scaling", 1}, {"ortho_features", false}}), InvalidArgument);
+  EXPECT_THROW(make({{"generalized_attention", 1}}), InvalidArgument);
+  EXPECT_THROW(make({{"kernel_fn", "gelu"}}), InvalidArgument);
+  EXPECT_THROW(make({{"kernel_epsilon", -0.1}}), InvalidArgument);
+  EXPECT_THROW(make({{"kernel_epsilon", "small"}}), InvalidArgument);
   try {
     make({{"features", 0}});
   } catch (const InvalidArgument& e) {
