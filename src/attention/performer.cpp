@@ -19,6 +19,8 @@
 //   max over the whole sequence, causal or not, so a later key moves earlier outputs by rounding.)
 // generalized_attention (performer-pytorch's, the paper's §"generalized attention"): φ(x)_j =
 // relu(w_jᵀx) + kernel_epsilon on the same x, no stabiliser; kernel_fn names the function (relu).
+// no_projection (performer-pytorch's): no W; φ(q) = softmax over q's d_h entries, φ(k) = causal exp(k),
+// else the softmax of k over the positions (per entry), as performer-pytorch's FastAttention.
 // eps = 1e-20: far below the stabilised denominators (≥ ~1e-12 unless every feature underflowed), so
 // it never biases the estimate. No probabilities are formed: attention dropout does not apply.
 // Decoding (kRecurrent): per head the state (S, z) of m_f·(d_h + 1) numbers and R, whatever the context.
@@ -32,6 +34,7 @@
 #include "attention/projections.h"
 #include "linformer/attention.h"
 #include "linformer/error.h"
+#include "ops/elementwise.h"
 #include "ops/linear_attention.h"
 #include "ops/matmul.h"
 
@@ -48,6 +51,7 @@ struct PerformerOptions {
   int64_t chunk = 64;
   PerformerFeatureDraw draw = PerformerFeatureDraw::kOrthogonal;  // ortho_features, ortho_scaling
   bool generalized = false;     // φ = relu(c·W x) + kernel_epsilon instead of FAVOR+'s softmax features
+  bool no_projection = false;   // no random features: softmax of q over its d_h entries, of k over positions
   double kernel_epsilon = 1e-3;
 };
 
@@ -76,6 +80,9 @@ PerformerOptions parse_performer(const AttentionDims& dims, const json& options,
            : scaling == 1 ? PerformerFeatureDraw::kOrthogonalSqrtD
                           : PerformerFeatureDraw::kOrthogonal;
   o.generalized = r.get_bool("generalized_attention", false);
+  o.no_projection = r.get_bool("no_projection", false);
+  LF_REQUIRE(!(o.no_projection && o.generalized), r.where("no_projection"),
+             " and generalized_attention exclude each other (no_projection uses no features to apply a kernel to)");
   r.get_choice("kernel_fn", "relu", {"relu"});
   o.kernel_epsilon = r.get_double("kernel_epsilon", 1e-3);
   LF_REQUIRE(std::isfinite(o.kernel_epsilon) && o.kernel_epsilon >= 0, r.where("kernel_epsilon"),
@@ -101,7 +108,9 @@ class PerformerAttention final : public Attention<T> {
         maps_(arena, spec.prefix, spec.dims.d_model, opt_.qkv_bias),
         arena_(arena),
         prefix_(spec.prefix),
-        dh_(spec.dims.d_model / spec.dims.n_heads) {
+        dh_(spec.dims.d_model / spec.dims.n_heads),
+        mf_(options.no_projection ? dh_ : options.features) {
+    if (opt_.no_projection) return;  // no random features to hold
     const uint64_t seed = uint64_t(opt_.seed);
     const std::string prefix = prefix_;
     const int64_t mf = opt_.features, dh = dh_;
@@ -116,7 +125,7 @@ class PerformerAttention final : public Attention<T> {
 
   void set_training_step(int64_t step) override {
     LF_REQUIRE(step >= 0, "performer attention: training step must be non-negative, got ", step);
-    if (opt_.redraw_every <= 0) return;
+    if (opt_.redraw_every <= 0 || opt_.no_projection) return;
     const int64_t draw = step / opt_.redraw_every;
     if (draw == held_draw_) return;
     LF_REQUIRE(arena_.allocated(), "performer attention: set_training_step() before the arena was allocated");
@@ -133,17 +142,24 @@ class PerformerAttention final : public Attention<T> {
     validate_input(in, dims_, performer_info());
     in_ = in;
     kept_ = in.keep_for_backward;
-    const int64_t B = in.B, n = in.n, m = in.kv_len(), d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
+    const int64_t B = in.B, n = in.n, m = in.kv_len(), d = dims_.d_model, h = dims_.n_heads, mf = mf_;
     const TensorView<const uint8_t> key_mask = ops::key_mask_view(in.key_padding_mask, B, m);
     maps_.project_in(in, q_, k_, v_);
     // U = c·x Wᵀ for every (position, head) row of d_h: (B·n·h, m_f), then the feature maps in place.
     fq_.resize(B * n * h * mf);
     fk_.resize(B * m * h * mf);
-    const TensorView<const T> Wt = features().t();
-    ops::matmul<T>(q_.view({B * n * h, dh_}), Wt, fq_.view({B * n * h, mf}), feature_scale());
-    ops::matmul<T>(k_.view({B * m * h, dh_}), Wt, fk_.view({B * m * h, mf}), feature_scale());
+    project_features(q_, fq_, B * n * h);
+    project_features(k_, fk_, B * m * h);
     const TensorView<T> fq = heads(fq_, B, n, mf), fk = heads(fk_, B, m, mf);
-    if (opt_.generalized) {  // nothing to stabilise: every feature is at most linear in x
+    if (opt_.no_projection) {
+      // Queries: exp(q − max) (the softmax up to a per-row factor, which cancels between the core's
+      // numerator and denominator). Keys: causal exp(k − μ_s) with each key's own max as the shift
+      // (the core's e^{μ_s − R_t} restores exp(k)); otherwise the softmax over the positions.
+      ops::favor_query_features<T>(fq, fq);
+      shift_.resize(B * h * (dims_.causal ? m : 1));
+      ops::favor_key_features<T>(heads(k_, B, m, dh_), fk, key_mask, 0.0, core_options(), fk, stabilisers(B));
+      if (!dims_.causal) ops::column_softmax_forward<T>(fk, fk);
+    } else if (opt_.generalized) {  // nothing to stabilise: every feature is at most linear in x
       ops::relu_features_forward<T>(fq, opt_.kernel_epsilon, fq);
       ops::relu_features_forward<T>(fk, opt_.kernel_epsilon, fk);
     } else {
@@ -166,7 +182,7 @@ class PerformerAttention final : public Attention<T> {
 
   void backward(const T* dout, T* dx, T* dcontext) override {
     require_kept_for_backward(kept_, "performer");
-    const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len(), h = dims_.n_heads, mf = opt_.features;
+    const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len(), h = dims_.n_heads, mf = mf_;
     Buffer<T> d_o(B * n * d), dq(B * n * d), dk(B * m * d), dv(B * m * d);
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     Buffer<T> dfq(B * n * h * mf), dfk(B * m * h * mf);
@@ -181,16 +197,27 @@ class PerformerAttention final : public Attention<T> {
     // Generalized: φ = relu(c·Wx) + ε, so dx = c·Σ_j g_j w_j with g = dφ where φ > ε.
     const T c = feature_scale();
     const int64_t qrows = B * n * h, krows = B * m * h;
-    if (opt_.generalized) {
+    if (opt_.no_projection) {
+      ops::favor_features_backward<T>(fq, gq, gq);
+      if (dims_.causal)
+        ops::favor_features_backward<T>(fk, gk, gk);
+      else
+        ops::column_softmax_backward<T>(fk, gk, gk);
+    } else if (opt_.generalized) {
       ops::relu_features_backward<T>(fq, opt_.kernel_epsilon, gq, gq);
       ops::relu_features_backward<T>(fk, opt_.kernel_epsilon, gk, gk);
     } else {
       ops::favor_features_backward<T>(fq, gq, gq);
       ops::favor_features_backward<T>(fk, gk, gk);
     }
-    ops::matmul<T>(dfq.view({qrows, mf}), features(), dq.view({qrows, dh_}), c);
-    ops::matmul<T>(dfk.view({krows, mf}), features(), dk.view({krows, dh_}), c);
-    if (!opt_.generalized)
+    if (opt_.no_projection) {  // u = q, k
+      ops::copy<T>(dfq.view({qrows, mf}), dq.view({qrows, dh_}));
+      ops::copy<T>(dfk.view({krows, mf}), dk.view({krows, dh_}));
+    } else {
+      ops::matmul<T>(dfq.view({qrows, mf}), features(), dq.view({qrows, dh_}), c);
+      ops::matmul<T>(dfk.view({krows, mf}), features(), dk.view({krows, dh_}), c);
+    }
+    if (!opt_.generalized && !opt_.no_projection)
       ops::favor_key_norm_backward<T>(k_.view({krows, dh_}), dfk.view({krows, mf}), c * c, dk.view({krows, dh_}));
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, "performer");
     release_buffers(q_, k_, v_, fq_, fk_, o_, den_, shift_);  // one backward per forward
@@ -201,13 +228,13 @@ class PerformerAttention final : public Attention<T> {
 
   std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
     check_begin_decode(dims_, B, d_model, "performer");
-    return std::make_unique<LinearDecodeState<T>>(B, dims_.n_heads, opt_.features, dh_, /*scaled=*/!opt_.generalized);
+    return std::make_unique<LinearDecodeState<T>>(B, dims_.n_heads, mf_, dh_, /*scaled=*/!opt_.generalized);
   }
 
   // The forward's feature maps on the new rows (each key's stabiliser is its own), then the core from
   // the carried state.
   void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
-    const int64_t d = dims_.d_model, h = dims_.n_heads, mf = opt_.features;
+    const int64_t d = dims_.d_model, h = dims_.n_heads, mf = mf_;
     LinearDecodeState<T>& st =
         LinearDecodeState<T>::of(base, "performer", n_new, h, mf, dh_, /*scaled=*/!opt_.generalized);
     const int64_t B = st.B;
@@ -215,9 +242,8 @@ class PerformerAttention final : public Attention<T> {
     Buffer<T> q, k, v, fq(B * n_new * h * mf), fk(fq.size()), shift(B * h * n_new), o(B * n_new * d);
     Buffer<T> den(B * h * n_new);
     maps_.project_in(in, q, k, v);
-    const TensorView<const T> Wt = features().t();
-    ops::matmul<T>(q.view({B * n_new * h, dh_}), Wt, fq.view({B * n_new * h, mf}), feature_scale());
-    ops::matmul<T>(k.view({B * n_new * h, dh_}), Wt, fk.view({B * n_new * h, mf}), feature_scale());
+    project_features(q, fq, B * n_new * h);
+    project_features(k, fk, B * n_new * h);
     const TensorView<T> phi_q = heads(fq, B, n_new, mf), phi_k = heads(fk, B, n_new, mf);
     if (opt_.generalized) {
       ops::relu_features_forward<T>(phi_q, opt_.kernel_epsilon, phi_q);
@@ -227,8 +253,8 @@ class PerformerAttention final : public Attention<T> {
                                       den.view({B, h, n_new}));
     } else {
       ops::favor_query_features<T>(phi_q, phi_q);
-      ops::favor_key_features<T>(heads(k, B, n_new, dh_), phi_k, {}, 0.5 / std::sqrt(double(dh_)), core_options(),
-                                 phi_k, shift.view({B, h, n_new}));
+      ops::favor_key_features<T>(heads(k, B, n_new, dh_), phi_k, {}, opt_.no_projection ? 0.0 : 0.5 / std::sqrt(double(dh_)),
+                                 core_options(), phi_k, shift.view({B, h, n_new}));
       ops::linear_attention_decode<T>(phi_q, phi_k, heads(v, B, n_new, dh_), shift.view({B, h, n_new}), core_options(),
                                       st.H.view({B, h, mf, dh_}), st.z.view({B, h, mf}), st.R.view({B, h}),
                                       heads(o, B, n_new, dh_), den.view({B, h, n_new}));
@@ -238,12 +264,12 @@ class PerformerAttention final : public Attention<T> {
   }
 
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
-    const double features = 2.0 * B * double(n + m) * dims_.n_heads * opt_.features * dh_;
+    const double features = opt_.no_projection ? 0.0 : 2.0 * B * double(n + m) * dims_.n_heads * mf_ * dh_;
     return maps_.flops(B, n, m) + features + ops::linear_attention_flops(core_sizes(B, n, m), core_options());
   }
 
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
-    const double d = double(dims_.d_model), h = double(dims_.n_heads), mf = double(opt_.features);
+    const double d = double(dims_.d_model), h = double(dims_.n_heads), mf = double(mf_);
     const double nd = double(B) * n * d, md = double(B) * m * d, nf = double(B) * n * h * mf, kf = double(B) * m * h * mf;
     const double small = double(B) * h * (n + m);  // denominators, chunk shifts
     const double scratch = ops::linear_attention_scratch_bytes(core_sizes(B, n, m), core_options(), sizeof(T));
@@ -258,11 +284,18 @@ class PerformerAttention final : public Attention<T> {
   ops::LinearAttentionOptions core_options() const { return {dims_.causal, opt_.chunk, kPerformerEps}; }
   // m_f features per head, values d_h wide.
   ops::LinearAttentionSizes core_sizes(int64_t B, int64_t n, int64_t m) const {
-    return {B, dims_.n_heads, n, m, opt_.features, dims_.d_model / dims_.n_heads};
+    return {B, dims_.n_heads, n, m, mf_, dims_.d_model / dims_.n_heads};
   }
 
   // c = d_h^{-1/4}: queries and keys enter the features as x / d_h^{1/4}.
   T feature_scale() const { return T(std::pow(double(dh_), -0.25)); }
+  // u (rows, m_f) = c·x Wᵀ for rows of d_h, or x itself with no_projection (m_f = d_h).
+  void project_features(Buffer<T>& x, Buffer<T>& u, int64_t rows) const {
+    if (opt_.no_projection)
+      ops::copy<T>(x.view({rows, dh_}), u.view({rows, mf_}));
+    else
+      ops::matmul<T>(x.view({rows, dh_}), features().t(), u.view({rows, mf_}), feature_scale());
+  }
   // W (m_f, d_h).
   TensorView<const T> features() const { return matrix<const T>(arena_.value(w_), opt_.features, dh_); }
   // x (B, len, h·w) seen per head: (B, len, h, w).
@@ -286,6 +319,7 @@ class PerformerAttention final : public Attention<T> {
   ParamArena<T>& arena_;
   std::string prefix_;
   int64_t dh_ = 0;
+  int64_t mf_ = 0;  // features per head: m_f, or d_h with no_projection
   int w_ = -1;              // features (m_f, d_h), fixed
   int64_t held_draw_ = -1;  // the draw set_training_step last wrote (-1: none
                             // yet, e.g. loaded weights)

@@ -44,6 +44,19 @@ template <class T>
 void favor_key_features_ref(const FavorKeyShape& s, const T* k, const T* u, const uint8_t* key_mask, T half_sq_scale,
                             T* phi, T* key_max);
 
+// performer's no_projection, non-causal keys: a softmax over the positions per (batch, head, column).
+// y (B, m, h, r) = phi / Σ_s phi over the keys s of each (b, head, column) (0 where the sum is 0),
+// from phi = exp(u − M) (padded rows 0, M any constant of the (b, head)). y may be phi.
+template <class T>
+void column_softmax_forward(int64_t B, int64_t m, int64_t h, int64_t r, const T* phi, T* y);
+template <class T>
+void column_softmax_forward_ref(int64_t B, int64_t m, int64_t h, int64_t r, const T* phi, T* y);
+// Its backward to u: du = y ⊙ (dy − Σ_s y dy) per (b, head, column). du may be dy.
+template <class T>
+void column_softmax_backward(int64_t B, int64_t m, int64_t h, int64_t r, const T* y, const T* dy, T* du);
+template <class T>
+void column_softmax_backward_ref(int64_t B, int64_t m, int64_t h, int64_t r, const T* y, const T* dy, T* du);
+
 // du (n) = dphi ⊙ phi. du may be dphi.
 template <class T>
 void favor_features_backward(const T* phi, const T* dphi, T* du, int64_t n);
