@@ -116,31 +116,51 @@ Rounds make_rounds(const ReformerShape& s, const int32_t* buckets, const int32_t
   return rd;
 }
 
-// N_tj of reformer.h: the rounds in which key p lies in one of query t's chunks (and, without
-// across_buckets, in its bucket); the masks (padding, causality) are the same in every round.
-int64_t rounds_seeing(const ReformerShape& s, const Rounds& rd, const int32_t* buckets, int64_t bi, int32_t t,
-                      int32_t p) {
-  const int64_t n = s.n, BH = s.B * s.h;
-  int64_t count = 0;
-  for (int64_t r = 0; r < s.n_hashes; ++r) {
-    const int64_t l = (r * BH + bi) * n;
-    const int32_t c = rd.chunk_of[size_t(l + t)];
-    if (c < 0) continue;
-    const Chunk& ch = rd.chunks[size_t(r)][size_t(c)];
-    const int64_t k = rd.slot[size_t(l + p)];
-    if (!((k >= ch.q0 && k < ch.q1) || (k >= ch.p0 && k < ch.p1))) continue;
-    if (!s.bucket_chunks && !s.across_buckets && buckets[l + p] != buckets[l + t]) continue;
-    ++count;
+// N_tj of reformer.h for the keys of one query t, seen in round r (so N ≥ 1): per other round, t's
+// two chunks as slot ranges (and its bucket), gathered once per query; then per key one slot look-up
+// per round. The masks (padding, causality) are the same in every round.
+struct QueryRounds {
+  struct Range {
+    int64_t list, q0, q1, p0, p1;  // list: the round's offset (r'·B·h + bi)·n
+    int32_t bucket;
+  };
+  std::vector<Range> other;  // the rounds r' ≠ r in which t is a query
+  std::vector<double> log_count;  // log k for k ≤ n_hashes
+
+  explicit QueryRounds(const ReformerShape& s) {
+    for (int64_t k = 0; k <= s.n_hashes; ++k) log_count.push_back(k > 0 ? std::log(double(k)) : 0.0);
   }
-  return count;
-}
+
+  void gather(const ReformerShape& s, const Rounds& rd, const int32_t* buckets, int64_t r, int64_t bi, int32_t t) {
+    other.clear();
+    for (int64_t r2 = 0; r2 < s.n_hashes; ++r2) {
+      const int64_t list = (r2 * s.B * s.h + bi) * s.n;
+      const int32_t c = rd.chunk_of[size_t(list + t)];
+      if (r2 == r || c < 0) continue;
+      const Chunk& ch = rd.chunks[size_t(r2)][size_t(c)];
+      other.push_back(Range{list, ch.q0, ch.q1, ch.p0, ch.p1, buckets[list + t]});
+    }
+  }
+
+  // log N for key p of the gathered query.
+  double log_rounds(const ReformerShape& s, const Rounds& rd, const int32_t* buckets, int32_t p) const {
+    const bool bucket_mask = !s.bucket_chunks && !s.across_buckets;
+    int64_t count = 1;  // round r itself
+    for (const Range& g : other) {
+      const int64_t k = rd.slot[size_t(g.list + p)];
+      count += ((k >= g.q0 && k < g.q1) || (k >= g.p0 && k < g.p1)) && (!bucket_mask || buckets[g.list + p] == g.bucket);
+    }
+    return log_count[size_t(count)];
+  }
+};
 
 // Per-thread buffers for one chunk: keys (tk ≤ 2L) and one block of queries (tq ≤ kQueryBlock).
 template <class T>
 struct ChunkScratch {
   std::vector<T> Kt, Kp, Vp, Vt, Qp, dOp, S, Pd, dP, Md, Ob, dKs, dVs, mx, sum;
   std::vector<int32_t> kpos, qpos, self_slot;
-  ChunkScratch(int64_t L, int64_t d_h, bool backward) {
+  QueryRounds rounds;  // the duplicate correction's per-query ranges
+  ChunkScratch(const ReformerShape& s, int64_t L, int64_t d_h, bool backward) : rounds(s) {
     const size_t keys = size_t(2 * L * d_h), block = size_t(kQueryBlock * 2 * L), rows = size_t(kQueryBlock * d_h);
     Kt.resize(keys);
     Vp.resize(keys);
@@ -202,6 +222,7 @@ void chunk_scores(const ReformerShape& s, const Rounds& rd, const int32_t* bucke
     const int32_t t = w.qpos[size_t(a)];
     T* row = w.S.data() + a * tk;
     w.self_slot[size_t(a)] = -1;
+    if (dedup) w.rounds.gather(s, rd, buckets, r, bi, t);
     for (int64_t j = 0; j < tk; ++j) {
       const int32_t p = w.kpos[size_t(j)];
       if ((km && km[p]) || (s.causal && p > t) || (bucket_mask && bk[p] != bk[t])) {
@@ -210,7 +231,7 @@ void chunk_scores(const ReformerShape& s, const Rounds& rd, const int32_t* bucke
         row[j] = self;
         w.self_slot[size_t(a)] = int32_t(j);
       } else if (dedup) {
-        row[j] -= T(std::log(double(rounds_seeing(s, rd, buckets, bi, t, p))));
+        row[j] -= T(w.rounds.log_rounds(s, rd, buckets, p));
       }
     }
   }
@@ -328,7 +349,7 @@ void reformer_forward(const ReformerShape& s, const T* q, const T* kn, const T* 
     const int64_t tasks = int64_t(chunks.size());
 #pragma omp parallel if (parallel && tasks > 1)
     {
-      ChunkScratch<T> w(s.chunk, d_h, false);
+      ChunkScratch<T> w(s, s.chunk, d_h, false);
 #pragma omp for schedule(dynamic, 4)
       for (int64_t task = 0; task < tasks; ++task) {
         const Chunk& ch = chunks[size_t(task)];
@@ -457,7 +478,7 @@ void reformer_backward(const ReformerShape& s, const T* q, const T* kn, const T*
       if (tasks == 0) continue;
 #pragma omp parallel if (parallel && tasks > 1)
       {
-        ChunkScratch<T> w(s.chunk, d_h, true);
+        ChunkScratch<T> w(s, s.chunk, d_h, true);
         std::vector<T> dQb(size_t(kQueryBlock * d_h));
 #pragma omp for schedule(dynamic, 4)
         for (int64_t task = 0; task < tasks; ++task) {
