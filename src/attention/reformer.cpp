@@ -31,7 +31,7 @@ struct ReformerOptions {
   bool across_buckets = true;         // global chunking: the chunks' keys of other buckets visible
   bool dedup = true;                  // the paper's duplicate correction
   bool rotations_per_step = true;     // training draws the rotations from the step's seed
-  int64_t full_attn_thres = 0;        // exact attention when the length (max_len when causal) ≤ this
+  int64_t full_attn_thres = 0;        // exact attention when max_len ≤ this
   uint64_t seed = 0;
   bool qkv_bias = false;
 };
@@ -204,9 +204,13 @@ class ReformerAttention final : public Attention<T> {
     return std::max<int64_t>(2, chunks + chunks % 2);  // about bucket_size positions per bucket
   }
 
-  // Exact attention instead of LSH (full_attn_thres): by the length of the call, or of max_len when
-  // causal (so that a position's output does not change when later ones arrive).
-  bool full_attention(int64_t n) const { return (dims_.causal ? dims_.max_len : n) <= o_.full_attn_thres; }
+  // Exact attention instead of LSH (full_attn_thres), judged by max_len, never by the call's length:
+  // a causal output must not change when later positions arrive, nor a padded sample's outputs with
+  // the padding (the kind is padding-invariant), so the choice cannot follow n.
+  bool full_attention(int64_t n) const {
+    (void)n;
+    return dims_.max_len <= o_.full_attn_thres;
+  }
 
   // The rotations (n_hashes, h, d_h, nb/2) for nb buckets: at inference (or with rotations 'fixed')
   // drawn once per bucket count from the option seed; in training with 'per_step', drawn afresh

@@ -228,7 +228,7 @@ ReformerShape layer_shape(const AttentionCase& c) {
   s.key_mask = c.mask.empty() ? nullptr : c.mask.data();
   s.dropout = c.training ? c.dims.dropout : 0.0;
   s.seed = 1234;  // AttentionRig::forward's
-  if ((c.dims.causal ? c.dims.max_len : c.n) <= o["full_attn_thres"].get<int64_t>()) {
+  if (c.dims.max_len <= o["full_attn_thres"].get<int64_t>()) {
     s.n_hashes = 1, s.n_buckets = 2, s.chunk = c.n;
     s.bucket_chunks = false, s.across_buckets = true;
   }
@@ -243,7 +243,7 @@ std::vector<double> reference_layer(const AttentionRig<double>& rig, const Atten
   const json o = validate_attention({"reformer", c.dims, c.options, ""});
   const Projected p = project(rig, c);
   std::vector<int32_t> buckets;
-  if ((c.dims.causal ? c.dims.max_len : c.n) <= o["full_attn_thres"].get<int64_t>()) {
+  if (c.dims.max_len <= o["full_attn_thres"].get<int64_t>()) {
     for (int64_t bi = 0; bi < s.B * s.h; ++bi)
       for (int64_t t = 0; t < s.n; ++t) buckets.push_back(s.key_mask && s.key_mask[(bi / s.h) * s.n + t] ? 2 : 0);
   } else {
@@ -461,7 +461,8 @@ TEST(ReformerAttention, PaddedSampleEqualsItsUnpaddedRun) {
       {{{"bucket_size", 3}, {"n_hashes", 3}, {"allow_duplicate_attention", true}}, false},
       {{{"bucket_size", 3}, {"chunking", "bucket"}}, false},
       {{{"bucket_size", 4}, {"n_hashes", 3}}, true},
-      {{{"bucket_size", 3}, {"full_attn_thres", 20}}, false},
+      {{{"bucket_size", 3}, {"full_attn_thres", 24}}, false},
+      {{{"bucket_size", 3}, {"full_attn_thres", 24}}, true},
   };
   const int64_t n = 20, d = 8, real = 11;
   for (const auto& [options, causal] : configs) {
@@ -472,7 +473,6 @@ TEST(ReformerAttention, PaddedSampleEqualsItsUnpaddedRun) {
     AttentionRig<double> rig(padded);
     rig.forward(padded);
     AttentionCase alone = reformer_case(real, options, causal, 2, d, 1, 24);
-    if (options.contains("full_attn_thres")) alone.options["full_attn_thres"] = real;  // exact attention both
     AttentionRig<double> arig(alone);
     std::copy_n(rig.x.begin(), real * d, arig.x.begin());
     std::copy_n(rig.arena.values(), rig.arena.numel(), arig.arena.values());  // the same parameters
@@ -579,8 +579,8 @@ TEST(ReformerAttention, KnownBucketsGiveBlockAttention) {
     }
 }
 
-// full_attn_thres: exact shared-QK attention (self only when alone) when the length is at most the
-// threshold (max_len when causal), LSH above it.
+// full_attn_thres: exact shared-QK attention (self only when alone) when max_len is at most the
+// threshold, LSH above it, whatever the call's length.
 TEST(ReformerAttention, FullAttentionAtOrBelowTheThreshold) {
   for (bool causal : {false, true})
     for (bool mask : {false, true}) {
@@ -601,9 +601,16 @@ TEST(ReformerAttention, FullAttentionAtOrBelowTheThreshold) {
       EXPECT_GT(diff, 1e-3);
       expect_layer_matches_reference(above);
     }
-  // Causal: decided by max_len, so a short call still hashes when max_len is above the threshold.
-  AttentionCase c = reformer_case(8, {{"bucket_size", 2}, {"full_attn_thres", 8}}, true, 2, 8, 2, 16);
-  expect_layer_matches_reference(c);
+  // Decided by max_len: a short call still hashes when max_len is above the threshold, and a call
+  // shorter than max_len is exact when max_len is at or below it.
+  for (bool causal : {false, true}) {
+    expect_layer_matches_reference(reformer_case(8, {{"bucket_size", 2}, {"full_attn_thres", 8}}, causal, 2, 8, 2, 16));
+    AttentionCase c = with_mask(reformer_case(9, {{"bucket_size", 2}, {"full_attn_thres", 16}}, causal, 2, 8, 2, 16));
+    AttentionRig<double> rig(c);
+    rig.forward(c);
+    const std::vector<double> ref = dense_shared_qk(rig, c);
+    LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+  }
 }
 
 TEST(ReformerAttention, GradientsMatchFiniteDifferences) {
