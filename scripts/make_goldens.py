@@ -670,18 +670,19 @@ class ReformerRef(Ref):
         R = [[normal_f64(o.get("seed", 0), stream, (row << 24) + j) for j in range(half)] for row in range(rows)]
         return torch.tensor(R, dtype=torch.float64).reshape(o["n_hashes"], h, d_h, half)
 
-    def visible(self, buckets, n):
-        """(n, n) bool for one (round, sample, head): key j in the query's chunk or the one before."""
+    def visible(self, buckets, n, padded):
+        """(n, n) bool for one (round, sample, head): key j in the query's chunk or the one before.
+        Padded positions (bucket n_buckets, sorted last) are in no chunk; global chunks are cut from
+        the real positions alone."""
         L = self.opt["bucket_size"]
-        order = sorted(range(n), key=lambda t: (buckets[t], t))
-        chunk = [0] * n
+        order = [t for t in sorted(range(n), key=lambda t: (buckets[t], t)) if not padded[t]]
+        chunk = [None] * n
         prev = {}
         if self.opt.get("chunking", "bucket" if self.causal else "global") == "global":
-            n_chunks = -(-n // L)
-            assert n_chunks >= 2, "one chunk would be its own previous chunk"
+            n_chunks = -(-len(order) // L)
             for p, t in enumerate(order):
                 chunk[t] = p // L
-            prev = {c: (c - 1) % n_chunks for c in range(n_chunks)}
+            prev = {c: (c - 1) % n_chunks if n_chunks > 1 else None for c in range(n_chunks)}
         else:  # chunks restart at every bucket; no wrap-around
             seen = {}
             for t in order:
@@ -689,10 +690,11 @@ class ReformerRef(Ref):
                 seen[buckets[t]] = k + 1
                 chunk[t] = (buckets[t], k // L)
                 prev[chunk[t]] = (buckets[t], k // L - 1)
+        across = self.opt.get("attend_across_buckets", self.opt.get("chunking", "bucket" if self.causal else "global") == "global")
         vis = torch.zeros(n, n, dtype=torch.bool)
-        for t in range(n):
-            for j in range(n):
-                vis[t, j] = chunk[j] == chunk[t] or chunk[j] == prev[chunk[t]]
+        for t in order:
+            for j in order:
+                vis[t, j] = (chunk[j] == chunk[t] or chunk[j] == prev[chunk[t]]) and (across or buckets[j] == buckets[t])
         return vis
 
     def forward(self, x, key_padding_mask=None):
@@ -703,26 +705,32 @@ class ReformerRef(Ref):
         kn = u / u.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         L = o["bucket_size"]
         nbk = o.get("n_buckets", 0)
-        if nbk == 0:
-            chunks = -(-n // L)
+        if nbk == 0:  # from max_len, never from the call's length
+            chunks = -(-self.L // L)
             nbk = max(2, chunks + chunks % 2)
         R = self.rotations(nbk)
         base = key_allowed(B, n, n, key_padding_mask, self.causal)[:, 0]  # (B, n, n)
         eye = torch.eye(n, dtype=torch.bool)
         raw = u @ kn.transpose(-1, -2) / math.sqrt(d_h)  # (B, h, n, n)
-        raw = torch.where(eye, torch.full_like(raw, -1e5), raw)  # the query's own key: −1e5
-        scores, values = [], []
+        padded = key_padding_mask if key_padding_mask is not None else torch.zeros(B, n, dtype=torch.bool)
+        vis = []
         for r in range(o["n_hashes"]):
             proj = kn.detach() @ R[r][None]  # (B, h, n, n_b/2)
             bk = torch.cat([proj, -proj], dim=-1).argmax(dim=-1)
-            if key_padding_mask is not None:
-                bk = torch.where(key_padding_mask[:, None, :], nbk - 1, bk)
-            vis = torch.stack([torch.stack([self.visible(bk[b, i].tolist(), n) for i in range(h)])
-                               for b in range(B)])
-            allowed = vis & base[:, None]
+            bk = torch.where(padded[:, None, :], nbk, bk)
+            vis.append(torch.stack([torch.stack([self.visible(bk[b, i].tolist(), n, padded[b].tolist())
+                                                 for i in range(h)]) for b in range(B)]))
+        # the paper's duplicate correction: − log of the rounds in which the pair is visible
+        if not o.get("allow_duplicate_attention", False):
+            count = torch.stack(vis).sum(dim=0).to(torch.float64).clamp(min=1)
+            raw = raw - torch.log(count)
+        raw = torch.where(eye, torch.full_like(raw, -1e5), raw)  # the query's own key: −1e5
+        scores, values = [], []
+        for r in range(o["n_hashes"]):
+            allowed = vis[r] & base[:, None]
             scores.append(raw.masked_fill(~allowed, float("-inf")))
             values.append(v)
-        # one softmax over every (round, key) pair
+        # one softmax over every (round, key) pair; a padded query (no key) gives 0
         s = torch.cat(scores, dim=-1)
         p = masked_softmax(s, torch.isfinite(s))
         return self.lin(merge_heads(p @ torch.cat(values, dim=-2)), "to_out")
@@ -896,6 +904,8 @@ CASES = {
     "reformer_causal_mask": (1802, "reformer", {"n_hashes": 2, "bucket_size": 3, "seed": 7}, 16, SHAPE1, True, 4),
     "reformer_bucket_shape2": (1803, "reformer", {"n_hashes": 3, "bucket_size": 3, "n_buckets": 4,
                                                   "chunking": "bucket", "qkv_bias": True}, 11, S2, False, 2),
+    "reformer_within_buckets_mask": (1804, "reformer", {"n_hashes": 3, "bucket_size": 3,
+                                                        "attend_across_buckets": False}, 14, SHAPE1, False, 3),
 }
 
 

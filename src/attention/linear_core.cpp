@@ -50,4 +50,23 @@ void performer_orthogonal_features(uint64_t seed, const std::string& prefix, int
   }
 }
 
+void performer_features(PerformerFeatureDraw how, uint64_t seed, const std::string& prefix, int64_t draw, int64_t m,
+                        int64_t d_h, double* out) {
+  LF_REQUIRE(m > 0 && d_h > 0 && draw >= 0, "performer features: bad size ", m, "×", d_h, " or draw ", draw);
+  if (how == PerformerFeatureDraw::kIid) {
+    const uint64_t stream = stream_id(prefix + "features/draw-" + std::to_string(draw));
+    for (int64_t i = 0; i < m * d_h; ++i) out[i] = normal_f64(seed, stream, uint64_t(i));
+    return;
+  }
+  performer_orthogonal_features(seed, prefix, draw, m, d_h, out);
+  if (how == PerformerFeatureDraw::kOrthogonal) return;
+  // Every row to norm √d_h: the orthonormal rows times √d_h (the Gaussian norms divided out).
+  for (int64_t j = 0; j < m; ++j) {
+    double sq = 0;
+    for (int64_t e = 0; e < d_h; ++e) sq += out[j * d_h + e] * out[j * d_h + e];
+    const double factor = std::sqrt(double(d_h) / sq);
+    for (int64_t e = 0; e < d_h; ++e) out[j * d_h + e] *= factor;
+  }
+}
+
 }  // namespace lf

@@ -61,4 +61,14 @@ inline void check_begin_decode(const AttentionDims& dims, int64_t B, int64_t d_m
 void performer_orthogonal_features(uint64_t seed, const std::string& prefix, int64_t draw, int64_t m, int64_t d_h,
                                    double* out);
 
+// How performer draws its features (the options ortho_features and ortho_scaling).
+enum class PerformerFeatureDraw {
+  kOrthogonal,        // the above: orthogonal blocks, rows of Gaussian-vector norms (the paper's)
+  kOrthogonalSqrtD,   // orthogonal blocks, every row of norm √d_h (performer-pytorch's scaling 1)
+  kIid,               // i.i.d. N(0, 1) entries, W_jc = normal(seed, stream, j·d_h + c) (the paper's IID)
+};
+// W (m × d_h) drawn the given way, a pure function of (seed, prefix, draw), like the above.
+void performer_features(PerformerFeatureDraw how, uint64_t seed, const std::string& prefix, int64_t draw, int64_t m,
+                        int64_t d_h, double* out);
+
 }  // namespace lf

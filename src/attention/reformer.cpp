@@ -27,8 +27,12 @@ constexpr double kNormFloor = 1e-12;
 struct ReformerOptions {
   int64_t n_hashes = 2;
   int64_t bucket_size = 64;
-  int64_t n_buckets = 0;  // 0: derived from each call's length (from max_len when causal)
+  int64_t n_buckets = 0;  // 0: derived from max_len
   bool bucket_chunks = false;
+  bool across_buckets = true;         // global chunking: the chunks' keys of other buckets visible
+  bool dedup = true;                  // the paper's duplicate correction
+  bool rotations_per_step = true;     // training draws the rotations from the step's seed
+  int64_t full_attn_thres = 0;        // exact attention when max_len ≤ this
   uint64_t seed = 0;
   bool qkv_bias = false;
 };
@@ -51,6 +55,13 @@ ReformerOptions parse_reformer(const AttentionDims& dims, const json& options, j
   LF_REQUIRE(!dims.causal || o.bucket_chunks, r.where("chunking"),
              " must be 'bucket' with causal masking: with 'global' chunking the keys a query sees depend on the "
              "buckets of later positions, so the future would leak");
+  o.across_buckets = r.get_bool("attend_across_buckets", !o.bucket_chunks);
+  LF_REQUIRE(!o.bucket_chunks || !o.across_buckets, r.where("attend_across_buckets"),
+             " must be false with 'bucket' chunking: its chunks never cross a bucket border");
+  o.dedup = !r.get_bool("allow_duplicate_attention", false);
+  o.rotations_per_step = r.get_choice("rotations", "per_step", {"per_step", "fixed"}) == "per_step";
+  o.full_attn_thres = r.get_int("full_attn_thres", 0);
+  LF_REQUIRE(o.full_attn_thres >= 0, r.where("full_attn_thres"), " must be non-negative, got ", o.full_attn_thres);
   const int64_t seed = r.get_int("seed", 0);
   LF_REQUIRE(seed >= 0, r.where("seed"), " must be non-negative, got ", seed);
   o.seed = uint64_t(seed);
@@ -65,7 +76,7 @@ const AttentionKindInfo& reformer_info() {
       "LSH attention (Reformer): shared QK, n_hashes rounds of random-rotation hashing, attention within "
       "chunks of the bucket-sorted sequence, O(n·bucket_size) per round",
       AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/false,
-                       /*padding_invariant=*/false}};  // padded positions take places in the sorted chunks
+                       /*padding_invariant=*/true}};  // padded positions sort last and join no chunk
   return info;
 }
 
@@ -74,7 +85,8 @@ class ReformerAttention final : public Attention<T> {
  public:
   ReformerAttention(const AttentionSpec& spec, const ReformerOptions& options, ParamArena<T>& arena)
       : arena_(arena), dims_(spec.dims), o_(options),
-        stream_(ops::reformer_rotation_stream(spec.prefix)) {
+        stream_(ops::reformer_rotation_stream(spec.prefix)),
+        step_stream_(ops::reformer_step_rotation_stream(spec.prefix, options.seed)) {
     const int64_t d = dims_.d_model;
     const Init w = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
     wqk_ = arena.declare(spec.prefix + "to_qk.weight", {d, d}, w);
@@ -106,11 +118,23 @@ class ReformerAttention final : public Attention<T> {
     const TensorView<const uint8_t> mask(in.key_padding_mask, {B * n});
     ops::zero_masked_rows<T>(mask, rows(kn_.data()));
     ops::zero_masked_rows<T>(mask, rows(v_.data()));
-    shape_ = ReformerShape{B, n, h, d_h, o_.n_hashes, buckets_for(n), o_.bucket_size, o_.bucket_chunks, dims_.causal,
-                           1.0 / std::sqrt(double(d_h)), in.key_padding_mask, training ? dims_.dropout : 0.0, seed};
-    buckets_.resize(o_.n_hashes * B * h * n);
+    shape_ = ReformerShape{};
+    shape_.B = B, shape_.n = n, shape_.h = h, shape_.d_h = d_h;
+    shape_.n_hashes = o_.n_hashes, shape_.n_buckets = buckets_for(), shape_.chunk = o_.bucket_size;
+    shape_.bucket_chunks = o_.bucket_chunks, shape_.across_buckets = o_.across_buckets, shape_.dedup = o_.dedup;
+    shape_.causal = dims_.causal, shape_.scale = 1.0 / std::sqrt(double(d_h));
+    shape_.key_mask = in.key_padding_mask, shape_.dropout = training ? dims_.dropout : 0.0, shape_.seed = seed;
+    const bool full = full_attention(n);
+    if (full) {  // one round, one bucket, one chunk of every position: exact (shared-QK) attention
+      shape_.n_hashes = 1, shape_.n_buckets = 2, shape_.chunk = n;
+      shape_.bucket_chunks = false, shape_.across_buckets = true;
+    }
+    buckets_.resize(shape_.n_hashes * B * h * n);
     perm_.resize(buckets_.size());
-    ops::lsh_hash<T>(shape_, sequence(kn_.data()), rotations(shape_.n_buckets), lists(buckets_.data()));
+    if (full)
+      ops::lsh_single_bucket(shape_, lists(buckets_.data()));
+    else
+      ops::lsh_hash<T>(shape_, sequence(kn_.data()), rotations(shape_.n_buckets, training, seed), lists(buckets_.data()));
     ops::lsh_sort(shape_, lists(buckets_.data()), lists(perm_.data()));
     o_buf_.resize(u_.size());
     stats_.resize(2 * B * h * n);
@@ -147,16 +171,19 @@ class ReformerAttention final : public Attention<T> {
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
     (void)m;
     const double d = double(dims_.d_model), R = double(o_.n_hashes);
-    const double keys = double(std::min(n, 2 * o_.bucket_size));  // per query and round
+    const bool full = full_attention(n);
+    const double keys = full ? double(n) : double(std::min(n, 2 * o_.bucket_size));  // per query and round
+    if (full) return 2.0 * B * n * d * d * 3 + 2.0 * 2.0 * B * n * keys * d;
     return 2.0 * B * n * d * d * 3                                 // to_qk, to_v, to_out
-           + 2.0 * B * n * R * d * double(buckets_for(n) / 2)      // hashing
+           + 2.0 * B * n * R * d * double(buckets_for() / 2)       // hashing
            + 2.0 * 2.0 * B * R * n * keys * d;                     // scores and P̃ V
   }
 
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
     (void)m;
-    const double f = sizeof(T), d = double(dims_.d_model), h = double(dims_.n_heads), R = double(o_.n_hashes);
-    const double L = double(o_.bucket_size), d_h = d / h, nb = double(buckets_for(n));
+    const bool full = full_attention(n);
+    const double f = sizeof(T), d = double(dims_.d_model), h = double(dims_.n_heads), R = full ? 1.0 : double(o_.n_hashes);
+    const double L = full ? double(n) : double(o_.bucket_size), d_h = d / h, nb = double(buckets_for());
     // Kept: U, V, Kn, O (B·n·d each), M, log ℓ and the norms (B·h·n), buckets and sort (int32, R·B·h·n).
     const double kept = f * (4.0 * B * n * d + 3.0 * B * h * n) + 8.0 * R * B * h * n;
     // The rotations, one round's chunk list, per-thread tiles (keys 2L × d_h, scores 64 × 2L, hashing).
@@ -169,19 +196,34 @@ class ReformerAttention final : public Attention<T> {
   }
 
  private:
-  // The bucket count of a call of n positions: n_buckets when given, else about n / bucket_size, of
-  // max_len when causal: a position's bucket, hence the keys it sees, must not depend on how many
-  // positions follow it, so that a prefix (and a decoding step) is hashed as training at max_len was.
-  int64_t buckets_for(int64_t n) const {
+  // The bucket count: n_buckets when given, else about max_len / bucket_size. Never from the call's
+  // length: a position's bucket, hence the keys it sees, must depend neither on how many positions
+  // follow it (a causal prefix, a decoding step) nor on how far a sample was padded.
+  int64_t buckets_for() const {
     if (o_.n_buckets > 0) return o_.n_buckets;
-    if (dims_.causal) n = dims_.max_len;
-    const int64_t chunks = (n + o_.bucket_size - 1) / o_.bucket_size;
+    const int64_t chunks = (dims_.max_len + o_.bucket_size - 1) / o_.bucket_size;
     return std::max<int64_t>(2, chunks + chunks % 2);  // about bucket_size positions per bucket
   }
 
-  // The rotations (n_hashes, h, d_h, nb/2) for nb buckets, drawn once per bucket count.
-  TensorView<const T> rotations(int64_t nb) {
+  // Exact attention instead of LSH (full_attn_thres), judged by max_len, never by the call's length:
+  // a causal output must not change when later positions arrive, nor a padded sample's outputs with
+  // the padding (the kind is padding-invariant), so the choice cannot follow n.
+  bool full_attention(int64_t n) const {
+    (void)n;
+    return dims_.max_len <= o_.full_attn_thres;
+  }
+
+  // The rotations (n_hashes, h, d_h, nb/2) for nb buckets: at inference (or with rotations 'fixed')
+  // drawn once per bucket count from the option seed; in training with 'per_step', drawn afresh
+  // from the step's seed (the paper hashes anew at every step), the same for a forward and its rerun.
+  TensorView<const T> rotations(int64_t nb, bool training, uint64_t step_seed) {
     const int64_t h = dims_.n_heads, d_h = dims_.d_model / h;
+    if (training && o_.rotations_per_step) {
+      step_rotations_.resize(o_.n_hashes * h * d_h * (nb / 2));
+      const TensorView<T> view = step_rotations_.view({o_.n_hashes, h, d_h, nb / 2});
+      ops::lsh_rotations<T>(step_seed, step_stream_, view);
+      return view;
+    }
     Buffer<T>& R = rotations_[nb];
     const bool drawn = !R.empty();
     R.resize(o_.n_hashes * h * d_h * (nb / 2));
@@ -202,7 +244,7 @@ class ReformerAttention final : public Attention<T> {
   }
   template <class U>
   TensorView<U> lists(U* x) const {
-    return TensorView<U>(x, {o_.n_hashes, in_.B, dims_.n_heads, in_.n});
+    return TensorView<U>(x, {shape_.n_hashes, in_.B, dims_.n_heads, in_.n});
   }
   template <class U>
   TensorView<U> stats(U* x) const {
@@ -218,9 +260,10 @@ class ReformerAttention final : public Attention<T> {
   ParamArena<T>& arena_;
   AttentionDims dims_;
   ReformerOptions o_;
-  uint64_t stream_;
+  uint64_t stream_, step_stream_;
   int wqk_ = -1, wv_ = -1, bqk_ = -1, bv_ = -1, wo_ = -1, bo_ = -1;
   std::map<int64_t, Buffer<T>> rotations_;
+  Buffer<T> step_rotations_;
   // Kept from the last forward for the backward: the caller keeps in_.x (and the mask) alive.
   AttentionInput<T> in_;
   bool kept_ = false;

@@ -36,6 +36,8 @@ struct ReformerShape {
   const uint8_t* key_mask = nullptr;  // (B, n), nonzero = padding, or null
   double dropout = 0;                 // on the probabilities
   uint64_t seed = 0;                  // dropout stream key
+  bool across_buckets = true;         // global chunking: keys of other buckets visible
+  bool dedup = false;                 // scores − log(rounds in which the query sees the key)
 };
 
 // The LSH kernels' blocks: query rows of one score block, positions of one hashing product (the

@@ -3,6 +3,7 @@
 #include "cpu/feature_maps.h"
 
 #include <algorithm>
+#include <vector>
 #include <cmath>
 #include <limits>
 
@@ -29,6 +30,96 @@ template <class T>
 void elu_plus_one_backward(const T* phi, const T* dy, T* dx, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * std::min(phi[i], T(1));
+}
+
+template <class T>
+void relu_features_forward(const T* u, T eps, T* phi, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) phi[i] = std::max(u[i], T(0)) + eps;
+}
+
+template <class T>
+void relu_features_backward(const T* phi, T eps, const T* dphi, T* du, int64_t n) {
+  // φ > eps exactly where u > 0 (but for u below half an ulp of eps, where φ rounds to eps: there
+  // the derivative is taken as 0, one of ReLU's subgradients' neighbours by at most 1e-10·|dφ|).
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) du[i] = phi[i] > eps ? dphi[i] : T(0);
+}
+
+// Per (b, head): column sums over the positions in position order (the same order for any thread
+// count), then the scaling. Rows of (b, s, head) are r wide.
+template <class T>
+void column_softmax_forward(int64_t B, int64_t m, int64_t h, int64_t r, const T* phi, T* y) {
+#pragma omp parallel if (B * m * h * r > 65536)
+  {
+    std::vector<T> sum(static_cast<size_t>(r));
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * h; ++bh) {
+      const int64_t b = bh / h, hd = bh % h;
+      std::fill(sum.begin(), sum.end(), T(0));
+      for (int64_t s = 0; s < m; ++s) {
+        const T* p = phi + ((b * m + s) * h + hd) * r;
+        for (int64_t c = 0; c < r; ++c) sum[size_t(c)] += p[c];
+      }
+      for (T& x : sum) x = x > T(0) ? T(1) / x : T(0);
+      for (int64_t s = 0; s < m; ++s) {
+        const int64_t row = ((b * m + s) * h + hd) * r;
+        for (int64_t c = 0; c < r; ++c) y[row + c] = phi[row + c] * sum[size_t(c)];
+      }
+    }
+  }
+}
+
+template <class T>
+void column_softmax_forward_ref(int64_t B, int64_t m, int64_t h, int64_t r, const T* phi, T* y) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t hd = 0; hd < h; ++hd)
+      for (int64_t c = 0; c < r; ++c) {
+        double sum = 0;
+        for (int64_t s = 0; s < m; ++s) sum += double(phi[((b * m + s) * h + hd) * r + c]);
+        for (int64_t s = 0; s < m; ++s) {
+          const int64_t e = ((b * m + s) * h + hd) * r + c;
+          y[e] = sum > 0 ? T(double(phi[e]) / sum) : T(0);
+        }
+      }
+}
+
+template <class T>
+void column_softmax_backward(int64_t B, int64_t m, int64_t h, int64_t r, const T* y, const T* dy, T* du) {
+#pragma omp parallel if (B * m * h * r > 65536)
+  {
+    std::vector<T> dot(static_cast<size_t>(r));
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * h; ++bh) {
+      const int64_t b = bh / h, hd = bh % h;
+      std::fill(dot.begin(), dot.end(), T(0));
+      for (int64_t s = 0; s < m; ++s) {
+        const int64_t row = ((b * m + s) * h + hd) * r;
+        for (int64_t c = 0; c < r; ++c) dot[size_t(c)] += y[row + c] * dy[row + c];
+      }
+      for (int64_t s = 0; s < m; ++s) {
+        const int64_t row = ((b * m + s) * h + hd) * r;
+        for (int64_t c = 0; c < r; ++c) du[row + c] = y[row + c] * (dy[row + c] - dot[size_t(c)]);
+      }
+    }
+  }
+}
+
+template <class T>
+void column_softmax_backward_ref(int64_t B, int64_t m, int64_t h, int64_t r, const T* y, const T* dy, T* du) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t hd = 0; hd < h; ++hd)
+      for (int64_t c = 0; c < r; ++c) {
+        double dot = 0;
+        for (int64_t s = 0; s < m; ++s) {
+          const int64_t e = ((b * m + s) * h + hd) * r + c;
+          dot += double(y[e]) * double(dy[e]);
+        }
+        for (int64_t s = 0; s < m; ++s) {
+          const int64_t e = ((b * m + s) * h + hd) * r + c;
+          du[e] = T(double(y[e]) * (double(dy[e]) - dot));
+        }
+      }
 }
 
 template <class T>
@@ -161,6 +252,12 @@ void favor_key_norm_backward_ref(const T* k, const T* du, T sq_scale, int64_t ro
 #define LF_INSTANTIATE(T)                                                                                       \
   template void elu_plus_one_forward<T>(const T*, const uint8_t*, T*, int64_t, int64_t);                        \
   template void elu_plus_one_backward<T>(const T*, const T*, T*, int64_t);                                      \
+  template void relu_features_forward<T>(const T*, T, T*, int64_t);                                             \
+  template void column_softmax_forward<T>(int64_t, int64_t, int64_t, int64_t, const T*, T*);                   \
+  template void column_softmax_forward_ref<T>(int64_t, int64_t, int64_t, int64_t, const T*, T*);               \
+  template void column_softmax_backward<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, T*);        \
+  template void column_softmax_backward_ref<T>(int64_t, int64_t, int64_t, int64_t, const T*, const T*, T*);    \
+  template void relu_features_backward<T>(const T*, T, const T*, T*, int64_t);                                  \
   template void favor_query_features<T>(const T*, T*, int64_t, int64_t);                                        \
   template void favor_query_features_ref<T>(const T*, T*, int64_t, int64_t);                                    \
   template void favor_key_features<T>(const FavorKeyShape&, const T*, const T*, const uint8_t*, T, T*, T*);     \

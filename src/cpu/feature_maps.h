@@ -14,6 +14,13 @@ void elu_plus_one_forward(const T* x, const uint8_t* row_mask, T* y, int64_t row
 template <class T>
 void elu_plus_one_backward(const T* phi, const T* dy, T* dx, int64_t n);
 
+// Performer's generalized attention (ReLU features): phi (n) = max(u, 0) + eps. phi may be u.
+template <class T>
+void relu_features_forward(const T* u, T eps, T* phi, int64_t n);
+// du (n) = dphi where phi > eps (u > 0), else 0. du may be dphi.
+template <class T>
+void relu_features_backward(const T* phi, T eps, const T* dphi, T* du, int64_t n);
+
 // phi (rows, m_f) = exp(u − max_j u_j) / √m_f. phi may be u.
 template <class T>
 void favor_query_features(const T* u, T* phi, int64_t rows, int64_t mf);
@@ -36,6 +43,19 @@ void favor_key_features(const FavorKeyShape& s, const T* k, const T* u, const ui
 template <class T>
 void favor_key_features_ref(const FavorKeyShape& s, const T* k, const T* u, const uint8_t* key_mask, T half_sq_scale,
                             T* phi, T* key_max);
+
+// performer's no_projection, non-causal keys: a softmax over the positions per (batch, head, column).
+// y (B, m, h, r) = phi / Σ_s phi over the keys s of each (b, head, column) (0 where the sum is 0),
+// from phi = exp(u − M) (padded rows 0, M any constant of the (b, head)). y may be phi.
+template <class T>
+void column_softmax_forward(int64_t B, int64_t m, int64_t h, int64_t r, const T* phi, T* y);
+template <class T>
+void column_softmax_forward_ref(int64_t B, int64_t m, int64_t h, int64_t r, const T* phi, T* y);
+// Its backward to u: du = y ⊙ (dy − Σ_s y dy) per (b, head, column). du may be dy.
+template <class T>
+void column_softmax_backward(int64_t B, int64_t m, int64_t h, int64_t r, const T* y, const T* dy, T* du);
+template <class T>
+void column_softmax_backward_ref(int64_t B, int64_t m, int64_t h, int64_t r, const T* y, const T* dy, T* du);
 
 // du (n) = dphi ⊙ phi. du may be dphi.
 template <class T>

@@ -41,35 +41,46 @@ struct Chunk {
   int colour;  // backward pass: chunks of one colour share no rows
 };
 
+// The sample's real (unpadded) positions: they sort first, the padded ones last (reformer.h).
+int64_t real_length(const ReformerShape& s, int64_t b) {
+  if (!s.key_mask) return s.n;
+  const uint8_t* km = s.key_mask + b * s.n;
+  return s.n - int64_t(std::count_if(km, km + s.n, [](uint8_t m) { return m != 0; }));
+}
+
 std::vector<Chunk> round_chunks(const ReformerShape& s, const int32_t* buckets, const int32_t* perm, int64_t r) {
   const int64_t n = s.n, L = s.chunk, BH = s.B * s.h;
   std::vector<Chunk> out;
   if (!s.bucket_chunks) {
-    // The paper's: chunk c looks back at chunk c − 1, chunk 0 at the last one. Chunks c and c' share
+    // The paper's: chunk c looks back at chunk c − 1, chunk 0 at the last one, over the sample's real
+    // positions alone (so that its chunks are those of the sample unpadded). Chunks c and c' share
     // rows only when adjacent (cyclically): colour by parity, and the last chunk alone when the count
     // is odd (it is adjacent to chunk 0).
-    const int64_t nc = (n + L - 1) / L;
-    out.reserve(size_t(BH * nc));
-    for (int64_t bi = 0; bi < BH; ++bi)
+    out.reserve(size_t(BH * ((n + L - 1) / L)));
+    for (int64_t bi = 0; bi < BH; ++bi) {
+      const int64_t nr = real_length(s, bi / s.h), nc = (nr + L - 1) / L;
       for (int64_t c = 0; c < nc; ++c) {
-        Chunk ch{bi, c * L, std::min(n, (c + 1) * L), 0, 0, int(c % 2)};
+        Chunk ch{bi, c * L, std::min(nr, (c + 1) * L), 0, 0, int(c % 2)};
         if (nc > 1) {
           const int64_t pc = (c + nc - 1) % nc;
           ch.p0 = pc * L;
-          ch.p1 = std::min(n, (pc + 1) * L);
+          ch.p1 = std::min(nr, (pc + 1) * L);
           if (nc % 2 == 1 && c == nc - 1) ch.colour = 2;
         }
         out.push_back(ch);
       }
+    }
     return out;
   }
-  // Bucket chunking: the k-th L sorted positions of each bucket, looking back at the (k−1)-th.
+  // Bucket chunking: the k-th L sorted positions of each bucket, looking back at the (k−1)-th; the
+  // padded positions' bucket (n_buckets) makes none.
   for (int64_t bi = 0; bi < BH; ++bi) {
     const int32_t* P = perm + (r * BH + bi) * n;
     const int32_t* bk = buckets + (r * BH + bi) * n;
     for (int64_t s0 = 0; s0 < n;) {
       int64_t s1 = s0 + 1;
       while (s1 < n && bk[P[s1]] == bk[P[s0]]) ++s1;
+      if (bk[P[s0]] == s.n_buckets) break;  // the padded positions, sorted last
       for (int64_t k = 0, q0 = s0; q0 < s1; ++k, q0 += L)
         out.push_back(Chunk{bi, q0, std::min(s1, q0 + L), k > 0 ? q0 - L : q0, q0, int(k % 2)});
       s0 = s1;
@@ -78,12 +89,78 @@ std::vector<Chunk> round_chunks(const ReformerShape& s, const int32_t* buckets, 
   return out;
 }
 
+// Every round's chunks and, for the duplicate correction, where each position sits in each round:
+// slot (its sorted index) and chunk_of (the index of the chunk where it is a query, −1 for none),
+// both (n_hashes, B·h, n).
+struct Rounds {
+  std::vector<std::vector<Chunk>> chunks;
+  std::vector<int32_t> slot, chunk_of;
+};
+
+Rounds make_rounds(const ReformerShape& s, const int32_t* buckets, const int32_t* perm) {
+  const int64_t n = s.n, BH = s.B * s.h;
+  Rounds rd;
+  for (int64_t r = 0; r < s.n_hashes; ++r) rd.chunks.push_back(round_chunks(s, buckets, perm, r));
+  if (!s.dedup) return rd;
+  rd.slot.resize(size_t(s.n_hashes * BH * n));
+  rd.chunk_of.assign(rd.slot.size(), -1);
+  for (int64_t r = 0; r < s.n_hashes; ++r) {
+    for (int64_t l = r * BH; l < (r + 1) * BH; ++l)
+      for (int64_t k = 0; k < n; ++k) rd.slot[size_t(l * n + perm[l * n + k])] = int32_t(k);
+    const std::vector<Chunk>& cs = rd.chunks[size_t(r)];
+    for (size_t c = 0; c < cs.size(); ++c) {
+      const int64_t l = r * BH + cs[c].bi;
+      for (int64_t k = cs[c].q0; k < cs[c].q1; ++k) rd.chunk_of[size_t(l * n + perm[l * n + k])] = int32_t(c);
+    }
+  }
+  return rd;
+}
+
+// N_tj of reformer.h for the keys of one query t, seen in round r (so N ≥ 1): per other round, t's
+// two chunks as slot ranges (and its bucket), gathered once per query; then per key one slot look-up
+// per round. The masks (padding, causality) are the same in every round.
+struct QueryRounds {
+  struct Range {
+    int64_t list, q0, q1, p0, p1;  // list: the round's offset (r'·B·h + bi)·n
+    int32_t bucket;
+  };
+  std::vector<Range> other;  // the rounds r' ≠ r in which t is a query
+  std::vector<double> log_count;  // log k for k ≤ n_hashes
+
+  explicit QueryRounds(const ReformerShape& s) {
+    for (int64_t k = 0; k <= s.n_hashes; ++k) log_count.push_back(k > 0 ? std::log(double(k)) : 0.0);
+  }
+
+  void gather(const ReformerShape& s, const Rounds& rd, const int32_t* buckets, int64_t r, int64_t bi, int32_t t) {
+    other.clear();
+    for (int64_t r2 = 0; r2 < s.n_hashes; ++r2) {
+      const int64_t list = (r2 * s.B * s.h + bi) * s.n;
+      const int32_t c = rd.chunk_of[size_t(list + t)];
+      if (r2 == r || c < 0) continue;
+      const Chunk& ch = rd.chunks[size_t(r2)][size_t(c)];
+      other.push_back(Range{list, ch.q0, ch.q1, ch.p0, ch.p1, buckets[list + t]});
+    }
+  }
+
+  // log N for key p of the gathered query.
+  double log_rounds(const ReformerShape& s, const Rounds& rd, const int32_t* buckets, int32_t p) const {
+    const bool bucket_mask = !s.bucket_chunks && !s.across_buckets;
+    int64_t count = 1;  // round r itself
+    for (const Range& g : other) {
+      const int64_t k = rd.slot[size_t(g.list + p)];
+      count += ((k >= g.q0 && k < g.q1) || (k >= g.p0 && k < g.p1)) && (!bucket_mask || buckets[g.list + p] == g.bucket);
+    }
+    return log_count[size_t(count)];
+  }
+};
+
 // Per-thread buffers for one chunk: keys (tk ≤ 2L) and one block of queries (tq ≤ kQueryBlock).
 template <class T>
 struct ChunkScratch {
   std::vector<T> Kt, Kp, Vp, Vt, Qp, dOp, S, Pd, dP, Md, Ob, dKs, dVs, mx, sum;
   std::vector<int32_t> kpos, qpos, self_slot;
-  ChunkScratch(int64_t L, int64_t d_h, bool backward) {
+  QueryRounds rounds;  // the duplicate correction's per-query ranges
+  ChunkScratch(const ReformerShape& s, int64_t L, int64_t d_h, bool backward) : rounds(s) {
     const size_t keys = size_t(2 * L * d_h), block = size_t(kQueryBlock * 2 * L), rows = size_t(kQueryBlock * d_h);
     Kt.resize(keys);
     Vp.resize(keys);
@@ -130,24 +207,31 @@ inline void pack_transposed(const T* Xb, int64_t ld, const int32_t* pos, int64_t
   }
 }
 
-// S (tq × tk) = scale · Qp Ktᵀ with the masks: −inf for padding and (causal) future keys, the self
-// score for the query's own position; self_slot[a] = the slot of query a's own key, or −1.
+// S (tq × tk) = scale · Qp Ktᵀ with the masks: −inf for padding, (causal) future keys and (without
+// across_buckets) keys of another bucket of round r, − log N_tj with dedup, the self score for the
+// query's own position; self_slot[a] = the slot of query a's own key, or −1.
 template <class T>
-void chunk_scores(const ReformerShape& s, const uint8_t* km, ChunkScratch<T>& w, int64_t tq, int64_t tk) {
+void chunk_scores(const ReformerShape& s, const Rounds& rd, const int32_t* buckets, int64_t r, int64_t bi,
+                  const uint8_t* km, ChunkScratch<T>& w, int64_t tq, int64_t tk) {
   const int64_t d_h = s.d_h;
   flash_tile_gemm<T>(false, tq, tk, d_h, T(s.scale), w.Qp.data(), d_h, w.Kt.data(), tk, false, w.S.data(), tk);
   const T neg_inf = -std::numeric_limits<T>::infinity(), self = T(kReformerSelfScore);
+  const int32_t* bk = buckets + (r * s.B * s.h + bi) * s.n;
+  const bool bucket_mask = !s.bucket_chunks && !s.across_buckets, dedup = s.dedup && s.n_hashes > 1;
   for (int64_t a = 0; a < tq; ++a) {
     const int32_t t = w.qpos[size_t(a)];
     T* row = w.S.data() + a * tk;
     w.self_slot[size_t(a)] = -1;
+    if (dedup) w.rounds.gather(s, rd, buckets, r, bi, t);
     for (int64_t j = 0; j < tk; ++j) {
       const int32_t p = w.kpos[size_t(j)];
-      if ((km && km[p]) || (s.causal && p > t)) {
+      if ((km && km[p]) || (s.causal && p > t) || (bucket_mask && bk[p] != bk[t])) {
         row[j] = neg_inf;
       } else if (p == t) {
         row[j] = self;
         w.self_slot[size_t(a)] = int32_t(j);
+      } else if (dedup) {
+        row[j] -= T(w.rounds.log_rounds(s, rd, buckets, p));
       }
     }
   }
@@ -200,12 +284,20 @@ void reformer_hash(const ReformerShape& s, const T* u, const T* R, int32_t* buck
           if (hr[j] > best) best = hr[j], arg = j;
         for (int64_t j = 0; j < half; ++j)
           if (-hr[j] > best) best = -hr[j], arg = half + j;
-        // A padded position goes to the last bucket whatever it holds: its key is masked anyway, and
-        // its place in the sort (which moves chunk borders for the real positions) must not depend on
-        // what a padded row holds.
-        out[a] = s.key_mask && s.key_mask[b * s.n + t0 + a] ? int32_t(s.n_buckets - 1) : int32_t(arg);
+        // A padded position goes to a bucket of its own, after the last, whatever it holds: sorted
+        // after every real position it moves no chunk border of theirs.
+        out[a] = s.key_mask && s.key_mask[b * s.n + t0 + a] ? int32_t(s.n_buckets) : int32_t(arg);
       }
     }
+  }
+}
+
+void reformer_single_bucket(const ReformerShape& s, int32_t* buckets) {
+  check_shape(s);
+  for (int64_t l = 0; l < s.n_hashes * s.B * s.h; ++l) {
+    const int64_t b = (l % (s.B * s.h)) / s.h;
+    for (int64_t t = 0; t < s.n; ++t)
+      buckets[l * s.n + t] = s.key_mask && s.key_mask[b * s.n + t] ? int32_t(s.n_buckets) : 0;
   }
 }
 
@@ -214,7 +306,7 @@ void reformer_sort(const ReformerShape& s, const int32_t* buckets, int32_t* perm
   const int64_t lists = s.n_hashes * s.B * s.h, n = s.n, nb = s.n_buckets;
 #pragma omp parallel if (lists > 1 && lists * n >= 65536)
   {
-    std::vector<int64_t> start(static_cast<size_t>(nb));
+    std::vector<int64_t> start(static_cast<size_t>(nb + 1));  // + the padded positions'
 #pragma omp for schedule(static)
     for (int64_t l = 0; l < lists; ++l) {
       const int32_t* bk = buckets + l * n;
@@ -250,13 +342,14 @@ void reformer_forward(const ReformerShape& s, const T* q, const T* kn, const T* 
   std::fill(M, M + BH * n, neg_inf);
   std::fill(ell, ell + BH * n, T(0));
   const bool parallel = worth_threads(s);
+  const Rounds rd = make_rounds(s, buckets, perm);
 
   for (int64_t r = 0; r < s.n_hashes; ++r) {
-    const std::vector<Chunk> chunks = round_chunks(s, buckets, perm, r);
+    const std::vector<Chunk>& chunks = rd.chunks[size_t(r)];
     const int64_t tasks = int64_t(chunks.size());
 #pragma omp parallel if (parallel && tasks > 1)
     {
-      ChunkScratch<T> w(s.chunk, d_h, false);
+      ChunkScratch<T> w(s, s.chunk, d_h, false);
 #pragma omp for schedule(dynamic, 4)
       for (int64_t task = 0; task < tasks; ++task) {
         const Chunk& ch = chunks[size_t(task)];
@@ -271,7 +364,7 @@ void reformer_forward(const ReformerShape& s, const T* q, const T* kn, const T* 
           const int64_t tq = std::min(kQueryBlock, ch.q1 - a0);
           std::copy_n(P + a0, tq, w.qpos.data());
           pack_rows(qb, ld, w.qpos.data(), tq, d_h, w.Qp.data());
-          chunk_scores(s, km, w, tq, tk);
+          chunk_scores(s, rd, buckets, r, ch.bi, km, w, tq, tk);
           // Per row: the max (masked keys are −inf), exp(S − max), their sum, and dropout.
           for (int64_t a = 0; a < tq; ++a) {
             T* row = w.S.data() + a * tk;
@@ -374,8 +467,9 @@ void reformer_backward(const ReformerShape& s, const T* q, const T* kn, const T*
   // Every (round, key) pair of query t has probability P = exp(s − Z_t) in the combined softmax, so
   // per chunk: dV += P̃ᵀ dO, dP̃ = dO Vᵀ, dS = scale · P ∘ (dropout'(dP̃) − D) (0 for the constant self
   // score), dQ += dS Kn, dKn += dSᵀ Q.
+  const Rounds rd = make_rounds(s, buckets, perm);
   for (int64_t r = 0; r < s.n_hashes; ++r) {
-    const std::vector<Chunk> chunks = round_chunks(s, buckets, perm, r);
+    const std::vector<Chunk>& chunks = rd.chunks[size_t(r)];
     for (int colour = 0; colour < 3; ++colour) {
       std::vector<int64_t> ids;
       for (int64_t c = 0; c < int64_t(chunks.size()); ++c)
@@ -384,7 +478,7 @@ void reformer_backward(const ReformerShape& s, const T* q, const T* kn, const T*
       if (tasks == 0) continue;
 #pragma omp parallel if (parallel && tasks > 1)
       {
-        ChunkScratch<T> w(s.chunk, d_h, true);
+        ChunkScratch<T> w(s, s.chunk, d_h, true);
         std::vector<T> dQb(size_t(kQueryBlock * d_h));
 #pragma omp for schedule(dynamic, 4)
         for (int64_t task = 0; task < tasks; ++task) {
@@ -404,7 +498,7 @@ void reformer_backward(const ReformerShape& s, const T* q, const T* kn, const T*
             std::copy_n(P + a0, tq, w.qpos.data());
             pack_rows(q + off, ld, w.qpos.data(), tq, d_h, w.Qp.data());
             pack_rows(dout + off, ld, w.qpos.data(), tq, d_h, w.dOp.data());
-            chunk_scores(s, km, w, tq, tk);
+            chunk_scores(s, rd, buckets, r, ch.bi, km, w, tq, tk);
             for (int64_t a = 0; a < tq; ++a) {  // P = exp(S − M − log ℓ): −inf − M and x − ∞ give 0
               T* p = w.S.data() + a * tk;
               const T Ma = M[ch.bi * n + w.qpos[size_t(a)]], la = log_ell[ch.bi * n + w.qpos[size_t(a)]];

@@ -3,20 +3,27 @@
 // the maps (to_qk, to_v, to_out) and registers the kind.
 //
 // Per head i and hash round r:
-//   bucket_r(t) = argmax([kn_t R_r; −kn_t R_r])           R_r: d_h × n_buckets/2, N(0, 1), fixed seed
-//                 (a padded position: n_buckets − 1, whatever it holds)
-//   sort positions by (bucket, position) (stable), cut the sorted sequence into chunks of `chunk`:
-//     global chunking (the paper): chunk c = sorted positions [c·L, (c+1)·L), across bucket borders;
-//                                  a query sees its chunk and the previous one (chunk 0: the last).
+//   bucket_r(t) = argmax([kn_t R_r; −kn_t R_r])           R_r: d_h × n_buckets/2, N(0, 1)
+//                 (a padded position: n_buckets, one past the last, whatever it holds: it sorts after
+//                 every real position and takes no part in any chunk)
+//   sort positions by (bucket, position) (stable), cut the sorted real positions into chunks of `chunk`:
+//     global chunking (the paper): chunk c = sorted positions [c·L, (c+1)·L) of the sample's n_b real
+//                                  ones, across bucket borders; a query sees its chunk and the previous
+//                                  one (chunk 0: the last, ⌈n_b/L⌉ − 1); with across_buckets false only
+//                                  the keys of its own bucket there.
 //     bucket chunking:             chunks restart at every bucket (the k-th L positions of a bucket),
 //                                  a query sees its chunk and the previous chunk of its own bucket
 //                                  (no wrap-around); only positions of the same bucket, and which ones
 //                                  depends only on earlier positions: strictly causal.
-//   visible keys j of query t: in those chunks, not padding, j ≤ t when causal;
-//   s_tj = scale · q_t · kn_j, and s_tt = −1e5 (a query attends to itself only when it has no other key)
+//   visible keys j of query t: in those chunks, j ≤ t when causal (padded keys are in no chunk);
+//   s_tj = scale · q_t · kn_j − (dedup ? log N_tj : 0), N_tj = the number of rounds in which j is
+//   visible to t (the paper's duplicate correction: a key seen in several rounds counts once);
+//   s_tt = −1e5 (a query attends to itself only when it has no other key)
 //   o_r,t = softmax_j(s_tj) v_j,  z_r,t = log Σ_j exp(s_tj)
 // and the rounds combine by their log-sum-exp: o_t = Σ_r exp(z_r,t − Z_t) o_r,t, Z_t = log Σ_r exp(z_r,t)
-// (a key seen in several rounds counts several times: o_t is one softmax over every (round, key) pair).
+// (without dedup a key seen in several rounds counts several times: o_t is one softmax over every
+// (round, key) pair). Padded queries get output 0. Since padded positions sort last and take no part,
+// a padded sample's real outputs are those of the sample alone.
 // Layouts: q, kn, v, o (B, n, h·d_h); buckets and perm (n_hashes, B, h, n) int32; stats (2, B, h, n).
 #pragma once
 #include <cstdint>
@@ -36,11 +43,15 @@ void reformer_rotations(uint64_t seed, uint64_t stream, int64_t n_hashes, int64_
                         T* R);
 
 // buckets (n_hashes, B, h, n) of the vectors u (B, n, h·d_h) under the rotations R: argmax of
-// [u R; −u R] (the first index on ties). Parallel over (round, batch, head, block of positions).
+// [u R; −u R] (the first index on ties), n_buckets for a padded position. Parallel over (round, batch, head, block of positions).
 template <class T>
 void reformer_hash(const ReformerShape& s, const T* u, const T* R, int32_t* buckets);
 
-// perm (n_hashes, B, h, n): the positions sorted by (bucket, position), a stable counting sort.
+// buckets (n_hashes, B, h, n): 0 for every real position, n_buckets for the padded.
+void reformer_single_bucket(const ReformerShape& s, int32_t* buckets);
+
+// perm (n_hashes, B, h, n): the positions sorted by (bucket, position), a stable counting sort
+// (n_buckets + 1 values: the padded positions last).
 void reformer_sort(const ReformerShape& s, const int32_t* buckets, int32_t* perm);
 
 // out (B, n, h·d_h) and stats (2, B, h, n): M_t, the largest visible score, and log ℓ_t, the log of

@@ -146,6 +146,40 @@ void elu_plus_one_backward(In<T> phi, In<T> dy, TensorView<T> dx) {
 }
 
 template <class T>
+void relu_features_forward(In<T> u, double eps, TensorView<T> phi) {
+  const char* op = "relu_features_forward";
+  require_same_dense(op, u, phi);
+  LF_DISPATCH(op, elementwise_device<T>(op, u, phi, phi),
+              return lf::relu_features_forward<T>(u.data(), T(eps), phi.data(), u.numel()));
+}
+
+template <class T>
+void relu_features_backward(In<T> phi, double eps, In<T> dphi, TensorView<T> du) {
+  const char* op = "relu_features_backward";
+  LF_DISPATCH(op, elementwise_device<T>(op, phi, dphi, du),
+              return lf::relu_features_backward<T>(phi.data(), T(eps), dphi.data(), du.data(), phi.numel()));
+}
+
+template <class T>
+void column_softmax_forward(In<T> phi, TensorView<T> y) {
+  const char* op = "column_softmax_forward";
+  LF_REQUIRE(phi.rank() == 4, op, ": phi must be (B, m, h, r), not ", phi.shape_string());
+  require_same_dense(op, phi, y);
+  LF_DISPATCH(op, device_of(op, phi, y),
+              return lf::column_softmax_forward<T>(phi.size(0), phi.size(1), phi.size(2), phi.size(3), phi.data(),
+                                                   y.data()));
+}
+
+template <class T>
+void column_softmax_backward(In<T> y, In<T> dy, TensorView<T> du) {
+  const char* op = "column_softmax_backward";
+  LF_REQUIRE(y.rank() == 4, op, ": y must be (B, m, h, r), not ", y.shape_string());
+  LF_DISPATCH(op, elementwise_device<T>(op, y, dy, du),
+              return lf::column_softmax_backward<T>(y.size(0), y.size(1), y.size(2), y.size(3), y.data(), dy.data(),
+                                                    du.data()));
+}
+
+template <class T>
 void favor_query_features(In<T> u, TensorView<T> phi) {
   const char* op = "favor_query_features";
   require_same_dense(op, u, phi);
@@ -205,6 +239,10 @@ void favor_key_norm_backward(In<T> k, In<T> du, double sq_scale, TensorView<T> d
                                            TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>);             \
   template void elu_plus_one_forward<T>(In<T>, TensorView<const uint8_t>, TensorView<T>);                             \
   template void elu_plus_one_backward<T>(In<T>, In<T>, TensorView<T>);                                                \
+  template void relu_features_forward<T>(In<T>, double, TensorView<T>);                                               \
+  template void column_softmax_forward<T>(In<T>, TensorView<T>);                                                      \
+  template void column_softmax_backward<T>(In<T>, In<T>, TensorView<T>);                                              \
+  template void relu_features_backward<T>(In<T>, double, In<T>, TensorView<T>);                                       \
   template void favor_query_features<T>(In<T>, TensorView<T>);                                                        \
   template void favor_key_features<T>(In<T>, In<T>, TensorView<const uint8_t>, double, const LinearAttentionOptions&, \
                                       TensorView<T>, TensorView<T>);                                                  \

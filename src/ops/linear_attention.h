@@ -73,6 +73,21 @@ void elu_plus_one_forward(In<T> x, TensorView<const uint8_t> row_mask, TensorVie
 template <class T>
 void elu_plus_one_backward(In<T> phi, In<T> dy, TensorView<T> dx);
 
+// Performer's generalized attention with ReLU features, from u = c·x Wᵀ: phi = max(u, 0) + eps
+// elementwise (phi may be u); its backward du = dphi where phi > eps, else 0 (du may be dphi).
+template <class T>
+void relu_features_forward(In<T> u, double eps, TensorView<T> phi);
+template <class T>
+void relu_features_backward(In<T> phi, double eps, In<T> dphi, TensorView<T> du);
+
+// performer's no_projection, non-causal keys: y (B, m, h, r) = phi normalised to sum 1 over the
+// positions per (batch, head, column), phi = exp(u − M) from favor_key_features (padded rows 0); and
+// its backward to u, du = y ⊙ (dy − Σ_s y dy). y may be phi, du may be dy.
+template <class T>
+void column_softmax_forward(In<T> phi, TensorView<T> y);
+template <class T>
+void column_softmax_backward(In<T> y, In<T> dy, TensorView<T> du);
+
 // FAVOR+ (performer), from u = c·x Wᵀ (c = d_h^{-1/4}, W the m_f random features):
 // queries: phi (rows, m_f) = exp(u − max_j u_j) / √m_f row by row (the row's own max absorbs its
 // ‖q‖² term). phi may be u.

@@ -42,6 +42,12 @@ void lsh_hash(const ReformerShape& s, In<T> u, In<T> R, TensorView<int32_t> buck
   LF_DISPATCH(op, device_of(op, u, R, buckets), return reformer_hash<T>(s, u.data(), R.data(), buckets.data()));
 }
 
+void lsh_single_bucket(const ReformerShape& s, TensorView<int32_t> buckets) {
+  constexpr const char* op = "lsh_single_bucket";
+  require_lists(op, s, buckets, {});
+  LF_DISPATCH(op, device_of(op, buckets), return reformer_single_bucket(s, buckets.data()));
+}
+
 void lsh_sort(const ReformerShape& s, TensorView<const int32_t> buckets, TensorView<int32_t> perm) {
   constexpr const char* op = "lsh_sort";
   require_lists(op, s, buckets, perm);

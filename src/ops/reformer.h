@@ -16,15 +16,24 @@ namespace lf::ops {
 
 // The Philox stream of a layer's rotations: each layer (parameter prefix) hashes differently.
 inline uint64_t reformer_rotation_stream(const std::string& prefix) { return stream_id(prefix + "lsh_rotations"); }
+// The stream of the rotations drawn per training step (keyed by the step's seed): another for every
+// option seed.
+inline uint64_t reformer_step_rotation_stream(const std::string& prefix, uint64_t option_seed) {
+  return reformer_rotation_stream(prefix) ^ (option_seed * 0x9E3779B97F4A7C15ull + 1);
+}
 
 // R (n_hashes, h, d_h, n_buckets/2): seeded standard normals; those for fewer buckets are the first
 // columns of those for more.
 template <class T>
 void lsh_rotations(uint64_t seed, uint64_t stream, TensorView<T> R);
 
-// buckets = argmax of [u R; −u R] per round and head (padded positions: the last bucket).
+// buckets = argmax of [u R; −u R] per round and head (padded positions: n_buckets, after the last).
 template <class T>
 void lsh_hash(const ReformerShape& s, In<T> u, In<T> R, TensorView<int32_t> buckets);
+
+// buckets = 0 for every real position (n_buckets for the padded): exact attention through the same
+// kernels when the chunk holds the whole sequence (full_attn_thres).
+void lsh_single_bucket(const ReformerShape& s, TensorView<int32_t> buckets);
 
 // perm: each list's positions sorted by (bucket, position).
 void lsh_sort(const ReformerShape& s, TensorView<const int32_t> buckets, TensorView<int32_t> perm);

@@ -114,6 +114,19 @@ TEST_P(EveryCausalKind, DecodeMatchesTheParallelForward) {
   }
 }
 
+// Options that change a kind's features or state decode like its forward too.
+TEST(DecodeOptions, PerformerGeneralizedAndNoProjectionDecodeLikeTheForward) {
+  std::vector<int64_t> schedule = {5};
+  schedule.insert(schedule.end(), 12, 1);
+  schedule.push_back(9);
+  const json relu = {{"chunk", 8}, {"generalized_attention", true}};
+  expect_decode_matches_forward<double>("performer", relu, schedule, 1e-10);
+  expect_decode_matches_forward<float>("performer", relu, schedule, 1e-4);
+  const json plain = {{"chunk", 8}, {"no_projection", true}};
+  expect_decode_matches_forward<double>("performer", plain, schedule, 1e-10);
+  expect_decode_matches_forward<float>("performer", plain, schedule, 1e-4);
+}
+
 // A prefill long enough for the parallel paths (a sparse step's pattern builds its rows in parallel
 // from 1024 rows; flash runs several query and key tiles), then single steps and a chunk.
 TEST(Decode, LongPrefillMatchesTheParallelForward) {

@@ -22,11 +22,6 @@ namespace {
 using test::AttentionCase;
 using test::AttentionRig;
 
-// Kinds known to fail for now, emptied as they are fixed.
-const std::set<std::string> kNotYetInvariant = {
-    "reformer",  // reformer: fixed on branch refperf
-};
-
 // Sample 0 of n_full positions unpadded, sample 1 of n_short real positions padded to n_full (its padded
 // rows hold large garbage); sample 1's real rows against the same rows run alone at n_short.
 void expect_padded_equals_alone(const std::string& kind, bool causal, int64_t max_len, int64_t n_short) {
@@ -64,8 +59,6 @@ TEST_P(PaddedEqualsAlone, RealPositionsMatchTheUnpaddedRun) {
   const AttentionKindInfo& info = AttentionRegistry::instance().get(kind).info;
   if (!info.support.key_padding_mask) GTEST_SKIP() << kind << " takes no key padding mask: nothing is padded";
   if (!info.support.variable_length) GTEST_SKIP() << kind << " runs at max_len only: there is no unpadded short run";
-  if (kNotYetInvariant.count(kind) && !std::getenv("LF_TEST_NOT_YET_INVARIANT"))
-    GTEST_SKIP() << kind << " is on the list of kinds not yet padding-invariant";
   EXPECT_TRUE(info.support.padding_invariant) << "the test passes: declare the kind padding_invariant";
   // Lengths across blocks, windows, buckets and chunks (the defaults at max_len 160: sinkhorn's blocks of
   // 40, bigbird's of 20, reformer's chunks of 64): partial last blocks, one short of the whole, a single row.

@@ -18,11 +18,13 @@
 #include <vector>
 
 #include "attention/linear_core.h"
+#include "cpu/feature_maps.h"
 #include "attention_test_util.h"
 #include "io/safetensors.h"
 #include "linformer/checkpoint.h"
 #include "linformer/error.h"
 #include "linformer/model.h"
+#include "linformer/rng.h"
 #include "linformer/runtime.h"
 #include "linformer/trainer.h"
 #include "tiny_model_config.h"
@@ -54,19 +56,23 @@ const json kSmall = {{"chunk", 4}, {"features", 7}};
 // ---- the reference -------------------------------------------------------------------------------
 
 // O (B, n, d) before the output map (with_output: Y = O W_oᵀ + b_o), by the definition in double:
-// φ(x)_j = exp(w_j·x − ‖x‖²/2)/√m_f on x = q / d_h^{1/4}, no stabiliser, explicit sums over the keys.
+// φ(x)_j = exp(w_j·x − ‖x‖²/2)/√m_f on x = q / d_h^{1/4} (generalized_attention: relu(w_j·x) + ε),
+// no stabiliser, explicit sums over the keys.
 template <class T>
 std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig<T>& rig, bool with_output = true) {
   const int64_t B = c.B, n = c.n, m = c.m > 0 ? c.m : c.n, d = c.dims.d_model, h = c.dims.n_heads, dh = d / h;
   auto param = [&](const std::string& name) { return test::param_values(rig, name); };
+  const bool no_projection = c.options.value("no_projection", false);
   const auto Wq = param("to_q.weight"), Wk = param("to_k.weight"), Wv = param("to_v.weight"),
              Wo = param("to_out.weight"), bq = param("to_q.bias"), bk = param("to_k.bias"), bv = param("to_v.bias"),
-             bo = param("to_out.bias"), W = param("features");
-  const int64_t mf = int64_t(W.size()) / dh;
+             bo = param("to_out.bias"), W = no_projection ? std::vector<double>() : param("features");
+  const int64_t mf = no_projection ? dh : int64_t(W.size()) / dh;
   auto linear = [&](const std::vector<double>& Wm, const std::vector<double>& b, const T* x) {
     return test::affine(Wm, b, x, d, d);
   };
   const double c4 = std::pow(double(dh), -0.25);
+  const bool generalized = c.options.value("generalized_attention", false);
+  const double eps = c.options.value("kernel_epsilon", 1e-3);
   auto phi = [&](const std::vector<double>& q, int64_t hd) {
     std::vector<double> f(static_cast<size_t>(mf));
     double sq = 0;
@@ -74,8 +80,17 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
     for (int64_t j = 0; j < mf; ++j) {
       double u = 0;
       for (int64_t e = 0; e < dh; ++e) u += W[size_t(j * dh + e)] * c4 * q[size_t(hd * dh + e)];
-      f[size_t(j)] = std::exp(u - sq / 2) / std::sqrt(double(mf));
+      f[size_t(j)] = generalized ? std::max(u, 0.0) + eps : std::exp(u - sq / 2) / std::sqrt(double(mf));
     }
+    return f;
+  };
+  // no_projection: φ(q) = softmax of q's d_h entries; φ(k) = exp(k) causal, else the softmax of k's
+  // entry c over the (valid) positions.
+  auto softmax_entries = [&](const std::vector<double>& q, int64_t hd) {
+    std::vector<double> f(static_cast<size_t>(dh));
+    double sum = 0;
+    for (int64_t e = 0; e < dh; ++e) sum += f[size_t(e)] = std::exp(q[size_t(hd * dh + e)]);
+    for (double& x : f) x /= sum;
     return f;
   };
   std::vector<double> out(size_t(B * n * d));
@@ -91,13 +106,23 @@ std::vector<double> reference_forward(const AttentionCase& c, const AttentionRig
     for (int64_t t = 0; t < n; ++t) {
       std::vector<double> O(static_cast<size_t>(d), 0.0);
       for (int64_t hd = 0; hd < h; ++hd) {
-        const std::vector<double> fq = phi(Q[size_t(t)], hd);
+        const std::vector<double> fq = no_projection ? softmax_entries(Q[size_t(t)], hd) : phi(Q[size_t(t)], hd);
+        std::vector<double> colsum(static_cast<size_t>(dh), 0.0);  // no_projection, non-causal
+        if (no_projection && !c.dims.causal)
+          for (int64_t s = 0; s < m; ++s)
+            if (c.mask.empty() || !c.mask[size_t(b * m + s)])
+              for (int64_t e = 0; e < dh; ++e) colsum[size_t(e)] += std::exp(K[size_t(s)][size_t(hd * dh + e)]);
         std::vector<double> num(static_cast<size_t>(dh), 0.0);
         double den = 0;
         const int64_t last = c.dims.causal ? t : m - 1;  // causal: the explicit sum over s ≤ t
         for (int64_t s = 0; s <= last; ++s) {
           if (!c.mask.empty() && c.mask[size_t(b * m + s)]) continue;
-          const std::vector<double> fk = phi(K[size_t(s)], hd);
+          std::vector<double> fk(static_cast<size_t>(mf));
+          if (no_projection)
+            for (int64_t e = 0; e < dh; ++e)
+              fk[size_t(e)] = std::exp(K[size_t(s)][size_t(hd * dh + e)]) / (c.dims.causal ? 1.0 : colsum[size_t(e)]);
+          else
+            fk = phi(K[size_t(s)], hd);
           double w = 0;
           for (int64_t j = 0; j < mf; ++j) w += fq[size_t(j)] * fk[size_t(j)];
           den += w;
@@ -137,6 +162,27 @@ TEST(PerformerAttention, MatchesReference) {
     expect_matches_reference_both(with_mask(pf_case(150, causal, {{"chunk", 32}}, 160, 2, 64), 100));
   }
   expect_matches_reference_both(cross(pf_case(8, true), 8));  // causal cross-attention (m = n)
+  // The other feature draws (the reference reads W from the layer; PerformerFeatures checks the draws).
+  // Generalized attention (ReLU features).
+  const json relu = with(kSmall, {{"generalized_attention", true}});
+  for (bool causal : {false, true}) {
+    expect_matches_reference_both(pf_case(12, causal, relu));
+    expect_matches_reference_both(with_mask(pf_case(11, causal, with(relu, {{"kernel_epsilon", 0.1}}), 16), 6));
+    expect_matches_reference_both(with_mask(pf_case(150, causal, {{"chunk", 32}, {"generalized_attention", true}}, 160, 2, 64), 100));
+  }
+  expect_matches_reference_both(with_mask(cross(pf_case(6, false, relu), 9), 4));
+  // no_projection (no random features; m_f = d_h).
+  const json plain = {{"chunk", 4}, {"no_projection", true}};
+  for (bool causal : {false, true}) {
+    expect_matches_reference_both(pf_case(12, causal, plain));
+    expect_matches_reference_both(with_mask(pf_case(11, causal, plain, 16), 6));
+    expect_matches_reference_both(with_mask(pf_case(150, causal, {{"chunk", 32}, {"no_projection", true}}, 160, 2, 64), 100));
+  }
+  expect_matches_reference_both(with_mask(cross(pf_case(6, false, plain), 9), 4));
+  for (bool causal : {false, true}) {
+    expect_matches_reference_both(with_mask(pf_case(11, causal, with(kSmall, {{"ortho_features", false}}), 16), 6));
+    expect_matches_reference_both(with_mask(pf_case(11, causal, with(kSmall, {{"ortho_scaling", 1}}), 16), 6));
+  }
 }
 
 // ---- gradients -----------------------------------------------------------------------------------
@@ -153,6 +199,16 @@ TEST(PerformerAttention, GradientsMatchFiniteDifferences) {
   }
   cases.push_back(with_mask(cross(pf_case(5, false, with(kSmall, {{"qkv_bias", true}})), 7), 3));
   cases.push_back(cross(pf_case(6, true), 6));
+  cases.push_back(with_mask(pf_case(10, false, with(kSmall, {{"ortho_features", false}}), 12), 5));
+  cases.push_back(pf_case(9, true, with(kSmall, {{"ortho_scaling", 1}})));
+  for (bool causal : {false, true}) {
+    cases.push_back(with_mask(pf_case(10, causal, with(kSmall, {{"generalized_attention", true}}), 12), 5));
+    cases.push_back(pf_case(9, causal, with(kSmall, {{"generalized_attention", true}, {"kernel_epsilon", 0.0}})));
+  }
+  cases.push_back(cross(pf_case(6, false, with(kSmall, {{"generalized_attention", true}})), 8));
+  for (bool causal : {false, true})
+    cases.push_back(with_mask(pf_case(10, causal, {{"chunk", 4}, {"no_projection", true}}, 12), 5));
+  cases.push_back(with_mask(cross(pf_case(5, false, {{"chunk", 4}, {"no_projection", true}}), 7), 3));
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
     test::check_attention_gradients(c);  // also: the fixed `features` receive no gradient
@@ -160,18 +216,21 @@ TEST(PerformerAttention, GradientsMatchFiniteDifferences) {
 }
 
 TEST(PerformerAttention, ResultsDoNotDependOnTheThreadCount) {
-  for (bool causal : {false, true}) {
-    const AttentionCase c = with_mask(pf_case(300, causal, {{"chunk", 16}}, 300, 4, 64), 200);
-    SCOPED_TRACE(describe(c));
-    test::expect_results_independent_of_threads(c);
-  }
+  for (bool causal : {false, true})
+    for (const json& o : {json{{"chunk", 16}}, json{{"chunk", 16}, {"generalized_attention", true}},
+                          json{{"chunk", 16}, {"no_projection", true}}}) {
+      const AttentionCase c = with_mask(pf_case(300, causal, o, 300, 4, 64), 200);
+      SCOPED_TRACE(describe(c));
+      test::expect_results_independent_of_threads(c);
+    }
 }
 
 // ---- causality -----------------------------------------------------------------------------------
 
 std::vector<AttentionCase> causal_cases() {
   return {pf_case(12, true), with_mask(pf_case(11, true, kSmall, 16), 6), pf_case(9, true, {{"chunk", 3}, {"features", 5}}),
-          pf_case(5, true, {{"chunk", 8}})};
+          pf_case(5, true, {{"chunk", 8}}), with_mask(pf_case(11, true, with(kSmall, {{"generalized_attention", true}}), 16), 6),
+          with_mask(pf_case(11, true, {{"chunk", 4}, {"no_projection", true}}, 16), 6)};
 }
 
 // Outputs up to t with and without a change of the later inputs: bitwise equal (no stabiliser reaches
@@ -371,6 +430,90 @@ TEST(PerformerFeatures, OrthogonalBlocksWithGaussianRowNorms) {
   EXPECT_GT(mx, 5.0);  // not a constant √d_h
 }
 
+// ortho_features false: every entry an i.i.d. standard normal of the draw's stream; ortho_scaling 1:
+// the orthogonal draw's rows rescaled to norm √d_h (performer-pytorch's scaling = 1).
+TEST(PerformerFeatures, IidAndSqrtScaledDraws) {
+  const int64_t dh = 8, m = 2000 + 3;
+  std::vector<double> iid(size_t(m * dh)), orth(iid.size()), sqrtd(iid.size());
+  performer_features(PerformerFeatureDraw::kIid, 4, "l.", 2, m, dh, iid.data());
+  performer_features(PerformerFeatureDraw::kOrthogonal, 4, "l.", 2, m, dh, orth.data());
+  performer_features(PerformerFeatureDraw::kOrthogonalSqrtD, 4, "l.", 2, m, dh, sqrtd.data());
+  std::vector<double> plain(iid.size());
+  performer_orthogonal_features(4, "l.", 2, m, dh, plain.data());
+  EXPECT_EQ(orth, plain);
+  const uint64_t stream = stream_id("l.features/draw-2");
+  for (int64_t i = 0; i < m * dh; ++i) ASSERT_EQ(iid[size_t(i)], normal_f64(4, stream, uint64_t(i))) << i;
+  double iid_worst = 0, mean_sq = 0;  // rows of one block are not orthogonal; E‖w‖² = d_h
+  for (int64_t j = 0; j < m; ++j) {
+    double sq = 0, sq_orth = 0, sq_sqrtd = 0;
+    for (int64_t e = 0; e < dh; ++e) {
+      sq += iid[size_t(j * dh + e)] * iid[size_t(j * dh + e)];
+      sq_orth += orth[size_t(j * dh + e)] * orth[size_t(j * dh + e)];
+      sq_sqrtd += sqrtd[size_t(j * dh + e)] * sqrtd[size_t(j * dh + e)];
+    }
+    mean_sq += sq / double(m);
+    ASSERT_NEAR(sq_sqrtd, double(dh), 1e-12) << j;
+    for (int64_t e = 0; e < dh; ++e)  // the same direction as the orthogonal draw's row
+      ASSERT_NEAR(sqrtd[size_t(j * dh + e)], orth[size_t(j * dh + e)] * std::sqrt(double(dh) / sq_orth), 1e-12);
+    if (j % dh != 0) {
+      double dot = 0, sq_prev = 0;
+      for (int64_t e = 0; e < dh; ++e) {
+        dot += iid[size_t(j * dh + e)] * iid[size_t((j - 1) * dh + e)];
+        sq_prev += iid[size_t((j - 1) * dh + e)] * iid[size_t((j - 1) * dh + e)];
+      }
+      iid_worst = std::max(iid_worst, std::abs(dot) / std::sqrt(sq * sq_prev));
+    }
+  }
+  EXPECT_GT(iid_worst, 0.5);
+  EXPECT_NEAR(mean_sq, double(dh), 0.3);
+  // The layer's parameter is draw 0 of its kind, and a redraw draws the same kind.
+  ParamArena<double> arena;
+  auto layer = make_attention<double>({"performer", {16, 2, 8, false, 0}, {{"features", 10}, {"ortho_features", false},
+                                       {"redraw_every", 1}}, "p."}, arena);
+  arena.allocate();
+  arena.initialize(1);
+  std::vector<double> want(size_t(10 * 8));
+  performer_features(PerformerFeatureDraw::kIid, 0, "p.", 0, 10, 8, want.data());
+  const int id = arena.find("p.features");
+  EXPECT_EQ(std::vector<double>(arena.value(id), arena.value(id) + 80), want);
+  layer->set_training_step(3);
+  performer_features(PerformerFeatureDraw::kIid, 0, "p.", 3, 10, 8, want.data());
+  EXPECT_EQ(std::vector<double>(arena.value(id), arena.value(id) + 80), want);
+}
+
+// no_projection's softmax of the keys over the positions: the kernels against their plain references
+// (bitwise for any thread count: the sums run in position order), sums of 1, and a padded sample.
+TEST(PerformerFeatures, ColumnSoftmaxMatchesItsReference) {
+  const int64_t B = 2, m = 300, h = 3, r = 40;
+  std::vector<double> phi = test::random_vector<double>(B * m * h * r, 4, 0, 1);
+  for (int64_t e = 0; e < h * r; ++e) phi[size_t((B * m - 1) * h * r + e)] = 0;  // a padded key
+  for (int64_t e = 0; e < m * h * r; ++e) phi[size_t(e)] = 0;                   // sample 0 all padded
+  std::vector<double> y(phi.size()), yr(phi.size());
+  column_softmax_forward(B, m, h, r, phi.data(), y.data());
+  column_softmax_forward_ref(B, m, h, r, phi.data(), yr.data());
+  LF_EXPECT_CLOSE(y.data(), yr.data(), int64_t(y.size()), 1e-14);
+  for (int64_t e = 0; e < m * h * r; ++e) ASSERT_EQ(y[size_t(e)], 0.0);
+  for (int64_t hd = 0; hd < h; ++hd)
+    for (int64_t c = 0; c < r; ++c) {
+      double sum = 0;
+      for (int64_t s = 0; s < m; ++s) sum += y[size_t(((m + s) * h + hd) * r + c)];
+      ASSERT_NEAR(sum, 1.0, 1e-12);
+    }
+  const std::vector<double> dy = test::random_vector<double>(int64_t(y.size()), 5);
+  std::vector<double> du(y.size()), dur(y.size());
+  column_softmax_backward(B, m, h, r, y.data(), dy.data(), du.data());
+  column_softmax_backward_ref(B, m, h, r, y.data(), dy.data(), dur.data());
+  LF_EXPECT_CLOSE(du.data(), dur.data(), int64_t(du.size()), 1e-12);
+  std::vector<float> yf(y.size()), y1(y.size());
+  const std::vector<float> pf = test::cast_vector<float>(phi);
+  for (int threads : {1, 2, 3}) {
+    const RuntimeScope scope(RuntimeOptions{threads});
+    column_softmax_forward(B, m, h, r, pf.data(), yf.data());
+    if (threads == 1) y1 = yf;
+    EXPECT_EQ(yf, y1) << threads;
+  }
+}
+
 TEST(PerformerFeatures, DrawsAreAPureFunctionOfSeedPrefixAndIndex) {
   const int64_t m = 20, dh = 8;
   auto draw = [&](uint64_t seed, const std::string& prefix, int64_t index) {
@@ -536,7 +679,10 @@ TEST(PerformerAttention, IsRegisteredWithItsSupportAndDefaults) {
   EXPECT_TRUE(s.key_padding_mask);
   EXPECT_TRUE(s.variable_length);
   EXPECT_TRUE(s.cross_attention);
-  const json defaults = {{"features", 266}, {"redraw_every", 1000}, {"seed", 0}, {"qkv_bias", false}, {"chunk", 64}};
+  const json defaults = {{"features", 266},        {"redraw_every", 1000}, {"seed", 0}, {"qkv_bias", false},
+                         {"ortho_features", true}, {"ortho_scaling", 0},   {"generalized_attention", false},
+                         {"no_projection", false}, {"kernel_fn", "relu"},    {"kernel_epsilon", 1e-3},
+                         {"chunk", 64}};
   EXPECT_EQ(validate_attention({"performer", {512, 8, 4096, true, 0.1}, json::object(), ""}), defaults);
   // int(d_h · ln d_h), at least 1: d_h = 4 → 5, 2 → 1, 1 → 1, 16 → 44.
   EXPECT_EQ(validate_attention({"performer", {8, 2, 8, false, 0}, json::object(), ""})["features"], 5);
@@ -565,6 +711,15 @@ TEST(PerformerAttention, RefusesBadConfigurations) {
   EXPECT_THROW(make({{"chunk", 0}}), InvalidArgument);
   EXPECT_THROW(make({{"qkv_bias", "yes"}}), InvalidArgument);
   EXPECT_THROW(make({{"kernel", "relu"}}), InvalidArgument);  // unknown option
+  EXPECT_THROW(make({{"ortho_features", "no"}}), InvalidArgument);
+  EXPECT_THROW(make({{"ortho_scaling", 2}}), InvalidArgument);
+  EXPECT_THROW(make({{"ortho_scaling", 1}, {"ortho_features", false}}), InvalidArgument);
+  EXPECT_THROW(make({{"generalized_attention", 1}}), InvalidArgument);
+  EXPECT_THROW(make({{"kernel_fn", "gelu"}}), InvalidArgument);
+  EXPECT_THROW(make({{"kernel_epsilon", -0.1}}), InvalidArgument);
+  EXPECT_THROW(make({{"kernel_epsilon", "small"}}), InvalidArgument);
+  EXPECT_THROW(make({{"no_projection", "yes"}}), InvalidArgument);
+  EXPECT_THROW(make({{"no_projection", true}, {"generalized_attention", true}}), InvalidArgument);
   try {
     make({{"features", 0}});
   } catch (const InvalidArgument& e) {

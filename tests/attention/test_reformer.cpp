@@ -54,32 +54,37 @@ AttentionCase with_mask(AttentionCase c) {
 
 // ---- the dense reference of the definition ------------------------------------------------------
 
-// visible[(r·n + t)·n + j]: key j is in one of query t's two chunks in round r (before the masks),
-// computed from the buckets of one (batch, head) alone, the way reformer.h defines it.
+// visible[(r·n + t)·n + j]: key j is in one of query t's two chunks in round r (before the causal
+// mask; no chunk holds a padded position), computed from the buckets of one (batch, head) alone, the
+// way reformer.h defines it.
 std::vector<uint8_t> chunk_visibility(const ReformerShape& s, const int32_t* buckets, int64_t bi) {
-  const int64_t n = s.n, L = s.chunk, BH = s.B * s.h;
+  const int64_t n = s.n, L = s.chunk, BH = s.B * s.h, b = bi / s.h;
+  const auto padded = [&](int64_t t) { return s.key_mask && s.key_mask[b * n + t]; };
+  int64_t nr = 0;  // the sample's real positions
+  for (int64_t t = 0; t < n; ++t) nr += !padded(t);
   std::vector<uint8_t> vis(size_t(s.n_hashes * n * n), 0);
   for (int64_t r = 0; r < s.n_hashes; ++r) {
     const int32_t* bk = buckets + (r * BH + bi) * n;
     std::vector<int64_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return bk[a] < bk[b]; });
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return bk[a] < bk[c]; });
     std::vector<int64_t> chunk(static_cast<size_t>(n)), rank(static_cast<size_t>(n));
     for (int64_t k = 0; k < n; ++k) chunk[size_t(order[size_t(k)])] = k / L;
     for (int64_t t = 0; t < n; ++t) {
       rank[size_t(t)] = 0;
       for (int64_t j = 0; j < t; ++j) rank[size_t(t)] += bk[j] == bk[t];
     }
-    const int64_t nc = (n + L - 1) / L;
+    const int64_t nc = (nr + L - 1) / L;
     for (int64_t t = 0; t < n; ++t)
       for (int64_t j = 0; j < n; ++j) {
+        if (padded(t) || padded(j)) continue;
         bool v;
         if (s.bucket_chunks) {
           const int64_t ct = rank[size_t(t)] / L, cj = rank[size_t(j)] / L;
           v = bk[j] == bk[t] && (cj == ct || cj == ct - 1);
         } else {
           const int64_t ct = chunk[size_t(t)], cj = chunk[size_t(j)];
-          v = cj == ct || (nc > 1 && cj == (ct + nc - 1) % nc);
+          v = (cj == ct || (nc > 1 && cj == (ct + nc - 1) % nc)) && (s.across_buckets || bk[j] == bk[t]);
         }
         vis[size_t((r * n + t) * n + j)] = v;
       }
@@ -88,9 +93,10 @@ std::vector<uint8_t> chunk_visibility(const ReformerShape& s, const int32_t* buc
 }
 
 // out (B, n, h·d_h): one softmax per query over every visible (round, key) pair, self score −1e5,
-// dropout drawn like the kernel. Double loops.
+// − log N_tj with dedup, dropout drawn like the kernel. With `union_of_rounds`, instead one softmax
+// over the keys visible in any round, each once (what dedup amounts to, without dropout). Double loops.
 void dense_reference(const ReformerShape& s, const double* q, const double* kn, const double* v,
-                     const int32_t* buckets, double* out) {
+                     const int32_t* buckets, double* out, bool union_of_rounds = false) {
   const int64_t n = s.n, d_h = s.d_h, ld = s.h * d_h;
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t i = 0; i < s.h; ++i) {
@@ -99,20 +105,27 @@ void dense_reference(const ReformerShape& s, const double* q, const double* kn, 
       for (int64_t t = 0; t < n; ++t) {
         std::vector<double> score, factor;
         std::vector<int64_t> key;
-        for (int64_t r = 0; r < s.n_hashes; ++r)
-          for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = 0; j < n; ++j) {
+          int64_t rounds = 0;
+          for (int64_t r = 0; r < s.n_hashes; ++r) rounds += vis[size_t((r * n + t) * n + j)];
+          for (int64_t r = 0; r < s.n_hashes; ++r) {
             if (!vis[size_t((r * n + t) * n + j)]) continue;
-            if (s.key_mask && s.key_mask[b * n + j]) continue;
             if (s.causal && j > t) continue;
             double dot = 0;
             for (int64_t c = 0; c < d_h; ++c) dot += q[(b * n + t) * ld + i * d_h + c] * kn[(b * n + j) * ld + i * d_h + c];
-            score.push_back(j == t ? kReformerSelfScore : s.scale * dot);
+            const double correction = s.dedup && j != t ? std::log(double(rounds)) : 0.0;
+            score.push_back(j == t ? kReformerSelfScore : s.scale * dot - correction);
             const uint64_t e = uint64_t(((r * s.B * s.h + bi) * n + t) * n + j);
             factor.push_back(s.dropout == 0 ? 1.0
                              : uniform01(s.seed, kProbsDropoutStream, e) >= float(s.dropout) ? 1.0 / (1.0 - s.dropout)
                                                                                              : 0.0);
             key.push_back(j);
+            if (union_of_rounds) {
+              score.back() = j == t ? kReformerSelfScore : s.scale * dot;
+              break;
+            }
           }
+        }
         double* o = out + (b * n + t) * ld + i * d_h;
         std::fill(o, o + d_h, 0.0);
         if (score.empty()) continue;
@@ -143,10 +156,10 @@ std::vector<int32_t> reference_buckets(const ReformerShape& s, const double* u, 
                 acc += u[(b * s.n + t) * ld + i * s.d_h + c] * R[((r * s.h + i) * s.d_h + c) * half + j];
               proj.push_back(double(sign) * acc);
             }
-          // Padded positions go to the last bucket, whatever they hold (reformer.h).
+          // Padded positions go to a bucket after the last, whatever they hold (reformer.h).
           const bool padded = s.key_mask && s.key_mask[b * s.n + t];
           out[size_t((r * BH + b * s.h + i) * s.n + t)] =
-              padded ? int32_t(s.n_buckets - 1) : int32_t(std::max_element(proj.begin(), proj.end()) - proj.begin());
+              padded ? int32_t(s.n_buckets) : int32_t(std::max_element(proj.begin(), proj.end()) - proj.begin());
         }
   return out;
 }
@@ -194,7 +207,8 @@ Projected project(const AttentionRig<double>& rig, const AttentionCase& c) {
   return p;
 }
 
-// The resolved shape the layer builds for the case (n_buckets derived as documented).
+// The resolved shape the layer builds for the case (n_buckets derived as documented, from max_len;
+// full_attn_thres: one round, one bucket, one chunk).
 ReformerShape layer_shape(const AttentionCase& c) {
   const json o = validate_attention({"reformer", c.dims, c.options, ""});
   ReformerShape s;
@@ -204,28 +218,44 @@ ReformerShape layer_shape(const AttentionCase& c) {
   s.d_h = c.dims.d_model / s.h;
   s.n_hashes = o["n_hashes"].get<int64_t>();
   s.chunk = o["bucket_size"].get<int64_t>();
-  const int64_t derived_from = c.dims.causal ? c.dims.max_len : c.n;  // causal: the same buckets at every length
-  const int64_t chunks = (derived_from + s.chunk - 1) / s.chunk;
+  const int64_t chunks = (c.dims.max_len + s.chunk - 1) / s.chunk;
   s.n_buckets = o["n_buckets"].get<int64_t>() > 0 ? o["n_buckets"].get<int64_t>() : std::max<int64_t>(2, chunks + chunks % 2);
   s.bucket_chunks = o["chunking"].get<std::string>() == "bucket";
+  s.across_buckets = o["attend_across_buckets"].get<bool>();
+  s.dedup = !o["allow_duplicate_attention"].get<bool>();
   s.causal = c.dims.causal;
   s.scale = 1 / std::sqrt(double(s.d_h));
   s.key_mask = c.mask.empty() ? nullptr : c.mask.data();
   s.dropout = c.training ? c.dims.dropout : 0.0;
   s.seed = 1234;  // AttentionRig::forward's
+  if (c.dims.max_len <= o["full_attn_thres"].get<int64_t>()) {
+    s.n_hashes = 1, s.n_buckets = 2, s.chunk = c.n;
+    s.bucket_chunks = false, s.across_buckets = true;
+  }
   return s;
 }
 
 // The layer's output computed by the dense reference: projections, buckets by plain loops from the
-// documented rotations, the dense attention, the output map.
+// documented rotations (the option seed's, or in training with 'per_step' the step seed's), the dense
+// attention, the output map.
 std::vector<double> reference_layer(const AttentionRig<double>& rig, const AttentionCase& c) {
   const ReformerShape s = layer_shape(c);
   const json o = validate_attention({"reformer", c.dims, c.options, ""});
   const Projected p = project(rig, c);
-  std::vector<double> R(size_t(s.n_hashes * s.h * s.d_h * s.n_buckets / 2));
-  reformer_rotations(o["seed"].get<uint64_t>(), ops::reformer_rotation_stream(""), s.n_hashes, s.h, s.d_h, s.n_buckets,
-                     R.data());
-  const std::vector<int32_t> buckets = reference_buckets(s, p.kn.data(), R.data());
+  std::vector<int32_t> buckets;
+  if (c.dims.max_len <= o["full_attn_thres"].get<int64_t>()) {
+    for (int64_t bi = 0; bi < s.B * s.h; ++bi)
+      for (int64_t t = 0; t < s.n; ++t) buckets.push_back(s.key_mask && s.key_mask[(bi / s.h) * s.n + t] ? 2 : 0);
+  } else {
+    std::vector<double> R(size_t(s.n_hashes * s.h * s.d_h * s.n_buckets / 2));
+    const uint64_t option_seed = o["seed"].get<uint64_t>();
+    if (c.training && o["rotations"].get<std::string>() == "per_step")
+      reformer_rotations(s.seed, ops::reformer_step_rotation_stream("", option_seed), s.n_hashes, s.h, s.d_h,
+                         s.n_buckets, R.data());
+    else
+      reformer_rotations(option_seed, ops::reformer_rotation_stream(""), s.n_hashes, s.h, s.d_h, s.n_buckets, R.data());
+    buckets = reference_buckets(s, p.kn.data(), R.data());
+  }
   std::vector<double> attn(p.u.size());
   dense_reference(s, p.u.data(), p.kn.data(), p.v.data(), buckets.data(), attn.data());
   return linear(attn, param(rig, "to_out.weight"), param(rig, "to_out.bias"), c.dims.d_model);
@@ -314,14 +344,16 @@ struct KernelCase {
   bool bucket_chunks, causal, mask;
   double dropout;
   int64_t d_h = 4, h = 2, B = 2;
+  bool dedup = false, across = true;
 };
 
 template <class T>
 void check_kernel(const KernelCase& k, double tol) {
   SCOPED_TRACE(str_cat("n=", k.n, " chunk=", k.chunk, " nb=", k.n_buckets, " R=", k.n_hashes, " bucket=", k.bucket_chunks,
-                       " causal=", k.causal, " mask=", k.mask, " dropout=", k.dropout, " d_h=", k.d_h));
+                       " causal=", k.causal, " mask=", k.mask, " dropout=", k.dropout, " d_h=", k.d_h,
+                       " dedup=", k.dedup, " across=", k.across));
   ReformerShape s{k.B, k.n, k.h, k.d_h, k.n_hashes, k.n_buckets, k.chunk, k.bucket_chunks, k.causal,
-                  1 / std::sqrt(double(k.d_h)), nullptr, k.dropout, 99};
+                  1 / std::sqrt(double(k.d_h)), nullptr, k.dropout, 99, k.across, k.dedup};
   std::vector<uint8_t> mask(size_t(k.B * k.n), 0);
   for (int64_t j = 0; j < k.n; ++j) mask[size_t(k.n + j)] = j % 3 == 0;  // sample 1; its position 0 too
   if (k.mask) s.key_mask = mask.data();
@@ -329,12 +361,20 @@ void check_kernel(const KernelCase& k, double tol) {
   const std::vector<double> q = test::random_vector<double>(size, 1, -2, 2);
   const std::vector<double> kn = normalise_heads(test::random_vector<double>(size, 2), k.d_h);
   const std::vector<double> v = test::random_vector<double>(size, 3);
-  // Any bucket assignment will do: the kernel only sorts and chunks by it.
+  // Any bucket assignment will do: the kernel only sorts and chunks by it (n_buckets for the padded).
   std::vector<int32_t> buckets(size_t(k.n_hashes * k.B * k.h * k.n)), perm(buckets.size());
-  for (size_t e = 0; e < buckets.size(); ++e) buckets[e] = int32_t(uniform01(4, 5, e) * float(k.n_buckets));
+  for (size_t e = 0; e < buckets.size(); ++e) {
+    const int64_t b = int64_t(e / size_t(k.n)) % (k.B * k.h) / k.h, t = int64_t(e % size_t(k.n));
+    buckets[e] = k.mask && mask[size_t(b * k.n + t)] ? int32_t(k.n_buckets) : int32_t(uniform01(4, 5, e) * float(k.n_buckets));
+  }
   reformer_sort(s, buckets.data(), perm.data());
   std::vector<double> ref(static_cast<size_t>(size));
   dense_reference(s, q.data(), kn.data(), v.data(), buckets.data(), ref.data());
+  if (k.dedup && k.dropout == 0) {  // the correction makes every key count once: one softmax over the union
+    std::vector<double> once(ref.size());
+    dense_reference(s, q.data(), kn.data(), v.data(), buckets.data(), once.data(), /*union_of_rounds=*/true);
+    LF_EXPECT_CLOSE(once.data(), ref.data(), size, 1e-12);
+  }
   const std::vector<T> qt = test::cast_vector<T>(q), kt = test::cast_vector<T>(kn), vt = test::cast_vector<T>(v);
   std::vector<T> out(static_cast<size_t>(size)), stats(size_t(2 * k.B * k.h * k.n));
   reformer_forward(s, qt.data(), kt.data(), vt.data(), buckets.data(), perm.data(), out.data(), stats.data());
@@ -347,7 +387,7 @@ void check_kernel(const KernelCase& k, double tol) {
 }
 
 TEST(ReformerAttention, KernelMatchesDenseDefinition) {
-  const std::vector<KernelCase> cases = {
+  std::vector<KernelCase> cases = {
       {13, 4, 4, 1, false, false, false, 0.0},   // four chunks, the last partial
       {13, 5, 4, 2, false, false, true, 0.0},    // three chunks: chunk 0 looks back at the last
       {12, 6, 2, 3, false, false, false, 0.0},   // two chunks: each looks at the other
@@ -358,6 +398,19 @@ TEST(ReformerAttention, KernelMatchesDenseDefinition) {
       {150, 70, 2, 2, false, false, true, 0.0},  // chunks longer than a query block
       {150, 70, 2, 2, true, true, false, 0.2},
   };
+  std::vector<KernelCase> corrected;  // the duplicate correction and the bucket mask of global chunking
+  for (KernelCase k : cases) {
+    k.dedup = true;
+    corrected.push_back(k);
+    if (!k.bucket_chunks) {
+      k.across = false;
+      corrected.push_back(k);
+      k.dedup = false;
+      corrected.push_back(k);
+    }
+  }
+  corrected.push_back({13, 3, 2, 4, false, false, true, 0.0, 4, 2, 2, true, true});  // keys seen 1 to 4 times
+  cases.insert(cases.end(), corrected.begin(), corrected.end());
   for (const KernelCase& k : cases) {
     check_kernel<double>(k, 1e-12);
     check_kernel<float>(k, 2e-5);
@@ -390,10 +443,72 @@ TEST(ReformerAttention, LayerMatchesDenseReference) {
   expect_layer_matches_reference(with_dropout(reformer_case(12, {{"bucket_size", 4}, {"seed", 5}}), 0.3));
   expect_layer_matches_reference(reformer_case(40, {{"bucket_size", 8}, {"n_buckets", 6}}, false, 4, 16));
   expect_layer_matches_reference(reformer_case(10, {{"bucket_size", 4}}, true, 2, 8, 2, 16));  // n < max_len
+  // The new options: no duplicate correction, the bucket mask of global chunking, fixed rotations.
+  expect_layer_matches_reference(
+      with_mask(reformer_case(13, {{"bucket_size", 3}, {"n_hashes", 3}, {"allow_duplicate_attention", true}})));
+  expect_layer_matches_reference(
+      with_mask(reformer_case(13, {{"bucket_size", 3}, {"n_hashes", 3}, {"attend_across_buckets", false}})));
+  expect_layer_matches_reference(with_dropout(reformer_case(12, {{"bucket_size", 4}, {"rotations", "fixed"}}), 0.3));
+  expect_layer_matches_reference(with_dropout(reformer_case(12, {{"bucket_size", 4}, {"n_hashes", 3}}), 0.0));
 }
 
-// Dense shared-QK attention with the diagonal mask (self only when alone), written without chunks or
-// buckets: what the layer computes when every key is in view.
+// A padded sample's real outputs are those of the sample alone (padding sorts last, joins no chunk,
+// and the bucket count comes from max_len), for every chunking, option and mask layout.
+TEST(ReformerAttention, PaddedSampleEqualsItsUnpaddedRun) {
+  const std::vector<std::pair<json, bool>> configs = {
+      {{{"bucket_size", 4}}, false},
+      {{{"bucket_size", 4}, {"n_hashes", 3}, {"attend_across_buckets", false}}, false},
+      {{{"bucket_size", 3}, {"n_hashes", 3}, {"allow_duplicate_attention", true}}, false},
+      {{{"bucket_size", 3}, {"chunking", "bucket"}}, false},
+      {{{"bucket_size", 4}, {"n_hashes", 3}}, true},
+      {{{"bucket_size", 3}, {"full_attn_thres", 24}}, false},
+      {{{"bucket_size", 3}, {"full_attn_thres", 24}}, true},
+  };
+  const int64_t n = 20, d = 8, real = 11;
+  for (const auto& [options, causal] : configs) {
+    AttentionCase padded = reformer_case(n, options, causal, 2, d, 2, 24);
+    padded.mask.assign(size_t(2 * n), 0);
+    for (int64_t j = real; j < n; ++j) padded.mask[size_t(j)] = 1;  // sample 0: its last n − real positions
+    SCOPED_TRACE(describe(padded));
+    AttentionRig<double> rig(padded);
+    rig.forward(padded);
+    AttentionCase alone = reformer_case(real, options, causal, 2, d, 1, 24);
+    AttentionRig<double> arig(alone);
+    std::copy_n(rig.x.begin(), real * d, arig.x.begin());
+    std::copy_n(rig.arena.values(), rig.arena.numel(), arig.arena.values());  // the same parameters
+    arig.forward(alone);
+    LF_EXPECT_CLOSE(rig.out.data(), arig.out.data(), real * d, 1e-12);
+  }
+}
+
+// Training draws the rotations from the step's seed (a forward and its rerun hash alike); inference
+// and 'fixed' use the option seed's whatever the step.
+TEST(ReformerAttention, RotationsAreDrawnPerTrainingStep) {
+  for (const std::string rotations : {"per_step", "fixed"}) {
+    const AttentionCase c = reformer_case(32, {{"bucket_size", 4}, {"rotations", rotations}});
+    SCOPED_TRACE(rotations);
+    AttentionRig<double> rig(c);
+    const auto run = [&](bool training, uint64_t seed) {
+      std::vector<double> out(rig.out.size());
+      rig.layer->forward(rig.input(c), out.data(), training, seed);
+      return out;
+    };
+    const std::vector<double> step1 = run(true, 1), step2 = run(true, 2), infer = run(false, 1);
+    EXPECT_EQ(run(true, 1), step1);
+    EXPECT_EQ(run(false, 7), infer);
+    if (rotations == "per_step") {
+      EXPECT_NE(step1, step2);
+      EXPECT_NE(step1, infer);
+    } else {
+      EXPECT_EQ(step1, step2);
+      EXPECT_EQ(step1, infer);
+    }
+  }
+}
+
+
+// Dense shared-QK attention with the diagonal mask (self only when alone; padded queries 0), written
+// without chunks or buckets: what the layer computes when every key is in view.
 std::vector<double> dense_shared_qk(const AttentionRig<double>& rig, const AttentionCase& c,
                                     const std::vector<int64_t>& group = {}) {
   const int64_t d = c.dims.d_model, h = c.dims.n_heads, d_h = d / h, n = c.n;
@@ -402,6 +517,7 @@ std::vector<double> dense_shared_qk(const AttentionRig<double>& rig, const Atten
   for (int64_t b = 0; b < c.B; ++b)
     for (int64_t i = 0; i < h; ++i)
       for (int64_t t = 0; t < n; ++t) {
+        if (!c.mask.empty() && c.mask[size_t(b * n + t)]) continue;  // a padded query outputs 0
         std::vector<double> w(size_t(n), -std::numeric_limits<double>::infinity());
         for (int64_t j = 0; j < n; ++j) {
           if ((!c.mask.empty() && c.mask[size_t(b * n + j)]) || (c.dims.causal && j > t)) continue;
@@ -463,6 +579,40 @@ TEST(ReformerAttention, KnownBucketsGiveBlockAttention) {
     }
 }
 
+// full_attn_thres: exact shared-QK attention (self only when alone) when max_len is at most the
+// threshold, LSH above it, whatever the call's length.
+TEST(ReformerAttention, FullAttentionAtOrBelowTheThreshold) {
+  for (bool causal : {false, true})
+    for (bool mask : {false, true}) {
+      AttentionCase c = reformer_case(16, {{"bucket_size", 2}, {"n_hashes", 2}, {"full_attn_thres", 16}}, causal);
+      if (mask) c = with_mask(c);
+      SCOPED_TRACE(describe(c));
+      AttentionRig<double> rig(c);
+      rig.forward(c);
+      const std::vector<double> ref = dense_shared_qk(rig, c);
+      LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+      expect_layer_matches_reference(c);
+      AttentionCase above = c;  // one past the threshold: LSH, far from dense with chunks of 2
+      above.options["full_attn_thres"] = 15;
+      AttentionRig<double> arig(above);
+      arig.forward(above);
+      double diff = 0;
+      for (size_t e = 0; e < ref.size(); ++e) diff = std::max(diff, std::abs(arig.out[e] - ref[e]));
+      EXPECT_GT(diff, 1e-3);
+      expect_layer_matches_reference(above);
+    }
+  // Decided by max_len: a short call still hashes when max_len is above the threshold, and a call
+  // shorter than max_len is exact when max_len is at or below it.
+  for (bool causal : {false, true}) {
+    expect_layer_matches_reference(reformer_case(8, {{"bucket_size", 2}, {"full_attn_thres", 8}}, causal, 2, 8, 2, 16));
+    AttentionCase c = with_mask(reformer_case(9, {{"bucket_size", 2}, {"full_attn_thres", 16}}, causal, 2, 8, 2, 16));
+    AttentionRig<double> rig(c);
+    rig.forward(c);
+    const std::vector<double> ref = dense_shared_qk(rig, c);
+    LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+  }
+}
+
 TEST(ReformerAttention, GradientsMatchFiniteDifferences) {
   const std::vector<AttentionCase> cases = {
       reformer_case(12, {{"bucket_size", 4}}),  // three chunks with wrap-around, two rounds
@@ -477,6 +627,11 @@ TEST(ReformerAttention, GradientsMatchFiniteDifferences) {
       reformer_case(12, {{"bucket_size", 12}, {"n_hashes", 2}}),  // one chunk
       reformer_case(10, {{"bucket_size", 4}}, true, 2, 8, 2, 16),  // n < max_len
       reformer_case(9, {{"bucket_size", 2}, {"n_buckets", 4}}, false, 1, 4),  // one head
+      with_mask(reformer_case(12, {{"bucket_size", 3}, {"n_hashes", 3}, {"attend_across_buckets", false}})),
+      reformer_case(12, {{"bucket_size", 3}, {"n_hashes", 3}, {"allow_duplicate_attention", true}}),
+      with_dropout(reformer_case(12, {{"bucket_size", 4}, {"rotations", "fixed"}}), 0.3),
+      with_mask(reformer_case(12, {{"bucket_size", 3}, {"full_attn_thres", 12}})),
+      with_mask(reformer_case(12, {{"bucket_size", 3}, {"full_attn_thres", 12}}, true)),
   };
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(describe(c));
@@ -540,8 +695,7 @@ TEST(ReformerAttention, SameResultsForAnyThreadCount) {
 }
 
 TEST(ReformerAttention, DefaultOptionsWorkForShortAndLongMaxLen) {
-  // Defaults adapt: bucket_size = min(64, max_len); n_buckets from each call's length (from max_len
-  // when causal).
+  // Defaults adapt: bucket_size = min(64, max_len); n_buckets from max_len.
   for (int64_t max_len : {1, 8, 32, 200})
     for (bool causal : {false, true}) {
       AttentionCase c = reformer_case(max_len, json::object(), causal, 2, 8, 2);
@@ -559,7 +713,9 @@ TEST(ReformerAttention, DefaultOptionsWorkForShortAndLongMaxLen) {
     }
   const json resolved = validate_attention({"reformer", {8, 2, 32, false, 0.1}, json::object(), ""});
   EXPECT_EQ(resolved, json({{"n_hashes", 2}, {"bucket_size", 32}, {"n_buckets", 0}, {"chunking", "global"},
-                            {"seed", 0}, {"qkv_bias", false}}));
+                            {"attend_across_buckets", true}, {"allow_duplicate_attention", false},
+                            {"rotations", "per_step"}, {"full_attn_thres", 0}, {"seed", 0}, {"qkv_bias", false}}));
+  EXPECT_EQ(validate_attention({"reformer", {8, 2, 4096, true, 0}, json::object(), ""})["attend_across_buckets"], false);
   EXPECT_EQ(validate_attention({"reformer", {8, 2, 4096, true, 0}, json::object(), ""})["chunking"], "bucket");
   EXPECT_EQ(validate_attention({"reformer", {8, 2, 4096, true, 0}, json::object(), ""})["bucket_size"], 64);
 }
@@ -596,7 +752,10 @@ TEST(ReformerAttention, RefusesBadConfigurations) {
                           json{{"n_buckets", "4"}}, json{{"bucket_size", 0}}, json{{"bucket_size", -1}},
                           json{{"bucket_size", 17}}, json{{"n_hashes", 0}}, json{{"n_hashes", 65}},
                           json{{"chunking", "paper"}}, json{{"seed", -1}}, json{{"qkv_bias", 1}},
-                          json{{"k", 4}}, json{{"n_hashes", 1.5}}}) {
+                          json{{"k", 4}}, json{{"n_hashes", 1.5}}, json{{"attend_across_buckets", 1}},
+                          json{{"chunking", "bucket"}, {"attend_across_buckets", true}},
+                          json{{"allow_duplicate_attention", "no"}}, json{{"rotations", "random"}},
+                          json{{"full_attn_thres", -1}}, json{{"full_attn_thres", 2.5}}}) {
     SCOPED_TRACE(bad.dump());
     EXPECT_THROW(validate_attention({"reformer", dims, bad, ""}), InvalidArgument);
   }
