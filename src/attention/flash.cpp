@@ -70,7 +70,7 @@ using FlashAttention = DenseAttention<T, FlashCore<T>>;
 }  // namespace
 
 void register_flash_attention(AttentionRegistry& registry) {
-  register_kind<FlashAttention>(registry, flash_info(), qkv_bias_parser("flash"));
+  register_kind<FlashAttention>(registry, flash_info(), dense_parser("flash"));
 }
 
 }  // namespace lf

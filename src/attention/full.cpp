@@ -56,7 +56,7 @@ using FullAttention = DenseAttention<T, FullCore<T>>;
 }  // namespace
 
 void register_full_attention(AttentionRegistry& registry) {
-  register_kind<FullAttention>(registry, full_info(), qkv_bias_parser("full"));
+  register_kind<FullAttention>(registry, full_info(), dense_parser("full"));
 }
 
 }  // namespace lf

@@ -17,13 +17,13 @@
 namespace lf {
 namespace {
 
-// Where head i of sample b starts: in q, out, dq (rows of h·d_h) and, through its kv head g (0 when
-// the heads share one, hk = 1), in k, v, dk, dv (rows of hk·d_h).
+// Where head i of sample b starts: in q, out, dq (rows of h·d_h) and, through its kv head g
+// (kv_head_of), in k, v, dk, dv (rows of hk·d_h).
 struct HeadOffsets {
   int64_t q, kv;
 };
 HeadOffsets head_offsets(const SdpaShape& s, int64_t b, int64_t i) {
-  const int64_t g = s.hk == 1 ? 0 : i;
+  const int64_t g = kv_head_of(i, s.h, s.hk);
   return {b * s.n * (s.h * s.d_h) + i * s.d_h, b * s.mk * (s.hk * s.d_h) + g * s.d_h};
 }
 
@@ -38,7 +38,7 @@ void head_probs(const SdpaShape& s, int64_t b, const T* Q, const T* K, T* P) {
 }
 
 void check_shape(const SdpaShape& s) {
-  LF_REQUIRE(s.hk == s.h || s.hk == 1, "attention: key heads must equal query heads or be 1, got ", s.hk);
+  LF_REQUIRE(s.hk > 0 && s.h % s.hk == 0, "attention: key heads (", s.hk, ") must divide the query heads (", s.h, ")");
   LF_REQUIRE(s.q_start >= 0 && (s.causal || s.q_start == 0), "attention: q_start (", s.q_start,
              ") must be >= 0, and 0 without a causal mask");
   LF_REQUIRE(!s.causal || s.mk == s.q_start + s.n, "attention: causal masking needs q_start + n = ", s.q_start + s.n,
@@ -114,7 +114,7 @@ void sdpa_forward_ref(const SdpaShape& s, const T* q, const T* k, const T* v, T*
   std::vector<double> p(size_t(s.mk));
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t i = 0; i < s.h; ++i) {
-      const int64_t g = s.hk == 1 ? 0 : i;
+      const int64_t g = kv_head_of(i, s.h, s.hk);
       for (int64_t t = 0; t < s.n; ++t) {
         double mx = -INFINITY;
         for (int64_t j = 0; j < s.mk; ++j) {

@@ -11,10 +11,15 @@ namespace lf {
 // drops probabilities uses it, so that `flash` and `full` draw the same mask.
 inline constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
 
+// The key/value head that query head i of h reads when hk key/value heads are shared by groups of
+// h / hk consecutive query heads (hk divides h): grouped-query attention, as PyTorch SDPA's
+// enable_gqa; hk = h is multi-head, hk = 1 multi-query attention.
+inline int64_t kv_head_of(int64_t i, int64_t h, int64_t hk) { return i / (h / hk); }
+
 // Layouts: Q (B, n, h·d_h), K and V (B, mk, hk·d_h), O (B, n, h·d_h), P (B, h, n, mk).
 struct SdpaShape {
   int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length
-  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
+  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (a divisor of h), head width
   double scale = 1;
   bool causal = false;               // key j hidden from query t when j > q_start + t
   const uint8_t* key_mask = nullptr;  // (B, mk), nonzero = padding, or null

@@ -26,7 +26,8 @@ using tile_detail::tile_gemm;
 inline bool worth_threads(const SdpaShape& s) { return double(s.B) * s.h * s.n * s.mk * s.d_h >= double(1 << 20); }
 
 void check_flash_shape(const SdpaShape& s) {
-  LF_REQUIRE(s.hk == s.h || s.hk == 1, "flash attention: key heads must equal query heads or be 1, got ", s.hk);
+  LF_REQUIRE(s.hk > 0 && s.h % s.hk == 0, "flash attention: key heads (", s.hk, ") must divide the query heads (", s.h,
+             ")");
   LF_REQUIRE(s.q_start >= 0 && (s.causal || s.q_start == 0), "flash attention: q_start (", s.q_start,
              ") must be >= 0, and 0 without a causal mask");
   LF_REQUIRE(!s.causal || s.mk == s.q_start + s.n, "flash attention: causal masking needs q_start + n = ",
@@ -119,7 +120,7 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
         alpha(static_cast<size_t>(Tq)), tsum(static_cast<size_t>(Tq));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = s.hk == 1 ? 0 : i;
+      const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = kv_head_of(i, s.h, s.hk);
       const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
       if (packed != b * s.hk + g) {
         pack_rows(k + b * s.mk * ldk + g * d_h, ldk, s.mk, d_h, Kh.data());
@@ -275,7 +276,8 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
         pack_rows(Kb + j0 * ldk, ldk, tk, d_h, Kp.data());
         std::fill(dKacc.begin(), dKacc.end(), T(0));
         std::fill(dVacc.begin(), dVacc.end(), T(0));
-        for (int64_t i = (s.hk == 1 ? 0 : g); i < (s.hk == 1 ? s.h : g + 1); ++i) {
+        const int64_t group = s.h / s.hk;  // the query heads reading key head g
+        for (int64_t i = g * group; i < (g + 1) * group; ++i) {
           // Earlier query rows see none of these keys.
           const int64_t first_qt = s.causal ? std::max<int64_t>(0, j0 - s.q_start) / Tq : 0;
           for (int64_t qt = first_qt; qt < nq; ++qt) {
