@@ -165,6 +165,10 @@ SdpaShape dense_sdpa_shape(const AttentionInput<T>& in, const AttentionDims& dim
   s.scale = 1.0 / std::sqrt(double(s.d_h));
   s.causal = dims.causal;
   s.key_mask = in.key_padding_mask;
+  s.score_mask = in.attn_mask;  // validate_input checked their layout
+  s.score_bias = in.attn_bias;
+  s.score_B = in.mask_batch;
+  s.score_h = in.mask_heads;
   s.dropout = training ? dims.dropout : 0.0;
   s.seed = seed;
   return s;

@@ -27,11 +27,25 @@ HeadOffsets head_offsets(const SdpaShape& s, int64_t b, int64_t i) {
   return {b * s.n * (s.h * s.d_h) + i * s.d_h, b * s.mk * (s.hk * s.d_h) + g * s.d_h};
 }
 
+// S (n × mk) += (b, i)'s score bias, and −inf where its score mask hides the key.
+template <class T>
+void apply_score_mask(const SdpaShape& s, int64_t b, int64_t i, T* S) {
+  const T* bias = s.score_bias_of<T>(b, i);
+  const uint8_t* mask = s.score_mask_of(b, i);
+  const int64_t nm = s.n * s.mk;
+  if (bias)
+    for (int64_t e = 0; e < nm; ++e) S[e] += bias[e];
+  if (mask)
+    for (int64_t e = 0; e < nm; ++e)
+      if (!mask[e]) S[e] = -std::numeric_limits<T>::infinity();
+}
+
 // P (n × mk) = softmax(scale · Q Kᵀ + masks) of one (b, i) block; Q, K at head_offsets.
 template <class T>
-void head_probs(const SdpaShape& s, int64_t b, const T* Q, const T* K, T* P) {
+void head_probs(const SdpaShape& s, int64_t b, int64_t i, const T* Q, const T* K, T* P) {
   const auto probs = matrix(P, s.n, s.mk);
   ops::matmul(matrix(Q, s.n, s.d_h, s.h * s.d_h), matrix(K, s.mk, s.d_h, s.hk * s.d_h).t(), probs, s.scale);  // S
+  apply_score_mask(s, b, i, P);
   ops::mask_scores(probs, s.key_mask ? vector_view(s.key_mask + b * s.mk, s.mk) : TensorView<const uint8_t>(),
                    s.causal, s.q_start);
   ops::softmax_forward<T>(probs, probs);
@@ -56,7 +70,7 @@ void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* pro
     for (int64_t i = 0; i < s.h; ++i) {
       const HeadOffsets at = head_offsets(s, b, i);
       T* P = keep_probs ? probs + (b * s.h + i) * nm : probs;
-      head_probs(s, b, q + at.q, k + at.kv, P);
+      head_probs(s, b, i, q + at.q, k + at.kv, P);
       const T* Pd = P;
       if (s.dropout > 0) {
         ops::dropout_forward<T>(vector_view(P, nm), vector_view(dropped.data(), nm), s.dropout, s.seed,
@@ -83,7 +97,7 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
       const HeadOffsets at = head_offsets(s, b, i);
       const T *Q = q + at.q, *K = k + at.kv, *V = v + at.kv, *dO = dout + at.q;
       const T* P = probs ? probs + (b * s.h + i) * nm : Prec;
-      if (!probs) head_probs(s, b, Q, K, Prec);  // exactly the forward's steps
+      if (!probs) head_probs(s, b, i, Q, K, Prec);  // exactly the forward's steps
       const T* Pused = P;
       if (s.dropout > 0) {
         ops::dropout_forward<T>(vector_view(P, nm), vector_view(Pd, nm), s.dropout, s.seed, kProbsDropoutStream,
@@ -115,14 +129,17 @@ void sdpa_forward_ref(const SdpaShape& s, const T* q, const T* k, const T* v, T*
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t i = 0; i < s.h; ++i) {
       const int64_t g = kv_head_of(i, s.h, s.hk);
+      const uint8_t* score_mask = s.score_mask_of(b, i);
+      const T* score_bias = s.score_bias_of<T>(b, i);
       for (int64_t t = 0; t < s.n; ++t) {
         double mx = -INFINITY;
         for (int64_t j = 0; j < s.mk; ++j) {
-          const bool hidden = (s.key_mask && s.key_mask[b * s.mk + j]) || (s.causal && j > s.q_start + t);
+          const bool hidden = (s.key_mask && s.key_mask[b * s.mk + j]) || (s.causal && j > s.q_start + t) ||
+                              (score_mask && !score_mask[t * s.mk + j]);
           double dot = 0;
           for (int64_t c = 0; c < s.d_h; ++c)
             dot += double(q[(b * s.n + t) * ldq + i * s.d_h + c]) * double(k[(b * s.mk + j) * ldk + g * s.d_h + c]);
-          p[size_t(j)] = hidden ? -INFINITY : dot * s.scale;
+          p[size_t(j)] = hidden ? -INFINITY : dot * s.scale + (score_bias ? double(score_bias[t * s.mk + j]) : 0.0);
           mx = std::max(mx, p[size_t(j)]);
         }
         double sum = 0;

@@ -28,6 +28,22 @@ struct SdpaShape {
   // Causal: the queries are positions [q_start, q_start + n) of the keys (mk == q_start + n), as when a
   // decoding step's n new queries attend to q_start cached keys and their own.
   int64_t q_start = 0;
+  // An arbitrary mask and additive bias on the scores, (score_B, score_h, n, mk) each, score_B 1 or
+  // B and score_h 1 or h (broadcast): score_mask nonzero = attended; score_bias (of the kernel's T:
+  // score_bias_of<T>()) finite or −inf, added to the scaled scores. Null for none.
+  const uint8_t* score_mask = nullptr;
+  const void* score_bias = nullptr;
+  int64_t score_B = 1, score_h = 1;
+
+  // Where (b, i)'s n × mk block of score_mask and score_bias starts.
+  int64_t score_block(int64_t b, int64_t i) const {
+    return ((score_B == 1 ? 0 : b) * score_h + (score_h == 1 ? 0 : i)) * n * mk;
+  }
+  const uint8_t* score_mask_of(int64_t b, int64_t i) const { return score_mask ? score_mask + score_block(b, i) : nullptr; }
+  template <class T>
+  const T* score_bias_of(int64_t b, int64_t i) const {
+    return score_bias ? static_cast<const T*>(score_bias) + score_block(b, i) : nullptr;
+  }
 };
 
 // LSH attention with shared QK (src/cpu/reformer.h has the definition). Layouts: q, kn, v, o
