@@ -153,15 +153,18 @@ class Ref(torch.nn.Module):
 
 # --- full (and flash): exact softmax attention -----------------------------------------------------
 class FullAttentionRef(torch.nn.Module):
-    """softmax(Q Kᵀ/√d_h + masks) V per head, then the output linear map (with bias)."""
+    """softmax(Q Kᵀ/√d_h + masks) V per head, then the output linear map (with bias). With kv_heads
+    < n_heads, K and V have kv_heads heads, query head i reading K/V head i // (n_heads / kv_heads)
+    (grouped-query attention: PyTorch SDPA's enable_gqa)."""
 
     def __init__(self, dims, options):
         super().__init__()
         d, h, qkv_bias = dims["d_model"], dims["n_heads"], options.get("qkv_bias", False)
         self.h, self.d_h, self.causal = h, d // h, dims.get("causal", False)
+        self.hk = options.get("kv_heads", h)
         self.to_q = torch.nn.Linear(d, d, bias=qkv_bias)
-        self.to_k = torch.nn.Linear(d, d, bias=qkv_bias)
-        self.to_v = torch.nn.Linear(d, d, bias=qkv_bias)
+        self.to_k = torch.nn.Linear(d, self.hk * self.d_h, bias=qkv_bias)
+        self.to_v = torch.nn.Linear(d, self.hk * self.d_h, bias=qkv_bias)
         self.to_out = torch.nn.Linear(d, d)
 
     def golden_params(self):
@@ -176,7 +179,10 @@ class FullAttentionRef(torch.nn.Module):
     def forward(self, x, key_padding_mask=None):
         b, n, d = x.shape
         causal = self.causal
-        q, k, v = (split_heads(t(x), self.h) for t in (self.to_q, self.to_k, self.to_v))
+        q = split_heads(self.to_q(x), self.h)
+        k_g, v_g = (split_heads(t(x), self.hk) for t in (self.to_k, self.to_v))
+        # Each K/V head repeated for its group of h / hk consecutive query heads.
+        k, v = (t.repeat_interleave(self.h // self.hk, dim=1) for t in (k_g, v_g))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_h)
         if causal:
             future = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
@@ -185,7 +191,11 @@ class FullAttentionRef(torch.nn.Module):
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         o = scores.softmax(dim=-1) @ v
         # The reference itself, against PyTorch's fused implementation.
-        o_sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=key_allowed(b, n, n, key_padding_mask, causal))
+        allowed = key_allowed(b, n, n, key_padding_mask, causal)
+        if self.hk == self.h:
+            o_sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        else:  # SDPA's own grouping of the unrepeated K/V heads
+            o_sdpa = F.scaled_dot_product_attention(q, k_g, v_g, attn_mask=allowed, enable_gqa=True)
         torch.testing.assert_close(o, o_sdpa, rtol=1e-12, atol=1e-12)
         return self.to_out(merge_heads(o))
 
@@ -845,6 +855,9 @@ CASES = {
     "flash_plain": (301, "flash", {}, 16, SHAPE1, False, 0),
     "flash_causal_mask": (302, "flash", {"qkv_bias": True}, 13, SHAPE1, True, 4),
     "flash_shape2": (303, "flash", {}, 12, S2, False, 5),
+    # Grouped- and multi-query attention (kv_heads), checked against SDPA's enable_gqa.
+    "full_gqa_kv2_causal_mask": (207, "full", {"kv_heads": 2, "qkv_bias": True}, 13, SHAPE1, True, 4),
+    "flash_mqa_mask": (304, "flash", {"kv_heads": 1}, 16, SHAPE1, False, 5),
     "local_plain": (401, "local", {"window": 4}, 16, SHAPE1, False, 0),
     "local_causal_mask": (402, "local", {"window": 3, "qkv_bias": True}, 16, SHAPE1, True, 5),
     "local_shape2_short": (403, "local", {"window": 5}, 9, S2, False, 2),

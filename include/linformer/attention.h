@@ -37,6 +37,8 @@ struct AttentionSupport {
   // (linformer/inference.h). False where the padded length moves block, bucket or random-pattern
   // boundaries. Checked for every kind by AllKinds/EveryKindPredictor.BatchedEqualsOneAtATime.
   bool padding_invariant = true;
+  // An arbitrary mask or additive bias on the scores (AttentionInput::attn_mask, attn_bias).
+  bool attention_mask = false;
 };
 
 // The options every kind shares; kind-specific options live in AttentionSpec::options.
@@ -58,6 +60,16 @@ struct AttentionSpec {
 
 // One call's inputs. x (B, n, d); context (B, m, d) for cross-attention or null (then m = n and the
 // keys come from x); key_padding_mask (B, m) bytes, nonzero = padding (PyTorch's convention), or null.
+//
+// attn_mask and attn_bias: the `attn_mask` of PyTorch's scaled_dot_product_attention, for the kinds
+// whose AttentionSupport::attention_mask is set (full, flash; the others refuse it). Both are
+// (mask_batch, mask_heads, n, m) row-major, mask_batch 1 (one for every sample) or B, mask_heads 1
+// (one for every head) or n_heads. attn_mask: bytes, nonzero = query t may attend key j (SDPA's
+// boolean convention, the opposite of key_padding_mask's); attn_bias: added to the scaled scores,
+// finite or −inf (−inf hides the key). Either, both, or neither, combined with the causal mask and the
+// key padding mask (a key is attended when every one allows it). A query that may attend no key
+// outputs zero, where SDPA gives NaN. No gradient flows to attn_bias (a constant input). Like x, they
+// must stay alive until backward().
 template <class T>
 struct AttentionInput {
   const T* x = nullptr;
@@ -65,6 +77,9 @@ struct AttentionInput {
   const T* context = nullptr;
   int64_t m = 0;  // ignored when context is null
   const uint8_t* key_padding_mask = nullptr;
+  const uint8_t* attn_mask = nullptr;
+  const T* attn_bias = nullptr;
+  int64_t mask_batch = 1, mask_heads = 1;  // attn_mask's and attn_bias's leading sizes
   // false: inference. The layer keeps nothing for a backward (its probabilities live in a per-head
   // scratch, its buffers are released before forward() returns), and backward() refuses to run.
   bool keep_for_backward = true;

@@ -17,7 +17,8 @@ namespace {
 const AttentionKindInfo& flash_info() {
   static const AttentionKindInfo info{
       "flash", "exact softmax attention in tiles with an online softmax (FlashAttention-2), O(n·m) time, O(n) memory",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/true}};
+      AttentionSupport{.causal = true, .key_padding_mask = true, .variable_length = true, .cross_attention = true,
+                       .attention_mask = true}};
   return info;
 }
 
@@ -70,7 +71,7 @@ using FlashAttention = DenseAttention<T, FlashCore<T>>;
 }  // namespace
 
 void register_flash_attention(AttentionRegistry& registry) {
-  register_kind<FlashAttention>(registry, flash_info(), qkv_bias_parser("flash"));
+  register_kind<FlashAttention>(registry, flash_info(), dense_parser("flash"));
 }
 
 }  // namespace lf

@@ -15,7 +15,8 @@ namespace {
 const AttentionKindInfo& full_info() {
   static const AttentionKindInfo info{
       "full", "exact softmax attention, O(n·m) time and memory",
-      AttentionSupport{/*causal=*/true, /*key_padding_mask=*/true, /*variable_length=*/true, /*cross_attention=*/true},
+      AttentionSupport{.causal = true, .key_padding_mask = true, .variable_length = true, .cross_attention = true,
+                       .attention_mask = true},
       // Its h×n×n probabilities (kept for the backward) and their gradients are 2 GiB each at n = 8192,
       // with seconds per iteration: the benchmarks stop at 4096.
       /*quadratic_memory=*/true, /*bench_options=*/json::object(), /*bench_max_len=*/4096};
@@ -56,7 +57,7 @@ using FullAttention = DenseAttention<T, FullCore<T>>;
 }  // namespace
 
 void register_full_attention(AttentionRegistry& registry) {
-  register_kind<FullAttention>(registry, full_info(), qkv_bias_parser("full"));
+  register_kind<FullAttention>(registry, full_info(), dense_parser("full"));
 }
 
 }  // namespace lf

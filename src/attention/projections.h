@@ -1,5 +1,6 @@
-// The four linear maps of standard multi-head attention (to_q, to_k, to_v: d → d; to_out: d → d with
-// a bias; optional Q/K/V biases), shared by the kinds that attend with h heads of width d/h (full,
+// The four linear maps of standard multi-head attention (to_q: d → d; to_k, to_v: d → d_kv, d_kv = d
+// unless grouped-query attention shares fewer K/V heads; to_out: d → d with a bias; optional Q/K/V
+// biases), shared by the kinds that attend with h heads of width d/h (full,
 // flash, linear, performer, ...). Forward and backward of the maps around the kind's own core, and
 // the whole layer of the exact-softmax kinds (DenseAttention).
 #pragma once
@@ -21,21 +22,23 @@ namespace lf {
 template <class T>
 class QkvoProjections {
  public:
-  QkvoProjections(ParamArena<T>& arena, const std::string& prefix, int64_t d, bool qkv_bias) : arena_(arena), d_(d) {
+  // kv_width: the width d_kv of K and V (0: d).
+  QkvoProjections(ParamArena<T>& arena, const std::string& prefix, int64_t d, bool qkv_bias, int64_t kv_width = 0)
+      : arena_(arena), d_(d), dkv_(kv_width > 0 ? kv_width : d) {
     const Init w = Init::uniform(1.0 / std::sqrt(double(d)));  // nn.Linear's default bound
     wq_ = arena.declare(prefix + "to_q.weight", {d, d}, w);
-    wk_ = arena.declare(prefix + "to_k.weight", {d, d}, w);
-    wv_ = arena.declare(prefix + "to_v.weight", {d, d}, w);
+    wk_ = arena.declare(prefix + "to_k.weight", {dkv_, d}, w);
+    wv_ = arena.declare(prefix + "to_v.weight", {dkv_, d}, w);
     if (qkv_bias) {
       bq_ = arena.declare(prefix + "to_q.bias", {d}, w);
-      bk_ = arena.declare(prefix + "to_k.bias", {d}, w);
-      bv_ = arena.declare(prefix + "to_v.bias", {d}, w);
+      bk_ = arena.declare(prefix + "to_k.bias", {dkv_}, w);
+      bv_ = arena.declare(prefix + "to_v.bias", {dkv_}, w);
     }
     wo_ = arena.declare(prefix + "to_out.weight", {d, d}, w);
     bo_ = arena.declare(prefix + "to_out.bias", {d}, w);
   }
 
-  // q (B, n, d) from x; k, v (B, m, d) from the context (or x). With a key padding mask the padded
+  // q (B, n, d) from x; k, v (B, m, d_kv) from the context (or x). With a key padding mask the padded
   // rows of the key/value source are replaced by zeros first: nothing they hold reaches the real
   // positions (a masked key's zero probability times a NaN value would still be NaN). Queries keep x
   // as it is, as PyTorch does, so padded positions' own outputs are unchanged.
@@ -44,11 +47,11 @@ class QkvoProjections {
     const T* ctx = source(in);
     const T* x = in.x;
     q.resize(B * n * d_);
-    k.resize(B * m * d_);
-    v.resize(B * m * d_);
+    k.resize(B * m * dkv_);
+    v.resize(B * m * dkv_);
     ops::linear_forward(rows(x, B * n), arena_.value_view(wq_), arena_.value_view(bq_), q.view({B * n, d_}));
-    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wk_), arena_.value_view(bk_), k.view({B * m, d_}));
-    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wv_), arena_.value_view(bv_), v.view({B * m, d_}));
+    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wk_), arena_.value_view(bk_), k.view({B * m, dkv_}));
+    ops::linear_forward(rows(ctx, B * m), arena_.value_view(wv_), arena_.value_view(bv_), v.view({B * m, dkv_}));
   }
 
   // out (rows, d) = o W_oᵀ + b_o.
@@ -62,7 +65,7 @@ class QkvoProjections {
                             arena_.grad_view(wo_), arena_.grad_view(bo_));
   }
 
-  // dx (B, n, d) from dq, and from dk, dv too for self-attention; dcontext (B, m, d) for
+  // dx (B, n, d) from dq (B, n, d), and from dk, dv (B, m, d_kv) too for self-attention; dcontext (B, m, d) for
   // cross-attention. Both overwritten; the maps' gradients accumulate.
   void backward_in(const AttentionInput<T>& in, const T* dq, const T* dk, const T* dv, T* dx, T* dcontext,
                    const std::string& kind) {
@@ -81,10 +84,10 @@ class QkvoProjections {
       dc = own.data();
     }
     const bool add_to_dc = dc == dx;
-    ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wk_), rows(dk, B * m), rows(dc, B * m), arena_.grad_view(wk_),
-                            arena_.grad_view(bk_), add_to_dc);
-    ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wv_), rows(dv, B * m), rows(dc, B * m), arena_.grad_view(wv_),
-                            arena_.grad_view(bv_), true);
+    ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wk_), matrix(dk, B * m, dkv_), rows(dc, B * m),
+                            arena_.grad_view(wk_), arena_.grad_view(bk_), add_to_dc);
+    ops::linear_backward<T>(rows(ctx, B * m), arena_.value_view(wv_), matrix(dv, B * m, dkv_), rows(dc, B * m),
+                            arena_.grad_view(wv_), arena_.grad_view(bv_), true);
     zero_rows_at_padding(dc, in.key_padding_mask, B, m, d_);
     if (!own.empty()) ops::add<T>(own.view({B * m, d_}), rows(dx, B * n));
     clean_.release();
@@ -94,7 +97,9 @@ class QkvoProjections {
   void release() { clean_.release(); }
 
   // Multiply-adds ×2 of the four maps.
-  double flops(int64_t B, int64_t n, int64_t m) const { return 2.0 * B * double(d_) * d_ * (2 * n + 2 * m); }
+  double flops(int64_t B, int64_t n, int64_t m) const { return 2.0 * B * double(d_) * (2.0 * n * d_ + 2.0 * m * dkv_); }
+
+  int64_t kv_width() const { return dkv_; }
 
  private:
   // A view of (rows, d) activations.
@@ -109,7 +114,7 @@ class QkvoProjections {
   }
 
   ParamArena<T>& arena_;
-  int64_t d_;
+  int64_t d_, dkv_;
   Buffer<T> clean_;
   int wq_ = -1, wk_ = -1, wv_ = -1, wo_ = -1, bq_ = -1, bk_ = -1, bv_ = -1, bo_ = -1;
 };
@@ -126,6 +131,28 @@ inline auto qkv_bias_parser(std::string kind) {
   };
 }
 
+// The options of the exact-softmax kinds (full, flash).
+struct DenseOptions {
+  bool qkv_bias = false;
+  // K/V heads, each shared by n_heads / kv_heads consecutive query heads (grouped-query attention;
+  // 1: multi-query). Default n_heads: standard multi-head attention.
+  int64_t kv_heads = 0;
+};
+
+// The parser of full and flash (for register_kind): `qkv_bias`, and `kv_heads`, a divisor of n_heads.
+inline auto dense_parser(std::string kind) {
+  return [kind = std::move(kind)](const AttentionDims& dims, const json& options, json* resolved) {
+    OptionReader r(kind, options);
+    DenseOptions o;
+    o.qkv_bias = r.get_bool("qkv_bias", false);
+    o.kv_heads = r.get_int("kv_heads", dims.n_heads);
+    LF_REQUIRE(o.kv_heads > 0 && dims.n_heads % o.kv_heads == 0, kind, " attention: kv_heads (", o.kv_heads,
+               ") must be a positive divisor of n_heads (", dims.n_heads, ")");
+    r.finish(resolved);
+    return o;
+  };
+}
+
 // The SdpaShape of one call of an h-head kind over uncompressed keys.
 template <class T>
 SdpaShape dense_sdpa_shape(const AttentionInput<T>& in, const AttentionDims& dims, bool training, uint64_t seed) {
@@ -138,6 +165,10 @@ SdpaShape dense_sdpa_shape(const AttentionInput<T>& in, const AttentionDims& dim
   s.scale = 1.0 / std::sqrt(double(s.d_h));
   s.causal = dims.causal;
   s.key_mask = in.key_padding_mask;
+  s.score_mask = in.attn_mask;  // validate_input checked their layout
+  s.score_bias = in.attn_bias;
+  s.score_B = in.mask_batch;
+  s.score_h = in.mask_heads;
   s.dropout = training ? dims.dropout : 0.0;
   s.seed = seed;
   return s;
@@ -157,8 +188,11 @@ inline constexpr int64_t kDecodeQueries = 4;
 template <class T, class Core>
 class DenseAttention final : public Attention<T> {
  public:
-  DenseAttention(const AttentionSpec& spec, bool qkv_bias, ParamArena<T>& arena)
-      : dims_(spec.dims), maps_(arena, spec.prefix, spec.dims.d_model, qkv_bias) {}
+  DenseAttention(const AttentionSpec& spec, const DenseOptions& options, ParamArena<T>& arena)
+      : dims_(spec.dims),
+        kv_heads_(options.kv_heads),
+        maps_(arena, spec.prefix, spec.dims.d_model, options.qkv_bias,
+              options.kv_heads * (spec.dims.d_model / spec.dims.n_heads)) {}
 
   void forward(const AttentionInput<T>& in, T* out, bool training, uint64_t seed) override {
     validate_input(in, dims_, Core::info());
@@ -167,7 +201,7 @@ class DenseAttention final : public Attention<T> {
     kept_ = in.keep_for_backward;
     maps_.project_in(in, q_, k_, v_);
     o_.resize(B * n * dims_.d_model);
-    shape_ = dense_sdpa_shape(in, dims_, training, seed);
+    shape_ = shape(in, training, seed);
     core_.forward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), kept_);
     maps_.project_out(o_.data(), out, B * n);
     if (!kept_) {
@@ -181,7 +215,8 @@ class DenseAttention final : public Attention<T> {
     const std::string& kind = Core::info().name;
     require_kept_for_backward(kept_, kind);
     const int64_t d = dims_.d_model, B = in_.B, n = in_.n, m = in_.kv_len();
-    Buffer<T> d_o(B * n * d), dq(B * n * d), dk(B * m * d), dv(B * m * d);
+    const int64_t dkv = maps_.kv_width();
+    Buffer<T> d_o(B * n * d), dq(B * n * d), dk(B * m * dkv), dv(B * m * dkv);  // dK, dV summed over each group
     maps_.backward_out(o_.data(), dout, d_o.data(), B * n);
     core_.backward(shape_, q_.data(), k_.data(), v_.data(), o_.data(), d_o.data(), dq.data(), dk.data(), dv.data());
     maps_.backward_in(in_, dq.data(), dk.data(), dv.data(), dx, dcontext, kind);
@@ -193,6 +228,8 @@ class DenseAttention final : public Attention<T> {
   double forward_flops(int64_t B, int64_t n, int64_t m) const override {
     return maps_.flops(B, n, m) + 2.0 * B * 2.0 * n * m * double(dims_.d_model);
   }
+
+  // (Counts K and V at d_model: an overestimate with fewer K/V heads, which the estimate allows.)
 
   double activation_bytes(int64_t B, int64_t n, int64_t m, bool training) const override {
     return core_.activation_bytes(dims_, B, n, m, training);
@@ -209,7 +246,7 @@ class DenseAttention final : public Attention<T> {
 
   std::unique_ptr<DecodeState<T>> begin_decode(int64_t B, int64_t d_model) override {
     check_begin_decode(Core::info().name, B, d_model, dims_);
-    return std::make_unique<KvCacheState<T>>(B, d_model, KvCache<T>::kWhole);
+    return std::make_unique<KvCacheState<T>>(B, maps_.kv_width(), KvCache<T>::kWhole);  // kv_heads·d_h a row
   }
 
   void decode(DecodeState<T>& base, const T* x, int64_t n_new, T* out) override {
@@ -219,7 +256,7 @@ class DenseAttention final : public Attention<T> {
     maps_.project_in(in, q_, k_, v_);
     state.cache.append(k_.data(), v_.data(), n_new);
     o_.resize(B * n_new * d);
-    SdpaShape s = dense_sdpa_shape(in, dims_, /*training=*/false, 0);
+    SdpaShape s = shape(in, /*training=*/false, 0);
     if (n_new <= kDecodeQueries) {
       ops::attention_decode<T>(q_.view({B, n_new, d}), state.cache.keys(), state.cache.values(), dims_.n_heads, s.scale,
                                o_.view({B, n_new, d}));
@@ -240,13 +277,20 @@ class DenseAttention final : public Attention<T> {
   }
 
  private:
+  SdpaShape shape(const AttentionInput<T>& in, bool training, uint64_t seed) const {
+    SdpaShape s = dense_sdpa_shape(in, dims_, training, seed);
+    s.hk = kv_heads_;
+    return s;
+  }
+
   AttentionDims dims_;
+  int64_t kv_heads_;
   QkvoProjections<T> maps_;
   // Kept from the last forward for the backward: the caller keeps in_.x / in_.context alive.
   AttentionInput<T> in_;
   bool kept_ = false;
   SdpaShape shape_;
-  Buffer<T> q_, k_, v_, o_;  // Q (B, n, d), K, V (B, m, d), O (B, n, d) before the output map
+  Buffer<T> q_, k_, v_, o_;  // Q (B, n, d), K, V (B, m, kv_heads·d_h), O (B, n, d) before the output map
   Core core_;
 };
 

@@ -1,4 +1,5 @@
 #include <cmath>
+#include <limits>
 
 #include "linformer/attention.h"
 #include "linformer/error.h"
@@ -123,6 +124,20 @@ void validate_input(const AttentionInput<T>& in, const AttentionDims& dims, cons
              info.name, "' needs sequences of exactly ", dims.max_len, " positions, got ", std::max(in.n, m));
   LF_REQUIRE(!dims.causal || !in.context || in.n == m, info.name,
              " attention: causal cross-attention needs equal query and key lengths");
+  if (!in.attn_mask && !in.attn_bias) return;
+  LF_REQUIRE(info.support.attention_mask, "attention kind '", info.name,
+             "' does not support an attention mask or bias (full and flash do)");
+  LF_REQUIRE(in.mask_batch == 1 || in.mask_batch == in.B, info.name, " attention: the attention mask's batch size (",
+             in.mask_batch, ") must be 1 or B (", in.B, ")");
+  LF_REQUIRE(in.mask_heads == 1 || in.mask_heads == dims.n_heads, info.name,
+             " attention: the attention mask's head count (", in.mask_heads, ") must be 1 or n_heads (", dims.n_heads,
+             ")");
+  if (in.attn_bias) {
+    const int64_t size = in.mask_batch * in.mask_heads * in.n * m;
+    for (int64_t e = 0; e < size; ++e)
+      LF_REQUIRE(!std::isnan(in.attn_bias[e]) && in.attn_bias[e] != std::numeric_limits<T>::infinity(), info.name,
+                 " attention: the attention bias must be finite or -inf, got ", in.attn_bias[e], " at element ", e);
+  }
 }
 
 template void validate_input<float>(const AttentionInput<float>&, const AttentionDims&, const AttentionKindInfo&);

@@ -17,28 +17,42 @@
 namespace lf {
 namespace {
 
-// Where head i of sample b starts: in q, out, dq (rows of h·d_h) and, through its kv head g (0 when
-// the heads share one, hk = 1), in k, v, dk, dv (rows of hk·d_h).
+// Where head i of sample b starts: in q, out, dq (rows of h·d_h) and, through its kv head g
+// (kv_head_of), in k, v, dk, dv (rows of hk·d_h).
 struct HeadOffsets {
   int64_t q, kv;
 };
 HeadOffsets head_offsets(const SdpaShape& s, int64_t b, int64_t i) {
-  const int64_t g = s.hk == 1 ? 0 : i;
+  const int64_t g = kv_head_of(i, s.h, s.hk);
   return {b * s.n * (s.h * s.d_h) + i * s.d_h, b * s.mk * (s.hk * s.d_h) + g * s.d_h};
+}
+
+// S (n × mk) += (b, i)'s score bias, and −inf where its score mask hides the key.
+template <class T>
+void apply_score_mask(const SdpaShape& s, int64_t b, int64_t i, T* S) {
+  const T* bias = s.score_bias_of<T>(b, i);
+  const uint8_t* mask = s.score_mask_of(b, i);
+  const int64_t nm = s.n * s.mk;
+  if (bias)
+    for (int64_t e = 0; e < nm; ++e) S[e] += bias[e];
+  if (mask)
+    for (int64_t e = 0; e < nm; ++e)
+      if (!mask[e]) S[e] = -std::numeric_limits<T>::infinity();
 }
 
 // P (n × mk) = softmax(scale · Q Kᵀ + masks) of one (b, i) block; Q, K at head_offsets.
 template <class T>
-void head_probs(const SdpaShape& s, int64_t b, const T* Q, const T* K, T* P) {
+void head_probs(const SdpaShape& s, int64_t b, int64_t i, const T* Q, const T* K, T* P) {
   const auto probs = matrix(P, s.n, s.mk);
   ops::matmul(matrix(Q, s.n, s.d_h, s.h * s.d_h), matrix(K, s.mk, s.d_h, s.hk * s.d_h).t(), probs, s.scale);  // S
+  apply_score_mask(s, b, i, P);
   ops::mask_scores(probs, s.key_mask ? vector_view(s.key_mask + b * s.mk, s.mk) : TensorView<const uint8_t>(),
                    s.causal, s.q_start);
   ops::softmax_forward<T>(probs, probs);
 }
 
 void check_shape(const SdpaShape& s) {
-  LF_REQUIRE(s.hk == s.h || s.hk == 1, "attention: key heads must equal query heads or be 1, got ", s.hk);
+  LF_REQUIRE(s.hk > 0 && s.h % s.hk == 0, "attention: key heads (", s.hk, ") must divide the query heads (", s.h, ")");
   LF_REQUIRE(s.q_start >= 0 && (s.causal || s.q_start == 0), "attention: q_start (", s.q_start,
              ") must be >= 0, and 0 without a causal mask");
   LF_REQUIRE(!s.causal || s.mk == s.q_start + s.n, "attention: causal masking needs q_start + n = ", s.q_start + s.n,
@@ -56,7 +70,7 @@ void sdpa_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* pro
     for (int64_t i = 0; i < s.h; ++i) {
       const HeadOffsets at = head_offsets(s, b, i);
       T* P = keep_probs ? probs + (b * s.h + i) * nm : probs;
-      head_probs(s, b, q + at.q, k + at.kv, P);
+      head_probs(s, b, i, q + at.q, k + at.kv, P);
       const T* Pd = P;
       if (s.dropout > 0) {
         ops::dropout_forward<T>(vector_view(P, nm), vector_view(dropped.data(), nm), s.dropout, s.seed,
@@ -83,7 +97,7 @@ void sdpa_backward(const SdpaShape& s, const T* q, const T* k, const T* v, const
       const HeadOffsets at = head_offsets(s, b, i);
       const T *Q = q + at.q, *K = k + at.kv, *V = v + at.kv, *dO = dout + at.q;
       const T* P = probs ? probs + (b * s.h + i) * nm : Prec;
-      if (!probs) head_probs(s, b, Q, K, Prec);  // exactly the forward's steps
+      if (!probs) head_probs(s, b, i, Q, K, Prec);  // exactly the forward's steps
       const T* Pused = P;
       if (s.dropout > 0) {
         ops::dropout_forward<T>(vector_view(P, nm), vector_view(Pd, nm), s.dropout, s.seed, kProbsDropoutStream,
@@ -114,15 +128,18 @@ void sdpa_forward_ref(const SdpaShape& s, const T* q, const T* k, const T* v, T*
   std::vector<double> p(size_t(s.mk));
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t i = 0; i < s.h; ++i) {
-      const int64_t g = s.hk == 1 ? 0 : i;
+      const int64_t g = kv_head_of(i, s.h, s.hk);
+      const uint8_t* score_mask = s.score_mask_of(b, i);
+      const T* score_bias = s.score_bias_of<T>(b, i);
       for (int64_t t = 0; t < s.n; ++t) {
         double mx = -INFINITY;
         for (int64_t j = 0; j < s.mk; ++j) {
-          const bool hidden = (s.key_mask && s.key_mask[b * s.mk + j]) || (s.causal && j > s.q_start + t);
+          const bool hidden = (s.key_mask && s.key_mask[b * s.mk + j]) || (s.causal && j > s.q_start + t) ||
+                              (score_mask && !score_mask[t * s.mk + j]);
           double dot = 0;
           for (int64_t c = 0; c < s.d_h; ++c)
             dot += double(q[(b * s.n + t) * ldq + i * s.d_h + c]) * double(k[(b * s.mk + j) * ldk + g * s.d_h + c]);
-          p[size_t(j)] = hidden ? -INFINITY : dot * s.scale;
+          p[size_t(j)] = hidden ? -INFINITY : dot * s.scale + (score_bias ? double(score_bias[t * s.mk + j]) : 0.0);
           mx = std::max(mx, p[size_t(j)]);
         }
         double sum = 0;

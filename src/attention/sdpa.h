@@ -1,7 +1,7 @@
 // Multi-head scaled dot-product attention on already projected tensors, shared by the kinds that
 // build a score matrix (full: n×m scores; Linformer: n×k scores against compressed keys):
 //   O_{b,i} = dropout(softmax(scale · Q_{b,i} K_{b,g(i)}ᵀ + mask)) · V_{b,g(i)}
-// with g(i) = i when keys have h heads and g(i) = 0 when they have one (one kv head).
+// with g(i) = i / (h / hk) the key/value head of query head i (hk = h, a divisor, or 1: kv_head_of).
 // Layouts: Q (B, n, h·d_h), K and V (B, mk, hk·d_h), O (B, n, h·d_h), P (B, h, n, mk).
 #pragma once
 #include <cstdint>

@@ -11,10 +11,15 @@ namespace lf {
 // drops probabilities uses it, so that `flash` and `full` draw the same mask.
 inline constexpr uint64_t kProbsDropoutStream = 0x5d0a7e11ull;
 
+// The key/value head that query head i of h reads when hk key/value heads are shared by groups of
+// h / hk consecutive query heads (hk divides h): grouped-query attention, as PyTorch SDPA's
+// enable_gqa; hk = h is multi-head, hk = 1 multi-query attention.
+inline int64_t kv_head_of(int64_t i, int64_t h, int64_t hk) { return i / (h / hk); }
+
 // Layouts: Q (B, n, h·d_h), K and V (B, mk, hk·d_h), O (B, n, h·d_h), P (B, h, n, mk).
 struct SdpaShape {
   int64_t B = 0, n = 0, mk = 0;  // batch, query length, key length
-  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
+  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (a divisor of h), head width
   double scale = 1;
   bool causal = false;               // key j hidden from query t when j > q_start + t
   const uint8_t* key_mask = nullptr;  // (B, mk), nonzero = padding, or null
@@ -23,6 +28,22 @@ struct SdpaShape {
   // Causal: the queries are positions [q_start, q_start + n) of the keys (mk == q_start + n), as when a
   // decoding step's n new queries attend to q_start cached keys and their own.
   int64_t q_start = 0;
+  // An arbitrary mask and additive bias on the scores, (score_B, score_h, n, mk) each, score_B 1 or
+  // B and score_h 1 or h (broadcast): score_mask nonzero = attended; score_bias (of the kernel's T:
+  // score_bias_of<T>()) finite or −inf, added to the scaled scores. Null for none.
+  const uint8_t* score_mask = nullptr;
+  const void* score_bias = nullptr;
+  int64_t score_B = 1, score_h = 1;
+
+  // Where (b, i)'s n × mk block of score_mask and score_bias starts.
+  int64_t score_block(int64_t b, int64_t i) const {
+    return ((score_B == 1 ? 0 : b) * score_h + (score_h == 1 ? 0 : i)) * n * mk;
+  }
+  const uint8_t* score_mask_of(int64_t b, int64_t i) const { return score_mask ? score_mask + score_block(b, i) : nullptr; }
+  template <class T>
+  const T* score_bias_of(int64_t b, int64_t i) const {
+    return score_bias ? static_cast<const T*>(score_bias) + score_block(b, i) : nullptr;
+  }
 };
 
 // LSH attention with shared QK (src/cpu/reformer.h has the definition). Layouts: q, kn, v, o

@@ -33,7 +33,7 @@ void block_scores(const DecodeShape& s, const T* q, const T* k, int64_t b0, int6
   for (int64_t r = 0; r < s.n; ++r)
     for (int64_t i = 0; i < h; ++i) {
       const T* qi = q + r * ldq + i * d_h;
-      const T* kc = k + b0 * ldk + (s.hk == 1 ? 0 : i * d_h);  // the head's keys, row jj at jj·ldk
+      const T* kc = k + b0 * ldk + kv_head_of(i, h, s.hk) * d_h;  // the head's keys, row jj at jj·ldk
       T* Sr = S + (r * h + i) * Tb;
       if constexpr (D > 0) {
         using V = Vec64<T>;
@@ -80,7 +80,7 @@ void block_values(const DecodeShape& s, const T* v, int64_t b0, int64_t tb, cons
   const int64_t h = s.h, d_h = D > 0 ? D : s.d_h, ldk = s.hk * d_h, rec = d_h + 2;
   for (int64_t ri = 0; ri < s.n * h; ++ri) {
     const T* Sr = S + ri * Tb;
-    const T* vc = v + b0 * ldk + (s.hk == 1 ? 0 : (ri % h) * d_h);
+    const T* vc = v + b0 * ldk + kv_head_of(ri % h, h, s.hk) * d_h;
     T* acc = part + ri * rec + 2;
     if constexpr (D > 0) {
       using V = Vec64<T>;
@@ -216,8 +216,8 @@ void attention_decode_ref(const DecodeShape& s, const T* q, const T* k, const T*
     for (int64_t r = 0; r < s.n; ++r)
       for (int64_t i = 0; i < s.h; ++i) {
         const T* qi = q + (b * s.n + r) * ldq + i * s.d_h;
-        const T* K = k + b * s.kv_stride + (s.hk == 1 ? 0 : i * s.d_h);
-        const T* V = v + b * s.kv_stride + (s.hk == 1 ? 0 : i * s.d_h);
+        const T* K = k + b * s.kv_stride + kv_head_of(i, s.h, s.hk) * s.d_h;
+        const T* V = v + b * s.kv_stride + kv_head_of(i, s.h, s.hk) * s.d_h;
         const int64_t seen = q_start + r + 1;  // keys 0 .. q_start + r
         p.assign(size_t(seen), 0.0);
         double mx = -INFINITY;

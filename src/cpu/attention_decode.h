@@ -13,13 +13,15 @@
 #pragma once
 #include <cstdint>
 
+#include "core/attention_shape.h"
+
 namespace lf {
 
 // q, o (B, n, h·d_h) contiguous; sequence b's keys and values are the rows × hk·d_h contiguous block
 // at k + b·kv_stride, v + b·kv_stride (a KV cache's rows, kv_stride its capacity × width).
 struct DecodeShape {
   int64_t B = 0, n = 0, rows = 0;  // sequences, new queries per sequence, cached keys (the new included)
-  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (h or 1), head width
+  int64_t h = 0, hk = 0, d_h = 0;  // query heads, key/value heads (a divisor of h: kv_head_of), head width
   int64_t kv_stride = 0;           // elements between two sequences' first cached rows
   double scale = 1;
   int64_t chunks = 0;  // key chunks per sequence; 0: from the row count and the thread count

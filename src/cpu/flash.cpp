@@ -26,7 +26,8 @@ using tile_detail::tile_gemm;
 inline bool worth_threads(const SdpaShape& s) { return double(s.B) * s.h * s.n * s.mk * s.d_h >= double(1 << 20); }
 
 void check_flash_shape(const SdpaShape& s) {
-  LF_REQUIRE(s.hk == s.h || s.hk == 1, "flash attention: key heads must equal query heads or be 1, got ", s.hk);
+  LF_REQUIRE(s.hk > 0 && s.h % s.hk == 0, "flash attention: key heads (", s.hk, ") must divide the query heads (", s.h,
+             ")");
   LF_REQUIRE(s.q_start >= 0 && (s.causal || s.q_start == 0), "flash attention: q_start (", s.q_start,
              ") must be >= 0, and 0 without a causal mask");
   LF_REQUIRE(!s.causal || s.mk == s.q_start + s.n, "flash attention: causal masking needs q_start + n = ",
@@ -42,14 +43,21 @@ inline bool all_padded(const uint8_t* km, int64_t j0, int64_t tk) {
   return true;
 }
 
-// Scores S (tq × tk, row stride ldS) of query rows t0.. against keys j0..: −inf where the key is
-// padding or (causal) in the future.
+// Scores S (tq × tk, row stride ldS) of query rows t0.. against keys j0..: plus the score bias ab, and
+// −inf where the score mask am hides the key, the key is padding or (causal) in the future. am, ab:
+// the (b, i) blocks (n × mk) of SdpaShape's score mask and bias, or null.
 template <class T>
-inline void mask_scores(const SdpaShape& s, const uint8_t* km, int64_t t0, int64_t j0, int64_t tq, int64_t tk, T* S,
-                        int64_t ldS) {
+inline void mask_scores(const SdpaShape& s, const uint8_t* km, const uint8_t* am, const T* ab, int64_t t0, int64_t j0,
+                        int64_t tq, int64_t tk, T* S, int64_t ldS) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t r = 0; r < tq; ++r) {
     T* row = S + r * ldS;
+    const int64_t at = (t0 + r) * s.mk + j0;  // (query t0 + r, key j0) in am and ab
+    if (ab)
+      for (int64_t j = 0; j < tk; ++j) row[j] += ab[at + j];
+    if (am)
+      for (int64_t j = 0; j < tk; ++j)
+        if (!am[at + j]) row[j] = neg_inf;
     if (km)
       for (int64_t j = 0; j < tk; ++j)
         if (km[j0 + j]) row[j] = neg_inf;
@@ -60,11 +68,17 @@ inline void mask_scores(const SdpaShape& s, const uint8_t* km, int64_t t0, int64
 
 // The same on transposed scores St (tk × tq, row stride ldS): row j is key j0 + j, column r query t0 + r.
 template <class T>
-inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, int64_t t0, int64_t j0, int64_t tq,
-                                   int64_t tk, T* St, int64_t ldS) {
+inline void mask_scores_transposed(const SdpaShape& s, const uint8_t* km, const uint8_t* am, const T* ab, int64_t t0,
+                                   int64_t j0, int64_t tq, int64_t tk, T* St, int64_t ldS) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t j = 0; j < tk; ++j) {
     T* row = St + j * ldS;
+    const int64_t at = t0 * s.mk + j0 + j;  // (query t0, key j0 + j) in am and ab; query t0 + r at + r·mk
+    if (ab)
+      for (int64_t r = 0; r < tq; ++r) row[r] += ab[at + r * s.mk];
+    if (am)
+      for (int64_t r = 0; r < tq; ++r)
+        if (!am[at + r * s.mk]) row[r] = neg_inf;
     if (km && km[j0 + j])
       std::fill(row, row + tq, neg_inf);
     else if (s.causal)  // query t0 + r (position q_start + t0 + r) sees key j0 + j when r ≥ j0 + j − q_start − t0
@@ -119,7 +133,7 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
         alpha(static_cast<size_t>(Tq)), tsum(static_cast<size_t>(Tq));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = s.hk == 1 ? 0 : i;
+      const int64_t qt = task % nq, bi = task / nq, b = bi / s.h, i = bi % s.h, g = kv_head_of(i, s.h, s.hk);
       const int64_t t0 = qt * Tq, tq = std::min(Tq, s.n - t0);
       if (packed != b * s.hk + g) {
         pack_rows(k + b * s.mk * ldk + g * d_h, ldk, s.mk, d_h, Kh.data());
@@ -142,7 +156,7 @@ void flash_forward(const SdpaShape& s, const T* q, const T* k, const T* v, T* ou
         const T* Vp = Vb + j0 * d_h;
         T* S = St.data();
         tile_gemm<T, false>(tk, tq, d_h, T(s.scale), Kp, d_h, Qt.data(), Tq, false, S, Tq);  // scale·K Qᵀ
-        mask_scores_transposed(s, km, t0, j0, tq, tk, S, Tq);
+        mask_scores_transposed(s, km, s.score_mask_of(b, i), s.score_bias_of<T>(b, i), t0, j0, tq, tk, S, Tq);
         // The tile's max per query, the new running max, and the factor rescaling the earlier tiles.
         for (int64_t r = 0; r < tq; ++r) msub[size_t(r)] = mrow[size_t(r)];
         for (int64_t j = 0; j < tk; ++j) {
@@ -275,7 +289,8 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
         pack_rows(Kb + j0 * ldk, ldk, tk, d_h, Kp.data());
         std::fill(dKacc.begin(), dKacc.end(), T(0));
         std::fill(dVacc.begin(), dVacc.end(), T(0));
-        for (int64_t i = (s.hk == 1 ? 0 : g); i < (s.hk == 1 ? s.h : g + 1); ++i) {
+        const int64_t group = s.h / s.hk;  // the query heads reading key head g
+        for (int64_t i = g * group; i < (g + 1) * group; ++i) {
           // Earlier query rows see none of these keys.
           const int64_t first_qt = s.causal ? std::max<int64_t>(0, j0 - s.q_start) / Tq : 0;
           for (int64_t qt = first_qt; qt < nq; ++qt) {
@@ -286,7 +301,7 @@ void flash_backward(const SdpaShape& s, const T* q, const T* k, const T* v, cons
             const T* D_t = D.data() + (b * s.h + i) * s.n + t0;
             // P = exp(scale·Q Kᵀ + masks − lse), the forward's probabilities, recomputed.
             tile_gemm<T, false>(tq, tk, d_h, scale, Qp, d_h, Kt.data(), Tk, false, P.data(), Tk);
-            mask_scores(s, km, t0, j0, tq, tk, P.data(), Tk);
+            mask_scores(s, km, s.score_mask_of(b, i), s.score_bias_of<T>(b, i), t0, j0, tq, tk, P.data(), Tk);
             for (int64_t r = 0; r < tq; ++r) {
               T* p = P.data() + r * Tk;
               const T l = lse_t[r];

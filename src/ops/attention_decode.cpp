@@ -20,8 +20,10 @@ void attention_decode(In<T> q, In<T> k, In<T> v, int64_t heads, double scale, Ou
   s.d_h = q.size(2) / heads;
   LF_REQUIRE(s.B > 0 && s.n > 0, op, ": needs at least one sequence and one query, got `q` ", q.shape_string());
   require_shape(op, "o", o, {s.B, s.n, q.size(2)});
-  LF_REQUIRE(k.rank() == 3 && k.size(0) == s.B && (k.size(2) == q.size(2) || k.size(2) == s.d_h), op, ": `k` ",
-             k.shape_string(), " must be (", s.B, ", rows, ", q.size(2), " or ", s.d_h, ")");
+  LF_REQUIRE(k.rank() == 3 && k.size(0) == s.B && k.size(2) > 0 && k.size(2) % s.d_h == 0 &&
+                 heads % (k.size(2) / s.d_h) == 0,
+             op, ": `k` ", k.shape_string(), " must be (", s.B, ", rows, hk·", s.d_h, ") with hk dividing the ", heads,
+             " heads");
   s.hk = k.size(2) / s.d_h;
   s.rows = k.size(1);
   LF_REQUIRE(v.rank() == 3 && v.size(0) == s.B && v.size(1) == s.rows && v.size(2) == k.size(2) &&

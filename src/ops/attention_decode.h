@@ -10,7 +10,7 @@ namespace lf::ops {
 
 // o (B, n, h·d_h) = softmax(scale · q Kᵀ) V per head, causal: the n queries are the last n of the
 // `rows = k.size(1)` positions, query r seeing keys 0 .. rows − n + r. q, o (B, n, h·d_h) contiguous;
-// k, v (B, rows, hk·d_h), hk = h or 1 (every head shares one key head), rows contiguous, any stride
+// k, v (B, rows, hk·d_h), hk dividing h (query head i reads key head i / (h / hk)), rows contiguous, any stride
 // between sequences (a KV cache's capacity). chunks: the key chunks per sequence (0: automatic, from
 // the rows and the thread count). The same bits for a given thread count and chunk count.
 template <class T>

@@ -409,7 +409,9 @@ TEST(FlashAttention, IsRegisteredWithFullSupport) {
   EXPECT_TRUE(s.key_padding_mask);
   EXPECT_TRUE(s.variable_length);
   EXPECT_TRUE(s.cross_attention);
-  EXPECT_EQ(validate_attention({"flash", {8, 2, 8, true, 0.1}, json::object(), ""}), json({{"qkv_bias", false}}));
+  EXPECT_TRUE(s.attention_mask);
+  EXPECT_EQ(validate_attention({"flash", {8, 2, 8, true, 0.1}, json::object(), ""}),
+            json({{"qkv_bias", false}, {"kv_heads", 2}}));
 }
 
 TEST(FlashAttention, RefusesBadConfigurations) {

@@ -73,6 +73,8 @@ const std::vector<Case>& cases() {
       {1, 1, 2, 2, 128, 190, 2, 2},    // blocks cut by the chunk ends
       {2, 3, 4, 4, 64, 77, 2, 1},      // three queries, a head each, tails shorter than a vector's lanes
       {1, 1, 8, 8, 64, 5000, 0, 1},    // a long context: many blocks per chunk
+      {2, 1, 4, 2, 16, 90, 3, 1},      // grouped-query: heads 0, 1 read key head 0, heads 2, 3 key head 1
+      {1, 3, 8, 2, 32, 140, 2, 1},     // groups of four, three queries, a compiled-in width
   };
   return all;
 }
@@ -168,7 +170,11 @@ TEST(OpsAttentionDecode, RefusesBadShapes) {
   EXPECT_THROW(call(Q, K, K, 3, O), InvalidArgument);   // 3 heads do not divide 8
   EXPECT_THROW(call(Q, K, K, 0, O), InvalidArgument);
   EXPECT_THROW(call(Q, TensorView<const float>(kv.data(), {2, 10, 6}), TensorView<const float>(kv.data(), {2, 10, 6}), 2, O),
-               InvalidArgument);  // key heads neither h nor 1
+               InvalidArgument);  // a width of 6 is not whole heads of 4
+  // Key heads must divide the query heads: 4 heads of width 2 against 3 key heads.
+  EXPECT_THROW(call(Q, TensorView<const float>(kv.data(), {2, 10, 6}), TensorView<const float>(kv.data(), {2, 10, 6}), 4, O),
+               InvalidArgument);
+  EXPECT_NO_THROW(call(Q, TensorView<const float>(kv.data(), {2, 10, 4}), TensorView<const float>(kv.data(), {2, 10, 4}), 4, O));
   EXPECT_THROW(call(Q, K, TensorView<const float>(kv.data(), {2, 9, 8}), 2, O), InvalidArgument);  // v's rows
   EXPECT_THROW(call(Q, TensorView<const float>(kv.data(), {1, 10, 8}), TensorView<const float>(kv.data(), {1, 10, 8}), 2, O),
                InvalidArgument);  // batch
