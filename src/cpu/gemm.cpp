@@ -425,14 +425,16 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
   // oneDNN 2.6's sgemm with alpha ≠ 1 is not bitwise the same across thread counts (1 against 2
   // threads: 92 of 540 shapes of a grid M 32–300, N 16–256, K 16–512 differed, e.g. the scores
   // scale·Q·Kᵀ of `full` at n = 128, d_h = 32; none with alpha = 1), which the engine promises. So alpha
-  // goes into a scaled copy of the smaller operand and the product runs with alpha = 1.
+  // goes into a scaled copy of the smaller operand and the product runs with alpha = 1. The copy is
+  // freed on return: memory a forward keeps is only what its activations estimate counts.
+  std::unique_ptr<float[]> scaled;
   if (alpha != 1.f) {
-    thread_local GrowOnlyBuffer<float> scaled;
     const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
     const bool scale_a = a_rows * a_cols <= b_rows * b_cols;
     const int64_t rows = scale_a ? a_rows : b_rows, cols = scale_a ? a_cols : b_cols, ld = scale_a ? lda : ldb;
     const float* src = scale_a ? A : B;
-    float* dst = scaled.get(size_t(rows * cols));
+    scaled.reset(new float[size_t(rows * cols)]);
+    float* dst = scaled.get();
 #pragma omp parallel for schedule(static) if (rows * cols > 65536 && !omp_in_parallel())
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = alpha * src[r * ld + c];

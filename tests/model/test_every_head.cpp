@@ -138,9 +138,11 @@ TEST_P(EveryHead, MemoryEstimateCoversWhatTheForwardKeeps) {
       t.head->forward(h.data(), pad, B, n, training);
       const double kept = heap_in_use() - before;
       const double dlogits = training ? sizeof(float) * double(t.head->logits().size()) : 0;  // the trainer's
-      // The slack is malloc's chunk headers and the kernels' small bookkeeping (up to ~1.3 KiB seen),
-      // far below a (B, n, d) buffer (128 KiB) or the logits (22 KiB).
-      EXPECT_GE(head_activation_bytes(c, double(B), double(n), training) + 4096, kept + dlogits);
+      // The slack is malloc's chunk headers and the kernels' small bookkeeping, far below a (B, n, d)
+      // buffer (128 KiB) or the logits (22 KiB). Up to ~1.3 KiB was seen at first; a clone under /tmp
+      // (CI's) measured 4.3–4.4 KiB over the estimate for the clm head in 8 of 12 runs, where the same
+      // sources under /work never passed 4 KiB: what glibc counts moves with the binary's layout.
+      EXPECT_GE(head_activation_bytes(c, double(B), double(n), training) + 8192, kept + dlogits);
       EXPECT_GT(kept, 0);
     }
   }
