@@ -537,6 +537,15 @@ std::vector<double> dense_shared_qk(const AttentionRig<double>& rig, const Atten
   return linear(attn, param(rig, "to_out.weight"), param(rig, "to_out.bias"), d);
 }
 
+// The layer's output for c (double) against dense_shared_qk, every key in view; returns the reference.
+std::vector<double> expect_equals_dense_shared_qk(const AttentionCase& c) {
+  AttentionRig<double> rig(c);
+  rig.forward(c);
+  std::vector<double> ref = dense_shared_qk(rig, c);
+  LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+  return ref;
+}
+
 TEST(ReformerAttention, EqualsDenseSharedQkAttentionWhenEveryKeyIsVisible) {
   // Global chunking with bucket_size = n: one chunk, every key in view in every round, whatever the
   // buckets; n_hashes identical rounds give one round's result.
@@ -545,10 +554,7 @@ TEST(ReformerAttention, EqualsDenseSharedQkAttentionWhenEveryKeyIsVisible) {
       AttentionCase c = reformer_case(11, {{"bucket_size", 11}, {"n_hashes", rounds}, {"chunking", "global"}});
       if (mask) c = with_mask(c);
       SCOPED_TRACE(describe(c));
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      const std::vector<double> ref = dense_shared_qk(rig, c);
-      LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+      expect_equals_dense_shared_qk(c);
     }
 }
 
@@ -587,10 +593,7 @@ TEST(ReformerAttention, FullAttentionAtOrBelowTheThreshold) {
       AttentionCase c = reformer_case(16, {{"bucket_size", 2}, {"n_hashes", 2}, {"full_attn_thres", 16}}, causal);
       if (mask) c = with_mask(c);
       SCOPED_TRACE(describe(c));
-      AttentionRig<double> rig(c);
-      rig.forward(c);
-      const std::vector<double> ref = dense_shared_qk(rig, c);
-      LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+      const std::vector<double> ref = expect_equals_dense_shared_qk(c);
       expect_layer_matches_reference(c);
       AttentionCase above = c;  // one past the threshold: LSH, far from dense with chunks of 2
       above.options["full_attn_thres"] = 15;
@@ -606,10 +609,7 @@ TEST(ReformerAttention, FullAttentionAtOrBelowTheThreshold) {
   for (bool causal : {false, true}) {
     expect_layer_matches_reference(reformer_case(8, {{"bucket_size", 2}, {"full_attn_thres", 8}}, causal, 2, 8, 2, 16));
     AttentionCase c = with_mask(reformer_case(9, {{"bucket_size", 2}, {"full_attn_thres", 16}}, causal, 2, 8, 2, 16));
-    AttentionRig<double> rig(c);
-    rig.forward(c);
-    const std::vector<double> ref = dense_shared_qk(rig, c);
-    LF_EXPECT_CLOSE(rig.out.data(), ref.data(), int64_t(ref.size()), 1e-12);
+    expect_equals_dense_shared_qk(c);
   }
 }
 
